@@ -1,0 +1,40 @@
+"""Exception types raised by napari-sciz.
+
+Every error a user can cause derives from :class:`SciZError`, so callers (the CLI, the napari
+widgets) can catch one type and show its message without a traceback.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "SciZError",
+    "InvalidInputError",
+    "FormatError",
+    "RatioUnreachableError",
+    "CancelledError",
+    "OutputExistsError",
+]
+
+
+class SciZError(Exception):
+    """Base class of all napari-sciz errors that are meant for the user."""
+
+
+class InvalidInputError(SciZError, ValueError):
+    """The input array, argument or region is not supported (dtype, shape, NaN/Inf, ROI...)."""
+
+
+class FormatError(SciZError):
+    """A ``.sciz`` file is corrupted, truncated, foreign, or written by a newer format version."""
+
+
+class RatioUnreachableError(SciZError, ValueError):
+    """The requested compression ratio cannot be met for this input."""
+
+
+class CancelledError(SciZError):
+    """A compression job was cancelled by the user; no output was written."""
+
+
+class OutputExistsError(SciZError, FileExistsError):
+    """The output file exists (pass ``force=True`` / ``--force``) or would overwrite an input."""
