@@ -40,7 +40,7 @@ from numpy.typing import ArrayLike
 
 from ..errors import InvalidInputError
 
-__all__ = ["psnr", "ssim", "max_abs_error", "value_range"]
+__all__ = ["max_abs_error", "psnr", "ssim", "value_range"]
 
 #: Number of elements processed at once by the chunked metrics (32 MB of float64).
 _CHUNK_ELEMENTS = 1 << 22
