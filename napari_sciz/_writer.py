@@ -1,0 +1,98 @@
+"""npe2 writer contribution: File > Save an image layer as ``.sciz``.
+
+The target ratio is the one the user last chose in the Compress widget
+(:func:`napari_sciz._settings.get_default_ratio`), or 64 when none was chosen. The layer's scale
+is stored as the voxel size, its name as the name, and its units / axis labels when napari knows
+them. Fitting runs in the calling (GUI) thread: for long jobs with progress and cancel, use the
+Compress (INR) widget instead.
+
+This module must stay importable without torch; the codec is imported inside :func:`write_sciz`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["write_sciz"]
+
+_SUFFIX = ".sciz"
+_AXIS_LETTERS = "TCZYX"
+
+
+def write_sciz(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
+    """Compress one image layer to a ``.sciz`` file.
+
+    Parameters
+    ----------
+    path : str
+        Destination; ``.sciz`` is appended when missing. An existing file is replaced (napari's
+        save dialog has already asked).
+    data : array-like
+        The layer data (numpy, dask, a lazy ``.sciz`` layer...); multiscale data saves its
+        full-resolution level.
+    meta : dict
+        The layer attributes napari passes: ``name``, ``scale``, ``units``, ``axis_labels``...
+
+    Returns
+    -------
+    list of str
+        The path written.
+
+    Raises
+    ------
+    napari_sciz.errors.SciZError
+        If the codec rejects the data (unsupported dtype, NaN/Inf...) or cannot reach the ratio.
+    """
+    from napari_sciz._settings import get_default_ratio
+    from napari_sciz.core.api import compress  # lazy: imports torch
+
+    out = Path(path)
+    if out.suffix.lower() != _SUFFIX:
+        out = out.with_name(out.name + _SUFFIX)
+    if meta.get("multiscale") and isinstance(data, list | tuple):
+        data = data[0]
+    array = np.asarray(data)
+    ndim = array.ndim
+
+    kwargs: dict[str, Any] = {"ratio": get_default_ratio()}
+    name = meta.get("name")
+    if name:
+        kwargs["name"] = str(name)
+    scale = meta.get("scale")
+    if scale is not None and len(scale) == ndim:
+        kwargs["voxel_size"] = tuple(float(s) for s in scale)
+    units = _unit_names(meta.get("units"), ndim)
+    if units is not None:
+        kwargs["units"] = units
+    axes = _axes(meta.get("axis_labels"), ndim)
+    if axes is not None:
+        kwargs["axes"] = axes
+
+    result = compress(array, **kwargs)
+    result.save(out, force=True)
+    return [str(out)]
+
+
+def _unit_names(units: Any, ndim: int) -> tuple[str, ...] | None:
+    """Per-axis unit names (``"micrometer"``...), or None when napari only knows pixels."""
+    if units is None:
+        return None
+    if isinstance(units, str) or not hasattr(units, "__len__"):
+        units = [units] * ndim
+    names = tuple(str(u) for u in units)
+    if len(names) != ndim or all(n in ("pixel", "") for n in names):
+        return None
+    return names
+
+
+def _axes(labels: Any, ndim: int) -> str | None:
+    """An axes string like ``"ZYX"`` when the layer's axis labels are distinct T/C/Z/Y/X letters."""
+    if labels is None or len(labels) != ndim:
+        return None
+    letters = [str(label).upper() for label in labels]
+    if any(len(x) != 1 or x not in _AXIS_LETTERS for x in letters) or len(set(letters)) != ndim:
+        return None
+    return "".join(letters)
