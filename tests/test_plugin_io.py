@@ -1,0 +1,323 @@
+"""napari contributions: lazy .sciz reader, .sciz writer, sample data, settings."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from napari_sciz import _settings
+from napari_sciz._reader import LazySciZArray, _layer_data, napari_get_reader, read_sciz
+from napari_sciz._sample_data import SAMPLES, cells3d_nuclei, ct_phantom, load_sample
+from napari_sciz._writer import write_sciz
+
+
+@pytest.fixture(autouse=True)
+def _isolated_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Never read or write the user's real napari-sciz settings."""
+    folder = tmp_path / "config"
+    monkeypatch.setenv("NAPARI_SCIZ_CONFIG_DIR", str(folder))
+    return folder
+
+
+class FakeReader:
+    """Stand-in for SciZReader: serves a numpy array and records every index it is given."""
+
+    def __init__(self, data: np.ndarray, **attrs: Any) -> None:
+        self._data = data
+        self.shape = data.shape
+        self.dtype = data.dtype
+        self.ndim = data.ndim
+        self.keys: list[Any] = []
+        self.axes = attrs.get("axes", "ZYX")
+        self.voxel_size = attrs.get("voxel_size", (2.0, 0.5, 0.5))
+        self.units = attrs.get("units", "micrometer")
+        self.header = attrs.get("header", {"name": "fake", "value_range": [3, 250]})
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        self.keys.append(key)
+        return self._data[key]
+
+
+def _planes(keys: list[Any], axis: int = 0) -> set[int]:
+    """The single index each key takes on ``axis``; fails if a key spans several planes."""
+    planes = set()
+    for key in keys:
+        item = key[axis] if isinstance(key, tuple) else key
+        if isinstance(item, slice):
+            start, stop, _ = item.indices(10**9)
+            assert stop - start == 1, f"key {key!r} decodes several planes"
+            item = start
+        assert isinstance(item, int), f"key {key!r} is not a single plane"
+        planes.add(item)
+    return planes
+
+
+# --- reader: no codec needed -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "image.tif",
+        "volume.npy",
+        "archive.sciz.zip",
+        "folder",
+        Path("a.tif"),
+        ["a.sciz", "b.tif"],
+        [],
+    ],
+)
+def test_get_reader_declines_other_paths(path: Any) -> None:
+    assert napari_get_reader(path) is None
+
+
+@pytest.mark.parametrize("path", ["a.sciz", "A.SCIZ", Path("x/y.sciz"), ["a.sciz", "b.sciz"]])
+def test_get_reader_accepts_sciz(path: Any) -> None:
+    assert napari_get_reader(path) is read_sciz
+
+
+def test_layer_data_decodes_nothing_and_uses_header() -> None:
+    data = np.arange(5 * 6 * 7, dtype=np.uint16).reshape(5, 6, 7)
+    reader = FakeReader(data)
+    array, kwargs, layer_type = _layer_data(Path("/tmp/stem.sciz"), reader)
+    assert layer_type == "image"
+    assert reader.keys == []  # opening decodes nothing
+    assert isinstance(array, LazySciZArray)
+    assert array.shape == data.shape and array.dtype == data.dtype and array.ndim == 3
+    assert kwargs["name"] == "fake"
+    assert kwargs["scale"] == [2.0, 0.5, 0.5]
+    assert kwargs["contrast_limits"] == [3.0, 250.0]
+    assert kwargs["units"] == ["micrometer"] * 3
+    assert kwargs["axis_labels"] == ("z", "y", "x")
+    assert kwargs["rgb"] is False
+    assert kwargs["metadata"]["sciz_header"]["name"] == "fake"
+
+
+def test_layer_data_fallbacks() -> None:
+    """No name -> file stem; short voxel size is right-aligned; no value range -> middle plane."""
+    data = np.arange(2 * 5 * 6 * 7, dtype=np.float32).reshape(2, 5, 6, 7)
+    reader = FakeReader(
+        data, axes=None, voxel_size=(0.5, 0.25, 0.25), units=("furlongish",), header={}
+    )
+    _, kwargs, _ = _layer_data(Path("/tmp/my_volume.sciz"), reader)
+    assert kwargs["name"] == "my_volume"
+    assert kwargs["scale"] == [1.0, 0.5, 0.25, 0.25]
+    assert "units" not in kwargs  # unknown unit: shown without units rather than failing
+    assert "axis_labels" not in kwargs
+    middle = data[1, 2]
+    assert kwargs["contrast_limits"] == [float(middle.min()), float(middle.max())]
+    assert len(reader.keys) == 1  # only the middle plane was decoded
+
+
+def test_lazy_array_indexing_and_cache() -> None:
+    data = np.random.default_rng(0).integers(0, 1000, (4, 8, 9), dtype=np.uint16)
+    reader = FakeReader(data)
+    array = LazySciZArray(reader)
+    np.testing.assert_array_equal(array[np.int64(2)], data[2])
+    np.testing.assert_array_equal(array[1, 2:5, ::2], data[1, 2:5, ::2])
+    n = len(reader.keys)
+    np.testing.assert_array_equal(array[2], data[2])  # cached: no second decode
+    assert len(reader.keys) == n
+    assert reader.keys[0] == 2 and type(reader.keys[0]) is int  # numpy ints become ints
+    np.testing.assert_array_equal(np.asarray(array), data)
+    assert len(array) == 4 and array.size == data.size and array.nbytes == data.nbytes
+
+
+def test_viewer_decodes_only_viewed_planes(make_napari_viewer) -> None:
+    data = np.random.default_rng(1).integers(0, 4000, (12, 32, 40), dtype=np.uint16)
+    reader = FakeReader(data, header={"name": "lazy", "value_range": [0, 4000]})
+    viewer = make_napari_viewer()
+    layer = viewer._add_layer_from_data(*_layer_data(Path("lazy.sciz"), reader))[0]
+    assert isinstance(layer.data, LazySciZArray)
+    assert tuple(layer.contrast_limits) == (0, 4000)
+    shown = _planes(reader.keys)
+    # the current plane (napari may also slice the layer once at its initial point, plane 0)
+    assert viewer.dims.current_step[0] in shown
+    assert len(shown) <= 2
+    viewer.dims.set_current_step(0, 3)
+    viewer.dims.set_current_step(0, 7)
+    assert _planes(reader.keys) <= shown | {3, 7}
+    np.testing.assert_array_equal(np.asarray(layer._slice.image.raw), data[7])
+
+
+# --- sample data ---------------------------------------------------------------------------------
+
+
+def test_sample_functions() -> None:
+    (nuclei,) = cells3d_nuclei()
+    (ct,) = ct_phantom()
+    assert nuclei[0].shape == (40, 192, 192) and nuclei[0].dtype == np.uint16
+    assert ct[0].shape == (16, 256, 256) and ct[0].dtype == np.uint16
+    assert nuclei[1]["name"] == "cells3d nuclei" and nuclei[1]["scale"] == [0.29, 0.26, 0.26]
+    assert ct[1]["name"] == "CT phantom"
+    assert nuclei[2] == ct[2] == "image"
+    assert int(ct[0].max()) == 1798
+    assert set(SAMPLES) == {"cells3d_nuclei", "ct_phantom"}
+
+
+def test_samples_open_in_napari(make_napari_viewer) -> None:
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-sciz", "cells3d_nuclei")
+    viewer.open_sample("napari-sciz", "ct_phantom")
+    names = [layer.name for layer in viewer.layers]
+    assert names == ["cells3d nuclei", "CT phantom"]
+    assert viewer.layers[0].data.shape == (40, 192, 192)
+    np.testing.assert_allclose(viewer.layers[0].scale, [0.29, 0.26, 0.26])
+
+
+# --- settings ------------------------------------------------------------------------------------
+
+
+def test_settings_round_trip(_isolated_settings: Path) -> None:
+    assert _settings.get_default_ratio() == 64.0
+    _settings.set_default_ratio(16)
+    assert _settings.get_default_ratio() == 16.0
+    stored = json.loads((_isolated_settings / "settings.json").read_text())
+    assert stored["default_ratio"] == 16.0
+    for bad in (0.5, float("nan"), "x"):
+        with pytest.raises(ValueError):
+            _settings.set_default_ratio(bad)  # type: ignore[arg-type]
+    (_isolated_settings / "settings.json").write_text("{not json")
+    assert _settings.get_default_ratio() == 64.0
+
+
+# --- with the real codec -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def small_volume() -> np.ndarray:
+    """A real CT crop, small enough for a quick CPU fit."""
+    return np.ascontiguousarray(load_sample("ct_phantom")[4:12, 64:128, 64:128])
+
+
+@pytest.fixture(scope="module")
+def sciz_file(tmp_path_factory: pytest.TempPathFactory, small_volume: np.ndarray) -> Path:
+    from napari_sciz.core.api import compress
+
+    path = tmp_path_factory.mktemp("sciz") / "phantom.sciz"
+    result = compress(
+        small_volume, ratio=8, steps=20, voxel_size=(2.0, 0.5, 0.5), name="phantom crop"
+    )
+    result.save(path)
+    return path
+
+
+def test_read_sciz_is_lazy(sciz_file: Path, small_volume: np.ndarray, monkeypatch) -> None:
+    from napari_sciz.core.api import SciZReader
+
+    calls: list[Any] = []
+    original = SciZReader.__getitem__
+
+    def spy(self: Any, key: Any) -> Any:
+        calls.append(key)
+        return original(self, key)
+
+    monkeypatch.setattr(SciZReader, "__getitem__", spy)
+    (layer_data,) = read_sciz(str(sciz_file))
+    data, kwargs, layer_type = layer_data
+    assert calls == []  # nothing decoded when opening
+    assert layer_type == "image" and isinstance(data, LazySciZArray)
+    assert data.shape == small_volume.shape and data.dtype == small_volume.dtype
+    assert kwargs["name"] == "phantom crop"
+    np.testing.assert_allclose(kwargs["scale"], [2.0, 0.5, 0.5])
+    lo, hi = kwargs["contrast_limits"]
+    assert lo == pytest.approx(float(small_volume.min()), abs=1)
+    assert hi == pytest.approx(float(small_volume.max()), abs=1)
+
+    plane = data[3]
+    assert _planes(calls) == {3}
+    assert plane.shape == small_volume.shape[1:]
+
+
+def test_viewer_opens_sciz_lazily(
+    make_napari_viewer, sciz_file: Path, small_volume: np.ndarray, monkeypatch
+) -> None:
+    from napari_sciz.core.api import SciZReader, decompress
+
+    calls: list[Any] = []
+    original = SciZReader.__getitem__
+
+    def spy(self: Any, key: Any) -> Any:
+        calls.append(key)
+        return original(self, key)
+
+    monkeypatch.setattr(SciZReader, "__getitem__", spy)
+    viewer = make_napari_viewer()
+    (layer,) = viewer.open(str(sciz_file), plugin="napari-sciz")
+    assert isinstance(layer.data, LazySciZArray)
+    first = _planes(calls)
+    assert viewer.dims.current_step[0] in first and len(first) <= 2
+    viewer.dims.set_current_step(0, 5)
+    assert _planes(calls) <= first | {5}
+    full = decompress(str(sciz_file))
+    np.testing.assert_allclose(
+        np.asarray(layer._slice.image.raw, dtype=np.float64), full[5].astype(np.float64), atol=1
+    )
+
+
+def test_writer_round_trip(tmp_path: Path, small_volume: np.ndarray, monkeypatch) -> None:
+    import napari_sciz.core.api as api
+
+    used: dict[str, Any] = {}
+    real_compress = api.compress
+
+    def quick_compress(data: Any, ratio: float, **kwargs: Any) -> Any:
+        used.update(kwargs, ratio=ratio)
+        return real_compress(data, ratio, steps=20, **kwargs)
+
+    monkeypatch.setattr(api, "compress", quick_compress)
+    _settings.set_default_ratio(8)
+    meta = {"name": "saved layer", "scale": [2.0, 0.5, 0.5]}
+    (written,) = write_sciz(str(tmp_path / "out"), small_volume, meta)
+    assert written == str(tmp_path / "out.sciz") and Path(written).is_file()
+    assert used["ratio"] == 8.0
+    assert used["voxel_size"] == (2.0, 0.5, 0.5) and used["name"] == "saved layer"
+    assert Path(written).stat().st_size <= small_volume.nbytes / 8
+
+    reader = api.open_sciz(written)
+    assert reader.shape == small_volume.shape and reader.dtype == small_volume.dtype
+    assert reader.header.get("name") == "saved layer"
+    np.testing.assert_allclose(reader.voxel_size, [2.0, 0.5, 0.5])
+
+
+def test_writer_default_ratio_is_64(tmp_path: Path, monkeypatch) -> None:
+    import napari_sciz.core.api as api
+
+    seen: list[float] = []
+
+    class Result:
+        def save(self, path: Any, force: bool = False) -> None:
+            Path(path).write_bytes(b"stub")
+
+    def fake_compress(data: Any, ratio: float, **kwargs: Any) -> Result:
+        seen.append(ratio)
+        return Result()
+
+    monkeypatch.setattr(api, "compress", fake_compress)
+    write_sciz(str(tmp_path / "x.sciz"), np.zeros((4, 4, 4), np.uint16), {"name": "x"})
+    assert seen == [64.0]
+
+
+def test_save_layer_from_napari(
+    make_napari_viewer, tmp_path: Path, small_volume: np.ndarray, monkeypatch
+) -> None:
+    import napari_sciz.core.api as api
+
+    real_compress = api.compress
+    monkeypatch.setattr(
+        api, "compress", lambda data, ratio, **kw: real_compress(data, ratio, steps=20, **kw)
+    )
+    _settings.set_default_ratio(8)
+    viewer = make_napari_viewer()
+    viewer.add_image(small_volume, name="from napari", scale=(2.0, 0.5, 0.5))
+    path = tmp_path / "saved.sciz"
+    viewer.layers.save(str(path), selected=False, plugin="napari-sciz")
+    assert path.is_file()
+    (layer,) = viewer.open(str(path), plugin="napari-sciz")
+    assert layer.name == "from napari"
+    assert layer.data.shape == small_volume.shape
+    np.testing.assert_allclose(layer.scale, [2.0, 0.5, 0.5])
