@@ -1,0 +1,444 @@
+"""Tests of the ``sciz`` command line (napari_sciz.cli), against the real codec."""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import json
+import subprocess
+import sys
+import types
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import tifffile
+
+from napari_sciz import __version__, cli
+from napari_sciz.errors import InvalidInputError
+
+HAVE_CODEC = importlib.util.find_spec("napari_sciz.core.api") is not None
+needs_codec = pytest.mark.skipif(not HAVE_CODEC, reason="napari_sciz.core.api not available")
+
+STEPS = "20"
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    """Run ``sciz argv`` in-process; return (exit status, stdout, stderr)."""
+    try:
+        code = cli.main(list(argv))
+    except SystemExit as exc:  # argparse usage errors, --help, --version
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(err: str, contains: str) -> None:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("sciz: error: "), err
+    assert contains in lines[0], err
+    assert "Traceback" not in err
+
+
+def volume(shape: tuple[int, ...] = (8, 32, 32), dtype: str = "uint16") -> np.ndarray:
+    """A small smooth volume with a little noise (fast to fit)."""
+    grids = np.meshgrid(*[np.linspace(0, 1, n) for n in shape], indexing="ij")
+    smooth = np.ones(shape)
+    for k, g in enumerate(grids):
+        smooth *= 0.6 + 0.4 * np.sin(2.5 * g * (k + 1))
+    rng = np.random.default_rng(0)
+    data = 1000 + 20000 * smooth + rng.normal(0, 100, shape)
+    return data.astype(dtype)
+
+
+# ---------------------------------------------------------------------------------------------
+# no codec needed
+# ---------------------------------------------------------------------------------------------
+
+
+def test_python_m_and_version() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "napari_sciz", "--version"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0
+    assert __version__ in proc.stdout
+
+
+def test_cli_imports_no_qt_napari_or_torch() -> None:
+    code = (
+        "import sys, napari_sciz.cli\n"
+        "bad = {'qtpy', 'napari', 'magicgui', 'torch', 'PyQt5', 'PyQt6', 'PySide2', 'PySide6'}\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & bad))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert proc.stdout.strip() == "[]"
+
+
+def test_help_lists_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "--help")
+    assert code == 0
+    for command in ("compress", "decompress", "info", "bench", "demo"):
+        assert command in out
+
+
+@pytest.mark.parametrize("ratio", ["abc", "0", "-3", "0.5", "nan", "inf"])
+def test_bad_ratio_is_usage_error(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, ratio: str
+) -> None:
+    src = tmp_path / "a.npy"
+    np.save(src, volume())
+    code, _, err = run(
+        capsys, "compress", str(src), "-o", str(tmp_path / "a.sciz"), "--ratio", ratio
+    )
+    assert code == 2
+    assert "--ratio" in err
+    assert not (tmp_path / "a.sciz").exists()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["compress", "a.npy", "-o", "a.sciz", "--ratio", "4", "--steps", "5", "--budget", "3"],
+        ["compress", "a.npy", "--ratio", "4"],
+        ["compress", "a.npy", "-o", "a.sciz", "--ratio", "4", "--steps", "0"],
+        ["compress", "a.npy", "-o", "a.sciz", "--ratio", "4", "--device", "tpu"],
+        ["decompress", "a.sciz", "-o", "a.tif", "--scale", "0"],
+        ["frobnicate"],
+        [],
+    ],
+)
+def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
+    code, _, err = run(capsys, *argv)
+    assert code == 2
+    assert "usage:" in err
+
+
+def test_missing_input(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, out, err = run(
+        capsys,
+        "compress",
+        str(tmp_path / "nope.tif"),
+        "-o",
+        str(tmp_path / "o.sciz"),
+        "--ratio",
+        "8",
+    )
+    assert code == 1 and out == ""
+    assert_one_line_error(err, "no such file")
+    for argv in (["info", "nope.sciz"], ["decompress", "nope.sciz", "-o", "x.tif"]):
+        code, _, err = run(capsys, *[str(tmp_path / a) if "." in a else a for a in argv])
+        assert code == 1
+        assert_one_line_error(err, "no such file")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unsupported_extensions(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    png = tmp_path / "img.png"
+    png.write_bytes(b"\x89PNG\r\n")
+    code, _, err = run(capsys, "compress", str(png), "-o", str(tmp_path / "o.sciz"), "--ratio", "8")
+    assert code == 1
+    assert_one_line_error(err, "unsupported file type '.png'")
+    src = tmp_path / "a.npy"
+    np.save(src, volume())
+    code, _, err = run(capsys, "compress", str(src), "-o", str(tmp_path / "o.tif"), "--ratio", "8")
+    assert code == 1
+    assert_one_line_error(err, "must be a .sciz file")
+    (tmp_path / "a.sciz").write_bytes(b"x")
+    code, _, err = run(
+        capsys, "decompress", str(tmp_path / "a.sciz"), "-o", str(tmp_path / "o.png")
+    )
+    assert code == 1
+    assert_one_line_error(err, "unsupported output type")
+
+
+def test_compress_existing_output_refused_before_fitting(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    src = tmp_path / "a.npy"
+    np.save(src, volume())
+    out = tmp_path / "a.sciz"
+    out.write_bytes(b"precious")
+    code, _, err = run(capsys, "compress", str(src), "-o", str(out), "--ratio", "4")
+    assert code == 1
+    assert_one_line_error(err, "use --force")
+    assert out.read_bytes() == b"precious"
+
+
+@pytest.mark.parametrize(
+    ("exc", "code", "message"),
+    [
+        (KeyboardInterrupt(), 130, "cancelled; no output written"),
+        (MemoryError(), 1, "out of memory"),
+        (PermissionError(13, "Permission denied", "/x/y.tif"), 1, "Permission denied: /x/y.tif"),
+        (InvalidInputError("bad\nsecond line"), 1, "bad"),
+    ],
+)
+def test_errors_are_one_line_and_debug_shows_traceback(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    exc: BaseException,
+    code: int,
+    message: str,
+) -> None:
+    def boom(path: object) -> None:
+        raise exc
+
+    monkeypatch.setattr(cli, "read_image", boom)
+    argv = ["compress", str(tmp_path / "a.npy"), "-o", str(tmp_path / "a.sciz"), "--ratio", "4"]
+    status, _, err = run(capsys, *argv)
+    assert status == code
+    assert_one_line_error(err, message)
+    with pytest.raises(type(exc)):
+        cli.main(["--debug", *argv])
+
+
+def test_torch_out_of_memory_is_one_line(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    class OutOfMemoryError(RuntimeError):
+        pass
+
+    def boom(path: object) -> None:
+        raise OutOfMemoryError("CUDA out of memory. Tried to allocate...")
+
+    monkeypatch.setattr(cli, "read_image", boom)
+    status, _, err = run(
+        capsys, "compress", "a.npy", "-o", str(tmp_path / "a.sciz"), "--ratio", "4"
+    )
+    assert status == 1
+    assert_one_line_error(err, "out of GPU memory")
+
+
+def test_delegated_commands(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[list[str]] = []
+    fake = types.ModuleType("napari_sciz._test_delegate")
+    fake.main = lambda argv: calls.append(list(argv)) or 3  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "napari_sciz._test_delegate", fake)
+    monkeypatch.setitem(cli._DELEGATES, "bench", "napari_sciz._test_delegate")
+    code, _, _ = run(capsys, "--debug", "bench", "--quick", "-o", "x", "--help")
+    assert code == 3
+    assert calls == [["--quick", "-o", "x", "--help"]]
+    # a missing module gives a clear one-line message
+    monkeypatch.setitem(cli._DELEGATES, "demo", "napari_sciz._no_such_module_for_tests")
+    code, _, err = run(capsys, "demo", "--fast")
+    assert code == 1
+    assert_one_line_error(err, "'demo' command is not available")
+
+
+def test_progress_bar_on_tty() -> None:
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    stream = Tty()
+    bar = cli._Progress(stream, enabled=True)
+    for step in (1, 50, 100):
+        bar._last = 0.0  # defeat throttling
+        bar(
+            types.SimpleNamespace(
+                fraction=step / 100,
+                step=step,
+                total_steps=100,
+                loss=0.1,
+                psnr=30.0 + step / 10,
+                eta_seconds=100 - step,
+                block=0,
+                n_blocks=1,
+            )
+        )
+    bar.close()
+    text = stream.getvalue()
+    assert text.count("\r") == 3 and text.endswith("\n")
+    assert "PSNR 40.00 dB" in text and "ETA 0:00" in text and "100%" in text
+    quiet = io.StringIO()
+    cli._Progress(quiet, enabled=False)(types.SimpleNamespace(fraction=0.5))
+    assert quiet.getvalue() == ""
+    lines = io.StringIO()  # not a TTY: plain lines, no carriage returns
+    cli._Progress(lines, enabled=True, line_interval=0)(types.SimpleNamespace(fraction=0.5))
+    assert "\r" not in lines.getvalue() and "50%" in lines.getvalue()
+
+
+# ---------------------------------------------------------------------------------------------
+# with the real codec
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def compressed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Compress a small .npy once (JSON output) for the tests below."""
+    if not HAVE_CODEC:
+        pytest.skip("napari_sciz.core.api not available")
+    d = tmp_path_factory.mktemp("cli")
+    data = volume()
+    src = d / "vol.npy"
+    np.save(src, data)
+    out = d / "vol.sciz"
+    stdout = io.StringIO()
+    stderr = io.StringIO()
+    old = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = stdout, stderr
+    try:
+        code = cli.main(
+            ["compress", str(src), "-o", str(out), "--ratio", "4", "--steps", STEPS, "--json",
+             "--device", "cpu"]
+        )  # fmt: skip
+    finally:
+        sys.stdout, sys.stderr = old
+    return {
+        "code": code,
+        "stdout": stdout.getvalue(),
+        "stderr": stderr.getvalue(),
+        "data": data,
+        "src": src,
+        "out": out,
+        "dir": d,
+    }
+
+
+@needs_codec
+def test_compress_json(compressed: dict[str, Any]) -> None:
+    assert compressed["code"] == 0, compressed["stderr"]
+    lines = compressed["stdout"].strip().splitlines()
+    assert len(lines) == 1
+    summary = json.loads(lines[0])
+    for key in ("ratio", "psnr", "ssim", "max_error", "encode_seconds", "device", "shape", "dtype"):
+        assert key in summary
+    assert summary["output"] == str(compressed["out"])
+    assert summary["nbytes"] == compressed["out"].stat().st_size
+    assert list(summary["shape"]) == [8, 32, 32]
+    assert summary["dtype"] == "uint16"
+    assert summary["ratio"] >= 4 * 0.999
+    assert "fitting" not in compressed["stderr"]  # no progress output with --json
+
+
+@needs_codec
+def test_info(capsys: pytest.CaptureFixture[str], compressed: dict[str, Any]) -> None:
+    sciz = compressed["out"]
+    code, out, err = run(capsys, "info", str(sciz), "--json")
+    assert code == 0, err
+    info = json.loads(out)
+    assert info["shape"] == [8, 32, 32] and info["dtype"] == "uint16"
+    assert info["axes"] == "ZYX"
+    assert info["file_size"] == sciz.stat().st_size
+    assert info["ratio"] == pytest.approx(8 * 32 * 32 * 2 / sciz.stat().st_size)
+    assert isinstance(info["header"], dict) and info["header"]
+    code, out, err = run(capsys, "info", str(sciz))
+    assert code == 0, err
+    assert "8x32x32" in out and "uint16" in out and "ratio" in out
+    for key in info["header"]:  # every header field is shown, generically
+        assert key in out
+
+
+@needs_codec
+@pytest.mark.parametrize("ext", [".npy", ".tif", ".ome.tif"])
+def test_decompress_round_trip(
+    capsys: pytest.CaptureFixture[str], compressed: dict[str, Any], ext: str
+) -> None:
+    out = compressed["dir"] / f"dec{ext}"
+    code, stdout, err = run(capsys, "decompress", str(compressed["out"]), "-o", str(out))
+    assert code == 0, err
+    assert "wrote" in stdout
+    if ext == ".npy":
+        arr = np.load(out)
+    else:
+        arr = tifffile.imread(out)
+    assert arr.shape == (8, 32, 32) and arr.dtype == np.uint16
+    err_max = np.abs(arr.astype(float) - compressed["data"].astype(float)).max()
+    assert err_max < 20000  # a reconstruction, not garbage
+    # existing output without --force, then with --force
+    code, _, err = run(capsys, "decompress", str(compressed["out"]), "-o", str(out))
+    assert code == 1
+    assert_one_line_error(err, "use --force")
+    code, _, err = run(capsys, "decompress", str(compressed["out"]), "-o", str(out), "--force")
+    assert code == 0, err
+
+
+@needs_codec
+def test_decompress_roi(capsys: pytest.CaptureFixture[str], compressed: dict[str, Any]) -> None:
+    out = compressed["dir"] / "roi.npy"
+    code, _, err = run(
+        capsys, "decompress", str(compressed["out"]), "-o", str(out), "--roi", "2:6,:,8:24"
+    )
+    assert code == 0, err
+    assert np.load(out).shape == (4, 32, 16)
+
+
+@needs_codec
+@pytest.mark.parametrize("roi", ["0:99,:,:", "0:4,0:8", "a:b,:,:", "5:2,:,:"])
+def test_bad_roi(capsys: pytest.CaptureFixture[str], compressed: dict[str, Any], roi: str) -> None:
+    out = compressed["dir"] / "badroi.tif"
+    code, _, err = run(capsys, "decompress", str(compressed["out"]), "-o", str(out), "--roi", roi)
+    assert code == 1
+    assert_one_line_error(err, "")
+    assert not out.exists()
+
+
+@needs_codec
+def test_corrupted_sciz(capsys: pytest.CaptureFixture[str], compressed: dict[str, Any]) -> None:
+    d = compressed["dir"]
+    garbage = d / "garbage.sciz"
+    garbage.write_bytes(b"definitely not a sciz file" * 10)
+    good = compressed["out"].read_bytes()
+    truncated = d / "truncated.sciz"
+    truncated.write_bytes(good[: len(good) // 2])
+    flipped = d / "flipped.sciz"
+    flipped.write_bytes(good[:-8] + bytes(b ^ 0xFF for b in good[-8:]))
+    for bad in (garbage, truncated, flipped):
+        out = d / f"{bad.stem}.tif"
+        code, _, err = run(capsys, "decompress", str(bad), "-o", str(out))
+        assert code == 1, bad
+        assert_one_line_error(err, "")
+        assert not out.exists()
+    for bad in (garbage, truncated):
+        code, _, err = run(capsys, "info", str(bad))
+        assert code == 1
+        assert_one_line_error(err, "")
+
+
+@needs_codec
+def test_tif_round_trip_with_voxel_size(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    data = volume((6, 24, 20))
+    src = tmp_path / "stack.tif"
+    tifffile.imwrite(
+        src, data, imagej=True, resolution=(2.0, 2.0), metadata={"spacing": 3.0, "unit": "um"}
+    )
+    sciz = tmp_path / "stack.sciz"
+    code, out, err = run(
+        capsys, "compress", str(src), "-o", str(sciz), "--ratio", "3", "--steps", STEPS,
+        "--device", "cpu",
+    )  # fmt: skip
+    assert code == 0, err
+    for key in ("ratio", "PSNR", "SSIM", "max error", "time", "device"):
+        assert key in out
+    code, out, err = run(capsys, "info", str(sciz), "--json")
+    info = json.loads(out)
+    assert info["voxel_size"] == pytest.approx([3.0, 0.5, 0.5])
+    dec = tmp_path / "dec.ome.tif"
+    code, _, err = run(capsys, "decompress", str(sciz), "-o", str(dec))
+    assert code == 0, err
+    from napari_sciz.io import read_image
+
+    img = read_image(dec)
+    assert img.data.shape == data.shape and img.data.dtype == data.dtype
+    assert img.axes == "ZYX"
+    assert img.voxel_size == pytest.approx((3.0, 0.5, 0.5))
+    # a region at twice the resolution: voxel size halves where the sampling doubled
+    dec2 = tmp_path / "dec2.tif"
+    code, _, err = run(
+        capsys, "decompress", str(sciz), "-o", str(dec2), "--roi", "0:2,0:10,0:10", "--scale", "2"
+    )
+    assert code == 0, err
+    img2 = read_image(dec2)
+    factors = [n / e for n, e in zip(img2.data.shape, (2, 10, 10), strict=True)]
+    expected = tuple(v / f for v, f in zip((3.0, 0.5, 0.5), factors, strict=True))
+    assert img2.voxel_size == pytest.approx(expected)
