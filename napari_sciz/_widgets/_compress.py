@@ -1,0 +1,1015 @@
+"""The "Compress" dock widget: fit an INR to an image layer in a worker thread, show the result.
+
+torch is never imported by this module: the codec (and torch with it) is imported inside the
+worker thread when a compression starts, and the device list imports torch the first time it is
+opened.
+"""
+
+from __future__ import annotations
+
+import gc
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from qtpy.QtCore import QEvent, QObject, Qt, QTimer
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QMessageBox,
+    QProgressBar,
+    QPushButton,
+    QSlider,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+from superqt import QCollapsible
+
+from ..errors import CancelledError, InvalidInputError, SciZError
+from ._geometry import (
+    EFFORT_PRESETS,
+    RATIO_STOPS,
+    format_bytes,
+    format_duration,
+    nearest_ratio_index,
+)
+from ._region import BYTES_KEY, DecodeRegionWidget
+from ._viewer import current_data_index, placement_kwargs, show_side_by_side
+
+if TYPE_CHECKING:  # pragma: no cover
+    import napari
+
+__all__ = ["AVAILABLE_GUIDANCE", "CompressWidget"]
+
+#: Guidance modes offered by the widget and whether the codec supports them yet.
+GUIDANCE_MODES: tuple[str, ...] = ("none", "segmentation", "perceptual")
+#: Guidance modes the codec implements now; the others are shown disabled.
+AVAILABLE_GUIDANCE: frozenset[str] = frozenset({"none"})
+_NOT_YET = "Not available yet: guided losses arrive in a later release of napari-sciz."
+
+#: Minimum interval between progress updates / live previews sent to the main thread (seconds).
+_PROGRESS_INTERVAL = 0.1
+_PREVIEW_INTERVAL = 1.0
+
+_DEFAULT_RATIO = 64
+_SCIZ_ROLES = ("reconstruction", "delta", "region", "preview")
+
+
+def _free_gpu_memory() -> None:
+    """Release cached GPU memory (only if torch is already imported and CUDA is in use)."""
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return
+    try:
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            torch.cuda.empty_cache()
+    except Exception:  # noqa: BLE001 - freeing memory must never fail a job  # pragma: no cover
+        pass
+
+
+def describe_error(exc: BaseException, device: str = "") -> str:
+    """A clear, single-paragraph message for an error raised while compressing.
+
+    Parameters
+    ----------
+    exc : BaseException
+        The error.
+    device : str
+        The device that was used (for out-of-memory messages).
+
+    Returns
+    -------
+    str
+        The message shown in the napari notification.
+    """
+    text = str(exc).strip()
+    if type(exc).__name__ == "OutOfMemoryError" or "out of memory" in text.lower():
+        where = f" on {device}" if device and device != "auto" else ""
+        return (
+            f"The GPU ran out of memory{where}. Try the CPU device, 'Current plane only', "
+            "a smaller layer, or close other programs using the GPU."
+        )
+    if isinstance(exc, MemoryError):
+        return "Not enough memory (RAM) to compress this layer: try 'Current plane only'."
+    if isinstance(exc, SciZError):
+        return text or type(exc).__name__
+    return f"Compression failed: {type(exc).__name__}: {text}"
+
+
+class _CompressJob:
+    """One compression run: the worker body plus the thread-safe callbacks given to the codec."""
+
+    def __init__(self, data: np.ndarray, ratio: float, options: dict[str, Any]) -> None:
+        self.data: np.ndarray | None = data
+        self.ratio = ratio
+        self.options = options
+        self.cancel_event = threading.Event()
+        self.worker: Any = None
+        self._last_progress = 0.0
+        self._last_preview = 0.0
+        self.started = time.monotonic()
+
+    def cancelled(self) -> bool:
+        """True once the user cancelled, the viewer closes, or napari asked the worker to quit."""
+        worker = self.worker
+        return self.cancel_event.is_set() or bool(
+            worker is not None and getattr(worker, "abort_requested", False)
+        )
+
+    def _emit(self, message: tuple[str, Any]) -> None:
+        worker = self.worker
+        if worker is None:
+            return
+        try:
+            worker.yielded.emit(message)  # queued to the main thread
+        except RuntimeError:  # pragma: no cover - signals object already deleted
+            pass
+
+    def progress(self, info: Any) -> None:
+        """Codec progress callback (worker thread): throttled and forwarded."""
+        now = time.monotonic()
+        fraction = float(getattr(info, "fraction", 0.0) or 0.0)
+        if now - self._last_progress < _PROGRESS_INTERVAL and fraction < 1.0:
+            return
+        self._last_progress = now
+        self._emit(("progress", info))
+
+    def preview(self, array: Any) -> None:
+        """Codec preview callback (worker thread): a copy of the reconstruction is forwarded."""
+        now = time.monotonic()
+        if now - self._last_preview < _PREVIEW_INTERVAL:
+            return
+        self._last_preview = now
+        self._emit(("preview", np.array(array, dtype=np.float32, copy=True)))
+
+    def run(self) -> Any:
+        """Worker body (a generator so that napari gives it a ``yielded`` signal)."""
+        yield ("status", "Loading the codec ...")
+        device = str(self.options.get("device", ""))
+        try:
+            from ..core.api import compress
+
+            if self.cancelled():
+                raise CancelledError("cancelled before the fit started")
+            self._emit(("status", "Fitting ..."))
+            result = compress(
+                self.data,
+                self.ratio,
+                progress=self.progress,
+                preview=self.preview,
+                cancel=self.cancelled,
+                **self.options,
+            )
+            if self.cancelled():
+                raise CancelledError("cancelled")
+            return ("ok", result)
+        except CancelledError:
+            return ("cancelled", None)
+        except Exception as exc:  # noqa: BLE001 - every error is reported to the user
+            return ("error", describe_error(exc, device))
+        finally:
+            _free_gpu_memory()
+
+
+class _DeviceCombo(QComboBox):
+    """A device picker that lists the real devices the first time it is opened (imports torch)."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.addItem("auto (best available)", "auto")
+        self.setToolTip("Where to fit: a CUDA GPU, Apple MPS or the CPU")
+        self.populated = False
+
+    def populate(self) -> None:
+        """Add the available devices (CUDA with name and free memory, MPS, CPU)."""
+        if self.populated:
+            return
+        self.populated = True
+        try:
+            from ..core.device import available_devices
+
+            devices = available_devices()
+        except Exception as exc:  # noqa: BLE001 - keep "auto" usable
+            self.setToolTip(f"Could not list devices: {exc}")
+            devices = []
+        for info in devices:
+            self.addItem(info.label, info.name)
+
+    def showPopup(self) -> None:  # noqa: N802 - Qt override
+        """Populate lazily, then open."""
+        self.populate()
+        super().showPopup()
+
+
+class CompressWidget(QWidget):
+    """Compress an image layer with an implicit neural representation and inspect the result.
+
+    Pick an image layer, a target ratio (4x-2048x, the predicted file size is shown), an effort
+    (time budget) and a device, then Start. The fit runs in a worker thread with a progress bar
+    (ETA and PSNR) and a live preview; Cancel stops it within about a second. The result is shown
+    side by side: the original layer, the reconstruction and the difference (original minus
+    reconstruction), with the metrics in the widget and in the new layers' ``metadata["sciz"]``.
+    Save writes the ``.sciz`` file; the "Decode region" section decodes a region from the
+    compressed bytes, optionally at a finer sampling.
+
+    Parameters
+    ----------
+    napari_viewer : napari.Viewer
+        The viewer this widget works on.
+    parent : QWidget, optional
+        Parent widget.
+
+    Attributes
+    ----------
+    result : CompressResult or None
+        The last successful compression (its ``.data`` are the ``.sciz`` bytes).
+    result_layers : tuple
+        ``(source, reconstruction, delta)`` layers of the last result.
+    region : DecodeRegionWidget
+        The "Decode region" section.
+    """
+
+    def __init__(self, napari_viewer: napari.Viewer, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.viewer = napari_viewer
+        self.result: Any = None
+        self.result_layers: tuple[Any, ...] = ()
+        self.worker: Any = None
+        self._job: _CompressJob | None = None
+        self._run: dict[str, Any] = {}
+        self._preview_layer: Any = None
+        self._closing = False
+
+        self._build_ui()
+        self._connect()
+        self._refresh_layers()
+
+    # ================================================================== UI
+    def _build_ui(self) -> None:
+        # --- input
+        self.layer_combo = QComboBox()
+        self.layer_combo.setToolTip("The image layer to compress")
+        self.current_only_check = QCheckBox("Current plane only")
+        self.current_only_check.setToolTip(
+            "Compress only what is shown at the current position of the leading axes "
+            "(time point / channel; for a 3D stack: the current plane)"
+        )
+
+        # --- ratio: a log-scale slider over RATIO_STOPS
+        self.ratio_slider = QSlider(Qt.Orientation.Horizontal)
+        self.ratio_slider.setRange(0, len(RATIO_STOPS) - 1)
+        self.ratio_slider.setTickPosition(QSlider.TickPosition.TicksBelow)
+        self.ratio_slider.setTickInterval(4)  # one tick per octave
+        self.ratio_slider.setToolTip("Target compression ratio (logarithmic: 4x to 2048x)")
+        self.ratio_label = QLabel()
+        self.ratio_label.setMinimumWidth(48)
+        self.size_label = QLabel()
+        self.size_label.setToolTip("Raw size of the data / target ratio")
+
+        # --- guidance (the guided losses come later: visibly disabled, never silently ignored)
+        self.guidance_combo = QComboBox()
+        for mode in GUIDANCE_MODES:
+            self.guidance_combo.addItem(mode, mode)
+        model = self.guidance_combo.model()
+        for i, mode in enumerate(GUIDANCE_MODES):
+            if mode not in AVAILABLE_GUIDANCE:
+                item = model.item(i)  # type: ignore[attr-defined]
+                item.setEnabled(False)
+                item.setToolTip(_NOT_YET)
+                item.setText(f"{mode} (not available yet)")
+        self.guidance_combo.setToolTip(
+            "What the compression should preserve best. none: every voxel alike. "
+            "segmentation / perceptual: " + _NOT_YET
+        )
+        unavailable = [m for m in GUIDANCE_MODES if m not in AVAILABLE_GUIDANCE]
+        self.guidance_hint = QLabel(
+            f"<small><i>{' / '.join(unavailable)} guidance: not available yet</i></small>"
+            if unavailable
+            else ""
+        )
+        self.guidance_hint.setToolTip(_NOT_YET)
+        self.guidance_hint.setEnabled(False)
+        self.guidance_hint.setVisible(bool(unavailable))
+        self.labels_combo = QComboBox()
+        self.labels_combo.setEnabled(False)
+        self.labels_combo.setToolTip("Labels layer for segmentation guidance. " + _NOT_YET)
+
+        # --- device and effort
+        self.device_combo = _DeviceCombo()
+        self.effort_combo = QComboBox()
+        for key, seconds in EFFORT_PRESETS.items():
+            self.effort_combo.addItem(f"{key} ({seconds} s)", seconds)
+        self.effort_combo.addItem("custom time budget", 0)
+        self.effort_combo.setCurrentIndex(1)
+        self.effort_combo.setToolTip("How long the fit may run (a time budget)")
+        self.budget_spin = QSpinBox()
+        self.budget_spin.setRange(1, 24 * 3600)
+        self.budget_spin.setSuffix(" s")
+        self.budget_spin.setValue(EFFORT_PRESETS["balanced"])
+        self.budget_spin.setEnabled(False)
+        self.budget_spin.setToolTip("Time budget of the fit in seconds")
+
+        # --- advanced
+        self.steps_spin = QSpinBox()
+        self.steps_spin.setRange(0, 10_000_000)
+        self.steps_spin.setSpecialValueText("use the time budget")
+        self.steps_spin.setToolTip("A fixed number of optimisation steps (overrides the budget)")
+        self.seed_spin = QSpinBox()
+        self.seed_spin.setRange(0, 2**31 - 1)
+        self.seed_spin.setToolTip("Random seed of the fit (same seed, same input: same file)")
+
+        # --- run
+        self.start_button = QPushButton("Start")
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.progress_bar = QProgressBar()
+        self.progress_bar.setRange(0, 1000)
+        self.progress_bar.setValue(0)
+        self.progress_bar.setTextVisible(True)
+        self.progress_bar.setFormat("idle")
+        self.status_label = QLabel("")
+        self.status_label.setWordWrap(True)
+
+        # --- result
+        self.metric_labels: dict[str, QLabel] = {}
+        results_form = QFormLayout()
+        for key, title in (
+            ("ratio", "Ratio"),
+            ("size", "File size"),
+            ("psnr", "PSNR"),
+            ("ssim", "SSIM"),
+            ("max_error", "Max error"),
+            ("time", "Time"),
+            ("device", "Device"),
+        ):
+            label = QLabel("-")
+            label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+            self.metric_labels[key] = label
+            results_form.addRow(title, label)
+        self.save_button = QPushButton("Save .sciz ...")
+        self.save_button.setEnabled(False)
+        self.save_button.setToolTip("Write the compressed file")
+
+        # --- layout
+        ratio_row = QHBoxLayout()
+        ratio_row.addWidget(self.ratio_slider, 1)
+        ratio_row.addWidget(self.ratio_label)
+        effort_row = QHBoxLayout()
+        effort_row.addWidget(self.effort_combo, 1)
+        effort_row.addWidget(self.budget_spin)
+
+        form = QFormLayout()
+        form.addRow("Image", self.layer_combo)
+        form.addRow("", self.current_only_check)
+        form.addRow("Ratio", ratio_row)
+        form.addRow("", self.size_label)
+        form.addRow("Guidance", self.guidance_combo)
+        form.addRow("", self.guidance_hint)
+        form.addRow("Labels", self.labels_combo)
+        form.addRow("Device", self.device_combo)
+        form.addRow("Effort", effort_row)
+
+        self.advanced = QCollapsible("Advanced")
+        advanced_body = QWidget()
+        advanced_form = QFormLayout(advanced_body)
+        advanced_form.setContentsMargins(0, 0, 0, 0)
+        advanced_form.addRow("Steps", self.steps_spin)
+        advanced_form.addRow("Seed", self.seed_spin)
+        self.advanced.addWidget(advanced_body)
+
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.start_button)
+        buttons.addWidget(self.cancel_button)
+
+        results_box = QGroupBox("Result")
+        results_layout = QVBoxLayout(results_box)
+        results_layout.addLayout(results_form)
+        results_layout.addWidget(self.save_button)
+
+        self.region = DecodeRegionWidget(self.viewer, parent=self)
+        self.region_section = QCollapsible("Decode region")
+        self.region_section.addWidget(self.region)
+
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(self.advanced)
+        layout.addLayout(buttons)
+        layout.addWidget(self.progress_bar)
+        layout.addWidget(self.status_label)
+        layout.addWidget(results_box)
+        layout.addWidget(self.region_section)
+        layout.addStretch(1)
+
+        self.ratio_slider.setValue(nearest_ratio_index(_DEFAULT_RATIO))
+        self._update_ratio_label()
+
+    def _connect(self) -> None:
+        self.ratio_slider.valueChanged.connect(self._update_ratio_label)
+        self.layer_combo.currentIndexChanged.connect(self._on_layer_changed)
+        self.current_only_check.toggled.connect(self._update_ratio_label)
+        self.effort_combo.currentIndexChanged.connect(self._on_effort_changed)
+        self.start_button.clicked.connect(self.start)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.save_button.clicked.connect(lambda: self.save())
+        events = self.viewer.layers.events
+        events.inserted.connect(self._refresh_layers)
+        events.removed.connect(self._refresh_layers)
+        events.moved.connect(self._refresh_layers)
+        self.viewer.layers.selection.events.active.connect(self._on_active_layer)
+
+        qt_window = getattr(getattr(self.viewer, "window", None), "_qt_window", None)
+        if isinstance(qt_window, QObject):
+            self._qt_window = qt_window
+            qt_window.installEventFilter(self)
+        else:  # pragma: no cover - headless viewer model
+            self._qt_window = None
+
+    # ================================================================== state helpers
+    @property
+    def ratio(self) -> int:
+        """The target ratio selected on the slider."""
+        return RATIO_STOPS[self.ratio_slider.value()]
+
+    def set_ratio(self, ratio: float) -> None:
+        """Move the slider to the stop closest to ``ratio``."""
+        self.ratio_slider.setValue(nearest_ratio_index(ratio))
+
+    @property
+    def budget(self) -> float:
+        """The time budget in seconds (preset or custom)."""
+        seconds = int(self.effort_combo.currentData() or 0)
+        return float(seconds if seconds > 0 else self.budget_spin.value())
+
+    def set_effort(self, effort: str | float) -> None:
+        """Select a preset (``"fast"``, ``"balanced"``, ``"best"``) or a budget in seconds."""
+        if isinstance(effort, str):
+            keys = list(EFFORT_PRESETS)
+            if effort not in keys:
+                raise ValueError(f"unknown effort {effort!r}; choose one of {keys}")
+            self.effort_combo.setCurrentIndex(keys.index(effort))
+        else:
+            self.effort_combo.setCurrentIndex(self.effort_combo.count() - 1)
+            self.budget_spin.setValue(max(1, int(round(effort))))
+
+    def selected_layer(self) -> Any:
+        """The image layer chosen in the picker (or None)."""
+        key = self.layer_combo.currentData()
+        for layer in self.viewer.layers:
+            if id(layer) == key:
+                return layer
+        return None
+
+    @property
+    def running(self) -> bool:
+        """True while a compression job runs."""
+        return self._job is not None
+
+    def _refresh_layers(self, event: Any = None) -> None:
+        from napari.layers import Image, Labels
+
+        try:
+            current = self.selected_layer()
+        except RuntimeError:  # pragma: no cover - widget deleted
+            return
+        self.layer_combo.blockSignals(True)
+        self.layer_combo.clear()
+        candidates = []
+        for layer in self.viewer.layers:
+            if not isinstance(layer, Image):
+                continue
+            info = layer.metadata.get("sciz") if isinstance(layer.metadata, dict) else None
+            if isinstance(info, dict) and info.get("role") in _SCIZ_ROLES:
+                continue
+            candidates.append(layer)
+            self.layer_combo.addItem(layer.name, id(layer))
+        index = self.layer_combo.findData(id(current)) if current is not None else -1
+        if index < 0:
+            active = self.viewer.layers.selection.active
+            index = self.layer_combo.findData(id(active)) if active in candidates else -1
+        if index < 0 and candidates:
+            index = 0
+        self.layer_combo.setCurrentIndex(index)
+        self.layer_combo.blockSignals(False)
+
+        self.labels_combo.clear()
+        for layer in self.viewer.layers:
+            if isinstance(layer, Labels):
+                self.labels_combo.addItem(layer.name, id(layer))
+        self._on_layer_changed()
+
+    def _on_active_layer(self, event: Any = None) -> None:
+        layer = self.viewer.layers.selection.active
+        index = self.layer_combo.findData(id(layer)) if layer is not None else -1
+        if index >= 0 and not self.running:
+            self.layer_combo.setCurrentIndex(index)
+
+    def _on_layer_changed(self, *_: Any) -> None:
+        layer = self.selected_layer()
+        ndim = self._layer_ndim(layer) if layer is not None else 0
+        if ndim >= 4:
+            text, enabled = "Current time point / channel only", True
+        elif ndim == 3:
+            text, enabled = "Current plane only", True
+        else:
+            text, enabled = "Current plane only", False
+        self.current_only_check.setText(text)
+        self.current_only_check.setEnabled(enabled)
+        if not enabled:
+            self.current_only_check.setChecked(False)
+        self.start_button.setEnabled(layer is not None and not self.running)
+        self._update_ratio_label()
+
+    def _on_effort_changed(self, *_: Any) -> None:
+        seconds = int(self.effort_combo.currentData() or 0)
+        self.budget_spin.setEnabled(seconds == 0)
+        if seconds > 0:
+            self.budget_spin.setValue(seconds)
+
+    @staticmethod
+    def _layer_ndim(layer: Any) -> int:
+        data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
+        return int(len(data.shape))
+
+    def _n_leading(self, layer: Any) -> int:
+        """Number of leading axes fixed at the current position ("current ... only")."""
+        if not self.current_only_check.isChecked():
+            return 0
+        ndim = self._layer_ndim(layer)
+        return ndim - 3 if ndim >= 4 else (1 if ndim == 3 else 0)
+
+    def _input_shape_dtype(self, layer: Any) -> tuple[tuple[int, ...], np.dtype]:
+        data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
+        return tuple(int(n) for n in data.shape)[self._n_leading(layer) :], np.dtype(data.dtype)
+
+    def _update_ratio_label(self, *_: Any) -> None:
+        ratio = self.ratio
+        self.ratio_label.setText(f"{ratio}x")
+        layer = self.selected_layer()
+        if layer is None:
+            self.size_label.setText(f"file size = raw size / {ratio}")
+            return
+        shape, dtype = self._input_shape_dtype(layer)
+        raw = float(np.prod(shape, dtype=float)) * dtype.itemsize
+        self.size_label.setText(f"≈ {format_bytes(raw / ratio)}  (raw {format_bytes(raw)})")
+
+    # ================================================================== running
+    def _prepare_input(self, layer: Any) -> tuple[np.ndarray, tuple[int, ...]]:
+        """The array to compress and the fixed leading indices; raises InvalidInputError."""
+        if layer is None:
+            raise InvalidInputError("Choose an image layer to compress.")
+        if getattr(layer, "rgb", False):
+            raise InvalidInputError(
+                f"Layer {layer.name!r} is RGB(A): napari-sciz compresses single-channel "
+                "intensity data. Split the colour channels first (right-click the layer > "
+                "Split RGB) and compress one of them."
+            )
+        data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
+        n_lead = self._n_leading(layer)
+        leading: tuple[int, ...] = ()
+        if n_lead:
+            leading = tuple(int(i) for i in current_data_index(self.viewer, layer)[:n_lead])
+            data = data[leading]
+        array = np.asarray(data)
+        if array.ndim < 2:
+            raise InvalidInputError(
+                f"Layer {layer.name!r} has {array.ndim} dimension(s): at least 2 (Y, X) are needed."
+            )
+        if min(array.shape[-2:]) < 2:
+            raise InvalidInputError(
+                f"Layer {layer.name!r} has shape {array.shape}: its last two axes (Y, X) must be "
+                "at least 2 pixels. Is the axis order wrong (e.g. a 3D stack read as 2D, or a "
+                "channel axis last)?"
+            )
+        if array.dtype.kind not in "biuf":
+            raise InvalidInputError(f"Layer {layer.name!r} has unsupported dtype {array.dtype}.")
+        return array, leading
+
+    def _compress_options(self, layer: Any, ndim: int) -> dict[str, Any]:
+        steps = int(self.steps_spin.value())
+        options: dict[str, Any] = {
+            "device": str(self.device_combo.currentData() or "auto"),
+            "steps": steps if steps > 0 else None,
+            "budget": None if steps > 0 else self.budget,
+            "seed": int(self.seed_spin.value()),
+            "name": str(layer.name),
+        }
+        guidance = str(self.guidance_combo.currentData() or "none")
+        if guidance not in AVAILABLE_GUIDANCE:
+            raise InvalidInputError(f"{guidance} guidance is not available yet.")
+        if guidance != "none":  # pragma: no cover - no guided loss exists yet
+            options["guidance"] = guidance
+        scale = [float(s) for s in np.asarray(layer.scale)[-ndim:]]
+        if any(s != 1.0 for s in scale):
+            options["voxel_size"] = tuple(scale)
+        return options
+
+    def start(self) -> Any:
+        """Start compressing the selected layer in a worker thread.
+
+        Returns
+        -------
+        napari.qt.threading.GeneratorWorker or None
+            The worker, or None when the input was refused (a notification says why).
+        """
+        from napari.qt.threading import create_worker
+        from napari.utils.notifications import show_error
+
+        if self.running:
+            return None
+        layer = self.selected_layer()
+        try:
+            data, leading = self._prepare_input(layer)
+            options = self._compress_options(layer, data.ndim)
+        except SciZError as exc:
+            show_error(str(exc))
+            self.status_label.setText(str(exc))
+            return None
+
+        ratio = self.ratio
+        self._remember_default_ratio(ratio)
+        job = _CompressJob(data, ratio, options)
+        self._job = job
+        self._run = {"layer": layer, "leading": leading, "ratio": ratio, "data": data}
+        self._preview_layer = None
+
+        worker = create_worker(job.run, _start_thread=False)
+        job.worker = worker
+        self.worker = worker
+        worker.yielded.connect(self._on_yielded)
+        worker.returned.connect(self._on_returned)
+        worker.finished.connect(self._on_finished)
+        self.destroyed.connect(job.cancel_event.set)
+
+        self.start_button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        self.save_button.setEnabled(False)
+        self.progress_bar.setValue(0)
+        self.progress_bar.setFormat("starting ...")
+        steps = options["steps"]
+        budget = f"{steps} steps" if steps else f"{options['budget']:.0f} s"
+        self.status_label.setText(f"Compressing {layer.name!r} to {ratio}x ({budget}) ...")
+        worker.start()
+        return worker
+
+    @staticmethod
+    def _remember_default_ratio(ratio: float) -> None:
+        try:
+            from .. import _settings  # type: ignore[attr-defined]
+        except ImportError:
+            return
+        setter = getattr(_settings, "set_default_ratio", None)
+        if callable(setter):
+            try:
+                setter(ratio)
+            except Exception:  # noqa: BLE001 - a settings problem must not stop compression
+                pass
+
+    def cancel(self) -> None:
+        """Ask the running compression to stop (within about a second; nothing is saved)."""
+        job = self._job
+        if job is None:
+            return
+        job.cancel_event.set()
+        self.cancel_button.setEnabled(False)
+        self.status_label.setText("Cancelling ...")
+        self.progress_bar.setFormat("cancelling ...")
+
+    def _shutdown(self) -> None:
+        """The viewer is closing: cancel the job and ask the worker to quit."""
+        self._closing = True
+        job = self._job
+        if job is not None:
+            job.cancel_event.set()
+            if job.worker is not None:
+                job.worker.quit()
+
+    def eventFilter(self, obj: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt override
+        """Cancel a running fit when the napari window closes (avoids hanging on exit)."""
+        if obj is self._qt_window and event.type() == QEvent.Type.Close and self._job is not None:
+            if event.spontaneous():
+                # the user may still refuse in napari's confirmation dialog: check afterwards
+                QTimer.singleShot(0, self._check_window_closed)
+            else:
+                self._shutdown()
+        return False
+
+    def _check_window_closed(self) -> None:
+        try:
+            if self._qt_window is not None and not self._qt_window.isVisible():
+                self._shutdown()
+        except RuntimeError:  # pragma: no cover - window already deleted
+            self._shutdown()
+
+    def closeEvent(self, event: Any) -> None:  # noqa: N802 - Qt override
+        """Cancel a running fit when the widget itself is closed."""
+        self._shutdown()
+        super().closeEvent(event)
+
+    # ================================================================== worker callbacks
+    def _on_yielded(self, message: tuple[str, Any]) -> None:
+        if self._job is None or self._closing:
+            return
+        kind, payload = message
+        if kind == "status":
+            self.progress_bar.setFormat(str(payload))
+        elif kind == "progress":
+            self._show_progress(payload)
+        elif kind == "preview":
+            self._show_preview(payload)
+
+    def _show_progress(self, info: Any) -> None:
+        fraction = float(getattr(info, "fraction", 0.0) or 0.0)
+        self.progress_bar.setValue(int(round(1000 * min(max(fraction, 0.0), 1.0))))
+        parts = [f"{100 * fraction:.0f}%"]
+        eta = getattr(info, "eta_seconds", None)
+        if eta is not None:
+            parts.append(f"ETA {format_duration(eta)}")
+        psnr = getattr(info, "psnr", None)
+        if psnr is not None and np.isfinite(psnr):
+            parts.append(f"PSNR {psnr:.1f} dB")
+        self.progress_bar.setFormat(" · ".join(parts))
+        details = []
+        step, total = getattr(info, "step", None), getattr(info, "total_steps", None)
+        if step is not None:
+            details.append(f"step {step}" + (f"/{total}" if total else ""))
+        n_blocks = getattr(info, "n_blocks", None)
+        if n_blocks and n_blocks > 1:
+            details.append(f"block {int(getattr(info, 'block', 0)) + 1}/{n_blocks}")
+        if details and not (self._job and self._job.cancel_event.is_set()):
+            self.status_label.setText("Fitting: " + ", ".join(details))
+
+    def _show_preview(self, array: np.ndarray) -> None:
+        src = self._run.get("layer")
+        if src is None or src not in self.viewer.layers:
+            return
+        leading = self._run["leading"]
+        data = array.reshape((1,) * len(leading) + array.shape)
+        layer = self._preview_layer
+        if layer is not None and layer in self.viewer.layers:
+            layer.data = data
+            return
+        name = f"{src.name} sciz {self._run['ratio']}x"
+        self._preview_layer = self._add_result_layer(
+            data, name, src, leading, {"sciz": {"role": "preview"}}
+        )
+        if not self.result_layers:
+            show_side_by_side(self.viewer, [src, self._preview_layer])
+
+    def _add_result_layer(
+        self,
+        data: np.ndarray,
+        name: str,
+        src: Any,
+        leading: tuple[int, ...],
+        metadata: dict[str, Any],
+        *,
+        link: bool = True,
+        **kwargs: Any,
+    ) -> Any:
+        """Insert an image layer right after ``src``, placed in ``src``'s world frame."""
+        from napari.layers import Image
+
+        for old in list(self.viewer.layers):
+            if old.name == name and isinstance(old.metadata.get("sciz"), dict):
+                self.viewer.layers.remove(old)
+        options: dict[str, Any] = {
+            "colormap": src.colormap,
+            "contrast_limits": src.contrast_limits,
+            "blending": src.blending,
+            "gamma": src.gamma,
+        }
+        options.update(kwargs)
+        layer = Image(
+            data, name=name, metadata=metadata, **placement_kwargs(src, leading), **options
+        )
+        index = self.viewer.layers.index(src) + 1
+        while index < len(self.viewer.layers) and self._is_our_layer(self.viewer.layers[index]):
+            index += 1
+        self.viewer.layers.insert(index, layer)
+        if link:
+            try:
+                from napari.experimental import link_layers
+
+                link_layers([src, layer], ("contrast_limits",))
+            except (ImportError, ValueError):  # pragma: no cover - older napari
+                pass
+        return layer
+
+    @staticmethod
+    def _is_our_layer(layer: Any) -> bool:
+        info = layer.metadata.get("sciz") if isinstance(layer.metadata, dict) else None
+        return isinstance(info, dict) and info.get("role") in _SCIZ_ROLES
+
+    def _on_returned(self, outcome: tuple[str, Any]) -> None:
+        from napari.utils.notifications import show_error, show_info
+
+        if self._closing:
+            return
+        status, payload = outcome
+        self._run["status"] = status
+        if status == "ok":
+            try:
+                self._show_result(payload)
+            except Exception as exc:  # noqa: BLE001 - show, don't crash the event loop
+                self._drop_preview()
+                show_error(f"Could not display the result: {type(exc).__name__}: {exc}")
+            return
+        self._drop_preview()
+        if status == "cancelled":
+            self.status_label.setText("Cancelled: nothing was written.")
+            show_info("Compression cancelled: nothing was written.")
+        else:
+            self.status_label.setText(str(payload))
+            show_error(str(payload))
+
+    def _drop_preview(self) -> None:
+        layer = self._preview_layer
+        self._preview_layer = None
+        if layer is not None and layer in self.viewer.layers:
+            self.viewer.layers.remove(layer)
+
+    def _on_finished(self) -> None:
+        status = self._run.get("status")
+        self._job = None
+        self.worker = None
+        self._run.pop("data", None)
+        if self._closing:
+            return
+        try:
+            self.cancel_button.setEnabled(False)
+            self.start_button.setEnabled(self.selected_layer() is not None)
+            if status != "ok":
+                self.progress_bar.setValue(0)
+                self.progress_bar.setFormat(
+                    {"cancelled": "cancelled", "error": "failed"}.get(str(status), "idle")
+                )
+        except RuntimeError:  # pragma: no cover - widget deleted
+            pass
+
+    # ================================================================== result
+    def _show_result(self, result: Any) -> None:
+        src = self._run["layer"]
+        leading: tuple[int, ...] = self._run["leading"]
+        original: np.ndarray = self._run["data"]
+        ratio_target = self._run["ratio"]
+        if src not in self.viewer.layers:
+            raise SciZError(f"the layer {src.name!r} was removed during the compression")
+
+        recon = np.asarray(result.reconstruction)
+        delta = original.astype(np.float32) - recon.astype(np.float32)
+        dmax = float(np.max(np.abs(delta))) if delta.size else 0.0
+        if not np.isfinite(dmax) or dmax == 0.0:
+            dmax = 1.0
+        expand = (1,) * len(leading)
+
+        summary = dict(result.summary()) if callable(getattr(result, "summary", None)) else {}
+        info: dict[str, Any] = {
+            **summary,
+            "role": "reconstruction",
+            "source_layer": src.name,
+            "leading_index": list(leading),
+            "compressed_shape": [int(n) for n in recon.shape],
+            "target_ratio": ratio_target,
+            "ratio": float(result.ratio),
+            "nbytes": int(result.nbytes),
+            "raw_nbytes": int(result.raw_nbytes),
+            "psnr": float(result.psnr),
+            "ssim": float(result.ssim),
+            "max_error": float(result.max_error),
+            "encode_seconds": float(result.encode_seconds),
+            "device": str(result.device),
+        }
+        name = f"{src.name} sciz {ratio_target}x"
+        recon_layer = self._preview_layer
+        self._preview_layer = None
+        if recon_layer is not None and recon_layer in self.viewer.layers:
+            recon_layer.data = recon.reshape(expand + recon.shape)
+            recon_layer.metadata["sciz"] = info
+            recon_layer.metadata[BYTES_KEY] = result.data
+        else:
+            recon_layer = self._add_result_layer(
+                recon.reshape(expand + recon.shape),
+                name,
+                src,
+                leading,
+                {"sciz": info, BYTES_KEY: result.data},
+            )
+        delta_layer = self._add_result_layer(
+            delta.reshape(expand + delta.shape),
+            f"{src.name} delta {ratio_target}x",
+            src,
+            leading,
+            {"sciz": {**info, "role": "delta"}},
+            link=False,
+            colormap="PiYG",
+            contrast_limits=(-dmax, dmax),
+            gamma=1.0,
+            blending="translucent",
+        )
+        recon_layer.contrast_limits = src.contrast_limits
+        self.result = result
+        self.result_layers = (src, recon_layer, delta_layer)
+        show_side_by_side(self.viewer, [src, recon_layer, delta_layer])
+        self.viewer.layers.selection.active = src
+
+        self._show_metrics(info)
+        self.progress_bar.setValue(1000)
+        self.progress_bar.setFormat(f"done · PSNR {info['psnr']:.1f} dB")
+        self.status_label.setText(
+            f"Compressed {src.name!r}: {info['ratio']:.1f}x, {format_bytes(info['nbytes'])}."
+        )
+        self.save_button.setEnabled(True)
+        self.region.refresh_sources(select=recon_layer)
+
+    def _show_metrics(self, info: dict[str, Any]) -> None:
+        m = self.metric_labels
+        m["ratio"].setText(f"{info['ratio']:.1f}x  (target {info['target_ratio']}x)")
+        m["size"].setText(
+            f"{format_bytes(info['nbytes'])}  (raw {format_bytes(info['raw_nbytes'])})"
+        )
+        m["psnr"].setText(f"{info['psnr']:.2f} dB")
+        m["ssim"].setText(f"{info['ssim']:.4f}")
+        m["max_error"].setText(f"{info['max_error']:.4g}")
+        m["time"].setText(format_duration(info["encode_seconds"]))
+        m["device"].setText(info["device"])
+
+    # ================================================================== save
+    def save(self, path: str | Path | None = None) -> Path | None:
+        """Write the last result as a ``.sciz`` file (asks before overwriting an existing file).
+
+        Parameters
+        ----------
+        path : str or Path, optional
+            Output file; a file dialog asks for it when omitted.
+
+        Returns
+        -------
+        Path or None
+            The written file, or None when nothing was written.
+        """
+        from napari.utils.notifications import show_error, show_info
+
+        if self.result is None:
+            show_error("Nothing to save yet: compress a layer first.")
+            return None
+        if path is None:
+            path = self._ask_save_path()
+            if path is None:
+                return None
+        target = Path(path)
+        force = False
+        if target.exists():
+            answer = QMessageBox.question(
+                self,
+                "Replace file?",
+                f"{target} already exists. Replace it?",
+                QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+                QMessageBox.StandardButton.No,
+            )
+            if answer != QMessageBox.StandardButton.Yes:
+                return None
+            force = True
+        try:
+            written = self.result.save(target, force=force)
+        except (SciZError, OSError) as exc:
+            show_error(f"Could not save {target.name}: {exc}")
+            return None
+        written = Path(written) if written is not None else target
+        for layer in self.result_layers[1:]:
+            info = layer.metadata.get("sciz")
+            if isinstance(info, dict):
+                info["path"] = str(written)
+        show_info(f"Saved {written} ({format_bytes(written.stat().st_size)})")
+        self.status_label.setText(f"Saved {written}")
+        return written
+
+    def _ask_save_path(self) -> Path | None:
+        src = self.result_layers[0] if self.result_layers else None
+        folder = Path.cwd()
+        source_path = getattr(getattr(src, "source", None), "path", None)
+        if source_path:
+            folder = Path(source_path).parent
+        default = folder / f"{getattr(src, 'name', 'compressed')}.sciz"
+        path, _ = QFileDialog.getSaveFileName(
+            self,
+            "Save compressed stack",
+            str(default),
+            "SciZ files (*.sciz);;All files (*)",
+            options=QFileDialog.Option.DontConfirmOverwrite,
+        )
+        if not path:
+            return None
+        target = Path(path)
+        if target.suffix.lower() != ".sciz":
+            target = target.with_name(target.name + ".sciz")
+        return target

@@ -1,0 +1,158 @@
+"""Small helpers that smooth over differences between napari versions (no Qt, no torch)."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "camera",
+    "current_data_index",
+    "grid",
+    "layer_linear",
+    "placement_kwargs",
+    "show_side_by_side",
+    "to_world",
+]
+
+
+def grid(viewer: Any) -> Any:
+    """The grid model: ``viewer.canvas.grid`` (napari >= 0.9) or ``viewer.grid``."""
+    canvas = getattr(viewer, "canvas", None)
+    if canvas is not None and hasattr(canvas, "grid"):
+        return canvas.grid
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return viewer.grid
+
+
+def camera(viewer: Any) -> Any:
+    """The camera model: ``viewer.scene.camera`` (napari >= 0.9) or ``viewer.camera``."""
+    scene = getattr(viewer, "scene", None)
+    if scene is not None and hasattr(scene, "camera"):
+        return scene.camera
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return viewer.camera
+
+
+def viewbox_size(viewer: Any) -> tuple[float, float]:
+    """Size (height, width) in screen pixels of one grid cell (the whole canvas without grid)."""
+    canvas = getattr(viewer, "canvas", None)
+    if canvas is not None and callable(getattr(canvas, "viewbox_size", None)):
+        h, w = canvas.viewbox_size(viewer.layers)
+        return float(h), float(w)
+    if canvas is not None and hasattr(canvas, "size"):
+        h, w = canvas.size
+        return float(h), float(w)
+    qt_viewer = viewer.window._qt_viewer  # pragma: no cover - napari < 0.5
+    size = qt_viewer.canvas.size  # pragma: no cover
+    return float(size[0]), float(size[1])  # pragma: no cover
+
+
+def layer_linear(layer: Any) -> np.ndarray:
+    """Linear part (``rotate @ shear @ diag(scale)``) of a layer's data-to-physical transform."""
+    try:
+        linear = np.asarray(layer._transforms["data2physical"].linear_matrix, dtype=float)
+        if linear.shape == (layer.ndim, layer.ndim):
+            return linear
+    except (AttributeError, KeyError, TypeError):  # pragma: no cover - defensive
+        pass
+    return np.diag(np.asarray(layer.scale, dtype=float))
+
+
+def placement_kwargs(
+    layer: Any,
+    leading: Sequence[int] = (),
+    start: Sequence[float] | None = None,
+    factors: Sequence[float] | None = None,
+) -> dict[str, Any]:
+    """Keyword arguments placing a new layer in the same world frame as ``layer``.
+
+    Parameters
+    ----------
+    layer : napari.layers.Layer
+        The reference layer.
+    leading : sequence of int
+        Indices along the first ``len(leading)`` axes of ``layer`` where the new data (given with
+        singleton leading axes) sits.
+    start : sequence of float, optional
+        First voxel of the new data along the remaining axes (defaults to 0).
+    factors : sequence of float, optional
+        Sampling factors along the remaining axes (defaults to 1).
+
+    Returns
+    -------
+    dict
+        ``scale``, ``translate``, ``rotate``, ``shear`` and ``affine`` for the new layer.
+    """
+    from ._geometry import region_placement
+
+    ndim = layer.ndim
+    rest = ndim - len(leading)
+    start_full = list(leading) + list(start if start is not None else [0] * rest)
+    fac_full = [1.0] * len(leading) + list(factors if factors is not None else [1.0] * rest)
+    if len(start_full) != ndim or len(fac_full) != ndim:
+        raise ValueError("start/factors do not match the layer's dimensions")
+    scale, translate = region_placement(
+        start_full, fac_full, layer.scale, layer.translate, layer_linear(layer)
+    )
+    return {
+        "scale": scale,
+        "translate": translate,
+        "rotate": np.asarray(layer.rotate),
+        "shear": np.asarray(layer.shear),
+        "affine": layer.affine.affine_matrix,
+    }
+
+
+def to_world(viewer: Any, layer: Any, data_points: np.ndarray) -> np.ndarray:
+    """Map points from a layer's data coordinates to full world coordinates (viewer ndim).
+
+    Coordinates of world axes that ``layer`` does not have are taken from ``viewer.dims.point``.
+    """
+    points = np.atleast_2d(np.asarray(data_points, dtype=float))
+    world_ndim = viewer.dims.ndim
+    out = np.tile(np.asarray(viewer.dims.point, dtype=float), (len(points), 1))
+    for i, p in enumerate(points):
+        w = np.asarray(layer.data_to_world(p), dtype=float)
+        out[i, world_ndim - len(w) :] = w
+    return out
+
+
+def world_to_layer(layer: Any, world_points: np.ndarray) -> np.ndarray:
+    """Map full world points to a layer's (continuous) data coordinates."""
+    points = np.atleast_2d(np.asarray(world_points, dtype=float))
+    return np.array([np.asarray(layer.world_to_data(p[-layer.ndim :])) for p in points])
+
+
+def current_data_index(viewer: Any, layer: Any) -> np.ndarray:
+    """The data index of ``layer`` at the viewer's current dims position (rounded, clipped)."""
+    data = np.asarray(world_to_layer(layer, np.asarray(viewer.dims.point)[None])[0])
+    shape = np.asarray(layer.data.shape if not layer.multiscale else layer.data[0].shape)
+    index = np.floor(data + 0.5).astype(int)
+    return np.clip(index, 0, np.maximum(shape - 1, 0))
+
+
+def show_side_by_side(viewer: Any, layers: Sequence[Any]) -> None:
+    """Show ``layers`` side by side: grid mode (one shared camera), in list order, left to right.
+
+    The layers are moved next to each other in the layer list and the grid stride is negative so
+    that the first layer of the list comes first in the grid.
+    """
+    if not layers:
+        return
+    first = viewer.layers.index(layers[0])
+    for offset, layer in enumerate(layers[1:], start=1):
+        index = viewer.layers.index(layer)
+        target = first + offset
+        if index != target:
+            viewer.layers.move(index, target if index > target else target + 1)
+    g = grid(viewer)
+    g.stride = -1
+    n_visible = sum(1 for layer in viewer.layers if layer.visible)
+    g.shape = (1, n_visible) if 1 < n_visible <= 4 else (-1, -1)
+    g.enabled = True
