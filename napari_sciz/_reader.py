@@ -98,6 +98,10 @@ class LazySciZArray:
     napari accepts any object with ``shape``, ``dtype``, ``ndim`` and ``__getitem__`` as layer data
     and indexes it with one integer per non-displayed axis, so viewing a plane decodes that plane.
     ``np.asarray(array)`` decodes everything (e.g. when the layer is saved).
+
+    No dask wrapper is used: napari's exact index goes straight to the region decoder, so a plane
+    along any axis (after rolling the dims) decodes just that plane, where fixed dask chunks
+    would decode every chunk the plane crosses.
     """
 
     def __init__(self, reader: Any, cache_bytes: int = _CACHE_BYTES) -> None:
