@@ -77,6 +77,13 @@ def _free_gpu_memory() -> None:
         pass
 
 
+def _is_close(event: QEvent) -> bool:
+    try:
+        return event.type() == QEvent.Type.Close
+    except RuntimeError:  # pragma: no cover - event already deleted
+        return False
+
+
 def describe_error(exc: BaseException, device: str = "") -> str:
     """A clear, single-paragraph message for an error raised while compressing.
 
@@ -249,6 +256,7 @@ class CompressWidget(QWidget):
         self._run: dict[str, Any] = {}
         self._preview_layer: Any = None
         self._closing = False
+        self._qt_window: Any = None
 
         self._build_ui()
         self._connect()
@@ -431,8 +439,6 @@ class CompressWidget(QWidget):
         if isinstance(qt_window, QObject):
             self._qt_window = qt_window
             qt_window.installEventFilter(self)
-        else:  # pragma: no cover - headless viewer model
-            self._qt_window = None
 
     # ================================================================== state helpers
     @property
@@ -695,7 +701,9 @@ class CompressWidget(QWidget):
 
     def eventFilter(self, obj: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt override
         """Cancel a running fit when the napari window closes (avoids hanging on exit)."""
-        if obj is self._qt_window and event.type() == QEvent.Type.Close and self._job is not None:
+        window = getattr(self, "_qt_window", None)
+        job = getattr(self, "_job", None)
+        if window is not None and obj is window and job is not None and _is_close(event):
             if event.spontaneous():
                 # the user may still refuse in napari's confirmation dialog: check afterwards
                 QTimer.singleShot(0, self._check_window_closed)
@@ -758,7 +766,7 @@ class CompressWidget(QWidget):
         if layer is not None and layer in self.viewer.layers:
             layer.data = data
             return
-        name = f"{src.name} sciz {self._run['ratio']}x"
+        name = f"{src.name} sciz {self._run['ratio']}x (fitting)"
         self._preview_layer = self._add_result_layer(
             data, name, src, leading, {"sciz": {"role": "preview"}}
         )
@@ -779,9 +787,7 @@ class CompressWidget(QWidget):
         """Insert an image layer right after ``src``, placed in ``src``'s world frame."""
         from napari.layers import Image
 
-        for old in list(self.viewer.layers):
-            if old.name == name and isinstance(old.metadata.get("sciz"), dict):
-                self.viewer.layers.remove(old)
+        self._remove_our_layers(name)
         options: dict[str, Any] = {
             "colormap": src.colormap,
             "contrast_limits": src.contrast_limits,
@@ -804,6 +810,12 @@ class CompressWidget(QWidget):
             except (ImportError, ValueError):  # pragma: no cover - older napari
                 pass
         return layer
+
+    def _remove_our_layers(self, name: str, keep: Any = None) -> None:
+        """Remove layers made by this plugin that are called ``name`` (a re-run replaces them)."""
+        for old in list(self.viewer.layers):
+            if old is not keep and old.name == name and self._is_our_layer(old):
+                self.viewer.layers.remove(old)
 
     @staticmethod
     def _is_our_layer(layer: Any) -> bool:
@@ -848,6 +860,7 @@ class CompressWidget(QWidget):
         try:
             self.cancel_button.setEnabled(False)
             self.start_button.setEnabled(self.selected_layer() is not None)
+            self.save_button.setEnabled(self.result is not None)
             if status != "ok":
                 self.progress_bar.setValue(0)
                 self.progress_bar.setFormat(
@@ -892,7 +905,9 @@ class CompressWidget(QWidget):
         name = f"{src.name} sciz {ratio_target}x"
         recon_layer = self._preview_layer
         self._preview_layer = None
+        self._remove_our_layers(name, keep=recon_layer)
         if recon_layer is not None and recon_layer in self.viewer.layers:
+            recon_layer.name = name
             recon_layer.data = recon.reshape(expand + recon.shape)
             recon_layer.metadata["sciz"] = info
             recon_layer.metadata[BYTES_KEY] = result.data
@@ -919,7 +934,7 @@ class CompressWidget(QWidget):
         recon_layer.contrast_limits = src.contrast_limits
         self.result = result
         self.result_layers = (src, recon_layer, delta_layer)
-        show_side_by_side(self.viewer, [src, recon_layer, delta_layer])
+        show_side_by_side(self.viewer, [src, recon_layer, delta_layer], reset_view=True)
         self.viewer.layers.selection.active = src
 
         self._show_metrics(info)

@@ -137,11 +137,12 @@ def current_data_index(viewer: Any, layer: Any) -> np.ndarray:
     return np.clip(index, 0, np.maximum(shape - 1, 0))
 
 
-def show_side_by_side(viewer: Any, layers: Sequence[Any]) -> None:
+def show_side_by_side(viewer: Any, layers: Sequence[Any], reset_view: bool = False) -> None:
     """Show ``layers`` side by side: grid mode (one shared camera), in list order, left to right.
 
     The layers are moved next to each other in the layer list and the grid stride is negative so
-    that the first layer of the list comes first in the grid.
+    that the first layer of the list comes first in the grid. The view is reset (fit to the
+    grid) when the grid layout changes or ``reset_view`` is true.
     """
     if not layers:
         return
@@ -152,7 +153,10 @@ def show_side_by_side(viewer: Any, layers: Sequence[Any]) -> None:
         if index != target:
             viewer.layers.move(index, target if index > target else target + 1)
     g = grid(viewer)
+    before = (g.enabled, g.stride, tuple(g.shape))
     g.stride = -1
     n_visible = sum(1 for layer in viewer.layers if layer.visible)
     g.shape = (1, n_visible) if 1 < n_visible <= 4 else (-1, -1)
     g.enabled = True
+    if reset_view or before != (g.enabled, g.stride, tuple(g.shape)):
+        viewer.reset_view()
