@@ -1,0 +1,892 @@
+"""The benchmark: napari-sciz next to classical codecs at the same target ratios.
+
+Run it as ``sciz bench ...`` or ``python -m napari_sciz.bench ...``::
+
+    python -m napari_sciz.bench --ratios 16,64,256,1024 --budget 120 --device auto \\
+        --out docs/benchmarks.md --json bench_out/results.json
+
+For every volume of the data folder (3D ones unless ``--all``) and every ratio it runs our codec
+(:func:`napari_sciz.core.api.compress`, unless ``--skip-ours``) and every available classical codec
+of :mod:`napari_sciz.bench.classical`, measured the same way (``GUIDE.md`` section 2): achieved
+ratio of the complete output, PSNR, SSIM, encode and decode seconds.  The markdown tables are merged
+into ``--out`` between the markers ``<!-- bench:KEY:start -->`` and ``<!-- bench:KEY:end -->``
+(``KEY`` = ``lossy`` with our codec, ``classical`` with ``--skip-ours``), leaving everything else in
+the file untouched (:func:`update_section`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import math
+import os
+import platform
+import re
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .classical import CODECS, Codec, get_codec, lossless_sizes, max_abs_error, psnr, ssim
+
+__all__ = [
+    "build_parser",
+    "environment_info",
+    "find_data_dir",
+    "list_volumes",
+    "main",
+    "render_markdown",
+    "update_section",
+]
+
+PROG = "python -m napari_sciz.bench"
+DEFAULT_RATIOS = (16.0, 64.0, 256.0, 1024.0)
+
+
+# --------------------------------------------------------------------------------------------------
+# markdown sections
+# --------------------------------------------------------------------------------------------------
+
+
+def _markers(key: str) -> tuple[str, str]:
+    return f"<!-- bench:{key}:start -->", f"<!-- bench:{key}:end -->"
+
+
+def update_section(path: str | os.PathLike[str], key: str, markdown: str) -> Path:
+    """Replace (or append) one marked section of a markdown file, leaving the rest untouched.
+
+    The section is everything between ``<!-- bench:KEY:start -->`` and ``<!-- bench:KEY:end -->``
+    (markers included, each on its own line).  A missing file is created with a ``# Benchmarks``
+    title; a file without the markers gets the section appended.  The file is replaced atomically.
+
+    Parameters
+    ----------
+    path : path-like
+        The markdown file (e.g. ``docs/benchmarks.md``).
+    key : str
+        Section name (``"lossy"``, ``"classical"``, ``"lossless"``, ``"guidance"`` ...).
+    markdown : str
+        New content of the section (without the markers).
+
+    Returns
+    -------
+    Path
+        The file written.
+
+    Raises
+    ------
+    ValueError
+        If the key is not a plain word, or the file has a start marker without an end marker
+        (or several sections with that key).
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "b.md"
+    >>> _ = update_section(p, "demo", "hello")
+    >>> _ = update_section(p, "demo", "bye")
+    >>> "bye" in p.read_text() and "hello" not in p.read_text()
+    True
+    """
+    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", key or ""):
+        raise ValueError(f"invalid section key {key!r}")
+    target = Path(path)
+    start, end = _markers(key)
+    block = f"{start}\n{markdown.strip()}\n{end}\n"
+    text = target.read_text(encoding="utf-8") if target.exists() else "# Benchmarks\n"
+    n_start, n_end = text.count(start), text.count(end)
+    if n_start == 0 and n_end == 0:
+        new = text.rstrip("\n") + "\n\n" + block
+    elif n_start == 1 and n_end == 1 and text.index(start) < text.index(end):
+        i = text.index(start)
+        j = text.index(end) + len(end)
+        tail = text[j:]
+        tail = tail[1:] if tail.startswith("\n") else tail
+        new = text[:i] + block + tail
+    else:
+        raise ValueError(
+            f"{target}: malformed section {key!r} ({n_start} start / {n_end} end markers)"
+        )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(new)
+        if target.exists():
+            os.chmod(tmp, target.stat().st_mode & 0o777)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
+
+
+# --------------------------------------------------------------------------------------------------
+# data and environment
+# --------------------------------------------------------------------------------------------------
+
+
+def find_data_dir(cwd: Path | None = None) -> Path | None:
+    """Locate the shared ``data`` folder.
+
+    Looks, in order, at the ``shared/data`` folder beside the repository that holds this package,
+    ``../shared/data`` and ``shared/data`` relative to ``cwd``.
+
+    Parameters
+    ----------
+    cwd : Path, optional
+        Directory to resolve relative candidates against (default: the current directory).
+
+    Returns
+    -------
+    Path or None
+        The first candidate that is a directory.
+    """
+    cwd = Path.cwd() if cwd is None else Path(cwd)
+    here = Path(__file__).resolve()
+    candidates = [
+        here.parents[3] / "shared" / "data",
+        cwd / ".." / "shared" / "data",
+        cwd / "shared" / "data",
+    ]
+    for c in candidates:
+        if c.is_dir():
+            return c.resolve()
+    return None
+
+
+def _read_volume(path: Path) -> np.ndarray:
+    if path.suffix.lower() == ".npy":
+        return np.load(path)
+    import tifffile
+
+    return np.asarray(tifffile.imread(path))
+
+
+def list_volumes(
+    data_dir: Path, names: Sequence[str] | None = None, *, include_2d: bool = False
+) -> list[tuple[str, np.ndarray]]:
+    """Load the benchmark volumes of ``data_dir`` (``*.tif``, ``*.tiff``, ``*.npy``), by name.
+
+    Parameters
+    ----------
+    data_dir : Path
+        Folder of the volumes.
+    names : sequence of str, optional
+        Only these (file stems); an unknown name raises ``FileNotFoundError``.  Named volumes are
+        loaded even when 2D.
+    include_2d : bool
+        Also the 2D images (skipped by default).
+
+    Returns
+    -------
+    list of (str, np.ndarray)
+        Sorted by name.
+    """
+    files = {
+        p.name.split(".")[0]: p
+        for p in sorted(Path(data_dir).iterdir())
+        if p.suffix.lower() in (".tif", ".tiff", ".npy")
+    }
+    if names:
+        missing = [n for n in names if n not in files]
+        if missing:
+            raise FileNotFoundError(
+                f"no volume named {', '.join(missing)} in {data_dir} (have: {', '.join(files)})"
+            )
+        selected = [(n, files[n]) for n in names]
+    else:
+        selected = sorted(files.items())
+    out = []
+    for name, path in selected:
+        arr = _read_volume(path)
+        if arr.ndim < 3 and not (include_2d or names):
+            continue
+        out.append((name, arr))
+    return out
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def _ffmpeg_version() -> str | None:
+    from .classical import ffmpeg_path
+
+    exe = ffmpeg_path()
+    if exe is None:
+        return None
+    try:
+        out = subprocess.run(
+            [exe, "-hide_banner", "-version"], capture_output=True, text=True, timeout=30
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    first = out.stdout.splitlines()[0] if out.stdout else ""
+    return first.replace("ffmpeg version ", "").split(" Copyright")[0].strip() or None
+
+
+def environment_info(device: str | None) -> dict[str, Any]:
+    """Describe the machine for the report header.
+
+    Parameters
+    ----------
+    device : str or None
+        The torch device our codec runs on (``None`` when it does not run).
+
+    Returns
+    -------
+    dict
+        ``device`` (GPU name for CUDA, else CPU model and core count), ``cpu``, ``torch``,
+        ``imagecodecs``, ``ffmpeg``, ``python``, ``platform``.
+    """
+    cpu = f"{_cpu_model()} ({os.cpu_count()} cores)"
+    info: dict[str, Any] = {
+        "cpu": cpu,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "torch": None,
+        "device": None,
+    }
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+        if device is not None and device.startswith("cuda") and torch.cuda.is_available():
+            index = int(device.split(":", 1)[1]) if ":" in device else 0
+            info["device"] = f"{device}: {torch.cuda.get_device_name(index)}"
+        elif device is not None and device.startswith("mps"):
+            info["device"] = f"mps (Apple GPU), host {cpu}"
+    except ImportError:
+        pass
+    if info["device"] is None:
+        info["device"] = f"cpu: {cpu}" if device is not None else None
+    try:
+        import imagecodecs
+
+        info["imagecodecs"] = imagecodecs.__version__
+    except ImportError:
+        info["imagecodecs"] = None
+    info["ffmpeg"] = _ffmpeg_version()
+    return info
+
+
+# --------------------------------------------------------------------------------------------------
+# measurements
+# --------------------------------------------------------------------------------------------------
+
+
+def _finite(x: float | None) -> float | None:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return None
+    return float(x)
+
+
+def _ours(
+    volume: np.ndarray,
+    ratio: float,
+    *,
+    device: str,
+    budget: float | None,
+    decode_device: str | None,
+) -> tuple[dict[str, Any], bytes | None]:
+    """Run our codec once; return its record and its ``.sciz`` bytes (``None`` on failure)."""
+    from ..core.api import compress, decompress
+    from ..errors import RatioUnreachableError
+
+    record: dict[str, Any] = {"codec": "ours", "target_ratio": float(ratio)}
+    try:
+        res = compress(volume, ratio, device=device, budget=budget, seed=0)
+    except RatioUnreachableError as exc:
+        record.update(status="unreachable", message=str(exc))
+        return record, None
+    except Exception as exc:  # noqa: BLE001 - one failure must not end a long benchmark
+        traceback.print_exc()
+        record.update(status="error", message=f"{type(exc).__name__}: {exc}")
+        return record, None
+    data = bytes(res.data)
+    dec_device = decode_device or str(getattr(res, "device", "cpu"))
+    t0 = time.perf_counter()
+    decoded = np.asarray(decompress(data, device=dec_device))
+    decode_seconds = time.perf_counter() - t0
+    raw = volume.size * volume.dtype.itemsize
+    decoded = decoded.reshape(volume.shape)
+    record.update(
+        status="ok",
+        ratio=raw / len(data),
+        nbytes=len(data),
+        psnr=psnr(volume, decoded),
+        ssim=ssim(volume, decoded),
+        max_error=max_abs_error(volume, decoded),
+        encode_seconds=float(res.encode_seconds),
+        decode_seconds=decode_seconds,
+        decode_device=dec_device,
+        device=str(getattr(res, "device", device)),
+        reported={
+            "ratio": _finite(getattr(res, "ratio", None)),
+            "psnr": _finite(getattr(res, "psnr", None)),
+            "ssim": _finite(getattr(res, "ssim", None)),
+            "max_error": _finite(getattr(res, "max_error", None)),
+        },
+    )
+    if record["ratio"] < ratio:
+        record["status"] = "below_target"
+    return record, data
+
+
+def _roi_decode(
+    data: bytes, shape: tuple[int, ...], device: str | None, repeats: int = 3
+) -> dict[str, Any]:
+    """Time the decode of one (up to) 256x256 plane from the middle of a compressed volume."""
+    from ..core.api import decompress
+
+    z = shape[0] // 2
+    h, w = min(256, shape[-2]), min(256, shape[-1])
+    roi = (slice(z, z + 1), slice(0, h), slice(0, w))
+    kwargs = {"device": device} if device else {}
+    times = []
+    out = None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = decompress(data, roi=roi, **kwargs)
+        times.append(time.perf_counter() - t0)
+    return {
+        "plane": z,
+        "roi": f"{z}:{z + 1},0:{h},0:{w}",
+        "shape": list(np.shape(out)),
+        "seconds": statistics.median(times),
+        "repeats": repeats,
+    }
+
+
+def _classical(codec: Codec, volume: np.ndarray, ratio: float, iterations: int) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    try:
+        res = codec.encode_at_ratio(volume, ratio, iterations=iterations)
+    except Exception as exc:  # noqa: BLE001 - one failing codec must not end the benchmark
+        traceback.print_exc()
+        return {
+            "codec": codec.name,
+            "target_ratio": float(ratio),
+            "status": "error",
+            "message": f"{type(exc).__name__}: {exc}",
+        }
+    search = time.perf_counter() - t0
+    if res is None:
+        return {
+            "codec": codec.name,
+            "target_ratio": float(ratio),
+            "status": "unreachable",
+            "search_seconds": search,
+        }
+    return {**res.to_dict(), "status": "ok", "search_seconds": search}
+
+
+# --------------------------------------------------------------------------------------------------
+# markdown
+# --------------------------------------------------------------------------------------------------
+
+
+def _fmt_ratio(r: float) -> str:
+    return f"{r:g}x"
+
+
+def _fmt_s(s: float) -> str:
+    return f"{s:.2f}" if s < 10 else f"{s:.1f}" if s < 100 else f"{s:.0f}"
+
+
+def _fmt_db(x: float) -> str:
+    return "inf" if math.isinf(x) else f"{x:.2f}"
+
+
+def _cell(rec: dict[str, Any] | None, bold: bool = False) -> str:
+    if rec is None:
+        return "n/a"
+    status = rec.get("status")
+    if status == "unreachable":
+        return "—"
+    if status == "error":
+        return "error"
+    db = _fmt_db(rec["psnr"])
+    if bold:
+        db = f"**{db}**"
+    text = (
+        f"{db} / {rec['ssim']:.3f} / {rec['ratio']:.1f}x / "
+        f"{_fmt_s(rec['encode_seconds'])} / {_fmt_s(rec['decode_seconds'])}"
+    )
+    return text + (" (below target)" if status == "below_target" else "")
+
+
+def _best_classical(results: dict[str, dict[str, Any]]) -> tuple[str, dict[str, Any]] | None:
+    ok = [(k, r) for k, r in results.items() if k != "ours" and r.get("status") == "ok"]
+    if not ok:
+        return None
+    return max(ok, key=lambda kr: kr[1]["psnr"])
+
+
+def _volume_table(vol: dict[str, Any], codecs: Sequence[str], with_ours: bool) -> list[str]:
+    labels = [CODECS[c].label if c in CODECS else c for c in codecs]
+    head = ["ratio"] + (["**ours**"] if with_ours else []) + labels + ["best classical"]
+    if with_ours:
+        head.append("ours − best (dB)")
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in vol["ratios"]:
+        results = vol["results"][_fmt_ratio(r)]
+        best = _best_classical(results)
+        row = [_fmt_ratio(r)]
+        if with_ours:
+            row.append(_cell(results.get("ours")))
+        for c in codecs:
+            row.append(_cell(results.get(c), bold=best is not None and best[0] == c))
+        row.append(
+            f"{CODECS[best[0]].label} {_fmt_db(best[1]['psnr'])}" if best is not None else "—"
+        )
+        if with_ours:
+            ours = results.get("ours")
+            if best is not None and ours is not None and ours.get("status") == "ok":
+                row.append(f"{ours['psnr'] - best[1]['psnr']:+.2f}")
+            else:
+                row.append("—")
+        lines.append("| " + " | ".join(row) + " |")
+    return lines
+
+
+def _anchor_summary(record: dict[str, Any]) -> list[str]:
+    ratios = record["meta"]["ratios"]
+    head = ["volume"] + [_fmt_ratio(r) for r in ratios]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for vol in record["volumes"]:
+        row = [vol["name"]]
+        for r in ratios:
+            results = vol["results"].get(_fmt_ratio(r), {})
+            best = _best_classical(results)
+            parts = []
+            if best is not None:
+                parts.append(f"**{_fmt_db(best[1]['psnr'])} {CODECS[best[0]].label}**")
+            bar = []
+            for c in ("jpegxl", "sz3"):
+                rec = results.get(c)
+                if rec is None:
+                    continue
+                ok = rec.get("status") == "ok"
+                parts.append(f"{CODECS[c].label} {_fmt_db(rec['psnr']) if ok else '—'}")
+                if ok:
+                    bar.append(rec["psnr"])
+            parts.append(f"bar {_fmt_db(max(bar))}" if bar else "bar —")
+            row.append("; ".join(parts) if best is not None else "—")
+        lines.append("| " + " | ".join(row) + " |")
+    return lines
+
+
+def _lossless_table(record: dict[str, Any]) -> list[str]:
+    names: list[str] = []
+    for vol in record["volumes"]:
+        for e in vol.get("lossless", []):
+            if e["codec"] not in names:
+                names.append(e["codec"])
+    if not names:
+        return []
+    head = ["volume", *names]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for vol in record["volumes"]:
+        entries = {e["codec"]: e for e in vol.get("lossless", [])}
+        if not entries:
+            continue
+        best = max((e["ratio"] for e in entries.values() if e["exact"]), default=None)
+        row = [vol["name"]]
+        for n in names:
+            e = entries.get(n)
+            if e is None:
+                row.append("n/a")
+                continue
+            txt = f"{e['ratio']:.3f}"
+            if not e["exact"]:
+                txt += " (not exact!)"
+            elif best is not None and e["ratio"] == best:
+                txt = f"**{txt}**"
+            row.append(f"{txt} ({_fmt_s(e['encode_seconds'])} / {_fmt_s(e['decode_seconds'])} s)")
+        lines.append("| " + " | ".join(row) + " |")
+    return lines
+
+
+def render_markdown(record: dict[str, Any]) -> str:
+    """Render a benchmark record (the JSON written by :func:`main`) as a markdown section.
+
+    Parameters
+    ----------
+    record : dict
+        ``{"meta": ..., "volumes": [...]}`` as built by :func:`main`.
+
+    Returns
+    -------
+    str
+        Markdown without the section markers.
+    """
+    meta = record["meta"]
+    env = meta["environment"]
+    with_ours = not meta["skip_ours"]
+    codecs = meta["codecs"]
+    title = (
+        "## Lossy: napari-sciz vs classical codecs"
+        if with_ours
+        else "## Classical anchors measured on this machine"
+    )
+    out = [title, ""]
+    if with_ours:
+        out.append(f"- **device (ours)**: {env['device']}")
+    out.append(f"- **CPU**: {env['cpu']}")
+    out.append(
+        f"- **torch**: {env['torch']}; **imagecodecs**: {env['imagecodecs']}; "
+        f"**ffmpeg**: {env['ffmpeg'] or 'not found'}"
+    )
+    if with_ours:
+        out.append(f"- **time budget (ours)**: {meta['budget']} s per volume and ratio, seed 0")
+    out.append(f"- **date**: {meta['date']}")
+    out.append(f"- **command**: `{meta['command']}`")
+    out.append(
+        f"- **classical codecs**: {meta['threads']} thread(s) each on the CPU; quality parameter "
+        f"bisected ({meta['iterations']} steps) to the best quality whose complete output reaches "
+        "the ratio; JPEG XL (effort 7, distance) and JPEG 2000 (OpenJPEG, PSNR layer) code all "
+        "slices as one mosaic image; HEVC = ffmpeg/libx265 (preset medium, tune psnr, CRF) on "
+        "12-bit gray frames (range-scaled), raw `.hevc` stream; SPERR (bpp mode), SZ3 "
+        "(absolute error bound, scanned around the boundary: its size is not monotone) and ZFP "
+        "(fixed rate) get the 3D array as float32."
+    )
+    if meta.get("unavailable"):
+        out.append(f"- **not available here**: {', '.join(meta['unavailable'])}")
+    roi = record.get("roi_decode")
+    if with_ours:
+        if roi and roi.get("seconds") is not None:
+            out.append(
+                f"- **region decode**: one plane `{roi['roi']}` of {roi['volume']} "
+                f"(compressed at {_fmt_ratio(roi['ratio'])}): {roi['seconds'] * 1e3:.1f} ms "
+                f"(median of {roi['repeats']}, device {roi['device']}); full decode "
+                f"{roi['full_decode_seconds']:.2f} s"
+            )
+        elif roi:
+            out.append(f"- **region decode**: {roi.get('message', 'not measured')}")
+    out += [
+        "",
+        "Cells: PSNR (dB) / SSIM / achieved ratio / encode s / decode s; **bold** = best classical "
+        "PSNR; — = the codec cannot reach the ratio. PSNR peak = max − min of the original; SSIM = "
+        "mean over 2D slices.",
+        "",
+    ]
+    if not with_ours:
+        out += [
+            "Summary (PSNR dB): best classical codec; JPEG XL; SZ3; bar = the better of JPEG XL "
+            "and SZ3 (the CPU quality bar).",
+            "",
+            *_anchor_summary(record),
+            "",
+        ]
+    for vol in record["volumes"]:
+        shape = "x".join(str(s) for s in vol["shape"])
+        out.append(
+            f"### {vol['name']} — {shape} {vol['dtype']} ({vol['raw_nbytes'] / 2**20:.2f} MiB)"
+        )
+        out.append("")
+        out += _volume_table(vol, codecs, with_ours)
+        out.append("")
+    lossless = _lossless_table(record)
+    if lossless:
+        out += [
+            "### Lossless (classical)",
+            "",
+            "Ratio (encode / decode seconds); **bold** = best exact.",
+            "",
+            *lossless,
+            "",
+        ]
+    return "\n".join(out).rstrip() + "\n"
+
+
+# --------------------------------------------------------------------------------------------------
+# command line
+# --------------------------------------------------------------------------------------------------
+
+
+def _ratios(text: str) -> list[float]:
+    try:
+        values = [float(t) for t in text.split(",") if t.strip()]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"ratios must be numbers: {text!r}") from exc
+    if not values or any(not math.isfinite(v) or v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"ratios must be >= 1: {text!r}")
+    return values
+
+
+def _names(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
+    """The argument parser of the benchmark."""
+    p = argparse.ArgumentParser(
+        prog=prog,
+        description="Benchmark napari-sciz against classical codecs at the same compression "
+        "ratios and merge the tables into a markdown file.",
+    )
+    p.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="folder of volumes (default: the shared/data folder beside the repository)",
+    )
+    p.add_argument(
+        "--volumes",
+        type=_names,
+        default=None,
+        metavar="NAME,...",
+        help="only these volumes (file stems)",
+    )
+    p.add_argument("--all", action="store_true", help="include 2D images")
+    p.add_argument(
+        "--ratios",
+        type=_ratios,
+        default=list(DEFAULT_RATIOS),
+        metavar="R,...",
+        help="target ratios (default 16,64,256,1024)",
+    )
+    p.add_argument(
+        "--budget",
+        type=float,
+        default=120.0,
+        metavar="SECONDS",
+        help="time budget of our codec per volume and ratio (default 120)",
+    )
+    p.add_argument("--device", default="auto", help="device of our codec (default auto)")
+    p.add_argument(
+        "--decode-device",
+        default=None,
+        help="device for our decode timings (default: the encode device)",
+    )
+    p.add_argument(
+        "--codecs",
+        type=_names,
+        default=None,
+        metavar="NAME,...",
+        help=f"classical codecs (default: all available of {', '.join(CODECS)}; 'none' for none)",
+    )
+    p.add_argument("--skip-ours", action="store_true", help="classical codecs only")
+    p.add_argument(
+        "--lossless", action="store_true", help="also measure the classical lossless codecs"
+    )
+    p.add_argument(
+        "--iterations",
+        type=int,
+        default=16,
+        help="bisection steps per classical codec and ratio (default 16)",
+    )
+    p.add_argument("--threads", type=int, default=1, help="threads per classical codec (default 1)")
+    p.add_argument(
+        "--out",
+        default="docs/benchmarks.md",
+        metavar="FILE.md",
+        help="markdown file to merge the section into ('' for none)",
+    )
+    p.add_argument(
+        "--section",
+        default=None,
+        help="section key (default 'lossy', or 'classical' with --skip-ours)",
+    )
+    p.add_argument(
+        "--json",
+        type=Path,
+        default=None,
+        metavar="FILE.json",
+        help="also write all measurements as JSON (rewritten after each volume)",
+    )
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    return p
+
+
+def _write_json(path: Path, record: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+
+    def default(o: Any) -> Any:
+        if isinstance(o, np.generic):
+            return o.item()
+        raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+    text = json.dumps(record, indent=1, default=default, allow_nan=True)
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
+    """Run the benchmark.
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        Arguments without the program name (default ``sys.argv[1:]``).
+    prog : str
+        Program name shown in usage and in the recorded command line.
+
+    Returns
+    -------
+    int
+        0 on success, 1 when there is nothing to run (no data, no codec).
+    """
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(prog).parse_args(args_list)
+
+    def say(msg: str) -> None:
+        if not args.quiet:
+            print(msg, file=sys.stderr, flush=True)
+
+    data_dir = args.data if args.data is not None else find_data_dir()
+    if data_dir is None or not Path(data_dir).is_dir():
+        print(
+            f"{prog}: error: data folder not found ({data_dir or 'use --data DIR'})",
+            file=sys.stderr,
+        )
+        return 1
+    try:
+        volumes = list_volumes(Path(data_dir), args.volumes, include_2d=args.all)
+    except FileNotFoundError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 1
+
+    if args.codecs and [c.lower() for c in args.codecs] == ["none"]:
+        requested: list[Codec] = []
+    else:
+        try:
+            requested = (
+                [get_codec(c) for c in args.codecs] if args.codecs else list(CODECS.values())
+            )
+        except KeyError as exc:
+            print(f"{prog}: error: {exc.args[0]}", file=sys.stderr)
+            return 1
+    for c in requested:
+        c.numthreads = args.threads
+    codecs = [c for c in requested if c.available()]
+    unavailable = [
+        c.label + (" (ffmpeg with libx265 not found)" if c.name == "hevc" else "")
+        for c in requested
+        if c not in codecs
+    ]
+    if not volumes or (args.skip_ours and not codecs):
+        print(
+            f"{prog}: error: nothing to run (volumes: {len(volumes)}, codecs: {len(codecs)})",
+            file=sys.stderr,
+        )
+        return 1
+
+    device: str | None = None
+    if not args.skip_ours:
+        from ..core.device import resolve_device
+
+        device = resolve_device(args.device)
+    env = environment_info(device)
+    section = args.section or ("classical" if args.skip_ours else "lossy")
+    record: dict[str, Any] = {
+        "meta": {
+            "command": " ".join([prog, shlex.join(args_list)]).strip(),
+            "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+            "environment": env,
+            "data": str(data_dir),
+            "ratios": args.ratios,
+            "budget": None if args.skip_ours else args.budget,
+            "device": device,
+            "skip_ours": bool(args.skip_ours),
+            "codecs": [c.name for c in codecs],
+            "unavailable": unavailable,
+            "iterations": args.iterations,
+            "threads": args.threads,
+            "section": section,
+        },
+        "volumes": [],
+    }
+    largest = max(volumes, key=lambda nv: nv[1].size)[0] if volumes else None
+    roi_ratio = next((r for r in args.ratios if r >= 64), args.ratios[len(args.ratios) // 2])
+    roi_data: bytes | None = None
+
+    for name, vol in volumes:
+        raw = vol.size * vol.dtype.itemsize
+        entry: dict[str, Any] = {
+            "name": name,
+            "shape": list(vol.shape),
+            "dtype": str(vol.dtype),
+            "raw_nbytes": raw,
+            "ratios": args.ratios,
+            "results": {},
+        }
+        for ratio in args.ratios:
+            results: dict[str, Any] = {}
+            if not args.skip_ours:
+                assert device is not None
+                say(f"[{name} {_fmt_ratio(ratio)}] ours on {device} (budget {args.budget:g} s)")
+                rec, data = _ours(
+                    vol,
+                    ratio,
+                    device=device,
+                    budget=args.budget,
+                    decode_device=args.decode_device,
+                )
+                results["ours"] = rec
+                say(f"    {_cell(rec)}")
+                if name == largest and ratio == roi_ratio and data is not None:
+                    roi_data = data
+                    record["roi_decode"] = {"full_decode_seconds": rec["decode_seconds"]}
+            for codec in codecs:
+                say(f"[{name} {_fmt_ratio(ratio)}] {codec.label}")
+                rec = _classical(codec, vol, ratio, args.iterations)
+                results[codec.name] = rec
+                say(f"    {_cell(rec)}")
+            entry["results"][_fmt_ratio(ratio)] = results
+        if args.lossless:
+            say(f"[{name}] lossless")
+            entry["lossless"] = [e.to_dict() for e in lossless_sizes(vol, numthreads=args.threads)]
+        record["volumes"].append(entry)
+        if args.json is not None:
+            _write_json(args.json, record)
+
+    if not args.skip_ours:
+        if roi_data is not None and largest is not None:
+            shape = next(v.shape for n, v in volumes if n == largest)
+            dec_device = args.decode_device or device
+            try:
+                roi = _roi_decode(roi_data, shape, dec_device)
+                record["roi_decode"].update(roi, volume=largest, ratio=roi_ratio, device=dec_device)
+            except Exception as exc:  # noqa: BLE001
+                traceback.print_exc()
+                record["roi_decode"] = {"message": f"failed: {type(exc).__name__}: {exc}"}
+        else:
+            record["roi_decode"] = {
+                "message": f"not measured (no result for {largest} at {_fmt_ratio(roi_ratio)})"
+            }
+
+    if args.json is not None:
+        _write_json(args.json, record)
+        say(f"wrote {args.json}")
+    markdown = render_markdown(record)
+    if args.out:
+        update_section(args.out, section, markdown)
+        say(f"updated section '{section}' of {args.out}")
+    else:
+        print(markdown)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
