@@ -60,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="also decode a region at 2x sampling and save that view",
     )
     parser.add_argument(
-        "--size", default="1600x1000", help="window size WIDTHxHEIGHT (default 1600x1000)"
+        "--size", default="1800x1000", help="window size WIDTHxHEIGHT (default 1800x1000)"
     )
     return parser
 
@@ -213,23 +213,26 @@ class _Demo:
         widget, viewer = self.widget, self.viewer
         src, recon, delta = widget.result_layers
         delta.visible = False
-        # a rectangle over the central quarter of the image, in world coordinates
+        # a rectangle over the central part of the current slice (data coordinates of the
+        # compressed layer, which the "sciz region" Shapes layer shares)
         ny, nx = recon.data.shape[-2:]
-        y0, x0 = ny * 0.3, nx * 0.3
-        y1, x1 = ny * 0.55, nx * 0.55
-        point = np.asarray(viewer.dims.point, dtype=float)
+        y0, x0, y1, x1 = ny * 0.3, nx * 0.3, ny * 0.55, nx * 0.55
+        here = np.asarray(recon.world_to_data(viewer.dims.point[-recon.ndim :]), dtype=float)
+        here = np.floor(here + 0.5)
         corners = []
         for y, x in ((y0, x0), (y0, x1), (y1, x1), (y1, x0)):
-            p = point.copy()
-            p[-2:] = np.asarray(src.translate[-2:]) + np.asarray(src.scale[-2:]) * (y, x)
+            p = here.copy()
+            p[-2:] = (y, x)
             corners.append(p)
         region = widget.region
         widget.region_section.expand(animate=False)
+        region.live_check.setChecked(False)  # one decode of the final set-up
         shapes = region.add_rectangle_layer()
         shapes.add_rectangles(np.asarray(corners), edge_color="yellow", face_color="transparent")
         shapes.mode = "pan_zoom"
         region.sampling_combo.setCurrentIndex(1)  # 2x
         worker = region.decode()
+        region.live_check.setChecked(True)
         if worker is None:
             self.status = 1
             self._quit()
@@ -255,6 +258,9 @@ class _Demo:
             ),
             None,
         )
+        shapes = self.widget.region.shapes_layer()
+        if shapes is not None:  # rectangle outline above the decoded region
+            viewer.layers.move(viewer.layers.index(shapes), len(viewer.layers))
         if region_layer is not None:
             ext = np.asarray(region_layer.extent.world)[:, -2:]
             cam = camera(viewer)
@@ -274,9 +280,22 @@ class _Demo:
             self._save_widget(region_path.with_name(region_path.stem + "_region.png"))
         QTimer.singleShot(200, self._quit)
 
+    def _hide_toasts(self) -> None:
+        """Close napari's notification pop-ups so that they do not cover the screenshots."""
+        try:
+            from napari._qt.dialogs.qt_notification import NapariQtNotification
+        except ImportError:  # pragma: no cover - other napari versions
+            return
+        window = getattr(self.viewer.window, "_qt_window", None)
+        if window is None:
+            return
+        for toast in window.findChildren(NapariQtNotification):
+            toast.hide()
+
     def _save_view(self, path: Path) -> None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
+        self._hide_toasts()
         self.viewer.screenshot(str(path), canvas_only=False)
         print(f"saved {path}")
 

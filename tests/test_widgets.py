@@ -369,7 +369,8 @@ def test_region_decode_places_the_layer_exactly(make_napari_viewer, qtbot, compr
     z = viewer.dims.point[0]
     corners = [[z, 14.2, 25.6], [z, 14.2, 36.1], [z, 20.9, 36.1], [z, 20.9, 25.6]]
     region.live_check.setChecked(False)
-    shapes.add_rectangles(np.array(corners))
+    np.testing.assert_allclose(shapes.scale, SCALE)  # the rectangle layer shares the frame
+    shapes.add_rectangles(np.array([shapes.world_to_data(c) for c in corners]))
     for sampling, index in ((1, 0), (2, 1), (4, 2)):
         region.sampling_combo.setCurrentIndex(index)
         worker = region.decode()
@@ -402,7 +403,8 @@ def test_region_decode_places_the_layer_exactly(make_napari_viewer, qtbot, compr
     region.live_check.setChecked(True)
     region.sampling_combo.setCurrentIndex(0)
     qtbot.waitUntil(lambda: region.worker is None, timeout=60_000)
-    shapes.data = [np.array(corners) + np.array([0.0, 2.0, 0.0])]
+    moved = np.array(corners) + np.array([0.0, 2.0, 0.0])
+    shapes.data = [np.array([shapes.world_to_data(c) for c in moved])]
     qtbot.waitUntil(
         lambda: (
             region.last_request is not None
@@ -411,3 +413,21 @@ def test_region_decode_places_the_layer_exactly(make_napari_viewer, qtbot, compr
         ),
         timeout=60_000,
     )
+
+
+@needs_codec
+def test_closing_napari_during_a_fit_does_not_hang(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    widget = CompressWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Compress (INR)")
+    viewer.add_image(_nuclei_crop(), name="nuclei")
+    widget.set_effort(600)
+    widget.device_combo.populate()
+    widget.device_combo.setCurrentIndex(widget.device_combo.findData("cpu"))
+    worker = widget.start()
+    job = widget._job
+    qtbot.waitUntil(lambda: widget.progress_bar.value() > 0, timeout=60_000)
+    t0 = time.perf_counter()
+    with qtbot.waitSignal(worker.finished, timeout=5_000):
+        viewer.close()  # what closing the napari window does
+    assert job.cancelled() and time.perf_counter() - t0 < 2.0

@@ -342,7 +342,7 @@ class DecodeRegionWidget(QWidget):
 
     # ------------------------------------------------------------------ actions
     def add_rectangle_layer(self) -> Any:
-        """Add (or select) a Shapes layer named "sciz region" in rectangle-drawing mode."""
+        """Add (or select) a Shapes layer "sciz region" in rectangle mode (frame of the source)."""
         from napari.layers import Shapes
 
         layer = None
@@ -350,12 +350,21 @@ class DecodeRegionWidget(QWidget):
             if isinstance(candidate, Shapes) and candidate.name == "sciz region":
                 layer = candidate
         if layer is None:
+            # same world frame as the compressed layer: rectangles snap to its slices
+            src = self.source_layer()
+            frame: dict[str, Any] = {}
+            if src is not None:
+                frame = {"scale": src.scale, "translate": src.translate}
+                units = getattr(src, "units", None)
+                if units is not None:
+                    frame["units"] = tuple(units)
             layer = self.viewer.add_shapes(
-                ndim=max(self.viewer.dims.ndim, 2),
+                ndim=src.ndim if src is not None else max(self.viewer.dims.ndim, 2),
                 name="sciz region",
                 edge_color="yellow",
                 face_color="transparent",
-                edge_width=2,
+                edge_width=1,
+                **frame,
             )
         self.viewer.layers.selection.active = layer
         layer.mode = "add_rectangle"

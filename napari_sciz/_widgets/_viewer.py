@@ -87,7 +87,8 @@ def placement_kwargs(
     Returns
     -------
     dict
-        ``scale``, ``translate``, ``rotate``, ``shear`` and ``affine`` for the new layer.
+        ``scale``, ``translate``, ``rotate``, ``shear``, ``affine`` (and ``units``,
+        ``axis_labels`` where napari has them) for the new layer.
     """
     from ._geometry import region_placement
 
@@ -100,13 +101,19 @@ def placement_kwargs(
     scale, translate = region_placement(
         start_full, fac_full, layer.scale, layer.translate, layer_linear(layer)
     )
-    return {
+    kwargs: dict[str, Any] = {
         "scale": scale,
         "translate": translate,
         "rotate": np.asarray(layer.rotate),
         "shear": np.asarray(layer.shear),
         "affine": layer.affine.affine_matrix,
     }
+    # same units / axis labels as the reference, so napari does not warn about mixed units
+    for name in ("units", "axis_labels"):
+        value = getattr(layer, name, None)
+        if value is not None:
+            kwargs[name] = tuple(value)
+    return kwargs
 
 
 def to_world(viewer: Any, layer: Any, data_points: np.ndarray) -> np.ndarray:
@@ -140,8 +147,8 @@ def current_data_index(viewer: Any, layer: Any) -> np.ndarray:
 def show_side_by_side(viewer: Any, layers: Sequence[Any], reset_view: bool = False) -> None:
     """Show ``layers`` side by side: grid mode (one shared camera), in list order, left to right.
 
-    The layers are moved next to each other in the layer list and the grid stride is negative so
-    that the first layer of the list comes first in the grid. The view is reset (fit to the
+    The layers are moved next to each other in the layer list and the grid stride is chosen so
+    that ``layers[0]`` comes first (top-left) in the grid. The view is reset (fit to the
     grid) when the grid layout changes or ``reset_view`` is true.
     """
     if not layers:
@@ -154,9 +161,17 @@ def show_side_by_side(viewer: Any, layers: Sequence[Any], reset_view: bool = Fal
             viewer.layers.move(index, target if index > target else target + 1)
     g = grid(viewer)
     before = (g.enabled, g.stride, tuple(g.shape))
-    g.stride = -1
     n_visible = sum(1 for layer in viewer.layers if layer.visible)
     g.shape = (1, n_visible) if 1 < n_visible <= 4 else (-1, -1)
     g.enabled = True
+    # napari 0.9 puts the first layer of the list top-left with stride 1; older versions put the
+    # last one there: pick the stride that puts `layers[0]` before `layers[1]`
+    g.stride = 1
+    try:
+        order = [g.position(viewer.layers.index(layer), viewer.layers) for layer in layers[:2]]
+        if len(order) == 2 and order[0] > order[1]:
+            g.stride = -1
+    except (AttributeError, TypeError, ValueError):  # pragma: no cover - other napari versions
+        pass
     if reset_view or before != (g.enabled, g.stride, tuple(g.shape)):
         viewer.reset_view()
