@@ -1,0 +1,373 @@
+"""Quantized block codes and their entropy coding (ANS via ``constriction``).
+
+A block's payload holds the normalisation range, the architecture, the quantized MLP weights
+and the quantized latent grids. Integer symbols are coded with a zero-mean quantized Laplace
+model per tensor whose scale is stored in one byte, so the decoder rebuilds exactly the model
+the encoder used. The layout is documented in ``docs/format.md``.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import FormatError
+
+__all__ = [
+    "BlockCode",
+    "encode_block",
+    "decode_block",
+    "quantize_scale",
+    "dequantize_scale",
+    "best_scale_code",
+]
+
+# Laplace scale b is stored as one byte s: b = 2 ** (s / 16 - 6), i.e. 1/64 .. ~2**10.
+_SCALE_OFFSET = 6.0
+_SCALE_STEPS = 16.0
+_MAGIC = 0x5A  # first byte of every block payload
+_MAX_SYMBOL = 2**24  # bound on |q| accepted from a file
+
+
+def dequantize_scale(code: int) -> float:
+    """Laplace scale for a stored one-byte scale code."""
+    return 2.0 ** (code / _SCALE_STEPS - _SCALE_OFFSET)
+
+
+def quantize_scale(b: float) -> int:
+    """Nearest one-byte scale code for the Laplace scale ``b``."""
+    if not math.isfinite(b) or b <= 0:
+        return 0
+    return int(min(255, max(0, round((math.log2(b) + _SCALE_OFFSET) * _SCALE_STEPS))))
+
+
+def _laplace_bits_table(values: np.ndarray, counts: np.ndarray, b: float) -> float:
+    v = values.astype(np.float64)
+    upper = 0.5 + 0.5 * np.sign(v + 0.5) * (1 - np.exp(-np.abs(v + 0.5) / b))
+    lower = 0.5 + 0.5 * np.sign(v - 0.5) * (1 - np.exp(-np.abs(v - 0.5) / b))
+    p = np.clip(upper - lower, 2.0**-24, 1.0)
+    return float(-(counts * np.log2(p)).sum())
+
+
+def best_scale_code(q: np.ndarray) -> int:
+    """The one-byte scale code that minimises the coded size of the integers ``q``."""
+    values, counts = np.unique(np.asarray(q).ravel(), return_counts=True)
+    mean_abs = float(np.abs(q).mean()) if q.size else 0.0
+    centre = quantize_scale(max(mean_abs, 1e-3))
+    candidates = range(max(0, centre - 24), min(255, centre + 24) + 1)
+    return min(candidates, key=lambda c: _laplace_bits_table(values, counts, dequantize_scale(c)))
+
+
+@dataclass
+class BlockCode:
+    """Everything stored for one block.
+
+    Attributes
+    ----------
+    first_level, n_levels, hidden, layers : int
+        Architecture (see :class:`napari_sciz.core.model.FieldConfig`).
+    vmin, vmax : float
+        Normalisation: the field predicts ``(value - vmin) / (vmax - vmin)``.
+    latent_step : float
+        Dequantisation step of the finest latent level.
+    level_gain : float
+        Level ``i`` (finest = 0) has step ``latent_step / level_gain**i``.
+    latents : list of numpy.ndarray
+        Integer latent grids, finest first.
+    mlp : list of numpy.ndarray
+        Integer MLP parameters (weight, bias, ...).
+    mlp_exponents : list of int
+        Per-tensor step exponents: parameter = ``q * 2 ** -exponent``.
+    """
+
+    first_level: int
+    n_levels: int
+    hidden: int
+    layers: int
+    vmin: float
+    vmax: float
+    latent_step: float
+    level_gain: float = 2.0
+    latents: list[np.ndarray] = field(default_factory=list)
+    mlp: list[np.ndarray] = field(default_factory=list)
+    mlp_exponents: list[int] = field(default_factory=list)
+
+    def dequantized_latents(self) -> list[np.ndarray]:
+        """Latent grids as float32."""
+        return [q.astype(np.float32) for q in self.latents]
+
+    def level_steps(self) -> list[float]:
+        """Dequantisation step of each latent level, finest first."""
+        return [
+            float(np.float32(self.latent_step / self.level_gain**i)) for i in range(self.n_levels)
+        ]
+
+    def dequantized_mlp(self) -> list[np.ndarray]:
+        """MLP parameters as float32."""
+        return [
+            (q.astype(np.float32) * np.float32(2.0**-e))
+            for q, e in zip(self.mlp, self.mlp_exponents, strict=True)
+        ]
+
+
+#: Number of context classes per latent level (parent-magnitude classes).
+N_CONTEXTS = 12
+
+
+def parent_context(parent: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Context class of every node of a latent grid from the decoded next-coarser grid.
+
+    The class is ``floor(2 * log2(m + 0.5)) + 2`` clipped to ``[0, N_CONTEXTS)``, where ``m`` is
+    the largest ``|q|`` of the parent nodes around the node (the two parents along each axis,
+    then a 3x3x3 neighbourhood). Detail coefficients are large where the coarser level is
+    large, so this separates busy regions from flat background. Integer arithmetic only, so
+    encoder and decoder agree on every platform.
+    """
+    m = np.abs(parent.astype(np.int64))
+    for axis, n in enumerate(shape):
+        if m.shape[axis] == n:
+            continue
+        j = np.arange(n)
+        lo = np.minimum(j // 2, m.shape[axis] - 1)
+        hi = np.minimum((j + 1) // 2, m.shape[axis] - 1)
+        m = np.maximum(np.take(m, lo, axis=axis), np.take(m, hi, axis=axis))
+    for axis in range(3):
+        if m.shape[axis] < 2:
+            continue
+        padded = np.concatenate([np.take(m, [0], axis=axis), m, np.take(m, [-1], axis=axis)], axis=axis)
+        n = m.shape[axis]
+        m = np.maximum(
+            np.maximum(np.take(padded, np.arange(0, n), axis=axis), np.take(padded, np.arange(1, n + 1), axis=axis)),
+            np.take(padded, np.arange(2, n + 2), axis=axis),
+        )
+    # floor(2 * log2(m + 0.5)) + 2 == class, computed with integer thresholds
+    classes = np.zeros(m.shape, dtype=np.int64)
+    for c in range(1, N_CONTEXTS):
+        # m + 0.5 >= 2 ** ((c - 2) / 2)  <=>  (2m + 1)^2 >= 4 * 2 ** (c - 2)
+        classes += ((2 * m + 1) ** 2 >= 2.0 ** c).astype(np.int64)
+    return classes
+
+
+def _gain_byte(gain: float) -> int:
+    value = round(gain * 16)
+    if not 1 <= value <= 255 or abs(value / 16 - gain) > 1e-9:
+        raise ValueError(f"level gain {gain} is not a multiple of 1/16 in (0, 16)")
+    return value
+
+
+def _write_varint(out: bytearray, value: int) -> None:
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return
+
+
+def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
+    value = 0
+    shift = 0
+    while True:
+        if pos >= len(data) or shift > 35:
+            raise FormatError("block payload is truncated or corrupted (bad varint)")
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            return value, pos
+
+
+def _coded_groups(latents: list[np.ndarray]) -> list[list[np.ndarray]]:
+    """Split each latent level into context groups (coarsest level: one group).
+
+    Returns, for each level (finest first), the list of ``N_CONTEXTS`` flat symbol arrays (the
+    coarsest level has a single group).
+    """
+    out: list[list[np.ndarray]] = []
+    for i, q in enumerate(latents):
+        flat = q.reshape(-1)
+        if i == len(latents) - 1:
+            out.append([flat])
+            continue
+        ctx = parent_context(latents[i + 1], q.shape).reshape(-1)
+        out.append([flat[ctx == c] for c in range(N_CONTEXTS)])
+    return out
+
+
+def _tensor_side_info(out: bytearray, q: np.ndarray) -> tuple[int, float]:
+    maxabs = int(np.abs(q).max()) if q.size else 0
+    _write_varint(out, maxabs)
+    if not maxabs:
+        return 0, 0.0
+    code = best_scale_code(q)
+    out.append(code)
+    return maxabs, dequantize_scale(code)
+
+
+def encode_block(code: BlockCode) -> bytes:
+    """Serialise and entropy-code a block.
+
+    MLP parameters use one quantized Laplace model per tensor. Latent levels are coded from
+    the coarsest to the finest; every finer level is split into context classes computed from
+    its decoded parent level (:func:`parent_context`), each with its own Laplace scale.
+
+    Parameters
+    ----------
+    code : BlockCode
+        The quantized block.
+
+    Returns
+    -------
+    bytes
+        The block payload.
+    """
+    import constriction
+
+    out = bytearray([_MAGIC, code.first_level, code.n_levels, code.hidden, code.layers])
+    out += struct.pack("<ddfB", code.vmin, code.vmax, code.latent_step, _gain_byte(code.level_gain))
+    for e in code.mlp_exponents:
+        out += struct.pack("<b", int(e))
+    streams: list[tuple[np.ndarray, int, float]] = []  # in decoding order
+    for q in code.mlp:
+        flat = np.asarray(q, dtype=np.int32).ravel()
+        maxabs, b = _tensor_side_info(out, flat)
+        streams.append((flat, maxabs, b))
+    latents = [np.asarray(q, dtype=np.int32) for q in code.latents]
+    groups = _coded_groups(latents)
+    for level_groups in reversed(groups):
+        if len(level_groups) > 1:
+            mask = sum(1 << c for c, g in enumerate(level_groups) if g.size and np.any(g))
+            out += struct.pack("<H", mask)
+            for c, g in enumerate(level_groups):
+                if mask >> c & 1:
+                    maxabs, b = _tensor_side_info(out, g)
+                    streams.append((g, maxabs, b))
+        else:
+            maxabs, b = _tensor_side_info(out, level_groups[0])
+            streams.append((level_groups[0], maxabs, b))
+    coder = constriction.stream.stack.AnsCoder()
+    for q, maxabs, b in reversed(streams):
+        if maxabs:
+            model = constriction.stream.model.QuantizedLaplace(-maxabs, maxabs, 0.0, b)
+            coder.encode_reverse(q, model)
+    out += coder.get_compressed().astype("<u4").tobytes()
+    return bytes(out)
+
+
+class _Reader:
+    def __init__(self, data: bytes, pos: int) -> None:
+        self.data = data
+        self.pos = pos
+
+    def varint(self) -> int:
+        value, self.pos = _read_varint(self.data, self.pos)
+        return value
+
+    def byte(self) -> int:
+        if self.pos >= len(self.data):
+            raise FormatError("block payload is truncated")
+        value = self.data[self.pos]
+        self.pos += 1
+        return value
+
+    def side_info(self) -> tuple[int, int]:
+        maxabs = self.varint()
+        if maxabs > _MAX_SYMBOL:
+            raise FormatError("block payload declares an implausible symbol range")
+        return maxabs, (self.byte() if maxabs else 0)
+
+
+def decode_block(
+    data: bytes, grid_shapes: list[tuple[int, ...]], mlp_shapes: list[tuple[int, ...]]
+) -> BlockCode:
+    """Inverse of :func:`encode_block`.
+
+    Parameters
+    ----------
+    data : bytes
+        The payload.
+    grid_shapes, mlp_shapes : list of tuple of int
+        Shapes of the latent grids (finest first) and MLP parameters, derived from the
+        architecture fields (:func:`read_architecture`) and the block shape.
+
+    Raises
+    ------
+    FormatError
+        If the payload is malformed.
+    """
+    import constriction
+
+    first, n_levels, hidden, layers = read_architecture(data)
+    if len(grid_shapes) != n_levels:
+        raise FormatError("block payload does not match its architecture")
+    pos = 5
+    if len(data) < pos + 21 + len(mlp_shapes):
+        raise FormatError("block payload is truncated")
+    vmin, vmax, step, gain_byte = struct.unpack_from("<ddfB", data, pos)
+    pos += 21
+    if not all(math.isfinite(v) for v in (vmin, vmax, step)):
+        raise FormatError("block payload holds non-finite parameters")
+    exps = list(struct.unpack_from(f"<{len(mlp_shapes)}b", data, pos))
+    reader = _Reader(data, pos + len(mlp_shapes))
+    mlp_info = [reader.side_info() for _ in mlp_shapes]
+    level_info: list[list[tuple[int, int, int]]] = []  # coarsest first: (class, maxabs, scale)
+    for i in reversed(range(n_levels)):
+        if i == n_levels - 1:
+            level_info.append([(0, *reader.side_info())])
+        else:
+            if reader.pos + 2 > len(data):
+                raise FormatError("block payload is truncated")
+            (mask,) = struct.unpack_from("<H", data, reader.pos)
+            reader.pos += 2
+            level_info.append([(c, *reader.side_info()) for c in range(N_CONTEXTS) if mask >> c & 1])
+    rest = data[reader.pos :]
+    if len(rest) % 4:
+        raise FormatError("block payload is truncated or corrupted (entropy stream length)")
+    words = np.frombuffer(rest, dtype="<u4").astype(np.uint32)
+    coder = constriction.stream.stack.AnsCoder(words)
+
+    def decode(n: int, maxabs: int, scale_code: int) -> np.ndarray:
+        if not maxabs or n == 0:
+            return np.zeros(n, dtype=np.int32)
+        if coder.is_empty():
+            raise FormatError("block payload is truncated (entropy stream ended early)")
+        model = constriction.stream.model.QuantizedLaplace(
+            -maxabs, maxabs, 0.0, dequantize_scale(scale_code)
+        )
+        return np.asarray(coder.decode(model, n), dtype=np.int32)
+
+    mlp = [decode(math.prod(shape), *info).reshape(shape) for shape, info in zip(mlp_shapes, mlp_info, strict=True)]
+    latents: list[np.ndarray] = [np.zeros(0, np.int32)] * n_levels
+    for k, i in enumerate(reversed(range(n_levels))):
+        shape = grid_shapes[i]
+        n = math.prod(shape)
+        if i == n_levels - 1:
+            (_c, maxabs, sc) = level_info[k][0]
+            latents[i] = decode(n, maxabs, sc).reshape(shape)
+            continue
+        ctx = parent_context(latents[i + 1], shape).reshape(-1)
+        flat = np.zeros(n, dtype=np.int32)
+        for c, maxabs, sc in level_info[k]:
+            sel = ctx == c
+            flat[sel] = decode(int(sel.sum()), maxabs, sc)
+        latents[i] = flat.reshape(shape)
+    return BlockCode(
+        first, n_levels, hidden, layers, float(vmin), float(vmax), float(step),
+        level_gain=gain_byte / 16.0, latents=latents, mlp=mlp, mlp_exponents=exps,
+    )
+
+
+def read_architecture(data: bytes) -> tuple[int, int, int, int]:
+    """Read ``(first_level, n_levels, hidden, layers)`` from a block payload."""
+    if len(data) < 5 or data[0] != _MAGIC:
+        raise FormatError("block payload is corrupted (bad block marker)")
+    first, n_levels, hidden, layers = data[1], data[2], data[3], data[4]
+    if not (n_levels >= 1 and 1 <= hidden <= 128 and 1 <= layers <= 8 and first <= 12):
+        raise FormatError("block payload declares an unsupported architecture")
+    return first, n_levels, hidden, layers

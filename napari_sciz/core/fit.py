@@ -1,0 +1,419 @@
+"""Fitting one block's field under a byte budget (rate-distortion training + rate control).
+
+Training minimises ``MSE + lambda * bits / voxels`` where ``bits`` is the Laplace estimate of
+the latents' coded size. Quantization is simulated by additive uniform noise for the first part
+of training, then by straight-through rounding. ``lambda`` is steered during training so that
+the estimated size tracks the block's budget, and a final bisection on the latent quantization
+step lands the real entropy-coded payload inside the requested byte window.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..errors import CancelledError
+from .entropy import BlockCode, encode_block
+from .model import FieldConfig, LatentField, laplace_bits
+
+__all__ = ["BlockFit", "StepInfo", "fit_block", "evaluate_code", "field_from_code"]
+
+#: Fraction of training spent with noise as the quantization proxy (the rest uses rounding).
+NOISE_PHASE = 0.0
+#: Largest number of voxels evaluated per training step.
+DEFAULT_BATCH = 2**18
+LR_LATENT = 2e-2
+LR_MLP = 1e-3
+DEBUG = False
+_PREVIEW_CHUNK = 2**20
+
+
+@dataclass
+class StepInfo:
+    """State reported after a training step of one block."""
+
+    step: int
+    fraction: float
+    loss: float
+    psnr: float
+    elapsed: float
+
+
+@dataclass
+class BlockFit:
+    """Result of fitting a block."""
+
+    code: BlockCode
+    payload: bytes
+    reconstruction: np.ndarray
+    steps: int
+    config: FieldConfig
+
+
+def _mlp_exponent(w: np.ndarray, bits: int = 8) -> int:
+    peak = float(np.abs(w).max()) if w.size else 0.0
+    if peak == 0.0:
+        return 0
+    return int(np.clip(math.floor((bits - 1) - math.log2(peak)), -32, 60))
+
+
+def _quantize_mlp(field: LatentField) -> tuple[list[np.ndarray], list[int]]:
+    qs, exps = [], []
+    for linear in field.linears:
+        for p in (linear.weight, linear.bias):
+            w = p.detach().cpu().numpy().astype(np.float64)
+            e = _mlp_exponent(w, bits=9 if p is linear.bias else 8)
+            qs.append(np.round(w * 2.0**e).astype(np.int32))
+            exps.append(e)
+    return qs, exps
+
+
+def field_from_code(code: BlockCode, shape: tuple[int, int, int], device: str = "cpu") -> LatentField:
+    """Build a :class:`LatentField` holding the dequantized parameters of ``code``."""
+    config = FieldConfig(shape, code.first_level, code.n_levels, code.hidden, code.layers)
+    field = LatentField(config)
+    with torch.no_grad():
+        for param, value in zip(field.latents, code.dequantized_latents(), strict=True):
+            param.copy_(torch.from_numpy(value))
+        field.steps.copy_(torch.tensor(code.level_steps()))
+        flat = [p for lin in field.linears for p in (lin.weight, lin.bias)]
+        for param, value in zip(flat, code.dequantized_mlp(), strict=True):
+            param.copy_(torch.from_numpy(value))
+    return field.to(device)
+
+
+@torch.no_grad()
+def _dense_eval(field: LatentField, latents: list[torch.Tensor]) -> torch.Tensor:
+    feats_shape = field.config.shape
+    n = math.prod(feats_shape)
+    out = torch.empty(n, device=latents[0].device)
+    # upsample once, evaluate the MLP in chunks to bound memory
+    feats = field.dense_features(latents)
+    for start in range(0, n, _PREVIEW_CHUNK):
+        out[start : start + _PREVIEW_CHUNK] = field.mlp(feats[start : start + _PREVIEW_CHUNK])
+    return out.reshape(feats_shape)
+
+
+def evaluate_code(code: BlockCode, shape: tuple[int, int, int], device: str = "cpu") -> np.ndarray:
+    """Dense reconstruction (float64, original units, unclipped) of a coded block."""
+    field = field_from_code(code, shape, device)
+    norm = _dense_eval(field, list(field.latents)).double().cpu().numpy()
+    return norm * (code.vmax - code.vmin) + code.vmin
+
+
+def _constant_code(value: float, config: FieldConfig) -> BlockCode:
+    return BlockCode(
+        config.first_level, config.n_levels, config.hidden, config.layers,
+        float(value), float(value), 1.0,
+        latents=[np.zeros(s, np.int32) for s in config.grid_shapes()],
+        mlp=[np.zeros(s, np.int32) for s in config.mlp_shapes()],
+        mlp_exponents=[0] * len(config.mlp_shapes()),
+    )
+
+
+def fit_block(
+    block: np.ndarray,
+    byte_window: tuple[int, int],
+    *,
+    steps: int | None = None,
+    budget: float | None = None,
+    seed: int = 0,
+    device: str = "cpu",
+    batch: int = DEFAULT_BATCH,
+    on_step: Callable[[StepInfo], None] | None = None,
+    on_preview: Callable[[np.ndarray], None] | None = None,
+    preview_interval: float = 3.0,
+    cancel: Callable[[], bool] | None = None,
+) -> BlockFit:
+    """Fit one block so that its payload lands in ``byte_window``.
+
+    Parameters
+    ----------
+    block : numpy.ndarray
+        ``(D, H, W)`` values in original units (any real dtype).
+    byte_window : tuple of int
+        ``(low, high)`` payload size in bytes: the payload is made at most ``high`` bytes, and
+        at least ``low`` bytes unless the block is reproduced exactly with fewer.
+    steps : int, optional
+        Number of training steps. Exactly one of ``steps`` and ``budget`` should be given;
+        without either 500 steps are used.
+    budget : float, optional
+        Wall-clock seconds for this block (training plus rate control).
+    seed : int
+        Random seed (initialisation and sampling).
+    device : str
+        Torch device.
+    batch : int
+        Voxels evaluated per step (random subset when the block is larger).
+    on_step, on_preview, preview_interval, cancel
+        Progress callback (every step), preview callback (normalised reconstruction in original
+        units, at most every ``preview_interval`` seconds), and cancel predicate (checked every
+        step; raises :class:`~napari_sciz.errors.CancelledError`).
+
+    Returns
+    -------
+    BlockFit
+    """
+    t0 = time.perf_counter()
+    low, high = byte_window
+    shape = tuple(int(n) for n in block.shape)
+    config = FieldConfig.choose(shape, 8.0 * high)
+    vmin = float(np.min(block))
+    vmax = float(np.max(block))
+    if vmax == vmin or not math.isfinite(vmax - vmin):
+        code = _constant_code(vmin, config)
+        payload = encode_block(code)
+        return BlockFit(code, payload, np.full(shape, vmin, np.float64), 0, config)
+    if steps is None and budget is None:
+        steps = 500
+
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    torch.manual_seed(seed)
+    span = vmax - vmin
+    target = torch.from_numpy(((np.asarray(block, np.float64) - vmin) / span).astype(np.float32))
+    target = target.to(device).reshape(-1)
+    n_vox = target.numel()
+    n_mlp = sum(math.prod(s) for s in config.mlp_shapes())
+    field = LatentField(config).to(device)
+    target_bits = max(8.0 * (0.5 * (low + high)) - 8.0 * (40 + 2 * config.n_levels) - 7.0 * n_mlp, 64.0)
+    correction = _init_from_pyramid(field, target.reshape(shape), target_bits)
+    target_bits /= correction
+    with torch.no_grad():
+        init_scales = [
+            math.log(max(float(torch.round(g).abs().mean()), 0.05)) for g in field.latents
+        ]
+    log_scales = torch.tensor(init_scales, device=device, requires_grad=True)
+    optimizer = torch.optim.Adam(
+        [
+            {"params": list(field.latents), "lr": LR_LATENT},
+            {"params": [log_scales], "lr": 1e-2},
+            {"params": list(field.linears.parameters()), "lr": LR_MLP},
+        ]
+    )
+    base_lrs = [g["lr"] for g in optimizer.param_groups]
+    lam = 2e-3 * n_vox / target_bits
+    crop = _crop_shape(shape, batch) if batch < n_vox else None
+    target3d = target.reshape(shape)
+    train_seconds = None if budget is None else max(0.5, 0.9 * budget - 0.5)
+
+    step = 0
+    last_preview = time.perf_counter()
+    bits_avg = None
+    while True:
+        elapsed = time.perf_counter() - t0
+        if steps is not None:
+            fraction = step / max(steps, 1)
+        else:
+            fraction = elapsed / train_seconds if train_seconds else 1.0
+        if fraction >= 1.0:
+            break
+        if cancel is not None and cancel():
+            raise CancelledError("compression cancelled; no output written")
+        lr_scale = 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * fraction))
+        for g, base in zip(optimizer.param_groups, base_lrs, strict=True):
+            g["lr"] = base * lr_scale
+        if fraction < NOISE_PHASE:
+            lat = [g + torch.rand_like(g) - 0.5 for g in field.latents]
+        else:
+            lat = [g + (torch.round(g) - g).detach() for g in field.latents]
+        if crop is not None:
+            start = [int(torch.randint(0, n - c + 1, (1,), generator=gen)) for n, c in zip(shape, crop, strict=True)]
+            pred = field.mlp(field.crop_features(lat, start, crop))
+            ref = target3d[
+                start[0] : start[0] + crop[0], start[1] : start[1] + crop[1], start[2] : start[2] + crop[2]
+            ].reshape(-1)
+        else:
+            pred = field.mlp(field.dense_features(lat))
+            ref = target
+        mse = torch.mean((pred - ref) ** 2)
+        bits = sum(laplace_bits(g, torch.exp(s)) for g, s in zip(lat, log_scales, strict=True))
+        loss = mse + lam * bits / n_vox
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        bits_now = float(bits.detach())
+        bits_avg = bits_now if bits_avg is None else 0.8 * bits_avg + 0.2 * bits_now
+        if step % 5 == 4:
+            # steer lambda so that the estimated rate tracks the budget
+            lam *= math.exp(0.4 * math.log(max(bits_avg, 1.0) / target_bits))
+            lam = min(max(lam, 1e-12), 1e6)
+            if DEBUG and step % 20 == 19:
+                print(f"  bits_avg={bits_avg:.0f} target={target_bits:.0f} lam={lam:.3g}", flush=True)
+        step += 1
+        if on_step is not None:
+            m = float(mse.detach())
+            on_step(StepInfo(step, min(fraction, 1.0), float(loss.detach()),
+                             -10 * math.log10(max(m, 1e-12)), time.perf_counter() - t0))
+        if on_preview is not None and time.perf_counter() - last_preview >= preview_interval:
+            rec = _dense_eval(field, [torch.round(g) for g in field.latents])
+            on_preview(rec.double().cpu().numpy() * span + vmin)
+            last_preview = time.perf_counter()
+
+    code, payload = _rate_control(field, vmin, vmax, low, high)
+    reconstruction = evaluate_code(code, shape, "cpu")
+    return BlockFit(code, payload, reconstruction, step, config)
+
+
+def _crop_shape(shape: tuple[int, ...], batch: int) -> tuple[int, int, int]:
+    """A crop of about ``batch`` voxels, as cubic as the block allows."""
+    crop = [1, 1, 1]
+    free = [i for i in range(3) if shape[i] > 1]
+    remaining = float(batch)
+    for i in sorted(free, key=lambda i: shape[i]):
+        side = remaining ** (1.0 / len(free))
+        crop[i] = int(min(shape[i], max(2, round(side))))
+        remaining /= crop[i]
+        free = [j for j in free if j != i]
+    return tuple(crop)  # type: ignore[return-value]
+
+
+def _pyramid(field: LatentField, x: torch.Tensor) -> list[torch.Tensor]:
+    """Laplacian-pyramid coefficients of ``x`` on the field's latent grids (coarsest last)."""
+    import torch.nn.functional as F
+
+    from .model import _upsample
+
+    shape = field.config.shape
+    residual = x.clone()
+    coeffs: list[torch.Tensor] = [torch.zeros(0)] * field.config.n_levels
+    for i in reversed(range(field.config.n_levels)):
+        level = field.config.levels[i]
+        gshape = field.config.grid_shapes()[i]
+        if level == 0:
+            g = residual.clone()
+        else:
+            step = 2**level
+            padded = tuple(1 if n <= 1 else (gs - 1) * step + 1 for n, gs in zip(shape, gshape, strict=True))
+            pad = [0, padded[2] - shape[2], 0, padded[1] - shape[1], 0, padded[0] - shape[0]]
+            r = F.pad(residual[None, None], pad, mode="replicate")
+            g = F.interpolate(r, size=gshape, mode="area")[0, 0]
+        coeffs[i] = g
+        residual = residual - _upsample(g, level, shape)
+    return coeffs
+
+
+#: Ratio of the quantization steps of two successive latent levels (coarser levels finer).
+LEVEL_GAIN = 2.0
+
+
+def _entropy_bits(q: torch.Tensor) -> float:
+    flat = q.to(torch.int64).reshape(-1)
+    counts = torch.bincount(flat - flat.min()).double()
+    counts = counts[counts > 0]
+    return float(-(counts * torch.log2(counts / flat.numel())).sum())
+
+
+def _coded_latent_bits(qs: list[torch.Tensor], config: FieldConfig) -> float:
+    code = BlockCode(
+        config.first_level, config.n_levels, config.hidden, config.layers, 0.0, 1.0, 1.0,
+        latents=[q.cpu().numpy().astype(np.int32) for q in qs],
+        mlp=[np.zeros(s, np.int32) for s in config.mlp_shapes()],
+        mlp_exponents=[0] * len(config.mlp_shapes()),
+    )
+    return 8.0 * len(encode_block(code))
+
+
+@torch.no_grad()
+def _init_from_pyramid(field: LatentField, x: torch.Tensor, target_bits: float) -> float:
+    """Start from a Laplacian pyramid of the block with quantization steps that fit the budget.
+
+    The MLP is set up so that its output is exactly the sum of the interpolated latents (a
+    linear synthesis). Level ``i`` is stored with ``alpha * LEVEL_GAIN**i`` latent units per
+    normalised intensity; ``alpha`` is bisected so that the coded size of the rounded pyramid
+    matches the budget. Fitting then improves this transform-coding starting point.
+
+    Returns
+    -------
+    float
+        Ratio of the real (context-coded) latent size to the factorized entropy estimate, used
+        to translate the budget into a target for the training-time rate estimate.
+    """
+    config = field.config
+    coeffs = _pyramid(field, x)
+    gains = [LEVEL_GAIN**i for i in range(config.n_levels)]
+
+    def quantized(alpha: float) -> list[torch.Tensor]:
+        return [torch.round(c * alpha * g) for c, g in zip(coeffs, gains, strict=True)]
+
+    def bisect(goal: float) -> float:
+        lo, hi = 2.0**-8, 2.0**16
+        for _ in range(18):
+            mid = math.sqrt(lo * hi)
+            if sum(_entropy_bits(q) for q in quantized(mid)) > goal:
+                hi = mid
+            else:
+                lo = mid
+        return lo
+
+    alpha = bisect(target_bits)
+    qs = quantized(alpha)
+    estimate = max(sum(_entropy_bits(q) for q in qs), 1.0)
+    correction = min(max(_coded_latent_bits(qs, config) / estimate, 0.3), 3.0)
+    alpha = bisect(target_bits / correction)
+    for param, c, g in zip(field.latents, coeffs, gains, strict=True):
+        param.copy_(c * alpha * g)
+    field.steps.copy_(torch.tensor([float(np.float32(1.0 / alpha / g)) for g in gains]))
+    first, *rest = field.linears
+    torch.nn.init.normal_(first.weight, std=0.1)
+    first.weight[0] = 1.0
+    first.bias.zero_()
+    first.bias[0] = 1.0
+    for lin in rest[:-1]:
+        torch.nn.init.normal_(lin.weight, std=0.05)
+        lin.weight[:, 0] = 0.0
+        lin.weight[0].zero_()
+        lin.weight[0, 0] = 1.0
+        lin.bias.zero_()
+    last = rest[-1]
+    last.weight.zero_()
+    last.weight[0, 0] = 1.0
+    last.bias.fill_(-1.0)
+    return correction
+
+
+def _code_for(field: LatentField, mlp_q, mlp_e, vmin, vmax, k: float) -> BlockCode:
+    cfg = field.config
+    latents = [
+        np.round(g.detach().cpu().numpy().astype(np.float64) * k).astype(np.int32)
+        for g in field.latents
+    ]
+    base = float(np.float32(float(field.steps[0]) / k))
+    return BlockCode(cfg.first_level, cfg.n_levels, cfg.hidden, cfg.layers, vmin, vmax,
+                     base, LEVEL_GAIN, latents, mlp_q, mlp_e)
+
+
+def _rate_control(field: LatentField, vmin: float, vmax: float, low: int, high: int) -> tuple[BlockCode, bytes]:
+    """Find the latent quantization step whose payload lands in ``[low, high]`` bytes."""
+    mlp_q, mlp_e = _quantize_mlp(field)
+
+    def build(k: float) -> tuple[BlockCode, bytes]:
+        code = _code_for(field, mlp_q, mlp_e, vmin, vmax, k)
+        return code, encode_block(code)
+
+    code, payload = build(1.0)
+    if low <= len(payload) <= high:
+        return code, payload
+    # size grows with k (finer quantization); bisect log(k)
+    lo_k, hi_k = (1.0 / 64, 1.0) if len(payload) > high else (1.0, 64.0)
+    best: tuple[BlockCode, bytes] | None = (code, payload) if len(payload) <= high else None
+    for _ in range(24):
+        mid = math.sqrt(lo_k * hi_k)
+        c, p = build(mid)
+        if len(p) > high:
+            hi_k = mid
+        else:
+            if best is None or len(p) > len(best[1]):
+                best = (c, p)
+            if len(p) >= low:
+                return c, p
+            lo_k = mid
+    if best is None:
+        # even the coarsest quantization is too big: drop all latents
+        c, p = build(1e-9)
+        return c, p
+    return best
