@@ -137,17 +137,22 @@ def parent_context(parent: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     for axis in range(3):
         if m.shape[axis] < 2:
             continue
-        padded = np.concatenate([np.take(m, [0], axis=axis), m, np.take(m, [-1], axis=axis)], axis=axis)
+        padded = np.concatenate(
+            [np.take(m, [0], axis=axis), m, np.take(m, [-1], axis=axis)], axis=axis
+        )
         n = m.shape[axis]
         m = np.maximum(
-            np.maximum(np.take(padded, np.arange(0, n), axis=axis), np.take(padded, np.arange(1, n + 1), axis=axis)),
+            np.maximum(
+                np.take(padded, np.arange(0, n), axis=axis),
+                np.take(padded, np.arange(1, n + 1), axis=axis),
+            ),
             np.take(padded, np.arange(2, n + 2), axis=axis),
         )
     # floor(2 * log2(m + 0.5)) + 2 == class, computed with integer thresholds
     classes = np.zeros(m.shape, dtype=np.int64)
     for c in range(1, N_CONTEXTS):
         # m + 0.5 >= 2 ** ((c - 2) / 2)  <=>  (2m + 1)^2 >= 4 * 2 ** (c - 2)
-        classes += ((2 * m + 1) ** 2 >= 2.0 ** c).astype(np.int64)
+        classes += ((2 * m + 1) ** 2 >= 2.0**c).astype(np.int64)
     return classes
 
 
@@ -325,7 +330,9 @@ def decode_block(
                 raise FormatError("block payload is truncated")
             (mask,) = struct.unpack_from("<H", data, reader.pos)
             reader.pos += 2
-            level_info.append([(c, *reader.side_info()) for c in range(N_CONTEXTS) if mask >> c & 1])
+            level_info.append(
+                [(c, *reader.side_info()) for c in range(N_CONTEXTS) if mask >> c & 1]
+            )
     rest = data[reader.pos :]
     if len(rest) % 4:
         raise FormatError("block payload is truncated or corrupted (entropy stream length)")
@@ -342,7 +349,10 @@ def decode_block(
         )
         return np.asarray(coder.decode(model, n), dtype=np.int32)
 
-    mlp = [decode(math.prod(shape), *info).reshape(shape) for shape, info in zip(mlp_shapes, mlp_info, strict=True)]
+    mlp = [
+        decode(math.prod(shape), *info).reshape(shape)
+        for shape, info in zip(mlp_shapes, mlp_info, strict=True)
+    ]
     latents: list[np.ndarray] = [np.zeros(0, np.int32)] * n_levels
     for k, i in enumerate(reversed(range(n_levels))):
         shape = grid_shapes[i]
@@ -358,8 +368,17 @@ def decode_block(
             flat[sel] = decode(int(sel.sum()), maxabs, sc)
         latents[i] = flat.reshape(shape)
     return BlockCode(
-        first, n_levels, hidden, layers, float(vmin), float(vmax), float(step),
-        level_gain=gain_byte / 16.0, latents=latents, mlp=mlp, mlp_exponents=exps,
+        first,
+        n_levels,
+        hidden,
+        layers,
+        float(vmin),
+        float(vmax),
+        float(step),
+        level_gain=gain_byte / 16.0,
+        latents=latents,
+        mlp=mlp,
+        mlp_exponents=exps,
     )
 
 

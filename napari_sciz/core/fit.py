@@ -30,6 +30,8 @@ DEFAULT_BATCH = 2**18
 LR_LATENT = 2e-2
 LR_MLP = 1e-3
 DEBUG = False
+#: blocks with fewer voxels are fitted single-threaded on the CPU
+SMALL_BLOCK = 2**20
 _PREVIEW_CHUNK = 2**20
 
 
@@ -73,7 +75,9 @@ def _quantize_mlp(field: LatentField) -> tuple[list[np.ndarray], list[int]]:
     return qs, exps
 
 
-def field_from_code(code: BlockCode, shape: tuple[int, int, int], device: str = "cpu") -> LatentField:
+def field_from_code(
+    code: BlockCode, shape: tuple[int, int, int], device: str = "cpu"
+) -> LatentField:
     """Build a :class:`LatentField` holding the dequantized parameters of ``code``."""
     config = FieldConfig(shape, code.first_level, code.n_levels, code.hidden, code.layers)
     field = LatentField(config)
@@ -108,8 +112,13 @@ def evaluate_code(code: BlockCode, shape: tuple[int, int, int], device: str = "c
 
 def _constant_code(value: float, config: FieldConfig) -> BlockCode:
     return BlockCode(
-        config.first_level, config.n_levels, config.hidden, config.layers,
-        float(value), float(value), 1.0,
+        config.first_level,
+        config.n_levels,
+        config.hidden,
+        config.layers,
+        float(value),
+        float(value),
+        1.0,
         latents=[np.zeros(s, np.int32) for s in config.grid_shapes()],
         mlp=[np.zeros(s, np.int32) for s in config.mlp_shapes()],
         mlp_exponents=[0] * len(config.mlp_shapes()),
@@ -117,6 +126,28 @@ def _constant_code(value: float, config: FieldConfig) -> BlockCode:
 
 
 def fit_block(
+    block: np.ndarray,
+    byte_window: tuple[int, int],
+    **kwargs: object,
+) -> BlockFit:
+    """Fit one block so that its payload lands in ``byte_window`` (see :func:`_fit_block`).
+
+    On the CPU, small blocks are fitted with one thread: OpenMP's fork/join costs more than
+    it gives on small tensors, and much more when other processes compete for the cores.
+    """
+    device = str(kwargs.get("device", "cpu"))
+    small = math.prod(block.shape) < SMALL_BLOCK
+    if device != "cpu" or not small:
+        return _fit_block(block, byte_window, **kwargs)  # type: ignore[arg-type]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _fit_block(block, byte_window, **kwargs)  # type: ignore[arg-type]
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _fit_block(
     block: np.ndarray,
     byte_window: tuple[int, int],
     *,
@@ -180,7 +211,9 @@ def fit_block(
     n_vox = target.numel()
     n_mlp = sum(math.prod(s) for s in config.mlp_shapes())
     field = LatentField(config).to(device)
-    target_bits = max(8.0 * (0.5 * (low + high)) - 8.0 * (40 + 2 * config.n_levels) - 7.0 * n_mlp, 64.0)
+    target_bits = max(
+        8.0 * (0.5 * (low + high)) - 8.0 * (40 + 2 * config.n_levels) - 7.0 * n_mlp, 64.0
+    )
     correction = _init_from_pyramid(field, target.reshape(shape), target_bits)
     target_bits /= correction
     with torch.no_grad():
@@ -222,10 +255,15 @@ def fit_block(
         else:
             lat = [g + (torch.round(g) - g).detach() for g in field.latents]
         if crop is not None:
-            start = [int(torch.randint(0, n - c + 1, (1,), generator=gen)) for n, c in zip(shape, crop, strict=True)]
+            start = [
+                int(torch.randint(0, n - c + 1, (1,), generator=gen))
+                for n, c in zip(shape, crop, strict=True)
+            ]
             pred = field.mlp(field.crop_features(lat, start, crop))
             ref = target3d[
-                start[0] : start[0] + crop[0], start[1] : start[1] + crop[1], start[2] : start[2] + crop[2]
+                start[0] : start[0] + crop[0],
+                start[1] : start[1] + crop[1],
+                start[2] : start[2] + crop[2],
             ].reshape(-1)
         else:
             pred = field.mlp(field.dense_features(lat))
@@ -243,12 +281,21 @@ def fit_block(
             lam *= math.exp(0.4 * math.log(max(bits_avg, 1.0) / target_bits))
             lam = min(max(lam, 1e-12), 1e6)
             if DEBUG and step % 20 == 19:
-                print(f"  bits_avg={bits_avg:.0f} target={target_bits:.0f} lam={lam:.3g}", flush=True)
+                print(
+                    f"  bits_avg={bits_avg:.0f} target={target_bits:.0f} lam={lam:.3g}", flush=True
+                )
         step += 1
         if on_step is not None:
             m = float(mse.detach())
-            on_step(StepInfo(step, min(fraction, 1.0), float(loss.detach()),
-                             -10 * math.log10(max(m, 1e-12)), time.perf_counter() - t0))
+            on_step(
+                StepInfo(
+                    step,
+                    min(fraction, 1.0),
+                    float(loss.detach()),
+                    -10 * math.log10(max(m, 1e-12)),
+                    time.perf_counter() - t0,
+                )
+            )
         if on_preview is not None and time.perf_counter() - last_preview >= preview_interval:
             rec = _dense_eval(field, [torch.round(g) for g in field.latents])
             on_preview(rec.double().cpu().numpy() * span + vmin)
@@ -288,7 +335,9 @@ def _pyramid(field: LatentField, x: torch.Tensor) -> list[torch.Tensor]:
             g = residual.clone()
         else:
             step = 2**level
-            padded = tuple(1 if n <= 1 else (gs - 1) * step + 1 for n, gs in zip(shape, gshape, strict=True))
+            padded = tuple(
+                1 if n <= 1 else (gs - 1) * step + 1 for n, gs in zip(shape, gshape, strict=True)
+            )
             pad = [0, padded[2] - shape[2], 0, padded[1] - shape[1], 0, padded[0] - shape[0]]
             r = F.pad(residual[None, None], pad, mode="replicate")
             g = F.interpolate(r, size=gshape, mode="area")[0, 0]
@@ -310,7 +359,13 @@ def _entropy_bits(q: torch.Tensor) -> float:
 
 def _coded_latent_bits(qs: list[torch.Tensor], config: FieldConfig) -> float:
     code = BlockCode(
-        config.first_level, config.n_levels, config.hidden, config.layers, 0.0, 1.0, 1.0,
+        config.first_level,
+        config.n_levels,
+        config.hidden,
+        config.layers,
+        0.0,
+        1.0,
+        1.0,
         latents=[q.cpu().numpy().astype(np.int32) for q in qs],
         mlp=[np.zeros(s, np.int32) for s in config.mlp_shapes()],
         mlp_exponents=[0] * len(config.mlp_shapes()),
@@ -383,11 +438,24 @@ def _code_for(field: LatentField, mlp_q, mlp_e, vmin, vmax, k: float) -> BlockCo
         for g in field.latents
     ]
     base = float(np.float32(float(field.steps[0]) / k))
-    return BlockCode(cfg.first_level, cfg.n_levels, cfg.hidden, cfg.layers, vmin, vmax,
-                     base, LEVEL_GAIN, latents, mlp_q, mlp_e)
+    return BlockCode(
+        cfg.first_level,
+        cfg.n_levels,
+        cfg.hidden,
+        cfg.layers,
+        vmin,
+        vmax,
+        base,
+        LEVEL_GAIN,
+        latents,
+        mlp_q,
+        mlp_e,
+    )
 
 
-def _rate_control(field: LatentField, vmin: float, vmax: float, low: int, high: int) -> tuple[BlockCode, bytes]:
+def _rate_control(
+    field: LatentField, vmin: float, vmax: float, low: int, high: int
+) -> tuple[BlockCode, bytes]:
     """Find the latent quantization step whose payload lands in ``[low, high]`` bytes."""
     mlp_q, mlp_e = _quantize_mlp(field)
 

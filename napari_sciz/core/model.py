@@ -141,7 +141,9 @@ def _upsample(grid: torch.Tensor, level: int, shape: Shape3) -> torch.Tensor:
     if level == 0:
         return grid
     step = 2**level
-    padded = tuple(1 if n <= 1 else (g - 1) * step + 1 for n, g in zip(shape, grid.shape, strict=True))
+    padded = tuple(
+        1 if n <= 1 else (g - 1) * step + 1 for n, g in zip(shape, grid.shape, strict=True)
+    )
     up = F.interpolate(grid[None, None], size=padded, mode="trilinear", align_corners=True)[0, 0]
     return up[: shape[0], : shape[1], : shape[2]]
 
@@ -260,7 +262,11 @@ class LatentField(nn.Module):
             norm = []
             for axis in range(3):
                 n = gshape[axis]
-                norm.append(pos[:, axis] * (2.0 / (n - 1)) - 1.0 if n > 1 else torch.zeros_like(pos[:, axis]))
+                norm.append(
+                    pos[:, axis] * (2.0 / (n - 1)) - 1.0
+                    if n > 1
+                    else torch.zeros_like(pos[:, axis])
+                )
             # grid_sample wants (x, y, z) = (W, H, D) order
             g = torch.stack([norm[2], norm[1], norm[0]], dim=-1).reshape(1, 1, 1, -1, 3)
             v = F.grid_sample(grid[None, None], g, mode="bilinear", align_corners=True)

@@ -1,0 +1,803 @@
+"""Public codec API: :func:`compress`, :func:`decompress`, :func:`open_sciz`.
+
+A volume (or a stack of volumes along leading channel/time axes) is cut into blocks; each block
+is fitted with its own latent-grid field (:mod:`napari_sciz.core.model`) under a byte budget
+allocated by block complexity, and the block payloads are stored in one ``.sciz`` container
+(:mod:`napari_sciz.core.container`) with a JSON header describing the volume.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import threading
+import time
+import warnings
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._version import __version__
+from ..errors import FormatError, InvalidInputError, RatioUnreachableError, SciZError
+from . import container
+from .blocks import BlockGrid, allocate_bytes
+from .validate import check_array, check_axes, check_ratio, parse_roi
+
+__all__ = [
+    "CompressResult",
+    "ProgressInfo",
+    "SciZReader",
+    "compress",
+    "decompress",
+    "open_sciz",
+    "FORMAT_MODE",
+]
+
+FORMAT_MODE = "lossy"
+#: the achieved ratio is aimed at ``ratio * RATIO_AIM`` (the accepted window is [0.98, 1.1] R)
+RATIO_AIM = 1.035
+#: relative width of each block's byte window below its share
+BLOCK_WINDOW = 0.05
+#: bytes reserved for header growth between planning and writing
+HEADER_SLACK = 24
+#: smallest payload a block can be coded in (architecture, ranges and a tiny MLP)
+MIN_BLOCK_BYTES = 160
+DEFAULT_BLOCK_VOXELS = 2**22
+_MAX_VOXELS = 2**42
+
+
+@dataclass
+class ProgressInfo:
+    """Progress of a compression job, passed to the ``progress`` callback.
+
+    Attributes
+    ----------
+    fraction : float
+        Overall progress in ``[0, 1]``.
+    step, total_steps : int, int or None
+        Training step of the current block (``total_steps`` is None with a time budget).
+    loss, psnr : float
+        Current training loss and PSNR estimate (dB, on the training batch).
+    eta_seconds : float or None
+        Estimated time left.
+    block, n_blocks : int
+        Index of the block being fitted and number of blocks.
+    message : str
+        A note for the user (e.g. a fallback after running out of GPU memory), or ``""``.
+    """
+
+    fraction: float
+    step: int
+    total_steps: int | None
+    loss: float
+    psnr: float
+    eta_seconds: float | None
+    block: int
+    n_blocks: int
+    message: str = ""
+
+
+@dataclass
+class CompressResult:
+    """The outcome of :func:`compress`.
+
+    Attributes
+    ----------
+    data : bytes
+        The complete ``.sciz`` file.
+    reconstruction : numpy.ndarray
+        What :func:`decompress` returns for ``data`` (original shape and dtype).
+    header : dict
+        The file header.
+    ratio, nbytes, raw_nbytes : float, int, int
+        Achieved ratio, file size and raw size of the input.
+    psnr, ssim, max_error : float
+        Quality of the reconstruction (definitions of :mod:`napari_sciz.core.metrics`).
+    encode_seconds : float
+        Wall-clock time of the compression.
+    device : str
+        Device the fit ran on.
+    messages : list of str
+        Notes for the user (fallbacks and the like).
+    """
+
+    data: bytes
+    reconstruction: np.ndarray
+    header: dict
+    ratio: float
+    nbytes: int
+    raw_nbytes: int
+    psnr: float
+    ssim: float
+    max_error: float
+    encode_seconds: float
+    device: str
+    messages: list[str] = field(default_factory=list)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Shape of the original array."""
+        return tuple(self.header["shape"])
+
+    @property
+    def dtype(self) -> np.dtype:
+        """dtype of the original array."""
+        return np.dtype(self.header["dtype"])
+
+    def save(
+        self, path: str | os.PathLike[str], *, force: bool = False, inputs: Sequence[Any] = ()
+    ) -> Path:
+        """Write the ``.sciz`` file atomically.
+
+        Parameters
+        ----------
+        path : path-like
+            Destination.
+        force : bool
+            Overwrite an existing file (never one of ``inputs``).
+        inputs : sequence of path-like
+            Input files that must not be overwritten.
+        """
+        return container.write_atomic(path, self.data, force=force, inputs=inputs)
+
+    def summary(self) -> dict:
+        """JSON-serialisable summary of the result."""
+        return {
+            "ratio": self.ratio,
+            "target_ratio": self.header.get("target_ratio"),
+            "nbytes": self.nbytes,
+            "raw_nbytes": self.raw_nbytes,
+            "psnr": self.psnr,
+            "ssim": self.ssim,
+            "max_error": self.max_error,
+            "encode_seconds": self.encode_seconds,
+            "device": self.device,
+            "shape": list(self.shape),
+            "dtype": self.dtype.name,
+            "blocks": self.header.get("blocks", {}).get("count"),
+            "steps": self.header.get("encoder", {}).get("steps"),
+            "guidance": self.header.get("guidance", "none"),
+            "mode": self.header.get("mode", FORMAT_MODE),
+        }
+
+
+def _cancel_predicate(cancel: Any) -> Callable[[], bool] | None:
+    if cancel is None:
+        return None
+    if hasattr(cancel, "is_set"):
+        return cancel.is_set  # threading.Event
+    if callable(cancel):
+        return cancel
+    raise InvalidInputError("cancel must be a callable or a threading.Event")
+
+
+def _is_oom(exc: BaseException) -> bool:
+    import torch
+
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+def _free_device_memory(device: str) -> None:
+    import torch
+
+    if device.startswith("cuda") and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    elif device == "mps" and hasattr(torch, "mps"):
+        try:
+            torch.mps.empty_cache()
+        except (AttributeError, RuntimeError):  # pragma: no cover - platform specific
+            pass
+
+
+def _value_range(arr: np.ndarray) -> list[float | int]:
+    lo, hi = arr.min(), arr.max()
+    if arr.dtype.kind in "ui":
+        return [int(lo), int(hi)]
+    return [float(lo), float(hi)]
+
+
+def _finalize(values: np.ndarray, dtype: np.dtype, value_range: Sequence[float]) -> np.ndarray:
+    """Round (integers) and clip a float reconstruction into the original dtype."""
+    lo, hi = value_range
+    out = np.clip(values, lo, hi)
+    if dtype.kind in "ui":
+        out = np.rint(out)
+    return out.astype(dtype)
+
+
+def compress(
+    data: Any,
+    ratio: float,
+    *,
+    device: str = "auto",
+    steps: int | None = None,
+    budget: float | None = None,
+    seed: int = 0,
+    axes: str | None = None,
+    voxel_size: Sequence[float] | None = None,
+    units: Sequence[str] | None = None,
+    name: str | None = None,
+    block_voxels: int = DEFAULT_BLOCK_VOXELS,
+    progress: Callable[[ProgressInfo], None] | None = None,
+    preview: Callable[[np.ndarray], None] | None = None,
+    preview_interval: float = 3.0,
+    cancel: Any = None,
+) -> CompressResult:
+    """Compress an image or volume with a fitted implicit neural representation.
+
+    Parameters
+    ----------
+    data : array-like
+        2D (YX), 3D (ZYX or TYX) or with leading channel/time axes; dtype uint8, uint16,
+        int16, uint32, float32 or float64.
+    ratio : float
+        Target compression ratio (raw bytes / file bytes). The achieved ratio lands in
+        ``[0.98, 1.1] * ratio``; it is higher only when the input is reproduced exactly with
+        fewer bytes (e.g. constant images).
+    device : str
+        ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``.
+    steps : int, optional
+        Training steps per block (reproducible for a given seed and device).
+    budget : float, optional
+        Total time budget in seconds (split between blocks by size). Without ``steps`` or
+        ``budget``, 300 steps per block are used.
+    seed : int
+        Random seed.
+    axes : str, optional
+        Axis letters, e.g. ``"ZYX"`` or ``"TYX"``; defaults by dimensionality.
+    voxel_size, units : sequence, optional
+        Physical size and unit of each axis, stored in the header.
+    name : str, optional
+        Name stored in the header (shown as the layer name in napari).
+    block_voxels : int
+        Largest number of voxels of one block.
+    progress : callable, optional
+        Called with a :class:`ProgressInfo` after every training step.
+    preview : callable, optional
+        Called with the current reconstruction (float32, original shape) every
+        ``preview_interval`` seconds.
+    preview_interval : float
+        Seconds between previews.
+    cancel : callable or threading.Event, optional
+        Checked every step; when it returns True (is set) the job stops with
+        :class:`~napari_sciz.errors.CancelledError` and nothing is written.
+
+    Returns
+    -------
+    CompressResult
+
+    Raises
+    ------
+    InvalidInputError
+        Bad input array or arguments.
+    RatioUnreachableError
+        The ratio cannot be met (the header and the smallest block codes do not fit).
+    CancelledError
+        The job was cancelled.
+
+    Examples
+    --------
+    >>> import numpy as np, napari_sciz
+    >>> vol = (np.random.default_rng(0).random((8, 64, 64)) * 1000).astype(np.uint16)
+    >>> result = napari_sciz.compress(vol, ratio=16, steps=20, device="cpu")
+    >>> restored = napari_sciz.decompress(result.data)
+    >>> restored.shape, restored.dtype
+    ((8, 64, 64), dtype('uint16'))
+    """
+    from .device import resolve_device
+    from .metrics import max_abs_error, psnr, ssim
+
+    t_start = time.perf_counter()
+    arr = check_array(data)
+    target = check_ratio(ratio)
+    axes = check_axes(axes, arr.ndim)
+    if steps is not None and budget is not None:
+        raise InvalidInputError("give either steps or budget, not both")
+    if steps is not None and (int(steps) != steps or steps < 1):
+        raise InvalidInputError(f"steps must be a positive integer, got {steps!r}")
+    if budget is not None and not (math.isfinite(float(budget)) and budget > 0):
+        raise InvalidInputError(f"budget must be a positive number of seconds, got {budget!r}")
+    if steps is None and budget is None:
+        steps = 300
+    if voxel_size is not None and len(voxel_size) != arr.ndim:
+        raise InvalidInputError(f"voxel_size needs {arr.ndim} values, got {len(voxel_size)}")
+    if units is not None and len(units) != arr.ndim:
+        raise InvalidInputError(f"units needs {arr.ndim} values, got {len(units)}")
+    should_cancel = _cancel_predicate(cancel)
+    dev = resolve_device(device)
+
+    grid = BlockGrid.for_shape(arr.shape, block_voxels)
+    raw = int(arr.size * arr.dtype.itemsize)
+    value_range = _value_range(arr)
+    header = {
+        "format": "sciz",
+        "library": f"napari-sciz {__version__}",
+        "mode": FORMAT_MODE,
+        "shape": [int(n) for n in arr.shape],
+        "dtype": arr.dtype.name,
+        "axes": axes,
+        "voxel_size": None if voxel_size is None else [float(v) for v in voxel_size],
+        "units": None if units is None else [str(u) for u in units],
+        "name": name,
+        "value_range": value_range,
+        "target_ratio": target,
+        "model": {"type": "latent-grid", "version": 1, "activation": "relu"},
+        "blocks": grid.to_header(),
+        "guidance": "none",
+        "encoder": {
+            "device": dev,
+            "seconds": 0.0,
+            "steps": steps,
+            "budget": budget,
+            "seed": int(seed),
+        },
+    }
+    goal = raw / (target * RATIO_AIM)
+    fixed = container.overhead(header, grid.n_blocks) + HEADER_SLACK
+    payload_budget = goal - fixed
+    if payload_budget < grid.n_blocks * MIN_BLOCK_BYTES:
+        best = raw / (fixed + grid.n_blocks * MIN_BLOCK_BYTES)
+        raise RatioUnreachableError(
+            f"a ratio of {target:g}x is not reachable for this {raw}-byte input: the file "
+            f"needs at least {fixed + grid.n_blocks * MIN_BLOCK_BYTES} bytes; "
+            f"the highest reachable ratio is about {best:.0f}x"
+        )
+
+    shares = allocate_bytes(arr, grid, payload_budget)
+    budgets = None
+    if budget is not None:
+        total_vox = sum(grid.block_voxels(i) for i in range(grid.n_blocks))
+        # keep ~8% of the budget for metrics and packing
+        budgets = [
+            0.92 * float(budget) * grid.block_voxels(i) / total_vox for i in range(grid.n_blocks)
+        ]
+
+    recon_f = np.empty(arr.shape, np.float32) if preview is not None else None
+    reconstruction = np.empty(arr.shape, arr.dtype)
+    payloads: list[bytes] = []
+    messages: list[str] = []
+    total_steps_done = 0
+    voxel_done = 0
+    total_voxels = arr.size
+    used_device = dev
+
+    from .fit import StepInfo, fit_block
+
+    for index in range(grid.n_blocks):
+        sl = grid.block_slices(index)
+        block = np.asarray(arr[sl], dtype=np.float64 if arr.dtype.itemsize >= 4 else np.float32)
+        block = block.reshape(grid.block_shape3(index))
+        share = shares[index]
+        window = (int(share * (1 - BLOCK_WINDOW)), int(share))
+        n_block = block.size
+
+        def on_step(
+            info: StepInfo, _index: int = index, _n: int = n_block, _done: int = voxel_done
+        ) -> None:
+            if progress is None:
+                return
+            frac = (_done + info.fraction * _n) / total_voxels
+            elapsed = time.perf_counter() - t_start
+            if budget is not None:
+                eta = max(float(budget) - elapsed, 0.0)
+            else:
+                eta = elapsed / frac * (1 - frac) if frac > 0 else None
+            progress(
+                ProgressInfo(
+                    frac, info.step, steps, info.loss, info.psnr, eta, _index, grid.n_blocks
+                )
+            )
+
+        def on_preview(values: np.ndarray, _sl: tuple = sl) -> None:
+            if recon_f is None or preview is None:
+                return
+            recon_f[_sl] = values.reshape(recon_f[_sl].shape)
+            preview(recon_f)
+
+        fit = None
+        batch = None
+        while fit is None:
+            try:
+                kwargs: dict[str, Any] = {
+                    "steps": steps,
+                    "budget": None if budgets is None else budgets[index],
+                }
+                if batch is not None:
+                    kwargs["batch"] = batch
+                fit = fit_block(
+                    block,
+                    window,
+                    seed=int(seed) + index,
+                    device=used_device,
+                    on_step=on_step,
+                    on_preview=on_preview if preview is not None else None,
+                    preview_interval=preview_interval,
+                    cancel=should_cancel,
+                    **kwargs,
+                )
+            except (RuntimeError, MemoryError) as exc:
+                if isinstance(exc, MemoryError) or not _is_oom(exc):
+                    raise
+                _free_device_memory(used_device)
+                from .fit import DEFAULT_BATCH
+
+                batch = (batch or DEFAULT_BATCH) // 4
+                if batch < 4096:
+                    if used_device == "cpu":
+                        raise SciZError("out of memory while fitting, even on the CPU") from exc
+                    msg = f"{used_device} ran out of memory; continuing on the CPU (slower)"
+                    warnings.warn(msg, RuntimeWarning, stacklevel=2)
+                    messages.append(msg)
+                    used_device, batch = "cpu", None
+                else:
+                    messages.append(
+                        f"{used_device} ran out of memory; retrying with {batch} voxels per step"
+                    )
+                if progress is not None:
+                    progress(
+                        ProgressInfo(
+                            voxel_done / total_voxels,
+                            0,
+                            steps,
+                            math.nan,
+                            math.nan,
+                            None,
+                            index,
+                            grid.n_blocks,
+                            messages[-1],
+                        )
+                    )
+        payloads.append(fit.payload)
+        total_steps_done += fit.steps
+        values = fit.reconstruction.reshape(reconstruction[sl].shape)
+        reconstruction[sl] = _finalize(values, arr.dtype, value_range)
+        if recon_f is not None:
+            recon_f[sl] = values
+        voxel_done += n_block
+    _free_device_memory(used_device)
+
+    header["encoder"]["device"] = used_device
+    header["encoder"]["steps"] = total_steps_done
+    header["encoder"]["seconds"] = round(time.perf_counter() - t_start, 1)
+    blob = container.pack(header, payloads)
+    encode_seconds = time.perf_counter() - t_start
+    return CompressResult(
+        data=blob,
+        reconstruction=reconstruction,
+        header=header,
+        ratio=raw / len(blob),
+        nbytes=len(blob),
+        raw_nbytes=raw,
+        psnr=psnr(arr, reconstruction),
+        ssim=ssim(arr, reconstruction),
+        max_error=max_abs_error(arr, reconstruction),
+        encode_seconds=encode_seconds,
+        device=used_device,
+        messages=messages,
+    )
+
+
+class SciZReader:
+    """Random-access, array-like view of a ``.sciz`` file.
+
+    Indexing (``reader[5]``, ``reader[:, 10:20]``...) decodes only the blocks the selection
+    touches, so napari can display huge files lazily.
+
+    Parameters
+    ----------
+    source : path-like or bytes
+        The ``.sciz`` file or its contents.
+    cache_blocks : int
+        Number of decoded blocks kept in memory.
+
+    Raises
+    ------
+    FormatError
+        If the file is not a valid ``.sciz`` file.
+    """
+
+    def __init__(
+        self,
+        source: str | os.PathLike[str] | bytes | bytearray | memoryview,
+        cache_blocks: int = 32,
+    ) -> None:
+        self._file = container.SciZFile(source)
+        self.header = self._file.header
+        self._lock = threading.RLock()
+        self._cache: OrderedDict[int, Any] = OrderedDict()
+        self._cache_size = cache_blocks
+        try:
+            self._validate()
+        except (KeyError, TypeError, ValueError) as exc:
+            self._file.close()
+            raise FormatError(f"invalid .sciz header: {exc}") from exc
+
+    def _validate(self) -> None:
+        h = self.header
+        if h.get("format") != "sciz":
+            raise FormatError("not a napari-sciz codec file (header has no 'format': 'sciz')")
+        mode = h.get("mode")
+        if mode != FORMAT_MODE:
+            raise FormatError(
+                f"unsupported coding mode {mode!r} (this napari-sciz decodes {FORMAT_MODE!r})"
+            )
+        model = h.get("model", {})
+        if model.get("type") != "latent-grid" or int(model.get("version", 0)) > 1:
+            raise FormatError(f"unsupported model {model!r}; upgrade napari-sciz")
+        shape = tuple(int(n) for n in h["shape"])
+        if not 2 <= len(shape) <= 6 or any(n < 1 for n in shape) or math.prod(shape) > _MAX_VOXELS:
+            raise FormatError(f"implausible shape {shape} in header")
+        self.shape = shape
+        self.dtype = np.dtype(str(h["dtype"]))
+        if self.dtype.name not in ("uint8", "uint16", "int16", "uint32", "float32", "float64"):
+            raise FormatError(f"unsupported dtype {self.dtype} in header")
+        self.axes = str(h.get("axes") or "")
+        vr = h["value_range"]
+        self.value_range = (float(vr[0]), float(vr[1]))
+        self.grid = BlockGrid.from_header(h["blocks"], shape)
+        if self.grid.n_blocks != self._file.n_payloads:
+            raise FormatError(
+                f"header describes {self.grid.n_blocks} blocks "
+                f"but the file holds {self._file.n_payloads}"
+            )
+        vs = h.get("voxel_size")
+        self.voxel_size = None if vs is None else tuple(float(v) for v in vs)
+        un = h.get("units")
+        self.units = None if un is None else tuple(str(u) for u in un)
+        self.name = h.get("name")
+
+    # array-like protocol -------------------------------------------------------------
+    @property
+    def ndim(self) -> int:
+        """Number of dimensions."""
+        return len(self.shape)
+
+    @property
+    def size(self) -> int:
+        """Number of elements."""
+        return math.prod(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        """Size of the decoded array in bytes."""
+        return self.size * self.dtype.itemsize
+
+    @property
+    def file_size(self) -> int:
+        """Size of the ``.sciz`` file in bytes."""
+        return self._file.file_size
+
+    @property
+    def ratio(self) -> float:
+        """Achieved compression ratio of the file."""
+        return self.nbytes / self.file_size
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        out = self.decode()
+        return out if dtype is None else out.astype(dtype)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        if not isinstance(key, tuple):
+            key = (key,)
+        if any(k is Ellipsis for k in key):
+            i = next(i for i, k in enumerate(key) if k is Ellipsis)
+            fill = self.ndim - (len(key) - 1)
+            key = key[:i] + (slice(None),) * fill + key[i + 1 :]
+        if len(key) > self.ndim:
+            raise IndexError(f"too many indices for a {self.ndim}-D array")
+        key = key + (slice(None),) * (self.ndim - len(key))
+        box = []
+        post: list[Any] = []
+        for k, n in zip(key, self.shape, strict=True):
+            if isinstance(k, (int, np.integer)):
+                i = int(k) + n if k < 0 else int(k)
+                if not 0 <= i < n:
+                    raise IndexError(f"index {k} is out of bounds for axis of size {n}")
+                box.append((i, i + 1))
+                post.append(0)
+            elif isinstance(k, slice):
+                start, stop, step = k.indices(n)
+                if step < 0:
+                    raise IndexError("negative steps are not supported")
+                if stop <= start:
+                    return np.empty(tuple(0 for _ in self.shape), self.dtype)
+                box.append((start, stop))
+                post.append(slice(0, stop - start, step))
+            else:
+                raise IndexError(f"unsupported index {k!r}")
+        out = self.decode(tuple(box))
+        return out[tuple(post)]
+
+    # decoding -------------------------------------------------------------------------
+    def _block_field(self, index: int) -> Any:
+        with self._lock:
+            cached = self._cache.get(index)
+            if cached is not None:
+                self._cache.move_to_end(index)
+                return cached
+        from .entropy import decode_block, read_architecture
+        from .fit import field_from_code
+        from .model import FieldConfig
+
+        payload = self._file.payload(index)
+        shape3 = self.grid.block_shape3(index)
+        first, n_levels, hidden, layers = read_architecture(payload)
+        config = FieldConfig(shape3, first, n_levels, hidden, layers)
+        try:
+            code = decode_block(payload, config.grid_shapes(), config.mlp_shapes())
+        except FormatError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any decoding failure means a bad payload
+            raise FormatError(f"block {index} cannot be decoded: {exc}") from exc
+        fld = field_from_code(code, shape3, "cpu")
+        entry = (fld, code.vmin, code.vmax)
+        with self._lock:
+            self._cache[index] = entry
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return entry
+
+    def decode(self, roi: Any = None, scale: float = 1) -> np.ndarray:
+        """Decode a region, optionally sampled more finely.
+
+        Parameters
+        ----------
+        roi : str or sequence, optional
+            Region in voxel indices (see :func:`napari_sciz.core.validate.parse_roi`).
+        scale : float or sequence of float
+            Sampling factor along the three spatial axes (ZYX; YX for 2D images): ``2`` gives
+            twice as many samples per axis. Sample ``j`` of an axis with region start ``s`` sits
+            at coordinate ``s + (j + 0.5) / scale - 0.5``.
+
+        Returns
+        -------
+        numpy.ndarray
+            The decoded region in the original dtype.
+        """
+        import torch
+
+        box = parse_roi(roi, self.shape)
+        scales = _parse_scale(scale, self.grid.spatial_ndim)
+        lead_nd = self.ndim - self.grid.spatial_ndim
+        spatial_box = box[lead_nd:]
+        out_spatial = tuple(
+            max(1, int(round((b - a) * s))) for (a, b), s in zip(spatial_box, scales, strict=True)
+        )
+        lead_shape = tuple(b - a for a, b in box[:lead_nd])
+        out = np.empty(lead_shape + out_spatial, dtype=self.dtype)
+        # sample coordinates along each spatial axis (global voxel units)
+        coords = [
+            a + (np.arange(n) + 0.5) / s - 0.5
+            for (a, _b), s, n in zip(spatial_box, scales, out_spatial, strict=True)
+        ]
+        integer = all(s == 1 for s in scales)
+        pad = 3 - self.grid.spatial_ndim
+        coords3 = [np.zeros(1)] * pad + coords
+        box3 = [(0, 1)] * pad + list(spatial_box)
+        out3 = out.reshape(lead_shape + (1,) * pad + out_spatial)
+        for lead_index in np.ndindex(*lead_shape) if lead_shape else [()]:
+            volume = (
+                sum(
+                    (lead_index[i] + box[i][0]) * int(np.prod(self.shape[i + 1 : lead_nd]))
+                    for i in range(lead_nd)
+                )
+                if lead_nd
+                else 0
+            )
+            target = out3[lead_index]
+            for bindex, starts, stops in self.grid.blocks_in_box(volume, box3):
+                fld, vmin, vmax = self._block_field(bindex)
+                sel = []
+                local = []
+                for axis in range(3):
+                    c = coords3[axis]
+                    # samples owned by this block: rounded coordinate inside [start, stop)
+                    owner = np.clip(np.floor(c + 0.5), box3[axis][0], box3[axis][1] - 1)
+                    idx = np.nonzero((owner >= starts[axis]) & (owner < stops[axis]))[0]
+                    sel.append(idx)
+                    local.append(c[idx] - starts[axis])
+                if any(len(i) == 0 for i in sel):
+                    continue
+                with torch.no_grad():
+                    if integer:
+                        start = [int(round(loc[0])) for loc in local]
+                        size = [len(loc) for loc in local]
+                        feats = fld.crop_features(list(fld.latents), start, size)
+                        vals = fld.mlp(feats).reshape(size)
+                    else:
+                        grid_pts = np.stack(np.meshgrid(*local, indexing="ij"), axis=-1).reshape(
+                            -1, 3
+                        )
+                        pts = torch.from_numpy(grid_pts.astype(np.float32))
+                        vals = fld.sample(pts).reshape([len(loc) for loc in local])
+                values = vals.double().numpy() * (vmax - vmin) + vmin
+                target[np.ix_(*sel)] = _finalize(values, self.dtype, self.value_range)
+        return out
+
+    def close(self) -> None:
+        """Close the underlying file."""
+        self._file.close()
+
+    def __enter__(self) -> SciZReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"SciZReader(shape={self.shape}, dtype={self.dtype}, ratio={self.ratio:.1f})"
+
+
+def _parse_scale(scale: Any, ndim: int) -> tuple[float, ...]:
+    values = [scale] * ndim if np.isscalar(scale) else list(scale)
+    if len(values) != ndim:
+        raise InvalidInputError(f"scale needs 1 or {ndim} values, got {len(values)}")
+    out = []
+    for v in values:
+        try:
+            f = float(v)
+        except (TypeError, ValueError) as exc:
+            raise InvalidInputError(f"scale must be a number, got {v!r}") from exc
+        if not (math.isfinite(f) and 0.01 <= f <= 64):
+            raise InvalidInputError(f"scale must be between 0.01 and 64, got {v!r}")
+        out.append(f)
+    return tuple(out)
+
+
+def open_sciz(source: str | os.PathLike[str] | bytes | bytearray | memoryview) -> SciZReader:
+    """Open a ``.sciz`` file for lazy, random-access decoding.
+
+    Parameters
+    ----------
+    source : path-like or bytes
+        The file or its contents.
+
+    Returns
+    -------
+    SciZReader
+    """
+    return SciZReader(source)
+
+
+def decompress(
+    source: str | os.PathLike[str] | bytes | bytearray | memoryview | SciZReader,
+    roi: Any = None,
+    scale: float | Sequence[float] = 1,
+) -> np.ndarray:
+    """Decode a ``.sciz`` file (whole, or a region, optionally at finer sampling).
+
+    Decoding runs on the CPU whatever device encoded the file.
+
+    Parameters
+    ----------
+    source : path-like, bytes or SciZReader
+        The file, its contents, or an open reader.
+    roi : str or sequence, optional
+        Region to decode, e.g. ``"10:20,0:256,0:256"``; decodes only the blocks it touches.
+    scale : float or sequence of float
+        Sampling factor of the spatial axes (``2`` doubles the samples per axis).
+
+    Returns
+    -------
+    numpy.ndarray
+        The decoded array in the original dtype.
+    """
+    if isinstance(source, SciZReader):
+        return source.decode(roi, scale)
+    with SciZReader(source) as reader:
+        return reader.decode(roi, scale)
+
+
+def header_json(header: dict) -> str:
+    """Pretty JSON of a header (used by ``sciz info``)."""
+    return json.dumps(header, indent=2, sort_keys=True)

@@ -1,0 +1,225 @@
+"""The block grid that tiles a volume (or a stack of volumes), and byte allocation over blocks.
+
+Arrays with more than three axes are a stack of 3D volumes along their leading axes; 2D images
+are single volumes of depth one. Every volume is tiled with the same grid of blocks of at most
+``block_voxels`` voxels; blocks are numbered volume by volume in C order.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import FormatError
+
+__all__ = ["BlockGrid", "allocate_bytes"]
+
+Box = Sequence[tuple[int, int]]
+
+
+@dataclass(frozen=True)
+class BlockGrid:
+    """Tiling of an array into blocks.
+
+    Attributes
+    ----------
+    shape : tuple of int
+        Shape of the whole array.
+    spatial_ndim : int
+        2 for a single 2D image, else 3 (the last three axes are spatial).
+    block_shape : tuple of int
+        Nominal block shape ``(D, H, W)`` (edge blocks may be smaller).
+    counts : tuple of int
+        Number of blocks along ``(D, H, W)``.
+    """
+
+    shape: tuple[int, ...]
+    spatial_ndim: int
+    block_shape: tuple[int, int, int]
+    counts: tuple[int, int, int]
+
+    @property
+    def volume_shape(self) -> tuple[int, int, int]:
+        """Shape ``(D, H, W)`` of one volume (``D = 1`` for 2D)."""
+        spatial = self.shape[-self.spatial_ndim :]
+        return tuple([1] * (3 - self.spatial_ndim) + list(spatial))  # type: ignore[return-value]
+
+    @property
+    def lead_shape(self) -> tuple[int, ...]:
+        """Shape of the leading (channel/time) axes."""
+        return self.shape[: len(self.shape) - self.spatial_ndim]
+
+    @property
+    def n_volumes(self) -> int:
+        """Number of volumes in the stack."""
+        return math.prod(self.lead_shape)
+
+    @property
+    def blocks_per_volume(self) -> int:
+        """Number of blocks of one volume."""
+        return math.prod(self.counts)
+
+    @property
+    def n_blocks(self) -> int:
+        """Total number of blocks."""
+        return self.n_volumes * self.blocks_per_volume
+
+    @classmethod
+    def for_shape(cls, shape: Sequence[int], block_voxels: int) -> BlockGrid:
+        """Choose the block grid for an array: the fewest, most even blocks under the limit."""
+        shape = tuple(int(n) for n in shape)
+        spatial_ndim = 2 if len(shape) == 2 else 3
+        vol = [1] * (3 - spatial_ndim) + list(shape[-spatial_ndim:])
+        counts = [1, 1, 1]
+        limit = max(int(block_voxels), 4096)
+
+        def bshape() -> list[int]:
+            return [math.ceil(n / c) for n, c in zip(vol, counts, strict=True)]
+
+        while math.prod(bshape()) > limit:
+            b = bshape()
+            axis = int(np.argmax(b))
+            counts[axis] += 1
+            counts = [math.ceil(n / math.ceil(n / c)) for n, c in zip(vol, counts, strict=True)]
+        return cls(shape, spatial_ndim, tuple(bshape()), tuple(counts))  # type: ignore[arg-type]
+
+    def to_header(self) -> dict:
+        """Header form of the grid."""
+        return {
+            "block_shape": list(self.block_shape),
+            "counts": list(self.counts),
+            "spatial_ndim": self.spatial_ndim,
+            "count": self.n_blocks,
+        }
+
+    @classmethod
+    def from_header(cls, h: dict, shape: Sequence[int]) -> BlockGrid:
+        """Rebuild and check the grid stored in a header."""
+        shape = tuple(int(n) for n in shape)
+        spatial_ndim = int(h["spatial_ndim"])
+        if (
+            spatial_ndim not in (2, 3)
+            or spatial_ndim > len(shape)
+            or (spatial_ndim == 2) != (len(shape) == 2)
+        ):
+            raise FormatError("header block grid has an invalid number of spatial axes")
+        block_shape = tuple(int(n) for n in h["block_shape"])
+        counts = tuple(int(n) for n in h["counts"])
+        grid = cls(shape, spatial_ndim, block_shape, counts)  # type: ignore[arg-type]
+        if len(block_shape) != 3 or len(counts) != 3:
+            raise FormatError("header block grid must have three axes")
+        for n, b, c in zip(grid.volume_shape, block_shape, counts, strict=True):
+            if b < 1 or c < 1 or math.ceil(n / b) != c:
+                raise FormatError("header block grid does not tile the image")
+        if math.prod(block_shape) > 2**31:
+            raise FormatError("header declares implausibly large blocks")
+        return grid
+
+    def _split(self, index: int) -> tuple[int, tuple[int, int, int]]:
+        volume, rest = divmod(index, self.blocks_per_volume)
+        bz, rest = divmod(rest, self.counts[1] * self.counts[2])
+        by, bx = divmod(rest, self.counts[2])
+        return volume, (bz, by, bx)
+
+    def block_box(self, index: int) -> tuple[int, tuple[int, int, int], tuple[int, int, int]]:
+        """``(volume, start, stop)`` of a block in volume coordinates (3D)."""
+        volume, pos = self._split(index)
+        start = tuple(p * b for p, b in zip(pos, self.block_shape, strict=True))
+        stop = tuple(
+            min(s + b, n)
+            for s, b, n in zip(start, self.block_shape, self.volume_shape, strict=True)
+        )
+        return volume, start, stop  # type: ignore[return-value]
+
+    def block_shape3(self, index: int) -> tuple[int, int, int]:
+        """Actual ``(D, H, W)`` shape of a block."""
+        _v, start, stop = self.block_box(index)
+        return tuple(b - a for a, b in zip(start, stop, strict=True))  # type: ignore[return-value]
+
+    def block_voxels(self, index: int) -> int:
+        """Number of voxels of a block."""
+        return math.prod(self.block_shape3(index))
+
+    def block_slices(self, index: int) -> tuple:
+        """Index into the whole array selecting the block."""
+        volume, start, stop = self.block_box(index)
+        lead = (
+            tuple(int(i) for i in np.unravel_index(volume, self.lead_shape))
+            if self.lead_shape
+            else ()
+        )
+        spatial = tuple(slice(a, b) for a, b in zip(start, stop, strict=True))[
+            3 - self.spatial_ndim :
+        ]
+        return lead + spatial
+
+    def blocks_in_box(
+        self, volume: int, box3: Box
+    ) -> Iterator[tuple[int, tuple[int, ...], tuple[int, ...]]]:
+        """Blocks of ``volume`` that intersect ``box3`` (3D ``(start, stop)`` per axis)."""
+        ranges = []
+        for (a, b), size in zip(box3, self.block_shape, strict=True):
+            ranges.append(range(a // size, (b - 1) // size + 1))
+        for bz in ranges[0]:
+            for by in ranges[1]:
+                for bx in ranges[2]:
+                    index = (
+                        volume * self.blocks_per_volume
+                        + (bz * self.counts[1] + by) * self.counts[2]
+                        + bx
+                    )
+                    _v, start, stop = self.block_box(index)
+                    yield index, start, stop
+
+
+def _detail(block: np.ndarray, span: float) -> float:
+    """Mean absolute difference between neighbours, relative to the value span."""
+    b = np.asarray(block, dtype=np.float32)
+    total = 0.0
+    count = 0
+    for axis in range(b.ndim):
+        if b.shape[axis] > 1:
+            total += float(np.abs(np.diff(b, axis=axis)).mean())
+            count += 1
+    return (total / max(count, 1)) / span if span > 0 else 0.0
+
+
+def allocate_bytes(
+    arr: np.ndarray, grid: BlockGrid, budget: float, min_bytes: int = 160
+) -> list[float]:
+    """Split a payload byte budget between blocks by size and complexity.
+
+    Each block gets a share proportional to ``voxels * sqrt(detail)``, where ``detail`` is the
+    mean absolute neighbour difference (a cheap proxy of how many bits the block needs, in the
+    spirit of TINC/BRIEF's variance-based allocation), with at least ``min_bytes`` per block.
+
+    Returns
+    -------
+    list of float
+        Bytes per block; they sum to ``budget``.
+    """
+    n = grid.n_blocks
+    if n == 1:
+        return [float(budget)]
+    lo, hi = float(np.min(arr)), float(np.max(arr))
+    span = hi - lo
+    weights = []
+    for i in range(n):
+        block = arr[grid.block_slices(i)]
+        detail = _detail(block, span)
+        weights.append(grid.block_voxels(i) * math.sqrt(detail + 1e-4))
+    w = np.asarray(weights)
+    shares = budget * w / w.sum()
+    # lift starved blocks to the minimum, taking the bytes from the others proportionally
+    for _ in range(4):
+        low = shares < min_bytes
+        if not low.any():
+            break
+        deficit = float((min_bytes - shares[low]).sum())
+        shares[low] = min_bytes
+        rich = ~low
+        shares[rich] -= deficit * shares[rich] / shares[rich].sum()
+    return [float(s) for s in shares]

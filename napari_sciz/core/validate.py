@@ -1,0 +1,160 @@
+"""Checks of user input: arrays, axes, ratios, and regions of interest."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ..errors import InvalidInputError
+
+__all__ = [
+    "SUPPORTED_DTYPES",
+    "check_array",
+    "check_axes",
+    "check_ratio",
+    "parse_roi",
+    "default_axes",
+]
+
+#: dtypes that can be compressed (decoded arrays keep the dtype).
+SUPPORTED_DTYPES = ("uint8", "uint16", "int16", "uint32", "float32", "float64")
+MIN_RATIO = 1.0
+MAX_RATIO = 1e6
+MAX_NDIM = 6
+
+
+def default_axes(ndim: int) -> str:
+    """Axis letters assumed for an array of ``ndim`` dimensions (``YX``, ``ZYX``, ``CZYX``...)."""
+    return {2: "YX", 3: "ZYX", 4: "CZYX", 5: "TCZYX", 6: "QTCZYX"}.get(ndim, "")
+
+
+def check_array(data: Any) -> np.ndarray:
+    """Validate an image array and return it as a numpy array (no copy when possible).
+
+    Raises
+    ------
+    InvalidInputError
+        For unsupported dtypes, dimensionality, empty or 1-pixel images and NaN/Inf values.
+    """
+    try:
+        arr = np.asarray(data)
+    except Exception as exc:  # noqa: BLE001 - any array-like failure is a user input problem
+        raise InvalidInputError(f"cannot read the input as an array: {exc}") from exc
+    if arr.dtype.name not in SUPPORTED_DTYPES:
+        raise InvalidInputError(
+            f"unsupported dtype {arr.dtype.name}; supported: {', '.join(SUPPORTED_DTYPES)}"
+        )
+    if arr.ndim < 2:
+        raise InvalidInputError(
+            f"need an image with at least 2 dimensions (YX), got shape {arr.shape}"
+        )
+    if arr.ndim > MAX_NDIM:
+        raise InvalidInputError(
+            f"at most {MAX_NDIM} dimensions are supported, got shape {arr.shape}"
+        )
+    if arr.size == 0:
+        raise InvalidInputError(f"the image is empty (shape {arr.shape})")
+    if arr.shape[-1] < 2 or arr.shape[-2] < 2:
+        raise InvalidInputError(
+            f"the image is too small to compress: its last two axes (YX) are {arr.shape[-2:]}"
+            "; need at least 2x2 pixels"
+        )
+    if arr.dtype.kind == "f":
+        finite = np.isfinite(arr)
+        if not finite.all():
+            bad = int(arr.size - np.count_nonzero(finite))
+            raise InvalidInputError(f"the image contains {bad} NaN or infinite values")
+    return arr
+
+
+def check_axes(axes: str | None, ndim: int) -> str:
+    """Validate axis letters (one per dimension, unique), or return the default for ``ndim``."""
+    if axes is None or axes == "":
+        return default_axes(ndim)
+    axes = str(axes).upper()
+    if len(axes) != ndim or len(set(axes)) != ndim or not axes.isalpha():
+        raise InvalidInputError(
+            f"axes {axes!r} do not describe a {ndim}-D array (one unique letter per axis)"
+        )
+    return axes
+
+
+def check_ratio(ratio: Any) -> float:
+    """Validate a target compression ratio."""
+    try:
+        value = float(ratio)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(f"ratio must be a number, got {ratio!r}") from exc
+    if not math.isfinite(value) or value < MIN_RATIO or value > MAX_RATIO:
+        raise InvalidInputError(
+            f"ratio must be between {MIN_RATIO:g} and {MAX_RATIO:g}, got {ratio!r}"
+        )
+    return value
+
+
+_RANGE = re.compile(r"^\s*(-?\d*)\s*(?::\s*(-?\d*)\s*)?$")
+
+
+def parse_roi(roi: Any, shape: Sequence[int]) -> tuple[tuple[int, int], ...]:
+    """Turn a region of interest into ``(start, stop)`` per axis, checked against ``shape``.
+
+    Parameters
+    ----------
+    roi : str, sequence or None
+        ``None`` (everything); a string ``"z0:z1,y0:y1,x0:x1"`` (bounds may be empty, a single
+        number selects one plane); or a sequence of slices, ``(start, stop)`` pairs or ints. When
+        fewer entries than axes are given they apply to the last axes.
+    shape : sequence of int
+        Shape of the array.
+
+    Raises
+    ------
+    InvalidInputError
+        If the region is malformed, empty or outside the array.
+    """
+    ndim = len(shape)
+    if roi is None:
+        return tuple((0, int(n)) for n in shape)
+    entries: list[Any]
+    if isinstance(roi, str):
+        parts = [p for p in roi.split(",")]
+        entries = []
+        for part in parts:
+            m = _RANGE.match(part)
+            if m is None or (m.group(1) == "" and m.group(2) is None and ":" not in part):
+                raise InvalidInputError(
+                    f"cannot parse region {roi!r}; expected e.g. '0:10,20:120,30:130'"
+                )
+            a, b = m.group(1), m.group(2)
+            if ":" not in part:
+                entries.append(int(a))
+            else:
+                entries.append(slice(int(a) if a else None, int(b) if b else None))
+    else:
+        entries = list(roi)
+    if len(entries) > ndim:
+        raise InvalidInputError(f"region has {len(entries)} axes but the image has {ndim}")
+    entries = [slice(None)] * (ndim - len(entries)) + entries
+    out = []
+    for axis, (entry, n) in enumerate(zip(entries, shape, strict=True)):
+        if isinstance(entry, slice):
+            if entry.step not in (None, 1):
+                raise InvalidInputError("region slices cannot have a step")
+            start = 0 if entry.start is None else int(entry.start)
+            stop = int(n) if entry.stop is None else int(entry.stop)
+        elif isinstance(entry, (int, np.integer)):
+            start, stop = int(entry), int(entry) + 1
+        elif isinstance(entry, Sequence) and len(entry) == 2:
+            start, stop = int(entry[0]), int(entry[1])
+        else:
+            raise InvalidInputError(f"cannot understand region entry {entry!r} for axis {axis}")
+        if not 0 <= start < stop <= n:
+            raise InvalidInputError(
+                f"region {start}:{stop} is out of range for axis {axis} of size {n}"
+            )
+        out.append((start, stop))
+    return tuple(out)
