@@ -297,6 +297,9 @@ class _Progress:
             parts.append(f"PSNR {psnr:.2f} dB")
         eta = getattr(info, "eta_seconds", None)
         parts.append(f"ETA {_fmt_seconds(eta)}")
+        message = getattr(info, "message", "")
+        if message:
+            parts.append(str(message))
         detail = "  ".join(parts)
         if self.tty:
             cols = shutil.get_terminal_size((80, 24)).columns
@@ -370,7 +373,7 @@ def _cmd_compress(args: argparse.Namespace) -> int:
     finally:
         progress.close()
     wall = time.monotonic() - t0
-    saved = result.save(out, force=args.force)
+    saved = result.save(out, force=args.force, inputs=[args.input])
     out = Path(saved) if saved is not None else out
 
     summary = dict(result.summary())
@@ -383,6 +386,8 @@ def _cmd_compress(args: argparse.Namespace) -> int:
     summary["nbytes"] = int(getattr(result, "nbytes", out.stat().st_size))
     summary.setdefault("target_ratio", args.ratio)
     summary.setdefault("input", str(args.input))
+    messages = [str(m) for m in getattr(result, "messages", None) or []]
+    summary.setdefault("messages", messages)
 
     if args.json:
         print(_dumps(summary))
@@ -406,6 +411,8 @@ def _cmd_compress(args: argparse.Namespace) -> int:
     rows.append(("device", str(summary.get("device", args.device))))
     shape = summary.get("shape", image.data.shape)
     rows.append(("shape", f"{_fmt_shape(shape)} {summary.get('dtype', '')} ({image.axes})"))
+    for message in messages:
+        print(f"{PROG}: note: {message}", file=sys.stderr)
     print(f"wrote {out}")
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
@@ -413,26 +420,13 @@ def _cmd_compress(args: argparse.Namespace) -> int:
     return 0
 
 
-def _parse_roi_extent(roi: str, shape: tuple[int, ...]) -> tuple[int, ...] | None:
-    """Extent of a ``"a:b,c:d,..."`` region inside ``shape``, or None if it does not parse.
+def _roi_extent(roi: str | None, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """Extent of the region ``roi`` inside ``shape`` (the codec's own parser validates it)."""
+    if not roi:
+        return shape
+    from .core.validate import parse_roi
 
-    Only used to rescale the voxel size; validating the region is the codec's job.
-    """
-    parts = [p.strip() for p in roi.split(",")]
-    if len(parts) != len(shape):
-        return None
-    slices = []
-    for part in parts:
-        bounds = part.split(":")
-        if len(bounds) != 2:
-            return None
-        try:
-            lo, hi = (int(b) if b.strip() else None for b in bounds)
-        except ValueError:
-            return None
-        slices.append(slice(lo, hi))
-    view = np.broadcast_to(np.empty((), dtype=np.uint8), shape)
-    return tuple(view[tuple(slices)].shape)
+    return tuple(stop - start for start, stop in parse_roi(roi, shape))
 
 
 def _cmd_decompress(args: argparse.Namespace) -> int:
@@ -443,26 +437,23 @@ def _cmd_decompress(args: argparse.Namespace) -> int:
         raise InvalidInputError(f"no such file: {src}")
     check_output(out, force=args.force, inputs=[src])
     api = _codec()
-    reader = api.open_sciz(src)
-    shape = tuple(int(n) for n in reader.shape)
-    data = np.asarray(api.decompress(src, roi=args.roi, scale=args.scale))
-
-    axes = getattr(reader, "axes", None)
-    voxel = getattr(reader, "voxel_size", None)
-    units = getattr(reader, "units", None)
+    with api.open_sciz(src) as reader:
+        shape = tuple(int(n) for n in reader.shape)
+        extent = _roi_extent(args.roi, shape)
+        data = np.asarray(api.decompress(reader, roi=args.roi, scale=args.scale))
+        axes = getattr(reader, "axes", None) or None
+        voxel = getattr(reader, "voxel_size", None)
+        units = getattr(reader, "units", None)
     if axes is not None and len(axes) != data.ndim:
         axes, voxel, units = None, None, None
     if voxel is not None and (len(voxel) != data.ndim or (units and len(units) != data.ndim)):
         voxel, units = None, None
     if voxel is not None:
-        extent = _parse_roi_extent(args.roi, shape) if args.roi else shape
-        if extent is not None and len(extent) == data.ndim:
-            voxel = tuple(
-                float(v) * e / n if n else float(v)
-                for v, e, n in zip(voxel, extent, data.shape, strict=True)
-            )
-        elif args.scale != 1:
-            voxel = tuple(float(v) / args.scale for v in voxel)
+        # per axis: original step * (samples in the region / samples decoded)
+        voxel = tuple(
+            float(v) * e / n if n else float(v)
+            for v, e, n in zip(voxel, extent, data.shape, strict=True)
+        )
     write_image(out, data, axes=axes, voxel_size=voxel, units=units, force=args.force, inputs=[src])
     print(
         f"wrote {out} ({_fmt_shape(data.shape)} {data.dtype}, {_human_bytes(out.stat().st_size)})"
@@ -475,10 +466,13 @@ def _cmd_info(args: argparse.Namespace) -> int:
     if not src.exists():
         raise InvalidInputError(f"no such file: {src}")
     api = _codec()
-    reader = api.open_sciz(src)
-    header = dict(reader.header)
-    shape = tuple(int(n) for n in reader.shape)
-    dtype = np.dtype(reader.dtype)
+    with api.open_sciz(src) as reader:
+        header = dict(reader.header)
+        shape = tuple(int(n) for n in reader.shape)
+        dtype = np.dtype(reader.dtype)
+        axes = getattr(reader, "axes", None)
+        voxel = getattr(reader, "voxel_size", None)
+        units = getattr(reader, "units", None)
     file_size = src.stat().st_size
     raw = math.prod(shape) * dtype.itemsize
     info: dict[str, Any] = {
@@ -486,16 +480,13 @@ def _cmd_info(args: argparse.Namespace) -> int:
         "file_size": file_size,
         "shape": list(shape),
         "dtype": str(dtype),
-        "axes": getattr(reader, "axes", None),
-        "voxel_size": getattr(reader, "voxel_size", None),
-        "units": getattr(reader, "units", None),
+        "axes": axes,
+        "voxel_size": voxel,
+        "units": units,
         "raw_nbytes": raw,
         "ratio": raw / file_size if file_size else None,
         "header": header,
     }
-    closer = getattr(reader, "close", None)
-    if callable(closer):
-        closer()
     if args.json:
         print(_dumps(info))
         return 0

@@ -371,10 +371,16 @@ def test_decompress_roi(capsys: pytest.CaptureFixture[str], compressed: dict[str
     )
     assert code == 0, err
     assert np.load(out).shape == (4, 32, 16)
+    # fewer entries than axes apply to the last axes
+    code, _, err = run(
+        capsys, "decompress", str(compressed["out"]), "-o", str(out), "--roi", "4:20,:", "--force"
+    )
+    assert code == 0, err
+    assert np.load(out).shape == (8, 16, 32)
 
 
 @needs_codec
-@pytest.mark.parametrize("roi", ["0:99,:,:", "0:4,0:8", "a:b,:,:", "5:2,:,:"])
+@pytest.mark.parametrize("roi", ["0:99,:,:", "0:1,0:4,0:8,0:8", "a:b,:,:", "5:2,:,:", "0:4,40:50"])
 def test_bad_roi(capsys: pytest.CaptureFixture[str], compressed: dict[str, Any], roi: str) -> None:
     out = compressed["dir"] / "badroi.tif"
     code, _, err = run(capsys, "decompress", str(compressed["out"]), "-o", str(out), "--roi", roi)
@@ -410,7 +416,11 @@ def test_tif_round_trip_with_voxel_size(capsys: pytest.CaptureFixture[str], tmp_
     data = volume((6, 24, 20))
     src = tmp_path / "stack.tif"
     tifffile.imwrite(
-        src, data, imagej=True, resolution=(2.0, 2.0), metadata={"spacing": 3.0, "unit": "um"}
+        src,
+        data,
+        imagej=True,
+        resolution=(2.0, 2.0),
+        metadata={"axes": "ZYX", "spacing": 3.0, "unit": "um"},
     )
     sciz = tmp_path / "stack.sciz"
     code, out, err = run(
