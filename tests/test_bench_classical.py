@@ -241,3 +241,72 @@ def test_bench_main_skip_ours(tmp_path: Path) -> None:
     res = record["volumes"][0]["results"]["4x"]["sperr"]
     assert res["status"] == "ok" and res["ratio"] >= 4.0
     assert "--skip-ours" in record["meta"]["command"]
+
+
+def test_render_markdown_with_ours_columns() -> None:
+    from napari_sciz.bench.run import render_markdown
+
+    def rec(codec: str, db: float, status: str = "ok") -> dict:
+        return {
+            "codec": codec,
+            "status": status,
+            "psnr": db,
+            "ssim": 0.9,
+            "ratio": 16.2,
+            "encode_seconds": 1.0,
+            "decode_seconds": 0.1,
+        }
+
+    record = {
+        "meta": {
+            "environment": {
+                "device": "cuda:0: GPU X",
+                "cpu": "CPU Y (2 cores)",
+                "torch": "2",
+                "imagecodecs": "1",
+                "ffmpeg": None,
+            },
+            "skip_ours": False,
+            "codecs": ["sperr", "jpegxl", "sz3"],
+            "budget": 120.0,
+            "date": "today",
+            "command": "sciz bench",
+            "threads": 1,
+            "iterations": 16,
+            "ratios": [16.0],
+        },
+        "volumes": [
+            {
+                "name": "v",
+                "shape": [2, 8, 8],
+                "dtype": "uint16",
+                "raw_nbytes": 256,
+                "ratios": [16.0],
+                "results": {
+                    "16x": {
+                        "ours": rec("ours", 40.0),
+                        "sperr": rec("sperr", 39.0),
+                        "jpegxl": rec("jpegxl", 38.5),
+                        "sz3": rec("sz3", 0.0, "unreachable"),
+                    }
+                },
+            }
+        ],
+        "roi_decode": {
+            "roi": "1:2,0:8,0:8",
+            "volume": "v",
+            "ratio": 16.0,
+            "seconds": 0.004,
+            "repeats": 3,
+            "device": "cpu",
+            "full_decode_seconds": 0.1,
+        },
+    }
+    md = render_markdown(record)
+    assert "GPU X" in md and "`sciz bench`" in md and "4.0 ms" in md
+    row = next(line for line in md.splitlines() if line.startswith("| 16x"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1].startswith("40.00 / 0.900 / 16.2x")
+    assert cells[2].startswith("**39.00**")  # best classical in bold
+    assert cells[4] == "—"  # SZ3 cannot reach the ratio
+    assert cells[-3:] == ["SPERR 39.00", "+1.00", "+1.50"]  # best, ours − best, ours − bar

@@ -39,6 +39,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -1003,9 +1004,12 @@ def _ffv1(volume: np.ndarray, numthreads: int) -> tuple[list[bytes], Callable[..
     with tempfile.TemporaryDirectory() as tmp:
         dst = os.path.join(tmp, "out.nut")
         args = ["-f", "rawvideo", "-pix_fmt", pix, "-s", f"{w}x{h}", "-r", "25", "-i", "pipe:0"]
-        args += ["-c:v", "ffv1", "-level", "3", "-coder", "1", "-context", "1", "-g", "1"]
-        args += ["-slices", "1", "-threads", str(numthreads), "-f", "nut", "-y", dst]
-        _run_ffmpeg(args, stdin=data.tobytes())
+        args += ["-c:v", "ffv1", "-level", "3", "-coder", "1", "-context", "0", "-g", "1"]
+        args += ["-threads", str(numthreads), "-f", "nut", "-y", dst]
+        try:  # one slice codes best, but FFV1 refuses it for some frame sizes
+            _run_ffmpeg([*args[:-4], "-slices", "1", *args[-4:]], stdin=data.tobytes())
+        except RuntimeError:
+            _run_ffmpeg(args, stdin=data.tobytes())
         with open(dst, "rb") as fh:
             payload = fh.read()
 
@@ -1028,7 +1032,8 @@ def lossless_sizes(
 
     Measured: JPEG XL lossless per slice (sum of the files) and as one mosaic, JPEG-LS and
     JPEG 2000 (reversible 5/3) on the mosaic, zstd (level 19) and blosc2 (zstd level 9, bit-shuffle)
-    on the raw bytes, and FFV1 (level 3, range coder, ``.nut`` container) via ffmpeg when available.
+    on the raw bytes, and FFV1 (level 3, range coder, small context model, one slice, intra only,
+    ``.nut`` container) via ffmpeg when available.
     Codecs that are not installed or refuse the dtype are skipped.
 
     Parameters
@@ -1052,11 +1057,13 @@ def lossless_sizes(
     ic = _imagecodecs()
     image_ok = vol.dtype in (np.uint8, np.uint16)
 
-    def add(name: str, encode: Callable[[], Sequence[bytes]], decode: Callable, side: int = 0):
+    def add(
+        name: str, encode: Callable[[], Sequence[bytes]], decode: Callable, side: int = 0
+    ) -> None:
         try:
             out.append(_lossless_entry(name, vol, encode, decode, side))
-        except Exception:  # noqa: BLE001 - a codec refusing this input is skipped
-            pass
+        except Exception as exc:  # noqa: BLE001 - a codec refusing this input is skipped
+            warnings.warn(f"{name} skipped: {type(exc).__name__}: {exc}", stacklevel=3)
 
     mosaic, (_, cols) = tile_mosaic(vol) if image_ok else (None, (0, 0))
 
@@ -1132,5 +1139,5 @@ def lossless_sizes(
             holder["decode"] = decode
             return payloads
 
-        add("FFV1 (level 3, 1 slice, .nut)", ffv1_encode, lambda p: holder["decode"](p))
+        add("FFV1 (level 3, .nut)", ffv1_encode, lambda p: holder["decode"](p))
     return out
