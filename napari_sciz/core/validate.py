@@ -135,7 +135,13 @@ def parse_roi(roi: Any, shape: Sequence[int]) -> tuple[tuple[int, int], ...]:
             else:
                 entries.append(slice(int(a) if a else None, int(b) if b else None))
     else:
-        entries = list(roi)
+        try:
+            entries = list(roi)
+        except TypeError as exc:
+            raise InvalidInputError(
+                f"cannot understand region {roi!r}; give a string like '0:10,20:30,:' or one "
+                "slice, (start, stop) pair or index per axis"
+            ) from exc
     if len(entries) > ndim:
         raise InvalidInputError(f"region has {len(entries)} axes but the image has {ndim}")
     entries = [slice(None)] * (ndim - len(entries)) + entries
@@ -144,14 +150,19 @@ def parse_roi(roi: Any, shape: Sequence[int]) -> tuple[tuple[int, int], ...]:
         if isinstance(entry, slice):
             if entry.step not in (None, 1):
                 raise InvalidInputError("region slices cannot have a step")
-            start = 0 if entry.start is None else int(entry.start)
-            stop = int(n) if entry.stop is None else int(entry.stop)
+            bounds = (entry.start, entry.stop)
         elif isinstance(entry, (int, np.integer)):
-            start, stop = int(entry), int(entry) + 1
-        elif isinstance(entry, Sequence) and len(entry) == 2:
-            start, stop = int(entry[0]), int(entry[1])
+            bounds = (entry, int(entry) + 1)
+        elif isinstance(entry, Sequence) and not isinstance(entry, str) and len(entry) == 2:
+            bounds = (entry[0], entry[1])
         else:
             raise InvalidInputError(f"cannot understand region entry {entry!r} for axis {axis}")
+        if not all(b is None or isinstance(b, (int, np.integer)) for b in bounds):
+            raise InvalidInputError(
+                f"region bounds must be integers, got {entry!r} for axis {axis}"
+            )
+        start = 0 if bounds[0] is None else int(bounds[0])
+        stop = int(n) if bounds[1] is None else int(bounds[1])
         if not 0 <= start < stop <= n:
             raise InvalidInputError(
                 f"region {start}:{stop} is out of range for axis {axis} of size {n}"
