@@ -82,7 +82,9 @@ class BlockGrid:
         while math.prod(bshape()) > limit:
             b = bshape()
             axis = int(np.argmax(b))
-            counts[axis] += 1
+            # the fewest blocks along `axis` that make them smaller (one more block is not
+            # always enough: 18 blocks of 289 voxels are as long as 17)
+            counts[axis] = math.ceil(vol[axis] / (b[axis] - 1))
             counts = [math.ceil(n / math.ceil(n / c)) for n, c in zip(vol, counts, strict=True)]
         return cls(shape, spatial_ndim, tuple(bshape()), tuple(counts))  # type: ignore[arg-type]
 
