@@ -29,7 +29,9 @@ __all__ = [
 _SCALE_OFFSET = 6.0
 _SCALE_STEPS = 16.0
 _MAGIC = 0x5A  # first byte of every block payload
-_MAX_SYMBOL = 2**24  # bound on |q| accepted from a file
+#: largest |q| that can be coded: the ANS models have 24-bit probabilities, so a model's
+#: support (2 * maxabs + 1 symbols) must stay below 2**24
+_MAX_SYMBOL = 2**23 - 1
 
 
 def dequantize_scale(code: int) -> float:
@@ -206,7 +208,12 @@ def _coded_groups(latents: list[np.ndarray]) -> list[list[np.ndarray]]:
 
 
 def _tensor_side_info(out: bytearray, q: np.ndarray) -> tuple[int, float]:
-    maxabs = int(np.abs(q).max()) if q.size else 0
+    maxabs = int(np.abs(q.astype(np.int64)).max()) if q.size else 0
+    if maxabs > _MAX_SYMBOL:
+        raise ValueError(
+            f"cannot entropy-code symbols beyond +-{_MAX_SYMBOL} (got {maxabs}); "
+            "use a coarser quantization step"
+        )
     _write_varint(out, maxabs)
     if not maxabs:
         return 0, 0.0
