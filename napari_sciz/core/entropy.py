@@ -344,13 +344,16 @@ def decode_block(
     if len(rest) % 4:
         raise FormatError("block payload is truncated or corrupted (entropy stream length)")
     words = np.frombuffer(rest, dtype="<u4").astype(np.uint32)
-    coder = constriction.stream.stack.AnsCoder(words)
+    try:
+        coder = constriction.stream.stack.AnsCoder(words)
+    except ValueError as exc:  # e.g. a last word of zero
+        raise FormatError(f"block payload is corrupted ({exc})") from exc
 
     def decode(n: int, maxabs: int, scale_code: int) -> np.ndarray:
+        # (an empty coder is not an error here: symbols the encoder left no trace of, such
+        # as a single symbol at the bottom of its range, decode from an empty stream)
         if not maxabs or n == 0:
             return np.zeros(n, dtype=np.int32)
-        if coder.is_empty():
-            raise FormatError("block payload is truncated (entropy stream ended early)")
         model = constriction.stream.model.QuantizedLaplace(
             -maxabs, maxabs, 0.0, dequantize_scale(scale_code)
         )
@@ -374,6 +377,9 @@ def decode_block(
             sel = ctx == c
             flat[sel] = decode(int(sel.sum()), maxabs, sc)
         latents[i] = flat.reshape(shape)
+    if not coder.is_empty():
+        # decoding everything the encoder wrote leaves the coder exactly empty
+        raise FormatError("block payload is corrupted (entropy stream has unused data)")
     return BlockCode(
         first,
         n_levels,
