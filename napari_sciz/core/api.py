@@ -41,6 +41,10 @@ __all__ = [
 FORMAT_MODE = "lossy"
 #: the achieved ratio is aimed at ``ratio * RATIO_AIM`` (the accepted window is [0.98, 1.1] R)
 RATIO_AIM = 1.035
+#: on small files the aim moves towards ``ratio * RATIO_FLOOR`` so that the smallest payloads
+#: still keep the ratio under ``ratio * RATIO_CEIL`` (see :func:`_payload_budget`)
+RATIO_FLOOR = 0.99
+RATIO_CEIL = 1.09
 #: relative width of each block's byte window below its share
 BLOCK_WINDOW = 0.05
 #: bytes reserved for header growth between planning and writing
@@ -339,9 +343,8 @@ def compress(
             "seed": int(seed),
         },
     }
-    goal = raw / (target * RATIO_AIM)
     fixed = container.overhead(header, grid.n_blocks) + HEADER_SLACK
-    payload_budget = goal - fixed
+    payload_budget = _payload_budget(raw, target, fixed, grid.n_blocks)
     if payload_budget < grid.n_blocks * MIN_BLOCK_BYTES:
         best = raw / (fixed + grid.n_blocks * MIN_BLOCK_BYTES)
         raise RatioUnreachableError(
@@ -482,6 +485,21 @@ def compress(
         device=used_device,
         messages=messages,
     )
+
+
+def _payload_budget(raw: int, target: float, fixed: int, n_blocks: int) -> float:
+    """Bytes for all block payloads, given the bytes ``fixed`` of everything else.
+
+    Each block's payload lands in ``[1 - BLOCK_WINDOW, 1]`` times its share and the header
+    may not use all of its ``HEADER_SLACK``, so the file can come out smaller than planned by
+    ``BLOCK_WINDOW * budget + HEADER_SLACK`` bytes. On large files the aim ``RATIO_AIM`` absorbs
+    that; on small files (a few kB, where the header is a large part of the file) the budget is
+    raised, up to ``RATIO_FLOOR``, so that even the smallest outcome stays under ``RATIO_CEIL``.
+    """
+    budget = raw / (target * RATIO_AIM) - fixed
+    smallest = raw / (target * RATIO_CEIL) - (fixed - HEADER_SLACK) + n_blocks  # int() per block
+    largest = raw / (target * RATIO_FLOOR) - fixed
+    return min(max(budget, smallest / (1 - BLOCK_WINDOW)), largest)
 
 
 class SciZReader:
