@@ -532,9 +532,12 @@ class SciZReader:
         self._cache_size = cache_blocks
         try:
             self._validate()
-        except (KeyError, TypeError, ValueError) as exc:
+        except FormatError:
             self._file.close()
-            raise FormatError(f"invalid .sciz header: {exc}") from exc
+            raise
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+            self._file.close()
+            raise FormatError(f"invalid .sciz header: {exc!r}") from exc
 
     def _validate(self) -> None:
         h = self.header
