@@ -630,7 +630,9 @@ class SciZReader:
                 if step < 0:
                     raise IndexError("negative steps are not supported")
                 if stop <= start:
-                    return np.empty(tuple(0 for _ in self.shape), self.dtype)
+                    # an empty selection: numpy's shape, without decoding anything
+                    empty = np.broadcast_to(np.zeros((), self.dtype), self.shape)
+                    return np.array(empty[key])
                 box.append((start, stop))
                 post.append(slice(0, stop - start, step))
             else:
