@@ -306,8 +306,13 @@ def compress(
         raise InvalidInputError("give either steps or budget, not both")
     if steps is not None and (int(steps) != steps or steps < 1):
         raise InvalidInputError(f"steps must be a positive integer, got {steps!r}")
-    if budget is not None and not (math.isfinite(float(budget)) and budget > 0):
-        raise InvalidInputError(f"budget must be a positive number of seconds, got {budget!r}")
+    if budget is not None:
+        try:
+            seconds = float(budget)
+        except (TypeError, ValueError):
+            seconds = math.nan
+        if not (math.isfinite(seconds) and seconds > 0):
+            raise InvalidInputError(f"budget must be a positive number of seconds, got {budget!r}")
     if steps is None and budget is None:
         steps = 300
     if voxel_size is not None and len(voxel_size) != arr.ndim:
