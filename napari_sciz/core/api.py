@@ -366,7 +366,8 @@ def compress(
             0.92 * float(budget) * grid.block_voxels(i) / total_vox for i in range(grid.n_blocks)
         ]
 
-    recon_f = np.empty(arr.shape, np.float32) if preview is not None else None
+    # blocks not fitted yet show the lowest value (np.empty would show stale memory)
+    recon_f = np.full(arr.shape, value_range[0], np.float32) if preview is not None else None
     reconstruction = np.empty(arr.shape, arr.dtype)
     payloads: list[bytes] = []
     messages: list[str] = []
