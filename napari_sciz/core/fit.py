@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,11 +27,13 @@ __all__ = ["BlockFit", "StepInfo", "fit_block", "evaluate_code", "field_from_cod
 NOISE_PHASE = 0.0
 #: Largest number of voxels evaluated per training step.
 DEFAULT_BATCH = 2**18
-LR_LATENT = 2e-2
+LR_LATENT = 5e-3
 LR_MLP = 1e-3
 DEBUG = False
 #: blocks with fewer voxels are fitted single-threaded on the CPU
 SMALL_BLOCK = 2**20
+#: steps between two measurements of the real coded size during training
+RATE_CHECK = 20
 _PREVIEW_CHUNK = 2**20
 
 
@@ -210,33 +212,35 @@ def _fit_block(
     target = target.to(device).reshape(-1)
     n_vox = target.numel()
     n_mlp = sum(math.prod(s) for s in config.mlp_shapes())
-    field = LatentField(config).to(device)
-    target_bits = max(
+    budget_bits = max(
         8.0 * (0.5 * (low + high)) - 8.0 * (40 + 2 * config.n_levels) - 7.0 * n_mlp, 64.0
     )
-    correction = _init_from_pyramid(field, target.reshape(shape), target_bits)
-    target_bits /= correction
-    with torch.no_grad():
-        init_scales = [
-            math.log(max(float(torch.round(g).abs().mean()), 0.05)) for g in field.latents
-        ]
-    log_scales = torch.tensor(init_scales, device=device, requires_grad=True)
+    field, _correction = _best_start(config, target.reshape(shape), budget_bits, device)
+    config = field.config
     optimizer = torch.optim.Adam(
         [
             {"params": list(field.latents), "lr": LR_LATENT},
-            {"params": [log_scales], "lr": 1e-2},
             {"params": list(field.linears.parameters()), "lr": LR_MLP},
         ]
     )
     base_lrs = [g["lr"] for g in optimizer.param_groups]
-    lam = 2e-3 * n_vox / target_bits
+    with torch.no_grad():
+        mse0 = float(
+            torch.mean(
+                (_dense_eval(field, [torch.round(g) for g in field.latents]).reshape(-1) - target)
+                ** 2
+            )
+        )
+    # high-rate slope of the distortion-rate curve: dD/dR = -2 ln 2 D
+    lam = 2 * math.log(2) * max(mse0, 1e-10) * n_vox / budget_bits
+    start_state = {k: v.detach().clone() for k, v in field.state_dict().items()}
+    scales = _level_scales(field)
     crop = _crop_shape(shape, batch) if batch < n_vox else None
     target3d = target.reshape(shape)
     train_seconds = None if budget is None else max(0.5, 0.9 * budget - 0.5)
 
     step = 0
     last_preview = time.perf_counter()
-    bits_avg = None
     while True:
         elapsed = time.perf_counter() - t0
         if steps is not None:
@@ -269,20 +273,22 @@ def _fit_block(
             pred = field.mlp(field.dense_features(lat))
             ref = target
         mse = torch.mean((pred - ref) ** 2)
-        bits = sum(laplace_bits(g, torch.exp(s)) for g, s in zip(lat, log_scales, strict=True))
+        bits = sum(laplace_bits(g, b) for g, b in zip(lat, scales, strict=True))
         loss = mse + lam * bits / n_vox
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        bits_now = float(bits.detach())
-        bits_avg = bits_now if bits_avg is None else 0.8 * bits_avg + 0.2 * bits_now
-        if step % 5 == 4:
-            # steer lambda so that the estimated rate tracks the budget
-            lam *= math.exp(0.4 * math.log(max(bits_avg, 1.0) / target_bits))
+        if step % RATE_CHECK == RATE_CHECK - 1:
+            # steer lambda with the real coded size of the current latents
+            scales = _level_scales(field)
+            with torch.no_grad():
+                real = _coded_latent_bits([torch.round(g) for g in field.latents], config)
+            lam *= math.exp(0.7 * math.log(max(real, 1.0) / budget_bits))
             lam = min(max(lam, 1e-12), 1e6)
-            if DEBUG and step % 20 == 19:
+            if DEBUG:
                 print(
-                    f"  bits_avg={bits_avg:.0f} target={target_bits:.0f} lam={lam:.3g}", flush=True
+                    f"  step {step} real={real:.0f} budget={budget_bits:.0f} lam={lam:.3g}",
+                    flush=True,
                 )
         step += 1
         if on_step is not None:
@@ -301,9 +307,50 @@ def _fit_block(
             on_preview(rec.double().cpu().numpy() * span + vmin)
             last_preview = time.perf_counter()
 
+    if step:
+        # keep the fitted field only if it beats its transform-coded starting point
+        with torch.no_grad():
+            rounded = [torch.round(g) for g in field.latents]
+            mse_fit = float(torch.mean((_dense_eval(field, rounded).reshape(-1) - target) ** 2))
+            if mse_fit > mse0:
+                field.load_state_dict(start_state)
     code, payload = _rate_control(field, vmin, vmax, low, high)
     reconstruction = evaluate_code(code, shape, "cpu")
     return BlockFit(code, payload, reconstruction, step, config)
+
+
+def _level_scales(field: LatentField) -> list[torch.Tensor]:
+    """Laplace scale of each level's rounded latents (their mean absolute value)."""
+    with torch.no_grad():
+        return [torch.round(g).abs().mean().clamp_min(0.02) for g in field.latents]
+
+
+def _best_start(
+    config: FieldConfig, x: torch.Tensor, target_bits: float, device: str
+) -> tuple[LatentField, float]:
+    """Initialise fields whose finest level is 0, 1 or 2 and keep the most accurate one.
+
+    Sharp-edged images (CT phantoms, EM) need the full-resolution level even at high ratios,
+    smooth fluorescence does better spending the bits on coarser levels; trying the three
+    pyramid starting points at the same budget decides cheaply.
+    """
+    best: tuple[float, LatentField, float] | None = None
+    seen = set()
+    for first in (0, 1, 2):
+        cfg = FieldConfig.choose(config.shape, target_bits, first_level=first)
+        cfg = FieldConfig(cfg.shape, cfg.first_level, cfg.n_levels, config.hidden, config.layers)
+        if cfg.first_level in seen:
+            continue
+        seen.add(cfg.first_level)
+        field = LatentField(cfg).to(device)
+        correction = _init_from_pyramid(field, x, target_bits)
+        with torch.no_grad():
+            rec = _dense_eval(field, [torch.round(g) for g in field.latents])
+            err = float(torch.mean((rec - x) ** 2))
+        if best is None or err < best[0]:
+            best = (err, field, correction)
+    assert best is not None
+    return best[1], best[2]
 
 
 def _crop_shape(shape: tuple[int, ...], batch: int) -> tuple[int, int, int]:
@@ -319,8 +366,15 @@ def _crop_shape(shape: tuple[int, ...], batch: int) -> tuple[int, int, int]:
     return tuple(crop)  # type: ignore[return-value]
 
 
-def _pyramid(field: LatentField, x: torch.Tensor) -> list[torch.Tensor]:
-    """Laplacian-pyramid coefficients of ``x`` on the field's latent grids (coarsest last)."""
+def _pyramid(
+    field: LatentField, x: torch.Tensor, scales: Sequence[float] | None = None
+) -> list[torch.Tensor]:
+    """Laplacian-pyramid coefficients of ``x`` on the field's latent grids (finest first).
+
+    With ``scales`` (latent units per intensity, one per level) the pyramid is built closed
+    loop: each level is rounded to integers before the next finer level codes what the
+    rounded coarser levels missed, and the integer coefficients are returned.
+    """
     import torch.nn.functional as F
 
     from .model import _upsample
@@ -341,7 +395,11 @@ def _pyramid(field: LatentField, x: torch.Tensor) -> list[torch.Tensor]:
             pad = [0, padded[2] - shape[2], 0, padded[1] - shape[1], 0, padded[0] - shape[0]]
             r = F.pad(residual[None, None], pad, mode="replicate")
             g = F.interpolate(r, size=gshape, mode="area")[0, 0]
-        coeffs[i] = g
+        if scales is not None:
+            coeffs[i] = g * scales[i]
+            g = torch.round(coeffs[i]) / scales[i]
+        else:
+            coeffs[i] = g
         residual = residual - _upsample(g, level, shape)
     return coeffs
 
@@ -410,8 +468,22 @@ def _init_from_pyramid(field: LatentField, x: torch.Tensor, target_bits: float) 
     estimate = max(sum(_entropy_bits(q) for q in qs), 1.0)
     correction = min(max(_coded_latent_bits(qs, config) / estimate, 0.3), 3.0)
     alpha = bisect(target_bits / correction)
-    for param, c, g in zip(field.latents, coeffs, gains, strict=True):
-        param.copy_(c * alpha * g)
+
+    # closed loop: refine alpha with the pyramid that codes the rounding errors of coarser levels
+    def closed(alpha: float) -> list[torch.Tensor]:
+        return _pyramid(field, x, [alpha * g for g in gains])
+
+    lo, hi = alpha / 4, alpha * 2
+    for _ in range(7):
+        mid = math.sqrt(lo * hi)
+        if sum(_entropy_bits(torch.round(q)) for q in closed(mid)) > target_bits / correction:
+            hi = mid
+        else:
+            lo = mid
+    alpha = lo
+    qs = closed(alpha)
+    for param, q in zip(field.latents, qs, strict=True):
+        param.copy_(q)
     field.steps.copy_(torch.tensor([float(np.float32(1.0 / alpha / g)) for g in gains]))
     first, *rest = field.linears
     torch.nn.init.normal_(first.weight, std=0.1)
@@ -431,12 +503,20 @@ def _init_from_pyramid(field: LatentField, x: torch.Tensor, target_bits: float) 
     return correction
 
 
-def _code_for(field: LatentField, mlp_q, mlp_e, vmin, vmax, k: float) -> BlockCode:
+def _code_for(
+    field: LatentField, mlp_q, mlp_e, vmin: float, vmax: float, k: float, tau: float = 0.5
+) -> BlockCode:
+    """Quantize the latents with step ``1/k`` and rounding threshold ``tau``.
+
+    ``q = sign(v) * floor(|v| * k + 1 - tau)``: ``tau = 0.5`` is ordinary rounding, a larger
+    ``tau`` widens the dead zone around zero (fewer non-zero latents, smaller file), a smaller
+    one rounds more values away from zero.
+    """
     cfg = field.config
-    latents = [
-        np.round(g.detach().cpu().numpy().astype(np.float64) * k).astype(np.int32)
-        for g in field.latents
-    ]
+    latents = []
+    for g in field.latents:
+        v = g.detach().cpu().numpy().astype(np.float64) * k
+        latents.append((np.sign(v) * np.floor(np.abs(v) + 1.0 - tau)).astype(np.int32))
     base = float(np.float32(float(field.steps[0]) / k))
     return BlockCode(
         cfg.first_level,
@@ -456,32 +536,55 @@ def _code_for(field: LatentField, mlp_q, mlp_e, vmin, vmax, k: float) -> BlockCo
 def _rate_control(
     field: LatentField, vmin: float, vmax: float, low: int, high: int
 ) -> tuple[BlockCode, bytes]:
-    """Find the latent quantization step whose payload lands in ``[low, high]`` bytes."""
+    """Quantize the latents so that the payload lands in ``[low, high]`` bytes.
+
+    The rounding threshold (a dead zone) is the fine knob; the quantization step is the coarse
+    one, used only when the threshold alone cannot reach the window.
+    """
     mlp_q, mlp_e = _quantize_mlp(field)
 
-    def build(k: float) -> tuple[BlockCode, bytes]:
-        code = _code_for(field, mlp_q, mlp_e, vmin, vmax, k)
+    def build(k: float, tau: float) -> tuple[BlockCode, bytes]:
+        code = _code_for(field, mlp_q, mlp_e, vmin, vmax, k, tau)
         return code, encode_block(code)
 
-    code, payload = build(1.0)
-    if low <= len(payload) <= high:
-        return code, payload
-    # size grows with k (finer quantization); bisect log(k)
-    lo_k, hi_k = (1.0 / 64, 1.0) if len(payload) > high else (1.0, 64.0)
-    best: tuple[BlockCode, bytes] | None = (code, payload) if len(payload) <= high else None
-    for _ in range(24):
-        mid = math.sqrt(lo_k * hi_k)
-        c, p = build(mid)
-        if len(p) > high:
-            hi_k = mid
-        else:
-            if best is None or len(p) > len(best[1]):
-                best = (c, p)
-            if len(p) >= low:
-                return c, p
-            lo_k = mid
-    if best is None:
-        # even the coarsest quantization is too big: drop all latents
-        c, p = build(1e-9)
+    best: list[tuple[BlockCode, bytes]] = []
+
+    def consider(c: BlockCode, p: bytes) -> bool:
+        if len(p) <= high and (not best or len(p) > len(best[0][1])):
+            best[:] = [(c, p)]
+        return low <= len(p) <= high
+
+    def search(lo: float, hi: float, make, grows_with_x: bool, geometric: bool) -> bool:
+        for _ in range(20):
+            mid = math.sqrt(lo * hi) if geometric else 0.5 * (lo + hi)
+            c, p = make(mid)
+            if consider(c, p):
+                return True
+            too_big = len(p) > high
+            if too_big == grows_with_x:
+                hi = mid
+            else:
+                lo = mid
+        return False
+
+    c, p = build(1.0, 0.5)
+    if consider(c, p):
         return c, p
-    return best
+    if len(p) > high:
+        c, p = build(1.0, 0.99)
+        if len(p) <= high:
+            if consider(c, p) or search(0.5, 0.99, lambda t: build(1.0, t), False, False):
+                return best[0]
+        elif search(1.0 / 256, 1.0, lambda k: build(k, 0.5), True, True):
+            return best[0]
+    else:
+        c, p = build(1.0, 0.01)
+        if len(p) >= low:
+            if consider(c, p) or search(0.01, 0.5, lambda t: build(1.0, t), False, False):
+                return best[0]
+        elif search(1.0, 256.0, lambda k: build(k, 0.5), True, True):
+            return best[0]
+    if best:
+        return best[0]
+    # even the coarsest quantization is too big: drop all latents
+    return build(1e-9, 0.5)

@@ -86,7 +86,9 @@ class FieldConfig:
         return d
 
     @classmethod
-    def choose(cls, shape: Sequence[int], target_bits: float) -> FieldConfig:
+    def choose(
+        cls, shape: Sequence[int], target_bits: float, first_level: int | None = None
+    ) -> FieldConfig:
         """Pick an architecture for a block from its shape and its bit budget.
 
         The finest level is dropped when the budget is below about half a bit per voxel
@@ -99,6 +101,8 @@ class FieldConfig:
             Block shape ``(D, H, W)``.
         target_bits : float
             Bits available for the block's payload.
+        first_level : int, optional
+            Force the finest level instead of choosing it from the budget.
         """
         shape3 = tuple(int(n) for n in shape)
         voxels = math.prod(shape3)
@@ -109,6 +113,8 @@ class FieldConfig:
             first = 1
         else:
             first = 2
+        if first_level is not None:
+            first = int(first_level)
         largest = max(shape3)
         # keep levels while the grid still has more than 2 nodes along the largest axis
         top = max(first, math.ceil(math.log2(max(largest - 1, 1))) - 1)
