@@ -753,6 +753,9 @@ class CompressWidget(QWidget):
         n_blocks = getattr(info, "n_blocks", None)
         if n_blocks and n_blocks > 1:
             details.append(f"block {int(getattr(info, 'block', 0)) + 1}/{n_blocks}")
+        message = str(getattr(info, "message", "") or "")
+        if message:
+            details.append(message)
         if details and not (self._job and self._job.cancel_event.is_set()):
             self.status_label.setText("Fitting: " + ", ".join(details))
 
@@ -945,6 +948,10 @@ class CompressWidget(QWidget):
         )
         self.save_button.setEnabled(True)
         self.region.refresh_sources(select=recon_layer)
+        from napari.utils.notifications import show_info
+
+        for note in getattr(result, "messages", None) or ():
+            show_info(str(note))
 
     def _show_metrics(self, info: dict[str, Any]) -> None:
         m = self.metric_labels

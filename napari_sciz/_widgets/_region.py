@@ -41,7 +41,7 @@ from ._viewer import (
 if TYPE_CHECKING:  # pragma: no cover
     import napari
 
-__all__ = ["DecodeRegionWidget", "RegionRequest", "compressed_source"]
+__all__ = ["DecodeRegionWidget", "RegionRequest", "compressed_source", "sampling_scale"]
 
 #: Key of the layer metadata holding the complete ``.sciz`` bytes of a compressed layer.
 BYTES_KEY = "sciz_bytes"
@@ -109,13 +109,21 @@ class RegionRequest:
         return ",".join(f"{s.start}:{s.stop}" for s in self.roi)
 
 
+def sampling_scale(ndim: int, factor: int) -> tuple[int, ...]:
+    """The ``scale=`` argument of ``decompress`` for finer sampling along Y and X only.
+
+    The codec takes one factor per spatial axis: (Y, X) for a 2D array, (Z, Y, X) otherwise.
+    """
+    return (factor, factor) if ndim == 2 else (1, factor, factor)
+
+
 def _decode_job(source: bytes | str, roi: tuple[slice, ...], scale: int) -> tuple[str, Any]:
     """Worker body: decode a region (all errors are returned, not raised)."""
     try:
         from ..core.api import decompress
 
         t0 = time.perf_counter()
-        out = decompress(source, roi=roi, scale=scale)
+        out = decompress(source, roi=roi, scale=sampling_scale(len(roi), scale))
         return "ok", (np.asarray(out), time.perf_counter() - t0)
     except Exception as exc:  # noqa: BLE001 - every error is shown to the user
         return "error", exc
