@@ -19,11 +19,9 @@ raises :class:`~napari_sciz.errors.FormatError` with a one-line message.
 
 from __future__ import annotations
 
-import errno
 import json
 import operator
 import os
-import secrets
 import struct
 import threading
 import zlib
@@ -32,7 +30,7 @@ from itertools import accumulate
 from pathlib import Path
 from typing import IO, Any
 
-from ..errors import FormatError, OutputExistsError
+from ..errors import FormatError
 
 __all__ = [
     "MAGIC",
@@ -577,28 +575,6 @@ class SciZFile:
 # --------------------------------------------------------------------------------------------
 
 
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return False
-
-
-def _fsync_dir(directory: Path) -> None:
-    if os.name != "posix":  # pragma: no cover - directories cannot be fsync'ed on Windows
-        return
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # pragma: no cover
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover - some filesystems refuse
-        pass
-    finally:
-        os.close(fd)
-
-
 def write_atomic(
     path: str | os.PathLike[str],
     data: bytes | bytearray | memoryview,
@@ -638,61 +614,6 @@ def write_atomic(
         If the file cannot be written (missing directory, permission denied, disk full...);
         the error names `path`, not the temporary file.
     """
-    target = Path(path)
-    for inp in inputs:
-        inp_path = Path(inp)
-        if _same_file(target, inp_path):
-            raise OutputExistsError(f"{target} is an input file; refusing to overwrite it")
-    if target.is_dir():
-        raise OutputExistsError(f"{target} exists and is a directory")
-    if not force and os.path.lexists(target):
-        raise OutputExistsError(f"{target} exists; use --force to overwrite")
+    from ..io.atomic import write_bytes_atomic
 
-    directory = target.parent
-    tmp: Path | None = None
-    try:
-        # O_EXCL with a random name; mode 0o666 so that the umask applies as for open().
-        for _ in range(100):  # pragma: no branch
-            candidate = directory / f".{target.name}.{secrets.token_hex(6)}.tmp"
-            try:
-                fd = os.open(
-                    candidate,
-                    os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0),
-                    0o666,
-                )
-            except FileExistsError:  # pragma: no cover - 48 random bits
-                continue
-            tmp = candidate
-            break
-        else:  # pragma: no cover
-            raise FileExistsError(errno.EEXIST, "cannot create a temporary file", str(directory))
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        if force:
-            os.replace(tmp, target)
-        else:
-            try:
-                os.link(tmp, target)  # atomic and fails if target appeared meanwhile
-            except FileExistsError:
-                raise OutputExistsError(f"{target} exists; use --force to overwrite") from None
-            except (OSError, NotImplementedError):  # no hard links on this filesystem
-                if os.path.lexists(target):
-                    raise OutputExistsError(f"{target} exists; use --force to overwrite") from None
-                os.replace(tmp, target)
-            else:
-                os.unlink(tmp)
-        tmp = None
-        _fsync_dir(directory)
-    except OutputExistsError:
-        raise
-    except OSError as exc:
-        raise OSError(exc.errno, f"cannot write {target}: {exc.strerror or exc}") from exc
-    finally:
-        if tmp is not None:
-            try:
-                os.unlink(tmp)
-            except OSError:  # pragma: no cover
-                pass
-    return target
+    return write_bytes_atomic(path, data, force=force, inputs=inputs)
