@@ -13,6 +13,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -20,6 +21,9 @@ import torch
 from ..errors import CancelledError
 from .entropy import BlockCode, encode_block
 from .model import FieldConfig, LatentField, laplace_bits
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .guidance import Guidance
 
 __all__ = ["BlockFit", "StepInfo", "fit_block", "evaluate_code", "field_from_code"]
 
@@ -162,6 +166,8 @@ def _fit_block(
     on_preview: Callable[[np.ndarray], None] | None = None,
     preview_interval: float = 3.0,
     cancel: Callable[[], bool] | None = None,
+    guidance: Guidance | None = None,
+    labels: np.ndarray | None = None,
 ) -> BlockFit:
     """Fit one block so that its payload lands in ``byte_window``.
 
@@ -187,6 +193,12 @@ def _fit_block(
         Progress callback (every step), preview callback (normalised reconstruction in original
         units, at most every ``preview_interval`` seconds), and cancel predicate (checked every
         step; raises :class:`~napari_sciz.errors.CancelledError`).
+    guidance : Guidance, optional
+        Application guidance (:mod:`napari_sciz.core.guidance`): its loss is added to the
+        MSE of every training crop, and the guided objective decides whether the trained field
+        beats its starting point.
+    labels : numpy.ndarray, optional
+        Labels of the block's voxels for segmentation guidance (same shape as ``block``).
 
     Returns
     -------
@@ -210,6 +222,8 @@ def _fit_block(
     span = vmax - vmin
     target = torch.from_numpy(((np.asarray(block, np.float64) - vmin) / span).astype(np.float32))
     target = target.to(device).reshape(-1)
+    if guidance is not None:
+        guidance.prepare(target.reshape(shape).cpu().numpy(), labels, device=device)
     n_vox = target.numel()
     n_mlp = sum(math.prod(s) for s in config.mlp_shapes())
     budget_bits = max(
@@ -225,12 +239,10 @@ def _fit_block(
     )
     base_lrs = [g["lr"] for g in optimizer.param_groups]
     with torch.no_grad():
-        mse0 = float(
-            torch.mean(
-                (_dense_eval(field, [torch.round(g) for g in field.latents]).reshape(-1) - target)
-                ** 2
-            )
-        )
+        rec0 = _dense_eval(field, [torch.round(g) for g in field.latents]).reshape(-1)
+        mse0 = float(torch.mean((rec0 - target) ** 2))
+        obj0 = mse0 if guidance is None else guidance.objective(rec0, target, shape)
+        del rec0
     # high-rate slope of the distortion-rate curve: dD/dR = -2 ln 2 D
     lam = 2 * math.log(2) * max(mse0, 1e-10) * n_vox / budget_bits
     start_state = {k: v.detach().clone() for k, v in field.state_dict().items()}
@@ -273,8 +285,16 @@ def _fit_block(
             pred = field.mlp(field.dense_features(lat))
             ref = target
         mse = torch.mean((pred - ref) ** 2)
+        extra = 0.0
+        if guidance is not None:
+            where = (
+                [slice(0, n) for n in shape]
+                if crop is None
+                else [slice(s, s + c) for s, c in zip(start, crop, strict=True)]
+            )
+            extra = guidance.loss(pred, ref, where)
         bits = sum(laplace_bits(g, b) for g, b in zip(lat, scales, strict=True))
-        loss = mse + lam * bits / n_vox
+        loss = mse + extra + lam * bits / n_vox
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -311,8 +331,12 @@ def _fit_block(
         # keep the fitted field only if it beats its transform-coded starting point
         with torch.no_grad():
             rounded = [torch.round(g) for g in field.latents]
-            mse_fit = float(torch.mean((_dense_eval(field, rounded).reshape(-1) - target) ** 2))
-            if mse_fit > mse0:
+            rec = _dense_eval(field, rounded).reshape(-1)
+            if guidance is None:
+                obj_fit = float(torch.mean((rec - target) ** 2))
+            else:
+                obj_fit = guidance.objective(rec, target, shape)
+            if obj_fit > obj0:
                 field.load_state_dict(start_state)
     code, payload = _rate_control(field, vmin, vmax, low, high)
     reconstruction = evaluate_code(code, shape, "cpu")
