@@ -233,6 +233,9 @@ def compress(
     preview: Callable[[np.ndarray], None] | None = None,
     preview_interval: float = 3.0,
     cancel: Any = None,
+    guidance: str = "none",
+    labels: Any = None,
+    guidance_weights: dict[str, float] | None = None,
 ) -> CompressResult:
     """Compress an image or volume with a fitted implicit neural representation.
 
@@ -272,6 +275,16 @@ def compress(
     cancel : callable or threading.Event, optional
         Checked every step; when it returns True (is set) the job stops with
         :class:`~napari_sciz.errors.CancelledError` and nothing is written.
+    guidance : str
+        Application guidance of the fit (:mod:`napari_sciz.core.guidance`): ``"none"`` (plain
+        MSE), ``"segmentation"`` (soft Dice of a threshold segmentation + boundary-band error)
+        or ``"perceptual"`` (SSIM + gradient loss). Decoding is unaffected.
+    labels : array-like, optional
+        Labels of the image (same shape as ``data``; ``> 0`` is foreground), the reference of
+        segmentation guidance. Without labels an Otsu threshold of each block is used.
+    guidance_weights : dict, optional
+        Weights of the guidance loss terms (see
+        :data:`napari_sciz.core.guidance.DEFAULT_WEIGHTS`).
 
     Returns
     -------
@@ -319,6 +332,23 @@ def compress(
         raise InvalidInputError(f"voxel_size needs {arr.ndim} values, got {len(voxel_size)}")
     if units is not None and len(units) != arr.ndim:
         raise InvalidInputError(f"units needs {arr.ndim} values, got {len(units)}")
+    from .guidance import check_guidance, make_guidance
+
+    guidance_mode, guidance_full = check_guidance(guidance, guidance_weights)
+    label_arr = None
+    if labels is not None:
+        if guidance_mode != "segmentation":
+            raise InvalidInputError("labels are used by segmentation guidance only")
+        try:
+            label_arr = np.asarray(labels)
+        except Exception as exc:  # noqa: BLE001 - any conversion failure is a bad input
+            raise InvalidInputError(f"labels could not be read as an array: {exc}") from exc
+        if label_arr.shape != arr.shape:
+            raise InvalidInputError(
+                f"labels must have the image's shape {arr.shape}, got {label_arr.shape}"
+            )
+        if not (np.issubdtype(label_arr.dtype, np.integer) or label_arr.dtype == bool):
+            raise InvalidInputError(f"labels must be integers or booleans, not {label_arr.dtype}")
     should_cancel = _cancel_predicate(cancel)
     dev = resolve_device(device)
 
@@ -339,7 +369,7 @@ def compress(
         "target_ratio": target,
         "model": {"type": "latent-grid", "version": 1, "activation": "relu"},
         "blocks": grid.to_header(),
-        "guidance": "none",
+        "guidance": guidance_mode,
         "encoder": {
             "device": dev,
             "steps": steps,
@@ -347,6 +377,8 @@ def compress(
             "seed": int(seed),
         },
     }
+    if guidance_mode != "none":
+        header["guidance_weights"] = guidance_full
     fixed = container.overhead(header, grid.n_blocks) + HEADER_SLACK
     payload_budget = _payload_budget(raw, target, fixed, grid.n_blocks)
     if payload_budget < grid.n_blocks * MIN_BLOCK_BYTES:
@@ -419,6 +451,11 @@ def compress(
                 }
                 if batch is not None:
                     kwargs["batch"] = batch
+                guide = make_guidance(guidance_mode, guidance_full)
+                if guide is not None:
+                    kwargs["guidance"] = guide
+                    if label_arr is not None:
+                        kwargs["labels"] = label_arr[sl].reshape(block.shape)
                 fit = fit_block(
                     block,
                     window,
