@@ -4,6 +4,7 @@
 
     sciz compress IN -o OUT.sciz --ratio R [--device auto|cpu|cuda|mps]
                      [--steps N | --budget SECONDS] [--seed S] [--force] [--json]
+                     [--guidance none|segmentation|perceptual] [--labels LABELS.tif]
     sciz decompress IN.sciz -o OUT.tif [--roi "z0:z1,y0:y1,x0:x1"] [--scale S] [--force]
     sciz info IN.sciz [--json]
     sciz bench ...        (napari_sciz.bench.run)
@@ -129,6 +130,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--budget", type=_positive_float, metavar="SECONDS", help="time budget for fitting"
     )
     p.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default 0)")
+    p.add_argument(
+        "--guidance",
+        choices=("none", "segmentation", "perceptual"),
+        default="none",
+        help="application guidance of the fit: segmentation (Dice of a threshold segmentation "
+        "+ boundary error) or perceptual (SSIM + gradient loss); default none",
+    )
+    p.add_argument(
+        "--labels",
+        metavar="LABELS.tif",
+        help="labels image of IN's shape (> 0 is foreground) for --guidance segmentation; "
+        "without it an Otsu threshold of the image is the reference",
+    )
     p.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
     p.add_argument(
         "--json",
@@ -352,6 +366,11 @@ def _cmd_compress(args: argparse.Namespace) -> int:
     out = Path(args.output)
     _check_sciz_output(out)
     image = read_image(args.input)
+    labels = None
+    if args.labels is not None:
+        if args.guidance != "segmentation":
+            raise InvalidInputError("--labels needs --guidance segmentation")
+        labels = read_image(args.labels).data
     check_output(out, force=args.force, inputs=[args.input])  # before minutes of fitting
     api = _codec()
     progress = _Progress(sys.stderr, enabled=not args.json)
@@ -369,6 +388,8 @@ def _cmd_compress(args: argparse.Namespace) -> int:
             units=image.units,
             name=image.name,
             progress=progress,
+            guidance=args.guidance,
+            labels=labels,
         )
     finally:
         progress.close()
@@ -409,6 +430,8 @@ def _cmd_compress(args: argparse.Namespace) -> int:
     secs = summary.get("encode_seconds", wall)
     rows.append(("time", f"{float(secs):.1f} s"))
     rows.append(("device", str(summary.get("device", args.device))))
+    if args.guidance != "none":
+        rows.append(("guidance", args.guidance + (" (labels)" if labels is not None else "")))
     shape = summary.get("shape", image.data.shape)
     rows.append(("shape", f"{_fmt_shape(shape)} {summary.get('dtype', '')} ({image.axes})"))
     for message in messages:
