@@ -218,7 +218,7 @@ def _finalize(values: np.ndarray, dtype: np.dtype, value_range: Sequence[float])
 
 def compress(
     data: Any,
-    ratio: float,
+    ratio: float | None = None,
     *,
     device: str = "auto",
     steps: int | None = None,
@@ -236,8 +236,14 @@ def compress(
     guidance: str = "none",
     labels: Any = None,
     guidance_weights: dict[str, float] | None = None,
+    mode: str = "lossy",
+    max_error: float | None = None,
 ) -> CompressResult:
     """Compress an image or volume with a fitted implicit neural representation.
+
+    With ``mode="lossless"`` or ``mode="bounded"`` the blocks are coded by the causal
+    predictor and entropy coder of :mod:`napari_sciz.core.lossless` instead (no fit; ``ratio``,
+    ``device``, ``steps``, ``budget``, ``seed``, ``preview`` and guidance are not used).
 
     Parameters
     ----------
@@ -245,7 +251,8 @@ def compress(
         2D (YX), 3D (ZYX or TYX) or with leading channel/time axes; dtype uint8, uint16,
         int16, uint32, float32 or float64.
     ratio : float
-        Target compression ratio (raw bytes / file bytes). The achieved ratio lands in
+        Target compression ratio (raw bytes / file bytes), required in lossy mode and
+        ignored otherwise. The achieved ratio lands in
         ``[0.98, 1.1] * ratio``; it is higher only when the input is reproduced exactly with
         fewer bytes (e.g. constant images).
     device : str
@@ -286,6 +293,13 @@ def compress(
         Weights of the guidance loss terms (see
         :data:`napari_sciz.core.guidance.DEFAULT_WEIGHTS`).
 
+    mode : {"lossy", "lossless", "bounded"}
+        ``"lossy"``: the INR codec at ``ratio``; ``"lossless"``: bit-identical decoding
+        (uint8, uint16, int16, uint32, float32); ``"bounded"``: every decoded value within
+        ``max_error`` of the original.
+    max_error : float, optional
+        Largest absolute error of ``mode="bounded"`` (integers: ``floor(max_error)``).
+
     Returns
     -------
     CompressResult
@@ -313,6 +327,22 @@ def compress(
 
     t_start = time.perf_counter()
     arr = check_array(data)
+    if mode != FORMAT_MODE:
+        return _compress_exact(
+            arr,
+            mode,
+            max_error,
+            axes,
+            voxel_size,
+            units,
+            name,
+            block_voxels,
+            progress,
+            cancel,
+            t_start,
+        )
+    if ratio is None:
+        raise InvalidInputError("mode='lossy' needs a ratio")
     target = check_ratio(ratio)
     axes = check_axes(axes, arr.ndim)
     if steps is not None and budget is not None:
@@ -529,6 +559,73 @@ def compress(
     )
 
 
+def _compress_exact(
+    arr: np.ndarray,
+    mode: str,
+    max_error: float | None,
+    axes: str | None,
+    voxel_size: Sequence[float] | None,
+    units: Sequence[str] | None,
+    name: str | None,
+    block_voxels: int,
+    progress: Callable[[ProgressInfo], None] | None,
+    cancel: Any,
+    t_start: float,
+) -> CompressResult:
+    """``mode="lossless"``/``"bounded"`` of :func:`compress` (:mod:`.lossless`)."""
+    from . import lossless
+    from .metrics import max_abs_error, psnr, ssim
+
+    bound = lossless.check_mode(mode, max_error, arr.dtype)
+    axes = check_axes(axes, arr.ndim)
+    if voxel_size is not None and len(voxel_size) != arr.ndim:
+        raise InvalidInputError(f"voxel_size needs {arr.ndim} values, got {len(voxel_size)}")
+    if units is not None and len(units) != arr.ndim:
+        raise InvalidInputError(f"units needs {arr.ndim} values, got {len(units)}")
+    should_cancel = _cancel_predicate(cancel)
+    grid = BlockGrid.for_shape(arr.shape, block_voxels)
+    raw = int(arr.size * arr.dtype.itemsize)
+    header = {
+        "format": "sciz",
+        "library": f"napari-sciz {__version__}",
+        "mode": mode,
+        "max_error": bound,
+        "shape": [int(n) for n in arr.shape],
+        "dtype": arr.dtype.name,
+        "axes": axes,
+        "voxel_size": None if voxel_size is None else [float(v) for v in voxel_size],
+        "units": None if units is None else [str(u) for u in units],
+        "name": name,
+        "value_range": _value_range(arr),
+        "model": {"type": "causal-predictor", "version": 1},
+        "blocks": grid.to_header(),
+    }
+
+    def on_block(done: int, total: int) -> None:
+        if progress is not None:
+            elapsed = time.perf_counter() - t_start
+            eta = elapsed / done * (total - done)
+            progress(ProgressInfo(done / total, done, total, 0.0, math.nan, eta, done - 1, total))
+
+    payloads, reconstruction = lossless.encode_array(
+        arr, grid, mode, bound, on_block, should_cancel
+    )
+    blob = container.pack(header, payloads)
+    return CompressResult(
+        data=blob,
+        reconstruction=reconstruction,
+        header=header,
+        ratio=raw / len(blob),
+        nbytes=len(blob),
+        raw_nbytes=raw,
+        psnr=psnr(arr, reconstruction),
+        ssim=ssim(arr, reconstruction),
+        max_error=max_abs_error(arr, reconstruction),
+        encode_seconds=time.perf_counter() - t_start,
+        device="cpu",
+    )
+
+
 def _payload_budget(raw: int, target: float, fixed: int, n_blocks: int) -> float:
     """Bytes for all block payloads, given the bytes ``fixed`` of everything else.
 
@@ -587,12 +684,15 @@ class SciZReader:
         if h.get("format") != "sciz":
             raise FormatError("not a napari-sciz codec file (header has no 'format': 'sciz')")
         mode = h.get("mode")
-        if mode != FORMAT_MODE:
+        if mode not in (FORMAT_MODE, "lossless", "bounded"):
             raise FormatError(
-                f"unsupported coding mode {mode!r} (this napari-sciz decodes {FORMAT_MODE!r})"
+                f"unsupported coding mode {mode!r} (this napari-sciz decodes "
+                f"{FORMAT_MODE!r}, 'lossless' and 'bounded')"
             )
+        self.mode = str(mode)
         model = h.get("model", {})
-        if model.get("type") != "latent-grid" or int(model.get("version", 0)) > 1:
+        kind = "latent-grid" if mode == FORMAT_MODE else "causal-predictor"
+        if model.get("type") != kind or int(model.get("version", 0)) > 1:
             raise FormatError(f"unsupported model {model!r}; upgrade napari-sciz")
         shape = tuple(int(n) for n in h["shape"])
         if not 2 <= len(shape) <= 6 or any(n < 1 for n in shape) or math.prod(shape) > _MAX_VOXELS:
@@ -729,10 +829,17 @@ class SciZReader:
         numpy.ndarray
             The decoded region in the original dtype.
         """
-        import torch
-
         box = parse_roi(roi, self.shape)
         scales = _parse_scale(scale, self.grid.spatial_ndim)
+        if self.mode != FORMAT_MODE:
+            if any(s != 1 for s in scales):
+                raise InvalidInputError(
+                    f"scale != 1 is not available in {self.mode} mode: "
+                    "finer sampling needs the lossy INR mode"
+                )
+            return self._decode_exact(box)
+        import torch
+
         lead_nd = self.ndim - self.grid.spatial_ndim
         spatial_box = box[lead_nd:]
         out_spatial = tuple(
@@ -787,6 +894,49 @@ class SciZReader:
                         vals = fld.sample(pts).reshape([len(loc) for loc in local])
                 values = vals.double().numpy() * (vmax - vmin) + vmin
                 target[np.ix_(*sel)] = _finalize(values, self.dtype, self.value_range)
+        return out
+
+    def _exact_block(self, index: int) -> np.ndarray:
+        with self._lock:
+            cached = self._cache.get(index)
+            if cached is not None:
+                self._cache.move_to_end(index)
+                return cached
+        from .lossless import decode_block
+
+        try:
+            block = decode_block(
+                self._file.payload(index), self.dtype, self.grid.block_shape3(index)
+            )
+        except FormatError as exc:
+            raise FormatError(f"block {index}: {exc}") from exc
+        with self._lock:
+            self._cache[index] = block
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return block
+
+    def _decode_exact(self, box: Sequence[tuple[int, int]]) -> np.ndarray:
+        """Region of a lossless/bounded file: decode the whole blocks it touches, crop."""
+        lead_nd = self.ndim - self.grid.spatial_ndim
+        pad = 3 - self.grid.spatial_ndim
+        box3 = [(0, 1)] * pad + list(box[lead_nd:])
+        lead_shape = tuple(b - a for a, b in box[:lead_nd])
+        out = np.empty(tuple(b - a for a, b in box), dtype=self.dtype)
+        out3 = out.reshape(lead_shape + tuple(b - a for a, b in box3))
+        for lead_index in np.ndindex(*lead_shape) if lead_shape else [()]:
+            src = tuple(i + a for i, (a, _b) in zip(lead_index, box[:lead_nd], strict=True))
+            volume = int(np.ravel_multi_index(src, self.shape[:lead_nd])) if lead_nd else 0
+            target = out3[lead_index]
+            for bindex, starts, stops in self.grid.blocks_in_box(volume, box3):
+                block = self._exact_block(bindex)
+                lo = [max(a, s) for (a, _b), s in zip(box3, starts, strict=True)]
+                hi = [min(b, e) for (_a, b), e in zip(box3, stops, strict=True)]
+                if any(h <= g for g, h in zip(lo, hi, strict=True)):
+                    continue
+                dst = tuple(slice(g - a, h - a) for g, h, (a, _b) in zip(lo, hi, box3, strict=True))
+                srcs = tuple(slice(g - s, h - s) for g, h, s in zip(lo, hi, starts, strict=True))
+                target[dst] = block[srcs]
         return out
 
     def close(self) -> None:
