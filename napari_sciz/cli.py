@@ -5,6 +5,7 @@
     sciz compress IN -o OUT.sciz --ratio R [--device auto|cpu|cuda|mps]
                      [--steps N | --budget SECONDS] [--seed S] [--force] [--json]
                      [--guidance none|segmentation|perceptual] [--labels LABELS.tif]
+    sciz compress IN -o OUT.sciz --mode lossless|bounded [--max-error E] [--force] [--json]
     sciz decompress IN.sciz -o OUT.tif [--roi "z0:z1,y0:y1,x0:x1"] [--scale S] [--force]
     sciz info IN.sciz [--json]
     sciz bench ...        (napari_sciz.bench.run)
@@ -81,6 +82,13 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _max_error(text: str) -> float:
+    value = _number(text, float, "must be a number >= 0")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}")
+    return value
+
+
 def _scale(text: str) -> float | int:
     value = _positive_float(text)
     return int(value) if float(value).is_integer() else value
@@ -121,7 +129,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", metavar="IN", help="input image (.tif, .tiff, .ome.tif, .npy)")
     p.add_argument("-o", "--output", required=True, metavar="OUT.sciz", help="output file")
     p.add_argument(
-        "--ratio", required=True, type=_ratio, metavar="R", help="target compression ratio (>= 1)"
+        "--ratio",
+        type=_ratio,
+        metavar="R",
+        help="target compression ratio (>= 1); required in lossy mode",
+    )
+    p.add_argument(
+        "--mode",
+        choices=("lossy", "lossless", "bounded"),
+        default="lossy",
+        help="lossy: neural representation at --ratio (default); lossless: bit-identical; "
+        "bounded: every value within --max-error of the original",
+    )
+    p.add_argument(
+        "--max-error",
+        type=_max_error,
+        metavar="E",
+        help="largest absolute error of --mode bounded",
     )
     p.add_argument("--device", choices=_DEVICES, default="auto", help="compute device")
     effort = p.add_mutually_exclusive_group()
@@ -371,6 +395,12 @@ def _cmd_compress(args: argparse.Namespace) -> int:
         if args.guidance != "segmentation":
             raise InvalidInputError("--labels needs --guidance segmentation")
         labels = read_image(args.labels).data
+    if args.mode == "lossy" and args.ratio is None:
+        raise InvalidInputError("--ratio is required in lossy mode (or give --mode lossless)")
+    if args.mode == "bounded" and args.max_error is None:
+        raise InvalidInputError("--mode bounded needs --max-error E")
+    if args.mode != "bounded" and args.max_error is not None:
+        raise InvalidInputError("--max-error is for --mode bounded only")
     check_output(out, force=args.force, inputs=[args.input])  # before minutes of fitting
     api = _codec()
     progress = _Progress(sys.stderr, enabled=not args.json)
@@ -390,6 +420,8 @@ def _cmd_compress(args: argparse.Namespace) -> int:
             progress=progress,
             guidance=args.guidance,
             labels=labels,
+            mode=args.mode,
+            max_error=args.max_error,
         )
     finally:
         progress.close()
@@ -406,6 +438,7 @@ def _cmd_compress(args: argparse.Namespace) -> int:
     summary["output"] = str(out)
     summary["nbytes"] = int(getattr(result, "nbytes", out.stat().st_size))
     summary.setdefault("target_ratio", args.ratio)
+    summary["mode"] = args.mode
     summary.setdefault("input", str(args.input))
     messages = [str(m) for m in getattr(result, "messages", None) or []]
     summary.setdefault("messages", messages)
@@ -414,7 +447,11 @@ def _cmd_compress(args: argparse.Namespace) -> int:
         print(_dumps(summary))
         return 0
     rows: list[tuple[str, str]] = [
-        ("ratio", f"{float(summary['ratio']):.2f}x (target {args.ratio:g}x)"),
+        (
+            "ratio",
+            f"{float(summary['ratio']):.2f}x"
+            + (f" (target {args.ratio:g}x)" if args.mode == "lossy" else f" ({args.mode})"),
+        ),
         ("output size", f"{_human_bytes(summary['nbytes'])} ({summary['nbytes']} bytes)"),
     ]
     raw = getattr(result, "raw_nbytes", None)
@@ -519,7 +556,10 @@ def _cmd_info(args: argparse.Namespace) -> int:
         ("shape", _fmt_shape(shape)),
         ("dtype", dtype),
         ("axes", info["axes"]),
+        ("mode", header.get("mode", "lossy")),
     ]
+    if header.get("mode") == "bounded":
+        rows.append(("max error", header.get("max_error")))
     if info["voxel_size"] is not None:
         units = info["units"] or ("",) * len(info["voxel_size"])
         rows.append(
