@@ -271,7 +271,12 @@ def test_writer_round_trip(tmp_path: Path, small_volume: np.ndarray, monkeypatch
 
     monkeypatch.setattr(api, "compress", quick_compress)
     _settings.set_default_ratio(8)
-    meta = {"name": "saved layer", "scale": [2.0, 0.5, 0.5]}
+    meta = {
+        "name": "saved layer",
+        "scale": [2.0, 0.5, 0.5],
+        "units": ("micrometer",) * 3,
+        "axis_labels": ("z", "y", "x"),
+    }
     (written,) = write_sciz(str(tmp_path / "out"), small_volume, meta)
     assert written == str(tmp_path / "out.sciz") and Path(written).is_file()
     assert used["ratio"] == 8.0
@@ -282,6 +287,8 @@ def test_writer_round_trip(tmp_path: Path, small_volume: np.ndarray, monkeypatch
     assert reader.shape == small_volume.shape and reader.dtype == small_volume.dtype
     assert reader.header.get("name") == "saved layer"
     np.testing.assert_allclose(reader.voxel_size, [2.0, 0.5, 0.5])
+    assert tuple(reader.units) == ("micrometer",) * 3
+    assert reader.axes == "ZYX"
 
 
 def test_writer_default_ratio_is_64(tmp_path: Path, monkeypatch) -> None:
@@ -317,7 +324,9 @@ def test_save_layer_from_napari(
     path = tmp_path / "saved.sciz"
     viewer.layers.save(str(path), selected=False, plugin="napari-sciz")
     assert path.is_file()
+    viewer.layers.clear()
     (layer,) = viewer.open(str(path), plugin="napari-sciz")
+    assert isinstance(layer.data, LazySciZArray)
     assert layer.name == "from napari"
     assert layer.data.shape == small_volume.shape
     np.testing.assert_allclose(layer.scale, [2.0, 0.5, 0.5])
