@@ -151,16 +151,20 @@ def test_widget_controls(viewer_widget):
     assert widget.ratio == 16 and widget.ratio_label.text() == "16x"
     assert format_bytes(4 * 32 * 32 * 2 / 16) in widget.size_label.text()
 
-    # guidance: only "none" is enabled; the others are visibly disabled with a tooltip
+    # guidance: every mode is enabled; the Labels picker only for segmentation guidance
     model = widget.guidance_combo.model()
-    assert model.item(0).isEnabled()
-    for i in (1, 2):
-        item = model.item(i)
-        assert not item.isEnabled()
-        assert "not available yet" in item.toolTip().lower()
-        assert "not available yet" in item.text()
+    for i in (0, 1, 2):
+        assert model.item(i).isEnabled()
+        assert "not available" not in model.item(i).text()
     assert not widget.labels_combo.isEnabled()
-    assert "not available yet" in widget.labels_combo.toolTip().lower()
+    widget.guidance_combo.setCurrentIndex(widget.guidance_combo.findData("segmentation"))
+    assert widget.labels_combo.isEnabled()
+    assert widget.labels_combo.currentData() is None  # automatic (Otsu)
+    labels = viewer.add_labels(np.zeros((4, 32, 32), np.uint8), name="cells")
+    assert widget.labels_combo.findData(id(labels)) > 0
+    widget.guidance_combo.setCurrentIndex(widget.guidance_combo.findData("perceptual"))
+    assert not widget.labels_combo.isEnabled()
+    widget.guidance_combo.setCurrentIndex(0)
 
     # effort presets -> budgets; custom budget
     for key, seconds in (("fast", 15), ("balanced", 60), ("best", 180)):
@@ -332,6 +336,30 @@ def test_codec_errors_are_notified(viewer_widget, qtbot, notes):
     assert widget.result is None
     assert _errors(notes), "no error notification"
     assert [layer.name for layer in viewer.layers] == ["with nan"]
+
+
+@needs_codec
+def test_segmentation_guidance_with_labels(viewer_widget, qtbot, notes):
+    viewer, widget = viewer_widget
+    data = np.zeros((2, 24, 24), np.uint16)
+    data[:, 6:18, 6:18] = 1000
+    image = viewer.add_image(data, name="blob")
+    viewer.add_labels(np.zeros((2, 10, 10), np.uint8), name="wrong")
+    good = viewer.add_labels((data > 0).astype(np.uint8), name="mask")
+    widget.layer_combo.setCurrentIndex(widget.layer_combo.findData(id(image)))
+    widget.guidance_combo.setCurrentIndex(widget.guidance_combo.findData("segmentation"))
+    widget.set_ratio(4)
+    widget.steps_spin.setValue(5)
+    widget.device_combo.populate()
+    widget.device_combo.setCurrentIndex(widget.device_combo.findData("cpu"))
+    widget.labels_combo.setCurrentIndex(widget.labels_combo.findText("wrong"))
+    assert widget.start() is None
+    assert any("same shape" in e for e in _errors(notes))
+    widget.labels_combo.setCurrentIndex(widget.labels_combo.findData(id(good)))
+    assert widget.start() is not None
+    qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
+    assert widget.result is not None
+    assert widget.result.header["guidance"] == "segmentation"
 
 
 @pytest.fixture(scope="module")

@@ -50,11 +50,21 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["AVAILABLE_GUIDANCE", "CompressWidget"]
 
-#: Guidance modes offered by the widget and whether the codec supports them yet.
+#: Guidance modes offered by the widget (see napari_sciz.core.guidance).
 GUIDANCE_MODES: tuple[str, ...] = ("none", "segmentation", "perceptual")
-#: Guidance modes the codec implements now; the others are shown disabled.
-AVAILABLE_GUIDANCE: frozenset[str] = frozenset({"none"})
+#: Guidance modes the codec implements now; the others would be shown disabled.
+AVAILABLE_GUIDANCE: frozenset[str] = frozenset(GUIDANCE_MODES)
 _NOT_YET = "Not available yet: guided losses arrive in a later release of napari-sciz."
+_GUIDANCE_TIP = (
+    "What the compression should preserve best. none: every voxel alike (MSE). "
+    "segmentation: a threshold segmentation of the reconstruction (soft Dice against the "
+    "chosen Labels layer, or an Otsu threshold of the image) and the voxels at object "
+    "boundaries. perceptual: structure and edges (SSIM + gradient loss). Decoding is unchanged."
+)
+_LABELS_TIP = (
+    "Labels layer (same shape as the image; > 0 is foreground) that segmentation guidance "
+    "should preserve. Automatic: an Otsu threshold of the image."
+)
 
 #: Minimum interval between progress updates / live previews sent to the main thread (seconds).
 _PROGRESS_INTERVAL = 0.1
@@ -295,10 +305,7 @@ class CompressWidget(QWidget):
                 item.setEnabled(False)
                 item.setToolTip(_NOT_YET)
                 item.setText(f"{mode} (not available yet)")
-        self.guidance_combo.setToolTip(
-            "What the compression should preserve best. none: every voxel alike. "
-            "segmentation / perceptual: " + _NOT_YET
-        )
+        self.guidance_combo.setToolTip(_GUIDANCE_TIP)
         unavailable = [m for m in GUIDANCE_MODES if m not in AVAILABLE_GUIDANCE]
         self.guidance_hint = QLabel(
             f"<small><i>{' / '.join(unavailable)} guidance: not available yet</i></small>"
@@ -309,8 +316,10 @@ class CompressWidget(QWidget):
         self.guidance_hint.setEnabled(False)
         self.guidance_hint.setVisible(bool(unavailable))
         self.labels_combo = QComboBox()
+        self.labels_combo.addItem("automatic (Otsu threshold)", None)
         self.labels_combo.setEnabled(False)
-        self.labels_combo.setToolTip("Labels layer for segmentation guidance. " + _NOT_YET)
+        self.labels_combo.setToolTip(_LABELS_TIP)
+        self.guidance_combo.currentIndexChanged.connect(self._on_guidance_changed)
 
         # --- device and effort
         self.device_combo = _DeviceCombo()
@@ -507,11 +516,38 @@ class CompressWidget(QWidget):
         self.layer_combo.setCurrentIndex(index)
         self.layer_combo.blockSignals(False)
 
+        chosen = self.labels_combo.currentData()
         self.labels_combo.clear()
+        self.labels_combo.addItem("automatic (Otsu threshold)", None)
         for layer in self.viewer.layers:
             if isinstance(layer, Labels):
                 self.labels_combo.addItem(layer.name, id(layer))
+        self.labels_combo.setCurrentIndex(max(self.labels_combo.findData(chosen), 0))
         self._on_layer_changed()
+
+    def _on_guidance_changed(self, *_: Any) -> None:
+        """The Labels picker is used by segmentation guidance only."""
+        self.labels_combo.setEnabled(self.guidance_combo.currentData() == "segmentation")
+
+    def _labels_for(self, data: np.ndarray, leading: tuple[int, ...]) -> np.ndarray | None:
+        """The chosen Labels layer's data matching ``data`` (None: automatic)."""
+        wanted = self.labels_combo.currentData()
+        if wanted is None:
+            return None
+        layer = next((la for la in self.viewer.layers if id(la) == wanted), None)
+        if layer is None:
+            raise InvalidInputError("The chosen Labels layer no longer exists; choose another.")
+        labels = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
+        if leading and tuple(labels.shape) != tuple(data.shape):
+            labels = labels[leading]
+        labels = np.asarray(labels)
+        if labels.shape != data.shape:
+            raise InvalidInputError(
+                f"Labels layer {layer.name!r} has shape {labels.shape}, but the image to "
+                f"compress has shape {data.shape}: segmentation guidance needs labels of the "
+                "same shape."
+            )
+        return labels
 
     def _on_active_layer(self, event: Any = None) -> None:
         layer = self.viewer.layers.selection.active
@@ -610,9 +646,9 @@ class CompressWidget(QWidget):
             "name": str(layer.name),
         }
         guidance = str(self.guidance_combo.currentData() or "none")
-        if guidance not in AVAILABLE_GUIDANCE:
+        if guidance not in AVAILABLE_GUIDANCE:  # pragma: no cover - every mode is available
             raise InvalidInputError(f"{guidance} guidance is not available yet.")
-        if guidance != "none":  # pragma: no cover - no guided loss exists yet
+        if guidance != "none":
             options["guidance"] = guidance
         scale = [float(s) for s in np.asarray(layer.scale)[-ndim:]]
         if any(s != 1.0 for s in scale):
@@ -636,6 +672,10 @@ class CompressWidget(QWidget):
         try:
             data, leading = self._prepare_input(layer)
             options = self._compress_options(layer, data.ndim)
+            if options.get("guidance") == "segmentation":
+                labels = self._labels_for(data, leading)
+                if labels is not None:
+                    options["labels"] = labels
         except SciZError as exc:
             show_error(str(exc))
             self.status_label.setText(str(exc))
