@@ -1,0 +1,226 @@
+"""Lossless and error-bounded modes (napari_sciz.core.lossless and its API/CLI integration)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from napari_sciz.core import api, container
+from napari_sciz.core.lossless import decode_block, encode_block
+from napari_sciz.errors import FormatError, InvalidInputError
+
+DATA = Path("/work/shared/data")
+INT_DTYPES = ["uint8", "uint16", "int16", "uint32"]
+
+
+def _smooth(shape: tuple[int, ...], dtype: str, seed: int = 0) -> np.ndarray:
+    """A smooth field plus noise spanning a good part of the dtype range."""
+    rng = np.random.default_rng(seed)
+    grids = np.meshgrid(*[np.linspace(0, 3, n) for n in shape], indexing="ij")
+    field = sum(np.sin(g * (i + 1)) for i, g in enumerate(grids))
+    field = field + rng.normal(0, 0.1, shape)
+    dt = np.dtype(dtype)
+    if dt.kind == "f":
+        return (field * 100).astype(dt)
+    info = np.iinfo(dt)
+    span = min(float(info.max) - float(info.min), 60000.0)
+    lo = max(float(info.min), -span / 2) if info.min < 0 else 0.0
+    norm = (field - field.min()) / (np.ptp(field) + 1e-12)
+    return (lo + norm * span).astype(dt)
+
+
+def _bit_equal(a: np.ndarray, b: np.ndarray) -> bool:
+    return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
+
+
+@pytest.mark.parametrize("dtype", INT_DTYPES + ["float32"])
+def test_block_round_trip_every_dtype(dtype: str) -> None:
+    block = _smooth((4, 19, 23), dtype)
+    payload = encode_block(block)
+    assert _bit_equal(decode_block(payload, block.dtype, block.shape), block)
+    assert len(payload) < block.nbytes
+
+
+@pytest.mark.parametrize("dtype", INT_DTYPES)
+def test_full_range_random_integers(dtype: str) -> None:
+    info = np.iinfo(dtype)
+    rng = np.random.default_rng(3)
+    block = rng.integers(info.min, info.max, (3, 9, 11), dtype=dtype, endpoint=True)
+    block[0, 0, :3] = [info.min, info.max, info.min]
+    assert _bit_equal(decode_block(encode_block(block), block.dtype, block.shape), block)
+
+
+def test_float32_bit_patterns() -> None:
+    rng = np.random.default_rng(1)
+    block = rng.normal(0, 1e3, (2, 16, 16)).astype(np.float32)
+    block[0, 0, :6] = [0.0, -0.0, 1e-40, -1e-40, np.finfo(np.float32).max, -1e30]
+    out = decode_block(encode_block(block), block.dtype, block.shape)
+    assert _bit_equal(out, block)  # -0.0 and subnormals kept
+
+
+def test_sparse_histogram_and_constant() -> None:
+    rng = np.random.default_rng(2)
+    table = np.sort(rng.choice(65536, 300, replace=False)).astype(np.uint16)
+    block = table[rng.integers(0, 300, (5, 20, 20))]
+    assert _bit_equal(decode_block(encode_block(block), block.dtype, block.shape), block)
+    const = np.full((3, 8, 8), 7, np.uint16)
+    payload = encode_block(const)
+    assert len(payload) < 150
+    assert _bit_equal(decode_block(payload, const.dtype, const.shape), const)
+
+
+@pytest.mark.parametrize(
+    "shape", [(70, 90), (8, 30, 40), (2, 3, 10, 12, 14)], ids=["2d", "3d", "5d"]
+)
+@pytest.mark.parametrize("dtype", ["uint16", "float32"])
+def test_api_lossless_multi_block(shape: tuple[int, ...], dtype: str) -> None:
+    data = _smooth(shape, dtype, seed=len(shape))
+    result = api.compress(data, mode="lossless", block_voxels=4096)
+    assert result.header["mode"] == "lossless"
+    assert result.header["blocks"]["count"] > 1
+    assert _bit_equal(result.reconstruction, data)
+    assert _bit_equal(api.decompress(result.data), data)
+    assert result.max_error == 0
+
+
+def test_api_4d() -> None:
+    data = _smooth((2, 5, 16, 18), "int16")
+    result = api.compress(data, mode="lossless", block_voxels=700)
+    assert _bit_equal(api.decompress(result.data), data)
+
+
+@pytest.mark.parametrize("dtype", INT_DTYPES)
+@pytest.mark.parametrize("bound", [1, 2, 7, 40.5])
+def test_bounded_integers(dtype: str, bound: float) -> None:
+    data = _smooth((5, 21, 17), dtype, seed=4)
+    data.flat[:2] = [np.iinfo(dtype).max, np.iinfo(dtype).min]
+    result = api.compress(data, mode="bounded", max_error=bound, block_voxels=1000)
+    out = api.decompress(result.data)
+    err = np.abs(out.astype(np.float64) - data.astype(np.float64)).max()
+    assert err <= bound
+    assert result.header["max_error"] == bound
+    assert result.nbytes < api.compress(data, mode="lossless", block_voxels=1000).nbytes
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("bound", [1e-3, 0.5, 10.0])
+def test_bounded_floats(dtype: str, bound: float) -> None:
+    data = _smooth((4, 18, 20), dtype, seed=5)
+    out = api.decompress(api.compress(data, mode="bounded", max_error=bound).data)
+    assert out.dtype == data.dtype
+    assert np.abs(out.astype(np.float64) - data.astype(np.float64)).max() <= bound
+
+
+def test_bounded_zero_is_lossless() -> None:
+    data = _smooth((3, 10, 12), "uint8")
+    out = api.decompress(api.compress(data, mode="bounded", max_error=0).data)
+    assert _bit_equal(out, data)
+
+
+def test_roi_decode_equals_crop() -> None:
+    data = _smooth((2, 12, 30, 26), "uint16", seed=6)
+    blob = api.compress(data, mode="lossless", block_voxels=1200).data
+    with api.open_sciz(blob) as reader:
+        assert reader.mode == "lossless"
+        assert _bit_equal(reader.decode("1:2,3:11,5:29,0:7"), data[1:2, 3:11, 5:29, 0:7])
+        assert _bit_equal(reader[0, 5], data[0, 5])
+        assert _bit_equal(reader[:, 2:9:2, 7], data[:, 2:9:2, 7])
+        with pytest.raises(InvalidInputError, match="finer sampling"):
+            reader.decode(scale=2)
+
+
+def test_corrupted_payload_raises() -> None:
+    block = _smooth((4, 16, 16), "uint16")
+    payload = bytearray(encode_block(block))
+    for pos in (len(payload) - 5, len(payload) // 2, 40):
+        bad = bytearray(payload)
+        bad[pos] ^= 0x5A
+        with pytest.raises(FormatError):
+            decode_block(bytes(bad), block.dtype, block.shape)
+    with pytest.raises(FormatError):
+        decode_block(bytes(payload[:-4]), block.dtype, block.shape)
+    with pytest.raises(FormatError):
+        decode_block(bytes(payload), block.dtype, (4, 16, 15))
+
+
+def test_corrupted_file_raises() -> None:
+    data = _smooth((3, 20, 20), "uint16")
+    blob = api.compress(data, mode="lossless").data
+    with container.SciZFile(blob) as f:
+        header, payload = f.header, f.payload(0)
+    bad = bytearray(payload)
+    bad[len(bad) // 2] ^= 0xFF
+    tampered = container.pack(header, [bytes(bad)])  # valid container, bad block
+    with pytest.raises(FormatError):
+        api.decompress(tampered)
+
+
+def test_invalid_arguments() -> None:
+    data = _smooth((3, 8, 8), "uint16")
+    with pytest.raises(InvalidInputError):
+        api.compress(data, mode="bounded")
+    with pytest.raises(InvalidInputError):
+        api.compress(data, mode="lossless", max_error=1)
+    with pytest.raises(InvalidInputError):
+        api.compress(data, mode="bounded", max_error=-1)
+    with pytest.raises(InvalidInputError):
+        api.compress(data, mode="nearly")
+    with pytest.raises(InvalidInputError):
+        api.compress(data)  # lossy needs a ratio
+    with pytest.raises(InvalidInputError):
+        api.compress(data.astype(np.float64), mode="lossless")
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "nbsd_cells3d_nuclei.tif",
+        "flowdec_bead_25pct.tif",
+        "neuroproof_fib25_crop128.tif",
+        "philips_ct_phantom_crop.tif",
+        "bia_membrane_2d_timelapse.tif",
+    ],
+)
+def test_real_data_crops(name: str) -> None:
+    path = DATA / name
+    if not path.exists():
+        pytest.skip(f"{path} not available")
+    import tifffile
+
+    data = np.asarray(tifffile.imread(path))
+    crop = data[tuple(slice(0, min(n, 8 if i == 0 else 64)) for i, n in enumerate(data.shape))]
+    crop = np.ascontiguousarray(crop)
+    result = api.compress(crop, mode="lossless", block_voxels=8192)
+    assert _bit_equal(api.decompress(result.data), crop)
+    assert result.ratio > 1.0
+    if crop.dtype.kind in "ui":
+        bounded = api.compress(crop, mode="bounded", max_error=3)
+        out = api.decompress(bounded.data).astype(np.int64)
+        assert np.abs(out - crop.astype(np.int64)).max() <= 3
+
+
+def test_cli_round_trip(tmp_path: Path) -> None:
+    import tifffile
+
+    from napari_sciz.cli import main
+
+    data = _smooth((4, 24, 20), "uint16")
+    src = tmp_path / "in.tif"
+    tifffile.imwrite(src, data)
+    out = tmp_path / "out.sciz"
+    assert main(["compress", str(src), "-o", str(out), "--mode", "lossless", "--json"]) == 0
+    back = tmp_path / "back.tif"
+    assert main(["decompress", str(out), "-o", str(back)]) == 0
+    assert _bit_equal(np.asarray(tifffile.imread(back)), data)
+    bounded = tmp_path / "b.sciz"
+    argv = ["compress", str(src), "-o", str(bounded), "--mode", "bounded", "--max-error", "5"]
+    assert main(argv) == 0
+    with api.open_sciz(bounded) as reader:
+        assert reader.header["mode"] == "bounded"
+        assert np.abs(reader.decode().astype(int) - data.astype(int)).max() <= 5
+    assert main(["info", str(bounded)]) == 0
+    # --ratio is needed in lossy mode only; --max-error in bounded mode only
+    assert main(["compress", str(src), "-o", str(tmp_path / "c.sciz")]) == 1
+    assert main(["compress", str(src), "-o", str(tmp_path / "d.sciz"), "--mode", "bounded"]) == 1
