@@ -1,0 +1,184 @@
+"""Segmentation- and perceptual-guided fitting (napari_sciz.core.guidance)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from napari_sciz.core.guidance import (  # noqa: E402
+    DEFAULT_WEIGHTS,
+    Guidance,
+    boundary_band,
+    check_guidance,
+    otsu_threshold,
+    soft_dice,
+    ssim_torch,
+)
+from napari_sciz.errors import InvalidInputError  # noqa: E402
+
+
+def _blob(shape=(6, 24, 24)) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    z, y, x = np.indices(shape)
+    c = np.array(shape) / 2
+    r = np.sqrt(((z - c[0]) * 2) ** 2 + (y - c[1]) ** 2 + (x - c[2]) ** 2)
+    vol = np.where(r < 7, 3000.0, 500.0) + rng.normal(0, 60, shape)
+    return vol.clip(0, 65535).astype(np.uint16)
+
+
+def test_otsu_separates_a_bimodal_array():
+    rng = np.random.default_rng(1)
+    values = np.concatenate([rng.normal(10, 1, 5000), rng.normal(30, 2, 3000)])
+    t = otsu_threshold(values)
+    assert 14 < t < 25
+    # every sample of each mode on its side
+    assert (values[:5000] <= t).mean() > 0.99 and (values[5000:] > t).mean() > 0.99
+    # two exact levels: the threshold lies between them
+    two = np.array([0.0] * 10 + [1.0] * 30)
+    assert 0.0 <= otsu_threshold(two) < 1.0
+    assert otsu_threshold(np.full(5, 7.0)) == 7.0
+
+
+def test_otsu_matches_skimage_when_available():
+    filters = pytest.importorskip("skimage.filters")
+    rng = np.random.default_rng(2)
+    values = np.concatenate([rng.normal(0.2, 0.05, 4000), rng.normal(0.7, 0.1, 2000)])
+    assert abs(otsu_threshold(values) - filters.threshold_otsu(values)) < 0.01
+
+
+def test_soft_dice_of_identical_masks_is_one():
+    m = torch.zeros(4, 16, 16)
+    m[:, 4:12, 4:12] = 1
+    assert float(soft_dice(m, m)) == pytest.approx(1.0, abs=1e-6)
+    assert float(soft_dice(torch.zeros(8), torch.zeros(8))) == pytest.approx(1.0)
+    assert float(soft_dice(1 - m, m)) < 0.01
+
+
+def test_boundary_band_is_a_shell():
+    m = np.zeros((1, 12, 12), bool)
+    m[0, 4:8, 4:8] = True
+    band = boundary_band(m, 1)
+    assert band[0, 3, 5] and band[0, 4, 5] and not band[0, 0, 0]
+    assert not band[0, 5:7, 5:7].any()  # the interior is not boundary
+    assert not boundary_band(np.zeros((3, 5, 5), bool)).any()
+
+
+def test_ssim_of_identical_crops_is_one_and_drops_with_noise():
+    rng = np.random.default_rng(3)
+    a = torch.from_numpy(rng.random((8, 16, 16)).astype(np.float32))
+    assert float(ssim_torch(a, a)) == pytest.approx(1.0, abs=1e-5)
+    noisy = a + 0.3 * torch.randn_like(a)
+    assert float(ssim_torch(a, noisy)) < 0.9
+    flat = a[:1]  # a 2D crop gets a 2D window
+    assert float(ssim_torch(flat, flat, gaussian=False)) == pytest.approx(1.0, abs=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["segmentation", "perceptual"])
+def test_guidance_loss_is_zero_on_a_perfect_crop_and_has_gradients(mode):
+    block = _blob().astype(np.float64)
+    norm = (block - block.min()) / (block.max() - block.min())
+    g = Guidance(mode)
+    g.prepare(norm, None)
+    target = torch.from_numpy(norm.astype(np.float32))
+    sl = (slice(1, 5), slice(2, 20), slice(3, 21))
+    ref = target[sl].reshape(-1)
+    pred = (ref + 0.1 * torch.randn_like(ref)).requires_grad_(True)
+    loss = g.loss(pred, ref, sl)
+    loss.backward()
+    assert float(loss.detach()) > 0 and pred.grad is not None and float(pred.grad.abs().sum()) > 0
+    if mode == "perceptual":
+        assert float(g.loss(ref, ref, sl)) == pytest.approx(0.0, abs=1e-5)
+    full = g.objective(target.reshape(-1), target, target.shape)
+    assert full == pytest.approx(0.0, abs=0.02)
+
+
+def test_check_guidance_validates_modes_and_weights():
+    assert check_guidance(None) == ("none", {})
+    mode, weights = check_guidance("Perceptual", {"ssim": 0.5})
+    assert mode == "perceptual" and weights == {**DEFAULT_WEIGHTS["perceptual"], "ssim": 0.5}
+    with pytest.raises(InvalidInputError, match="unknown guidance"):
+        check_guidance("lpips")
+    with pytest.raises(InvalidInputError, match="unknown guidance weight"):
+        check_guidance("segmentation", {"ssim": 1})
+    with pytest.raises(InvalidInputError, match=">= 0"):
+        check_guidance("perceptual", {"ssim": -1})
+
+
+# ------------------------------------------------------------------------------- through the API
+@pytest.mark.parametrize("mode", ["none", "segmentation", "perceptual"])
+def test_guided_compress_records_the_guidance(mode):
+    from napari_sciz.core.api import compress, decompress
+
+    vol = _blob()
+    result = compress(vol, 8, steps=8, device="cpu", guidance=mode)
+    assert result.header["guidance"] == mode
+    if mode == "none":
+        assert "guidance_weights" not in result.header
+    else:
+        assert result.header["guidance_weights"] == DEFAULT_WEIGHTS[mode]
+    assert result.summary()["guidance"] == mode
+    assert decompress(result.data).shape == vol.shape
+    assert result.psnr > 20
+
+
+def test_compress_with_labels_and_weights():
+    from napari_sciz.core.api import compress
+
+    vol = _blob()
+    labels = (vol > 1500).astype(np.uint8)
+    result = compress(
+        vol,
+        8,
+        steps=8,
+        device="cpu",
+        guidance="segmentation",
+        labels=labels,
+        guidance_weights={"dice": 0.05},
+    )
+    assert result.header["guidance_weights"]["dice"] == 0.05
+
+
+def test_bad_guidance_arguments_are_invalid_input():
+    from napari_sciz.core.api import compress
+
+    vol = _blob()
+    with pytest.raises(InvalidInputError, match="shape"):
+        compress(vol, 8, steps=2, guidance="segmentation", labels=np.zeros((6, 24, 23), np.uint8))
+    with pytest.raises(InvalidInputError, match="unknown guidance"):
+        compress(vol, 8, steps=2, guidance="psychovisual")
+    with pytest.raises(InvalidInputError, match="segmentation"):
+        compress(vol, 8, steps=2, guidance="perceptual", labels=np.zeros(vol.shape, np.uint8))
+    with pytest.raises(InvalidInputError, match="unknown guidance weight"):
+        compress(vol, 8, steps=2, guidance="perceptual", guidance_weights={"dice": 1.0})
+
+
+# ------------------------------------------------------------------------------------------ CLI
+def test_cli_guidance_and_labels_round_trip(tmp_path, capsys):
+    tifffile = pytest.importorskip("tifffile")
+    from napari_sciz.cli import main
+
+    vol = _blob()
+    src, lab, out = tmp_path / "in.tif", tmp_path / "labels.tif", tmp_path / "out.sciz"
+    tifffile.imwrite(src, vol)
+    tifffile.imwrite(lab, (vol > 1500).astype(np.uint8))
+    args = ["compress", str(src), "-o", str(out), "--ratio", "8", "--steps", "5"]
+    args += ["--device", "cpu", "--guidance", "segmentation", "--labels", str(lab), "--json"]
+    assert main(args) == 0
+    capsys.readouterr()
+    assert main(["info", str(out), "--json"]) == 0
+    header = json.loads(capsys.readouterr().out)
+    text = json.dumps(header)
+    assert '"guidance": "segmentation"' in text and "guidance_weights" in text
+    assert main(["info", str(out)]) == 0
+    assert "segmentation" in capsys.readouterr().out
+    # labels without segmentation guidance, and labels of the wrong shape: one-line errors
+    bad = args[:-5] + ["--force", "--labels", str(lab)]
+    assert main(bad) == 1
+    assert "--guidance segmentation" in capsys.readouterr().err
+    tifffile.imwrite(lab, np.zeros((6, 24, 20), np.uint8))
+    assert main(args[:-1] + ["--force"]) == 1
+    assert "shape" in capsys.readouterr().err
