@@ -611,6 +611,7 @@ def _compress_exact(
         arr, grid, mode, bound, on_block, should_cancel
     )
     blob = container.pack(header, payloads)
+    exact = mode == "lossless"  # verified bit for bit by encode_array
     return CompressResult(
         data=blob,
         reconstruction=reconstruction,
@@ -618,9 +619,9 @@ def _compress_exact(
         ratio=raw / len(blob),
         nbytes=len(blob),
         raw_nbytes=raw,
-        psnr=psnr(arr, reconstruction),
-        ssim=ssim(arr, reconstruction),
-        max_error=max_abs_error(arr, reconstruction),
+        psnr=math.inf if exact else psnr(arr, reconstruction),
+        ssim=1.0 if exact else ssim(arr, reconstruction),
+        max_error=0.0 if exact else max_abs_error(arr, reconstruction),
         encode_seconds=time.perf_counter() - t_start,
         device="cpu",
     )
