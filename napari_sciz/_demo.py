@@ -60,7 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="also decode a region at 2x sampling and save that view",
     )
     parser.add_argument(
-        "--size", default="1800x1000", help="window size WIDTHxHEIGHT (default 1800x1000)"
+        "--size",
+        default=None,
+        help="window size WIDTHxHEIGHT (default: napari's; 1900x860 for screenshots)",
     )
     return parser
 
@@ -155,8 +157,10 @@ class _Demo:
             get_settings().application.gui_notification_level = "none"
         viewer = napari.Viewer(title="napari-sciz demo", show=True)
         self.viewer = viewer
-        width, height = (int(v) for v in self.args.size.lower().split("x"))
-        viewer.window.resize(width, height)
+        size = self.args.size or ("1900x860" if self.headless else None)
+        if size:
+            width, height = (int(v) for v in size.lower().split("x"))
+            viewer.window.resize(width, height)
         data, kwargs = _load_sample(self.args.sample)
         viewer.add_image(data, **kwargs)
 
@@ -216,7 +220,7 @@ class _Demo:
         # a rectangle over the central part of the current slice (data coordinates of the
         # compressed layer, which the "sciz region" Shapes layer shares)
         ny, nx = recon.data.shape[-2:]
-        y0, x0, y1, x1 = ny * 0.3, nx * 0.3, ny * 0.55, nx * 0.55
+        y0, x0, y1, x1 = ny * 0.15, nx * 0.25, ny * 0.42, nx * 0.52
         here = np.asarray(recon.world_to_data(viewer.dims.point[-recon.ndim :]), dtype=float)
         here = np.floor(here + 0.5)
         corners = []
@@ -275,9 +279,6 @@ class _Demo:
         from qtpy.QtCore import QTimer
 
         self._save_view(self.args.region_screenshot)
-        if self.args.widget_screenshot:
-            region_path = Path(self.args.widget_screenshot)
-            self._save_widget(region_path.with_name(region_path.stem + "_region.png"))
         QTimer.singleShot(200, self._quit)
 
     def _hide_toasts(self) -> None:
@@ -302,7 +303,12 @@ class _Demo:
     def _save_widget(self, path: Path) -> None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.widget.grab().save(str(path))
+        widget = self.widget
+        # down to the last section (not the empty stretch below it)
+        bottom = widget.region_section.geometry().bottom() + 8
+        rect = widget.rect()
+        rect.setHeight(min(rect.height(), bottom))
+        widget.grab(rect).save(str(path))
         print(f"saved {path}")
 
     def _quit(self) -> None:

@@ -178,7 +178,7 @@ class _CompressJob:
 
             if self.cancelled():
                 raise CancelledError("cancelled before the fit started")
-            self._emit(("status", "Fitting ..."))
+            self._emit(("status", "Preparing the fit (initialising the field) ..."))
             result = compress(
                 self.data,
                 self.ratio,
@@ -699,7 +699,8 @@ class CompressWidget(QWidget):
         self.start_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self.save_button.setEnabled(False)
-        self.progress_bar.setValue(0)
+        # "busy" until the first training step (loading torch, initialising the field)
+        self.progress_bar.setRange(0, 0)
         self.progress_bar.setFormat("starting ...")
         steps = options["steps"]
         budget = f"{steps} steps" if steps else f"{options['budget']:.0f} s"
@@ -770,12 +771,15 @@ class CompressWidget(QWidget):
         kind, payload = message
         if kind == "status":
             self.progress_bar.setFormat(str(payload))
+            self.status_label.setText(str(payload))
         elif kind == "progress":
             self._show_progress(payload)
         elif kind == "preview":
             self._show_preview(payload)
 
     def _show_progress(self, info: Any) -> None:
+        if self.progress_bar.maximum() == 0:  # first step: leave the "busy" state
+            self.progress_bar.setRange(0, 1000)
         fraction = float(getattr(info, "fraction", 0.0) or 0.0)
         self.progress_bar.setValue(int(round(1000 * min(max(fraction, 0.0), 1.0))))
         parts = [f"{100 * fraction:.0f}%"]
@@ -902,6 +906,7 @@ class CompressWidget(QWidget):
             return
         try:
             self.cancel_button.setEnabled(False)
+            self.progress_bar.setRange(0, 1000)
             self.start_button.setEnabled(self.selected_layer() is not None)
             self.save_button.setEnabled(self.result is not None)
             if status != "ok":
@@ -981,6 +986,7 @@ class CompressWidget(QWidget):
         self.viewer.layers.selection.active = src
 
         self._show_metrics(info)
+        self.progress_bar.setRange(0, 1000)
         self.progress_bar.setValue(1000)
         self.progress_bar.setFormat(f"done · PSNR {info['psnr']:.1f} dB")
         self.status_label.setText(
