@@ -227,9 +227,9 @@ class DecodeRegionWidget(QWidget):
         layers_events.inserted.connect(self._refresh_lists)
         layers_events.removed.connect(self._refresh_lists)
         cam = camera(self.viewer)
-        cam.events.center.connect(self._on_view_changed)
-        cam.events.zoom.connect(self._on_view_changed)
-        self.viewer.dims.events.current_step.connect(self._on_view_changed)
+        cam.events.center.connect(self._on_camera_changed)
+        cam.events.zoom.connect(self._on_camera_changed)
+        self.viewer.dims.events.current_step.connect(self._on_slice_changed)
         self.destroyed.connect(self._timer.stop)
         self._refresh_lists()
 
@@ -334,9 +334,14 @@ class DecodeRegionWidget(QWidget):
         self._armed = True
         self._schedule()
 
-    def _on_view_changed(self, event: Any = None) -> None:
-        # the field of view follows the camera; "current slice" follows the dims slider
-        if self.shapes_layer() is None or self.depth_combo.currentIndex() == 0:
+    def _on_camera_changed(self, event: Any = None) -> None:
+        """The field of view follows the camera (panning / zooming)."""
+        if self.shapes_layer() is None:
+            self._schedule()
+
+    def _on_slice_changed(self, event: Any = None) -> None:
+        """The "current slice" follows the dims slider (not in z-range mode)."""
+        if not (self.depth_combo.isEnabled() and self.depth_combo.currentIndex() == 1):
             self._schedule()
 
     def _schedule(self, *_: Any) -> None:
