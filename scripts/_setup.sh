@@ -67,9 +67,22 @@ ensure_system_packages() {
         apt-get install -y -qq --no-install-recommends "${missing[@]}"
 }
 
+# _pyproject_deps: the parts of pyproject.toml that decide what gets installed (the whole file
+# where tomllib is missing), so that editing e.g. the ruff settings does not force a reinstall.
+_pyproject_deps() {
+    "$PYTHON" - "$SCIZ_ROOT/pyproject.toml" <<'EOF' 2>/dev/null || cat "$SCIZ_ROOT/pyproject.toml"
+import json, sys, tomllib
+with open(sys.argv[1], "rb") as fh:
+    data = tomllib.load(fh)
+project = data.get("project", {})
+keys = ("dependencies", "optional-dependencies", "requires-python", "scripts", "entry-points")
+print(json.dumps([data.get("build-system"), {k: project.get(k) for k in keys}], sort_keys=True))
+EOF
+}
+
 # _install_stamp EXTRA...: fingerprint of what decides a virtual environment's contents.
 _install_stamp() {
-    { cat "$SCIZ_ROOT/pyproject.toml"; printf '%s\n' "$SCIZ_TORCH_SPEC" "$SCIZ_TORCH_INDEX_URL" "$@"; } \
+    { _pyproject_deps; printf '%s\n' "$SCIZ_TORCH_SPEC" "$SCIZ_TORCH_INDEX_URL" "$@"; } \
         | sha256sum | cut -d' ' -f1
 }
 
