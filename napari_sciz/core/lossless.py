@@ -69,6 +69,13 @@ _T_MAX = 1 << 16
 #: predictors: (spatial operator, difference along z)
 #: spatial operator 0: none, 1: dx (left), 2: dy (up), 3: dx dy (planar)
 _PREDICTORS = ((1, False), (2, False), (3, False), (0, True), (1, True), (2, True), (3, True))
+#: ids of the least-squares predictors (on the values, and on their differences along x)
+_LS_VALUES, _LS_DX = len(_PREDICTORS), len(_PREDICTORS) + 1
+_N_PRED = len(_PREDICTORS) + 2
+#: integer weights of a least-squares predictor are in 1/64ths
+_LS_SHIFT = 6
+_LS_FEATS = 8
+_LS_PARAMS = struct.Struct("<8hi")
 _HEAD = struct.Struct("<3sBBBIIIIqddII")
 
 
@@ -174,6 +181,68 @@ def _all_classes(a: np.ndarray) -> np.ndarray:
     c = up[..., :-2] + 2 * up[..., 1:-1] + up[..., 2:]
     c = c + prev[..., :-2] + 2 * prev[..., 1:-1] + prev[..., 2:]
     return np.minimum((np.log2(c + 1.0) * 1.5).astype(np.int64), _N_CLASSES - 1)
+
+
+def _ls_domain(x: np.ndarray, pid: int) -> np.ndarray:
+    """The slice in the domain of a least-squares predictor (values or x differences)."""
+    return np.diff(x, axis=-1, prepend=0) if pid == _LS_DX else x
+
+
+def _prev_features(prev: np.ndarray | None, h: int, w: int) -> list[np.ndarray]:
+    """Previous-slice features: same position, up, down, left, right (edge padded)."""
+    if prev is None:
+        return [np.zeros((h, w), np.int64)] * 5
+    p = np.pad(prev, 1, mode="edge")
+    return [p[1:-1, 1:-1], p[:-2, 1:-1], p[2:, 1:-1], p[1:-1, :-2], p[1:-1, 2:]]
+
+
+def _up_features(rows: np.ndarray) -> list[np.ndarray]:
+    """Row-above features (up, up-left, up-right) of rows ``1..`` of ``rows`` (row 0 = above)."""
+    r = np.concatenate([rows[:, :1], rows, rows[:, -1:]], axis=1)
+    return [r[:-1, 1:-1], r[:-1, :-2], r[:-1, 2:]]
+
+
+def _ls_predict(feats: list[np.ndarray], weights: np.ndarray, bias: int) -> np.ndarray:
+    acc = np.full(feats[0].shape, bias, np.int64)
+    for f, wgt in zip(feats, weights, strict=True):
+        if wgt:
+            acc += f * int(wgt)
+    return acc >> _LS_SHIFT
+
+
+def _ls_fit(u: np.ndarray, prev: np.ndarray | None) -> tuple[np.ndarray, int, np.ndarray]:
+    """Least-squares integer predictor of slice ``u`` (domain values); returns weights, bias
+    and the residual."""
+    h, w = u.shape
+    above = np.concatenate([np.zeros((1, w), np.int64), u], axis=0)
+    feats = _up_features(above) + _prev_features(prev, h, w)
+    n = 3 if prev is None else _LS_FEATS
+    a = np.stack([f.ravel().astype(np.float64) for f in feats[:n]], axis=1)
+    target = u.ravel().astype(np.float64)
+    if target.size > 8192:  # a sample is enough for 8 weights
+        idx = np.linspace(0, target.size - 1, 8192).astype(np.int64)
+        a_fit, t_fit = a[idx], target[idx]
+    else:
+        a_fit, t_fit = a, target
+    # normal equations (centred, lightly regularised): fast and deterministic at encode only
+    mu_a, mu_t = a_fit.mean(axis=0), t_fit.mean()
+    ac = a_fit - mu_a
+    gram = ac.T @ ac
+    gram += np.eye(n) * (1e-6 * np.trace(gram) / n + 1e-9)
+    try:
+        coef = np.linalg.solve(gram, ac.T @ (t_fit - mu_t))
+    except np.linalg.LinAlgError:
+        coef = np.zeros(n)
+    if not np.all(np.isfinite(coef)):
+        coef = np.zeros(n)
+    weights = np.zeros(_LS_FEATS, np.int64)
+    weights[:n] = np.clip(np.rint(coef * (1 << _LS_SHIFT)), -32768, 32767)
+    raw = _ls_predict(feats, weights, 0)
+    mean = float((u - raw).mean()) if u.size else 0.0
+    bias = int(
+        np.clip(round(mean * (1 << _LS_SHIFT)) + (1 << (_LS_SHIFT - 1)), -(2**31), 2**31 - 1)
+    )
+    return weights, bias, u - _ls_predict(feats, weights, bias)
 
 
 def _cost(r: np.ndarray) -> float:
@@ -293,8 +362,16 @@ def encode_block(
     # prediction: per slice, the predictor with the smallest cost proxy
     res = np.empty_like(v)
     preds = np.zeros(d, np.uint8)
+    ls_params: list[bytes] = []
     for z in range(d):
         best = None
+        if h > 1 and w > 1 and v[z].max() < 2**40:
+            for pid in (_LS_VALUES, _LS_DX):
+                prev = None if z == 0 else _ls_domain(v[z - 1], pid)
+                weights, bias, r = _ls_fit(_ls_domain(v[z], pid), prev)
+                cost = _cost(r) + 200.0
+                if best is None or cost < best[0]:
+                    best = (cost, pid, r, (weights, bias))
         for pid, (op, dz) in enumerate(_PREDICTORS):
             if dz and z == 0:
                 continue
@@ -304,10 +381,12 @@ def encode_block(
             r = _spatial_diff(base, op)
             cost = _cost(r)
             if best is None or cost < best[0]:
-                best = (cost, pid, r)
+                best = (cost, pid, r, None)
         assert best is not None
         preds[z] = best[1]
         res[z] = best[2]
+        if best[3] is not None:
+            ls_params.append(_LS_PARAMS.pack(*[int(x) for x in best[3][0]], best[3][1]))
 
     # reversible truncated mapping
     a_true = np.abs(res)
@@ -351,6 +430,7 @@ def encode_block(
         head,
         scale_bytes.tobytes(),
         preds.tobytes(),
+        b"".join(ls_params),
         struct.pack("<III", len(table_bytes), len(esc), len(esc_bytes)),
         table_bytes,
         esc_bytes,
@@ -424,8 +504,13 @@ def _decode(payload: bytes, dtype: np.dtype, shape3: tuple[int, ...]) -> np.ndar
     pos += _N_CLASSES
     preds = np.frombuffer(payload, np.uint8, d, pos)
     pos += d
-    if np.any(preds >= len(_PREDICTORS)) or (d and _PREDICTORS[preds[0]][1]):
+    if np.any(preds >= _N_PRED) or (d and preds[0] < _LS_VALUES and _PREDICTORS[preds[0]][1]):
         raise FormatError("bad predictor in a lossless block")
+    ls_params = {}
+    for z in np.nonzero(preds >= _LS_VALUES)[0]:
+        *wts, bias = _LS_PARAMS.unpack_from(payload, pos)
+        ls_params[int(z)] = (np.array(wts, np.int64), int(bias))
+        pos += _LS_PARAMS.size
     n_tb, n_esc, n_eb = struct.unpack_from("<III", payload, pos)
     pos += 12
     table_bytes = payload[pos : pos + n_tb]
@@ -448,6 +533,18 @@ def _decode(payload: bytes, dtype: np.dtype, shape3: tuple[int, ...]) -> np.ndar
     v = np.empty((d, h, w), np.int64)
     esc_pos = 0
     for z in range(d):
+        pid = int(preds[z])
+        ls = ls_params.get(z)
+        if ls is not None:
+            prev_feats = _prev_features(None if z == 0 else _ls_domain(v[z - 1], pid), h, w)
+            wts, bias = ls
+            # previous-slice part of the (unshifted) prediction, for the whole slice at once
+            part = np.full((h, w), bias, np.int64)
+            for f, wgt in zip(prev_feats, wts[3:], strict=True):
+                if wgt:
+                    part += f * int(wgt)
+            w_up, w_ul, w_ur = (int(x) for x in wts[:3])
+            u = np.zeros((h + 1, w), np.int64)  # row 0: above the slice
         for y in range(h):
             cls = _classes(
                 np.abs(sym[z, y]), a_prev_slice[y + 1] if a_prev_slice is not None else None
@@ -463,11 +560,23 @@ def _decode(payload: bytes, dtype: np.dtype, shape3: tuple[int, ...]) -> np.ndar
                 sym[z, y + 1, 1:-1] = np.clip(row, -(t + 1), t + 1)
             else:
                 sym[z, y + 1, 1:-1] = row
-            v[z, y] = row
+            if ls is not None:
+                up = u[y]
+                acc = part[y] + w_up * up
+                acc[1:] += w_ul * up[:-1]
+                acc[0] += w_ul * up[0]
+                acc[:-1] += w_ur * up[1:]
+                acc[-1] += w_ur * up[-1]
+                u[y + 1] = row + (acc >> _LS_SHIFT)
+            else:
+                v[z, y] = row
         a_prev_slice = np.abs(sym[z])
-        op, dz = _PREDICTORS[preds[z]]
-        base = _spatial_undiff(v[z], op)
-        v[z] = base + v[z - 1] if dz else base
+        if ls is not None:
+            v[z] = np.cumsum(u[1:], axis=1) if pid == _LS_DX else u[1:]
+        else:
+            op, dz = _PREDICTORS[pid]
+            base = _spatial_undiff(v[z], op)
+            v[z] = base + v[z - 1] if dz else base
     if esc_pos != n_esc:
         raise FormatError("escape stream of a lossless block has extra values")
 
