@@ -349,12 +349,25 @@ def encode_block(
     InvalidInputError
         Unsupported dtype or error bound.
     """
-    import constriction
-
     if mode not in MODES:
         raise InvalidInputError(f"mode must be one of {MODES}, got {mode!r}")
     if block.ndim != 3:
         raise InvalidInputError("encode_block expects a 3D block")
+    out = _encode(block, mode, max_error)
+    if mode == "bounded" and block.dtype.kind in "ui" and block.size:
+        # sparse histograms (few distinct values far apart): the grid of bounded mode can
+        # cost more than the value table of lossless mode; keep the smaller (both within E)
+        uniq = np.unique(block)
+        if len(uniq) * 4 <= int(uniq[-1]) - int(uniq[0]) + 1:
+            exact = _encode(block, "lossless", None)
+            if len(exact) < len(out):
+                return exact
+    return out
+
+
+def _encode(block: np.ndarray, mode: str, max_error: float | None) -> bytes:
+    import constriction
+
     d, h, w = block.shape
     m = _map_values(np.ascontiguousarray(block), mode, max_error)
     v = m.values.reshape(d, h, w)
