@@ -53,8 +53,8 @@ GUIDANCE_MODES: tuple[str, ...] = ("none", "segmentation", "perceptual")
 #: Default weights of the extra loss terms of each mode (normalised intensities in [0, 1]).
 DEFAULT_WEIGHTS: dict[str, dict[str, float]] = {
     "none": {},
-    "segmentation": {"dice": 0.01, "boundary": 2.0, "sharpness": 0.02, "band_radius": 1.0},
-    "perceptual": {"ssim": 0.01, "gradient": 0.05},
+    "segmentation": {"dice": 0.05, "boundary": 2.0, "sharpness": 0.02, "band_radius": 1.0},
+    "perceptual": {"ssim": 0.5, "gradient": 0.5},
 }
 
 
