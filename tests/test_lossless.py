@@ -224,3 +224,30 @@ def test_cli_round_trip(tmp_path: Path) -> None:
     # --ratio is needed in lossy mode only; --max-error in bounded mode only
     assert main(["compress", str(src), "-o", str(tmp_path / "c.sciz")]) == 1
     assert main(["compress", str(src), "-o", str(tmp_path / "d.sciz"), "--mode", "bounded"]) == 1
+
+
+def test_bench_lossless_entries() -> None:
+    from napari_sciz.bench.lossless import bounded_entries, ours_lossless, render_markdown
+
+    vol = _smooth((3, 16, 16), "uint16")
+    ours = ours_lossless(vol)
+    assert ours["exact"] and ours["ratio"] > 1
+    bounded = bounded_entries(vol, 2.0)
+    assert bounded[0]["codec"] == "napari-sciz bounded" and bounded[0]["max_error"] <= 2
+    record = {
+        "command": "x",
+        "machine": "cpu",
+        "date": "today",
+        "volumes": [
+            {
+                "name": "v",
+                "shape": [3, 16, 16],
+                "dtype": "uint16",
+                "raw_nbytes": vol.nbytes,
+                "lossless": [ours],
+                "bounded": {"2": bounded},
+            }
+        ],
+    }
+    text = render_markdown(record)
+    assert "napari-sciz lossless" in text and "Error-bounded" in text
