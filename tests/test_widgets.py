@@ -102,7 +102,8 @@ def test_formatting():
     assert format_bytes(12_345) == "12.3 kB"
     assert format_bytes(4_560_000) == "4.56 MB"
     assert format_duration(42) == "42 s"
-    assert format_duration(185) == "3:05"
+    assert format_duration(185) == "3 min 05 s"
+    assert format_duration(3720) == "1 h 02 min"
     assert format_duration(None) == "?"
 
 

@@ -94,7 +94,7 @@ def format_bytes(n: float) -> str:
 
 
 def format_duration(seconds: float | None) -> str:
-    """Format a duration as ``"42 s"``, ``"3:05"`` or ``"1:02:03"`` (``"?"`` if unknown).
+    """Format a duration as ``"42 s"``, ``"3 min 05 s"`` or ``"1 h 02 min"`` (``"?"`` if unknown).
 
     Parameters
     ----------
@@ -113,9 +113,9 @@ def format_duration(seconds: float | None) -> str:
         return f"{total} s"
     minutes, secs = divmod(total, 60)
     if minutes < 60:
-        return f"{minutes}:{secs:02d}"
+        return f"{minutes} min {secs:02d} s"
     hours, minutes = divmod(minutes, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}"
+    return f"{hours} h {minutes:02d} min"
 
 
 def bounds_to_slice(low: float, high: float, size: int) -> slice:
