@@ -40,13 +40,13 @@ __all__ = [
 
 FORMAT_MODE = "lossy"
 #: the achieved ratio is aimed at ``ratio * RATIO_AIM`` (the accepted window is [0.98, 1.1] R)
-RATIO_AIM = 1.035
+RATIO_AIM = 1.01
 #: on small files the aim moves towards ``ratio * RATIO_FLOOR`` so that the smallest payloads
 #: still keep the ratio under ``ratio * RATIO_CEIL`` (see :func:`_payload_budget`)
 RATIO_FLOOR = 0.99
 RATIO_CEIL = 1.09
 #: relative width of each block's byte window below its share
-BLOCK_WINDOW = 0.05
+BLOCK_WINDOW = 0.03
 #: bytes reserved for header growth between planning and writing
 HEADER_SLACK = 24
 #: smallest payload a block can be coded in (architecture, ranges and a tiny MLP)

@@ -91,6 +91,7 @@ def field_from_code(
         for param, value in zip(field.latents, code.dequantized_latents(), strict=True):
             param.copy_(torch.from_numpy(value))
         field.steps.copy_(torch.tensor(code.level_steps()))
+        field.level_gain = code.level_gain
         flat = [p for lin in field.linears for p in (lin.weight, lin.bias)]
         for param, value in zip(flat, code.dequantized_mlp(), strict=True):
             param.copy_(torch.from_numpy(value))
@@ -359,21 +360,33 @@ def _best_start(
     pyramid starting points at the same budget decides cheaply.
     """
     best: tuple[float, LatentField, float] | None = None
-    seen = set()
-    for first in (0, 1, 2):
+
+    def attempt(first: int, gain: float) -> None:
+        nonlocal best
         cfg = FieldConfig.choose(config.shape, target_bits, first_level=first)
         cfg = FieldConfig(cfg.shape, cfg.first_level, cfg.n_levels, config.hidden, config.layers)
-        if cfg.first_level in seen:
-            continue
-        seen.add(cfg.first_level)
         field = LatentField(cfg).to(device)
+        field.level_gain = gain
         correction = _init_from_pyramid(field, x, target_bits)
         with torch.no_grad():
             rec = _dense_eval(field, [torch.round(g) for g in field.latents])
             err = float(torch.mean((rec - x) ** 2))
         if best is None or err < best[0]:
             best = (err, field, correction)
+
+    firsts = []
+    for first in (0, 1, 2):
+        level = FieldConfig.choose(config.shape, target_bits, first_level=first).first_level
+        if level not in firsts:
+            firsts.append(level)
+    for first in firsts:
+        attempt(first, LEVEL_GAIN)
     assert best is not None
+    # then the step ratio between levels, for the chosen finest level
+    chosen = best[1].config.first_level
+    for gain in GAIN_CANDIDATES:
+        if gain != LEVEL_GAIN:
+            attempt(chosen, gain)
     return best[1], best[2]
 
 
@@ -430,6 +443,8 @@ def _pyramid(
 
 #: Ratio of the quantization steps of two successive latent levels (coarser levels finer).
 LEVEL_GAIN = 2.0
+#: step ratios tried for the chosen finest level (smooth data prefers larger ones)
+GAIN_CANDIDATES = (1.5, 2.5)
 
 
 def _entropy_bits(q: torch.Tensor) -> float:
@@ -472,14 +487,14 @@ def _init_from_pyramid(field: LatentField, x: torch.Tensor, target_bits: float) 
     """
     config = field.config
     coeffs = _pyramid(field, x)
-    gains = [LEVEL_GAIN**i for i in range(config.n_levels)]
+    gain = field.level_gain
+    gains = [gain**i for i in range(config.n_levels)]
 
     def quantized(alpha: float) -> list[torch.Tensor]:
         return [torch.round(c * alpha * g) for c, g in zip(coeffs, gains, strict=True)]
 
-    def bisect(goal: float) -> float:
-        lo, hi = 2.0**-8, 2.0**16
-        for _ in range(18):
+    def bisect(goal: float, lo: float, hi: float, iterations: int) -> float:
+        for _ in range(iterations):
             mid = math.sqrt(lo * hi)
             if sum(_entropy_bits(q) for q in quantized(mid)) > goal:
                 hi = mid
@@ -487,18 +502,18 @@ def _init_from_pyramid(field: LatentField, x: torch.Tensor, target_bits: float) 
                 lo = mid
         return lo
 
-    alpha = bisect(target_bits)
+    alpha = bisect(target_bits, 2.0**-8, 2.0**16, 11)
     qs = quantized(alpha)
     estimate = max(sum(_entropy_bits(q) for q in qs), 1.0)
     correction = min(max(_coded_latent_bits(qs, config) / estimate, 0.3), 3.0)
-    alpha = bisect(target_bits / correction)
+    alpha = bisect(target_bits / correction, alpha / 4, alpha * 4, 6)
 
     # closed loop: refine alpha with the pyramid that codes the rounding errors of coarser levels
     def closed(alpha: float) -> list[torch.Tensor]:
         return _pyramid(field, x, [alpha * g for g in gains])
 
-    lo, hi = alpha / 4, alpha * 2
-    for _ in range(7):
+    lo, hi = alpha / 2, alpha * 1.5
+    for _ in range(5):
         mid = math.sqrt(lo * hi)
         if sum(_entropy_bits(torch.round(q)) for q in closed(mid)) > target_bits / correction:
             hi = mid
@@ -550,7 +565,7 @@ def _code_for(
         vmin,
         vmax,
         base,
-        LEVEL_GAIN,
+        field.level_gain,
         latents,
         mlp_q,
         mlp_e,

@@ -171,6 +171,8 @@ class LatentField(nn.Module):
         )
         #: dequantization step of each level: features are ``latent * step``
         self.register_buffer("steps", torch.ones(config.n_levels))
+        #: ratio of the steps of two successive levels (``steps[i] = steps[0] / gain**i``)
+        self.level_gain = 2.0
         dims = [config.n_levels] + [config.hidden] * config.layers + [1]
         self.linears = nn.ModuleList(
             [nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:], strict=True)]
