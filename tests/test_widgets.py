@@ -198,6 +198,50 @@ def test_current_time_point_only(viewer_widget):
     assert leading == () and array.shape == data.shape
 
 
+def test_single_time_point_results_sit_at_their_index(make_napari_viewer):
+    from napari_sciz._widgets._viewer import placement_kwargs
+
+    viewer = make_napari_viewer()
+    layer = viewer.add_image(
+        np.zeros((3, 2, 4, 8, 8), np.uint16), scale=(10, 1, 2, 0.5, 0.5), translate=(5, 0, 1, 2, 3)
+    )
+    kwargs = placement_kwargs(layer, leading=(2, 1))
+    np.testing.assert_allclose(kwargs["scale"], layer.scale)
+    np.testing.assert_allclose(kwargs["translate"], [25, 1, 1, 2, 3])
+    recon = viewer.add_image(np.ones((1, 1, 4, 8, 8), np.float32), **kwargs)
+    np.testing.assert_allclose(
+        recon.data_to_world((0, 0, 0, 0, 0)), layer.data_to_world((2, 1, 0, 0, 0))
+    )
+
+
+def test_field_of_view_region(make_napari_viewer):
+    from napari_sciz._widgets._viewer import camera, viewbox_size
+
+    viewer = make_napari_viewer()
+    src = viewer.add_image(
+        np.zeros((6, 100, 120), np.uint16),
+        name="compressed",
+        scale=SCALE,
+        translate=TRANSLATE,
+        metadata={"sciz": {"role": "reconstruction"}, "sciz_bytes": b"not decoded here"},
+    )
+    region = DecodeRegionWidget(viewer)
+    viewer.window.add_dock_widget(region, name="Decode region")
+    region.region_combo.setCurrentIndex(region.region_combo.findData("__field_of_view__"))
+    assert region.source_layer() is src and region.shapes_layer() is None
+    viewer.dims.set_current_step(0, 3)
+    cam = camera(viewer)
+    cam.center = (cam.center[0], 30.0, 40.0)  # world (y, x) = voxel (40, 40)
+    h, w = viewbox_size(viewer)
+    cam.zoom = max(h, w) / 10.0  # the view spans at most 10 world units = 20 voxels
+    request = region.region_request()
+    z, y, x = request.roi
+    assert z == slice(3, 4)
+    half_y, half_x = h / cam.zoom, w / cam.zoom  # in voxels (scale 0.5): (h / 2 / zoom) / 0.5
+    assert abs(y.start - (40 - half_y)) <= 1 and abs(y.stop - (40 + half_y)) <= 1.5
+    assert abs(x.start - (40 - half_x)) <= 1 and abs(x.stop - (40 + half_x)) <= 1.5
+
+
 def test_bad_inputs_are_notified(viewer_widget, notes):
     viewer, widget = viewer_widget
     rgb = viewer.add_image(np.zeros((16, 16, 3), np.uint8), rgb=True, name="rgb")
