@@ -1129,12 +1129,6 @@ def test_fit_block_constant_and_cancel() -> None:
         fit_block(smooth((2, 8, 8), "float64"), (100, 200), steps=5, cancel=lambda: True)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="fit._rate_control raises the latent quantization factor without bound, so at low "
-    "ratios (float64 <= ~4, smooth uint16/float32 <= ~2) latents exceed the entropy coder's "
-    "+-(2**23-1) symbol range and compress() fails with ValueError (reported to the lead)",
-)
 @pytest.mark.parametrize(
     ("kind", "dtype", "ratio"), [("smooth", "float64", 3), ("ramp", "uint16", 1.5)]
 )

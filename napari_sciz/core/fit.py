@@ -38,6 +38,10 @@ DEBUG = False
 SMALL_BLOCK = 2**20
 #: steps between two measurements of the real coded size during training
 RATE_CHECK = 20
+#: largest latent magnitude after quantization (the coder accepts up to 2**23 - 1)
+MAX_LATENT = 2.0**22
+#: share of a time budget the choice of the starting point may use
+START_SHARE = 0.3
 _PREVIEW_CHUNK = 2**20
 
 
@@ -230,7 +234,13 @@ def _fit_block(
     budget_bits = max(
         8.0 * (0.5 * (low + high)) - 8.0 * (40 + 2 * config.n_levels) - 7.0 * n_mlp, 64.0
     )
-    field, _correction = _best_start(config, target.reshape(shape), budget_bits, device)
+    field, _correction = _best_start(
+        config,
+        target.reshape(shape),
+        budget_bits,
+        device,
+        None if budget is None else START_SHARE * budget,
+    )
     config = field.config
     optimizer = torch.optim.Adam(
         [
@@ -351,13 +361,18 @@ def _level_scales(field: LatentField) -> list[torch.Tensor]:
 
 
 def _best_start(
-    config: FieldConfig, x: torch.Tensor, target_bits: float, device: str
+    config: FieldConfig,
+    x: torch.Tensor,
+    target_bits: float,
+    device: str,
+    seconds: float | None = None,
 ) -> tuple[LatentField, float]:
     """Initialise fields whose finest level is 0, 1 or 2 and keep the most accurate one.
 
     Sharp-edged images (CT phantoms, EM) need the full-resolution level even at high ratios,
     smooth fluorescence does better spending the bits on coarser levels; trying the three
-    pyramid starting points at the same budget decides cheaply.
+    pyramid starting points at the same budget decides cheaply. With ``seconds``, candidates
+    are tried only while they fit in that time (the default architecture always is).
     """
     best: tuple[float, LatentField, float] | None = None
 
@@ -379,14 +394,22 @@ def _best_start(
         level = FieldConfig.choose(config.shape, target_bits, first_level=first).first_level
         if level not in firsts:
             firsts.append(level)
-    for first in firsts:
+    # the default first, then the alternatives while they fit in the time allowed
+    default = FieldConfig.choose(config.shape, target_bits).first_level
+    firsts.sort(key=lambda level: level != default)
+    started = time.perf_counter()
+    for n, first in enumerate(firsts):
         attempt(first, LEVEL_GAIN)
+        each = (time.perf_counter() - started) / (n + 1)
+        if seconds is not None and time.perf_counter() - started + each > seconds:
+            return best[1], best[2]  # type: ignore[index]
     assert best is not None
     # then the step ratio between levels, for the chosen finest level
     chosen = best[1].config.first_level
     for gain in GAIN_CANDIDATES:
-        if gain != LEVEL_GAIN:
-            attempt(chosen, gain)
+        if seconds is not None and time.perf_counter() - started + each > seconds:
+            break
+        attempt(chosen, gain)
     return best[1], best[2]
 
 
@@ -606,6 +629,9 @@ def _rate_control(
                 lo = mid
         return False
 
+    # finer quantization is bounded by the entropy coder's symbol range
+    peak = max((float(g.detach().abs().max()) for g in field.latents), default=0.0)
+    k_max = max(1.0, min(256.0, MAX_LATENT / max(peak, 1e-9)))
     c, p = build(1.0, 0.5)
     if consider(c, p):
         return c, p
@@ -621,7 +647,7 @@ def _rate_control(
         if len(p) >= low:
             if consider(c, p) or search(0.01, 0.5, lambda t: build(1.0, t), False, False):
                 return best[0]
-        elif search(1.0, 256.0, lambda k: build(k, 0.5), True, True):
+        elif search(1.0, k_max, lambda k: build(k, 0.5), True, True):
             return best[0]
     if best:
         return best[0]
