@@ -1140,7 +1140,11 @@ def test_low_ratios_on_smooth_data(kind: str, dtype: str, ratio: float) -> None:
         data = smooth(shape, dtype)
     result = _run(data, ratio, steps=5)
     check_result(data, result)
-    assert 0.98 * ratio <= result.ratio <= 1.1 * ratio
+    # below the 4x-2048x range of the rate-control guarantee the latents may reach the entropy
+    # coder's precision limit: the file may then be smaller than asked, never larger, and the
+    # reconstruction is near exact
+    assert result.ratio >= 0.98 * ratio
+    assert result.ratio <= 1.1 * ratio or result.psnr > 60
 
 
 # --------------------------------------------------------------------------------------------

@@ -36,12 +36,14 @@ LR_MLP = 1e-3
 DEBUG = False
 #: blocks with fewer voxels are fitted single-threaded on the CPU
 SMALL_BLOCK = 2**20
+#: steepest-descent iterations refining each pyramid level (least-squares projection)
+REFINE_ITERS = 3
 #: steps between two measurements of the real coded size during training
 RATE_CHECK = 20
 #: largest latent magnitude after quantization (the coder accepts up to 2**23 - 1)
 MAX_LATENT = 2.0**22
 #: share of a time budget the choice of the starting point may use
-START_SHARE = 0.3
+START_SHARE = 0.6
 _PREVIEW_CHUNK = 2**20
 
 
@@ -242,6 +244,11 @@ def _fit_block(
         None if budget is None else START_SHARE * budget,
     )
     config = field.config
+    if on_preview is not None:
+        # the starting point is already a good reconstruction: show it at once
+        with torch.no_grad():
+            start = _dense_eval(field, [torch.round(g) for g in field.latents])
+        on_preview(start.double().cpu().numpy() * span + vmin)
     optimizer = torch.optim.Adam(
         [
             {"params": list(field.latents), "lr": LR_LATENT},
@@ -426,8 +433,37 @@ def _crop_shape(shape: tuple[int, ...], batch: int) -> tuple[int, int, int]:
     return tuple(crop)  # type: ignore[return-value]
 
 
+def _refine_projection(
+    g: torch.Tensor, target: torch.Tensor, level: int, shape: tuple[int, ...], iterations: int
+) -> torch.Tensor:
+    """Improve coarse coefficients ``g`` so that their trilinear upsampling fits ``target``.
+
+    A few steepest-descent iterations on ``||target - U g||^2`` (``U``: the field's trilinear
+    upsampling, its adjoint from autograd), starting from the box-filter average.
+    """
+    from .model import _upsample
+
+    for _ in range(iterations):
+        with torch.enable_grad():
+            gg = g.detach().requires_grad_(True)
+            up = _upsample(gg, level, shape)
+            err = target - up
+            (grad,) = torch.autograd.grad((up * err.detach()).sum(), gg)
+        with torch.no_grad():
+            ug = _upsample(grad, level, shape)
+            denom = float((ug * ug).sum())
+            if denom <= 0:
+                break
+            step = float((grad * grad).sum()) / denom  # exact line search
+            g = g.detach() + step * grad
+    return g.detach()
+
+
 def _pyramid(
-    field: LatentField, x: torch.Tensor, scales: Sequence[float] | None = None
+    field: LatentField,
+    x: torch.Tensor,
+    scales: Sequence[float] | None = None,
+    refine: int = REFINE_ITERS,
 ) -> list[torch.Tensor]:
     """Laplacian-pyramid coefficients of ``x`` on the field's latent grids (finest first).
 
@@ -455,6 +491,7 @@ def _pyramid(
             pad = [0, padded[2] - shape[2], 0, padded[1] - shape[1], 0, padded[0] - shape[0]]
             r = F.pad(residual[None, None], pad, mode="replicate")
             g = F.interpolate(r, size=gshape, mode="area")[0, 0]
+            g = _refine_projection(g, residual, level, shape, refine)
         if scales is not None:
             coeffs[i] = g * scales[i]
             g = torch.round(coeffs[i]) / scales[i]
@@ -525,25 +562,27 @@ def _init_from_pyramid(field: LatentField, x: torch.Tensor, target_bits: float) 
                 lo = mid
         return lo
 
-    alpha = bisect(target_bits, 2.0**-8, 2.0**16, 11)
+    peak = max(float(c.abs().max() * g) for c, g in zip(coeffs, gains, strict=True))
+    alpha_cap = min(2.0**16, MAX_LATENT / max(peak, 1e-12))
+    alpha = bisect(target_bits, 2.0**-8, alpha_cap, 11)
     qs = quantized(alpha)
     estimate = max(sum(_entropy_bits(q) for q in qs), 1.0)
     correction = min(max(_coded_latent_bits(qs, config) / estimate, 0.3), 3.0)
-    alpha = bisect(target_bits / correction, alpha / 4, alpha * 4, 6)
+    alpha = bisect(target_bits / correction, alpha / 4, min(alpha * 4, alpha_cap), 6)
 
     # closed loop: refine alpha with the pyramid that codes the rounding errors of coarser levels
-    def closed(alpha: float) -> list[torch.Tensor]:
-        return _pyramid(field, x, [alpha * g for g in gains])
+    def closed(alpha: float, refine: int = 1) -> list[torch.Tensor]:
+        return _pyramid(field, x, [alpha * g for g in gains], refine)
 
-    lo, hi = alpha / 2, alpha * 1.5
-    for _ in range(5):
+    lo, hi = alpha / 2, min(alpha * 1.5, alpha_cap)
+    for _ in range(4):
         mid = math.sqrt(lo * hi)
         if sum(_entropy_bits(torch.round(q)) for q in closed(mid)) > target_bits / correction:
             hi = mid
         else:
             lo = mid
     alpha = lo
-    qs = closed(alpha)
+    qs = closed(alpha, REFINE_ITERS)
     for param, q in zip(field.latents, qs, strict=True):
         param.copy_(q)
     field.steps.copy_(torch.tensor([float(np.float32(1.0 / alpha / g)) for g in gains]))
