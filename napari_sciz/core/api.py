@@ -207,6 +207,28 @@ def _value_range(arr: np.ndarray) -> list[float | int]:
     return [float(lo), float(hi)]
 
 
+def _base_header(
+    arr: np.ndarray,
+    mode: str,
+    axes: str,
+    voxel_size: Sequence[float] | None,
+    units: Sequence[str] | None,
+    name: str | None,
+) -> dict:
+    """Header keys common to every coding mode (the image and the library)."""
+    return {
+        "format": "sciz",
+        "library": f"napari-sciz {__version__}",
+        "mode": mode,
+        "shape": [int(n) for n in arr.shape],
+        "dtype": arr.dtype.name,
+        "axes": axes,
+        "voxel_size": None if voxel_size is None else [float(v) for v in voxel_size],
+        "units": None if units is None else [str(u) for u in units],
+        "name": name,
+    }
+
+
 def _finalize(values: np.ndarray, dtype: np.dtype, value_range: Sequence[float]) -> np.ndarray:
     """Round (integers) and clip a float reconstruction into the original dtype."""
     lo, hi = value_range
@@ -386,15 +408,7 @@ def compress(
     raw = int(arr.size * arr.dtype.itemsize)
     value_range = _value_range(arr)
     header = {
-        "format": "sciz",
-        "library": f"napari-sciz {__version__}",
-        "mode": FORMAT_MODE,
-        "shape": [int(n) for n in arr.shape],
-        "dtype": arr.dtype.name,
-        "axes": axes,
-        "voxel_size": None if voxel_size is None else [float(v) for v in voxel_size],
-        "units": None if units is None else [str(u) for u in units],
-        "name": name,
+        **_base_header(arr, FORMAT_MODE, axes, voxel_size, units, name),
         "value_range": value_range,
         "target_ratio": target,
         "model": {"type": "latent-grid", "version": 1, "activation": "relu"},
@@ -586,16 +600,8 @@ def _compress_exact(
     grid = BlockGrid.for_shape(arr.shape, block_voxels)
     raw = int(arr.size * arr.dtype.itemsize)
     header = {
-        "format": "sciz",
-        "library": f"napari-sciz {__version__}",
-        "mode": mode,
+        **_base_header(arr, mode, axes, voxel_size, units, name),
         "max_error": bound,
-        "shape": [int(n) for n in arr.shape],
-        "dtype": arr.dtype.name,
-        "axes": axes,
-        "voxel_size": None if voxel_size is None else [float(v) for v in voxel_size],
-        "units": None if units is None else [str(u) for u in units],
-        "name": name,
         "value_range": _value_range(arr),
         "model": {"type": "causal-predictor", "version": 1},
         "blocks": grid.to_header(),
