@@ -804,13 +804,15 @@ def test_progress_callback() -> None:
     result = _run(data, 6, steps=20, block_voxels=4096, progress=infos.append)
     n_blocks = result.header["blocks"]["count"]
     assert n_blocks == 4
-    assert len(infos) == 20 * n_blocks
+    # per block: one report of the starting point (step 0), then one per training step
+    assert len(infos) == 21 * n_blocks
     fractions = [i.fraction for i in infos]
     assert all(0.0 <= f <= 1.0 for f in fractions)
     assert fractions == sorted(fractions)  # monotone
     assert fractions[-1] >= 0.9
     assert all(math.isfinite(i.psnr) and math.isfinite(i.loss) for i in infos)
-    assert all(i.total_steps == 20 and 1 <= i.step <= 20 for i in infos)
+    assert all(i.total_steps == 20 and 0 <= i.step <= 20 for i in infos)
+    assert sum(1 for i in infos if i.step == 0) == n_blocks
     assert [i.block for i in infos] == sorted(i.block for i in infos)
     assert {i.block for i in infos} == set(range(n_blocks))
     assert all(i.n_blocks == n_blocks for i in infos)
@@ -823,7 +825,9 @@ def test_progress_with_a_time_budget() -> None:
     result = compress(smooth((64, 64), "uint8"), 4, budget=1.0, device="cpu", progress=infos.append)
     assert infos and all(i.total_steps is None for i in infos)
     assert result.header["encoder"]["budget"] == 1.0
-    assert result.header["encoder"]["steps"] == sum(1 for _ in infos)
+    # one report of the starting point (step 0), then one per training step
+    assert [i.step for i in infos if i.step == 0] == [0]
+    assert result.header["encoder"]["steps"] == sum(1 for i in infos if i.step > 0)
     fractions = [i.fraction for i in infos]
     assert fractions == sorted(fractions) and all(0 <= f <= 1 for f in fractions)
 

@@ -264,6 +264,12 @@ def _fit_block(
     # high-rate slope of the distortion-rate curve: dD/dR = -2 ln 2 D
     lam = 2 * math.log(2) * max(mse0, 1e-10) * n_vox / budget_bits
     start_state = {k: v.detach().clone() for k, v in field.state_dict().items()}
+    if on_step is not None:
+        # report the starting point (step 0) before training, which may not run at all when
+        # choosing the start used up a short time budget
+        elapsed = time.perf_counter() - t0
+        frac0 = 0.0 if budget is None else min(elapsed / max(budget, 1e-9), 1.0)
+        on_step(StepInfo(0, frac0, mse0, -10 * math.log10(max(mse0, 1e-12)), elapsed))
     scales = _level_scales(field)
     crop = _crop_shape(shape, batch) if batch < n_vox else None
     target3d = target.reshape(shape)
