@@ -166,14 +166,9 @@ def _gain_byte(gain: float) -> int:
 
 
 def _write_varint(out: bytearray, value: int) -> None:
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return
+    from .container import _varint
+
+    out += _varint(value)
 
 
 def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
