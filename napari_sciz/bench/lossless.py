@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from .classical import lossless_sizes
-from .run import find_data_dir, list_volumes, update_section
+from .run import find_data_dir, list_volumes, lossless_ratio_text, update_section
 
 __all__ = ["bounded_entries", "main", "ours_lossless"]
 
@@ -180,11 +180,7 @@ def render_markdown(record: dict[str, Any]) -> str:
             if e is None:
                 row.append("n/a")
                 continue
-            txt = f"{e['ratio']:.3f}"
-            if not e["exact"]:
-                txt += " (not exact!)"
-            elif e["ratio"] == best:
-                txt = f"**{txt}**"
+            txt = lossless_ratio_text(e, best)
             raw = vol["raw_nbytes"]
             enc, dec = _mbs(raw, e["encode_seconds"]), _mbs(raw, e["decode_seconds"])
             row.append(f"{txt} ({enc} / {dec})")

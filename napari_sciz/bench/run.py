@@ -70,6 +70,16 @@ def _markers(key: str) -> tuple[str, str]:
     return f"<!-- bench:{key}:start -->", f"<!-- bench:{key}:end -->"
 
 
+def lossless_ratio_text(entry: dict, best: float | None) -> str:
+    """Markdown text of a lossless ratio: bold when it is the best exact one, flagged if inexact."""
+    txt = f"{entry['ratio']:.3f}"
+    if not entry["exact"]:
+        return txt + " (not exact!)"
+    if best is not None and entry["ratio"] == best:
+        return f"**{txt}**"
+    return txt
+
+
 def update_section(path: str | os.PathLike[str], key: str, markdown: str) -> Path:
     """Replace (or append) one marked section of a markdown file, leaving the rest untouched.
 
@@ -550,11 +560,7 @@ def _lossless_table(record: dict[str, Any]) -> list[str]:
             if e is None:
                 row.append("n/a")
                 continue
-            txt = f"{e['ratio']:.3f}"
-            if not e["exact"]:
-                txt += " (not exact!)"
-            elif best is not None and e["ratio"] == best:
-                txt = f"**{txt}**"
+            txt = lossless_ratio_text(e, best)
             row.append(f"{txt} ({_fmt_s(e['encode_seconds'])} / {_fmt_s(e['decode_seconds'])} s)")
         lines.append("| " + " | ".join(row) + " |")
     return lines
