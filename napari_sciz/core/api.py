@@ -13,20 +13,31 @@ import math
 import os
 import threading
 import time
-import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .._version import __version__
-from ..errors import FormatError, InvalidInputError, RatioUnreachableError, SciZError
+from ..errors import FormatError, InvalidInputError
 from . import container
-from .blocks import BlockGrid, allocate_bytes
+from .blocks import BlockGrid, block_stats
+from .plan import (
+    FORMAT_MODE,
+    base_header,
+    block_array,
+    check_effort,
+    finalize,
+    free_device_memory,
+    plan_lossy,
+    run_block_job,
+)
 from .validate import check_array, check_axes, check_ratio, parse_roi
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .fit import StepInfo
 
 __all__ = [
     "CompressResult",
@@ -38,19 +49,7 @@ __all__ = [
     "FORMAT_MODE",
 ]
 
-FORMAT_MODE = "lossy"
-#: the achieved ratio is aimed at ``ratio * RATIO_AIM`` (the accepted window is [0.98, 1.1] R)
-RATIO_AIM = 1.01
-#: on small files the aim moves towards ``ratio * RATIO_FLOOR`` so that the smallest payloads
-#: still keep the ratio under ``ratio * RATIO_CEIL`` (see :func:`_payload_budget`)
-RATIO_FLOOR = 0.99
-RATIO_CEIL = 1.09
-#: relative width of each block's byte window below its share
-BLOCK_WINDOW = 0.03
-#: bytes reserved for header growth between planning and writing
-HEADER_SLACK = 24
-#: smallest payload a block can be coded in (architecture, ranges and a tiny MLP)
-MIN_BLOCK_BYTES = 160
+#: largest number of voxels of one block
 DEFAULT_BLOCK_VOXELS = 2**22
 _MAX_VOXELS = 2**42
 
@@ -180,62 +179,11 @@ def _cancel_predicate(cancel: Any) -> Callable[[], bool] | None:
     raise InvalidInputError("cancel must be a callable or a threading.Event")
 
 
-def _is_oom(exc: BaseException) -> bool:
-    import torch
-
-    if isinstance(exc, torch.cuda.OutOfMemoryError):
-        return True
-    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
-
-
-def _free_device_memory(device: str) -> None:
-    import torch
-
-    if device.startswith("cuda") and torch.cuda.is_available():
-        torch.cuda.empty_cache()
-    elif device == "mps" and hasattr(torch, "mps"):
-        try:
-            torch.mps.empty_cache()
-        except (AttributeError, RuntimeError):  # pragma: no cover - platform specific
-            pass
-
-
 def _value_range(arr: np.ndarray) -> list[float | int]:
     lo, hi = arr.min(), arr.max()
     if arr.dtype.kind in "ui":
         return [int(lo), int(hi)]
     return [float(lo), float(hi)]
-
-
-def _base_header(
-    arr: np.ndarray,
-    mode: str,
-    axes: str,
-    voxel_size: Sequence[float] | None,
-    units: Sequence[str] | None,
-    name: str | None,
-) -> dict:
-    """Header keys common to every coding mode (the image and the library)."""
-    return {
-        "format": "sciz",
-        "library": f"napari-sciz {__version__}",
-        "mode": mode,
-        "shape": [int(n) for n in arr.shape],
-        "dtype": arr.dtype.name,
-        "axes": axes,
-        "voxel_size": None if voxel_size is None else [float(v) for v in voxel_size],
-        "units": None if units is None else [str(u) for u in units],
-        "name": name,
-    }
-
-
-def _finalize(values: np.ndarray, dtype: np.dtype, value_range: Sequence[float]) -> np.ndarray:
-    """Round (integers) and clip a float reconstruction into the original dtype."""
-    lo, hi = value_range
-    out = np.clip(values, lo, hi)
-    if dtype.kind in "ui":
-        out = np.rint(out)
-    return out.astype(dtype)
 
 
 def compress(
@@ -367,80 +315,35 @@ def compress(
         raise InvalidInputError("mode='lossy' needs a ratio")
     target = check_ratio(ratio)
     axes = check_axes(axes, arr.ndim)
-    if steps is not None and budget is not None:
-        raise InvalidInputError("give either steps or budget, not both")
-    if steps is not None and (int(steps) != steps or steps < 1):
-        raise InvalidInputError(f"steps must be a positive integer, got {steps!r}")
-    if budget is not None:
-        try:
-            seconds = float(budget)
-        except (TypeError, ValueError):
-            seconds = math.nan
-        if not (math.isfinite(seconds) and seconds > 0):
-            raise InvalidInputError(f"budget must be a positive number of seconds, got {budget!r}")
-    if steps is None and budget is None:
-        steps = 300
-    if voxel_size is not None and len(voxel_size) != arr.ndim:
-        raise InvalidInputError(f"voxel_size needs {arr.ndim} values, got {len(voxel_size)}")
-    if units is not None and len(units) != arr.ndim:
-        raise InvalidInputError(f"units needs {arr.ndim} values, got {len(units)}")
-    from .guidance import check_guidance, make_guidance
+    steps = check_effort(steps, budget)
+    check_calibration(arr.ndim, voxel_size, units)
+    from .guidance import check_guidance
 
     guidance_mode, guidance_full = check_guidance(guidance, guidance_weights)
-    label_arr = None
-    if labels is not None:
-        if guidance_mode != "segmentation":
-            raise InvalidInputError("labels are used by segmentation guidance only")
-        try:
-            label_arr = np.asarray(labels)
-        except Exception as exc:  # noqa: BLE001 - any conversion failure is a bad input
-            raise InvalidInputError(f"labels could not be read as an array: {exc}") from exc
-        if label_arr.shape != arr.shape:
-            raise InvalidInputError(
-                f"labels must have the image's shape {arr.shape}, got {label_arr.shape}"
-            )
-        if not (np.issubdtype(label_arr.dtype, np.integer) or label_arr.dtype == bool):
-            raise InvalidInputError(f"labels must be integers or booleans, not {label_arr.dtype}")
+    label_arr = check_labels(labels, guidance_mode, arr.shape)
     should_cancel = _cancel_predicate(cancel)
     dev = resolve_device(device)
 
     grid = BlockGrid.for_shape(arr.shape, block_voxels)
-    raw = int(arr.size * arr.dtype.itemsize)
-    value_range = _value_range(arr)
-    header = {
-        **_base_header(arr, FORMAT_MODE, axes, voxel_size, units, name),
-        "value_range": value_range,
-        "target_ratio": target,
-        "model": {"type": "latent-grid", "version": 1, "activation": "relu"},
-        "blocks": grid.to_header(),
-        "guidance": guidance_mode,
-        "encoder": {
-            "device": dev,
-            "steps": steps,
-            "budget": budget,
-            "seed": int(seed),
-        },
-    }
-    if guidance_mode != "none":
-        header["guidance_weights"] = guidance_full
-    fixed = container.overhead(header, grid.n_blocks) + HEADER_SLACK
-    payload_budget = _payload_budget(raw, target, fixed, grid.n_blocks)
-    if payload_budget < grid.n_blocks * MIN_BLOCK_BYTES:
-        best = raw / (fixed + grid.n_blocks * MIN_BLOCK_BYTES)
-        raise RatioUnreachableError(
-            f"a ratio of {target:g}x is not reachable for this {raw}-byte input: the file "
-            f"needs at least {fixed + grid.n_blocks * MIN_BLOCK_BYTES} bytes; "
-            f"the highest reachable ratio is about {best:.0f}x"
-        )
-
-    shares = allocate_bytes(arr, grid, payload_budget)
-    budgets = None
-    if budget is not None:
-        total_vox = sum(grid.block_voxels(i) for i in range(grid.n_blocks))
-        # keep ~8% of the budget for metrics and packing
-        budgets = [
-            0.92 * float(budget) * grid.block_voxels(i) / total_vox for i in range(grid.n_blocks)
-        ]
+    stats = [block_stats(arr[grid.block_slices(i)]) for i in range(grid.n_blocks)]
+    plan = plan_lossy(
+        arr.shape,
+        arr.dtype,
+        grid,
+        stats,
+        target,
+        device=dev,
+        steps=steps,
+        budget=budget,
+        seed=seed,
+        axes=axes,
+        voxel_size=voxel_size,
+        units=units,
+        name=name,
+        guidance=guidance_mode,
+        guidance_weights=guidance_full,
+    )
+    header, value_range = plan.header, plan.value_range
 
     # blocks not fitted yet show the lowest value (np.empty would show stale memory)
     recon_f = np.full(arr.shape, value_range[0], np.float32) if preview is not None else None
@@ -452,14 +355,10 @@ def compress(
     total_voxels = arr.size
     used_device = dev
 
-    from .fit import StepInfo, fit_block
-
-    for index in range(grid.n_blocks):
+    for job in plan.jobs:
+        index = job.index
         sl = grid.block_slices(index)
-        block = np.asarray(arr[sl], dtype=np.float64 if arr.dtype.itemsize >= 4 else np.float32)
-        block = block.reshape(grid.block_shape3(index))
-        share = shares[index]
-        window = (int(share * (1 - BLOCK_WINDOW)), int(share))
+        block = block_array(arr[sl], arr.dtype, grid.block_shape3(index))
         n_block = block.size
 
         def on_step(
@@ -485,72 +384,42 @@ def compress(
             recon_f[_sl] = values.reshape(recon_f[_sl].shape)
             preview(recon_f)
 
-        fit = None
-        batch = None
-        while fit is None:
-            try:
-                kwargs: dict[str, Any] = {
-                    "steps": steps,
-                    "budget": None if budgets is None else budgets[index],
-                }
-                if batch is not None:
-                    kwargs["batch"] = batch
-                guide = make_guidance(guidance_mode, guidance_full)
-                if guide is not None:
-                    kwargs["guidance"] = guide
-                    if label_arr is not None:
-                        kwargs["labels"] = label_arr[sl].reshape(block.shape)
-                fit = fit_block(
-                    block,
-                    window,
-                    seed=int(seed) + index,
-                    device=used_device,
-                    on_step=on_step,
-                    on_preview=on_preview if preview is not None else None,
-                    preview_interval=preview_interval,
-                    cancel=should_cancel,
-                    **kwargs,
+        def on_message(text: str, _index: int = index, _done: int = voxel_done) -> None:
+            if progress is not None:
+                progress(
+                    ProgressInfo(
+                        _done / total_voxels,
+                        0,
+                        steps,
+                        math.nan,
+                        math.nan,
+                        None,
+                        _index,
+                        grid.n_blocks,
+                        text,
+                    )
                 )
-            except (RuntimeError, MemoryError) as exc:
-                if isinstance(exc, MemoryError) or not _is_oom(exc):
-                    raise
-                _free_device_memory(used_device)
-                from .fit import DEFAULT_BATCH
 
-                batch = (batch or DEFAULT_BATCH) // 4
-                if batch < 4096:
-                    if used_device == "cpu":
-                        raise SciZError("out of memory while fitting, even on the CPU") from exc
-                    msg = f"{used_device} ran out of memory; continuing on the CPU (slower)"
-                    warnings.warn(msg, RuntimeWarning, stacklevel=2)
-                    messages.append(msg)
-                    used_device, batch = "cpu", None
-                else:
-                    messages.append(
-                        f"{used_device} ran out of memory; retrying with {batch} voxels per step"
-                    )
-                if progress is not None:
-                    progress(
-                        ProgressInfo(
-                            voxel_done / total_voxels,
-                            0,
-                            steps,
-                            math.nan,
-                            math.nan,
-                            None,
-                            index,
-                            grid.n_blocks,
-                            messages[-1],
-                        )
-                    )
-        payloads.append(fit.payload)
-        total_steps_done += fit.steps
-        values = fit.reconstruction.reshape(reconstruction[sl].shape)
-        reconstruction[sl] = _finalize(values, arr.dtype, value_range)
+        outcome = run_block_job(
+            replace(job, device=used_device),
+            block,
+            None if label_arr is None else label_arr[sl],
+            on_step=on_step,
+            on_preview=on_preview if preview is not None else None,
+            preview_interval=preview_interval,
+            cancel=should_cancel,
+            on_message=on_message,
+        )
+        used_device = outcome.device  # a fallback to the CPU holds for the remaining blocks
+        messages.extend(outcome.messages)
+        payloads.append(outcome.payload)
+        total_steps_done += outcome.steps
+        values = outcome.values.reshape(reconstruction[sl].shape)
+        reconstruction[sl] = finalize(values, arr.dtype, value_range)
         if recon_f is not None:
             recon_f[sl] = values
         voxel_done += n_block
-    _free_device_memory(used_device)
+    free_device_memory(used_device)
 
     header["encoder"]["device"] = used_device
     header["encoder"]["steps"] = total_steps_done
@@ -561,9 +430,9 @@ def compress(
         data=blob,
         reconstruction=reconstruction,
         header=header,
-        ratio=raw / len(blob),
+        ratio=plan.raw_nbytes / len(blob),
         nbytes=len(blob),
-        raw_nbytes=raw,
+        raw_nbytes=plan.raw_nbytes,
         psnr=psnr(arr, reconstruction),
         ssim=ssim(arr, reconstruction),
         max_error=max_abs_error(arr, reconstruction),
@@ -571,6 +440,35 @@ def compress(
         device=used_device,
         messages=messages,
     )
+
+
+def check_calibration(
+    ndim: int, voxel_size: Sequence[float] | None, units: Sequence[str] | None
+) -> None:
+    """Raise :class:`InvalidInputError` unless voxel size and units have one entry per axis."""
+    if voxel_size is not None and len(voxel_size) != ndim:
+        raise InvalidInputError(f"voxel_size needs {ndim} values, got {len(voxel_size)}")
+    if units is not None and len(units) != ndim:
+        raise InvalidInputError(f"units needs {ndim} values, got {len(units)}")
+
+
+def check_labels(labels: Any, guidance_mode: str, shape: tuple[int, ...]) -> np.ndarray | None:
+    """Validate segmentation-guidance labels (an array of the image's shape) or None."""
+    if labels is None:
+        return None
+    if guidance_mode != "segmentation":
+        raise InvalidInputError("labels are used by segmentation guidance only")
+    try:
+        label_arr = np.asarray(labels)
+    except Exception as exc:  # noqa: BLE001 - any conversion failure is a bad input
+        raise InvalidInputError(f"labels could not be read as an array: {exc}") from exc
+    if label_arr.shape != tuple(shape):
+        raise InvalidInputError(
+            f"labels must have the image's shape {tuple(shape)}, got {label_arr.shape}"
+        )
+    if not (np.issubdtype(label_arr.dtype, np.integer) or label_arr.dtype == bool):
+        raise InvalidInputError(f"labels must be integers or booleans, not {label_arr.dtype}")
+    return label_arr
 
 
 def _compress_exact(
@@ -592,15 +490,12 @@ def _compress_exact(
 
     bound = lossless.check_mode(mode, max_error, arr.dtype)
     axes = check_axes(axes, arr.ndim)
-    if voxel_size is not None and len(voxel_size) != arr.ndim:
-        raise InvalidInputError(f"voxel_size needs {arr.ndim} values, got {len(voxel_size)}")
-    if units is not None and len(units) != arr.ndim:
-        raise InvalidInputError(f"units needs {arr.ndim} values, got {len(units)}")
+    check_calibration(arr.ndim, voxel_size, units)
     should_cancel = _cancel_predicate(cancel)
     grid = BlockGrid.for_shape(arr.shape, block_voxels)
     raw = int(arr.size * arr.dtype.itemsize)
     header = {
-        **_base_header(arr, mode, axes, voxel_size, units, name),
+        **base_header(arr.shape, arr.dtype, mode, axes, voxel_size, units, name),
         "max_error": bound,
         "value_range": _value_range(arr),
         "model": {"type": "causal-predictor", "version": 1},
@@ -631,21 +526,6 @@ def _compress_exact(
         encode_seconds=time.perf_counter() - t_start,
         device="cpu",
     )
-
-
-def _payload_budget(raw: int, target: float, fixed: int, n_blocks: int) -> float:
-    """Bytes for all block payloads, given the bytes ``fixed`` of everything else.
-
-    Each block's payload lands in ``[1 - BLOCK_WINDOW, 1]`` times its share and the header
-    may not use all of its ``HEADER_SLACK``, so the file can come out smaller than planned by
-    ``BLOCK_WINDOW * budget + HEADER_SLACK`` bytes. On large files the aim ``RATIO_AIM`` absorbs
-    that; on small files (a few kB, where the header is a large part of the file) the budget is
-    raised, up to ``RATIO_FLOOR``, so that even the smallest outcome stays under ``RATIO_CEIL``.
-    """
-    budget = raw / (target * RATIO_AIM) - fixed
-    smallest = raw / (target * RATIO_CEIL) - (fixed - HEADER_SLACK) + n_blocks  # int() per block
-    largest = raw / (target * RATIO_FLOOR) - fixed
-    return min(max(budget, smallest / (1 - BLOCK_WINDOW)), largest)
 
 
 class SciZReader:
@@ -900,7 +780,7 @@ class SciZReader:
                         pts = torch.from_numpy(grid_pts.astype(np.float32))
                         vals = fld.sample(pts).reshape([len(loc) for loc in local])
                 values = vals.double().numpy() * (vmax - vmin) + vmin
-                target[np.ix_(*sel)] = _finalize(values, self.dtype, self.value_range)
+                target[np.ix_(*sel)] = finalize(values, self.dtype, self.value_range)
         return out
 
     def _exact_block(self, index: int) -> np.ndarray:

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import FormatError
 
-__all__ = ["BlockGrid", "allocate_bytes"]
+__all__ = ["BlockGrid", "BlockStats", "allocate_bytes", "allocate_from_stats", "block_stats"]
 
 Box = Sequence[tuple[int, int]]
 
@@ -177,42 +177,81 @@ class BlockGrid:
                     yield index, start, stop
 
 
-def _detail(block: np.ndarray, span: float) -> float:
-    """Mean absolute difference between neighbours, relative to the value span."""
-    b = np.asarray(block, dtype=np.float32)
+@dataclass(frozen=True)
+class BlockStats:
+    """What the byte allocation and the header need to know of one block.
+
+    Computed where the block is (in this process or on a Dask worker), so that planning a
+    compression never needs the whole array in one place.
+
+    Attributes
+    ----------
+    vmin, vmax : int or float
+        Smallest and largest value (Python ``int`` for integer dtypes).
+    detail : float
+        Mean absolute difference between neighbours, averaged over the axes longer than one
+        (in original units; divided by the whole image's value span it is the allocation's
+        complexity measure).
+    voxels : int
+        Number of voxels.
+    nonfinite : int
+        Number of NaN or infinite values (always 0 for integer dtypes).
+    """
+
+    vmin: float
+    vmax: float
+    detail: float
+    voxels: int
+    nonfinite: int = 0
+
+
+def block_stats(block: np.ndarray) -> BlockStats:
+    """Statistics of one block (see :class:`BlockStats`)."""
+    b = np.asarray(block)
+    nonfinite = 0
+    if b.dtype.kind == "f":
+        finite = np.isfinite(b)
+        nonfinite = int(b.size - np.count_nonzero(finite))
+        if nonfinite:
+            return BlockStats(math.nan, math.nan, math.nan, int(b.size), nonfinite)
+    lo, hi = b.min(), b.max()
+    if b.dtype.kind in "uib":
+        lo, hi = int(lo), int(hi)
+    else:
+        lo, hi = float(lo), float(hi)
+    f = b.astype(np.float32, copy=False)
     total = 0.0
     count = 0
-    for axis in range(b.ndim):
-        if b.shape[axis] > 1:
-            total += float(np.abs(np.diff(b, axis=axis)).mean())
+    for axis in range(f.ndim):
+        if f.shape[axis] > 1:
+            total += float(np.abs(np.diff(f, axis=axis)).mean())
             count += 1
-    return (total / max(count, 1)) / span if span > 0 else 0.0
+    return BlockStats(lo, hi, total / max(count, 1), int(b.size), 0)
 
 
-def allocate_bytes(
-    arr: np.ndarray, grid: BlockGrid, budget: float, min_bytes: int = 160
+def allocate_from_stats(
+    stats: Sequence[BlockStats], budget: float, min_bytes: int = 160
 ) -> list[float]:
     """Split a payload byte budget between blocks by size and complexity.
 
-    Each block gets a share proportional to ``voxels * sqrt(detail)``, where ``detail`` is the
-    mean absolute neighbour difference (a cheap proxy of how many bits the block needs, in the
-    spirit of TINC/BRIEF's variance-based allocation), with at least ``min_bytes`` per block.
+    Each block gets a share proportional to ``voxels * sqrt(detail / span)``, where ``detail``
+    is the mean absolute neighbour difference and ``span`` the value span of the whole image
+    (a cheap proxy of how many bits the block needs, in the spirit of TINC/BRIEF's
+    variance-based allocation), with at least ``min_bytes`` per block.
 
     Returns
     -------
     list of float
         Bytes per block; they sum to ``budget``.
     """
-    n = grid.n_blocks
+    n = len(stats)
     if n == 1:
         return [float(budget)]
-    lo, hi = float(np.min(arr)), float(np.max(arr))
-    span = hi - lo
+    span = float(max(s.vmax for s in stats)) - float(min(s.vmin for s in stats))
     weights = []
-    for i in range(n):
-        block = arr[grid.block_slices(i)]
-        detail = _detail(block, span)
-        weights.append(grid.block_voxels(i) * math.sqrt(detail + 1e-4))
+    for s in stats:
+        detail = s.detail / span if span > 0 else 0.0
+        weights.append(s.voxels * math.sqrt(detail + 1e-4))
     w = np.asarray(weights)
     shares = budget * w / w.sum()
     # lift starved blocks to the minimum, taking the bytes from the others proportionally
@@ -225,3 +264,20 @@ def allocate_bytes(
         rich = ~low
         shares[rich] -= deficit * shares[rich] / shares[rich].sum()
     return [float(s) for s in shares]
+
+
+def allocate_bytes(
+    arr: np.ndarray, grid: BlockGrid, budget: float, min_bytes: int = 160
+) -> list[float]:
+    """Split a payload byte budget between the blocks of ``arr`` (see
+    :func:`allocate_from_stats`).
+
+    Returns
+    -------
+    list of float
+        Bytes per block; they sum to ``budget``.
+    """
+    if grid.n_blocks == 1:
+        return [float(budget)]
+    stats = [block_stats(arr[grid.block_slices(i)]) for i in range(grid.n_blocks)]
+    return allocate_from_stats(stats, budget, min_bytes)

@@ -1,0 +1,384 @@
+"""Planning a lossy compression and fitting one planned block.
+
+A lossy compression is split into two halves that do not need the whole array in one place:
+
+1. :func:`plan_lossy` turns per-block statistics (:func:`~napari_sciz.core.blocks.block_stats`)
+   into the file header and one :class:`BlockJob` per block: its byte window, seed, steps or
+   time budget and device;
+2. :func:`run_block_job` fits one block's voxels for its job and returns the payload.
+
+:func:`napari_sciz.compress` runs both halves in this process; the distributed encoder
+(:mod:`napari_sciz.core.distributed`) computes the statistics and runs the jobs on Dask workers
+that read their own blocks. Both produce the same bytes for the same input, seed and steps.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .._version import __version__
+from ..errors import InvalidInputError, RatioUnreachableError, SciZError
+from . import container
+from .blocks import BlockGrid, BlockStats, allocate_from_stats
+
+__all__ = [
+    "BlockJob",
+    "BlockOutcome",
+    "LossyPlan",
+    "base_header",
+    "check_effort",
+    "plan_lossy",
+    "run_block_job",
+]
+
+FORMAT_MODE = "lossy"
+#: the achieved ratio is aimed at ``ratio * RATIO_AIM`` (the accepted window is [0.98, 1.1] R)
+RATIO_AIM = 1.01
+#: on small files the aim moves towards ``ratio * RATIO_FLOOR`` so that the smallest payloads
+#: still keep the ratio under ``ratio * RATIO_CEIL`` (see :func:`payload_budget`)
+RATIO_FLOOR = 0.99
+RATIO_CEIL = 1.09
+#: relative width of each block's byte window below its share
+BLOCK_WINDOW = 0.03
+#: bytes reserved for header growth between planning and writing
+HEADER_SLACK = 24
+#: smallest payload a block can be coded in (architecture, ranges and a tiny MLP)
+MIN_BLOCK_BYTES = 160
+#: share of a time budget given to fitting (the rest: metrics and packing)
+FIT_SHARE = 0.92
+
+
+def base_header(
+    shape: Sequence[int],
+    dtype: np.dtype,
+    mode: str,
+    axes: str,
+    voxel_size: Sequence[float] | None,
+    units: Sequence[str] | None,
+    name: str | None,
+) -> dict:
+    """Header keys common to every coding mode (the image and the library)."""
+    return {
+        "format": "sciz",
+        "library": f"napari-sciz {__version__}",
+        "mode": mode,
+        "shape": [int(n) for n in shape],
+        "dtype": np.dtype(dtype).name,
+        "axes": axes,
+        "voxel_size": None if voxel_size is None else [float(v) for v in voxel_size],
+        "units": None if units is None else [str(u) for u in units],
+        "name": name,
+    }
+
+
+def check_effort(steps: int | None, budget: float | None) -> int | None:
+    """Validate ``steps``/``budget``; return the steps to use (300 when neither is given)."""
+    if steps is not None and budget is not None:
+        raise InvalidInputError("give either steps or budget, not both")
+    if steps is not None and (int(steps) != steps or steps < 1):
+        raise InvalidInputError(f"steps must be a positive integer, got {steps!r}")
+    if budget is not None:
+        try:
+            seconds = float(budget)
+        except (TypeError, ValueError):
+            seconds = math.nan
+        if not (math.isfinite(seconds) and seconds > 0):
+            raise InvalidInputError(f"budget must be a positive number of seconds, got {budget!r}")
+    if steps is None and budget is None:
+        return 300
+    return None if steps is None else int(steps)
+
+
+def check_nonfinite(stats: Sequence[BlockStats]) -> None:
+    """Raise :class:`InvalidInputError` if any block holds NaN or infinite values."""
+    bad = sum(s.nonfinite for s in stats)
+    if bad:
+        raise InvalidInputError(f"the image contains {bad} NaN or infinite values")
+
+
+def value_range(stats: Sequence[BlockStats]) -> list[float | int]:
+    """``[min, max]`` of the whole image from its blocks' statistics."""
+    return [min(s.vmin for s in stats), max(s.vmax for s in stats)]
+
+
+def payload_budget(raw: int, target: float, fixed: int, n_blocks: int) -> float:
+    """Bytes for all block payloads, given the bytes ``fixed`` of everything else.
+
+    Each block's payload lands in ``[1 - BLOCK_WINDOW, 1]`` times its share and the header
+    may not use all of its ``HEADER_SLACK``, so the file can come out smaller than planned by
+    ``BLOCK_WINDOW * budget + HEADER_SLACK`` bytes. On large files the aim ``RATIO_AIM`` absorbs
+    that; on small files (a few kB, where the header is a large part of the file) the budget is
+    raised, up to ``RATIO_FLOOR``, so that even the smallest outcome stays under ``RATIO_CEIL``.
+    """
+    budget = raw / (target * RATIO_AIM) - fixed
+    smallest = raw / (target * RATIO_CEIL) - (fixed - HEADER_SLACK) + n_blocks  # int() per block
+    largest = raw / (target * RATIO_FLOOR) - fixed
+    return min(max(budget, smallest / (1 - BLOCK_WINDOW)), largest)
+
+
+@dataclass(frozen=True)
+class BlockJob:
+    """What fitting one block needs besides its voxels (small and picklable).
+
+    Attributes
+    ----------
+    index : int
+        Block number in the grid.
+    window : tuple of int
+        ``(low, high)`` payload bytes.
+    seed : int
+        Random seed of this block.
+    steps : int or None
+        Training steps (None with a time budget).
+    budget : float or None
+        Seconds for this block.
+    device : str
+        Torch device to fit on.
+    guidance : str
+        Guidance mode (``"none"``, ``"segmentation"``, ``"perceptual"``).
+    guidance_weights : dict or None
+        Complete guidance weights (None without guidance).
+    """
+
+    index: int
+    window: tuple[int, int]
+    seed: int
+    steps: int | None
+    budget: float | None
+    device: str
+    guidance: str = "none"
+    guidance_weights: dict[str, float] | None = None
+
+
+@dataclass
+class LossyPlan:
+    """The header and the block jobs of a lossy compression (see :func:`plan_lossy`)."""
+
+    header: dict
+    grid: BlockGrid
+    jobs: list[BlockJob]
+    raw_nbytes: int
+    value_range: list[float | int]
+
+
+def plan_lossy(
+    shape: Sequence[int],
+    dtype: np.dtype,
+    grid: BlockGrid,
+    stats: Sequence[BlockStats],
+    ratio: float,
+    *,
+    device: str,
+    steps: int | None,
+    budget: float | None,
+    seed: int,
+    axes: str,
+    voxel_size: Sequence[float] | None,
+    units: Sequence[str] | None,
+    name: str | None,
+    guidance: str = "none",
+    guidance_weights: dict[str, float] | None = None,
+    parallel: int = 1,
+) -> LossyPlan:
+    """Header and per-block jobs of a lossy compression at ``ratio``.
+
+    Parameters
+    ----------
+    shape, dtype : tuple of int, numpy.dtype
+        The image.
+    grid : BlockGrid
+        Its block grid.
+    stats : sequence of BlockStats
+        One per block, in block order.
+    ratio : float
+        Target ratio (validated).
+    device : str
+        Resolved torch device.
+    steps, budget : int or None, float or None
+        Training effort (exactly one is not None; see :func:`check_effort`).
+    parallel : int
+        Number of blocks fitted at the same time: a total time ``budget`` is split between
+        blocks by size, times ``parallel``.
+
+    Raises
+    ------
+    RatioUnreachableError
+        The header and the smallest block codes do not fit in the ratio.
+    """
+    raw = int(math.prod(int(n) for n in shape) * np.dtype(dtype).itemsize)
+    vrange = value_range(stats)
+    header = {
+        **base_header(shape, dtype, FORMAT_MODE, axes, voxel_size, units, name),
+        "value_range": vrange,
+        "target_ratio": ratio,
+        "model": {"type": "latent-grid", "version": 1, "activation": "relu"},
+        "blocks": grid.to_header(),
+        "guidance": guidance,
+        "encoder": {"device": device, "steps": steps, "budget": budget, "seed": int(seed)},
+    }
+    if guidance != "none":
+        header["guidance_weights"] = guidance_weights
+    fixed = container.overhead(header, grid.n_blocks) + HEADER_SLACK
+    total = payload_budget(raw, ratio, fixed, grid.n_blocks)
+    if total < grid.n_blocks * MIN_BLOCK_BYTES:
+        best = raw / (fixed + grid.n_blocks * MIN_BLOCK_BYTES)
+        raise RatioUnreachableError(
+            f"a ratio of {ratio:g}x is not reachable for this {raw}-byte input: the file "
+            f"needs at least {fixed + grid.n_blocks * MIN_BLOCK_BYTES} bytes; "
+            f"the highest reachable ratio is about {best:.0f}x"
+        )
+    shares = allocate_from_stats(stats, total)
+    total_vox = sum(s.voxels for s in stats)
+    jobs = []
+    for index, share in enumerate(shares):
+        block_budget = None
+        if budget is not None:
+            block_budget = FIT_SHARE * float(budget) * stats[index].voxels / total_vox
+            block_budget *= max(1, min(int(parallel), grid.n_blocks))
+        jobs.append(
+            BlockJob(
+                index=index,
+                window=(int(share * (1 - BLOCK_WINDOW)), int(share)),
+                seed=int(seed) + index,
+                steps=steps,
+                budget=block_budget,
+                device=device,
+                guidance=guidance,
+                guidance_weights=guidance_weights if guidance != "none" else None,
+            )
+        )
+    return LossyPlan(header, grid, jobs, raw, vrange)
+
+
+@dataclass
+class BlockOutcome:
+    """A fitted block: its payload and what the caller reports about it."""
+
+    index: int
+    payload: bytes
+    steps: int
+    values: np.ndarray
+    device: str
+    messages: list[str] = field(default_factory=list)
+
+
+def is_oom(exc: BaseException) -> bool:
+    """Whether ``exc`` is a (GPU or CPU) out-of-memory error raised by torch."""
+    import torch
+
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+def free_device_memory(device: str) -> None:
+    """Return cached accelerator memory to the driver."""
+    import torch
+
+    if device.startswith("cuda") and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    elif device == "mps" and hasattr(torch, "mps"):
+        try:
+            torch.mps.empty_cache()
+        except (AttributeError, RuntimeError):  # pragma: no cover - platform specific
+            pass
+
+
+def block_array(values: Any, dtype: np.dtype, shape3: Sequence[int]) -> np.ndarray:
+    """A block's voxels as the float array the fit takes (float64 for 4-byte dtypes)."""
+    work = np.float64 if np.dtype(dtype).itemsize >= 4 else np.float32
+    return np.asarray(values, dtype=work).reshape(tuple(shape3))
+
+
+def run_block_job(
+    job: BlockJob,
+    block: np.ndarray,
+    labels: np.ndarray | None = None,
+    *,
+    on_step: Callable[[Any], None] | None = None,
+    on_preview: Callable[[np.ndarray], None] | None = None,
+    preview_interval: float = 3.0,
+    cancel: Callable[[], bool] | None = None,
+    on_message: Callable[[str], None] | None = None,
+) -> BlockOutcome:
+    """Fit one block for ``job``; out of memory, retry with smaller batches, then on the CPU.
+
+    Parameters
+    ----------
+    job : BlockJob
+        The block's plan.
+    block : numpy.ndarray
+        Its voxels, shape ``(D, H, W)`` (see :func:`block_array`).
+    labels : numpy.ndarray, optional
+        Labels of the block for segmentation guidance.
+    on_step, on_preview, preview_interval, cancel
+        Passed to :func:`napari_sciz.core.fit.fit_block`.
+    on_message : callable, optional
+        Called with a note for the user when the fit falls back (smaller batch, CPU).
+
+    Returns
+    -------
+    BlockOutcome
+        Payload, training steps, the float reconstruction (original units, unclipped), the
+        device the fit ended on and the notes.
+    """
+    from .fit import DEFAULT_BATCH, fit_block
+    from .guidance import make_guidance
+
+    device = job.device
+    batch: int | None = None
+    messages: list[str] = []
+    while True:
+        kwargs: dict[str, Any] = {"steps": job.steps, "budget": job.budget}
+        if batch is not None:
+            kwargs["batch"] = batch
+        guide = make_guidance(job.guidance, job.guidance_weights)
+        if guide is not None:
+            kwargs["guidance"] = guide
+            if labels is not None:
+                kwargs["labels"] = labels.reshape(block.shape)
+        try:
+            fit = fit_block(
+                block,
+                job.window,
+                seed=job.seed,
+                device=device,
+                on_step=on_step,
+                on_preview=on_preview,
+                preview_interval=preview_interval,
+                cancel=cancel,
+                **kwargs,
+            )
+        except (RuntimeError, MemoryError) as exc:
+            if isinstance(exc, MemoryError) or not is_oom(exc):
+                raise
+            free_device_memory(device)
+            batch = (batch or DEFAULT_BATCH) // 4
+            if batch < 4096:
+                if device == "cpu":
+                    raise SciZError("out of memory while fitting, even on the CPU") from exc
+                msg = f"{device} ran out of memory; continuing on the CPU (slower)"
+                warnings.warn(msg, RuntimeWarning, stacklevel=2)
+                device, batch = "cpu", None
+            else:
+                msg = f"{device} ran out of memory; retrying with {batch} voxels per step"
+            messages.append(msg)
+            if on_message is not None:
+                on_message(msg)
+            continue
+        return BlockOutcome(job.index, fit.payload, fit.steps, fit.reconstruction, device, messages)
+
+
+def finalize(values: np.ndarray, dtype: np.dtype, vrange: Sequence[float]) -> np.ndarray:
+    """Round (integers) and clip a float reconstruction into the original dtype."""
+    lo, hi = vrange
+    out = np.clip(values, lo, hi)
+    if np.dtype(dtype).kind in "ui":
+        out = np.rint(out)
+    return out.astype(dtype)
