@@ -167,6 +167,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="labels image of IN's shape (> 0 is foreground) for --guidance segmentation; "
         "without it an Otsu threshold of the image is the reference",
     )
+    scale_out = p.add_mutually_exclusive_group()
+    scale_out.add_argument(
+        "--workers",
+        type=_positive_int,
+        metavar="N",
+        help="fit the blocks in parallel on a local Dask cluster of N worker processes "
+        "(each reads its own blocks of IN; lossy mode)",
+    )
+    scale_out.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="fit the blocks on an existing Dask cluster, e.g. tcp://10.0.0.5:8786 (IN must "
+        "be readable under the same path on every worker; lossy mode)",
+    )
+    p.add_argument(
+        "--block-voxels",
+        type=_positive_int,
+        metavar="N",
+        help="largest block in voxels (default 4194304); smaller blocks spread over more workers",
+    )
     p.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
     p.add_argument(
         "--json",
@@ -386,15 +406,43 @@ def _check_image_output(path: Path) -> None:
         )
 
 
+def _compress_local(
+    api: Any, image: Any, labels: Any, args: argparse.Namespace, progress: Any, extra: dict
+) -> Any:
+    """``sciz compress`` in this process."""
+    return api.compress(
+        image.data,
+        args.ratio,
+        device=args.device,
+        steps=args.steps,
+        budget=args.budget,
+        seed=args.seed,
+        axes=image.axes,
+        voxel_size=image.voxel_size,
+        units=image.units,
+        name=image.name,
+        progress=progress,
+        guidance=args.guidance,
+        labels=labels,
+        mode=args.mode,
+        max_error=args.max_error,
+        **extra,
+    )
+
+
 def _cmd_compress(args: argparse.Namespace) -> int:
     out = Path(args.output)
     _check_sciz_output(out)
-    image = read_image(args.input)
+    distributed = args.workers is not None or args.scheduler is not None
+    if distributed and args.mode != "lossy":
+        raise InvalidInputError("--workers and --scheduler are for --mode lossy")
+    # distributed: the workers read the blocks, here only the metadata are read
+    image = read_image(args.input, lazy=distributed)
     labels = None
     if args.labels is not None:
         if args.guidance != "segmentation":
             raise InvalidInputError("--labels needs --guidance segmentation")
-        labels = read_image(args.labels).data
+        labels = args.labels if distributed else read_image(args.labels).data
     if args.mode == "lossy" and args.ratio is None:
         raise InvalidInputError("--ratio is required in lossy mode (or give --mode lossless)")
     if args.mode == "bounded" and args.max_error is None:
@@ -405,24 +453,33 @@ def _cmd_compress(args: argparse.Namespace) -> int:
     api = _codec()
     progress = _Progress(sys.stderr, enabled=not args.json)
     t0 = time.monotonic()
+    extra: dict[str, Any] = {}
+    if args.block_voxels is not None:
+        extra["block_voxels"] = args.block_voxels
     try:
-        result = api.compress(
-            image.data,
-            args.ratio,
-            device=args.device,
-            steps=args.steps,
-            budget=args.budget,
-            seed=args.seed,
-            axes=image.axes,
-            voxel_size=image.voxel_size,
-            units=image.units,
-            name=image.name,
-            progress=progress,
-            guidance=args.guidance,
-            labels=labels,
-            mode=args.mode,
-            max_error=args.max_error,
-        )
+        if distributed:
+            from .core.distributed import compress_distributed
+
+            result = compress_distributed(
+                args.input,
+                args.ratio,
+                scheduler=args.scheduler,
+                workers=args.workers,
+                device=args.device,
+                steps=args.steps,
+                budget=args.budget,
+                seed=args.seed,
+                axes=image.axes,
+                voxel_size=image.voxel_size,
+                units=image.units,
+                name=image.name,
+                progress=progress,
+                guidance=args.guidance,
+                labels=labels,
+                **extra,
+            )
+        else:
+            result = _compress_local(api, image, labels, args, progress, extra)
     finally:
         progress.close()
     wall = time.monotonic() - t0
@@ -461,7 +518,9 @@ def _cmd_compress(args: argparse.Namespace) -> int:
     if psnr is not None:
         rows.append(("PSNR", "inf (lossless)" if psnr == math.inf else f"{psnr:.2f} dB"))
     if summary.get("ssim") is not None:
-        rows.append(("SSIM", f"{float(summary['ssim']):.4f}"))
+        value = float(summary["ssim"])
+        shown = "not measured (blocks split the slices)" if math.isnan(value) else f"{value:.4f}"
+        rows.append(("SSIM", shown))
     if summary.get("max_error") is not None:
         rows.append(("max error", f"{float(summary['max_error']):.6g}"))
     secs = summary.get("encode_seconds", wall)

@@ -110,7 +110,7 @@ class CompressResult:
     """
 
     data: bytes
-    reconstruction: np.ndarray
+    reconstruction: np.ndarray | None
     header: dict
     ratio: float
     nbytes: int

@@ -34,6 +34,7 @@ import numpy as np
 
 from ..errors import InvalidInputError, SciZError
 from .atomic import atomic_write, check_output
+from .ome_zarr import ZARR_EXTENSIONS, is_zarr_path, open_zarr_image
 
 __all__ = ["SUPPORTED_EXTENSIONS", "ImageData", "default_axes", "read_image", "write_image"]
 
@@ -163,14 +164,19 @@ def _normalize_unit(unit: object) -> str:
 # ----------------------------------------------------------------------------------------------
 
 
-def read_image(path: str | os.PathLike[str]) -> ImageData:
-    """Read a TIFF, OME-TIFF or ``.npy`` file with its axes and voxel size.
+def read_image(path: str | os.PathLike[str], *, lazy: bool = False) -> ImageData:
+    """Read a TIFF, OME-TIFF, ``.npy`` or (OME-)Zarr image with its axes and voxel size.
 
     Parameters
     ----------
     path : str or os.PathLike
-        A ``.tif``/``.tiff`` (plain, ImageJ or OME), ``.ome.tif``/``.ome.tiff`` or ``.npy`` file.
-        Only the first TIFF series is read.
+        A ``.tif``/``.tiff`` (plain, ImageJ or OME), ``.ome.tif``/``.ome.tiff`` or ``.npy`` file,
+        or a ``.zarr``/``.ome.zarr`` store (see :mod:`napari_sciz.io.ome_zarr`). Only the first
+        TIFF series is read.
+    lazy : bool
+        Never read the whole image: ``data`` is then a read-only memory map (contiguous TIFF,
+        ``.npy``), a lazy view of the TIFF's strips or tiles (compressed TIFF), or the lazy Zarr
+        array; slicing it reads only what the slice needs.
 
     Returns
     -------
@@ -195,13 +201,15 @@ def read_image(path: str | os.PathLike[str]) -> ImageData:
     ('ZYX', (2.0, 0.5, 0.5), ('µm', 'µm', 'µm'), 'stack')
     """
     p = Path(path)
+    if is_zarr_path(p):
+        return _read_zarr(p, lazy)
     ext = _check_extension(p)
     if not p.exists():
         raise InvalidInputError(f"no such file: {p}")
     if not p.is_file():
         raise InvalidInputError(f"not a file: {p}")
     try:
-        image = _read_npy(p) if ext == ".npy" else _read_tiff(p)
+        image = _read_npy(p, lazy) if ext == ".npy" else _read_tiff(p, lazy)
     except (SciZError, MemoryError):
         raise
     except Exception as exc:  # tifffile/numpy raise many types for broken files
@@ -211,8 +219,80 @@ def read_image(path: str | os.PathLike[str]) -> ImageData:
     return image
 
 
-def _read_npy(path: Path) -> ImageData:
-    mmap = "r" if path.stat().st_size > _MMAP_THRESHOLD else None
+def _read_zarr(path: Path, lazy: bool) -> ImageData:
+    arr, axes, voxel_size, units = open_zarr_image(path)
+    if arr.dtype.kind not in "biuf":
+        raise InvalidInputError(f"cannot read {path.name}: unsupported data type {arr.dtype}")
+    data = arr if lazy else np.asarray(arr[...])
+    name = path.name.rstrip("/")
+    for ext in ZARR_EXTENSIONS:
+        if name.lower().endswith(ext):
+            name = name[: -len(ext)]
+            break
+    return ImageData(
+        data=data,
+        axes=axes or default_axes(arr.ndim),
+        voxel_size=voxel_size,
+        units=units,
+        name=name,
+    )
+
+
+class _SqueezedView:
+    """Read-only lazy view of an array-like without some of its singleton axes."""
+
+    def __init__(self, raw: Any, keep: Sequence[int]) -> None:
+        self._raw = raw
+        self._keep = list(keep)
+        self.shape = tuple(int(raw.shape[i]) for i in self._keep)
+        self.dtype = np.dtype(raw.dtype)
+        self.ndim = len(self.shape)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        key = key if isinstance(key, tuple) else (key,)
+        key = key + (slice(None),) * (self.ndim - len(key))
+        full: list[Any] = [0] * len(self._raw.shape)
+        for axis, k in zip(self._keep, key, strict=True):
+            full[axis] = k
+        return np.asarray(self._raw[tuple(full)])
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        out = self[tuple(slice(None) for _ in self.shape)]
+        return out if dtype is None else out.astype(dtype)
+
+
+def _lazy_tiff(path: Path, shape: tuple[int, ...], axes: str) -> Any:
+    """Strips/tiles of a TIFF series read on demand (through tifffile's Zarr store)."""
+    import tifffile
+
+    zarr = _zarr_module()
+    store = tifffile.imread(path, aszarr=True, series=0)
+    raw = zarr.open(store, mode="r")
+    if isinstance(raw, zarr.Group):  # pyramidal file: level 0
+        raw = raw["0"]
+    if tuple(raw.shape) != shape:  # pragma: no cover - tifffile keeps them in sync
+        raise InvalidInputError(f"cannot read {path.name} lazily: unexpected layout")
+    if "S" in axes and axes.index("S") != 0 and len(shape) > 2:
+        raise InvalidInputError(
+            f"cannot read the RGB(A) file {path.name} block by block; convert it to one "
+            "channel per plane (or to Zarr) first"
+        )
+    return raw
+
+
+def _zarr_module() -> Any:
+    try:
+        import zarr
+    except ModuleNotFoundError as exc:  # pragma: no cover - zarr is in the test environment
+        raise InvalidInputError(
+            "reading a compressed TIFF block by block needs the zarr package: "
+            "pip install 'napari-sciz[dask]'"
+        ) from exc
+    return zarr
+
+
+def _read_npy(path: Path, lazy: bool = False) -> ImageData:
+    mmap = "r" if lazy or path.stat().st_size > _MMAP_THRESHOLD else None
     data = np.load(path, mmap_mode=mmap, allow_pickle=False)
     if not isinstance(data, np.ndarray):  # pragma: no cover - np.load of .npy is an array
         raise InvalidInputError(f"cannot read {path.name}: not a single array")
@@ -231,7 +311,7 @@ def _rename_unknown_axes(axes: str) -> str:
     return "".join(letters)
 
 
-def _read_tiff(path: Path) -> ImageData:
+def _read_tiff(path: Path, lazy: bool = False) -> ImageData:
     import tifffile
 
     with tifffile.TiffFile(path) as tif:
@@ -240,15 +320,29 @@ def _read_tiff(path: Path) -> ImageData:
         series = tif.series[0]
         shape = tuple(series.shape)
         axes = str(series.axes).upper()
-        data: np.ndarray | None = None
-        if path.stat().st_size > _MMAP_THRESHOLD and series.dataoffset is not None:
+        data: Any = None
+        if (lazy or path.stat().st_size > _MMAP_THRESHOLD) and series.dataoffset is not None:
             try:
                 data = tifffile.memmap(path, series=0, mode="r").reshape(shape)
             except (ValueError, OSError):  # not memory-mappable: fall back to reading
                 data = None
-        if data is None:
-            data = np.asarray(series.asarray()).reshape(shape)
         calib = _tiff_calibration(tif, path)
+    if data is None and lazy:
+        raw = _lazy_tiff(path, shape, axes)
+        keep = [i for i, (a, n) in enumerate(zip(axes, shape, strict=True)) if n != 1 or a in "YX"]
+        data = _SqueezedView(raw, keep)
+        axes = _rename_unknown_axes("".join(axes[i] for i in keep))
+        pairs = [calib.get(a, (1.0, "")) for a in axes] if calib else None
+        return ImageData(
+            data=data,
+            axes=axes,
+            voxel_size=None if pairs is None else tuple(float(s) for s, _ in pairs),
+            units=None if pairs is None else tuple(u for _, u in pairs),
+            name=_stem(path),
+        )
+    if data is None:
+        with tifffile.TiffFile(path) as tif:
+            data = np.asarray(tif.series[0].asarray()).reshape(shape)
 
     if len(axes) != data.ndim:  # pragma: no cover - defensive, tifffile keeps them in sync
         axes = default_axes(data.ndim)

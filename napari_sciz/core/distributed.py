@@ -1,0 +1,502 @@
+"""Lossy compression on a Dask cluster: the workers read, fit and code their own blocks.
+
+The client only plans and assembles. For an input file (TIFF/OME-TIFF, ``.npy``, Zarr/OME-Zarr)
+every task opens it lazily on its worker and reads just its block, so neither the client nor a
+worker ever holds the whole volume:
+
+1. one *statistics* task per block (value range, complexity, NaN/Inf check) — the client turns
+   them into the header and the byte allocation (:func:`napari_sciz.core.plan.plan_lossy`),
+   exactly as :func:`napari_sciz.compress` does;
+2. one *fit* task per block: read the block, fit it, return its payload (a few kB) and its
+   squared error, largest error and slice SSIMs;
+3. the client packs the payloads into one ``.sciz`` file.
+
+Each block's fit depends only on its voxels and its job (seed ``seed + index``, steps, byte
+window), so with ``steps`` the file is byte-identical to a single-process run on the same
+device and torch thread count (blocks under 2**20 voxels are always fitted single-threaded).
+A worker that dies mid-job has its blocks rerun elsewhere by the scheduler (up to
+``distributed.scheduler.allowed-failures`` times); a block whose fit raises an unexpected error
+is retried ``retries`` times. Errors the user must fix (NaN in the input, an unreadable file)
+are reported at once, without retries.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import CancelledError, InvalidInputError, SciZError
+from . import container
+from .blocks import BlockGrid, BlockStats, block_stats
+from .plan import BlockJob, block_array, check_effort, check_nonfinite, finalize, plan_lossy
+from .validate import SUPPORTED_DTYPES, check_axes, check_ratio
+
+__all__ = ["BlockSource", "compress_distributed"]
+
+
+@dataclass(frozen=True)
+class BlockSource:
+    """A picklable recipe that reads any block of the input, on whichever machine runs it.
+
+    Attributes
+    ----------
+    shape : tuple of int
+        Shape of the image.
+    dtype : str
+        Its dtype name.
+    path : str or None
+        File or store read lazily (:func:`napari_sciz.io.read_image` with ``lazy=True``);
+        it must be reachable under this path from every worker (a shared file system).
+
+    Without ``path`` the array travels beside the source (a Dask future of it, scattered once
+    to every worker) and is passed to :meth:`read`.
+    """
+
+    shape: tuple[int, ...]
+    dtype: str
+    path: str | None = None
+
+    @classmethod
+    def from_path(cls, path: str | os.PathLike[str]) -> BlockSource:
+        """Describe a file or store (its metadata are read here, its voxels never)."""
+        from ..io import read_image
+
+        image = read_image(path, lazy=True)
+        return cls(
+            tuple(int(n) for n in image.data.shape),
+            np.dtype(image.data.dtype).name,
+            path=str(Path(path).resolve()),
+        )
+
+    def read(self, index: tuple, array: Any = None) -> np.ndarray:
+        """Read ``source[index]`` into memory (a copy); ``array`` is the in-memory input."""
+        if self.path is None:
+            if array is None:
+                raise InvalidInputError("this source needs its array")
+            return np.array(array[index])
+        from ..io import read_image
+
+        image = read_image(self.path, lazy=True)
+        try:
+            return np.array(image.data[index])
+        finally:
+            del image  # unmap the file: the next block maps only what it reads
+
+
+def _user_error(exc: BaseException) -> BaseException:
+    """A picklable stand-in for an error the user must fix (no retry)."""
+    return exc if isinstance(exc, SciZError) else InvalidInputError(str(exc))
+
+
+def _stats_task(
+    source: BlockSource, array: Any, grid: BlockGrid, index: int
+) -> BlockStats | BaseException:
+    try:
+        return block_stats(source.read(grid.block_slices(index), array))
+    except (SciZError, OSError, ValueError) as exc:
+        return _user_error(exc)
+
+
+def _worker_device(device: str) -> str:
+    """Resolve the device on the worker; spread workers over the GPUs of their machine."""
+    from .device import resolve_device
+
+    dev = resolve_device(device)
+    if dev == "cuda":
+        import torch
+
+        count = torch.cuda.device_count()
+        if count > 1:
+            try:
+                from distributed import get_worker
+
+                name = get_worker().name
+                slot = int(name) if str(name).isdigit() else abs(hash(name))
+            except (ImportError, ValueError):
+                slot = os.getpid()
+            dev = f"cuda:{slot % count}"
+    return dev
+
+
+@dataclass
+class _FitResult:
+    index: int
+    payload: bytes
+    steps: int
+    device: str
+    sse: float
+    max_error: float
+    ssim_sum: float | None
+    ssim_slices: int
+    messages: list[str]
+
+
+def _fit_task(
+    source: BlockSource,
+    array: Any,
+    grid: BlockGrid,
+    job: BlockJob,
+    vrange: Sequence[float],
+    labels: BlockSource | None,
+    label_array: Any,
+) -> _FitResult | BaseException:
+    from .metrics import ssim
+    from .plan import run_block_job
+
+    try:
+        sl = grid.block_slices(job.index)
+        original = source.read(sl, array)
+        label_block = None if labels is None else labels.read(sl, label_array)
+    except (SciZError, OSError, ValueError) as exc:
+        return _user_error(exc)
+    dtype = original.dtype
+    block = block_array(original, dtype, grid.block_shape3(job.index))
+    outcome = run_block_job(replace(job, device=_worker_device(job.device)), block, label_block)
+    decoded = finalize(outcome.values.reshape(original.shape), dtype, vrange)
+    diff = original.astype(np.float64) - decoded.astype(np.float64)
+    span = float(vrange[1]) - float(vrange[0])
+    peak = span if span > 0 else 1.0
+    # SSIM is a mean over whole 2D slices: measurable here when the block holds whole slices
+    whole_slices = grid.counts[1] == 1 and grid.counts[2] == 1
+    ssim_sum, n_slices = None, 0
+    if whole_slices:
+        n_slices = int(np.prod(original.shape[:-2], dtype=np.int64))
+        ssim_sum = ssim(original, decoded, data_range=peak) * n_slices
+    return _FitResult(
+        job.index,
+        outcome.payload,
+        outcome.steps,
+        outcome.device,
+        float(np.sum(diff * diff)),
+        float(np.max(np.abs(diff))) if diff.size else 0.0,
+        ssim_sum,
+        n_slices,
+        outcome.messages,
+    )
+
+
+@contextmanager
+def dask_client(
+    scheduler: str | None = None,
+    workers: int | None = None,
+    *,
+    threads_per_worker: int = 1,
+    memory_limit: str | float | None = "auto",
+    connect_timeout: float = 20.0,
+) -> Iterator[Any]:
+    """A Dask client: connected to ``scheduler``, or to a new local cluster of ``workers``.
+
+    The local cluster runs one process per worker with ``threads_per_worker`` threads each
+    (fitting a block uses all of a worker's cores through torch), and is shut down on exit.
+    """
+    try:
+        from distributed import Client, LocalCluster
+    except ModuleNotFoundError as exc:
+        raise SciZError(
+            "distributed compression needs Dask: pip install 'napari-sciz[dask]'"
+        ) from exc
+    if scheduler is not None and workers is not None:
+        raise InvalidInputError("give either a scheduler address or a number of workers")
+    if scheduler is not None:
+        try:
+            client = Client(scheduler, timeout=f"{float(connect_timeout)}s")
+        except (OSError, TimeoutError) as exc:
+            raise SciZError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from exc
+        try:
+            yield client
+        finally:
+            client.close()
+        return
+    n = int(workers or 1)
+    if n < 1:
+        raise InvalidInputError(f"workers must be at least 1, got {workers!r}")
+    cluster = LocalCluster(
+        n_workers=n,
+        threads_per_worker=int(threads_per_worker),
+        processes=True,
+        memory_limit=memory_limit,
+        dashboard_address=None,
+    )
+    client = Client(cluster)
+    try:
+        yield client
+    finally:
+        client.close()
+        cluster.close()
+
+
+def _gather(
+    client: Any,
+    futures: list[Any],
+    on_done: Callable[[Any], None],
+    cancel: Callable[[], bool] | None,
+) -> list[Any]:
+    """Results of ``futures`` in their order, calling ``on_done`` as each arrives."""
+    from distributed import wait
+
+    results: list[Any] = [None] * len(futures)
+    position = {f.key: i for i, f in enumerate(futures)}
+    pending = set(futures)
+    try:
+        while pending:
+            if cancel is not None and cancel():
+                raise CancelledError("compression cancelled; no output written")
+            try:
+                done, pending = wait(pending, timeout=0.5, return_when="FIRST_COMPLETED")
+            except TimeoutError:  # nothing finished in the last half second
+                continue
+            for fut in done:
+                value = fut.result()
+                if isinstance(value, BaseException):
+                    raise value
+                results[position[fut.key]] = value
+                fut.release()
+                on_done(value)
+    except BaseException:
+        client.cancel(list(pending))
+        raise
+    return results
+
+
+def compress_distributed(
+    source: Any,
+    ratio: float,
+    *,
+    client: Any = None,
+    scheduler: str | None = None,
+    workers: int | None = None,
+    threads_per_worker: int = 1,
+    memory_limit: str | float | None = "auto",
+    device: str = "auto",
+    steps: int | None = None,
+    budget: float | None = None,
+    seed: int = 0,
+    axes: str | None = None,
+    voxel_size: Sequence[float] | None = None,
+    units: Sequence[str] | None = None,
+    name: str | None = None,
+    block_voxels: int | None = None,
+    guidance: str = "none",
+    labels: Any = None,
+    guidance_weights: dict[str, float] | None = None,
+    retries: int = 2,
+    connect_timeout: float = 20.0,
+    progress: Callable[[Any], None] | None = None,
+    cancel: Any = None,
+) -> Any:
+    """Compress (lossy) with the blocks fitted in parallel on a Dask cluster.
+
+    Parameters
+    ----------
+    source : path-like or array-like
+        A TIFF/OME-TIFF, ``.npy`` or Zarr/OME-Zarr path (read block by block on the workers;
+        it must be reachable under this path from every worker), or an in-memory array
+        (sent once to each worker).
+    ratio : float
+        Target compression ratio.
+    client : distributed.Client, optional
+        An existing client; otherwise one is made from ``scheduler`` or ``workers``.
+    scheduler : str, optional
+        Address of a running Dask scheduler, e.g. ``"tcp://10.0.0.5:8786"``.
+    workers : int, optional
+        Size of a local cluster started for this job (one process per worker; default 1).
+    threads_per_worker, memory_limit
+        Settings of that local cluster.
+    device, steps, budget, seed, axes, voxel_size, units, name, guidance, guidance_weights
+        As in :func:`napari_sciz.compress`. ``device`` is resolved on each worker (``"auto"``
+        takes a worker's GPU; several GPUs of one machine are shared out by worker name).
+        A time ``budget`` is the total wall time: each block gets its share times the number
+        of workers.
+    block_voxels : int, optional
+        Largest block (default that of :func:`napari_sciz.compress`).
+    labels : path-like or array-like, optional
+        Labels for segmentation guidance (read block by block like ``source``).
+    retries : int
+        Reruns of a block whose fit raised an unexpected error.
+    connect_timeout : float
+        Seconds to wait for ``scheduler``.
+    progress : callable, optional
+        Called with a :class:`~napari_sciz.core.api.ProgressInfo` as blocks complete.
+    cancel : callable or threading.Event, optional
+        Checked twice a second; cancels the outstanding blocks and raises
+        :class:`~napari_sciz.errors.CancelledError`.
+
+    Returns
+    -------
+    napari_sciz.core.api.CompressResult
+        With ``reconstruction=None`` (never gathered); PSNR and the largest error are exact,
+        SSIM is exact when blocks span whole slices and NaN otherwise.
+    """
+    from .api import (
+        DEFAULT_BLOCK_VOXELS,
+        CompressResult,
+        ProgressInfo,
+        _cancel_predicate,
+        check_calibration,
+    )
+    from .guidance import check_guidance
+
+    t_start = time.perf_counter()
+    target = check_ratio(ratio)
+    steps = check_effort(steps, budget)
+    guidance_mode, guidance_full = check_guidance(guidance, guidance_weights)
+    should_cancel = _cancel_predicate(cancel)
+    if labels is not None and guidance_mode != "segmentation":
+        raise InvalidInputError("labels are used by segmentation guidance only")
+
+    cluster = {"threads_per_worker": threads_per_worker, "memory_limit": memory_limit}
+    with _client_for(client, scheduler, workers, connect_timeout, cluster) as cl:
+        src, src_data = _source(cl, source)
+        if src.dtype not in SUPPORTED_DTYPES:
+            raise InvalidInputError(
+                f"unsupported dtype {src.dtype}; supported: {', '.join(SUPPORTED_DTYPES)}"
+            )
+        if len(src.shape) < 2 or min(src.shape) < 1 or min(src.shape[-2:]) < 2:
+            raise InvalidInputError(f"cannot compress an image of shape {src.shape}")
+        ndim = len(src.shape)
+        axes = check_axes(axes, ndim)
+        check_calibration(ndim, voxel_size, units)
+        label_src, label_data = (None, None) if labels is None else _source(cl, labels)
+        if label_src is not None and label_src.shape != src.shape:
+            raise InvalidInputError(
+                f"labels must have the image's shape {src.shape}, got {label_src.shape}"
+            )
+        grid = BlockGrid.for_shape(src.shape, block_voxels or DEFAULT_BLOCK_VOXELS)
+        token = f"sciz-{uuid.uuid4().hex[:12]}"
+        n = grid.n_blocks
+        n_workers = max(1, len(cl.scheduler_info().get("workers", {})) or int(workers or 1))
+
+        def report(fraction: float, done: int, text: str) -> None:
+            if progress is None:
+                return
+            elapsed = time.perf_counter() - t_start
+            eta = elapsed / fraction * (1 - fraction) if fraction > 0 else None
+            # the text says how many blocks are done (they finish in any order)
+            progress(ProgressInfo(fraction, 0, steps, math.nan, math.nan, eta, 0, 1, text))
+
+        stats_futures = [
+            cl.submit(
+                _stats_task, src, src_data, grid, i, key=f"{token}-stats-{i}", retries=retries
+            )
+            for i in range(n)
+        ]
+        stats = _gather(cl, stats_futures, lambda _v: None, should_cancel)
+        check_nonfinite(stats)
+        plan = plan_lossy(
+            src.shape,
+            np.dtype(src.dtype),
+            grid,
+            stats,
+            target,
+            device=device,
+            steps=steps,
+            budget=budget,
+            seed=seed,
+            axes=axes,
+            voxel_size=voxel_size,
+            units=units,
+            name=name,
+            guidance=guidance_mode,
+            guidance_weights=guidance_full,
+            parallel=n_workers,
+        )
+        report(0.0, 0, f"fitting {n} blocks on {n_workers} workers")
+        voxels = [grid.block_voxels(i) for i in range(n)]
+        total_vox = sum(voxels)
+        done_vox = 0
+        done_blocks = 0
+
+        def on_fit(res: _FitResult) -> None:
+            nonlocal done_vox, done_blocks
+            done_vox += voxels[res.index]
+            done_blocks += 1
+            report(
+                done_vox / total_vox,
+                done_blocks,
+                f"{done_blocks}/{n} blocks done on {n_workers} workers",
+            )
+
+        fit_futures = [
+            cl.submit(
+                _fit_task,
+                src,
+                src_data,
+                grid,
+                job,
+                plan.value_range,
+                label_src,
+                label_data,
+                key=f"{token}-fit-{job.index}",
+                retries=retries,
+            )
+            for job in plan.jobs
+        ]
+        fits: list[_FitResult] = _gather(cl, fit_futures, on_fit, should_cancel)
+
+    header = plan.header
+    devices = sorted({f.device for f in fits})
+    header["encoder"]["device"] = devices[0] if len(devices) == 1 else ",".join(devices)
+    header["encoder"]["steps"] = sum(f.steps for f in fits)
+    blob = container.pack(header, [f.payload for f in fits])
+    span = float(plan.value_range[1]) - float(plan.value_range[0])
+    peak = span if span > 0 else 1.0
+    sse = sum(f.sse for f in fits)
+    mse = sse / total_vox
+    psnr = math.inf if mse == 0 else 10 * math.log10(peak * peak / mse)
+    if all(f.ssim_sum is not None for f in fits):
+        ssim = sum(f.ssim_sum or 0.0 for f in fits) / max(1, sum(f.ssim_slices for f in fits))
+    else:
+        ssim = math.nan
+    messages = [m for f in fits for m in f.messages]
+    return CompressResult(
+        data=blob,
+        reconstruction=None,
+        header=header,
+        ratio=plan.raw_nbytes / len(blob),
+        nbytes=len(blob),
+        raw_nbytes=plan.raw_nbytes,
+        psnr=psnr,
+        ssim=ssim,
+        max_error=max(f.max_error for f in fits),
+        encode_seconds=time.perf_counter() - t_start,
+        device=header["encoder"]["device"],
+        messages=messages,
+    )
+
+
+@contextmanager
+def _client_for(
+    client: Any,
+    scheduler: str | None,
+    workers: int | None,
+    connect_timeout: float,
+    cluster: dict[str, Any],
+) -> Iterator[Any]:
+    if client is not None:
+        yield client
+        return
+    with dask_client(scheduler, workers, connect_timeout=connect_timeout, **cluster) as cl:
+        yield cl
+
+
+def _source(client: Any, data: Any) -> tuple[BlockSource, Any]:
+    """A :class:`BlockSource` for a path (read on the workers) or an array (scattered)."""
+    if isinstance(data, (str, os.PathLike)):
+        return BlockSource.from_path(data), None
+    try:
+        arr = np.asarray(data)
+    except Exception as exc:  # noqa: BLE001 - any array-like failure is a user input problem
+        raise InvalidInputError(f"cannot read the input as an array: {exc}") from exc
+    if arr.size == 0:
+        raise InvalidInputError(f"the image is empty (shape {arr.shape})")
+    future = client.scatter(arr, broadcast=True)
+    return BlockSource(tuple(int(n) for n in arr.shape), arr.dtype.name), future

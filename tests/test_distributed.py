@@ -1,0 +1,201 @@
+"""Distributed compression on local Dask clusters (CPU): same bytes, killed workers, memory."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+distributed = pytest.importorskip("distributed")
+torch = pytest.importorskip("torch")
+
+from napari_sciz import compress, decompress  # noqa: E402
+from napari_sciz.core.distributed import compress_distributed  # noqa: E402
+from napari_sciz.errors import CancelledError, InvalidInputError, SciZError  # noqa: E402
+
+#: blocks under fit.SMALL_BLOCK voxels are fitted single-threaded in every process
+BLOCK = 8192
+
+
+def _volume(seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    z, y, x = np.mgrid[:8, :64, :64]
+    smooth = 800 + 300 * np.sin(x / 7.0 + z / 3.0) * np.cos(y / 11.0)
+    return (smooth + rng.normal(0, 15, smooth.shape)).clip(0, 4000).astype(np.uint16)
+
+
+@pytest.fixture(scope="module")
+def client():
+    cluster = distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    )
+    cl = distributed.Client(cluster)
+    yield cl
+    cl.close()
+    cluster.close()
+
+
+@pytest.fixture(scope="module")
+def single_process(tmp_path_factory):
+    vol = _volume()
+    path = tmp_path_factory.mktemp("dist") / "vol.npy"
+    np.save(path, vol)
+    result = compress(vol, ratio=16, steps=8, device="cpu", block_voxels=BLOCK)
+    return path, vol, result
+
+
+def test_two_workers_match_single_process(client, single_process) -> None:
+    path, vol, local = single_process
+    seen: list[float] = []
+    result = compress_distributed(
+        path,
+        16,
+        client=client,
+        steps=8,
+        device="cpu",
+        block_voxels=BLOCK,
+        progress=lambda info: seen.append(info.fraction),
+    )
+    assert result.header["blocks"]["count"] == 4
+    assert result.data == local.data  # byte for byte
+    assert result.reconstruction is None
+    assert result.psnr == pytest.approx(local.psnr, rel=1e-9)
+    assert result.max_error == local.max_error
+    assert 14.7 <= result.ratio <= 17.6
+    assert seen and seen[-1] == pytest.approx(1.0) and seen == sorted(seen)
+    np.testing.assert_array_equal(decompress(result.data), local.reconstruction)
+
+
+def test_in_memory_array_is_scattered(client, single_process) -> None:
+    _path, vol, local = single_process
+    result = compress_distributed(vol, 16, client=client, steps=8, device="cpu", block_voxels=BLOCK)
+    assert result.data == local.data
+
+
+def test_ssim_is_exact_when_blocks_hold_whole_slices(client) -> None:
+    vol = np.ascontiguousarray(_volume(1)[:, :16, :16].repeat(8, axis=0))  # 64x16x16
+    local = compress(vol, ratio=16, steps=4, device="cpu", block_voxels=4096)
+    result = compress_distributed(vol, 16, client=client, steps=4, device="cpu", block_voxels=4096)
+    assert result.header["blocks"]["counts"] == [4, 1, 1]
+    assert result.data == local.data
+    assert result.ssim == pytest.approx(local.ssim, abs=1e-12)
+
+
+def test_nan_input_is_a_clear_error(client, tmp_path) -> None:
+    vol = _volume().astype(np.float32)
+    vol[3, 10, 10] = np.nan
+    path = tmp_path / "nan.npy"
+    np.save(path, vol)
+    with pytest.raises(InvalidInputError, match="NaN"):
+        compress_distributed(path, 16, client=client, steps=2, device="cpu", block_voxels=BLOCK)
+
+
+def test_bad_arguments(client, tmp_path) -> None:
+    with pytest.raises(InvalidInputError, match="no such file"):
+        compress_distributed(tmp_path / "missing.tif", 16, client=client, steps=2)
+    with pytest.raises(InvalidInputError, match="dtype"):
+        compress_distributed(np.zeros((8, 8), np.int64), 16, client=client, steps=2)
+    with pytest.raises(InvalidInputError, match="steps or budget"):
+        compress_distributed(_volume(), 16, client=client, steps=2, budget=3)
+    with pytest.raises(InvalidInputError, match="either"):
+        compress_distributed(_volume(), 16, scheduler="tcp://127.0.0.1:1", workers=2, steps=2)
+
+
+def test_unreachable_scheduler_is_a_clear_error() -> None:
+    with pytest.raises(SciZError, match="scheduler"):
+        compress_distributed(
+            _volume(), 16, scheduler="tcp://127.0.0.1:9", steps=2, connect_timeout=2
+        )
+
+
+def test_cancel_stops_the_job(client) -> None:
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(CancelledError):
+        compress_distributed(
+            _volume(), 16, client=client, steps=50, device="cpu", block_voxels=BLOCK, cancel=stop
+        )
+
+
+def test_killed_worker_is_survived(single_process) -> None:
+    """A worker process killed mid-job: its blocks rerun elsewhere, the file is unchanged."""
+    path, _vol, local = single_process
+    cluster = distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    )
+    cl = distributed.Client(cluster)
+    try:
+        pids = cl.run(os.getpid)  # worker address -> pid
+        killed: list[int] = []
+
+        def kill_one(info) -> None:
+            # once fitting has started, kill the worker busy with a block
+            if killed or "blocks" not in info.message:
+                return
+            processing = cl.processing()
+            busy = [a for a, keys in processing.items() if any("-fit-" in k for k in keys)]
+            victim = busy[0] if busy else next(iter(pids))
+            os.kill(pids[victim], signal.SIGKILL)
+            killed.append(pids[victim])
+
+        result = compress_distributed(
+            path, 16, client=cl, steps=8, device="cpu", block_voxels=BLOCK, progress=kill_one
+        )
+        assert killed, "no worker was killed"
+        assert result.data == local.data  # the rerun blocks are fitted with the same seeds
+    finally:
+        cl.close()
+        cluster.close()
+
+
+@pytest.mark.slow
+def test_memory_stays_bounded_for_an_input_larger_than_the_memory_limit(tmp_path: Path) -> None:
+    """A 2 GiB input, workers limited to 1.2 GiB each: every block is read on its worker.
+
+    The file is sparse (mostly zeros, a few constant blocks written), so it costs no disk and
+    the blocks code instantly; what is tested is that nothing ever reads the whole input: a
+    worker that went over its limit would be killed by its nanny and the job would fail.
+    """
+    from napari_sciz.core.blocks import BlockGrid
+
+    shape = (64, 4096, 4096)  # uint16: 2 GiB
+    block_voxels = 2**24
+    grid = BlockGrid.for_shape(shape, block_voxels)
+    path = tmp_path / "big.npy"
+    big = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint16, shape=shape)
+    big[grid.block_slices(0)] = 1000
+    middle = grid.n_blocks // 2 + grid.counts[2] // 2
+    big[grid.block_slices(middle)] = 3000
+    big.flush()
+    del big
+    limit = 1.2 * 2**30
+    cluster = distributed.LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        memory_limit=limit,
+        dashboard_address=None,
+    )
+    cl = distributed.Client(cluster)
+    try:
+        t0 = time.perf_counter()
+        result = compress_distributed(
+            path, 64, client=cl, steps=1, device="cpu", block_voxels=block_voxels
+        )
+        assert time.perf_counter() - t0 > 0
+        peaks = cl.run(lambda: __import__("resource").getrusage(0).ru_maxrss * 1024)
+    finally:
+        cl.close()
+        cluster.close()
+    assert result.raw_nbytes == 2 * 2**30 > limit
+    assert result.psnr == np.inf  # constant blocks are coded exactly
+    assert all(peak < limit for peak in peaks.values()), peaks
+    _v, start, _stop = grid.block_box(middle)
+    z, y, x = start
+    restored = decompress(result.data, roi=f"{z}:{z + 1},{y - 2}:{y + 2},{x - 2}:{x + 2}")
+    assert restored[0, 0, 0] == 0 and restored[0, 3, 3] == 3000
