@@ -251,3 +251,79 @@ def test_bench_lossless_entries() -> None:
     }
     text = render_markdown(record)
     assert "napari-sciz lossless" in text and "Error-bounded" in text
+
+
+V1_BLOCKS = Path(__file__).parent / "data" / "lossless_v1_blocks.npz"
+
+
+def test_version_1_payloads_still_decode() -> None:
+    """Blocks written by the version-1 (row-wise) coder decode bit for bit."""
+    saved = np.load(V1_BLOCKS)
+    names = [k[: -len("_payload")] for k in saved.files if k.endswith("_payload")]
+    assert len(names) >= 6
+    for name in names:
+        payload = saved[name + "_payload"].tobytes()
+        expected = saved[name + "_data"]
+        assert payload[:4] == b"SZL\x01"
+        out = decode_block(payload, expected.dtype, expected.shape)
+        assert _bit_equal(out, expected), name
+        bad = bytearray(payload)
+        bad[len(bad) // 2] ^= 0x33
+        with pytest.raises(FormatError):
+            decode_block(bytes(bad), expected.dtype, expected.shape)
+
+
+def test_new_payloads_are_version_2() -> None:
+    block = _smooth((3, 20, 24), "uint16") // 64
+    payload = encode_block(block)
+    assert payload[:4] == b"SZL\x02"
+    assert _bit_equal(decode_block(payload, block.dtype, block.shape), block)
+
+
+@pytest.mark.parametrize(
+    "mask", [0b010000, 0b111111, 0b011111, 0b010100, 0b110011, 0b000001, 0b000100]
+)
+@pytest.mark.parametrize("dtype", INT_DTYPES + ["float32"])
+def test_every_sub_predictor_set_round_trips(
+    monkeypatch: pytest.MonkeyPatch, mask: int, dtype: str
+) -> None:
+    from napari_sciz.core import lossless
+
+    monkeypatch.setattr(lossless, "_MASKS", (mask,))
+    block = _smooth((3, 13, 17), dtype, seed=mask)
+    # compressible, so that the block is coded (not stored)
+    block = (block // 16 if block.dtype.kind in "ui" else np.round(block)).astype(dtype)
+    payload = encode_block(block)
+    assert payload[:4] == b"SZL\x02"
+    assert payload[_V2_MASK_OFFSET] == mask
+    assert _bit_equal(decode_block(payload, block.dtype, block.shape), block)
+
+
+#: offset of the sub-predictor mask byte in a version-2 payload
+_V2_MASK_OFFSET = 52
+
+
+@pytest.mark.parametrize(
+    "shape", [(1, 1, 1), (1, 1, 9), (1, 7, 1), (6, 1, 1), (2, 2, 2), (3, 5, 1), (2, 3, 70)]
+)
+def test_thin_blocks_round_trip(shape: tuple[int, int, int]) -> None:
+    rng = np.random.default_rng(sum(shape))
+    for block in (
+        rng.integers(0, 9, shape).astype(np.uint16),
+        np.full(shape, 40000, np.uint16),
+        rng.normal(0, 1, shape).astype(np.float32),
+    ):
+        out = decode_block(encode_block(block), block.dtype, block.shape)
+        assert _bit_equal(out, block)
+
+
+def test_exact_background_and_large_jumps() -> None:
+    """CT-like: an exact constant background, a smooth body, jumps of the full 16-bit range."""
+    z, y, x = np.meshgrid(np.arange(4), np.arange(40), np.arange(48), indexing="ij")
+    body = (x - 24) ** 2 + (y - 20) ** 2 < 15**2
+    block = np.where(body, 1000 + 3 * x + 2 * y + z, 0).astype(np.uint16)
+    block[1, 5, 5] = 65535
+    block[2, 30, 40] = 65534
+    payload = encode_block(block)
+    assert len(payload) < block.nbytes / 10
+    assert _bit_equal(decode_block(payload, block.dtype, block.shape), block)

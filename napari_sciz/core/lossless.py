@@ -58,7 +58,11 @@ LOSSLESS_DTYPES = ("uint8", "uint16", "int16", "uint32", "float32")
 
 _MAGIC = b"SZL"
 _RAW_MAGIC = b"SZR"
-_VERSION = 1
+#: version of the coded payloads written (1 = row-wise coder, still decoded)
+_VERSION = 2
+_VERSIONS = (1, 2)
+#: version byte of stored (raw) blocks
+_RAW_VERSION = 1
 #: value kinds
 _KIND_INT, _KIND_FLOAT_BITS, _KIND_QUANT_INT, _KIND_QUANT_FLOAT = 0, 1, 2, 3
 _FLAG_TABLE = 1
@@ -366,95 +370,514 @@ def encode_block(
 
 
 def _encode(block: np.ndarray, mode: str, max_error: float | None) -> bytes:
-    import constriction
-
     d, h, w = block.shape
     m = _map_values(np.ascontiguousarray(block), mode, max_error)
-    v = m.values.reshape(d, h, w)
 
-    # prediction: per slice, the predictor with the smallest cost proxy
-    res = np.empty_like(v)
-    preds = np.zeros(d, np.uint8)
-    ls_params: list[bytes] = []
+    out = _encode_v2(m, (d, h, w))
+    if m.table is not None and len(m.table) * 8 > m.values.size:
+        # a table of many distinct values can cost more than it saves: try without
+        plain = _Mapped(m.table[m.values], m.kind, m.offset, m.lo, m.step, None, m.expected)
+        other = _encode_v2(plain, (d, h, w))
+        if len(other) < len(out):
+            out = other
+    raw = m.expected.tobytes()
+    if len(out) > len(raw) + 8:
+        # incompressible block (e.g. noise): stored as it is
+        return _RAW_MAGIC + struct.pack("<BI", _RAW_VERSION, zlib.crc32(raw)) + raw
+    return out
+
+
+# ----------------------------------------------------------------------------------------
+# version 2: per-voxel causal prediction, decoded along wavefronts
+
+
+#: sub-predictors of version 2 (bit i of the payload's mask enables sub-predictor i)
+_SUB_NAMES = ("W", "N", "W+N-NW", "W+NE-N", "LS", "P+W-PW")
+_SUB_LS = 4
+_N_SUB = len(_SUB_NAMES)
+#: sub-predictor sets the encoder tries (the smallest estimated code wins)
+_MASKS = (0b010000, 0b111111, 0b011111, 0b010100, 0b110011, 0b000100)
+#: neighbours of a voxel: in the slice (fallbacks at the borders) and in the previous slice
+_NBR_IN = ("W", "N", "NW", "NE", "WW", "NN")
+_NBR_PREV = ("P", "PN", "PS", "PW", "PE")
+_N_NBR = len(_NBR_IN) + len(_NBR_PREV)
+#: least-squares weights are in 1/256ths; 11 weights (one per neighbour) and a bias
+_V2_SHIFT = 8
+_V2_LS = struct.Struct("<11hq")
+#: errors and absolute residuals are capped (keeps the blend and the context in int64)
+_V2_CAP = (1 << 20) - 1
+#: blend weights: 1 / (1 + S_i)^2, S_i = error sum of sub-predictor i at W, N, NW, NE
+#: context classes: floor(2 log2(1 + c)) capped, c = 2|r_W| + 2|r_N| + |r_NW| + |r_NE| + |r_P|
+_N_CLS2 = 40
+_CLS_THR = np.array([math.isqrt((1 << k) - 1) for k in range(1, _N_CLS2)], np.int64)
+#: class histograms are quantized to this total
+_HIST_TOTAL = 1 << 16
+#: tokens: zigzag value u < 16 is its own token; above, exponent and next bit, rest raw bits
+_TOK_DIRECT = 16
+_HEAD2 = struct.Struct("<3sBBBIIIIqddIBBBBIIIIQ")
+#: wavefront of voxel (z, y, x): 3z + 2y + x (every neighbour used lies on an earlier one)
+_WAVE = (3, 2, 1)
+
+
+def _class_of(c: np.ndarray, thr: np.ndarray = _CLS_THR) -> np.ndarray:
+    """``min(39, floor(2 log2(1 + c)))`` in integer arithmetic (``c >= 0``).
+
+    With a subset ``thr`` of the thresholds: the index of the bin of merged classes.
+    """
+    # class k is reached when (1 + c)^2 >= 2^k, i.e. c >= isqrt(2^k - 1)
+    return np.searchsorted(thr, c, side="right")
+
+
+def _hist_cost(c: np.ndarray) -> float:
+    """Code length of the symbols of one histogram plus an estimate of its storage (bits)."""
+    nz = c[c > 0]
+    if nz.size == 0:
+        return 0.0
+    return float(-(nz * np.log2(nz / nz.sum())).sum()) + 12.0 * nz.size
+
+
+def _merge_classes(counts: np.ndarray) -> np.ndarray:
+    """Which class thresholds to keep (adjacent classes merged while that saves bits)."""
+    bins = [counts[k].astype(np.int64) for k in range(counts.shape[0])]
+    keep = np.ones(counts.shape[0] - 1, bool)
+    where = list(range(counts.shape[0] - 1))  # threshold index between bins i and i + 1
+    costs = [_hist_cost(b) for b in bins]
+    while len(bins) > 1:
+        deltas = [
+            _hist_cost(bins[i] + bins[i + 1]) - costs[i] - costs[i + 1]
+            for i in range(len(bins) - 1)
+        ]
+        i = int(np.argmin(deltas))
+        if deltas[i] > 0:
+            break
+        bins[i : i + 2] = [bins[i] + bins[i + 1]]
+        costs[i : i + 2] = [costs[i] + costs[i + 1] + deltas[i]]
+        keep[where.pop(i)] = False
+    return keep
+
+
+def _tokenize(r: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Residuals -> (token, number of raw bits, raw bits) (hybrid integer code)."""
+    u = np.where(r >= 0, 2 * r, -2 * r - 1)
+    e = np.frexp(np.maximum(u, 1).astype(np.float64))[1].astype(np.int64) - 1  # floor(log2 u)
+    big = u >= _TOK_DIRECT
+    nb = np.where(big, e - 1, 0)
+    tok = np.where(big, _TOK_DIRECT + 2 * (e - 4) + ((u >> nb) & 1), u)
+    raw = u & ((np.int64(1) << nb) - 1)
+    return tok, nb, raw
+
+
+def _token_bits(tok: np.ndarray) -> np.ndarray:
+    """Number of raw bits that follow each token."""
+    return np.where(tok >= _TOK_DIRECT, (tok - (_TOK_DIRECT - 6)) >> 1, 0)
+
+
+def _untokenize(tok: np.ndarray, raw: np.ndarray, nb: np.ndarray) -> np.ndarray:
+    """Tokens and raw bits -> residuals."""
+    # big tokens: u = (2 + (tok & 1)) << nb | raw  (the leading one and the next bit)
+    u = np.where(tok >= _TOK_DIRECT, ((2 + (tok & 1)) << nb) + raw, tok)
+    return (u >> 1) ^ -(u & 1)
+
+
+def _nbr_maps(h: int, w: int) -> np.ndarray:
+    """In-slice positions of the neighbours of every position ``y*w + x`` of a slice.
+
+    Rows 0-5 (``W, N, NW, NE, WW, NN``): position in the same slice, with causal fallbacks at
+    the borders (-1: none, then the previous slice's voxel, or 0 in the first slice); rows
+    6-10 (``P, PN, PS, PW, PE``): position in the previous slice, clamped to the slice.
+    """
+    pos = np.arange(h * w, dtype=np.int64)
+    y, x = np.divmod(pos, w)
+    m = np.empty((_N_NBR, h * w), np.int64)
+    m[0] = np.where(x > 0, pos - 1, np.where(y > 0, pos - w, -1))  # W (first column: N)
+    m[1] = np.where(y > 0, pos - w, np.where(x > 0, pos - 1, -1))  # N (first row: W)
+    m[2] = np.where((y > 0) & (x > 0), pos - w - 1, m[1])  # NW
+    m[3] = np.where((y > 0) & (x < w - 1), pos - w + 1, m[1])  # NE
+    m[4] = np.where(x > 1, pos - 2, m[0])  # WW
+    m[5] = np.where(y > 1, pos - 2 * w, m[1])  # NN
+    m[6] = pos  # P
+    m[7] = np.where(y > 0, pos - w, pos)  # PN
+    m[8] = np.where(y < h - 1, pos + w, pos)  # PS
+    m[9] = np.where(x > 0, pos - 1, pos)  # PW
+    m[10] = np.where(x < w - 1, pos + 1, pos)  # PE
+    return m
+
+
+class _Neighbours:
+    """Indices of the 11 neighbours of voxels of a ``(d, h, w)`` block.
+
+    They index arrays of ``(d + 1) * h * w`` cells: slice ``-1`` (the first ``h * w`` cells,
+    all 0) stands for the missing previous slice of slice 0, voxel ``i`` (C order) is cell
+    ``h * w + i``.
+    """
+
+    def __init__(self, d: int, h: int, w: int) -> None:
+        self.hw = hw = h * w
+        self.maps = _nbr_maps(h, w)
+        self.offsets = (
+            hw
+            + np.array(
+                [-1, -w, -w - 1, -w + 1, -2, -2 * w, -hw, -hw - w, -hw + w, -hw - 1, -hw + 1],
+                np.int64,
+            )[:, None]
+        )
+        y, x = np.divmod(np.arange(hw), w)
+        self.border = ~((x >= 2) & (x <= w - 2) & (y >= 2) & (y <= h - 2))
+
+    def index(self, idx: np.ndarray, pos: np.ndarray) -> np.ndarray:
+        """Neighbour cells ``(11, m)`` of the voxels ``idx`` (C order) at slice positions
+        ``pos``."""
+        out = idx + self.offsets
+        bad = np.nonzero(self.border[pos])[0]
+        if bad.size:
+            j = self.maps[:, pos[bad]]
+            base = (idx[bad] - pos[bad])[None]  # start of the previous slice, in cells
+            k = len(_NBR_IN)
+            out[:k, bad] = np.where(j[:k] >= 0, base + self.hw + j[:k], base + pos[bad])
+            out[k:, bad] = base + j[k:]
+        return out
+
+
+def _sub_predictions(
+    nv: np.ndarray, mask: int, ls_w: np.ndarray | None, ls_b: np.ndarray | int
+) -> np.ndarray:
+    """Sub-predictions ``(m, K)`` from the neighbour values ``nv`` ``(11, m)`` (int64).
+
+    ``ls_w``: least-squares weights ``(11, m)`` or ``(11, 1)``; ``ls_b``: bias.
+    """
+    subs = []
+    for i in range(_N_SUB):
+        if not mask >> i & 1:
+            continue
+        if i == 0:
+            subs.append(nv[0])
+        elif i == 1:
+            subs.append(nv[1])
+        elif i == 2:
+            subs.append(nv[0] + nv[1] - nv[2])
+        elif i == 3:
+            subs.append(nv[0] + nv[3] - nv[1])
+        elif i == _SUB_LS:
+            assert ls_w is not None
+            subs.append(((ls_w * nv).sum(axis=0) + ls_b) >> _V2_SHIFT)
+        else:
+            subs.append(nv[6] + nv[0] - nv[9])
+    return np.stack(subs, axis=1)
+
+
+def _blend(subs: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """Inverse-squared-error blend of the sub-predictions ``subs`` ``(m, K)``.
+
+    ``s``: error sums ``(m, K)``. The weights ``1 / (1 + s)^2`` and the weighted mean are
+    computed in binary64 one elementwise operation at a time, in a fixed order (no reductions
+    whose order numpy may choose), so every IEEE-754 machine rounds them identically.
+    """
+    k = subs.shape[1]
+    if k == 1:
+        return subs[:, 0]
+    q = s.astype(np.float64) + 1.0
+    wts = 1.0 / (q * q)
+    diff = (subs[:, 1:] - subs[:, :1]).astype(np.float64)
+    num = wts[:, 1] * diff[:, 0]
+    den = wts[:, 0] + wts[:, 1]
+    for i in range(2, k):
+        num += wts[:, i] * diff[:, i - 1]
+        den += wts[:, i]
+    return subs[:, 0] + np.floor(num / den + 0.5).astype(np.int64)
+
+
+def _err_sum(err: np.ndarray, nidx: np.ndarray) -> np.ndarray:
+    """Error sums of the sub-predictors at W, N, NW, NE ``(m, K)`` (int32, capped terms)."""
+    return err[nidx[0]] + err[nidx[1]] + err[nidx[2]] + err[nidx[3]]
+
+
+#: neighbours whose absolute residuals form the context (W, N, NW, NE, P) and their weights
+_CTX_NBRS = np.array([0, 1, 2, 3, 6])
+
+
+def _ctx_class(na: np.ndarray, thr: np.ndarray = _CLS_THR) -> np.ndarray:
+    """Context class from the absolute residuals ``(5, m)`` at W, N, NW, NE, P."""
+    return _class_of(2 * (na[0] + na[1]) + na[2] + na[3] + na[4], thr)
+
+
+def _ls_fit_v2(nv: np.ndarray, target: np.ndarray, use_prev: bool) -> tuple[np.ndarray, int]:
+    """Least-squares weights (1/256) and bias of the 11-neighbour predictor of one slice."""
+    k = _N_NBR if use_prev else len(_NBR_IN)
+    a = nv[:k].T.astype(np.float64)
+    t = target.astype(np.float64)
+    if t.size > 16384:
+        idx = np.linspace(0, t.size - 1, 16384).astype(np.int64)
+        a, t = a[idx], t[idx]
+    weights = np.zeros(_N_NBR, np.int64)
+    if t.size >= 2:
+        ac = a - a.mean(axis=0)
+        gram = ac.T @ ac
+        gram += np.eye(k) * (1e-6 * np.trace(gram) / k + 1e-9)
+        try:
+            coef = np.linalg.solve(gram, ac.T @ (t - t.mean()))
+        except np.linalg.LinAlgError:
+            coef = np.zeros(k)
+        if np.all(np.isfinite(coef)):
+            weights[:k] = np.clip(np.rint(coef * (1 << _V2_SHIFT)), -32768, 32767)
+    raw = (weights[:, None] * nv).sum(axis=0)
+    mean = float(((target << _V2_SHIFT) - raw).mean()) if target.size else 0.0
+    bias = int(np.clip(round(mean) + (1 << (_V2_SHIFT - 1)), -(2**62), 2**62))
+    return weights, bias
+
+
+def _wave_order(d: int, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """Decoding order (flat indices sorted by wavefront, then C order) and group bounds."""
+    z, y, x = np.indices((d, h, w), dtype=np.int64).reshape(3, -1)
+    t = _WAVE[0] * z + _WAVE[1] * y + _WAVE[2] * x
+    order = np.argsort(t, kind="stable")
+    bounds = np.concatenate([[0], np.cumsum(np.bincount(t))])
+    return order, bounds
+
+
+def _pack_bits(nb: np.ndarray, raw: np.ndarray) -> bytes:
+    """Raw bits of every symbol (most significant first, in decoding order), packed."""
+    sel = nb > 0
+    nb, raw = nb[sel], raw[sel]
+    out = []
+    carry = np.zeros(0, np.uint8)
+    step = 1 << 18
+    for s in range(0, nb.size, step):
+        n_c, r_c = nb[s : s + step], raw[s : s + step]
+        owner = np.repeat(np.arange(n_c.size), n_c)
+        bitpos = np.arange(owner.size) - (np.cumsum(n_c) - n_c)[owner]
+        bits = ((r_c[owner] >> (n_c[owner] - 1 - bitpos)) & 1).astype(np.uint8)
+        bits = np.concatenate([carry, bits])
+        cut = bits.size - bits.size % 8
+        out.append(np.packbits(bits[:cut]).tobytes())
+        carry = bits[cut:]
+    if carry.size:
+        out.append(np.packbits(carry).tobytes())
+    return b"".join(out)
+
+
+def _encode_v2_core(v: np.ndarray, mask: int) -> tuple[dict, float]:
+    """Tokens of block ``v`` ``(d, h, w)`` with the sub-predictors of ``mask``; est. bits."""
+    d, h, w = v.shape
+    hw, n = h * w, v.size
+    nbrs = _Neighbours(d, h, w)
+    vflat = np.concatenate([np.zeros(hw, np.int64), v.ravel()])
+    k_sub = bin(mask).count("1")
+    err = np.zeros((n + hw, k_sub), np.int32)
+    absr = np.zeros(n + hw, np.int64)
+    res = np.empty(n, np.int64)
+    cls = np.empty(n, np.int64)
+    pos = np.arange(hw, dtype=np.int64)
+    use_ls = bool(mask >> _SUB_LS & 1)
+    ls = []
     for z in range(d):
-        best = None
-        if h > 1 and w > 1 and v[z].max() < 2**40:
-            for pid in (_LS_VALUES, _LS_DX):
-                prev = None if z == 0 else _ls_domain(v[z - 1], pid)
-                weights, bias, r = _ls_fit(_ls_domain(v[z], pid), prev)
-                cost = _cost(r) + 200.0
-                if best is None or cost < best[0]:
-                    best = (cost, pid, r, (weights, bias))
-        for pid, (op, dz) in enumerate(_PREDICTORS):
-            if dz and z == 0:
-                continue
-            base = v[z] - v[z - 1] if dz else v[z]
-            if op == 0 and not dz:
-                continue
-            r = _spatial_diff(base, op)
-            cost = _cost(r)
-            if best is None or cost < best[0]:
-                best = (cost, pid, r, None)
-        assert best is not None
-        preds[z] = best[1]
-        res[z] = best[2]
-        if best[3] is not None:
-            ls_params.append(_LS_PARAMS.pack(*[int(x) for x in best[3][0]], best[3][1]))
+        sl = slice((z + 1) * hw, (z + 2) * hw)
+        nidx = nbrs.index(pos + z * hw, pos)
+        nv = vflat[nidx]
+        target = vflat[sl]
+        ls_w, ls_b = None, 0
+        if use_ls:
+            wts, ls_b = _ls_fit_v2(nv, target, z > 0)
+            ls.append(_V2_LS.pack(*[int(x) for x in wts], ls_b))
+            ls_w = wts[:, None]
+        subs = _sub_predictions(nv, mask, ls_w, ls_b)
+        if k_sub > 1:
+            err[sl] = np.minimum(np.abs(target[:, None] - subs), _V2_CAP)
+            pred = _blend(subs, _err_sum(err, nidx))
+        else:
+            pred = subs[:, 0]
+        r = target - pred
+        res[z * hw : (z + 1) * hw] = r
+        absr[sl] = np.minimum(np.abs(r), _V2_CAP)
+        cls[z * hw : (z + 1) * hw] = _ctx_class(absr[nidx[_CTX_NBRS]])
+    tok, nb, raw = _tokenize(res)
+    ntok = max(int(tok.max()) + 1, 2)  # constriction needs two symbols at least
+    counts = np.bincount(cls * ntok + tok, minlength=_N_CLS2 * ntok).reshape(_N_CLS2, ntok)
+    tot = counts.sum(axis=1, keepdims=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ent = -(counts * np.log2(np.where(counts > 0, counts / np.maximum(tot, 1), 1.0))).sum()
+    bits = float(ent + nb.sum()) + 8.0 * _V2_LS.size * len(ls)
+    return {"tok": tok, "nb": nb, "raw": raw, "cls": cls, "counts": counts, "ls": ls}, bits
 
-    # reversible truncated mapping
-    a_true = np.abs(res)
-    flat = a_true.ravel()
-    t = int(np.quantile(flat, 0.999)) if flat.size else 0
-    t = int(min(max(t, 4), _T_MAX))
-    sym = np.clip(res, -(t + 1), t + 1)
-    esc = a_true[a_true > t] - (t + 1)
 
-    # context classes and per-class Laplace scales
-    a = np.abs(sym)
-    cls = _all_classes(a)
-    scale_bytes = np.zeros(_N_CLASSES, np.uint8)
-    for k in range(_N_CLASSES):
-        sel = a[cls == k]
-        mean = float(sel.mean()) if sel.size else 1.0
-        b = int(round((math.log2(max(mean, 0.07)) + 4.0) * 8.0))
-        scale_bytes[k] = min(max(b, 0), 255)
-    scales = _scale_of(scale_bytes)[cls.ravel()]
+def _sample_block(v: np.ndarray) -> np.ndarray:
+    """A smaller block for choosing the sub-predictors: up to 8 middle slices, 3 row bands."""
+    d, h, w = v.shape
+    z0 = max(0, d // 2 - 4)
+    sub = v[z0 : z0 + 8]
+    if h > 96:
+        rows = np.concatenate([np.arange(32) + (h * k) // 4 - 16 for k in (1, 2, 3)])
+        sub = sub[:, rows]
+    if w > 256:
+        sub = sub[:, :, w // 2 - 128 : w // 2 + 128]
+    return np.ascontiguousarray(sub)
 
+
+def _quantize_hist(counts: np.ndarray) -> np.ndarray:
+    """Histograms as stored: exact counts, or scaled to a total of ``2^16`` when larger."""
+    tot = counts.sum(axis=1, keepdims=True)
+    q = np.where(tot > _HIST_TOTAL, (counts * _HIST_TOTAL) // np.maximum(tot, 1), counts)
+    return np.where(counts > 0, np.maximum(q, 1), 0)
+
+
+def _encode_v2(m: _Mapped, shape3: tuple[int, int, int]) -> bytes:
+    import constriction
+
+    d, h, w = shape3
+    v = m.values.reshape(d, h, w)
+    masks = [mk for mk in _MASKS if d > 1 or not mk >> 5 & 1]
+    if v.size > 1 << 16:
+        sample = _sample_block(v)
+        est = [_encode_v2_core(sample, mk)[1] for mk in masks]
+        masks = [masks[int(np.argmin(est))]]
+    best = None
+    for mask in masks:
+        core, bits = _encode_v2_core(v, mask)
+        if best is None or bits < best[0]:
+            best = (bits, mask, core)
+    assert best is not None
+    _bits, mask, core = best
+    order, _bounds = _wave_order(d, h, w)
+    tok = core["tok"][order]
+    cls = core["cls"][order]
+    keep = _merge_classes(core["counts"])
+    to_bin = np.concatenate([[0], np.cumsum(keep)])
+    cls = to_bin[cls]
+    counts = np.zeros((int(to_bin[-1]) + 1, core["counts"].shape[1]), np.int64)
+    np.add.at(counts, to_bin, core["counts"])
+    q = _quantize_hist(counts)
+    probs_cls = np.where(q.sum(axis=1, keepdims=True) > 0, q, 1).astype(np.float64)
     coder = constriction.stream.stack.AnsCoder()
-    model = constriction.stream.model.QuantizedLaplace(-(t + 1), t + 1)
-    coder.encode_reverse(
-        sym.ravel().astype(np.int32), model, np.zeros(sym.size), scales.astype(np.float64)
-    )
+    family = constriction.stream.model.Categorical(perfect=False)
+    step = 1 << 16
+    for s in range(((tok.size - 1) // step) * step, -1, -step):
+        coder.encode_reverse(
+            tok[s : s + step].astype(np.int32), family, probs_cls[cls[s : s + step]]
+        )
     words = coder.get_compressed().astype("<u4").tobytes()
+    bits = _pack_bits(core["nb"][order], core["raw"][order])
 
+    hist_bytes = _pack_uints(q.ravel())
     table_bytes = b""
-    n_table = 0
-    flags = 0
+    n_table = flags = 0
     if m.table is not None:
         flags |= _FLAG_TABLE
         n_table = len(m.table)
         table_bytes = _pack_uints(np.diff(m.table, prepend=0))
-    esc_bytes = _pack_uints(esc)
     crc = zlib.crc32(m.expected.tobytes())
-    head = _HEAD.pack(
-        _MAGIC, _VERSION, m.kind, flags, d, h, w, crc, m.offset, m.lo, m.step, t, n_table
-    )
-    parts = [
-        head,
-        scale_bytes.tobytes(),
-        preds.tobytes(),
-        b"".join(ls_params),
-        struct.pack("<III", len(table_bytes), len(esc), len(esc_bytes)),
-        table_bytes,
-        esc_bytes,
-        words,
-    ]
-    out = b"".join(parts)
-    raw = m.expected.tobytes()
-    if len(out) > len(raw) + 8:
-        # incompressible block (e.g. noise): stored as it is
-        return _RAW_MAGIC + struct.pack("<BI", _VERSION, zlib.crc32(raw)) + raw
-    return out
+    head = _HEAD2.pack(
+        _MAGIC, 2, m.kind, flags, d, h, w, crc, m.offset, m.lo, m.step, n_table,
+        q.shape[1], q.shape[0], mask, 0, len(hist_bytes), len(table_bytes), len(bits),
+        len(core["ls"]), int(np.sum(keep.astype(np.int64) << np.arange(keep.size))),
+    )  # fmt: skip
+    return b"".join([head, hist_bytes, *core["ls"], table_bytes, bits, words])
+
+
+def _decode_v2(payload: bytes, shape3: tuple[int, ...]) -> tuple[np.ndarray, tuple]:
+    """Mapped values of a version-2 payload, and the fields :func:`_finish` needs."""
+    import constriction
+
+    (_m, _v, kind, flags, d, h, w, crc, offset, lo, step, n_table, ntok, n_cls, mask,
+     _r, n_hist, n_tb, n_bits, n_ls, keep_bits) = _HEAD2.unpack_from(payload)  # fmt: skip
+    if (d, h, w) != shape3:
+        raise FormatError(f"block shape {(d, h, w)} does not match the grid {shape3}")
+    keep = (keep_bits >> np.arange(_N_CLS2 - 1, dtype=np.uint64)) & 1 == 1
+    thr = _CLS_THR[keep]
+    if (
+        kind > _KIND_QUANT_FLOAT
+        or keep_bits >> (_N_CLS2 - 1)
+        or n_cls != thr.size + 1
+        or not 0 < mask < 1 << _N_SUB
+        or ntok < 2
+    ):
+        raise FormatError("implausible lossless block parameters")
+    if kind in (_KIND_INT, _KIND_FLOAT_BITS) and (lo != 0.0 or step != 0.0):
+        raise FormatError("implausible lossless block parameters")
+    use_ls = bool(mask >> _SUB_LS & 1)
+    if n_ls != (d if use_ls else 0):
+        raise FormatError("bad predictor parameters in a lossless block")
+    pos = _HEAD2.size
+    q = _unpack_uints(payload[pos : pos + n_hist], n_cls * ntok).reshape(n_cls, ntok)
+    pos += n_hist
+    ls_w = np.zeros((_N_NBR, max(d, 1)), np.int64)
+    ls_b = np.zeros(max(d, 1), np.int64)
+    for z in range(n_ls):
+        *wts, bias = _V2_LS.unpack_from(payload, pos)
+        ls_w[:, z], ls_b[z] = wts, bias
+        pos += _V2_LS.size
+    table_bytes = payload[pos : pos + n_tb]
+    pos += n_tb
+    bit_bytes = np.frombuffer(payload[pos : pos + n_bits], np.uint8)
+    if bit_bytes.size != n_bits:
+        raise FormatError("truncated lossless block")
+    pos += n_bits
+    if (len(payload) - pos) % 4:
+        raise FormatError("truncated lossless block")
+    words = np.frombuffer(payload, "<u4", offset=pos).astype(np.uint32)
+    table = None
+    if flags & _FLAG_TABLE:
+        table = np.cumsum(_unpack_uints(table_bytes, n_table))
+
+    probs_cls = np.where(q.sum(axis=1, keepdims=True) > 0, q, 1).astype(np.float64)
+    bb = np.concatenate([bit_bytes, np.zeros(8, np.uint8)]).astype(np.uint64)
+    coder = constriction.stream.stack.AnsCoder(words)
+    family = constriction.stream.model.Categorical(perfect=False)
+    hw, n = h * w, d * h * w
+    nbrs = _Neighbours(d, h, w)
+    order, bounds = _wave_order(d, h, w)
+    vflat = np.zeros(n + hw, np.int64)
+    k_sub = bin(mask).count("1")
+    err = np.zeros((n + hw, k_sub), np.int32) if k_sub > 1 else None
+    absr = np.zeros(n + hw, np.int64)
+    cursor = 0
+    shifts = np.arange(56, -1, -8, dtype=np.uint64)
+    one = np.uint64(1)
+    for g in range(len(bounds) - 1):
+        idx = order[bounds[g] : bounds[g + 1]]
+        z = idx // hw
+        nidx = nbrs.index(idx, idx - z * hw)
+        idx = idx + hw  # cells
+        nv = vflat[nidx]
+        if not use_ls:
+            subs = _sub_predictions(nv, mask, None, 0)
+        elif z[0] == z[-1]:
+            subs = _sub_predictions(nv, mask, ls_w[:, z[:1]], ls_b[z[0]])
+        else:
+            subs = _sub_predictions(nv, mask, ls_w[:, z], ls_b[z])
+        if err is not None:
+            pred = _blend(subs, _err_sum(err, nidx))
+        else:
+            pred = subs[:, 0]
+        tok = coder.decode(family, probs_cls[_ctx_class(absr[nidx[_CTX_NBRS]], thr)])
+        tok = tok.astype(np.int64)
+        nb = _token_bits(tok)
+        sel = np.nonzero(nb)[0]
+        if sel.size:
+            cnt = nb[sel]
+            off = cursor + np.cumsum(cnt) - cnt
+            cursor += int(cnt.sum())
+            if cursor > 8 * n_bits:
+                raise FormatError("raw bit stream of a lossless block is too short")
+            byte = off >> 3
+            win = bb[byte] << shifts[0]
+            for k in range(1, 8):
+                win |= bb[byte + k] << shifts[k]
+            cnt_u = cnt.astype(np.uint64)
+            bits = (win >> (np.uint64(64) - (off & 7).astype(np.uint64) - cnt_u)) & (
+                (one << cnt_u) - one
+            )
+            raw = np.zeros(idx.size, np.int64)
+            raw[sel] = bits.astype(np.int64)
+            r = _untokenize(tok, raw, nb)
+        else:
+            r = (tok >> 1) ^ -(tok & 1)
+        val = pred + r
+        vflat[idx] = val
+        if err is not None:
+            err[idx] = np.minimum(np.abs(val[:, None] - subs), _V2_CAP)
+        absr[idx] = np.minimum(np.abs(r), _V2_CAP)
+    if 8 * n_bits - cursor >= 8:
+        raise FormatError("raw bit stream of a lossless block has extra bytes")
+    return vflat[hw:].reshape(d, h, w), (kind, flags, crc, offset, lo, step, table)
 
 
 # ----------------------------------------------------------------------------------------
@@ -501,13 +924,19 @@ def _decode(payload: bytes, dtype: np.dtype, shape3: tuple[int, ...]) -> np.ndar
         if len(body) != n or zlib.crc32(body) != crc_raw:
             raise FormatError("stored lossless block fails its checksum (corrupted payload)")
         return np.frombuffer(body, dtype).reshape(shape3).copy()
-    if len(payload) < _HEAD.size or payload[:3] != _MAGIC:
+    if len(payload) < 4 or payload[:3] != _MAGIC:
         raise FormatError("not a lossless block payload")
+    version = payload[3]
+    if version not in _VERSIONS:
+        raise FormatError(f"unsupported lossless block version {version}")
+    if len(payload) < (_HEAD2 if version == 2 else _HEAD).size:
+        raise FormatError("truncated lossless block")
+    if version == 2:
+        v, (kind, flags, crc, offset, lo, step, table) = _decode_v2(payload, shape3)
+        return _finish(v, dtype, kind, table, offset, lo, step, crc)
     magic, version, kind, flags, d, h, w, crc, offset, lo, step, t, n_table = _HEAD.unpack_from(
         payload
     )
-    if version != _VERSION:
-        raise FormatError(f"unsupported lossless block version {version}")
     if (d, h, w) != shape3:
         raise FormatError(f"block shape {(d, h, w)} does not match the grid {shape3}")
     if t > _T_MAX or kind > _KIND_QUANT_FLOAT:
@@ -592,7 +1021,20 @@ def _decode(payload: bytes, dtype: np.dtype, shape3: tuple[int, ...]) -> np.ndar
             v[z] = base + v[z - 1] if dz else base
     if esc_pos != n_esc:
         raise FormatError("escape stream of a lossless block has extra values")
+    return _finish(v, dtype, kind, table, offset, lo, step, crc)
 
+
+def _finish(
+    v: np.ndarray,
+    dtype: np.dtype,
+    kind: int,
+    table: np.ndarray | None,
+    offset: int,
+    lo: float,
+    step: float,
+    crc: int,
+) -> np.ndarray:
+    """Mapped values -> the block in its dtype; checks the CRC32."""
     if table is not None:
         if v.min() < 0 or v.max() >= len(table):
             raise FormatError("value index out of the table of a lossless block")
