@@ -38,6 +38,8 @@ import numpy as np
 from . import __version__
 from .errors import CancelledError, InvalidInputError, SciZError
 from .io import SUPPORTED_EXTENSIONS, check_output, read_image, write_image
+from .io.image import default_axes, write_image_planes
+from .io.ome_zarr import check_zarr_output, is_zarr_path, write_ome_zarr
 
 __all__ = ["build_parser", "main"]
 
@@ -126,7 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Fit a neural representation of IN and write it to OUT.sciz at the "
         "requested compression ratio (raw bytes / file bytes).",
     )
-    p.add_argument("input", metavar="IN", help="input image (.tif, .tiff, .ome.tif, .npy)")
+    p.add_argument(
+        "input", metavar="IN", help="input image (.tif, .tiff, .ome.tif, .npy, .zarr, .ome.zarr)"
+    )
     p.add_argument("-o", "--output", required=True, metavar="OUT.sciz", help="output file")
     p.add_argument(
         "--ratio",
@@ -206,7 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--output",
         required=True,
         metavar="OUT",
-        help="output image (.tif, .tiff, .ome.tif, .ome.tiff or .npy)",
+        help="output image (.tif, .tiff, .ome.tif, .ome.tiff, .npy, or an .ome.zarr store); "
+        "without --scale it is written slab by slab, so it may be larger than memory",
     )
     p.add_argument(
         "--roi",
@@ -437,7 +442,7 @@ def _cmd_compress(args: argparse.Namespace) -> int:
     if distributed and args.mode != "lossy":
         raise InvalidInputError("--workers and --scheduler are for --mode lossy")
     # distributed: the workers read the blocks, here only the metadata are read
-    image = read_image(args.input, lazy=distributed)
+    image = read_image(args.input, lazy=True) if distributed else read_image(args.input)
     labels = None
     if args.labels is not None:
         if args.guidance != "segmentation":
@@ -548,21 +553,90 @@ def _roi_extent(roi: str | None, shape: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(stop - start for start, stop in parse_roi(roi, shape))
 
 
+def _region_slabs(reader: Any, box: Sequence[tuple[int, int]]) -> Any:
+    """``(index into the region, decoded values)`` for consecutive slabs of ``box``.
+
+    Slabs follow the block grid along Z (one block layer at a time, each leading index on
+    its own), so only one slab of the region is in memory at once.
+    """
+    ndim = len(box)
+    if ndim == 2:
+        yield (slice(None), slice(None)), reader.decode(tuple(box))
+        return
+    zax = ndim - 3
+    step = int(reader.grid.block_shape[0])
+    lead = list(box[:zax])
+    z0, z1 = box[zax]
+    for li in np.ndindex(*[b - a for a, b in lead]):
+        z = z0
+        while z < z1:
+            ze = min(z1, (z // step + 1) * step)
+            sub = [(a + i, a + i + 1) for i, (a, _b) in zip(li, lead, strict=True)]
+            sub += [(z, ze), *box[zax + 1 :]]
+            values = reader.decode(tuple(sub))
+            index = (*li, slice(z - z0, ze - z0), slice(None), slice(None))
+            yield index, values.reshape(values.shape[zax:])
+            z = ze
+
+
 def _cmd_decompress(args: argparse.Namespace) -> int:
     src = Path(args.input)
     out = Path(args.output)
-    _check_image_output(out)
+    zarr_out = is_zarr_path(out)
+    if not zarr_out:
+        _check_image_output(out)
     if not src.exists():
         raise InvalidInputError(f"no such file: {src}")
-    check_output(out, force=args.force, inputs=[src])
+    if zarr_out:
+        check_zarr_output(out, force=args.force)
+    else:
+        check_output(out, force=args.force, inputs=[src])
     api = _codec()
+    from .core.validate import parse_roi
+
     with api.open_sciz(src) as reader:
         shape = tuple(int(n) for n in reader.shape)
-        extent = _roi_extent(args.roi, shape)
-        data = np.asarray(api.decompress(reader, roi=args.roi, scale=args.scale))
         axes = getattr(reader, "axes", None) or None
         voxel = getattr(reader, "voxel_size", None)
         units = getattr(reader, "units", None)
+        if args.scale == 1:
+            # streamed: one slab of blocks at a time, whatever the size of the volume
+            box = parse_roi(args.roi, shape)
+            out_shape = tuple(b - a for a, b in box)
+            if axes is None or len(axes) != len(out_shape):
+                axes, voxel, units = default_axes(len(out_shape)), None, None
+            if zarr_out:
+                write_ome_zarr(
+                    out,
+                    out_shape,
+                    reader.dtype,
+                    _region_slabs(reader, box),
+                    axes=axes,
+                    voxel_size=voxel,
+                    units=units,
+                    force=args.force,
+                )
+            else:
+                planes = (
+                    plane
+                    for _index, values in _region_slabs(reader, box)
+                    for plane in values.reshape(-1, *out_shape[-2:])
+                )
+                write_image_planes(
+                    out,
+                    out_shape,
+                    reader.dtype,
+                    planes,
+                    axes=axes,
+                    voxel_size=voxel,
+                    units=units,
+                    force=args.force,
+                    inputs=[src],
+                )
+            print(f"wrote {out} ({_fmt_shape(out_shape)} {reader.dtype}, {_human_size(out)})")
+            return 0
+        extent = _roi_extent(args.roi, shape)
+        data = np.asarray(api.decompress(reader, roi=args.roi, scale=args.scale))
     if axes is not None and len(axes) != data.ndim:
         axes, voxel, units = None, None, None
     if voxel is not None and (len(voxel) != data.ndim or (units and len(units) != data.ndim)):
@@ -573,11 +647,30 @@ def _cmd_decompress(args: argparse.Namespace) -> int:
             float(v) * e / n if n else float(v)
             for v, e, n in zip(voxel, extent, data.shape, strict=True)
         )
-    write_image(out, data, axes=axes, voxel_size=voxel, units=units, force=args.force, inputs=[src])
-    print(
-        f"wrote {out} ({_fmt_shape(data.shape)} {data.dtype}, {_human_bytes(out.stat().st_size)})"
-    )
+    if zarr_out:
+        write_ome_zarr(
+            out,
+            data.shape,
+            data.dtype,
+            [((slice(None),) * data.ndim, data)],
+            axes=axes or default_axes(data.ndim),
+            voxel_size=voxel,
+            units=units,
+            force=args.force,
+        )
+    else:
+        write_image(
+            out, data, axes=axes, voxel_size=voxel, units=units, force=args.force, inputs=[src]
+        )
+    print(f"wrote {out} ({_fmt_shape(data.shape)} {data.dtype}, {_human_size(out)})")
     return 0
+
+
+def _human_size(path: Path) -> str:
+    """Size of a file, or of all files under a directory (a Zarr store)."""
+    if path.is_dir():
+        return _human_bytes(sum(f.stat().st_size for f in path.rglob("*") if f.is_file()))
+    return _human_bytes(path.stat().st_size)
 
 
 def _cmd_info(args: argparse.Namespace) -> int:

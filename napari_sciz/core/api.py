@@ -540,6 +540,8 @@ class SciZReader:
         The ``.sciz`` file or its contents.
     cache_blocks : int
         Number of decoded blocks kept in memory.
+    threads : int, optional
+        Blocks decoded at the same time by a region decode (default: the number of CPUs).
 
     Raises
     ------
@@ -551,7 +553,9 @@ class SciZReader:
         self,
         source: str | os.PathLike[str] | bytes | bytearray | memoryview,
         cache_blocks: int = 32,
+        threads: int | None = None,
     ) -> None:
+        self.threads = max(1, int(threads if threads is not None else (os.cpu_count() or 1)))
         self._file = container.SciZFile(source)
         self.header = self._file.header
         self._lock = threading.RLock()
@@ -754,7 +758,9 @@ class SciZReader:
                 else 0
             )
             target = out3[lead_index]
-            for bindex, starts, stops in self.grid.blocks_in_box(volume, box3):
+
+            def fill(item: tuple, _target: np.ndarray = target) -> None:
+                bindex, starts, _stops = item
                 fld, vmin, vmax = self._block_field(bindex)
                 sel = []
                 local = []
@@ -762,11 +768,11 @@ class SciZReader:
                     c = coords3[axis]
                     # samples owned by this block: rounded coordinate inside [start, stop)
                     owner = np.clip(np.floor(c + 0.5), box3[axis][0], box3[axis][1] - 1)
-                    idx = np.nonzero((owner >= starts[axis]) & (owner < stops[axis]))[0]
+                    idx = np.nonzero((owner >= starts[axis]) & (owner < _stops[axis]))[0]
                     sel.append(idx)
                     local.append(c[idx] - starts[axis])
                 if any(len(i) == 0 for i in sel):
-                    continue
+                    return
                 with torch.no_grad():
                     if integer:
                         start = [int(round(loc[0])) for loc in local]
@@ -780,7 +786,9 @@ class SciZReader:
                         pts = torch.from_numpy(grid_pts.astype(np.float32))
                         vals = fld.sample(pts).reshape([len(loc) for loc in local])
                 values = vals.double().numpy() * (vmax - vmin) + vmin
-                target[np.ix_(*sel)] = finalize(values, self.dtype, self.value_range)
+                _target[np.ix_(*sel)] = finalize(values, self.dtype, self.value_range)
+
+            self._map_blocks(fill, list(self.grid.blocks_in_box(volume, box3)))
         return out
 
     def _exact_block(self, index: int) -> np.ndarray:
@@ -815,16 +823,33 @@ class SciZReader:
             src = tuple(i + a for i, (a, _b) in zip(lead_index, box[:lead_nd], strict=True))
             volume = int(np.ravel_multi_index(src, self.shape[:lead_nd])) if lead_nd else 0
             target = out3[lead_index]
-            for bindex, starts, stops in self.grid.blocks_in_box(volume, box3):
-                block = self._exact_block(bindex)
+
+            def fill(item: tuple, _target: np.ndarray = target) -> None:
+                bindex, starts, stops = item
                 lo = [max(a, s) for (a, _b), s in zip(box3, starts, strict=True)]
                 hi = [min(b, e) for (_a, b), e in zip(box3, stops, strict=True)]
                 if any(h <= g for g, h in zip(lo, hi, strict=True)):
-                    continue
+                    return
+                block = self._exact_block(bindex)
                 dst = tuple(slice(g - a, h - a) for g, h, (a, _b) in zip(lo, hi, box3, strict=True))
                 srcs = tuple(slice(g - s, h - s) for g, h, s in zip(lo, hi, starts, strict=True))
-                target[dst] = block[srcs]
+                _target[dst] = block[srcs]
+
+            self._map_blocks(fill, list(self.grid.blocks_in_box(volume, box3)))
         return out
+
+    def _map_blocks(self, fill: Callable[[tuple], None], items: list[tuple]) -> None:
+        """Run ``fill`` on every block of a region, on ``threads`` threads when several."""
+        n = min(self.threads, len(items))
+        if n <= 1:
+            for item in items:
+                fill(item)
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=n, thread_name_prefix="sciz-decode") as pool:
+            for _ in pool.map(fill, items):  # re-raises the first error
+                pass
 
     def close(self) -> None:
         """Close the underlying file."""

@@ -36,7 +36,14 @@ from ..errors import InvalidInputError, SciZError
 from .atomic import atomic_write, check_output
 from .ome_zarr import ZARR_EXTENSIONS, is_zarr_path, open_zarr_image
 
-__all__ = ["SUPPORTED_EXTENSIONS", "ImageData", "default_axes", "read_image", "write_image"]
+__all__ = [
+    "SUPPORTED_EXTENSIONS",
+    "ImageData",
+    "default_axes",
+    "read_image",
+    "write_image",
+    "write_image_planes",
+]
 
 #: File name endings handled by :func:`read_image` and :func:`write_image`.
 SUPPORTED_EXTENSIONS = (".ome.tif", ".ome.tiff", ".tif", ".tiff", ".npy")
@@ -580,6 +587,95 @@ def write_image(
     except ValueError as exc:  # tifffile refusing the metadata / dtype
         raise InvalidInputError(f"cannot write {p.name}: {_one_line(exc)}") from exc
     return p
+
+
+def write_image_planes(
+    path: str | os.PathLike[str],
+    shape: Sequence[int],
+    dtype: np.dtype,
+    planes: Iterable[np.ndarray],
+    *,
+    axes: str | None = None,
+    voxel_size: Sequence[float] | None = None,
+    units: Sequence[str] | None = None,
+    force: bool = False,
+    inputs: Iterable[object] = (),
+) -> Path:
+    """Write an image given plane by plane (TIFF, OME-TIFF or ``.npy``), atomically.
+
+    Like :func:`write_image` (same formats and metadata), but the pixels arrive as an iterable
+    of 2D planes (the last two axes, leading axes in C order), so an image larger than memory
+    can be written while it is decoded. ``.zarr`` targets go to
+    :func:`napari_sciz.io.ome_zarr.write_ome_zarr`.
+
+    Parameters
+    ----------
+    path : path-like
+        Destination file.
+    shape, dtype : sequence of int, numpy.dtype
+        The whole image.
+    planes : iterable of numpy.ndarray
+        ``prod(shape[:-2])`` arrays of shape ``shape[-2:]``.
+    axes, voxel_size, units, force, inputs
+        As in :func:`write_image`.
+
+    Returns
+    -------
+    pathlib.Path
+        ``Path(path)``.
+    """
+    p = Path(path)
+    ext = _check_extension(p)
+    shape = tuple(int(n) for n in shape)
+    dt = np.dtype(dtype)
+    if dt.kind not in "biuf":
+        raise InvalidInputError(f"cannot write data of type {dt}")
+    axes, sizes, unit_t = _check_metadata(len(shape), axes, voxel_size, units)
+    check_output(p, force=force, inputs=inputs)
+    n_planes = math.prod(shape[:-2]) if len(shape) > 2 else 1
+
+    def checked() -> Iterable[np.ndarray]:
+        count = 0
+        for plane in planes:
+            plane = np.ascontiguousarray(plane, dtype=dt)
+            if plane.shape != shape[-2:]:
+                raise InvalidInputError(f"plane of shape {plane.shape}, expected {shape[-2:]}")
+            count += 1
+            yield plane
+        if count != n_planes:
+            raise InvalidInputError(f"got {count} planes, expected {n_planes}")
+
+    if ext == ".npy":
+        with atomic_write(p, force=force, inputs=inputs) as fh:
+            header = {
+                "descr": np.lib.format.dtype_to_descr(dt),
+                "fortran_order": False,
+                "shape": shape,
+            }
+            np.lib.format.write_array_header_2_0(fh, header)
+            for plane in checked():
+                fh.write(plane.tobytes())
+        return p
+    meta_arr = _ArrayMeta(dt, math.prod(shape) * dt.itemsize)
+    kwargs = _tiff_kwargs(meta_arr, axes, sizes, unit_t, ome=ext.startswith(".ome"))  # type: ignore[arg-type]
+    import tifffile
+
+    try:
+        with atomic_write(p, force=force, inputs=inputs) as fh:
+            tifffile.imwrite(fh, checked(), shape=shape, dtype=dt, **kwargs)
+    except (SciZError, OSError, MemoryError):
+        raise
+    except ValueError as exc:  # tifffile refusing the metadata / dtype
+        raise InvalidInputError(f"cannot write {p.name}: {_one_line(exc)}") from exc
+    return p
+
+
+@dataclass(frozen=True)
+class _ArrayMeta:
+    """dtype and size of an array that is never in memory as a whole."""
+
+    dtype: np.dtype
+    nbytes: int
 
 
 def _xy_resolution(

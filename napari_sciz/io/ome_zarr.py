@@ -24,7 +24,13 @@ import numpy as np
 
 from ..errors import InvalidInputError, OutputExistsError
 
-__all__ = ["ZARR_EXTENSIONS", "is_zarr_path", "open_zarr_image", "write_ome_zarr"]
+__all__ = [
+    "ZARR_EXTENSIONS",
+    "check_zarr_output",
+    "is_zarr_path",
+    "open_zarr_image",
+    "write_ome_zarr",
+]
 
 ZARR_EXTENSIONS = (".ome.zarr", ".zarr")
 _NGFF_AXIS_TYPES = {"t": "time", "c": "channel", "z": "space", "y": "space", "x": "space"}
@@ -126,6 +132,29 @@ def open_zarr_image(
     return arr, axes, voxel, units
 
 
+def check_zarr_output(path: str | os.PathLike[str], *, force: bool = False) -> Path:
+    """Check that a Zarr store may be written at ``path``, without writing anything.
+
+    Raises
+    ------
+    OutputExistsError
+        ``path`` exists and ``force`` is False, or it exists and is not a Zarr store (a
+        directory that is not a store is never replaced).
+    InvalidInputError
+        The parent directory does not exist.
+    """
+    target = Path(path)
+    if os.path.lexists(target):
+        if not force:
+            raise OutputExistsError(f"{target} exists; use --force to overwrite")
+        markers = (".zgroup", ".zarray", "zarr.json")
+        if not target.is_dir() or not any((target / m).exists() for m in markers):
+            raise OutputExistsError(f"{target} exists and is not a Zarr store; not replacing it")
+    if not target.parent.is_dir():
+        raise InvalidInputError(f"no such directory: {target.parent}")
+    return target
+
+
 def _chunks_for(shape: Sequence[int], itemsize: int) -> tuple[int, ...]:
     """Chunks of about 4 MiB: whole rows and planes, as many leading planes as fit."""
     chunks = [1] * len(shape)
@@ -173,11 +202,7 @@ def write_ome_zarr(
         ``Path(path)``.
     """
     zarr = _zarr()
-    target = Path(path)
-    if target.exists() and not force:
-        raise OutputExistsError(f"{target} exists; pass --force (force=True) to overwrite it")
-    if not target.parent.is_dir():
-        raise InvalidInputError(f"no such directory: {target.parent}")
+    target = check_zarr_output(path, force=force)
     tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         group = zarr.open_group(str(tmp), mode="w", zarr_format=2)
