@@ -392,15 +392,18 @@ def _encode(block: np.ndarray, mode: str, max_error: float | None) -> bytes:
 
 
 #: sub-predictors of version 2 (bit i of the payload's mask enables sub-predictor i)
-_SUB_NAMES = ("W", "N", "W+N-NW", "W+NE-N", "LS", "P+W-PW")
+_SUB_NAMES = ("W", "N", "W+N-NW", "W+NE-N", "LS", "P+W-PW", "MED")
 _SUB_LS = 4
 _N_SUB = len(_SUB_NAMES)
-#: sub-predictor sets the encoder tries (the smallest estimated code wins)
-_MASKS = (0b010000, 0b111111, 0b011111, 0b010100, 0b110011, 0b000100)
+#: sub-predictor sets the encoder tries (the smallest estimated code wins, with a small
+#: penalty per extra sub-predictor since each one slows decoding down)
+_MASKS = (16, 64, 4, 68, 88, 26, 19, 35, 112, 92, 124)
+_SUB_PENALTY = 0.004
 #: neighbours of a voxel: in the slice (fallbacks at the borders) and in the previous slice
-_NBR_IN = ("W", "N", "NW", "NE", "WW", "NN")
-_NBR_PREV = ("P", "PN", "PS", "PW", "PE")
-_N_NBR = len(_NBR_IN) + len(_NBR_PREV)
+_NBR_NAMES = ("W", "N", "NW", "NE", "P", "WW", "NN", "PN", "PS", "PW", "PE")
+_N_NBR = len(_NBR_NAMES)
+_IN_ROWS = np.array([0, 1, 2, 3, 5, 6])  # in the slice
+_PREV_ROWS = np.array([4, 7, 8, 9, 10])  # in the previous slice
 #: least-squares weights are in 1/256ths; 11 weights (one per neighbour) and a bias
 _V2_SHIFT = 8
 _V2_LS = struct.Struct("<11hq")
@@ -436,16 +439,24 @@ def _hist_cost(c: np.ndarray) -> float:
     return float(-(nz * np.log2(nz / nz.sum())).sum()) + 12.0 * nz.size
 
 
-def _merge_classes(counts: np.ndarray) -> np.ndarray:
-    """Which class thresholds to keep (adjacent classes merged while that saves bits)."""
-    bins = [counts[k].astype(np.int64) for k in range(counts.shape[0])]
-    keep = np.ones(counts.shape[0] - 1, bool)
-    where = list(range(counts.shape[0] - 1))  # threshold index between bins i and i + 1
-    costs = [_hist_cost(b) for b in bins]
+def _merge_classes(counts: np.ndarray) -> tuple[np.ndarray, float]:
+    """Which activity thresholds to keep (adjacent classes merged while that saves bits).
+
+    ``counts``: ``(n_tex, n_classes, n_tokens)``; the same merge applies to every texture
+    level. Returns the mask of kept thresholds and the estimated total bits.
+    """
+
+    def cost(c: np.ndarray) -> float:
+        return sum(_hist_cost(row) for row in c)
+
+    n = counts.shape[1]
+    bins = [counts[:, k].astype(np.int64) for k in range(n)]
+    keep = np.ones(n - 1, bool)
+    where = list(range(n - 1))  # threshold index between bins i and i + 1
+    costs = [cost(b) for b in bins]
     while len(bins) > 1:
         deltas = [
-            _hist_cost(bins[i] + bins[i + 1]) - costs[i] - costs[i + 1]
-            for i in range(len(bins) - 1)
+            cost(bins[i] + bins[i + 1]) - costs[i] - costs[i + 1] for i in range(len(bins) - 1)
         ]
         i = int(np.argmin(deltas))
         if deltas[i] > 0:
@@ -453,7 +464,7 @@ def _merge_classes(counts: np.ndarray) -> np.ndarray:
         bins[i : i + 2] = [bins[i] + bins[i + 1]]
         costs[i : i + 2] = [costs[i] + costs[i + 1] + deltas[i]]
         keep[where.pop(i)] = False
-    return keep
+    return keep, float(sum(costs))
 
 
 def _tokenize(r: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -480,11 +491,12 @@ def _untokenize(tok: np.ndarray, raw: np.ndarray, nb: np.ndarray) -> np.ndarray:
 
 
 def _nbr_maps(h: int, w: int) -> np.ndarray:
-    """In-slice positions of the neighbours of every position ``y*w + x`` of a slice.
+    """Slice positions of the neighbours (rows in the order of ``_NBR_NAMES``) of every
+    position ``y*w + x`` of a slice.
 
-    Rows 0-5 (``W, N, NW, NE, WW, NN``): position in the same slice, with causal fallbacks at
-    the borders (-1: none, then the previous slice's voxel, or 0 in the first slice); rows
-    6-10 (``P, PN, PS, PW, PE``): position in the previous slice, clamped to the slice.
+    In-slice neighbours (``W, N, NW, NE, WW, NN``) have causal fallbacks at the borders (-1:
+    none, the voxel of the previous slice is used); previous-slice neighbours (``P, PN, PS,
+    PW, PE``) are clamped to the slice.
     """
     pos = np.arange(h * w, dtype=np.int64)
     y, x = np.divmod(pos, w)
@@ -493,9 +505,9 @@ def _nbr_maps(h: int, w: int) -> np.ndarray:
     m[1] = np.where(y > 0, pos - w, np.where(x > 0, pos - 1, -1))  # N (first row: W)
     m[2] = np.where((y > 0) & (x > 0), pos - w - 1, m[1])  # NW
     m[3] = np.where((y > 0) & (x < w - 1), pos - w + 1, m[1])  # NE
-    m[4] = np.where(x > 1, pos - 2, m[0])  # WW
-    m[5] = np.where(y > 1, pos - 2 * w, m[1])  # NN
-    m[6] = pos  # P
+    m[4] = pos  # P
+    m[5] = np.where(x > 1, pos - 2, m[0])  # WW
+    m[6] = np.where(y > 1, pos - 2 * w, m[1])  # NN
     m[7] = np.where(y > 0, pos - w, pos)  # PN
     m[8] = np.where(y < h - 1, pos + w, pos)  # PS
     m[9] = np.where(x > 0, pos - 1, pos)  # PW
@@ -517,7 +529,7 @@ class _Neighbours:
         self.offsets = (
             hw
             + np.array(
-                [-1, -w, -w - 1, -w + 1, -2, -2 * w, -hw, -hw - w, -hw + w, -hw - 1, -hw + 1],
+                [-1, -w, -w - 1, -w + 1, -hw, -2, -2 * w, -hw - w, -hw + w, -hw - 1, -hw + 1],
                 np.int64,
             )[:, None]
         )
@@ -530,18 +542,21 @@ class _Neighbours:
         out = idx + self.offsets
         bad = np.nonzero(self.border[pos])[0]
         if bad.size:
-            j = self.maps[:, pos[bad]]
-            base = (idx[bad] - pos[bad])[None]  # start of the previous slice, in cells
-            k = len(_NBR_IN)
-            out[:k, bad] = np.where(j[:k] >= 0, base + self.hw + j[:k], base + pos[bad])
-            out[k:, bad] = base + j[k:]
+            pb = pos[bad]
+            j = self.maps[:, pb]
+            prev = idx[bad] - pb  # the previous slice starts there (in cells)
+            fix = np.empty_like(j)
+            j_in = j[_IN_ROWS]
+            fix[_IN_ROWS] = np.where(j_in >= 0, prev + self.hw + j_in, prev + pb)
+            fix[_PREV_ROWS] = prev + j[_PREV_ROWS]
+            out[:, bad] = fix
         return out
 
 
 def _sub_predictions(
     nv: np.ndarray, mask: int, ls_w: np.ndarray | None, ls_b: np.ndarray | int
 ) -> np.ndarray:
-    """Sub-predictions ``(m, K)`` from the neighbour values ``nv`` ``(11, m)`` (int64).
+    """Sub-predictions ``(K, m)`` from the neighbour values ``nv`` ``(11, m)`` (int64).
 
     ``ls_w``: least-squares weights ``(11, m)`` or ``(11, 1)``; ``ls_b``: bias.
     """
@@ -560,30 +575,35 @@ def _sub_predictions(
         elif i == _SUB_LS:
             assert ls_w is not None
             subs.append(((ls_w * nv).sum(axis=0) + ls_b) >> _V2_SHIFT)
-        else:
-            subs.append(nv[6] + nv[0] - nv[9])
-    return np.stack(subs, axis=1)
+        elif i == 5:
+            subs.append(nv[4] + nv[0] - nv[9])
+        else:  # median edge detector (LOCO-I)
+            lo, hi = np.minimum(nv[0], nv[1]), np.maximum(nv[0], nv[1])
+            subs.append(np.clip(nv[0] + nv[1] - nv[2], lo, hi))
+    return np.stack(subs)
 
 
 def _blend(subs: np.ndarray, s: np.ndarray) -> np.ndarray:
-    """Inverse-squared-error blend of the sub-predictions ``subs`` ``(m, K)``.
+    """Inverse-squared-error blend of the sub-predictions ``subs`` ``(K, m)``.
 
     ``s``: error sums ``(m, K)``. The weights ``1 / (1 + s)^2`` and the weighted mean are
     computed in binary64 one elementwise operation at a time, in a fixed order (no reductions
     whose order numpy may choose), so every IEEE-754 machine rounds them identically.
     """
-    k = subs.shape[1]
+    k = subs.shape[0]
     if k == 1:
-        return subs[:, 0]
-    q = s.astype(np.float64) + 1.0
-    wts = 1.0 / (q * q)
-    diff = (subs[:, 1:] - subs[:, :1]).astype(np.float64)
-    num = wts[:, 1] * diff[:, 0]
-    den = wts[:, 0] + wts[:, 1]
+        return subs[0]
+    q = np.array(s.T, dtype=np.float64, order="C")
+    q += 1.0
+    q *= q
+    wts = 1.0 / q
+    diff = (subs[1:] - subs[0]).astype(np.float64)
+    num = wts[1] * diff[0]
+    den = wts[0] + wts[1]
     for i in range(2, k):
-        num += wts[:, i] * diff[:, i - 1]
-        den += wts[:, i]
-    return subs[:, 0] + np.floor(num / den + 0.5).astype(np.int64)
+        num += wts[i] * diff[i - 1]
+        den += wts[i]
+    return subs[0] + np.floor(num / den + 0.5).astype(np.int64)
 
 
 def _err_sum(err: np.ndarray, nidx: np.ndarray) -> np.ndarray:
@@ -591,19 +611,26 @@ def _err_sum(err: np.ndarray, nidx: np.ndarray) -> np.ndarray:
     return err[nidx[0]] + err[nidx[1]] + err[nidx[2]] + err[nidx[3]]
 
 
-#: neighbours whose absolute residuals form the context (W, N, NW, NE, P) and their weights
-_CTX_NBRS = np.array([0, 1, 2, 3, 6])
-
-
 def _ctx_class(na: np.ndarray, thr: np.ndarray = _CLS_THR) -> np.ndarray:
     """Context class from the absolute residuals ``(5, m)`` at W, N, NW, NE, P."""
     return _class_of(2 * (na[0] + na[1]) + na[2] + na[3] + na[4], thr)
 
 
+#: texture levels of the context (second dimension, optional per block)
+_N_TEX = 3
+
+
+def _texture(nv: np.ndarray) -> np.ndarray:
+    """Texture level ``min(2, |W - NW| + |N - NW| + |N - NE|)`` (0: flat neighbourhood)."""
+    g = np.abs(nv[0] - nv[2]) + np.abs(nv[1] - nv[2]) + np.abs(nv[1] - nv[3])
+    return np.minimum(g, _N_TEX - 1)
+
+
 def _ls_fit_v2(nv: np.ndarray, target: np.ndarray, use_prev: bool) -> tuple[np.ndarray, int]:
     """Least-squares weights (1/256) and bias of the 11-neighbour predictor of one slice."""
-    k = _N_NBR if use_prev else len(_NBR_IN)
-    a = nv[:k].T.astype(np.float64)
+    rows = np.arange(_N_NBR) if use_prev else _IN_ROWS
+    k = rows.size
+    a = nv[rows].T.astype(np.float64)
     t = target.astype(np.float64)
     if t.size > 16384:
         idx = np.linspace(0, t.size - 1, 16384).astype(np.int64)
@@ -618,7 +645,7 @@ def _ls_fit_v2(nv: np.ndarray, target: np.ndarray, use_prev: bool) -> tuple[np.n
         except np.linalg.LinAlgError:
             coef = np.zeros(k)
         if np.all(np.isfinite(coef)):
-            weights[:k] = np.clip(np.rint(coef * (1 << _V2_SHIFT)), -32768, 32767)
+            weights[rows] = np.clip(np.rint(coef * (1 << _V2_SHIFT)), -32768, 32767)
     raw = (weights[:, None] * nv).sum(axis=0)
     mean = float(((target << _V2_SHIFT) - raw).mean()) if target.size else 0.0
     bias = int(np.clip(round(mean) + (1 << (_V2_SHIFT - 1)), -(2**62), 2**62))
@@ -681,34 +708,37 @@ def _encode_v2_core(v: np.ndarray, mask: int) -> tuple[dict, float]:
             ls_w = wts[:, None]
         subs = _sub_predictions(nv, mask, ls_w, ls_b)
         if k_sub > 1:
-            err[sl] = np.minimum(np.abs(target[:, None] - subs), _V2_CAP)
+            err[sl] = np.minimum(np.abs(target - subs), _V2_CAP).T
             pred = _blend(subs, _err_sum(err, nidx))
         else:
-            pred = subs[:, 0]
+            pred = subs[0]
         r = target - pred
         res[z * hw : (z + 1) * hw] = r
         absr[sl] = np.minimum(np.abs(r), _V2_CAP)
-        cls[z * hw : (z + 1) * hw] = _ctx_class(absr[nidx[_CTX_NBRS]])
+        cls[z * hw : (z + 1) * hw] = _ctx_class(absr[nidx[:5]]) + _N_CLS2 * _texture(nv)
     tok, nb, raw = _tokenize(res)
     ntok = max(int(tok.max()) + 1, 2)  # constriction needs two symbols at least
-    counts = np.bincount(cls * ntok + tok, minlength=_N_CLS2 * ntok).reshape(_N_CLS2, ntok)
-    tot = counts.sum(axis=1, keepdims=True)
+    counts = np.bincount(cls * ntok + tok, minlength=_N_TEX * _N_CLS2 * ntok)
+    counts = counts.reshape(_N_TEX, _N_CLS2, ntok)
+    tot = counts.sum(axis=0).sum(axis=1, keepdims=True)
     with np.errstate(divide="ignore", invalid="ignore"):
-        ent = -(counts * np.log2(np.where(counts > 0, counts / np.maximum(tot, 1), 1.0))).sum()
+        c2 = counts.sum(axis=0)
+        ent = -(c2 * np.log2(np.where(c2 > 0, c2 / np.maximum(tot, 1), 1.0))).sum()
     bits = float(ent + nb.sum()) + 8.0 * _V2_LS.size * len(ls)
     return {"tok": tok, "nb": nb, "raw": raw, "cls": cls, "counts": counts, "ls": ls}, bits
 
 
 def _sample_block(v: np.ndarray) -> np.ndarray:
-    """A smaller block for choosing the sub-predictors: up to 8 middle slices, 3 row bands."""
+    """A smaller block for choosing the sub-predictors: up to 4 middle slices, 3 row bands
+    of 24 rows, 192 middle columns."""
     d, h, w = v.shape
-    z0 = max(0, d // 2 - 4)
-    sub = v[z0 : z0 + 8]
-    if h > 96:
-        rows = np.concatenate([np.arange(32) + (h * k) // 4 - 16 for k in (1, 2, 3)])
+    z0 = max(0, d // 2 - 2)
+    sub = v[z0 : z0 + 4]
+    if h > 72:
+        rows = np.concatenate([np.arange(24) + (h * k) // 4 - 12 for k in (1, 2, 3)])
         sub = sub[:, rows]
-    if w > 256:
-        sub = sub[:, :, w // 2 - 128 : w // 2 + 128]
+    if w > 192:
+        sub = sub[:, :, w // 2 - 96 : w // 2 + 96]
     return np.ascontiguousarray(sub)
 
 
@@ -725,26 +755,35 @@ def _encode_v2(m: _Mapped, shape3: tuple[int, int, int]) -> bytes:
     d, h, w = shape3
     v = m.values.reshape(d, h, w)
     masks = [mk for mk in _MASKS if d > 1 or not mk >> 5 & 1]
-    if v.size > 1 << 16:
-        sample = _sample_block(v)
-        est = [_encode_v2_core(sample, mk)[1] for mk in masks]
-        masks = [masks[int(np.argmin(est))]]
+    small = v.size <= 1 << 16
+    sample = v if small else _sample_block(v)
     best = None
-    for mask in masks:
-        core, bits = _encode_v2_core(v, mask)
+    for mk in masks:
+        core, bits = _encode_v2_core(sample, mk)
+        bits *= 1 + _SUB_PENALTY * (bin(mk).count("1") - 1)
         if best is None or bits < best[0]:
-            best = (bits, mask, core)
+            best = (bits, mk, core)
     assert best is not None
     _bits, mask, core = best
+    if not small:
+        core = _encode_v2_core(v, mask)[0]
     order, _bounds = _wave_order(d, h, w)
     tok = core["tok"][order]
     cls = core["cls"][order]
-    keep = _merge_classes(core["counts"])
+    # context: activity classes (adjacent ones merged) x texture levels (or none)
+    counts3 = core["counts"]
+    keep, est = _merge_classes(counts3)
+    keep1, est1 = _merge_classes(counts3.sum(axis=0, keepdims=True))
+    n_tex = _N_TEX
+    if est1 <= est:
+        keep, n_tex, counts3 = keep1, 1, counts3.sum(axis=0, keepdims=True)
     to_bin = np.concatenate([[0], np.cumsum(keep)])
-    cls = to_bin[cls]
-    counts = np.zeros((int(to_bin[-1]) + 1, core["counts"].shape[1]), np.int64)
-    np.add.at(counts, to_bin, core["counts"])
-    q = _quantize_hist(counts)
+    n_bins = int(to_bin[-1]) + 1
+    tex, act = np.divmod(cls, _N_CLS2)
+    cls = to_bin[act] * n_tex + (tex if n_tex > 1 else 0)
+    counts = np.zeros((n_bins, n_tex, counts3.shape[2]), np.int64)
+    np.add.at(counts, to_bin, counts3.transpose(1, 0, 2))
+    q = _quantize_hist(counts.reshape(n_bins * n_tex, -1))
     probs_cls = np.where(q.sum(axis=1, keepdims=True) > 0, q, 1).astype(np.float64)
     coder = constriction.stream.stack.AnsCoder()
     family = constriction.stream.model.Categorical(perfect=False)
@@ -766,7 +805,7 @@ def _encode_v2(m: _Mapped, shape3: tuple[int, int, int]) -> bytes:
     crc = zlib.crc32(m.expected.tobytes())
     head = _HEAD2.pack(
         _MAGIC, 2, m.kind, flags, d, h, w, crc, m.offset, m.lo, m.step, n_table,
-        q.shape[1], q.shape[0], mask, 0, len(hist_bytes), len(table_bytes), len(bits),
+        q.shape[1], n_bins, mask, n_tex, len(hist_bytes), len(table_bytes), len(bits),
         len(core["ls"]), int(np.sum(keep.astype(np.int64) << np.arange(keep.size))),
     )  # fmt: skip
     return b"".join([head, hist_bytes, *core["ls"], table_bytes, bits, words])
@@ -777,7 +816,7 @@ def _decode_v2(payload: bytes, shape3: tuple[int, ...]) -> tuple[np.ndarray, tup
     import constriction
 
     (_m, _v, kind, flags, d, h, w, crc, offset, lo, step, n_table, ntok, n_cls, mask,
-     _r, n_hist, n_tb, n_bits, n_ls, keep_bits) = _HEAD2.unpack_from(payload)  # fmt: skip
+     n_tex, n_hist, n_tb, n_bits, n_ls, keep_bits) = _HEAD2.unpack_from(payload)  # fmt: skip
     if (d, h, w) != shape3:
         raise FormatError(f"block shape {(d, h, w)} does not match the grid {shape3}")
     keep = (keep_bits >> np.arange(_N_CLS2 - 1, dtype=np.uint64)) & 1 == 1
@@ -786,6 +825,7 @@ def _decode_v2(payload: bytes, shape3: tuple[int, ...]) -> tuple[np.ndarray, tup
         kind > _KIND_QUANT_FLOAT
         or keep_bits >> (_N_CLS2 - 1)
         or n_cls != thr.size + 1
+        or n_tex not in (1, _N_TEX)
         or not 0 < mask < 1 << _N_SUB
         or ntok < 2
     ):
@@ -796,7 +836,8 @@ def _decode_v2(payload: bytes, shape3: tuple[int, ...]) -> tuple[np.ndarray, tup
     if n_ls != (d if use_ls else 0):
         raise FormatError("bad predictor parameters in a lossless block")
     pos = _HEAD2.size
-    q = _unpack_uints(payload[pos : pos + n_hist], n_cls * ntok).reshape(n_cls, ntok)
+    q = _unpack_uints(payload[pos : pos + n_hist], n_cls * n_tex * ntok)
+    q = q.reshape(n_cls * n_tex, ntok)
     pos += n_hist
     ls_w = np.zeros((_N_NBR, max(d, 1)), np.int64)
     ls_b = np.zeros(max(d, 1), np.int64)
@@ -818,7 +859,11 @@ def _decode_v2(payload: bytes, shape3: tuple[int, ...]) -> tuple[np.ndarray, tup
         table = np.cumsum(_unpack_uints(table_bytes, n_table))
 
     probs_cls = np.where(q.sum(axis=1, keepdims=True) > 0, q, 1).astype(np.float64)
+    # 64-bit big-endian window of the raw bit stream at every byte
     bb = np.concatenate([bit_bytes, np.zeros(8, np.uint8)]).astype(np.uint64)
+    win64 = bb[: n_bits + 1] << np.uint64(56)
+    for k in range(1, 8):
+        win64 |= bb[k : n_bits + 1 + k] << np.uint64(56 - 8 * k)
     coder = constriction.stream.stack.AnsCoder(words)
     family = constriction.stream.model.Categorical(perfect=False)
     hw, n = h * w, d * h * w
@@ -829,7 +874,6 @@ def _decode_v2(payload: bytes, shape3: tuple[int, ...]) -> tuple[np.ndarray, tup
     err = np.zeros((n + hw, k_sub), np.int32) if k_sub > 1 else None
     absr = np.zeros(n + hw, np.int64)
     cursor = 0
-    shifts = np.arange(56, -1, -8, dtype=np.uint64)
     one = np.uint64(1)
     for g in range(len(bounds) - 1):
         idx = order[bounds[g] : bounds[g + 1]]
@@ -846,8 +890,11 @@ def _decode_v2(payload: bytes, shape3: tuple[int, ...]) -> tuple[np.ndarray, tup
         if err is not None:
             pred = _blend(subs, _err_sum(err, nidx))
         else:
-            pred = subs[:, 0]
-        tok = coder.decode(family, probs_cls[_ctx_class(absr[nidx[_CTX_NBRS]], thr)])
+            pred = subs[0]
+        cls = _ctx_class(absr[nidx[:5]], thr)
+        if n_tex > 1:
+            cls = cls * n_tex + _texture(nv)
+        tok = coder.decode(family, probs_cls[cls])
         tok = tok.astype(np.int64)
         nb = _token_bits(tok)
         sel = np.nonzero(nb)[0]
@@ -857,12 +904,8 @@ def _decode_v2(payload: bytes, shape3: tuple[int, ...]) -> tuple[np.ndarray, tup
             cursor += int(cnt.sum())
             if cursor > 8 * n_bits:
                 raise FormatError("raw bit stream of a lossless block is too short")
-            byte = off >> 3
-            win = bb[byte] << shifts[0]
-            for k in range(1, 8):
-                win |= bb[byte + k] << shifts[k]
             cnt_u = cnt.astype(np.uint64)
-            bits = (win >> (np.uint64(64) - (off & 7).astype(np.uint64) - cnt_u)) & (
+            bits = (win64[off >> 3] >> (np.uint64(64) - (off & 7).astype(np.uint64) - cnt_u)) & (
                 (one << cnt_u) - one
             )
             raw = np.zeros(idx.size, np.int64)
@@ -873,7 +916,7 @@ def _decode_v2(payload: bytes, shape3: tuple[int, ...]) -> tuple[np.ndarray, tup
         val = pred + r
         vflat[idx] = val
         if err is not None:
-            err[idx] = np.minimum(np.abs(val[:, None] - subs), _V2_CAP)
+            err[idx] = np.minimum(np.abs(val - subs), _V2_CAP).T
         absr[idx] = np.minimum(np.abs(r), _V2_CAP)
     if 8 * n_bits - cursor >= 8:
         raise FormatError("raw bit stream of a lossless block has extra bytes")
