@@ -1,7 +1,8 @@
 """Lossless and error-bounded block coding (``mode="lossless"`` and ``mode="bounded"``).
 
-Method (see ``docs/lossless.md``): predict every voxel of a block with a deterministic integer
-causal predictor and code the prediction residual losslessly.
+Method (see ``docs/lossless.md``; byte layout in ``docs/format.md``): predict every voxel of a
+block with a deterministic integer causal predictor and code the prediction residual
+losslessly.
 
 1. **Value mapping.** Integers are used as they are; ``float32`` is coded by bit pattern (the
    bits are mapped to an order-preserving unsigned integer so that neighbouring values stay
@@ -10,22 +11,23 @@ causal predictor and code the prediction residual losslessly.
    ``|decoded - original| <= E`` (checked at encode). The minimum is subtracted; when the block
    uses few distinct values (sparse histograms), values are replaced by their index in the
    sorted table of distinct values (the table is stored delta-coded with zlib).
-2. **Prediction.** Slice by slice, one of seven linear causal predictors is chosen by the
-   smallest estimated code length and stored in one byte per slice: finite differences along
-   ``x`` (left), ``y`` (up), ``x`` and ``y`` (planar 2D, ``left + up - upleft``), each optionally
-   combined with a difference along ``z`` (previous slice), and the previous slice alone. The
-   residual is that finite difference of the integers, so decoding is a cumulative sum
-   (vectorised, bit-exact in int64).
-3. **Residual coding.** The residuals are truncated to a dense central range ``[-T, T]``;
-   values outside it are coded as an escape symbol ``±(T+1)`` and their exact magnitude is
-   stored in a separate zlib stream (reversible truncated mapping). The symbols are coded with
-   constriction's ANS coder and a quantized Laplace model whose scale depends on a context:
-   the local activity (absolute symbols of the row above in the same slice and of the same row
-   of the previous slice) quantized into classes, one scale byte per class.
+2. **Prediction (payload version 2).** Every voxel is predicted from 11 causal neighbours
+   (``W, N, NW, NE, WW, NN`` in its slice, ``P, PN, PS, PW, PE`` in the previous slice) by
+   one sub-predictor or an inverse-squared-error blend of several (``W``, ``N``, planar
+   ``W + N - NW``, ``W + NE - N``, a least-squares predictor fitted per slice, ``P + W - PW``,
+   the LOCO-I median edge detector); the encoder picks the set on a sample of the block. The
+   left neighbour is causal because the decoder walks the block along wavefronts
+   ``3z + 2y + x`` (each wavefront is one vectorised numpy step).
+3. **Residual coding.** Residuals are zigzag-mapped and split into a token (values below 16
+   directly, above: exponent and next bit) and raw bits. Tokens are coded with constriction's
+   ANS coder and one stored histogram per context: the activity of the neighbours' residuals
+   (``2|r_W| + 2|r_N| + |r_NW| + |r_NE| + |r_P|``, log classes, adjacent classes merged when
+   that saves bits) optionally times a texture level (flat neighbourhood or not).
 
-The decoder recomputes everything from already decoded data; a CRC32 of the expected decoded
-block is stored and checked, so a corrupted payload raises :class:`FormatError` instead of
-returning wrong data. The INR prediction is not used here (only the causal predictors ship).
+Version-1 payloads (row-wise coder, Laplace model) are still decoded. The decoder recomputes
+everything from already decoded data with integer (and fixed-order IEEE binary64) arithmetic;
+a CRC32 of the expected decoded block is stored and checked, so a corrupted payload raises
+:class:`FormatError` instead of returning wrong data. The INR prediction is not used here.
 """
 
 from __future__ import annotations
@@ -410,10 +412,10 @@ _V2_LS = struct.Struct("<11hq")
 #: errors and absolute residuals are capped (keeps the blend and the context in int64)
 _V2_CAP = (1 << 20) - 1
 #: blend weights: 1 / (1 + S_i)^2, S_i = error sum of sub-predictor i at W, N, NW, NE
-#: context classes: floor(2 log2(1 + c)) capped, c = 2|r_W| + 2|r_N| + |r_NW| + |r_NE| + |r_P|
+#: activity classes: floor(2 log2(1 + c)) capped, c = 2|r_W| + 2|r_N| + |r_NW| + |r_NE| + |r_P|
 _N_CLS2 = 40
 _CLS_THR = np.array([math.isqrt((1 << k) - 1) for k in range(1, _N_CLS2)], np.int64)
-#: class histograms are quantized to this total
+#: histograms with more symbols than this are scaled to this total (else exact counts)
 _HIST_TOTAL = 1 << 16
 #: tokens: zigzag value u < 16 is its own token; above, exponent and next bit, rest raw bits
 _TOK_DIRECT = 16
@@ -654,8 +656,11 @@ def _ls_fit_v2(nv: np.ndarray, target: np.ndarray, use_prev: bool) -> tuple[np.n
 
 def _wave_order(d: int, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
     """Decoding order (flat indices sorted by wavefront, then C order) and group bounds."""
-    z, y, x = np.indices((d, h, w), dtype=np.int64).reshape(3, -1)
-    t = _WAVE[0] * z + _WAVE[1] * y + _WAVE[2] * x
+    t = (
+        _WAVE[0] * np.arange(d, dtype=np.int64)[:, None, None]
+        + _WAVE[1] * np.arange(h, dtype=np.int64)[None, :, None]
+        + _WAVE[2] * np.arange(w, dtype=np.int64)[None, None, :]
+    ).ravel()
     order = np.argsort(t, kind="stable")
     bounds = np.concatenate([[0], np.cumsum(np.bincount(t))])
     return order, bounds
