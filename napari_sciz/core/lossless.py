@@ -629,7 +629,12 @@ def _texture(nv: np.ndarray) -> np.ndarray:
 
 
 def _ls_fit_v2(nv: np.ndarray, target: np.ndarray, use_prev: bool) -> tuple[np.ndarray, int]:
-    """Least-squares weights (1/256) and bias of the 11-neighbour predictor of one slice."""
+    """Weights (1/256) and bias of the 11-neighbour least-squares predictor of one slice.
+
+    Robust fit (encoder only, any float result is fine): iteratively reweighted least squares
+    with weights ``1 / (|r| + 2)``, so that edges do not dominate the fit; the bias is then the
+    median of the integer residual.
+    """
     rows = np.arange(_N_NBR) if use_prev else _IN_ROWS
     k = rows.size
     a = nv[rows].T.astype(np.float64)
@@ -639,18 +644,24 @@ def _ls_fit_v2(nv: np.ndarray, target: np.ndarray, use_prev: bool) -> tuple[np.n
         a, t = a[idx], t[idx]
     weights = np.zeros(_N_NBR, np.int64)
     if t.size >= 2:
-        ac = a - a.mean(axis=0)
-        gram = ac.T @ ac
-        gram += np.eye(k) * (1e-6 * np.trace(gram) / k + 1e-9)
-        try:
-            coef = np.linalg.solve(gram, ac.T @ (t - t.mean()))
-        except np.linalg.LinAlgError:
-            coef = np.zeros(k)
+        a1 = np.concatenate([a, np.ones((t.size, 1))], axis=1)
+        wt = np.ones(t.size)
+        coef = np.zeros(k + 1)
+        for _ in range(4):
+            aw = a1 * wt[:, None]
+            gram = a1.T @ aw
+            gram += np.eye(k + 1) * (1e-6 * np.trace(gram) / (k + 1) + 1e-9)
+            try:
+                coef = np.linalg.solve(gram, aw.T @ t)
+            except np.linalg.LinAlgError:
+                coef = np.zeros(k + 1)
+                break
+            wt = 1.0 / (np.abs(t - a1 @ coef) + 2.0)
         if np.all(np.isfinite(coef)):
-            weights[rows] = np.clip(np.rint(coef * (1 << _V2_SHIFT)), -32768, 32767)
+            weights[rows] = np.clip(np.rint(coef[:k] * (1 << _V2_SHIFT)), -32768, 32767)
     raw = (weights[:, None] * nv).sum(axis=0)
-    mean = float(((target << _V2_SHIFT) - raw).mean()) if target.size else 0.0
-    bias = int(np.clip(round(mean) + (1 << (_V2_SHIFT - 1)), -(2**62), 2**62))
+    med = float(np.median((target << _V2_SHIFT) - raw)) if target.size else 0.0
+    bias = int(np.clip(round(med) + (1 << (_V2_SHIFT - 1)), -(2**62), 2**62))
     return weights, bias
 
 
