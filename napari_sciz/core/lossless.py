@@ -544,15 +544,33 @@ class _Neighbours:
         out = idx + self.offsets
         bad = np.nonzero(self.border[pos])[0]
         if bad.size:
-            pb = pos[bad]
-            j = self.maps[:, pb]
-            prev = idx[bad] - pb  # the previous slice starts there (in cells)
-            fix = np.empty_like(j)
-            j_in = j[_IN_ROWS]
-            fix[_IN_ROWS] = np.where(j_in >= 0, prev + self.hw + j_in, prev + pb)
-            fix[_PREV_ROWS] = prev + j[_PREV_ROWS]
-            out[:, bad] = fix
+            out[:, bad] = self._border_cells(idx[bad], pos[bad])
         return out
+
+    def _border_cells(self, idx: np.ndarray, pos: np.ndarray) -> np.ndarray:
+        """Neighbour cells of voxels near the slice border (with the fallbacks)."""
+        j = self.maps[:, pos]
+        prev = idx - pos  # the previous slice starts there (in cells)
+        fix = np.empty_like(j)
+        j_in = j[_IN_ROWS]
+        fix[_IN_ROWS] = np.where(j_in >= 0, prev + self.hw + j_in, prev + pos)
+        fix[_PREV_ROWS] = prev + j[_PREV_ROWS]
+        return fix
+
+    def plan(
+        self, order: np.ndarray, bounds: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Border voxels of every wavefront, computed once for the decoder.
+
+        Returns the position of each border voxel inside its wavefront, its neighbour cells
+        ``(11, n_border)`` and, per wavefront, the start of its border voxels (``len(bounds)``
+        entries).
+        """
+        pos = order % self.hw
+        sel = np.nonzero(self.border[pos])[0]
+        group = np.searchsorted(bounds, sel, side="right") - 1
+        cells = self._border_cells(order[sel], pos[sel])
+        return sel - bounds[group], cells, np.searchsorted(sel, bounds)
 
 
 def _sub_predictions(
@@ -885,6 +903,8 @@ def _decode_v2(payload: bytes, shape3: tuple[int, ...]) -> tuple[np.ndarray, tup
     hw, n = h * w, d * h * w
     nbrs = _Neighbours(d, h, w)
     order, bounds = _wave_order(d, h, w)
+    b_local, b_cells, b_start = nbrs.plan(order, bounds)
+    offsets = nbrs.offsets
     vflat = np.zeros(n + hw, np.int64)
     k_sub = bin(mask).count("1")
     err = np.zeros((n + hw, k_sub), np.int32) if k_sub > 1 else None
@@ -893,16 +913,19 @@ def _decode_v2(payload: bytes, shape3: tuple[int, ...]) -> tuple[np.ndarray, tup
     one = np.uint64(1)
     for g in range(len(bounds) - 1):
         idx = order[bounds[g] : bounds[g + 1]]
-        z = idx // hw
-        nidx = nbrs.index(idx, idx - z * hw)
+        nidx = idx + offsets
+        if b_start[g] < b_start[g + 1]:
+            nidx[:, b_local[b_start[g] : b_start[g + 1]]] = b_cells[:, b_start[g] : b_start[g + 1]]
         idx = idx + hw  # cells
         nv = vflat[nidx]
         if not use_ls:
             subs = _sub_predictions(nv, mask, None, 0)
-        elif z[0] == z[-1]:
-            subs = _sub_predictions(nv, mask, ls_w[:, z[:1]], ls_b[z[0]])
         else:
-            subs = _sub_predictions(nv, mask, ls_w[:, z], ls_b[z])
+            z = idx // hw - 1  # slice of each voxel
+            if z[0] == z[-1]:
+                subs = _sub_predictions(nv, mask, ls_w[:, z[:1]], ls_b[z[0]])
+            else:
+                subs = _sub_predictions(nv, mask, ls_w[:, z], ls_b[z])
         if err is not None:
             pred = _blend(subs, _err_sum(err, nidx))
         else:
