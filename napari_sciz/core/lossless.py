@@ -485,13 +485,6 @@ def _token_bits(tok: np.ndarray) -> np.ndarray:
     return np.where(tok >= _TOK_DIRECT, (tok - (_TOK_DIRECT - 6)) >> 1, 0)
 
 
-def _untokenize(tok: np.ndarray, raw: np.ndarray, nb: np.ndarray) -> np.ndarray:
-    """Tokens and raw bits -> residuals."""
-    # big tokens: u = (2 + (tok & 1)) << nb | raw  (the leading one and the next bit)
-    u = np.where(tok >= _TOK_DIRECT, ((2 + (tok & 1)) << nb) + raw, tok)
-    return (u >> 1) ^ -(u & 1)
-
-
 def _nbr_maps(h: int, w: int) -> np.ndarray:
     """Slice positions of the neighbours (rows in the order of ``_NBR_NAMES``) of every
     position ``y*w + x`` of a slice.
@@ -910,7 +903,13 @@ def _decode_v2(payload: bytes, shape3: tuple[int, ...]) -> tuple[np.ndarray, tup
     err = np.zeros((n + hw, k_sub), np.int32) if k_sub > 1 else None
     absr = np.zeros(n + hw, np.int64)
     cursor = 0
-    one = np.uint64(1)
+    # per token: number of raw bits, their mask, the value without them
+    tok_all = np.arange(ntok, dtype=np.int64)
+    tok_nb = _token_bits(tok_all)
+    tok_nbu = tok_nb.astype(np.uint64)
+    tok_mask = (np.uint64(1) << tok_nbu) - np.uint64(1)
+    tok_hi = np.where(tok_all >= _TOK_DIRECT, (2 + (tok_all & 1)) << tok_nb, tok_all)
+    u64_64 = np.uint64(64)
     for g in range(len(bounds) - 1):
         idx = order[bounds[g] : bounds[g + 1]]
         nidx = idx + offsets
@@ -934,24 +933,20 @@ def _decode_v2(payload: bytes, shape3: tuple[int, ...]) -> tuple[np.ndarray, tup
         if n_tex > 1:
             cls = cls * n_tex + _texture(nv)
         tok = coder.decode(family, probs_cls[cls])
-        tok = tok.astype(np.int64)
-        nb = _token_bits(tok)
-        sel = np.nonzero(nb)[0]
-        if sel.size:
-            cnt = nb[sel]
-            off = cursor + np.cumsum(cnt) - cnt
-            cursor += int(cnt.sum())
+        nb = tok_nb[tok]
+        cs = np.cumsum(nb)
+        if cs[-1]:
+            off = cs - nb + cursor
+            cursor += int(cs[-1])
             if cursor > 8 * n_bits:
                 raise FormatError("raw bit stream of a lossless block is too short")
-            cnt_u = cnt.astype(np.uint64)
-            bits = (win64[off >> 3] >> (np.uint64(64) - (off & 7).astype(np.uint64) - cnt_u)) & (
-                (one << cnt_u) - one
-            )
-            raw = np.zeros(idx.size, np.int64)
-            raw[sel] = bits.astype(np.int64)
-            r = _untokenize(tok, raw, nb)
+            # tokens without raw bits have a zero mask (whatever their shift)
+            sh = u64_64 - (off & 7).astype(np.uint64) - tok_nbu[tok]
+            bits = (win64[off >> 3] >> sh) & tok_mask[tok]
+            u = tok_hi[tok] + bits.astype(np.int64)
         else:
-            r = (tok >> 1) ^ -(tok & 1)
+            u = tok.astype(np.int64)
+        r = (u >> 1) ^ -(u & 1)
         val = pred + r
         vflat[idx] = val
         if err is not None:
