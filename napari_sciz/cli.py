@@ -140,9 +140,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--mode",
-        choices=("lossy", "lossless", "bounded"),
+        choices=("lossy", "hybrid", "lossless", "bounded"),
         default="lossy",
-        help="lossy: neural representation at --ratio (default); lossless: bit-identical; "
+        help="lossy: neural representation at --ratio (default); hybrid: SPERR base layer + "
+        "neural fit of its residual at --ratio (fast); lossless: bit-identical; "
         "bounded: every value within --max-error of the original",
     )
     p.add_argument(
@@ -439,8 +440,8 @@ def _cmd_compress(args: argparse.Namespace) -> int:
     out = Path(args.output)
     _check_sciz_output(out)
     distributed = args.workers is not None or args.scheduler is not None
-    if distributed and args.mode != "lossy":
-        raise InvalidInputError("--workers and --scheduler are for --mode lossy")
+    if distributed and args.mode not in ("lossy", "hybrid"):
+        raise InvalidInputError("--workers and --scheduler are for --mode lossy or hybrid")
     # distributed: the workers read the blocks, here only the metadata are read
     image = read_image(args.input, lazy=True) if distributed else read_image(args.input)
     labels = None
@@ -448,8 +449,10 @@ def _cmd_compress(args: argparse.Namespace) -> int:
         if args.guidance != "segmentation":
             raise InvalidInputError("--labels needs --guidance segmentation")
         labels = args.labels if distributed else read_image(args.labels).data
-    if args.mode == "lossy" and args.ratio is None:
-        raise InvalidInputError("--ratio is required in lossy mode (or give --mode lossless)")
+    if args.mode in ("lossy", "hybrid") and args.ratio is None:
+        raise InvalidInputError(
+            f"--ratio is required in {args.mode} mode (or give --mode lossless)"
+        )
     if args.mode == "bounded" and args.max_error is None:
         raise InvalidInputError("--mode bounded needs --max-error E")
     if args.mode != "bounded" and args.max_error is not None:
@@ -481,6 +484,7 @@ def _cmd_compress(args: argparse.Namespace) -> int:
                 progress=progress,
                 guidance=args.guidance,
                 labels=labels,
+                mode=args.mode,
                 **extra,
             )
         else:
@@ -512,7 +516,11 @@ def _cmd_compress(args: argparse.Namespace) -> int:
         (
             "ratio",
             f"{float(summary['ratio']):.2f}x"
-            + (f" (target {args.ratio:g}x)" if args.mode == "lossy" else f" ({args.mode})"),
+            + (
+                f" (target {args.ratio:g}x)"
+                if args.mode in ("lossy", "hybrid")
+                else f" ({args.mode})"
+            ),
         ),
         ("output size", f"{_human_bytes(summary['nbytes'])} ({summary['nbytes']} bytes)"),
     ]
@@ -673,6 +681,18 @@ def _human_size(path: Path) -> str:
     return _human_bytes(path.stat().st_size)
 
 
+def _hybrid_layers(reader: Any) -> dict[str, int]:
+    """Bytes of the base layers and of the fitted residual fields of a hybrid file."""
+    from .core.hybrid import layer_sizes
+
+    base = field = with_field = 0
+    n = reader._file.n_payloads
+    for i in range(n):
+        b, f = layer_sizes(reader._file.payload(i))
+        base, field, with_field = base + b, field + f, with_field + (f > 0)
+    return {"base_bytes": base, "field_bytes": field, "blocks_with_field": with_field, "blocks": n}
+
+
 def _cmd_info(args: argparse.Namespace) -> int:
     src = Path(args.input)
     if not src.exists():
@@ -685,6 +705,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
         axes = getattr(reader, "axes", None)
         voxel = getattr(reader, "voxel_size", None)
         units = getattr(reader, "units", None)
+        layers = _hybrid_layers(reader) if header.get("mode") == "hybrid" else None
     file_size = src.stat().st_size
     raw = math.prod(shape) * dtype.itemsize
     info: dict[str, Any] = {
@@ -699,6 +720,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
         "ratio": raw / file_size if file_size else None,
         "header": header,
     }
+    if layers is not None:
+        info["hybrid_layers"] = layers
     if args.json:
         print(_dumps(info))
         return 0
@@ -712,6 +735,15 @@ def _cmd_info(args: argparse.Namespace) -> int:
     ]
     if header.get("mode") == "bounded":
         rows.append(("max error", header.get("max_error")))
+    if layers is not None:
+        rows.append(
+            (
+                "layers",
+                f"SPERR base {_human_bytes(layers['base_bytes'])}, fitted residual "
+                f"{_human_bytes(layers['field_bytes'])} in {layers['blocks_with_field']} of "
+                f"{layers['blocks']} blocks",
+            )
+        )
     if info["voxel_size"] is not None:
         units = info["units"] or ("",) * len(info["voxel_size"])
         rows.append(

@@ -86,6 +86,16 @@ def test_ssim_is_exact_when_blocks_hold_whole_slices(client) -> None:
     assert result.ssim == pytest.approx(local.ssim, abs=1e-12)
 
 
+def test_hybrid_mode_matches_single_process(client, single_process) -> None:
+    path, vol, _local = single_process
+    local = compress(vol, ratio=16, mode="hybrid", steps=4, device="cpu", block_voxels=BLOCK)
+    result = compress_distributed(
+        path, 16, client=client, mode="hybrid", steps=4, device="cpu", block_voxels=BLOCK
+    )
+    assert result.header["mode"] == "hybrid"
+    assert result.data == local.data
+
+
 def test_nan_input_is_a_clear_error(client, tmp_path) -> None:
     vol = _volume().astype(np.float32)
     vol[3, 10, 10] = np.nan

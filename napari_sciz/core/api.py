@@ -26,6 +26,7 @@ from . import container
 from .blocks import BlockGrid, block_stats
 from .plan import (
     FORMAT_MODE,
+    MODELS,
     base_header,
     block_array,
     check_effort,
@@ -206,7 +207,7 @@ def compress(
     guidance: str = "none",
     labels: Any = None,
     guidance_weights: dict[str, float] | None = None,
-    mode: str = "lossy",
+    mode: str = FORMAT_MODE,
     max_error: float | None = None,
 ) -> CompressResult:
     """Compress an image or volume with a fitted implicit neural representation.
@@ -263,8 +264,10 @@ def compress(
         Weights of the guidance loss terms (see
         :data:`napari_sciz.core.guidance.DEFAULT_WEIGHTS`).
 
-    mode : {"lossy", "lossless", "bounded"}
-        ``"lossy"``: the INR codec at ``ratio``; ``"lossless"``: bit-identical decoding
+    mode : {"lossy", "hybrid", "lossless", "bounded"}
+        ``"lossy"``: the INR codec at ``ratio``; ``"hybrid"``: a SPERR base layer plus an INR
+        fit of its residual at ``ratio`` (:mod:`napari_sciz.core.hybrid`; faster, decodes
+        whole blocks, no finer sampling); ``"lossless"``: bit-identical decoding
         (uint8, uint16, int16, uint32, float32); ``"bounded"``: every decoded value within
         ``max_error`` of the original.
     max_error : float, optional
@@ -297,7 +300,7 @@ def compress(
 
     t_start = time.perf_counter()
     arr = check_array(data)
-    if mode != FORMAT_MODE:
+    if mode not in MODELS:
         return _compress_exact(
             arr,
             mode,
@@ -320,6 +323,8 @@ def compress(
     from .guidance import check_guidance
 
     guidance_mode, guidance_full = check_guidance(guidance, guidance_weights)
+    if mode == "hybrid" and guidance_mode != "none":
+        raise InvalidInputError("guidance is not available in hybrid mode")
     label_arr = check_labels(labels, guidance_mode, arr.shape)
     should_cancel = _cancel_predicate(cancel)
     dev = resolve_device(device)
@@ -342,6 +347,7 @@ def compress(
         name=name,
         guidance=guidance_mode,
         guidance_weights=guidance_full,
+        mode=mode,
     )
     header, value_range = plan.header, plan.value_range
 
@@ -575,14 +581,14 @@ class SciZReader:
         if h.get("format") != "sciz":
             raise FormatError("not a napari-sciz codec file (header has no 'format': 'sciz')")
         mode = h.get("mode")
-        if mode not in (FORMAT_MODE, "lossless", "bounded"):
+        if mode not in (FORMAT_MODE, "hybrid", "lossless", "bounded"):
             raise FormatError(
                 f"unsupported coding mode {mode!r} (this napari-sciz decodes "
-                f"{FORMAT_MODE!r}, 'lossless' and 'bounded')"
+                f"{FORMAT_MODE!r}, 'hybrid', 'lossless' and 'bounded')"
             )
         self.mode = str(mode)
         model = h.get("model", {})
-        kind = "latent-grid" if mode == FORMAT_MODE else "causal-predictor"
+        kind = MODELS[mode]["type"] if mode in MODELS else "causal-predictor"
         if model.get("type") != kind or int(model.get("version", 0)) > 1:
             raise FormatError(f"unsupported model {model!r}; upgrade napari-sciz")
         shape = tuple(int(n) for n in h["shape"])
@@ -728,7 +734,7 @@ class SciZReader:
                     f"scale != 1 is not available in {self.mode} mode: "
                     "finer sampling needs the lossy INR mode"
                 )
-            return self._decode_exact(box)
+            return self._decode_whole_blocks(box)
         import torch
 
         lead_nd = self.ndim - self.grid.spatial_ndim
@@ -797,12 +803,17 @@ class SciZReader:
             if cached is not None:
                 self._cache.move_to_end(index)
                 return cached
-        from .lossless import decode_block
-
+        shape3 = self.grid.block_shape3(index)
         try:
-            block = decode_block(
-                self._file.payload(index), self.dtype, self.grid.block_shape3(index)
-            )
+            if self.mode == "hybrid":
+                from .hybrid import decode_hybrid_block
+
+                values = decode_hybrid_block(self._file.payload(index), shape3)
+                block = finalize(values, self.dtype, self.value_range)
+            else:
+                from .lossless import decode_block
+
+                block = decode_block(self._file.payload(index), self.dtype, shape3)
         except FormatError as exc:
             raise FormatError(f"block {index}: {exc}") from exc
         with self._lock:
@@ -811,8 +822,8 @@ class SciZReader:
                 self._cache.popitem(last=False)
         return block
 
-    def _decode_exact(self, box: Sequence[tuple[int, int]]) -> np.ndarray:
-        """Region of a lossless/bounded file: decode the whole blocks it touches, crop."""
+    def _decode_whole_blocks(self, box: Sequence[tuple[int, int]]) -> np.ndarray:
+        """Region of a hybrid/lossless/bounded file: decode the whole blocks it touches, crop."""
         lead_nd = self.ndim - self.grid.spatial_ndim
         pad = 3 - self.grid.spatial_ndim
         box3 = [(0, 1)] * pad + list(box[lead_nd:])

@@ -288,6 +288,7 @@ def compress_distributed(
     guidance: str = "none",
     labels: Any = None,
     guidance_weights: dict[str, float] | None = None,
+    mode: str = "lossy",
     retries: int = 2,
     connect_timeout: float = 20.0,
     progress: Callable[[Any], None] | None = None,
@@ -320,6 +321,8 @@ def compress_distributed(
         Largest block (default that of :func:`napari_sciz.compress`).
     labels : path-like or array-like, optional
         Labels for segmentation guidance (read block by block like ``source``).
+    mode : {"lossy", "hybrid"}
+        Latent-grid fields, or SPERR base layers plus fields of their residuals.
     retries : int
         Reruns of a block whose fit raised an unexpected error.
     connect_timeout : float
@@ -352,6 +355,10 @@ def compress_distributed(
     should_cancel = _cancel_predicate(cancel)
     if labels is not None and guidance_mode != "segmentation":
         raise InvalidInputError("labels are used by segmentation guidance only")
+    if mode not in ("lossy", "hybrid"):
+        raise InvalidInputError(f"distributed compression codes lossy or hybrid, not {mode!r}")
+    if mode == "hybrid" and guidance_mode != "none":
+        raise InvalidInputError("guidance is not available in hybrid mode")
 
     cluster = {"threads_per_worker": threads_per_worker, "memory_limit": memory_limit}
     with _client_for(client, scheduler, workers, connect_timeout, cluster) as cl:
@@ -408,6 +415,7 @@ def compress_distributed(
             guidance=guidance_mode,
             guidance_weights=guidance_full,
             parallel=n_workers,
+            mode=mode,
         )
         report(0.0, 0, f"fitting {n} blocks on {n_workers} workers")
         voxels = [grid.block_voxels(i) for i in range(n)]

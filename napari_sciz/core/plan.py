@@ -52,6 +52,11 @@ HEADER_SLACK = 24
 MIN_BLOCK_BYTES = 160
 #: share of a time budget given to fitting (the rest: metrics and packing)
 FIT_SHARE = 0.92
+#: the header's ``model`` of each fitted mode
+MODELS = {
+    FORMAT_MODE: {"type": "latent-grid", "version": 1, "activation": "relu"},
+    "hybrid": {"type": "sperr+latent-grid", "version": 1, "activation": "relu"},
+}
 
 
 def base_header(
@@ -144,6 +149,9 @@ class BlockJob:
         Guidance mode (``"none"``, ``"segmentation"``, ``"perceptual"``).
     guidance_weights : dict or None
         Complete guidance weights (None without guidance).
+    mode : str
+        ``"lossy"`` (latent-grid field) or ``"hybrid"`` (SPERR base + field of the residual,
+        :mod:`napari_sciz.core.hybrid`).
     """
 
     index: int
@@ -154,6 +162,7 @@ class BlockJob:
     device: str
     guidance: str = "none"
     guidance_weights: dict[str, float] | None = None
+    mode: str = FORMAT_MODE
 
 
 @dataclass
@@ -185,6 +194,7 @@ def plan_lossy(
     guidance: str = "none",
     guidance_weights: dict[str, float] | None = None,
     parallel: int = 1,
+    mode: str = FORMAT_MODE,
 ) -> LossyPlan:
     """Header and per-block jobs of a lossy compression at ``ratio``.
 
@@ -205,6 +215,8 @@ def plan_lossy(
     parallel : int
         Number of blocks fitted at the same time: a total time ``budget`` is split between
         blocks by size, times ``parallel``.
+    mode : {"lossy", "hybrid"}
+        Latent-grid fields, or SPERR base layers with fields of their residuals.
 
     Raises
     ------
@@ -214,10 +226,10 @@ def plan_lossy(
     raw = int(math.prod(int(n) for n in shape) * np.dtype(dtype).itemsize)
     vrange = value_range(stats)
     header = {
-        **base_header(shape, dtype, FORMAT_MODE, axes, voxel_size, units, name),
+        **base_header(shape, dtype, mode, axes, voxel_size, units, name),
         "value_range": vrange,
         "target_ratio": ratio,
-        "model": {"type": "latent-grid", "version": 1, "activation": "relu"},
+        "model": MODELS[mode],
         "blocks": grid.to_header(),
         "guidance": guidance,
         "encoder": {"device": device, "steps": steps, "budget": budget, "seed": int(seed)},
@@ -251,6 +263,7 @@ def plan_lossy(
                 device=device,
                 guidance=guidance,
                 guidance_weights=guidance_weights if guidance != "none" else None,
+                mode=mode,
             )
         )
     return LossyPlan(header, grid, jobs, raw, vrange)
@@ -344,17 +357,30 @@ def run_block_job(
             if labels is not None:
                 kwargs["labels"] = labels.reshape(block.shape)
         try:
-            fit = fit_block(
-                block,
-                job.window,
-                seed=job.seed,
-                device=device,
-                on_step=on_step,
-                on_preview=on_preview,
-                preview_interval=preview_interval,
-                cancel=cancel,
-                **kwargs,
-            )
+            if job.mode == "hybrid":
+                from .hybrid import fit_hybrid_block
+
+                fit = fit_hybrid_block(
+                    block,
+                    job.window,
+                    seed=job.seed,
+                    device=device,
+                    on_step=on_step,
+                    cancel=cancel,
+                    **kwargs,
+                )
+            else:
+                fit = fit_block(
+                    block,
+                    job.window,
+                    seed=job.seed,
+                    device=device,
+                    on_step=on_step,
+                    on_preview=on_preview,
+                    preview_interval=preview_interval,
+                    cancel=cancel,
+                    **kwargs,
+                )
         except (RuntimeError, MemoryError) as exc:
             if isinstance(exc, MemoryError) or not is_oom(exc):
                 raise
