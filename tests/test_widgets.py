@@ -407,6 +407,38 @@ def test_segmentation_guidance_with_labels(viewer_widget, qtbot, notes):
     assert widget.result.header["guidance"] == "segmentation"
 
 
+@needs_codec
+@pytest.mark.parametrize("mode", ["lossless", "bounded", "hybrid"])
+def test_coding_modes(viewer_widget, qtbot, notes, mode):
+    viewer, widget = viewer_widget
+    data = _nuclei_crop()[:4]
+    image = viewer.add_image(data, name="nuclei")
+    widget.layer_combo.setCurrentIndex(widget.layer_combo.findData(id(image)))
+    widget.mode_combo.setCurrentIndex(widget.mode_combo.findData(mode))
+    assert widget.guidance_combo.isEnabled() is False
+    assert widget.ratio_slider.isEnabled() is (mode == "hybrid")
+    assert widget.max_error_spin.isEnabled() is (mode == "bounded")
+    widget.max_error_spin.setValue(3)
+    widget.set_ratio(16)
+    widget.steps_spin.setValue(5)
+    widget.device_combo.populate()
+    widget.device_combo.setCurrentIndex(widget.device_combo.findData("cpu"))
+    assert widget.start() is not None
+    qtbot.waitUntil(lambda: not widget.running, timeout=120_000)
+    assert not _errors(notes)
+    result = widget.result
+    assert result is not None and result.header["mode"] == mode
+    recon = np.asarray(result.reconstruction)
+    if mode == "lossless":
+        np.testing.assert_array_equal(recon, data)
+        assert "lossless" in widget.metric_labels["ratio"].text()
+    elif mode == "bounded":
+        assert np.max(np.abs(recon.astype(np.int64) - data)) <= 3
+    else:
+        assert 0.98 * 16 <= result.ratio <= 1.1 * 16
+    assert any(layer.name.startswith("nuclei sciz") for layer in viewer.layers)
+
+
 @pytest.fixture(scope="module")
 def compressed():
     """A real .sciz of the 8x64x64 crop (module-wide: fitted once)."""

@@ -8,6 +8,7 @@ opened.
 from __future__ import annotations
 
 import gc
+import math
 import sys
 import threading
 import time
@@ -19,6 +20,7 @@ from qtpy.QtCore import QEvent, QObject, Qt, QTimer
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
+    QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
     QGroupBox,
@@ -50,6 +52,19 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["AVAILABLE_GUIDANCE", "CompressWidget"]
 
+#: Coding modes offered by the widget: (mode, label).
+CODING_MODES: tuple[tuple[str, str], ...] = (
+    ("lossy", "lossy (neural field)"),
+    ("hybrid", "hybrid (SPERR + neural residual, fast)"),
+    ("lossless", "lossless (bit-exact)"),
+    ("bounded", "error-bounded"),
+)
+_MODE_TIP = (
+    "lossy: a neural field fitted at the target ratio. hybrid: a SPERR wavelet base layer plus "
+    "a neural fit of its residual at the target ratio (seconds instead of minutes; no guidance, "
+    "no finer sampling). lossless: bit-identical decoding (the ratio is what the data allow). "
+    "error-bounded: every decoded value within Max error of the original."
+)
 #: Guidance modes offered by the widget (see napari_sciz.core.guidance).
 GUIDANCE_MODES: tuple[str, ...] = ("none", "segmentation", "perceptual")
 #: Guidance modes the codec implements now; the others would be shown disabled.
@@ -294,6 +309,19 @@ class CompressWidget(QWidget):
         self.size_label = QLabel()
         self.size_label.setToolTip("Raw size of the data / target ratio")
 
+        # --- coding mode
+        self.mode_combo = QComboBox()
+        for mode, label in CODING_MODES:
+            self.mode_combo.addItem(label, mode)
+        self.mode_combo.setToolTip(_MODE_TIP)
+        self.max_error_spin = QDoubleSpinBox()
+        self.max_error_spin.setRange(0.0, 1e9)
+        self.max_error_spin.setDecimals(4)
+        self.max_error_spin.setValue(1.0)
+        self.max_error_spin.setToolTip(
+            "Largest absolute error of every decoded value (integers: rounded down; 0 = lossless)"
+        )
+
         # --- guidance (the guided losses come later: visibly disabled, never silently ignored)
         self.guidance_combo = QComboBox()
         for mode in GUIDANCE_MODES:
@@ -388,8 +416,11 @@ class CompressWidget(QWidget):
         form = QFormLayout()
         form.addRow("Image", self.layer_combo)
         form.addRow("", self.current_only_check)
+        form.addRow("Mode", self.mode_combo)
+        form.addRow("Max error", self.max_error_spin)
         form.addRow("Ratio", ratio_row)
         form.addRow("", self.size_label)
+        self._form = form
         form.addRow("Guidance", self.guidance_combo)
         form.addRow("", self.guidance_hint)
         form.addRow("Labels", self.labels_combo)
@@ -435,6 +466,8 @@ class CompressWidget(QWidget):
         self.layer_combo.currentIndexChanged.connect(self._on_layer_changed)
         self.current_only_check.toggled.connect(self._update_ratio_label)
         self.effort_combo.currentIndexChanged.connect(self._on_effort_changed)
+        self.mode_combo.currentIndexChanged.connect(self._on_mode_changed)
+        self._on_mode_changed()
         self.start_button.clicked.connect(self.start)
         self.cancel_button.clicked.connect(self.cancel)
         self.save_button.clicked.connect(lambda: self.save())
@@ -524,6 +557,30 @@ class CompressWidget(QWidget):
                 self.labels_combo.addItem(layer.name, id(layer))
         self.labels_combo.setCurrentIndex(max(self.labels_combo.findData(chosen), 0))
         self._on_layer_changed()
+
+    @property
+    def mode(self) -> str:
+        """The coding mode chosen (``"lossy"``, ``"hybrid"``, ``"lossless"``, ``"bounded"``)."""
+        return str(self.mode_combo.currentData() or "lossy")
+
+    def _on_mode_changed(self, *_: Any) -> None:
+        """Show what the chosen mode uses: a ratio, guidance, an error bound."""
+        mode = self.mode
+        fitted = mode in ("lossy", "hybrid")
+        self.ratio_slider.setEnabled(fitted)
+        self.size_label.setEnabled(fitted)
+        self.guidance_combo.setEnabled(mode == "lossy")
+        if mode != "lossy":
+            self.guidance_combo.setCurrentIndex(0)
+        self.max_error_spin.setEnabled(mode == "bounded")
+        row_visible = getattr(self._form, "setRowVisible", None)
+        if callable(row_visible):  # Qt >= 6.4
+            row_visible(self.max_error_spin, mode == "bounded")
+        else:
+            self.max_error_spin.setVisible(mode == "bounded")
+            label = self._form.labelForField(self.max_error_spin)
+            if label is not None:
+                label.setVisible(mode == "bounded")
 
     def _on_guidance_changed(self, *_: Any) -> None:
         """The Labels picker is used by segmentation guidance only."""
@@ -645,10 +702,15 @@ class CompressWidget(QWidget):
             "seed": int(self.seed_spin.value()),
             "name": str(layer.name),
         }
+        mode = self.mode
+        if mode != "lossy":
+            options["mode"] = mode
+        if mode == "bounded":
+            options["max_error"] = float(self.max_error_spin.value())
         guidance = str(self.guidance_combo.currentData() or "none")
         if guidance not in AVAILABLE_GUIDANCE:  # pragma: no cover - every mode is available
             raise InvalidInputError(f"{guidance} guidance is not available yet.")
-        if guidance != "none":
+        if guidance != "none" and mode == "lossy":
             options["guidance"] = guidance
         scale = [float(s) for s in np.asarray(layer.scale)[-ndim:]]
         if any(s != 1.0 for s in scale):
@@ -704,7 +766,12 @@ class CompressWidget(QWidget):
         self.progress_bar.setFormat("starting ...")
         steps = options["steps"]
         budget = f"{steps} steps" if steps else f"{options['budget']:.0f} s"
-        self.status_label.setText(f"Compressing {layer.name!r} to {ratio}x ({budget}) ...")
+        mode = options.get("mode", "lossy")
+        if mode in ("lossless", "bounded"):
+            what = "losslessly" if mode == "lossless" else f"to |error| <= {options['max_error']:g}"
+            self.status_label.setText(f"Compressing {layer.name!r} {what} ...")
+        else:
+            self.status_label.setText(f"Compressing {layer.name!r} to {ratio}x ({budget}) ...")
         worker.start()
         return worker
 
@@ -950,7 +1017,9 @@ class CompressWidget(QWidget):
             "encode_seconds": float(result.encode_seconds),
             "device": str(result.device),
         }
-        name = f"{src.name} sciz {ratio_target}x"
+        mode = str(summary.get("mode", "lossy"))
+        tag = f"{ratio_target}x" if mode in ("lossy", "hybrid") else mode
+        name = f"{src.name} sciz {tag}"
         recon_layer = self._preview_layer
         self._preview_layer = None
         self._remove_our_layers(name, keep=recon_layer)
@@ -969,7 +1038,7 @@ class CompressWidget(QWidget):
             )
         delta_layer = self._add_result_layer(
             delta.reshape(expand + delta.shape),
-            f"{src.name} delta {ratio_target}x",
+            f"{src.name} delta {tag}",
             src,
             leading,
             {"sciz": {**info, "role": "delta"}},
@@ -1001,11 +1070,14 @@ class CompressWidget(QWidget):
 
     def _show_metrics(self, info: dict[str, Any]) -> None:
         m = self.metric_labels
-        m["ratio"].setText(f"{info['ratio']:.1f}x  (target {info['target_ratio']}x)")
+        mode = str(info.get("mode", "lossy"))
+        target = f"target {info['target_ratio']}x" if mode in ("lossy", "hybrid") else mode
+        m["ratio"].setText(f"{info['ratio']:.1f}x  ({target})")
         m["size"].setText(
             f"{format_bytes(info['nbytes'])}  (raw {format_bytes(info['raw_nbytes'])})"
         )
-        m["psnr"].setText(f"{info['psnr']:.2f} dB")
+        psnr = float(info["psnr"])
+        m["psnr"].setText("inf (exact)" if math.isinf(psnr) else f"{psnr:.2f} dB")
         m["ssim"].setText(f"{info['ssim']:.4f}")
         m["max_error"].setText(f"{info['max_error']:.4g}")
         m["time"].setText(format_duration(info["encode_seconds"]))
