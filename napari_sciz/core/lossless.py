@@ -1159,7 +1159,9 @@ def check_mode(mode: str, max_error: float | None, dtype: np.dtype) -> float | N
         Bad mode, bound or dtype.
     """
     if mode not in MODES:
-        raise InvalidInputError(f"mode must be 'lossy', 'lossless' or 'bounded', got {mode!r}")
+        raise InvalidInputError(
+            f"mode must be 'lossy', 'hybrid', 'lossless' or 'bounded', got {mode!r}"
+        )
     if mode == "lossless":
         if max_error is not None:
             raise InvalidInputError("max_error is for mode='bounded' only")
