@@ -44,6 +44,11 @@ RATE_CHECK = 20
 MAX_LATENT = 2.0**22
 #: share of a time budget the choice of the starting point may use
 START_SHARE = 0.6
+#: with guidance, a fit that has not beaten its start (guided objective) at this fraction of
+#: training goes back to the start and trains the synthesis MLP only (the latents, hence their
+#: rate, stay those of the start; see docs/guidance.md)
+GUIDED_SWITCH = 0.5
+LR_GUIDED_MLP = 2e-3
 _PREVIEW_CHUNK = 2**20
 
 
@@ -259,6 +264,9 @@ def _fit_block(
     with torch.no_grad():
         rec0 = _dense_eval(field, [torch.round(g) for g in field.latents]).reshape(-1)
         mse0 = float(torch.mean((rec0 - target) ** 2))
+        if guidance is not None:
+            # weights relative to this block's own starting error (see Guidance.calibrate)
+            guidance.calibrate(rec0, target, shape)
         obj0 = mse0 if guidance is None else guidance.objective(rec0, target, shape)
         del rec0
     # high-rate slope of the distortion-rate curve: dD/dR = -2 ln 2 D
@@ -274,6 +282,10 @@ def _fit_block(
     crop = _crop_shape(shape, batch) if batch < n_vox else None
     target3d = target.reshape(shape)
     train_seconds = None if budget is None else max(0.5, 0.9 * budget - 0.5)
+    if train_seconds is not None and guidance is not None:
+        train_seconds = max(0.5, 0.85 * budget - 0.5)  # a second rate control follows
+    fixed_feats: torch.Tensor | None = None
+    switch_pending = guidance is not None
 
     step = 0
     last_preview = time.perf_counter()
@@ -285,12 +297,32 @@ def _fit_block(
             fraction = elapsed / train_seconds if train_seconds else 1.0
         if fraction >= 1.0:
             break
+        if switch_pending and fraction >= GUIDED_SWITCH:
+            switch_pending = False
+            with torch.no_grad():
+                rec = _dense_eval(field, [torch.round(g) for g in field.latents]).reshape(-1)
+                obj_half = guidance.objective(rec, target, shape)  # type: ignore[union-attr]
+                del rec
+            if DEBUG:
+                print(f"  half-way: start {obj0:.4g} now {obj_half:.4g}", flush=True)
+            if obj_half > obj0:
+                # training the latents loses: train the MLP on the start's fixed features
+                field.load_state_dict(start_state)
+                optimizer = torch.optim.Adam(
+                    [{"params": list(field.linears.parameters()), "lr": LR_GUIDED_MLP}]
+                )
+                base_lrs = [LR_GUIDED_MLP]
+                with torch.no_grad():
+                    fixed_feats = field.dense_features([torch.round(g) for g in field.latents])
+                    fixed_feats = fixed_feats.reshape(*shape, -1)
         if cancel is not None and cancel():
             raise CancelledError("compression cancelled; no output written")
         lr_scale = 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * fraction))
         for g, base in zip(optimizer.param_groups, base_lrs, strict=True):
             g["lr"] = base * lr_scale
-        if fraction < NOISE_PHASE:
+        if fixed_feats is not None:
+            lat = []
+        elif fraction < NOISE_PHASE:
             lat = [g + torch.rand_like(g) - 0.5 for g in field.latents]
         else:
             lat = [g + (torch.round(g) - g).detach() for g in field.latents]
@@ -299,14 +331,27 @@ def _fit_block(
                 int(torch.randint(0, n - c + 1, (1,), generator=gen))
                 for n, c in zip(shape, crop, strict=True)
             ]
-            pred = field.mlp(field.crop_features(lat, start, crop))
+            if fixed_feats is not None:
+                feats = fixed_feats[
+                    start[0] : start[0] + crop[0],
+                    start[1] : start[1] + crop[1],
+                    start[2] : start[2] + crop[2],
+                ].reshape(-1, fixed_feats.shape[-1])
+            else:
+                feats = field.crop_features(lat, start, crop)
+            pred = field.mlp(feats)
             ref = target3d[
                 start[0] : start[0] + crop[0],
                 start[1] : start[1] + crop[1],
                 start[2] : start[2] + crop[2],
             ].reshape(-1)
         else:
-            pred = field.mlp(field.dense_features(lat))
+            feats = (
+                field.dense_features(lat)
+                if fixed_feats is None
+                else fixed_feats.reshape(-1, fixed_feats.shape[-1])
+            )
+            pred = field.mlp(feats)
             ref = target
         mse = torch.mean((pred - ref) ** 2)
         extra = 0.0
@@ -317,12 +362,15 @@ def _fit_block(
                 else [slice(s, s + c) for s, c in zip(start, crop, strict=True)]
             )
             extra = guidance.loss(pred, ref, where)
-        bits = sum(laplace_bits(g, b) for g, b in zip(lat, scales, strict=True))
-        loss = mse + extra + lam * bits / n_vox
+        if fixed_feats is None:
+            bits = sum(laplace_bits(g, b) for g, b in zip(lat, scales, strict=True))
+            loss = mse + extra + lam * bits / n_vox
+        else:
+            loss = mse + extra
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        if step % RATE_CHECK == RATE_CHECK - 1:
+        if step % RATE_CHECK == RATE_CHECK - 1 and fixed_feats is None:
             # steer lambda with the real coded size of the current latents
             scales = _level_scales(field)
             with torch.no_grad():
@@ -351,15 +399,41 @@ def _fit_block(
             on_preview(rec.double().cpu().numpy() * span + vmin)
             last_preview = time.perf_counter()
 
+    if step and guidance is not None:
+        target_np = target.reshape(shape).cpu().numpy().astype(np.float64)
+        # guided: compare the start and the trained field as they will be decoded (after rate
+        # control and the 8-bit MLP), by the guided objective
+        code, payload = _rate_control(field, vmin, vmax, low, high)
+        reconstruction = evaluate_code(code, shape, "cpu")
+        trained_state = {k: v.detach().clone() for k, v in field.state_dict().items()}
+        field.load_state_dict(start_state)
+        code0, payload0 = _rate_control(field, vmin, vmax, low, high)
+        rec_start = evaluate_code(code0, shape, "cpu")
+
+        def measured(rec: np.ndarray) -> tuple[float, float]:
+            norm = ((rec - vmin) / span).reshape(shape)
+            return float(np.mean((norm - target_np) ** 2)), guidance.task_error(norm, target_np)
+
+        (mse_s, task_s), (mse_f, task_f) = measured(rec_start), measured(reconstruction)
+        # the guided objective, with the task measured as the evaluation measures it
+        weight = guidance.total_weight()
+        obj_start = 1.0 + weight
+        obj_fit = mse_f / max(mse_s, 1e-12) + weight * task_f / max(task_s, 1e-9)
+        if DEBUG:
+            print(f"  keep-best (decoded): start {obj_start:.4g} fit {obj_fit:.4g}", flush=True)
+        if obj_fit > obj_start:
+            code, payload, reconstruction = code0, payload0, rec_start
+        else:
+            field.load_state_dict(trained_state)
+        return BlockFit(code, payload, reconstruction, step, config)
     if step:
         # keep the fitted field only if it beats its transform-coded starting point
         with torch.no_grad():
             rounded = [torch.round(g) for g in field.latents]
             rec = _dense_eval(field, rounded).reshape(-1)
-            if guidance is None:
-                obj_fit = float(torch.mean((rec - target) ** 2))
-            else:
-                obj_fit = guidance.objective(rec, target, shape)
+            obj_fit = float(torch.mean((rec - target) ** 2))
+            if DEBUG:
+                print(f"  keep-best: start {obj0:.4g} fit {obj_fit:.4g}", flush=True)
             if obj_fit > obj0:
                 field.load_state_dict(start_state)
     code, payload = _rate_control(field, vmin, vmax, low, high)
@@ -379,6 +453,7 @@ def _best_start(
     target_bits: float,
     device: str,
     seconds: float | None = None,
+    score: Callable[[torch.Tensor], float] | None = None,
 ) -> tuple[LatentField, float]:
     """Initialise fields whose finest level is 0, 1 or 2 and keep the most accurate one.
 
@@ -398,7 +473,9 @@ def _best_start(
         correction = _init_from_pyramid(field, x, target_bits)
         with torch.no_grad():
             rec = _dense_eval(field, [torch.round(g) for g in field.latents])
-            err = float(torch.mean((rec - x) ** 2))
+            err = float(torch.mean((rec - x) ** 2)) if score is None else score(rec)
+        if DEBUG:
+            print(f"  start first={first} gain={gain} score={err:.5g}", flush=True)
         if best is None or err < best[0]:
             best = (err, field, correction)
 

@@ -44,6 +44,7 @@ __all__ = [
     "make_guidance",
     "otsu_threshold",
     "soft_dice",
+    "ssim_slices",
     "ssim_torch",
 ]
 
@@ -53,8 +54,14 @@ GUIDANCE_MODES: tuple[str, ...] = ("none", "segmentation", "perceptual")
 #: Default weights of the extra loss terms of each mode (normalised intensities in [0, 1]).
 DEFAULT_WEIGHTS: dict[str, dict[str, float]] = {
     "none": {},
-    "segmentation": {"dice": 0.05, "boundary": 2.0, "sharpness": 0.02, "band_radius": 1.0},
-    "perceptual": {"ssim": 0.5, "gradient": 0.5},
+    "segmentation": {
+        "dice": 0.0,
+        "side": 0.3,
+        "boundary": 0.1,
+        "sharpness": 0.01,
+        "band_radius": 1.0,
+    },
+    "perceptual": {"ssim": 0.4, "gradient": 0.0},
 }
 
 
@@ -269,6 +276,33 @@ def ssim_torch(
     return s.mean()
 
 
+def ssim_slices(a: torch.Tensor, b: torch.Tensor, *, data_range: float = 1.0) -> torch.Tensor:
+    """Mean SSIM of the 2D slices of two ``(D, H, W)`` tensors, as the evaluation computes it.
+
+    Differentiable counterpart of :func:`napari_sciz.core.metrics.ssim` (scikit-image's
+    default): 7x7 uniform window along the last two axes, sample covariance, ``K1=0.01``,
+    ``K2=0.03``, valid windows only (the 3-pixel border is not scored), mean over all windows
+    of all slices. A slice smaller than 7x7 is compared as a single window.
+    """
+    import torch.nn.functional as F
+
+    d, h, w = (int(n) for n in a.shape)
+    x = a.reshape(d, 1, h, w).float()
+    y = b.reshape(d, 1, h, w).float()
+    if h < 7 or w < 7:
+        return ssim_torch(a, b, data_range=data_range, window=max(h, w) + 1)
+    c1 = (0.01 * data_range) ** 2
+    c2 = (0.03 * data_range) ** 2
+    k = x.new_full((1, 1, 7, 7), 1.0 / 49.0)
+    cov_norm = 49.0 / 48.0
+    mx, my = F.conv2d(x, k), F.conv2d(y, k)
+    vx = cov_norm * (F.conv2d(x * x, k) - mx * mx)
+    vy = cov_norm * (F.conv2d(y * y, k) - my * my)
+    cxy = cov_norm * (F.conv2d(x * y, k) - mx * my)
+    s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
+    return s.mean()
+
+
 def _gradient_l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Mean L1 distance of the forward differences of ``a`` and ``b`` along each long axis."""
     import torch
@@ -315,6 +349,9 @@ class Guidance:
         self.threshold = 0.5
         self.mask: torch.Tensor | None = None
         self.band: torch.Tensor | None = None
+        self.mse0: float | None = None
+        self.scales: dict[str, float] | None = None
+        self.floors: dict[str, float] = {}
 
     @property
     def active(self) -> bool:
@@ -358,6 +395,107 @@ class Guidance:
         self.mask = torch.from_numpy(mask.astype(np.float32)).to(device)
         self.band = torch.from_numpy(band.astype(np.float32)).to(device)
 
+    def total_weight(self) -> float:
+        """Sum of the weights of the loss terms (the share of the start's MSE they are worth)."""
+        keys = ("dice", "side", "boundary") if self.mode == "segmentation" else ("ssim", "gradient")
+        return float(sum(self.weights.get(k, 0.0) for k in keys)) if self.active else 0.0
+
+    def task_error(self, pred: np.ndarray, target: np.ndarray) -> float:
+        """The task error of a decoded block, as the benchmark measures it (0 is perfect).
+
+        segmentation: ``1 - Dice`` of the decoded block thresholded at its own Otsu threshold
+        against the reference mask; perceptual: ``1 - SSIM`` (per 2D slice, 7x7 uniform
+        window, :func:`napari_sciz.core.metrics.ssim`). ``pred`` and ``target`` are the
+        normalised ``(D, H, W)`` block.
+        """
+        import torch
+
+        if self.mode == "segmentation":
+            if self.mask is None:
+                raise RuntimeError("Guidance.prepare must be called before task_error")
+            ref = self.mask.cpu().numpy() > 0.5
+            seg = pred > otsu_threshold(pred)
+            denom = int(ref.sum()) + int(seg.sum())
+            return 0.0 if denom == 0 else 1.0 - 2.0 * float((ref & seg).sum()) / denom
+        if self.mode == "perceptual":
+            with torch.no_grad():
+                a = torch.from_numpy(np.asarray(pred, np.float64))
+                b = torch.from_numpy(np.asarray(target, np.float64))
+                return 1.0 - float(ssim_slices(a, b))
+        return 0.0
+
+    def terms(
+        self,
+        pred_crop: torch.Tensor,
+        target_crop: torch.Tensor,
+        crop_slices: Sequence[slice],
+    ) -> dict[str, torch.Tensor]:
+        """The unweighted guidance terms of a crop (each 0 for a perfect reconstruction).
+
+        segmentation: ``dice`` (``1 - soft Dice`` of the soft-thresholded reconstruction
+        against the reference mask) and ``boundary`` (mean squared error on the boundary band,
+        zero outside it); perceptual: ``ssim`` (``1 - SSIM`` as the evaluation measures it:
+        per 2D slice, 7x7 uniform window) and ``gradient`` (L1 distance of the
+        finite-difference gradients).
+        """
+        import torch
+
+        shape = tuple(s.stop - s.start for s in crop_slices)
+        pred = pred_crop.reshape(shape)
+        ref = target_crop.reshape(shape)
+        w = self.weights
+        if self.mode == "segmentation":
+            if self.mask is None or self.band is None:
+                raise RuntimeError("Guidance.prepare must be called before loss")
+            sl = tuple(crop_slices)
+            mask = self.mask[sl]
+            band = self.band[sl]
+            prob = torch.sigmoid((pred - self.threshold) / max(w["sharpness"], 1e-6))
+            # wrong side of the threshold: squared distance to it, zero where the
+            # reconstruction segments like the original (and for the original itself)
+            sign = 2.0 * mask - 1.0
+            wrong = torch.relu(sign * (self.threshold - pred))
+            return {
+                "dice": 1.0 - soft_dice(prob, mask),
+                "side": (wrong * wrong).mean(),
+                "boundary": (band * (pred - ref) ** 2).mean(),
+            }
+        if self.mode == "perceptual":
+            return {
+                "ssim": 1.0 - ssim_slices(pred, ref),
+                "gradient": _gradient_l1(pred, ref),
+            }
+        return {}
+
+    def calibrate(self, pred: torch.Tensor, target: torch.Tensor, shape: Sequence[int]) -> None:
+        """Scale the weights to the block's own error at the starting point.
+
+        Each term ``T`` is measured from its floor ``T*`` (its value for the original itself:
+        the soft Dice of the soft-thresholded original is not exactly 1) and gets the factor
+        ``weight * MSE0 / (T0 - T*)``, where ``MSE0`` and ``T0`` are the MSE and the term of
+        ``pred`` (the starting reconstruction of the whole block). A weight is then the share
+        of the starting MSE that the term's whole excess is worth, whatever the block's PSNR.
+        The guided objective of the start is ``(1 + sum(weights)) * MSE0``, so a field that
+        beats it (the keep-best check) has an MSE at most ``1 + sum(weights)`` times the
+        start's. Without calibration the weights are absolute factors.
+        """
+        import torch
+
+        with torch.no_grad():
+            p = pred.reshape(tuple(int(n) for n in shape))
+            t = target.reshape(p.shape)
+            mse0 = float(torch.mean((p - t) ** 2))
+            slices = tuple(slice(0, int(n)) for n in p.shape)
+            values = {k: float(v) for k, v in self.terms(p, t, slices).items()}
+            floors = {k: float(v) for k, v in self.terms(t, t, slices).items()}
+        self.mse0 = max(mse0, 1e-12)
+        self.floors = floors
+        # a term already at its floor at the start has nothing to gain: it is left out
+        self.scales = {
+            k: self.weights[k] * self.mse0 / (v - floors[k]) if v - floors[k] > 1e-12 else 0.0
+            for k, v in values.items()
+        }
+
     def loss(
         self,
         pred_crop: torch.Tensor,
@@ -376,28 +514,18 @@ class Guidance:
         Returns
         -------
         torch.Tensor
-            Scalar to add to the MSE.
+            Scalar to add to the MSE: the sum of the terms (less their floors), each times its
+            scale (see :meth:`calibrate`; the plain weight before calibration).
         """
         import torch
 
-        shape = tuple(s.stop - s.start for s in crop_slices)
-        pred = pred_crop.reshape(shape)
-        ref = target_crop.reshape(shape)
-        w = self.weights
-        if self.mode == "segmentation":
-            if self.mask is None or self.band is None:
-                raise RuntimeError("Guidance.prepare must be called before loss")
-            sl = tuple(crop_slices)
-            mask = self.mask[sl]
-            band = self.band[sl]
-            prob = torch.sigmoid((pred - self.threshold) / max(w["sharpness"], 1e-6))
-            dice = 1.0 - soft_dice(prob, mask)
-            boundary = (band * (pred - ref) ** 2).mean()
-            return w["dice"] * dice + w["boundary"] * boundary
-        if self.mode == "perceptual":
-            out = w["ssim"] * (1.0 - ssim_torch(pred, ref))
-            return out + w["gradient"] * _gradient_l1(pred, ref)
-        return torch.zeros((), device=pred_crop.device)
+        out = torch.zeros((), device=pred_crop.device)
+        for key, value in self.terms(pred_crop, target_crop, crop_slices).items():
+            if self.scales is None:
+                out = out + self.weights[key] * value
+            elif self.scales[key]:
+                out = out + self.scales[key] * (value - self.floors[key])
+        return out
 
     def objective(self, pred: torch.Tensor, target: torch.Tensor, shape: Sequence[int]) -> float:
         """The guided objective ``MSE + loss`` of a whole ``shape`` block (no gradient)."""
