@@ -5,16 +5,20 @@ the plain ``MSE + lambda * rate`` objective. Two guidance modes are implemented:
 
 ``"segmentation"``
     The reference mask of the block is the given labels (``labels > 0``) or, without labels, an
-    automatic foreground segmentation (Otsu threshold of the block). The reconstruction of each
-    training crop is soft-thresholded (a sigmoid) at the reference threshold and scored by soft
-    Dice against the reference mask (``dice`` weight); the squared error on a band of voxels
+    automatic foreground segmentation (Otsu threshold of the block). Voxels reconstructed on the
+    wrong side of the reference threshold cost their squared distance to it (``side`` weight);
+    optionally the reconstruction is soft-thresholded (a sigmoid) and scored by soft Dice
+    against the mask (``dice`` weight, off by default); the squared error on a band of voxels
     around the mask's boundary gets an extra weight (``boundary``), since that is where a
     threshold segmentation flips.
 ``"perceptual"``
-    ``1 - SSIM`` of the crop (gaussian window, 2D or 3D by the crop's shape; ``ssim`` weight)
-    plus the L1 distance of the finite-difference gradients (``gradient`` weight), which keeps
-    edges and texture that the MSE is willing to blur. LPIPS is not used: it needs pretrained
-    weights, which the codec does not ship or download.
+    ``1 - SSIM`` of the crop as the evaluation computes it (per 2D slice, 7x7 uniform window;
+    ``ssim`` weight) plus, optionally, the L1 distance of the finite-difference gradients
+    (``gradient`` weight). LPIPS is not used: it needs pretrained weights, which the codec does
+    not ship or download.
+
+Weights are relative: :meth:`Guidance.calibrate` scales every term so that its excess at the
+block's starting point is worth ``weight`` times the starting MSE (see ``docs/guidance.md``).
 
 The module is Qt-free and imports torch only inside functions, so importing it is cheap. The
 fitting loop calls :meth:`Guidance.prepare` once per block (normalised values in ``[0, 1]``) and
@@ -327,8 +331,9 @@ class Guidance:
     weights : mapping, optional
         Overrides of :data:`DEFAULT_WEIGHTS`:
 
-        * segmentation: ``dice`` (weight of ``1 - soft Dice``), ``boundary`` (extra weight of
-          the squared error on the boundary band, relative to the plain MSE), ``sharpness``
+        * segmentation: ``side`` (weight of the squared distance to the threshold of the
+          voxels on its wrong side), ``dice`` (weight of ``1 - soft Dice``), ``boundary``
+          (weight of the squared error on the boundary band), ``sharpness``
           (sigmoid temperature of the soft threshold, in normalised intensity),
           ``band_radius`` (half-width of the boundary band in voxels);
         * perceptual: ``ssim`` (weight of ``1 - SSIM``), ``gradient`` (weight of the L1
@@ -433,7 +438,8 @@ class Guidance:
         """The unweighted guidance terms of a crop (each 0 for a perfect reconstruction).
 
         segmentation: ``dice`` (``1 - soft Dice`` of the soft-thresholded reconstruction
-        against the reference mask) and ``boundary`` (mean squared error on the boundary band,
+        against the reference mask), ``side`` (mean squared distance to the threshold of the
+        voxels on its wrong side) and ``boundary`` (mean squared error on the boundary band,
         zero outside it); perceptual: ``ssim`` (``1 - SSIM`` as the evaluation measures it:
         per 2D slice, 7x7 uniform window) and ``gradient`` (L1 distance of the
         finite-difference gradients).
