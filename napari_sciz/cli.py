@@ -412,30 +412,6 @@ def _check_image_output(path: Path) -> None:
         )
 
 
-def _compress_local(
-    api: Any, image: Any, labels: Any, args: argparse.Namespace, progress: Any, extra: dict
-) -> Any:
-    """``sciz compress`` in this process."""
-    return api.compress(
-        image.data,
-        args.ratio,
-        device=args.device,
-        steps=args.steps,
-        budget=args.budget,
-        seed=args.seed,
-        axes=image.axes,
-        voxel_size=image.voxel_size,
-        units=image.units,
-        name=image.name,
-        progress=progress,
-        guidance=args.guidance,
-        labels=labels,
-        mode=args.mode,
-        max_error=args.max_error,
-        **extra,
-    )
-
-
 def _cmd_compress(args: argparse.Namespace) -> int:
     out = Path(args.output)
     _check_sciz_output(out)
@@ -461,34 +437,31 @@ def _cmd_compress(args: argparse.Namespace) -> int:
     api = _codec()
     progress = _Progress(sys.stderr, enabled=not args.json)
     t0 = time.monotonic()
-    extra: dict[str, Any] = {}
+    common: dict[str, Any] = {
+        "device": args.device,
+        "steps": args.steps,
+        "budget": args.budget,
+        "seed": args.seed,
+        "axes": image.axes,
+        "voxel_size": image.voxel_size,
+        "units": image.units,
+        "name": image.name,
+        "progress": progress,
+        "guidance": args.guidance,
+        "labels": labels,
+        "mode": args.mode,
+    }
     if args.block_voxels is not None:
-        extra["block_voxels"] = args.block_voxels
+        common["block_voxels"] = args.block_voxels
     try:
         if distributed:
             from .core.distributed import compress_distributed
 
             result = compress_distributed(
-                args.input,
-                args.ratio,
-                scheduler=args.scheduler,
-                workers=args.workers,
-                device=args.device,
-                steps=args.steps,
-                budget=args.budget,
-                seed=args.seed,
-                axes=image.axes,
-                voxel_size=image.voxel_size,
-                units=image.units,
-                name=image.name,
-                progress=progress,
-                guidance=args.guidance,
-                labels=labels,
-                mode=args.mode,
-                **extra,
+                args.input, args.ratio, scheduler=args.scheduler, workers=args.workers, **common
             )
         else:
-            result = _compress_local(api, image, labels, args, progress, extra)
+            result = api.compress(image.data, args.ratio, max_error=args.max_error, **common)
     finally:
         progress.close()
     wall = time.monotonic() - t0
