@@ -31,7 +31,11 @@ __all__ = ["BlockFit", "StepInfo", "fit_block", "evaluate_code", "field_from_cod
 NOISE_PHASE = 0.0
 #: Largest number of voxels evaluated per training step.
 DEFAULT_BATCH = 2**18
-LR_LATENT = 5e-3
+#: Adam step of the latents (in quantization units). The closed-loop pyramid start is already a
+#: good transform code of the block; larger steps (5e-3 before 0.2) moved latents across rounding
+#: boundaries faster than the MLP could follow and lost 0.3-1.3 dB against the start (measured at
+#: 300 steps on stardist_img3d, nbsd and neuroproof crops at 16-256x; see docs/method.md).
+LR_LATENT = 1e-4
 LR_MLP = 1e-3
 DEBUG = False
 #: blocks with fewer voxels are fitted single-threaded on the CPU
