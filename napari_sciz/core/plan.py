@@ -356,31 +356,21 @@ def run_block_job(
             kwargs["guidance"] = guide
             if labels is not None:
                 kwargs["labels"] = labels.reshape(block.shape)
+        if job.mode == "hybrid":
+            from .hybrid import fit_hybrid_block as fitter  # whole blocks: no live preview
+        else:
+            fitter = fit_block
+            kwargs.update(on_preview=on_preview, preview_interval=preview_interval)
         try:
-            if job.mode == "hybrid":
-                from .hybrid import fit_hybrid_block
-
-                fit = fit_hybrid_block(
-                    block,
-                    job.window,
-                    seed=job.seed,
-                    device=device,
-                    on_step=on_step,
-                    cancel=cancel,
-                    **kwargs,
-                )
-            else:
-                fit = fit_block(
-                    block,
-                    job.window,
-                    seed=job.seed,
-                    device=device,
-                    on_step=on_step,
-                    on_preview=on_preview,
-                    preview_interval=preview_interval,
-                    cancel=cancel,
-                    **kwargs,
-                )
+            fit = fitter(
+                block,
+                job.window,
+                seed=job.seed,
+                device=device,
+                on_step=on_step,
+                cancel=cancel,
+                **kwargs,
+            )
         except (RuntimeError, MemoryError) as exc:
             if isinstance(exc, MemoryError) or not is_oom(exc):
                 raise
