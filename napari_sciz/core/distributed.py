@@ -38,7 +38,7 @@ from ..errors import CancelledError, InvalidInputError, SciZError
 from . import container
 from .blocks import BlockGrid, BlockStats, block_stats
 from .plan import BlockJob, block_array, check_effort, check_nonfinite, finalize, plan_lossy
-from .validate import SUPPORTED_DTYPES, check_axes, check_ratio
+from .validate import check_axes, check_ratio, check_shape_dtype
 
 __all__ = ["BlockSource", "compress_distributed"]
 
@@ -363,12 +363,7 @@ def compress_distributed(
     cluster = {"threads_per_worker": threads_per_worker, "memory_limit": memory_limit}
     with _client_for(client, scheduler, workers, connect_timeout, cluster) as cl:
         src, src_data = _source(cl, source)
-        if src.dtype not in SUPPORTED_DTYPES:
-            raise InvalidInputError(
-                f"unsupported dtype {src.dtype}; supported: {', '.join(SUPPORTED_DTYPES)}"
-            )
-        if len(src.shape) < 2 or min(src.shape) < 1 or min(src.shape[-2:]) < 2:
-            raise InvalidInputError(f"cannot compress an image of shape {src.shape}")
+        check_shape_dtype(src.shape, src.dtype)
         ndim = len(src.shape)
         axes = check_axes(axes, ndim)
         check_calibration(ndim, voxel_size, units)
@@ -504,7 +499,6 @@ def _source(client: Any, data: Any) -> tuple[BlockSource, Any]:
         arr = np.asarray(data)
     except Exception as exc:  # noqa: BLE001 - any array-like failure is a user input problem
         raise InvalidInputError(f"cannot read the input as an array: {exc}") from exc
-    if arr.size == 0:
-        raise InvalidInputError(f"the image is empty (shape {arr.shape})")
+    check_shape_dtype(arr.shape, arr.dtype)
     future = client.scatter(arr, broadcast=True)
     return BlockSource(tuple(int(n) for n in arr.shape), arr.dtype.name), future

@@ -14,6 +14,7 @@ from ..errors import InvalidInputError
 __all__ = [
     "SUPPORTED_DTYPES",
     "check_array",
+    "check_shape_dtype",
     "check_axes",
     "check_ratio",
     "parse_roi",
@@ -44,31 +45,40 @@ def check_array(data: Any) -> np.ndarray:
         arr = np.asarray(data)
     except Exception as exc:  # noqa: BLE001 - any array-like failure is a user input problem
         raise InvalidInputError(f"cannot read the input as an array: {exc}") from exc
-    if arr.dtype.name not in SUPPORTED_DTYPES:
-        raise InvalidInputError(
-            f"unsupported dtype {arr.dtype.name}; supported: {', '.join(SUPPORTED_DTYPES)}"
-        )
-    if arr.ndim < 2:
-        raise InvalidInputError(
-            f"need an image with at least 2 dimensions (YX), got shape {arr.shape}"
-        )
-    if arr.ndim > MAX_NDIM:
-        raise InvalidInputError(
-            f"at most {MAX_NDIM} dimensions are supported, got shape {arr.shape}"
-        )
-    if arr.size == 0:
-        raise InvalidInputError(f"the image is empty (shape {arr.shape})")
-    if arr.shape[-1] < 2 or arr.shape[-2] < 2:
-        raise InvalidInputError(
-            f"the image is too small to compress: its last two axes (YX) are {arr.shape[-2:]}"
-            "; need at least 2x2 pixels"
-        )
+    check_shape_dtype(arr.shape, arr.dtype)
     if arr.dtype.kind == "f":
         finite = np.isfinite(arr)
         if not finite.all():
             bad = int(arr.size - np.count_nonzero(finite))
             raise InvalidInputError(f"the image contains {bad} NaN or infinite values")
     return arr
+
+
+def check_shape_dtype(shape: Sequence[int], dtype: Any) -> None:
+    """Validate an image's shape and dtype without looking at its values.
+
+    Raises
+    ------
+    InvalidInputError
+        For unsupported dtypes, dimensionality, empty or too small images.
+    """
+    shape = tuple(int(n) for n in shape)
+    dtype = np.dtype(dtype)
+    if dtype.name not in SUPPORTED_DTYPES:
+        raise InvalidInputError(
+            f"unsupported dtype {dtype.name}; supported: {', '.join(SUPPORTED_DTYPES)}"
+        )
+    if len(shape) < 2:
+        raise InvalidInputError(f"need an image with at least 2 dimensions (YX), got shape {shape}")
+    if len(shape) > MAX_NDIM:
+        raise InvalidInputError(f"at most {MAX_NDIM} dimensions are supported, got shape {shape}")
+    if math.prod(shape) == 0:
+        raise InvalidInputError(f"the image is empty (shape {shape})")
+    if shape[-1] < 2 or shape[-2] < 2:
+        raise InvalidInputError(
+            f"the image is too small to compress: its last two axes (YX) are {shape[-2:]}"
+            "; need at least 2x2 pixels"
+        )
 
 
 def check_axes(axes: str | None, ndim: int) -> str:

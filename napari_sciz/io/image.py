@@ -577,16 +577,7 @@ def write_image(
             np.save(fh, arr, allow_pickle=False)
         return p
     kwargs = _tiff_kwargs(arr, axes, sizes, unit_t, ome=ext.startswith(".ome"))
-    import tifffile
-
-    try:
-        with atomic_write(p, force=force, inputs=inputs) as fh:
-            tifffile.imwrite(fh, arr, **kwargs)
-    except (SciZError, OSError, MemoryError):
-        raise
-    except ValueError as exc:  # tifffile refusing the metadata / dtype
-        raise InvalidInputError(f"cannot write {p.name}: {_one_line(exc)}") from exc
-    return p
+    return _write_tiff(p, arr, kwargs, force, inputs)
 
 
 def write_image_planes(
@@ -658,11 +649,18 @@ def write_image_planes(
         return p
     meta_arr = _ArrayMeta(dt, math.prod(shape) * dt.itemsize)
     kwargs = _tiff_kwargs(meta_arr, axes, sizes, unit_t, ome=ext.startswith(".ome"))  # type: ignore[arg-type]
+    return _write_tiff(p, checked(), {**kwargs, "shape": shape, "dtype": dt}, force, inputs)
+
+
+def _write_tiff(
+    p: Path, data: Any, kwargs: dict[str, Any], force: bool, inputs: Iterable[object]
+) -> Path:
+    """``tifffile.imwrite`` into an atomic write of ``p``; tifffile's refusals as our errors."""
     import tifffile
 
     try:
         with atomic_write(p, force=force, inputs=inputs) as fh:
-            tifffile.imwrite(fh, checked(), shape=shape, dtype=dt, **kwargs)
+            tifffile.imwrite(fh, data, **kwargs)
     except (SciZError, OSError, MemoryError):
         raise
     except ValueError as exc:  # tifffile refusing the metadata / dtype
