@@ -84,6 +84,14 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _weight(text: str) -> tuple[str, float]:
+    """``NAME=VALUE`` of ``--guidance-weight`` (names and ranges are checked by the codec)."""
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip():
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    return name.strip(), _number(value.strip(), float, "must be NAME=NUMBER")
+
+
 def _max_error(text: str) -> float:
     value = _number(text, float, "must be a number >= 0")
     if value < 0:
@@ -171,6 +179,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="LABELS.tif",
         help="labels image of IN's shape (> 0 is foreground) for --guidance segmentation; "
         "without it an Otsu threshold of the image is the reference",
+    )
+    p.add_argument(
+        "--guidance-weight",
+        type=_weight,
+        action="append",
+        metavar="NAME=VALUE",
+        help="advanced: relative weight of one guidance term, repeatable (segmentation: side, "
+        "boundary, dice, sharpness, band_radius; perceptual: ssim, gradient; defaults and "
+        "meaning in docs/guidance.md)",
     )
     scale_out = p.add_mutually_exclusive_group()
     scale_out.add_argument(
@@ -425,6 +442,9 @@ def _cmd_compress(args: argparse.Namespace) -> int:
         if args.guidance != "segmentation":
             raise InvalidInputError("--labels needs --guidance segmentation")
         labels = args.labels if distributed else read_image(args.labels).data
+    weights = dict(args.guidance_weight or [])
+    if weights and args.guidance == "none":
+        raise InvalidInputError("--guidance-weight needs --guidance segmentation or perceptual")
     if args.mode in ("lossy", "hybrid") and args.ratio is None:
         raise InvalidInputError(
             f"--ratio is required in {args.mode} mode (or give --mode lossless)"
@@ -451,6 +471,8 @@ def _cmd_compress(args: argparse.Namespace) -> int:
         "labels": labels,
         "mode": args.mode,
     }
+    if weights:
+        common["guidance_weights"] = weights
     if args.block_voxels is not None:
         common["block_voxels"] = args.block_voxels
     try:
@@ -708,6 +730,9 @@ def _cmd_info(args: argparse.Namespace) -> int:
     ]
     if header.get("mode") == "bounded":
         rows.append(("max error", header.get("max_error")))
+    guidance = header.get("guidance", "none")
+    if isinstance(guidance, str) and guidance != "none":
+        rows.append(("guidance", _guidance_text(guidance, header.get("guidance_weights"))))
     if layers is not None:
         rows.append(
             (
@@ -735,6 +760,22 @@ def _cmd_info(args: argparse.Namespace) -> int:
     print("header:")
     _print_table(_flatten(header), sys.stdout)
     return 0
+
+
+def _guidance_text(mode: str, overrides: Any) -> str:
+    """``segmentation (side=0.5, boundary=0.1, ...)``: the weights the fit used.
+
+    Headers record only the weights that differ from the defaults of the writing version;
+    the defaults of this version fill in the rest (marked when the writer was another one).
+    """
+    from .core.guidance import DEFAULT_WEIGHTS
+
+    if mode not in DEFAULT_WEIGHTS:
+        return mode
+    given = overrides if isinstance(overrides, dict) else {}
+    weights = {**DEFAULT_WEIGHTS[mode], **given}
+    text = ", ".join(f"{k}={float(v):g}" for k, v in weights.items() if isinstance(v, int | float))
+    return f"{mode} ({text}{'' if given else '; defaults'})"
 
 
 _DELEGATES = {"bench": "napari_sciz.bench.run", "demo": "napari_sciz._demo"}

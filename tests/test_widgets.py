@@ -163,9 +163,18 @@ def test_widget_controls(viewer_widget):
     assert widget.labels_combo.currentData() is None  # automatic (Otsu)
     labels = viewer.add_labels(np.zeros((4, 32, 32), np.uint8), name="cells")
     assert widget.labels_combo.findData(id(labels)) > 0
+    # the Advanced section shows the weights of the chosen guidance only
+    assert not widget.weight_groups["segmentation"].isHidden()
+    assert widget.weight_groups["perceptual"].isHidden()
+    assert widget.guidance_weights("segmentation") == {}
+    widget.weight_spins["segmentation"]["side"].setValue(0.6)
+    assert widget.guidance_weights("segmentation") == {"side": 0.6}
     widget.guidance_combo.setCurrentIndex(widget.guidance_combo.findData("perceptual"))
     assert not widget.labels_combo.isEnabled()
+    assert widget.weight_groups["segmentation"].isHidden()
+    assert not widget.weight_groups["perceptual"].isHidden()
     widget.guidance_combo.setCurrentIndex(0)
+    assert all(group.isHidden() for group in widget.weight_groups.values())
 
     # effort presets -> budgets; custom budget
     for key, seconds in (("fast", 15), ("balanced", 60), ("best", 180)):
@@ -401,10 +410,12 @@ def test_segmentation_guidance_with_labels(viewer_widget, qtbot, notes):
     assert widget.start() is None
     assert any("same shape" in e for e in _errors(notes))
     widget.labels_combo.setCurrentIndex(widget.labels_combo.findData(id(good)))
+    widget.weight_spins["segmentation"]["boundary"].setValue(0.25)
     assert widget.start() is not None
     qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
     assert widget.result is not None
     assert widget.result.header["guidance"] == "segmentation"
+    assert widget.result.header["guidance_weights"] == {"boundary": 0.25}
 
 
 @needs_codec

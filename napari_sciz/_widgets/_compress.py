@@ -36,6 +36,7 @@ from qtpy.QtWidgets import (
 )
 from superqt import QCollapsible
 
+from ..core.guidance import DEFAULT_WEIGHTS
 from ..errors import CancelledError, InvalidInputError, SciZError
 from ._geometry import (
     EFFORT_PRESETS,
@@ -76,6 +77,16 @@ _GUIDANCE_TIP = (
     "chosen Labels layer, or an Otsu threshold of the image) and the voxels at object "
     "boundaries. perceptual: structure and edges (SSIM + gradient loss). Decoding is unchanged."
 )
+#: Tooltips of the guidance weights (relative weights: see docs/guidance.md).
+_WEIGHT_TIPS = {
+    "side": "Relative weight of the voxels on the wrong side of the reference threshold",
+    "dice": "Relative weight of 1 - soft Dice of the soft-thresholded reconstruction",
+    "boundary": "Relative weight of the squared error on the band around object boundaries",
+    "sharpness": "Temperature of the soft threshold (normalised intensity) of the Dice term",
+    "band_radius": "Half-width of the boundary band in voxels",
+    "ssim": "Relative weight of 1 - SSIM (per 2D slice, as the result's SSIM is measured)",
+    "gradient": "Relative weight of the L1 distance of the intensity gradients",
+}
 _LABELS_TIP = (
     "Labels layer (same shape as the image; > 0 is foreground) that segmentation guidance "
     "should preserve. Automatic: an Otsu threshold of the image."
@@ -372,6 +383,28 @@ class CompressWidget(QWidget):
         self.seed_spin = QSpinBox()
         self.seed_spin.setRange(0, 2**31 - 1)
         self.seed_spin.setToolTip("Random seed of the fit (same seed, same input: same file)")
+        # guidance weights: one group per mode, shown for the chosen guidance only
+        self.weight_spins: dict[str, dict[str, QDoubleSpinBox]] = {}
+        self.weight_groups: dict[str, QWidget] = {}
+        for gmode, defaults in DEFAULT_WEIGHTS.items():
+            if not defaults:
+                continue
+            group = QWidget()
+            group_form = QFormLayout(group)
+            group_form.setContentsMargins(0, 0, 0, 0)
+            spins: dict[str, QDoubleSpinBox] = {}
+            for key, value in defaults.items():
+                spin = QDoubleSpinBox()
+                spin.setDecimals(3)
+                spin.setRange(0.0, 100.0)
+                spin.setSingleStep(0.05 if key != "band_radius" else 1.0)
+                spin.setValue(float(value))
+                spin.setToolTip(_WEIGHT_TIPS.get(key, key))
+                group_form.addRow(f"{gmode} {key}", spin)
+                spins[key] = spin
+            group.setVisible(False)
+            self.weight_spins[gmode] = spins
+            self.weight_groups[gmode] = group
 
         # --- run
         self.start_button = QPushButton("Start")
@@ -433,6 +466,8 @@ class CompressWidget(QWidget):
         advanced_form.setContentsMargins(0, 0, 0, 0)
         advanced_form.addRow("Steps", self.steps_spin)
         advanced_form.addRow("Seed", self.seed_spin)
+        for group in self.weight_groups.values():
+            advanced_form.addRow(group)
         self.advanced.addWidget(advanced_body)
 
         buttons = QHBoxLayout()
@@ -583,8 +618,21 @@ class CompressWidget(QWidget):
                 label.setVisible(mode == "bounded")
 
     def _on_guidance_changed(self, *_: Any) -> None:
-        """The Labels picker is used by segmentation guidance only."""
-        self.labels_combo.setEnabled(self.guidance_combo.currentData() == "segmentation")
+        """The Labels picker is used by segmentation guidance only; show that mode's weights."""
+        guidance = self.guidance_combo.currentData()
+        self.labels_combo.setEnabled(guidance == "segmentation")
+        for gmode, group in self.weight_groups.items():
+            group.setVisible(gmode == guidance)
+
+    def guidance_weights(self, guidance: str) -> dict[str, float]:
+        """The weights of ``guidance`` set in the Advanced section that differ from the defaults."""
+        spins = self.weight_spins.get(guidance, {})
+        defaults = DEFAULT_WEIGHTS.get(guidance, {})
+        return {
+            k: float(spin.value())
+            for k, spin in spins.items()
+            if abs(float(spin.value()) - float(defaults[k])) > 1e-9
+        }
 
     def _labels_for(self, data: np.ndarray, leading: tuple[int, ...]) -> np.ndarray | None:
         """The chosen Labels layer's data matching ``data`` (None: automatic)."""
@@ -712,6 +760,9 @@ class CompressWidget(QWidget):
             raise InvalidInputError(f"{guidance} guidance is not available yet.")
         if guidance != "none" and mode == "lossy":
             options["guidance"] = guidance
+            weights = self.guidance_weights(guidance)
+            if weights:
+                options["guidance_weights"] = weights
         scale = [float(s) for s in np.asarray(layer.scale)[-ndim:]]
         if any(s != 1.0 for s in scale):
             options["voxel_size"] = tuple(scale)

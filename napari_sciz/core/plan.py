@@ -26,6 +26,7 @@ from .._version import __version__
 from ..errors import InvalidInputError, RatioUnreachableError, SciZError
 from . import container
 from .blocks import BlockGrid, BlockStats, allocate_from_stats
+from .guidance import weight_overrides
 
 __all__ = [
     "BlockJob",
@@ -234,8 +235,10 @@ def plan_lossy(
         "guidance": guidance,
         "encoder": {"device": device, "steps": steps, "budget": budget, "seed": int(seed)},
     }
-    if guidance != "none":
-        header["guidance_weights"] = guidance_weights
+    overrides = weight_overrides(guidance, guidance_weights or {}) if guidance != "none" else {}
+    if overrides:
+        # only the weights that differ from the defaults: header bytes are latent bytes
+        header["guidance_weights"] = overrides
     fixed = container.overhead(header, grid.n_blocks) + HEADER_SLACK
     total = payload_budget(raw, ratio, fixed, grid.n_blocks)
     if total < grid.n_blocks * MIN_BLOCK_BYTES:
