@@ -73,9 +73,10 @@ AVAILABLE_GUIDANCE: frozenset[str] = frozenset(GUIDANCE_MODES)
 _NOT_YET = "Not available yet: guided losses arrive in a later release of napari-sciz."
 _GUIDANCE_TIP = (
     "What the compression should preserve best. none: every voxel alike (MSE). "
-    "segmentation: a threshold segmentation of the reconstruction (soft Dice against the "
-    "chosen Labels layer, or an Otsu threshold of the image) and the voxels at object "
-    "boundaries. perceptual: structure and edges (SSIM + gradient loss). Decoding is unchanged."
+    "segmentation: a threshold segmentation of the reconstruction (voxels on the wrong side of "
+    "the threshold of the chosen Labels layer, or of an Otsu threshold of the image) and the "
+    "voxels at object boundaries. perceptual: structure (SSIM per slice). Weights: Advanced. "
+    "Decoding is unchanged."
 )
 #: Tooltips of the guidance weights (relative weights: see docs/guidance.md).
 _WEIGHT_TIPS = {
