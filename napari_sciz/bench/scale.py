@@ -18,7 +18,6 @@ The results replace the ``scale`` section of the markdown file (see
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import time
 from collections.abc import Sequence
@@ -27,7 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from .run import _read_volume, environment_info, find_data_dir, update_section
+from .report import add_output_options, new_record, write_results
+from .run import _read_volume, find_data_dir
 
 __all__ = ["main", "measure_hybrid", "measure_workers", "render"]
 
@@ -179,23 +179,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--workers-volume", default="stardist_img3d")
     p.add_argument("--workers-steps", type=int, default=30)
     p.add_argument("--block-voxels", type=int, default=2**14)
-    p.add_argument("--out", type=Path, default=None, help="markdown file to update")
-    p.add_argument("--json", type=Path, default=None, help="write the raw record here")
-    p.add_argument("--note", default=None)
+    add_output_options(p)
     args = p.parse_args(argv)
     data = args.data or find_data_dir()
     if data is None:
         p.error("no data folder found (give --data)")
     ratios = [float(r) for r in args.ratios.split(",") if r]
-    record: dict[str, Any] = {
-        "environment": environment_info(args.device),
-        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "command": " ".join([PROG, *(argv if argv is not None else __import__("sys").argv[1:])]),
-        "budget": args.budget,
-        "device": args.device,
-        "note": args.note,
-        "hybrid": [],
-    }
+    record = new_record(PROG, argv, args.device, args.note, budget=args.budget, hybrid=[])
     try:
         import imagecodecs
 
@@ -220,12 +210,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "block_voxels": args.block_voxels,
         "rows": rows,
     }
-    if args.json is not None:
-        args.json.write_text(json.dumps(record, indent=2, default=float))
-    text = render(record)
-    if args.out is not None:
-        update_section(args.out, "scale", text)
-    print(text)
+    write_results(record, render(record), args, "scale")
     return 0
 
 

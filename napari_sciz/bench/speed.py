@@ -19,9 +19,7 @@ The results replace the ``speed`` section of the markdown file (see
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,7 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from .run import _read_volume, environment_info, find_data_dir, update_section
+from .report import add_output_options, new_record, write_results
+from .run import _read_volume, find_data_dir
 
 __all__ = ["main", "matmul_rate", "render", "step_cost", "time_to_quality"]
 
@@ -234,19 +233,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--volume", default="stardist_img3d", help="volume of the time-to-quality run")
     p.add_argument("--ratio", type=float, default=64.0)
     p.add_argument("--budgets", default="5,15,30,60,120", help="seconds (comma-separated)")
-    p.add_argument("--out", type=Path, default=None, help="markdown file to update")
-    p.add_argument("--json", type=Path, default=None, help="write the raw record here")
-    p.add_argument("--note", default=None)
+    add_output_options(p)
     args = p.parse_args(argv)
-    record: dict[str, Any] = {
-        "environment": environment_info(args.device),
-        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "command": " ".join([PROG, *(argv if argv is not None else sys.argv[1:])]),
-        "device": args.device,
-        "batch": args.batch,
-        "bits_per_voxel": args.bits_per_voxel,
-        "note": args.note,
-    }
+    record = new_record(
+        PROG, argv, args.device, args.note, batch=args.batch, bits_per_voxel=args.bits_per_voxel
+    )
     print("device rate ...", flush=True)
     record["device_rate"] = matmul_rate(args.device)
     record["steps"] = []
@@ -266,12 +257,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "ratio": args.ratio,
             "rows": time_to_quality(volume, args.ratio, budgets, args.device),
         }
-    if args.json is not None:
-        args.json.write_text(json.dumps(record, indent=2, default=float))
-    text = render(record)
-    if args.out is not None:
-        update_section(args.out, "speed", text)
-    print(text)
+    write_results(record, render(record), args, "speed")
     return 0
 
 

@@ -1,0 +1,47 @@
+"""What the benchmark scripts share: output options, the record's header, writing results."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .run import environment_info, update_section
+
+__all__ = ["add_output_options", "new_record", "write_results"]
+
+
+def add_output_options(p: argparse.ArgumentParser) -> None:
+    """``--out`` (markdown to update), ``--json`` (raw record) and ``--note``."""
+    p.add_argument("--out", type=Path, default=None, help="markdown file to update")
+    p.add_argument("--json", type=Path, default=None, help="write the raw record here")
+    p.add_argument("--note", default=None)
+
+
+def new_record(
+    prog: str, argv: Sequence[str] | None, device: str, note: str | None, **fields: Any
+) -> dict[str, Any]:
+    """The record's environment, date, command line, device and note, then ``fields``."""
+    return {
+        "environment": environment_info(device),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "command": " ".join([prog, *(argv if argv is not None else sys.argv[1:])]),
+        "device": device,
+        "note": note,
+        **fields,
+    }
+
+
+def write_results(
+    record: dict[str, Any], text: str, args: argparse.Namespace, section: str
+) -> None:
+    """Write the JSON record (``--json``), replace ``section`` of ``--out``, print ``text``."""
+    if args.json is not None:
+        args.json.write_text(json.dumps(record, indent=2, default=float))
+    if args.out is not None:
+        update_section(args.out, section, text)
+    print(text)
