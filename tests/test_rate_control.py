@@ -28,7 +28,7 @@ def test_the_start_lands_in_the_window(window):
     config = FieldConfig.choose(block.shape, bits)
     field, _ = fit._best_start(config, x, bits, "cpu")
     fit._retarget_start(field, x, bits, 0.0, 1.0, low, high)
-    assert low <= fit._start_payload(field, 0.0, 1.0) <= high
+    assert low <= fit._payload_bytes(field, 0.0, 1.0) <= high
 
 
 def test_rate_control_keeps_the_candidate_closer_to_the_original(monkeypatch):
@@ -38,7 +38,7 @@ def test_rate_control_keeps_the_candidate_closer_to_the_original(monkeypatch):
     bits = 8.0 * 500
     config = FieldConfig.choose(block.shape, bits)
     field, _ = fit._best_start(config, x, bits, "cpu")
-    size = fit._start_payload(field, 0.0, 1.0)
+    size = fit._payload_bytes(field, 0.0, 1.0)
     # a window above the start's size: both knobs (finer step, rounding away) can reach it
     low, high = int(size * 1.08), int(size * 1.12)
     candidates = []

@@ -382,8 +382,7 @@ def _fit_block(
             with torch.no_grad():
                 # the whole payload as rate control will code it (8-bit MLP included),
                 # against the middle of the window
-                mlp_q, mlp_e = _quantize_mlp(field)
-                real = 8.0 * len(encode_block(_code_for(field, mlp_q, mlp_e, vmin, vmax, 1.0)))
+                real = 8.0 * _payload_bytes(field, vmin, vmax)
             lam *= math.exp(0.7 * math.log(max(real, 1.0) / payload_bits))
             lam = min(max(lam, 1e-12), 1e6)
             if DEBUG:
@@ -512,7 +511,7 @@ def _best_start(
     return best[1], best[2]
 
 
-def _start_payload(field: LatentField, vmin: float, vmax: float) -> int:
+def _payload_bytes(field: LatentField, vmin: float, vmax: float) -> int:
     """Bytes of the field's payload coded as it stands (rounded latents, 8-bit MLP)."""
     mlp_q, mlp_e = _quantize_mlp(field)
     return len(encode_block(_code_for(field, mlp_q, mlp_e, vmin, vmax, 1.0)))
@@ -539,7 +538,7 @@ def _retarget_start(
     goal = 0.5 * (low + high)
     bits = target_bits
     for _ in range(tries):
-        size = _start_payload(field, vmin, vmax)
+        size = _payload_bytes(field, vmin, vmax)
         if low <= size <= high:
             return
         bits *= goal / max(size, 1)
