@@ -732,7 +732,12 @@ def _cmd_info(args: argparse.Namespace) -> int:
         rows.append(("max error", header.get("max_error")))
     guidance = header.get("guidance", "none")
     if isinstance(guidance, str) and guidance != "none":
-        rows.append(("guidance", _guidance_text(guidance, header.get("guidance_weights"))))
+        rows.append(
+            (
+                "guidance",
+                _guidance_text(guidance, header.get("guidance_weights"), header.get("library")),
+            )
+        )
     if layers is not None:
         rows.append(
             (
@@ -762,18 +767,18 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-def _guidance_text(mode: str, overrides: Any) -> str:
+def _guidance_text(mode: str, overrides: Any, library: Any = None) -> str:
     """``segmentation (side=0.5, boundary=0.1, ...)``: the weights the fit used.
 
-    Headers record only the weights that differ from the defaults of the writing version;
-    the defaults of this version fill in the rest (marked when the writer was another one).
+    Headers record only the weights that differ from the defaults of the writing version
+    (named by the header's ``library`` entry), whose defaults fill in the rest.
     """
-    from .core.guidance import DEFAULT_WEIGHTS
+    from .core.guidance import DEFAULT_WEIGHTS, defaults_of
 
     if mode not in DEFAULT_WEIGHTS:
         return mode
     given = overrides if isinstance(overrides, dict) else {}
-    weights = {**DEFAULT_WEIGHTS[mode], **given}
+    weights = {**defaults_of(library, mode), **given}
     text = ", ".join(f"{k}={float(v):g}" for k, v in weights.items() if isinstance(v, int | float))
     return f"{mode} ({text}{'' if given else '; defaults'})"
 

@@ -75,8 +75,9 @@ _GUIDANCE_TIP = (
     "What the compression should preserve best. none: every voxel alike (MSE). "
     "segmentation: a threshold segmentation of the reconstruction (voxels on the wrong side of "
     "the threshold of the chosen Labels layer, or of an Otsu threshold of the image) and the "
-    "voxels at object boundaries. perceptual: structure (SSIM per slice). Weights: Advanced. "
-    "Decoding is unchanged."
+    "voxels at object boundaries, scored by Dice. perceptual: structure (SSIM per slice). "
+    "A guided fit gives up at most 'max psnr loss' dB of PSNR (default 1) for its task. "
+    "Weights: Advanced. Decoding is unchanged."
 )
 #: Tooltips of the guidance weights (relative weights: see docs/guidance.md).
 _WEIGHT_TIPS = {
@@ -87,6 +88,7 @@ _WEIGHT_TIPS = {
     "band_radius": "Half-width of the boundary band in voxels",
     "ssim": "Relative weight of 1 - SSIM (per 2D slice, as the result's SSIM is measured)",
     "gradient": "Relative weight of the L1 distance of the intensity gradients",
+    "max_psnr_loss": "Most PSNR (dB) the guided fit may give up against a plain fit for its task",
 }
 _LABELS_TIP = (
     "Labels layer (same shape as the image; > 0 is foreground) that segmentation guidance "
@@ -397,7 +399,7 @@ class CompressWidget(QWidget):
             for key, value in defaults.items():
                 spin = QDoubleSpinBox()
                 spin.setDecimals(3)
-                spin.setRange(0.0, 100.0)
+                spin.setRange(0.0, 1000.0)
                 spin.setSingleStep(0.05 if key != "band_radius" else 1.0)
                 spin.setValue(float(value))
                 spin.setToolTip(_WEIGHT_TIPS.get(key, key))

@@ -48,11 +48,21 @@ RATE_CHECK = 20
 MAX_LATENT = 2.0**22
 #: share of a time budget the choice of the starting point may use
 START_SHARE = 0.6
-#: with guidance, a fit that has not beaten its start (guided objective) at this fraction of
-#: training goes back to the start and trains the synthesis MLP only (the latents, hence their
-#: rate, stay those of the start; see docs/guidance.md)
-GUIDED_SWITCH = 0.5
+#: the same with guidance, which needs time for its refinement
+START_SHARE_GUIDED = 0.35
+#: with guidance, the share of the time (or steps) of the plain fit that makes the reference;
+#: the guided refinement gets the rest (see docs/guidance.md)
+GUIDED_REFERENCE_SHARE = 0.4
+#: learning rates of the guided refinement (faster than the plain fit's: the task terms need
+#: the latents to move, and the candidates are checked as decoded)
+LR_GUIDED_LATENT = 1e-3
 LR_GUIDED_MLP = 2e-3
+#: a guided refinement expected to take fewer joint steps trains only the synthesis MLP, on
+#: the fixed features of the latents (a step then costs a small fraction of a joint one)
+GUIDED_MIN_JOINT_STEPS = 150
+#: the guided refinement is coded and decoded this many times (evenly spaced, the last at its
+#: end); each decoded candidate is checked against the reference
+GUIDED_CHECKPOINTS = 4
 _PREVIEW_CHUNK = 2**20
 
 
@@ -76,6 +86,10 @@ class BlockFit:
     reconstruction: np.ndarray
     steps: int
     config: FieldConfig
+    #: with guidance, ``(PSNR dB, task error)`` of the decoded reference and of each decoded
+    #: candidate of the refinement (normalised block), and the index of the one kept
+    guided: list[tuple[float, float]] | None = None
+    kept: int = 0
 
 
 def _mlp_exponent(w: np.ndarray, bits: int = 8) -> int:
@@ -250,7 +264,9 @@ def _fit_block(
         target.reshape(shape),
         budget_bits,
         device,
-        None if budget is None else START_SHARE * budget,
+        None
+        if budget is None
+        else (START_SHARE if guidance is None else START_SHARE_GUIDED) * budget,
     )
     config = field.config
     _retarget_start(field, target.reshape(shape), budget_bits, vmin, vmax, low, high)
@@ -259,194 +275,320 @@ def _fit_block(
         with torch.no_grad():
             start = _dense_eval(field, [torch.round(g) for g in field.latents])
         on_preview(start.double().cpu().numpy() * span + vmin)
-    optimizer = torch.optim.Adam(
-        [
-            {"params": list(field.latents), "lr": LR_LATENT},
-            {"params": list(field.linears.parameters()), "lr": LR_MLP},
-        ]
-    )
-    base_lrs = [g["lr"] for g in optimizer.param_groups]
     with torch.no_grad():
         rec0 = _dense_eval(field, [torch.round(g) for g in field.latents]).reshape(-1)
         mse0 = float(torch.mean((rec0 - target) ** 2))
-        if guidance is not None:
-            # weights relative to this block's own starting error (see Guidance.calibrate)
-            guidance.calibrate(rec0, target, shape)
-        obj0 = mse0 if guidance is None else guidance.objective(rec0, target, shape)
         del rec0
-    payload_bits = 8.0 * 0.5 * (low + high)
     # high-rate slope of the distortion-rate curve: dD/dR = -2 ln 2 D
     lam = 2 * math.log(2) * max(mse0, 1e-10) * n_vox / budget_bits
-    start_state = {k: v.detach().clone() for k, v in field.state_dict().items()}
     if on_step is not None:
         # report the starting point (step 0) before training, which may not run at all when
         # choosing the start used up a short time budget
         elapsed = time.perf_counter() - t0
         frac0 = 0.0 if budget is None else min(elapsed / max(budget, 1e-9), 1.0)
         on_step(StepInfo(0, frac0, mse0, -10 * math.log10(max(mse0, 1e-12)), elapsed))
-    scales = _level_scales(field)
-    crop = _crop_shape(shape, batch) if batch < n_vox else None
-    target3d = target.reshape(shape)
-    train_seconds = None if budget is None else max(0.5, 0.9 * budget - 0.5)
-    if train_seconds is not None and guidance is not None:
-        train_seconds = max(0.5, 0.85 * budget - 0.5)  # a second rate control follows
-    fixed_feats: torch.Tensor | None = None
-    switch_pending = guidance is not None
-
-    step = 0
-    last_preview = time.perf_counter()
-    while True:
-        elapsed = time.perf_counter() - t0
-        if steps is not None:
-            fraction = step / max(steps, 1)
+    loop = _Loop(
+        target=target.reshape(shape),
+        crop=_crop_shape(shape, batch) if batch < n_vox else None,
+        gen=gen,
+        payload_bits=8.0 * 0.5 * (low + high),
+        vmin=vmin,
+        vmax=vmax,
+        t0=t0,
+        on_step=on_step,
+        on_preview=on_preview,
+        preview_interval=preview_interval,
+        cancel=cancel,
+        last_preview=time.perf_counter(),
+    )
+    share = 1.0 if guidance is None else GUIDED_REFERENCE_SHARE
+    if budget is None:
+        plain = _Span(steps=round(share * (steps or 0)), progress=(0.0, share))
+    else:
+        train_end = t0 + max(0.5, 0.9 * budget - 0.5)
+        origin = t0  # the schedule counts from t0: the start's time is part of the budget
+        if guidance is not None:
+            origin = time.perf_counter()
+            train_end = origin + share * max(train_end - origin, 0.0)
+        plain = _Span(deadline=train_end, progress=(0.0, share), origin=origin)
+    start_state = _state(field)
+    optimizer = torch.optim.Adam(
+        [
+            {"params": list(field.latents), "lr": LR_LATENT},
+            {"params": list(field.linears.parameters()), "lr": LR_MLP},
+        ]
+    )
+    began = time.perf_counter()
+    step, lam = _train(field, optimizer, lam, loop, plain)
+    step_seconds = (time.perf_counter() - began) / step if step else math.inf
+    if step:
+        # keep the fitted field only if it beats its transform-coded starting point
+        with torch.no_grad():
+            rec = _dense_eval(field, [torch.round(g) for g in field.latents]).reshape(-1)
+            mse_fit = float(torch.mean((rec - target) ** 2))
+            if DEBUG:
+                print(
+                    f"  keep-best: start {mse0:.4g} fit {mse_fit:.4g} ({step} steps, "
+                    f"{time.perf_counter() - t0:.1f} s)",
+                    flush=True,
+                )
+            if mse_fit > mse0:
+                field.load_state_dict(start_state)
+    if guidance is not None:
+        if budget is None:
+            rest = _Span(steps=max((steps or 0) - plain.steps, 0), progress=(share, 1.0))
         else:
-            fraction = elapsed / train_seconds if train_seconds else 1.0
+            rest = _Span(deadline=t0 + 0.9 * budget - 0.5, progress=(share, 1.0))
+        joint = rest.steps if rest.deadline is None else (rest.deadline - time.perf_counter())
+        if rest.deadline is not None:
+            joint = joint / step_seconds  # expected joint steps in the time left
+        return _guided_refinement(
+            field, guidance, lam, loop, rest, low, high, step, joint >= GUIDED_MIN_JOINT_STEPS
+        )
+    code, payload = _rate_control(field, vmin, vmax, low, high, target)
+    reconstruction = evaluate_code(code, shape, "cpu")
+    return BlockFit(code, payload, reconstruction, step, config)
+
+
+@dataclass
+class _Loop:
+    """What every training phase of one block shares."""
+
+    target: torch.Tensor  # normalised block, (D, H, W)
+    crop: tuple[int, int, int] | None
+    gen: torch.Generator
+    payload_bits: float  # the middle of the byte window, in bits
+    vmin: float
+    vmax: float
+    t0: float
+    on_step: Callable[[StepInfo], None] | None = None
+    on_preview: Callable[[np.ndarray], None] | None = None
+    preview_interval: float = 3.0
+    cancel: Callable[[], bool] | None = None
+    last_preview: float = 0.0
+
+
+@dataclass
+class _Span:
+    """How long a training phase runs (``steps`` or a ``deadline``) and its share of progress."""
+
+    steps: int = 0
+    deadline: float | None = None
+    progress: tuple[float, float] = (0.0, 1.0)
+    first_step: int = 0
+    #: when the time of a deadline span counts from (default: when training starts)
+    origin: float | None = None
+
+
+def _state(field: LatentField) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in field.state_dict().items()}
+
+
+def _train(
+    field: LatentField,
+    optimizer: torch.optim.Optimizer,
+    lam: float,
+    loop: _Loop,
+    span: _Span,
+    extra: Callable[[torch.Tensor, torch.Tensor, list[slice]], torch.Tensor] | None = None,
+    fixed: torch.Tensor | None = None,
+) -> tuple[int, float]:
+    """Train ``field`` on ``MSE + extra + lambda * rate`` for ``span``.
+
+    With ``fixed`` (the ``(D, H, W, n_levels)`` features of fixed latents) only the MLP is
+    trained, on those features, and the rate term (constant then) is left out.
+
+    Returns the number of steps taken and the steered ``lambda``. ``lambda`` follows the real
+    coded size of the field every :data:`RATE_CHECK` steps (against the middle of the byte
+    window); the learning rates follow a cosine from their base values to a tenth of them.
+    """
+    shape = loop.target.shape
+    n_vox = loop.target.numel()
+    base_lrs = [g["lr"] for g in optimizer.param_groups]
+    scales = _level_scales(field)
+    begin = time.perf_counter() if span.origin is None else span.origin
+    lo, hi = span.progress
+    step = 0
+    while True:
+        if span.deadline is None:
+            fraction = step / span.steps if span.steps > 0 else 1.0
+        else:
+            length = span.deadline - begin
+            fraction = (time.perf_counter() - begin) / length if length > 0 else 1.0
         if fraction >= 1.0:
             break
-        if switch_pending and fraction >= GUIDED_SWITCH:
-            switch_pending = False
-            with torch.no_grad():
-                rec = _dense_eval(field, [torch.round(g) for g in field.latents]).reshape(-1)
-                obj_half = guidance.objective(rec, target, shape)  # type: ignore[union-attr]
-                del rec
-            if DEBUG:
-                print(f"  half-way: start {obj0:.4g} now {obj_half:.4g}", flush=True)
-            if obj_half > obj0:
-                # training the latents loses: train the MLP on the start's fixed features
-                field.load_state_dict(start_state)
-                optimizer = torch.optim.Adam(
-                    [{"params": list(field.linears.parameters()), "lr": LR_GUIDED_MLP}]
-                )
-                base_lrs = [LR_GUIDED_MLP]
-                with torch.no_grad():
-                    fixed_feats = field.dense_features([torch.round(g) for g in field.latents])
-                    fixed_feats = fixed_feats.reshape(*shape, -1)
-        if cancel is not None and cancel():
+        if loop.cancel is not None and loop.cancel():
             raise CancelledError("compression cancelled; no output written")
         lr_scale = 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * fraction))
         for g, base in zip(optimizer.param_groups, base_lrs, strict=True):
             g["lr"] = base * lr_scale
-        if fixed_feats is not None:
+        if fixed is not None:
             lat = []
         elif fraction < NOISE_PHASE:
             lat = [g + torch.rand_like(g) - 0.5 for g in field.latents]
         else:
             lat = [g + (torch.round(g) - g).detach() for g in field.latents]
-        if crop is not None:
-            start = [
-                int(torch.randint(0, n - c + 1, (1,), generator=gen))
-                for n, c in zip(shape, crop, strict=True)
+        if loop.crop is not None:
+            corner = [
+                int(torch.randint(0, n - c + 1, (1,), generator=loop.gen))
+                for n, c in zip(shape, loop.crop, strict=True)
             ]
-            if fixed_feats is not None:
-                feats = fixed_feats[
-                    start[0] : start[0] + crop[0],
-                    start[1] : start[1] + crop[1],
-                    start[2] : start[2] + crop[2],
-                ].reshape(-1, fixed_feats.shape[-1])
+            where = [slice(s, s + c) for s, c in zip(corner, loop.crop, strict=True)]
+            if fixed is None:
+                feats = field.crop_features(lat, corner, loop.crop)
             else:
-                feats = field.crop_features(lat, start, crop)
-            pred = field.mlp(feats)
-            ref = target3d[
-                start[0] : start[0] + crop[0],
-                start[1] : start[1] + crop[1],
-                start[2] : start[2] + crop[2],
-            ].reshape(-1)
+                feats = fixed[tuple(where)].reshape(-1, fixed.shape[-1])
+            ref = loop.target[tuple(where)].reshape(-1)
         else:
+            where = [slice(0, int(n)) for n in shape]
             feats = (
-                field.dense_features(lat)
-                if fixed_feats is None
-                else fixed_feats.reshape(-1, fixed_feats.shape[-1])
+                field.dense_features(lat) if fixed is None else fixed.reshape(-1, fixed.shape[-1])
             )
-            pred = field.mlp(feats)
-            ref = target
+            ref = loop.target.reshape(-1)
+        pred = field.mlp(feats)
         mse = torch.mean((pred - ref) ** 2)
-        extra = 0.0
-        if guidance is not None:
-            where = (
-                [slice(0, n) for n in shape]
-                if crop is None
-                else [slice(s, s + c) for s, c in zip(start, crop, strict=True)]
-            )
-            extra = guidance.loss(pred, ref, where)
-        if fixed_feats is None:
+        loss = mse
+        if fixed is None:
             bits = sum(laplace_bits(g, b) for g, b in zip(lat, scales, strict=True))
-            loss = mse + extra + lam * bits / n_vox
-        else:
-            loss = mse + extra
+            loss = loss + lam * bits / n_vox
+        if extra is not None:
+            loss = loss + extra(pred, ref, where)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        if step % RATE_CHECK == RATE_CHECK - 1 and fixed_feats is None:
-            # steer lambda with the real coded size of the current latents
+        if step % RATE_CHECK == RATE_CHECK - 1 and fixed is None:
+            # steer lambda with the real coded size of the current latents: the whole payload
+            # as rate control will code it (8-bit MLP included), against the window's middle
             scales = _level_scales(field)
             with torch.no_grad():
-                # the whole payload as rate control will code it (8-bit MLP included),
-                # against the middle of the window
-                real = 8.0 * _payload_bytes(field, vmin, vmax)
-            lam *= math.exp(0.7 * math.log(max(real, 1.0) / payload_bits))
+                real = 8.0 * _payload_bytes(field, loop.vmin, loop.vmax)
+            lam *= math.exp(0.7 * math.log(max(real, 1.0) / loop.payload_bits))
             lam = min(max(lam, 1e-12), 1e6)
             if DEBUG:
                 print(
-                    f"  step {step} real={real:.0f} budget={payload_bits:.0f} lam={lam:.3g}",
+                    f"  step {step} real={real:.0f} budget={loop.payload_bits:.0f} lam={lam:.3g}",
                     flush=True,
                 )
         step += 1
-        if on_step is not None:
+        if loop.on_step is not None:
             m = float(mse.detach())
-            on_step(
+            loop.on_step(
                 StepInfo(
-                    step,
-                    min(fraction, 1.0),
+                    span.first_step + step,
+                    lo + (hi - lo) * min(fraction, 1.0),
                     float(loss.detach()),
                     -10 * math.log10(max(m, 1e-12)),
-                    time.perf_counter() - t0,
+                    time.perf_counter() - loop.t0,
                 )
             )
-        if on_preview is not None and time.perf_counter() - last_preview >= preview_interval:
+        now = time.perf_counter()
+        if loop.on_preview is not None and now - loop.last_preview >= loop.preview_interval:
             rec = _dense_eval(field, [torch.round(g) for g in field.latents])
-            on_preview(rec.double().cpu().numpy() * span + vmin)
-            last_preview = time.perf_counter()
+            loop.on_preview(rec.double().cpu().numpy() * (loop.vmax - loop.vmin) + loop.vmin)
+            loop.last_preview = time.perf_counter()
+    return step, lam
 
-    if step and guidance is not None:
-        target_np = target.reshape(shape).cpu().numpy().astype(np.float64)
-        # guided: compare the start and the trained field as they will be decoded (after rate
-        # control and the 8-bit MLP), by the guided objective
-        code, payload = _rate_control(field, vmin, vmax, low, high, target)
-        reconstruction = evaluate_code(code, shape, "cpu")
-        trained_state = {k: v.detach().clone() for k, v in field.state_dict().items()}
-        field.load_state_dict(start_state)
-        code0, payload0 = _rate_control(field, vmin, vmax, low, high, target)
-        rec_start = evaluate_code(code0, shape, "cpu")
 
-        def measured(rec: np.ndarray) -> tuple[float, float]:
-            norm = ((rec - vmin) / span).reshape(shape)
-            return float(np.mean((norm - target_np) ** 2)), guidance.task_error(norm, target_np)
+def _guided_refinement(
+    field: LatentField,
+    guidance: Guidance,
+    lam: float,
+    loop: _Loop,
+    span: _Span,
+    low: int,
+    high: int,
+    steps_before: int,
+    joint: bool = True,
+) -> BlockFit:
+    """Refine a plainly fitted field for a task; keep the best candidate within the allowance.
 
-        (mse_s, task_s), (mse_f, task_f) = measured(rec_start), measured(reconstruction)
-        # the guided objective, with the task measured as the evaluation measures it
-        weight = guidance.total_weight()
-        obj_start = 1.0 + weight
-        obj_fit = mse_f / max(mse_s, 1e-12) + weight * task_f / max(task_s, 1e-9)
-        if DEBUG:
-            print(f"  keep-best (decoded): start {obj_start:.4g} fit {obj_fit:.4g}", flush=True)
-        if obj_fit > obj_start:
-            code, payload, reconstruction = code0, payload0, rec_start
-        else:
-            field.load_state_dict(trained_state)
-        return BlockFit(code, payload, reconstruction, step, config)
-    if step:
-        # keep the fitted field only if it beats its transform-coded starting point
+    The plainly fitted field, rate-controlled and decoded, is the *reference*. Training then
+    goes on from it with the guidance loss, whose weights are relative to the reference's
+    error (:meth:`Guidance.calibrate`), and with faster learning rates. The field is coded
+    and decoded :data:`GUIDED_CHECKPOINTS` times (the last at the end). Of the reference and
+    these candidates, the one whose decoded block has the smallest task error (as the
+    benchmark measures it) is kept, among those whose PSNR is at most ``max_psnr_loss`` dB
+    below the reference's. Without ``joint`` only the synthesis MLP is trained, on the fixed
+    features of the reference's latents (for blocks whose joint steps are too slow for the
+    time left).
+    """
+    shape = field.config.shape
+    config = field.config
+    vmin, vmax = loop.vmin, loop.vmax
+    span_v = vmax - vmin
+    flat = loop.target.reshape(-1)
+    target_np = loop.target.cpu().numpy().astype(np.float64)
+
+    def candidate() -> tuple[float, float, BlockCode, bytes, np.ndarray]:
+        code, payload = _rate_control(field, vmin, vmax, low, high, flat)
+        rec = evaluate_code(code, shape, "cpu")
+        norm = ((rec - vmin) / span_v).reshape(shape)
+        mse = float(np.mean((norm - target_np) ** 2))
+        return mse, guidance.task_error(norm, target_np), code, payload, rec
+
+    began = time.perf_counter()
+    ref = candidate()
+    coding = time.perf_counter() - began
+    candidates = [ref]
+    with torch.no_grad():
+        rec0 = _dense_eval(field, [torch.round(g) for g in field.latents]).reshape(-1)
+        guidance.calibrate(rec0, flat, shape)
+        del rec0
+    groups = [{"params": list(field.linears.parameters()), "lr": LR_GUIDED_MLP}]
+    fixed = None
+    if joint:
+        groups.append({"params": list(field.latents), "lr": LR_GUIDED_LATENT})
+    else:
         with torch.no_grad():
-            rounded = [torch.round(g) for g in field.latents]
-            rec = _dense_eval(field, rounded).reshape(-1)
-            obj_fit = float(torch.mean((rec - target) ** 2))
-            if DEBUG:
-                print(f"  keep-best: start {obj0:.4g} fit {obj_fit:.4g}", flush=True)
-            if obj_fit > obj0:
-                field.load_state_dict(start_state)
-    code, payload = _rate_control(field, vmin, vmax, low, high, target)
-    reconstruction = evaluate_code(code, shape, "cpu")
-    return BlockFit(code, payload, reconstruction, step, config)
+            fixed = field.dense_features([torch.round(g) for g in field.latents])
+            fixed = fixed.reshape(*shape, -1)
+    optimizer = torch.optim.Adam(groups)
+    pieces = _split(span, coding, GUIDED_CHECKPOINTS)
+    step = steps_before
+    for piece in pieces:
+        piece.first_step = step
+        taken, lam = _train(field, optimizer, lam, loop, piece, extra=guidance.loss, fixed=fixed)
+        step += taken
+        if DEBUG:
+            print(
+                f"  guided piece: {taken} steps (joint {joint}); coding {coding:.1f} s", flush=True
+            )
+        if taken:
+            candidates.append(candidate())
+    limit = ref[0] * 10.0 ** (guidance.max_psnr_loss / 10.0)
+    allowed = [c for c in candidates if c[0] <= limit]
+    best = min(allowed, key=lambda c: (c[1], c[0]))
+    if DEBUG:
+        for c in candidates:
+            print(
+                f"  guided candidate: psnr {-10 * math.log10(max(c[0], 1e-12)):.3f} "
+                f"task {c[1]:.4f}{' (kept)' if c is best else ''}",
+                flush=True,
+            )
+    _mse, _task, code, payload, rec = best
+    scores = [(-10 * math.log10(max(c[0], 1e-30)), c[1]) for c in candidates]
+    return BlockFit(code, payload, rec, step, config, scores, candidates.index(best))
+
+
+def _split(span: _Span, coding_seconds: float, parts: int) -> list[_Span]:
+    """``parts`` equal pieces of a training span, each followed by a coding."""
+    lo, hi = span.progress
+    edges = [lo + (hi - lo) * i / parts for i in range(parts + 1)]
+    if span.deadline is None:
+        cuts = [span.steps * i // parts for i in range(parts + 1)]
+        return [
+            _Span(steps=cuts[i + 1] - cuts[i], progress=(edges[i], edges[i + 1]))
+            for i in range(parts)
+        ]
+    now = time.perf_counter()
+    train = max(span.deadline - now - parts * coding_seconds, 0.0) / parts
+    return [
+        _Span(
+            deadline=now + (i + 1) * train + i * coding_seconds,
+            progress=(edges[i], edges[i + 1]),
+        )
+        for i in range(parts)
+    ]
 
 
 def _level_scales(field: LatentField) -> list[torch.Tensor]:

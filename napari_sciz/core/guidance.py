@@ -45,6 +45,7 @@ __all__ = [
     "Guidance",
     "boundary_band",
     "check_guidance",
+    "defaults_of",
     "make_guidance",
     "weight_overrides",
     "otsu_threshold",
@@ -60,14 +61,48 @@ GUIDANCE_MODES: tuple[str, ...] = ("none", "segmentation", "perceptual")
 DEFAULT_WEIGHTS: dict[str, dict[str, float]] = {
     "none": {},
     "segmentation": {
-        "dice": 0.0,
+        "dice": 20.0,
         "side": 0.3,
         "boundary": 0.1,
-        "sharpness": 0.01,
+        "sharpness": 0.02,
         "band_radius": 1.0,
+        "max_psnr_loss": 1.0,
     },
-    "perceptual": {"ssim": 0.4, "gradient": 0.0},
+    "perceptual": {"ssim": 30.0, "gradient": 0.0, "max_psnr_loss": 1.0},
 }
+
+
+#: Defaults of earlier versions (a header records only the weights that differ from the
+#: defaults of its writer, named by its ``library`` entry).
+EARLIER_DEFAULTS: dict[str, dict[str, dict[str, float]]] = {
+    "0.1.0": {
+        "none": {},
+        "segmentation": {
+            "dice": 0.0,
+            "side": 0.3,
+            "boundary": 0.1,
+            "sharpness": 0.01,
+            "band_radius": 1.0,
+        },
+        "perceptual": {"ssim": 0.4, "gradient": 0.0},
+    },
+}
+
+
+def defaults_of(library: Any, mode: str) -> dict[str, float]:
+    """The default weights of ``mode`` in the version named by a header's ``library`` entry.
+
+    ``library`` is e.g. ``"napari-sciz 0.1.0"``; an unknown or missing entry gives this
+    version's :data:`DEFAULT_WEIGHTS`.
+
+    Examples
+    --------
+    >>> defaults_of("napari-sciz 0.1.0", "perceptual")
+    {'ssim': 0.4, 'gradient': 0.0}
+    """
+    version = str(library).rsplit(" ", 1)[-1] if isinstance(library, str) else ""
+    table = EARLIER_DEFAULTS.get(version, DEFAULT_WEIGHTS)
+    return dict(table.get(mode, DEFAULT_WEIGHTS.get(mode, {})))
 
 
 def check_guidance(
@@ -375,6 +410,11 @@ class Guidance:
         self.mse0: float | None = None
         self.scales: dict[str, float] | None = None
         self.floors: dict[str, float] = {}
+
+    @property
+    def max_psnr_loss(self) -> float:
+        """How many dB of PSNR the guided fit may give up against its plain reference."""
+        return float(self.weights.get("max_psnr_loss", 0.0))
 
     @property
     def active(self) -> bool:
