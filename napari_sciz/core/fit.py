@@ -9,6 +9,7 @@ step lands the real entropy-coded payload inside the requested byte window.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -60,6 +61,8 @@ LR_GUIDED_MLP = 2e-3
 #: a guided refinement expected to take fewer joint steps trains only the synthesis MLP, on
 #: the fixed features of the latents (a step then costs a small fraction of a joint one)
 GUIDED_MIN_JOINT_STEPS = 150
+#: voxels per step of the guided refinement: smaller crops than the plain fit's, for more steps
+GUIDED_BATCH = 2**16
 #: the guided refinement is coded and decoded this many times (evenly spaced, the last at its
 #: end); each decoded candidate is checked against the reference
 GUIDED_CHECKPOINTS = 4
@@ -300,6 +303,7 @@ def _fit_block(
         preview_interval=preview_interval,
         cancel=cancel,
         last_preview=time.perf_counter(),
+        integral=bool(np.issubdtype(np.asarray(block).dtype, np.integer)),
     )
     share = 1.0 if guidance is None else GUIDED_REFERENCE_SHARE
     if budget is None:
@@ -339,9 +343,11 @@ def _fit_block(
             rest = _Span(steps=max((steps or 0) - plain.steps, 0), progress=(share, 1.0))
         else:
             rest = _Span(deadline=t0 + 0.9 * budget - 0.5, progress=(share, 1.0))
-        joint = rest.steps if rest.deadline is None else (rest.deadline - time.perf_counter())
+        joint = float(rest.steps)
         if rest.deadline is not None:
-            joint = joint / step_seconds  # expected joint steps in the time left
+            # expected joint steps in the time left, a step's cost taken as its voxels'
+            shrink = min(GUIDED_BATCH, n_vox) / min(batch, n_vox)
+            joint = (rest.deadline - time.perf_counter()) / (step_seconds * shrink)
         return _guided_refinement(
             field, guidance, lam, loop, rest, low, high, step, joint >= GUIDED_MIN_JOINT_STEPS
         )
@@ -366,6 +372,8 @@ class _Loop:
     preview_interval: float = 3.0
     cancel: Callable[[], bool] | None = None
     last_preview: float = 0.0
+    #: whether the block's values are integers (the decoder rounds them)
+    integral: bool = False
 
 
 @dataclass
@@ -522,10 +530,17 @@ def _guided_refinement(
     def candidate() -> tuple[float, float, BlockCode, bytes, np.ndarray]:
         code, payload = _rate_control(field, vmin, vmax, low, high, flat)
         rec = evaluate_code(code, shape, "cpu")
-        norm = ((rec - vmin) / span_v).reshape(shape)
+        # scored as the decoder will return it: clipped to the range, integers rounded (the
+        # decoded histogram, hence its Otsu threshold, depends on both)
+        out = np.clip(rec, vmin, vmax)
+        if loop.integral:
+            out = np.rint(out)
+        norm = ((out - vmin) / span_v).reshape(shape)
         mse = float(np.mean((norm - target_np) ** 2))
         return mse, guidance.task_error(norm, target_np), code, payload, rec
 
+    if loop.crop is not None and flat.numel() > GUIDED_BATCH:
+        loop = dataclasses.replace(loop, crop=_crop_shape(shape, GUIDED_BATCH))
     began = time.perf_counter()
     ref = candidate()
     coding = time.perf_counter() - began

@@ -64,7 +64,7 @@ DEFAULT_WEIGHTS: dict[str, dict[str, float]] = {
         "dice": 20.0,
         "side": 0.3,
         "boundary": 0.1,
-        "sharpness": 0.02,
+        "sharpness": 0.3,
         "band_radius": 1.0,
         "max_psnr_loss": 1.0,
     },
@@ -387,10 +387,11 @@ class Guidance:
         * segmentation: ``side`` (weight of the squared distance to the threshold of the
           voxels on its wrong side), ``dice`` (weight of ``1 - soft Dice``), ``boundary``
           (weight of the squared error on the boundary band), ``sharpness``
-          (sigmoid temperature of the soft threshold, in normalised intensity),
-          ``band_radius`` (half-width of the boundary band in voxels);
+          (sigmoid temperature of the soft threshold, in units of the RMS error of the
+          reconstruction it is calibrated on), ``band_radius`` (half-width of the boundary
+          band in voxels), ``max_psnr_loss`` (dB the fit may give up for its task);
         * perceptual: ``ssim`` (weight of ``1 - SSIM``), ``gradient`` (weight of the L1
-          distance of finite-difference gradients).
+          distance of finite-difference gradients), ``max_psnr_loss``.
 
     Examples
     --------
@@ -410,6 +411,9 @@ class Guidance:
         self.mse0: float | None = None
         self.scales: dict[str, float] | None = None
         self.floors: dict[str, float] = {}
+        #: temperature of the soft threshold: ``sharpness`` times the RMS error of the
+        #: calibration reconstruction (``sharpness`` itself before calibration)
+        self.temperature = float(self.weights.get("sharpness", 1.0))
 
     @property
     def max_psnr_loss(self) -> float:
@@ -507,14 +511,13 @@ class Guidance:
         shape = tuple(s.stop - s.start for s in crop_slices)
         pred = pred_crop.reshape(shape)
         ref = target_crop.reshape(shape)
-        w = self.weights
         if self.mode == "segmentation":
             if self.mask is None or self.band is None:
                 raise RuntimeError("Guidance.prepare must be called before loss")
             sl = tuple(crop_slices)
             mask = self.mask[sl]
             band = self.band[sl]
-            prob = torch.sigmoid((pred - self.threshold) / max(w["sharpness"], 1e-6))
+            prob = torch.sigmoid((pred - self.threshold) / max(self.temperature, 1e-6))
             # wrong side of the threshold: squared distance to it, zero where the
             # reconstruction segments like the original (and for the original itself)
             sign = 2.0 * mask - 1.0
@@ -549,6 +552,9 @@ class Guidance:
             p = pred.reshape(tuple(int(n) for n in shape))
             t = target.reshape(p.shape)
             mse0 = float(torch.mean((p - t) ** 2))
+            # the soft threshold is as sharp as the block's error calls for: a 53 dB bead and a
+            # 23 dB nuclei stack flip their border voxels over very different distances
+            self.temperature = float(self.weights.get("sharpness", 1.0)) * math.sqrt(mse0)
             slices = tuple(slice(0, int(n)) for n in p.shape)
             values = {k: float(v) for k, v in self.terms(p, t, slices).items()}
             floors = {k: float(v) for k, v in self.terms(t, t, slices).items()}
