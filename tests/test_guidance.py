@@ -258,7 +258,8 @@ def test_guided_fit_keeps_the_best_task_score_within_the_psnr_allowance(monkeypa
     target = (block - lo) / span
 
     def measured(rec):
-        norm = (rec - lo) / span
+        # as the decoder returns it: clipped to the block's range (float block: no rounding)
+        norm = (np.clip(rec, lo, lo + span) - lo) / span
         psnr = -10 * np.log10(max(float(np.mean((norm - target) ** 2)), 1e-30))
         return psnr, g.task_error(norm, target)
 
@@ -269,7 +270,7 @@ def test_guided_fit_keeps_the_best_task_score_within_the_psnr_allowance(monkeypa
     best = min(allowed, key=lambda i: (scores[i][1], -scores[i][0]))
     assert scores[result.kept][1] == pytest.approx(scores[best][1])
     np.testing.assert_allclose(measured(result.reconstruction), scores[result.kept], atol=1e-9)
-    assert measured(result.reconstruction)[0] >= ref_psnr - 0.5 - 1e-9
+    assert scores[result.kept][0] >= ref_psnr - 0.5 - 1e-9
     assert 300 * 0.9 <= len(result.payload) <= 340
 
 
@@ -298,3 +299,43 @@ def test_cli_guidance_weight_errors(tmp_path, capsys):
         main(base + ["--guidance", "perceptual", "--guidance-weight", "ssim"])
     assert "NAME=VALUE" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_integer_blocks_are_scored_rounded_as_decoded():
+    """A uint16 block's candidates are scored as the decoder returns them: clipped, rounded."""
+    from napari_sciz.core import fit
+
+    block = _blob()
+    g = Guidance("segmentation")
+    result = fit.fit_block(block, (300, 340), steps=20, guidance=g)
+    lo, hi = float(block.min()), float(block.max())
+    out = np.rint(np.clip(result.reconstruction, lo, hi))
+    norm = (out - lo) / (hi - lo)
+    target = (block.astype(np.float64) - lo) / (hi - lo)
+    assert g.task_error(norm, target) == pytest.approx(result.guided[result.kept][1], abs=1e-12)
+
+
+def test_soft_threshold_follows_the_block_error():
+    """After calibration the soft threshold's temperature is ``sharpness`` x the RMS error."""
+    block = _blob().astype(np.float64)
+    norm = (block - block.min()) / (block.max() - block.min())
+    target = torch.from_numpy(norm.astype(np.float32))
+    g = Guidance("segmentation", {"sharpness": 0.5})
+    g.prepare(norm, None)
+    assert g.temperature == pytest.approx(0.5)
+    start = target + 0.04
+    g.calibrate(start, target, norm.shape)
+    assert g.temperature == pytest.approx(0.5 * 0.04, rel=1e-4)
+
+
+def test_info_fills_in_the_defaults_of_the_writing_version():
+    from napari_sciz.cli import _guidance_text
+    from napari_sciz.core.guidance import DEFAULT_WEIGHTS, defaults_of
+
+    assert defaults_of("napari-sciz 0.1.0", "segmentation")["dice"] == 0.0
+    assert defaults_of("napari-sciz 9.9.9", "segmentation") == DEFAULT_WEIGHTS["segmentation"]
+    assert defaults_of(None, "perceptual") == DEFAULT_WEIGHTS["perceptual"]
+    old = _guidance_text("perceptual", None, "napari-sciz 0.1.0")
+    assert old == "perceptual (ssim=0.4, gradient=0; defaults)"
+    new = _guidance_text("perceptual", {"ssim": 5}, "napari-sciz 0.2.0")
+    assert new == "perceptual (ssim=5, gradient=0, max_psnr_loss=1)"
