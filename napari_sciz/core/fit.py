@@ -315,7 +315,7 @@ def _fit_block(
             origin = time.perf_counter()
             train_end = origin + share * max(train_end - origin, 0.0)
         plain = _Span(deadline=train_end, progress=(0.0, share), origin=origin)
-    start_state = _state(field)
+    start_state = {k: v.detach().clone() for k, v in field.state_dict().items()}
     optimizer = torch.optim.Adam(
         [
             {"params": list(field.latents), "lr": LR_LATENT},
@@ -386,10 +386,6 @@ class _Span:
     first_step: int = 0
     #: when the time of a deadline span counts from (default: when training starts)
     origin: float | None = None
-
-
-def _state(field: LatentField) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in field.state_dict().items()}
 
 
 def _train(
@@ -520,6 +516,8 @@ def _guided_refinement(
     features of the reference's latents (for blocks whose joint steps are too slow for the
     time left).
     """
+    from .plan import finalize
+
     shape = field.config.shape
     config = field.config
     vmin, vmax = loop.vmin, loop.vmax
@@ -532,10 +530,8 @@ def _guided_refinement(
         rec = evaluate_code(code, shape, "cpu")
         # scored as the decoder will return it: clipped to the range, integers rounded (the
         # decoded histogram, hence its Otsu threshold, depends on both)
-        out = np.clip(rec, vmin, vmax)
-        if loop.integral:
-            out = np.rint(out)
-        norm = ((out - vmin) / span_v).reshape(shape)
+        out = finalize(rec, np.int64 if loop.integral else np.float64, (vmin, vmax))
+        norm = ((out.astype(np.float64) - vmin) / span_v).reshape(shape)
         mse = float(np.mean((norm - target_np) ** 2))
         return mse, guidance.task_error(norm, target_np), code, payload, rec
 
