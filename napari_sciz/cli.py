@@ -150,8 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--mode",
         choices=("lossy", "hybrid", "lossless", "bounded"),
         default="lossy",
-        help="lossy: neural representation at --ratio (default); hybrid: SPERR base layer + "
-        "neural fit of its residual at --ratio (fast); lossless: bit-identical; "
+        help="lossy: neural representation at --ratio (default); hybrid: the best of SPERR, "
+        "HEVC and JPEG XL as a base layer + a fitted loop filter (+ neural fit of the residual) "
+        "at --ratio; lossless: bit-identical; "
         "bounded: every value within --max-error of the original",
     )
     p.add_argument(
@@ -676,16 +677,20 @@ def _human_size(path: Path) -> str:
     return _human_bytes(path.stat().st_size)
 
 
-def _hybrid_layers(reader: Any) -> dict[str, int]:
-    """Bytes of the base layers and of the fitted residual fields of a hybrid file."""
-    from .core.hybrid import layer_sizes
+def _hybrid_layers(reader: Any) -> dict[str, Any]:
+    """Base codecs and the bytes of each layer (base, loop filter, field) of a hybrid file."""
+    from .core.hybrid.codec import describe
 
-    base = field = with_field = 0
+    totals = {"base_bytes": 0, "filter_bytes": 0, "field_bytes": 0, "blocks_with_field": 0}
+    bases: dict[str, int] = {}
     n = reader._file.n_payloads
     for i in range(n):
-        b, f = layer_sizes(reader._file.payload(i))
-        base, field, with_field = base + b, field + f, with_field + (f > 0)
-    return {"base_bytes": base, "field_bytes": field, "blocks_with_field": with_field, "blocks": n}
+        d = describe(reader._file.payload(i))
+        for key in ("base_bytes", "filter_bytes", "field_bytes"):
+            totals[key] += d[key]
+        totals["blocks_with_field"] += d["field_bytes"] > 0
+        bases[d["base"]] = bases.get(d["base"], 0) + 1
+    return {**totals, "blocks": n, "bases": bases}
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -742,7 +747,9 @@ def _cmd_info(args: argparse.Namespace) -> int:
         rows.append(
             (
                 "layers",
-                f"SPERR base {_human_bytes(layers['base_bytes'])}, fitted residual "
+                f"base {_human_bytes(layers['base_bytes'])} "
+                f"({', '.join(f'{k.upper()} x{v}' for k, v in layers['bases'].items())}), "
+                f"loop filter {_human_bytes(layers['filter_bytes'])}, fitted residual "
                 f"{_human_bytes(layers['field_bytes'])} in {layers['blocks_with_field']} of "
                 f"{layers['blocks']} blocks",
             )

@@ -56,14 +56,15 @@ __all__ = ["AVAILABLE_GUIDANCE", "CompressWidget"]
 #: Coding modes offered by the widget: (mode, label).
 CODING_MODES: tuple[tuple[str, str], ...] = (
     ("lossy", "lossy (neural field)"),
-    ("hybrid", "hybrid (SPERR + neural residual, fast)"),
+    ("hybrid", "hybrid (best classical base + fitted filter)"),
     ("lossless", "lossless (bit-exact)"),
     ("bounded", "error-bounded"),
 )
 _MODE_TIP = (
-    "lossy: a neural field fitted at the target ratio. hybrid: a SPERR wavelet base layer plus "
-    "a neural fit of its residual at the target ratio (seconds instead of minutes; no guidance, "
-    "no finer sampling). lossless: bit-identical decoding (the ratio is what the data allow). "
+    "lossy: a neural field fitted at the target ratio. hybrid: the best of SPERR, HEVC and "
+    "JPEG XL as a base layer, a fitted 3D loop filter and, when time allows, a neural fit of "
+    "the residual, at the target ratio (no guidance, no finer sampling). lossless: "
+    "bit-identical decoding (the ratio is what the data allow). "
     "error-bounded: every decoded value within Max error of the original."
 )
 #: Guidance modes offered by the widget (see napari_sciz.core.guidance).

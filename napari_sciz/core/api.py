@@ -25,6 +25,7 @@ from ..errors import FormatError, InvalidInputError
 from . import container
 from .blocks import BlockGrid, block_stats
 from .plan import (
+    DECODABLE_MODELS,
     FORMAT_MODE,
     MODELS,
     base_header,
@@ -265,9 +266,10 @@ def compress(
         :data:`napari_sciz.core.guidance.DEFAULT_WEIGHTS`).
 
     mode : {"lossy", "hybrid", "lossless", "bounded"}
-        ``"lossy"``: the INR codec at ``ratio``; ``"hybrid"``: a SPERR base layer plus an INR
-        fit of its residual at ``ratio`` (:mod:`napari_sciz.core.hybrid`; faster, decodes
-        whole blocks, no finer sampling); ``"lossless"``: bit-identical decoding
+        ``"lossy"``: the INR codec at ``ratio``; ``"hybrid"``: the best of SPERR, HEVC and
+        JPEG XL as a base layer, a fitted loop filter and, when the budget allows, an INR fit
+        of the residual, at ``ratio`` (:mod:`napari_sciz.core.hybrid`; decodes whole blocks,
+        no finer sampling); ``"lossless"``: bit-identical decoding
         (uint8, uint16, int16, uint32, float32); ``"bounded"``: every decoded value within
         ``max_error`` of the original.
     max_error : float, optional
@@ -588,8 +590,9 @@ class SciZReader:
             )
         self.mode = str(mode)
         model = h.get("model", {})
-        kind = MODELS[mode]["type"] if mode in MODELS else "causal-predictor"
-        if model.get("type") != kind or int(model.get("version", 0)) > 1:
+        kinds = DECODABLE_MODELS.get(mode, {"causal-predictor": 1})
+        newest = kinds.get(str(model.get("type")))
+        if newest is None or int(model.get("version", 0)) > newest:
             raise FormatError(f"unsupported model {model!r}; upgrade napari-sciz")
         shape = tuple(int(n) for n in h["shape"])
         if not 2 <= len(shape) <= 6 or any(n < 1 for n in shape) or math.prod(shape) > _MAX_VOXELS:

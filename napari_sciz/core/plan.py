@@ -30,6 +30,7 @@ from .guidance import weight_overrides
 
 __all__ = [
     "BlockJob",
+    "DECODABLE_MODELS",
     "BlockOutcome",
     "LossyPlan",
     "base_header",
@@ -56,7 +57,13 @@ FIT_SHARE = 0.92
 #: the header's ``model`` of each fitted mode
 MODELS = {
     FORMAT_MODE: {"type": "latent-grid", "version": 1, "activation": "relu"},
-    "hybrid": {"type": "sperr+latent-grid", "version": 1, "activation": "relu"},
+    "hybrid": {"type": "classical+latent-grid", "version": 2, "activation": "relu"},
+}
+#: the header models this version decodes: ``{mode: {type: newest version}}`` (hybrid files
+#: written before the choice of base codecs say ``sperr+latent-grid``, version 1)
+DECODABLE_MODELS = {
+    FORMAT_MODE: {"latent-grid": 1},
+    "hybrid": {"sperr+latent-grid": 1, "classical+latent-grid": 2},
 }
 
 

@@ -1,0 +1,12 @@
+"""Hybrid coding: a classical base layer, a fitted loop filter and a latent-grid field.
+
+* :mod:`~napari_sciz.core.hybrid.bases`: SPERR, HEVC and JPEG XL base layers at a byte target;
+* :mod:`~napari_sciz.core.hybrid.loopfilter`: the adaptive 3D filter fitted on the base;
+* :mod:`~napari_sciz.core.hybrid.codec`: the block encoder that chooses among them, and the
+  payload;
+* :mod:`~napari_sciz.core.hybrid.mosaic`: slices tiled into one image for 2D codecs.
+"""
+
+from .codec import BASE_SHARES, HybridFit, decode_hybrid_block, fit_hybrid_block, layer_sizes
+
+__all__ = ["BASE_SHARES", "HybridFit", "decode_hybrid_block", "fit_hybrid_block", "layer_sizes"]

@@ -1,0 +1,430 @@
+"""Hybrid coding of a block: the best classical base layer, a fitted loop filter, a field.
+
+INIF's *codec prior* (``shared/papers/003_*``), made so that it cannot lose: per block the
+encoder codes the base layer with each available classical codec (SPERR, HEVC, JPEG XL,
+:mod:`napari_sciz.core.hybrid.bases`) at the block's byte budget and keeps the most accurate,
+so a hybrid file is never below the best of them at its size. It then fits the light
+convolutional synthesis (:mod:`napari_sciz.core.hybrid.loopfilter`) on the decoded base,
+choosing its number of classes by rate-distortion (its bytes are taken from the base), and,
+while the block's time budget allows, tries base shares of :data:`BASE_SHARES` with the
+latent-grid field (:func:`napari_sciz.core.fit.fit_block`) fitting what the filtered base
+still misses in the rest of the bytes. The most accurate candidate in the byte window wins.
+
+Payload (after the container's framing)::
+
+    b"SZH" | u8 version (2) | u8 base codec (1 SPERR, 2 JPEG XL, 3 HEVC) | u8 flags (bit 0: 2D)
+    | u32 base length | base stream | varint filter length | loop filter (may be empty)
+    | field payload (latent-grid block payload; absent when no field is fitted)
+
+Version 1 payloads (SPERR base, no loop filter) still decode. The region decoder decodes
+whole blocks (base, filter and dense field) and crops them.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ...errors import CancelledError, FormatError, RatioUnreachableError
+from .bases import BASES, BaseCodec, BaseLayer, base_by_id, encode_to_size
+from .loopfilter import FilterDesign, LoopFilter, parse_loop_filter
+
+__all__ = [
+    "BASE_SHARES",
+    "HybridFit",
+    "decode_hybrid_block",
+    "fit_hybrid_block",
+    "layer_sizes",
+]
+
+_MAGIC = b"SZH"
+_VERSION = 2
+_HEAD = struct.Struct("<3sBBBI")
+#: shares of a block's budget given to the base layer when a field fits the residual
+BASE_SHARES = (0.8,)
+#: the smallest field payload worth fitting (architecture, ranges and a tiny MLP)
+_MIN_INR_BYTES = 160
+#: loop-filter class counts the encoder chooses from
+FILTER_CLASSES = (1, 2, 4, 8, 16)
+#: relative step of the base's byte budget used to measure its rate-distortion slope
+_SLOPE_STEP = 0.1
+#: share of a time budget the choice of the base codec may take
+_CHOICE_SHARE = 0.4
+#: blocks smaller than this get no loop filter (its bytes would not pay)
+_MIN_FILTER_VOXELS = 4096
+#: a field is fitted on the residual only with at least this many seconds left
+_MIN_FIELD_SECONDS = 5.0
+
+
+@dataclass
+class HybridFit:
+    """Result of :func:`fit_hybrid_block`.
+
+    Attributes
+    ----------
+    payload : bytes
+        The block payload.
+    reconstruction : numpy.ndarray
+        Decoded values (float64, original units, unclipped).
+    steps : int
+        Training steps of the field fits.
+    base_share : float
+        Share of the payload taken by the base layer.
+    base_codec : str
+        Name of the base codec kept.
+    filter_classes : int
+        Classes of the loop filter (0: none).
+    """
+
+    payload: bytes
+    reconstruction: np.ndarray
+    steps: int
+    base_share: float
+    base_codec: str = "sperr"
+    filter_classes: int = 0
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _pack(base: BaseLayer, filt: bytes, inr: bytes, flat: bool) -> bytes:
+    head = _HEAD.pack(_MAGIC, _VERSION, base.codec.ident, 1 if flat else 0, len(base.stream))
+    return head + base.stream + _varint(len(filt)) + filt + inr
+
+
+def _mse(values: np.ndarray, target: np.ndarray) -> float:
+    d = values - target
+    return float(np.mean(d * d))
+
+
+@dataclass
+class _Candidate:
+    base: BaseLayer
+    filt: LoopFilter | None
+    values: np.ndarray
+    error: float
+    inr: bytes = b""
+
+    @property
+    def filter_bytes(self) -> bytes:
+        return b"" if self.filt is None else self.filt.to_bytes()
+
+    @property
+    def classes(self) -> int:
+        return 0 if self.filt is None else self.filt.classes
+
+
+def _layers_bytes(base: BaseLayer, filt: bytes) -> int:
+    """Bytes of base, filter length and filter (everything after the payload head)."""
+    return len(base.stream) + len(_varint(len(filt))) + len(filt)
+
+
+def _plain(base: BaseLayer, target: np.ndarray) -> _Candidate:
+    return _Candidate(base, None, base.values, base.error(target))
+
+
+def _filtered(base: BaseLayer, target: np.ndarray, classes: int, seed: int) -> _Candidate:
+    """``base`` with a filter of ``classes`` classes, or alone when the filter does not help."""
+    plain = _plain(base, target)
+    if classes == 0 or target.size < _MIN_FILTER_VOXELS:
+        return plain
+    filt = FilterDesign(base.values, target, seed).fit(classes)
+    values = filt.apply(base.values)
+    err = _mse(values, target)
+    return _Candidate(base, filt, values, err) if err < plain.error else plain
+
+
+class _Clock:
+    """The block's time budget (``None``: no limit)."""
+
+    def __init__(self, budget: float | None) -> None:
+        self.t0 = time.perf_counter()
+        self.budget = budget
+        #: seconds one search of the chosen base codec took
+        self.base_seconds = 0.0
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.t0
+
+    def left(self) -> float:
+        return math.inf if self.budget is None else self.budget - self.elapsed()
+
+    def before(self, share: float) -> float | None:
+        """Deadline at ``share`` of the budget (absolute ``perf_counter`` time)."""
+        return None if self.budget is None else self.t0 + share * self.budget
+
+
+def _choose_base(target: np.ndarray, nbytes: int, clock: _Clock, seed: int) -> BaseLayer | None:
+    """The base codec whose stream of ``nbytes``, once filtered, is the most accurate.
+
+    Codecs are tried fastest first; the next one only while the time spent so far, doubled,
+    stays within :data:`_CHOICE_SHARE` of the budget.
+    """
+    shape3 = tuple(int(n) for n in target.shape)
+    best: tuple[float, BaseLayer] | None = None
+    deadline = clock.before(_CHOICE_SHARE)
+    for codec in BASES:
+        if best is not None and clock.budget is not None:
+            if 2 * clock.elapsed() > _CHOICE_SHARE * clock.budget:
+                break
+        if not (codec.available() and codec.supports(shape3)):  # type: ignore[arg-type]
+            continue
+        t0 = time.perf_counter()
+        layer = encode_to_size(codec, target, nbytes, deadline=deadline)
+        if layer is None:
+            continue
+        seconds = time.perf_counter() - t0
+        err = _filtered(layer, target, 4, seed).error
+        if best is None or err < best[0]:
+            best = (err, layer)
+            clock.base_seconds = seconds
+    return None if best is None else best[1]
+
+
+def _with_filter(
+    full: BaseLayer, target: np.ndarray, avail: int, seed: int, clock: _Clock
+) -> _Candidate:
+    """The base of ``full``'s codec with the loop filter chosen by rate-distortion.
+
+    ``full`` is the base alone in ``avail - 1`` bytes. The filter's classes trade its bytes
+    against the base's: the base's slope (squared error per byte) is measured at
+    ``1 - _SLOPE_STEP`` of the bytes, and the filter minimising ``error + slope * bytes`` is
+    refitted on a base re-coded in the bytes it leaves.
+    """
+    codec = full.codec
+    plain = _plain(full, target)
+    if target.size < _MIN_FILTER_VOXELS:
+        return plain
+    smaller = encode_to_size(codec, target, int((avail - 1) * (1 - _SLOPE_STEP)))
+    if smaller is None or len(smaller.stream) >= len(full.stream):
+        return plain
+    slope = (smaller.error(target) - plain.error) / (len(full.stream) - len(smaller.stream))
+    design = FilterDesign(full.values, target, seed)
+    unit = plain.error / max(design.base_error, 1e-300)  # sample error -> block error
+    scored = []
+    for classes in FILTER_CLASSES:
+        filt = design.fit(classes)
+        fbytes = len(filt.to_bytes())
+        extra = fbytes + len(_varint(fbytes)) - 1
+        scored.append((design.error(filt) * unit + max(slope, 0.0) * extra, classes, fbytes))
+    score, classes, fbytes = min(scored)
+    if score >= plain.error:
+        return plain
+    base_room = avail - fbytes - len(_varint(fbytes))
+    for _ in range(4):
+        base = encode_to_size(codec, target, base_room)
+        if base is None:
+            return plain
+        cand = _filtered(base, target, classes, seed)
+        over = _layers_bytes(base, cand.filter_bytes) - avail
+        if over <= 0:
+            return cand if cand.error < plain.error else plain
+        base_room -= over + 8  # the refitted filter came out larger: give the base less
+    return plain
+
+
+def _with_field(
+    best: _Candidate,
+    target: np.ndarray,
+    window: tuple[int, int],
+    share: float,
+    seconds: float | None,
+    seed: int,
+    **fit_kwargs: Any,
+) -> tuple[_Candidate | None, int]:
+    """A base in ``share`` of the bytes, its filter and a field fitted on what they miss."""
+    from ..fit import fit_block
+
+    low, high = window
+    base = encode_to_size(best.base.codec, target, int(share * (high - _HEAD.size)))
+    if base is None:
+        return None, 0
+    prior = _filtered(base, target, 4, seed)
+    used = _HEAD.size + _layers_bytes(base, prior.filter_bytes)
+    if high - used < _MIN_INR_BYTES:
+        return None, 0
+    fit = fit_block(
+        target - prior.values,
+        (max(0, low - used), high - used),
+        budget=seconds,
+        seed=seed,
+        **fit_kwargs,
+    )
+    values = prior.values + fit.reconstruction
+    return _Candidate(base, prior.filt, values, _mse(values, target), fit.payload), fit.steps
+
+
+def fit_hybrid_block(
+    block: np.ndarray,
+    byte_window: tuple[int, int],
+    *,
+    steps: int | None = None,
+    budget: float | None = None,
+    seed: int = 0,
+    device: str = "cpu",
+    cancel: Callable[[], bool] | None = None,
+    on_step: Callable[[Any], None] | None = None,
+    **fit_kwargs: Any,
+) -> HybridFit:
+    """Code one block as base layer + loop filter (+ fitted residual field).
+
+    Parameters
+    ----------
+    block : numpy.ndarray
+        ``(D, H, W)`` values in original units.
+    byte_window : tuple of int
+        ``(low, high)`` payload bytes.
+    steps, budget, seed, device, cancel, on_step, **fit_kwargs
+        As in :func:`napari_sciz.core.fit.fit_block`; a time ``budget`` bounds the whole
+        block (the base search, the filter and the field fits).
+
+    Returns
+    -------
+    HybridFit
+        Payload, reconstruction (float64, original units, unclipped), training steps, the
+        base layer's share of the payload, the base codec and the filter's classes.
+    """
+    clock = _Clock(budget)
+    low, high = byte_window
+    flat = block.shape[0] == 1
+    target = np.asarray(block, dtype=np.float64)
+    avail = high - _HEAD.size  # base, filter length and filter
+
+    def check_cancel() -> None:
+        if cancel is not None and cancel():
+            raise CancelledError("compression cancelled; no output written")
+
+    full = _choose_base(target, avail - 1, clock, seed)
+    if full is None:
+        raise RatioUnreachableError(
+            f"no base codec can code a block of shape {block.shape} in {high} bytes; "
+            "use a lower ratio"
+        )
+    check_cancel()
+    best = _with_filter(full, target, avail, seed, clock)
+    share, steps_done = 1.0, 0
+    for base_share in BASE_SHARES:
+        check_cancel()
+        # the field's fit gets what is left after re-coding the base and fitting its filter
+        seconds = None if budget is None else clock.left() - 1.5 * clock.base_seconds - 2.0
+        if best.error == 0.0 or (seconds is not None and seconds < _MIN_FIELD_SECONDS):
+            break
+        cand, n = _with_field(
+            best,
+            target,
+            byte_window,
+            base_share,
+            seconds,
+            seed,
+            steps=steps,
+            device=device,
+            cancel=cancel,
+            on_step=on_step,
+            **fit_kwargs,
+        )
+        steps_done += n
+        if cand is not None and cand.error < best.error:
+            best, share = cand, base_share
+    payload = _pack(best.base, best.filter_bytes, best.inr, flat)
+    return HybridFit(payload, best.values, steps_done, share, best.base.codec.name, best.classes)
+
+
+def _parse(payload: bytes, shape3: tuple[int, int, int]) -> tuple[BaseCodec, bytes, bytes, bytes]:
+    """Split a payload into (base codec, base stream, filter bytes, field payload)."""
+    if len(payload) < _HEAD.size:
+        raise FormatError("hybrid block payload is truncated")
+    magic, version, codec, flags, base_len = _HEAD.unpack_from(payload)
+    if magic != _MAGIC:
+        raise FormatError("not a hybrid block payload")
+    if not 1 <= version <= _VERSION:
+        raise FormatError(f"hybrid payload version {version} is not supported; upgrade napari-sciz")
+    if version == 1 and codec != 1:
+        raise FormatError(f"unknown base codec {codec} in a hybrid payload")
+    base_codec = base_by_id(codec)
+    if flags > 1 or bool(flags & 1) != (shape3[0] == 1):
+        raise FormatError("hybrid payload does not match the block's shape")
+    start = _HEAD.size
+    if start + base_len > len(payload):
+        raise FormatError("hybrid block payload is truncated (base layer)")
+    base = payload[start : start + base_len]
+    pos = start + base_len
+    if version == 1:
+        return base_codec, base, b"", payload[pos:]
+    length, shift = 0, 0
+    while True:
+        if pos >= len(payload) or shift > 28:
+            raise FormatError("hybrid block payload is truncated (loop filter)")
+        byte = payload[pos]
+        pos += 1
+        length |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            break
+    if pos + length > len(payload):
+        raise FormatError("hybrid block payload is truncated (loop filter)")
+    return base_codec, base, payload[pos : pos + length], payload[pos + length :]
+
+
+def layer_sizes(payload: bytes) -> tuple[int, int]:
+    """Bytes of the base layer and of the fitted residual field in a hybrid payload."""
+    if len(payload) < _HEAD.size or payload[:3] != _MAGIC:
+        raise FormatError("not a hybrid block payload")
+    flat = bool(_HEAD.unpack_from(payload)[3] & 1)
+    _codec, base, _filt, inr = _parse(payload, (1 if flat else 2, 1, 1))
+    return len(base), len(inr)
+
+
+def describe(payload: bytes) -> dict[str, Any]:
+    """Base codec, layer sizes and filter classes of a hybrid payload (for ``sciz info``)."""
+    flat = bool(_HEAD.unpack_from(payload)[3] & 1) if len(payload) >= _HEAD.size else False
+    codec, base, filt, inr = _parse(payload, (1 if flat else 2, 1, 1))
+    classes = parse_loop_filter(filt).classes if filt else 0
+    return {
+        "base": codec.name,
+        "base_bytes": len(base),
+        "filter_bytes": len(filt),
+        "filter_classes": classes,
+        "field_bytes": len(inr),
+    }
+
+
+def decode_hybrid_block(payload: bytes, shape3: tuple[int, int, int]) -> np.ndarray:
+    """Decode a hybrid block payload to float64 values of shape ``shape3`` (unclipped).
+
+    Raises
+    ------
+    FormatError
+        Not a hybrid payload, an unknown version or base codec, a truncated stream or one
+        that does not match the block's shape.
+    """
+    from ..entropy import decode_block, read_architecture
+    from ..fit import evaluate_code
+    from ..model import FieldConfig
+
+    codec, base, filt, inr = _parse(payload, shape3)
+    values = codec.decode(base, shape3)
+    if filt:
+        lf = parse_loop_filter(filt)
+        if lf.flat != (shape3[0] == 1):
+            raise FormatError("hybrid loop filter does not match the block's shape")
+        values = lf.apply(values)
+    if inr:
+        first, n_levels, hidden, layers = read_architecture(inr)
+        config = FieldConfig(shape3, first, n_levels, hidden, layers)
+        code = decode_block(inr, config.grid_shapes(), config.mlp_shapes())
+        values = values + evaluate_code(code, shape3, "cpu")
+    if not np.all(np.isfinite(values)) or not math.isfinite(float(np.abs(values).max())):
+        raise FormatError("hybrid block decodes to non-finite values")
+    return values
