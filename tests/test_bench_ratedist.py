@@ -1,0 +1,45 @@
+"""The rate-distortion benchmark's BD-rate and its report."""
+
+from __future__ import annotations
+
+import pytest
+
+from napari_sciz.bench.ratedist import bd_rate, render
+
+
+def test_bd_rate_of_a_constant_rate_factor() -> None:
+    ref = [(1.0, 30.0), (2.0, 33.0), (4.0, 36.0)]
+    smaller = [(0.9 * r, p) for r, p in ref]
+    assert bd_rate(smaller, ref) == pytest.approx(-10.0)
+    assert bd_rate(ref, ref) == pytest.approx(0.0)
+    # one dB better everywhere on a 3 dB-per-doubling curve: 2 ** (-1 / 3) of the rate
+    better = [(r, p + 1.0) for r, p in ref]
+    assert bd_rate(better, ref) == pytest.approx(100 * (2 ** (-1 / 3) - 1))
+
+
+def test_bd_rate_needs_two_overlapping_points() -> None:
+    assert bd_rate([(1.0, 30.0)], [(1.0, 30.0), (2.0, 33.0)]) is None
+    assert bd_rate([(1.0, 10.0), (2.0, 12.0)], [(1.0, 30.0), (2.0, 33.0)]) is None
+
+
+def test_render_reports_both_sets() -> None:
+    point = {"nbytes": 100, "ratio": 64.0, "psnr": 30.0, "ssim": 0.9}
+    point.update(encode_seconds=1.0, decode_seconds=0.1)
+    layers = [{"base": "hevc", "filter_classes": 4, "field_bytes": 0}]
+    vol = {
+        "volume": "v",
+        "shape": [4, 8, 8],
+        "dtype": "uint16",
+        "points": [{"target": 64.0, "hybrid": {**point, "layers": layers}, "sperr": point}],
+        "bd_rate": {"hybrid_vs_sperr": -7.5, "hybrid_vs_hevc": None},
+    }
+    record = {
+        "environment": {"cpu": "cpu"},
+        "date": "today",
+        "command": "cmd",
+        "budget": 30.0,
+        "modes": ["hybrid"],
+        "volumes": [vol, {**vol, "volume": "w", "held_out": True}],
+    }
+    text = render(record)
+    assert "Held-out volumes" in text and "-7.5 %" in text and "HEVC, filter 4 cl." in text
