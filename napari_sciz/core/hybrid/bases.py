@@ -188,7 +188,9 @@ class HEVCBase(BaseCodec):
         return "libx265" in av.codecs_available and "hevc" in av.codecs_available
 
     def supports(self, shape3: Shape3) -> bool:  # noqa: D102
-        return shape3[1] >= 8 and shape3[2] >= 8
+        # the x265 bundled with PyAV 18 corrupts its heap (AVX2) or gives run-to-run different
+        # streams (SSE4.2) on frames narrower than one 64-pixel coding tree unit (seen here)
+        return shape3[1] >= 64 and shape3[2] >= 64
 
     @staticmethod
     def _padded(shape3: Shape3) -> tuple[int, int]:
@@ -207,6 +209,7 @@ class HEVCBase(BaseCodec):
         ctx.time_base, ctx.framerate = Fraction(1, 25), Fraction(25, 1)
         # asm=sse4.2: the AVX2 kernels of the x265 bundled with PyAV 18 corrupt the heap on
         # frames 48 or fewer pixels wide (seen here); SSE4.2 costs about a third more time
+        # and keeps a future change of `supports` from crashing the process
         params = f"crf={param:.4f}:pools=1:frame-threads=1:info=0:log-level=error:asm=sse4.2"
         ctx.options = {"preset": self.preset, "tune": "psnr", "x265-params": params}
         out = bytearray(side)

@@ -226,9 +226,11 @@ class FilterDesign:
             if m.sum() < 4 * width:
                 continue
             ak, yk = self.a[m], self.y[m]
-            gram = ak.T @ ak
+            # einsum, not BLAS: the sums must not depend on the number of BLAS threads, so
+            # that every machine and worker fits the same coefficients (same bytes)
+            gram = np.einsum("ni,nj->ij", ak, ak)
             gram += np.eye(width) * (1e-9 * np.trace(gram) / width + 1e-300)
-            c = np.linalg.solve(gram, ak.T @ yk)
+            c = np.linalg.solve(gram, np.einsum("ni,n->i", ak, yk))
             coefs[k] = np.clip(np.rint(c * 2.0**SHIFT), -(2**20), 2**20).astype(np.int64)
         return LoopFilter(self.flat, self.scale, thresholds, coefs)
 
