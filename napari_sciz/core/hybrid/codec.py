@@ -56,6 +56,8 @@ FILTER_CLASSES = (1, 2, 4, 8, 16)
 _SLOPE_STEP = 0.1
 #: share of a time budget the choice of the base codec may take
 _CHOICE_SHARE = 0.4
+#: share of a time budget by which the loop filter's base searches stop refining
+_FILTER_SHARE = 0.85
 #: blocks smaller than this get no loop filter (its bytes would not pay)
 _MIN_FILTER_VOXELS = 4096
 #: a field is fitted on the residual only with at least this many seconds left
@@ -205,9 +207,11 @@ def _with_filter(
     """
     codec = full.codec
     plain = _plain(full, target)
-    if target.size < _MIN_FILTER_VOXELS:
+    deadline = clock.before(_FILTER_SHARE)
+    if target.size < _MIN_FILTER_VOXELS or (deadline and time.perf_counter() > deadline):
         return plain
-    smaller = encode_to_size(codec, target, int((avail - 1) * (1 - _SLOPE_STEP)))
+    nbytes = int((avail - 1) * (1 - _SLOPE_STEP))
+    smaller = encode_to_size(codec, target, nbytes, deadline=deadline)
     if smaller is None or len(smaller.stream) >= len(full.stream):
         return plain
     slope = (smaller.error(target) - plain.error) / (len(full.stream) - len(smaller.stream))
@@ -224,7 +228,7 @@ def _with_filter(
         return plain
     base_room = avail - fbytes - len(_varint(fbytes))
     for _ in range(4):
-        base = encode_to_size(codec, target, base_room)
+        base = encode_to_size(codec, target, base_room, deadline=deadline)
         if base is None:
             return plain
         cand = _filtered(base, target, classes, seed)
