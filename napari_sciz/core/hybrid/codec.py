@@ -32,6 +32,8 @@ from typing import Any
 import numpy as np
 
 from ...errors import CancelledError, FormatError, RatioUnreachableError
+from ..container import _varint
+from ..entropy import _read_varint
 from .bases import BASES, BaseCodec, BaseLayer, base_by_id, encode_to_size
 from .loopfilter import FilterDesign, LoopFilter, parse_loop_filter
 
@@ -90,15 +92,6 @@ class HybridFit:
     base_share: float
     base_codec: str = "sperr"
     filter_classes: int = 0
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
 
 
 def _pack(base: BaseLayer, filt: bytes, inr: bytes, flat: bool) -> bytes:
@@ -366,16 +359,7 @@ def _parse(payload: bytes, shape3: tuple[int, int, int]) -> tuple[BaseCodec, byt
     pos = start + base_len
     if version == 1:
         return base_codec, base, b"", payload[pos:]
-    length, shift = 0, 0
-    while True:
-        if pos >= len(payload) or shift > 28:
-            raise FormatError("hybrid block payload is truncated (loop filter)")
-        byte = payload[pos]
-        pos += 1
-        length |= (byte & 0x7F) << shift
-        shift += 7
-        if not byte & 0x80:
-            break
+    length, pos = _read_varint(payload, pos)
     if pos + length > len(payload):
         raise FormatError("hybrid block payload is truncated (loop filter)")
     return base_codec, base, payload[pos : pos + length], payload[pos + length :]
