@@ -2,7 +2,7 @@
 
 ::
 
-    sciz compress IN -o OUT.sciz --ratio R [--device auto|cpu|cuda|mps]
+    sciz compress IN -o OUT.sciz --ratio R [--mode auto|lossy|hybrid] [--device auto|cpu|cuda|mps]
                      [--steps N | --budget SECONDS] [--seed S] [--force] [--json]
                      [--guidance none|segmentation|perceptual] [--labels LABELS.tif]
     sciz compress IN -o OUT.sciz --mode lossless|bounded [--max-error E] [--force] [--json]
@@ -148,9 +148,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--mode",
-        choices=("lossy", "hybrid", "lossless", "bounded"),
-        default="lossy",
-        help="lossy: neural representation at --ratio (default); hybrid: the best of SPERR, "
+        choices=("auto", "lossy", "hybrid", "lossless", "bounded"),
+        default="auto",
+        help="auto (default): hybrid, or lossy with --guidance; lossy: neural representation "
+        "at --ratio; hybrid: the best of SPERR, "
         "HEVC and JPEG XL as a base layer + a fitted loop filter (+ neural fit of the residual) "
         "at --ratio; lossless: bit-identical; "
         "bounded: every value within --max-error of the original",
@@ -434,6 +435,9 @@ def _cmd_compress(args: argparse.Namespace) -> int:
     out = Path(args.output)
     _check_sciz_output(out)
     distributed = args.workers is not None or args.scheduler is not None
+    from .core.plan import resolve_mode
+
+    args.mode = resolve_mode(args.mode, args.guidance)
     if distributed and args.mode not in ("lossy", "hybrid"):
         raise InvalidInputError("--workers and --scheduler are for --mode lossy or hybrid")
     # distributed: the workers read the blocks, here only the metadata are read

@@ -80,6 +80,7 @@ def smooth(
 
 
 def _run(data: np.ndarray, ratio: float = 8, **kwargs: Any) -> CompressResult:
+    kwargs.setdefault("mode", "lossy")  # this module tests the neural codec
     kwargs.setdefault("steps", STEPS)
     kwargs.setdefault("device", "cpu")
     return compress(data, ratio, **kwargs)
@@ -822,7 +823,9 @@ def test_progress_callback() -> None:
 
 def test_progress_with_a_time_budget() -> None:
     infos: list[ProgressInfo] = []
-    result = compress(smooth((64, 64), "uint8"), 4, budget=1.0, device="cpu", progress=infos.append)
+    result = compress(
+        smooth((64, 64), "uint8"), 4, budget=1.0, device="cpu", mode="lossy", progress=infos.append
+    )
     assert infos and all(i.total_steps is None for i in infos)
     assert result.header["encoder"]["budget"] == 1.0
     # one report of the starting point (step 0), then one per training step
@@ -921,7 +924,7 @@ def test_cpu_files_decode_and_record_the_device() -> None:
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_gpu_encoded_files_decode_on_the_cpu() -> None:
     data = smooth((16, 64, 64), "uint16")
-    result = compress(data, 8, steps=30, device="cuda")
+    result = compress(data, 8, steps=30, device="cuda", mode="lossy")
     assert result.device.startswith("cuda")
     assert result.header["encoder"]["device"].startswith("cuda")
     decoded = decompress(result.data)  # always decodes on the CPU

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -124,6 +125,47 @@ def test_each_base_codec_fits_its_bytes_and_round_trips(base) -> None:
         base.decode(layer.stream[: len(layer.stream) // 3], vol.shape)
 
 
+@pytest.mark.parametrize("base", [b for b in bases.BASES if b.available()], ids=lambda b: b.name)
+def test_streams_declaring_another_size_never_reach_the_library(base, monkeypatch) -> None:
+    """A base stream whose own header declares another (e.g. huge) image is refused first."""
+    rng = np.random.default_rng(3)
+    big = rng.random((4, 128, 96)) * 1000
+    stream = base.encode(big, 10.0 if base.name != "sperr" else 1.0)
+    if base.name == "sperr":  # a crafted header: 65536 x 65536 x 4 doubles (128 GiB)
+        stream = stream[:2] + struct.pack("<II", 65536, 65536) + stream[10:]
+    called: list[str] = []
+
+    class Spy:
+        def __getattr__(self, name):
+            if name.startswith("__"):  # the import machinery's questions
+                raise AttributeError(name)
+            called.append(name)
+            raise AssertionError("the stream reached the codec library")
+
+    if base.name == "sperr":
+        monkeypatch.setattr(bases, "_imagecodecs", Spy)
+    elif base.name == "hevc":
+        monkeypatch.setitem(sys.modules, "av", Spy())
+    # (JPEG XL: imagecodecs compares the declared size with `out` before libjxl decodes)
+    with pytest.raises(FormatError, match="match"):
+        base.decode(stream, (4, 64, 64))
+    assert not called
+
+
+def test_hevc_parameter_set_parser() -> None:
+    from napari_sciz.core.hybrid import headers
+
+    hevc = bases.HEVCBase()
+    if not hevc.available():
+        pytest.skip("no PyAV")
+    for shape in [(2, 64, 64), (3, 70, 66), (1, 65, 67)]:
+        block = np.random.default_rng(0).random(shape) * 100
+        body = hevc.encode(block, 20.0)[16:]
+        assert set(headers.hevc_picture_sizes(body)) == {hevc._padded(shape)[::-1]}
+    with pytest.raises(FormatError):
+        headers.hevc_picture_sizes(b"\x00\x00\x01\x42\x01\x01")  # an SPS cut short
+
+
 def test_bad_payloads_are_format_errors(coded) -> None:
     _vol, result = coded
     reader = open_sciz(result.data)
@@ -146,8 +188,20 @@ def test_options_hybrid_does_not_take(coded) -> None:
     vol, result = coded
     with pytest.raises(InvalidInputError, match="guidance"):
         compress(vol, ratio=24, mode="hybrid", steps=2, guidance="perceptual")
-    with pytest.raises(InvalidInputError, match="scale"):
-        decompress(result.data, scale=2)
+
+def test_scale_samples_between_voxels_linearly(coded, monkeypatch) -> None:
+    vol, result = coded
+    decoded = decompress(result.data)
+    fine = decompress(result.data, roi="2:6,8:40,4:36", scale=3)
+    assert fine.shape == (12, 96, 96)
+    np.testing.assert_array_equal(fine[1::3, 1::3, 1::3], decoded[2:6, 8:40, 4:36])
+    coarse = decompress(result.data, scale=0.5)
+    assert coarse.shape == (5, 24, 20) and coarse.dtype == vol.dtype
+    from napari_sciz.core import validate
+
+    monkeypatch.setattr(validate, "memory_cap", lambda: 2**30)
+    with pytest.raises(InvalidInputError, match="GiB"):
+        decompress(result.data, scale=64)  # 5e9 samples: refused before allocating
 
 
 def test_2d_image_and_constant_block() -> None:
@@ -158,6 +212,33 @@ def test_2d_image_and_constant_block() -> None:
     assert result.reconstruction.shape == img.shape
     np.testing.assert_array_equal(decompress(result.data), result.reconstruction)
     assert np.all(result.reconstruction[:, :32] == 7)
+
+
+def test_blocks_no_base_fits_are_coded_by_the_field_alone(monkeypatch) -> None:
+    """Without a classical codec that fits, a block's field codes its values (base ``none``)."""
+    monkeypatch.setattr(hybrid.codec, "BASES", ())
+    vol = _volume()
+    result = compress(vol, ratio=24, mode="hybrid", steps=20, device="cpu", block_voxels=8000)
+    assert 0.98 * 24 <= result.ratio <= 1.1 * 24
+    reader = open_sciz(result.data)
+    for i in range(reader.grid.n_blocks):
+        info = hybrid.codec.describe(reader._file.payload(i))
+        assert info["base"] == "none" and info["base_bytes"] == 0 and info["field_bytes"] > 0
+    np.testing.assert_array_equal(decompress(result.data), result.reconstruction)
+    field = compress(vol, ratio=24, mode="lossy", steps=20, device="cpu", block_voxels=8000)
+    assert result.psnr > field.psnr - 0.5  # as good as the lossy mode's field
+
+
+def test_auto_mode_is_hybrid_unless_guided() -> None:
+    from napari_sciz.core.plan import resolve_mode
+
+    assert resolve_mode("auto") == "hybrid"
+    assert resolve_mode("auto", "segmentation") == "lossy"
+    assert resolve_mode("lossless", "none") == "lossless"
+    vol = _volume()[:4]
+    assert compress(vol, ratio=12, steps=5, device="cpu").header["mode"] == "hybrid"
+    guided = compress(vol, ratio=12, steps=5, device="cpu", guidance="perceptual")
+    assert guided.header["mode"] == "lossy"
 
 
 def test_cli_hybrid_and_info(tmp_path, capsys) -> None:
@@ -178,7 +259,7 @@ def test_hybrid_beats_the_pure_field_on_ct() -> None:
     from napari_sciz.io import read_image
 
     vol = np.asarray(read_image(DATA / "philips_ct_phantom_crop.tif").data)[:8, 64:192, 64:192]
-    pure = compress(vol, ratio=64, steps=10, device="cpu")
+    pure = compress(vol, ratio=64, mode="lossy", steps=10, device="cpu")
     mixed = compress(vol, ratio=64, mode="hybrid", steps=10, device="cpu")
     assert abs(mixed.ratio - pure.ratio) / pure.ratio < 0.1
     assert mixed.psnr > pure.psnr + 5.0  # the classical bases keep the phantom's sharp edges

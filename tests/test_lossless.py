@@ -127,8 +127,13 @@ def test_roi_decode_equals_crop() -> None:
         assert _bit_equal(reader.decode("1:2,3:11,5:29,0:7"), data[1:2, 3:11, 5:29, 0:7])
         assert _bit_equal(reader[0, 5], data[0, 5])
         assert _bit_equal(reader[:, 2:9:2, 7], data[:, 2:9:2, 7])
-        with pytest.raises(InvalidInputError, match="finer sampling"):
-            reader.decode(scale=2)
+        # scale: linear interpolation of the exact voxels, exact at integer positions
+        fine = reader.decode("1:2,3:11,5:29,0:7", scale=3)
+        assert fine.shape == (1, 24, 72, 21) and fine.dtype == data.dtype
+        assert _bit_equal(fine[:, 1::3, 1::3, 1::3], data[1:2, 3:11, 5:29, 0:7])
+        half = reader.decode("1:2,4:6,:,:", scale=(2, 1, 1))[0]
+        mean = (data[1, 4].astype(np.float64) * 0.75 + data[1, 5] * 0.25).round()
+        np.testing.assert_array_equal(half[1], mean.astype(np.uint16))  # z = 4.25
 
 
 def test_corrupted_payload_raises() -> None:

@@ -55,12 +55,15 @@ __all__ = ["AVAILABLE_GUIDANCE", "CompressWidget"]
 
 #: Coding modes offered by the widget: (mode, label).
 CODING_MODES: tuple[tuple[str, str], ...] = (
+    ("auto", "auto (hybrid; neural field with guidance)"),
     ("lossy", "lossy (neural field)"),
     ("hybrid", "hybrid (best classical base + fitted filter)"),
     ("lossless", "lossless (bit-exact)"),
     ("bounded", "error-bounded"),
 )
 _MODE_TIP = (
+    "auto: hybrid, the most accurate at a given size in our benchmarks, or the neural field "
+    "when a guidance is chosen (only the field's fit optimises a task). "
     "lossy: a neural field fitted at the target ratio. hybrid: the best of SPERR, HEVC and "
     "JPEG XL as a base layer, a fitted 3D loop filter and, when time allows, a neural fit of "
     "the residual, at the target ratio (no guidance, no finer sampling). lossless: "
@@ -599,17 +602,19 @@ class CompressWidget(QWidget):
 
     @property
     def mode(self) -> str:
-        """The coding mode chosen (``"lossy"``, ``"hybrid"``, ``"lossless"``, ``"bounded"``)."""
-        return str(self.mode_combo.currentData() or "lossy")
+        """The coding mode chosen (``"auto"``, ``"lossy"``, ``"hybrid"``, ``"lossless"``,
+        ``"bounded"``)."""
+        return str(self.mode_combo.currentData() or "auto")
 
     def _on_mode_changed(self, *_: Any) -> None:
         """Show what the chosen mode uses: a ratio, guidance, an error bound."""
         mode = self.mode
-        fitted = mode in ("lossy", "hybrid")
+        fitted = mode in ("auto", "lossy", "hybrid")
         self.ratio_slider.setEnabled(fitted)
         self.size_label.setEnabled(fitted)
-        self.guidance_combo.setEnabled(mode == "lossy")
-        if mode != "lossy":
+        guided = mode in ("auto", "lossy")
+        self.guidance_combo.setEnabled(guided)
+        if not guided:
             self.guidance_combo.setCurrentIndex(0)
         self.max_error_spin.setEnabled(mode == "bounded")
         row_visible = getattr(self._form, "setRowVisible", None)
@@ -755,14 +760,13 @@ class CompressWidget(QWidget):
             "name": str(layer.name),
         }
         mode = self.mode
-        if mode != "lossy":
-            options["mode"] = mode
+        options["mode"] = mode
         if mode == "bounded":
             options["max_error"] = float(self.max_error_spin.value())
         guidance = str(self.guidance_combo.currentData() or "none")
         if guidance not in AVAILABLE_GUIDANCE:  # pragma: no cover - every mode is available
             raise InvalidInputError(f"{guidance} guidance is not available yet.")
-        if guidance != "none" and mode == "lossy":
+        if guidance != "none" and mode in ("auto", "lossy"):
             options["guidance"] = guidance
             weights = self.guidance_weights(guidance)
             if weights:

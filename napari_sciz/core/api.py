@@ -25,6 +25,7 @@ from ..errors import FormatError, InvalidInputError
 from . import container
 from .blocks import BlockGrid, block_stats
 from .plan import (
+    AUTO_MODE,
     DECODABLE_MODELS,
     FORMAT_MODE,
     MODELS,
@@ -34,9 +35,11 @@ from .plan import (
     finalize,
     free_device_memory,
     plan_lossy,
+    resolve_mode,
     run_block_job,
 )
-from .validate import check_array, check_axes, check_ratio, parse_roi
+from .sampling import sample_coordinates, sample_linear, source_box
+from .validate import check_array, check_axes, check_decode_memory, check_ratio, parse_roi
 
 if TYPE_CHECKING:  # pragma: no cover
     from .fit import StepInfo
@@ -208,7 +211,7 @@ def compress(
     guidance: str = "none",
     labels: Any = None,
     guidance_weights: dict[str, float] | None = None,
-    mode: str = FORMAT_MODE,
+    mode: str = AUTO_MODE,
     max_error: float | None = None,
 ) -> CompressResult:
     """Compress an image or volume with a fitted implicit neural representation.
@@ -265,8 +268,10 @@ def compress(
         Weights of the guidance loss terms (see
         :data:`napari_sciz.core.guidance.DEFAULT_WEIGHTS`).
 
-    mode : {"lossy", "hybrid", "lossless", "bounded"}
-        ``"lossy"``: the INR codec at ``ratio``; ``"hybrid"``: the best of SPERR, HEVC and
+    mode : {"auto", "lossy", "hybrid", "lossless", "bounded"}
+        ``"auto"`` (default): ``"hybrid"``, or ``"lossy"`` when ``guidance`` is asked for
+        (:func:`~napari_sciz.core.plan.resolve_mode`); ``"lossy"``: the INR codec at
+        ``ratio``; ``"hybrid"``: the best of SPERR, HEVC and
         JPEG XL as a base layer, a fitted loop filter and, when the budget allows, an INR fit
         of the residual, at ``ratio`` (:mod:`napari_sciz.core.hybrid`; decodes whole blocks,
         no finer sampling); ``"lossless"``: bit-identical decoding
@@ -302,6 +307,10 @@ def compress(
 
     t_start = time.perf_counter()
     arr = check_array(data)
+    if mode == AUTO_MODE:
+        from .guidance import check_guidance
+
+        mode = resolve_mode(mode, check_guidance(guidance, guidance_weights)[0])
     if mode not in MODELS:
         return _compress_exact(
             arr,
@@ -317,7 +326,7 @@ def compress(
             t_start,
         )
     if ratio is None:
-        raise InvalidInputError("mode='lossy' needs a ratio")
+        raise InvalidInputError(f"mode={mode!r} needs a ratio (or mode='lossless')")
     target = check_ratio(ratio)
     axes = check_axes(axes, arr.ndim)
     steps = check_effort(steps, budget)
@@ -732,26 +741,20 @@ class SciZReader:
         box = parse_roi(roi, self.shape)
         scales = _parse_scale(scale, self.grid.spatial_ndim)
         if self.mode != FORMAT_MODE:
-            if any(s != 1 for s in scales):
-                raise InvalidInputError(
-                    f"scale != 1 is not available in {self.mode} mode: "
-                    "finer sampling needs the lossy INR mode"
-                )
-            return self._decode_whole_blocks(box)
+            if all(s == 1 for s in scales):
+                return self._decode_whole_blocks(box)
+            return self._decode_interpolated(box, scales)
         import torch
 
         lead_nd = self.ndim - self.grid.spatial_ndim
         spatial_box = box[lead_nd:]
-        out_spatial = tuple(
-            max(1, int(round((b - a) * s))) for (a, b), s in zip(spatial_box, scales, strict=True)
-        )
-        lead_shape = tuple(b - a for a, b in box[:lead_nd])
-        out = np.empty(lead_shape + out_spatial, dtype=self.dtype)
         # sample coordinates along each spatial axis (global voxel units)
-        coords = [
-            a + (np.arange(n) + 0.5) / s - 0.5
-            for (a, _b), s, n in zip(spatial_box, scales, out_spatial, strict=True)
-        ]
+        coords = sample_coordinates(spatial_box, scales)
+        out_spatial = tuple(len(c) for c in coords)
+        lead_shape = tuple(b - a for a, b in box[:lead_nd])
+        n_out = math.prod(lead_shape) * math.prod(out_spatial)
+        check_decode_memory(n_out * self.dtype.itemsize, f"this region at scale {tuple(scales)}")
+        out = np.empty(lead_shape + out_spatial, dtype=self.dtype)
         integer = all(s == 1 for s in scales)
         pad = 3 - self.grid.spatial_ndim
         coords3 = [np.zeros(1)] * pad + coords
@@ -824,6 +827,22 @@ class SciZReader:
             while len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
         return block
+
+    def _decode_interpolated(
+        self, box: Sequence[tuple[int, int]], scales: Sequence[float]
+    ) -> np.ndarray:
+        """Region of a file that decodes voxels, sampled at ``scales`` by linear interpolation."""
+        lead_nd = self.ndim - self.grid.spatial_ndim
+        sizes = self.shape[lead_nd:]
+        coords = sample_coordinates(box[lead_nd:], scales)
+        src = source_box(coords, sizes)
+        n_lead = math.prod(b - a for a, b in box[:lead_nd])
+        n_out = n_lead * math.prod(len(c) for c in coords)
+        n_src = n_lead * math.prod(b - a for a, b in src)
+        check_decode_memory(8 * (n_out + 2 * n_src), f"this region at scale {tuple(scales)}")
+        voxels = self._decode_whole_blocks([*box[:lead_nd], *src])
+        values = sample_linear(voxels, [a for a, _b in src], coords, sizes)
+        return finalize(values, self.dtype, self.value_range)
 
     def _decode_whole_blocks(self, box: Sequence[tuple[int, int]]) -> np.ndarray:
         """Region of a hybrid/lossless/bounded file: decode the whole blocks it touches, crop."""

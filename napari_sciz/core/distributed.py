@@ -37,7 +37,15 @@ import numpy as np
 from ..errors import CancelledError, InvalidInputError, SciZError
 from . import container
 from .blocks import BlockGrid, BlockStats, block_stats
-from .plan import BlockJob, block_array, check_effort, check_nonfinite, finalize, plan_lossy
+from .plan import (
+    BlockJob,
+    block_array,
+    check_effort,
+    check_nonfinite,
+    finalize,
+    plan_lossy,
+    resolve_mode,
+)
 from .validate import check_axes, check_ratio, check_shape_dtype
 
 __all__ = ["BlockSource", "compress_distributed"]
@@ -288,7 +296,7 @@ def compress_distributed(
     guidance: str = "none",
     labels: Any = None,
     guidance_weights: dict[str, float] | None = None,
-    mode: str = "lossy",
+    mode: str = "auto",
     retries: int = 2,
     connect_timeout: float = 20.0,
     progress: Callable[[Any], None] | None = None,
@@ -321,8 +329,9 @@ def compress_distributed(
         Largest block (default that of :func:`napari_sciz.compress`).
     labels : path-like or array-like, optional
         Labels for segmentation guidance (read block by block like ``source``).
-    mode : {"lossy", "hybrid"}
-        Latent-grid fields, or SPERR base layers plus fields of their residuals.
+    mode : {"auto", "lossy", "hybrid"}
+        Latent-grid fields, or classical base layers with loop filters (and fields of their
+        residuals); ``"auto"`` chooses as :func:`~napari_sciz.core.plan.resolve_mode`.
     retries : int
         Reruns of a block whose fit raised an unexpected error.
     connect_timeout : float
@@ -353,6 +362,7 @@ def compress_distributed(
     steps = check_effort(steps, budget)
     guidance_mode, guidance_full = check_guidance(guidance, guidance_weights)
     should_cancel = _cancel_predicate(cancel)
+    mode = resolve_mode(mode, guidance_mode)
     if labels is not None and guidance_mode != "segmentation":
         raise InvalidInputError("labels are used by segmentation guidance only")
     if mode not in ("lossy", "hybrid"):

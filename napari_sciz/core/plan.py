@@ -33,9 +33,11 @@ __all__ = [
     "DECODABLE_MODELS",
     "BlockOutcome",
     "LossyPlan",
+    "AUTO_MODE",
     "base_header",
     "check_effort",
     "plan_lossy",
+    "resolve_mode",
     "run_block_job",
 ]
 
@@ -65,6 +67,28 @@ DECODABLE_MODELS = {
     FORMAT_MODE: {"latent-grid": 1},
     "hybrid": {"sperr+latent-grid": 1, "classical+latent-grid": 2},
 }
+
+
+#: the mode :func:`resolve_mode` turns into the best fitted mode for the request
+AUTO_MODE = "auto"
+
+
+def resolve_mode(mode: str, guidance: str = "none") -> str:
+    """The coding mode a request for ``mode`` runs.
+
+    ``"auto"`` (the default of :func:`napari_sciz.compress`, the CLI and the widget) is
+    ``"hybrid"``, which measured above the pure field and every classical codec at equal ratio
+    (``docs/benchmarks.md``), unless task ``guidance`` is asked for (only the field's fit
+    optimises a task) or no base codec is installed; then ``"lossy"``. Other modes are returned
+    unchanged.
+    """
+    if mode != AUTO_MODE:
+        return mode
+    if guidance != "none":
+        return FORMAT_MODE
+    from .hybrid.bases import BASES
+
+    return "hybrid" if any(codec.available() for codec in BASES) else FORMAT_MODE
 
 
 def base_header(
@@ -367,7 +391,9 @@ def run_block_job(
             if labels is not None:
                 kwargs["labels"] = labels.reshape(block.shape)
         if job.mode == "hybrid":
-            from .hybrid import fit_hybrid_block as fitter  # whole blocks: no live preview
+            from .hybrid import fit_hybrid_block as fitter  # previews after every stage
+
+            kwargs["on_preview"] = on_preview
         else:
             fitter = fit_block
             kwargs.update(on_preview=on_preview, preview_interval=preview_interval)

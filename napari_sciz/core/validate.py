@@ -17,6 +17,7 @@ __all__ = [
     "check_shape_dtype",
     "check_axes",
     "check_ratio",
+    "check_decode_memory",
     "parse_roi",
     "default_axes",
 ]
@@ -78,6 +79,27 @@ def check_shape_dtype(shape: Sequence[int], dtype: Any) -> None:
         raise InvalidInputError(
             f"the image is too small to compress: its last two axes (YX) are {shape[-2:]}"
             "; need at least 2x2 pixels"
+        )
+
+
+def memory_cap() -> int:
+    """Bytes a decode may allocate: 3/4 of this machine's physical memory (16 GiB if unknown)."""
+    try:
+        import os
+
+        return int(0.75 * os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, ValueError, OSError):
+        return 16 * 2**30
+
+
+def check_decode_memory(nbytes: float, what: str = "this region") -> None:
+    """Raise :class:`InvalidInputError` before a decode that would need more than
+    :func:`memory_cap` bytes."""
+    cap = memory_cap()
+    if nbytes > cap:
+        raise InvalidInputError(
+            f"decoding {what} needs {nbytes / 2**30:.1f} GiB, more than the "
+            f"{cap / 2**30:.1f} GiB this machine allows; decode a smaller region or scale"
         )
 
 

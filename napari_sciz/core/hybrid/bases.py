@@ -13,6 +13,9 @@ hybrid file is never worse than the best of them at its size.
 * **JPEG XL** (libjxl VarDCT, effort 7, ``imagecodecs``): all slices tiled into one 16-bit
   mosaic (:mod:`napari_sciz.core.hybrid.mosaic`), range-scaled onto ``[0, 65535]``.
 
+A block that none of them can code in its bytes (tiny blocks at high ratios) has no base
+(:data:`NO_BASE`, number 0): its field codes the values themselves.
+
 The HEVC and JPEG XL streams start with the block's value range (two float64). Every decoder
 checks what it decoded against the block's shape before the values are used.
 """
@@ -23,17 +26,20 @@ import math
 import struct
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
 import numpy as np
 
-from ...errors import FormatError, SciZError
+from ...errors import CancelledError, FormatError, SciZError
+from .headers import check_sperr_header, hevc_picture_sizes
 from .mosaic import mosaic_layout, tile_mosaic, untile_mosaic
 
 __all__ = [
     "BASES",
+    "NO_BASE",
     "BaseCodec",
     "BaseLayer",
     "base_by_id",
@@ -132,6 +138,7 @@ class SPERRBase(BaseCodec):
 
     def decode(self, stream: bytes, shape3: Shape3) -> np.ndarray:  # noqa: D102
         shape = shape3[1:] if shape3[0] == 1 else shape3
+        check_sperr_header(stream, shape)  # before SPERR allocates what the stream declares
         try:
             values = _imagecodecs().sperr_decode(stream, shape=shape, dtype=np.float64)
         except Exception as exc:  # noqa: BLE001 - any SPERR failure means a bad stream
@@ -164,12 +171,16 @@ class JPEGXLBase(BaseCodec):
         vmin, vmax, body = _split_range(stream)
         z, h, w = shape3
         rows, cols = mosaic_layout(z, h, w)
+        # the first frame only, into an array of the block's size: imagecodecs refuses a
+        # stream that declares another size before libjxl decodes (or allocates) anything
+        mosaic = np.empty((rows * h, cols * w), np.uint16)
         try:
-            mosaic = np.asarray(_imagecodecs().jpegxl_decode(body))
+            _imagecodecs().jpegxl_decode(body, 0, out=mosaic)
         except Exception as exc:  # noqa: BLE001 - any libjxl failure means a bad stream
-            raise FormatError(f"hybrid base layer (JPEG XL) cannot be decoded: {exc}") from exc
-        if mosaic.shape != (rows * h, cols * w) or mosaic.dtype != np.uint16:
-            raise FormatError("hybrid base layer (JPEG XL) does not match the block's shape")
+            raise FormatError(
+                f"hybrid base layer (JPEG XL) cannot be decoded or does not match the block's "
+                f"shape: {exc}"
+            ) from exc
         return _unscaled(untile_mosaic(mosaic, z, h, w, cols), vmin, vmax, 65535)
 
 
@@ -232,6 +243,9 @@ class HEVCBase(BaseCodec):
         vmin, vmax, body = _split_range(stream)
         z, h, w = shape3
         ph, pw = self._padded(shape3)
+        sizes = hevc_picture_sizes(body)  # before FFmpeg allocates what the stream declares
+        if not sizes or any(size != (pw, ph) for size in sizes):
+            raise FormatError("hybrid base layer (HEVC) does not match the block's shape")
         frames: list[np.ndarray] = []
 
         def take(decoded: Any) -> None:
@@ -255,13 +269,32 @@ class HEVCBase(BaseCodec):
         return _unscaled(np.minimum(codes, self.maxcode), vmin, vmax, self.maxcode)
 
 
+class NoBase(BaseCodec):
+    """No base layer: the block's field codes everything (blocks no classical codec fits)."""
+
+    ident, name, lo, hi, increasing, log = 0, "none", 0.0, 0.0, True, False
+
+    def available(self) -> bool:
+        return True
+
+    def encode(self, block: np.ndarray, param: float) -> bytes:
+        return b""
+
+    def decode(self, stream: bytes, shape3: Shape3) -> np.ndarray:
+        if stream:
+            raise FormatError("hybrid payload without a base layer carries base bytes")
+        return np.zeros(shape3, np.float64)
+
+
 #: the base codecs, in the order the encoder tries them (fastest first)
 BASES: tuple[BaseCodec, ...] = (SPERRBase(), HEVCBase(), JPEGXLBase())
+#: the empty base of field-only blocks (never searched; decoded by its number, 0)
+NO_BASE = NoBase()
 
 
 def base_by_id(ident: int) -> BaseCodec:
     """The base codec numbered ``ident`` in a payload; :class:`FormatError` if unknown."""
-    for codec in BASES:
+    for codec in (NO_BASE, *BASES):
         if codec.ident == ident:
             return codec
     raise FormatError(f"unknown base codec {ident} in a hybrid payload")
@@ -288,11 +321,14 @@ def encode_to_size(
     *,
     iterations: int = 14,
     deadline: float | None = None,
+    cancel: Callable[[], bool] | None = None,
 ) -> BaseLayer | None:
     """The best-quality stream of ``codec`` for ``block`` of at most ``nbytes`` bytes.
 
     The quality parameter is searched by regula falsi on the logarithm of the stream size
-    (bisection steps in between), stopping once a stream lands within 0.5 % of ``nbytes``.
+    (bisection steps in between), stopping once a stream lands within 0.5 % of ``nbytes``, or
+    at ``deadline`` (a ``perf_counter`` time) once a stream fits. ``cancel`` is checked before
+    every encode (:class:`~napari_sciz.errors.CancelledError`).
 
     Returns
     -------
@@ -316,6 +352,8 @@ def encode_to_size(
     lo_size, hi_size = None, None
     t = 0.5
     for i in range(iterations):
+        if cancel is not None and cancel():
+            raise CancelledError("compression cancelled; no output written")
         if deadline is not None and best is not None and time.perf_counter() > deadline:
             break
         try:

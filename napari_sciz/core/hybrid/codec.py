@@ -12,7 +12,8 @@ still misses in the rest of the bytes. The most accurate candidate in the byte w
 
 Payload (after the container's framing)::
 
-    b"SZH" | u8 version (2) | u8 base codec (1 SPERR, 2 JPEG XL, 3 HEVC) | u8 flags (bit 0: 2D)
+    b"SZH" | u8 version (2) | u8 base codec (0 none, 1 SPERR, 2 JPEG XL, 3 HEVC)
+    | u8 flags (bit 0: 2D)
     | u32 base length | base stream | varint filter length | loop filter (may be empty)
     | field payload (latent-grid block payload; absent when no field is fitted)
 
@@ -31,11 +32,12 @@ from typing import Any
 
 import numpy as np
 
-from ...errors import CancelledError, FormatError, RatioUnreachableError
+from ...errors import FormatError, RatioUnreachableError
 from ..container import _varint
 from ..entropy import _read_varint
-from .bases import BASES, BaseCodec, BaseLayer, base_by_id, encode_to_size
+from .bases import BASES, NO_BASE, BaseCodec, BaseLayer, base_by_id, encode_to_size
 from .loopfilter import FilterDesign, LoopFilter, parse_loop_filter
+from .tracker import BlockTracker
 
 __all__ = [
     "BASE_SHARES",
@@ -141,27 +143,9 @@ def _filtered(base: BaseLayer, target: np.ndarray, classes: int, seed: int) -> _
     return _Candidate(base, filt, values, err) if err < plain.error else plain
 
 
-class _Clock:
-    """The block's time budget (``None``: no limit)."""
-
-    def __init__(self, budget: float | None) -> None:
-        self.t0 = time.perf_counter()
-        self.budget = budget
-        #: seconds one search of the chosen base codec took
-        self.base_seconds = 0.0
-
-    def elapsed(self) -> float:
-        return time.perf_counter() - self.t0
-
-    def left(self) -> float:
-        return math.inf if self.budget is None else self.budget - self.elapsed()
-
-    def before(self, share: float) -> float | None:
-        """Deadline at ``share`` of the budget (absolute ``perf_counter`` time)."""
-        return None if self.budget is None else self.t0 + share * self.budget
-
-
-def _choose_base(target: np.ndarray, nbytes: int, clock: _Clock, seed: int) -> BaseLayer | None:
+def _choose_base(
+    target: np.ndarray, nbytes: int, clock: BlockTracker, seed: int
+) -> BaseLayer | None:
     """The base codec whose stream of ``nbytes``, once filtered, is the most accurate.
 
     Codecs are tried fastest first; the next one only while the time spent so far, doubled,
@@ -170,14 +154,14 @@ def _choose_base(target: np.ndarray, nbytes: int, clock: _Clock, seed: int) -> B
     shape3 = tuple(int(n) for n in target.shape)
     best: tuple[float, BaseLayer] | None = None
     deadline = clock.before(_CHOICE_SHARE)
-    for codec in BASES:
+    for k, codec in enumerate(BASES):
         if best is not None and clock.budget is not None:
             if 2 * clock.elapsed() > _CHOICE_SHARE * clock.budget:
                 break
         if not (codec.available() and codec.supports(shape3)):  # type: ignore[arg-type]
             continue
         t0 = time.perf_counter()
-        layer = encode_to_size(codec, target, nbytes, deadline=deadline)
+        layer = encode_to_size(codec, target, nbytes, deadline=deadline, cancel=clock.cancel)
         if layer is None:
             continue
         seconds = time.perf_counter() - t0
@@ -185,11 +169,12 @@ def _choose_base(target: np.ndarray, nbytes: int, clock: _Clock, seed: int) -> B
         if best is None or err < best[0]:
             best = (err, layer)
             clock.base_seconds = seconds
+        clock.report(_CHOICE_SHARE * (k + 1) / len(BASES), best[0], best[1].values)
     return None if best is None else best[1]
 
 
 def _with_filter(
-    full: BaseLayer, target: np.ndarray, avail: int, seed: int, clock: _Clock
+    full: BaseLayer, target: np.ndarray, avail: int, seed: int, clock: BlockTracker
 ) -> _Candidate:
     """The base of ``full``'s codec with the loop filter chosen by rate-distortion.
 
@@ -204,7 +189,7 @@ def _with_filter(
     if target.size < _MIN_FILTER_VOXELS or (deadline and time.perf_counter() > deadline):
         return plain
     nbytes = int((avail - 1) * (1 - _SLOPE_STEP))
-    smaller = encode_to_size(codec, target, nbytes, deadline=deadline)
+    smaller = encode_to_size(codec, target, nbytes, deadline=deadline, cancel=clock.cancel)
     if smaller is None or len(smaller.stream) >= len(full.stream):
         return plain
     slope = (smaller.error(target) - plain.error) / (len(full.stream) - len(smaller.stream))
@@ -221,7 +206,7 @@ def _with_filter(
         return plain
     base_room = avail - fbytes - len(_varint(fbytes))
     for _ in range(4):
-        base = encode_to_size(codec, target, base_room, deadline=deadline)
+        base = encode_to_size(codec, target, base_room, deadline=deadline, cancel=clock.cancel)
         if base is None:
             return plain
         cand = _filtered(base, target, classes, seed)
@@ -239,13 +224,15 @@ def _with_field(
     share: float,
     seconds: float | None,
     seed: int,
+    clock: BlockTracker,
     **fit_kwargs: Any,
 ) -> tuple[_Candidate | None, int]:
     """A base in ``share`` of the bytes, its filter and a field fitted on what they miss."""
     from ..fit import fit_block
 
     low, high = window
-    base = encode_to_size(best.base.codec, target, int(share * (high - _HEAD.size)))
+    room = int(share * (high - _HEAD.size))
+    base = encode_to_size(best.base.codec, target, room, cancel=clock.cancel)
     if base is None:
         return None, 0
     prior = _filtered(base, target, 4, seed)
@@ -263,6 +250,29 @@ def _with_field(
     return _Candidate(base, prior.filt, values, _mse(values, target), fit.payload), fit.steps
 
 
+def _field_only(
+    target: np.ndarray,
+    window: tuple[int, int],
+    seconds: float | None,
+    seed: int,
+    **fit_kwargs: Any,
+) -> tuple[_Candidate, int]:
+    """No base layer (:data:`~.bases.NO_BASE`): the field fits the block's values."""
+    from ..fit import fit_block
+
+    low, high = window
+    used = _HEAD.size + 1  # the head and an empty filter's length
+    if high - used < 1:  # (the field's fit says when its smallest code does not fit)
+        raise RatioUnreachableError(
+            f"a block of shape {target.shape} cannot be coded in {high} bytes; use a lower ratio"
+        )
+    window = (max(0, low - used), high - used)
+    fit = fit_block(target, window, budget=seconds, seed=seed, **fit_kwargs)
+    base = BaseLayer(NO_BASE, b"", np.zeros_like(target))
+    values = np.asarray(fit.reconstruction, np.float64).reshape(target.shape)
+    return _Candidate(base, None, values, _mse(values, target), fit.payload), fit.steps
+
+
 def fit_hybrid_block(
     block: np.ndarray,
     byte_window: tuple[int, int],
@@ -273,6 +283,7 @@ def fit_hybrid_block(
     device: str = "cpu",
     cancel: Callable[[], bool] | None = None,
     on_step: Callable[[Any], None] | None = None,
+    on_preview: Callable[[np.ndarray], None] | None = None,
     **fit_kwargs: Any,
 ) -> HybridFit:
     """Code one block as base layer + loop filter (+ fitted residual field).
@@ -285,7 +296,11 @@ def fit_hybrid_block(
         ``(low, high)`` payload bytes.
     steps, budget, seed, device, cancel, on_step, **fit_kwargs
         As in :func:`napari_sciz.core.fit.fit_block`; a time ``budget`` bounds the whole
-        block (the base search, the filter and the field fits).
+        block (the base search, the filter and the field fits). ``cancel`` is checked between
+        two classical encodes and every field step; ``on_step`` is called after every stage
+        (:class:`~napari_sciz.core.hybrid.tracker.BlockTracker`).
+    on_preview : callable, optional
+        Called with the block's reconstruction (float32, original units) after every stage.
 
     Returns
     -------
@@ -293,47 +308,39 @@ def fit_hybrid_block(
         Payload, reconstruction (float64, original units, unclipped), training steps, the
         base layer's share of the payload, the base codec and the filter's classes.
     """
-    clock = _Clock(budget)
+    target = np.asarray(block, dtype=np.float64)
+    clock = BlockTracker(budget, target, cancel, on_step, on_preview)
     low, high = byte_window
     flat = block.shape[0] == 1
-    target = np.asarray(block, dtype=np.float64)
     avail = high - _HEAD.size  # base, filter length and filter
+    fields = dict(steps=steps, device=device, cancel=cancel, **fit_kwargs)
 
-    def check_cancel() -> None:
-        if cancel is not None and cancel():
-            raise CancelledError("compression cancelled; no output written")
-
-    full = _choose_base(target, avail - 1, clock, seed)
-    if full is None:
-        raise RatioUnreachableError(
-            f"no base codec can code a block of shape {block.shape} in {high} bytes; "
-            "use a lower ratio"
-        )
-    check_cancel()
+    constant = target.size == 0 or float(target.min()) == float(target.max())
+    full = None if constant else _choose_base(target, avail - 1, clock, seed)
+    clock.check_cancel()
+    if full is None:  # constant, or no classical codec fits: the field codes the block alone
+        seconds = None if budget is None else max(clock.left(), 0.5)
+        on_field = clock.field_steps(_CHOICE_SHARE, 1.0)
+        cand, n = _field_only(target, byte_window, seconds, seed, on_step=on_field, **fields)
+        payload = _pack(cand.base, b"", cand.inr, flat)
+        clock.report(1.0, cand.error, cand.values)
+        return HybridFit(payload, cand.values, n, 0.0, cand.base.codec.name, 0)
     best = _with_filter(full, target, avail, seed, clock)
+    clock.report(_FILTER_SHARE if budget is not None else 0.6, best.error, best.values)
     share, steps_done = 1.0, 0
     for base_share in BASE_SHARES:
-        check_cancel()
         # the field's fit gets what is left after re-coding the base and fitting its filter
         seconds = None if budget is None else clock.left() - 1.5 * clock.base_seconds - 2.0
         if best.error == 0.0 or (seconds is not None and seconds < _MIN_FIELD_SECONDS):
             break
+        on_field = clock.field_steps(clock.fraction, 1.0)
         cand, n = _with_field(
-            best,
-            target,
-            byte_window,
-            base_share,
-            seconds,
-            seed,
-            steps=steps,
-            device=device,
-            cancel=cancel,
-            on_step=on_step,
-            **fit_kwargs,
+            best, target, byte_window, base_share, seconds, seed, clock, on_step=on_field, **fields
         )
         steps_done += n
         if cand is not None and cand.error < best.error:
             best, share = cand, base_share
+    clock.report(1.0, best.error, best.values)
     payload = _pack(best.base, best.filter_bytes, best.inr, flat)
     return HybridFit(payload, best.values, steps_done, share, best.base.codec.name, best.classes)
 
