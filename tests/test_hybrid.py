@@ -189,6 +189,7 @@ def test_options_hybrid_does_not_take(coded) -> None:
     with pytest.raises(InvalidInputError, match="guidance"):
         compress(vol, ratio=24, mode="hybrid", steps=2, guidance="perceptual")
 
+
 def test_scale_samples_between_voxels_linearly(coded, monkeypatch) -> None:
     vol, result = coded
     decoded = decompress(result.data)
