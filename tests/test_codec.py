@@ -17,7 +17,6 @@ import pytest
 import torch
 
 import napari_sciz
-from napari_sciz.core import container
 from napari_sciz.core.api import (
     FORMAT_MODE,
     CompressResult,
@@ -27,12 +26,14 @@ from napari_sciz.core.api import (
     decompress,
     open_sciz,
 )
+from napari_sciz.core.bitstream import container
 from napari_sciz.core.blocks import BlockGrid
 from napari_sciz.core.device import available_devices, resolve_device
-from napari_sciz.core.entropy import decode_block, encode_block, read_architecture
-from napari_sciz.core.fit import evaluate_code, field_from_code, fit_block
+from napari_sciz.core.lossy.code import evaluate_code, field_from_code
+from napari_sciz.core.lossy.entropy import decode_block, encode_block, read_architecture
+from napari_sciz.core.lossy.fit import fit_block
+from napari_sciz.core.lossy.model import FieldConfig, LatentField, laplace_bits, level_shape
 from napari_sciz.core.metrics import max_abs_error, psnr, ssim
-from napari_sciz.core.model import FieldConfig, LatentField, laplace_bits, level_shape
 from napari_sciz.core.validate import default_axes, parse_roi
 from napari_sciz.errors import (
     CancelledError,
@@ -1071,7 +1072,7 @@ def _interp_matrix(n: int, level: int, nodes: int) -> np.ndarray:
 
 def test_reconstruction_follows_the_format_spec() -> None:
     """docs/format.md section 7.4, written out in numpy, against the decoder's field."""
-    from napari_sciz.core.entropy import BlockCode
+    from napari_sciz.core.lossy.entropy import BlockCode
 
     shape = (5, 13, 18)
     config = FieldConfig(shape, 1, 3, 6, 2)

@@ -1,4 +1,4 @@
-"""Tests of the .sciz container (napari_sciz.core.container)."""
+"""Tests of the .sciz container (napari_sciz.core.bitstream.container)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from napari_sciz.core import container
-from napari_sciz.core.container import (
+from napari_sciz.core.bitstream import container
+from napari_sciz.core.bitstream.container import (
     FORMAT_VERSION,
     HEADER_DICTIONARY,
     MAGIC,

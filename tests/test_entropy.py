@@ -1,4 +1,4 @@
-"""Tests of the block codes and their entropy coding (napari_sciz.core.entropy)."""
+"""Tests of the block codes and their entropy coding (napari_sciz.core.lossy.entropy)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from napari_sciz.core.entropy import (
+from napari_sciz.core.lossy.entropy import (
     N_CONTEXTS,
     BlockCode,
     _laplace_bits_table,
@@ -22,7 +22,7 @@ from napari_sciz.core.entropy import (
     quantize_scale,
     read_architecture,
 )
-from napari_sciz.core.model import FieldConfig, level_shape
+from napari_sciz.core.lossy.model import FieldConfig, level_shape
 from napari_sciz.errors import FormatError
 
 LIMIT = 2**23 - 1  # largest codable |symbol|

@@ -237,7 +237,7 @@ def test_ssim_slices_is_the_evaluation_ssim():
 def test_guided_fit_keeps_the_best_task_score_within_the_psnr_allowance(monkeypatch, mode):
     """Every candidate is scored as decoded; the kept one has the smallest task error among
     those at most ``max_psnr_loss`` dB below the plain reference, and is what is returned."""
-    from napari_sciz.core import fit
+    from napari_sciz.core.lossy import fit
 
     decoded = []
     real_evaluate = fit.evaluate_code
@@ -276,7 +276,7 @@ def test_guided_fit_keeps_the_best_task_score_within_the_psnr_allowance(monkeypa
 
 def test_a_zero_allowance_keeps_psnr():
     """``max_psnr_loss=0``: a candidate is kept only if it is no worse than the reference."""
-    from napari_sciz.core import fit
+    from napari_sciz.core.lossy import fit
 
     block = _blob().astype(np.float64)
     g = Guidance("perceptual", {"max_psnr_loss": 0.0, "ssim": 1000.0})
@@ -303,7 +303,7 @@ def test_cli_guidance_weight_errors(tmp_path, capsys):
 
 def test_integer_blocks_are_scored_rounded_as_decoded():
     """A uint16 block's candidates are scored as the decoder returns them: clipped, rounded."""
-    from napari_sciz.core import fit
+    from napari_sciz.core.lossy import fit
 
     block = _blob()
     g = Guidance("segmentation")

@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from napari_sciz.core import api, container
+from napari_sciz.core import api
+from napari_sciz.core.bitstream import container
 from napari_sciz.core.lossless import decode_block, encode_block
 from napari_sciz.errors import FormatError, InvalidInputError
 

@@ -7,8 +7,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from napari_sciz.core import fit  # noqa: E402
-from napari_sciz.core.model import FieldConfig  # noqa: E402
+from napari_sciz.core.lossy import ratecontrol, start  # noqa: E402
+from napari_sciz.core.lossy.model import FieldConfig  # noqa: E402
 
 
 def _smooth_block(shape=(8, 48, 48), seed=0) -> np.ndarray:
@@ -26,9 +26,9 @@ def test_the_start_lands_in_the_window(window):
     low, high = window
     bits = 8.0 * 0.5 * (low + high) - 8.0 * 60
     config = FieldConfig.choose(block.shape, bits)
-    field, _ = fit._best_start(config, x, bits, "cpu")
-    fit._retarget_start(field, x, bits, 0.0, 1.0, low, high)
-    assert low <= fit._payload_bytes(field, 0.0, 1.0) <= high
+    field, _ = start.best_start(config, x, bits, "cpu")
+    start.retarget_start(field, x, bits, 0.0, 1.0, low, high)
+    assert low <= ratecontrol.payload_bytes(field, 0.0, 1.0) <= high
 
 
 def test_rate_control_keeps_the_candidate_closer_to_the_original(monkeypatch):
@@ -37,20 +37,20 @@ def test_rate_control_keeps_the_candidate_closer_to_the_original(monkeypatch):
     x = torch.from_numpy(norm.astype(np.float32))
     bits = 8.0 * 500
     config = FieldConfig.choose(block.shape, bits)
-    field, _ = fit._best_start(config, x, bits, "cpu")
-    size = fit._payload_bytes(field, 0.0, 1.0)
+    field, _ = start.best_start(config, x, bits, "cpu")
+    size = ratecontrol.payload_bytes(field, 0.0, 1.0)
     # a window above the start's size: both knobs (finer step, rounding away) can reach it
     low, high = int(size * 1.08), int(size * 1.12)
     candidates = []
-    real_evaluate = fit.evaluate_code
+    real_evaluate = ratecontrol.evaluate_code
 
     def recording(code, shape, device="cpu"):
         rec = real_evaluate(code, shape, device)
         candidates.append(float(np.mean((rec - norm) ** 2)))
         return rec
 
-    monkeypatch.setattr(fit, "evaluate_code", recording)
-    code, payload = fit._rate_control(field, 0.0, 1.0, low, high, x.reshape(-1))
+    monkeypatch.setattr(ratecontrol, "evaluate_code", recording)
+    code, payload = ratecontrol.rate_control(field, 0.0, 1.0, low, high, x.reshape(-1))
     assert low <= len(payload) <= high
     assert len(candidates) == 2  # both knobs landed in the window and were decoded
     chosen = float(np.mean((real_evaluate(code, block.shape) - norm) ** 2))

@@ -309,9 +309,13 @@ def test_compress_end_to_end(viewer_widget, qtbot, notes, tmp_path, monkeypatch)
     np.testing.assert_allclose(
         delta.data, data.astype(np.float32) - np.asarray(result.reconstruction, np.float32)
     )
-    dmax = float(np.abs(delta.data).max())
+    # a dark-centred diverging map, symmetric limits at the 99.5th percentile of |delta|
+    dmax = float(np.percentile(np.abs(delta.data), 99.5)) or float(np.abs(delta.data).max())
     np.testing.assert_allclose(delta.contrast_limits, (-dmax, dmax), rtol=1e-5)
-    assert delta.colormap.name == "PiYG"
+    assert delta.colormap.name == "sciz delta"
+    np.testing.assert_allclose(delta.colormap.map(np.array([0.5]))[0, :3], 0.0, atol=1e-6)
+    # every panel says what it is, on the canvas
+    assert all(layer.name_overlay.visible for layer in (src, recon, delta))
 
     # linked contrast between original and reconstruction
     np.testing.assert_allclose(recon.contrast_limits, src.contrast_limits)

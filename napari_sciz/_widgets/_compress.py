@@ -46,7 +46,13 @@ from ._geometry import (
     nearest_ratio_index,
 )
 from ._region import BYTES_KEY, DecodeRegionWidget
-from ._viewer import current_data_index, placement_kwargs, show_side_by_side
+from ._viewer import (
+    current_data_index,
+    delta_colormap,
+    delta_limit,
+    placement_kwargs,
+    show_side_by_side,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
@@ -1054,9 +1060,7 @@ class CompressWidget(QWidget):
 
         recon = np.asarray(result.reconstruction)
         delta = original.astype(np.float32) - recon.astype(np.float32)
-        dmax = float(np.max(np.abs(delta))) if delta.size else 0.0
-        if not np.isfinite(dmax) or dmax == 0.0:
-            dmax = 1.0
+        dmax = delta_limit(delta)
         expand = (1,) * len(leading)
 
         summary = dict(result.summary()) if callable(getattr(result, "summary", None)) else {}
@@ -1102,7 +1106,7 @@ class CompressWidget(QWidget):
             leading,
             {"sciz": {**info, "role": "delta"}},
             link=False,
-            colormap="PiYG",
+            colormap=delta_colormap(),
             contrast_limits=(-dmax, dmax),
             gamma=1.0,
             blending="translucent",

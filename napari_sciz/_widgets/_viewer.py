@@ -11,6 +11,8 @@ import numpy as np
 __all__ = [
     "camera",
     "current_data_index",
+    "delta_colormap",
+    "delta_limit",
     "grid",
     "layer_linear",
     "placement_kwargs",
@@ -175,3 +177,53 @@ def show_side_by_side(viewer: Any, layers: Sequence[Any], reset_view: bool = Fal
         pass
     if reset_view or before != (g.enabled, g.stride, tuple(g.shape)):
         viewer.reset_view()
+    label_panels(viewer, layers)
+
+
+def label_panels(viewer: Any, layers: Sequence[Any]) -> None:
+    """Write each layer's name in its grid cell (napari >= 0.6 ``layer.name_overlay``), or,
+    where napari has no per-layer overlay, all names in the canvas' text overlay."""
+    overlays = [getattr(layer, "name_overlay", None) for layer in layers]
+    if all(o is not None for o in overlays):
+        for overlay in overlays:
+            overlay.visible = True
+            if hasattr(overlay, "box"):
+                overlay.box = True
+            if hasattr(overlay, "font_size"):
+                overlay.font_size = 12
+        return
+    text = getattr(viewer, "text_overlay", None)  # pragma: no cover - older napari
+    if text is not None:  # pragma: no cover
+        text.text = "   |   ".join(layer.name for layer in layers)
+        text.visible = True
+
+
+#: dark-centred diverging colours of the delta (negative: blue, zero: black, positive: orange)
+_DELTA_COLORS = (
+    (0.65, 0.9, 1.0, 1.0),
+    (0.1, 0.45, 0.95, 1.0),
+    (0.0, 0.0, 0.0, 1.0),
+    (0.95, 0.35, 0.05, 1.0),
+    (1.0, 0.85, 0.5, 1.0),
+)
+
+
+def delta_colormap() -> Any:
+    """The delta's colormap: black at zero, blue below, orange above (reads on a dark canvas)."""
+    from napari.utils.colormaps import Colormap
+
+    controls = np.linspace(0.0, 1.0, len(_DELTA_COLORS))
+    return Colormap(np.asarray(_DELTA_COLORS), controls=controls, name="sciz delta")
+
+
+def delta_limit(delta: np.ndarray, percentile: float = 99.5) -> float:
+    """Symmetric contrast limit of a delta: the ``percentile`` of ``|delta|`` (robust to a few
+    outliers), else its largest magnitude, else 1."""
+    magnitude = np.abs(np.asarray(delta, dtype=np.float64))
+    magnitude = magnitude[np.isfinite(magnitude)]
+    if magnitude.size == 0:
+        return 1.0
+    limit = float(np.percentile(magnitude, percentile))
+    if limit <= 0.0:
+        limit = float(magnitude.max())
+    return limit if limit > 0.0 else 1.0

@@ -76,8 +76,8 @@ def step_cost(
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from ..core.fit import LR_LATENT, LR_MLP, _crop_shape
-    from ..core.model import FieldConfig, LatentField, laplace_bits
+    from ..core.lossy.fit import LR_LATENT, LR_MLP, _crop_shape
+    from ..core.lossy.model import FieldConfig, LatentField, laplace_bits
 
     shape3 = tuple(int(n) for n in shape)
     voxels = math.prod(shape3)

@@ -1,9 +1,9 @@
 """Public codec API: :func:`compress`, :func:`decompress`, :func:`open_sciz`.
 
 A volume (or a stack of volumes along leading channel/time axes) is cut into blocks; each block
-is fitted with its own latent-grid field (:mod:`napari_sciz.core.model`) under a byte budget
+is fitted with its own latent-grid field (:mod:`napari_sciz.core.lossy.model`) under a byte budget
 allocated by block complexity, and the block payloads are stored in one ``.sciz`` container
-(:mod:`napari_sciz.core.container`) with a JSON header describing the volume.
+(:mod:`napari_sciz.core.bitstream.container`) with a JSON header describing the volume.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import FormatError, InvalidInputError
-from . import container
-from .blocks import BlockGrid, block_stats
+from .bitstream import container
+from .blocks import BlockGrid, block_stats, finalize
 from .plan import (
     AUTO_MODE,
     DECODABLE_MODELS,
@@ -32,7 +32,6 @@ from .plan import (
     base_header,
     block_array,
     check_effort,
-    finalize,
     free_device_memory,
     plan_lossy,
     resolve_mode,
@@ -42,7 +41,7 @@ from .sampling import sample_coordinates, sample_linear, source_box
 from .validate import check_array, check_axes, check_decode_memory, check_ratio, parse_roi
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .fit import StepInfo
+    from .lossy.fit import StepInfo
 
 __all__ = [
     "CompressResult",
@@ -699,9 +698,9 @@ class SciZReader:
             if cached is not None:
                 self._cache.move_to_end(index)
                 return cached
-        from .entropy import decode_block, read_architecture
-        from .fit import field_from_code
-        from .model import FieldConfig
+        from .lossy.code import field_from_code
+        from .lossy.entropy import decode_block, read_architecture
+        from .lossy.model import FieldConfig
 
         payload = self._file.payload(index)
         shape3 = self.grid.block_shape3(index)

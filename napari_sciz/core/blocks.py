@@ -15,7 +15,14 @@ import numpy as np
 
 from ..errors import FormatError
 
-__all__ = ["BlockGrid", "BlockStats", "allocate_bytes", "allocate_from_stats", "block_stats"]
+__all__ = [
+    "BlockGrid",
+    "BlockStats",
+    "allocate_bytes",
+    "allocate_from_stats",
+    "block_stats",
+    "finalize",
+]
 
 Box = Sequence[tuple[int, int]]
 
@@ -281,3 +288,12 @@ def allocate_bytes(
         return [float(budget)]
     stats = [block_stats(arr[grid.block_slices(i)]) for i in range(grid.n_blocks)]
     return allocate_from_stats(stats, budget, min_bytes)
+
+
+def finalize(values: np.ndarray, dtype: np.dtype, vrange: Sequence[float]) -> np.ndarray:
+    """Round (integers) and clip a float reconstruction into the original dtype."""
+    lo, hi = vrange
+    out = np.clip(values, lo, hi)
+    if np.dtype(dtype).kind in "ui":
+        out = np.rint(out)
+    return out.astype(dtype)

@@ -35,14 +35,13 @@ from typing import Any
 import numpy as np
 
 from ..errors import CancelledError, InvalidInputError, SciZError
-from . import container
-from .blocks import BlockGrid, BlockStats, block_stats
+from .bitstream import container
+from .blocks import BlockGrid, BlockStats, block_stats, finalize
 from .plan import (
     BlockJob,
     block_array,
     check_effort,
     check_nonfinite,
-    finalize,
     plan_lossy,
     resolve_mode,
 )

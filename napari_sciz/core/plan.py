@@ -24,7 +24,7 @@ import numpy as np
 
 from .._version import __version__
 from ..errors import InvalidInputError, RatioUnreachableError, SciZError
-from . import container
+from .bitstream import container
 from .blocks import BlockGrid, BlockStats, allocate_from_stats
 from .guidance import weight_overrides
 
@@ -365,7 +365,7 @@ def run_block_job(
     labels : numpy.ndarray, optional
         Labels of the block for segmentation guidance.
     on_step, on_preview, preview_interval, cancel
-        Passed to :func:`napari_sciz.core.fit.fit_block`.
+        Passed to :func:`napari_sciz.core.lossy.fit.fit_block`.
     on_message : callable, optional
         Called with a note for the user when the fit falls back (smaller batch, CPU).
 
@@ -375,8 +375,8 @@ def run_block_job(
         Payload, training steps, the float reconstruction (original units, unclipped), the
         device the fit ended on and the notes.
     """
-    from .fit import DEFAULT_BATCH, fit_block
     from .guidance import make_guidance
+    from .lossy.fit import DEFAULT_BATCH, fit_block
 
     device = job.device
     batch: int | None = None
@@ -425,12 +425,3 @@ def run_block_job(
                 on_message(msg)
             continue
         return BlockOutcome(job.index, fit.payload, fit.steps, fit.reconstruction, device, messages)
-
-
-def finalize(values: np.ndarray, dtype: np.dtype, vrange: Sequence[float]) -> np.ndarray:
-    """Round (integers) and clip a float reconstruction into the original dtype."""
-    lo, hi = vrange
-    out = np.clip(values, lo, hi)
-    if np.dtype(dtype).kind in "ui":
-        out = np.rint(out)
-    return out.astype(dtype)

@@ -7,7 +7,7 @@ so a hybrid file is never below the best of them at its size. It then fits the l
 convolutional synthesis (:mod:`napari_sciz.core.hybrid.loopfilter`) on the decoded base,
 choosing its number of classes by rate-distortion (its bytes are taken from the base), and,
 while the block's time budget allows, tries base shares of :data:`BASE_SHARES` with the
-latent-grid field (:func:`napari_sciz.core.fit.fit_block`) fitting what the filtered base
+latent-grid field (:func:`napari_sciz.core.lossy.fit.fit_block`) fitting what the filtered base
 still misses in the rest of the bytes. The most accurate candidate in the byte window wins.
 
 Payload (after the container's framing)::
@@ -33,8 +33,8 @@ from typing import Any
 import numpy as np
 
 from ...errors import FormatError, RatioUnreachableError
-from ..container import _varint
-from ..entropy import _read_varint
+from ..bitstream.container import _varint
+from ..lossy.entropy import _read_varint
 from .bases import BASES, NO_BASE, BaseCodec, BaseLayer, base_by_id, encode_to_size
 from .loopfilter import FilterDesign, LoopFilter, parse_loop_filter
 from .tracker import BlockTracker
@@ -228,7 +228,7 @@ def _with_field(
     **fit_kwargs: Any,
 ) -> tuple[_Candidate | None, int]:
     """A base in ``share`` of the bytes, its filter and a field fitted on what they miss."""
-    from ..fit import fit_block
+    from ..lossy.fit import fit_block
 
     low, high = window
     room = int(share * (high - _HEAD.size))
@@ -258,7 +258,7 @@ def _field_only(
     **fit_kwargs: Any,
 ) -> tuple[_Candidate, int]:
     """No base layer (:data:`~.bases.NO_BASE`): the field fits the block's values."""
-    from ..fit import fit_block
+    from ..lossy.fit import fit_block
 
     low, high = window
     used = _HEAD.size + 1  # the head and an empty filter's length
@@ -295,7 +295,7 @@ def fit_hybrid_block(
     byte_window : tuple of int
         ``(low, high)`` payload bytes.
     steps, budget, seed, device, cancel, on_step, **fit_kwargs
-        As in :func:`napari_sciz.core.fit.fit_block`; a time ``budget`` bounds the whole
+        As in :func:`napari_sciz.core.lossy.fit.fit_block`; a time ``budget`` bounds the whole
         block (the base search, the filter and the field fits). ``cancel`` is checked between
         two classical encodes and every field step; ``on_step`` is called after every stage
         (:class:`~napari_sciz.core.hybrid.tracker.BlockTracker`).
@@ -404,9 +404,9 @@ def decode_hybrid_block(payload: bytes, shape3: tuple[int, int, int]) -> np.ndar
         Not a hybrid payload, an unknown version or base codec, a truncated stream or one
         that does not match the block's shape.
     """
-    from ..entropy import decode_block, read_architecture
-    from ..fit import evaluate_code
-    from ..model import FieldConfig
+    from ..lossy.code import evaluate_code
+    from ..lossy.entropy import decode_block, read_architecture
+    from ..lossy.model import FieldConfig
 
     codec, base, filt, inr = _parse(payload, shape3)
     values = codec.decode(base, shape3)

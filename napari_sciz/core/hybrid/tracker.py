@@ -5,7 +5,7 @@ the residual), each made of classical encodes that take from milliseconds to sec
 :class:`BlockTracker` is handed to every stage: it says how much of the block's time budget is
 left, raises :class:`~napari_sciz.errors.CancelledError` between two encodes once the user
 cancels, and reports progress and previews the way the field's fit does
-(:class:`~napari_sciz.core.fit.StepInfo`), so the API, the CLI and the widget show a hybrid
+(:class:`~napari_sciz.core.lossy.fit.StepInfo`), so the API, the CLI and the widget show a hybrid
 job like any other.
 """
 
@@ -35,7 +35,7 @@ class BlockTracker:
     cancel : callable, optional
         Returns True once the job is cancelled.
     on_step : callable, optional
-        Called with a :class:`~napari_sciz.core.fit.StepInfo` after every stage.
+        Called with a :class:`~napari_sciz.core.lossy.fit.StepInfo` after every stage.
     on_preview : callable, optional
         Called with the block's current reconstruction (float32, original units).
     """
@@ -98,7 +98,7 @@ class BlockTracker:
         if values is not None and self.on_preview is not None:
             self.on_preview(np.asarray(values, np.float32))
         if self.on_step is not None:
-            from ..fit import StepInfo
+            from ..lossy.fit import StepInfo
 
             loss = 10 ** (-self._psnr / 10) if math.isfinite(self._psnr) else 0.0
             info = StepInfo(self.steps, self._fraction, loss, self._psnr, self.elapsed())

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import FormatError
+from ...errors import FormatError
 
 __all__ = [
     "BlockCode",
@@ -70,7 +70,7 @@ class BlockCode:
     Attributes
     ----------
     first_level, n_levels, hidden, layers : int
-        Architecture (see :class:`napari_sciz.core.model.FieldConfig`).
+        Architecture (see :class:`napari_sciz.core.lossy.model.FieldConfig`).
     vmin, vmax : float
         Normalisation: the field predicts ``(value - vmin) / (vmax - vmin)``.
     latent_step : float
@@ -166,7 +166,7 @@ def _gain_byte(gain: float) -> int:
 
 
 def _write_varint(out: bytearray, value: int) -> None:
-    from .container import _varint
+    from ..bitstream.container import _varint
 
     out += _varint(value)
 

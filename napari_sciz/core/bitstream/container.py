@@ -30,7 +30,7 @@ from itertools import accumulate
 from pathlib import Path
 from typing import IO, Any
 
-from ..errors import FormatError
+from ...errors import FormatError
 
 __all__ = [
     "MAGIC",
@@ -614,6 +614,6 @@ def write_atomic(
         If the file cannot be written (missing directory, permission denied, disk full...);
         the error names `path`, not the temporary file.
     """
-    from ..io.atomic import write_bytes_atomic
+    from ...io.atomic import write_bytes_atomic
 
     return write_bytes_atomic(path, data, force=force, inputs=inputs)
