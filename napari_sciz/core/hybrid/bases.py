@@ -326,14 +326,17 @@ def encode_to_size(
     """The best-quality stream of ``codec`` for ``block`` of at most ``nbytes`` bytes.
 
     The quality parameter is searched by regula falsi on the logarithm of the stream size
-    (bisection steps in between), stopping once a stream lands within 0.5 % of ``nbytes``, or
-    at ``deadline`` (a ``perf_counter`` time) once a stream fits. ``cancel`` is checked before
-    every encode (:class:`~napari_sciz.errors.CancelledError`).
+    (bisection steps in between), stopping once a stream lands within 0.5 % of ``nbytes``.
+    With a ``deadline`` (a ``perf_counter`` time) no encode starts that the previous one's
+    duration says would end after it: the best stream that fits so far is returned, or
+    ``None`` when none fits yet. ``cancel`` is checked before every encode
+    (:class:`~napari_sciz.errors.CancelledError`).
 
     Returns
     -------
     BaseLayer or None
-        ``None`` when even the lowest quality does not fit (or the codec fails on the block).
+        ``None`` when even the lowest quality does not fit, the codec fails on the block, or
+        the deadline came before a stream fitted.
     """
     shape3 = tuple(int(n) for n in block.shape)
 
@@ -351,15 +354,22 @@ def encode_to_size(
     lo_t, hi_t = 0.0, 1.0
     lo_size, hi_size = None, None
     t = 0.5
+    last = 0.0  # seconds the previous encode took
+
+    def out_of_time() -> bool:
+        return deadline is not None and time.perf_counter() + last > deadline
+
     for i in range(iterations):
         if cancel is not None and cancel():
             raise CancelledError("compression cancelled; no output written")
-        if deadline is not None and best is not None and time.perf_counter() > deadline:
+        if out_of_time():
             break
+        t0 = time.perf_counter()
         try:
             size, stream = size_at(t)
         except Exception:  # noqa: BLE001 - a codec that cannot code this block is skipped
             return None
+        last = time.perf_counter() - t0
         if size <= nbytes:
             if best is None or size > len(best):
                 best = stream
@@ -377,6 +387,8 @@ def encode_to_size(
         else:
             t = 0.5 * (lo_t + hi_t)
     if best is None:
+        if out_of_time():
+            return None
         try:
             size, stream = size_at(0.0)
         except Exception:  # noqa: BLE001

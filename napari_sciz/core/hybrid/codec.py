@@ -50,8 +50,12 @@ __all__ = [
 _MAGIC = b"SZH"
 _VERSION = 2
 _HEAD = struct.Struct("<3sBBBI")
-#: shares of a block's budget given to the base layer when a field fits the residual
-BASE_SHARES = (0.8,)
+#: shares of a block's budget given to the base layer when a field is fitted on the residual of
+#: the filtered base. Empty: in every benchmark so far (docs/benchmarks.md) the residual field
+#: never won a block over the base and filter alone, and its transform-coded start is not
+#: bounded by the time budget on large blocks (a 2x512x512 CT block took 100-200 s of a 30 s
+#: budget), so the encoder no longer spends the user's time on it. (0.8,) tries it again.
+BASE_SHARES: tuple[float, ...] = ()
 #: the smallest field payload worth fitting (architecture, ranges and a tiny MLP)
 _MIN_INR_BYTES = 160
 #: loop-filter class counts the encoder chooses from
@@ -148,18 +152,21 @@ def _choose_base(
 ) -> BaseLayer | None:
     """The base codec whose stream of ``nbytes``, once filtered, is the most accurate.
 
-    Codecs are tried fastest first; the next one only while the time spent so far, doubled,
-    stays within :data:`_CHOICE_SHARE` of the budget.
+    With a budget, the codecs share the first :data:`_CHOICE_SHARE` of it: each one's search
+    gets an equal part of what is left when it starts (a fast codec leaves more to the next),
+    and stops before its part ends (:func:`~.bases.encode_to_size`).
     """
     shape3 = tuple(int(n) for n in target.shape)
     best: tuple[float, BaseLayer] | None = None
-    deadline = clock.before(_CHOICE_SHARE)
-    for k, codec in enumerate(BASES):
-        if best is not None and clock.budget is not None:
-            if 2 * clock.elapsed() > _CHOICE_SHARE * clock.budget:
+    end = clock.before(_CHOICE_SHARE)
+    usable = [c for c in BASES if c.available() and c.supports(shape3)]  # type: ignore[arg-type]
+    for k, codec in enumerate(usable):
+        deadline = None
+        if end is not None:
+            now = time.perf_counter()
+            if best is not None and now >= end:
                 break
-        if not (codec.available() and codec.supports(shape3)):  # type: ignore[arg-type]
-            continue
+            deadline = now + max(end - now, 0.0) / (len(usable) - k)
         t0 = time.perf_counter()
         layer = encode_to_size(codec, target, nbytes, deadline=deadline, cancel=clock.cancel)
         if layer is None:
@@ -169,7 +176,7 @@ def _choose_base(
         if best is None or err < best[0]:
             best = (err, layer)
             clock.base_seconds = seconds
-        clock.report(_CHOICE_SHARE * (k + 1) / len(BASES), best[0], best[1].values)
+        clock.report(_CHOICE_SHARE * (k + 1) / len(usable), best[0], best[1].values)
     return None if best is None else best[1]
 
 
