@@ -111,6 +111,41 @@ def test_loop_filter_round_trip_and_gain() -> None:
         loopfilter.parse_loop_filter(bytes([0]) + filt.to_bytes()[1:])
 
 
+def _filter_with_numpy(filt, base: np.ndarray) -> np.ndarray:
+    """The loop filter as whole-array numpy operations (the module docstring's formula)."""
+    coefs = filt.coefs.astype(np.float64) * 2.0**-filt.shift
+    cls = filt.classify(base) if filt.classes > 1 else np.zeros(base.shape, dtype=np.intp)
+    out = base + coefs[cls, -1] * filt.scale
+    for p, diff in enumerate(loopfilter._second_differences(base, filt.flat)):
+        out += coefs[cls, p] * diff
+    return out
+
+
+@pytest.mark.parametrize("shape", [(7, 33, 41), (1, 40, 30), (2, 3, 3)])
+def test_compiled_filter_equals_the_numpy_formula_and_filters_planes_alone(shape) -> None:
+    rng = np.random.default_rng(2)
+    target = rng.random(shape) * 1000
+    base = target + rng.normal(0, 40, shape)
+    design = loopfilter.FilterDesign(base, target, 0)
+    for classes in (1, 4, 16):
+        filt = design.fit(classes)
+        whole = filt.apply(base)
+        np.testing.assert_array_equal(whole, _filter_with_numpy(filt, base))  # bit for bit
+        for z in range(shape[0]):
+            np.testing.assert_array_equal(filt.apply(base, z, z + 1), whole[z : z + 1])
+
+
+def test_planes_decode_in_any_order_like_the_whole_block(coded) -> None:
+    _vol, result = coded
+    reader = open_sciz(result.data)
+    payload, shape3 = reader._file.payload(0), reader.grid.block_shape3(0)
+    whole = hybrid.decode_hybrid_block(payload, shape3)
+    block = hybrid.HybridBlock(payload, shape3)
+    for z in (shape3[0] // 2, 0, shape3[0] - 1, 1):
+        np.testing.assert_array_equal(block.planes(z, z + 1), whole[z : z + 1])
+    np.testing.assert_array_equal(block.planes(), whole)
+
+
 @pytest.mark.parametrize("base", [b for b in bases.BASES if b.available()], ids=lambda b: b.name)
 def test_each_base_codec_fits_its_bytes_and_round_trips(base) -> None:
     vol = np.tile(_volume(), (1, 2, 2))[:6].astype(np.float64)  # 6x96x80: HEVC takes >= 64

@@ -802,6 +802,25 @@ class SciZReader:
             self._map_blocks(fill, list(self.grid.blocks_in_box(volume, box3)))
         return out
 
+    def _hybrid_block(self, index: int) -> Any:
+        """The decoded base (and field) of hybrid block ``index``, cached; planes on demand."""
+        with self._lock:
+            cached = self._cache.get(index)
+            if cached is not None:
+                self._cache.move_to_end(index)
+                return cached
+        from .hybrid import HybridBlock
+
+        try:
+            block = HybridBlock(self._file.payload(index), self.grid.block_shape3(index))
+        except FormatError as exc:
+            raise FormatError(f"block {index}: {exc}") from exc
+        with self._lock:
+            self._cache[index] = block
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return block
+
     def _exact_block(self, index: int) -> np.ndarray:
         with self._lock:
             cached = self._cache.get(index)
@@ -810,15 +829,9 @@ class SciZReader:
                 return cached
         shape3 = self.grid.block_shape3(index)
         try:
-            if self.mode == "hybrid":
-                from .hybrid import decode_hybrid_block
+            from .lossless import decode_block
 
-                values = decode_hybrid_block(self._file.payload(index), shape3)
-                block = finalize(values, self.dtype, self.value_range)
-            else:
-                from .lossless import decode_block
-
-                block = decode_block(self._file.payload(index), self.dtype, shape3)
+            block = decode_block(self._file.payload(index), self.dtype, shape3)
         except FormatError as exc:
             raise FormatError(f"block {index}: {exc}") from exc
         with self._lock:
@@ -862,10 +875,15 @@ class SciZReader:
                 hi = [min(b, e) for (_a, b), e in zip(box3, stops, strict=True)]
                 if any(h <= g for g, h in zip(lo, hi, strict=True)):
                     return
-                block = self._exact_block(bindex)
                 dst = tuple(slice(g - a, h - a) for g, h, (a, _b) in zip(lo, hi, box3, strict=True))
                 srcs = tuple(slice(g - s, h - s) for g, h, s in zip(lo, hi, starts, strict=True))
-                _target[dst] = block[srcs]
+                if self.mode == "hybrid":  # only the planes asked for are filtered
+                    planes = self._hybrid_block(bindex).planes(srcs[0].start, srcs[0].stop)
+                    _target[dst] = finalize(
+                        planes[:, srcs[1], srcs[2]], self.dtype, self.value_range
+                    )
+                else:
+                    _target[dst] = self._exact_block(bindex)[srcs]
 
             self._map_blocks(fill, list(self.grid.blocks_in_box(volume, box3)))
         return out

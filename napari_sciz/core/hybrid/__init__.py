@@ -4,9 +4,18 @@
 * :mod:`~napari_sciz.core.hybrid.loopfilter`: the adaptive 3D filter fitted on the base;
 * :mod:`~napari_sciz.core.hybrid.codec`: the block encoder that chooses among them, and the
   payload;
+* :mod:`~napari_sciz.core.hybrid.decoder`: whole blocks or a few planes at a time;
 * :mod:`~napari_sciz.core.hybrid.mosaic`: slices tiled into one image for 2D codecs.
 """
 
-from .codec import BASE_SHARES, HybridFit, decode_hybrid_block, fit_hybrid_block, layer_sizes
+from .codec import BASE_SHARES, HybridFit, fit_hybrid_block, layer_sizes
+from .decoder import HybridBlock, decode_hybrid_block
 
-__all__ = ["BASE_SHARES", "HybridFit", "decode_hybrid_block", "fit_hybrid_block", "layer_sizes"]
+__all__ = [
+    "BASE_SHARES",
+    "HybridBlock",
+    "HybridFit",
+    "decode_hybrid_block",
+    "fit_hybrid_block",
+    "layer_sizes",
+]

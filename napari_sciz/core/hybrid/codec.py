@@ -23,7 +23,6 @@ whole blocks (base, filter and dense field) and crops them.
 
 from __future__ import annotations
 
-import math
 import struct
 import time
 from collections.abc import Callable
@@ -42,7 +41,6 @@ from .tracker import BlockTracker
 __all__ = [
     "BASE_SHARES",
     "HybridFit",
-    "decode_hybrid_block",
     "fit_hybrid_block",
     "layer_sizes",
 ]
@@ -400,33 +398,3 @@ def describe(payload: bytes) -> dict[str, Any]:
         "filter_classes": classes,
         "field_bytes": len(inr),
     }
-
-
-def decode_hybrid_block(payload: bytes, shape3: tuple[int, int, int]) -> np.ndarray:
-    """Decode a hybrid block payload to float64 values of shape ``shape3`` (unclipped).
-
-    Raises
-    ------
-    FormatError
-        Not a hybrid payload, an unknown version or base codec, a truncated stream or one
-        that does not match the block's shape.
-    """
-    from ..lossy.code import evaluate_code
-    from ..lossy.entropy import decode_block, read_architecture
-    from ..lossy.model import FieldConfig
-
-    codec, base, filt, inr = _parse(payload, shape3)
-    values = codec.decode(base, shape3)
-    if filt:
-        lf = parse_loop_filter(filt)
-        if lf.flat != (shape3[0] == 1):
-            raise FormatError("hybrid loop filter does not match the block's shape")
-        values = lf.apply(values)
-    if inr:
-        first, n_levels, hidden, layers = read_architecture(inr)
-        config = FieldConfig(shape3, first, n_levels, hidden, layers)
-        code = decode_block(inr, config.grid_shapes(), config.mlp_shapes())
-        values = values + evaluate_code(code, shape3, "cpu")
-    if not np.all(np.isfinite(values)) or not math.isfinite(float(np.abs(values).max())):
-        raise FormatError("hybrid block decodes to non-finite values")
-    return values

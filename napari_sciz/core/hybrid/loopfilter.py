@@ -140,15 +140,19 @@ class LoopFilter:
         act = activity(base, self.flat).astype(np.float32)
         return np.searchsorted(self.thresholds, act, side="right")
 
-    def apply(self, base: np.ndarray) -> np.ndarray:
-        """The filtered base (float64, same shape)."""
-        base = np.asarray(base, dtype=np.float64)
+    def apply(self, base: np.ndarray, z0: int = 0, z1: int | None = None) -> np.ndarray:
+        """The filtered base (float64), planes ``z0:z1`` (default: all).
+
+        A plane needs only its neighbours in the base, so ``apply(base, z, z + 1)`` equals
+        ``apply(base)[z : z + 1]`` at a fraction of the cost (compiled loop,
+        :mod:`~napari_sciz.core.hybrid.kernels`).
+        """
+        from .kernels import filter_planes
+
         coefs = self.coefs.astype(np.float64) * 2.0**-self.shift
-        cls = self.classify(base) if self.classes > 1 else np.zeros(base.shape, dtype=np.intp)
-        out = base + coefs[cls, -1] * self.scale
-        for p, diff in enumerate(_second_differences(base, self.flat)):
-            out += coefs[cls, p] * diff
-        return out
+        offs = np.asarray(offsets(self.flat), dtype=np.int64)
+        thresholds = np.asarray(self.thresholds, dtype=np.float32)
+        return filter_planes(base, coefs, thresholds, offs, self.scale, self.flat, z0, z1)
 
     def to_bytes(self) -> bytes:
         """Serialised form."""
