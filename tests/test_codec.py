@@ -731,6 +731,25 @@ BAD_HEADERS = [
     ("blocks", _DELETE),
     ("blocks", [1, 2, 3]),
     ("blocks", "grid"),
+    # hostile values with valid CRCs (issue: decoded to all 1s, or never checked)
+    ("value_range", [5000, 1]),  # inverted
+    ("value_range", [0.5, 4000]),  # not integers for an integer dtype
+    ("value_range", [-1, 70000]),  # beyond uint16
+    ("value_range", [True, 4000]),
+    ("blocks.count", 99),
+    ("blocks.count", "2"),
+    ("blocks.block_shape", [8.0, 24, 12]),
+    ("axes", "ZZX"),
+    ("axes", "ZYXC"),
+    ("axes", 3),
+    ("units", ["um", "um"]),
+    ("units", [1, 2, 3]),
+    ("units", "um"),
+    ("voxel_size", [1, 1]),
+    ("voxel_size", [1, "a", 1]),
+    ("name", 42),
+    ("shape", [8, 24, True]),
+    ("model.version", -1),
 ]
 
 
@@ -742,6 +761,20 @@ def test_bad_headers_are_format_errors(small_file: tuple, key: str, value: Any) 
         open_sciz(blob)
     with pytest.raises(FormatError):
         decompress(blob)
+
+
+def test_header_errors_name_the_field_not_python_internals(small_file: tuple) -> None:
+    _data, result = small_file
+    for key, value, field in (
+        ("value_range", [5000, 1], "value_range"),
+        ("blocks.count", 99, "blocks.count"),
+        ("units", ["um", "um"], "units"),
+        ("shape", ["8", 24, 24], "shape"),
+        ("axes", "ZZX", "axes"),
+    ):
+        with pytest.raises(FormatError, match=field) as info:
+            open_sciz(_repack(result, _set(key, value)))
+        assert "invalid literal" not in str(info.value) and "Error(" not in str(info.value)
 
 
 def test_unsupported_mode_and_version_messages(small_file: tuple) -> None:

@@ -24,6 +24,7 @@ import numpy as np
 from ..errors import FormatError, InvalidInputError
 from .bitstream import container
 from .blocks import BlockGrid, block_stats, finalize
+from .header import validate_header
 from .plan import (
     AUTO_MODE,
     DECODABLE_MODELS,
@@ -584,45 +585,21 @@ class SciZReader:
             raise
         except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
             self._file.close()
-            raise FormatError(f"invalid .sciz header: {exc!r}") from exc
+            raise FormatError(
+                f"invalid .sciz header: a field has the wrong type or value ({type(exc).__name__})"
+            ) from exc
 
     def _validate(self) -> None:
-        h = self.header
-        if h.get("format") != "sciz":
-            raise FormatError("not a napari-sciz codec file (header has no 'format': 'sciz')")
-        mode = h.get("mode")
-        if mode not in (FORMAT_MODE, "hybrid", "lossless", "bounded"):
-            raise FormatError(
-                f"unsupported coding mode {mode!r} (this napari-sciz decodes "
-                f"{FORMAT_MODE!r}, 'hybrid', 'lossless' and 'bounded')"
-            )
-        self.mode = str(mode)
-        model = h.get("model", {})
-        kinds = DECODABLE_MODELS.get(mode, {"causal-predictor": 1})
-        newest = kinds.get(str(model.get("type")))
-        if newest is None or int(model.get("version", 0)) > newest:
-            raise FormatError(f"unsupported model {model!r}; upgrade napari-sciz")
-        shape = tuple(int(n) for n in h["shape"])
-        if not 2 <= len(shape) <= 6 or any(n < 1 for n in shape) or math.prod(shape) > _MAX_VOXELS:
-            raise FormatError(f"implausible shape {shape} in header")
-        self.shape = shape
-        self.dtype = np.dtype(str(h["dtype"]))
-        if self.dtype.name not in ("uint8", "uint16", "int16", "uint32", "float32", "float64"):
-            raise FormatError(f"unsupported dtype {self.dtype} in header")
-        self.axes = str(h.get("axes") or "")
-        vr = h["value_range"]
-        self.value_range = (float(vr[0]), float(vr[1]))
-        self.grid = BlockGrid.from_header(h["blocks"], shape)
-        if self.grid.n_blocks != self._file.n_payloads:
-            raise FormatError(
-                f"header describes {self.grid.n_blocks} blocks "
-                f"but the file holds {self._file.n_payloads}"
-            )
-        vs = h.get("voxel_size")
-        self.voxel_size = None if vs is None else tuple(float(v) for v in vs)
-        un = h.get("units")
-        self.units = None if un is None else tuple(str(u) for u in un)
-        self.name = h.get("name")
+        info = validate_header(self.header, self._file.n_payloads, DECODABLE_MODELS)
+        self.mode = info.mode
+        self.shape = info.shape
+        self.dtype = info.dtype
+        self.axes = info.axes
+        self.value_range = info.value_range
+        self.grid = info.grid
+        self.voxel_size = info.voxel_size
+        self.units = info.units
+        self.name = info.name
 
     # array-like protocol -------------------------------------------------------------
     @property

@@ -8,7 +8,8 @@ stream (pure Python, bounded work) so that the decoders refuse a stream whose si
 block's, and never hand it to the library.
 
 * SPERR: the stream header written by SPERR (version byte, packed flags, dimensions as
-  little-endian ``uint32``; 3D streams then carry chunk dimensions and lengths);
+  little-endian ``uint32``; 3D streams then carry chunk dimensions and lengths), and each
+  chunk's conditioner and SPECK headers (bit planes <= 64, coded bits <= 64 per value);
 * HEVC: every sequence parameter set's ``pic_width/height_in_luma_samples`` less its
   conformance window (ITU-T H.265 §7.3.2.2, Annex B byte stream);
 * JPEG XL: checked by the decoder itself against a caller-allocated output of the block's
@@ -39,6 +40,10 @@ def check_sperr_header(stream: bytes, shape: tuple[int, ...]) -> None:
         not fit in the stream.
     """
     what = "hybrid base layer (SPERR)"
+    _check_sperr_container(stream, shape, what)
+
+
+def _check_sperr_container(stream: bytes, shape: tuple[int, ...], what: str) -> None:
     if len(stream) < 2:
         raise FormatError(f"{what} is truncated")
     flags = stream[1]
@@ -52,9 +57,10 @@ def check_sperr_header(stream: bytes, shape: tuple[int, ...]) -> None:
     if tuple(dims) != tuple(reversed(shape)):  # SPERR stores X first
         raise FormatError(f"{what} does not match the block's shape")
     if not is_3d:
+        _check_sperr_chunk(stream[2 + 8 :], math.prod(shape), what)
         return
     pos = 2 + 12
-    n_chunks = 1
+    n_chunks, chunk_voxels = 1, math.prod(shape)
     if flags & _SPERR_MULTI:
         if len(stream) < pos + 6:
             raise FormatError(f"{what} is truncated")
@@ -63,12 +69,40 @@ def check_sperr_header(stream: bytes, shape: tuple[int, ...]) -> None:
             raise FormatError(f"{what} declares empty chunks")
         pos += 6
         n_chunks = math.prod(-(-d // c) for d, c in zip(dims, chunk, strict=True))
+        chunk_voxels = math.prod(chunk)
     end = pos + 4 * n_chunks
     if len(stream) < end:
         raise FormatError(f"{what} is truncated")
     lengths = struct.unpack_from(f"<{n_chunks}I", stream, pos)
     if end + sum(lengths) > len(stream):
         raise FormatError(f"{what} is truncated (chunks)")
+    for length in lengths:
+        _check_sperr_chunk(stream[end : end + length], chunk_voxels, what)
+        end += length
+
+
+#: a chunk's conditioner flags: values coded, or a constant chunk (SPERR 0.8)
+_CHUNK_CODED, _CHUNK_CONSTANT = 0x80, 0x81
+#: conditioner header: flags, mean and step (float64); then SPECK: bit planes (u8), bits (u64)
+_CONDITIONER, _SPECK_HEAD = 17, 9
+
+
+def _check_sperr_chunk(chunk: bytes, voxels: int, what: str) -> None:
+    """Refuse a chunk whose SPECK header asks for more bit planes or bits than a chunk of
+    ``voxels`` values can hold (a hostile count makes SPERR allocate without bound)."""
+    if not chunk:
+        raise FormatError(f"{what} is truncated (chunk)")
+    flags = chunk[0]
+    if flags == _CHUNK_CONSTANT:
+        if len(chunk) != _CONDITIONER:
+            raise FormatError(f"{what} has an invalid constant chunk")
+        return
+    if flags != _CHUNK_CODED or len(chunk) < _CONDITIONER + _SPECK_HEAD:
+        raise FormatError(f"{what} has an unsupported or truncated chunk")
+    planes = chunk[_CONDITIONER]
+    (bits,) = struct.unpack_from("<Q", chunk, _CONDITIONER + 1)
+    if planes > 64 or bits > 64 * voxels + 4096:
+        raise FormatError(f"{what} declares more coded bits than its block holds")
 
 
 class _Bits:

@@ -1,0 +1,173 @@
+"""Checking a ``.sciz`` header before anything is decoded: every field, against the others.
+
+The container's CRCs catch damage, not a crafted file whose CRCs were recomputed. A header
+is therefore validated field by field (type, range, agreement with the other fields and with
+the number of payloads) and refused with a :class:`~napari_sciz.errors.FormatError` that names
+the field, never with an internal exception's text.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..errors import FormatError
+from .blocks import BlockGrid
+
+__all__ = ["HeaderInfo", "validate_header"]
+
+#: the largest image a header may describe (elements)
+MAX_VOXELS = 2**42
+#: the coding modes this version decodes
+MODES = ("lossy", "hybrid", "lossless", "bounded")
+DTYPES = ("uint8", "uint16", "int16", "uint32", "float32", "float64")
+
+
+@dataclass(frozen=True)
+class HeaderInfo:
+    """The validated fields of a header."""
+
+    mode: str
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    value_range: tuple[float, float]
+    grid: BlockGrid
+    axes: str
+    voxel_size: tuple[float, ...] | None
+    units: tuple[str, ...] | None
+    name: str | None
+
+
+def _int(value: Any, field: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise FormatError(f"invalid .sciz header: {field} must be an integer, got {value!r}")
+    return value
+
+
+def _number(value: Any, field: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise FormatError(f"invalid .sciz header: {field} must be a number, got {value!r}")
+    if not math.isfinite(float(value)):
+        raise FormatError(f"invalid .sciz header: {field} must be finite, got {value!r}")
+    return float(value)
+
+
+def _list(value: Any, field: str, length: int | None = None) -> list:
+    if not isinstance(value, list):
+        raise FormatError(f"invalid .sciz header: {field} must be a list, got {value!r}")
+    if length is not None and len(value) != length:
+        raise FormatError(
+            f"invalid .sciz header: {field} must have {length} entries, got {len(value)}"
+        )
+    return value
+
+
+def _mode_and_model(h: dict, decodable: dict[str, dict[str, int]]) -> str:
+    mode = h.get("mode")
+    if mode not in MODES:
+        raise FormatError(
+            f"unsupported coding mode {mode!r} (this napari-sciz decodes "
+            + ", ".join(repr(m) for m in MODES)
+            + ")"
+        )
+    model = h.get("model")
+    if not isinstance(model, dict):
+        raise FormatError(f"invalid .sciz header: model must be an object, got {model!r}")
+    kinds = decodable.get(mode, {"causal-predictor": 1})
+    newest = kinds.get(str(model.get("type")))
+    version = model.get("version", 0)
+    if newest is None or not isinstance(version, int) or version > newest or version < 0:
+        raise FormatError(f"unsupported model {model!r}; upgrade napari-sciz")
+    return str(mode)
+
+
+def _value_range(h: dict, dtype: np.dtype) -> tuple[float, float]:
+    vr = _list(h.get("value_range"), "value_range", 2)
+    lo, hi = _number(vr[0], "value_range[0]"), _number(vr[1], "value_range[1]")
+    if lo > hi:
+        raise FormatError(f"invalid .sciz header: value_range {vr} is inverted")
+    if dtype.kind in "ui":
+        info = np.iinfo(dtype)
+        if lo != int(lo) or hi != int(hi) or lo < info.min or hi > info.max:
+            raise FormatError(f"invalid .sciz header: value_range {vr} does not fit {dtype}")
+    elif dtype == np.float32 and max(abs(lo), abs(hi)) > float(np.finfo(np.float32).max):
+        raise FormatError(f"invalid .sciz header: value_range {vr} does not fit {dtype}")
+    return lo, hi
+
+
+def _calibration(h: dict, ndim: int) -> tuple[str, Any, Any, Any]:
+    axes = h.get("axes") or ""
+    if not isinstance(axes, str) or (
+        axes and (len(axes) != ndim or len(set(axes.upper())) != ndim or not axes.isalpha())
+    ):
+        raise FormatError(f"invalid .sciz header: axes {axes!r} do not fit {ndim} dimensions")
+    vs = h.get("voxel_size")
+    if vs is not None:
+        vs = tuple(_number(v, "voxel_size") for v in _list(vs, "voxel_size", ndim))
+    units = h.get("units")
+    if units is not None:
+        units = _list(units, "units", ndim)
+        if not all(isinstance(u, str) for u in units):
+            raise FormatError(f"invalid .sciz header: units must be strings, got {units!r}")
+        units = tuple(units)
+    name = h.get("name")
+    if name is not None and not isinstance(name, str):
+        raise FormatError(f"invalid .sciz header: name must be a string, got {name!r}")
+    return axes, vs, units, name
+
+
+def validate_header(h: dict, n_payloads: int, decodable: dict[str, dict[str, int]]) -> HeaderInfo:
+    """Check every field a decoder uses; return them parsed.
+
+    Parameters
+    ----------
+    h : dict
+        The decoded header JSON.
+    n_payloads : int
+        Number of payloads in the file.
+    decodable : dict
+        The models this version decodes, ``{mode: {type: newest version}}``.
+
+    Raises
+    ------
+    FormatError
+        A missing, mistyped or inconsistent field, naming it.
+    """
+    if h.get("format") != "sciz":
+        raise FormatError("not a napari-sciz codec file (header has no 'format': 'sciz')")
+    mode = _mode_and_model(h, decodable)
+    shape = tuple(_int(n, "shape") for n in _list(h.get("shape"), "shape"))
+    if not 2 <= len(shape) <= 6 or any(n < 1 for n in shape) or math.prod(shape) > MAX_VOXELS:
+        raise FormatError(f"implausible shape {shape} in header")
+    if h.get("dtype") not in DTYPES:
+        raise FormatError(f"unsupported dtype {h.get('dtype')!r} in header")
+    dtype = np.dtype(str(h["dtype"]))
+    value_range = _value_range(h, dtype)
+    blocks = h.get("blocks")
+    if not isinstance(blocks, dict):
+        raise FormatError(f"invalid .sciz header: blocks must be an object, got {blocks!r}")
+    fields = {
+        "spatial_ndim": _int(blocks.get("spatial_ndim"), "blocks.spatial_ndim"),
+        "block_shape": [
+            _int(n, "blocks.block_shape")
+            for n in _list(blocks.get("block_shape"), "blocks.block_shape", 3)
+        ],
+        "counts": [
+            _int(n, "blocks.counts") for n in _list(blocks.get("counts"), "blocks.counts", 3)
+        ],
+    }
+    grid = BlockGrid.from_header(fields, shape)
+    count = blocks.get("count", grid.n_blocks)
+    if _int(count, "blocks.count") != grid.n_blocks:
+        raise FormatError(
+            f"invalid .sciz header: blocks.count is {count} but the grid has {grid.n_blocks}"
+        )
+    if grid.n_blocks != n_payloads:
+        raise FormatError(
+            f"header describes {grid.n_blocks} blocks but the file holds {n_payloads}"
+        )
+    axes, vs, units, name = _calibration(h, len(shape))
+    return HeaderInfo(mode, shape, dtype, value_range, grid, axes, vs, units, name)

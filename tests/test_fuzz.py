@@ -1,0 +1,37 @@
+"""A short run of the structure-aware fuzzer (the long one: python -m napari_sciz.bench.fuzz)."""
+
+from __future__ import annotations
+
+import random
+import time
+
+import pytest
+
+pytest.importorskip("imagecodecs")
+
+from napari_sciz.bench import fuzz  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def files() -> dict[str, bytes]:
+    return fuzz.sample_files(seed=1)
+
+
+@pytest.mark.parametrize("mode", ["lossy", "hybrid", "lossless", "bounded"])
+def test_hostile_files_with_valid_crcs_are_refused_or_decoded(files, mode) -> None:
+    outcomes: dict[str, int] = {}
+    for case in range(60):
+        rng = random.Random(f"test:{mode}:{case}")
+        blob = fuzz.mutate(files[mode], rng)
+        t0 = time.perf_counter()
+        outcome, detail = fuzz.run_case(blob)
+        assert time.perf_counter() - t0 < 10, f"case {case} took too long"
+        assert outcome in ("refused", "decoded"), f"case {case}: {outcome} {detail}"
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+    assert outcomes.get("refused", 0) > 0  # the mutations do reach the checks
+
+
+def test_the_long_run_counts_outcomes_in_child_processes() -> None:
+    summary = fuzz.run(cases=6, seed=3, batch=3, case_seconds=10, memory_gib=8)
+    assert summary["cases"] == 6
+    assert summary["outcomes"]["crash"] == summary["outcomes"]["memory"] == 0
