@@ -81,7 +81,7 @@ def sample_files(seed: int = 0) -> dict[str, bytes]:
 
     rng = np.random.default_rng(seed)
     z, y, x = np.mgrid[:6, :40, :36]
-    vol = (900 + 500 * np.sin(x / 5) * np.cos(y / 7) + 30 * z + rng.normal(0, 8, z.shape))
+    vol = 900 + 500 * np.sin(x / 5) * np.cos(y / 7) + 30 * z + rng.normal(0, 8, z.shape)
     vol = vol.astype(np.uint16)
     common = {"device": "cpu", "block_voxels": 4096}
     return {
