@@ -50,10 +50,14 @@ RATIO_FLOOR = 0.99
 RATIO_CEIL = 1.09
 #: relative width of each block's byte window below its share
 BLOCK_WINDOW = 0.03
-#: bytes reserved for header growth between planning and writing
+#: bytes reserved for header growth between planning and writing (the encoder's steps and
+#: device are written after the fit: at most 7 bytes more with the format 2 dictionary)
 HEADER_SLACK = 24
 #: smallest payload a block can be coded in (architecture, ranges and a tiny MLP)
 MIN_BLOCK_BYTES = 160
+#: the same for a hybrid block: its head and a short classical stream (SPERR's smallest is
+#: about 45 bytes); a block whose base does not fit falls back to a field, which needs more
+MIN_HYBRID_BLOCK_BYTES = 64
 #: share of a time budget given to fitting (the rest: metrics and packing)
 FIT_SHARE = 0.92
 #: the header's ``model`` of each fitted mode
@@ -272,11 +276,12 @@ def plan_lossy(
         header["guidance_weights"] = overrides
     fixed = container.overhead(header, grid.n_blocks) + HEADER_SLACK
     total = payload_budget(raw, ratio, fixed, grid.n_blocks)
-    if total < grid.n_blocks * MIN_BLOCK_BYTES:
-        best = raw / (fixed + grid.n_blocks * MIN_BLOCK_BYTES)
+    smallest = MIN_HYBRID_BLOCK_BYTES if mode == "hybrid" else MIN_BLOCK_BYTES
+    if total < grid.n_blocks * smallest:
+        best = raw / (fixed + grid.n_blocks * smallest)
         raise RatioUnreachableError(
             f"a ratio of {ratio:g}x is not reachable for this {raw}-byte input: the file "
-            f"needs at least {fixed + grid.n_blocks * MIN_BLOCK_BYTES} bytes; "
+            f"needs at least {fixed + grid.n_blocks * smallest} bytes; "
             f"the highest reachable ratio is about {best:.0f}x"
         )
     shares = allocate_from_stats(stats, total)

@@ -103,6 +103,8 @@ def _check_sperr_chunk(chunk: bytes, voxels: int, what: str) -> None:
     (bits,) = struct.unpack_from("<Q", chunk, _CONDITIONER + 1)
     if planes > 64 or bits > 64 * voxels + 4096:
         raise FormatError(f"{what} declares more coded bits than its block holds")
+    if bits == 0:  # SPERR 0.8 dereferences an empty bit stream (a segmentation fault)
+        raise FormatError(f"{what} declares an empty coded chunk")
 
 
 class _Bits:
