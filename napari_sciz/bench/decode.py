@@ -76,9 +76,10 @@ def _reads(
 
         reader = open_reader()
         plane(reader, z)
+        nexts = iter([z + k if z + k < shape[0] else z - k for k in range(1, repeat + 1)])
 
-        def warm() -> None:
-            plane(reader, z + 1 if z + 1 < shape[0] else z - 1)
+        def warm() -> None:  # a plane not read before, from the same reader
+            plane(reader, next(nexts))
 
         def region() -> None:
             r = open_reader()
@@ -256,7 +257,8 @@ def render(record: dict[str, Any]) -> str:
         lines.append(f"- **note**: {record['note']}")
     lines += [
         "",
-        "Cold: a new reader and the middle plane. Warm: the next plane, same reader. Region: a "
+        "Cold: a new reader and the middle plane. Warm: a plane next to it not read before, same "
+        "reader. Region: a "
         f"new reader and a {REGION[0]}x{REGION[1]}x{REGION[2]} region (plane by plane for the "
         "others). Full: raw MB/s of decoding everything. Best of the repeats, warm process.",
         "",
