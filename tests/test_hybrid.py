@@ -11,7 +11,7 @@ import pytest
 
 from napari_sciz import compress, decompress, open_sciz
 from napari_sciz.cli import main
-from napari_sciz.core import hybrid
+from napari_sciz.core import api, hybrid
 from napari_sciz.core.hybrid import bases, loopfilter
 from napari_sciz.core.metrics import psnr
 from napari_sciz.errors import FormatError, InvalidInputError
@@ -144,6 +144,18 @@ def test_planes_decode_in_any_order_like_the_whole_block(coded) -> None:
     for z in (shape3[0] // 2, 0, shape3[0] - 1, 1):
         np.testing.assert_array_equal(block.planes(z, z + 1), whole[z : z + 1])
     np.testing.assert_array_equal(block.planes(), whole)
+    assert block.nbytes == whole.nbytes  # every plane done: the base was let go
+
+
+def test_the_reader_cache_is_bounded_in_bytes(coded) -> None:
+    _vol, result = coded
+    decoded = decompress(result.data)
+    reader = open_sciz(result.data)
+    reader[:]
+    assert len(reader._cache) == reader.grid.n_blocks > 1
+    small = api.SciZReader(result.data, cache_bytes=1)
+    np.testing.assert_array_equal(small[:], decoded)
+    assert len(small._cache) == 1  # only the block just decoded stays
 
 
 @pytest.mark.parametrize("base", [b for b in bases.BASES if b.available()], ids=lambda b: b.name)

@@ -557,6 +557,9 @@ class SciZReader:
         The ``.sciz`` file or its contents.
     cache_blocks : int
         Number of decoded blocks kept in memory.
+    cache_bytes : int
+        Most memory the decoded blocks kept may take (default 1 GiB); the least recently used
+        go first, the one just decoded always stays.
     threads : int, optional
         Blocks decoded at the same time by a region decode (default: the number of CPUs).
 
@@ -571,6 +574,7 @@ class SciZReader:
         source: str | os.PathLike[str] | bytes | bytearray | memoryview,
         cache_blocks: int = 32,
         threads: int | None = None,
+        cache_bytes: int = 2**30,
     ) -> None:
         self.threads = max(1, int(threads if threads is not None else (os.cpu_count() or 1)))
         self._file = container.SciZFile(source)
@@ -578,6 +582,7 @@ class SciZReader:
         self._lock = threading.RLock()
         self._cache: OrderedDict[int, Any] = OrderedDict()
         self._cache_size = cache_blocks
+        self._cache_bytes = int(cache_bytes)
         try:
             self._validate()
         except FormatError:
@@ -692,9 +697,7 @@ class SciZReader:
         fld = field_from_code(code, shape3, "cpu")
         entry = (fld, code.vmin, code.vmax)
         with self._lock:
-            self._cache[index] = entry
-            while len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
+            self._remember(index, entry)
         return entry
 
     def decode(self, roi: Any = None, scale: float = 1) -> np.ndarray:
@@ -779,6 +782,23 @@ class SciZReader:
             self._map_blocks(fill, list(self.grid.blocks_in_box(volume, box3)))
         return out
 
+    def _remember(self, index: int, entry: Any) -> None:
+        """Cache a decoded block; evict the least recently used beyond the count or bytes."""
+        self._cache[index] = entry
+        self._cache.move_to_end(index)
+
+        def size(item: Any) -> int:
+            if isinstance(item, tuple):  # a lossy block: its field (latents and MLP)
+                return sum(int(t.numel()) * 4 for t in item[0].parameters())
+            return int(getattr(item, "nbytes", 0))
+
+        total = sum(size(v) for v in self._cache.values())
+        while len(self._cache) > 1 and (
+            len(self._cache) > self._cache_size or total > self._cache_bytes
+        ):
+            _key, old = self._cache.popitem(last=False)
+            total -= size(old)
+
     def _hybrid_block(self, index: int) -> Any:
         """The decoded base (and field) of hybrid block ``index``, cached; planes on demand."""
         with self._lock:
@@ -793,9 +813,7 @@ class SciZReader:
         except FormatError as exc:
             raise FormatError(f"block {index}: {exc}") from exc
         with self._lock:
-            self._cache[index] = block
-            while len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
+            self._remember(index, block)
         return block
 
     def _exact_block(self, index: int) -> np.ndarray:
@@ -812,9 +830,7 @@ class SciZReader:
         except FormatError as exc:
             raise FormatError(f"block {index}: {exc}") from exc
         with self._lock:
-            self._cache[index] = block
-            while len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
+            self._remember(index, block)
         return block
 
     def _decode_interpolated(

@@ -40,18 +40,20 @@ class HybridBlock:
     def __init__(self, payload: bytes, shape3: tuple[int, int, int]) -> None:
         codec, base, filt, inr = _parse(payload, shape3)
         self.shape3 = shape3
-        self._base = codec.decode(base, shape3)
+        self._base: np.ndarray | None = codec.decode(base, shape3)
         self._filter = parse_loop_filter(filt) if filt else None
         if self._filter is not None and self._filter.flat != (shape3[0] == 1):
             raise FormatError("hybrid loop filter does not match the block's shape")
-        self._field = _decode_field(inr, shape3) if inr else None
+        self._field: np.ndarray | None = _decode_field(inr, shape3) if inr else None
         self._values = np.empty(shape3, dtype=np.float64)
         self._done = np.zeros(shape3[0], dtype=bool)
         self._lock = threading.Lock()
-        #: bytes held (base, filtered planes, field)
-        self.nbytes = self._base.nbytes + self._values.nbytes
-        if self._field is not None:
-            self.nbytes += self._field.nbytes
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held: the base and field until every plane is done, and the planes."""
+        held = [self._values, self._base, self._field]
+        return sum(a.nbytes for a in held if a is not None)
 
     def planes(self, z0: int = 0, z1: int | None = None) -> np.ndarray:
         """Float64 values (unclipped) of planes ``z0:z1`` (a view; do not modify)."""
@@ -70,6 +72,8 @@ class HybridBlock:
                     raise FormatError("hybrid block decodes to non-finite values")
                 self._values[lo:hi] = values
                 self._done[lo:hi] = True
+                if self._done.all():  # every plane filtered: the base is no longer needed
+                    self._base = self._field = None
         return self._values[z0:stop]
 
 
