@@ -56,7 +56,6 @@ __all__ = [
 
 #: largest number of voxels of one block
 DEFAULT_BLOCK_VOXELS = 2**22
-_MAX_VOXELS = 2**42
 
 
 @dataclass
@@ -675,11 +674,10 @@ class SciZReader:
 
     # decoding -------------------------------------------------------------------------
     def _block_field(self, index: int) -> Any:
-        with self._lock:
-            cached = self._cache.get(index)
-            if cached is not None:
-                self._cache.move_to_end(index)
-                return cached
+        """``(field, vmin, vmax)`` of lossy block ``index``, cached."""
+        return self._cached(index, self._decode_field)
+
+    def _decode_field(self, index: int) -> Any:
         from .lossy.code import field_from_code
         from .lossy.entropy import decode_block, read_architecture
         from .lossy.model import FieldConfig
@@ -694,11 +692,7 @@ class SciZReader:
             raise
         except Exception as exc:  # noqa: BLE001 - any decoding failure means a bad payload
             raise FormatError(f"block {index} cannot be decoded: {exc}") from exc
-        fld = field_from_code(code, shape3, "cpu")
-        entry = (fld, code.vmin, code.vmax)
-        with self._lock:
-            self._remember(index, entry)
-        return entry
+        return field_from_code(code, shape3, "cpu"), code.vmin, code.vmax
 
     def decode(self, roi: Any = None, scale: float = 1) -> np.ndarray:
         """Decode a region, optionally sampled more finely.
@@ -782,6 +776,18 @@ class SciZReader:
             self._map_blocks(fill, list(self.grid.blocks_in_box(volume, box3)))
         return out
 
+    def _cached(self, index: int, decode: Callable[[int], Any]) -> Any:
+        """Block ``index`` from the cache, or ``decode(index)`` (outside the lock) and cached."""
+        with self._lock:
+            cached = self._cache.get(index)
+            if cached is not None:
+                self._cache.move_to_end(index)
+                return cached
+        entry = decode(index)
+        with self._lock:
+            self._remember(index, entry)
+        return entry
+
     def _remember(self, index: int, entry: Any) -> None:
         """Cache a decoded block; evict the least recently used beyond the count or bytes."""
         self._cache[index] = entry
@@ -801,37 +807,21 @@ class SciZReader:
 
     def _hybrid_block(self, index: int) -> Any:
         """The decoded base (and field) of hybrid block ``index``, cached; planes on demand."""
-        with self._lock:
-            cached = self._cache.get(index)
-            if cached is not None:
-                self._cache.move_to_end(index)
-                return cached
         from .hybrid import HybridBlock
 
-        try:
-            block = HybridBlock(self._file.payload(index), self.grid.block_shape3(index))
-        except FormatError as exc:
-            raise FormatError(f"block {index}: {exc}") from exc
-        with self._lock:
-            self._remember(index, block)
-        return block
+        def decode(i: int) -> Any:
+            return HybridBlock(self._file.payload(i), self.grid.block_shape3(i))
+
+        return self._cached(index, lambda i: _naming_block(i, decode))
 
     def _exact_block(self, index: int) -> np.ndarray:
-        with self._lock:
-            cached = self._cache.get(index)
-            if cached is not None:
-                self._cache.move_to_end(index)
-                return cached
-        shape3 = self.grid.block_shape3(index)
-        try:
-            from .lossless import decode_block
+        """Lossless/bounded block ``index`` in the original dtype, cached."""
+        from .lossless import decode_block
 
-            block = decode_block(self._file.payload(index), self.dtype, shape3)
-        except FormatError as exc:
-            raise FormatError(f"block {index}: {exc}") from exc
-        with self._lock:
-            self._remember(index, block)
-        return block
+        def decode(i: int) -> np.ndarray:
+            return decode_block(self._file.payload(i), self.dtype, self.grid.block_shape3(i))
+
+        return self._cached(index, lambda i: _naming_block(i, decode))
 
     def _decode_interpolated(
         self, box: Sequence[tuple[int, int]], scales: Sequence[float]
@@ -906,6 +896,14 @@ class SciZReader:
 
     def __repr__(self) -> str:
         return f"SciZReader(shape={self.shape}, dtype={self.dtype}, ratio={self.ratio:.1f})"
+
+
+def _naming_block(index: int, decode: Callable[[int], Any]) -> Any:
+    """``decode(index)``, with a :class:`FormatError` prefixed by the block's number."""
+    try:
+        return decode(index)
+    except FormatError as exc:
+        raise FormatError(f"block {index}: {exc}") from exc
 
 
 def _parse_scale(scale: Any, ndim: int) -> tuple[float, ...]:

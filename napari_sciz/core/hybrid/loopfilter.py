@@ -30,6 +30,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...errors import FormatError
+from ..bitstream.container import _varint
+from ..lossy.entropy import _read_varint
 
 __all__ = ["FilterDesign", "LoopFilter", "fit_loop_filter", "parse_loop_filter"]
 
@@ -78,31 +80,18 @@ def activity(base: np.ndarray, flat: bool) -> np.ndarray:
 
 
 def _zigzag(values: np.ndarray) -> bytes:
-    out = bytearray()
-    for v in values.tolist():
-        u = (v << 1) ^ (v >> 63) if v < 0 else v << 1
-        u &= (1 << 64) - 1
-        while u >= 0x80:
-            out.append((u & 0x7F) | 0x80)
-            u >>= 7
-        out.append(u)
-    return bytes(out)
+    """Signed integers as zigzag LEB128 varints (the container's varint)."""
+    return b"".join(_varint((v << 1) ^ (v >> 63)) for v in values.tolist())
 
 
 def _unzigzag(data: bytes, pos: int, count: int) -> tuple[np.ndarray, int]:
     values = np.empty(count, dtype=np.int64)
-    for i in range(count):
-        u, shift = 0, 0
-        while True:
-            if pos >= len(data) or shift > 21:
-                raise FormatError("hybrid loop filter is truncated or corrupted")
-            byte = data[pos]
-            pos += 1
-            u |= (byte & 0x7F) << shift
-            shift += 7
-            if not byte & 0x80:
-                break
-        values[i] = (u >> 1) ^ -(u & 1)
+    try:
+        for i in range(count):
+            u, pos = _read_varint(data, pos)
+            values[i] = (u >> 1) ^ -(u & 1)
+    except (FormatError, OverflowError):
+        raise FormatError("hybrid loop filter is truncated or corrupted") from None
     return values, pos
 
 
