@@ -19,6 +19,7 @@ from .errors import (
     FormatError,
     InvalidInputError,
     OutputExistsError,
+    OutputFolderError,
     RatioUnreachableError,
     SciZError,
 )
@@ -43,6 +44,7 @@ __all__ = [
     "RatioUnreachableError",
     "CancelledError",
     "OutputExistsError",
+    "OutputFolderError",
     *_LAZY,
 ]
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["write_sciz"]
+__all__ = ["layer_sources", "write_sciz"]
 
 _SUFFIX = ".sciz"
 _AXIS_LETTERS = "TCZYX"
@@ -44,14 +44,21 @@ def write_sciz(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
     Raises
     ------
     napari_sciz.errors.SciZError
-        If the codec rejects the data (unsupported dtype, NaN/Inf...) or cannot reach the ratio.
+        If the codec rejects the data (unsupported dtype, NaN/Inf...) or cannot reach the ratio,
+        if ``path`` is the file the layer was read from, or if its folder is missing or
+        read-only (these are checked before the fit).
     """
     from napari_sciz._settings import get_default_ratio
-    from napari_sciz.core.api import compress  # lazy: imports torch
+    from napari_sciz.io import check_output
 
     out = Path(path)
     if out.suffix.lower() != _SUFFIX:
         out = out.with_name(out.name + _SUFFIX)
+    # before the fit: a missing folder, or the file this layer was read from, is refused now
+    sources = layer_sources(meta.get("metadata"))
+    check_output(out, force=True, inputs=sources)
+    from napari_sciz.core.api import compress  # lazy: imports torch
+
     if meta.get("multiscale") and isinstance(data, list | tuple):
         data = data[0]
     array = np.asarray(data)
@@ -72,8 +79,31 @@ def write_sciz(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
         kwargs["axes"] = axes
 
     result = compress(array, **kwargs)
-    result.save(out, force=True)
+    result.save(out, force=True, inputs=sources)
     return [str(out)]
+
+
+def layer_sources(metadata: Any) -> list[str]:
+    """The files a layer was read from, as napari-sciz records them in ``layer.metadata``.
+
+    Parameters
+    ----------
+    metadata : dict or None
+        ``layer.metadata``: ``sciz_path`` (a layer opened from a ``.sciz`` file) and
+        ``sciz["path"]`` (a reconstruction or region decoded from one).
+
+    Returns
+    -------
+    list of str
+        Paths that a save must never overwrite.
+    """
+    if not isinstance(metadata, dict):
+        return []
+    found = [metadata.get("sciz_path")]
+    info = metadata.get("sciz")
+    if isinstance(info, dict):
+        found.append(info.get("path"))
+    return [str(p) for p in found if isinstance(p, str) and p]
 
 
 def _unit_names(units: Any, ndim: int) -> tuple[str, ...] | None:

@@ -13,6 +13,7 @@ __all__ = [
     "RatioUnreachableError",
     "CancelledError",
     "OutputExistsError",
+    "OutputFolderError",
 ]
 
 
@@ -38,3 +39,7 @@ class CancelledError(SciZError):
 
 class OutputExistsError(SciZError, FileExistsError):
     """The output file exists (pass ``force=True`` / ``--force``) or would overwrite an input."""
+
+
+class OutputFolderError(SciZError, OSError):
+    """The folder an output would be written to is missing, not a folder, or not writable."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import io
 import json
+import os
 import subprocess
 import sys
 import types
@@ -169,6 +170,55 @@ def test_compress_existing_output_refused_before_fitting(
     assert code == 1
     assert_one_line_error(err, "use --force")
     assert out.read_bytes() == b"precious"
+
+
+@pytest.mark.parametrize("command", ["compress", "decompress"])
+def test_missing_output_folder_refused_before_any_work(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    command: str,
+) -> None:
+    src = tmp_path / "a.npy"
+    np.save(src, volume())
+    if command == "decompress":
+        src = tmp_path / "a.sciz"
+        src.write_bytes(b"not read: the output is checked first")
+
+    def no_fit(*args: object, **kwargs: object) -> None:
+        raise AssertionError("work started before the output folder was checked")
+
+    monkeypatch.setattr(cli, "_codec", no_fit)
+    for out, message in [
+        (tmp_path / "nodir" / "o.tif", "no such folder"),
+        (src / "o.tif", "is not a folder"),
+    ]:
+        if command == "compress":
+            out = out.with_suffix(".sciz")
+        argv = [command, str(src), "-o", str(out)]
+        code, _, err = run(capsys, *argv, *(["--ratio", "4"] if command == "compress" else []))
+        assert code == 1
+        assert_one_line_error(err, message)
+        assert not out.parent.exists() or out.parent.is_file()
+
+
+def test_read_only_output_folder_refused(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from napari_sciz.io import atomic
+
+    src = tmp_path / "a.npy"
+    np.save(src, volume())
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real_access = os.access
+    # chmod alone does not stop root (CI runs as root): deny the access check itself
+    monkeypatch.setattr(atomic.os, "access", lambda p, m: Path(p) != locked and real_access(p, m))
+    argv = ["compress", str(src), "-o", str(locked / "a.sciz"), "--ratio", "4"]
+    code, _, err = run(capsys, *argv)
+    assert code == 1
+    assert_one_line_error(err, "no permission to write in")
+    assert list(locked.iterdir()) == []
 
 
 @pytest.mark.parametrize(

@@ -25,7 +25,7 @@ from napari_sciz.core.bitstream.container import (
     pack,
     write_atomic,
 )
-from napari_sciz.errors import FormatError, OutputExistsError, SciZError
+from napari_sciz.errors import FormatError, OutputExistsError, OutputFolderError, SciZError
 
 try:
     from hypothesis import given, settings
@@ -619,7 +619,7 @@ def test_write_atomic_directory_target(tmp_path: Path) -> None:
 
 def test_write_atomic_missing_directory(tmp_path: Path) -> None:
     target = tmp_path / "no" / "such" / "out.sciz"
-    with pytest.raises(FileNotFoundError, match=r"cannot write .*out\.sciz"):
+    with pytest.raises(OutputFolderError, match=r"no such folder: .*such"):
         write_atomic(target, b"x")
     assert not target.parent.exists()
 

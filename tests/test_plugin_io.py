@@ -297,7 +297,7 @@ def test_writer_default_ratio_is_64(tmp_path: Path, monkeypatch) -> None:
     seen: list[float] = []
 
     class Result:
-        def save(self, path: Any, force: bool = False) -> None:
+        def save(self, path: Any, force: bool = False, inputs: Any = ()) -> None:
             Path(path).write_bytes(b"stub")
 
     def fake_compress(data: Any, ratio: float, **kwargs: Any) -> Result:
@@ -307,6 +307,27 @@ def test_writer_default_ratio_is_64(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(api, "compress", fake_compress)
     write_sciz(str(tmp_path / "x.sciz"), np.zeros((4, 4, 4), np.uint16), {"name": "x"})
     assert seen == [64.0]
+
+
+def test_writer_refuses_the_layers_own_file_and_missing_folders_before_fitting(
+    tmp_path: Path, monkeypatch
+) -> None:
+    import napari_sciz.core.api as api
+    from napari_sciz.errors import OutputExistsError, OutputFolderError
+
+    def no_fit(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("the fit started before the output was checked")
+
+    monkeypatch.setattr(api, "compress", no_fit)
+    source = tmp_path / "opened.sciz"
+    source.write_bytes(b"the layer's own file")
+    data = np.zeros((4, 4, 4), np.uint16)
+    for metadata in ({"sciz_path": str(source)}, {"sciz": {"path": str(source)}}):
+        with pytest.raises(OutputExistsError, match="input file"):
+            write_sciz(str(source), data, {"name": "x", "metadata": metadata})
+    assert source.read_bytes() == b"the layer's own file"
+    with pytest.raises(OutputFolderError, match="no such folder"):
+        write_sciz(str(tmp_path / "nodir" / "x.sciz"), data, {"name": "x"})
 
 
 def test_save_layer_from_napari(
@@ -330,3 +351,25 @@ def test_save_layer_from_napari(
     assert layer.name == "from napari"
     assert layer.data.shape == small_volume.shape
     np.testing.assert_allclose(layer.scale, [2.0, 0.5, 0.5])
+
+
+def test_open_file_replaced_while_open_keeps_decoding_what_was_opened(
+    sciz_file: Path, tmp_path: Path, small_volume: np.ndarray
+) -> None:
+    import shutil
+
+    from napari_sciz.core.api import compress, decompress
+    from napari_sciz.io import write_bytes_atomic
+
+    path = tmp_path / "live.sciz"
+    shutil.copyfile(sciz_file, path)
+    expected = decompress(str(path))
+    (layer_data,) = read_sciz(str(path))
+    lazy = layer_data[0]
+    np.testing.assert_array_equal(np.asarray(lazy[0]), expected[0])
+    replacement = compress(small_volume[::-1].copy(), ratio=8, mode="lossless")
+    write_bytes_atomic(path, replacement.data, force=True)  # e.g. another `sciz compress --force`
+    # the open layer reads the file it opened (its descriptor), not half of each
+    for z in range(small_volume.shape[0]):
+        np.testing.assert_array_equal(np.asarray(lazy[z]), expected[z])
+    np.testing.assert_array_equal(decompress(str(path)), small_volume[::-1])

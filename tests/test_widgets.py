@@ -351,6 +351,17 @@ def test_compress_end_to_end(viewer_widget, qtbot, notes, tmp_path, monkeypatch)
     assert widget.save(path) is None and path.read_bytes() == b"old"
     assert widget.save(path) == path and path.read_bytes() == result.data
 
+    # never over the file the layer was read from; a failed save keeps the result to retry
+    source = tmp_path / "source.sciz"
+    source.write_bytes(b"the original")
+    src.metadata["sciz_path"] = str(source)
+    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.StandardButton.Yes)
+    assert widget.save(source) is None and source.read_bytes() == b"the original"
+    assert any("input file" in e for e in _errors(notes))
+    assert widget.save(tmp_path / "nodir" / "x.sciz") is None
+    assert any("no such folder" in e for e in _errors(notes))
+    assert widget.save_button.isEnabled() and widget.result is result
+
 
 @needs_codec
 def test_cancel_stops_quickly_and_writes_nothing(

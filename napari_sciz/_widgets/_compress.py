@@ -1183,7 +1183,7 @@ class CompressWidget(QWidget):
                 return None
             force = True
         try:
-            written = self.result.save(target, force=force)
+            written = self.result.save(target, force=force, inputs=self._source_files())
         except (SciZError, OSError) as exc:
             show_error(f"Could not save {target.name}: {exc}")
             return None
@@ -1195,6 +1195,19 @@ class CompressWidget(QWidget):
         show_info(f"Saved {written} ({format_bytes(written.stat().st_size)})")
         self.status_label.setText(f"Saved {written}")
         return written
+
+    def _source_files(self) -> list[str]:
+        """Files the compressed layer came from: Save never overwrites them."""
+        from .._writer import layer_sources
+
+        src = self.result_layers[0] if self.result_layers else None
+        if src is None:
+            return []
+        found = layer_sources(getattr(src, "metadata", None))
+        source_path = getattr(getattr(src, "source", None), "path", None)
+        if source_path:
+            found.append(str(source_path))
+        return found
 
     def _ask_save_path(self) -> Path | None:
         src = self.result_layers[0] if self.result_layers else None

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import uuid
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InvalidInputError, OutputExistsError
+from .atomic import check_output_folder, exchange_paths, sweep_stale_temps, temp_name
 
 __all__ = [
     "ZARR_EXTENSIONS",
@@ -140,8 +140,8 @@ def check_zarr_output(path: str | os.PathLike[str], *, force: bool = False) -> P
     OutputExistsError
         ``path`` exists and ``force`` is False, or it exists and is not a Zarr store (a
         directory that is not a store is never replaced).
-    InvalidInputError
-        The parent directory does not exist.
+    OutputFolderError
+        The parent directory does not exist or is not writable.
     """
     target = Path(path)
     if os.path.lexists(target):
@@ -150,8 +150,7 @@ def check_zarr_output(path: str | os.PathLike[str], *, force: bool = False) -> P
         markers = (".zgroup", ".zarray", "zarr.json")
         if not target.is_dir() or not any((target / m).exists() for m in markers):
             raise OutputExistsError(f"{target} exists and is not a Zarr store; not replacing it")
-    if not target.parent.is_dir():
-        raise InvalidInputError(f"no such directory: {target.parent}")
+    check_output_folder(target)
     return target
 
 
@@ -203,7 +202,8 @@ def write_ome_zarr(
     """
     zarr = _zarr()
     target = check_zarr_output(path, force=force)
-    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
+    sweep_stale_temps(target)
+    tmp: Path | None = temp_name(target)
     try:
         group = zarr.open_group(str(tmp), mode="w", zarr_format=2)
         arr = group.create_array(
@@ -236,14 +236,12 @@ def write_ome_zarr(
                 ],
             }
         ]
-        if target.exists():
-            backup = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.old")
-            target.rename(backup)
-            tmp.rename(target)
-            shutil.rmtree(backup, ignore_errors=True)
-        else:
-            tmp.rename(target)
+        old = exchange_paths(tmp, target)
+        tmp = None
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
         raise
     return target
