@@ -161,9 +161,29 @@ def _spatial_undiff(r: np.ndarray, op: int) -> np.ndarray:
     return out
 
 
+# 2 ** (k / 8), k = 0..7, correctly rounded: written out, since numpy's exp2 may differ in the
+# last bit between SIMD levels and a decoder must compute the model its encoder did
+_EIGHTH_POWERS = np.array(
+    [
+        float.fromhex(x)
+        for x in (
+            "0x1.0000000000000p+0",
+            "0x1.172b83c7d517bp+0",
+            "0x1.306fe0a31b715p+0",
+            "0x1.4bfdad5362a27p+0",
+            "0x1.6a09e667f3bcdp+0",
+            "0x1.8ace5422aa0dbp+0",
+            "0x1.ae89f995ad3adp+0",
+            "0x1.d5818dcfba487p+0",
+        )
+    ]  # fmt: skip
+)
+
+
 def _scale_of(byte: np.ndarray | int) -> np.ndarray:
-    """Laplace scale of a class byte: ``2 ** (b / 8 - 4)``."""
-    return np.exp2(np.asarray(byte, np.float64) / 8.0 - 4.0)
+    """Laplace scale of a class byte: ``2 ** (b / 8 - 4)``, identical on every CPU."""
+    b = np.asarray(byte, np.int64)
+    return np.ldexp(_EIGHTH_POWERS[b & 7], (b >> 3) - 4)
 
 
 def _classes(a_up: np.ndarray, a_prev: np.ndarray | None) -> np.ndarray:
