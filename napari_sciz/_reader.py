@@ -13,13 +13,17 @@ the codec (:mod:`napari_sciz.core.api`) is only imported inside :func:`read_sciz
 from __future__ import annotations
 
 import operator
+import sys
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from ._planes import PlaneLoader
 
 __all__ = ["LazySciZArray", "napari_get_reader", "read_sciz"]
 
@@ -80,7 +84,9 @@ def read_sciz(path: PathOrPaths) -> list[LayerData]:
     paths = [path] if isinstance(path, str | Path) else list(path)
     from napari_sciz.core.api import open_sciz  # lazy: imports torch
 
-    return [_layer_data(Path(p), open_sciz(p)) for p in paths]
+    layers = [_layer_data(Path(p), open_sciz(p)) for p in paths]
+    _slice_in_background_once_shown([data for data, _, _ in layers])
+    return layers
 
 
 class LazySciZArray:
@@ -112,6 +118,9 @@ class LazySciZArray:
         self._cache_bytes = int(cache_bytes)
         self._cached = 0
         self._lock = threading.Lock()
+        self._loader: PlaneLoader | None = None
+        self._shown: dict[tuple[int, ...], np.ndarray] = {}  # last real region of each shape
+        self._last_step: tuple[int, int] | None = None  # (axis, index) of the last request
 
     @property
     def reader(self) -> Any:
@@ -149,18 +158,94 @@ class LazySciZArray:
                 hit = self._cache.get(ckey)
                 if hit is not None:
                     self._cache.move_to_end(ckey)
-                    return hit
+            if hit is not None:
+                return self._show(hit)
+            if self._loader is not None and _called_by_napari_slicing():
+                self._loader.request(ckey, key)
+                self._prefetch_after(key)
+                return self._stand_in(key)
         out = np.asarray(self._reader[key])
-        if ckey is not None and 0 < out.nbytes <= self._cache_bytes:
-            out.flags.writeable = False
-            with self._lock:
-                if ckey not in self._cache:
-                    self._cache[ckey] = out
-                    self._cached += out.nbytes
-                while self._cached > self._cache_bytes and self._cache:
-                    _, dropped = self._cache.popitem(last=False)
-                    self._cached -= dropped.nbytes
-        return out
+        if ckey is not None:
+            self._remember(ckey, out)
+        return self._show(out)
+
+    def _remember(self, ckey: tuple[Any, ...], out: np.ndarray) -> None:
+        if not 0 < out.nbytes <= self._cache_bytes:
+            return
+        out.flags.writeable = False
+        with self._lock:
+            if ckey not in self._cache:
+                self._cache[ckey] = out
+                self._cached += out.nbytes
+            while self._cached > self._cache_bytes and self._cache:
+                _, dropped = self._cache.popitem(last=False)
+                self._cached -= dropped.nbytes
+
+    # -- background slicing (napari's main thread never waits for a decode) ---------------
+    def slice_in_background(
+        self, on_ready: Callable[[], None], on_error: Callable[[BaseException], None] | None = None
+    ) -> None:
+        """Decode napari's slice requests on a background thread from now on.
+
+        A request napari's slicing makes for a region not yet decoded returns at once: the
+        last decoded region of the same shape (or zeros) stands in while the region, then its
+        neighbours in the direction of the scroll, are decoded; ``on_ready()`` is called (from
+        the worker thread) when a requested region is ready, to redraw the layer. Other callers
+        (``np.asarray``, widgets, scripts) still get the decoded data.
+
+        Parameters
+        ----------
+        on_ready : callable
+            Called without arguments when a requested region has been decoded.
+        on_error : callable, optional
+            Called with the exception when a decode fails.
+        """
+        if self._loader is None:
+            self._loader = PlaneLoader(
+                self._fetch, self._remember, lambda _key: on_ready(), on_error
+            )
+
+    def _fetch(self, key: Any) -> np.ndarray:
+        return np.asarray(self._reader[key])
+
+    @property
+    def loader(self) -> PlaneLoader | None:
+        """The background decoder, when :meth:`slice_in_background` was called."""
+        return self._loader
+
+    def _show(self, region: np.ndarray) -> np.ndarray:
+        self._shown[region.shape] = region
+        return region
+
+    def _stand_in(self, key: Any) -> np.ndarray:
+        """What napari shows until the region is decoded: the last region of its shape."""
+        shape = np.broadcast_to(np.zeros((), np.uint8), self.shape)[key].shape
+        shown = self._shown.get(shape)
+        if shown is not None:
+            return shown
+        return np.broadcast_to(np.zeros((), self.dtype), shape)
+
+    def _prefetch_after(self, key: Any) -> None:
+        """Queue the next planes in the direction of the scroll (and the one behind)."""
+        items = key if isinstance(key, tuple) else (key,)
+        ints = [i for i, item in enumerate(items) if isinstance(item, int)]
+        if not ints or self._loader is None or len(items) != self.ndim:
+            return
+        axis = ints[-1]  # the axis napari steps along when the user scrolls
+        index = items[axis] % self.shape[axis]
+        step = 1
+        if self._last_step is not None and self._last_step[0] == axis:
+            step = -1 if index < self._last_step[1] else 1
+        self._last_step = (axis, index)
+        for delta in (step, 2 * step, -step):
+            nxt = index + delta
+            if 0 <= nxt < self.shape[axis]:
+                moved = tuple(nxt if i == axis else item for i, item in enumerate(items))
+                ckey = _cache_key(moved)
+                with self._lock:
+                    known = ckey in self._cache
+                if ckey is not None and not known:
+                    self._loader.request(ckey, moved, prefetch=True)
 
     def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
         full = np.asarray(self._reader[tuple(slice(None) for _ in self.shape)])
@@ -171,6 +256,64 @@ class LazySciZArray:
         with self._lock:
             self._cache.clear()
             self._cached = 0
+        self._shown.clear()
+
+
+def _called_by_napari_slicing() -> bool:
+    """Whether ``LazySciZArray.__getitem__`` was called by napari's layer slicing."""
+    frame = sys._getframe(2)  # 0: this function, 1: __getitem__, 2: its caller
+    return str(frame.f_globals.get("__name__", "")).startswith("napari.layers.")
+
+
+def _slice_in_background_once_shown(arrays: Sequence[LazySciZArray]) -> None:
+    """Bind each array to the layer napari makes of it, so that it slices in the background.
+
+    The reader runs before napari creates the layers; the current viewer's ``inserted`` event
+    finds the layer holding each array. Without a viewer (scripts, tests of the reader alone)
+    nothing changes and indexing decodes synchronously.
+    """
+    try:
+        import napari
+    except ImportError:  # pragma: no cover - napari-sciz as a library only
+        return
+    viewer = napari.current_viewer()
+    if viewer is None:
+        return
+    pending = {id(a): weakref.ref(a) for a in arrays}
+
+    def on_inserted(event: Any) -> None:
+        layer = event.value
+        ref = pending.pop(id(getattr(layer, "data", None)), None)
+        array = ref() if ref is not None else None
+        if array is not None and layer.data is array:
+            _bind_layer(layer, array)
+        if not pending:
+            viewer.layers.events.inserted.disconnect(on_inserted)
+
+    viewer.layers.events.inserted.connect(on_inserted)
+
+
+def _bind_layer(layer: Any, array: LazySciZArray) -> None:
+    """Redraw ``layer`` on the main thread whenever its background decode has a region ready."""
+    from napari.utils.notifications import show_error
+    from qtpy.QtCore import QObject, Signal
+
+    class _Bridge(QObject):
+        ready = Signal()
+        failed = Signal(str)
+
+    bridge = _Bridge()  # lives in the main thread: the signals are delivered there
+    layer_ref = weakref.ref(layer)
+
+    def redraw() -> None:
+        target = layer_ref()
+        if target is not None:
+            target.refresh()
+
+    bridge.ready.connect(redraw)
+    bridge.failed.connect(lambda text: show_error(f"Cannot decode {layer.name}: {text}"))
+    array._bridge = bridge  # type: ignore[attr-defined]  # kept alive with the array
+    array.slice_in_background(bridge.ready.emit, lambda exc: bridge.failed.emit(str(exc)))
 
 
 def _normalize_key(key: Any) -> Any:

@@ -233,8 +233,15 @@ def test_read_sciz_is_lazy(sciz_file: Path, small_volume: np.ndarray, monkeypatc
     assert plane.shape == small_volume.shape[1:]
 
 
+def _settled(qtbot: Any, layer: Any) -> None:
+    """Wait until the layer's background decodes are done and their redraws delivered."""
+    loader = layer.data.loader
+    qtbot.waitUntil(lambda: loader.pending() == 0, timeout=30_000)
+    qtbot.wait(50)
+
+
 def test_viewer_opens_sciz_lazily(
-    make_napari_viewer, sciz_file: Path, small_volume: np.ndarray, monkeypatch
+    make_napari_viewer, qtbot, sciz_file: Path, small_volume: np.ndarray, monkeypatch
 ) -> None:
     from napari_sciz.core.api import SciZReader, decompress
 
@@ -249,14 +256,62 @@ def test_viewer_opens_sciz_lazily(
     viewer = make_napari_viewer()
     (layer,) = viewer.open(str(sciz_file), plugin="napari-sciz")
     assert isinstance(layer.data, LazySciZArray)
+    assert layer.data.loader is not None  # bound to the layer: slices in the background
+    _settled(qtbot, layer)
+    z0 = viewer.dims.current_step[0]
     first = _planes(calls)
-    assert viewer.dims.current_step[0] in first and len(first) <= 2
+    # the plane shown, and its neighbours prefetched
+    assert z0 in first and first <= set(range(z0 - 1, z0 + 3)) | {0}
     viewer.dims.set_current_step(0, 5)
-    assert _planes(calls) <= first | {5}
+    _settled(qtbot, layer)
+    assert _planes(calls) <= first | set(range(3, 8))
     full = decompress(str(sciz_file))
     np.testing.assert_allclose(
         np.asarray(layer._slice.image.raw, dtype=np.float64), full[5].astype(np.float64), atol=1
     )
+    # other callers still get decoded data at once, never a stand-in
+    np.testing.assert_array_equal(layer.data[6], full[6])
+
+
+def test_scrolling_never_blocks_the_main_thread(
+    make_napari_viewer, qtbot, tmp_path: Path, monkeypatch
+) -> None:
+    """A plane takes 300 ms to decode here, yet the viewer keeps answering within 100 ms."""
+    import time
+
+    from qtpy.QtCore import QTimer
+
+    from napari_sciz.core.api import SciZReader, compress, decompress
+
+    volume = np.ascontiguousarray(load_sample("ct_phantom")[:12, :128, :128])
+    path = tmp_path / "slow.sciz"
+    compress(volume, ratio=16, steps=10).save(path)
+    expected = decompress(str(path))
+    original = SciZReader.__getitem__
+
+    def slow(self: Any, key: Any) -> Any:
+        time.sleep(0.3)  # a slow disk, a big block: what a decode may cost
+        return original(self, key)
+
+    monkeypatch.setattr(SciZReader, "__getitem__", slow)
+    viewer = make_napari_viewer(show=True)
+    (layer,) = viewer.open(str(path), plugin="napari-sciz")
+    ticks: list[float] = []
+    timer = QTimer()
+    timer.setInterval(10)
+    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+    timer.start()
+    qtbot.wait(50)
+    for z in [*range(12), *range(10, 3, -1)]:
+        viewer.dims.set_current_step(0, z)
+        qtbot.wait(20)
+    _settled(qtbot, layer)
+    timer.stop()
+    gaps = np.diff(ticks)
+    print(f"main-thread ticks: {len(ticks)}, longest gap {gaps.max() * 1e3:.0f} ms")
+    assert gaps.max() < 0.100, f"the main thread was blocked for {gaps.max() * 1e3:.0f} ms"
+    # and the plane on screen is the decoded one
+    np.testing.assert_array_equal(np.asarray(layer._slice.image.raw), expected[4])
 
 
 def test_writer_round_trip(tmp_path: Path, small_volume: np.ndarray, monkeypatch) -> None:
