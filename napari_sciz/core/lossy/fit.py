@@ -64,6 +64,9 @@ GUIDED_BATCH = 2**16
 #: the guided refinement is coded and decoded this many times (evenly spaced, the last at its
 #: end); each decoded candidate is checked against the reference
 GUIDED_CHECKPOINTS = 4
+#: codings of the payload rate control typically needs (15 measured on neuroproof at 64x;
+#: 0.24 s each for its 128^3 block), reserved from a time budget
+RC_CODINGS = 12
 
 
 @dataclass
@@ -190,17 +193,25 @@ def _fit_block(
     budget_bits = max(
         8.0 * (0.5 * (low + high)) - 8.0 * (40 + 2 * config.n_levels) - 7.0 * n_mlp, 64.0
     )
-    field, _correction = best_start(
-        config,
-        target.reshape(shape),
-        budget_bits,
-        device,
+    start_seconds = (
         None
         if budget is None
-        else (START_SHARE if guidance is None else START_SHARE_GUIDED) * budget,
+        else (START_SHARE if guidance is None else START_SHARE_GUIDED) * budget
+    )
+    field, _correction = best_start(
+        config, target.reshape(shape), budget_bits, device, start_seconds
     )
     config = field.config
-    retarget_start(field, target.reshape(shape), budget_bits, vmin, vmax, low, high)
+    coding = retarget_start(
+        field,
+        target.reshape(shape),
+        budget_bits,
+        vmin,
+        vmax,
+        low,
+        high,
+        deadline=None if start_seconds is None else t0 + start_seconds,
+    )
     if on_preview is not None:
         # the starting point is already a good reconstruction: show it at once
         with torch.no_grad():
@@ -237,7 +248,8 @@ def _fit_block(
     if budget is None:
         plain = _Span(steps=round(share * (steps or 0)), progress=(0.0, share))
     else:
-        train_end = t0 + max(0.5, 0.9 * budget - 0.5)
+        # rate control codes the payload about RC_CODINGS times after training: keep that time
+        train_end = t0 + max(0.5, 0.9 * budget - 0.5 - RC_CODINGS * coding)
         origin = t0  # the schedule counts from t0: the start's time is part of the budget
         if guidance is not None:
             origin = time.perf_counter()
@@ -482,7 +494,15 @@ def _guided_refinement(
             fixed = field.dense_features([torch.round(g) for g in field.latents])
             fixed = fixed.reshape(*shape, -1)
     optimizer = torch.optim.Adam(groups)
-    pieces = _split(span, coding, GUIDED_CHECKPOINTS)
+    parts = GUIDED_CHECKPOINTS
+    if span.deadline is not None:
+        # each piece trains at least as long as its candidate takes to code, or is not started
+        parts = min(parts, int(max(span.deadline - time.perf_counter(), 0.0) // (2 * coding)))
+        if parts < 1:
+            _mse, _task, code, payload, rec = ref
+            scores = [(-10 * math.log10(max(ref[0], 1e-30)), ref[1])]
+            return BlockFit(code, payload, rec, steps_before, config, scores, 0)
+    pieces = _split(span, coding, parts)
     step = steps_before
     for piece in pieces:
         piece.first_step = step

@@ -100,23 +100,81 @@ def retarget_start(
     low: int,
     high: int,
     tries: int = 3,
-) -> None:
+    deadline: float | None = None,
+) -> float:
     """Rebuild the starting pyramid until its real payload lands in ``[low, high]``.
 
     The pyramid is sized by an estimate of the coded latents less an estimate of the rest of
     the payload; on small blocks the estimate missed by 10-15 % (stardist_img3d at 256x: 525
     bytes for a 585-603 byte window). Training moves the latents too little to make up for it,
     so rate control had to re-quantize the trained latents, which cost up to 0.8 dB. Each try
-    scales the target by the real size's miss of the window's middle.
+    scales the target by the real size's miss of the window's middle; with ``deadline``
+    (``time.perf_counter()`` seconds) no try starts that the previous one says would end past it.
+
+    Returns
+    -------
+    float
+        Seconds one coding of the payload took (what rate control repeats).
     """
     goal = 0.5 * (low + high)
     bits = target_bits
+    each = 0.0
+    coding = 0.0
     for _ in range(tries):
+        began = time.perf_counter()
         size = payload_bytes(field, vmin, vmax)
+        coding = time.perf_counter() - began
         if low <= size <= high:
-            return
+            return coding
+        if deadline is not None and time.perf_counter() + each > deadline:
+            return coding  # rate control will re-quantize instead: late is worse than 0.8 dB
         bits *= goal / max(size, 1)
+        began = time.perf_counter()
         init_from_pyramid(field, x, bits)
+        each = max(each, time.perf_counter() - began)
+    return coding
+
+
+def _interp_matrix(n: int, g: int, step: int) -> torch.Tensor:
+    """``(n, g)`` weights of the field's linear interpolation along one axis.
+
+    The same map as :func:`~napari_sciz.core.lossy.model._upsample` (``align_corners`` onto a
+    grid padded to ``(g - 1) * step + 1`` nodes, then cropped to ``n``), as a matrix.
+    """
+    padded = 1 if n <= 1 else (g - 1) * step + 1
+    src = torch.arange(n, dtype=torch.float64)
+    src = src * ((g - 1) / (padded - 1)) if padded > 1 else torch.zeros(n, dtype=torch.float64)
+    i0 = src.floor().clamp(max=g - 1).long()
+    i1 = (i0 + 1).clamp(max=g - 1)
+    frac = src - i0
+    w = torch.zeros(n, g, dtype=torch.float64)
+    rows = torch.arange(n)
+    w.index_put_((rows, i0), 1.0 - frac, accumulate=True)
+    w.index_put_((rows, i1), frac, accumulate=True)
+    return w.float()
+
+
+class _Separable:
+    """The field's trilinear upsampling of one level and its adjoint, as three small matrices.
+
+    Encoder-side only (the decoder uses ``F.interpolate``): torch's CPU backward of
+    ``upsample_trilinear3d`` took 0.29 s per call on a 2x512x512 block, which made the
+    transform-coded start of that block take 41 s; the separable products take milliseconds.
+    """
+
+    def __init__(self, grid_shape: Sequence[int], level: int, shape: Sequence[int]) -> None:
+        step = 2**level
+        self.mats = [_interp_matrix(n, g, step) for n, g in zip(shape, grid_shape, strict=True)]
+
+    def up(self, g: torch.Tensor) -> torch.Tensor:
+        """Grid -> voxels."""
+        wz, wy, wx = (m.to(g.device, g.dtype) for m in self.mats)
+        return torch.einsum("zyx,dz,hy,wx->dhw", g, wz, wy, wx)
+
+    def down(self, r: torch.Tensor) -> torch.Tensor:
+        """Voxels -> grid: the adjoint of :meth:`up`."""
+        wz, wy, wx = (m.to(r.device, r.dtype) for m in self.mats)
+        return torch.einsum("dhw,dz,hy,wx->zyx", r, wz, wy, wx)
 
 
 def _refine_projection(
@@ -125,24 +183,20 @@ def _refine_projection(
     """Improve coarse coefficients ``g`` so that their trilinear upsampling fits ``target``.
 
     A few steepest-descent iterations on ``||target - U g||^2`` (``U``: the field's trilinear
-    upsampling, its adjoint from autograd), starting from the box-filter average.
+    upsampling, as separable matrices), starting from the box-filter average.
     """
-    from .model import _upsample
-
+    if iterations <= 0:
+        return g.detach()
+    op = _Separable(g.shape, level, shape)
+    g = g.detach()
     for _ in range(iterations):
-        with torch.enable_grad():
-            gg = g.detach().requires_grad_(True)
-            up = _upsample(gg, level, shape)
-            err = target - up
-            (grad,) = torch.autograd.grad((up * err.detach()).sum(), gg)
-        with torch.no_grad():
-            ug = _upsample(grad, level, shape)
-            denom = float((ug * ug).sum())
-            if denom <= 0:
-                break
-            step = float((grad * grad).sum()) / denom  # exact line search
-            g = g.detach() + step * grad
-    return g.detach()
+        grad = op.down(target - op.up(g))
+        ug = op.up(grad)
+        denom = float((ug * ug).sum())
+        if denom <= 0:
+            break
+        g = g + (float((grad * grad).sum()) / denom) * grad  # exact line search
+    return g
 
 
 def _pyramid(
