@@ -21,7 +21,7 @@ from napari_sciz.io import (
 )
 from napari_sciz.io import image as image_mod
 
-DATA = Path("/work/shared/data")
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def _real(name: str) -> Path:

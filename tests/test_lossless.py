@@ -12,7 +12,7 @@ from napari_sciz.core.bitstream import container
 from napari_sciz.core.lossless import decode_block, encode_block
 from napari_sciz.errors import FormatError, InvalidInputError
 
-DATA = Path("/work/shared/data")
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"  # ../shared beside the clone
 INT_DTYPES = ["uint8", "uint16", "int16", "uint32"]
 
 
@@ -259,18 +259,20 @@ def test_bench_lossless_entries() -> None:
     assert "napari-sciz lossless" in text and "Error-bounded" in text
 
 
-V1_BLOCKS = Path(__file__).parent / "data" / "lossless_v1_blocks.npz"
+STORED = Path(__file__).parent / "data"
 
 
-def test_version_1_payloads_still_decode() -> None:
-    """Blocks written by the version-1 (row-wise) coder decode bit for bit."""
-    saved = np.load(V1_BLOCKS)
+@pytest.mark.parametrize("version", [1, 2])
+def test_older_payloads_still_decode(version: int) -> None:
+    """Blocks written by the version-1 (row-wise) and version-2 (wavefront, one model per
+    symbol) coders decode bit for bit."""
+    saved = np.load(STORED / f"lossless_v{version}_blocks.npz")
     names = [k[: -len("_payload")] for k in saved.files if k.endswith("_payload")]
     assert len(names) >= 6
     for name in names:
         payload = saved[name + "_payload"].tobytes()
         expected = saved[name + "_data"]
-        assert payload[:4] == b"SZL\x01"
+        assert payload[:4] == b"SZL" + bytes([version])
         out = decode_block(payload, expected.dtype, expected.shape)
         assert _bit_equal(out, expected), name
         bad = bytearray(payload)
@@ -279,10 +281,10 @@ def test_version_1_payloads_still_decode() -> None:
             decode_block(bytes(bad), expected.dtype, expected.shape)
 
 
-def test_new_payloads_are_version_2() -> None:
+def test_new_payloads_are_version_3() -> None:
     block = _smooth((3, 20, 24), "uint16") // 64
     payload = encode_block(block)
-    assert payload[:4] == b"SZL\x02"
+    assert payload[:4] == b"SZL\x03"
     assert _bit_equal(decode_block(payload, block.dtype, block.shape), block)
 
 
@@ -300,12 +302,12 @@ def test_every_sub_predictor_set_round_trips(
     # compressible, so that the block is coded (not stored)
     block = (block // 16 if block.dtype.kind in "ui" else np.round(block)).astype(dtype)
     payload = encode_block(block)
-    assert payload[:4] == b"SZL\x02"
+    assert payload[:4] == b"SZL\x03"
     assert payload[_V2_MASK_OFFSET] == mask
     assert _bit_equal(decode_block(payload, block.dtype, block.shape), block)
 
 
-#: offset of the sub-predictor mask byte in a version-2 payload
+#: offset of the sub-predictor mask byte in a version-2/3 payload
 _V2_MASK_OFFSET = 52
 
 
@@ -345,16 +347,16 @@ def test_large_residuals_round_trip() -> None:
     f32[0, 0, :4] = [-0.0, 1e-45, -3e38, 3e38]
     for block in (u32, f32):
         payload = encode_block(block)
-        assert payload[:4] == b"SZL\x02"
+        assert payload[:4] == b"SZL\x03"
         assert _bit_equal(decode_block(payload, block.dtype, block.shape), block)
 
 
-def test_version_2_corruption_never_returns_wrong_data() -> None:
+def test_version_3_corruption_never_returns_wrong_data() -> None:
     z, y, x = np.meshgrid(np.arange(3), np.arange(30), np.arange(34), indexing="ij")
     block = (1000 + 40 * np.sin(x / 4.0) + 30 * np.cos(y / 5.0) + 7 * z).astype(np.uint16)
     block[:, 10:14, 5:20] = 0
     payload = encode_block(block)
-    assert payload[:4] == b"SZL\x02"
+    assert payload[:4] == b"SZL\x03"
     rng = np.random.default_rng(5)
     positions = sorted({*range(0, 90, 3), *rng.integers(90, len(payload), 60).tolist()})
     for pos in positions:

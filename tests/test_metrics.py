@@ -18,7 +18,7 @@ ndi = pytest.importorskip("scipy.ndimage")
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 if not DATA.is_dir():  # pragma: no cover - alternative checkout layouts
-    DATA = Path("/work/shared/data")
+    DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 REAL = [
     "stardist_img3d.tif",  # uint16 3D

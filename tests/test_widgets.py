@@ -29,7 +29,7 @@ from napari_sciz._widgets._geometry import (  # noqa: E402
     region_placement,
 )
 
-SHARED_NUCLEI = Path("/work/shared/data/nbsd_cells3d_nuclei.tif")
+SHARED_NUCLEI = Path(__file__).resolve().parents[2] / "shared" / "data" / "nbsd_cells3d_nuclei.tif"
 HAS_CODEC = importlib.util.find_spec("napari_sciz.core.api") is not None
 needs_codec = pytest.mark.skipif(not HAS_CODEC, reason="the codec (napari_sciz.core.api) is absent")
 

@@ -141,7 +141,7 @@ def render(record: dict[str, Any]) -> str:
         f"and `--ratio {record['ratio']:g}`; `lossless` and `bounded` take no budget. "
         "*encode* is the result's `encode_seconds` (the whole `compress()` call), *process* the "
         "wall time of the `sciz compress` process (start-up, reading, writing included), "
-        "*over* = encode / budget - 1.",
+        "*over* = encode / budget - 1." + (f" {record['note']}" if record.get("note") else ""),
         "",
         "| volume | shape | mode | encode s | process s | over | ratio | PSNR dB |",
         "|---|---|---|---|---|---|---|---|",

@@ -40,8 +40,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import FormatError, InvalidInputError
-from .blocks import BlockGrid
+from ...errors import FormatError, InvalidInputError
+from ..blocks import BlockGrid
 
 __all__ = [
     "LOSSLESS_DTYPES",
@@ -60,9 +60,12 @@ LOSSLESS_DTYPES = ("uint8", "uint16", "int16", "uint32", "float32")
 
 _MAGIC = b"SZL"
 _RAW_MAGIC = b"SZR"
-#: version of the coded payloads written (1 = row-wise coder, still decoded)
-_VERSION = 2
-_VERSIONS = (1, 2)
+#: version of the coded payloads written (1 = row-wise coder, 2 = wavefront coder with one
+#: probability model per symbol; both still decoded). Version 3 is version 2 with the entropy
+#: coder's symbols of each wavefront sorted by context class, so that the decoder runs one
+#: fixed model per class (compiled kernels around it, :mod:`.kernels`)
+_VERSION = 3
+_VERSIONS = (1, 2, 3)
 #: version byte of stored (raw) blocks
 _RAW_VERSION = 1
 #: value kinds
@@ -703,9 +706,9 @@ def _wave_order(d: int, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
         + _WAVE[1] * np.arange(h, dtype=np.int64)[None, :, None]
         + _WAVE[2] * np.arange(w, dtype=np.int64)[None, None, :]
     ).ravel()
-    order = np.argsort(t, kind="stable")
-    bounds = np.concatenate([[0], np.cumsum(np.bincount(t))])
-    return order, bounds
+    from .kernels import class_runs
+
+    return class_runs(t, int(t.max()) + 1 if t.size else 0)  # a stable counting sort
 
 
 def _pack_bits(nb: np.ndarray, raw: np.ndarray) -> bytes:
@@ -796,9 +799,34 @@ def _quantize_hist(counts: np.ndarray) -> np.ndarray:
     return np.where(counts > 0, np.maximum(q, 1), 0)
 
 
-def _encode_v2(m: _Mapped, shape3: tuple[int, int, int]) -> bytes:
+def _class_models(q: np.ndarray) -> list:
+    """One fixed categorical model per context class (an unused class: uniform)."""
     import constriction
 
+    probs = np.where(q.sum(axis=1, keepdims=True) > 0, q, 1).astype(np.float64)
+    return [constriction.stream.model.Categorical(row, perfect=False) for row in probs]
+
+
+def _ans_encode_by_class(
+    tok: np.ndarray, cls: np.ndarray, bounds: np.ndarray, models: list
+) -> bytes:
+    """ANS words of the tokens (wavefront order), each wavefront's sorted by class (stable)."""
+    import constriction
+
+    wave = np.repeat(np.arange(bounds.size - 1), np.diff(bounds))
+    key = wave * len(models) + cls
+    perm = np.argsort(key, kind="stable")
+    key, tok = key[perm], tok[perm].astype(np.int32)
+    cut = np.flatnonzero(np.diff(key)) + 1
+    starts = np.concatenate([[0], cut])
+    ends = np.concatenate([cut, [key.size]])
+    coder = constriction.stream.stack.AnsCoder()
+    for a, b in zip(starts[::-1], ends[::-1], strict=True):  # a stack: last run first
+        coder.encode_reverse(tok[a:b], models[int(key[a]) % len(models)])
+    return coder.get_compressed().astype("<u4").tobytes()
+
+
+def _encode_v2(m: _Mapped, shape3: tuple[int, int, int]) -> bytes:
     d, h, w = shape3
     v = m.values.reshape(d, h, w)
     masks = [mk for mk in _MASKS if d > 1 or not mk >> 5 & 1]
@@ -814,7 +842,7 @@ def _encode_v2(m: _Mapped, shape3: tuple[int, int, int]) -> bytes:
     _bits, mask, core = best
     if not small:
         core = _encode_v2_core(v, mask)[0]
-    order, _bounds = _wave_order(d, h, w)
+    order, bounds = _wave_order(d, h, w)
     tok = core["tok"][order]
     cls = core["cls"][order]
     # context: activity classes (adjacent ones merged) x texture levels (or none)
@@ -831,15 +859,7 @@ def _encode_v2(m: _Mapped, shape3: tuple[int, int, int]) -> bytes:
     counts = np.zeros((n_bins, n_tex, counts3.shape[2]), np.int64)
     np.add.at(counts, to_bin, counts3.transpose(1, 0, 2))
     q = _quantize_hist(counts.reshape(n_bins * n_tex, -1))
-    probs_cls = np.where(q.sum(axis=1, keepdims=True) > 0, q, 1).astype(np.float64)
-    coder = constriction.stream.stack.AnsCoder()
-    family = constriction.stream.model.Categorical(perfect=False)
-    step = 1 << 16
-    for s in range(((tok.size - 1) // step) * step, -1, -step):
-        coder.encode_reverse(
-            tok[s : s + step].astype(np.int32), family, probs_cls[cls[s : s + step]]
-        )
-    words = coder.get_compressed().astype("<u4").tobytes()
+    words = _ans_encode_by_class(tok, cls, bounds, _class_models(q))
     bits = _pack_bits(core["nb"][order], core["raw"][order])
 
     hist_bytes = _pack_uints(q.ravel())
@@ -851,7 +871,7 @@ def _encode_v2(m: _Mapped, shape3: tuple[int, int, int]) -> bytes:
         table_bytes = _pack_uints(np.diff(m.table, prepend=0))
     crc = zlib.crc32(m.expected.tobytes())
     head = _HEAD2.pack(
-        _MAGIC, 2, m.kind, flags, d, h, w, crc, m.offset, m.lo, m.step, n_table,
+        _MAGIC, _VERSION, m.kind, flags, d, h, w, crc, m.offset, m.lo, m.step, n_table,
         q.shape[1], n_bins, mask, n_tex, len(hist_bytes), len(table_bytes), len(bits),
         len(core["ls"]), int(np.sum(keep.astype(np.int64) << np.arange(keep.size))),
     )  # fmt: skip
@@ -905,6 +925,11 @@ def _decode_v2(payload: bytes, shape3: tuple[int, ...]) -> tuple[np.ndarray, tup
     if flags & _FLAG_TABLE:
         table = np.cumsum(_unpack_uints(table_bytes, n_table))
 
+    if _v == 3:
+        v = _decode_waves(
+            q, words, bit_bytes, (d, h, w), mask, ls_w, ls_b, thr, n_tex, ntok
+        )
+        return v, (kind, flags, crc, offset, lo, step, table)
     probs_cls = np.where(q.sum(axis=1, keepdims=True) > 0, q, 1).astype(np.float64)
     # 64-bit big-endian window of the raw bit stream at every byte
     bb = np.concatenate([bit_bytes, np.zeros(8, np.uint8)]).astype(np.uint64)
@@ -977,6 +1002,65 @@ def _decode_v2(payload: bytes, shape3: tuple[int, ...]) -> tuple[np.ndarray, tup
     return vflat[hw:].reshape(d, h, w), (kind, flags, crc, offset, lo, step, table)
 
 
+def _decode_waves(
+    q: np.ndarray,
+    words: np.ndarray,
+    bit_bytes: np.ndarray,
+    shape3: tuple[int, int, int],
+    mask: int,
+    ls_w: np.ndarray,
+    ls_b: np.ndarray,
+    thr: np.ndarray,
+    n_tex: int,
+    ntok: int,
+) -> np.ndarray:
+    """Mapped values of a version-3 payload: compiled wavefronts, one model per class run."""
+    import constriction
+
+    from . import kernels
+
+    d, h, w = shape3
+    models = _class_models(q)
+    coder = constriction.stream.stack.AnsCoder(words)
+    hw, n = h * w, d * h * w
+    nbrs = _Neighbours(d, h, w)
+    order, bounds = _wave_order(d, h, w)
+    b_local, b_cells, b_start = nbrs.plan(order, bounds)
+    offsets = np.ascontiguousarray(nbrs.offsets[:, 0])
+    sub_ids = np.array([i for i in range(_N_SUB) if mask >> i & 1], np.int64)
+    vflat = np.zeros(n + hw, np.int64)
+    err = np.zeros((n + hw, sub_ids.size), np.int32)
+    absr = np.zeros(n + hw, np.int64)
+    tok_all = np.arange(ntok, dtype=np.int64)
+    tok_nb = _token_bits(tok_all)
+    tok_hi = np.where(tok_all >= _TOK_DIRECT, (2 + (tok_all & 1)) << tok_nb, tok_all)
+    padded_bits = np.concatenate([bit_bytes, np.zeros(8, np.uint8)])
+    n_bits = bit_bytes.size
+    n_cls = len(models)
+    cursor = 0
+    for g in range(len(bounds) - 1):
+        idx = order[bounds[g] : bounds[g + 1]]
+        sel = slice(b_start[g], b_start[g + 1])
+        subs, pred, cls = kernels.wave_context(
+            idx, offsets, b_local[sel], b_cells[:, sel], hw, vflat, err, absr,
+            sub_ids, ls_w, ls_b, thr, n_tex, _V2_SHIFT,
+        )  # fmt: skip
+        runs, starts = kernels.class_runs(cls, n_cls)
+        tok = np.empty(idx.size, np.int64)
+        for c in np.flatnonzero(np.diff(starts)):
+            a, b = starts[c], starts[c + 1]
+            tok[runs[a:b]] = coder.decode(models[c], int(b - a))
+        cursor = kernels.wave_finish(
+            idx, hw, tok, tok_nb, tok_hi, padded_bits, n_bits, cursor,
+            subs, pred, vflat, err, absr, _V2_CAP,
+        )  # fmt: skip
+        if cursor < 0:
+            raise FormatError("raw bit stream of a lossless block is too short")
+    if 8 * n_bits - cursor >= 8:
+        raise FormatError("raw bit stream of a lossless block has extra bytes")
+    return vflat[hw:].reshape(d, h, w)
+
+
 # ----------------------------------------------------------------------------------------
 # decoding
 
@@ -1026,9 +1110,9 @@ def _decode(payload: bytes, dtype: np.dtype, shape3: tuple[int, ...]) -> np.ndar
     version = payload[3]
     if version not in _VERSIONS:
         raise FormatError(f"unsupported lossless block version {version}")
-    if len(payload) < (_HEAD2 if version == 2 else _HEAD).size:
+    if len(payload) < (_HEAD2 if version >= 2 else _HEAD).size:
         raise FormatError("truncated lossless block")
-    if version == 2:
+    if version >= 2:
         v, (kind, flags, crc, offset, lo, step, table) = _decode_v2(payload, shape3)
         return _finish(v, dtype, kind, table, offset, lo, step, crc)
     magic, version, kind, flags, d, h, w, crc, offset, lo, step, t, n_table = _HEAD.unpack_from(
@@ -1234,7 +1318,7 @@ def encode_array(
     reconstruction : numpy.ndarray
         What the decoder returns (identical to ``arr`` in lossless mode).
     """
-    from ..errors import CancelledError
+    from ...errors import CancelledError
 
     payloads = []
     recon = np.empty_like(arr)
