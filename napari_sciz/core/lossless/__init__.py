@@ -926,9 +926,7 @@ def _decode_v2(payload: bytes, shape3: tuple[int, ...]) -> tuple[np.ndarray, tup
         table = np.cumsum(_unpack_uints(table_bytes, n_table))
 
     if _v == 3:
-        v = _decode_waves(
-            q, words, bit_bytes, (d, h, w), mask, ls_w, ls_b, thr, n_tex, ntok
-        )
+        v = _decode_waves(q, words, bit_bytes, (d, h, w), mask, ls_w, ls_b, thr, n_tex, ntok)
         return v, (kind, flags, crc, offset, lo, step, table)
     probs_cls = np.where(q.sum(axis=1, keepdims=True) > 0, q, 1).astype(np.float64)
     # 64-bit big-endian window of the raw bit stream at every byte
@@ -1041,17 +1039,15 @@ def _decode_waves(
     for g in range(len(bounds) - 1):
         idx = order[bounds[g] : bounds[g + 1]]
         sel = slice(b_start[g], b_start[g + 1])
-        subs, pred, cls = kernels.wave_context(
+        subs, pred, runs, starts = kernels.wave_context(
             idx, offsets, b_local[sel], b_cells[:, sel], hw, vflat, err, absr,
-            sub_ids, ls_w, ls_b, thr, n_tex, _V2_SHIFT,
+            sub_ids, ls_w, ls_b, thr, n_tex, _V2_SHIFT, n_cls,
         )  # fmt: skip
-        runs, starts = kernels.class_runs(cls, n_cls)
-        tok = np.empty(idx.size, np.int64)
-        for c in np.flatnonzero(np.diff(starts)):
-            a, b = starts[c], starts[c + 1]
-            tok[runs[a:b]] = coder.decode(models[c], int(b - a))
+        counts = np.diff(starts).tolist()
+        parts = [coder.decode(models[c], k) for c, k in enumerate(counts) if k]
+        tok_sorted = parts[0] if len(parts) == 1 else np.concatenate(parts)
         cursor = kernels.wave_finish(
-            idx, hw, tok, tok_nb, tok_hi, padded_bits, n_bits, cursor,
+            idx, hw, runs, tok_sorted, tok_nb, tok_hi, padded_bits, n_bits, cursor,
             subs, pred, vflat, err, absr, _V2_CAP,
         )  # fmt: skip
         if cursor < 0:

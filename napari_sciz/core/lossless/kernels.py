@@ -22,26 +22,6 @@ _N_NBR = 11
 
 
 @njit(cache=True, nogil=True)
-def _neighbour_cells(
-    idx: np.ndarray,
-    offsets: np.ndarray,
-    b_local: np.ndarray,
-    b_cells: np.ndarray,
-    hw: int,
-) -> np.ndarray:  # pragma: no cover - compiled
-    m = idx.shape[0]
-    nidx = np.empty((_N_NBR, m), np.int64)
-    for j in range(m):
-        for k in range(_N_NBR):
-            nidx[k, j] = idx[j] + offsets[k]
-    for b in range(b_local.shape[0]):
-        j = b_local[b]
-        for k in range(_N_NBR):
-            nidx[k, j] = b_cells[k, b]
-    return nidx
-
-
-@njit(cache=True, nogil=True)
 def wave_context(
     idx: np.ndarray,
     offsets: np.ndarray,
@@ -57,8 +37,12 @@ def wave_context(
     thr: np.ndarray,
     n_tex: int,
     shift: int,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # pragma: no cover - compiled
-    """Sub-predictions ``(K, m)``, prediction ``(m,)`` and class ``(m,)`` of a wavefront.
+    n_cls: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:  # pragma: no cover - compiled
+    """Sub-predictions ``(K, m)``, predictions, and the wavefront sorted by context.
+
+    Returns ``subs``, ``pred`` and :func:`class_runs` of the contexts (``order``: voxels by
+    context, stable; ``starts``: where each context's run begins, ``n_cls + 1`` entries).
 
     ``idx``: voxel indices (C order) of the wavefront; ``offsets``/``b_local``/``b_cells``:
     neighbour cells as :class:`napari_sciz.core.lossless._Neighbours` gives them; ``vflat``,
@@ -67,15 +51,24 @@ def wave_context(
     """
     m = idx.shape[0]
     k_sub = sub_ids.shape[0]
-    nidx = _neighbour_cells(idx, offsets, b_local, b_cells, hw)
     subs = np.empty((k_sub, m), np.int64)
     pred = np.empty(m, np.int64)
     cls = np.empty(m, np.int64)
     nv = np.empty(_N_NBR, np.int64)
+    cells = np.empty(_N_NBR, np.int64)
     n_thr = thr.shape[0]
+    nb_border = b_local.shape[0]
+    bp = 0  # next border voxel (b_local is increasing)
     for j in range(m):
+        if bp < nb_border and b_local[bp] == j:
+            for k in range(_N_NBR):
+                cells[k] = b_cells[k, bp]
+            bp += 1
+        else:
+            for k in range(_N_NBR):
+                cells[k] = idx[j] + offsets[k]
         for k in range(_N_NBR):
-            nv[k] = vflat[nidx[k, j]]
+            nv[k] = vflat[cells[k]]
         for s in range(k_sub):
             i = sub_ids[s]
             if i == 0:
@@ -104,7 +97,7 @@ def wave_context(
         else:
             # inverse-squared-error blend, binary64, in the numpy formulation's order
             q0 = np.float64(
-                err[nidx[0, j], 0] + err[nidx[1, j], 0] + err[nidx[2, j], 0] + err[nidx[3, j], 0]
+                err[cells[0], 0] + err[cells[1], 0] + err[cells[2], 0] + err[cells[3], 0]
             )
             q0 = q0 + 1.0
             q0 = q0 * q0
@@ -112,10 +105,7 @@ def wave_context(
             num = 0.0
             for s in range(1, k_sub):
                 q = np.float64(
-                    err[nidx[0, j], s]
-                    + err[nidx[1, j], s]
-                    + err[nidx[2, j], s]
-                    + err[nidx[3, j], s]
+                    err[cells[0], s] + err[cells[1], s] + err[cells[2], s] + err[cells[3], s]
                 )
                 q = q + 1.0
                 q = q * q
@@ -128,12 +118,7 @@ def wave_context(
                     num = num + term
                     den = den + wt
             pred[j] = subs[0, j] + np.int64(np.floor(num / den + 0.5))
-        c = (
-            2 * (absr[nidx[0, j]] + absr[nidx[1, j]])
-            + absr[nidx[2, j]]
-            + absr[nidx[3, j]]
-            + absr[nidx[4, j]]
-        )
+        c = 2 * (absr[cells[0]] + absr[cells[1]]) + absr[cells[2]] + absr[cells[3]] + absr[cells[4]]
         lo_i, hi_i = 0, n_thr  # searchsorted(thr, c, side="right")
         while lo_i < hi_i:
             mid = (lo_i + hi_i) >> 1
@@ -146,7 +131,8 @@ def wave_context(
             g = abs(nv[0] - nv[2]) + abs(nv[1] - nv[2]) + abs(nv[1] - nv[3])
             cl = cl * n_tex + min(g, n_tex - 1)
         cls[j] = cl
-    return subs, pred, cls
+    order, starts = class_runs(cls, n_cls)
+    return subs, pred, order, starts
 
 
 @njit(cache=True, nogil=True)
@@ -170,7 +156,8 @@ def class_runs(cls: np.ndarray, n_cls: int) -> tuple[np.ndarray, np.ndarray]:  #
 def wave_finish(
     idx: np.ndarray,
     hw: int,
-    tok: np.ndarray,
+    runs: np.ndarray,
+    tok_sorted: np.ndarray,
     tok_nb: np.ndarray,
     tok_hi: np.ndarray,
     bit_bytes: np.ndarray,
@@ -185,11 +172,16 @@ def wave_finish(
 ) -> int:  # pragma: no cover - compiled
     """Values of a wavefront from its tokens and raw bits; the new bit cursor (-1: overrun).
 
+    ``tok_sorted`` are the tokens in the order ``runs`` (voxels sorted by context);
     ``bit_bytes`` is the raw bit stream followed by 8 zero bytes.
     """
     k_sub = subs.shape[0]
     limit = 8 * n_bits
-    for j in range(idx.shape[0]):
+    m = idx.shape[0]
+    tok = np.empty(m, np.int64)
+    for i in range(m):
+        tok[runs[i]] = tok_sorted[i]
+    for j in range(m):
         t = tok[j]
         nb = tok_nb[t]
         u = tok_hi[t]
