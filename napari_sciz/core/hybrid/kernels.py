@@ -6,10 +6,14 @@ module docstring of :mod:`napari_sciz.core.hybrid.loopfilter` defines, in one pa
 same operations in the same order, so its values equal the numpy formulation's bit for bit
 (``tests/test_hybrid.py`` checks it). Edges replicate the nearest voxel. Compiled on first use
 and cached on disk by numba (``cache=True``); it releases the GIL, so blocks decode in
-parallel threads.
+parallel threads, and a call for many planes splits them between threads.
 """
 
 from __future__ import annotations
+
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from numba import njit
@@ -103,15 +107,41 @@ def filter_planes(
     offs = np.asarray(offsets, dtype=np.int64).reshape(-1, 3)
     steps = offs[:, 0] * sz + offs[:, 1] * sy + offs[:, 2]
     out = np.empty((stop - int(z0), h, w), dtype=np.float64)
-    _filter_planes(
+    args = (
         padded.ravel(),
         np.ascontiguousarray(coefs, dtype=np.float64),
         np.ascontiguousarray(thresholds, dtype=np.float32),
         np.ascontiguousarray(steps),
         float(bias),
         bool(flat),
-        int(z0) - lo,
-        stop - lo,
-        out,
     )
+    # planes are independent: several calls on threads (the kernel releases the GIL)
+    n = stop - int(z0)
+    parts = min(_THREADS, max(1, (n * h * w) // _MIN_VOXELS_PER_THREAD))
+    cuts = [int(z0) + (n * i) // parts for i in range(parts + 1)]
+    jobs = [
+        (*args, a - lo, b - lo, out[a - int(z0) : b - int(z0)])
+        for a, b in zip(cuts[:-1], cuts[1:], strict=True)
+        if b > a
+    ]
+    if len(jobs) == 1:
+        _filter_planes(*jobs[0])
+    else:
+        for future in [_pool().submit(_filter_planes, *job) for job in jobs]:
+            future.result()
     return out
+
+
+#: threads of a filter call, and the least work worth a thread
+_THREADS = max(1, min(8, os.cpu_count() or 1))
+_MIN_VOXELS_PER_THREAD = 1 << 18
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(_THREADS, thread_name_prefix="sciz-filter")
+        return _POOL
