@@ -302,6 +302,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=None,
         help="read SPERR/HEVC from this markdown's classical tables instead of re-measuring",
     )
+    p.add_argument("--section", default=SECTION, help="marked section of --out to replace")
     add_output_options(p)
     args = p.parse_args(argv)
     data = find_data_dir()
@@ -321,7 +322,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         vol = measure(name, volume, ratios, modes, args.budget, anchors)
         vol["held_out"] = name in held
         record["volumes"].append(vol)
-        write_results(record, render(record), args, SECTION)
+        write_results(record, render(record), args, args.section)
     return 0
 
 
