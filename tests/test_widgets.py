@@ -364,6 +364,28 @@ def test_compress_end_to_end(viewer_widget, qtbot, notes, tmp_path, monkeypatch)
 
 
 @needs_codec
+@pytest.mark.parametrize("guidance", ["segmentation", "perceptual"])
+def test_guided_fit_shows_its_task_score(viewer_widget, qtbot, notes, guidance):
+    viewer, widget = viewer_widget
+    viewer.add_image(_nuclei_crop(), name="nuclei", scale=SCALE)
+    widget.set_ratio(16)
+    widget.steps_spin.setValue(STEPS)
+    widget.guidance_combo.setCurrentIndex(widget.guidance_combo.findData(guidance))
+    widget.device_combo.populate()
+    widget.device_combo.setCurrentIndex(widget.device_combo.findData("cpu"))
+    assert widget.start() is not None
+    qtbot.waitUntil(lambda: not widget.running, timeout=120_000)
+    assert not _errors(notes), _errors(notes)
+    text = widget.metric_labels["task"].text()
+    task = widget.result_layers[1].metadata["sciz"]["task"]
+    if guidance == "segmentation":
+        assert text.startswith("object F1 ") and 0 <= task["object_f1"] <= 1
+        assert task["objects"] > 0
+    else:
+        assert text.startswith("MS-SSIM ") and 0 < task["ms_ssim"] <= 1
+
+
+@needs_codec
 def test_cancel_stops_quickly_and_writes_nothing(
     viewer_widget, qtbot, notes, tmp_path, monkeypatch
 ):

@@ -162,6 +162,18 @@ def describe_error(exc: BaseException, device: str = "") -> str:
     return f"Compression failed: {type(exc).__name__}: {text}"
 
 
+def _task_text(task: dict[str, float] | None) -> str:
+    """One line for the task score row."""
+    if not task:
+        return "- (no guidance)"
+    if "object_f1" in task:
+        return (
+            f"object F1 {task['object_f1']:.3f}, Dice {task['dice']:.3f} "
+            f"({int(task['found'])} of {int(task['objects'])} objects)"
+        )
+    return f"MS-SSIM {task['ms_ssim']:.4f}, gradient {task['gradient_similarity']:.4f}"
+
+
 class _CompressJob:
     """One compression run: the worker body plus the thread-safe callbacks given to the codec."""
 
@@ -228,13 +240,28 @@ class _CompressJob:
             )
             if self.cancelled():
                 raise CancelledError("cancelled")
-            return ("ok", result)
+            return ("ok", result, self._task_score(result))
         except CancelledError:
             return ("cancelled", None)
         except Exception as exc:  # noqa: BLE001 - every error is reported to the user
             return ("error", describe_error(exc, device))
         finally:
             _free_gpu_memory()
+
+    def _task_score(self, result: Any) -> dict[str, float] | None:
+        """The guided task's score of the decoded volume (worker thread), or None."""
+        guidance = str(self.options.get("guidance") or "none")
+        if guidance == "none" or self.data is None:
+            return None
+        from ..core.taskscore import guidance_score
+
+        self._emit(("status", f"Scoring the {guidance} task on the decoded volume ..."))
+        try:
+            return guidance_score(
+                guidance, self.data, result.reconstruction, self.options.get("voxel_size")
+            )
+        except Exception:  # noqa: BLE001 - a score is a report; the result stands without it
+            return None
 
 
 class _DeviceCombo(QComboBox):
@@ -440,6 +467,7 @@ class CompressWidget(QWidget):
             ("psnr", "PSNR"),
             ("ssim", "SSIM"),
             ("max_error", "Max error"),
+            ("task", "Task score"),
             ("time", "Time"),
             ("device", "Device"),
         ):
@@ -1006,8 +1034,9 @@ class CompressWidget(QWidget):
 
         if self._closing:
             return
-        status, payload = outcome
+        status, payload, *extra = outcome
         self._run["status"] = status
+        self._run["task"] = extra[0] if extra else None
         if status == "ok":
             try:
                 self._show_result(payload)
@@ -1080,6 +1109,8 @@ class CompressWidget(QWidget):
             "encode_seconds": float(result.encode_seconds),
             "device": str(result.device),
         }
+        if self._run.get("task"):
+            info["task"] = dict(self._run["task"])
         mode = str(summary.get("mode", "lossy"))
         tag = f"{ratio_target}x" if mode in ("lossy", "hybrid") else mode
         name = f"{src.name} sciz {tag}"
@@ -1145,6 +1176,12 @@ class CompressWidget(QWidget):
         m["max_error"].setText(f"{info['max_error']:.4g}")
         m["time"].setText(format_duration(info["encode_seconds"]))
         m["device"].setText(info["device"])
+        m["task"].setText(_task_text(info.get("task")))
+        m["task"].setToolTip(
+            "Segmentation: the decoded volume segmented as a biologist would (Gaussian, Otsu, "
+            "watershed) against the original's segmentation. Perceptual: MS-SSIM and gradient "
+            "similarity. Shown after a guided fit."
+        )
 
     # ================================================================== save
     def save(self, path: str | Path | None = None) -> Path | None:
