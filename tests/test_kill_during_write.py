@@ -76,10 +76,14 @@ FORMATS: dict[str, tuple[str, Callable, Callable]] = {
 }
 
 
-def _rewrite_forever(kind: str, path: str) -> None:
+def _rewrite_forever(kind: str, path: str, started, first_write) -> None:
     _, write, _ = FORMATS[kind]
     a, b = _contents()
-    i = 0
+    t0 = time.perf_counter()
+    write(Path(path), b)
+    first_write.value = time.perf_counter() - t0
+    started.set()  # the kill's random moment counts from here, not from the fork
+    i = 1
     while True:
         write(Path(path), b if i % 2 == 0 else a)
         i += 1
@@ -99,14 +103,18 @@ def test_sigkill_during_write_leaves_old_or_new(tmp_path: Path, kind: str) -> No
     name, write, read = FORMATS[kind]
     target = tmp_path / name
     a, b = _contents()
-    one_write = _write_seconds(write, target, a)  # also leaves content a in place
+    one_write = _write_seconds(write, target, a)
     ctx = multiprocessing.get_context("fork")
     rng = random.Random(f"{kind}-kills")
     seen = {"old/a": 0, "new/b": 0}
     for _ in range(KILLS):
-        child = ctx.Process(target=_rewrite_forever, args=(kind, str(target)), daemon=True)
+        started, first_write = ctx.Event(), ctx.Value("d", 0.0)
+        args = (kind, str(target), started, first_write)
+        child = ctx.Process(target=_rewrite_forever, args=args, daemon=True)
         child.start()
-        time.sleep(rng.uniform(0.0, 3.0 * one_write))
+        assert started.wait(60), "the writer did not start"
+        # a forked child of a big test process can write slower than the parent measured
+        time.sleep(rng.uniform(0.0, 3.0 * max(one_write, first_write.value)))
         os.kill(child.pid, signal.SIGKILL)
         child.join(10)
         assert child.exitcode == -signal.SIGKILL
