@@ -31,4 +31,4 @@ def test_measure_and_render_a_small_volume() -> None:
         "volumes": [rec],
     }
     text = task.render(record)
-    assert "| tiny (2 objects) |" in text and "| segmentation | " in text
+    assert "| tiny (2 objects, seeds " in text and "| segmentation | " in text

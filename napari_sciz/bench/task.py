@@ -36,7 +36,12 @@ GUIDANCES = ("none", "segmentation", "perceptual")
 
 
 def _point(
-    volume: np.ndarray, ref_labels: np.ndarray, ratio: float, guidance: str, budget: float
+    volume: np.ndarray,
+    ref_labels: np.ndarray,
+    seeds: int,
+    ratio: float,
+    guidance: str,
+    budget: float,
 ) -> dict[str, Any] | None:
     from ..core import taskscore
     from ..core.api import compress, decompress
@@ -50,7 +55,9 @@ def _point(
         return None
     seconds = time.perf_counter() - t0
     decoded = np.asarray(decompress(bytes(res.data))).reshape(volume.shape)
-    seg = taskscore.segmentation_fidelity(ref_labels, taskscore.segment(decoded))
+    seg = taskscore.segmentation_fidelity(
+        ref_labels, taskscore.segment(decoded, min_distance=seeds)
+    )
     return {
         "ratio": volume.nbytes / len(res.data),
         "nbytes": len(res.data),
@@ -70,12 +77,13 @@ def measure_volume(
     """Every guidance at every ratio for one volume, and the savings at equal score."""
     from ..core import taskscore
 
-    ref_labels = taskscore.segment(volume)
+    seeds = taskscore.seed_distance(volume)  # the original's, for both segmentations
+    ref_labels = taskscore.segment(volume, min_distance=seeds)
     curves: dict[str, list[dict[str, Any]]] = {}
     for guidance in GUIDANCES:
         points = []
         for ratio in ratios:
-            point = _point(volume, ref_labels, ratio, guidance, budget)
+            point = _point(volume, ref_labels, seeds, ratio, guidance, budget)
             if point is not None:
                 points.append(point)
         curves[guidance] = points
@@ -87,6 +95,7 @@ def measure_volume(
         "name": name,
         "shape": list(volume.shape),
         "objects": int(ref_labels.max()),
+        "seed_distance": seeds,
         "curves": curves,
         "saving": {
             "segmentation_f1": bd_rate(
@@ -120,7 +129,8 @@ def render(record: dict[str, Any]) -> str:
     for v in record["volumes"]:
         s = v["saving"]
         lines.append(
-            f"| {v['name']} ({v['objects']} objects) | {_pct(s['segmentation_f1'])} | "
+            f"| {v['name']} ({v['objects']} objects, seeds {v.get('seed_distance', '?')} vx) | "
+            f"{_pct(s['segmentation_f1'])} | "
             f"{_pct(s['perceptual_ms_ssim'])} | {_pct(s['segmentation_psnr'])} |"
         )
     for v in record["volumes"]:

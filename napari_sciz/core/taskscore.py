@@ -3,7 +3,8 @@
 **Segmentation** is measured with the pipeline a biologist runs on nuclei, applied identically
 to the original and to the decoded volume (:func:`segment`): Gaussian smoothing (sigma of one
 voxel along the finest axis, in physical units when the voxel size is known), Otsu threshold,
-connected components, and a distance-transform watershed that splits touching objects. The
+connected components, and a distance-transform watershed that splits touching objects, its
+seeds spaced by the original's nucleus size (:func:`seed_distance`). The
 decoded segmentation is scored against the original's (:func:`segmentation_fidelity`): voxel
 Dice of the foreground, **object F1 at IoU >= 0.5** (instances matched one to one), and the
 object counts. A ground-truth mask, where one exists, can be scored the same way.
@@ -32,6 +33,7 @@ __all__ = [
     "guidance_score",
     "ms_ssim",
     "segment",
+    "seed_distance",
     "segmentation_fidelity",
     "task_scores",
 ]
@@ -69,12 +71,51 @@ def _sigmas(ndim: int, voxel_size: Sequence[float] | None, sigma: float) -> tupl
     return tuple(float(sigma) * finest / s for s in spacing)
 
 
+def _foreground(
+    a: np.ndarray, voxel_size: Sequence[float] | None, sigma: float
+) -> np.ndarray | None:
+    """Otsu foreground of the smoothed volume (None when the volume is constant)."""
+    from scipy import ndimage as ndi
+    from skimage.filters import threshold_otsu
+
+    smooth = ndi.gaussian_filter(a, _sigmas(a.ndim, voxel_size, sigma))
+    if float(smooth.max()) == float(smooth.min()):
+        return None
+    return smooth > threshold_otsu(smooth)
+
+
+def seed_distance(
+    volume: ArrayLike, voxel_size: Sequence[float] | None = None, *, sigma: float = 1.0
+) -> int:
+    """Watershed seed spacing (voxels) for the nuclei of ``volume``, from their size.
+
+    ``0.8`` times the typical inscribed radius of the foreground's components (the maximum of
+    the distance transform in each component, averaged with the components' volumes as
+    weights, so that debris does not count), at least 3. Computed on the *original* and used
+    for both segmentations, so that the original and the decode are segmented identically;
+    a fixed spacing of 3 voxels split nbsd's large nuclei into about four seeds each and made
+    object F1 measure the seeding's instability (0.63 at 36.9 dB) more than the decode.
+    """
+    from scipy import ndimage as ndi
+
+    a = _spatial(volume)
+    mask = _foreground(a, voxel_size, sigma)
+    if mask is None or not mask.any():
+        return 3
+    components, n = ndi.label(mask)
+    inscribed = np.asarray(
+        ndi.maximum(ndi.distance_transform_edt(mask), components, np.arange(1, n + 1))
+    )
+    sizes = np.bincount(components.ravel())[1:]
+    return max(3, int(round(0.8 * float(np.average(inscribed, weights=sizes)))))
+
+
 def segment(
     volume: ArrayLike,
     voxel_size: Sequence[float] | None = None,
     *,
     sigma: float = 1.0,
-    min_distance: int = 3,
+    min_distance: int | None = None,
 ) -> np.ndarray:
     """Label nuclei as a biologist would: smooth, Otsu threshold, components, watershed.
 
@@ -86,8 +127,9 @@ def segment(
         Physical step per axis (ZYX or YX); the smoothing and the distance transform use it.
     sigma : float
         Gaussian sigma in voxels along the finest axis.
-    min_distance : int
-        Smallest distance (voxels) between two seeds of the watershed.
+    min_distance : int, optional
+        Smallest distance (voxels) between two seeds of the watershed (default:
+        :func:`seed_distance` of ``volume``; pass the original's when segmenting a decode).
 
     Returns
     -------
@@ -96,17 +138,17 @@ def segment(
     """
     from scipy import ndimage as ndi
     from skimage.feature import peak_local_max
-    from skimage.filters import threshold_otsu
     from skimage.segmentation import watershed
 
     a = _spatial(volume)
-    smooth = ndi.gaussian_filter(a, _sigmas(a.ndim, voxel_size, sigma))
-    if float(smooth.max()) == float(smooth.min()):
+    mask = _foreground(a, voxel_size, sigma)
+    if mask is None:
         return np.zeros(a.shape, np.int32)
-    mask = smooth > threshold_otsu(smooth)
     components, n = ndi.label(mask)
     if n == 0:
         return np.zeros(a.shape, np.int32)
+    if min_distance is None:
+        min_distance = seed_distance(a, voxel_size, sigma=sigma)
     sampling = None if voxel_size is None else [float(s) for s in voxel_size][-a.ndim :]
     distance = ndi.distance_transform_edt(mask, sampling=sampling)
     peaks = peak_local_max(
@@ -337,8 +379,9 @@ def task_scores(
         segmentation against the original's), ``ms_ssim``, ``gradient_similarity`` and, with
         ``ground_truth`` labels, ``ground_truth`` (``original`` and ``decoded`` scores).
     """
-    ref = segment(original, voxel_size)
-    dec = segment(decoded, voxel_size)
+    spacing = seed_distance(original, voxel_size)
+    ref = segment(original, voxel_size, min_distance=spacing)
+    dec = segment(decoded, voxel_size, min_distance=spacing)
     out: dict[str, object] = {
         "segmentation": segmentation_fidelity(ref, dec).to_dict(),
         "ms_ssim": ms_ssim(original, decoded),
@@ -384,6 +427,9 @@ def guidance_score(
         return None
     spacing = None if voxel_size is None else list(voxel_size)[-a.ndim :]
     if guidance == "segmentation":
-        s = segmentation_fidelity(segment(a, spacing), segment(b, spacing))
+        seeds = seed_distance(a, spacing)
+        s = segmentation_fidelity(
+            segment(a, spacing, min_distance=seeds), segment(b, spacing, min_distance=seeds)
+        )
         return {"object_f1": s.f1, "dice": s.dice, "objects": s.n_reference, "found": s.n_test}
     return {"ms_ssim": ms_ssim(a, b), "gradient_similarity": gradient_similarity(a, b)}
