@@ -878,8 +878,21 @@ def _encode_v2(m: _Mapped, shape3: tuple[int, int, int]) -> bytes:
     return b"".join([head, hist_bytes, *core["ls"], table_bytes, bits, words])
 
 
+def _words_and_table(
+    payload: bytes, pos: int, flags: int, table_bytes: bytes, n_table: int
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The ANS words from ``pos`` to the end of a payload, and the value table if flagged."""
+    if (len(payload) - pos) % 4:
+        raise FormatError("truncated lossless block")
+    words = np.frombuffer(payload, "<u4", offset=pos).astype(np.uint32)
+    table = None
+    if flags & _FLAG_TABLE:
+        table = np.cumsum(_unpack_uints(table_bytes, n_table))
+    return words, table
+
+
 def _decode_v2(payload: bytes, shape3: tuple[int, ...]) -> tuple[np.ndarray, tuple]:
-    """Mapped values of a version-2 payload, and the fields :func:`_finish` needs."""
+    """Mapped values of a version-2 or -3 payload, and the fields :func:`_finish` needs."""
     import constriction
 
     (_m, _v, kind, flags, d, h, w, crc, offset, lo, step, n_table, ntok, n_cls, mask,
@@ -917,13 +930,7 @@ def _decode_v2(payload: bytes, shape3: tuple[int, ...]) -> tuple[np.ndarray, tup
     bit_bytes = np.frombuffer(payload[pos : pos + n_bits], np.uint8)
     if bit_bytes.size != n_bits:
         raise FormatError("truncated lossless block")
-    pos += n_bits
-    if (len(payload) - pos) % 4:
-        raise FormatError("truncated lossless block")
-    words = np.frombuffer(payload, "<u4", offset=pos).astype(np.uint32)
-    table = None
-    if flags & _FLAG_TABLE:
-        table = np.cumsum(_unpack_uints(table_bytes, n_table))
+    words, table = _words_and_table(payload, pos + n_bits, flags, table_bytes, n_table)
 
     if _v == 3:
         v = _decode_waves(q, words, bit_bytes, (d, h, w), mask, ls_w, ls_b, thr, n_tex, ntok)
@@ -1135,13 +1142,7 @@ def _decode(payload: bytes, dtype: np.dtype, shape3: tuple[int, ...]) -> np.ndar
     table_bytes = payload[pos : pos + n_tb]
     pos += n_tb
     esc = _unpack_uints(payload[pos : pos + n_eb], n_esc)
-    pos += n_eb
-    if (len(payload) - pos) % 4:
-        raise FormatError("truncated lossless block")
-    words = np.frombuffer(payload, "<u4", offset=pos).astype(np.uint32)
-    table = None
-    if flags & _FLAG_TABLE:
-        table = np.cumsum(_unpack_uints(table_bytes, n_table))
+    words, table = _words_and_table(payload, pos + n_eb, flags, table_bytes, n_table)
 
     scales_cls = _scale_of(scale_bytes)
     coder = constriction.stream.stack.AnsCoder(words)
