@@ -311,3 +311,21 @@ def test_hybrid_beats_the_pure_field_on_ct() -> None:
     mixed = compress(vol, ratio=64, mode="hybrid", steps=10, device="cpu")
     assert abs(mixed.ratio - pure.ratio) / pure.ratio < 0.1
     assert mixed.psnr > pure.psnr + 5.0  # the classical bases keep the phantom's sharp edges
+
+
+def test_hevc_base_keeps_quality_past_the_12bit_cliff(monkeypatch) -> None:
+    """x265's 12-bit mode collapses to ~7 dB past CRF 44-47; high CRFs are coded in 10 bits."""
+    hevc = bases.HEVCBase()
+    if not hevc.available():
+        pytest.skip("no PyAV")
+    zz, yy, xx = np.mgrid[0:2, 0:128, 0:128]
+    block = 1000.0 * ((yy - 64) ** 2 + (xx - 64) ** 2 < 50**2) + 50 * np.sin(xx / 5.0) + 10 * zz
+
+    def psnr(crf: float) -> float:
+        values = hevc.decode(hevc.encode(block, crf), block.shape)
+        return float(10 * np.log10(1060.0**2 / np.mean((values - block) ** 2)))
+
+    assert psnr(46.0) > 20.0 and psnr(30.0) > psnr(46.0)
+    # the 12-bit stream the encoder wrote before (and still writes up to CRF 40) decodes too
+    monkeypatch.setattr(bases, "HEVC_12BIT_MAX_CRF", 99.0)
+    assert psnr(30.0) > 35.0
