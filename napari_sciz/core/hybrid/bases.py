@@ -334,6 +334,10 @@ class BaseLayer:
         return float(np.mean(d * d))
 
 
+#: parameters tried between the last fitting and non-fitting ones when the search ends short
+_SCAN_POINTS = 4
+
+
 def encode_to_size(
     codec: BaseCodec,
     block: np.ndarray,
@@ -346,7 +350,9 @@ def encode_to_size(
     """The best-quality stream of ``codec`` for ``block`` of at most ``nbytes`` bytes.
 
     The quality parameter is searched by regula falsi on the logarithm of the stream size
-    (bisection steps in between), stopping once a stream lands within 0.5 % of ``nbytes``.
+    (bisection steps in between), stopping once a stream lands within 0.5 % of ``nbytes``;
+    when it ends further below, :data:`_SCAN_POINTS` parameters between the last one that
+    fitted and the last one that did not are tried (sizes are not monotone in them).
     With a ``deadline`` (a ``perf_counter`` time) no encode starts that the previous one's
     duration says would end after it: the best stream that fits so far is returned, or
     ``None`` when none fits yet. ``cancel`` is checked before every encode
@@ -406,6 +412,15 @@ def encode_to_size(
             break
         else:
             t = 0.5 * (lo_t + hi_t)
+    if best is not None and hi_size is not None and len(best) < 0.995 * nbytes:
+        # sizes jump between nearby parameters (x265's mode decisions flip): look between
+        # the largest stream that fits and the smallest that does not for a larger one
+        for t in np.linspace(lo_t, hi_t, _SCAN_POINTS + 2)[1:-1]:
+            if (cancel is not None and cancel()) or out_of_time():
+                break
+            size, stream = size_at(float(t))
+            if len(best) < size <= nbytes:
+                best = stream
     if best is None:
         if out_of_time():
             return None
