@@ -200,16 +200,22 @@ def _with_filter(
     slope = (smaller.error(target) - plain.error) / (len(full.stream) - len(smaller.stream))
     design = FilterDesign(full.values, target, seed)
     unit = plain.error / max(design.base_error, 1e-300)  # sample error -> block error
+    # the base's sizes are coarse (x265 jumps by ~5 % at low rates): what it left is free
+    spare = avail - 1 - len(full.stream)
     scored = []
     for classes in FILTER_CLASSES:
         filt = design.fit(classes)
         fbytes = len(filt.to_bytes())
-        extra = fbytes + len(_varint(fbytes)) - 1
+        extra = max(fbytes + len(_varint(fbytes)) - 1 - spare, 0)
         scored.append((design.error(filt) * unit + max(slope, 0.0) * extra, classes, fbytes))
     score, classes, fbytes = min(scored)
     if score >= plain.error:
         return plain
     base_room = avail - fbytes - len(_varint(fbytes))
+    if base_room >= len(full.stream):  # the filter fits in what the base left
+        cand = _filtered(full, target, classes, seed)
+        if _layers_bytes(full, cand.filter_bytes) <= avail:
+            return cand if cand.error < plain.error else plain
     for _ in range(4):
         base = encode_to_size(codec, target, base_room, deadline=deadline, cancel=clock.cancel)
         if base is None:
