@@ -62,6 +62,10 @@ FILTER_CLASSES = (1, 2, 4, 8, 16)
 _SLOPE_STEP = 0.1
 #: share of a time budget the choice of the base codec may take
 _CHOICE_SHARE = 0.4
+#: share of a time budget by which a slower setting of the chosen base codec stops searching
+_REFINE_SHARE = 0.9
+#: half-width of the parameter range (0 to 1) a slower setting searches around the first
+_REFINE_BRACKET = 0.06
 #: share of a time budget by which the loop filter's base searches stop refining
 _FILTER_SHARE = 0.85
 #: blocks smaller than this get no loop filter (its bytes would not pay)
@@ -178,6 +182,57 @@ def _choose_base(
     return None if best is None else best[1]
 
 
+def _near(layer: BaseLayer) -> tuple[float, float]:
+    """The parameter range a search for a stream of about ``layer``'s size starts from."""
+    t = layer.position
+    if not np.isfinite(t):
+        return (0.0, 1.0)
+    return (max(t - _REFINE_BRACKET, 0.0), min(t + _REFINE_BRACKET, 1.0))
+
+
+def _refine_base(
+    best: _Candidate, target: np.ndarray, avail: int, clock: BlockTracker, seed: int
+) -> _Candidate:
+    """``best`` with its base re-coded by the codec's slower settings while time is left.
+
+    The field is not fitted in hybrid blocks (:data:`BASE_SHARES`), so the time after the
+    filter would go unused: each slower setting searches near the base's parameter for a
+    stream that leaves room for the same filter, until :data:`_REFINE_SHARE` of the budget,
+    and is kept when the filtered result is more accurate.
+    """
+    end = clock.before(_REFINE_SHARE)
+    codec = best.base.codec.refined()
+    while codec is not None and end is not None and np.isfinite(best.base.position):
+        room = avail - len(_varint(len(best.filter_bytes))) - len(best.filter_bytes)
+        # the filter's room, and all of it (the sizes are coarse: what is left may hold one)
+        for nbytes in dict.fromkeys((room, avail - 1)):
+            if end - time.perf_counter() < 2.0 * clock.base_seconds:
+                return best  # (the first search's time: a slower setting takes about twice)
+            layer = encode_to_size(
+                codec, target, nbytes, deadline=end, cancel=clock.cancel, bracket=_near(best.base)
+            )
+            if layer is not None:
+                best = min(best, _fitting(layer, target, avail, best.classes, seed), key=_err)
+        codec = codec.refined()
+    return best
+
+
+def _err(cand: _Candidate) -> float:
+    return cand.error
+
+
+def _fitting(
+    base: BaseLayer, target: np.ndarray, avail: int, classes: int, seed: int
+) -> _Candidate:
+    """``base`` with a filter of ``classes`` classes (or of one) when it fits, else alone."""
+    best = _plain(base, target)
+    for n in dict.fromkeys((classes, 1)):
+        cand = _filtered(base, target, n, seed)
+        if _layers_bytes(base, cand.filter_bytes) <= avail and cand.error < best.error:
+            best = cand
+    return best
+
+
 def _with_filter(
     full: BaseLayer, target: np.ndarray, avail: int, seed: int, clock: BlockTracker
 ) -> _Candidate:
@@ -194,7 +249,15 @@ def _with_filter(
     if target.size < _MIN_FILTER_VOXELS or (deadline and time.perf_counter() > deadline):
         return plain
     nbytes = int((avail - 1) * (1 - _SLOPE_STEP))
-    smaller = encode_to_size(codec, target, nbytes, deadline=deadline, cancel=clock.cancel)
+    smaller = encode_to_size(  # (any size near nbytes measures the slope)
+        codec,
+        target,
+        nbytes,
+        iterations=4,
+        deadline=deadline,
+        cancel=clock.cancel,
+        bracket=_near(full),
+    )
     if smaller is None or len(smaller.stream) >= len(full.stream):
         return plain
     slope = (smaller.error(target) - plain.error) / (len(full.stream) - len(smaller.stream))
@@ -217,15 +280,20 @@ def _with_filter(
         if _layers_bytes(full, cand.filter_bytes) <= avail:
             return cand if cand.error < plain.error else plain
     for _ in range(4):
-        base = encode_to_size(codec, target, base_room, deadline=deadline, cancel=clock.cancel)
+        base = encode_to_size(
+            codec, target, base_room, deadline=deadline, cancel=clock.cancel, bracket=_near(full)
+        )
         if base is None:
-            return plain
+            break
         cand = _filtered(base, target, classes, seed)
         over = _layers_bytes(base, cand.filter_bytes) - avail
         if over <= 0:
             return cand if cand.error < plain.error else plain
         base_room -= over + 8  # the refitted filter came out larger: give the base less
-    return plain
+    # out of time or of tries: the smaller base coded for the slope leaves room for a filter
+    cand = _filtered(smaller, target, classes, seed)
+    fits = _layers_bytes(smaller, cand.filter_bytes) <= avail
+    return cand if fits and cand.error < plain.error else plain
 
 
 def _with_field(
@@ -336,7 +404,7 @@ def fit_hybrid_block(
         payload = _pack(cand.base, b"", cand.inr, flat)
         clock.report(1.0, cand.error, cand.values)
         return HybridFit(payload, cand.values, n, 0.0, cand.base.codec.name, 0)
-    best = _with_filter(full, target, avail, seed, clock)
+    best = _refine_base(_with_filter(full, target, avail, seed, clock), target, avail, clock, seed)
     clock.report(_FILTER_SHARE if budget is not None else 0.6, best.error, best.values)
     share, steps_done = 1.0, 0
     for base_share in BASE_SHARES:
