@@ -873,6 +873,20 @@ CODECS: dict[str, Codec] = {
 }
 
 
+class HEVCSlowerCodec(HEVCCodec):
+    """:class:`HEVCCodec` at x265's ``slower`` preset (the hybrid base's slowest setting)."""
+
+    name = "hevcslower"
+    label = "HEVC (slower)"
+
+    def __init__(self, numthreads: int = 1) -> None:
+        super().__init__(numthreads, preset="slower")
+
+
+#: Codecs found by name but not run by default (variants of the registered ones).
+EXTRA_CODECS: dict[str, Codec] = {c.name: c for c in (HEVCSlowerCodec(),)}
+
+
 def get_codec(name: str) -> Codec:
     """Return the registered codec ``name`` (case-insensitive; labels like ``"JPEG XL"`` work)."""
     key = name.lower().replace(" ", "").replace("-", "").replace("_", "")
@@ -884,6 +898,8 @@ def get_codec(name: str) -> Codec:
         "h265": "hevc",
     }
     key = aliases.get(key, key)
+    if key in EXTRA_CODECS:
+        return EXTRA_CODECS[key]
     if key not in CODECS:
         raise KeyError(f"unknown codec {name!r}; known: {', '.join(CODECS)}")
     return CODECS[key]
