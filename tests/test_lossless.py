@@ -295,9 +295,9 @@ def test_new_payloads_are_version_3() -> None:
 def test_every_sub_predictor_set_round_trips(
     monkeypatch: pytest.MonkeyPatch, mask: int, dtype: str
 ) -> None:
-    from napari_sciz.core import lossless
+    from napari_sciz.core.lossless import wavefront
 
-    monkeypatch.setattr(lossless, "_MASKS", (mask,))
+    monkeypatch.setattr(wavefront, "_MASKS", (mask,))
     block = _smooth((3, 13, 17), dtype, seed=mask)
     # compressible, so that the block is coded (not stored)
     block = (block // 16 if block.dtype.kind in "ui" else np.round(block)).astype(dtype)

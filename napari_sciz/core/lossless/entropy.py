@@ -1,0 +1,124 @@
+"""Residual tokens and their entropy coding (payload versions 2 and 3).
+
+Residuals are zigzag-mapped and split into a token and raw bits; tokens are coded with
+constriction's ANS coder and one stored histogram per context class (adjacent classes merged
+while that saves bits).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: histograms with more symbols than this are scaled to this total (else exact counts)
+_HIST_TOTAL = 1 << 16
+
+
+#: tokens: zigzag value u < 16 is its own token; above, exponent and next bit, rest raw bits
+_TOK_DIRECT = 16
+
+
+def _hist_cost(c: np.ndarray) -> float:
+    """Code length of the symbols of one histogram plus an estimate of its storage (bits)."""
+    nz = c[c > 0]
+    if nz.size == 0:
+        return 0.0
+    return float(-(nz * np.log2(nz / nz.sum())).sum()) + 12.0 * nz.size
+
+
+def _merge_classes(counts: np.ndarray) -> tuple[np.ndarray, float]:
+    """Which activity thresholds to keep (adjacent classes merged while that saves bits).
+
+    ``counts``: ``(n_tex, n_classes, n_tokens)``; the same merge applies to every texture
+    level. Returns the mask of kept thresholds and the estimated total bits.
+    """
+
+    def cost(c: np.ndarray) -> float:
+        return sum(_hist_cost(row) for row in c)
+
+    n = counts.shape[1]
+    bins = [counts[:, k].astype(np.int64) for k in range(n)]
+    keep = np.ones(n - 1, bool)
+    where = list(range(n - 1))  # threshold index between bins i and i + 1
+    costs = [cost(b) for b in bins]
+    while len(bins) > 1:
+        deltas = [
+            cost(bins[i] + bins[i + 1]) - costs[i] - costs[i + 1] for i in range(len(bins) - 1)
+        ]
+        i = int(np.argmin(deltas))
+        if deltas[i] > 0:
+            break
+        bins[i : i + 2] = [bins[i] + bins[i + 1]]
+        costs[i : i + 2] = [costs[i] + costs[i + 1] + deltas[i]]
+        keep[where.pop(i)] = False
+    return keep, float(sum(costs))
+
+
+def _tokenize(r: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Residuals -> (token, number of raw bits, raw bits) (hybrid integer code)."""
+    u = np.where(r >= 0, 2 * r, -2 * r - 1)
+    e = np.frexp(np.maximum(u, 1).astype(np.float64))[1].astype(np.int64) - 1  # floor(log2 u)
+    big = u >= _TOK_DIRECT
+    nb = np.where(big, e - 1, 0)
+    tok = np.where(big, _TOK_DIRECT + 2 * (e - 4) + ((u >> nb) & 1), u)
+    raw = u & ((np.int64(1) << nb) - 1)
+    return tok, nb, raw
+
+
+def _token_bits(tok: np.ndarray) -> np.ndarray:
+    """Number of raw bits that follow each token."""
+    return np.where(tok >= _TOK_DIRECT, (tok - (_TOK_DIRECT - 6)) >> 1, 0)
+
+
+def _pack_bits(nb: np.ndarray, raw: np.ndarray) -> bytes:
+    """Raw bits of every symbol (most significant first, in decoding order), packed."""
+    sel = nb > 0
+    nb, raw = nb[sel], raw[sel]
+    out = []
+    carry = np.zeros(0, np.uint8)
+    step = 1 << 18
+    for s in range(0, nb.size, step):
+        n_c, r_c = nb[s : s + step], raw[s : s + step]
+        owner = np.repeat(np.arange(n_c.size), n_c)
+        bitpos = np.arange(owner.size) - (np.cumsum(n_c) - n_c)[owner]
+        bits = ((r_c[owner] >> (n_c[owner] - 1 - bitpos)) & 1).astype(np.uint8)
+        bits = np.concatenate([carry, bits])
+        cut = bits.size - bits.size % 8
+        out.append(np.packbits(bits[:cut]).tobytes())
+        carry = bits[cut:]
+    if carry.size:
+        out.append(np.packbits(carry).tobytes())
+    return b"".join(out)
+
+
+def _quantize_hist(counts: np.ndarray) -> np.ndarray:
+    """Histograms as stored: exact counts, or scaled to a total of ``2^16`` when larger."""
+    tot = counts.sum(axis=1, keepdims=True)
+    q = np.where(tot > _HIST_TOTAL, (counts * _HIST_TOTAL) // np.maximum(tot, 1), counts)
+    return np.where(counts > 0, np.maximum(q, 1), 0)
+
+
+def _class_models(q: np.ndarray) -> list:
+    """One fixed categorical model per context class (an unused class: uniform)."""
+    import constriction
+
+    probs = np.where(q.sum(axis=1, keepdims=True) > 0, q, 1).astype(np.float64)
+    return [constriction.stream.model.Categorical(row, perfect=False) for row in probs]
+
+
+def _ans_encode_by_class(
+    tok: np.ndarray, cls: np.ndarray, bounds: np.ndarray, models: list
+) -> bytes:
+    """ANS words of the tokens (wavefront order), each wavefront's sorted by class (stable)."""
+    import constriction
+
+    wave = np.repeat(np.arange(bounds.size - 1), np.diff(bounds))
+    key = wave * len(models) + cls
+    perm = np.argsort(key, kind="stable")
+    key, tok = key[perm], tok[perm].astype(np.int32)
+    cut = np.flatnonzero(np.diff(key)) + 1
+    starts = np.concatenate([[0], cut])
+    ends = np.concatenate([cut, [key.size]])
+    coder = constriction.stream.stack.AnsCoder()
+    for a, b in zip(starts[::-1], ends[::-1], strict=True):  # a stack: last run first
+        coder.encode_reverse(tok[a:b], models[int(key[a]) % len(models)])
+    return coder.get_compressed().astype("<u4").tobytes()

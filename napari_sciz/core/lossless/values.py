@@ -1,0 +1,195 @@
+"""Values of a lossless or error-bounded block as the coder sees them, and back.
+
+Integers are used as they are; ``float32`` by bit pattern (mapped to an order-preserving
+unsigned integer); bounded mode quantizes on a uniform grid first. The minimum is subtracted
+and sparse histograms are replaced by indices into a stored table of distinct values.
+:func:`_finish` undoes all of it and checks the block's CRC32.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from ...errors import FormatError, InvalidInputError
+
+#: dtypes supported by lossless mode (float64 only in bounded mode)
+LOSSLESS_DTYPES = ("uint8", "uint16", "int16", "uint32", "float32")
+
+
+#: value kinds
+_KIND_INT, _KIND_FLOAT_BITS, _KIND_QUANT_INT, _KIND_QUANT_FLOAT = 0, 1, 2, 3
+
+
+_FLAG_TABLE = 1
+
+
+def quantization_step(dtype: np.dtype, max_error: float) -> float:
+    """Grid step of bounded mode: ``2E + 1`` for integer dtypes, ``2E`` for floats.
+
+    Parameters
+    ----------
+    dtype : numpy.dtype
+        dtype of the data.
+    max_error : float
+        Largest allowed absolute error ``E``.
+
+    Returns
+    -------
+    float
+        The step.
+    """
+    if np.dtype(dtype).kind in "ui":
+        return float(2 * math.floor(max_error) + 1)
+    return float(2 * max_error)
+
+
+def _pack_uints(values: np.ndarray) -> bytes:
+    """Non-negative integers -> width byte + byte-shuffled little-endian planes, zlib."""
+    values = np.asarray(values, dtype=np.uint64)
+    if values.size == 0:
+        return b"\x00"
+    top = int(values.max())
+    width = 1 if top < 1 << 8 else 2 if top < 1 << 16 else 4 if top < 1 << 32 else 8
+    raw = values.astype(f"<u{width}").view(np.uint8).reshape(-1, width).T.tobytes()
+    return bytes([width]) + zlib.compress(raw, 9)
+
+
+def _unpack_uints(data: bytes, count: int) -> np.ndarray:
+    if count == 0:
+        return np.zeros(0, np.int64)
+    width = data[0]
+    if width not in (1, 2, 4, 8):
+        raise FormatError("bad integer stream in a lossless block")
+    raw = zlib.decompress(data[1:])
+    if len(raw) != width * count:
+        raise FormatError("truncated integer stream in a lossless block")
+    planes = np.frombuffer(raw, np.uint8).reshape(width, count).T.copy()
+    return planes.view(f"<u{width}").reshape(count).astype(np.int64)
+
+
+def _float_to_ordered(bits: np.ndarray) -> np.ndarray:
+    """float32 bit patterns (as int64) -> order-preserving non-negative integers."""
+    return np.where(bits >= 1 << 31, (1 << 32) - 1 - bits, bits + (1 << 31))
+
+
+def _ordered_to_float(m: np.ndarray) -> np.ndarray:
+    return np.where(m >= 1 << 31, m - (1 << 31), (1 << 32) - 1 - m)
+
+
+@dataclass
+class _Mapped:
+    values: np.ndarray  # int64, >= 0
+    kind: int
+    offset: int
+    lo: float
+    step: float
+    table: np.ndarray | None
+    expected: np.ndarray  # what the decoder must return
+
+
+def _map_values(block: np.ndarray, mode: str, max_error: float | None) -> _Mapped:
+    dtype = block.dtype
+    lo = step = 0.0
+    if mode == "bounded" and max_error is None:
+        raise InvalidInputError("bounded mode needs max_error")
+    if mode == "bounded" and float(max_error) > 0 and not (dtype.kind in "ui" and max_error < 1):
+        e = float(max_error)
+        step = quantization_step(dtype, e)
+        if dtype.kind in "ui":
+            x = block.astype(np.int64)
+            lo_i = int(x.min())
+            s = int(step)
+            q = (x - lo_i + int(math.floor(e))) // s
+            info = np.iinfo(dtype)
+            expected = np.clip(lo_i + q * s, info.min, info.max).astype(dtype)
+            lo, kind = float(lo_i), _KIND_QUANT_INT
+            values = q
+        else:
+            x = block.astype(np.float64)
+            lo = float(x.min())
+            span = (float(x.max()) - lo) / step
+            if span > 2.0**40:
+                raise InvalidInputError(
+                    f"max_error={max_error!r} is too small for the value range of the data"
+                )
+            q = np.rint((x - lo) / step).astype(np.int64)
+            expected = (lo + q * step).astype(dtype)
+            if np.abs(expected.astype(np.float64) - x).max() > e:
+                # float rounding broke the bound: code this block losslessly instead
+                if dtype == np.float32:
+                    return _map_values(block, "lossless", None)
+                raise InvalidInputError(
+                    f"max_error={max_error!r} is below the float64 precision of the data"
+                )
+            kind = _KIND_QUANT_FLOAT
+            values = q
+    else:
+        if dtype.name not in LOSSLESS_DTYPES:
+            raise InvalidInputError(
+                f"lossless mode supports {', '.join(LOSSLESS_DTYPES)}; got {dtype.name}"
+            )
+        expected = block
+        if dtype == np.float32:
+            values = _float_to_ordered(block.view(np.uint32).astype(np.int64))
+            kind = _KIND_FLOAT_BITS
+        else:
+            values = block.astype(np.int64)
+            kind = _KIND_INT
+    offset = int(values.min())
+    values = values - offset
+    table = None
+    uniq = np.unique(values)
+    span = int(uniq[-1]) + 1
+    # a value table pays when the histogram is sparse (few distinct values in the range)
+    if len(uniq) * 4 <= span and len(uniq) < values.size:
+        table = uniq
+        values = np.searchsorted(uniq, values).astype(np.int64)
+    return _Mapped(values, kind, offset, lo, step, table, np.ascontiguousarray(expected))
+
+
+def _words_and_table(
+    payload: bytes, pos: int, flags: int, table_bytes: bytes, n_table: int
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The ANS words from ``pos`` to the end of a payload, and the value table if flagged."""
+    if (len(payload) - pos) % 4:
+        raise FormatError("truncated lossless block")
+    words = np.frombuffer(payload, "<u4", offset=pos).astype(np.uint32)
+    table = None
+    if flags & _FLAG_TABLE:
+        table = np.cumsum(_unpack_uints(table_bytes, n_table))
+    return words, table
+
+
+def _finish(
+    v: np.ndarray,
+    dtype: np.dtype,
+    kind: int,
+    table: np.ndarray | None,
+    offset: int,
+    lo: float,
+    step: float,
+    crc: int,
+) -> np.ndarray:
+    """Mapped values -> the block in its dtype; checks the CRC32."""
+    if table is not None:
+        if v.min() < 0 or v.max() >= len(table):
+            raise FormatError("value index out of the table of a lossless block")
+        v = table[v]
+    v = v + offset
+    if kind == _KIND_INT:
+        out = v.astype(dtype)
+    elif kind == _KIND_FLOAT_BITS:
+        out = _ordered_to_float(v).astype(np.uint32).view(np.float32).astype(dtype)
+    elif kind == _KIND_QUANT_INT:
+        info = np.iinfo(dtype)
+        out = np.clip(int(lo) + v * int(step), info.min, info.max).astype(dtype)
+    else:
+        out = (lo + v * step).astype(dtype)
+    out = np.ascontiguousarray(out)
+    if zlib.crc32(out.tobytes()) != crc:
+        raise FormatError("lossless block fails its checksum (corrupted payload)")
+    return out
