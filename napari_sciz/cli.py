@@ -437,7 +437,8 @@ def _cmd_compress(args: argparse.Namespace) -> int:
     distributed = args.workers is not None or args.scheduler is not None
     from .core.plan import resolve_mode
 
-    args.mode = resolve_mode(args.mode, args.guidance)
+    field_loss = distributed or bool(args.guidance_weight)
+    args.mode = resolve_mode(args.mode, args.guidance, field_loss=field_loss)
     if distributed and args.mode not in ("lossy", "hybrid"):
         raise InvalidInputError("--workers and --scheduler are for --mode lossy or hybrid")
     # distributed: the workers read the blocks, here only the metadata are read

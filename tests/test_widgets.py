@@ -463,7 +463,7 @@ def test_coding_modes(viewer_widget, qtbot, notes, mode):
     image = viewer.add_image(data, name="nuclei")
     widget.layer_combo.setCurrentIndex(widget.layer_combo.findData(id(image)))
     widget.mode_combo.setCurrentIndex(widget.mode_combo.findData(mode))
-    assert widget.guidance_combo.isEnabled() is False
+    assert widget.guidance_combo.isEnabled() is (mode == "hybrid")
     assert widget.ratio_slider.isEnabled() is (mode == "hybrid")
     assert widget.max_error_spin.isEnabled() is (mode == "bounded")
     widget.max_error_spin.setValue(3)

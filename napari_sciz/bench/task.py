@@ -6,13 +6,16 @@ Run it as ``python -m napari_sciz.bench.task``::
         --ratios 32,64,128,256,512 --budget 120 --out docs/benchmarks.md --json task.json
 
 For each volume, ratio and guidance (``none``, ``segmentation``, ``perceptual``) the volume is
-compressed (mode ``lossy``: only the neural field's fit takes a guidance) and decoded, and
+compressed in ``--mode`` (default ``auto``: none and segmentation guidance run hybrid, the
+default codec, where segmentation guidance codes a task-banded volume; perceptual runs
+``lossy``, where the neural field's fit takes it) and decoded, and
 scored with :mod:`napari_sciz.core.taskscore`: object F1 at IoU 0.5 and Dice of the decoded
 volume's segmentation against the original's (the biologist's pipeline, same parameters for
 both), MS-SSIM, gradient similarity and PSNR. The **byte saving at equal task score** is a
 BD-rate with the task score in place of PSNR (:func:`napari_sciz.bench.ratedist.bd_rate`):
 segmentation guidance against none on object F1, perceptual against none on MS-SSIM
-(negative = fewer bytes for the same score).
+(negative = fewer bytes for the same score); a saving is reported only between curves coded
+in the same mode (``--mode lossy`` measures perceptual guidance against unguided lossy).
 """
 
 from __future__ import annotations
@@ -42,15 +45,18 @@ def _point(
     ratio: float,
     guidance: str,
     budget: float,
+    mode: str = "auto",
 ) -> dict[str, Any] | None:
     from ..core import taskscore
     from ..core.api import compress, decompress
     from ..core.metrics import psnr
+    from ..core.plan import resolve_mode
     from ..errors import RatioUnreachableError
 
+    mode = resolve_mode(mode, guidance)
     t0 = time.perf_counter()
     try:
-        res = compress(volume, ratio, mode="lossy", guidance=guidance, budget=budget, seed=0)
+        res = compress(volume, ratio, mode=mode, guidance=guidance, budget=budget, seed=0)
     except RatioUnreachableError:
         return None
     seconds = time.perf_counter() - t0
@@ -59,6 +65,7 @@ def _point(
         ref_labels, taskscore.segment(decoded, min_distance=seeds)
     )
     return {
+        "mode": mode,
         "ratio": volume.nbytes / len(res.data),
         "nbytes": len(res.data),
         "psnr": psnr(volume, decoded),
@@ -72,7 +79,12 @@ def _point(
 
 
 def measure_volume(
-    name: str, volume: np.ndarray, ratios: Sequence[float], budget: float
+    name: str,
+    volume: np.ndarray,
+    ratios: Sequence[float],
+    budget: float,
+    mode: str = "auto",
+    guidances: Sequence[str] = GUIDANCES,
 ) -> dict[str, Any]:
     """Every guidance at every ratio for one volume, and the savings at equal score."""
     from ..core import taskscore
@@ -80,16 +92,22 @@ def measure_volume(
     seeds = taskscore.seed_distance(volume)  # the original's, for both segmentations
     ref_labels = taskscore.segment(volume, min_distance=seeds)
     curves: dict[str, list[dict[str, Any]]] = {}
-    for guidance in GUIDANCES:
+    for guidance in guidances:
         points = []
         for ratio in ratios:
-            point = _point(volume, ref_labels, seeds, ratio, guidance, budget)
+            point = _point(volume, ref_labels, seeds, ratio, guidance, budget, mode)
             if point is not None:
                 points.append(point)
         curves[guidance] = points
 
     def curve(guidance: str, key: str) -> list[tuple[float, float]]:
-        return [(8.0 * p["nbytes"], p[key]) for p in curves[guidance]]
+        return [(8.0 * p["nbytes"], p[key]) for p in curves.get(guidance, [])]
+
+    def saving(guidance: str, key: str) -> float | None:
+        modes = {p["mode"] for g in (guidance, "none") for p in curves.get(g, [])}
+        if len(modes) != 1:
+            return None  # (different codecs: not a saving of the guidance)
+        return bd_rate(curve(guidance, key), curve("none", key))
 
     return {
         "name": name,
@@ -98,11 +116,9 @@ def measure_volume(
         "seed_distance": seeds,
         "curves": curves,
         "saving": {
-            "segmentation_f1": bd_rate(
-                curve("segmentation", "object_f1"), curve("none", "object_f1")
-            ),
-            "perceptual_ms_ssim": bd_rate(curve("perceptual", "ms_ssim"), curve("none", "ms_ssim")),
-            "segmentation_psnr": bd_rate(curve("segmentation", "psnr"), curve("none", "psnr")),
+            "segmentation_f1": saving("segmentation", "object_f1"),
+            "perceptual_ms_ssim": saving("perceptual", "ms_ssim"),
+            "segmentation_psnr": saving("segmentation", "psnr"),
         },
     }
 
@@ -116,8 +132,9 @@ def render(record: dict[str, Any]) -> str:
     lines = [
         f"## Rate-task curves (`{record['command']}`)",
         "",
-        f"{record['date']}, {record['environment'].get('cpu', '?')}; mode `lossy`, "
-        f"{record['budget']:g} s per fit." + (f" {record['note']}" if record.get("note") else ""),
+        f"{record['date']}, {record['environment'].get('cpu', '?')}; mode "
+        f"`{record.get('mode', 'lossy')}`, {record['budget']:g} s per fit."
+        + (f" {record['note']}" if record.get("note") else ""),
         "",
         "Object F1 (IoU >= 0.5) and Dice: the decoded volume's segmentation (Gaussian, Otsu, "
         "components, distance watershed) against the original's. Saving at equal score: "
@@ -138,13 +155,15 @@ def render(record: dict[str, Any]) -> str:
             "",
             f"### {v['name']} — {'x'.join(map(str, v['shape']))}",
             "",
-            "| guidance | ratio | PSNR dB | object F1 | Dice | MS-SSIM | GMSM | objects | s |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "| guidance | mode | ratio | PSNR dB | object F1 | Dice | MS-SSIM | GMSM | objects "
+            "| s |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for guidance, points in v["curves"].items():
             for p in points:
                 lines.append(
-                    f"| {guidance} | {p['ratio']:.1f}x | {p['psnr']:.2f} | {p['object_f1']:.3f} | "
+                    f"| {guidance} | {p.get('mode', 'lossy')} | {p['ratio']:.1f}x | "
+                    f"{p['psnr']:.2f} | {p['object_f1']:.3f} | "
                     f"{p['dice']:.3f} | {p['ms_ssim']:.4f} | {p['gradient_similarity']:.4f} | "
                     f"{p['objects']} | {p['encode_s']:.0f} |"
                 )
@@ -157,15 +176,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--volumes", default="nbsd_cells3d_nuclei,stardist_img3d")
     p.add_argument("--ratios", default="32,64,128,256,512")
     p.add_argument("--budget", type=float, default=120.0, help="seconds per fit")
+    p.add_argument("--mode", default="auto", choices=("auto", "lossy", "hybrid"))
+    p.add_argument("--guidances", default=",".join(GUIDANCES), help="comma-separated")
     add_output_options(p)
     args = p.parse_args(argv)
     data = find_data_dir()
     if data is None:
         p.error("no data folder (../shared/data) found")
     ratios = [float(r) for r in args.ratios.split(",") if r]
-    record = new_record(PROG, argv, "cpu", args.note, budget=args.budget, volumes=[])
+    guidances = [g for g in args.guidances.split(",") if g]
+    if any(g not in GUIDANCES for g in guidances):
+        p.error(f"--guidances takes {', '.join(GUIDANCES)}")
+    record = new_record(
+        PROG, argv, "cpu", args.note, budget=args.budget, volumes=[], mode=args.mode
+    )
     for name, volume in list_volumes(data, [n for n in args.volumes.split(",") if n]):
-        record["volumes"].append(measure_volume(name, volume, ratios, args.budget))
+        vol = measure_volume(name, volume, ratios, args.budget, args.mode, guidances)
+        record["volumes"].append(vol)
         write_results(record, render(record), args, SECTION)
     return 0
 

@@ -309,7 +309,8 @@ def compress(
     if mode == AUTO_MODE:
         from .guidance import check_guidance
 
-        mode = resolve_mode(mode, check_guidance(guidance, guidance_weights)[0])
+        wanted = check_guidance(guidance, guidance_weights)[0]
+        mode = resolve_mode(mode, wanted, field_loss=bool(guidance_weights))
     if mode not in MODELS:
         return _compress_exact(
             arr,
@@ -333,11 +334,22 @@ def compress(
     from .guidance import check_guidance
 
     guidance_mode, guidance_full = check_guidance(guidance, guidance_weights)
-    if mode == "hybrid" and guidance_mode != "none":
-        raise InvalidInputError("guidance is not available in hybrid mode")
+    if mode == "hybrid" and guidance_mode == "perceptual":
+        raise InvalidInputError("perceptual guidance needs mode='lossy' (or mode='auto')")
+    if mode == "hybrid" and guidance_weights:
+        raise InvalidInputError(
+            "guidance weights tune the neural field's loss: use mode='lossy' (or mode='auto')"
+        )
     label_arr = check_labels(labels, guidance_mode, arr.shape)
     should_cancel = _cancel_predicate(cancel)
     dev = resolve_device(device)
+    source, band, fit_budget = arr, None, budget
+    if mode == "hybrid" and guidance_mode == "segmentation":
+        source, band = _task_band(arr, target, voxel_size, label_arr, budget, should_cancel)
+        if budget is not None:  # the blocks get what the band's choice left
+            left = float(budget) - (time.perf_counter() - t_start)
+            fit_budget = max(left, 0.05 * float(budget))
+        guidance_mode, guidance_full = "none", None  # (the blocks' fits take no guidance)
 
     grid = BlockGrid.for_shape(arr.shape, block_voxels)
     stats = [block_stats(arr[grid.block_slices(i)]) for i in range(grid.n_blocks)]
@@ -349,7 +361,7 @@ def compress(
         target,
         device=dev,
         steps=steps,
-        budget=budget,
+        budget=fit_budget,
         seed=seed,
         axes=axes,
         voxel_size=voxel_size,
@@ -358,6 +370,7 @@ def compress(
         guidance=guidance_mode,
         guidance_weights=guidance_full,
         mode=mode,
+        extra_header=None if band is None else band.to_header(),
     )
     header, value_range = plan.header, plan.value_range
 
@@ -365,7 +378,7 @@ def compress(
     recon_f = np.full(arr.shape, value_range[0], np.float32) if preview is not None else None
     reconstruction = np.empty(arr.shape, arr.dtype)
     payloads: list[bytes] = []
-    messages: list[str] = []
+    messages: list[str] = [] if band is None or not band.scores else [band.describe()]
     total_steps_done = 0
     voxel_done = 0
     total_voxels = arr.size
@@ -374,7 +387,7 @@ def compress(
     for job in plan.jobs:
         index = job.index
         sl = grid.block_slices(index)
-        block = block_array(arr[sl], arr.dtype, grid.block_shape3(index))
+        block = block_array(source[sl], arr.dtype, grid.block_shape3(index))
         n_block = block.size
 
         def on_step(
@@ -455,6 +468,28 @@ def compress(
         encode_seconds=encode_seconds,
         device=used_device,
         messages=messages,
+    )
+
+
+def _task_band(
+    arr: np.ndarray,
+    ratio: float,
+    voxel_size: Sequence[float] | None,
+    labels: np.ndarray | None,
+    budget: float | None,
+    cancel: Callable[[], bool],
+) -> tuple[np.ndarray, Any]:
+    """Segmentation guidance of hybrid mode: the volume to code and the band chosen
+    (:mod:`.taskband`; a quarter of the budget at most). Volumes that are not 2D or 3D are
+    coded as they are."""
+    from .taskband import BandChoice, choose_band
+
+    if arr.ndim not in (2, 3):
+        return arr, BandChoice(None)
+    deadline = None if budget is None else time.perf_counter() + 0.25 * float(budget)
+    nbytes = max(int(arr.nbytes / ratio), 1)
+    return choose_band(
+        arr, nbytes, voxel_size=voxel_size, labels=labels, deadline=deadline, cancel=cancel
     )
 
 

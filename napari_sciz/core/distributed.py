@@ -361,7 +361,7 @@ def compress_distributed(
     steps = check_effort(steps, budget)
     guidance_mode, guidance_full = check_guidance(guidance, guidance_weights)
     should_cancel = _cancel_predicate(cancel)
-    mode = resolve_mode(mode, guidance_mode)
+    mode = resolve_mode(mode, guidance_mode, field_loss=True)  # (blocks fitted apart)
     if labels is not None and guidance_mode != "segmentation":
         raise InvalidInputError("labels are used by segmentation guidance only")
     if mode not in ("lossy", "hybrid"):

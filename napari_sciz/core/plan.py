@@ -77,18 +77,19 @@ DECODABLE_MODELS = {
 AUTO_MODE = "auto"
 
 
-def resolve_mode(mode: str, guidance: str = "none") -> str:
+def resolve_mode(mode: str, guidance: str = "none", *, field_loss: bool = False) -> str:
     """The coding mode a request for ``mode`` runs.
 
     ``"auto"`` (the default of :func:`napari_sciz.compress`, the CLI and the widget) is
     ``"hybrid"``, which measured above the pure field and every classical codec at equal ratio
-    (``docs/benchmarks.md``), unless task ``guidance`` is asked for (only the field's fit
-    optimises a task) or no base codec is installed; then ``"lossy"``. Other modes are returned
-    unchanged.
+    (``docs/benchmarks.md``; segmentation guidance codes a task-banded volume there,
+    :mod:`.taskband`), unless the guidance needs the neural field's loss (perceptual guidance,
+    guidance weights, or segmentation guidance of a distributed job: ``field_loss``) or no base
+    codec is installed; then ``"lossy"``. Other modes are returned unchanged.
     """
     if mode != AUTO_MODE:
         return mode
-    if guidance != "none":
+    if guidance == "perceptual" or (guidance != "none" and field_loss):
         return FORMAT_MODE
     from .hybrid.bases import BASES
 
@@ -249,6 +250,7 @@ def plan_lossy(
     guidance_weights: dict[str, float] | None = None,
     parallel: int = 1,
     mode: str = FORMAT_MODE,
+    extra_header: dict[str, Any] | None = None,
 ) -> LossyPlan:
     """Header and per-block jobs of a lossy compression at ``ratio``.
 
@@ -271,6 +273,8 @@ def plan_lossy(
         blocks by size, times ``parallel``.
     mode : {"lossy", "hybrid"}
         Latent-grid fields, or SPERR base layers with fields of their residuals.
+    extra_header : dict, optional
+        Entries added to (or replacing those of) the header before the bytes are budgeted.
 
     Raises
     ------
@@ -292,6 +296,7 @@ def plan_lossy(
     if overrides:
         # only the weights that differ from the defaults: header bytes are latent bytes
         header["guidance_weights"] = overrides
+    header.update(extra_header or {})
     slack = _header_growth(header, grid.n_blocks) if mode == "hybrid" else HEADER_SLACK
     fixed = container.overhead(header, grid.n_blocks) + slack
     total = payload_budget(raw, ratio, fixed, grid.n_blocks)

@@ -1,0 +1,89 @@
+"""Segmentation guidance of hybrid mode: the task band and its measured choice."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("skimage")
+
+from napari_sciz.core import taskband  # noqa: E402
+from napari_sciz.errors import InvalidInputError  # noqa: E402
+
+
+def _nuclei(seed: int = 0, shape: tuple[int, int, int] = (12, 64, 64)) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    grid = np.indices(shape).astype(float)
+    vol = np.full(shape, 200.0)
+    for _ in range(6):
+        c = rng.uniform((3, 8, 8), (shape[0] - 3, shape[1] - 8, shape[2] - 8))
+        r2 = sum(((g - x) / s) ** 2 for g, x, s in zip(grid, c, (2.5, 6.0, 6.0), strict=True))
+        vol += 1500.0 * (r2 < 1.0)
+    return (vol + rng.normal(0, 60, shape)).clip(0, 65535).astype(np.uint16)
+
+
+def test_band_covers_boundaries_not_interiors() -> None:
+    vol = _nuclei()
+    band = taskband.band_mask(vol.astype(float), 3.0)
+    from scipy import ndimage as ndi
+
+    fg = ndi.gaussian_filter(vol.astype(float), 1.0) > 900
+    edge = fg ^ ndi.binary_erosion(fg)
+    deep = ndi.binary_erosion(~fg, iterations=5, border_value=1)  # far from every nucleus
+    assert band[edge].mean() > 0.95
+    assert band[deep].mean() < 0.2
+
+
+def test_banded_keeps_the_band_and_smooths_the_rest() -> None:
+    vol = _nuclei().astype(float)
+    band = taskband.band_mask(vol, 3.0)
+    out = taskband.banded(vol, 3.0)
+    assert np.array_equal(out[band], vol[band])
+    assert out[~band].std() < vol[~band].std()
+
+
+def test_band_around_the_labels_boundaries() -> None:
+    labels = np.zeros((4, 32, 32), np.uint8)
+    labels[:, 8:24, 8:24] = 1
+    band = taskband.band_mask(np.zeros(labels.shape), 2.0, labels=labels)
+    assert band[:, 8, 16].all() and band[:, 16, 8].all()  # on the boundary
+    assert not band[:, 16, 16].any() and not band[:, 0, 0].any()  # centre and far corner
+
+
+def test_choose_band_keeps_the_best_measured_candidate() -> None:
+    vol = _nuclei(1)
+    out, choice = taskband.choose_band(vol, vol.nbytes // 64)
+    assert set(choice.scores) == {"none", *(f"{w:g}" for w in taskband.BAND_WIDTHS)}
+    key = "none" if choice.width is None else f"{choice.width:g}"
+    best = max((s["f1"], s["dice"]) for s in choice.scores.values())
+    assert (choice.scores[key]["f1"], choice.scores[key]["dice"]) == best
+    if choice.width is None:
+        assert out is vol
+    else:
+        assert out.shape == vol.shape and out.dtype == np.float64
+    assert "segmentation guidance: band" in choice.describe()
+
+
+def test_hybrid_compress_with_segmentation_guidance() -> None:
+    from napari_sciz.core.api import compress, decompress
+
+    vol = _nuclei(2)
+    result = compress(vol, 32, budget=4.0, guidance="segmentation")
+    assert result.header["mode"] == "hybrid"
+    assert result.header["guidance"] == "segmentation" and "task_band" in result.header
+    assert result.ratio >= 32 * 0.99
+    assert any("segmentation guidance" in m for m in result.messages)
+    assert decompress(result.data).shape == vol.shape
+
+
+def test_hybrid_refuses_what_only_the_field_can_take() -> None:
+    from napari_sciz.core.api import compress
+
+    vol = _nuclei(3, (8, 64, 64))
+    with pytest.raises(InvalidInputError, match="perceptual"):
+        compress(vol, 16, budget=2.0, mode="hybrid", guidance="perceptual")
+    with pytest.raises(InvalidInputError, match="weights"):
+        compress(
+            vol, 16, budget=2.0, mode="hybrid", guidance="segmentation",
+            guidance_weights={"dice": 0.1},
+        )  # fmt: skip
