@@ -343,132 +343,180 @@ def compress(
     label_arr = check_labels(labels, guidance_mode, arr.shape)
     should_cancel = _cancel_predicate(cancel)
     dev = resolve_device(device)
-    source, band, fit_budget = arr, None, budget
-    if mode == "hybrid" and guidance_mode == "segmentation":
-        source, band = _task_band(arr, target, voxel_size, label_arr, budget, should_cancel)
-        if budget is not None:  # the blocks get what the band's choice left
-            left = float(budget) - (time.perf_counter() - t_start)
-            fit_budget = max(left, 0.05 * float(budget))
-        guidance_mode, guidance_full = "none", None  # (the blocks' fits take no guidance)
 
-    grid = BlockGrid.for_shape(arr.shape, block_voxels)
-    stats = [block_stats(arr[grid.block_slices(i)]) for i in range(grid.n_blocks)]
-    plan = plan_lossy(
-        arr.shape,
-        arr.dtype,
-        grid,
-        stats,
-        target,
-        device=dev,
-        steps=steps,
-        budget=fit_budget,
-        seed=seed,
-        axes=axes,
-        voxel_size=voxel_size,
-        units=units,
-        name=name,
-        guidance=guidance_mode,
-        guidance_weights=guidance_full,
-        mode=mode,
-        extra_header=None if band is None else band.to_header(),
-    )
-    header, value_range = plan.header, plan.value_range
+    def fit(source: np.ndarray, fit_budget: float | None, band: Any) -> CompressResult:
+        """Fit every block of ``source`` (``arr`` or its task-banded version)."""
+        grid = BlockGrid.for_shape(arr.shape, block_voxels)
+        stats = [block_stats(arr[grid.block_slices(i)]) for i in range(grid.n_blocks)]
+        plan = plan_lossy(
+            arr.shape,
+            arr.dtype,
+            grid,
+            stats,
+            target,
+            device=dev,
+            steps=steps,
+            budget=fit_budget,
+            seed=seed,
+            axes=axes,
+            voxel_size=voxel_size,
+            units=units,
+            name=name,
+            guidance=guidance_mode,
+            guidance_weights=guidance_full,
+            mode=mode,
+            extra_header=None if band is None else band.to_header(),
+        )
+        header, value_range = plan.header, plan.value_range
 
-    # blocks not fitted yet show the lowest value (np.empty would show stale memory)
-    recon_f = np.full(arr.shape, value_range[0], np.float32) if preview is not None else None
-    reconstruction = np.empty(arr.shape, arr.dtype)
-    payloads: list[bytes] = []
-    messages: list[str] = [] if band is None or not band.scores else [band.describe()]
-    total_steps_done = 0
-    voxel_done = 0
-    total_voxels = arr.size
-    used_device = dev
+        # blocks not fitted yet show the lowest value (np.empty would show stale memory)
+        recon_f = np.full(arr.shape, value_range[0], np.float32) if preview is not None else None
+        reconstruction = np.empty(arr.shape, arr.dtype)
+        payloads: list[bytes] = []
+        messages: list[str] = []
+        total_steps_done = 0
+        voxel_done = 0
+        total_voxels = arr.size
+        used_device = dev
 
-    for job in plan.jobs:
-        index = job.index
-        sl = grid.block_slices(index)
-        block = block_array(source[sl], arr.dtype, grid.block_shape3(index))
-        n_block = block.size
+        for job in plan.jobs:
+            index = job.index
+            sl = grid.block_slices(index)
+            block = block_array(source[sl], arr.dtype, grid.block_shape3(index))
+            n_block = block.size
 
-        def on_step(
-            info: StepInfo, _index: int = index, _n: int = n_block, _done: int = voxel_done
-        ) -> None:
-            if progress is None:
-                return
-            frac = (_done + info.fraction * _n) / total_voxels
-            elapsed = time.perf_counter() - t_start
-            if budget is not None:
-                eta = max(float(budget) - elapsed, 0.0)
-            else:
-                eta = elapsed / frac * (1 - frac) if frac > 0 else None
-            progress(
-                ProgressInfo(
-                    frac, info.step, steps, info.loss, info.psnr, eta, _index, grid.n_blocks
-                )
-            )
-
-        def on_preview(values: np.ndarray, _sl: tuple = sl) -> None:
-            if recon_f is None or preview is None:
-                return
-            recon_f[_sl] = values.reshape(recon_f[_sl].shape)
-            preview(recon_f)
-
-        def on_message(text: str, _index: int = index, _done: int = voxel_done) -> None:
-            if progress is not None:
+            def on_step(
+                info: StepInfo, _index: int = index, _n: int = n_block, _done: int = voxel_done
+            ) -> None:
+                if progress is None:
+                    return
+                frac = (_done + info.fraction * _n) / total_voxels
+                elapsed = time.perf_counter() - t_start
+                if budget is not None:
+                    eta = max(float(budget) - elapsed, 0.0)
+                else:
+                    eta = elapsed / frac * (1 - frac) if frac > 0 else None
                 progress(
                     ProgressInfo(
-                        _done / total_voxels,
-                        0,
-                        steps,
-                        math.nan,
-                        math.nan,
-                        None,
-                        _index,
-                        grid.n_blocks,
-                        text,
+                        frac, info.step, steps, info.loss, info.psnr, eta, _index, grid.n_blocks
                     )
                 )
 
-        outcome = run_block_job(
-            replace(job, device=used_device),
-            block,
-            None if label_arr is None else label_arr[sl],
-            on_step=on_step,
-            on_preview=on_preview if preview is not None else None,
-            preview_interval=preview_interval,
-            cancel=should_cancel,
-            on_message=on_message,
-        )
-        used_device = outcome.device  # a fallback to the CPU holds for the remaining blocks
-        messages.extend(outcome.messages)
-        payloads.append(outcome.payload)
-        total_steps_done += outcome.steps
-        values = outcome.values.reshape(reconstruction[sl].shape)
-        reconstruction[sl] = finalize(values, arr.dtype, value_range)
-        if recon_f is not None:
-            recon_f[sl] = values
-        voxel_done += n_block
-    free_device_memory(used_device)
+            def on_preview(values: np.ndarray, _sl: tuple = sl) -> None:
+                if recon_f is None or preview is None:
+                    return
+                recon_f[_sl] = values.reshape(recon_f[_sl].shape)
+                preview(recon_f)
 
-    header["encoder"]["device"] = used_device
-    header["encoder"]["steps"] = total_steps_done
-    # (no encoding time in the header: the same input, seed and steps give identical bytes)
-    blob = container.pack(header, payloads)
-    encode_seconds = time.perf_counter() - t_start
-    return CompressResult(
-        data=blob,
-        reconstruction=reconstruction,
-        header=header,
-        ratio=plan.raw_nbytes / len(blob),
-        nbytes=len(blob),
-        raw_nbytes=plan.raw_nbytes,
-        psnr=psnr(arr, reconstruction),
-        ssim=ssim(arr, reconstruction),
-        max_error=max_abs_error(arr, reconstruction),
-        encode_seconds=encode_seconds,
-        device=used_device,
-        messages=messages,
+            def on_message(text: str, _index: int = index, _done: int = voxel_done) -> None:
+                if progress is not None:
+                    progress(
+                        ProgressInfo(
+                            _done / total_voxels,
+                            0,
+                            steps,
+                            math.nan,
+                            math.nan,
+                            None,
+                            _index,
+                            grid.n_blocks,
+                            text,
+                        )
+                    )
+
+            outcome = run_block_job(
+                replace(job, device=used_device),
+                block,
+                None if label_arr is None else label_arr[sl],
+                on_step=on_step,
+                on_preview=on_preview if preview is not None else None,
+                preview_interval=preview_interval,
+                cancel=should_cancel,
+                on_message=on_message,
+            )
+            used_device = outcome.device  # a fallback to the CPU holds for the remaining blocks
+            messages.extend(outcome.messages)
+            payloads.append(outcome.payload)
+            total_steps_done += outcome.steps
+            values = outcome.values.reshape(reconstruction[sl].shape)
+            reconstruction[sl] = finalize(values, arr.dtype, value_range)
+            if recon_f is not None:
+                recon_f[sl] = values
+            voxel_done += n_block
+        free_device_memory(used_device)
+
+        header["encoder"]["device"] = used_device
+        header["encoder"]["steps"] = total_steps_done
+        # (no encoding time in the header: the same input, seed and steps give identical bytes)
+        blob = container.pack(header, payloads)
+        encode_seconds = time.perf_counter() - t_start
+        return CompressResult(
+            data=blob,
+            reconstruction=reconstruction,
+            header=header,
+            ratio=plan.raw_nbytes / len(blob),
+            nbytes=len(blob),
+            raw_nbytes=plan.raw_nbytes,
+            psnr=psnr(arr, reconstruction),
+            ssim=ssim(arr, reconstruction),
+            max_error=max_abs_error(arr, reconstruction),
+            encode_seconds=encode_seconds,
+            device=used_device,
+            messages=messages,
+        )
+
+    if mode == "hybrid" and guidance_mode == "segmentation":
+        guidance_mode, guidance_full = "none", None  # (the blocks' fits take no guidance)
+        return _guided_hybrid(
+            fit, arr, target, voxel_size, label_arr, budget, should_cancel, t_start
+        )
+    return fit(arr, budget, None)
+
+
+def _guided_hybrid(
+    fit: Callable[[np.ndarray, float | None, Any], CompressResult],
+    arr: np.ndarray,
+    ratio: float,
+    voxel_size: Sequence[float] | None,
+    labels: np.ndarray | None,
+    budget: float | None,
+    cancel: Callable[[], bool],
+    t_start: float,
+) -> CompressResult:
+    """Segmentation guidance of hybrid mode (:mod:`.taskband`).
+
+    The band chosen on the SPERR proxy is coded beside the plain volume (half the time left
+    each) and the file whose segmentation matches the original's better is kept
+    (:func:`.taskband.better`: object F1, then Dice, at most 1 dB of PSNR below the plain
+    file); without a band that measured better on the proxy, only the plain volume is coded.
+    """
+    from .taskband import better
+
+    source, choice = _task_band(arr, ratio, voxel_size, labels, budget, cancel)
+
+    def left(share: float) -> float | None:
+        if budget is None:
+            return None
+        return max(float(budget) - (time.perf_counter() - t_start), 0.05 * float(budget)) * share
+
+    said = [choice.describe()] if choice.scores else []
+    if choice.width is None or choice.reference is None:
+        result = fit(arr, left(1.0), choice)
+        result.messages[:0] = said
+        return result
+    plain = fit(arr, left(0.5), replace(choice, width=None))
+    guided = fit(source, left(1.0), choice)
+    assert plain.reconstruction is not None and guided.reconstruction is not None
+    scores = [choice.score(arr, r.reconstruction, voxel_size) for r in (plain, guided)]  # type: ignore[arg-type]
+    kept = guided if better(scores[1], scores[0]) else plain
+    kept.messages[:0] = said
+    kept.messages.append(
+        f"segmentation guidance: kept the {'banded' if kept is guided else 'plain'} file "
+        f"(object F1 {scores[1]['f1']:.3f} banded / {scores[0]['f1']:.3f} plain, PSNR "
+        f"{scores[1]['psnr']:.2f} / {scores[0]['psnr']:.2f} dB)"
     )
+    kept.encode_seconds = time.perf_counter() - t_start
+    return kept
 
 
 def _task_band(

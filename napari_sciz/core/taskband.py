@@ -12,8 +12,12 @@ boundaries.
 The band's width is chosen per volume by measurement, not by a constant: each candidate
 (none, ``k`` of :data:`BAND_WIDTHS`) is coded with SPERR at the target size, decoded and
 segmented, and the candidate whose segmentation matches the original's best (object F1 at
-IoU >= 0.5, then voxel Dice) wins; "none" wins ties, so guidance never codes a band that did
-not measure better. The decoder is unchanged (the band only changes what is coded).
+IoU >= 0.5, then voxel Dice) wins, among those whose PSNR is at most :data:`MAX_PSNR_LOSS` dB
+below the plain volume's; "none" wins ties. The hybrid encoder then codes both the plain
+volume and the chosen band and keeps the file that scores better by the same rule
+(:func:`napari_sciz.core.api.compress`), so a guided file never segments worse than the
+plain one it was measured against. The decoder is unchanged (the band only changes what is
+coded).
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import numpy as np
 
 from ..errors import CancelledError
 
-__all__ = ["BAND_WIDTHS", "BandChoice", "banded", "choose_band"]
+__all__ = ["BAND_WIDTHS", "MAX_PSNR_LOSS", "BandChoice", "banded", "better", "choose_band"]
 
 #: band half-widths tried, in units of the noise's standard deviation
 BAND_WIDTHS = (2.0, 3.0, 5.0)
@@ -34,6 +38,8 @@ BAND_WIDTHS = (2.0, 3.0, 5.0)
 _GROW = 2
 #: Gaussian sigma (voxels along the finest axis) of the segmentation and of the smoothing
 _SIGMA = 1.0
+#: the most PSNR (dB, against the original) a band may cost against the plain volume
+MAX_PSNR_LOSS = 1.0
 
 
 @dataclass
@@ -53,6 +59,21 @@ class BandChoice:
     width: float | None
     scores: dict[str, dict[str, float]] = field(default_factory=dict)
     seconds: float = 0.0
+    #: the reference segmentation and the watershed seed spacing the scores used
+    reference: np.ndarray | None = field(default=None, repr=False)
+    spacing: int = 3
+
+    def score(
+        self, original: np.ndarray, decoded: np.ndarray, voxel_size: Sequence[float] | None
+    ) -> dict[str, float]:
+        """Object F1, Dice and PSNR of ``decoded`` as the choice measured its candidates."""
+        from .taskscore import segment, segmentation_fidelity
+
+        assert self.reference is not None
+        seg = segmentation_fidelity(
+            self.reference, segment(decoded, voxel_size, min_distance=self.spacing)
+        )
+        return {"f1": seg.f1, "dice": seg.dice, "psnr": _psnr(original, decoded)}
 
     def to_header(self) -> dict:
         """The header entries of a file coded with this choice."""
@@ -66,6 +87,21 @@ class BandChoice:
             f"segmentation guidance: band {chosen} noise s.d. chosen on a SPERR proxy "
             f"({parts}; {self.seconds:.1f} s)"
         )
+
+
+def _psnr(original: np.ndarray, decoded: np.ndarray) -> float:
+    a = np.asarray(original, np.float64)
+    span = float(a.max() - a.min()) or 1.0
+    mse = float(np.mean((np.asarray(decoded, np.float64) - a) ** 2))
+    return float("inf") if mse == 0 else 10.0 * float(np.log10(span * span / mse))
+
+
+def better(candidate: dict[str, float], plain: dict[str, float]) -> bool:
+    """Whether ``candidate`` segments better than ``plain`` (object F1, then Dice) at a PSNR
+    at most :data:`MAX_PSNR_LOSS` dB below it."""
+    if candidate["psnr"] < plain["psnr"] - MAX_PSNR_LOSS:
+        return False
+    return (candidate["f1"], candidate["dice"]) > (plain["f1"], plain["dice"])
 
 
 def _smoothed(volume: np.ndarray, voxel_size: Sequence[float] | None) -> np.ndarray:
@@ -168,7 +204,7 @@ def choose_band(
     """
     from scipy import ndimage as ndi
 
-    from .taskscore import seed_distance, segment, segmentation_fidelity
+    from .taskscore import seed_distance, segment
 
     t0 = time.perf_counter()
     v = np.asarray(volume, np.float64)
@@ -178,8 +214,9 @@ def choose_band(
     else:
         lab = np.asarray(labels)
         reference = ndi.label(lab > 0)[0] if lab.dtype == bool or lab.max() <= 1 else lab
-    best: tuple[tuple[float, float], float | None, np.ndarray] | None = None
-    scores: dict[str, dict[str, float]] = {}
+    choice = BandChoice(None, {}, 0.0, reference, spacing)
+    plain: dict[str, float] | None = None
+    best: tuple[dict[str, float], float | None, np.ndarray] | None = None
     for width in (None, *BAND_WIDTHS):
         if cancel is not None and cancel():
             raise CancelledError("compression cancelled; no output written")
@@ -188,15 +225,16 @@ def choose_band(
         candidate = v if width is None else banded(v, width, voxel_size, labels)
         decoded = _proxy_decode(candidate, nbytes)
         if decoded is None:
-            return volume, BandChoice(None, {}, time.perf_counter() - t0)
-        score = segmentation_fidelity(
-            reference, segment(decoded, voxel_size, min_distance=spacing)
-        )
-        scores["none" if width is None else f"{width:g}"] = {"f1": score.f1, "dice": score.dice}
-        key = (score.f1, score.dice)
-        if best is None or key > best[0]:
-            best = (key, width, candidate)
+            choice.seconds = time.perf_counter() - t0
+            return volume, choice
+        score = choice.score(v, decoded, voxel_size)
+        choice.scores["none" if width is None else f"{width:g}"] = score
+        eligible = plain is None or score["psnr"] >= plain["psnr"] - MAX_PSNR_LOSS
+        plain = plain or score
+        key = (score["f1"], score["dice"])
+        if eligible and (best is None or key > (best[0]["f1"], best[0]["dice"])):
+            best = (score, width, candidate)
     assert best is not None
-    _, width, chosen = best
-    out = volume if width is None else chosen
-    return out, BandChoice(width, scores, time.perf_counter() - t0)
+    _, choice.width, chosen = best
+    choice.seconds = time.perf_counter() - t0
+    return (volume if choice.width is None else chosen), choice
