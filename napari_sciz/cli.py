@@ -745,7 +745,9 @@ def _cmd_info(args: argparse.Namespace) -> int:
         rows.append(
             (
                 "guidance",
-                _guidance_text(guidance, header.get("guidance_weights"), header.get("library")),
+                _guidance_text(guidance, header.get("guidance_weights"), header.get("library"))
+                if "task_band" not in header
+                else _band_text(guidance, header["task_band"]),
             )
         )
     if layers is not None:
@@ -777,6 +779,13 @@ def _cmd_info(args: argparse.Namespace) -> int:
     print("header:")
     _print_table(_flatten(header), sys.stdout)
     return 0
+
+
+def _band_text(mode: str, band: Any) -> str:
+    """``segmentation (task band 3 noise s.d.)``: what hybrid segmentation guidance coded."""
+    if isinstance(band, int | float):
+        return f"{mode} (task band {float(band):g} noise s.d.; outside it, smoothed)"
+    return f"{mode} (no task band measured better: the volume as it is)"
 
 
 def _guidance_text(mode: str, overrides: Any, library: Any = None) -> str:

@@ -92,3 +92,19 @@ def test_hybrid_refuses_what_only_the_field_can_take() -> None:
             vol, 16, budget=2.0, mode="hybrid", guidance="segmentation",
             guidance_weights={"dice": 0.1},
         )  # fmt: skip
+
+
+def test_cli_says_what_the_guidance_coded(tmp_path, capsys) -> None:
+    import tifffile
+
+    from napari_sciz.cli import main
+
+    src, out = tmp_path / "in.tif", tmp_path / "out.sciz"
+    tifffile.imwrite(src, _nuclei(4))
+    args = ["compress", str(src), "-o", str(out), "--ratio", "32", "--budget", "4"]
+    assert main([*args, "--guidance", "segmentation"]) == 0
+    assert "segmentation guidance: band" in capsys.readouterr().err
+    assert main(["info", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "mode" in text and "hybrid" in text
+    assert "segmentation (task band" in text or "segmentation (no task band" in text
