@@ -746,8 +746,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
             (
                 "guidance",
                 _guidance_text(guidance, header.get("guidance_weights"), header.get("library"))
-                if "task_band" not in header
-                else _band_text(guidance, header["task_band"]),
+                if "task_band" not in header and "task_smooth" not in header
+                else _prefilter_text(guidance, header),
             )
         )
     if layers is not None:
@@ -781,11 +781,14 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-def _band_text(mode: str, band: Any) -> str:
-    """``segmentation (task band 3 noise s.d.)``: what hybrid segmentation guidance coded."""
+def _prefilter_text(mode: str, header: dict) -> str:
+    """``segmentation (task band 3 noise s.d. ...)``: what hybrid task guidance coded."""
+    band, sigma = header.get("task_band"), header.get("task_smooth")
     if isinstance(band, int | float):
         return f"{mode} (task band {float(band):g} noise s.d.; outside it, smoothed)"
-    return f"{mode} (no task band measured better: the volume as it is)"
+    if isinstance(sigma, int | float):
+        return f"{mode} (pre-smoothed, sigma {float(sigma):g} voxel)"
+    return f"{mode} (no pre-filter measured better: the volume as it is)"
 
 
 def _guidance_text(mode: str, overrides: Any, library: Any = None) -> str:

@@ -61,20 +61,19 @@ __all__ = ["AVAILABLE_GUIDANCE", "CompressWidget"]
 
 #: Coding modes offered by the widget: (mode, label).
 CODING_MODES: tuple[tuple[str, str], ...] = (
-    ("auto", "auto (hybrid; neural field for perceptual guidance)"),
+    ("auto", "auto (hybrid; neural field with guidance weights)"),
     ("lossy", "lossy (neural field)"),
     ("hybrid", "hybrid (best classical base + fitted filter)"),
     ("lossless", "lossless (bit-exact)"),
     ("bounded", "error-bounded"),
 )
 _MODE_TIP = (
-    "auto: hybrid, the most accurate at a given size in our benchmarks (with segmentation "
-    "guidance it codes the volume with the noise away from the objects' boundaries smoothed, "
-    "as measured best for the segmentation), or the neural field for perceptual guidance or "
-    "guidance weights (only the field's fit optimises those). "
+    "auto: hybrid, the most accurate at a given size in our benchmarks (with a guidance it "
+    "codes a pre-filtered volume, chosen by measuring the task on trial decodes), or the "
+    "neural field when guidance weights are set (only the field's fit takes those). "
     "lossy: a neural field fitted at the target ratio. hybrid: the best of SPERR, HEVC and "
     "JPEG XL as a base layer, a fitted 3D loop filter and, when time allows, a neural fit of "
-    "the residual, at the target ratio (segmentation guidance only). lossless: "
+    "the residual, at the target ratio. lossless: "
     "bit-identical decoding (the ratio is what the data allow). "
     "error-bounded: every decoded value within Max error of the original."
 )
@@ -803,10 +802,6 @@ class CompressWidget(QWidget):
         if guidance not in AVAILABLE_GUIDANCE:  # pragma: no cover - every mode is available
             raise InvalidInputError(f"{guidance} guidance is not available yet.")
         if guidance != "none" and mode in ("auto", "lossy", "hybrid"):
-            if mode == "hybrid" and guidance == "perceptual":
-                raise InvalidInputError(
-                    "Perceptual guidance needs the auto or lossy mode (the neural field's fit)."
-                )
             options["guidance"] = guidance
             weights = self.guidance_weights(guidance) if mode != "hybrid" else {}
             if weights:

@@ -334,8 +334,6 @@ def compress(
     from .guidance import check_guidance
 
     guidance_mode, guidance_full = check_guidance(guidance, guidance_weights)
-    if mode == "hybrid" and guidance_mode == "perceptual":
-        raise InvalidInputError("perceptual guidance needs mode='lossy' (or mode='auto')")
     if mode == "hybrid" and guidance_weights:
         raise InvalidInputError(
             "guidance weights tune the neural field's loss: use mode='lossy' (or mode='auto')"
@@ -465,10 +463,11 @@ def compress(
             messages=messages,
         )
 
-    if mode == "hybrid" and guidance_mode == "segmentation":
+    if mode == "hybrid" and guidance_mode != "none":
+        guided = guidance_mode
         guidance_mode, guidance_full = "none", None  # (the blocks' fits take no guidance)
         return _guided_hybrid(
-            fit, arr, target, voxel_size, label_arr, budget, should_cancel, t_start
+            fit, arr, guided, target, voxel_size, label_arr, budget, should_cancel, t_start
         )
     return fit(arr, budget, None)
 
@@ -476,6 +475,7 @@ def compress(
 def _guided_hybrid(
     fit: Callable[[np.ndarray, float | None, Any], CompressResult],
     arr: np.ndarray,
+    guidance: str,
     ratio: float,
     voxel_size: Sequence[float] | None,
     labels: np.ndarray | None,
@@ -483,16 +483,23 @@ def _guided_hybrid(
     cancel: Callable[[], bool],
     t_start: float,
 ) -> CompressResult:
-    """Segmentation guidance of hybrid mode (:mod:`.taskband`).
+    """Task guidance of hybrid mode (:mod:`.taskfilter`).
 
-    The band chosen on the SPERR proxy is coded beside the plain volume (half the time left
-    each) and the file whose segmentation matches the original's better is kept
-    (:func:`.taskband.better`: object F1, then Dice, at most 1 dB of PSNR below the plain
-    file); without a band that measured better on the proxy, only the plain volume is coded.
+    The pre-filter chosen on the SPERR proxy (a quarter of the budget at most) is coded beside
+    the plain volume (half the time left each) and the file that scores better on the task is
+    kept (:meth:`.taskfilter.TaskChoice.better`: at most 1 dB of PSNR below the plain file);
+    without a pre-filter that measured better on the proxy, only the plain volume is coded.
+    Volumes that are not 2D or 3D are coded as they are.
     """
-    from .taskband import better
+    from .taskfilter import TaskChoice, choose_prefilter
 
-    source, choice = _task_band(arr, ratio, voxel_size, labels, budget, cancel)
+    source, choice = arr, TaskChoice(guidance)
+    if arr.ndim in (2, 3):
+        deadline = None if budget is None else time.perf_counter() + 0.25 * float(budget)
+        source, choice = choose_prefilter(
+            arr, max(int(arr.nbytes / ratio), 1), guidance, voxel_size=voxel_size,
+            labels=labels, deadline=deadline, cancel=cancel,
+        )  # fmt: skip
 
     def left(share: float) -> float | None:
         if budget is None:
@@ -500,45 +507,25 @@ def _guided_hybrid(
         return max(float(budget) - (time.perf_counter() - t_start), 0.05 * float(budget)) * share
 
     said = [choice.describe()] if choice.scores else []
-    if choice.width is None or choice.reference is None:
+    if choice.setting is None:
         result = fit(arr, left(1.0), choice)
         result.messages[:0] = said
         return result
-    plain = fit(arr, left(0.5), replace(choice, width=None))
-    guided = fit(source, left(1.0), choice)
-    assert plain.reconstruction is not None and guided.reconstruction is not None
-    scores = [choice.score(arr, r.reconstruction, voxel_size) for r in (plain, guided)]  # type: ignore[arg-type]
-    kept = guided if better(scores[1], scores[0]) else plain
+    plain = fit(arr, left(0.5), replace(choice, setting=None))
+    filtered = fit(source, left(1.0), choice)
+    assert plain.reconstruction is not None and filtered.reconstruction is not None
+    scores = [choice.score(arr, r.reconstruction, voxel_size) for r in (plain, filtered)]  # type: ignore[arg-type]
+    kept = filtered if choice.better(scores[1], scores[0]) else plain
+    name = "MS-SSIM" if guidance == "perceptual" else "object F1"
+    ours, theirs = choice.key(scores[1])[0], choice.key(scores[0])[0]
     kept.messages[:0] = said
     kept.messages.append(
-        f"segmentation guidance: kept the {'banded' if kept is guided else 'plain'} file "
-        f"(object F1 {scores[1]['f1']:.3f} banded / {scores[0]['f1']:.3f} plain, PSNR "
-        f"{scores[1]['psnr']:.2f} / {scores[0]['psnr']:.2f} dB)"
+        f"{guidance} guidance: kept the {'pre-filtered' if kept is filtered else 'plain'} file "
+        f"({name} {ours:.4f} pre-filtered / {theirs:.4f} plain, "
+        f"PSNR {scores[1]['psnr']:.2f} / {scores[0]['psnr']:.2f} dB)"
     )
     kept.encode_seconds = time.perf_counter() - t_start
     return kept
-
-
-def _task_band(
-    arr: np.ndarray,
-    ratio: float,
-    voxel_size: Sequence[float] | None,
-    labels: np.ndarray | None,
-    budget: float | None,
-    cancel: Callable[[], bool],
-) -> tuple[np.ndarray, Any]:
-    """Segmentation guidance of hybrid mode: the volume to code and the band chosen
-    (:mod:`.taskband`; a quarter of the budget at most). Volumes that are not 2D or 3D are
-    coded as they are."""
-    from .taskband import BandChoice, choose_band
-
-    if arr.ndim not in (2, 3):
-        return arr, BandChoice(None)
-    deadline = None if budget is None else time.perf_counter() + 0.25 * float(budget)
-    nbytes = max(int(arr.nbytes / ratio), 1)
-    return choose_band(
-        arr, nbytes, voxel_size=voxel_size, labels=labels, deadline=deadline, cancel=cancel
-    )
 
 
 def check_calibration(

@@ -82,14 +82,14 @@ def resolve_mode(mode: str, guidance: str = "none", *, field_loss: bool = False)
 
     ``"auto"`` (the default of :func:`napari_sciz.compress`, the CLI and the widget) is
     ``"hybrid"``, which measured above the pure field and every classical codec at equal ratio
-    (``docs/benchmarks.md``; segmentation guidance codes a task-banded volume there,
-    :mod:`.taskband`), unless the guidance needs the neural field's loss (perceptual guidance,
-    guidance weights, or segmentation guidance of a distributed job: ``field_loss``) or no base
-    codec is installed; then ``"lossy"``. Other modes are returned unchanged.
+    (``docs/benchmarks.md``; under task guidance it codes a pre-filtered volume chosen by the
+    task's score, :mod:`.taskfilter`), unless the guidance needs the neural field's loss
+    (guidance weights, or guidance of a distributed job: ``field_loss``) or no base codec is
+    installed; then ``"lossy"``. Other modes are returned unchanged.
     """
     if mode != AUTO_MODE:
         return mode
-    if guidance == "perceptual" or (guidance != "none" and field_loss):
+    if guidance != "none" and field_loss:
         return FORMAT_MODE
     from .hybrid.bases import BASES
 

@@ -1,4 +1,4 @@
-"""Segmentation guidance of hybrid mode: the task band and its measured choice."""
+"""Task guidance of hybrid mode: the pre-filters and their measured choice."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 
 pytest.importorskip("skimage")
 
-from napari_sciz.core import taskband  # noqa: E402
+from napari_sciz.core import taskfilter  # noqa: E402
 from napari_sciz.errors import InvalidInputError  # noqa: E402
 
 
@@ -24,7 +24,7 @@ def _nuclei(seed: int = 0, shape: tuple[int, int, int] = (12, 64, 64)) -> np.nda
 
 def test_band_covers_boundaries_not_interiors() -> None:
     vol = _nuclei()
-    band = taskband.band_mask(vol.astype(float), 3.0)
+    band = taskfilter.band_mask(vol.astype(float), 3.0)
     from scipy import ndimage as ndi
 
     fg = ndi.gaussian_filter(vol.astype(float), 1.0) > 900
@@ -36,8 +36,8 @@ def test_band_covers_boundaries_not_interiors() -> None:
 
 def test_banded_keeps_the_band_and_smooths_the_rest() -> None:
     vol = _nuclei().astype(float)
-    band = taskband.band_mask(vol, 3.0)
-    out = taskband.banded(vol, 3.0)
+    band = taskfilter.band_mask(vol, 3.0)
+    out = taskfilter.banded(vol, 3.0)
     assert np.array_equal(out[band], vol[band])
     assert out[~band].std() < vol[~band].std()
 
@@ -45,23 +45,37 @@ def test_banded_keeps_the_band_and_smooths_the_rest() -> None:
 def test_band_around_the_labels_boundaries() -> None:
     labels = np.zeros((4, 32, 32), np.uint8)
     labels[:, 8:24, 8:24] = 1
-    band = taskband.band_mask(np.zeros(labels.shape), 2.0, labels=labels)
+    band = taskfilter.band_mask(np.zeros(labels.shape), 2.0, labels=labels)
     assert band[:, 8, 16].all() and band[:, 16, 8].all()  # on the boundary
     assert not band[:, 16, 16].any() and not band[:, 0, 0].any()  # centre and far corner
 
 
-def test_choose_band_keeps_the_best_measured_candidate() -> None:
+@pytest.mark.parametrize(
+    ("guidance", "settings"),
+    [("segmentation", taskfilter.BAND_WIDTHS), ("perceptual", taskfilter.SMOOTH_SIGMAS)],
+)
+def test_choose_prefilter_keeps_the_best_measured_candidate(guidance, settings) -> None:
     vol = _nuclei(1)
-    out, choice = taskband.choose_band(vol, vol.nbytes // 64)
-    assert set(choice.scores) == {"none", *(f"{w:g}" for w in taskband.BAND_WIDTHS)}
-    key = "none" if choice.width is None else f"{choice.width:g}"
-    best = max((s["f1"], s["dice"]) for s in choice.scores.values())
-    assert (choice.scores[key]["f1"], choice.scores[key]["dice"]) == best
-    if choice.width is None:
+    out, choice = taskfilter.choose_prefilter(vol, vol.nbytes // 64, guidance)
+    assert set(choice.scores) == {"none", *(f"{w:g}" for w in settings)}
+    plain = choice.scores["none"]
+    within = [
+        s for s in choice.scores.values() if s["psnr"] >= plain["psnr"] - taskfilter.MAX_PSNR_LOSS
+    ]
+    key = "none" if choice.setting is None else f"{choice.setting:g}"
+    assert choice.key(choice.scores[key]) == max(choice.key(s) for s in within)
+    if choice.setting is None:
         assert out is vol
     else:
         assert out.shape == vol.shape and out.dtype == np.float64
-    assert "segmentation guidance: band" in choice.describe()
+        assert not np.array_equal(out, vol)
+    assert f"{guidance} guidance: " in choice.describe()
+
+
+def test_smoothing_lowers_the_noise() -> None:
+    vol = _nuclei(5).astype(float)
+    out = taskfilter.smoothed(vol, None, 0.7)
+    assert out.shape == vol.shape and np.std(np.diff(out, axis=2)) < np.std(np.diff(vol, axis=2))
 
 
 def test_hybrid_compress_with_segmentation_guidance() -> None:
@@ -81,12 +95,20 @@ def test_hybrid_compress_with_segmentation_guidance() -> None:
     assert decompress(result.data).shape == vol.shape
 
 
+def test_hybrid_compress_with_perceptual_guidance() -> None:
+    from napari_sciz.core.api import compress
+
+    vol = _nuclei(6)
+    result = compress(vol, 32, budget=4.0, guidance="perceptual")
+    assert result.header["mode"] == "hybrid" and result.header["guidance"] == "perceptual"
+    assert "task_smooth" in result.header
+    assert any("perceptual guidance: smoothing" in m for m in result.messages)
+
+
 def test_hybrid_refuses_what_only_the_field_can_take() -> None:
     from napari_sciz.core.api import compress
 
     vol = _nuclei(3, (8, 64, 64))
-    with pytest.raises(InvalidInputError, match="perceptual"):
-        compress(vol, 16, budget=2.0, mode="hybrid", guidance="perceptual")
     with pytest.raises(InvalidInputError, match="weights"):
         compress(
             vol, 16, budget=2.0, mode="hybrid", guidance="segmentation",
@@ -107,4 +129,4 @@ def test_cli_says_what_the_guidance_coded(tmp_path, capsys) -> None:
     assert main(["info", str(out)]) == 0
     text = capsys.readouterr().out
     assert "mode" in text and "hybrid" in text
-    assert "segmentation (task band" in text or "segmentation (no task band" in text
+    assert "segmentation (task band" in text or "segmentation (no pre-filter" in text

@@ -1,0 +1,308 @@
+"""Task guidance of hybrid mode: code a pre-filtered volume, chosen by the task's score.
+
+The classical base layers of hybrid mode cannot take a loss, but what they are given to code
+can change. Under task guidance the encoder codes a *pre-filtered* version of the volume,
+chosen per volume by measuring the task on trial decodes:
+
+* **Segmentation** (:func:`banded`). The pipeline a biologist runs
+  (:func:`napari_sciz.core.taskscore.segment`) thresholds the Gaussian-smoothed volume at its
+  Otsu level: the noise of a voxel matters only where the smoothed value lies near that level.
+  Voxels outside a band ``|G*v - T| < k * noise`` (grown by two voxels; around the labels'
+  boundaries when the user gives labels) are replaced by their smoothed value, so the base
+  spends its bytes on the boundaries. Candidates: no band, ``k`` in :data:`BAND_WIDTHS`;
+  score: object F1 at IoU >= 0.5, then voxel Dice.
+* **Perceptual** (:func:`smoothed`). A light Gaussian pre-smoothing (sigma in
+  :data:`SMOOTH_SIGMAS`) removes noise the base would otherwise spend bytes on, which keeps
+  more of the structure MS-SSIM weighs. Score: MS-SSIM, then gradient similarity.
+
+Each candidate is coded with SPERR at the target size (the proxy: one encode), decoded and
+scored against the original; the best score among the candidates at most
+:data:`MAX_PSNR_LOSS` dB of PSNR below the plain volume wins (the plain volume wins ties).
+The hybrid encoder then codes the plain volume and the winner and keeps the file that scores
+better by the same rule (:func:`napari_sciz.core.api.compress`), so a guided file never scores
+worse than the plain file it was measured against. The decoder is unchanged.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import CancelledError
+
+__all__ = [
+    "BAND_WIDTHS",
+    "MAX_PSNR_LOSS",
+    "SMOOTH_SIGMAS",
+    "TaskChoice",
+    "banded",
+    "choose_prefilter",
+    "smoothed",
+]
+
+#: band half-widths tried, in units of the noise's standard deviation
+BAND_WIDTHS = (2.0, 3.0, 5.0)
+#: pre-smoothing sigmas (voxels along the finest axis) tried under perceptual guidance
+SMOOTH_SIGMAS = (0.5, 0.7)
+#: voxels the band grows by (the smoothing's reach)
+_GROW = 2
+#: Gaussian sigma (voxels along the finest axis) of the segmentation and of the smoothing
+_SIGMA = 1.0
+#: the most PSNR (dB, against the original) a band may cost against the plain volume
+MAX_PSNR_LOSS = 1.0
+
+
+@dataclass
+class TaskChoice:
+    """What :func:`choose_prefilter` measured and chose.
+
+    Attributes
+    ----------
+    guidance : {"segmentation", "perceptual"}
+        The task.
+    setting : float or None
+        The band half-width (noise standard deviations) or the smoothing sigma (voxels) chosen;
+        None: the volume as it is.
+    scores : dict
+        Per candidate (``"none"``, ``"2"``, ...): the task's scores and PSNR of the proxy
+        decode.
+    seconds : float
+        Time the choice took.
+    reference : numpy.ndarray or None
+        The reference segmentation (segmentation guidance).
+    spacing : int
+        Watershed seed spacing of the segmentations (segmentation guidance).
+    """
+
+    guidance: str
+    setting: float | None = None
+    scores: dict[str, dict[str, float]] = field(default_factory=dict)
+    seconds: float = 0.0
+    reference: np.ndarray | None = field(default=None, repr=False)
+    spacing: int = 3
+
+    def score(
+        self, original: np.ndarray, decoded: np.ndarray, voxel_size: Sequence[float] | None
+    ) -> dict[str, float]:
+        """The task's scores and the PSNR of ``decoded`` against ``original``."""
+        from .taskscore import gradient_similarity, ms_ssim, segment, segmentation_fidelity
+
+        out = {"psnr": _psnr(original, decoded)}
+        if self.guidance == "segmentation":
+            assert self.reference is not None
+            seg = segmentation_fidelity(
+                self.reference, segment(decoded, voxel_size, min_distance=self.spacing)
+            )
+            out.update(f1=seg.f1, dice=seg.dice)
+        else:
+            out.update(
+                ms_ssim=ms_ssim(original, decoded),
+                gmsm=gradient_similarity(original, decoded),
+            )
+        return out
+
+    def key(self, score: dict[str, float]) -> tuple[float, float]:
+        """What is compared: (object F1, Dice) or (MS-SSIM, gradient similarity)."""
+        if self.guidance == "segmentation":
+            return score["f1"], score["dice"]
+        return score["ms_ssim"], score["gmsm"]
+
+    def better(self, candidate: dict[str, float], plain: dict[str, float]) -> bool:
+        """Whether ``candidate`` scores better than ``plain`` at a PSNR at most
+        :data:`MAX_PSNR_LOSS` dB below it."""
+        if candidate["psnr"] < plain["psnr"] - MAX_PSNR_LOSS:
+            return False
+        return self.key(candidate) > self.key(plain)
+
+    def to_header(self) -> dict:
+        """The header entries of a file coded with this choice."""
+        entry = "task_band" if self.guidance == "segmentation" else "task_smooth"
+        return {"guidance": self.guidance, entry: self.setting}
+
+    def describe(self) -> str:
+        """One line for the user: the pre-filter chosen and the scores that chose it."""
+        chosen = "none" if self.setting is None else f"{self.setting:g}"
+        if self.guidance == "segmentation":
+            what, name, key = f"band {chosen} noise s.d.", "F1", "f1"
+        else:
+            what, name, key = f"smoothing sigma {chosen} voxel", "MS-SSIM", "ms_ssim"
+        parts = ", ".join(f"{k}: {name} {v[key]:.4f}" for k, v in self.scores.items())
+        return (
+            f"{self.guidance} guidance: {what} chosen on a SPERR proxy "
+            f"({parts}; {self.seconds:.1f} s)"
+        )
+
+
+def _psnr(original: np.ndarray, decoded: np.ndarray) -> float:
+    a = np.asarray(original, np.float64)
+    span = float(a.max() - a.min()) or 1.0
+    mse = float(np.mean((np.asarray(decoded, np.float64) - a) ** 2))
+    return float("inf") if mse == 0 else 10.0 * float(np.log10(span * span / mse))
+
+
+def smoothed(
+    volume: np.ndarray, voxel_size: Sequence[float] | None = None, sigma: float = _SIGMA
+) -> np.ndarray:
+    """``volume`` (float64) smoothed by a Gaussian of ``sigma`` voxels along the finest axis."""
+    from scipy import ndimage as ndi
+
+    from .taskscore import _sigmas
+
+    v = np.asarray(volume, np.float64)
+    return ndi.gaussian_filter(v, _sigmas(v.ndim, voxel_size, sigma))
+
+
+def band_mask(
+    volume: np.ndarray,
+    width: float,
+    voxel_size: Sequence[float] | None = None,
+    labels: np.ndarray | None = None,
+) -> np.ndarray:
+    """Voxels whose noise can change the segmentation (bool, the volume's shape).
+
+    Without ``labels``: ``|G*v - T| < width * noise`` (``T`` the Otsu level of ``G*v``, noise
+    the standard deviation of ``v - G*v``); with ``labels``: within ``width`` voxels of a
+    boundary between labels. Both grown by two voxels.
+    """
+    from scipy import ndimage as ndi
+    from skimage.filters import threshold_otsu
+
+    if labels is not None:
+        lab = np.asarray(labels)
+        edge = np.zeros(lab.shape, bool)
+        for axis in range(lab.ndim):
+            step = np.diff(lab, axis=axis) != 0
+            lead = [slice(None)] * lab.ndim
+            lead[axis] = slice(1, None)
+            edge[tuple(lead)] |= step
+            lead[axis] = slice(None, -1)
+            edge[tuple(lead)] |= step
+        return ndi.binary_dilation(edge, iterations=int(round(width)) + _GROW)
+    smooth = smoothed(volume, voxel_size)
+    if float(smooth.max()) == float(smooth.min()):
+        return np.zeros(volume.shape, bool)
+    noise = float(np.std(volume - smooth))
+    near = np.abs(smooth - threshold_otsu(smooth)) < width * noise
+    return ndi.binary_dilation(near, iterations=_GROW)
+
+
+def banded(
+    volume: np.ndarray,
+    width: float,
+    voxel_size: Sequence[float] | None = None,
+    labels: np.ndarray | None = None,
+) -> np.ndarray:
+    """``volume`` (float64) with the voxels outside :func:`band_mask` smoothed."""
+    v = np.asarray(volume, np.float64)
+    return np.where(band_mask(v, width, voxel_size, labels), v, smoothed(v, voxel_size))
+
+
+def _proxy_decode(volume: np.ndarray, nbytes: int) -> np.ndarray | None:
+    """``volume`` through SPERR at about ``nbytes`` bytes (None without SPERR)."""
+    from .hybrid.bases import SPERRBase
+
+    sperr = SPERRBase()
+    if not sperr.available():
+        return None
+    block = volume.reshape((1, *volume.shape) if volume.ndim == 2 else volume.shape)
+    bpp = 8.0 * nbytes / volume.size
+    stream = sperr.encode(block, bpp)
+    return sperr.decode(stream, block.shape).reshape(volume.shape)  # type: ignore[arg-type]
+
+
+def _candidates(guidance: str) -> tuple[float | None, ...]:
+    return (None, *(BAND_WIDTHS if guidance == "segmentation" else SMOOTH_SIGMAS))
+
+
+def _prefiltered(
+    v: np.ndarray,
+    guidance: str,
+    setting: float,
+    voxel_size: Sequence[float] | None,
+    labels: np.ndarray | None,
+) -> np.ndarray:
+    if guidance == "segmentation":
+        return banded(v, setting, voxel_size, labels)
+    return smoothed(v, voxel_size, setting)
+
+
+def _reference(
+    v: np.ndarray, voxel_size: Sequence[float] | None, labels: np.ndarray | None
+) -> tuple[np.ndarray, int]:
+    """The segmentation decodes are scored against, and the watershed seed spacing."""
+    from scipy import ndimage as ndi
+
+    from .taskscore import seed_distance, segment
+
+    spacing = seed_distance(v, voxel_size)
+    if labels is None:
+        return segment(v, voxel_size, min_distance=spacing), spacing
+    lab = np.asarray(labels)
+    return (ndi.label(lab > 0)[0] if lab.dtype == bool or lab.max() <= 1 else lab), spacing
+
+
+def choose_prefilter(
+    volume: np.ndarray,
+    nbytes: int,
+    guidance: str,
+    *,
+    voxel_size: Sequence[float] | None = None,
+    labels: np.ndarray | None = None,
+    deadline: float | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> tuple[np.ndarray, TaskChoice]:
+    """The version of ``volume`` to code under task ``guidance``, and why.
+
+    Parameters
+    ----------
+    volume : numpy.ndarray
+        2D or 3D intensities (bright objects for segmentation).
+    nbytes : int
+        Bytes the volume will be coded in.
+    guidance : {"segmentation", "perceptual"}
+        The task.
+    voxel_size : sequence of float, optional
+        Physical step per axis.
+    labels : numpy.ndarray, optional
+        The user's labels (segmentation: the reference, and the band around their boundaries).
+    deadline : float, optional
+        ``perf_counter`` time after which no further candidate is measured.
+    cancel : callable, optional
+        Checked before every candidate (:class:`~napari_sciz.errors.CancelledError`).
+
+    Returns
+    -------
+    volume : numpy.ndarray
+        The pre-filtered volume (float64), or ``volume`` itself when none measured better.
+    choice : TaskChoice
+    """
+    t0 = time.perf_counter()
+    v = np.asarray(volume, np.float64)
+    choice = TaskChoice(guidance)
+    if guidance == "segmentation":
+        choice.reference, choice.spacing = _reference(v, voxel_size, labels)
+    plain: dict[str, float] | None = None
+    best: tuple[dict[str, float], float | None, np.ndarray] | None = None
+    for setting in _candidates(guidance):
+        if cancel is not None and cancel():
+            raise CancelledError("compression cancelled; no output written")
+        if best is not None and deadline is not None and time.perf_counter() > deadline:
+            break
+        candidate = v if setting is None else _prefiltered(v, guidance, setting, voxel_size, labels)
+        decoded = _proxy_decode(candidate, nbytes)
+        if decoded is None:
+            break
+        score = choice.score(v, decoded, voxel_size)
+        choice.scores["none" if setting is None else f"{setting:g}"] = score
+        plain = plain or score
+        within = score["psnr"] >= plain["psnr"] - MAX_PSNR_LOSS
+        if best is None or (within and choice.key(score) > choice.key(best[0])):
+            best = (score, setting, candidate)
+    choice.seconds = time.perf_counter() - t0
+    if best is None or best[1] is None:
+        return volume, choice
+    choice.setting = best[1]
+    return best[2], choice
