@@ -233,8 +233,11 @@ def test_bad_payloads_are_format_errors(coded) -> None:
 
 def test_options_hybrid_does_not_take(coded) -> None:
     vol, result = coded
-    with pytest.raises(InvalidInputError, match="guidance"):
-        compress(vol, ratio=24, mode="hybrid", steps=2, guidance="perceptual")
+    with pytest.raises(InvalidInputError, match="guidance weights"):
+        compress(
+            vol, ratio=24, mode="hybrid", steps=2, guidance="perceptual",
+            guidance_weights={"ssim": 0.5},
+        )  # fmt: skip
 
 
 def test_scale_samples_between_voxels_linearly(coded, monkeypatch) -> None:
