@@ -280,16 +280,22 @@ def test_blocks_no_base_fits_are_coded_by_the_field_alone(monkeypatch) -> None:
     assert result.psnr > field.psnr - 0.5  # as good as the lossy mode's field
 
 
-def test_auto_mode_is_hybrid_unless_guided() -> None:
+def test_auto_mode_is_hybrid_unless_the_field_loss_is_needed() -> None:
     from napari_sciz.core.plan import resolve_mode
 
     assert resolve_mode("auto") == "hybrid"
-    assert resolve_mode("auto", "segmentation") == "lossy"
+    assert resolve_mode("auto", "segmentation") == "hybrid"
+    assert resolve_mode("auto", "perceptual", field_loss=True) == "lossy"
     assert resolve_mode("lossless", "none") == "lossless"
     vol = _volume()[:4]
     assert compress(vol, ratio=12, steps=5, device="cpu").header["mode"] == "hybrid"
     guided = compress(vol, ratio=12, steps=5, device="cpu", guidance="perceptual")
-    assert guided.header["mode"] == "lossy"
+    assert guided.header["mode"] == "hybrid" and "task_smooth" in guided.header
+    weighted = compress(
+        vol, ratio=12, steps=5, device="cpu", guidance="perceptual",
+        guidance_weights={"ssim": 0.5},
+    )  # fmt: skip
+    assert weighted.header["mode"] == "lossy"
 
 
 def test_cli_hybrid_and_info(tmp_path, capsys) -> None:
