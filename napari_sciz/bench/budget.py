@@ -6,7 +6,8 @@ Run it as ``python -m napari_sciz.bench.budget``::
         --out docs/benchmarks.md --json bench_out/budget.json
 
 Each case is one ``sciz compress`` process, as a user runs it: ``--mode auto`` (hybrid),
-``lossy`` (the neural field) and ``lossy`` with segmentation guidance get ``--budget S`` and
+``lossy`` (the neural field), ``lossy`` with segmentation guidance and ``auto`` (hybrid) with
+segmentation guidance get ``--budget S`` and
 ``--ratio R``; ``lossless`` and ``bounded`` take no budget (they do not fit a model) and are timed
 for the record. For each case the table gives the encoder's own time (``encode_seconds`` of
 the result: the whole ``compress()`` call), the process's wall time (interpreter and library
@@ -43,6 +44,7 @@ BUDGETED_MODES = {
     "auto": ["--mode", "auto"],
     "lossy": ["--mode", "lossy"],
     "lossy+seg": ["--mode", "lossy", "--guidance", "segmentation"],
+    "auto+seg": ["--guidance", "segmentation"],
 }
 UNBUDGETED_MODES = ("lossless", "bounded")
 
@@ -176,7 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
     p.add_argument("--data", type=Path, default=None, help="folder of volumes")
     p.add_argument("--volumes", default=None, help="comma-separated file stems (default: all)")
-    p.add_argument("--modes", default="auto,lossy,lossy+seg,lossless,bounded")
+    p.add_argument("--modes", default="auto,auto+seg,lossy,lossy+seg,lossless,bounded")
     p.add_argument("--budget", type=float, default=20.0, help="seconds per case")
     p.add_argument("--ratio", type=float, default=64.0)
     p.add_argument("--load", type=int, default=2, help="background processes (nice 19)")

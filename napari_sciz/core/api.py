@@ -472,6 +472,11 @@ def compress(
     return fit(arr, budget, None)
 
 
+#: the largest volume whose task pre-filter is chosen on trial decodes (each holds a few
+#: float64 copies of the volume and segments it)
+_MAX_PREFILTER_VOXELS = 1 << 26
+
+
 def _guided_hybrid(
     fit: Callable[[np.ndarray, float | None, Any], CompressResult],
     arr: np.ndarray,
@@ -494,7 +499,8 @@ def _guided_hybrid(
     from .taskfilter import TaskChoice, choose_prefilter
 
     source, choice = arr, TaskChoice(guidance)
-    if arr.ndim in (2, 3):
+    too_large = arr.size > _MAX_PREFILTER_VOXELS
+    if arr.ndim in (2, 3) and not too_large:
         deadline = None if budget is None else time.perf_counter() + 0.25 * float(budget)
         source, choice = choose_prefilter(
             arr, max(int(arr.nbytes / ratio), 1), guidance, voxel_size=voxel_size,
@@ -507,6 +513,11 @@ def _guided_hybrid(
         return max(float(budget) - (time.perf_counter() - t_start), 0.05 * float(budget)) * share
 
     said = [choice.describe()] if choice.scores else []
+    if too_large:
+        said = [
+            f"{guidance} guidance: {arr.size} voxels are more than the task pre-filter's trial "
+            f"decodes take ({_MAX_PREFILTER_VOXELS}); coded as it is"
+        ]
     if choice.setting is None:
         result = fit(arr, left(1.0), choice)
         result.messages[:0] = said
