@@ -86,7 +86,7 @@ def test_hybrid_compress_with_segmentation_guidance() -> None:
     assert result.header["mode"] == "hybrid"
     assert result.header["guidance"] == "segmentation" and "task_band" in result.header
     assert result.ratio >= 32 * 0.99
-    assert any("segmentation guidance: band" in m for m in result.messages)
+    assert any("segmentation guidance: " in m and "band" in m for m in result.messages)
     kept = [m for m in result.messages if "kept the" in m]
     if kept:  # a band measured better on the proxy: both files were coded, the better kept
         assert ("kept the plain" in kept[0]) is (result.header["task_band"] is None)
@@ -102,7 +102,7 @@ def test_hybrid_compress_with_perceptual_guidance() -> None:
     result = compress(vol, 32, budget=4.0, guidance="perceptual")
     assert result.header["mode"] == "hybrid" and result.header["guidance"] == "perceptual"
     assert "task_smooth" in result.header
-    assert any("perceptual guidance: smoothing" in m for m in result.messages)
+    assert any("perceptual guidance: " in m and "smoothing" in m for m in result.messages)
 
 
 def test_hybrid_refuses_what_only_the_field_can_take() -> None:
@@ -125,7 +125,7 @@ def test_cli_says_what_the_guidance_coded(tmp_path, capsys) -> None:
     tifffile.imwrite(src, _nuclei(4))
     args = ["compress", str(src), "-o", str(out), "--ratio", "32", "--budget", "4"]
     assert main([*args, "--guidance", "segmentation"]) == 0
-    assert "segmentation guidance: band" in capsys.readouterr().err
+    assert "segmentation guidance: " in capsys.readouterr().err
     assert main(["info", str(out)]) == 0
     text = capsys.readouterr().out
     assert "mode" in text and "hybrid" in text

@@ -490,7 +490,7 @@ def _guided_hybrid(
 ) -> CompressResult:
     """Task guidance of hybrid mode (:mod:`.taskfilter`).
 
-    The pre-filter chosen on the SPERR proxy (a quarter of the budget at most) is coded beside
+    The pre-filter chosen on the SPERR proxy (a fifth of the budget at most) is coded beside
     the plain volume (half the time left each) and the file that scores better on the task is
     kept (:meth:`.taskfilter.TaskChoice.better`: at most 1 dB of PSNR below the plain file);
     without a pre-filter that measured better on the proxy, only the plain volume is coded.
@@ -501,16 +501,18 @@ def _guided_hybrid(
     source, choice = arr, TaskChoice(guidance)
     too_large = arr.size > _MAX_PREFILTER_VOXELS
     if arr.ndim in (2, 3) and not too_large:
-        deadline = None if budget is None else time.perf_counter() + 0.25 * float(budget)
+        deadline = None if budget is None else time.perf_counter() + 0.2 * float(budget)
         source, choice = choose_prefilter(
             arr, max(int(arr.nbytes / ratio), 1), guidance, voxel_size=voxel_size,
             labels=labels, deadline=deadline, cancel=cancel,
         )  # fmt: skip
 
     def left(share: float) -> float | None:
+        """``share`` of the budget left, less a margin for the encoders' last steps."""
         if budget is None:
             return None
-        return max(float(budget) - (time.perf_counter() - t_start), 0.05 * float(budget)) * share
+        rest = 0.95 * float(budget) - (time.perf_counter() - t_start)
+        return max(rest, 0.05 * float(budget)) * share
 
     said = [choice.describe()] if choice.scores else []
     if too_large:

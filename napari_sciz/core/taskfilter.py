@@ -124,11 +124,13 @@ class TaskChoice:
 
     def describe(self) -> str:
         """One line for the user: the pre-filter chosen and the scores that chose it."""
-        chosen = "none" if self.setting is None else f"{self.setting:g}"
+        x = self.setting
         if self.guidance == "segmentation":
-            what, name, key = f"band {chosen} noise s.d.", "F1", "f1"
+            what = "no band" if x is None else f"band {x:g} noise s.d."
+            name, key = "F1", "f1"
         else:
-            what, name, key = f"smoothing sigma {chosen} voxel", "MS-SSIM", "ms_ssim"
+            what = "no smoothing" if x is None else f"smoothing sigma {x:g} voxel"
+            name, key = "MS-SSIM", "ms_ssim"
         parts = ", ".join(f"{k}: {name} {v[key]:.4f}" for k, v in self.scores.items())
         return (
             f"{self.guidance} guidance: {what} chosen on a SPERR proxy "
@@ -269,7 +271,8 @@ def choose_prefilter(
     labels : numpy.ndarray, optional
         The user's labels (segmentation: the reference, and the band around their boundaries).
     deadline : float, optional
-        ``perf_counter`` time after which no further candidate is measured.
+        ``perf_counter`` time: no candidate starts that the previous one's duration says would
+        end after it (the plain volume is always measured).
     cancel : callable, optional
         Checked before every candidate (:class:`~napari_sciz.errors.CancelledError`).
 
@@ -286,16 +289,19 @@ def choose_prefilter(
         choice.reference, choice.spacing = _reference(v, voxel_size, labels)
     plain: dict[str, float] | None = None
     best: tuple[dict[str, float], float | None, np.ndarray] | None = None
+    last = 0.0  # seconds the previous candidate took
     for setting in _candidates(guidance):
         if cancel is not None and cancel():
             raise CancelledError("compression cancelled; no output written")
-        if best is not None and deadline is not None and time.perf_counter() > deadline:
-            break
+        started = time.perf_counter()
+        if best is not None and deadline is not None and started + last > deadline:
+            break  # (the next candidate would end after the deadline)
         candidate = v if setting is None else _prefiltered(v, guidance, setting, voxel_size, labels)
         decoded = _proxy_decode(candidate, nbytes)
         if decoded is None:
             break
         score = choice.score(v, decoded, voxel_size)
+        last = time.perf_counter() - started
         choice.scores["none" if setting is None else f"{setting:g}"] = score
         plain = plain or score
         within = score["psnr"] >= plain["psnr"] - MAX_PSNR_LOSS
