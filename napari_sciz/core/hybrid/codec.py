@@ -151,15 +151,17 @@ def _filtered(base: BaseLayer, target: np.ndarray, classes: int, seed: int) -> _
 
 def _choose_base(
     target: np.ndarray, nbytes: int, clock: BlockTracker, seed: int
-) -> BaseLayer | None:
+) -> tuple[BaseLayer | None, list[tuple[BaseLayer, float]]]:
     """The base codec whose stream of ``nbytes``, once filtered, is the most accurate.
 
     With a budget, the codecs share the first :data:`_CHOICE_SHARE` of it: each one's search
     gets an equal part of what is left when it starts (a fast codec leaves more to the next),
-    and stops before its part ends (:func:`~.bases.encode_to_size`).
+    and stops before its part ends (:func:`~.bases.encode_to_size`). Also returns every
+    codec's stream with the seconds its search took (for :func:`_refine_base`).
     """
     shape3 = tuple(int(n) for n in target.shape)
     best: tuple[float, BaseLayer] | None = None
+    tried: list[tuple[BaseLayer, float]] = []
     end = clock.before(_CHOICE_SHARE)
     usable = [c for c in BASES if c.available() and c.supports(shape3)]  # type: ignore[arg-type]
     for k, codec in enumerate(usable):
@@ -174,12 +176,13 @@ def _choose_base(
         if layer is None:
             continue
         seconds = time.perf_counter() - t0
+        tried.append((layer, seconds))
         err = _filtered(layer, target, 4, seed).error
         if best is None or err < best[0]:
             best = (err, layer)
             clock.base_seconds = seconds
         clock.report(_CHOICE_SHARE * (k + 1) / len(usable), best[0], best[1].values)
-    return None if best is None else best[1]
+    return (None if best is None else best[1]), tried
 
 
 def _near(layer: BaseLayer) -> tuple[float, float]:
@@ -191,29 +194,39 @@ def _near(layer: BaseLayer) -> tuple[float, float]:
 
 
 def _refine_base(
-    best: _Candidate, target: np.ndarray, avail: int, clock: BlockTracker, seed: int
+    best: _Candidate,
+    tried: list[tuple[BaseLayer, float]],
+    target: np.ndarray,
+    avail: int,
+    clock: BlockTracker,
+    seed: int,
 ) -> _Candidate:
-    """``best`` with its base re-coded by the codec's slower settings while time is left.
+    """``best``, or a base re-coded by a codec's slower settings if that is more accurate.
 
     The field is not fitted in hybrid blocks (:data:`BASE_SHARES`), so the time after the
-    filter would go unused: each slower setting searches near the base's parameter for a
-    stream that leaves room for the same filter, until :data:`_REFINE_SHARE` of the budget,
-    and is kept when the filtered result is more accurate.
+    filter would go unused: for every codec tried that has slower settings (HEVC), each one
+    in turn searches near that codec's parameter, for the room the filter leaves and for all
+    the bytes, until :data:`_REFINE_SHARE` of the budget, starting only while about twice
+    that codec's first search time is left. A result is kept when, filtered, it is more
+    accurate than ``best`` (a codec that lost the first choice may win at a slower setting).
     """
     end = clock.before(_REFINE_SHARE)
-    codec = best.base.codec.refined()
-    while codec is not None and end is not None and np.isfinite(best.base.position):
-        room = avail - len(_varint(len(best.filter_bytes))) - len(best.filter_bytes)
-        # the filter's room, and all of it (the sizes are coarse: what is left may hold one)
-        for nbytes in dict.fromkeys((room, avail - 1)):
-            if end - time.perf_counter() < 2.0 * clock.base_seconds:
-                return best  # (the first search's time: a slower setting takes about twice)
-            layer = encode_to_size(
-                codec, target, nbytes, deadline=end, cancel=clock.cancel, bracket=_near(best.base)
-            )
-            if layer is not None:
-                best = min(best, _fitting(layer, target, avail, best.classes, seed), key=_err)
-        codec = codec.refined()
+    for start, seconds in tried if end is not None else []:
+        anchor, codec = start, start.codec.refined()
+        while codec is not None and np.isfinite(anchor.position):
+            room = avail - len(_varint(len(best.filter_bytes))) - len(best.filter_bytes)
+            # the filter's room, and all of it (the sizes are coarse: what is left may hold one)
+            for nbytes in dict.fromkeys((room, avail - 1)):
+                if end - time.perf_counter() < 2.0 * seconds:  # type: ignore[operator]
+                    return best
+                layer = encode_to_size(
+                    codec, target, nbytes, deadline=end, cancel=clock.cancel, bracket=_near(anchor)
+                )
+                if layer is not None:
+                    cand = _fitting(layer, target, avail, best.classes or 4, seed)
+                    best = min(best, cand, key=_err)
+                    anchor = layer if np.isfinite(layer.position) else anchor
+            codec = codec.refined()
     return best
 
 
@@ -395,7 +408,7 @@ def fit_hybrid_block(
     fields = dict(steps=steps, device=device, cancel=cancel, **fit_kwargs)
 
     constant = target.size == 0 or float(target.min()) == float(target.max())
-    full = None if constant else _choose_base(target, avail - 1, clock, seed)
+    full, tried = (None, []) if constant else _choose_base(target, avail - 1, clock, seed)
     clock.check_cancel()
     if full is None:  # constant, or no classical codec fits: the field codes the block alone
         seconds = None if budget is None else max(clock.left(), 0.5)
@@ -404,7 +417,8 @@ def fit_hybrid_block(
         payload = _pack(cand.base, b"", cand.inr, flat)
         clock.report(1.0, cand.error, cand.values)
         return HybridFit(payload, cand.values, n, 0.0, cand.base.codec.name, 0)
-    best = _refine_base(_with_filter(full, target, avail, seed, clock), target, avail, clock, seed)
+    best = _with_filter(full, target, avail, seed, clock)
+    best = _refine_base(best, tried, target, avail, clock, seed)
     clock.report(_FILTER_SHARE if budget is not None else 0.6, best.error, best.values)
     share, steps_done = 1.0, 0
     for base_share in BASE_SHARES:
