@@ -342,8 +342,9 @@ def compress(
     should_cancel = _cancel_predicate(cancel)
     dev = resolve_device(device)
 
-    def fit(source: np.ndarray, fit_budget: float | None, band: Any) -> CompressResult:
-        """Fit every block of ``source`` (``arr`` or its task-banded version)."""
+    def fit(source: np.ndarray, fit_budget: float | None, choice: Any) -> CompressResult:
+        """Fit every block of ``source`` (``arr``, or its task pre-filtered version coded
+        under ``choice``, a :class:`.taskfilter.TaskChoice`)."""
         grid = BlockGrid.for_shape(arr.shape, block_voxels)
         stats = [block_stats(arr[grid.block_slices(i)]) for i in range(grid.n_blocks)]
         plan = plan_lossy(
@@ -363,7 +364,7 @@ def compress(
             guidance=guidance_mode,
             guidance_weights=guidance_full,
             mode=mode,
-            extra_header=None if band is None else band.to_header(),
+            extra_header=None if choice is None else choice.to_header(),
         )
         header, value_range = plan.header, plan.value_range
 
