@@ -262,10 +262,10 @@ def test_bench_lossless_entries() -> None:
 STORED = Path(__file__).parent / "data"
 
 
-@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize("version", [1, 2, 3])
 def test_older_payloads_still_decode(version: int) -> None:
-    """Blocks written by the version-1 (row-wise) and version-2 (wavefront, one model per
-    symbol) coders decode bit for bit."""
+    """Blocks written by the version-1 (row-wise), version-2 (wavefront, one model per
+    symbol) and version-3 (wavefront, class runs) coders decode bit for bit."""
     saved = np.load(STORED / f"lossless_v{version}_blocks.npz")
     names = [k[: -len("_payload")] for k in saved.files if k.endswith("_payload")]
     assert len(names) >= 6

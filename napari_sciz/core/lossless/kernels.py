@@ -16,40 +16,106 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["class_runs", "wave_context", "wave_finish"]
+__all__ = ["RING", "class_runs", "wave_context", "wave_finish", "weight_table"]
 
 _N_NBR = 11
 
 
+#: neighbours (``_NBR_NAMES`` order) of an inner voxel: wavefront, slice and row offsets
+_INNER_DT = np.array([-1, -2, -3, -1, -3, -2, -4, -5, -1, -4, -2], np.int64)
+
+
+_INNER_DZ = np.array([0, 0, 0, 0, -1, 0, 0, -1, -1, -1, -1], np.int64)
+
+
+_INNER_DY = np.array([0, -1, -1, -1, 0, 0, -2, -1, 1, 0, 0], np.int64)
+
+
+#: wavefronts kept in the decoder's ring of state (every neighbour is at most 5 back)
+RING = 8
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _ring_cell(t: int, z: int, y: int, d1: int, h: int) -> int:  # pragma: no cover - compiled
+    """Cell of voxel row ``(z, y)`` of wavefront ``t`` in the ring (``z = -1``: zeros)."""
+    return ((t & (RING - 1)) * d1 + z + 1) * h + y
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _y_range(t: int, z: int, h: int, w: int) -> tuple[int, int]:  # pragma: no cover
+    """Rows ``y`` of slice ``z`` that have a voxel on wavefront ``t`` (``0 <= x < w``)."""
+    r = t - 3 * z
+    y0 = max(0, (r - w) // 2 + 1)
+    y1 = min(h - 1, r // 2)
+    return y0, y1
+
+
+@njit(cache=True, nogil=True)
+def _neighbour_cells(
+    t: int, z: int, y: int, x: int, d1: int, h: int, w: int, cells: np.ndarray
+) -> None:  # pragma: no cover - compiled
+    """Ring cells of the 11 neighbours (``_NBR_NAMES`` order, with the causal fallbacks of
+    :func:`napari_sciz.core.lossless.predict._nbr_maps`) of voxel ``(z, y, x)``."""
+    p = _ring_cell(t - 3, z - 1, y, d1, h)
+    if x > 0:
+        wc = _ring_cell(t - 1, z, y, d1, h)
+    elif y > 0:
+        wc = _ring_cell(t - 2, z, y - 1, d1, h)
+    else:
+        wc = p
+    if y > 0:
+        nc = _ring_cell(t - 2, z, y - 1, d1, h)
+    elif x > 0:
+        nc = _ring_cell(t - 1, z, y, d1, h)
+    else:
+        nc = p
+    cells[0] = wc
+    cells[1] = nc
+    cells[2] = _ring_cell(t - 3, z, y - 1, d1, h) if y > 0 and x > 0 else nc
+    cells[3] = _ring_cell(t - 1, z, y - 1, d1, h) if y > 0 and x < w - 1 else nc
+    cells[4] = p
+    cells[5] = _ring_cell(t - 2, z, y, d1, h) if x > 1 else wc
+    cells[6] = _ring_cell(t - 4, z, y - 2, d1, h) if y > 1 else nc
+    cells[7] = _ring_cell(t - 5, z - 1, y - 1, d1, h) if y > 0 else p
+    cells[8] = _ring_cell(t - 1, z - 1, y + 1, d1, h) if y < h - 1 else p
+    cells[9] = _ring_cell(t - 4, z - 1, y, d1, h) if x > 0 else p
+    cells[10] = _ring_cell(t - 2, z - 1, y, d1, h) if x < w - 1 else p
+
+
 @njit(cache=True, nogil=True)
 def wave_context(
-    idx: np.ndarray,
-    offsets: np.ndarray,
-    b_local: np.ndarray,
-    b_cells: np.ndarray,
-    hw: int,
-    vflat: np.ndarray,
-    err: np.ndarray,
-    absr: np.ndarray,
+    t: int,
+    shape: np.ndarray,
+    ring_v: np.ndarray,
+    ring_err: np.ndarray,
+    ring_abs: np.ndarray,
     sub_ids: np.ndarray,
     ls_w: np.ndarray,
     ls_b: np.ndarray,
     thr: np.ndarray,
+    cls_lut: np.ndarray,
+    wt_lut: np.ndarray,
     n_tex: int,
     shift: int,
     n_cls: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:  # pragma: no cover - compiled
-    """Sub-predictions ``(K, m)``, predictions, and the wavefront sorted by context.
+    """Sub-predictions ``(K, m)``, predictions, and wavefront ``t`` sorted by context.
 
     Returns ``subs``, ``pred`` and :func:`class_runs` of the contexts (``order``: voxels by
     context, stable; ``starts``: where each context's run begins, ``n_cls + 1`` entries).
-
-    ``idx``: voxel indices (C order) of the wavefront; ``offsets``/``b_local``/``b_cells``:
-    neighbour cells as :class:`napari_sciz.core.lossless._Neighbours` gives them; ``vflat``,
-    ``err`` (``(cells, K)``), ``absr``: the state of decoded cells; ``sub_ids``: the active
-    sub-predictors; ``ls_w`` ``(11, d)``, ``ls_b`` ``(d,)``: least-squares weights per slice.
+    The wavefront's voxels are taken in C order (slice, then row). ``shape``: ``(d, h, w)``;
+    ``ring_v``, ``ring_err`` (``(cells, K)``), ``ring_abs``: the state of the last
+    :data:`RING` wavefronts (see :func:`_ring_cell`); ``sub_ids``: the active sub-predictors;
+    ``ls_w`` ``(11, d)``, ``ls_b`` ``(d,)``: least-squares weights per slice; ``thr``: the
+    class thresholds, ``cls_lut``: their classes of the small activities (``searchsorted(thr,
+    c, "right")`` for ``c < len(cls_lut)``); ``wt_lut``: :func:`weight_table`.
     """
-    m = idx.shape[0]
+    d, h, w = shape[0], shape[1], shape[2]
+    d1 = d + 1
+    m = 0
+    for z in range(d):
+        y0, y1 = _y_range(t, z, h, w)
+        m += max(0, y1 - y0 + 1)
     k_sub = sub_ids.shape[0]
     subs = np.empty((k_sub, m), np.int64)
     pred = np.empty(m, np.int64)
@@ -57,82 +123,108 @@ def wave_context(
     nv = np.empty(_N_NBR, np.int64)
     cells = np.empty(_N_NBR, np.int64)
     n_thr = thr.shape[0]
-    nb_border = b_local.shape[0]
-    bp = 0  # next border voxel (b_local is increasing)
-    for j in range(m):
-        if bp < nb_border and b_local[bp] == j:
-            for k in range(_N_NBR):
-                cells[k] = b_cells[k, bp]
-            bp += 1
-        else:
-            for k in range(_N_NBR):
-                cells[k] = idx[j] + offsets[k]
-        for k in range(_N_NBR):
-            nv[k] = vflat[cells[k]]
-        for s in range(k_sub):
-            i = sub_ids[s]
-            if i == 0:
-                p = nv[0]
-            elif i == 1:
-                p = nv[1]
-            elif i == 2:
-                p = nv[0] + nv[1] - nv[2]
-            elif i == 3:
-                p = nv[0] + nv[3] - nv[1]
-            elif i == 4:
-                z = idx[j] // hw
-                acc = np.int64(0)
+    base = np.empty(_N_NBR, np.int64)  # cells of the neighbours of row 0 of slice 0 inside
+    for k in range(_N_NBR):
+        base[k] = _ring_cell(t + _INNER_DT[k], _INNER_DZ[k], _INNER_DY[k], d1, h)
+    j = 0
+    for z in range(d):
+        y0, y1 = _y_range(t, z, h, w)
+        for y in range(y0, y1 + 1):
+            x = t - 3 * z - 2 * y
+            if 2 <= y <= h - 2 and 2 <= x <= w - 2:
+                zy = z * h + y
                 for k in range(_N_NBR):
-                    acc += ls_w[k, z] * nv[k]
-                p = (acc + ls_b[z]) >> shift
-            elif i == 5:
-                p = nv[4] + nv[0] - nv[9]
+                    cells[k] = base[k] + zy
             else:
-                lo = min(nv[0], nv[1])
-                hi = max(nv[0], nv[1])
-                p = min(max(nv[0] + nv[1] - nv[2], lo), hi)
-            subs[s, j] = p
-        if k_sub == 1:
-            pred[j] = subs[0, j]
-        else:
-            # inverse-squared-error blend, binary64, in the numpy formulation's order
-            q0 = np.float64(
-                err[cells[0], 0] + err[cells[1], 0] + err[cells[2], 0] + err[cells[3], 0]
-            )
-            q0 = q0 + 1.0
-            q0 = q0 * q0
-            den = 1.0 / q0
-            num = 0.0
-            for s in range(1, k_sub):
-                q = np.float64(
-                    err[cells[0], s] + err[cells[1], s] + err[cells[2], s] + err[cells[3], s]
-                )
-                q = q + 1.0
-                q = q * q
-                wt = 1.0 / q
-                term = wt * np.float64(subs[s, j] - subs[0, j])
-                if s == 1:
-                    num = term
-                    den = den + wt
+                _neighbour_cells(t, z, y, x, d1, h, w, cells)
+            for k in range(_N_NBR):
+                nv[k] = ring_v[cells[k]]
+            for s in range(k_sub):
+                i = sub_ids[s]
+                if i == 0:
+                    p = nv[0]
+                elif i == 1:
+                    p = nv[1]
+                elif i == 2:
+                    p = nv[0] + nv[1] - nv[2]
+                elif i == 3:
+                    p = nv[0] + nv[3] - nv[1]
+                elif i == 4:
+                    acc = np.int64(0)
+                    for k in range(_N_NBR):
+                        acc += ls_w[k, z] * nv[k]
+                    p = (acc + ls_b[z]) >> shift
+                elif i == 5:
+                    p = nv[4] + nv[0] - nv[9]
                 else:
-                    num = num + term
-                    den = den + wt
-            pred[j] = subs[0, j] + np.int64(np.floor(num / den + 0.5))
-        c = 2 * (absr[cells[0]] + absr[cells[1]]) + absr[cells[2]] + absr[cells[3]] + absr[cells[4]]
-        lo_i, hi_i = 0, n_thr  # searchsorted(thr, c, side="right")
-        while lo_i < hi_i:
-            mid = (lo_i + hi_i) >> 1
-            if thr[mid] <= c:
-                lo_i = mid + 1
+                    lo = min(nv[0], nv[1])
+                    hi = max(nv[0], nv[1])
+                    p = min(max(nv[0] + nv[1] - nv[2], lo), hi)
+                subs[s, j] = p
+            if k_sub == 1:
+                pred[j] = subs[0, j]
             else:
-                hi_i = mid
-        cl = lo_i
-        if n_tex > 1:
-            g = abs(nv[0] - nv[2]) + abs(nv[1] - nv[2]) + abs(nv[1] - nv[3])
-            cl = cl * n_tex + min(g, n_tex - 1)
-        cls[j] = cl
+                pred[j] = subs[0, j] + _blend_offset(subs, j, ring_err, cells, k_sub, wt_lut)
+            c = (
+                2 * (ring_abs[cells[0]] + ring_abs[cells[1]])
+                + ring_abs[cells[2]] + ring_abs[cells[3]] + ring_abs[cells[4]]
+            )  # fmt: skip
+            if c < cls_lut.shape[0]:
+                cl = np.int64(cls_lut[c])
+            else:
+                lo_i, hi_i = 0, n_thr  # searchsorted(thr, c, side="right")
+                while lo_i < hi_i:
+                    mid = (lo_i + hi_i) >> 1
+                    if thr[mid] <= c:
+                        lo_i = mid + 1
+                    else:
+                        hi_i = mid
+                cl = lo_i
+            if n_tex > 1:
+                g = abs(nv[0] - nv[2]) + abs(nv[1] - nv[2]) + abs(nv[1] - nv[3])
+                cl = cl * n_tex + min(g, n_tex - 1)
+            cls[j] = cl
+            j += 1
     order, starts = class_runs(cls, n_cls)
     return subs, pred, order, starts
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _weight(s: int, wt_lut: np.ndarray) -> float:  # pragma: no cover - compiled
+    """``1 / (1 + s)^2`` in binary64 (from the table when ``s`` is small: the same double)."""
+    if s < wt_lut.shape[0]:
+        return wt_lut[s]
+    q = np.float64(s)
+    q = q + 1.0
+    q = q * q
+    return 1.0 / q
+
+
+def weight_table(n: int) -> np.ndarray:
+    """``1 / (1 + s)^2`` for ``s < n``, rounded exactly as :func:`_weight` computes it."""
+    q = np.arange(n, dtype=np.float64) + 1.0
+    q = q * q
+    return 1.0 / q
+
+
+@njit(cache=True, nogil=True)
+def _blend_offset(
+    subs: np.ndarray, j: int, err: np.ndarray, cells: np.ndarray, k_sub: int, wt_lut: np.ndarray
+) -> int:  # pragma: no cover - compiled
+    """Rounded inverse-squared-error blend of voxel ``j``'s sub-predictions, relative to the
+    first: binary64 in the numpy formulation's order (no contraction)."""
+    c0, c1, c2, c3 = cells[0], cells[1], cells[2], cells[3]
+    den = _weight(err[c0, 0] + err[c1, 0] + err[c2, 0] + err[c3, 0], wt_lut)
+    num = 0.0
+    for s in range(1, k_sub):
+        wt = _weight(err[c0, s] + err[c1, s] + err[c2, s] + err[c3, s], wt_lut)
+        term = wt * np.float64(subs[s, j] - subs[0, j])
+        if s == 1:
+            num = term
+        else:
+            num = num + term
+        den = den + wt
+    return np.int64(np.floor(num / den + 0.5))
 
 
 @njit(cache=True, nogil=True)
@@ -154,8 +246,8 @@ def class_runs(cls: np.ndarray, n_cls: int) -> tuple[np.ndarray, np.ndarray]:  #
 
 @njit(cache=True, nogil=True)
 def wave_finish(
-    idx: np.ndarray,
-    hw: int,
+    t: int,
+    shape: np.ndarray,
     runs: np.ndarray,
     tok_sorted: np.ndarray,
     tok_nb: np.ndarray,
@@ -165,42 +257,52 @@ def wave_finish(
     cursor: int,
     subs: np.ndarray,
     pred: np.ndarray,
-    vflat: np.ndarray,
-    err: np.ndarray,
-    absr: np.ndarray,
+    ring_v: np.ndarray,
+    ring_err: np.ndarray,
+    ring_abs: np.ndarray,
+    out: np.ndarray,
     cap: int,
 ) -> int:  # pragma: no cover - compiled
-    """Values of a wavefront from its tokens and raw bits; the new bit cursor (-1: overrun).
+    """Values of wavefront ``t`` from its tokens and raw bits; the new bit cursor (-1:
+    overrun).
 
     ``tok_sorted`` are the tokens in the order ``runs`` (voxels sorted by context);
-    ``bit_bytes`` is the raw bit stream followed by 8 zero bytes.
+    ``bit_bytes`` is the raw bit stream followed by 8 zero bytes. The values go to the ring
+    and to ``out`` (the block, flat, C order).
     """
+    d, h, w = shape[0], shape[1], shape[2]
+    d1 = d + 1
     k_sub = subs.shape[0]
     limit = 8 * n_bits
-    m = idx.shape[0]
+    m = runs.shape[0]
     tok = np.empty(m, np.int64)
     for i in range(m):
         tok[runs[i]] = tok_sorted[i]
-    for j in range(m):
-        t = tok[j]
-        nb = tok_nb[t]
-        u = tok_hi[t]
-        if nb:
-            if cursor + nb > limit:
-                return -1
-            byte = cursor >> 3
-            win = np.uint64(0)
-            for b in range(8):
-                win = (win << np.uint64(8)) | np.uint64(bit_bytes[byte + b])
-            sh = np.uint64(64 - (cursor & 7) - nb)
-            bits = (win >> sh) & ((np.uint64(1) << np.uint64(nb)) - np.uint64(1))
-            u += np.int64(bits)
-            cursor += nb
-        r = (u >> 1) ^ -(u & 1)
-        val = pred[j] + r
-        cell = idx[j] + hw
-        vflat[cell] = val
-        for s in range(k_sub):
-            err[cell, s] = min(abs(val - subs[s, j]), cap)
-        absr[cell] = min(abs(r), cap)
+    j = 0
+    for z in range(d):
+        y0, y1 = _y_range(t, z, h, w)
+        for y in range(y0, y1 + 1):
+            tk = tok[j]
+            nb = tok_nb[tk]
+            u = tok_hi[tk]
+            if nb:
+                if cursor + nb > limit:
+                    return -1
+                byte = cursor >> 3
+                win = np.uint64(0)
+                for b in range(8):
+                    win = (win << np.uint64(8)) | np.uint64(bit_bytes[byte + b])
+                sh = np.uint64(64 - (cursor & 7) - nb)
+                bits = (win >> sh) & ((np.uint64(1) << np.uint64(nb)) - np.uint64(1))
+                u += np.int64(bits)
+                cursor += nb
+            r = (u >> 1) ^ -(u & 1)
+            val = pred[j] + r
+            cell = _ring_cell(t, z, y, d1, h)
+            ring_v[cell] = val
+            for s in range(k_sub):
+                ring_err[cell, s] = min(abs(val - subs[s, j]), cap)
+            ring_abs[cell] = min(abs(r), cap)
+            out[(z * h + y) * w + t - 3 * z - 2 * y] = val
+            j += 1
     return cursor

@@ -33,6 +33,7 @@ from .predict import (
     _V2_CAP,
     _V2_LS,
     _V2_SHIFT,
+    _WAVE,
     _blend,
     _ctx_class,
     _err_sum,
@@ -79,6 +80,14 @@ _MASKS = (16, 64, 4, 68, 88, 26, 19, 35, 112, 92, 124)
 
 
 _SUB_PENALTY = 0.004
+
+
+#: error sums whose blend weight the decoder looks up in a table
+_WT_LUT = 2048
+
+
+#: activity values whose context class the decoder looks up in a table
+_CLS_LUT = 4096
 
 
 _HEAD2 = struct.Struct("<3sBBBIIIIqddIBBBBIIIIQ")
@@ -332,15 +341,16 @@ def _decode_waves(
     d, h, w = shape3
     models = _class_models(q)
     coder = constriction.stream.stack.AnsCoder(words)
-    hw, n = h * w, d * h * w
-    nbrs = _Neighbours(d, h, w)
-    order, bounds = _wave_order(d, h, w)
-    b_local, b_cells, b_start = nbrs.plan(order, bounds)
-    offsets = np.ascontiguousarray(nbrs.offsets[:, 0])
     sub_ids = np.array([i for i in range(_N_SUB) if mask >> i & 1], np.int64)
-    vflat = np.zeros(n + hw, np.int64)
-    err = np.zeros((n + hw, sub_ids.size), np.int32)
-    absr = np.zeros(n + hw, np.int64)
+    # state of the last kernels.RING wavefronts: (slot, slice + 1, row); slice 0 stays zero
+    n_ring = kernels.RING * (d + 1) * h
+    ring_v = np.zeros(n_ring, np.int64)
+    ring_err = np.zeros((n_ring, sub_ids.size), np.int32)
+    ring_abs = np.zeros(n_ring, np.int32)
+    wt_lut = kernels.weight_table(_WT_LUT)
+    cls_lut = np.searchsorted(thr, np.arange(_CLS_LUT), side="right").astype(np.uint8)
+    out = np.empty(d * h * w, np.int64)
+    shape = np.array(shape3, np.int64)
     tok_all = np.arange(ntok, dtype=np.int64)
     tok_nb = _token_bits(tok_all)
     tok_hi = np.where(tok_all >= _TOK_DIRECT, (2 + (tok_all & 1)) << tok_nb, tok_all)
@@ -348,22 +358,20 @@ def _decode_waves(
     n_bits = bit_bytes.size
     n_cls = len(models)
     cursor = 0
-    for g in range(len(bounds) - 1):
-        idx = order[bounds[g] : bounds[g + 1]]
-        sel = slice(b_start[g], b_start[g + 1])
+    for t in range(_WAVE[0] * (d - 1) + _WAVE[1] * (h - 1) + w if out.size else 0):
         subs, pred, runs, starts = kernels.wave_context(
-            idx, offsets, b_local[sel], b_cells[:, sel], hw, vflat, err, absr,
-            sub_ids, ls_w, ls_b, thr, n_tex, _V2_SHIFT, n_cls,
+            t, shape, ring_v, ring_err, ring_abs, sub_ids, ls_w, ls_b, thr, cls_lut, wt_lut, n_tex,
+            _V2_SHIFT, n_cls,
         )  # fmt: skip
         counts = np.diff(starts).tolist()
         parts = [coder.decode(models[c], k) for c, k in enumerate(counts) if k]
         tok_sorted = parts[0] if len(parts) == 1 else np.concatenate(parts)
         cursor = kernels.wave_finish(
-            idx, hw, runs, tok_sorted, tok_nb, tok_hi, padded_bits, n_bits, cursor,
-            subs, pred, vflat, err, absr, _V2_CAP,
+            t, shape, runs, tok_sorted, tok_nb, tok_hi, padded_bits, n_bits, cursor,
+            subs, pred, ring_v, ring_err, ring_abs, out, _V2_CAP,
         )  # fmt: skip
         if cursor < 0:
             raise FormatError("raw bit stream of a lossless block is too short")
     if 8 * n_bits - cursor >= 8:
         raise FormatError("raw bit stream of a lossless block has extra bytes")
-    return vflat[hw:].reshape(d, h, w)
+    return out.reshape(d, h, w)
