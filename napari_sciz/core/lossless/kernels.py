@@ -16,9 +16,148 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["RING", "class_runs", "wave_context", "wave_finish", "weight_table"]
+__all__ = [
+    "RING",
+    "class_runs",
+    "decode_raster",
+    "wave_context",
+    "wave_finish",
+    "weight_table",
+]
 
 _N_NBR = 11
+
+
+def weight_table(n: int) -> np.ndarray:
+    """``1 / (1 + s)^2`` for ``s < n``, rounded exactly as the blend computes it."""
+    q = np.arange(n, dtype=np.float64) + 1.0
+    q = q * q
+    return 1.0 / q
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _weight(s: int, wt_lut: np.ndarray) -> float:  # pragma: no cover - compiled
+    """``1 / (1 + s)^2`` in binary64 (from the table when ``s`` is small: the same double)."""
+    if s < wt_lut.shape[0]:
+        return wt_lut[s]
+    q = np.float64(s)
+    q = q + 1.0
+    q = q * q
+    return 1.0 / q
+
+
+@njit(cache=True, nogil=True, inline="always")
+def predict(
+    nv: np.ndarray,
+    cells: np.ndarray,
+    err: np.ndarray,
+    sub_ids: np.ndarray,
+    ls_w: np.ndarray,
+    ls_b: np.ndarray,
+    z: int,
+    shift: int,
+    wt_lut: np.ndarray,
+    sv: np.ndarray,
+) -> int:  # pragma: no cover - compiled
+    """Prediction of a voxel from its neighbour values ``nv`` (cells ``cells``).
+
+    Fills ``sv`` with the sub-predictions of ``sub_ids`` and blends them with the weights of
+    their errors ``err[cells[:4]]`` (``wt_lut``: :func:`weight_table`); ``ls_w`` ``(11, d)``,
+    ``ls_b``: the least-squares weights of slice ``z``.
+    """
+    k_sub = sub_ids.shape[0]
+    for s in range(k_sub):
+        i = sub_ids[s]
+        if i == 0:
+            p = nv[0]
+        elif i == 1:
+            p = nv[1]
+        elif i == 2:
+            p = nv[0] + nv[1] - nv[2]
+        elif i == 3:
+            p = nv[0] + nv[3] - nv[1]
+        elif i == 4:
+            acc = np.int64(0)
+            for k in range(_N_NBR):
+                acc += ls_w[k, z] * nv[k]
+            p = (acc + ls_b[z]) >> shift
+        elif i == 5:
+            p = nv[4] + nv[0] - nv[9]
+        else:
+            lo = min(nv[0], nv[1])
+            hi = max(nv[0], nv[1])
+            p = min(max(nv[0] + nv[1] - nv[2], lo), hi)
+        sv[s] = p
+    if k_sub == 1:
+        return sv[0]
+    # inverse-squared-error blend relative to the first sub-prediction
+    c0, c1, c2, c3 = cells[0], cells[1], cells[2], cells[3]
+    den = _weight(err[c0, 0] + err[c1, 0] + err[c2, 0] + err[c3, 0], wt_lut)
+    num = 0.0
+    for s in range(1, k_sub):
+        wt = _weight(err[c0, s] + err[c1, s] + err[c2, s] + err[c3, s], wt_lut)
+        term = wt * np.float64(sv[s] - sv[0])
+        if s == 1:
+            num = term
+        else:
+            num = num + term
+        den = den + wt
+    return sv[0] + np.int64(np.floor(num / den + 0.5))
+
+
+@njit(cache=True, nogil=True, inline="always")
+def context_class(
+    absr: np.ndarray,
+    cells: np.ndarray,
+    nv: np.ndarray,
+    thr: np.ndarray,
+    cls_lut: np.ndarray,
+    n_tex: int,
+) -> int:  # pragma: no cover - compiled
+    """Context class of a voxel: activity class of its neighbours' absolute residuals
+    (``searchsorted(thr, c, "right")``, from ``cls_lut`` for small ``c``) times its texture
+    level when ``n_tex > 1``."""
+    c = 2 * (absr[cells[0]] + absr[cells[1]]) + absr[cells[2]] + absr[cells[3]] + absr[cells[4]]
+    if c < cls_lut.shape[0]:
+        cl = np.int64(cls_lut[c])
+    else:
+        lo_i, hi_i = 0, thr.shape[0]
+        while lo_i < hi_i:
+            mid = (lo_i + hi_i) >> 1
+            if thr[mid] <= c:
+                lo_i = mid + 1
+            else:
+                hi_i = mid
+        cl = lo_i
+    if n_tex > 1:
+        g = abs(nv[0] - nv[2]) + abs(nv[1] - nv[2]) + abs(nv[1] - nv[3])
+        cl = cl * n_tex + min(g, n_tex - 1)
+    return cl
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _load64(bit_bytes: np.ndarray, byte: int) -> np.uint64:  # pragma: no cover - compiled
+    """Big-endian 64 bits of ``bit_bytes`` from ``byte`` (the array is padded with 8 zero
+    bytes)."""
+    win = np.uint64(0)
+    for b in range(8):
+        win = (win << np.uint64(8)) | np.uint64(bit_bytes[byte + b])
+    return win
+
+
+@njit(cache=True, nogil=True, inline="always")
+def residual(
+    tk: int, tok_nb: np.ndarray, tok_hi: np.ndarray, bit_bytes: np.ndarray, cursor: int
+) -> tuple[int, int]:  # pragma: no cover - compiled
+    """Residual of token ``tk`` and its raw bits at bit ``cursor`` (``bit_bytes`` padded with
+    8 zero bytes); returns ``(residual, new cursor)`` (the caller checks the length)."""
+    nb = tok_nb[tk]
+    u = tok_hi[tk]
+    if nb:
+        bits = (_load64(bit_bytes, cursor >> 3) << np.uint64(cursor & 7)) >> np.uint64(64 - nb)
+        u += np.int64(bits)
+        cursor += nb
+    return (u >> 1) ^ -(u & 1), cursor
 
 
 #: neighbours (``_NBR_NAMES`` order) of an inner voxel: wavefront, slice and row offsets
@@ -122,7 +261,7 @@ def wave_context(
     cls = np.empty(m, np.int64)
     nv = np.empty(_N_NBR, np.int64)
     cells = np.empty(_N_NBR, np.int64)
-    n_thr = thr.shape[0]
+    sv = np.empty(k_sub, np.int64)
     base = np.empty(_N_NBR, np.int64)  # cells of the neighbours of row 0 of slice 0 inside
     for k in range(_N_NBR):
         base[k] = _ring_cell(t + _INNER_DT[k], _INNER_DZ[k], _INNER_DY[k], d1, h)
@@ -139,92 +278,13 @@ def wave_context(
                 _neighbour_cells(t, z, y, x, d1, h, w, cells)
             for k in range(_N_NBR):
                 nv[k] = ring_v[cells[k]]
+            pred[j] = predict(nv, cells, ring_err, sub_ids, ls_w, ls_b, z, shift, wt_lut, sv)
             for s in range(k_sub):
-                i = sub_ids[s]
-                if i == 0:
-                    p = nv[0]
-                elif i == 1:
-                    p = nv[1]
-                elif i == 2:
-                    p = nv[0] + nv[1] - nv[2]
-                elif i == 3:
-                    p = nv[0] + nv[3] - nv[1]
-                elif i == 4:
-                    acc = np.int64(0)
-                    for k in range(_N_NBR):
-                        acc += ls_w[k, z] * nv[k]
-                    p = (acc + ls_b[z]) >> shift
-                elif i == 5:
-                    p = nv[4] + nv[0] - nv[9]
-                else:
-                    lo = min(nv[0], nv[1])
-                    hi = max(nv[0], nv[1])
-                    p = min(max(nv[0] + nv[1] - nv[2], lo), hi)
-                subs[s, j] = p
-            if k_sub == 1:
-                pred[j] = subs[0, j]
-            else:
-                pred[j] = subs[0, j] + _blend_offset(subs, j, ring_err, cells, k_sub, wt_lut)
-            c = (
-                2 * (ring_abs[cells[0]] + ring_abs[cells[1]])
-                + ring_abs[cells[2]] + ring_abs[cells[3]] + ring_abs[cells[4]]
-            )  # fmt: skip
-            if c < cls_lut.shape[0]:
-                cl = np.int64(cls_lut[c])
-            else:
-                lo_i, hi_i = 0, n_thr  # searchsorted(thr, c, side="right")
-                while lo_i < hi_i:
-                    mid = (lo_i + hi_i) >> 1
-                    if thr[mid] <= c:
-                        lo_i = mid + 1
-                    else:
-                        hi_i = mid
-                cl = lo_i
-            if n_tex > 1:
-                g = abs(nv[0] - nv[2]) + abs(nv[1] - nv[2]) + abs(nv[1] - nv[3])
-                cl = cl * n_tex + min(g, n_tex - 1)
-            cls[j] = cl
+                subs[s, j] = sv[s]
+            cls[j] = context_class(ring_abs, cells, nv, thr, cls_lut, n_tex)
             j += 1
     order, starts = class_runs(cls, n_cls)
     return subs, pred, order, starts
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _weight(s: int, wt_lut: np.ndarray) -> float:  # pragma: no cover - compiled
-    """``1 / (1 + s)^2`` in binary64 (from the table when ``s`` is small: the same double)."""
-    if s < wt_lut.shape[0]:
-        return wt_lut[s]
-    q = np.float64(s)
-    q = q + 1.0
-    q = q * q
-    return 1.0 / q
-
-
-def weight_table(n: int) -> np.ndarray:
-    """``1 / (1 + s)^2`` for ``s < n``, rounded exactly as :func:`_weight` computes it."""
-    q = np.arange(n, dtype=np.float64) + 1.0
-    q = q * q
-    return 1.0 / q
-
-
-@njit(cache=True, nogil=True)
-def _blend_offset(
-    subs: np.ndarray, j: int, err: np.ndarray, cells: np.ndarray, k_sub: int, wt_lut: np.ndarray
-) -> int:  # pragma: no cover - compiled
-    """Rounded inverse-squared-error blend of voxel ``j``'s sub-predictions, relative to the
-    first: binary64 in the numpy formulation's order (no contraction)."""
-    c0, c1, c2, c3 = cells[0], cells[1], cells[2], cells[3]
-    den = _weight(err[c0, 0] + err[c1, 0] + err[c2, 0] + err[c3, 0], wt_lut)
-    num = 0.0
-    for s in range(1, k_sub):
-        wt = _weight(err[c0, s] + err[c1, s] + err[c2, s] + err[c3, s], wt_lut)
-        term = wt * np.float64(subs[s, j] - subs[0, j])
-        if s == 1:
-            num = term
-        else:
-            num = num + term
-        den = den + wt
-    return np.int64(np.floor(num / den + 0.5))
 
 
 @njit(cache=True, nogil=True)
@@ -282,21 +342,9 @@ def wave_finish(
     for z in range(d):
         y0, y1 = _y_range(t, z, h, w)
         for y in range(y0, y1 + 1):
-            tk = tok[j]
-            nb = tok_nb[tk]
-            u = tok_hi[tk]
-            if nb:
-                if cursor + nb > limit:
-                    return -1
-                byte = cursor >> 3
-                win = np.uint64(0)
-                for b in range(8):
-                    win = (win << np.uint64(8)) | np.uint64(bit_bytes[byte + b])
-                sh = np.uint64(64 - (cursor & 7) - nb)
-                bits = (win >> sh) & ((np.uint64(1) << np.uint64(nb)) - np.uint64(1))
-                u += np.int64(bits)
-                cursor += nb
-            r = (u >> 1) ^ -(u & 1)
+            r, cursor = residual(tok[j], tok_nb, tok_hi, bit_bytes, cursor)
+            if cursor > limit:
+                return -1
             val = pred[j] + r
             cell = _ring_cell(t, z, y, d1, h)
             ring_v[cell] = val
@@ -305,4 +353,118 @@ def wave_finish(
             ring_abs[cell] = min(abs(r), cap)
             out[(z * h + y) * w + t - 3 * z - 2 * y] = val
             j += 1
+    return cursor
+
+
+@njit(cache=True, nogil=True)
+def _raster_cells(
+    z: int, y: int, x: int, h: int, w: int, cells: np.ndarray
+) -> None:  # pragma: no cover - compiled
+    """Cells of the 11 neighbours of voxel ``(z, y, x)`` near the slice border in the C-order
+    layout of :func:`decode_raster` (cell of ``(z, y, x)``: ``((z + 1) h + y) w + x``), with
+    the causal fallbacks of :func:`napari_sciz.core.lossless.predict._nbr_maps`."""
+    hw = h * w
+    here = (z + 1) * hw + y * w + x
+    p = here - hw
+    wc = here - 1 if x > 0 else (here - w if y > 0 else p)
+    nc = here - w if y > 0 else (here - 1 if x > 0 else p)
+    cells[0] = wc
+    cells[1] = nc
+    cells[2] = here - w - 1 if y > 0 and x > 0 else nc
+    cells[3] = here - w + 1 if y > 0 and x < w - 1 else nc
+    cells[4] = p
+    cells[5] = here - 2 if x > 1 else wc
+    cells[6] = here - 2 * w if y > 1 else nc
+    cells[7] = p - w if y > 0 else p
+    cells[8] = p + w if y < h - 1 else p
+    cells[9] = p - 1 if x > 0 else p
+    cells[10] = p + 1 if x < w - 1 else p
+
+
+@njit(cache=True, nogil=True)
+def decode_raster(
+    shape: np.ndarray,
+    tokens: np.ndarray,
+    cls_start: np.ndarray,
+    sub_ids: np.ndarray,
+    ls_w: np.ndarray,
+    ls_b: np.ndarray,
+    thr: np.ndarray,
+    cls_lut: np.ndarray,
+    wt_lut: np.ndarray,
+    n_tex: int,
+    shift: int,
+    tok_nb: np.ndarray,
+    tok_hi: np.ndarray,
+    bit_bytes: np.ndarray,
+    n_bits: int,
+    cap: int,
+    out: np.ndarray,
+) -> int:  # pragma: no cover - compiled
+    """Values of a version-4 block, voxel by voxel in C order, into ``out`` (flat).
+
+    ``tokens``: every token, grouped by context class (class ``c``'s in C order from
+    ``cls_start[c]``); ``bit_bytes``: the raw bit stream (C order) and 8 zero bytes. Returns
+    the bit cursor at the end, -1 when the raw bits run out, -2 when a class's tokens run
+    out or are left over (a corrupted payload).
+    """
+    d, h, w = shape[0], shape[1], shape[2]
+    hw = h * w
+    k_sub = sub_ids.shape[0]
+    n_cells = (d + 1) * hw
+    vflat = np.zeros(n_cells, np.int64)
+    err = np.zeros((n_cells, k_sub), np.int32)
+    absr = np.zeros(n_cells, np.int32)
+    nv = np.empty(_N_NBR, np.int64)
+    cells = np.empty(_N_NBR, np.int64)
+    sv = np.empty(k_sub, np.int64)
+    offsets = np.array(
+        [-1, -w, -w - 1, -w + 1, -hw, -2, -2 * w, -hw - w, -hw + w, -hw - 1, -hw + 1], np.int64
+    )
+    cursor_cls = cls_start[:-1].copy()
+    limit = 8 * n_bits
+    cursor = 0
+    w_byte = 0  # the raw bits' 64-bit window starts at this byte
+    win = _load64(bit_bytes, 0)
+    for z in range(d):
+        for y in range(h):
+            inner_row = 2 <= y <= h - 2
+            for x in range(w):
+                here = (z + 1) * hw + y * w + x
+                if inner_row and 2 <= x <= w - 2:
+                    for k in range(_N_NBR):
+                        cells[k] = here + offsets[k]
+                else:
+                    _raster_cells(z, y, x, h, w, cells)
+                for k in range(_N_NBR):
+                    nv[k] = vflat[cells[k]]
+                pred = predict(nv, cells, err, sub_ids, ls_w, ls_b, z, shift, wt_lut, sv)
+                cl = context_class(absr, cells, nv, thr, cls_lut, n_tex)
+                pos = cursor_cls[cl]
+                if pos >= cls_start[cl + 1]:
+                    return -2
+                cursor_cls[cl] = pos + 1
+                tk = tokens[pos]
+                nb = tok_nb[tk]
+                u = tok_hi[tk]
+                if nb:
+                    if cursor + nb > limit:
+                        return -1
+                    off = cursor - 8 * w_byte
+                    if off + nb > 64:  # move the window
+                        w_byte = cursor >> 3
+                        win = _load64(bit_bytes, w_byte)
+                        off = cursor & 7
+                    u += np.int64((win << np.uint64(off)) >> np.uint64(64 - nb))
+                    cursor += nb
+                r = (u >> 1) ^ -(u & 1)
+                val = pred + r
+                vflat[here] = val
+                for s in range(k_sub):
+                    err[here, s] = min(abs(val - sv[s]), cap)
+                absr[here] = min(abs(r), cap)
+                out[here - hw] = val
+    for c in range(cursor_cls.shape[0]):
+        if cursor_cls[c] != cls_start[c + 1]:
+            return -2
     return cursor

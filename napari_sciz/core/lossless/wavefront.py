@@ -61,13 +61,19 @@ _RAW_MAGIC = b"SZR"
 
 
 #: version of the coded payloads written (1 = row-wise coder, 2 = wavefront coder with one
-#: probability model per symbol; both still decoded). Version 3 is version 2 with the entropy
-#: coder's symbols of each wavefront sorted by context class, so that the decoder runs one
-#: fixed model per class (compiled kernels around it, :mod:`.kernels`)
-_VERSION = 3
+#: probability model per symbol, 3 = version 2 with each wavefront's symbols sorted by context
+#: class; all still decoded). Version 4 has the same prediction and contexts, but the entropy
+#: coder's symbols are grouped by class over the whole block (C order inside a class) and the
+#: raw bits are in C order: the decoder decodes each class's symbols with one call, then runs
+#: one compiled loop over the voxels (:func:`.kernels.decode_raster`)
+_VERSION = 4
 
 
-_VERSIONS = (1, 2, 3)
+_VERSIONS = (1, 2, 3, 4)
+
+
+#: version 4: after the header, the byte length of the per-class symbol counts
+_V4_COUNTS = struct.Struct("<I")
 
 
 #: version byte of stored (raw) blocks
@@ -169,9 +175,7 @@ def _encode_v2(m: _Mapped, shape3: tuple[int, int, int]) -> bytes:
     _bits, mask, core = best
     if not small:
         core = _encode_v2_core(v, mask)[0]
-    order, bounds = _wave_order(d, h, w)
-    tok = core["tok"][order]
-    cls = core["cls"][order]
+    tok, cls = core["tok"], core["cls"]
     # context: activity classes (adjacent ones merged) x texture levels (or none)
     counts3 = core["counts"]
     keep, est = _merge_classes(counts3)
@@ -186,8 +190,11 @@ def _encode_v2(m: _Mapped, shape3: tuple[int, int, int]) -> bytes:
     counts = np.zeros((n_bins, n_tex, counts3.shape[2]), np.int64)
     np.add.at(counts, to_bin, counts3.transpose(1, 0, 2))
     q = _quantize_hist(counts.reshape(n_bins * n_tex, -1))
-    words = _ans_encode_by_class(tok, cls, bounds, _class_models(q))
-    bits = _pack_bits(core["nb"][order], core["raw"][order])
+    words = _ans_encode_by_class(tok, cls, np.array([0, tok.size]), _class_models(q))
+    bits = _pack_bits(core["nb"], core["raw"])
+    # symbols per class: what the histograms do not say (scaled ones), zigzag
+    excess = np.bincount(cls, minlength=q.shape[0]) - q.sum(axis=1)
+    count_bytes = _pack_uints(np.where(excess >= 0, 2 * excess, -2 * excess - 1))
 
     hist_bytes = _pack_uints(q.ravel())
     table_bytes = b""
@@ -202,7 +209,8 @@ def _encode_v2(m: _Mapped, shape3: tuple[int, int, int]) -> bytes:
         q.shape[1], n_bins, mask, n_tex, len(hist_bytes), len(table_bytes), len(bits),
         len(core["ls"]), int(np.sum(keep.astype(np.int64) << np.arange(keep.size))),
     )  # fmt: skip
-    return b"".join([head, hist_bytes, *core["ls"], table_bytes, bits, words])
+    parts = [head, _V4_COUNTS.pack(len(count_bytes)), hist_bytes, count_bytes, *core["ls"]]
+    return b"".join([*parts, table_bytes, bits, words])
 
 
 def _decode_v2(payload: bytes, shape3: tuple[int, ...]) -> tuple[np.ndarray, tuple]:
@@ -230,9 +238,20 @@ def _decode_v2(payload: bytes, shape3: tuple[int, ...]) -> tuple[np.ndarray, tup
     if n_ls != (d if use_ls else 0):
         raise FormatError("bad predictor parameters in a lossless block")
     pos = _HEAD2.size
+    n_count_bytes = 0
+    if _v >= 4:
+        (n_count_bytes,) = _V4_COUNTS.unpack_from(payload, pos)
+        pos += _V4_COUNTS.size
     q = _unpack_uints(payload[pos : pos + n_hist], n_cls * n_tex * ntok)
     q = q.reshape(n_cls * n_tex, ntok)
     pos += n_hist
+    totals = None
+    if _v >= 4:
+        z = _unpack_uints(payload[pos : pos + n_count_bytes], n_cls * n_tex)
+        totals = q.sum(axis=1) + ((z >> 1) ^ -(z & 1))
+        pos += n_count_bytes
+        if np.any(totals < 0) or totals.sum() != d * h * w:
+            raise FormatError("implausible symbol counts in a lossless block")
     ls_w = np.zeros((_N_NBR, max(d, 1)), np.int64)
     ls_b = np.zeros(max(d, 1), np.int64)
     for z in range(n_ls):
@@ -246,6 +265,10 @@ def _decode_v2(payload: bytes, shape3: tuple[int, ...]) -> tuple[np.ndarray, tup
         raise FormatError("truncated lossless block")
     words, table = _words_and_table(payload, pos + n_bits, flags, table_bytes, n_table)
 
+    if _v >= 4:
+        assert totals is not None
+        v = _decode_raster(q, totals, words, bit_bytes, (d, h, w), mask, ls_w, ls_b, thr, n_tex)
+        return v, (kind, flags, crc, offset, lo, step, table)
     if _v == 3:
         v = _decode_waves(q, words, bit_bytes, (d, h, w), mask, ls_w, ls_b, thr, n_tex, ntok)
         return v, (kind, flags, crc, offset, lo, step, table)
@@ -375,3 +398,47 @@ def _decode_waves(
     if 8 * n_bits - cursor >= 8:
         raise FormatError("raw bit stream of a lossless block has extra bytes")
     return out.reshape(d, h, w)
+
+
+def _decode_raster(
+    q: np.ndarray,
+    totals: np.ndarray,
+    words: np.ndarray,
+    bit_bytes: np.ndarray,
+    shape3: tuple[int, int, int],
+    mask: int,
+    ls_w: np.ndarray,
+    ls_b: np.ndarray,
+    thr: np.ndarray,
+    n_tex: int,
+) -> np.ndarray:
+    """Mapped values of a version-4 payload: every class's symbols in one call each, then
+    one compiled pass over the voxels."""
+    import constriction
+
+    from . import kernels
+
+    models = _class_models(q)
+    coder = constriction.stream.stack.AnsCoder(words)
+    parts = [coder.decode(models[c], int(k)) for c, k in enumerate(totals) if k]
+    tokens = np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
+    cls_start = np.concatenate([[0], np.cumsum(totals)]).astype(np.int64)
+    ntok = q.shape[1]
+    tok_all = np.arange(ntok, dtype=np.int64)
+    tok_nb = _token_bits(tok_all)
+    tok_hi = np.where(tok_all >= _TOK_DIRECT, (2 + (tok_all & 1)) << tok_nb, tok_all)
+    out = np.empty(int(np.prod(shape3)), np.int64)
+    cursor = kernels.decode_raster(
+        np.array(shape3, np.int64), tokens, cls_start,
+        np.array([i for i in range(_N_SUB) if mask >> i & 1], np.int64), ls_w, ls_b, thr,
+        np.searchsorted(thr, np.arange(_CLS_LUT), side="right").astype(np.uint8),
+        kernels.weight_table(_WT_LUT), n_tex, _V2_SHIFT, tok_nb, tok_hi,
+        np.concatenate([bit_bytes, np.zeros(8, np.uint8)]), bit_bytes.size, _V2_CAP, out,
+    )  # fmt: skip
+    if cursor == -1:
+        raise FormatError("raw bit stream of a lossless block is too short")
+    if cursor < 0:
+        raise FormatError("symbol counts of a lossless block do not match its contexts")
+    if 8 * bit_bytes.size - cursor >= 8:
+        raise FormatError("raw bit stream of a lossless block has extra bytes")
+    return out.reshape(shape3)
