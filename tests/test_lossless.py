@@ -281,10 +281,10 @@ def test_older_payloads_still_decode(version: int) -> None:
             decode_block(bytes(bad), expected.dtype, expected.shape)
 
 
-def test_new_payloads_are_version_3() -> None:
+def test_new_payloads_are_version_4() -> None:
     block = _smooth((3, 20, 24), "uint16") // 64
     payload = encode_block(block)
-    assert payload[:4] == b"SZL\x03"
+    assert payload[:4] == b"SZL\x04"
     assert _bit_equal(decode_block(payload, block.dtype, block.shape), block)
 
 
@@ -302,7 +302,7 @@ def test_every_sub_predictor_set_round_trips(
     # compressible, so that the block is coded (not stored)
     block = (block // 16 if block.dtype.kind in "ui" else np.round(block)).astype(dtype)
     payload = encode_block(block)
-    assert payload[:4] == b"SZL\x03"
+    assert payload[:4] == b"SZL\x04"
     assert payload[_V2_MASK_OFFSET] == mask
     assert _bit_equal(decode_block(payload, block.dtype, block.shape), block)
 
@@ -347,16 +347,16 @@ def test_large_residuals_round_trip() -> None:
     f32[0, 0, :4] = [-0.0, 1e-45, -3e38, 3e38]
     for block in (u32, f32):
         payload = encode_block(block)
-        assert payload[:4] == b"SZL\x03"
+        assert payload[:4] == b"SZL\x04"
         assert _bit_equal(decode_block(payload, block.dtype, block.shape), block)
 
 
-def test_version_3_corruption_never_returns_wrong_data() -> None:
+def test_corruption_never_returns_wrong_data() -> None:
     z, y, x = np.meshgrid(np.arange(3), np.arange(30), np.arange(34), indexing="ij")
     block = (1000 + 40 * np.sin(x / 4.0) + 30 * np.cos(y / 5.0) + 7 * z).astype(np.uint16)
     block[:, 10:14, 5:20] = 0
     payload = encode_block(block)
-    assert payload[:4] == b"SZL\x03"
+    assert payload[:4] == b"SZL\x04"
     rng = np.random.default_rng(5)
     positions = sorted({*range(0, 90, 3), *rng.integers(90, len(payload), 60).tolist()})
     for pos in positions:
