@@ -295,9 +295,9 @@ def test_new_payloads_are_version_4() -> None:
 def test_every_sub_predictor_set_round_trips(
     monkeypatch: pytest.MonkeyPatch, mask: int, dtype: str
 ) -> None:
-    from napari_sciz.core.lossless import wavefront
+    from napari_sciz.core.lossless import tokens
 
-    monkeypatch.setattr(wavefront, "_MASKS", (mask,))
+    monkeypatch.setattr(tokens, "_MASKS", (mask,))
     block = _smooth((3, 13, 17), dtype, seed=mask)
     # compressible, so that the block is coded (not stored)
     block = (block // 16 if block.dtype.kind in "ui" else np.round(block)).astype(dtype)
@@ -367,3 +367,55 @@ def test_corruption_never_returns_wrong_data() -> None:
         except FormatError:
             continue
         assert _bit_equal(out, block), pos  # only an unused bit may be flipped silently
+
+
+#: offset of the lane count in a version-4 payload (after the 78-byte header and two u32)
+_V4_LANES_OFFSET = 78 + 8
+
+
+@pytest.mark.parametrize("dtype", ["uint16", "float32", "uint8"])
+def test_lanes_round_trip(monkeypatch: pytest.MonkeyPatch, dtype: str) -> None:
+    """Blocks cut into several lanes (row bands decoded on threads) decode bit for bit, with
+    every sub-predictor set: lane borders use the in-block fallbacks."""
+    from napari_sciz.core.lossless import raster, tokens
+
+    monkeypatch.setattr(raster, "_LANE_VOXELS", 500)
+    monkeypatch.setattr(raster, "_MIN_LANE_ROWS", 5)
+    block = _smooth((3, 23, 31), dtype, seed=3)
+    block = (block // 8 if block.dtype.kind in "ui" else np.round(block)).astype(dtype)
+    for mask in (0b1111111, 0b0010000, 0b1000100):
+        monkeypatch.setattr(tokens, "_MASKS", (mask,))
+        payload = encode_block(block)
+        assert payload[:4] == b"SZL\x04"
+        assert payload[_V4_LANES_OFFSET] == 4  # lanes of 5, 6, 6, 6 rows
+        assert _bit_equal(decode_block(payload, block.dtype, block.shape), block)
+
+
+def test_large_blocks_have_lanes() -> None:
+    block = _smooth((16, 128, 512), "uint16", seed=1)
+    payload = encode_block(block)
+    assert payload[_V4_LANES_OFFSET] == 2
+    assert _bit_equal(decode_block(payload, block.dtype, block.shape), block)
+
+
+def test_lane_corruption_never_returns_wrong_data(monkeypatch: pytest.MonkeyPatch) -> None:
+    from napari_sciz.core.lossless import raster
+
+    monkeypatch.setattr(raster, "_LANE_VOXELS", 500)
+    monkeypatch.setattr(raster, "_MIN_LANE_ROWS", 4)
+    block = _smooth((2, 20, 30), "uint16", seed=9) // 16
+    payload = encode_block(block)
+    lanes = payload[_V4_LANES_OFFSET]
+    assert lanes == 2
+    rng = np.random.default_rng(2)
+    # the extension (count lengths, lane count, lane bit positions), then random bytes
+    positions = [*range(78, _V4_LANES_OFFSET + 1 + 8 * (lanes - 1))]
+    positions += rng.integers(90, len(payload), 40).tolist()
+    for pos in positions:
+        bad = bytearray(payload)
+        bad[pos] ^= 1 << int(rng.integers(0, 8))
+        try:
+            out = decode_block(bytes(bad), block.dtype, block.shape)
+        except FormatError:
+            continue
+        assert _bit_equal(out, block), pos

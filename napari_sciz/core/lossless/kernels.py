@@ -17,7 +17,10 @@ import numpy as np
 from numba import njit
 
 __all__ = [
+    "CLS_LUT",
     "RING",
+    "WT_LUT",
+    "class_table",
     "class_runs",
     "decode_raster",
     "wave_context",
@@ -26,6 +29,19 @@ __all__ = [
 ]
 
 _N_NBR = 11
+
+
+#: error sums whose blend weight the decoders look up in a table
+WT_LUT = 2048
+
+
+#: activity values whose context class the decoders look up in a table
+CLS_LUT = 4096
+
+
+def class_table(thr: np.ndarray) -> np.ndarray:
+    """Context class (``searchsorted(thr, c, "right")``) of every activity ``c < CLS_LUT``."""
+    return np.searchsorted(thr, np.arange(CLS_LUT), side="right").astype(np.uint8)
 
 
 def weight_table(n: int) -> np.ndarray:
@@ -383,9 +399,10 @@ def _raster_cells(
 
 @njit(cache=True, nogil=True)
 def decode_raster(
-    shape: np.ndarray,
+    geom: np.ndarray,
     tokens: np.ndarray,
-    cls_start: np.ndarray,
+    starts: np.ndarray,
+    ends: np.ndarray,
     sub_ids: np.ndarray,
     ls_w: np.ndarray,
     ls_b: np.ndarray,
@@ -397,18 +414,21 @@ def decode_raster(
     tok_nb: np.ndarray,
     tok_hi: np.ndarray,
     bit_bytes: np.ndarray,
-    n_bits: int,
+    bit_start: int,
+    bit_end: int,
     cap: int,
     out: np.ndarray,
 ) -> int:  # pragma: no cover - compiled
-    """Values of a version-4 block, voxel by voxel in C order, into ``out`` (flat).
+    """Values of one lane of a version-4 block, voxel by voxel in C order, into ``out``.
 
-    ``tokens``: every token, grouped by context class (class ``c``'s in C order from
-    ``cls_start[c]``); ``bit_bytes``: the raw bit stream (C order) and 8 zero bytes. Returns
-    the bit cursor at the end, -1 when the raw bits run out, -2 when a class's tokens run
+    ``geom``: ``(d, h, w, y0, H)``, the lane's shape and its first row in the block of ``H``
+    rows; ``out``: the block, flat. ``tokens``: every token grouped by context; this lane's
+    tokens of context ``c`` are ``tokens[starts[c]:ends[c]]`` (C order). ``bit_bytes``: the
+    raw bit stream and 8 zero bytes; this lane's bits are ``[bit_start, bit_end)``. Returns
+    the bit position at the end, -1 when the raw bits run out, -2 when a context's tokens run
     out or are left over (a corrupted payload).
     """
-    d, h, w = shape[0], shape[1], shape[2]
+    d, h, w, y0, big_h = geom[0], geom[1], geom[2], geom[3], geom[4]
     hw = h * w
     k_sub = sub_ids.shape[0]
     n_cells = (d + 1) * hw
@@ -421,14 +441,14 @@ def decode_raster(
     offsets = np.array(
         [-1, -w, -w - 1, -w + 1, -hw, -2, -2 * w, -hw - w, -hw + w, -hw - 1, -hw + 1], np.int64
     )
-    cursor_cls = cls_start[:-1].copy()
-    limit = 8 * n_bits
-    cursor = 0
-    w_byte = 0  # the raw bits' 64-bit window starts at this byte
-    win = _load64(bit_bytes, 0)
+    cursor_cls = starts.copy()
+    cursor = bit_start
+    w_byte = bit_start >> 3  # the raw bits' 64-bit window starts at this byte
+    win = _load64(bit_bytes, w_byte)
     for z in range(d):
         for y in range(h):
             inner_row = 2 <= y <= h - 2
+            row_out = (z * big_h + y0 + y) * w
             for x in range(w):
                 here = (z + 1) * hw + y * w + x
                 if inner_row and 2 <= x <= w - 2:
@@ -441,14 +461,14 @@ def decode_raster(
                 pred = predict(nv, cells, err, sub_ids, ls_w, ls_b, z, shift, wt_lut, sv)
                 cl = context_class(absr, cells, nv, thr, cls_lut, n_tex)
                 pos = cursor_cls[cl]
-                if pos >= cls_start[cl + 1]:
+                if pos >= ends[cl]:
                     return -2
                 cursor_cls[cl] = pos + 1
                 tk = tokens[pos]
                 nb = tok_nb[tk]
                 u = tok_hi[tk]
                 if nb:
-                    if cursor + nb > limit:
+                    if cursor + nb > bit_end:
                         return -1
                     off = cursor - 8 * w_byte
                     if off + nb > 64:  # move the window
@@ -463,8 +483,8 @@ def decode_raster(
                 for s in range(k_sub):
                     err[here, s] = min(abs(val - sv[s]), cap)
                 absr[here] = min(abs(r), cap)
-                out[here - hw] = val
+                out[row_out + x] = val
     for c in range(cursor_cls.shape[0]):
-        if cursor_cls[c] != cls_start[c + 1]:
+        if cursor_cls[c] != ends[c]:
             return -2
     return cursor

@@ -1,28 +1,21 @@
-"""Lossless payloads of versions 2 and 3: the encoder, and the decoders of both.
+"""Lossless payloads of versions 2-4: the header reader, and the decoders of versions 2 and 3.
 
-Version 3 is version 2 with each wavefront's tokens sorted by context class in the ANS
-stream, so that the decoder runs one fixed model per class run around compiled kernels
-(:mod:`.kernels`).
+Versions 2 and 3 are decoded along wavefronts (version 3 has each wavefront's tokens sorted by
+context class in the ANS stream, so that the decoder runs one fixed model per class run around
+compiled kernels, :mod:`.kernels`); version 4 goes to :mod:`.raster`.
 """
 
 from __future__ import annotations
-
-import struct
-import zlib
 
 import numpy as np
 
 from ...errors import FormatError
 from .entropy import (
     _TOK_DIRECT,
-    _ans_encode_by_class,
     _class_models,
-    _merge_classes,
-    _pack_bits,
-    _quantize_hist,
     _token_bits,
-    _tokenize,
 )
+from .layout import _HEAD2
 from .predict import (
     _CLS_THR,
     _N_CLS2,
@@ -37,180 +30,19 @@ from .predict import (
     _blend,
     _ctx_class,
     _err_sum,
-    _ls_fit_v2,
     _Neighbours,
     _sub_predictions,
     _texture,
     _wave_order,
 )
+from .raster import decode_v4, lane_plan, read_v4_ext
 from .values import (
-    _FLAG_TABLE,
     _KIND_FLOAT_BITS,
     _KIND_INT,
     _KIND_QUANT_FLOAT,
-    _Mapped,
-    _pack_uints,
     _unpack_uints,
     _words_and_table,
 )
-
-_MAGIC = b"SZL"
-
-
-_RAW_MAGIC = b"SZR"
-
-
-#: version of the coded payloads written (1 = row-wise coder, 2 = wavefront coder with one
-#: probability model per symbol, 3 = version 2 with each wavefront's symbols sorted by context
-#: class; all still decoded). Version 4 has the same prediction and contexts, but the entropy
-#: coder's symbols are grouped by class over the whole block (C order inside a class) and the
-#: raw bits are in C order: the decoder decodes each class's symbols with one call, then runs
-#: one compiled loop over the voxels (:func:`.kernels.decode_raster`)
-_VERSION = 4
-
-
-_VERSIONS = (1, 2, 3, 4)
-
-
-#: version 4: after the header, the byte length of the per-class symbol counts
-_V4_COUNTS = struct.Struct("<I")
-
-
-#: version byte of stored (raw) blocks
-_RAW_VERSION = 1
-
-
-#: sub-predictor sets the encoder tries (the smallest estimated code wins, with a small
-#: penalty per extra sub-predictor since each one slows decoding down)
-_MASKS = (16, 64, 4, 68, 88, 26, 19, 35, 112, 92, 124)
-
-
-_SUB_PENALTY = 0.004
-
-
-#: error sums whose blend weight the decoder looks up in a table
-_WT_LUT = 2048
-
-
-#: activity values whose context class the decoder looks up in a table
-_CLS_LUT = 4096
-
-
-_HEAD2 = struct.Struct("<3sBBBIIIIqddIBBBBIIIIQ")
-
-
-def _encode_v2_core(v: np.ndarray, mask: int) -> tuple[dict, float]:
-    """Tokens of block ``v`` ``(d, h, w)`` with the sub-predictors of ``mask``; est. bits."""
-    d, h, w = v.shape
-    hw, n = h * w, v.size
-    nbrs = _Neighbours(d, h, w)
-    vflat = np.concatenate([np.zeros(hw, np.int64), v.ravel()])
-    k_sub = bin(mask).count("1")
-    err = np.zeros((n + hw, k_sub), np.int32)
-    absr = np.zeros(n + hw, np.int64)
-    res = np.empty(n, np.int64)
-    cls = np.empty(n, np.int64)
-    pos = np.arange(hw, dtype=np.int64)
-    use_ls = bool(mask >> _SUB_LS & 1)
-    ls = []
-    for z in range(d):
-        sl = slice((z + 1) * hw, (z + 2) * hw)
-        nidx = nbrs.index(pos + z * hw, pos)
-        nv = vflat[nidx]
-        target = vflat[sl]
-        ls_w, ls_b = None, 0
-        if use_ls:
-            wts, ls_b = _ls_fit_v2(nv, target, z > 0)
-            ls.append(_V2_LS.pack(*[int(x) for x in wts], ls_b))
-            ls_w = wts[:, None]
-        subs = _sub_predictions(nv, mask, ls_w, ls_b)
-        if k_sub > 1:
-            err[sl] = np.minimum(np.abs(target - subs), _V2_CAP).T
-            pred = _blend(subs, _err_sum(err, nidx))
-        else:
-            pred = subs[0]
-        r = target - pred
-        res[z * hw : (z + 1) * hw] = r
-        absr[sl] = np.minimum(np.abs(r), _V2_CAP)
-        cls[z * hw : (z + 1) * hw] = _ctx_class(absr[nidx[:5]]) + _N_CLS2 * _texture(nv)
-    tok, nb, raw = _tokenize(res)
-    ntok = max(int(tok.max()) + 1, 2)  # constriction needs two symbols at least
-    counts = np.bincount(cls * ntok + tok, minlength=_N_TEX * _N_CLS2 * ntok)
-    counts = counts.reshape(_N_TEX, _N_CLS2, ntok)
-    tot = counts.sum(axis=0).sum(axis=1, keepdims=True)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        c2 = counts.sum(axis=0)
-        ent = -(c2 * np.log2(np.where(c2 > 0, c2 / np.maximum(tot, 1), 1.0))).sum()
-    bits = float(ent + nb.sum()) + 8.0 * _V2_LS.size * len(ls)
-    return {"tok": tok, "nb": nb, "raw": raw, "cls": cls, "counts": counts, "ls": ls}, bits
-
-
-def _sample_block(v: np.ndarray) -> np.ndarray:
-    """A smaller block for choosing the sub-predictors: up to 4 middle slices, 3 row bands
-    of 24 rows, 192 middle columns."""
-    d, h, w = v.shape
-    z0 = max(0, d // 2 - 2)
-    sub = v[z0 : z0 + 4]
-    if h > 72:
-        rows = np.concatenate([np.arange(24) + (h * k) // 4 - 12 for k in (1, 2, 3)])
-        sub = sub[:, rows]
-    if w > 192:
-        sub = sub[:, :, w // 2 - 96 : w // 2 + 96]
-    return np.ascontiguousarray(sub)
-
-
-def _encode_v2(m: _Mapped, shape3: tuple[int, int, int]) -> bytes:
-    d, h, w = shape3
-    v = m.values.reshape(d, h, w)
-    masks = [mk for mk in _MASKS if d > 1 or not mk >> 5 & 1]
-    small = v.size <= 1 << 16
-    sample = v if small else _sample_block(v)
-    best = None
-    for mk in masks:
-        core, bits = _encode_v2_core(sample, mk)
-        bits *= 1 + _SUB_PENALTY * (bin(mk).count("1") - 1)
-        if best is None or bits < best[0]:
-            best = (bits, mk, core)
-    assert best is not None
-    _bits, mask, core = best
-    if not small:
-        core = _encode_v2_core(v, mask)[0]
-    tok, cls = core["tok"], core["cls"]
-    # context: activity classes (adjacent ones merged) x texture levels (or none)
-    counts3 = core["counts"]
-    keep, est = _merge_classes(counts3)
-    keep1, est1 = _merge_classes(counts3.sum(axis=0, keepdims=True))
-    n_tex = _N_TEX
-    if est1 <= est:
-        keep, n_tex, counts3 = keep1, 1, counts3.sum(axis=0, keepdims=True)
-    to_bin = np.concatenate([[0], np.cumsum(keep)])
-    n_bins = int(to_bin[-1]) + 1
-    tex, act = np.divmod(cls, _N_CLS2)
-    cls = to_bin[act] * n_tex + (tex if n_tex > 1 else 0)
-    counts = np.zeros((n_bins, n_tex, counts3.shape[2]), np.int64)
-    np.add.at(counts, to_bin, counts3.transpose(1, 0, 2))
-    q = _quantize_hist(counts.reshape(n_bins * n_tex, -1))
-    words = _ans_encode_by_class(tok, cls, np.array([0, tok.size]), _class_models(q))
-    bits = _pack_bits(core["nb"], core["raw"])
-    # symbols per class: what the histograms do not say (scaled ones), zigzag
-    excess = np.bincount(cls, minlength=q.shape[0]) - q.sum(axis=1)
-    count_bytes = _pack_uints(np.where(excess >= 0, 2 * excess, -2 * excess - 1))
-
-    hist_bytes = _pack_uints(q.ravel())
-    table_bytes = b""
-    n_table = flags = 0
-    if m.table is not None:
-        flags |= _FLAG_TABLE
-        n_table = len(m.table)
-        table_bytes = _pack_uints(np.diff(m.table, prepend=0))
-    crc = zlib.crc32(m.expected.tobytes())
-    head = _HEAD2.pack(
-        _MAGIC, _VERSION, m.kind, flags, d, h, w, crc, m.offset, m.lo, m.step, n_table,
-        q.shape[1], n_bins, mask, n_tex, len(hist_bytes), len(table_bytes), len(bits),
-        len(core["ls"]), int(np.sum(keep.astype(np.int64) << np.arange(keep.size))),
-    )  # fmt: skip
-    parts = [head, _V4_COUNTS.pack(len(count_bytes)), hist_bytes, count_bytes, *core["ls"]]
-    return b"".join([*parts, table_bytes, bits, words])
 
 
 def _decode_v2(payload: bytes, shape3: tuple[int, ...]) -> tuple[np.ndarray, tuple]:
@@ -238,20 +70,17 @@ def _decode_v2(payload: bytes, shape3: tuple[int, ...]) -> tuple[np.ndarray, tup
     if n_ls != (d if use_ls else 0):
         raise FormatError("bad predictor parameters in a lossless block")
     pos = _HEAD2.size
-    n_count_bytes = 0
+    ext = None
     if _v >= 4:
-        (n_count_bytes,) = _V4_COUNTS.unpack_from(payload, pos)
-        pos += _V4_COUNTS.size
+        ext, pos = read_v4_ext(payload, pos, (d, h, w))
     q = _unpack_uints(payload[pos : pos + n_hist], n_cls * n_tex * ntok)
     q = q.reshape(n_cls * n_tex, ntok)
     pos += n_hist
-    totals = None
-    if _v >= 4:
-        z = _unpack_uints(payload[pos : pos + n_count_bytes], n_cls * n_tex)
-        totals = q.sum(axis=1) + ((z >> 1) ^ -(z & 1))
-        pos += n_count_bytes
-        if np.any(totals < 0) or totals.sum() != d * h * w:
-            raise FormatError("implausible symbol counts in a lossless block")
+    count_bytes = lane_bytes = b""
+    if ext is not None:
+        count_bytes = payload[pos : pos + ext[0]]
+        lane_bytes = payload[pos + ext[0] : pos + ext[0] + ext[1]]
+        pos += ext[0] + ext[1]
     ls_w = np.zeros((_N_NBR, max(d, 1)), np.int64)
     ls_b = np.zeros(max(d, 1), np.int64)
     for z in range(n_ls):
@@ -265,9 +94,9 @@ def _decode_v2(payload: bytes, shape3: tuple[int, ...]) -> tuple[np.ndarray, tup
         raise FormatError("truncated lossless block")
     words, table = _words_and_table(payload, pos + n_bits, flags, table_bytes, n_table)
 
-    if _v >= 4:
-        assert totals is not None
-        v = _decode_raster(q, totals, words, bit_bytes, (d, h, w), mask, ls_w, ls_b, thr, n_tex)
+    if ext is not None:
+        plan = lane_plan(q, count_bytes, lane_bytes, ext, (d, h, w), n_bits)
+        v = decode_v4(q, plan, words, bit_bytes, (d, h, w), mask, ls_w, ls_b, thr, n_tex)
         return v, (kind, flags, crc, offset, lo, step, table)
     if _v == 3:
         v = _decode_waves(q, words, bit_bytes, (d, h, w), mask, ls_w, ls_b, thr, n_tex, ntok)
@@ -370,8 +199,8 @@ def _decode_waves(
     ring_v = np.zeros(n_ring, np.int64)
     ring_err = np.zeros((n_ring, sub_ids.size), np.int32)
     ring_abs = np.zeros(n_ring, np.int32)
-    wt_lut = kernels.weight_table(_WT_LUT)
-    cls_lut = np.searchsorted(thr, np.arange(_CLS_LUT), side="right").astype(np.uint8)
+    wt_lut = kernels.weight_table(kernels.WT_LUT)
+    cls_lut = kernels.class_table(thr)
     out = np.empty(d * h * w, np.int64)
     shape = np.array(shape3, np.int64)
     tok_all = np.arange(ntok, dtype=np.int64)
@@ -398,47 +227,3 @@ def _decode_waves(
     if 8 * n_bits - cursor >= 8:
         raise FormatError("raw bit stream of a lossless block has extra bytes")
     return out.reshape(d, h, w)
-
-
-def _decode_raster(
-    q: np.ndarray,
-    totals: np.ndarray,
-    words: np.ndarray,
-    bit_bytes: np.ndarray,
-    shape3: tuple[int, int, int],
-    mask: int,
-    ls_w: np.ndarray,
-    ls_b: np.ndarray,
-    thr: np.ndarray,
-    n_tex: int,
-) -> np.ndarray:
-    """Mapped values of a version-4 payload: every class's symbols in one call each, then
-    one compiled pass over the voxels."""
-    import constriction
-
-    from . import kernels
-
-    models = _class_models(q)
-    coder = constriction.stream.stack.AnsCoder(words)
-    parts = [coder.decode(models[c], int(k)) for c, k in enumerate(totals) if k]
-    tokens = np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
-    cls_start = np.concatenate([[0], np.cumsum(totals)]).astype(np.int64)
-    ntok = q.shape[1]
-    tok_all = np.arange(ntok, dtype=np.int64)
-    tok_nb = _token_bits(tok_all)
-    tok_hi = np.where(tok_all >= _TOK_DIRECT, (2 + (tok_all & 1)) << tok_nb, tok_all)
-    out = np.empty(int(np.prod(shape3)), np.int64)
-    cursor = kernels.decode_raster(
-        np.array(shape3, np.int64), tokens, cls_start,
-        np.array([i for i in range(_N_SUB) if mask >> i & 1], np.int64), ls_w, ls_b, thr,
-        np.searchsorted(thr, np.arange(_CLS_LUT), side="right").astype(np.uint8),
-        kernels.weight_table(_WT_LUT), n_tex, _V2_SHIFT, tok_nb, tok_hi,
-        np.concatenate([bit_bytes, np.zeros(8, np.uint8)]), bit_bytes.size, _V2_CAP, out,
-    )  # fmt: skip
-    if cursor == -1:
-        raise FormatError("raw bit stream of a lossless block is too short")
-    if cursor < 0:
-        raise FormatError("symbol counts of a lossless block do not match its contexts")
-    if 8 * bit_bytes.size - cursor >= 8:
-        raise FormatError("raw bit stream of a lossless block has extra bytes")
-    return out.reshape(shape3)

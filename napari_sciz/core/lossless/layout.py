@@ -1,0 +1,40 @@
+"""Byte layout constants of the lossless block payloads (see ``docs/format.md``)."""
+
+from __future__ import annotations
+
+import struct
+
+_MAGIC = b"SZL"
+
+
+_RAW_MAGIC = b"SZR"
+
+
+#: version of the coded payloads written (1 = row-wise coder, 2 = wavefront coder with one
+#: probability model per symbol, 3 = version 2 with each wavefront's symbols sorted by context
+#: class; all still decoded). Version 4 has the same prediction and contexts, but the block is
+#: cut into row bands ("lanes") coded independently, the entropy coder's symbols are grouped
+#: by class over the whole block (lane by lane, C order inside a class and lane) and the raw
+#: bits are in lane and C order: the decoder decodes each class's symbols with one call, then
+#: runs one compiled loop per lane, the lanes on threads (:func:`.kernels.decode_raster`)
+_VERSION = 4
+
+
+_VERSIONS = (1, 2, 3, 4)
+
+
+#: version byte of stored (raw) blocks
+_RAW_VERSION = 1
+
+
+#: header of versions 2-4
+_HEAD2 = struct.Struct("<3sBBBIIIIqddIBBBBIIIIQ")
+
+
+#: version 4, after the header: byte lengths of the class-count and lane-count streams, the
+#: number of lanes
+_V4_EXT = struct.Struct("<IIB")
+
+
+#: version 4: the raw-bit position where each lane after the first starts
+_V4_LANE_BITS = struct.Struct("<Q")

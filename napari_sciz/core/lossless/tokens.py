@@ -1,0 +1,132 @@
+"""The encoder's side of payload versions 2-4: residuals, tokens and contexts of a block.
+
+Every voxel is predicted as :mod:`.predict` describes (numpy, slice by slice: the encoder knows
+every value, so no wavefronts are needed), its residual cut into a token and raw bits, and its
+context class recorded. The decoders reproduce these values exactly.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .entropy import _tokenize
+from .predict import (
+    _N_CLS2,
+    _N_TEX,
+    _SUB_LS,
+    _V2_CAP,
+    _V2_LS,
+    _blend,
+    _ctx_class,
+    _err_sum,
+    _ls_fit_v2,
+    _Neighbours,
+    _sub_predictions,
+    _texture,
+)
+
+#: sub-predictor sets the encoder tries (the smallest estimated code wins, with a small
+#: penalty per extra sub-predictor since each one slows decoding down)
+_MASKS = (16, 64, 4, 68, 88, 26, 19, 35, 112, 92, 124)
+
+
+_SUB_PENALTY = 0.004
+
+
+#: least-squares weights (1/256) and bias of every slice
+LSParams = list[tuple[np.ndarray, int]]
+
+
+def _fit_ls(v: np.ndarray) -> LSParams:
+    """Least-squares predictor of every slice of block ``v``, fitted on the whole slice."""
+    d, h, w = v.shape
+    hw = h * w
+    nbrs = _Neighbours(d, h, w)
+    vflat = np.concatenate([np.zeros(hw, np.int64), v.ravel()])
+    pos = np.arange(hw, dtype=np.int64)
+    out = []
+    for z in range(d):
+        nv = vflat[nbrs.index(pos + z * hw, pos)]
+        out.append(_ls_fit_v2(nv, vflat[(z + 1) * hw : (z + 2) * hw], z > 0))
+    return out
+
+
+def _encode_v2_core(
+    v: np.ndarray, mask: int, ls_params: LSParams | None = None
+) -> tuple[dict, float]:
+    """Tokens of block ``v`` ``(d, h, w)`` with the sub-predictors of ``mask``; est. bits.
+
+    ``ls_params``: the least-squares predictor of each slice (fitted on ``v`` when None).
+    """
+    d, h, w = v.shape
+    hw, n = h * w, v.size
+    nbrs = _Neighbours(d, h, w)
+    vflat = np.concatenate([np.zeros(hw, np.int64), v.ravel()])
+    k_sub = bin(mask).count("1")
+    err = np.zeros((n + hw, k_sub), np.int32)
+    absr = np.zeros(n + hw, np.int64)
+    res = np.empty(n, np.int64)
+    cls = np.empty(n, np.int64)
+    pos = np.arange(hw, dtype=np.int64)
+    use_ls = bool(mask >> _SUB_LS & 1)
+    ls = []
+    for z in range(d):
+        sl = slice((z + 1) * hw, (z + 2) * hw)
+        nidx = nbrs.index(pos + z * hw, pos)
+        nv = vflat[nidx]
+        target = vflat[sl]
+        ls_w, ls_b = None, 0
+        if use_ls:
+            wts, ls_b = ls_params[z] if ls_params is not None else _ls_fit_v2(nv, target, z > 0)
+            ls.append(_V2_LS.pack(*[int(x) for x in wts], ls_b))
+            ls_w = wts[:, None]
+        subs = _sub_predictions(nv, mask, ls_w, ls_b)
+        if k_sub > 1:
+            err[sl] = np.minimum(np.abs(target - subs), _V2_CAP).T
+            pred = _blend(subs, _err_sum(err, nidx))
+        else:
+            pred = subs[0]
+        r = target - pred
+        res[z * hw : (z + 1) * hw] = r
+        absr[sl] = np.minimum(np.abs(r), _V2_CAP)
+        cls[z * hw : (z + 1) * hw] = _ctx_class(absr[nidx[:5]]) + _N_CLS2 * _texture(nv)
+    tok, nb, raw = _tokenize(res)
+    ntok = max(int(tok.max()) + 1, 2) if tok.size else 2  # constriction needs two symbols
+    counts = np.bincount(cls * ntok + tok, minlength=_N_TEX * _N_CLS2 * ntok)
+    counts = counts.reshape(_N_TEX, _N_CLS2, ntok)
+    tot = counts.sum(axis=0).sum(axis=1, keepdims=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        c2 = counts.sum(axis=0)
+        ent = -(c2 * np.log2(np.where(c2 > 0, c2 / np.maximum(tot, 1), 1.0))).sum()
+    bits = float(ent + nb.sum()) + 8.0 * _V2_LS.size * len(ls)
+    return {"tok": tok, "nb": nb, "raw": raw, "cls": cls, "counts": counts, "ls": ls}, bits
+
+
+def _sample_block(v: np.ndarray) -> np.ndarray:
+    """A smaller block for choosing the sub-predictors: up to 4 middle slices, 3 row bands
+    of 24 rows, 192 middle columns."""
+    d, h, w = v.shape
+    z0 = max(0, d // 2 - 2)
+    sub = v[z0 : z0 + 4]
+    if h > 72:
+        rows = np.concatenate([np.arange(24) + (h * k) // 4 - 12 for k in (1, 2, 3)])
+        sub = sub[:, rows]
+    if w > 192:
+        sub = sub[:, :, w // 2 - 96 : w // 2 + 96]
+    return np.ascontiguousarray(sub)
+
+
+def choose_mask(v: np.ndarray) -> int:
+    """The sub-predictor set of :data:`_MASKS` with the smallest estimated code for block
+    ``v`` (measured on a sample of large blocks)."""
+    d = v.shape[0]
+    masks = [mk for mk in _MASKS if d > 1 or not mk >> 5 & 1]
+    sample = v if v.size <= 1 << 16 else _sample_block(v)
+    best = None
+    for mk in masks:
+        bits = _encode_v2_core(sample, mk)[1]
+        bits *= 1 + _SUB_PENALTY * (bin(mk).count("1") - 1)
+        if best is None or bits < best[0]:
+            best = (bits, mk)
+    assert best is not None
+    return best[1]
