@@ -374,14 +374,12 @@ def wave_finish(
 
 @njit(cache=True, nogil=True)
 def _raster_cells(
-    z: int, y: int, x: int, h: int, w: int, cells: np.ndarray
+    here: int, p: int, y: int, x: int, h: int, w: int, cells: np.ndarray
 ) -> None:  # pragma: no cover - compiled
-    """Cells of the 11 neighbours of voxel ``(z, y, x)`` near the slice border in the C-order
-    layout of :func:`decode_raster` (cell of ``(z, y, x)``: ``((z + 1) h + y) w + x``), with
-    the causal fallbacks of :func:`napari_sciz.core.lossless.predict._nbr_maps`."""
-    hw = h * w
-    here = (z + 1) * hw + y * w + x
-    p = here - hw
+    """Cells of the 11 neighbours of voxel ``(y, x)`` of a slice near its border, in the
+    two-slice state of :func:`decode_raster` (``here``: the voxel's cell, ``p``: the cell of
+    the same position in the previous slice), with the causal fallbacks of
+    :func:`napari_sciz.core.lossless.predict._nbr_maps`."""
     wc = here - 1 if x > 0 else (here - w if y > 0 else p)
     nc = here - w if y > 0 else (here - 1 if x > 0 else p)
     cells[0] = wc
@@ -431,35 +429,95 @@ def decode_raster(
     d, h, w, y0, big_h = geom[0], geom[1], geom[2], geom[3], geom[4]
     hw = h * w
     k_sub = sub_ids.shape[0]
-    n_cells = (d + 1) * hw
-    vflat = np.zeros(n_cells, np.int64)
-    err = np.zeros((n_cells, k_sub), np.int32)
-    absr = np.zeros(n_cells, np.int32)
+    # state of two slices: slice z in cells [(z & 1) hw, ...), the one before it in the other
+    # half (zeros before slice 0)
+    vflat = np.zeros(2 * hw, np.int64)
+    err = np.zeros((2 * hw, k_sub), np.int32)
+    absr = np.zeros(2 * hw, np.int32)
     nv = np.empty(_N_NBR, np.int64)
     cells = np.empty(_N_NBR, np.int64)
     sv = np.empty(k_sub, np.int64)
-    offsets = np.array(
-        [-1, -w, -w - 1, -w + 1, -hw, -2, -2 * w, -hw - w, -hw + w, -hw - 1, -hw + 1], np.int64
-    )
+    in_slice = np.array([-1, -w, -w - 1, -w + 1, 0, -2, -2 * w, -w, w, -1, 1], np.int64)
+    n_wt, n_lut, n_thr = wt_lut.shape[0], cls_lut.shape[0], thr.shape[0]
     cursor_cls = starts.copy()
     cursor = bit_start
     w_byte = bit_start >> 3  # the raw bits' 64-bit window starts at this byte
     win = _load64(bit_bytes, w_byte)
     for z in range(d):
+        cur = (z & 1) * hw
+        prev = hw - cur
         for y in range(h):
             inner_row = 2 <= y <= h - 2
             row_out = (z * big_h + y0 + y) * w
             for x in range(w):
-                here = (z + 1) * hw + y * w + x
+                here = cur + y * w + x
+                p = prev + y * w + x
                 if inner_row and 2 <= x <= w - 2:
-                    for k in range(_N_NBR):
-                        cells[k] = here + offsets[k]
+                    for k in range(4):
+                        cells[k] = here + in_slice[k]
+                    for k in range(5, 7):
+                        cells[k] = here + in_slice[k]
+                    cells[4] = p
+                    for k in range(7, _N_NBR):
+                        cells[k] = p + in_slice[k]
                 else:
-                    _raster_cells(z, y, x, h, w, cells)
+                    _raster_cells(here, p, y, x, h, w, cells)
                 for k in range(_N_NBR):
                     nv[k] = vflat[cells[k]]
-                pred = predict(nv, cells, err, sub_ids, ls_w, ls_b, z, shift, wt_lut, sv)
-                cl = context_class(absr, cells, nv, thr, cls_lut, n_tex)
+                # sub-predictions and their blend: predict(), written out here (a call with
+                # array arguments costs reference counting per voxel)
+                for s in range(k_sub):
+                    i = sub_ids[s]
+                    if i == 0:
+                        sp = nv[0]
+                    elif i == 1:
+                        sp = nv[1]
+                    elif i == 2:
+                        sp = nv[0] + nv[1] - nv[2]
+                    elif i == 3:
+                        sp = nv[0] + nv[3] - nv[1]
+                    elif i == 4:
+                        acc = np.int64(0)
+                        for k in range(_N_NBR):
+                            acc += ls_w[k, z] * nv[k]
+                        sp = (acc + ls_b[z]) >> shift
+                    elif i == 5:
+                        sp = nv[4] + nv[0] - nv[9]
+                    else:
+                        sp = min(max(nv[0] + nv[1] - nv[2], min(nv[0], nv[1])), max(nv[0], nv[1]))
+                    sv[s] = sp
+                pred = sv[0]
+                if k_sub > 1:
+                    c0, c1, c2, c3 = cells[0], cells[1], cells[2], cells[3]
+                    es = err[c0, 0] + err[c1, 0] + err[c2, 0] + err[c3, 0]
+                    den = wt_lut[es] if es < n_wt else _weight(es, wt_lut)
+                    num = 0.0
+                    for s in range(1, k_sub):
+                        es = err[c0, s] + err[c1, s] + err[c2, s] + err[c3, s]
+                        wt = wt_lut[es] if es < n_wt else _weight(es, wt_lut)
+                        term = wt * np.float64(sv[s] - sv[0])
+                        num = term if s == 1 else num + term
+                        den = den + wt
+                    pred += np.int64(np.floor(num / den + 0.5))
+                # context class: context_class(), written out
+                c = (
+                    2 * (absr[cells[0]] + absr[cells[1]])
+                    + absr[cells[2]] + absr[cells[3]] + absr[cells[4]]
+                )  # fmt: skip
+                if c < n_lut:
+                    cl = np.int64(cls_lut[c])
+                else:
+                    lo_i, hi_i = 0, n_thr
+                    while lo_i < hi_i:
+                        mid = (lo_i + hi_i) >> 1
+                        if thr[mid] <= c:
+                            lo_i = mid + 1
+                        else:
+                            hi_i = mid
+                    cl = lo_i
+                if n_tex > 1:
+                    g = abs(nv[0] - nv[2]) + abs(nv[1] - nv[2]) + abs(nv[1] - nv[3])
+                    cl = cl * n_tex + min(g, n_tex - 1)
                 pos = cursor_cls[cl]
                 if pos >= ends[cl]:
                     return -2
