@@ -369,47 +369,64 @@ def test_corruption_never_returns_wrong_data() -> None:
         assert _bit_equal(out, block), pos  # only an unused bit may be flipped silently
 
 
-#: offset of the lane count in a version-4 payload (after the 78-byte header and two u32)
+#: offset of the lane count and axis in a version-4 payload (after the 78-byte header and two u32)
 _V4_LANES_OFFSET = 78 + 8
 
 
-@pytest.mark.parametrize("dtype", ["uint16", "float32", "uint8"])
-def test_lanes_round_trip(monkeypatch: pytest.MonkeyPatch, dtype: str) -> None:
-    """Blocks cut into several lanes (row bands decoded on threads) decode bit for bit, with
-    every sub-predictor set: lane borders use the in-block fallbacks."""
-    from napari_sciz.core.lossless import raster, tokens
+def _force_lanes(monkeypatch: pytest.MonkeyPatch, axis: int, lanes: int = 4) -> None:
+    from napari_sciz.core.lossless import raster
 
-    monkeypatch.setattr(raster, "_LANE_VOXELS", 500)
-    monkeypatch.setattr(raster, "_MIN_LANE_ROWS", 5)
-    block = _smooth((3, 23, 31), dtype, seed=3)
+    monkeypatch.setattr(raster, "_LANE_VOXELS", 100)
+    monkeypatch.setattr(raster, "_MIN_LANE_ROWS", 4)
+    monkeypatch.setattr(
+        raster, "plan_lanes", lambda v, mask: (min(lanes, raster.max_lanes(v.shape, axis)), axis)
+    )
+
+
+@pytest.mark.parametrize("axis", [0, 1])
+@pytest.mark.parametrize("dtype", ["uint16", "float32", "uint8"])
+def test_lanes_round_trip(monkeypatch: pytest.MonkeyPatch, dtype: str, axis: int) -> None:
+    """Blocks cut into lanes (slabs of slices or bands of rows, decoded on threads) decode bit
+    for bit with every sub-predictor set: lane borders use the in-block fallbacks."""
+    from napari_sciz.core.lossless import tokens
+
+    _force_lanes(monkeypatch, axis)
+    block = _smooth((5, 23, 31), dtype, seed=3)
     block = (block // 8 if block.dtype.kind in "ui" else np.round(block)).astype(dtype)
     for mask in (0b1111111, 0b0010000, 0b1000100):
         monkeypatch.setattr(tokens, "_MASKS", (mask,))
         payload = encode_block(block)
         assert payload[:4] == b"SZL\x04"
-        assert payload[_V4_LANES_OFFSET] == 4  # lanes of 5, 6, 6, 6 rows
+        assert payload[_V4_LANES_OFFSET : _V4_LANES_OFFSET + 2] == bytes([4, axis])
         assert _bit_equal(decode_block(payload, block.dtype, block.shape), block)
 
 
-def test_large_blocks_have_lanes() -> None:
-    block = _smooth((16, 128, 512), "uint16", seed=1)
-    payload = encode_block(block)
-    assert payload[_V4_LANES_OFFSET] == 2
-    assert _bit_equal(decode_block(payload, block.dtype, block.shape), block)
+def test_lanes_are_chosen_by_cost() -> None:
+    """A large block gets lanes; a 2x512x512 CT-like block (slices that predict each other
+    poorly) is cut between its slices, not across its rows."""
+    from napari_sciz.core.lossless import raster
+
+    rng = np.random.default_rng(4)
+    y, x = np.mgrid[:512, :512]
+    body = ((x - 256) ** 2 + (y - 256) ** 2 < 200**2).astype(np.int64)
+    ct = np.stack([body * (1000 + rng.normal(0, 6, body.shape)) for _ in range(2)])
+    ct = ct.astype(np.uint16)
+    mask = 0b1000100
+    lanes, axis = raster.plan_lanes(ct.astype(np.int64), mask)
+    assert (lanes, axis) == (2, raster.AXIS_Z)
+    payload = encode_block(ct)
+    assert payload[_V4_LANES_OFFSET] >= 2
+    assert _bit_equal(decode_block(payload, ct.dtype, ct.shape), ct)
 
 
 def test_lane_corruption_never_returns_wrong_data(monkeypatch: pytest.MonkeyPatch) -> None:
-    from napari_sciz.core.lossless import raster
-
-    monkeypatch.setattr(raster, "_LANE_VOXELS", 500)
-    monkeypatch.setattr(raster, "_MIN_LANE_ROWS", 4)
+    _force_lanes(monkeypatch, 1, lanes=2)
     block = _smooth((2, 20, 30), "uint16", seed=9) // 16
     payload = encode_block(block)
-    lanes = payload[_V4_LANES_OFFSET]
-    assert lanes == 2
+    assert payload[_V4_LANES_OFFSET] == 2
     rng = np.random.default_rng(2)
-    # the extension (count lengths, lane count, lane bit positions), then random bytes
-    positions = [*range(78, _V4_LANES_OFFSET + 1 + 8 * (lanes - 1))]
+    # the extension (count lengths, lanes, axis, the lane's bit position), then random bytes
+    positions = [*range(78, _V4_LANES_OFFSET + 2 + 8)]
     positions += rng.integers(90, len(payload), 40).tolist()
     for pos in positions:
         bad = bytearray(payload)

@@ -419,14 +419,15 @@ def decode_raster(
 ) -> int:  # pragma: no cover - compiled
     """Values of one lane of a version-4 block, voxel by voxel in C order, into ``out``.
 
-    ``geom``: ``(d, h, w, y0, H)``, the lane's shape and its first row in the block of ``H``
-    rows; ``out``: the block, flat. ``tokens``: every token grouped by context; this lane's
-    tokens of context ``c`` are ``tokens[starts[c]:ends[c]]`` (C order). ``bit_bytes``: the
-    raw bit stream and 8 zero bytes; this lane's bits are ``[bit_start, bit_end)``. Returns
-    the bit position at the end, -1 when the raw bits run out, -2 when a context's tokens run
-    out or are left over (a corrupted payload).
+    ``geom``: ``(d, h, w, z0, y0, H)``, the lane's shape, its first slice and row in the
+    block of ``H`` rows; ``out``: the block, flat; ``ls_w``, ``ls_b``: the least-squares sets
+    of the lane's slices. ``tokens``: every token grouped by context; this lane's tokens of
+    context ``c`` are ``tokens[starts[c]:ends[c]]`` (C order). ``bit_bytes``: the raw bit
+    stream and 8 zero bytes; this lane's bits are ``[bit_start, bit_end)``. Returns the bit
+    position at the end, -1 when the raw bits run out, -2 when a context's tokens run out or
+    are left over (a corrupted payload).
     """
-    d, h, w, y0, big_h = geom[0], geom[1], geom[2], geom[3], geom[4]
+    d, h, w, z0, y0, big_h = geom[0], geom[1], geom[2], geom[3], geom[4], geom[5]
     hw = h * w
     k_sub = sub_ids.shape[0]
     # state of two slices: slice z in cells [(z & 1) hw, ...), the one before it in the other
@@ -448,7 +449,7 @@ def decode_raster(
         prev = hw - cur
         for y in range(h):
             inner_row = 2 <= y <= h - 2
-            row_out = (z * big_h + y0 + y) * w
+            row_out = ((z0 + z) * big_h + y0 + y) * w
             for x in range(w):
                 here = cur + y * w + x
                 p = prev + y * w + x

@@ -25,13 +25,13 @@ from .entropy import (
     _token_bits,
 )
 from .layout import _HEAD2, _MAGIC, _V4_EXT, _V4_LANE_BITS, _VERSION
-from .predict import _N_CLS2, _N_SUB, _N_TEX, _SUB_LS, _V2_CAP, _V2_SHIFT
+from .predict import _N_CLS2, _N_SUB, _N_TEX, _SUB_LS, _V2_CAP, _V2_LS, _V2_SHIFT
 from .tokens import _encode_v2_core, _fit_ls, choose_mask
 from .values import _FLAG_TABLE, _Mapped, _pack_uints, _unpack_uints
 
-#: a block gets one lane per this many voxels (at most :data:`_MAX_LANES`, lanes of at least
-#: :data:`_MIN_LANE_ROWS` rows): lanes decode on threads, and each costs a little ratio
-_LANE_VOXELS = 1 << 19
+#: a block may have one lane per this many voxels (at most :data:`_MAX_LANES`; row-band lanes
+#: of at least :data:`_MIN_LANE_ROWS` rows): lanes decode on threads, each costs a little ratio
+_LANE_VOXELS = 1 << 18
 
 
 _MAX_LANES = 4
@@ -40,15 +40,86 @@ _MAX_LANES = 4
 _MIN_LANE_ROWS = 32
 
 
-def n_lanes(shape3: tuple[int, int, int]) -> int:
-    """Number of lanes of a block of shape ``shape3``."""
+#: lanes are cut while their estimated cost stays under this share of the block's bits
+_LANE_COST_SHARE = 0.003
+
+
+#: lane axes: slabs of slices, or bands of rows of every slice
+AXIS_Z, AXIS_Y = 0, 1
+
+
+def max_lanes(shape3: tuple[int, int, int], axis: int) -> int:
+    """Most lanes a block of shape ``shape3`` may have along ``axis``."""
     d, h, w = shape3
-    return int(max(1, min(_MAX_LANES, (d * h * w) // _LANE_VOXELS, h // _MIN_LANE_ROWS)))
+    room = d if axis == AXIS_Z else h // _MIN_LANE_ROWS
+    return int(max(1, min(_MAX_LANES, (d * h * w) // _LANE_VOXELS, room)))
 
 
-def lane_rows(h: int, lanes: int) -> np.ndarray:
-    """Row bounds of the lanes (``lanes + 1`` increasing values from 0 to ``h``)."""
-    return (np.arange(lanes + 1, dtype=np.int64) * h) // lanes
+def _shared_bits(cores: list[dict]) -> float:
+    """Estimated bits of lanes whose tokens share the histograms (per activity class)."""
+    ntok = max(c["counts"].shape[2] for c in cores)
+    counts = sum(
+        np.pad(c["counts"], ((0, 0), (0, 0), (0, ntok - c["counts"].shape[2]))) for c in cores
+    ).sum(axis=0)
+    tot = counts.sum(axis=1, keepdims=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ent = -(counts * np.log2(np.where(counts > 0, counts / np.maximum(tot, 1), 1.0))).sum()
+    return float(ent) + sum(float(c["nb"].sum()) + 8.0 * _V2_LS.size * len(c["ls"]) for c in cores)
+
+
+def lane_boxes(shape3: tuple[int, int, int], lanes: int, axis: int) -> list[tuple[int, ...]]:
+    """``(z0, z1, y0, y1)`` of every lane."""
+    d, h, _w = shape3
+    n = d if axis == AXIS_Z else h
+    cut = [(i * n) // lanes for i in range(lanes + 1)]
+    if axis == AXIS_Z:
+        return [(a, b, 0, h) for a, b in zip(cut[:-1], cut[1:], strict=True)]
+    return [(0, d, a, b) for a, b in zip(cut[:-1], cut[1:], strict=True)]
+
+
+def plan_lanes(v: np.ndarray, mask: int) -> tuple[int, int]:
+    """Number of lanes and their axis for block ``v``, by measured cost.
+
+    The cost of one cut along each axis is measured on a middle sample (up to 8 slices, 256
+    rows, 128 columns: the bits of its two halves coded apart, less those of the whole),
+    scaled to the block; the cheaper axis is kept, with as many lanes as the block allows
+    while their cost stays under :data:`_LANE_COST_SHARE` of the block's estimated bits.
+    """
+    d, h, w = v.shape
+    top = {ax: max_lanes(v.shape, ax) for ax in (AXIS_Z, AXIS_Y)}
+    if max(top.values()) == 1:
+        return 1, AXIS_Y
+
+    def middle(n: int, k: int) -> slice:
+        return slice(max(0, n // 2 - k // 2), max(0, n // 2 - k // 2) + min(n, k))
+
+    s = np.ascontiguousarray(v[middle(d, 8), middle(h, 256), middle(w, 128)])
+    ds, hs, ws = s.shape
+    use_ls = bool(mask >> _SUB_LS & 1)
+    ls_s = _fit_ls(s) if use_ls else None
+
+    def bits(*pieces: tuple[np.ndarray, object]) -> float:
+        """Bits of the pieces coded as lanes: shared histograms (and lane's own LS sets)."""
+        cores = [_encode_v2_core(np.ascontiguousarray(b), mask, ls)[0] for b, ls in pieces]
+        return _shared_bits(cores)
+
+    whole = bits((s, ls_s))
+    total = whole * v.size / s.size
+    cost = {}
+    if top[AXIS_Z] > 1 and ds > 1:
+        a, b = s[: ds // 2], s[ds // 2 :]
+        fit = _fit_ls if use_ls else (lambda _b: None)
+        cost[AXIS_Z] = (bits((a, fit(a)), (b, fit(b))) - whole) * (h * w) / (hs * ws)
+    if top[AXIS_Y] > 1:
+        per_cut = bits((s[:, : hs // 2], ls_s), (s[:, hs // 2 :], ls_s)) - whole
+        cost[AXIS_Y] = per_cut * (d * w) / (ds * ws)
+    if not cost:
+        return 1, AXIS_Y
+    axis = min(cost, key=cost.__getitem__)
+    lanes = top[axis]
+    while lanes > 1 and (lanes - 1) * cost[axis] > _LANE_COST_SHARE * total:
+        lanes -= 1
+    return lanes, axis
 
 
 def _zigzag(x: np.ndarray) -> np.ndarray:
@@ -60,12 +131,17 @@ def encode_v4(m: _Mapped, shape3: tuple[int, int, int]) -> bytes:
     d, h, w = shape3
     v = m.values.reshape(d, h, w)
     mask = choose_mask(v)
-    ls_params = _fit_ls(v) if mask >> _SUB_LS & 1 else None
-    rows = lane_rows(h, n_lanes(shape3))
-    cores = [
-        _encode_v2_core(np.ascontiguousarray(v[:, a:b]), mask, ls_params)[0]
-        for a, b in zip(rows[:-1], rows[1:], strict=True)
-    ]
+    lanes, axis = plan_lanes(v, mask)
+    boxes = lane_boxes(shape3, lanes, axis)
+    use_ls = bool(mask >> _SUB_LS & 1)
+    # least squares: fitted on whole slices (row bands), or on each slab (its first slice
+    # has no previous one)
+    whole_ls = _fit_ls(v) if use_ls and axis == AXIS_Y else None
+    cores = []
+    for z0, z1, y0, y1 in boxes:
+        lane = np.ascontiguousarray(v[z0:z1, y0:y1])
+        ls_params = whole_ls if whole_ls is not None else (_fit_ls(lane) if use_ls else None)
+        cores.append(_encode_v2_core(lane, mask, ls_params)[0])
     ntok = max(c["counts"].shape[2] for c in cores)
     counts3 = sum(
         np.pad(c["counts"], ((0, 0), (0, 0), (0, ntok - c["counts"].shape[2]))) for c in cores
@@ -105,13 +181,13 @@ def encode_v4(m: _Mapped, shape3: tuple[int, int, int]) -> bytes:
         n_table = len(m.table)
         table_bytes = _pack_uints(np.diff(m.table, prepend=0))
     crc = zlib.crc32(m.expected.tobytes())
-    ls_bytes = cores[0]["ls"]
+    ls_bytes = cores[0]["ls"] if axis == AXIS_Y else [b for c in cores for b in c["ls"]]
     head = _HEAD2.pack(
         _MAGIC, _VERSION, m.kind, flags, d, h, w, crc, m.offset, m.lo, m.step, n_table,
         q.shape[1], n_bins, mask, n_tex, len(hist_bytes), len(table_bytes), len(bits),
         len(ls_bytes), int(np.sum(keep.astype(np.int64) << np.arange(keep.size))),
     )  # fmt: skip
-    ext = _V4_EXT.pack(len(count_bytes), len(lane_bytes), len(cores))
+    ext = _V4_EXT.pack(len(count_bytes), len(lane_bytes), len(cores), axis)
     ext += b"".join(_V4_LANE_BITS.pack(int(b)) for b in lane_bits)
     parts = [head, ext, hist_bytes, count_bytes, lane_bytes, *ls_bytes, table_bytes, bits]
     return b"".join([*parts, words])
@@ -122,8 +198,8 @@ class LanePlan:
 
     Attributes
     ----------
-    rows : numpy.ndarray
-        Row bounds of the lanes.
+    boxes : list of tuple of int
+        ``(z0, z1, y0, y1)`` of every lane.
     starts, ends : numpy.ndarray
         ``(lanes, n_ctx)``: each lane's first and past-the-last token of every context in the
         context-grouped token array.
@@ -131,23 +207,25 @@ class LanePlan:
         Each lane's first raw bit, and the end of the raw bits.
     """
 
-    def __init__(self, rows: np.ndarray, starts: np.ndarray, ends: np.ndarray, bits: list[int]):
-        self.rows, self.starts, self.ends, self.bit_starts = rows, starts, ends, bits
+    def __init__(
+        self, boxes: list[tuple[int, ...]], starts: np.ndarray, ends: np.ndarray, bits: list[int]
+    ) -> None:
+        self.boxes, self.starts, self.ends, self.bit_starts = boxes, starts, ends, bits
 
 
 def read_v4_ext(payload: bytes, pos: int, shape3: tuple[int, int, int]) -> tuple[tuple, int]:
     """The version-4 extension after the header: ``((n_count_bytes, n_lane_bytes, lanes,
-    lane_bits), new position)``."""
+    axis, lane_bits), new position)``."""
     if len(payload) < pos + _V4_EXT.size:
         raise FormatError("truncated lossless block")
-    n_count, n_lane, lanes = _V4_EXT.unpack_from(payload, pos)
+    n_count, n_lane, lanes, axis = _V4_EXT.unpack_from(payload, pos)
     pos += _V4_EXT.size
-    if lanes != n_lanes(shape3):
-        raise FormatError("implausible lane count in a lossless block")
+    if axis not in (AXIS_Z, AXIS_Y) or not 1 <= lanes <= max_lanes(shape3, axis):
+        raise FormatError("implausible lanes in a lossless block")
     if len(payload) < pos + _V4_LANE_BITS.size * (lanes - 1):
         raise FormatError("truncated lossless block")
     bits = [_V4_LANE_BITS.unpack_from(payload, pos + 8 * i)[0] for i in range(lanes - 1)]
-    return (n_count, n_lane, lanes, bits), pos + _V4_LANE_BITS.size * (lanes - 1)
+    return (n_count, n_lane, lanes, axis, bits), pos + _V4_LANE_BITS.size * (lanes - 1)
 
 
 def lane_plan(
@@ -159,14 +237,14 @@ def lane_plan(
     n_bits: int,
 ) -> LanePlan:
     """Token and raw-bit positions of every lane, checked for consistency."""
-    _nc, _nl, lanes, lane_bits = ext
+    _nc, _nl, lanes, axis, lane_bits = ext
     n_ctx = q.shape[0]
     z = _unpack_uints(count_bytes, n_ctx)
     totals = q.sum(axis=1) + ((z >> 1) ^ -(z & 1))
     per_lane = _unpack_uints(lane_bytes, n_ctx * (lanes - 1)).reshape(lanes - 1, n_ctx)
     per_lane = np.concatenate([per_lane, (totals - per_lane.sum(axis=0))[None]])
-    rows = lane_rows(shape3[1], lanes)
-    sizes = shape3[0] * np.diff(rows) * shape3[2]
+    boxes = lane_boxes(shape3, lanes, axis)
+    sizes = np.array([(z1 - z0) * (y1 - y0) * shape3[2] for z0, z1, y0, y1 in boxes])
     if np.any(per_lane < 0) or not np.array_equal(per_lane.sum(axis=1), sizes):
         raise FormatError("implausible symbol counts in a lossless block")
     ctx_start = np.concatenate([[0], np.cumsum(totals)[:-1]])
@@ -175,7 +253,7 @@ def lane_plan(
     bits = [0, *lane_bits, 8 * n_bits]
     if any(b > c for b, c in zip(bits[:-1], bits[1:], strict=True)):
         raise FormatError("implausible raw-bit positions in a lossless block")
-    return LanePlan(rows, starts.astype(np.int64), (starts + per_lane).astype(np.int64), bits)
+    return LanePlan(boxes, starts.astype(np.int64), (starts + per_lane).astype(np.int64), bits)
 
 
 def decode_v4(
@@ -213,14 +291,15 @@ def decode_v4(
     padded = np.concatenate([bit_bytes, np.zeros(8, np.uint8)])
 
     def lane(i: int) -> int:
-        y0, y1 = int(plan.rows[i]), int(plan.rows[i + 1])
+        z0, z1, y0, y1 = plan.boxes[i]
         return kernels.decode_raster(
-            np.array([d, y1 - y0, w, y0, h], np.int64), tokens, plan.starts[i], plan.ends[i],
-            sub_ids, ls_w, ls_b, thr, cls_lut, wt_lut, n_tex, _V2_SHIFT, tok_nb, tok_hi,
-            padded, plan.bit_starts[i], plan.bit_starts[i + 1], _V2_CAP, out,
+            np.array([z1 - z0, y1 - y0, w, z0, y0, h], np.int64), tokens, plan.starts[i],
+            plan.ends[i], sub_ids, np.ascontiguousarray(ls_w[:, z0:z1]),
+            np.ascontiguousarray(ls_b[z0:z1]), thr, cls_lut, wt_lut, n_tex, _V2_SHIFT, tok_nb,
+            tok_hi, padded, plan.bit_starts[i], plan.bit_starts[i + 1], _V2_CAP, out,
         )  # fmt: skip
 
-    n = len(plan.rows) - 1
+    n = len(plan.boxes)
     threads = min(n, os.cpu_count() or 1)
     if threads > 1:
         from concurrent.futures import ThreadPoolExecutor
@@ -240,4 +319,15 @@ def decode_v4(
     return out.reshape(shape3)
 
 
-__all__ = ["LanePlan", "decode_v4", "encode_v4", "lane_plan", "lane_rows", "n_lanes", "read_v4_ext"]
+__all__ = [
+    "AXIS_Y",
+    "AXIS_Z",
+    "LanePlan",
+    "decode_v4",
+    "encode_v4",
+    "lane_boxes",
+    "lane_plan",
+    "max_lanes",
+    "plan_lanes",
+    "read_v4_ext",
+]
