@@ -31,6 +31,9 @@ __all__ = [
 _N_NBR = 11
 
 
+_N_SUB = 7
+
+
 #: error sums whose blend weight the decoders look up in a table
 WT_LUT = 2048
 
@@ -402,6 +405,8 @@ def decode_raster(
     starts: np.ndarray,
     ends: np.ndarray,
     sub_ids: np.ndarray,
+    calc_ids: np.ndarray,
+    pmap: np.ndarray,
     ls_w: np.ndarray,
     ls_b: np.ndarray,
     thr: np.ndarray,
@@ -425,7 +430,9 @@ def decode_raster(
     context ``c`` are ``tokens[starts[c]:ends[c]]`` (C order). ``bit_bytes``: the raw bit
     stream and 8 zero bytes; this lane's bits are ``[bit_start, bit_end)``. Returns the bit
     position at the end, -1 when the raw bits run out, -2 when a context's tokens run out or
-    are left over (a corrupted payload).
+    are left over (a corrupted payload). ``sub_ids``: the blended sub-predictors;
+    ``calc_ids``: those, then the others of the predictor map; ``pmap``: per gradient level,
+    0 (the blend) or 1 + the position in ``calc_ids`` of the sub-predictor used alone.
     """
     d, h, w, z0, y0, big_h = geom[0], geom[1], geom[2], geom[3], geom[4], geom[5]
     hw = h * w
@@ -437,7 +444,11 @@ def decode_raster(
     absr = np.zeros(2 * hw, np.int32)
     nv = np.empty(_N_NBR, np.int64)
     cells = np.empty(_N_NBR, np.int64)
-    sv = np.empty(k_sub, np.int64)
+    sv = np.zeros(calc_ids.shape[0], np.int64)  # sub-predictions in calc_ids order
+    n_grad = pmap.shape[0]
+    mapped = False
+    for g in range(n_grad):
+        mapped = mapped or pmap[g] != 0
     in_slice = np.array([-1, -w, -w - 1, -w + 1, 0, -2, -2 * w, -w, w, -1, 1], np.int64)
     n_wt, n_lut, n_thr = wt_lut.shape[0], cls_lut.shape[0], thr.shape[0]
     cursor_cls = starts.copy()
@@ -467,8 +478,8 @@ def decode_raster(
                     nv[k] = vflat[cells[k]]
                 # sub-predictions and their blend: predict(), written out here (a call with
                 # array arguments costs reference counting per voxel)
-                for s in range(k_sub):
-                    i = sub_ids[s]
+                for s in range(calc_ids.shape[0]):
+                    i = calc_ids[s]
                     if i == 0:
                         sp = nv[0]
                     elif i == 1:
@@ -487,7 +498,8 @@ def decode_raster(
                     else:
                         sp = min(max(nv[0] + nv[1] - nv[2], min(nv[0], nv[1])), max(nv[0], nv[1]))
                     sv[s] = sp
-                pred = sv[0]
+                s0 = sv[0]
+                pred = s0
                 if k_sub > 1:
                     c0, c1, c2, c3 = cells[0], cells[1], cells[2], cells[3]
                     es = err[c0, 0] + err[c1, 0] + err[c2, 0] + err[c3, 0]
@@ -496,10 +508,17 @@ def decode_raster(
                     for s in range(1, k_sub):
                         es = err[c0, s] + err[c1, s] + err[c2, s] + err[c3, s]
                         wt = wt_lut[es] if es < n_wt else _weight(es, wt_lut)
-                        term = wt * np.float64(sv[s] - sv[0])
+                        term = wt * np.float64(sv[s] - s0)
                         num = term if s == 1 else num + term
                         den = den + wt
                     pred += np.int64(np.floor(num / den + 0.5))
+                if mapped:  # the predictor map: this gradient level's sub-predictor alone
+                    g1 = abs(nv[0] - nv[2]) + abs(nv[1] - nv[2]) + abs(nv[1] - nv[3]) + 1
+                    level = 0
+                    while level < n_grad - 1 and g1 >= (2 << level):
+                        level += 1
+                    if pmap[level]:
+                        pred = sv[pmap[level] - 1]
                 # context class: context_class(), written out
                 c = (
                     2 * (absr[cells[0]] + absr[cells[1]])

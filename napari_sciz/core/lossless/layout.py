@@ -32,8 +32,9 @@ _HEAD2 = struct.Struct("<3sBBBIIIIqddIBBBBIIIIQ")
 
 
 #: version 4, after the header: byte lengths of the class-count and lane-count streams, the
-#: number of lanes and their axis (0: slabs of slices, 1: bands of rows)
-_V4_EXT = struct.Struct("<IIBB")
+#: number of lanes and their axis (0: slabs of slices, 1: bands of rows), the predictor map
+#: (per gradient level: 0 the blend, ``i + 1`` sub-predictor ``i`` alone)
+_V4_EXT = struct.Struct("<IIBB8s")
 
 
 #: version 4: the raw-bit position where each lane after the first starts

@@ -212,6 +212,20 @@ def _ctx_class(na: np.ndarray, thr: np.ndarray = _CLS_THR) -> np.ndarray:
 _N_TEX = 3
 
 
+#: gradient levels of the predictor map (version 4): ``min(7, floor(log2(1 + g)))`` with the
+#: texture's ``g``; each level codes with the blend or one sub-predictor
+N_GRAD = 8
+
+
+def gradient_level(nv: np.ndarray) -> np.ndarray:
+    """Gradient level ``min(7, floor(log2(1 + |W - NW| + |N - NW| + |N - NE|)))``."""
+    g = np.abs(nv[0] - nv[2]) + np.abs(nv[1] - nv[2]) + np.abs(nv[1] - nv[3])
+    level = np.zeros(g.shape, np.int64)
+    for k in range(1, N_GRAD):
+        level += (g + 1) >= (1 << k)
+    return level
+
+
 def _texture(nv: np.ndarray) -> np.ndarray:
     """Texture level ``min(2, |W - NW| + |N - NW| + |N - NE|)`` (0: flat neighbourhood)."""
     g = np.abs(nv[0] - nv[2]) + np.abs(nv[1] - nv[2]) + np.abs(nv[1] - nv[3])

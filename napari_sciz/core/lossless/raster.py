@@ -26,7 +26,7 @@ from .entropy import (
 )
 from .layout import _HEAD2, _MAGIC, _V4_EXT, _V4_LANE_BITS, _VERSION
 from .predict import _N_CLS2, _N_SUB, _N_TEX, _SUB_LS, _V2_CAP, _V2_LS, _V2_SHIFT
-from .tokens import _encode_v2_core, _fit_ls, choose_mask
+from .tokens import _encode_v2_core, _fit_ls, choose_map, choose_mask
 from .values import _FLAG_TABLE, _Mapped, _pack_uints, _unpack_uints
 
 #: a block may have one lane per this many voxels (at most :data:`_MAX_LANES`; row-band lanes
@@ -77,7 +77,7 @@ def lane_boxes(shape3: tuple[int, int, int], lanes: int, axis: int) -> list[tupl
     return [(0, d, a, b) for a, b in zip(cut[:-1], cut[1:], strict=True)]
 
 
-def plan_lanes(v: np.ndarray, mask: int) -> tuple[int, int]:
+def plan_lanes(v: np.ndarray, mask: int, pmap: np.ndarray | None = None) -> tuple[int, int]:
     """Number of lanes and their axis for block ``v``, by measured cost.
 
     The cost of one cut along each axis is measured on a middle sample (up to 8 slices, 256
@@ -100,7 +100,7 @@ def plan_lanes(v: np.ndarray, mask: int) -> tuple[int, int]:
 
     def bits(*pieces: tuple[np.ndarray, object]) -> float:
         """Bits of the pieces coded as lanes: shared histograms (and lane's own LS sets)."""
-        cores = [_encode_v2_core(np.ascontiguousarray(b), mask, ls)[0] for b, ls in pieces]
+        cores = [_encode_v2_core(np.ascontiguousarray(b), mask, ls, pmap)[0] for b, ls in pieces]
         return _shared_bits(cores)
 
     whole = bits((s, ls_s))
@@ -131,7 +131,8 @@ def encode_v4(m: _Mapped, shape3: tuple[int, int, int]) -> bytes:
     d, h, w = shape3
     v = m.values.reshape(d, h, w)
     mask = choose_mask(v)
-    lanes, axis = plan_lanes(v, mask)
+    pmap = choose_map(v, mask)
+    lanes, axis = plan_lanes(v, mask, pmap)
     boxes = lane_boxes(shape3, lanes, axis)
     use_ls = bool(mask >> _SUB_LS & 1)
     # least squares: fitted on whole slices (row bands), or on each slab (its first slice
@@ -141,7 +142,7 @@ def encode_v4(m: _Mapped, shape3: tuple[int, int, int]) -> bytes:
     for z0, z1, y0, y1 in boxes:
         lane = np.ascontiguousarray(v[z0:z1, y0:y1])
         ls_params = whole_ls if whole_ls is not None else (_fit_ls(lane) if use_ls else None)
-        cores.append(_encode_v2_core(lane, mask, ls_params)[0])
+        cores.append(_encode_v2_core(lane, mask, ls_params, pmap)[0])
     ntok = max(c["counts"].shape[2] for c in cores)
     counts3 = sum(
         np.pad(c["counts"], ((0, 0), (0, 0), (0, ntok - c["counts"].shape[2]))) for c in cores
@@ -187,7 +188,7 @@ def encode_v4(m: _Mapped, shape3: tuple[int, int, int]) -> bytes:
         q.shape[1], n_bins, mask, n_tex, len(hist_bytes), len(table_bytes), len(bits),
         len(ls_bytes), int(np.sum(keep.astype(np.int64) << np.arange(keep.size))),
     )  # fmt: skip
-    ext = _V4_EXT.pack(len(count_bytes), len(lane_bytes), len(cores), axis)
+    ext = _V4_EXT.pack(len(count_bytes), len(lane_bytes), len(cores), axis, bytes(pmap.tolist()))
     ext += b"".join(_V4_LANE_BITS.pack(int(b)) for b in lane_bits)
     parts = [head, ext, hist_bytes, count_bytes, lane_bytes, *ls_bytes, table_bytes, bits]
     return b"".join([*parts, words])
@@ -215,17 +216,22 @@ class LanePlan:
 
 def read_v4_ext(payload: bytes, pos: int, shape3: tuple[int, int, int]) -> tuple[tuple, int]:
     """The version-4 extension after the header: ``((n_count_bytes, n_lane_bytes, lanes,
-    axis, lane_bits), new position)``."""
+    axis, lane_bits, predictor map), new position)``."""
     if len(payload) < pos + _V4_EXT.size:
         raise FormatError("truncated lossless block")
-    n_count, n_lane, lanes, axis = _V4_EXT.unpack_from(payload, pos)
+    n_count, n_lane, lanes, axis, pmap_bytes = _V4_EXT.unpack_from(payload, pos)
     pos += _V4_EXT.size
-    if axis not in (AXIS_Z, AXIS_Y) or not 1 <= lanes <= max_lanes(shape3, axis):
+    # any number of lanes of at least one slice or row (the encoder's policy may change)
+    if axis not in (AXIS_Z, AXIS_Y) or not 1 <= lanes <= shape3[0 if axis == AXIS_Z else 1]:
         raise FormatError("implausible lanes in a lossless block")
+    pmap = np.frombuffer(pmap_bytes, np.uint8).astype(np.int64)
+    if np.any(pmap > _N_SUB):
+        raise FormatError("implausible predictor map in a lossless block")
     if len(payload) < pos + _V4_LANE_BITS.size * (lanes - 1):
         raise FormatError("truncated lossless block")
     bits = [_V4_LANE_BITS.unpack_from(payload, pos + 8 * i)[0] for i in range(lanes - 1)]
-    return (n_count, n_lane, lanes, axis, bits), pos + _V4_LANE_BITS.size * (lanes - 1)
+    ext = (n_count, n_lane, lanes, axis, bits, pmap)
+    return ext, pos + _V4_LANE_BITS.size * (lanes - 1)
 
 
 def lane_plan(
@@ -237,7 +243,7 @@ def lane_plan(
     n_bits: int,
 ) -> LanePlan:
     """Token and raw-bit positions of every lane, checked for consistency."""
-    _nc, _nl, lanes, axis, lane_bits = ext
+    _nc, _nl, lanes, axis, lane_bits, _pmap = ext
     n_ctx = q.shape[0]
     z = _unpack_uints(count_bytes, n_ctx)
     totals = q.sum(axis=1) + ((z >> 1) ^ -(z & 1))
@@ -267,9 +273,10 @@ def decode_v4(
     ls_b: np.ndarray,
     thr: np.ndarray,
     n_tex: int,
+    pmap: np.ndarray,
 ) -> np.ndarray:
     """Mapped values of a version-4 payload: every context's symbols in one call each, then
-    one compiled pass per lane (lanes on threads)."""
+    one compiled pass per lane (lanes on threads). ``pmap``: the predictor map."""
     import constriction
 
     from . import kernels
@@ -286,6 +293,12 @@ def decode_v4(
     d, h, w = shape3
     out = np.empty(d * h * w, np.int64)
     sub_ids = np.array([i for i in range(_N_SUB) if mask >> i & 1], np.int64)
+    if np.any(pmap == 1 + _SUB_LS) and not mask >> _SUB_LS & 1:
+        raise FormatError("predictor map of a lossless block uses missing least squares")
+    # the blended sub-predictors, then the others the map uses; the map as positions there
+    extra = sorted({int(m) - 1 for m in pmap if m} - set(sub_ids.tolist()))
+    calc_ids = np.array([*sub_ids.tolist(), *extra], np.int64)
+    pos_map = np.array([m and 1 + calc_ids.tolist().index(m - 1) for m in pmap], np.int64)
     cls_lut = kernels.class_table(thr)
     wt_lut = kernels.weight_table(kernels.WT_LUT)
     padded = np.concatenate([bit_bytes, np.zeros(8, np.uint8)])
@@ -294,7 +307,7 @@ def decode_v4(
         z0, z1, y0, y1 = plan.boxes[i]
         return kernels.decode_raster(
             np.array([z1 - z0, y1 - y0, w, z0, y0, h], np.int64), tokens, plan.starts[i],
-            plan.ends[i], sub_ids, np.ascontiguousarray(ls_w[:, z0:z1]),
+            plan.ends[i], sub_ids, calc_ids, pos_map, np.ascontiguousarray(ls_w[:, z0:z1]),
             np.ascontiguousarray(ls_b[z0:z1]), thr, cls_lut, wt_lut, n_tex, _V2_SHIFT, tok_nb,
             tok_hi, padded, plan.bit_starts[i], plan.bit_starts[i + 1], _V2_CAP, out,
         )  # fmt: skip

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from .entropy import _tokenize
+from .entropy import _token_bits, _tokenize
 from .predict import (
     _N_CLS2,
+    _N_SUB,
     _N_TEX,
     _SUB_LS,
     _V2_CAP,
     _V2_LS,
+    N_GRAD,
     _blend,
     _ctx_class,
     _err_sum,
@@ -23,6 +25,7 @@ from .predict import (
     _Neighbours,
     _sub_predictions,
     _texture,
+    gradient_level,
 )
 
 #: sub-predictor sets the encoder tries (the smallest estimated code wins, with a small
@@ -51,12 +54,32 @@ def _fit_ls(v: np.ndarray) -> LSParams:
     return out
 
 
+#: least-squares weights of a block without them (its sub-prediction is never used)
+_NO_LS = np.zeros((11, 1), np.int64)
+
+
+#: tokens counted per gradient level and option when the predictor map is chosen
+_MAP_TOKENS = 128
+
+
+#: a gradient level leaves the blend only for a sub-predictor this much cheaper there
+_MAP_MARGIN = 0.01
+
+
 def _encode_v2_core(
-    v: np.ndarray, mask: int, ls_params: LSParams | None = None
+    v: np.ndarray,
+    mask: int,
+    ls_params: LSParams | None = None,
+    pmap: np.ndarray | None = None,
+    collect: bool = False,
 ) -> tuple[dict, float]:
     """Tokens of block ``v`` ``(d, h, w)`` with the sub-predictors of ``mask``; est. bits.
 
-    ``ls_params``: the least-squares predictor of each slice (fitted on ``v`` when None).
+    ``ls_params``: the least-squares predictor of each slice (fitted on ``v`` when None);
+    ``pmap``: the predictor map (per gradient level: 0 the blend, ``i + 1`` sub-predictor
+    ``i`` alone; None: the blend everywhere). With ``collect``, the result also holds
+    ``"options"``: token counts ``(N_GRAD, 1 + 7, _MAP_TOKENS)`` of every option at every
+    gradient level (for :func:`choose_map`).
     """
     d, h, w = v.shape
     hw, n = h * w, v.size
@@ -70,6 +93,9 @@ def _encode_v2_core(
     pos = np.arange(hw, dtype=np.int64)
     use_ls = bool(mask >> _SUB_LS & 1)
     ls = []
+    mapped = pmap is not None and bool(np.any(pmap))
+    all_mask = (1 << _N_SUB) - 1
+    options = np.zeros((N_GRAD, 1 + _N_SUB, _MAP_TOKENS), np.int64) if collect else None
     for z in range(d):
         sl = slice((z + 1) * hw, (z + 2) * hw)
         nidx = nbrs.index(pos + z * hw, pos)
@@ -86,6 +112,15 @@ def _encode_v2_core(
             pred = _blend(subs, _err_sum(err, nidx))
         else:
             pred = subs[0]
+        if mapped or collect:
+            level = gradient_level(nv)
+            # every sub-predictor (least squares only when the block has its weights)
+            every = _sub_predictions(nv, all_mask, ls_w if use_ls else _NO_LS, ls_b)
+            if collect:
+                _count_options(options, level, target, pred, every)
+            if mapped:
+                choice = pmap[level]
+                pred = np.where(choice == 0, pred, every[np.maximum(choice - 1, 0), pos])
         r = target - pred
         res[z * hw : (z + 1) * hw] = r
         absr[sl] = np.minimum(np.abs(r), _V2_CAP)
@@ -99,7 +134,44 @@ def _encode_v2_core(
         c2 = counts.sum(axis=0)
         ent = -(c2 * np.log2(np.where(c2 > 0, c2 / np.maximum(tot, 1), 1.0))).sum()
     bits = float(ent + nb.sum()) + 8.0 * _V2_LS.size * len(ls)
-    return {"tok": tok, "nb": nb, "raw": raw, "cls": cls, "counts": counts, "ls": ls}, bits
+    core = {"tok": tok, "nb": nb, "raw": raw, "cls": cls, "counts": counts, "ls": ls}
+    if options is not None:
+        core["options"] = options
+    return core, bits
+
+
+def _count_options(
+    options: np.ndarray, level: np.ndarray, target: np.ndarray, pred: np.ndarray, every: np.ndarray
+) -> None:
+    """Add a slice's tokens under every option (the blend, each sub-predictor) per level."""
+    for k, p in enumerate([pred, *every]):
+        tok = np.minimum(_tokenize(target - p)[0], _MAP_TOKENS - 1)
+        np.add.at(options, (level, k, tok), 1)
+
+
+def choose_map(v: np.ndarray, mask: int) -> np.ndarray:
+    """The predictor map of block ``v``: per gradient level, the blend of ``mask`` or the one
+    sub-predictor whose tokens and raw bits cost least there (by :data:`_MAP_MARGIN`),
+    measured on up to 2^20 voxels of middle slices."""
+    d, h, w = v.shape
+    k = max(1, min(d, (1 << 20) // max(1, h * w)))
+    z0 = (d - k) // 2
+    sample = np.ascontiguousarray(v[z0 : z0 + k])
+    options = _encode_v2_core(sample, mask, collect=True)[0]["options"]
+    tok = np.arange(_MAP_TOKENS)
+    raw = _token_bits(tok)
+    tot = options.sum(axis=2, keepdims=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ent = -(options * np.log2(np.where(options > 0, options / np.maximum(tot, 1), 1.0)))
+    cost = ent.sum(axis=2) + (options * raw).sum(axis=2)
+    if not mask >> _SUB_LS & 1:
+        cost[:, 1 + _SUB_LS] = np.inf  # the block stores no least-squares weights
+    pmap = np.zeros(N_GRAD, np.int64)
+    for g in range(N_GRAD):
+        best = int(np.argmin(cost[g, 1:])) + 1
+        if cost[g, best] < (1 - _MAP_MARGIN) * cost[g, 0]:
+            pmap[g] = best
+    return pmap
 
 
 def _sample_block(v: np.ndarray) -> np.ndarray:

@@ -96,7 +96,7 @@ def _decode_v2(payload: bytes, shape3: tuple[int, ...]) -> tuple[np.ndarray, tup
 
     if ext is not None:
         plan = lane_plan(q, count_bytes, lane_bytes, ext, (d, h, w), n_bits)
-        v = decode_v4(q, plan, words, bit_bytes, (d, h, w), mask, ls_w, ls_b, thr, n_tex)
+        v = decode_v4(q, plan, words, bit_bytes, (d, h, w), mask, ls_w, ls_b, thr, n_tex, ext[5])
         return v, (kind, flags, crc, offset, lo, step, table)
     if _v == 3:
         v = _decode_waves(q, words, bit_bytes, (d, h, w), mask, ls_w, ls_b, thr, n_tex, ntok)
