@@ -41,7 +41,7 @@ _MIN_LANE_ROWS = 32
 
 
 #: lanes are cut while their estimated cost stays under this share of the block's bits
-_LANE_COST_SHARE = 0.003
+_LANE_COST_SHARE = 0.005
 
 
 #: lane axes: slabs of slices, or bands of rows of every slice

@@ -62,6 +62,10 @@ _NO_LS = np.zeros((11, 1), np.int64)
 _MAP_TOKENS = 128
 
 
+#: the predictor map is measured on the middle slices of a block, up to this many voxels
+_MAP_VOXELS = 1 << 18
+
+
 #: a gradient level leaves the blend only for a sub-predictor this much cheaper there
 _MAP_MARGIN = 0.01
 
@@ -152,9 +156,9 @@ def _count_options(
 def choose_map(v: np.ndarray, mask: int) -> np.ndarray:
     """The predictor map of block ``v``: per gradient level, the blend of ``mask`` or the one
     sub-predictor whose tokens and raw bits cost least there (by :data:`_MAP_MARGIN`),
-    measured on up to 2^20 voxels of middle slices."""
+    measured on the middle slices (at least one, up to :data:`_MAP_VOXELS` voxels)."""
     d, h, w = v.shape
-    k = max(1, min(d, (1 << 20) // max(1, h * w)))
+    k = max(1, min(d, _MAP_VOXELS // max(1, h * w)))
     z0 = (d - k) // 2
     sample = np.ascontiguousarray(v[z0 : z0 + k])
     options = _encode_v2_core(sample, mask, collect=True)[0]["options"]
