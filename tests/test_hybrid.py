@@ -338,3 +338,24 @@ def test_hevc_base_keeps_quality_past_the_12bit_cliff(monkeypatch) -> None:
     # the 12-bit stream the encoder wrote before (and still writes up to CRF 40) decodes too
     monkeypatch.setattr(bases, "HEVC_12BIT_MAX_CRF", 99.0)
     assert psnr(30.0) > 35.0
+
+
+def test_hevc_base_decodes_only_the_frames_asked_for() -> None:
+    """The first plane of an HEVC base costs the frames up to it: the decoder stops there,
+    keeps its state for later planes, and the whole block equals a one-go decode."""
+    hevc = bases.HEVCBase()
+    if not hevc.available():
+        pytest.skip("no PyAV")
+    rng = np.random.default_rng(5)
+    block = np.cumsum(rng.normal(0, 5, (12, 64, 64)), axis=0) + 500
+    stream = hevc.encode(block, 25.0)
+    whole = hevc.decode(stream, block.shape)
+    source = hevc.planes(stream, block.shape)
+    np.testing.assert_array_equal(source.upto(2)[:2], whole[:2])
+    assert not source.done and source._count < block.shape[0]
+    np.testing.assert_array_equal(source.upto(7)[:7], whole[:7])
+    np.testing.assert_array_equal(source.upto(99), whole)
+    assert source.done
+    short = hevc.planes(stream[: len(stream) * 2 // 3], block.shape)
+    with pytest.raises(FormatError):
+        short.upto(block.shape[0])

@@ -945,7 +945,10 @@ class SciZReader:
                 dst = tuple(slice(g - a, h - a) for g, h, (a, _b) in zip(lo, hi, box3, strict=True))
                 srcs = tuple(slice(g - s, h - s) for g, h, s in zip(lo, hi, starts, strict=True))
                 if self.mode == "hybrid":  # only the planes asked for are filtered
-                    planes = self._hybrid_block(bindex).planes(srcs[0].start, srcs[0].stop)
+                    planes = _naming_block(  # an HEVC base decodes as far as asked
+                        bindex,
+                        lambda b, z=srcs[0]: self._hybrid_block(b).planes(z.start, z.stop),
+                    )
                     _target[dst] = finalize(
                         planes[:, srcs[1], srcs[2]], self.dtype, self.value_range
                     )

@@ -41,6 +41,7 @@ import numpy as np
 from ...errors import CancelledError, FormatError, SciZError
 from .headers import check_sperr_header, hevc_picture_sizes
 from .mosaic import mosaic_layout, tile_mosaic, untile_mosaic
+from .planes import HEVCPlanes, PlaneSource, WholePlanes
 
 __all__ = [
     "BASES",
@@ -106,6 +107,10 @@ class BaseCodec(ABC):
     def refined(self) -> BaseCodec | None:
         """A slower setting of the same codec that codes better (same decoder), if any."""
         return None
+
+    def planes(self, stream: bytes, shape3: Shape3) -> PlaneSource:
+        """The decoded planes on demand (here: the whole block on the first request)."""
+        return WholePlanes(lambda: self.decode(stream, shape3))
 
 
 def _split_range(stream: bytes) -> tuple[float, float, bytes]:
@@ -201,8 +206,6 @@ class JPEGXLBase(BaseCodec):
 HEVC_PRESETS = ("medium", "slow", "slower")
 #: the highest x265 CRF coded with 12-bit frames; above it frames are 10-bit (module doc)
 HEVC_12BIT_MAX_CRF = 40.0
-#: the largest code of each gray pixel format an HEVC base stream may decode to
-_HEVC_MAXCODE = {"gray12le": 4095, "gray10le": 1023}
 
 
 class HEVCBase(BaseCodec):
@@ -266,45 +269,24 @@ class HEVCBase(BaseCodec):
         return bytes(out)
 
     def decode(self, stream: bytes, shape3: Shape3) -> np.ndarray:  # noqa: D102
+        return self.planes(stream, shape3).upto(shape3[0])
+
+    def planes(self, stream: bytes, shape3: Shape3) -> PlaneSource:
+        """The frames decoded as far as asked (:class:`~.planes.HEVCPlanes`)."""
         try:
-            import av
+            import av  # noqa: F401
         except ImportError as exc:
             raise SciZError(
                 "this file's base layer is HEVC, which needs PyAV to decode: pip install av"
             ) from exc
         vmin, vmax, body = _split_range(stream)
-        z, h, w = shape3
         ph, pw = self._padded(shape3)
         sizes = hevc_picture_sizes(body)  # before FFmpeg allocates what the stream declares
         if not sizes or any(size != (pw, ph) for size in sizes):
             raise FormatError("hybrid base layer (HEVC) does not match the block's shape")
-        frames: list[np.ndarray] = []
-        formats: set[str] = set()
-
-        def take(decoded: Any) -> None:
-            for frame in decoded:
-                if len(frames) >= z or (frame.height, frame.width) != (ph, pw):
-                    raise FormatError("hybrid base layer (HEVC) does not match the block's shape")
-                fmt = frame.format.name
-                if fmt not in _HEVC_MAXCODE:
-                    raise FormatError(f"hybrid base layer (HEVC) has frames of format {fmt}")
-                formats.add(fmt)
-                frames.append(frame.to_ndarray(format=fmt))
-
-        try:
-            ctx = av.CodecContext.create("hevc", "r")
-            for packet in [*ctx.parse(body), *ctx.parse(None)]:
-                take(ctx.decode(packet))
-            take(ctx.decode(None))
-        except FormatError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - any FFmpeg failure means a bad stream
-            raise FormatError(f"hybrid base layer (HEVC) cannot be decoded: {exc}") from exc
-        if len(frames) != z or len(formats) != 1:
-            raise FormatError("hybrid base layer (HEVC) does not match the block's shape")
-        maxcode = _HEVC_MAXCODE[formats.pop()]
-        codes = np.stack(frames)[:, :h, :w]
-        return _unscaled(np.minimum(codes, maxcode), vmin, vmax, maxcode)
+        return HEVCPlanes(
+            body, shape3, (ph, pw), lambda codes, maxcode: _unscaled(codes, vmin, vmax, maxcode)
+        )
 
 
 class NoBase(BaseCodec):

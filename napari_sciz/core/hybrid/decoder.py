@@ -1,9 +1,10 @@
 """Decoding hybrid blocks, whole or a few planes at a time.
 
-A viewer asks for one plane at a time. :class:`HybridBlock` decodes a block's base layer (and
-field, if any) once, and runs the loop filter only on the planes asked for (a plane needs its
-two neighbours in the base), keeping the filtered planes for the next request; a whole-block
-decode is the request of every plane.
+A viewer asks for one plane at a time. :class:`HybridBlock` decodes a block's base layer as far
+as the planes asked for need (an HEVC base frame by frame, up to the plane after the last one
+asked for; SPERR and JPEG XL bases at once) and its field, if any, once, and runs the loop
+filter only on the planes asked for (a plane needs its two neighbours in the base), keeping the
+filtered planes for the next request; a whole-block decode is the request of every plane.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import numpy as np
 from ...errors import FormatError
 from .codec import _parse
 from .loopfilter import parse_loop_filter
+from .planes import PlaneSource
 
 __all__ = ["HybridBlock", "decode_hybrid_block"]
 
@@ -40,7 +42,7 @@ class HybridBlock:
     def __init__(self, payload: bytes, shape3: tuple[int, int, int]) -> None:
         codec, base, filt, inr = _parse(payload, shape3)
         self.shape3 = shape3
-        self._base: np.ndarray | None = codec.decode(base, shape3)
+        self._base: PlaneSource | None = codec.planes(base, shape3)
         self._filter = parse_loop_filter(filt) if filt else None
         if self._filter is not None and self._filter.flat != (shape3[0] == 1):
             raise FormatError("hybrid loop filter does not match the block's shape")
@@ -55,6 +57,10 @@ class HybridBlock:
         held = [self._values, self._base, self._field]
         return sum(a.nbytes for a in held if a is not None)
 
+    def _base_upto(self, k: int) -> np.ndarray:
+        assert self._base is not None
+        return self._base.upto(k)
+
     def planes(self, z0: int = 0, z1: int | None = None) -> np.ndarray:
         """Float64 values (unclipped) of planes ``z0:z1`` (a view; do not modify)."""
         stop = self.shape3[0] if z1 is None else z1
@@ -62,10 +68,11 @@ class HybridBlock:
             todo = np.flatnonzero(~self._done[z0:stop]) + z0
             if todo.size:
                 lo, hi = int(todo[0]), int(todo[-1]) + 1
+                base = self._base_upto(hi + 1)  # the filter reads plane hi (clamped)
                 if self._filter is None:
-                    values = self._base[lo:hi].copy()
+                    values = base[lo:hi].copy()
                 else:
-                    values = self._filter.apply(self._base, lo, hi)
+                    values = self._filter.apply(base, lo, hi)
                 if self._field is not None:
                     values += self._field[lo:hi]
                 if not np.all(np.isfinite(values)):
