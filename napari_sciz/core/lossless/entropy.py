@@ -113,7 +113,9 @@ def _ans_encode_by_class(
 
     wave = np.repeat(np.arange(bounds.size - 1), np.diff(bounds))
     key = wave * len(models) + cls
-    perm = np.argsort(key, kind="stable")
+    top = int(key.max()) if key.size else 0
+    small = np.uint8 if top < 1 << 8 else np.uint16 if top < 1 << 16 else None
+    perm = np.argsort(key.astype(small) if small else key, kind="stable")  # radix when small
     key, tok = key[perm], tok[perm].astype(np.int32)
     cut = np.flatnonzero(np.diff(key)) + 1
     starts = np.concatenate([[0], cut])

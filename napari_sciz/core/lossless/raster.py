@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 import zlib
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -122,6 +124,17 @@ def plan_lanes(v: np.ndarray, mask: int, pmap: np.ndarray | None = None) -> tupl
     return lanes, axis
 
 
+def _on_threads(fn: Callable[[Any], Any], items: list) -> list:
+    """``[fn(x) for x in items]``, on up to one thread per CPU (numpy releases the GIL)."""
+    threads = min(len(items), os.cpu_count() or 1)
+    if threads < 2:
+        return [fn(x) for x in items]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="sciz-lane") as pool:
+        return list(pool.map(fn, items))
+
+
 def _zigzag(x: np.ndarray) -> np.ndarray:
     return np.where(x >= 0, 2 * x, -2 * x - 1)
 
@@ -138,11 +151,14 @@ def encode_v4(m: _Mapped, shape3: tuple[int, int, int]) -> bytes:
     # least squares: fitted on whole slices (row bands), or on each slab (its first slice
     # has no previous one)
     whole_ls = _fit_ls(v) if use_ls and axis == AXIS_Y else None
-    cores = []
-    for z0, z1, y0, y1 in boxes:
+
+    def code_lane(box: tuple[int, ...]) -> dict:
+        z0, z1, y0, y1 = box
         lane = np.ascontiguousarray(v[z0:z1, y0:y1])
         ls_params = whole_ls if whole_ls is not None else (_fit_ls(lane) if use_ls else None)
-        cores.append(_encode_v2_core(lane, mask, ls_params, pmap)[0])
+        return _encode_v2_core(lane, mask, ls_params, pmap)[0]
+
+    cores = _on_threads(code_lane, boxes)
     ntok = max(c["counts"].shape[2] for c in cores)
     counts3 = sum(
         np.pad(c["counts"], ((0, 0), (0, 0), (0, ntok - c["counts"].shape[2]))) for c in cores
@@ -313,14 +329,7 @@ def decode_v4(
         )  # fmt: skip
 
     n = len(plan.boxes)
-    threads = min(n, os.cpu_count() or 1)
-    if threads > 1:
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="sciz-lane") as pool:
-            status = list(pool.map(lane, range(n)))
-    else:
-        status = [lane(i) for i in range(n)]
+    status = _on_threads(lane, list(range(n)))
     for i, s in enumerate(status):
         if s == -1:
             raise FormatError("raw bit stream of a lossless block is too short")
