@@ -79,6 +79,8 @@ class BaseCodec(ABC):
         Whether the stream grows with the parameter.
     log : bool
         Whether the parameter is searched on a log scale.
+    by_plane : bool
+        Whether one plane decodes without the whole block (:meth:`planes`).
     """
 
     ident: int
@@ -87,6 +89,7 @@ class BaseCodec(ABC):
     hi: float
     increasing: bool
     log: bool
+    by_plane: bool = False
 
     @abstractmethod
     def available(self) -> bool:
@@ -212,6 +215,7 @@ class HEVCBase(BaseCodec):
     """HEVC (x265, 12-bit gray frames, ``tune psnr``) through PyAV."""
 
     ident, name, lo, hi, increasing, log = 3, "hevc", -6.0, 51.0, False, False
+    by_plane = True
 
     def __init__(self, preset: str = HEVC_PRESETS[0]) -> None:
         self.preset = preset
