@@ -111,6 +111,12 @@ class BaseCodec(ABC):
         """A slower setting of the same codec that codes better (same decoder), if any."""
         return None
 
+    @property
+    def cost(self) -> float:
+        """Time of this setting's search relative to the codec's first setting (a guess the
+        budget guards use)."""
+        return 1.0
+
     def planes(self, stream: bytes, shape3: Shape3) -> PlaneSource:
         """The decoded planes on demand (here: the whole block on the first request)."""
         return WholePlanes(lambda: self.decode(stream, shape3))
@@ -206,7 +212,12 @@ class JPEGXLBase(BaseCodec):
 #: codes better: pydicom 64x 43.5 -> 50.0 dB, philips 57.5 -> 57.7 dB; ``slower`` is 2-4x
 #: ``slow``'s time: 51.1 and 57.8 dB). Starting at ``slow`` cut short budgets' searches
 #: (20 s under load: philips at 94x instead of 64x)
-HEVC_PRESETS = ("medium", "slow", "slower")
+#: ``placebo`` (x265's slowest: full-search motion, all partition shapes, deepest RDO) is tried
+#: last, only when the budget leaves room for its cost (:data:`HEVC_PRESET_COST`): 7-20x
+#: ``medium``'s time; on the CT brain at 64x 51.1 -> 53.0 dB, elsewhere +0.0-0.02 dB
+HEVC_PRESETS = ("medium", "slow", "slower", "placebo")
+#: time of a preset's search relative to the one the refinement guard was measured with
+HEVC_PRESET_COST = {"medium": 1.0, "slow": 1.0, "slower": 1.0, "placebo": 8.0}
 #: the highest x265 CRF coded with 12-bit frames; above it frames are 10-bit (module doc)
 HEVC_12BIT_MAX_CRF = 40.0
 
@@ -223,6 +234,10 @@ class HEVCBase(BaseCodec):
     def refined(self) -> BaseCodec | None:  # noqa: D102
         i = HEVC_PRESETS.index(self.preset) if self.preset in HEVC_PRESETS else -1
         return HEVCBase(HEVC_PRESETS[i + 1]) if 0 <= i < len(HEVC_PRESETS) - 1 else None
+
+    @property
+    def cost(self) -> float:  # noqa: D102
+        return HEVC_PRESET_COST.get(self.preset, 1.0)
 
     def available(self) -> bool:  # noqa: D102
         try:

@@ -210,7 +210,8 @@ def _refine_base(
     filter would go unused: for every codec tried that has slower settings (HEVC), each one
     in turn searches near that codec's parameter, for the room the filter leaves and for all
     the bytes, until :data:`_REFINE_SHARE` of the budget, starting only while about twice
-    that codec's first search time is left. A result is kept when, filtered, it is more
+    that codec's first search time (times the setting's :attr:`~.bases.BaseCodec.cost`) is
+    left. A result is kept when, filtered, it is more
     accurate than ``best`` (a codec that lost the first choice may win at a slower setting).
     """
     end = clock.before(_REFINE_SHARE)
@@ -220,7 +221,7 @@ def _refine_base(
             room = avail - len(_varint(len(best.filter_bytes))) - len(best.filter_bytes)
             # the filter's room, and all of it (the sizes are coarse: what is left may hold one)
             for nbytes in dict.fromkeys((room, avail - 1)):
-                if end - time.perf_counter() < 2.0 * seconds:  # type: ignore[operator]
+                if end - time.perf_counter() < 2.0 * seconds * codec.cost:  # type: ignore[operator]
                     return best
                 layer = encode_to_size(
                     codec, target, nbytes, deadline=end, cancel=clock.cancel, bracket=_near(anchor)
