@@ -33,7 +33,7 @@ from .values import _FLAG_TABLE, _Mapped, _pack_uints, _unpack_uints
 
 #: a block may have one lane per this many voxels (at most :data:`_MAX_LANES`; row-band lanes
 #: of at least :data:`_MIN_LANE_ROWS` rows): lanes decode on threads, each costs a little ratio
-_LANE_VOXELS = 1 << 18
+_LANE_VOXELS = 1 << 17
 
 
 _MAX_LANES = 4
