@@ -376,7 +376,7 @@ def _range_unscale(codes: np.ndarray, vmin: float, vmax: float, maxcode: int) ->
 DECODE_REPEAT = 3
 
 
-def _timed(fn: Callable[[], Any], repeat: int = 1) -> tuple[Any, float]:
+def timed(fn: Callable[[], Any], repeat: int = 1) -> tuple[Any, float]:
     """``fn()`` and its best wall time over ``repeat`` runs."""
     best = float("inf")
     for _ in range(max(1, repeat)):
@@ -492,7 +492,7 @@ class Codec(ABC):
         """Decode to a ZYX array in the original dtype."""
 
     def _encode_timed(self, volume: np.ndarray, param: float) -> Encoded:
-        enc, seconds = _timed(lambda: self.encode(volume, param))
+        enc, seconds = timed(lambda: self.encode(volume, param))
         enc.encode_seconds = seconds
         return enc
 
@@ -559,7 +559,7 @@ class Codec(ABC):
         best: tuple[float, float, Encoded, np.ndarray, float] | None = None
         for p in res.feasible[: max(1, candidates + self.scan)]:
             enc = cache[p]
-            dec, dseconds = _timed(lambda enc=enc: self.decode(enc))
+            dec, dseconds = timed(lambda enc=enc: self.decode(enc))
             q = psnr(vol, dec)
             if best is None or q > best[0]:
                 best = (q, p, enc, dec, dseconds)
@@ -931,8 +931,8 @@ def _lossless_entry(
     decode: Callable[[Sequence[bytes]], np.ndarray],
     side: int = 0,
 ) -> LosslessResult:
-    payloads, enc_s = _timed(encode)
-    decoded, dec_s = _timed(lambda: decode(payloads), DECODE_REPEAT)
+    payloads, enc_s = timed(encode)
+    decoded, dec_s = timed(lambda: decode(payloads), DECODE_REPEAT)
     nbytes = sum(len(p) for p in payloads) + side
     raw = original.size * original.dtype.itemsize
     exact = decoded.shape == original.shape and bool(np.array_equal(decoded, original))

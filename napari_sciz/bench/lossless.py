@@ -28,26 +28,12 @@ from typing import Any
 
 import numpy as np
 
-from .classical import lossless_sizes
+from .classical import DECODE_REPEAT, lossless_sizes, timed
 from .run import find_data_dir, list_volumes, lossless_ratio_text, update_section
 
 __all__ = ["bounded_entries", "main", "ours_lossless"]
 
 PROG = "python -m napari_sciz.bench.lossless"
-
-
-#: decodes are timed as the best of this many runs (the first one loads compiled kernels)
-DECODE_REPEAT = 3
-
-
-def _timed(fn: Callable[[], Any], repeat: int = 1) -> tuple[Any, float]:
-    """``fn()`` and its best wall time over ``repeat`` runs."""
-    best = float("inf")
-    for _ in range(max(1, repeat)):
-        t0 = time.perf_counter()
-        value = fn()
-        best = min(best, time.perf_counter() - t0)
-    return value, best
 
 
 def ours_lossless(volume: np.ndarray) -> dict[str, Any]:
@@ -65,8 +51,8 @@ def ours_lossless(volume: np.ndarray) -> dict[str, Any]:
     """
     from ..core import api
 
-    result, enc = _timed(lambda: api.compress(volume, mode="lossless"))
-    decoded, dec = _timed(lambda: api.decompress(result.data), DECODE_REPEAT)
+    result, enc = timed(lambda: api.compress(volume, mode="lossless"))
+    decoded, dec = timed(lambda: api.decompress(result.data), DECODE_REPEAT)
     exact = decoded.dtype == volume.dtype and decoded.tobytes() == volume.tobytes()
     return {
         "codec": "napari-sciz lossless",
@@ -99,8 +85,8 @@ def bounded_entries(volume: np.ndarray, bound: float) -> list[dict[str, Any]]:
     raw = volume.nbytes
     ref = volume.astype(np.float64)
     out = []
-    result, enc = _timed(lambda: api.compress(volume, mode="bounded", max_error=bound))
-    decoded, dec = _timed(lambda: api.decompress(result.data), DECODE_REPEAT)
+    result, enc = timed(lambda: api.compress(volume, mode="bounded", max_error=bound))
+    decoded, dec = timed(lambda: api.decompress(result.data), DECODE_REPEAT)
     out.append(
         {
             "codec": "napari-sciz bounded",
@@ -136,8 +122,8 @@ def bounded_entries(volume: np.ndarray, bound: float) -> list[dict[str, Any]]:
         )
     for name, encode, decode in codecs:
         try:
-            payload, enc = _timed(encode)
-            values, dec = _timed(lambda d=decode, p=payload: np.asarray(d(p)), DECODE_REPEAT)
+            payload, enc = timed(encode)
+            values, dec = timed(lambda d=decode, p=payload: np.asarray(d(p)), DECODE_REPEAT)
         except Exception as exc:  # noqa: BLE001 - a codec refusing the input is skipped
             warnings.warn(f"{name} skipped: {exc}", stacklevel=2)
             continue

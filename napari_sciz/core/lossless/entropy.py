@@ -69,6 +69,14 @@ def _token_bits(tok: np.ndarray) -> np.ndarray:
     return np.where(tok >= _TOK_DIRECT, (tok - (_TOK_DIRECT - 6)) >> 1, 0)
 
 
+def _token_tables(ntok: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per token of an alphabet of ``ntok``: its number of raw bits, and the value ``u``
+    without them (the decoders add the raw bits)."""
+    tok = np.arange(ntok, dtype=np.int64)
+    nb = _token_bits(tok)
+    return nb, np.where(tok >= _TOK_DIRECT, (2 + (tok & 1)) << nb, tok)
+
+
 def _pack_bits(nb: np.ndarray, raw: np.ndarray) -> bytes:
     """Raw bits of every symbol (most significant first, in decoding order), packed."""
     sel = nb > 0

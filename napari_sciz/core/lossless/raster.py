@@ -18,13 +18,12 @@ import numpy as np
 
 from ...errors import FormatError
 from .entropy import (
-    _TOK_DIRECT,
     _ans_encode_by_class,
     _class_models,
     _merge_classes,
     _pack_bits,
     _quantize_hist,
-    _token_bits,
+    _token_tables,
 )
 from .layout import _HEAD2, _MAGIC, _V4_EXT, _V4_LANE_BITS, _VERSION
 from .predict import _N_CLS2, _N_SUB, _N_TEX, _SUB_LS, _V2_CAP, _V2_LS, _V2_SHIFT
@@ -303,9 +302,7 @@ def decode_v4(
     parts = [coder.decode(models[c], int(k)) for c, k in enumerate(totals) if k]
     tokens = np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
     ntok = q.shape[1]
-    tok_all = np.arange(ntok, dtype=np.int64)
-    tok_nb = _token_bits(tok_all)
-    tok_hi = np.where(tok_all >= _TOK_DIRECT, (2 + (tok_all & 1)) << tok_nb, tok_all)
+    tok_nb, tok_hi = _token_tables(ntok)
     d, h, w = shape3
     out = np.empty(d * h * w, np.int64)
     sub_ids = np.array([i for i in range(_N_SUB) if mask >> i & 1], np.int64)

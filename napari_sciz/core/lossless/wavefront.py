@@ -11,9 +11,8 @@ import numpy as np
 
 from ...errors import FormatError
 from .entropy import (
-    _TOK_DIRECT,
     _class_models,
-    _token_bits,
+    _token_tables,
 )
 from .layout import _HEAD2
 from .predict import (
@@ -120,11 +119,9 @@ def _decode_v2(payload: bytes, shape3: tuple[int, ...]) -> tuple[np.ndarray, tup
     absr = np.zeros(n + hw, np.int64)
     cursor = 0
     # per token: number of raw bits, their mask, the value without them
-    tok_all = np.arange(ntok, dtype=np.int64)
-    tok_nb = _token_bits(tok_all)
+    tok_nb, tok_hi = _token_tables(ntok)
     tok_nbu = tok_nb.astype(np.uint64)
     tok_mask = (np.uint64(1) << tok_nbu) - np.uint64(1)
-    tok_hi = np.where(tok_all >= _TOK_DIRECT, (2 + (tok_all & 1)) << tok_nb, tok_all)
     u64_64 = np.uint64(64)
     for g in range(len(bounds) - 1):
         idx = order[bounds[g] : bounds[g + 1]]
@@ -203,9 +200,7 @@ def _decode_waves(
     cls_lut = kernels.class_table(thr)
     out = np.empty(d * h * w, np.int64)
     shape = np.array(shape3, np.int64)
-    tok_all = np.arange(ntok, dtype=np.int64)
-    tok_nb = _token_bits(tok_all)
-    tok_hi = np.where(tok_all >= _TOK_DIRECT, (2 + (tok_all & 1)) << tok_nb, tok_all)
+    tok_nb, tok_hi = _token_tables(ntok)
     padded_bits = np.concatenate([bit_bytes, np.zeros(8, np.uint8)])
     n_bits = bit_bytes.size
     n_cls = len(models)
