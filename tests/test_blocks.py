@@ -282,3 +282,16 @@ def test_allocate_lifts_starved_blocks_to_the_minimum() -> None:
     assert math.isclose(sum(shares), budget, rel_tol=1e-9)
     assert min(shares) >= 160 - 1e-6
     assert max(shares) > 200
+
+
+def test_finalize_clips_and_rounds_across_chunks() -> None:
+    """Slab-wise finalize equals clip + round + cast of the whole array."""
+    from napari_sciz.core.blocks import finalize
+
+    rng = np.random.default_rng(5)
+    values = rng.normal(500, 400, size=(3, 700, 800))
+    out = finalize(values, np.dtype(np.uint16), (0, 1000))
+    assert out.dtype == np.uint16 and out.shape == values.shape
+    assert np.array_equal(out, np.rint(np.clip(values, 0, 1000)).astype(np.uint16))
+    as_float = finalize(values, np.dtype(np.float32), (0.0, 1000.0))
+    assert np.array_equal(as_float, np.clip(values, 0, 1000).astype(np.float32))

@@ -194,3 +194,14 @@ def test_invalid_inputs() -> None:
     with pytest.raises(InvalidInputError, match="NaN"):
         psnr(bad, a)
     assert math.isnan(psnr(a + np.arange(8), bad))
+
+
+def test_squared_error_sum_matches_numpy_across_chunks() -> None:
+    """The slab-wise sum equals the direct one on an array spanning several slabs."""
+    rng = np.random.default_rng(3)
+    a = rng.integers(0, 4096, size=(3, 1100, 1300), dtype=np.uint16)
+    b = a.astype(np.float32) + rng.normal(0, 2, size=a.shape).astype(np.float32)
+    direct = float(np.sum((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    assert metrics.squared_error_sum(a, b) == pytest.approx(direct, rel=1e-12)
+    with pytest.raises(InvalidInputError):
+        metrics.squared_error_sum(a, b[:1])

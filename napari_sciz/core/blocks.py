@@ -26,6 +26,9 @@ __all__ = [
 
 Box = Sequence[tuple[int, int]]
 
+#: voxels finalized at a time (bounds the float temporaries of :func:`finalize`)
+_FINALIZE_CHUNK = 1 << 20
+
 
 @dataclass(frozen=True)
 class BlockGrid:
@@ -291,9 +294,18 @@ def allocate_bytes(
 
 
 def finalize(values: np.ndarray, dtype: np.dtype, vrange: Sequence[float]) -> np.ndarray:
-    """Round (integers) and clip a float reconstruction into the original dtype."""
+    """Round (integers) and clip a float reconstruction into the original dtype.
+
+    Works slab by slab along the first axis, so it needs no full-size float temporaries.
+    """
     lo, hi = vrange
-    out = np.clip(values, lo, hi)
-    if np.dtype(dtype).kind in "ui":
-        out = np.rint(out)
-    return out.astype(dtype)
+    values = np.asarray(values)
+    out = np.empty(values.shape, dtype)
+    rounds = np.dtype(dtype).kind in "ui"
+    flat_values, flat_out = values.reshape(-1), out.reshape(-1)
+    for start in range(0, values.size, _FINALIZE_CHUNK):
+        part = np.clip(flat_values[start : start + _FINALIZE_CHUNK], lo, hi)
+        if rounds:
+            np.rint(part, out=part)
+        flat_out[start : start + _FINALIZE_CHUNK] = part
+    return out

@@ -156,7 +156,7 @@ def _fit_task(
     labels: BlockSource | None,
     label_array: Any,
 ) -> _FitResult | BaseException:
-    from .metrics import ssim
+    from .metrics import max_abs_error, squared_error_sum, ssim
     from .plan import run_block_job
 
     try:
@@ -169,7 +169,6 @@ def _fit_task(
     block = block_array(original, dtype, grid.block_shape3(job.index))
     outcome = run_block_job(replace(job, device=_worker_device(job.device)), block, label_block)
     decoded = finalize(outcome.values.reshape(original.shape), dtype, vrange)
-    diff = original.astype(np.float64) - decoded.astype(np.float64)
     span = float(vrange[1]) - float(vrange[0])
     peak = span if span > 0 else 1.0
     # SSIM is a mean over whole 2D slices: measurable here when the block holds whole slices
@@ -183,8 +182,8 @@ def _fit_task(
         outcome.payload,
         outcome.steps,
         outcome.device,
-        float(np.sum(diff * diff)),
-        float(np.max(np.abs(diff))) if diff.size else 0.0,
+        squared_error_sum(original, decoded) if original.size else 0.0,
+        max_abs_error(original, decoded) if original.size else 0.0,
         ssim_sum,
         n_slices,
         outcome.messages,

@@ -113,6 +113,37 @@ def value_range(original: ArrayLike) -> float:
     return peak if peak > 0 else 1.0
 
 
+def squared_error_sum(original: ArrayLike, reconstruction: ArrayLike) -> float:
+    """Sum of squared differences in float64, computed in slabs (no full-size temporaries).
+
+    Parameters
+    ----------
+    original, reconstruction : array_like
+        Same shape, any real numeric dtype.
+
+    Returns
+    -------
+    float
+        ``sum((original - reconstruction) ** 2)``.
+
+    Raises
+    ------
+    InvalidInputError
+        On shape mismatch or empty / non-numeric input.
+
+    Examples
+    --------
+    >>> squared_error_sum([1, 2, 3], [1, 5, 2])
+    10.0
+    """
+    a, b = _as_pair(original, reconstruction)
+    sse = 0.0
+    for idx in _chunks(a.shape):
+        diff = _f64(a[idx]) - _f64(b[idx])
+        sse += float(np.vdot(diff, diff))
+    return sse
+
+
 def _resolve_range(a: np.ndarray, data_range: float | None) -> float:
     if data_range is None:
         return value_range(a)
@@ -159,11 +190,7 @@ def psnr(
     """
     a, b = _as_pair(original, reconstruction)
     peak = _resolve_range(a, data_range)
-    sse = 0.0
-    for idx in _chunks(a.shape):
-        diff = _f64(a[idx]) - _f64(b[idx])
-        sse += float(np.vdot(diff, diff))
-    mse = sse / a.size
+    mse = squared_error_sum(a, b) / a.size
     if mse == 0.0:
         return math.inf
     if math.isnan(mse):

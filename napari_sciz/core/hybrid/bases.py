@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from ...errors import CancelledError, FormatError, SciZError
+from ..metrics import squared_error_sum
 from .headers import check_sperr_header, hevc_picture_sizes
 from .mosaic import mosaic_layout, tile_mosaic, untile_mosaic
 from .planes import HEVCPlanes, PlaneSource, WholePlanes
@@ -351,8 +352,7 @@ class BaseLayer:
 
     def error(self, target: np.ndarray) -> float:
         """Mean squared error against ``target``."""
-        d = self.values - target
-        return float(np.mean(d * d))
+        return squared_error_sum(self.values, target) / max(target.size, 1)
 
 
 #: parameters tried between the last fitting and non-fitting ones when the search ends short

@@ -34,6 +34,7 @@ import numpy as np
 from ...errors import FormatError, RatioUnreachableError
 from ..bitstream.container import _varint
 from ..lossy.entropy import _read_varint
+from ..metrics import squared_error_sum
 from .bases import BASES, NO_BASE, BaseCodec, BaseLayer, base_by_id, encode_to_size
 from .loopfilter import FilterDesign, LoopFilter, parse_loop_filter
 from .tracker import BlockTracker
@@ -111,8 +112,7 @@ def _pack(base: BaseLayer, filt: bytes, inr: bytes, flat: bool) -> bytes:
 
 
 def _mse(values: np.ndarray, target: np.ndarray) -> float:
-    d = values - target
-    return float(np.mean(d * d))
+    return squared_error_sum(values, target) / max(values.size, 1)
 
 
 @dataclass
@@ -371,7 +371,7 @@ def _field_only(
         )
     window = (max(0, low - used), high - used)
     fit = fit_block(target, window, budget=seconds, seed=seed, **fit_kwargs)
-    base = BaseLayer(NO_BASE, b"", np.zeros_like(target))
+    base = BaseLayer(NO_BASE, b"", np.broadcast_to(np.float64(0.0), target.shape))
     values = np.asarray(fit.reconstruction, np.float64).reshape(target.shape)
     return _Candidate(base, None, values, _mse(values, target), fit.payload), fit.steps
 
