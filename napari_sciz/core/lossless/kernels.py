@@ -398,6 +398,18 @@ def _raster_cells(
     cells[10] = p + 1 if x < w - 1 else p
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _big_class(c: int) -> int:  # pragma: no cover - compiled
+    """``min(39, floor(2 log2(1 + c)))`` of a large ``c`` (no table)."""
+    s = min(c, 1 << 20) + 1
+    s = s * s
+    k = -1
+    while s:
+        s >>= 1
+        k += 1
+    return min(k, 39)
+
+
 @njit(cache=True, nogil=True)
 def decode_raster(
     geom: np.ndarray,
@@ -409,10 +421,11 @@ def decode_raster(
     pmap: np.ndarray,
     ls_w: np.ndarray,
     ls_b: np.ndarray,
-    thr: np.ndarray,
+    tree: np.ndarray,
     cls_lut: np.ndarray,
     wt_lut: np.ndarray,
-    n_tex: int,
+    flip: bool,
+    level_shift: int,
     shift: int,
     tok_nb: np.ndarray,
     tok_hi: np.ndarray,
@@ -422,7 +435,7 @@ def decode_raster(
     cap: int,
     out: np.ndarray,
 ) -> int:  # pragma: no cover - compiled
-    """Values of one lane of a version-4 block, voxel by voxel in C order, into ``out``.
+    """Values of one lane of a version-4 or -5 block, voxel by voxel in C order, into ``out``.
 
     ``geom``: ``(d, h, w, z0, y0, H)``, the lane's shape, its first slice and row in the
     block of ``H`` rows; ``out``: the block, flat; ``ls_w``, ``ls_b``: the least-squares sets
@@ -433,6 +446,9 @@ def decode_raster(
     are left over (a corrupted payload). ``sub_ids``: the blended sub-predictors;
     ``calc_ids``: those, then the others of the predictor map; ``pmap``: per gradient level,
     0 (the blend) or 1 + the position in ``calc_ids`` of the sub-predictor used alone.
+    ``tree``: the context tree ``(4, nodes)`` (property, threshold, right child, leaf of
+    :class:`.ctxtree.ContextTree`); ``cls_lut``: the class of every value below its length;
+    ``flip``: residuals are negated where ``sign(rW) + sign(rN) < 0``.
     """
     d, h, w, z0, y0, big_h = geom[0], geom[1], geom[2], geom[3], geom[4], geom[5]
     hw = h * w
@@ -441,16 +457,17 @@ def decode_raster(
     # half (zeros before slice 0)
     vflat = np.zeros(2 * hw, np.int64)
     err = np.zeros((2 * hw, k_sub), np.int32)
-    absr = np.zeros(2 * hw, np.int32)
+    sres = np.zeros(2 * hw, np.int32)  # signed residuals (capped)
     nv = np.empty(_N_NBR, np.int64)
     cells = np.empty(_N_NBR, np.int64)
+    t_prop, t_thr, t_right, t_leaf = tree[0], tree[1], tree[2], tree[3]
     sv = np.zeros(calc_ids.shape[0], np.int64)  # sub-predictions in calc_ids order
     n_grad = pmap.shape[0]
     mapped = False
     for g in range(n_grad):
         mapped = mapped or pmap[g] != 0
     in_slice = np.array([-1, -w, -w - 1, -w + 1, 0, -2, -2 * w, -w, w, -1, 1], np.int64)
-    n_wt, n_lut, n_thr = wt_lut.shape[0], cls_lut.shape[0], thr.shape[0]
+    n_wt, n_lut = wt_lut.shape[0], cls_lut.shape[0]
     cursor_cls = starts.copy()
     cursor = bit_start
     w_byte = bit_start >> 3  # the raw bits' 64-bit window starts at this byte
@@ -519,25 +536,39 @@ def decode_raster(
                         level += 1
                     if pmap[level]:
                         pred = sv[pmap[level] - 1]
-                # context class: context_class(), written out
-                c = (
-                    2 * (absr[cells[0]] + absr[cells[1]])
-                    + absr[cells[2]] + absr[cells[3]] + absr[cells[4]]
-                )  # fmt: skip
-                if c < n_lut:
-                    cl = np.int64(cls_lut[c])
-                else:
-                    lo_i, hi_i = 0, n_thr
-                    while lo_i < hi_i:
-                        mid = (lo_i + hi_i) >> 1
-                        if thr[mid] <= c:
-                            lo_i = mid + 1
+                # the context: down the tree, each property computed when a node asks for it
+                r_w, r_n = np.int64(sres[cells[0]]), np.int64(sres[cells[1]])
+                signs = (1 if r_w > 0 else (-1 if r_w < 0 else 0)) + (
+                    1 if r_n > 0 else (-1 if r_n < 0 else 0)
+                )
+                node = 0
+                while t_prop[node] >= 0:
+                    pid = t_prop[node]
+                    if pid == 2:
+                        pv = abs(signs)
+                    elif pid == 3:
+                        pv = min(max(pred, 0) >> level_shift, 31)
+                    else:
+                        if pid == 0:
+                            c = 2 * (abs(r_w) + abs(r_n)) + abs(np.int64(sres[cells[2]]))
+                            c += abs(np.int64(sres[cells[3]])) + abs(np.int64(sres[cells[4]]))
+                        elif pid == 1:
+                            c = abs(nv[0] - nv[2]) + abs(nv[1] - nv[2]) + abs(nv[1] - nv[3])
+                        elif pid == 4:
+                            c = abs(nv[0] - nv[2])
+                        elif pid == 5:
+                            c = abs(nv[1] - nv[2])
+                        elif pid == 6:
+                            c = abs(r_w)
+                        elif pid == 7:
+                            c = abs(r_n)
+                        elif pid == 8:
+                            c = abs(np.int64(sres[cells[4]]))
                         else:
-                            hi_i = mid
-                    cl = lo_i
-                if n_tex > 1:
-                    g = abs(nv[0] - nv[2]) + abs(nv[1] - nv[2]) + abs(nv[1] - nv[3])
-                    cl = cl * n_tex + min(g, n_tex - 1)
+                            c = abs(nv[1] - nv[3])
+                        pv = np.int64(cls_lut[c]) if c < n_lut else _big_class(c)
+                    node = node + 1 if pv <= t_thr[node] else t_right[node]
+                cl = t_leaf[node]
                 pos = cursor_cls[cl]
                 if pos >= ends[cl]:
                     return -2
@@ -556,11 +587,13 @@ def decode_raster(
                     u += np.int64((win << np.uint64(off)) >> np.uint64(64 - nb))
                     cursor += nb
                 r = (u >> 1) ^ -(u & 1)
+                if flip and signs < 0:
+                    r = -r
                 val = pred + r
                 vflat[here] = val
                 for s in range(k_sub):
                     err[here, s] = min(abs(val - sv[s]), cap)
-                absr[here] = min(abs(r), cap)
+                sres[here] = min(max(r, -cap), cap)
                 out[row_out + x] = val
     for c in range(cursor_cls.shape[0]):
         if cursor_cls[c] != ends[c]:

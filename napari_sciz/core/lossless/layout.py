@@ -17,17 +17,20 @@ _RAW_MAGIC = b"SZR"
 #: by class over the whole block (lane by lane, C order inside a class and lane) and the raw
 #: bits are in lane and C order: the decoder decodes each class's symbols with one call, then
 #: runs one compiled loop per lane, the lanes on threads (:func:`.kernels.decode_raster`)
-_VERSION = 4
+#: Version 5 replaces the fixed contexts by a context tree grown for the block
+#: (:mod:`.ctxtree`) and may code residuals negated where the west and north residuals lean
+#: negative
+_VERSION = 5
 
 
-_VERSIONS = (1, 2, 3, 4)
+_VERSIONS = (1, 2, 3, 4, 5)
 
 
 #: version byte of stored (raw) blocks
 _RAW_VERSION = 1
 
 
-#: header of versions 2-4
+#: header of versions 2-5
 _HEAD2 = struct.Struct("<3sBBBIIIIqddIBBBBIIIIQ")
 
 
@@ -39,3 +42,9 @@ _V4_EXT = struct.Struct("<IIBB8s")
 
 #: version 4: the raw-bit position where each lane after the first starts
 _V4_LANE_BITS = struct.Struct("<Q")
+
+
+#: version 5, after the lane bit positions: residuals negated where ``sign(rW) + sign(rN) < 0``
+#: (0 or 1), the level shift of the predicted-intensity property, the context tree's byte
+#: length (the tree follows)
+_V5_EXT = struct.Struct("<BBH")

@@ -12,21 +12,23 @@ from __future__ import annotations
 import os
 import zlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ...errors import FormatError
+from .ctxtree import ContextTree, grow_tree, level_shift
 from .entropy import (
     _ans_encode_by_class,
     _class_models,
-    _merge_classes,
     _pack_bits,
     _quantize_hist,
     _token_tables,
+    _tokenize,
 )
-from .layout import _HEAD2, _MAGIC, _V4_EXT, _V4_LANE_BITS, _VERSION
-from .predict import _N_CLS2, _N_SUB, _N_TEX, _SUB_LS, _V2_CAP, _V2_LS, _V2_SHIFT
+from .layout import _HEAD2, _MAGIC, _V4_EXT, _V4_LANE_BITS, _V5_EXT, _VERSION
+from .predict import _CLS_THR, _N_SUB, _SUB_LS, _V2_CAP, _V2_LS, _V2_SHIFT
 from .tokens import _encode_v2_core, _fit_ls, choose_map, choose_mask
 from .values import _FLAG_TABLE, _Mapped, _pack_uints, _unpack_uints
 
@@ -43,6 +45,10 @@ _MIN_LANE_ROWS = 32
 
 #: lanes are cut while their estimated cost stays under this share of the block's bits
 _LANE_COST_SHARE = 0.005
+
+
+#: residuals negated where ``sign(rW) + sign(rN) < 0``: None, whichever is estimated smaller
+_NEGATE: bool | None = None
 
 
 #: lane axes: slabs of slices, or bands of rows of every slice
@@ -138,8 +144,8 @@ def _zigzag(x: np.ndarray) -> np.ndarray:
     return np.where(x >= 0, 2 * x, -2 * x - 1)
 
 
-def encode_v4(m: _Mapped, shape3: tuple[int, int, int]) -> bytes:
-    """Version-4 payload of the mapped block ``m`` of shape ``shape3``."""
+def encode_v5(m: _Mapped, shape3: tuple[int, int, int]) -> bytes:
+    """Version-5 payload of the mapped block ``m`` of shape ``shape3``."""
     d, h, w = shape3
     v = m.values.reshape(d, h, w)
     mask = choose_mask(v)
@@ -147,6 +153,7 @@ def encode_v4(m: _Mapped, shape3: tuple[int, int, int]) -> bytes:
     lanes, axis = plan_lanes(v, mask, pmap)
     boxes = lane_boxes(shape3, lanes, axis)
     use_ls = bool(mask >> _SUB_LS & 1)
+    shift = level_shift(int(v.max()) if v.size else 0)
     # least squares: fitted on whole slices (row bands), or on each slab (its first slice
     # has no previous one)
     whole_ls = _fit_ls(v) if use_ls and axis == AXIS_Y else None
@@ -155,38 +162,25 @@ def encode_v4(m: _Mapped, shape3: tuple[int, int, int]) -> bytes:
         z0, z1, y0, y1 = box
         lane = np.ascontiguousarray(v[z0:z1, y0:y1])
         ls_params = whole_ls if whole_ls is not None else (_fit_ls(lane) if use_ls else None)
-        return _encode_v2_core(lane, mask, ls_params, pmap)[0]
+        return _encode_v2_core(lane, mask, ls_params, pmap, shift=shift)[0]
 
     cores = _on_threads(code_lane, boxes)
-    ntok = max(c["counts"].shape[2] for c in cores)
-    counts3 = sum(
-        np.pad(c["counts"], ((0, 0), (0, 0), (0, ntok - c["counts"].shape[2]))) for c in cores
-    )
-    # context: activity classes (adjacent ones merged) x texture levels (or none)
-    keep, est = _merge_classes(counts3)
-    keep1, est1 = _merge_classes(counts3.sum(axis=0, keepdims=True))
-    n_tex = _N_TEX
-    if est1 <= est:
-        keep, n_tex, counts3 = keep1, 1, counts3.sum(axis=0, keepdims=True)
-    to_bin = np.concatenate([[0], np.cumsum(keep)])
-    n_bins = int(to_bin[-1]) + 1
-    counts = np.zeros((n_bins, n_tex, ntok), np.int64)
-    np.add.at(counts, to_bin, counts3.transpose(1, 0, 2))
-    q = _quantize_hist(counts.reshape(n_bins * n_tex, -1))
-    lane_cls = []
-    for c in cores:
-        tex, act = np.divmod(c["cls"], _N_CLS2)
-        lane_cls.append(to_bin[act] * n_tex + (tex if n_tex > 1 else 0))
-    tok = np.concatenate([c["tok"] for c in cores])
-    cls = np.concatenate(lane_cls)
-    words = _ans_encode_by_class(tok, cls, np.array([0, tok.size]), _class_models(q))
-    nb = np.concatenate([c["nb"] for c in cores])
-    bits = _pack_bits(nb, np.concatenate([c["raw"] for c in cores]))
-    lane_bits = np.cumsum([int(c["nb"].sum()) for c in cores])[:-1]
-    # symbols per class: what the histograms do not say (scaled ones), and per lane but the last
-    excess = np.bincount(cls, minlength=q.shape[0]) - q.sum(axis=1)
+    tok, nb, raw, flip, ctx, tree = _context_tree(cores)
+    ntok = max(int(tok.max()) + 1 if tok.size else 0, 2)
+    n_ctx = tree.n_leaves
+    counts = np.bincount(ctx * ntok + tok, minlength=n_ctx * ntok).reshape(n_ctx, ntok)
+    q = _quantize_hist(counts)
+    sizes = [c["tok"].size for c in cores]
+    lane_ctx = np.split(ctx, np.cumsum(sizes)[:-1])
+    words = _ans_encode_by_class(tok, ctx, np.array([0, tok.size]), _class_models(q))
+    bits = _pack_bits(nb, raw)
+    lane_nb = np.split(nb, np.cumsum(sizes)[:-1])
+    lane_bits = np.cumsum([int(x.sum()) for x in lane_nb])[:-1]
+    # symbols per context: what the histograms do not say (scaled ones), and per lane but the
+    # last
+    excess = np.bincount(ctx, minlength=n_ctx) - q.sum(axis=1)
     count_bytes = _pack_uints(_zigzag(excess))
-    per_lane = [np.bincount(c, minlength=q.shape[0]) for c in lane_cls[:-1]]
+    per_lane = [np.bincount(c, minlength=n_ctx) for c in lane_ctx[:-1]]
     lane_bytes = _pack_uints(np.concatenate(per_lane)) if per_lane else b""
 
     hist_bytes = _pack_uints(q.ravel())
@@ -200,13 +194,39 @@ def encode_v4(m: _Mapped, shape3: tuple[int, int, int]) -> bytes:
     ls_bytes = cores[0]["ls"] if axis == AXIS_Y else [b for c in cores for b in c["ls"]]
     head = _HEAD2.pack(
         _MAGIC, _VERSION, m.kind, flags, d, h, w, crc, m.offset, m.lo, m.step, n_table,
-        q.shape[1], n_bins, mask, n_tex, len(hist_bytes), len(table_bytes), len(bits),
-        len(ls_bytes), int(np.sum(keep.astype(np.int64) << np.arange(keep.size))),
+        ntok, n_ctx, mask, 1, len(hist_bytes), len(table_bytes), len(bits), len(ls_bytes), 0,
     )  # fmt: skip
+    tree_bytes = tree.to_bytes()
     ext = _V4_EXT.pack(len(count_bytes), len(lane_bytes), len(cores), axis, bytes(pmap.tolist()))
     ext += b"".join(_V4_LANE_BITS.pack(int(b)) for b in lane_bits)
+    ext += _V5_EXT.pack(int(flip), shift, len(tree_bytes)) + tree_bytes
     parts = [head, ext, hist_bytes, count_bytes, lane_bytes, *ls_bytes, table_bytes, bits]
     return b"".join([*parts, words])
+
+
+def _context_tree(
+    cores: list[dict],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool, np.ndarray, ContextTree]:
+    """Tokens, raw-bit counts and raw bits of the lanes' voxels, whether residuals are coded
+    negated where ``sign(rW) + sign(rN) < 0``, every voxel's context and the tree: with and
+    without the negation, whichever is estimated smaller."""
+    props = np.concatenate([c["props"] for c in cores], axis=1)
+    res = np.concatenate([c["res"] for c in cores])
+    flip = np.concatenate([c["flip"] for c in cores])
+    plain = tuple(np.concatenate([c[k] for c in cores]) for k in ("tok", "nb", "raw"))
+    best = None
+    for negate in (False, True) if _NEGATE is None else (_NEGATE,):
+        if negate and not flip.any() and _NEGATE is None:
+            continue
+        tok, nb, raw = _tokenize(np.where(flip, -res, res)) if negate else plain
+        ntok = max(int(tok.max()) + 1 if tok.size else 0, 2)
+        tree, est = grow_tree(props, tok, ntok)
+        est += float(nb.sum())
+        if best is None or est < best[0]:
+            best = (est, tok, nb, raw, negate, tree)
+    assert best is not None
+    _est, tok, nb, raw, negate, tree = best
+    return tok, nb, raw, negate, tree.apply(props), tree
 
 
 class LanePlan:
@@ -229,9 +249,25 @@ class LanePlan:
         self.boxes, self.starts, self.ends, self.bit_starts = boxes, starts, ends, bits
 
 
-def read_v4_ext(payload: bytes, pos: int, shape3: tuple[int, int, int]) -> tuple[tuple, int]:
-    """The version-4 extension after the header: ``((n_count_bytes, n_lane_bytes, lanes,
-    axis, lane_bits, predictor map), new position)``."""
+@dataclass
+class LaneExt:
+    """The extension of version 4 and 5 headers (see :mod:`.layout`)."""
+
+    n_count: int  # byte length of the context-count stream
+    n_lane: int  # byte length of the lane-count stream
+    lanes: int
+    axis: int
+    lane_bits: list[int]  # raw-bit start of every lane after the first
+    pmap: np.ndarray  # the predictor map
+    flip: bool = False  # version 5: residuals negated where sign(rW) + sign(rN) < 0
+    level_shift: int = 0  # version 5: shift of the predicted-intensity property
+    tree: bytes | None = None  # version 5: the context tree
+
+
+def read_lane_ext(
+    payload: bytes, pos: int, shape3: tuple[int, int, int], version: int
+) -> tuple[LaneExt, int]:
+    """The version-4/5 extension after the header, and the position after it."""
     if len(payload) < pos + _V4_EXT.size:
         raise FormatError("truncated lossless block")
     n_count, n_lane, lanes, axis, pmap_bytes = _V4_EXT.unpack_from(payload, pos)
@@ -245,20 +281,30 @@ def read_v4_ext(payload: bytes, pos: int, shape3: tuple[int, int, int]) -> tuple
     if len(payload) < pos + _V4_LANE_BITS.size * (lanes - 1):
         raise FormatError("truncated lossless block")
     bits = [_V4_LANE_BITS.unpack_from(payload, pos + 8 * i)[0] for i in range(lanes - 1)]
-    ext = (n_count, n_lane, lanes, axis, bits, pmap)
-    return ext, pos + _V4_LANE_BITS.size * (lanes - 1)
+    pos += _V4_LANE_BITS.size * (lanes - 1)
+    ext = LaneExt(n_count, n_lane, lanes, axis, bits, pmap)
+    if version >= 5:
+        if len(payload) < pos + _V5_EXT.size:
+            raise FormatError("truncated lossless block")
+        flip, shift, n_tree = _V5_EXT.unpack_from(payload, pos)
+        pos += _V5_EXT.size
+        if flip > 1 or shift > 63 or len(payload) < pos + n_tree:
+            raise FormatError("implausible context parameters in a lossless block")
+        ext.flip, ext.level_shift, ext.tree = bool(flip), shift, payload[pos : pos + n_tree]
+        pos += n_tree
+    return ext, pos
 
 
 def lane_plan(
     q: np.ndarray,
     count_bytes: bytes,
     lane_bytes: bytes,
-    ext: tuple,
+    ext: LaneExt,
     shape3: tuple[int, int, int],
     n_bits: int,
 ) -> LanePlan:
     """Token and raw-bit positions of every lane, checked for consistency."""
-    _nc, _nl, lanes, axis, lane_bits, _pmap = ext
+    lanes, axis, lane_bits = ext.lanes, ext.axis, ext.lane_bits
     n_ctx = q.shape[0]
     z = _unpack_uints(count_bytes, n_ctx)
     totals = q.sum(axis=1) + ((z >> 1) ^ -(z & 1))
@@ -277,7 +323,7 @@ def lane_plan(
     return LanePlan(boxes, starts.astype(np.int64), (starts + per_lane).astype(np.int64), bits)
 
 
-def decode_v4(
+def decode_lanes(
     q: np.ndarray,
     plan: LanePlan,
     words: np.ndarray,
@@ -286,12 +332,11 @@ def decode_v4(
     mask: int,
     ls_w: np.ndarray,
     ls_b: np.ndarray,
-    thr: np.ndarray,
-    n_tex: int,
-    pmap: np.ndarray,
+    tree: ContextTree,
+    ext: LaneExt,
 ) -> np.ndarray:
-    """Mapped values of a version-4 payload: every context's symbols in one call each, then
-    one compiled pass per lane (lanes on threads). ``pmap``: the predictor map."""
+    """Mapped values of a version-4 or -5 payload: every context's symbols in one call each,
+    then one compiled pass per lane (lanes on threads)."""
     import constriction
 
     from . import kernels
@@ -306,13 +351,17 @@ def decode_v4(
     d, h, w = shape3
     out = np.empty(d * h * w, np.int64)
     sub_ids = np.array([i for i in range(_N_SUB) if mask >> i & 1], np.int64)
+    pmap = ext.pmap
     if np.any(pmap == 1 + _SUB_LS) and not mask >> _SUB_LS & 1:
         raise FormatError("predictor map of a lossless block uses missing least squares")
     # the blended sub-predictors, then the others the map uses; the map as positions there
     extra = sorted({int(m) - 1 for m in pmap if m} - set(sub_ids.tolist()))
     calc_ids = np.array([*sub_ids.tolist(), *extra], np.int64)
     pos_map = np.array([m and 1 + calc_ids.tolist().index(m - 1) for m in pmap], np.int64)
-    cls_lut = kernels.class_table(thr)
+    cls_lut = kernels.class_table(_CLS_THR)
+    tree_arr = np.stack([tree.prop, tree.thr, tree.right, tree.leaf])
+    if tree.n_leaves != q.shape[0]:
+        raise FormatError("context tree and histograms of a lossless block do not match")
     wt_lut = kernels.weight_table(kernels.WT_LUT)
     padded = np.concatenate([bit_bytes, np.zeros(8, np.uint8)])
 
@@ -321,7 +370,8 @@ def decode_v4(
         return kernels.decode_raster(
             np.array([z1 - z0, y1 - y0, w, z0, y0, h], np.int64), tokens, plan.starts[i],
             plan.ends[i], sub_ids, calc_ids, pos_map, np.ascontiguousarray(ls_w[:, z0:z1]),
-            np.ascontiguousarray(ls_b[z0:z1]), thr, cls_lut, wt_lut, n_tex, _V2_SHIFT, tok_nb,
+            np.ascontiguousarray(ls_b[z0:z1]), tree_arr, cls_lut, wt_lut, ext.flip,
+            ext.level_shift, _V2_SHIFT, tok_nb,
             tok_hi, padded, plan.bit_starts[i], plan.bit_starts[i + 1], _V2_CAP, out,
         )  # fmt: skip
 
@@ -342,11 +392,12 @@ __all__ = [
     "AXIS_Y",
     "AXIS_Z",
     "LanePlan",
-    "decode_v4",
-    "encode_v4",
+    "LaneExt",
+    "decode_lanes",
+    "encode_v5",
     "lane_boxes",
     "lane_plan",
     "max_lanes",
     "plan_lanes",
-    "read_v4_ext",
+    "read_lane_ext",
 ]

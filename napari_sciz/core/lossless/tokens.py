@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .ctxtree import N_PROPS, flip_signs, slice_properties
 from .entropy import _token_bits, _tokenize
 from .predict import (
     _N_CLS2,
@@ -76,6 +77,7 @@ def _encode_v2_core(
     ls_params: LSParams | None = None,
     pmap: np.ndarray | None = None,
     collect: bool = False,
+    shift: int | None = None,
 ) -> tuple[dict, float]:
     """Tokens of block ``v`` ``(d, h, w)`` with the sub-predictors of ``mask``; est. bits.
 
@@ -83,7 +85,9 @@ def _encode_v2_core(
     ``pmap``: the predictor map (per gradient level: 0 the blend, ``i + 1`` sub-predictor
     ``i`` alone; None: the blend everywhere). With ``collect``, the result also holds
     ``"options"``: token counts ``(N_GRAD, 1 + 7, _MAP_TOKENS)`` of every option at every
-    gradient level (for :func:`choose_map`).
+    gradient level (for :func:`choose_map`). With a level ``shift``, it also holds the
+    voxels' context-tree properties ``"props"`` (:func:`.ctxtree.slice_properties`), the signed
+    residuals ``"res"`` and where they are coded negated, ``"flip"``.
     """
     d, h, w = v.shape
     hw, n = h * w, v.size
@@ -92,6 +96,9 @@ def _encode_v2_core(
     k_sub = bin(mask).count("1")
     err = np.zeros((n + hw, k_sub), np.int32)
     absr = np.zeros(n + hw, np.int64)
+    sres = np.zeros(n + hw, np.int64) if shift is not None else None
+    props = np.empty((N_PROPS, n), np.uint8) if shift is not None else None
+    flip = np.empty(n, bool) if shift is not None else None
     res = np.empty(n, np.int64)
     cls = np.empty(n, np.int64)
     pos = np.arange(hw, dtype=np.int64)
@@ -129,6 +136,11 @@ def _encode_v2_core(
         res[z * hw : (z + 1) * hw] = r
         absr[sl] = np.minimum(np.abs(r), _V2_CAP)
         cls[z * hw : (z + 1) * hw] = _ctx_class(absr[nidx[:5]]) + _N_CLS2 * _texture(nv)
+        if sres is not None:
+            sres[sl] = np.clip(r, -_V2_CAP, _V2_CAP)
+            nres = sres[nidx[:5]]
+            props[:, z * hw : (z + 1) * hw] = slice_properties(nv, nres, pred, shift)
+            flip[z * hw : (z + 1) * hw] = flip_signs(nres)
     tok, nb, raw = _tokenize(res)
     ntok = max(int(tok.max()) + 1, 2) if tok.size else 2  # constriction needs two symbols
     counts = np.bincount(cls * ntok + tok, minlength=_N_TEX * _N_CLS2 * ntok)
@@ -141,6 +153,8 @@ def _encode_v2_core(
     core = {"tok": tok, "nb": nb, "raw": raw, "cls": cls, "counts": counts, "ls": ls}
     if options is not None:
         core["options"] = options
+    if props is not None:
+        core.update(props=props, res=res, flip=flip)
     return core, bits
 
 

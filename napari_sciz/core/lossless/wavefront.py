@@ -1,8 +1,8 @@
-"""Lossless payloads of versions 2-4: the header reader, and the decoders of versions 2 and 3.
+"""Lossless payloads of versions 2-5: the header reader, and the decoders of versions 2 and 3.
 
 Versions 2 and 3 are decoded along wavefronts (version 3 has each wavefront's tokens sorted by
 context class in the ANS stream, so that the decoder runs one fixed model per class run around
-compiled kernels, :mod:`.kernels`); version 4 goes to :mod:`.raster`.
+compiled kernels, :mod:`.kernels`); versions 4 and 5 go to :mod:`.raster`.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...errors import FormatError
+from .ctxtree import ContextTree
 from .entropy import (
     _class_models,
     _token_tables,
@@ -34,7 +35,7 @@ from .predict import (
     _texture,
     _wave_order,
 )
-from .raster import decode_v4, lane_plan, read_v4_ext
+from .raster import decode_lanes, lane_plan, read_lane_ext
 from .values import (
     _KIND_FLOAT_BITS,
     _KIND_INT,
@@ -54,10 +55,12 @@ def _decode_v2(payload: bytes, shape3: tuple[int, ...]) -> tuple[np.ndarray, tup
         raise FormatError(f"block shape {(d, h, w)} does not match the grid {shape3}")
     keep = (keep_bits >> np.arange(_N_CLS2 - 1, dtype=np.uint64)) & 1 == 1
     thr = _CLS_THR[keep]
+    fixed = _v < 5  # contexts: activity classes x texture levels (else a context tree)
     if (
         kind > _KIND_QUANT_FLOAT
         or keep_bits >> (_N_CLS2 - 1)
-        or n_cls != thr.size + 1
+        or (fixed and n_cls != thr.size + 1)
+        or (not fixed and (keep_bits or n_tex != 1 or n_cls < 1))
         or n_tex not in (1, _N_TEX)
         or not 0 < mask < 1 << _N_SUB
         or ntok < 2
@@ -71,15 +74,15 @@ def _decode_v2(payload: bytes, shape3: tuple[int, ...]) -> tuple[np.ndarray, tup
     pos = _HEAD2.size
     ext = None
     if _v >= 4:
-        ext, pos = read_v4_ext(payload, pos, (d, h, w))
+        ext, pos = read_lane_ext(payload, pos, (d, h, w), _v)
     q = _unpack_uints(payload[pos : pos + n_hist], n_cls * n_tex * ntok)
     q = q.reshape(n_cls * n_tex, ntok)
     pos += n_hist
     count_bytes = lane_bytes = b""
     if ext is not None:
-        count_bytes = payload[pos : pos + ext[0]]
-        lane_bytes = payload[pos + ext[0] : pos + ext[0] + ext[1]]
-        pos += ext[0] + ext[1]
+        count_bytes = payload[pos : pos + ext.n_count]
+        lane_bytes = payload[pos + ext.n_count : pos + ext.n_count + ext.n_lane]
+        pos += ext.n_count + ext.n_lane
     ls_w = np.zeros((_N_NBR, max(d, 1)), np.int64)
     ls_b = np.zeros(max(d, 1), np.int64)
     for z in range(n_ls):
@@ -95,7 +98,11 @@ def _decode_v2(payload: bytes, shape3: tuple[int, ...]) -> tuple[np.ndarray, tup
 
     if ext is not None:
         plan = lane_plan(q, count_bytes, lane_bytes, ext, (d, h, w), n_bits)
-        v = decode_v4(q, plan, words, bit_bytes, (d, h, w), mask, ls_w, ls_b, thr, n_tex, ext[5])
+        if ext.tree is not None:
+            tree = ContextTree.from_bytes(ext.tree, n_cls)
+        else:
+            tree = ContextTree.from_classes(np.flatnonzero(keep), n_tex)
+        v = decode_lanes(q, plan, words, bit_bytes, (d, h, w), mask, ls_w, ls_b, tree, ext)
         return v, (kind, flags, crc, offset, lo, step, table)
     if _v == 3:
         v = _decode_waves(q, words, bit_bytes, (d, h, w), mask, ls_w, ls_b, thr, n_tex, ntok)
