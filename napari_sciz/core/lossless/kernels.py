@@ -461,6 +461,7 @@ def decode_raster(
     nv = np.empty(_N_NBR, np.int64)
     cells = np.empty(_N_NBR, np.int64)
     t_prop, t_thr, t_right, t_leaf = tree[0], tree[1], tree[2], tree[3]
+    flip_i = np.int64(flip)
     sv = np.zeros(calc_ids.shape[0], np.int64)  # sub-predictions in calc_ids order
     n_grad = pmap.shape[0]
     mapped = False
@@ -538,8 +539,9 @@ def decode_raster(
                         pred = sv[pmap[level] - 1]
                 # the context: down the tree, each property computed when a node asks for it
                 r_w, r_n = np.int64(sres[cells[0]]), np.int64(sres[cells[1]])
-                signs = (1 if r_w > 0 else (-1 if r_w < 0 else 0)) + (
-                    1 if r_n > 0 else (-1 if r_n < 0 else 0)
+                # (as arithmetic: residual signs are noise, branches on them mispredict)
+                signs = (
+                    np.int64(r_w > 0) - np.int64(r_w < 0) + np.int64(r_n > 0) - np.int64(r_n < 0)
                 )
                 node = 0
                 while t_prop[node] >= 0:
@@ -587,8 +589,7 @@ def decode_raster(
                     u += np.int64((win << np.uint64(off)) >> np.uint64(64 - nb))
                     cursor += nb
                 r = (u >> 1) ^ -(u & 1)
-                if flip and signs < 0:
-                    r = -r
+                r *= 1 - 2 * (flip_i & np.int64(signs < 0))
                 val = pred + r
                 vflat[here] = val
                 for s in range(k_sub):
