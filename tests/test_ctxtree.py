@@ -51,7 +51,7 @@ def test_version_4_contexts_as_a_tree() -> None:
 
 @pytest.mark.parametrize(
     "data",
-    [b"", b"\x00", b"\x00\x03\xff", b"\x0c\x03\xff\xff", b"\xff\xff", b"\x00\x03\xff\xff\xff"],
+    [b"", b"\x00", b"\x00\x03\xff", b"\x20\x03\xff\xff", b"\xff\xff", b"\x00\x03\xff\xff\xff"],
 )
 def test_bad_tree_bytes_are_format_errors(data: bytes) -> None:
     with pytest.raises(FormatError):
@@ -75,3 +75,40 @@ def test_negated_residuals_round_trip(monkeypatch: pytest.MonkeyPatch) -> None:
         seen.add(payload)
         assert np.array_equal(decode_block(payload, block.dtype, block.shape), block)
     assert len(seen) == 2
+
+
+def _chain_tree(thr: int) -> ContextTree:
+    """A tree testing every property in turn (``property <= thr``: a leaf, else the next)."""
+    prop, thrs, right, leaf = [], [], [], []
+    for p in range(N_PROPS):
+        prop += [p, -1]
+        thrs += [thr, 0]
+        right += [len(prop), 0]  # the right child is the next test (after the left leaf)
+        leaf += [0, p]
+    prop.append(-1)
+    thrs.append(0)
+    right.append(0)
+    leaf.append(N_PROPS)
+    return ContextTree(*(np.array(a, np.int64) for a in (prop, thrs, right, leaf)))
+
+
+@pytest.mark.parametrize("mask", [0b1000100, 0b0010000, 0b1111111])
+@pytest.mark.parametrize("thr", [0, 2, 5])
+def test_every_property_decodes_as_encoded(
+    monkeypatch: pytest.MonkeyPatch, mask: int, thr: int
+) -> None:
+    """The decoder's properties equal the encoder's: a tree that tests each of them (with and
+    without a blend of sub-predictors) round-trips."""
+    from napari_sciz.core.lossless import raster, tokens
+
+    tree = _chain_tree(thr)
+    monkeypatch.setattr(tokens, "_MASKS", (mask,))
+    monkeypatch.setattr(raster, "grow_tree", lambda props, tok, ntok: (tree, 0.0))
+    z, y, x = np.meshgrid(np.arange(3), np.arange(30), np.arange(33), indexing="ij")
+    rng = np.random.default_rng(thr)
+    block = 2000 + 600 * np.sin(x / 5.0 + z) * np.cos(y / 7.0) + rng.normal(0, 4, x.shape)
+    block = np.maximum(block, 0).astype(np.uint16)
+    payload = encode_block(block)
+    used = set(raster.ContextTree.from_bytes(tree.to_bytes(), tree.n_leaves).prop.tolist())
+    assert used >= set(range(N_PROPS))
+    assert np.array_equal(decode_block(payload, block.dtype, block.shape), block)

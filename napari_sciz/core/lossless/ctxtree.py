@@ -32,7 +32,11 @@ P_RES_W = 6  # class of |rW|
 P_RES_N = 7  # class of |rN|
 P_RES_P = 8  # class of |rP| (the same position in the previous slice)
 P_N_NE = 9  # class of |N - NE|
-N_PROPS = 10
+P_SPREAD = 10  # class of max - min of the blended sub-predictions (|W - N| without a blend)
+P_PREV = 11  # class of |P - prediction|
+P_FAR = 12  # class of |W - WW| + |N - NN|
+P_ERROR = 13  # class of the smallest error sum of the blended sub-predictors (0 without)
+N_PROPS = 14
 
 
 #: at most this many contexts (the header stores the count in a byte)
@@ -61,15 +65,24 @@ def level_shift(vmax: int) -> int:
     return max(0, int(vmax).bit_length() - 5)
 
 
-def slice_properties(nv: np.ndarray, res: np.ndarray, pred: np.ndarray, shift: int) -> np.ndarray:
+def slice_properties(
+    nv: np.ndarray,
+    res: np.ndarray,
+    pred: np.ndarray,
+    shift: int,
+    subs: np.ndarray,
+    err_sums: np.ndarray | None,
+) -> np.ndarray:
     """Properties ``(N_PROPS, m)`` (uint8) of ``m`` voxels.
 
-    ``nv``: the 11 neighbour values ``(11, m)`` (``W, N, NW, NE, P, ...``); ``res``: the signed
-    (capped) residuals at ``W, N, NW, NE, P`` ``(5, m)``; ``pred``: the predictions.
+    ``nv``: the 11 neighbour values ``(11, m)`` (``W, N, NW, NE, P, WW, NN, ...``); ``res``:
+    the signed (capped) residuals at ``W, N, NW, NE, P`` ``(5, m)``; ``pred``: the
+    predictions; ``subs``: the blended sub-predictions ``(K, m)``; ``err_sums``: their error
+    sums ``(m, K)`` (None without a blend).
     """
     a = np.abs(res)
     w_nw, n_nw, n_ne = np.abs(nv[0] - nv[2]), np.abs(nv[1] - nv[2]), np.abs(nv[1] - nv[3])
-    out = np.empty((N_PROPS, nv.shape[1]), np.uint8)
+    out = np.zeros((N_PROPS, nv.shape[1]), np.uint8)
     out[P_ACTIVITY] = _class_of(2 * (a[0] + a[1]) + a[2] + a[3] + a[4])
     out[P_GRADIENT] = _class_of(w_nw + n_nw + n_ne)
     out[P_SIGNS] = np.abs(np.sign(res[0]) + np.sign(res[1]))
@@ -80,6 +93,14 @@ def slice_properties(nv: np.ndarray, res: np.ndarray, pred: np.ndarray, shift: i
     out[P_RES_N] = _class_of(a[1])
     out[P_RES_P] = _class_of(a[4])
     out[P_N_NE] = _class_of(n_ne)
+    if subs.shape[0] > 1:
+        out[P_SPREAD] = _class_of(subs.max(axis=0) - subs.min(axis=0))
+    else:
+        out[P_SPREAD] = _class_of(np.abs(nv[0] - nv[1]))
+    out[P_PREV] = _class_of(np.abs(nv[4] - pred))
+    out[P_FAR] = _class_of(np.abs(nv[0] - nv[5]) + np.abs(nv[1] - nv[6]))
+    if err_sums is not None:
+        out[P_ERROR] = _class_of(err_sums.min(axis=1))
     return out
 
 

@@ -566,8 +566,28 @@ def decode_raster(
                             c = abs(r_n)
                         elif pid == 8:
                             c = abs(np.int64(sres[cells[4]]))
-                        else:
+                        elif pid == 9:
                             c = abs(nv[1] - nv[3])
+                        elif pid == 10:  # spread of the blended sub-predictions
+                            if k_sub > 1:
+                                lo_s, hi_s = sv[0], sv[0]
+                                for s in range(1, k_sub):
+                                    lo_s, hi_s = min(lo_s, sv[s]), max(hi_s, sv[s])
+                                c = hi_s - lo_s
+                            else:
+                                c = abs(nv[0] - nv[1])
+                        elif pid == 11:
+                            c = abs(nv[4] - pred)
+                        elif pid == 12:
+                            c = abs(nv[0] - nv[5]) + abs(nv[1] - nv[6])
+                        else:  # the smallest error sum of the blended sub-predictors
+                            c = 0
+                            if k_sub > 1:
+                                c0, c1, c2, c3 = cells[0], cells[1], cells[2], cells[3]
+                                c = np.int64(err[c0, 0] + err[c1, 0] + err[c2, 0] + err[c3, 0])
+                                for s in range(1, k_sub):
+                                    es = err[c0, s] + err[c1, s] + err[c2, s] + err[c3, s]
+                                    c = min(c, np.int64(es))
                         pv = np.int64(cls_lut[c]) if c < n_lut else _big_class(c)
                     node = node + 1 if pv <= t_thr[node] else t_right[node]
                 cl = t_leaf[node]

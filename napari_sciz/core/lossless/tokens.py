@@ -118,9 +118,11 @@ def _encode_v2_core(
             ls.append(_V2_LS.pack(*[int(x) for x in wts], ls_b))
             ls_w = wts[:, None]
         subs = _sub_predictions(nv, mask, ls_w, ls_b)
+        err_sums = None
         if k_sub > 1:
             err[sl] = np.minimum(np.abs(target - subs), _V2_CAP).T
-            pred = _blend(subs, _err_sum(err, nidx))
+            err_sums = _err_sum(err, nidx)
+            pred = _blend(subs, err_sums)
         else:
             pred = subs[0]
         if mapped or collect:
@@ -139,8 +141,9 @@ def _encode_v2_core(
         if sres is not None:
             sres[sl] = np.clip(r, -_V2_CAP, _V2_CAP)
             nres = sres[nidx[:5]]
-            props[:, z * hw : (z + 1) * hw] = slice_properties(nv, nres, pred, shift)
-            flip[z * hw : (z + 1) * hw] = flip_signs(nres)
+            here = slice(z * hw, (z + 1) * hw)
+            props[:, here] = slice_properties(nv, nres, pred, shift, subs, err_sums)
+            flip[here] = flip_signs(nres)
     tok, nb, raw = _tokenize(res)
     ntok = max(int(tok.max()) + 1, 2) if tok.size else 2  # constriction needs two symbols
     counts = np.bincount(cls * ntok + tok, minlength=_N_TEX * _N_CLS2 * ntok)
