@@ -3,9 +3,10 @@
 The block is cut into ``L`` lanes (slabs of slices or bands of rows of every slice), each
 predicted and context-modelled as an independent block (same sub-predictors, shared
 histograms); version 5 (written) takes its contexts from a tree grown for the block
-(:mod:`.ctxtree`), version 4 (still decoded) from activity classes and texture levels. The ANS stream holds every context's tokens together (lane by
-lane, C order within a lane), so the decoder decodes each context with one call, then runs one
-compiled C-order loop per lane (:func:`.kernels.decode_raster`), the lanes on threads.
+(:mod:`.ctxtree`), version 4 (still decoded) from activity classes and texture levels. The
+ANS stream holds every context's tokens together (lane by lane, C order within a lane), so the
+decoder decodes each context with one call, then runs one compiled C-order loop per lane
+(:func:`.kernels.decode_raster`), the lanes on threads.
 """
 
 from __future__ import annotations
