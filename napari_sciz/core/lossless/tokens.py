@@ -67,6 +67,10 @@ _MAP_TOKENS = 128
 _MAP_VOXELS = 1 << 18
 
 
+#: rows of the sample of a slice larger than :data:`_MAP_VOXELS` (at least)
+_MIN_MAP_ROWS = 16
+
+
 #: a gradient level leaves the blend only for a sub-predictor this much cheaper there
 _MAP_MARGIN = 0.01
 
@@ -173,11 +177,13 @@ def _count_options(
 def choose_map(v: np.ndarray, mask: int) -> np.ndarray:
     """The predictor map of block ``v``: per gradient level, the blend of ``mask`` or the one
     sub-predictor whose tokens and raw bits cost least there (by :data:`_MAP_MARGIN`),
-    measured on the middle slices (at least one, up to :data:`_MAP_VOXELS` voxels)."""
+    measured on the middle slices (up to :data:`_MAP_VOXELS` voxels; of a larger slice, its
+    middle rows)."""
     d, h, w = v.shape
     k = max(1, min(d, _MAP_VOXELS // max(1, h * w)))
-    z0 = (d - k) // 2
-    sample = np.ascontiguousarray(v[z0 : z0 + k])
+    rows = min(h, max(_MIN_MAP_ROWS, _MAP_VOXELS // max(1, w)))
+    z0, y0 = (d - k) // 2, (h - rows) // 2
+    sample = np.ascontiguousarray(v[z0 : z0 + k, y0 : y0 + rows])
     options = _encode_v2_core(sample, mask, collect=True)[0]["options"]
     tok = np.arange(_MAP_TOKENS)
     raw = _token_bits(tok)
