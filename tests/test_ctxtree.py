@@ -112,3 +112,19 @@ def test_every_property_decodes_as_encoded(
     used = set(raster.ContextTree.from_bytes(tree.to_bytes(), tree.n_leaves).prop.tolist())
     assert used >= set(range(N_PROPS))
     assert np.array_equal(decode_block(payload, block.dtype, block.shape), block)
+
+
+def test_tree_of_two_properties_as_a_table() -> None:
+    """A tree testing at most two properties is decoded from a table: same contexts."""
+    rng = np.random.default_rng(4)
+    props = np.zeros((N_PROPS, 5000), np.uint8)
+    props[3] = rng.integers(0, 32, 5000)
+    props[7] = rng.integers(0, 40, 5000)
+    tok = np.where(props[3] > 20, rng.integers(5, 9, 5000), rng.integers(0, 4, 5000))
+    tok = np.where(props[7] < 4, tok // 2, tok)
+    tree, _bits = grow_tree(props, tok, 9)
+    lut, pq = tree.as_table()
+    assert sorted(pq.tolist()) == [3, 7]
+    p, q = pq
+    assert np.array_equal(lut[props[p].astype(np.int64) * 64 + props[q]], tree.apply(props))
+    assert _chain_tree(0).as_table()[1].tolist() == [-1, -1]  # many properties: walked

@@ -143,6 +143,21 @@ class ContextTree:
             stack.append((int(self.right[node]), idx[~go_left]))
         return ctx
 
+    def as_table(self) -> tuple[np.ndarray, np.ndarray]:
+        """The tree as a table when it tests at most two properties ``p``, ``q``: ``(lut,
+        [p, q])`` with the context of values ``i``, ``j`` at ``lut[64 i + j]`` (``q = -1``:
+        one property, ``j = 0``); else ``(empty, [-1, -1])``. Every property is below 64."""
+        used = sorted(set(self.prop[self.prop >= 0].tolist()))
+        if len(used) > 2 or not used:
+            return np.zeros(1, np.int64), np.array([-1, -1], np.int64)
+        p, q = used[0], used[1] if len(used) > 1 else -1
+        i, j = np.divmod(np.arange(64 * 64), 64)
+        props = np.zeros((N_PROPS, i.size), np.int64)
+        props[p] = i
+        if q >= 0:
+            props[q] = j
+        return self.apply(props), np.array([p, q], np.int64)
+
     def to_bytes(self) -> bytes:
         """Preorder bytes: ``prop, thr`` per split node, ``0xFF`` per leaf (leaves are the
         contexts ``0, 1, ...`` in preorder)."""

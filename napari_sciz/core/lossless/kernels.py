@@ -410,6 +410,69 @@ def _big_class(c: int) -> int:  # pragma: no cover - compiled
     return min(k, 39)
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _property(
+    pid: int,
+    r_w: int,
+    r_n: int,
+    signs: int,
+    pred: int,
+    level_shift: int,
+    nv: np.ndarray,
+    sres: np.ndarray,
+    cells: np.ndarray,
+    sv: np.ndarray,
+    err: np.ndarray,
+    k_sub: int,
+    cls_lut: np.ndarray,
+) -> int:  # pragma: no cover - compiled
+    """Property ``pid`` of a voxel (:mod:`.ctxtree`): ``r_w``, ``r_n`` the west and north
+    residuals, ``signs`` the sum of their signs, ``nv`` the neighbour values, ``sres`` the
+    residual state at ``cells``, ``sv`` the sub-predictions (the first ``k_sub`` blended),
+    ``err`` their errors."""
+    if pid == 2:
+        return abs(signs)
+    if pid == 3:
+        return min(max(pred, 0) >> level_shift, 31)
+    if pid == 0:
+        c = 2 * (abs(r_w) + abs(r_n)) + abs(np.int64(sres[cells[2]]))
+        c += abs(np.int64(sres[cells[3]])) + abs(np.int64(sres[cells[4]]))
+    elif pid == 1:
+        c = abs(nv[0] - nv[2]) + abs(nv[1] - nv[2]) + abs(nv[1] - nv[3])
+    elif pid == 4:
+        c = abs(nv[0] - nv[2])
+    elif pid == 5:
+        c = abs(nv[1] - nv[2])
+    elif pid == 6:
+        c = abs(r_w)
+    elif pid == 7:
+        c = abs(r_n)
+    elif pid == 8:
+        c = abs(np.int64(sres[cells[4]]))
+    elif pid == 9:
+        c = abs(nv[1] - nv[3])
+    elif pid == 10:  # spread of the blended sub-predictions
+        if k_sub > 1:
+            lo_s, hi_s = sv[0], sv[0]
+            for s in range(1, k_sub):
+                lo_s, hi_s = min(lo_s, sv[s]), max(hi_s, sv[s])
+            c = hi_s - lo_s
+        else:
+            c = abs(nv[0] - nv[1])
+    elif pid == 11:
+        c = abs(nv[4] - pred)
+    elif pid == 12:
+        c = abs(nv[0] - nv[5]) + abs(nv[1] - nv[6])
+    else:  # the smallest error sum of the blended sub-predictors
+        c = 0
+        if k_sub > 1:
+            c0, c1, c2, c3 = cells[0], cells[1], cells[2], cells[3]
+            c = np.int64(err[c0, 0] + err[c1, 0] + err[c2, 0] + err[c3, 0])
+            for s in range(1, k_sub):
+                c = min(c, np.int64(err[c0, s] + err[c1, s] + err[c2, s] + err[c3, s]))
+    return np.int64(cls_lut[c]) if c < cls_lut.shape[0] else _big_class(c)
+
+
 @njit(cache=True, nogil=True)
 def decode_raster(
     geom: np.ndarray,
@@ -422,6 +485,8 @@ def decode_raster(
     ls_w: np.ndarray,
     ls_b: np.ndarray,
     tree: np.ndarray,
+    lut: np.ndarray,
+    lut_pq: np.ndarray,
     cls_lut: np.ndarray,
     wt_lut: np.ndarray,
     flip: bool,
@@ -447,7 +512,9 @@ def decode_raster(
     ``calc_ids``: those, then the others of the predictor map; ``pmap``: per gradient level,
     0 (the blend) or 1 + the position in ``calc_ids`` of the sub-predictor used alone.
     ``tree``: the context tree ``(4, nodes)`` (property, threshold, right child, leaf of
-    :class:`.ctxtree.ContextTree`); ``cls_lut``: the class of every value below its length;
+    :class:`.ctxtree.ContextTree`); ``lut``, ``lut_pq``: when ``lut_pq[0] >= 0``, the tree as a
+    table: the context of properties ``lut_pq[0]`` = ``i`` and ``lut_pq[1]`` = ``j`` (0 when
+    ``-1``) is ``lut[64 i + j]``; ``cls_lut``: the class of every value below its length;
     ``flip``: residuals are negated where ``sign(rW) + sign(rN) < 0``.
     """
     d, h, w, z0, y0, big_h = geom[0], geom[1], geom[2], geom[3], geom[4], geom[5]
@@ -461,6 +528,7 @@ def decode_raster(
     nv = np.empty(_N_NBR, np.int64)
     cells = np.empty(_N_NBR, np.int64)
     t_prop, t_thr, t_right, t_leaf = tree[0], tree[1], tree[2], tree[3]
+    lut_p, lut_q = lut_pq[0], lut_pq[1]
     flip_i = np.int64(flip)
     sv = np.zeros(calc_ids.shape[0], np.int64)  # sub-predictions in calc_ids order
     n_grad = pmap.shape[0]
@@ -468,7 +536,7 @@ def decode_raster(
     for g in range(n_grad):
         mapped = mapped or pmap[g] != 0
     in_slice = np.array([-1, -w, -w - 1, -w + 1, 0, -2, -2 * w, -w, w, -1, 1], np.int64)
-    n_wt, n_lut = wt_lut.shape[0], cls_lut.shape[0]
+    n_wt = wt_lut.shape[0]
     cursor_cls = starts.copy()
     cursor = bit_start
     w_byte = bit_start >> 3  # the raw bits' 64-bit window starts at this byte
@@ -537,60 +605,34 @@ def decode_raster(
                         level += 1
                     if pmap[level]:
                         pred = sv[pmap[level] - 1]
-                # the context: down the tree, each property computed when a node asks for it
+                # the context: from the table of a tree that tests at most two properties, else
+                # down the tree, each property computed when a node asks for it
                 r_w, r_n = np.int64(sres[cells[0]]), np.int64(sres[cells[1]])
                 # (as arithmetic: residual signs are noise, branches on them mispredict)
                 signs = (
                     np.int64(r_w > 0) - np.int64(r_w < 0) + np.int64(r_n > 0) - np.int64(r_n < 0)
                 )
-                node = 0
-                while t_prop[node] >= 0:
-                    pid = t_prop[node]
-                    if pid == 2:
-                        pv = abs(signs)
-                    elif pid == 3:
-                        pv = min(max(pred, 0) >> level_shift, 31)
-                    else:
-                        if pid == 0:
-                            c = 2 * (abs(r_w) + abs(r_n)) + abs(np.int64(sres[cells[2]]))
-                            c += abs(np.int64(sres[cells[3]])) + abs(np.int64(sres[cells[4]]))
-                        elif pid == 1:
-                            c = abs(nv[0] - nv[2]) + abs(nv[1] - nv[2]) + abs(nv[1] - nv[3])
-                        elif pid == 4:
-                            c = abs(nv[0] - nv[2])
-                        elif pid == 5:
-                            c = abs(nv[1] - nv[2])
-                        elif pid == 6:
-                            c = abs(r_w)
-                        elif pid == 7:
-                            c = abs(r_n)
-                        elif pid == 8:
-                            c = abs(np.int64(sres[cells[4]]))
-                        elif pid == 9:
-                            c = abs(nv[1] - nv[3])
-                        elif pid == 10:  # spread of the blended sub-predictions
-                            if k_sub > 1:
-                                lo_s, hi_s = sv[0], sv[0]
-                                for s in range(1, k_sub):
-                                    lo_s, hi_s = min(lo_s, sv[s]), max(hi_s, sv[s])
-                                c = hi_s - lo_s
-                            else:
-                                c = abs(nv[0] - nv[1])
-                        elif pid == 11:
-                            c = abs(nv[4] - pred)
-                        elif pid == 12:
-                            c = abs(nv[0] - nv[5]) + abs(nv[1] - nv[6])
-                        else:  # the smallest error sum of the blended sub-predictors
-                            c = 0
-                            if k_sub > 1:
-                                c0, c1, c2, c3 = cells[0], cells[1], cells[2], cells[3]
-                                c = np.int64(err[c0, 0] + err[c1, 0] + err[c2, 0] + err[c3, 0])
-                                for s in range(1, k_sub):
-                                    es = err[c0, s] + err[c1, s] + err[c2, s] + err[c3, s]
-                                    c = min(c, np.int64(es))
-                        pv = np.int64(cls_lut[c]) if c < n_lut else _big_class(c)
-                    node = node + 1 if pv <= t_thr[node] else t_right[node]
-                cl = t_leaf[node]
+                if lut_p >= 0:
+                    i_p = _property(
+                        lut_p, r_w, r_n, signs, pred, level_shift, nv, sres, cells, sv, err,
+                        k_sub, cls_lut,
+                    )  # fmt: skip
+                    i_q = 0
+                    if lut_q >= 0:
+                        i_q = _property(
+                            lut_q, r_w, r_n, signs, pred, level_shift, nv, sres, cells, sv, err,
+                            k_sub, cls_lut,
+                        )  # fmt: skip
+                    cl = lut[i_p * 64 + i_q]
+                else:
+                    node = 0
+                    while t_prop[node] >= 0:
+                        pv = _property(
+                            t_prop[node], r_w, r_n, signs, pred, level_shift, nv, sres, cells, sv,
+                            err, k_sub, cls_lut,
+                        )  # fmt: skip
+                        node = node + 1 if pv <= t_thr[node] else t_right[node]
+                    cl = t_leaf[node]
                 pos = cursor_cls[cl]
                 if pos >= ends[cl]:
                     return -2

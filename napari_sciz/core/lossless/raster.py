@@ -362,6 +362,7 @@ def decode_lanes(
     pos_map = np.array([m and 1 + calc_ids.tolist().index(m - 1) for m in pmap], np.int64)
     cls_lut = kernels.class_table(_CLS_THR)
     tree_arr = np.stack([tree.prop, tree.thr, tree.right, tree.leaf])
+    lut, lut_pq = tree.as_table()
     if tree.n_leaves != q.shape[0]:
         raise FormatError("context tree and histograms of a lossless block do not match")
     wt_lut = kernels.weight_table(kernels.WT_LUT)
@@ -372,7 +373,7 @@ def decode_lanes(
         return kernels.decode_raster(
             np.array([z1 - z0, y1 - y0, w, z0, y0, h], np.int64), tokens, plan.starts[i],
             plan.ends[i], sub_ids, calc_ids, pos_map, np.ascontiguousarray(ls_w[:, z0:z1]),
-            np.ascontiguousarray(ls_b[z0:z1]), tree_arr, cls_lut, wt_lut, ext.flip,
+            np.ascontiguousarray(ls_b[z0:z1]), tree_arr, lut, lut_pq, cls_lut, wt_lut, ext.flip,
             ext.level_shift, _V2_SHIFT, tok_nb,
             tok_hi, padded, plan.bit_starts[i], plan.bit_starts[i + 1], _V2_CAP, out,
         )  # fmt: skip
