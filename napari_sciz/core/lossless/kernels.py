@@ -410,69 +410,6 @@ def _big_class(c: int) -> int:  # pragma: no cover - compiled
     return min(k, 39)
 
 
-@njit(cache=True, nogil=True, inline="always")
-def _property(
-    pid: int,
-    r_w: int,
-    r_n: int,
-    signs: int,
-    pred: int,
-    level_shift: int,
-    nv: np.ndarray,
-    sres: np.ndarray,
-    cells: np.ndarray,
-    sv: np.ndarray,
-    err: np.ndarray,
-    k_sub: int,
-    cls_lut: np.ndarray,
-) -> int:  # pragma: no cover - compiled
-    """Property ``pid`` of a voxel (:mod:`.ctxtree`): ``r_w``, ``r_n`` the west and north
-    residuals, ``signs`` the sum of their signs, ``nv`` the neighbour values, ``sres`` the
-    residual state at ``cells``, ``sv`` the sub-predictions (the first ``k_sub`` blended),
-    ``err`` their errors."""
-    if pid == 2:
-        return abs(signs)
-    if pid == 3:
-        return min(max(pred, 0) >> level_shift, 31)
-    if pid == 0:
-        c = 2 * (abs(r_w) + abs(r_n)) + abs(np.int64(sres[cells[2]]))
-        c += abs(np.int64(sres[cells[3]])) + abs(np.int64(sres[cells[4]]))
-    elif pid == 1:
-        c = abs(nv[0] - nv[2]) + abs(nv[1] - nv[2]) + abs(nv[1] - nv[3])
-    elif pid == 4:
-        c = abs(nv[0] - nv[2])
-    elif pid == 5:
-        c = abs(nv[1] - nv[2])
-    elif pid == 6:
-        c = abs(r_w)
-    elif pid == 7:
-        c = abs(r_n)
-    elif pid == 8:
-        c = abs(np.int64(sres[cells[4]]))
-    elif pid == 9:
-        c = abs(nv[1] - nv[3])
-    elif pid == 10:  # spread of the blended sub-predictions
-        if k_sub > 1:
-            lo_s, hi_s = sv[0], sv[0]
-            for s in range(1, k_sub):
-                lo_s, hi_s = min(lo_s, sv[s]), max(hi_s, sv[s])
-            c = hi_s - lo_s
-        else:
-            c = abs(nv[0] - nv[1])
-    elif pid == 11:
-        c = abs(nv[4] - pred)
-    elif pid == 12:
-        c = abs(nv[0] - nv[5]) + abs(nv[1] - nv[6])
-    else:  # the smallest error sum of the blended sub-predictors
-        c = 0
-        if k_sub > 1:
-            c0, c1, c2, c3 = cells[0], cells[1], cells[2], cells[3]
-            c = np.int64(err[c0, 0] + err[c1, 0] + err[c2, 0] + err[c3, 0])
-            for s in range(1, k_sub):
-                c = min(c, np.int64(err[c0, s] + err[c1, s] + err[c2, s] + err[c3, s]))
-    return np.int64(cls_lut[c]) if c < cls_lut.shape[0] else _big_class(c)
-
-
 @njit(cache=True, nogil=True)
 def decode_raster(
     geom: np.ndarray,
@@ -536,7 +473,7 @@ def decode_raster(
     for g in range(n_grad):
         mapped = mapped or pmap[g] != 0
     in_slice = np.array([-1, -w, -w - 1, -w + 1, 0, -2, -2 * w, -w, w, -1, 1], np.int64)
-    n_wt = wt_lut.shape[0]
+    n_wt, n_lut = wt_lut.shape[0], cls_lut.shape[0]
     cursor_cls = starts.copy()
     cursor = bit_start
     w_byte = bit_start >> 3  # the raw bits' 64-bit window starts at this byte
@@ -612,26 +549,64 @@ def decode_raster(
                 signs = (
                     np.int64(r_w > 0) - np.int64(r_w < 0) + np.int64(r_n > 0) - np.int64(r_n < 0)
                 )
-                if lut_p >= 0:
-                    i_p = _property(
-                        lut_p, r_w, r_n, signs, pred, level_shift, nv, sres, cells, sv, err,
-                        k_sub, cls_lut,
-                    )  # fmt: skip
-                    i_q = 0
-                    if lut_q >= 0:
-                        i_q = _property(
-                            lut_q, r_w, r_n, signs, pred, level_shift, nv, sres, cells, sv, err,
-                            k_sub, cls_lut,
-                        )  # fmt: skip
-                    cl = lut[i_p * 64 + i_q]
-                else:
-                    node = 0
-                    while t_prop[node] >= 0:
-                        pv = _property(
-                            t_prop[node], r_w, r_n, signs, pred, level_shift, nv, sres, cells, sv,
-                            err, k_sub, cls_lut,
-                        )  # fmt: skip
+                # (one loop for both: the table's properties in turn, or the tree's nodes; the
+                # property computed once, written out: a call costs reference counting)
+                node, idx, k = 0, 0, 0
+                pid = lut_p if lut_p >= 0 else t_prop[0]
+                while pid >= 0:
+                    if pid == 2:
+                        pv = abs(signs)
+                    elif pid == 3:
+                        pv = min(max(pred, 0) >> level_shift, 31)
+                    else:
+                        if pid == 0:
+                            c = 2 * (abs(r_w) + abs(r_n)) + abs(np.int64(sres[cells[2]]))
+                            c += abs(np.int64(sres[cells[3]])) + abs(np.int64(sres[cells[4]]))
+                        elif pid == 1:
+                            c = abs(nv[0] - nv[2]) + abs(nv[1] - nv[2]) + abs(nv[1] - nv[3])
+                        elif pid == 4:
+                            c = abs(nv[0] - nv[2])
+                        elif pid == 5:
+                            c = abs(nv[1] - nv[2])
+                        elif pid == 6:
+                            c = abs(r_w)
+                        elif pid == 7:
+                            c = abs(r_n)
+                        elif pid == 8:
+                            c = abs(np.int64(sres[cells[4]]))
+                        elif pid == 9:
+                            c = abs(nv[1] - nv[3])
+                        elif pid == 10:  # spread of the blended sub-predictions
+                            if k_sub > 1:
+                                lo_s, hi_s = sv[0], sv[0]
+                                for s in range(1, k_sub):
+                                    lo_s, hi_s = min(lo_s, sv[s]), max(hi_s, sv[s])
+                                c = hi_s - lo_s
+                            else:
+                                c = abs(nv[0] - nv[1])
+                        elif pid == 11:
+                            c = abs(nv[4] - pred)
+                        elif pid == 12:
+                            c = abs(nv[0] - nv[5]) + abs(nv[1] - nv[6])
+                        else:  # the smallest error sum of the blended sub-predictors
+                            c = 0
+                            if k_sub > 1:
+                                c0, c1, c2, c3 = cells[0], cells[1], cells[2], cells[3]
+                                c = np.int64(err[c0, 0] + err[c1, 0] + err[c2, 0] + err[c3, 0])
+                                for s in range(1, k_sub):
+                                    es = err[c0, s] + err[c1, s] + err[c2, s] + err[c3, s]
+                                    c = min(c, np.int64(es))
+                        pv = np.int64(cls_lut[c]) if c < n_lut else _big_class(c)
+                    if lut_p >= 0:
+                        idx = idx * 64 + pv
+                        k += 1
+                        pid = lut_q if k == 1 else -1
+                    else:
                         node = node + 1 if pv <= t_thr[node] else t_right[node]
+                        pid = t_prop[node]
+                if lut_p >= 0:
+                    cl = lut[idx * 64 if k == 1 else idx]
+                else:
                     cl = t_leaf[node]
                 pos = cursor_cls[cl]
                 if pos >= ends[cl]:
