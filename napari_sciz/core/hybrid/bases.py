@@ -352,7 +352,7 @@ class BaseLayer:
 
     def error(self, target: np.ndarray) -> float:
         """Mean squared error against ``target``."""
-        return squared_error_sum(self.values, target) / max(target.size, 1)
+        return squared_error_sum(self.values, target) / target.size if target.size else 0.0
 
 
 #: parameters tried between the last fitting and non-fitting ones when the search ends short

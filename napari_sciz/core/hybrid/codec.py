@@ -112,7 +112,7 @@ def _pack(base: BaseLayer, filt: bytes, inr: bytes, flat: bool) -> bytes:
 
 
 def _mse(values: np.ndarray, target: np.ndarray) -> float:
-    return squared_error_sum(values, target) / max(values.size, 1)
+    return squared_error_sum(values, target) / values.size if values.size else 0.0
 
 
 @dataclass
