@@ -286,31 +286,37 @@ def _best_split(leaf: _Leaf, props: np.ndarray, tok: np.ndarray, ntok: int, scal
             leaf.gain, leaf.split = float(gain[k]), (p, k)
 
 
-def grow_tree(props: np.ndarray, tok: np.ndarray, ntok: int) -> tuple[ContextTree, float]:
+def grow_sample(n: int) -> np.ndarray:
+    """Indices of the voxels a tree of a block of ``n`` voxels is grown on: every k-th, at
+    most :data:`_GROW_VOXELS`."""
+    return np.arange(0, n, max(1, -(-n // _GROW_VOXELS)))
+
+
+def grow_tree(
+    props: np.ndarray, tok: np.ndarray, ntok: int, scale: float = 1.0
+) -> tuple[ContextTree, float]:
     """Grow a block's context tree on (a sample of) its voxels.
 
     Parameters
     ----------
     props : numpy.ndarray
-        ``(N_PROPS, n)`` properties of every voxel.
+        ``(N_PROPS, m)`` properties of the voxels (those of :func:`grow_sample`).
     tok : numpy.ndarray
-        The ``n`` tokens to code.
+        Their ``m`` tokens.
     ntok : int
         Alphabet size.
+    scale : float
+        Voxels of the block per voxel given (``n / m``).
 
     Returns
     -------
     ContextTree, float
-        The tree, and the estimated code length of the tokens with it (bits, histogram
-        storage included).
+        The tree, and the estimated code length of the block's tokens with it (bits,
+        histogram storage included).
     """
-    n = tok.size
-    step = max(1, -(-n // _GROW_VOXELS))
-    sample = np.arange(0, n, step)
-    sp, st = props[:, sample], tok[sample]
-    scale = n / max(sample.size, 1)
+    sp, st = props, tok
     prop, thr, right = [-1], [0], [0]
-    root = _Leaf(np.arange(sample.size), 0)
+    root = _Leaf(np.arange(st.size), 0)
     _best_split(root, sp, st, ntok, scale)
     heap = [(-root.gain, 0, root)]
     counter, leaves = 1, 1
@@ -339,7 +345,7 @@ def grow_tree(props: np.ndarray, tok: np.ndarray, ntok: int) -> tuple[ContextTre
     ctx = tree.apply(props)
     counts = np.bincount(ctx * ntok + tok, minlength=tree.n_leaves * ntok)
     counts = counts.reshape(tree.n_leaves, ntok)
-    bits = float(_hist_bits(counts).sum()) + _ENTRY_BITS * np.count_nonzero(counts)
+    bits = float(_hist_bits(counts).sum()) * scale + _ENTRY_BITS * np.count_nonzero(counts)
     return tree, bits + _NODE_BITS * (tree.n_leaves - 1)
 
 

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from ...errors import FormatError
-from .ctxtree import ContextTree, grow_tree, level_shift
+from .ctxtree import ContextTree, grow_sample, grow_tree, level_shift
 from .entropy import (
     _ans_encode_by_class,
     _class_models,
@@ -216,18 +216,26 @@ def _context_tree(
     res = np.concatenate([c["res"] for c in cores])
     flip = np.concatenate([c["flip"] for c in cores])
     plain = tuple(np.concatenate([c[k] for c in cores]) for k in ("tok", "nb", "raw"))
+    # both options are grown and compared on the same sample of voxels
+    sample = grow_sample(res.size)
+    scale = res.size / max(sample.size, 1)
+    s_props, s_res, s_flip = props[:, sample], res[sample], flip[sample]
     best = None
     for negate in (False, True) if _NEGATE is None else (_NEGATE,):
         if negate and not flip.any() and _NEGATE is None:
             continue
-        tok, nb, raw = _tokenize(np.where(flip, -res, res)) if negate else plain
-        ntok = max(int(tok.max()) + 1 if tok.size else 0, 2)
-        tree, est = grow_tree(props, tok, ntok)
-        est += float(nb.sum())
+        if negate:
+            s_tok, s_nb, _raw = _tokenize(np.where(s_flip, -s_res, s_res))
+        else:
+            s_tok, s_nb = plain[0][sample], plain[1][sample]
+        ntok = max(int(s_tok.max()) + 1 if s_tok.size else 0, 2)
+        tree, est = grow_tree(s_props, s_tok, ntok, scale)
+        est += float(s_nb.sum()) * scale
         if best is None or est < best[0]:
-            best = (est, tok, nb, raw, negate, tree)
+            best = (est, negate, tree)
     assert best is not None
-    _est, tok, nb, raw, negate, tree = best
+    _est, negate, tree = best
+    tok, nb, raw = _tokenize(np.where(flip, -res, res)) if negate else plain
     return tok, nb, raw, negate, tree.apply(props), tree
 
 
