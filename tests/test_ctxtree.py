@@ -103,7 +103,7 @@ def test_every_property_decodes_as_encoded(
 
     tree = _chain_tree(thr)
     monkeypatch.setattr(tokens, "_MASKS", (mask,))
-    monkeypatch.setattr(raster, "grow_tree", lambda props, tok, ntok: (tree, 0.0))
+    monkeypatch.setattr(raster, "grow_tree", lambda props, tok, ntok, scale: (tree, 0.0))
     z, y, x = np.meshgrid(np.arange(3), np.arange(30), np.arange(33), indexing="ij")
     rng = np.random.default_rng(thr)
     block = 2000 + 600 * np.sin(x / 5.0 + z) * np.cos(y / 7.0) + rng.normal(0, 4, x.shape)
