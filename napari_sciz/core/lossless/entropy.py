@@ -55,12 +55,18 @@ def _merge_classes(counts: np.ndarray) -> tuple[np.ndarray, float]:
 
 def _tokenize(r: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Residuals -> (token, number of raw bits, raw bits) (hybrid integer code)."""
-    u = np.where(r >= 0, 2 * r, -2 * r - 1)
-    e = np.frexp(np.maximum(u, 1).astype(np.float64))[1].astype(np.int64) - 1  # floor(log2 u)
-    big = u >= _TOK_DIRECT
-    nb = np.where(big, e - 1, 0)
-    tok = np.where(big, _TOK_DIRECT + 2 * (e - 4) + ((u >> nb) & 1), u)
-    raw = u & ((np.int64(1) << nb) - 1)
+    r = np.asarray(r, np.int64)
+    u = (r << 1) ^ (r >> 63)  # zigzag: 2r, or -2r - 1 for negative r
+    tok = u.copy()
+    nb = np.zeros_like(u)
+    raw = np.zeros_like(u)
+    big = np.flatnonzero(u >= _TOK_DIRECT)  # only these have raw bits
+    ub = u[big]
+    e = np.frexp(ub.astype(np.float64))[1].astype(np.int64) - 1  # floor(log2 u)
+    nbb = e - 1
+    tok[big] = _TOK_DIRECT + 2 * (e - 4) + ((ub >> nbb) & 1)
+    nb[big] = nbb
+    raw[big] = ub & ((np.int64(1) << nbb) - 1)
     return tok, nb, raw
 
 
