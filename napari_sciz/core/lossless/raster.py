@@ -212,10 +212,13 @@ def _context_tree(
     """Tokens, raw-bit counts and raw bits of the lanes' voxels, whether residuals are coded
     negated where ``sign(rW) + sign(rN) < 0``, every voxel's context and the tree: with and
     without the negation, whichever is estimated smaller."""
-    props = np.concatenate([c["props"] for c in cores], axis=1)
-    res = np.concatenate([c["res"] for c in cores])
-    flip = np.concatenate([c["flip"] for c in cores])
-    plain = tuple(np.concatenate([c[k] for c in cores]) for k in ("tok", "nb", "raw"))
+
+    def joined(key: str, axis: int = 0) -> np.ndarray:  # (no copy of a single lane's)
+        parts = [c[key] for c in cores]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=axis)
+
+    props, res, flip = joined("props", axis=1), joined("res"), joined("flip")
+    plain = (joined("tok"), joined("nb"), joined("raw"))
     # both options are grown and compared on the same sample of voxels
     sample = grow_sample(res.size)
     scale = res.size / max(sample.size, 1)
