@@ -165,7 +165,8 @@ def test_killed_worker_is_survived(single_process) -> None:
 
 @pytest.mark.slow
 def test_memory_stays_bounded_for_an_input_larger_than_the_memory_limit(tmp_path: Path) -> None:
-    """A 2 GiB input, workers limited to 1.2 GiB each: every block is read on its worker.
+    """A 2 GiB input, workers limited to 1.2 GiB each: every block is read on its worker, no
+    worker is restarted for memory and the job adds little to any worker's memory peak.
 
     The file is sparse (mostly zeros, a few constant blocks written), so it costs no disk and
     the blocks code instantly; what is tested is that nothing ever reads the whole input: a
@@ -174,7 +175,7 @@ def test_memory_stays_bounded_for_an_input_larger_than_the_memory_limit(tmp_path
     from napari_sciz.core.blocks import BlockGrid
 
     shape = (64, 4096, 4096)  # uint16: 2 GiB
-    block_voxels = 2**24
+    block_voxels = 2**23  # 16 MiB blocks: their float copies stay far below the limit
     grid = BlockGrid.for_shape(shape, block_voxels)
     path = tmp_path / "big.npy"
     big = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint16, shape=shape)
@@ -192,19 +193,26 @@ def test_memory_stays_bounded_for_an_input_larger_than_the_memory_limit(tmp_path
         dashboard_address=None,
     )
     cl = distributed.Client(cluster)
+    maxrss = lambda: __import__("resource").getrusage(0).ru_maxrss * 1024  # noqa: E731
     try:
+        cl.run(lambda: __import__("napari_sciz.core.plan") and None)  # the imports a fit needs
+        pids, before = cl.run(os.getpid), cl.run(maxrss)
         t0 = time.perf_counter()
         result = compress_distributed(
             path, 64, client=cl, steps=1, device="cpu", block_voxels=block_voxels
         )
         assert time.perf_counter() - t0 > 0
-        peaks = cl.run(lambda: __import__("resource").getrusage(0).ru_maxrss * 1024)
+        peaks = cl.run(maxrss)
+        # no worker was restarted by its nanny (which it does above 95 % of the limit)
+        assert cl.run(os.getpid) == pids
     finally:
         cl.close()
         cluster.close()
     assert result.raw_nbytes == 2 * 2**30 > limit
     assert result.psnr == np.inf  # constant blocks are coded exactly
-    assert all(peak < limit for peak in peaks.values()), peaks
+    # what the job added to each worker's high-water mark (an absolute mark also holds what
+    # the worker's start-up reached, which varies with the test session: 0.7-1.3 GB measured)
+    assert all(peaks[w] - before[w] < 2**29 for w in peaks), (before, peaks)
     _v, start, _stop = grid.block_box(middle)
     z, y, x = start
     restored = decompress(result.data, roi=f"{z}:{z + 1},{y - 2}:{y + 2},{x - 2}:{x + 2}")
