@@ -82,6 +82,12 @@ def _f64(x: np.ndarray) -> np.ndarray:
     return np.asarray(x, dtype=np.float64)
 
 
+def _diffs(a: np.ndarray, b: np.ndarray) -> Iterator[np.ndarray]:
+    """``a - b`` in float64, slab by slab (see :func:`_chunks`)."""
+    for idx in _chunks(a.shape):
+        yield _f64(a[idx]) - _f64(b[idx])
+
+
 def value_range(original: ArrayLike) -> float:
     """Return the peak used by :func:`psnr` and :func:`ssim`: ``max - min`` of ``original``.
 
@@ -137,11 +143,7 @@ def squared_error_sum(original: ArrayLike, reconstruction: ArrayLike) -> float:
     10.0
     """
     a, b = _as_pair(original, reconstruction)
-    sse = 0.0
-    for idx in _chunks(a.shape):
-        diff = _f64(a[idx]) - _f64(b[idx])
-        sse += float(np.vdot(diff, diff))
-    return sse
+    return sum((float(np.vdot(diff, diff)) for diff in _diffs(a, b)), 0.0)
 
 
 def _resolve_range(a: np.ndarray, data_range: float | None) -> float:
@@ -225,8 +227,8 @@ def max_abs_error(original: ArrayLike, reconstruction: ArrayLike) -> float:
     """
     a, b = _as_pair(original, reconstruction)
     worst = 0.0
-    for idx in _chunks(a.shape):
-        m = float(np.max(np.abs(_f64(a[idx]) - _f64(b[idx]))))
+    for diff in _diffs(a, b):
+        m = float(np.max(np.abs(diff)))
         if math.isnan(m):
             return math.nan
         worst = max(worst, m)
