@@ -172,12 +172,11 @@ def encode_v5(m: _Mapped, shape3: tuple[int, int, int]) -> bytes:
     n_ctx = tree.n_leaves
     counts = np.bincount(ctx * ntok + tok, minlength=n_ctx * ntok).reshape(n_ctx, ntok)
     q = _quantize_hist(counts)
-    sizes = [c["tok"].size for c in cores]
-    lane_ctx = np.split(ctx, np.cumsum(sizes)[:-1])
+    cuts = np.cumsum([c["tok"].size for c in cores])[:-1]  # where each lane's voxels start
+    lane_ctx = np.split(ctx, cuts)
     words = _ans_encode_by_class(tok, ctx, np.array([0, tok.size]), _class_models(q))
     bits = _pack_bits(nb, raw)
-    lane_nb = np.split(nb, np.cumsum(sizes)[:-1])
-    lane_bits = np.cumsum([int(x.sum()) for x in lane_nb])[:-1]
+    lane_bits = np.cumsum([int(x.sum()) for x in np.split(nb, cuts)])[:-1]
     # symbols per context: what the histograms do not say (scaled ones), and per lane but the
     # last
     excess = np.bincount(ctx, minlength=n_ctx) - q.sum(axis=1)

@@ -1,11 +1,14 @@
-"""The encoder's side of payload versions 2-4: residuals, tokens and contexts of a block.
+"""The encoder's side of payload versions 2-5: residuals, tokens and contexts of a block.
 
 Every voxel is predicted as :mod:`.predict` describes (numpy, slice by slice: the encoder knows
 every value, so no wavefronts are needed), its residual cut into a token and raw bits, and its
-context class recorded. The decoders reproduce these values exactly.
+context class (versions 2-4) or context-tree properties (version 5) recorded. The decoders
+reproduce these values exactly.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -89,9 +92,11 @@ def _encode_v2_core(
     ``pmap``: the predictor map (per gradient level: 0 the blend, ``i + 1`` sub-predictor
     ``i`` alone; None: the blend everywhere). With ``collect``, the result also holds
     ``"options"``: token counts ``(N_GRAD, 1 + 7, _MAP_TOKENS)`` of every option at every
-    gradient level (for :func:`choose_map`). With a level ``shift``, it also holds the
-    voxels' context-tree properties ``"props"`` (:func:`.ctxtree.slice_properties`), the signed
-    residuals ``"res"`` and where they are coded negated, ``"flip"``.
+    gradient level (for :func:`choose_map`). With a level ``shift`` (version 5), it holds
+    the voxels' context-tree properties ``"props"`` (:func:`.ctxtree.slice_properties`), the
+    signed residuals ``"res"`` and where they are coded negated, ``"flip"``, instead of the
+    activity classes ``"cls"`` and their token ``"counts"``; the estimated bits are then NaN
+    (the tree estimates them).
     """
     d, h, w = v.shape
     hw, n = h * w, v.size
@@ -99,12 +104,13 @@ def _encode_v2_core(
     vflat = np.concatenate([np.zeros(hw, np.int64), v.ravel()])
     k_sub = bin(mask).count("1")
     err = np.zeros((n + hw, k_sub), np.int32)
+    tree = shift is not None
+    # capped residuals of the decoded voxels: absolute (activity classes) or signed (trees)
     absr = np.zeros(n + hw, np.int64)
-    sres = np.zeros(n + hw, np.int64) if shift is not None else None
-    props = np.empty((N_PROPS, n), np.uint8) if shift is not None else None
-    flip = np.empty(n, bool) if shift is not None else None
+    props = np.empty((N_PROPS, n), np.uint8) if tree else None
+    flip = np.empty(n, bool) if tree else None
+    cls = None if tree else np.empty(n, np.int64)
     res = np.empty(n, np.int64)
-    cls = np.empty(n, np.int64)
     pos = np.arange(hw, dtype=np.int64)
     use_ls = bool(mask >> _SUB_LS & 1)
     ls = []
@@ -139,16 +145,21 @@ def _encode_v2_core(
                 choice = pmap[level]
                 pred = np.where(choice == 0, pred, every[np.maximum(choice - 1, 0), pos])
         r = target - pred
-        res[z * hw : (z + 1) * hw] = r
-        absr[sl] = np.minimum(np.abs(r), _V2_CAP)
-        cls[z * hw : (z + 1) * hw] = _ctx_class(absr[nidx[:5]]) + _N_CLS2 * _texture(nv)
-        if sres is not None:
-            sres[sl] = np.clip(r, -_V2_CAP, _V2_CAP)
-            nres = sres[nidx[:5]]
-            here = slice(z * hw, (z + 1) * hw)
+        here = slice(z * hw, (z + 1) * hw)
+        res[here] = r
+        if tree:
+            absr[sl] = np.clip(r, -_V2_CAP, _V2_CAP)
+            nres = absr[nidx[:5]]
             props[:, here] = slice_properties(nv, nres, pred, shift, subs, err_sums)
             flip[here] = flip_signs(nres)
+        else:
+            absr[sl] = np.minimum(np.abs(r), _V2_CAP)
+            cls[here] = _ctx_class(absr[nidx[:5]]) + _N_CLS2 * _texture(nv)
     tok, nb, raw = _tokenize(res)
+    if tree:
+        core = {"tok": tok, "nb": nb, "raw": raw, "ls": ls, "props": props, "res": res}
+        core["flip"] = flip
+        return core, math.nan
     ntok = max(int(tok.max()) + 1, 2) if tok.size else 2  # constriction needs two symbols
     counts = np.bincount(cls * ntok + tok, minlength=_N_TEX * _N_CLS2 * ntok)
     counts = counts.reshape(_N_TEX, _N_CLS2, ntok)
@@ -160,8 +171,6 @@ def _encode_v2_core(
     core = {"tok": tok, "nb": nb, "raw": raw, "cls": cls, "counts": counts, "ls": ls}
     if options is not None:
         core["options"] = options
-    if props is not None:
-        core.update(props=props, res=res, flip=flip)
     return core, bits
 
 
