@@ -196,9 +196,15 @@ class ContextTree:
                 pos += 2
         if pos != len(data) or leaves != n_leaves:
             raise FormatError("bad context tree in a lossless block")
-        prop_a = np.array(prop, np.int64)
-        leaf = np.where(prop_a < 0, np.cumsum(prop_a < 0) - 1, 0)
-        return cls(prop_a, np.array(thr, np.int64), np.array(right, np.int64), leaf)
+        return cls.in_preorder(prop, thr, right)
+
+    @classmethod
+    def in_preorder(cls, prop: list[int], thr: list[int], right: list[int]) -> ContextTree:
+        """The tree of nodes listed in preorder; its leaves are contexts ``0, 1, ...`` in
+        that order."""
+        p = np.array(prop, np.int64)
+        leaf = np.where(p < 0, np.cumsum(p < 0) - 1, 0)
+        return cls(p, np.array(thr, np.int64), np.array(right, np.int64), leaf)
 
     @classmethod
     def from_classes(cls, kept: np.ndarray, n_tex: int) -> ContextTree:
@@ -366,6 +372,4 @@ def _preorder(prop: list[int], thr: list[int], kids: list[int]) -> ContextTree:
             visit(kids[i] & ((1 << 20) - 1))
 
     visit(0)
-    p = np.array(out_p, np.int64)
-    leaf = np.where(p < 0, np.cumsum(p < 0) - 1, 0)
-    return ContextTree(p, np.array(out_t, np.int64), np.array(out_r, np.int64), leaf)
+    return ContextTree.in_preorder(out_p, out_t, out_r)
