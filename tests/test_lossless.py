@@ -262,11 +262,12 @@ def test_bench_lossless_entries() -> None:
 STORED = Path(__file__).parent / "data"
 
 
-@pytest.mark.parametrize("version", [1, 2, 3, 4, 5])
+@pytest.mark.parametrize("version", [1, 2, 3, 4, 5, 6])
 def test_older_payloads_still_decode(version: int) -> None:
     """Blocks written by the version-1 (row-wise), version-2 (wavefront, one model per
     symbol), version-3 (wavefront, class runs), version-4 (lanes, predictor map; one block
-    with two lanes) and version-5 (context trees) coders decode bit for bit."""
+    with two lanes), version-5 (context trees) and version-6 (wide least squares; in lanes
+    too) coders decode bit for bit."""
     saved = np.load(STORED / f"lossless_v{version}_blocks.npz")
     names = [k[: -len("_payload")] for k in saved.files if k.endswith("_payload")]
     assert len(names) >= 6
@@ -282,28 +283,32 @@ def test_older_payloads_still_decode(version: int) -> None:
             decode_block(bytes(bad), expected.dtype, expected.shape)
 
 
-def test_new_payloads_are_version_5() -> None:
+def test_new_payloads_are_version_6() -> None:
     block = _smooth((3, 20, 24), "uint16") // 64
     payload = encode_block(block)
-    assert payload[:4] == b"SZL\x05"
+    assert payload[:4] == b"SZL\x06"
     assert _bit_equal(decode_block(payload, block.dtype, block.shape), block)
 
 
 @pytest.mark.parametrize(
-    "mask", [0b010000, 0b111111, 0b011111, 0b010100, 0b110011, 0b000001, 0b000100]
+    "mask",
+    [0b010000, 0b111111, 0b011111, 0b010100, 0b110011, 0b000001, 0b000100]
+    + [0b10000000, 0b11010000, 0b11111111],  # with the wide least squares (version 6)
 )
 @pytest.mark.parametrize("dtype", INT_DTYPES + ["float32"])
 def test_every_sub_predictor_set_round_trips(
     monkeypatch: pytest.MonkeyPatch, mask: int, dtype: str
 ) -> None:
-    from napari_sciz.core.lossless import tokens
+    from napari_sciz.core.lossless import raster, tokens
 
     monkeypatch.setattr(tokens, "_MASKS", (mask,))
-    block = _smooth((3, 13, 17), dtype, seed=mask)
+    monkeypatch.setattr(raster, "_XLS_MIN_VOXELS", 1)
+    # (the wide least squares' 928 bytes of weights need a block that codes larger)
+    block = _smooth((3, 13, 17) if mask < 128 else (4, 40, 48), dtype, seed=mask)
     # compressible, so that the block is coded (not stored)
     block = (block // 16 if block.dtype.kind in "ui" else np.round(block)).astype(dtype)
     payload = encode_block(block)
-    assert payload[:4] == b"SZL\x05"
+    assert payload[:4] == b"SZL\x06"
     assert payload[_V2_MASK_OFFSET] == mask
     assert _bit_equal(decode_block(payload, block.dtype, block.shape), block)
 
@@ -348,7 +353,7 @@ def test_large_residuals_round_trip() -> None:
     f32[0, 0, :4] = [-0.0, 1e-45, -3e38, 3e38]
     for block in (u32, f32):
         payload = encode_block(block)
-        assert payload[:4] == b"SZL\x05"
+        assert payload[:4] == b"SZL\x06"
         assert _bit_equal(decode_block(payload, block.dtype, block.shape), block)
 
 
@@ -357,7 +362,7 @@ def test_corruption_never_returns_wrong_data() -> None:
     block = (1000 + 40 * np.sin(x / 4.0) + 30 * np.cos(y / 5.0) + 7 * z).astype(np.uint16)
     block[:, 10:14, 5:20] = 0
     payload = encode_block(block)
-    assert payload[:4] == b"SZL\x05"
+    assert payload[:4] == b"SZL\x06"
     rng = np.random.default_rng(5)
     positions = sorted({*range(0, 90, 3), *rng.integers(90, len(payload), 60).tolist()})
     _flips_never_decode_wrong(payload, block, positions, rng)
@@ -398,15 +403,16 @@ def _force_lanes(monkeypatch: pytest.MonkeyPatch, axis: int, lanes: int = 4) -> 
 def test_lanes_round_trip(monkeypatch: pytest.MonkeyPatch, dtype: str, axis: int) -> None:
     """Blocks cut into lanes (slabs of slices or bands of rows, decoded on threads) decode bit
     for bit with every sub-predictor set: lane borders use the in-block fallbacks."""
-    from napari_sciz.core.lossless import tokens
+    from napari_sciz.core.lossless import raster, tokens
 
     _force_lanes(monkeypatch, axis)
+    monkeypatch.setattr(raster, "_XLS_MIN_VOXELS", 1)
     block = _smooth((5, 23, 31), dtype, seed=3)
     block = (block // 8 if block.dtype.kind in "ui" else np.round(block)).astype(dtype)
-    for mask in (0b1111111, 0b0010000, 0b1000100):
+    for mask in (0b1111111, 0b0010000, 0b1000100, 0b10000000, 0b11000100):
         monkeypatch.setattr(tokens, "_MASKS", (mask,))
         payload = encode_block(block)
-        assert payload[:4] == b"SZL\x05"
+        assert payload[:4] == b"SZL\x06"
         assert payload[_V4_LANES_OFFSET : _V4_LANES_OFFSET + 2] == bytes([4, axis])
         assert _bit_equal(decode_block(payload, block.dtype, block.shape), block)
 
@@ -447,6 +453,8 @@ def test_lane_corruption_never_returns_wrong_data(monkeypatch: pytest.MonkeyPatc
         (0b0010000, [0, 1, 2, 3, 4, 5, 6, 7]),  # least squares, then every sub-predictor
         (0b1000100, [3, 3, 7, 1, 2, 4, 6, 0]),  # a blend: its own first sub-predictor alone
         (0b1111111, [7, 6, 5, 4, 3, 2, 1, 0]),
+        (0b11111111, [8, 6, 5, 4, 3, 2, 1, 0]),  # the wide least squares (version 6)
+        (0b10010000, [0, 8, 5, 8, 0, 0, 7, 0]),
     ],
 )
 @pytest.mark.parametrize("dtype", ["uint16", "float32"])
@@ -458,7 +466,8 @@ def test_predictor_maps_round_trip(
     from napari_sciz.core.lossless import raster, tokens
 
     monkeypatch.setattr(tokens, "_MASKS", (mask,))
-    monkeypatch.setattr(raster, "choose_map", lambda v, m: np.array(pmap, np.int64))
+    monkeypatch.setattr(raster, "_XLS_MIN_VOXELS", 1)
+    monkeypatch.setattr(raster, "choose_map", lambda v, m, *_: np.array(pmap, np.int64))
     block = _smooth((4, 29, 33), dtype, seed=len(pmap) + mask)
     block = (block // 4 if block.dtype.kind in "ui" else np.round(block)).astype(dtype)
     for axis in (0, 1):
@@ -490,6 +499,6 @@ def test_predictor_map_pays_on_ct(monkeypatch: pytest.MonkeyPatch) -> None:
     payload = encode_block(ct)
     pmap = list(payload[_V4_LANES_OFFSET + 2 : _V4_LANES_OFFSET + 10])
     assert any(pmap)
-    monkeypatch.setattr(raster, "choose_map", lambda v, m: np.zeros(8, np.int64))
+    monkeypatch.setattr(raster, "choose_map", lambda v, m, *_: np.zeros(8, np.int64))
     assert len(payload) < 0.995 * len(encode_block(ct))  # 0.8 % with context trees
     assert _bit_equal(decode_block(payload, ct.dtype, ct.shape), ct)

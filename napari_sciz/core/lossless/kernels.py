@@ -34,6 +34,10 @@ _N_NBR = 11
 _N_SUB = 7
 
 
+#: extra neighbours of the wide least squares (version 6, :mod:`.xls`)
+_N_XT = 14
+
+
 #: error sums whose blend weight the decoders look up in a table
 WT_LUT = 2048
 
@@ -398,6 +402,34 @@ def _raster_cells(
     cells[10] = p + 1 if x < w - 1 else p
 
 
+@njit(cache=True, nogil=True)
+def _ext_cells(
+    here: int, p: int, pp: int, y: int, x: int, h: int, w: int, cells: np.ndarray, xc: np.ndarray
+) -> None:  # pragma: no cover - compiled
+    """Cells of the 14 extra neighbours of the wide least squares (:mod:`.xls`) of voxel
+    ``(y, x)`` near its slice's border: in the slice with the fallbacks of
+    :data:`.xls.IN_SLICE` (``cells``: the 11 neighbours), in the previous slice clamped into
+    it, two slices back at cell ``pp``."""
+    # in the slice: NWW, NNW, NNE, NEE, WWW
+    xc[0] = here - w - 2 if y >= 1 and x >= 2 else cells[2]
+    xc[1] = here - 2 * w - 1 if y >= 2 and x >= 1 else cells[6]
+    xc[2] = here - 2 * w + 1 if y >= 2 and x + 1 < w else cells[6]
+    xc[3] = here - w + 2 if y >= 1 and x + 2 < w else cells[3]
+    xc[4] = here - 3 if x >= 3 else cells[5]
+    # in the previous slice, clamped: PNW, PNE, PSW, PSE, PWW, PEE, PNN, PSS
+    ym, yp = max(y - 1, 0) - y, min(y + 1, h - 1) - y
+    xm, xp = max(x - 1, 0) - x, min(x + 1, w - 1) - x
+    xc[5] = p + ym * w + xm
+    xc[6] = p + ym * w + xp
+    xc[7] = p + yp * w + xm
+    xc[8] = p + yp * w + xp
+    xc[9] = p + max(x - 2, 0) - x
+    xc[10] = p + min(x + 2, w - 1) - x
+    xc[11] = p + (max(y - 2, 0) - y) * w
+    xc[12] = p + (min(y + 2, h - 1) - y) * w
+    xc[13] = pp
+
+
 @njit(cache=True, nogil=True, inline="always")
 def _big_class(c: int) -> int:  # pragma: no cover - compiled
     """``min(39, floor(2 log2(1 + c)))`` of a large ``c`` (no table)."""
@@ -421,6 +453,8 @@ def decode_raster(
     pmap: np.ndarray,
     ls_w: np.ndarray,
     ls_b: np.ndarray,
+    xw: np.ndarray,
+    xb: np.ndarray,
     tree: np.ndarray,
     lut: np.ndarray,
     lut_pq: np.ndarray,
@@ -452,18 +486,27 @@ def decode_raster(
     :class:`.ctxtree.ContextTree`); ``lut``, ``lut_pq``: when ``lut_pq[0] >= 0``, the tree as a
     table: the context of properties ``lut_pq[0]`` = ``i`` and ``lut_pq[1]`` = ``j`` (0 when
     ``-1``) is ``lut[64 i + j]``; ``cls_lut``: the class of every value below its length;
-    ``flip``: residuals are negated where ``sign(rW) + sign(rN) < 0``.
+    ``flip``: residuals are negated where ``sign(rW) + sign(rN) < 0``. ``xw`` ``(2 * 8,
+    25)``, ``xb``: the wide least-squares weight sets (slice group, gradient level) of
+    sub-predictor 7 (:mod:`.xls`).
     """
     d, h, w, z0, y0, big_h = geom[0], geom[1], geom[2], geom[3], geom[4], geom[5]
     hw = h * w
     k_sub = sub_ids.shape[0]
-    # state of two slices: slice z in cells [(z & 1) hw, ...), the one before it in the other
-    # half (zeros before slice 0)
-    vflat = np.zeros(2 * hw, np.int64)
-    err = np.zeros((2 * hw, k_sub), np.int32)
-    sres = np.zeros(2 * hw, np.int32)  # signed residuals (capped)
+    # state of three slices: slice z in cells [(z % 3) hw, ...), the two before it in the
+    # others (zeros before slice 0)
+    vflat = np.zeros(3 * hw, np.int64)
+    err = np.zeros((3 * hw, k_sub), np.int32)
+    sres = np.zeros(3 * hw, np.int32)  # signed residuals (capped)
     nv = np.empty(_N_NBR, np.int64)
     cells = np.empty(_N_NBR, np.int64)
+    xc = np.empty(_N_XT, np.int64)
+    xv = np.empty(_N_XT, np.int64)
+    use_x = False
+    for s in range(calc_ids.shape[0]):
+        use_x = use_x or calc_ids[s] == 7
+    x_in = np.array([-w - 2, -2 * w - 1, -2 * w + 1, -w + 2, -3], np.int64)
+    x_prev = np.array([-w - 1, -w + 1, w - 1, w + 1, -2, 2, -2 * w, 2 * w], np.int64)
     t_prop, t_thr, t_right, t_leaf = tree[0], tree[1], tree[2], tree[3]
     lut_p, lut_q = lut_pq[0], lut_pq[1]
     flip_i = np.int64(flip)
@@ -479,10 +522,13 @@ def decode_raster(
     w_byte = bit_start >> 3  # the raw bits' 64-bit window starts at this byte
     win = _load64(bit_bytes, w_byte)
     for z in range(d):
-        cur = (z & 1) * hw
-        prev = hw - cur
+        cur = (z % 3) * hw
+        prev = ((z + 2) % 3) * hw
+        pprev = ((z + 1) % 3) * hw if z >= 2 else prev  # two slices back (from slice 1: P)
+        group = 8 * min(z, 1)  # the wide least squares' slice group (first rows of xw)
         for y in range(h):
             inner_row = 2 <= y <= h - 2
+            x_row = 2 <= y <= h - 3
             row_out = ((z0 + z) * big_h + y0 + y) * w
             for x in range(w):
                 here = cur + y * w + x
@@ -499,6 +545,22 @@ def decode_raster(
                     _raster_cells(here, p, y, x, h, w, cells)
                 for k in range(_N_NBR):
                     nv[k] = vflat[cells[k]]
+                level = 0
+                if use_x or mapped:  # gradient level (predictor map, wide least squares)
+                    g1 = abs(nv[0] - nv[2]) + abs(nv[1] - nv[2]) + abs(nv[1] - nv[3]) + 1
+                    while level < n_grad - 1 and g1 >= (2 << level):
+                        level += 1
+                if use_x:
+                    if x_row and 3 <= x <= w - 3:
+                        for k in range(5):
+                            xc[k] = here + x_in[k]
+                        for k in range(8):
+                            xc[5 + k] = p + x_prev[k]
+                        xc[13] = pprev + y * w + x
+                    else:
+                        _ext_cells(here, p, pprev + y * w + x, y, x, h, w, cells, xc)
+                    for k in range(_N_XT):
+                        xv[k] = vflat[xc[k]]
                 # sub-predictions and their blend: predict(), written out here (a call with
                 # array arguments costs reference counting per voxel)
                 for s in range(calc_ids.shape[0]):
@@ -518,8 +580,16 @@ def decode_raster(
                         sp = (acc + ls_b[z]) >> shift
                     elif i == 5:
                         sp = nv[4] + nv[0] - nv[9]
-                    else:
+                    elif i == 6:
                         sp = min(max(nv[0] + nv[1] - nv[2], min(nv[0], nv[1])), max(nv[0], nv[1]))
+                    else:  # the wide least squares
+                        row = group + level
+                        acc = xb[row]
+                        for k in range(_N_NBR):
+                            acc += xw[row, k] * nv[k]
+                        for k in range(_N_XT):
+                            acc += xw[row, _N_NBR + k] * xv[k]
+                        sp = acc >> 12
                     sv[s] = sp
                 s0 = sv[0]
                 pred = s0
@@ -536,10 +606,6 @@ def decode_raster(
                         den = den + wt
                     pred += np.int64(np.floor(num / den + 0.5))
                 if mapped:  # the predictor map: this gradient level's sub-predictor alone
-                    g1 = abs(nv[0] - nv[2]) + abs(nv[1] - nv[2]) + abs(nv[1] - nv[3]) + 1
-                    level = 0
-                    while level < n_grad - 1 and g1 >= (2 << level):
-                        level += 1
                     if pmap[level]:
                         pred = sv[pmap[level] - 1]
                 # the context: from the table of a tree that tests at most two properties, else

@@ -19,18 +19,19 @@ _RAW_MAGIC = b"SZR"
 #: runs one compiled loop per lane, the lanes on threads (:func:`.kernels.decode_raster`)
 #: Version 5 replaces the fixed contexts by a context tree grown for the block
 #: (:mod:`.ctxtree`) and may code residuals negated where the west and north residuals lean
-#: negative
-_VERSION = 5
+#: negative. Version 6 adds sub-predictor 7, the wide least squares of :mod:`.xls` (25
+#: neighbours, a weight set per gradient level), whose weights follow the tree
+_VERSION = 6
 
 
-_VERSIONS = (1, 2, 3, 4, 5)
+_VERSIONS = (1, 2, 3, 4, 5, 6)
 
 
 #: version byte of stored (raw) blocks
 _RAW_VERSION = 1
 
 
-#: header of versions 2-5
+#: header of versions 2-6
 _HEAD2 = struct.Struct("<3sBBBIIIIqddIBBBBIIIIQ")
 
 
@@ -48,3 +49,8 @@ _V4_LANE_BITS = struct.Struct("<Q")
 #: (0 or 1), the level shift of the predicted-intensity property, the context tree's byte
 #: length (the tree follows)
 _V5_EXT = struct.Struct("<BBH")
+
+
+#: version 6, after the tree: the byte length of the wide least-squares weights (0: none; else
+#: 16 sets of ``<25hq``, slice group major, gradient level minor)
+_V6_EXT = struct.Struct("<H")

@@ -23,6 +23,13 @@ _SUB_LS = 4
 _N_SUB = len(_SUB_NAMES)
 
 
+#: version 6 adds sub-predictor 7, the wide least squares of :mod:`.xls`
+_SUB_XLS = 7
+
+
+_N_SUB_V6 = 8
+
+
 #: neighbours of a voxel: in the slice (fallbacks at the borders) and in the previous slice
 _NBR_NAMES = ("W", "N", "NW", "NE", "P", "WW", "NN", "PN", "PS", "PW", "PE")
 
@@ -146,15 +153,24 @@ class _Neighbours:
 
 
 def _sub_predictions(
-    nv: np.ndarray, mask: int, ls_w: np.ndarray | None, ls_b: np.ndarray | int
+    nv: np.ndarray,
+    mask: int,
+    ls_w: np.ndarray | None,
+    ls_b: np.ndarray | int,
+    xls_pred: np.ndarray | None = None,
 ) -> np.ndarray:
     """Sub-predictions ``(K, m)`` from the neighbour values ``nv`` ``(11, m)`` (int64).
 
-    ``ls_w``: least-squares weights ``(11, m)`` or ``(11, 1)``; ``ls_b``: bias.
+    ``ls_w``: least-squares weights ``(11, m)`` or ``(11, 1)``; ``ls_b``: bias;
+    ``xls_pred``: the wide least-squares sub-prediction (:mod:`.xls`) when ``mask`` has it.
     """
     subs = []
-    for i in range(_N_SUB):
+    for i in range(_N_SUB_V6):
         if not mask >> i & 1:
+            continue
+        if i == _SUB_XLS:
+            assert xls_pred is not None
+            subs.append(xls_pred)
             continue
         if i == 0:
             subs.append(nv[0])

@@ -29,10 +29,21 @@ from .entropy import (
     _token_tables,
     _tokenize,
 )
-from .layout import _HEAD2, _MAGIC, _V4_EXT, _V4_LANE_BITS, _V5_EXT, _VERSION
-from .predict import _CLS_THR, _N_SUB, _SUB_LS, _V2_CAP, _V2_LS, _V2_SHIFT
+from .layout import _HEAD2, _MAGIC, _V4_EXT, _V4_LANE_BITS, _V5_EXT, _V6_EXT, _VERSION
+from .predict import (
+    _CLS_THR,
+    _N_SUB,
+    _N_SUB_V6,
+    _SUB_LS,
+    _SUB_XLS,
+    _V2_CAP,
+    _V2_LS,
+    _V2_SHIFT,
+    N_GRAD,
+)
 from .tokens import _encode_v2_core, _fit_ls, choose_map, choose_mask
 from .values import _FLAG_TABLE, _Mapped, _pack_uints, _unpack_uints
+from .xls import N_TAPS, XLSParams, fit_xls
 
 #: a block may have one lane per this many voxels (at most :data:`_MAX_LANES`; row-band lanes
 #: of at least :data:`_MIN_LANE_ROWS` rows): lanes decode on threads, each costs a little ratio
@@ -47,6 +58,11 @@ _MIN_LANE_ROWS = 32
 
 #: lanes are cut while their estimated cost stays under this share of the block's bits
 _LANE_COST_SHARE = 0.005
+
+
+#: blocks smaller than this do not try the wide least squares (their weights would cost more
+#: than they save)
+_XLS_MIN_VOXELS = 1 << 14
 
 
 #: residuals negated where ``sign(rW) + sign(rN) < 0``: None, whichever is estimated smaller
@@ -86,8 +102,11 @@ def lane_boxes(shape3: tuple[int, int, int], lanes: int, axis: int) -> list[tupl
     return [(0, d, a, b) for a, b in zip(cut[:-1], cut[1:], strict=True)]
 
 
-def plan_lanes(v: np.ndarray, mask: int, pmap: np.ndarray | None = None) -> tuple[int, int]:
-    """Number of lanes and their axis for block ``v``, by measured cost.
+def plan_lanes(
+    v: np.ndarray, mask: int, pmap: np.ndarray | None = None, xls: XLSParams | None = None
+) -> tuple[int, int]:
+    """Number of lanes and their axis for block ``v``, by measured cost (``xls``: the
+    block's wide least-squares weights when ``mask`` uses them).
 
     The cost of one cut along each axis is measured on a middle sample (up to 8 slices, 256
     rows, 128 columns: the bits of its two halves coded apart, less those of the whole),
@@ -109,7 +128,9 @@ def plan_lanes(v: np.ndarray, mask: int, pmap: np.ndarray | None = None) -> tupl
 
     def bits(*pieces: tuple[np.ndarray, object]) -> float:
         """Bits of the pieces coded as lanes: shared histograms (and lane's own LS sets)."""
-        cores = [_encode_v2_core(np.ascontiguousarray(b), mask, ls, pmap)[0] for b, ls in pieces]
+        cores = [
+            _encode_v2_core(np.ascontiguousarray(b), mask, ls, pmap, xls=xls)[0] for b, ls in pieces
+        ]
         return _shared_bits(cores)
 
     whole = bits((s, ls_s))
@@ -146,13 +167,17 @@ def _zigzag(x: np.ndarray) -> np.ndarray:
     return np.where(x >= 0, 2 * x, -2 * x - 1)
 
 
-def encode_v5(m: _Mapped, shape3: tuple[int, int, int]) -> bytes:
-    """Version-5 payload of the mapped block ``m`` of shape ``shape3``."""
+def encode_v6(m: _Mapped, shape3: tuple[int, int, int]) -> bytes:
+    """Version-6 payload of the mapped block ``m`` of shape ``shape3``."""
     d, h, w = shape3
     v = m.values.reshape(d, h, w)
-    mask = choose_mask(v)
-    pmap = choose_map(v, mask)
-    lanes, axis = plan_lanes(v, mask, pmap)
+    # the wide least squares are fitted once, on the whole block (a candidate of every search)
+    xls = fit_xls(v) if v.size >= _XLS_MIN_VOXELS else None
+    mask = choose_mask(v, xls)
+    if not mask >> _SUB_XLS & 1:
+        xls = None
+    pmap = choose_map(v, mask, xls)
+    lanes, axis = plan_lanes(v, mask, pmap, xls)
     boxes = lane_boxes(shape3, lanes, axis)
     use_ls = bool(mask >> _SUB_LS & 1)
     shift = level_shift(int(v.max()) if v.size else 0)
@@ -164,7 +189,7 @@ def encode_v5(m: _Mapped, shape3: tuple[int, int, int]) -> bytes:
         z0, z1, y0, y1 = box
         lane = np.ascontiguousarray(v[z0:z1, y0:y1])
         ls_params = whole_ls if whole_ls is not None else (_fit_ls(lane) if use_ls else None)
-        return _encode_v2_core(lane, mask, ls_params, pmap, shift=shift)[0]
+        return _encode_v2_core(lane, mask, ls_params, pmap, shift=shift, xls=xls)[0]
 
     cores = _on_threads(code_lane, boxes)
     tok, nb, raw, flip, ctx, tree = _context_tree(cores)
@@ -201,6 +226,8 @@ def encode_v5(m: _Mapped, shape3: tuple[int, int, int]) -> bytes:
     ext = _V4_EXT.pack(len(count_bytes), len(lane_bytes), len(cores), axis, bytes(pmap.tolist()))
     ext += b"".join(_V4_LANE_BITS.pack(int(b)) for b in lane_bits)
     ext += _V5_EXT.pack(int(flip), shift, len(tree_bytes)) + tree_bytes
+    xls_bytes = xls.to_bytes() if xls is not None else b""
+    ext += _V6_EXT.pack(len(xls_bytes)) + xls_bytes
     parts = [head, ext, hist_bytes, count_bytes, lane_bytes, *ls_bytes, table_bytes, bits]
     return b"".join([*parts, words])
 
@@ -274,6 +301,7 @@ class LaneExt:
     flip: bool = False  # version 5: residuals negated where sign(rW) + sign(rN) < 0
     level_shift: int = 0  # version 5: shift of the predicted-intensity property
     tree: bytes | None = None  # version 5: the context tree
+    xls: XLSParams | None = None  # version 6: the wide least-squares weights (mask bit 7)
 
 
 def read_lane_ext(
@@ -288,7 +316,7 @@ def read_lane_ext(
     if axis not in (AXIS_Z, AXIS_Y) or not 1 <= lanes <= shape3[0 if axis == AXIS_Z else 1]:
         raise FormatError("implausible lanes in a lossless block")
     pmap = np.frombuffer(pmap_bytes, np.uint8).astype(np.int64)
-    if np.any(pmap > _N_SUB):
+    if np.any(pmap > (_N_SUB_V6 if version >= 6 else _N_SUB)):
         raise FormatError("implausible predictor map in a lossless block")
     if len(payload) < pos + _V4_LANE_BITS.size * (lanes - 1):
         raise FormatError("truncated lossless block")
@@ -304,6 +332,16 @@ def read_lane_ext(
             raise FormatError("implausible context parameters in a lossless block")
         ext.flip, ext.level_shift, ext.tree = bool(flip), shift, payload[pos : pos + n_tree]
         pos += n_tree
+    if version >= 6:
+        if len(payload) < pos + _V6_EXT.size:
+            raise FormatError("truncated lossless block")
+        (n_xls,) = _V6_EXT.unpack_from(payload, pos)
+        pos += _V6_EXT.size
+        if len(payload) < pos + n_xls:
+            raise FormatError("truncated lossless block")
+        if n_xls:
+            ext.xls = XLSParams.from_bytes(payload[pos : pos + n_xls])
+        pos += n_xls
     return ext, pos
 
 
@@ -347,8 +385,8 @@ def decode_lanes(
     tree: ContextTree,
     ext: LaneExt,
 ) -> np.ndarray:
-    """Mapped values of a version-4 or -5 payload: every context's symbols in one call each,
-    then one compiled pass per lane (lanes on threads)."""
+    """Mapped values of a version-4, -5 or -6 payload: every context's symbols in one call
+    each, then one compiled pass per lane (lanes on threads)."""
     import constriction
 
     from . import kernels
@@ -362,10 +400,17 @@ def decode_lanes(
     tok_nb, tok_hi = _token_tables(ntok)
     d, h, w = shape3
     out = np.empty(d * h * w, np.int64)
-    sub_ids = np.array([i for i in range(_N_SUB) if mask >> i & 1], np.int64)
+    sub_ids = np.array([i for i in range(_N_SUB_V6) if mask >> i & 1], np.int64)
     pmap = ext.pmap
     if np.any(pmap == 1 + _SUB_LS) and not mask >> _SUB_LS & 1:
         raise FormatError("predictor map of a lossless block uses missing least squares")
+    use_xls = mask >> _SUB_XLS & 1 or np.any(pmap == 1 + _SUB_XLS)
+    if use_xls and ext.xls is None:
+        raise FormatError("lossless block uses wide least squares without their weights")
+    xw = np.zeros((2 * N_GRAD, N_TAPS), np.int64)
+    xb = np.zeros(2 * N_GRAD, np.int64)
+    if ext.xls is not None:
+        xw, xb = ext.xls.w.reshape(2 * N_GRAD, N_TAPS), ext.xls.b.reshape(2 * N_GRAD)
     # the blended sub-predictors, then the others the map uses; the map as positions there
     extra = sorted({int(m) - 1 for m in pmap if m} - set(sub_ids.tolist()))
     calc_ids = np.array([*sub_ids.tolist(), *extra], np.int64)
@@ -383,9 +428,9 @@ def decode_lanes(
         return kernels.decode_raster(
             np.array([z1 - z0, y1 - y0, w, z0, y0, h], np.int64), tokens, plan.starts[i],
             plan.ends[i], sub_ids, calc_ids, pos_map, np.ascontiguousarray(ls_w[:, z0:z1]),
-            np.ascontiguousarray(ls_b[z0:z1]), tree_arr, lut, lut_pq, cls_lut, wt_lut, ext.flip,
-            ext.level_shift, _V2_SHIFT, tok_nb,
-            tok_hi, padded, plan.bit_starts[i], plan.bit_starts[i + 1], _V2_CAP, out,
+            np.ascontiguousarray(ls_b[z0:z1]), xw, xb, tree_arr, lut, lut_pq, cls_lut, wt_lut,
+            ext.flip, ext.level_shift, _V2_SHIFT, tok_nb, tok_hi, padded, plan.bit_starts[i],
+            plan.bit_starts[i + 1], _V2_CAP, out,
         )  # fmt: skip
 
     n = len(plan.boxes)
@@ -407,7 +452,7 @@ __all__ = [
     "LanePlan",
     "LaneExt",
     "decode_lanes",
-    "encode_v5",
+    "encode_v6",
     "lane_boxes",
     "lane_plan",
     "max_lanes",

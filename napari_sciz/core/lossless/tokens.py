@@ -16,9 +16,10 @@ from .ctxtree import N_PROPS, flip_signs, slice_properties
 from .entropy import _token_bits, _tokenize
 from .predict import (
     _N_CLS2,
-    _N_SUB,
+    _N_SUB_V6,
     _N_TEX,
     _SUB_LS,
+    _SUB_XLS,
     _V2_CAP,
     _V2_LS,
     N_GRAD,
@@ -31,10 +32,11 @@ from .predict import (
     _texture,
     gradient_level,
 )
+from .xls import XLS_BYTES, XLSParams, ext_values, fit_xls, predict_xls
 
 #: sub-predictor sets the encoder tries (the smallest estimated code wins, with a small
 #: penalty per extra sub-predictor since each one slows decoding down)
-_MASKS = (16, 64, 4, 68, 88, 26, 19, 35, 112, 92, 124)
+_MASKS = (16, 64, 4, 68, 88, 26, 19, 35, 112, 92, 124, 128, 192, 144)
 
 
 _SUB_PENALTY = 0.004
@@ -85,6 +87,7 @@ def _encode_v2_core(
     pmap: np.ndarray | None = None,
     collect: bool = False,
     shift: int | None = None,
+    xls: XLSParams | None = None,
 ) -> tuple[dict, float]:
     """Tokens of block ``v`` ``(d, h, w)`` with the sub-predictors of ``mask``; est. bits.
 
@@ -96,7 +99,8 @@ def _encode_v2_core(
     the voxels' context-tree properties ``"props"`` (:func:`.ctxtree.slice_properties`), the
     signed residuals ``"res"`` and where they are coded negated, ``"flip"``, instead of the
     activity classes ``"cls"`` and their token ``"counts"``; the estimated bits are then NaN
-    (the tree estimates them).
+    (the tree estimates them). ``xls``: the wide least-squares weights (fitted on ``v`` when
+    None and ``mask`` uses them).
     """
     d, h, w = v.shape
     hw, n = h * w, v.size
@@ -113,10 +117,14 @@ def _encode_v2_core(
     res = np.empty(n, np.int64)
     pos = np.arange(hw, dtype=np.int64)
     use_ls = bool(mask >> _SUB_LS & 1)
+    use_xls = bool(mask >> _SUB_XLS & 1)
+    if use_xls and xls is None:
+        xls = fit_xls(v)
     ls = []
     mapped = pmap is not None and bool(np.any(pmap))
-    all_mask = (1 << _N_SUB) - 1
-    options = np.zeros((N_GRAD, 1 + _N_SUB, _MAP_TOKENS), np.int64) if collect else None
+    # every sub-predictor (the wide least squares only when the block has its weights)
+    all_mask = (1 << _N_SUB_V6) - 1 - (0 if use_xls else 1 << _SUB_XLS)
+    options = np.zeros((N_GRAD, 1 + _N_SUB_V6, _MAP_TOKENS), np.int64) if collect else None
     for z in range(d):
         sl = slice((z + 1) * hw, (z + 2) * hw)
         nidx = nbrs.index(pos + z * hw, pos)
@@ -127,7 +135,13 @@ def _encode_v2_core(
             wts, ls_b = ls_params[z] if ls_params is not None else _ls_fit_v2(nv, target, z > 0)
             ls.append(_V2_LS.pack(*[int(x) for x in wts], ls_b))
             ls_w = wts[:, None]
-        subs = _sub_predictions(nv, mask, ls_w, ls_b)
+        level = gradient_level(nv) if mapped or collect or use_xls else None
+        xpred = None
+        if use_xls:
+            assert xls is not None and level is not None
+            xv = ext_values(v, z, pos, nv)
+            xpred = predict_xls(xls, int(z > 0), level, nv, xv)
+        subs = _sub_predictions(nv, mask, ls_w, ls_b, xpred)
         err_sums = None
         if k_sub > 1:
             err[sl] = np.minimum(np.abs(target - subs), _V2_CAP).T
@@ -136,9 +150,8 @@ def _encode_v2_core(
         else:
             pred = subs[0]
         if mapped or collect:
-            level = gradient_level(nv)
             # every sub-predictor (least squares only when the block has its weights)
-            every = _sub_predictions(nv, all_mask, ls_w if use_ls else _NO_LS, ls_b)
+            every = _sub_predictions(nv, all_mask, ls_w if use_ls else _NO_LS, ls_b, xpred)
             if collect:
                 _count_options(options, level, target, pred, every)
             if mapped:
@@ -183,17 +196,17 @@ def _count_options(
         np.add.at(options, (level, k, tok), 1)
 
 
-def choose_map(v: np.ndarray, mask: int) -> np.ndarray:
+def choose_map(v: np.ndarray, mask: int, xls: XLSParams | None = None) -> np.ndarray:
     """The predictor map of block ``v``: per gradient level, the blend of ``mask`` or the one
     sub-predictor whose tokens and raw bits cost least there (by :data:`_MAP_MARGIN`),
     measured on the middle slices (up to :data:`_MAP_VOXELS` voxels; of a larger slice, its
-    middle rows)."""
+    middle rows). ``xls``: the block's wide least-squares weights when ``mask`` uses them."""
     d, h, w = v.shape
     k = max(1, min(d, _MAP_VOXELS // max(1, h * w)))
     rows = min(h, max(_MIN_MAP_ROWS, _MAP_VOXELS // max(1, w)))
     z0, y0 = (d - k) // 2, (h - rows) // 2
     sample = np.ascontiguousarray(v[z0 : z0 + k, y0 : y0 + rows])
-    options = _encode_v2_core(sample, mask, collect=True)[0]["options"]
+    options = _encode_v2_core(sample, mask, collect=True, xls=xls)[0]["options"]
     tok = np.arange(_MAP_TOKENS)
     raw = _token_bits(tok)
     tot = options.sum(axis=2, keepdims=True)
@@ -202,6 +215,8 @@ def choose_map(v: np.ndarray, mask: int) -> np.ndarray:
     cost = ent.sum(axis=2) + (options * raw).sum(axis=2)
     if not mask >> _SUB_LS & 1:
         cost[:, 1 + _SUB_LS] = np.inf  # the block stores no least-squares weights
+    if not mask >> _SUB_XLS & 1:
+        cost[:, 1 + _SUB_XLS] = np.inf
     pmap = np.zeros(N_GRAD, np.int64)
     for g in range(N_GRAD):
         best = int(np.argmin(cost[g, 1:])) + 1
@@ -224,15 +239,20 @@ def _sample_block(v: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(sub)
 
 
-def choose_mask(v: np.ndarray) -> int:
+def choose_mask(v: np.ndarray, xls: XLSParams | None = None) -> int:
     """The sub-predictor set of :data:`_MASKS` with the smallest estimated code for block
-    ``v`` (measured on a sample of large blocks)."""
+    ``v`` (measured on a sample of large blocks). Sets with the wide least squares are tried
+    when its weights ``xls`` (fitted on the block) are given; their storage is counted."""
     d = v.shape[0]
     masks = [mk for mk in _MASKS if d > 1 or not mk >> 5 & 1]
+    if xls is None:
+        masks = [mk for mk in masks if not mk >> _SUB_XLS & 1]
     sample = v if v.size <= 1 << 16 else _sample_block(v)
     best = None
     for mk in masks:
-        bits = _encode_v2_core(sample, mk)[1]
+        bits = _encode_v2_core(sample, mk, xls=xls)[1]
+        if mk >> _SUB_XLS & 1:
+            bits += 8.0 * XLS_BYTES * sample.size / v.size
         bits *= 1 + _SUB_PENALTY * (bin(mk).count("1") - 1)
         if best is None or bits < best[0]:
             best = (bits, mk)

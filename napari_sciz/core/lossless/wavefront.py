@@ -21,6 +21,7 @@ from .predict import (
     _N_CLS2,
     _N_NBR,
     _N_SUB,
+    _N_SUB_V6,
     _N_TEX,
     _SUB_LS,
     _V2_CAP,
@@ -62,7 +63,7 @@ def _decode_v2(payload: bytes, shape3: tuple[int, ...]) -> tuple[np.ndarray, tup
         or (fixed and n_cls != thr.size + 1)
         or (not fixed and (keep_bits or n_tex != 1 or n_cls < 1))
         or n_tex not in (1, _N_TEX)
-        or not 0 < mask < 1 << _N_SUB
+        or not 0 < mask < 1 << (_N_SUB_V6 if _v >= 6 else _N_SUB)
         or ntok < 2
     ):
         raise FormatError("implausible lossless block parameters")

@@ -1,0 +1,123 @@
+"""The wide least-squares sub-predictor of lossless payload version 6 (lossless/xls.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from napari_sciz.core.lossless import decode_block, encode_block
+from napari_sciz.core.lossless.predict import _Neighbours
+from napari_sciz.core.lossless.xls import (
+    IN_SLICE,
+    PREV_SLICE,
+    XLS_BYTES,
+    XLSParams,
+    ext_values,
+    fit_xls,
+)
+from napari_sciz.errors import FormatError
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def _extra_at(v: np.ndarray, z: int, y: int, x: int, nv: np.ndarray) -> list[int]:
+    """The 14 extra neighbours of one voxel, from their definition (format.md)."""
+    d, h, w = v.shape
+    out = []
+    for dy, dx, fb in IN_SLICE:
+        yy, xx = y + dy, x + dx
+        out.append(int(v[z, yy, xx]) if yy >= 0 and 0 <= xx < w else int(nv[fb]))
+    for dy, dx in PREV_SLICE:
+        yy, xx = min(max(y + dy, 0), h - 1), min(max(x + dx, 0), w - 1)
+        out.append(int(v[z - 1, yy, xx]) if z > 0 else 0)
+    out.append(int(v[z - 2, y, x]) if z >= 2 else int(nv[4]))
+    return out
+
+
+@pytest.mark.parametrize("shape", [(4, 9, 11), (3, 1, 7), (2, 5, 1), (1, 4, 4)])
+def test_extra_neighbours_follow_their_definition(shape: tuple[int, int, int]) -> None:
+    d, h, w = shape
+    v = np.random.default_rng(d * h * w).integers(0, 1000, shape).astype(np.int64)
+    nbrs = _Neighbours(d, h, w)
+    vflat = np.concatenate([np.zeros(h * w, np.int64), v.ravel()])
+    pos = np.arange(h * w, dtype=np.int64)
+    for z in range(d):
+        nv = vflat[nbrs.index(pos + z * h * w, pos)]
+        got = ext_values(v, z, pos, nv)
+        for p in range(h * w):
+            y, x = divmod(p, w)
+            assert got[:, p].tolist() == _extra_at(v, z, y, x, nv[:, p]), (z, y, x)
+
+
+def test_weights_bytes_round_trip_and_reject_bad_lengths() -> None:
+    z, y, x = np.meshgrid(np.arange(3), np.arange(30), np.arange(30), indexing="ij")
+    v = (500 + 100 * np.sin(x / 4.0) + 50 * np.cos(y / 3.0 + z)).astype(np.int64)
+    params = fit_xls(v)
+    data = params.to_bytes()
+    assert len(data) == XLS_BYTES
+    back = XLSParams.from_bytes(data)
+    assert np.array_equal(back.w, params.w) and np.array_equal(back.b, params.b)
+    with pytest.raises(FormatError):
+        XLSParams.from_bytes(data[:-1])
+
+
+def test_a_smooth_field_is_predicted_almost_exactly() -> None:
+    """Quadratic surfaces are predicted by 25 neighbours far better than by the planar
+    predictor: the fitted weights reproduce them up to rounding."""
+    z, y, x = np.meshgrid(np.arange(4), np.arange(40), np.arange(40), indexing="ij")
+    v = (3 * x * x + 2 * y * y + x * y + 40 * z).astype(np.int64) // 4
+    from napari_sciz.core.lossless.tokens import _encode_v2_core
+
+    bits_x = _encode_v2_core(v, 0b10000000)[1]
+    bits_p = _encode_v2_core(v, 0b100)[1]
+    assert bits_x < 0.6 * bits_p
+    res = _encode_v2_core(v, 0b10000000, shift=0)[0]["res"].reshape(v.shape)
+    inner = np.s_[2:, 3:-3, 3:-3]  # (away from the borders' fallbacks)
+    assert np.abs(res[inner]).max() <= 1
+
+
+@pytest.mark.skipif(not (DATA / "philips_ct_phantom_crop.tif").exists(), reason="no shared data")
+def test_ct_phantom_takes_the_wide_least_squares(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On the CT phantom the encoder picks the wide least squares (mask bit 7) and the block
+    is at least 3 % smaller than without it."""
+    import tifffile
+
+    from napari_sciz.core.lossless import raster
+
+    ct = tifffile.imread(DATA / "philips_ct_phantom_crop.tif")[:8]
+    payload = encode_block(ct)
+    assert payload[:4] == b"SZL\x06" and payload[52] >> 7
+    assert np.array_equal(decode_block(payload, ct.dtype, ct.shape), ct)
+    monkeypatch.setattr(raster, "_XLS_MIN_VOXELS", ct.size + 1)
+    without = encode_block(ct)
+    assert not without[52] >> 7
+    assert len(payload) < 0.97 * len(without)
+
+
+def test_missing_weights_are_a_format_error() -> None:
+    """A version-6 block whose mask uses the wide least squares but whose weight section is
+    cut to nothing (lengths made consistent) is refused, never decoded with zero weights."""
+    z, y, x = np.meshgrid(np.arange(6), np.arange(64), np.arange(72), indexing="ij")
+    rng = np.random.default_rng(1)
+    v = 2000 + 700 * np.sin(x / 7.0 + z / 3) * np.cos(y / 11.0) + rng.normal(0, 2, x.shape)
+    block = v.astype(np.uint16)
+    payload = encode_block(block)
+    assert payload[52] >> 7
+    at = payload.find(XLSParams.from_bytes(_weights_of(payload)).to_bytes()) - 2
+    assert int.from_bytes(payload[at : at + 2], "little") == XLS_BYTES
+    cut = payload[:at] + b"\x00\x00" + payload[at + 2 + XLS_BYTES :]
+    with pytest.raises(FormatError):
+        decode_block(cut, block.dtype, block.shape)
+
+
+def _weights_of(payload: bytes) -> bytes:
+    """The weight section of a version-6 payload (found through the lane extension)."""
+    from napari_sciz.core.lossless.layout import _HEAD2
+    from napari_sciz.core.lossless.raster import read_lane_ext
+
+    d, h, w = _HEAD2.unpack_from(payload)[4:7]
+    ext, _pos = read_lane_ext(payload, _HEAD2.size, (d, h, w), 6)
+    assert ext.xls is not None
+    return ext.xls.to_bytes()
