@@ -501,7 +501,6 @@ def decode_raster(
     nv = np.empty(_N_NBR, np.int64)
     cells = np.empty(_N_NBR, np.int64)
     xc = np.empty(_N_XT, np.int64)
-    xv = np.empty(_N_XT, np.int64)
     use_x = False
     for s in range(calc_ids.shape[0]):
         use_x = use_x or calc_ids[s] == 7
@@ -515,6 +514,11 @@ def decode_raster(
     mapped = False
     for g in range(n_grad):
         mapped = mapped or pmap[g] != 0
+    # gradient level min(n_grad - 1, floor(log2(g1))) of every g1 = 1 + gradient below n_lvl
+    n_lvl = 1 << n_grad
+    lvl_lut = np.zeros(n_lvl, np.int64)
+    for g in range(2, n_lvl):
+        lvl_lut[g] = lvl_lut[g >> 1] + 1
     in_slice = np.array([-1, -w, -w - 1, -w + 1, 0, -2, -2 * w, -w, w, -1, 1], np.int64)
     n_wt, n_lut = wt_lut.shape[0], cls_lut.shape[0]
     cursor_cls = starts.copy()
@@ -546,21 +550,27 @@ def decode_raster(
                 for k in range(_N_NBR):
                     nv[k] = vflat[cells[k]]
                 level = 0
+                xpred = np.int64(0)
                 if use_x or mapped:  # gradient level (predictor map, wide least squares)
                     g1 = abs(nv[0] - nv[2]) + abs(nv[1] - nv[2]) + abs(nv[1] - nv[3]) + 1
-                    while level < n_grad - 1 and g1 >= (2 << level):
-                        level += 1
-                if use_x:
+                    level = lvl_lut[min(g1, n_lvl - 1)]  # (a table: no unpredictable branch)
+                if use_x:  # the wide least squares (taps 0-10: nv, 11-24: the extra cells)
+                    row = group + level
+                    acc = xb[row]
+                    for k in range(_N_NBR):
+                        acc += xw[row, k] * nv[k]
                     if x_row and 3 <= x <= w - 3:
                         for k in range(5):
-                            xc[k] = here + x_in[k]
-                        for k in range(8):
-                            xc[5 + k] = p + x_prev[k]
-                        xc[13] = pprev + y * w + x
+                            acc += xw[row, _N_NBR + k] * vflat[here + x_in[k]]
+                        if group:  # (the first slice of a lane has no previous slices)
+                            for k in range(8):
+                                acc += xw[row, _N_NBR + 5 + k] * vflat[p + x_prev[k]]
+                            acc += xw[row, _N_NBR + 13] * vflat[pprev + y * w + x]
                     else:
                         _ext_cells(here, p, pprev + y * w + x, y, x, h, w, cells, xc)
-                    for k in range(_N_XT):
-                        xv[k] = vflat[xc[k]]
+                        for k in range(_N_XT):
+                            acc += xw[row, _N_NBR + k] * vflat[xc[k]]
+                    xpred = acc >> 12
                 # sub-predictions and their blend: predict(), written out here (a call with
                 # array arguments costs reference counting per voxel)
                 for s in range(calc_ids.shape[0]):
@@ -583,13 +593,7 @@ def decode_raster(
                     elif i == 6:
                         sp = min(max(nv[0] + nv[1] - nv[2], min(nv[0], nv[1])), max(nv[0], nv[1]))
                     else:  # the wide least squares
-                        row = group + level
-                        acc = xb[row]
-                        for k in range(_N_NBR):
-                            acc += xw[row, k] * nv[k]
-                        for k in range(_N_XT):
-                            acc += xw[row, _N_NBR + k] * xv[k]
-                        sp = acc >> 12
+                        sp = xpred
                     sv[s] = sp
                 s0 = sv[0]
                 pred = s0

@@ -253,7 +253,8 @@ def choose_mask(v: np.ndarray, xls: XLSParams | None = None) -> int:
         bits = _encode_v2_core(sample, mk, xls=xls)[1]
         if mk >> _SUB_XLS & 1:
             bits += 8.0 * XLS_BYTES * sample.size / v.size
-        bits *= 1 + _SUB_PENALTY * (bin(mk).count("1") - 1)
+        # (the wide least squares' 25 taps cost the decoder about two sub-predictors' time)
+        bits *= 1 + _SUB_PENALTY * (bin(mk).count("1") - 1 + (mk >> _SUB_XLS & 1))
         if best is None or bits < best[0]:
             best = (bits, mk)
     assert best is not None

@@ -185,7 +185,10 @@ def fit_xls(v: np.ndarray) -> XLSParams:
         a, t, level = _samples(v, zs)
         taps = IN_TAPS if group == 0 else np.arange(N_TAPS)
         af, tf = a.astype(np.float64), t.astype(np.float64)
-        every = _quantized(_irls(af[:, taps], tf), taps, a, t) if t.size else None
+        every = None  # the group's weights (fitted on up to 2 level samples' worth of voxels)
+        if t.size:
+            sub = np.linspace(0, t.size - 1, min(t.size, 2 * _LEVEL_SAMPLE)).astype(np.int64)
+            every = _quantized(_irls(af[sub][:, taps], tf[sub]), taps, a[sub], t[sub])
         for k in range(N_GRAD):
             sel = np.flatnonzero(level == k)
             if sel.size < _MIN_PER_TAP * taps.size:
