@@ -55,12 +55,21 @@ def test_weights_bytes_round_trip_and_reject_bad_lengths() -> None:
     z, y, x = np.meshgrid(np.arange(3), np.arange(30), np.arange(30), indexing="ij")
     v = (500 + 100 * np.sin(x / 4.0) + 50 * np.cos(y / 3.0 + z)).astype(np.int64)
     params = fit_xls(v)
-    data = params.to_bytes()
-    assert len(data) == XLS_BYTES
-    back = XLSParams.from_bytes(data)
-    assert np.array_equal(back.w, params.w) and np.array_equal(back.b, params.b)
+    for thr in (None, np.arange(7, dtype=np.int64) * 100):  # gradient or intensity classes
+        params.thr = thr
+        data = params.to_bytes()
+        assert len(data) == params.nbytes <= XLS_BYTES
+        back = XLSParams.from_bytes(data)
+        assert np.array_equal(back.w, params.w) and np.array_equal(back.b, params.b)
+        assert (back.thr is None) == (thr is None)
+        assert thr is None or np.array_equal(back.thr, thr)
+        for bad in (data[:-1], bytes([2]) + data[1:], data + b"\0"):
+            with pytest.raises(FormatError):
+                XLSParams.from_bytes(bad)
+    unsorted = bytearray(params.to_bytes())
+    unsorted[1:9] = (10**6).to_bytes(8, "little")  # first threshold above the others
     with pytest.raises(FormatError):
-        XLSParams.from_bytes(data[:-1])
+        XLSParams.from_bytes(bytes(unsorted))
 
 
 def test_a_smooth_field_is_predicted_almost_exactly() -> None:
@@ -105,9 +114,10 @@ def test_missing_weights_are_a_format_error() -> None:
     block = v.astype(np.uint16)
     payload = encode_block(block)
     assert payload[52] >> 7
-    at = payload.find(XLSParams.from_bytes(_weights_of(payload)).to_bytes()) - 2
-    assert int.from_bytes(payload[at : at + 2], "little") == XLS_BYTES
-    cut = payload[:at] + b"\x00\x00" + payload[at + 2 + XLS_BYTES :]
+    section = _weights_of(payload)
+    at = payload.find(section) - 2
+    assert int.from_bytes(payload[at : at + 2], "little") == len(section)
+    cut = payload[:at] + b"\x00\x00" + payload[at + 2 + len(section) :]
     with pytest.raises(FormatError):
         decode_block(cut, block.dtype, block.shape)
 
@@ -121,3 +131,37 @@ def _weights_of(payload: bytes) -> bytes:
     ext, _pos = read_lane_ext(payload, _HEAD2.size, (d, h, w), 6)
     assert ext.xls is not None
     return ext.xls.to_bytes()
+
+
+@pytest.mark.parametrize("axis", [0, 1])
+@pytest.mark.parametrize("intensity", [False, True])
+def test_both_classifications_round_trip_in_lanes(
+    monkeypatch: pytest.MonkeyPatch, axis: int, intensity: bool
+) -> None:
+    """Weight sets chosen by gradient level or by intensity (W + N against 7 thresholds)
+    decode bit for bit, in slab and band lanes, with and without a blend."""
+    from napari_sciz.core.lossless import raster, tokens, xls
+
+    real = xls.fit_xls
+
+    def forced(v: np.ndarray) -> XLSParams:
+        params = real(v)
+        params.thr = np.array([-5, 300, 900, 900, 1500, 2100, 2600]) if intensity else None
+        return params
+
+    monkeypatch.setattr(raster, "fit_xls", forced)
+    monkeypatch.setattr(raster, "_XLS_MIN_VOXELS", 1)
+    monkeypatch.setattr(raster, "_LANE_VOXELS", 100)
+    monkeypatch.setattr(raster, "_MIN_LANE_ROWS", 4)
+    monkeypatch.setattr(raster, "plan_lanes", lambda v, *_: (3, axis))
+    z, y, x = np.meshgrid(np.arange(5), np.arange(36), np.arange(40), indexing="ij")
+    rng = np.random.default_rng(axis + 2 * intensity)
+    block = 1500 + 1000 * np.sin(x / 5.0 + z) * np.cos(y / 7.0) + rng.normal(0, 3, x.shape)
+    block = block.astype(np.uint16)
+    for mask in (0b10000000, 0b11000100):
+        monkeypatch.setattr(tokens, "_MASKS", (mask,))
+        payload = encode_block(block)
+        assert payload[52] == mask and payload[86:88] == bytes([3, axis])
+        ext = _weights_of(payload)
+        assert ext[0] == int(intensity)
+        assert np.array_equal(decode_block(payload, block.dtype, block.shape), block)

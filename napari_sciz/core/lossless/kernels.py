@@ -455,6 +455,7 @@ def decode_raster(
     ls_b: np.ndarray,
     xw: np.ndarray,
     xb: np.ndarray,
+    xthr: np.ndarray,
     tree: np.ndarray,
     lut: np.ndarray,
     lut_pq: np.ndarray,
@@ -487,8 +488,9 @@ def decode_raster(
     table: the context of properties ``lut_pq[0]`` = ``i`` and ``lut_pq[1]`` = ``j`` (0 when
     ``-1``) is ``lut[64 i + j]``; ``cls_lut``: the class of every value below its length;
     ``flip``: residuals are negated where ``sign(rW) + sign(rN) < 0``. ``xw`` ``(2 * 8,
-    25)``, ``xb``: the wide least-squares weight sets (slice group, gradient level) of
-    sub-predictor 7 (:mod:`.xls`).
+    25)``, ``xb``: the wide least-squares weight sets (slice group, class) of sub-predictor 7
+    (:mod:`.xls`); ``xthr``: its intensity classes' thresholds on ``W + N`` (empty: the class is
+    the gradient level).
     """
     d, h, w, z0, y0, big_h = geom[0], geom[1], geom[2], geom[3], geom[4], geom[5]
     hw = h * w
@@ -504,6 +506,7 @@ def decode_raster(
     use_x = False
     for s in range(calc_ids.shape[0]):
         use_x = use_x or calc_ids[s] == 7
+    n_xthr = xthr.shape[0]
     x_in = np.array([-w - 2, -2 * w - 1, -2 * w + 1, -w + 2, -3], np.int64)
     x_prev = np.array([-w - 1, -w + 1, w - 1, w + 1, -2, 2, -2 * w, 2 * w], np.int64)
     t_prop, t_thr, t_right, t_leaf = tree[0], tree[1], tree[2], tree[3]
@@ -555,7 +558,13 @@ def decode_raster(
                     g1 = abs(nv[0] - nv[2]) + abs(nv[1] - nv[2]) + abs(nv[1] - nv[3]) + 1
                     level = lvl_lut[min(g1, n_lvl - 1)]  # (a table: no unpredictable branch)
                 if use_x:  # the wide least squares (taps 0-10: nv, 11-24: the extra cells)
-                    row = group + level
+                    if n_xthr:  # intensity class: thresholds at or below W + N
+                        m_wn = nv[0] + nv[1]
+                        row = group
+                        for k in range(n_xthr):
+                            row += np.int64(xthr[k] <= m_wn)
+                    else:
+                        row = group + level
                     acc = xb[row]
                     for k in range(_N_NBR):
                         acc += xw[row, k] * nv[k]

@@ -409,8 +409,11 @@ def decode_lanes(
         raise FormatError("lossless block uses wide least squares without their weights")
     xw = np.zeros((2 * N_GRAD, N_TAPS), np.int64)
     xb = np.zeros(2 * N_GRAD, np.int64)
+    xthr = np.zeros(0, np.int64)  # (empty: classes by gradient level)
     if ext.xls is not None:
         xw, xb = ext.xls.w.reshape(2 * N_GRAD, N_TAPS), ext.xls.b.reshape(2 * N_GRAD)
+        if ext.xls.thr is not None:
+            xthr = ext.xls.thr
     # the blended sub-predictors, then the others the map uses; the map as positions there
     extra = sorted({int(m) - 1 for m in pmap if m} - set(sub_ids.tolist()))
     calc_ids = np.array([*sub_ids.tolist(), *extra], np.int64)
@@ -428,7 +431,7 @@ def decode_lanes(
         return kernels.decode_raster(
             np.array([z1 - z0, y1 - y0, w, z0, y0, h], np.int64), tokens, plan.starts[i],
             plan.ends[i], sub_ids, calc_ids, pos_map, np.ascontiguousarray(ls_w[:, z0:z1]),
-            np.ascontiguousarray(ls_b[z0:z1]), xw, xb, tree_arr, lut, lut_pq, cls_lut, wt_lut,
+            np.ascontiguousarray(ls_b[z0:z1]), xw, xb, xthr, tree_arr, lut, lut_pq, cls_lut, wt_lut,
             ext.flip, ext.level_shift, _V2_SHIFT, tok_nb, tok_hi, padded, plan.bit_starts[i],
             plan.bit_starts[i + 1], _V2_CAP, out,
         )  # fmt: skip

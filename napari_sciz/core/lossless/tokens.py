@@ -32,7 +32,7 @@ from .predict import (
     _texture,
     gradient_level,
 )
-from .xls import XLS_BYTES, XLSParams, ext_values, fit_xls, predict_xls
+from .xls import XLSParams, ext_values, fit_xls, predict_xls
 
 #: sub-predictor sets the encoder tries (the smallest estimated code wins, with a small
 #: penalty per extra sub-predictor since each one slows decoding down)
@@ -252,7 +252,8 @@ def choose_mask(v: np.ndarray, xls: XLSParams | None = None) -> int:
     for mk in masks:
         bits = _encode_v2_core(sample, mk, xls=xls)[1]
         if mk >> _SUB_XLS & 1:
-            bits += 8.0 * XLS_BYTES * sample.size / v.size
+            assert xls is not None
+            bits += 8.0 * xls.nbytes * sample.size / v.size
         # (the wide least squares' 25 taps cost the decoder about two sub-predictors' time)
         bits *= 1 + _SUB_PENALTY * (bin(mk).count("1") - 1 + (mk >> _SUB_XLS & 1))
         if best is None or bits < best[0]:

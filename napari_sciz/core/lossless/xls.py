@@ -49,8 +49,15 @@ IN_TAPS = np.array([0, 1, 2, 3, 5, 6, 11, 12, 13, 14, 15])
 
 _SET = struct.Struct(f"<{N_TAPS}hq")
 
-#: stored size of a block's weights
-XLS_BYTES = _SET.size * N_GROUPS * N_GRAD
+#: weight sets per slice group: one per gradient level, or per intensity class
+N_CLASSES = N_GRAD
+
+#: the intensity classes' thresholds
+_THR = struct.Struct(f"<{N_CLASSES - 1}q")
+
+#: stored size of the weight sets, and the largest size of a block's parameters
+_SETS_BYTES = _SET.size * N_GROUPS * N_CLASSES
+XLS_BYTES = 1 + _THR.size + _SETS_BYTES
 
 #: a gradient level is fitted on its own with at least this many sampled voxels per tap
 _MIN_PER_TAP = 8
@@ -65,33 +72,61 @@ _BIAS_CAP = 1 << 52
 
 @dataclass
 class XLSParams:
-    """Weights ``w`` ``(N_GROUPS, N_GRAD, N_TAPS)`` and biases ``b`` ``(N_GROUPS, N_GRAD)``
-    (int64, in 1/2^SHIFT; the bias includes the rounding half)."""
+    """Weights ``w`` ``(N_GROUPS, N_CLASSES, N_TAPS)`` and biases ``b`` ``(N_GROUPS,
+    N_CLASSES)`` (int64, in 1/2^SHIFT; the bias includes the rounding half), and how a voxel's
+    class is found: its gradient level (``thr`` None) or, with ``thr`` (7 non-decreasing int64),
+    the number of thresholds at or below ``W + N`` (its intensity)."""
 
     w: np.ndarray
     b: np.ndarray
+    thr: np.ndarray | None = None
+
+    def classes(self, nv: np.ndarray, level: np.ndarray) -> np.ndarray:
+        """Class of voxels with neighbours ``nv`` ``(11, m)`` and gradient levels ``level``."""
+        if self.thr is None:
+            return level
+        return np.searchsorted(self.thr, nv[0] + nv[1], side="right")
 
     def to_bytes(self) -> bytes:
-        """The stored form: one ``<25hq`` set per group and level."""
-        return b"".join(
+        """The stored form: ``u8`` classifier (0 gradient, 1 intensity), for 1 the 7 ``i64``
+        thresholds, then one ``<25hq`` set per group and class."""
+        head = bytes([0]) if self.thr is None else bytes([1]) + _THR.pack(*map(int, self.thr))
+        return head + b"".join(
             _SET.pack(*[int(x) for x in self.w[g, k]], int(self.b[g, k]))
             for g in range(N_GROUPS)
-            for k in range(N_GRAD)
+            for k in range(N_CLASSES)
         )
 
     @classmethod
     def from_bytes(cls, data: bytes) -> XLSParams:
-        """Read :meth:`to_bytes`; raises ``FormatError`` for a wrong length or bias."""
-        if len(data) != XLS_BYTES:
-            raise FormatError("bad wide least-squares parameters in a lossless block")
-        w = np.zeros((N_GROUPS, N_GRAD, N_TAPS), np.int64)
-        b = np.zeros((N_GROUPS, N_GRAD), np.int64)
-        for i in range(N_GROUPS * N_GRAD):
-            *wts, bias = _SET.unpack_from(data, i * _SET.size)
+        """Read :meth:`to_bytes`; raises ``FormatError`` for a wrong length, classifier or bias."""
+        bad = FormatError("bad wide least-squares parameters in a lossless block")
+        if not data or data[0] > 1:
+            raise bad
+        thr = None
+        pos = 1
+        if data[0] == 1:
+            if len(data) < 1 + _THR.size:
+                raise bad
+            thr = np.array(_THR.unpack_from(data, 1), np.int64)
+            if np.any(np.diff(thr) < 0):
+                raise bad
+            pos += _THR.size
+        if len(data) != pos + _SETS_BYTES:
+            raise bad
+        w = np.zeros((N_GROUPS, N_CLASSES, N_TAPS), np.int64)
+        b = np.zeros((N_GROUPS, N_CLASSES), np.int64)
+        for i in range(N_GROUPS * N_CLASSES):
+            *wts, bias = _SET.unpack_from(data, pos + i * _SET.size)
             if abs(bias) > _BIAS_CAP:
-                raise FormatError("bad wide least-squares parameters in a lossless block")
-            w[i // N_GRAD, i % N_GRAD], b[i // N_GRAD, i % N_GRAD] = wts, bias
-        return cls(w, b)
+                raise bad
+            w[i // N_CLASSES, i % N_CLASSES], b[i // N_CLASSES, i % N_CLASSES] = wts, bias
+        return cls(w, b, thr)
+
+    @property
+    def nbytes(self) -> int:
+        """Stored size."""
+        return 1 + (0 if self.thr is None else _THR.size) + _SETS_BYTES
 
 
 def ext_values(v: np.ndarray, z: int, pos: np.ndarray, nv: np.ndarray) -> np.ndarray:
@@ -123,8 +158,9 @@ def predict_xls(
     """The sub-prediction of voxels with gradient levels ``level``, neighbours ``nv``
     ``(11, m)`` and extra neighbours ``xv`` ``(14, m)`` in slice group ``group``."""
     taps = np.concatenate([nv, xv])
-    wts = params.w[group][level].T  # (25, m)
-    return ((wts * taps).sum(axis=0) + params.b[group][level]) >> SHIFT
+    cls = params.classes(nv, level)
+    wts = params.w[group][cls].T  # (25, m)
+    return ((wts * taps).sum(axis=0) + params.b[group][cls]) >> SHIFT
 
 
 def _irls(a: np.ndarray, t: np.ndarray) -> np.ndarray | None:
@@ -173,32 +209,57 @@ def _samples(v: np.ndarray, zs: range) -> tuple[np.ndarray, np.ndarray, np.ndarr
     return a, np.concatenate([p[1] for p in parts]), np.concatenate([p[2] for p in parts])
 
 
-def fit_xls(v: np.ndarray) -> XLSParams:
-    """Weights of block ``v`` ``(d, h, w)`` (int64): per slice group and gradient level,
-    robust least squares on a sample (a level with few voxels gets its group's weights)."""
-    d = v.shape[0]
-    w = np.zeros((N_GROUPS, N_GRAD, N_TAPS), np.int64)
-    b = np.zeros((N_GROUPS, N_GRAD), np.int64)
-    for group, zs in enumerate((range(0, min(d, 1)), range(1, d))):
-        if not len(zs):
+def _fit_classes(
+    a: np.ndarray, t: np.ndarray, cls: np.ndarray, taps: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Weights ``(N_CLASSES, 25)`` and biases of samples ``a``, ``t`` by class ``cls`` (a
+    class with few samples gets the weights of all of them)."""
+    w = np.zeros((N_CLASSES, N_TAPS), np.int64)
+    b = np.zeros(N_CLASSES, np.int64)
+    if not t.size:
+        return w, b
+    af, tf = a.astype(np.float64), t.astype(np.float64)
+    sub = np.linspace(0, t.size - 1, min(t.size, 2 * _LEVEL_SAMPLE)).astype(np.int64)
+    every = _quantized(_irls(af[sub][:, taps], tf[sub]), taps, a[sub], t[sub])
+    for k in range(N_CLASSES):
+        sel = np.flatnonzero(cls == k)
+        if sel.size < _MIN_PER_TAP * taps.size:
+            w[k], b[k] = every
             continue
-        a, t, level = _samples(v, zs)
-        taps = IN_TAPS if group == 0 else np.arange(N_TAPS)
-        af, tf = a.astype(np.float64), t.astype(np.float64)
-        every = None  # the group's weights (fitted on up to 2 level samples' worth of voxels)
-        if t.size:
-            sub = np.linspace(0, t.size - 1, min(t.size, 2 * _LEVEL_SAMPLE)).astype(np.int64)
-            every = _quantized(_irls(af[sub][:, taps], tf[sub]), taps, a[sub], t[sub])
-        for k in range(N_GRAD):
-            sel = np.flatnonzero(level == k)
-            if sel.size < _MIN_PER_TAP * taps.size:
-                if every is not None:
-                    w[group, k], b[group, k] = every
-                continue
-            sel = sel[np.linspace(0, sel.size - 1, min(sel.size, _LEVEL_SAMPLE)).astype(np.int64)]
-            coef = _irls(af[sel][:, taps], tf[sel])
-            w[group, k], b[group, k] = _quantized(coef, taps, a[sel], t[sel])
-    return XLSParams(w, b)
+        sel = sel[np.linspace(0, sel.size - 1, min(sel.size, _LEVEL_SAMPLE)).astype(np.int64)]
+        w[k], b[k] = _quantized(_irls(af[sel][:, taps], tf[sel]), taps, a[sel], t[sel])
+    return w, b
+
+
+def fit_xls(v: np.ndarray) -> XLSParams:
+    """Weights of block ``v`` ``(d, h, w)`` (int64): per slice group and class, robust least
+    squares on a sample. Both classifications (gradient level; intensity, at the octiles of
+    ``W + N``) are fitted; the one whose residuals cost less (``sum log2(1 + |r|)`` on the
+    sample) is kept."""
+    d = v.shape[0]
+    groups = [(g, zs) for g, zs in enumerate((range(0, min(d, 1)), range(1, d))) if len(zs)]
+    samples = {g: _samples(v, zs) for g, zs in groups}
+    # intensity thresholds: octiles of W + N over the sample
+    m_all = np.concatenate([a[:, 0] + a[:, 1] for a, _t, _l in samples.values()])
+    octiles = np.quantile(m_all, np.arange(1, N_CLASSES) / N_CLASSES, method="lower")
+    best = None
+    for thr in (None, octiles.astype(np.int64)):
+        params = XLSParams(
+            np.zeros((N_GROUPS, N_CLASSES, N_TAPS), np.int64),
+            np.zeros((N_GROUPS, N_CLASSES), np.int64),
+            thr,
+        )
+        cost = 0.0
+        for g, (a, t, level) in samples.items():
+            cls = params.classes(a[:, :11].T, level)
+            taps = IN_TAPS if g == 0 else np.arange(N_TAPS)
+            params.w[g], params.b[g] = _fit_classes(a, t, cls, taps)
+            pred = ((params.w[g][cls] * a).sum(axis=1) + params.b[g][cls]) >> SHIFT
+            cost += float(np.log2(1.0 + np.abs(t - pred)).sum())
+        if best is None or cost < best[0]:
+            best = (cost, params)
+    assert best is not None
+    return best[1]
 
 
 __all__ = ["N_TAPS", "XLS_BYTES", "XLSParams", "ext_values", "fit_xls", "predict_xls"]
