@@ -3,7 +3,7 @@
 ::
 
     sciz compress IN -o OUT.sciz --ratio R [--mode auto|lossy|hybrid] [--device auto|cpu|cuda|mps]
-                     [--steps N | --budget SECONDS] [--seed S] [--force] [--json]
+                     [--steps N | --budget SECONDS | --effort PRESET] [--seed S] [--force] [--json]
                      [--guidance none|segmentation|perceptual] [--labels LABELS.tif]
     sciz compress IN -o OUT.sciz --mode lossless|bounded [--max-error E] [--force] [--json]
     sciz decompress IN.sciz -o OUT.tif [--roi "z0:z1,y0:y1,x0:x1"] [--scale S] [--force]
@@ -167,6 +167,12 @@ def build_parser() -> argparse.ArgumentParser:
     effort.add_argument("--steps", type=_positive_int, metavar="N", help="training steps")
     effort.add_argument(
         "--budget", type=_positive_float, metavar="SECONDS", help="time budget for fitting"
+    )
+    effort.add_argument(
+        "--effort",
+        choices=("fast", "balanced", "best"),
+        help="a time budget that grows with the data: fast (at least 15 s, 2 s per MiB), "
+        "balanced (60 s, 8 s per MiB), best (180 s, 24 s per MiB)",
     )
     p.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default 0)")
     p.add_argument(
@@ -467,6 +473,7 @@ def _cmd_compress(args: argparse.Namespace) -> int:
         "device": args.device,
         "steps": args.steps,
         "budget": args.budget,
+        "effort": args.effort,
         "seed": args.seed,
         "axes": image.axes,
         "voxel_size": image.voxel_size,

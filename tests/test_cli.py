@@ -107,6 +107,8 @@ def test_bad_ratio_is_usage_error(
     "argv",
     [
         ["compress", "a.npy", "-o", "a.sciz", "--ratio", "4", "--steps", "5", "--budget", "3"],
+        ["compress", "a.npy", "-o", "a.sciz", "--ratio", "4", "--effort", "best", "--budget", "3"],
+        ["compress", "a.npy", "-o", "a.sciz", "--ratio", "4", "--effort", "slow"],
         ["compress", "a.npy", "--ratio", "4"],
         ["compress", "a.npy", "-o", "a.sciz", "--ratio", "4", "--steps", "0"],
         ["compress", "a.npy", "-o", "a.sciz", "--ratio", "4", "--device", "tpu"],
@@ -502,3 +504,29 @@ def test_tif_round_trip_with_voxel_size(capsys: pytest.CaptureFixture[str], tmp_
     factors = [n / e for n, e in zip(img2.data.shape, (2, 10, 10), strict=True)]
     expected = tuple(v / f for v, f in zip((3.0, 0.5, 0.5), factors, strict=True))
     assert img2.voxel_size == pytest.approx(expected)
+
+
+def test_effort_preset_runs(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """``--effort`` reaches the encoder as a time budget sized by the data."""
+    from napari_sciz.core import plan
+
+    seen: list[float] = []
+    real = plan.effort_budget
+
+    def spy(effort: str, nbytes: int) -> float:
+        seen.append(nbytes)
+        return real(effort, nbytes)
+
+    monkeypatch.setitem(plan.EFFORT_PRESETS, "fast", (2.0, 0.0))
+    monkeypatch.setattr("napari_sciz.core.api.effort_budget", spy)
+    src = tmp_path / "a.npy"
+    vol = volume()
+    np.save(src, vol)
+    out = tmp_path / "a.sciz"
+    code, _, err = run(
+        capsys, "compress", str(src), "-o", str(out), "--ratio", "4", "--effort", "fast"
+    )
+    assert code == 0, err
+    assert out.exists() and vol.nbytes in seen

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -596,6 +597,9 @@ def test_invalid_arrays(data: Any) -> None:
         {"steps": None, "budget": -1.0},
         {"steps": None, "budget": math.nan},
         {"steps": None, "budget": "soon"},
+        {"steps": None, "effort": "slow"},
+        {"steps": 5, "effort": "fast"},
+        {"steps": None, "budget": 3.0, "effort": "best"},
         {"axes": "ZYX"},
         {"axes": "YY"},
         {"voxel_size": (1.0, 1.0, 1.0)},
@@ -1206,3 +1210,25 @@ def test_api_doc_examples_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     for i, block in enumerate(runnable):
         exec(compile(block, f"docs/api.md python block {i}", "exec"), namespace)  # noqa: S102
     assert (tmp_path / "vol.sciz").is_file()
+
+
+def test_effort_presets_size_the_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A preset is a time budget that grows with the data, never below its floor; the
+    encoder runs within it."""
+    from napari_sciz.core import plan
+
+    assert plan.effort_budget("fast", 2**20) == 15.0
+    assert plan.effort_budget("balanced", 100 * 2**20) == 800.0
+    assert plan.effort_budget("best", 0) == 180.0
+    budgets = [plan.effort_budget(k, 50 * 2**20) for k in ("fast", "balanced", "best")]
+    assert budgets == sorted(budgets)
+    with pytest.raises(InvalidInputError):
+        plan.effort_budget("quick", 10)
+    with pytest.raises(InvalidInputError):  # in every mode
+        compress(smooth((8, 16, 16), "uint16"), mode="lossless", effort="quick")
+    monkeypatch.setitem(plan.EFFORT_PRESETS, "fast", (2.0, 0.0))
+    data = smooth((4, 32, 32), "uint16")
+    t0 = time.perf_counter()
+    result = compress(data, 8, effort="fast", device="cpu", mode="lossy")
+    assert time.perf_counter() - t0 < 15.0
+    assert 8 * 0.98 <= result.ratio <= 8 * 1.1

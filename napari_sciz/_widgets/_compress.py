@@ -37,6 +37,8 @@ from qtpy.QtWidgets import (
 from superqt import QCollapsible
 
 from ..core.guidance import DEFAULT_WEIGHTS
+from ..core.plan import EFFORT_PRESETS as _CORE_PRESETS
+from ..core.plan import effort_budget
 from ..errors import CancelledError, InvalidInputError, SciZError
 from ._geometry import (
     EFFORT_PRESETS,
@@ -405,7 +407,8 @@ class CompressWidget(QWidget):
         self.device_combo = _DeviceCombo()
         self.effort_combo = QComboBox()
         for key, seconds in EFFORT_PRESETS.items():
-            self.effort_combo.addItem(f"{key} ({seconds} s)", seconds)
+            per_mib = int(_CORE_PRESETS[key][1])
+            self.effort_combo.addItem(f"{key} ({seconds} s, {per_mib} s/MiB)", seconds)
         self.effort_combo.addItem("custom time budget", 0)
         self.effort_combo.setCurrentIndex(1)
         self.effort_combo.setToolTip("How long the fit may run (a time budget)")
@@ -573,7 +576,15 @@ class CompressWidget(QWidget):
     def budget(self) -> float:
         """The time budget in seconds (preset or custom)."""
         seconds = int(self.effort_combo.currentData() or 0)
-        return float(seconds if seconds > 0 else self.budget_spin.value())
+        if seconds <= 0:
+            return float(self.budget_spin.value())
+        key = list(EFFORT_PRESETS)[self.effort_combo.currentIndex()]
+        layer = self.selected_layer()
+        nbytes = 0
+        if layer is not None:  # (shape and dtype only: the data may be lazy)
+            data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
+            nbytes = math.prod(data.shape) * np.dtype(data.dtype).itemsize
+        return effort_budget(key, nbytes)
 
     def set_effort(self, effort: str | float) -> None:
         """Select a preset (``"fast"``, ``"balanced"``, ``"best"``) or a budget in seconds."""

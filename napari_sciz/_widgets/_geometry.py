@@ -21,6 +21,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ..core.plan import EFFORT_PRESETS as _CORE_PRESETS
+
 __all__ = [
     "EFFORT_PRESETS",
     "RATIO_STOPS",
@@ -31,8 +33,9 @@ __all__ = [
     "region_placement",
 ]
 
-#: Time budgets (seconds) of the effort presets.
-EFFORT_PRESETS: dict[str, int] = {"fast": 15, "balanced": 60, "best": 180}
+#: Smallest time budgets (seconds) of the effort presets (they grow with the data:
+#: :data:`napari_sciz.core.plan.EFFORT_PRESETS`).
+EFFORT_PRESETS: dict[str, int] = {k: int(v[0]) for k, v in _CORE_PRESETS.items()}
 
 
 def _ratio_stops(low: int = 4, high: int = 2048) -> tuple[int, ...]:

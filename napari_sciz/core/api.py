@@ -33,6 +33,7 @@ from .plan import (
     base_header,
     block_array,
     check_effort,
+    effort_budget,
     free_device_memory,
     plan_lossy,
     resolve_mode,
@@ -197,6 +198,7 @@ def compress(
     device: str = "auto",
     steps: int | None = None,
     budget: float | None = None,
+    effort: str | None = None,
     seed: int = 0,
     axes: str | None = None,
     voxel_size: Sequence[float] | None = None,
@@ -234,8 +236,12 @@ def compress(
     steps : int, optional
         Training steps per block (reproducible for a given seed and device).
     budget : float, optional
-        Total time budget in seconds (split between blocks by size). Without ``steps`` or
-        ``budget``, 300 steps per block are used.
+        Total time budget in seconds (split between blocks by size). Without ``steps``,
+        ``budget`` or ``effort``, 300 steps per block are used.
+    effort : {"fast", "balanced", "best"}, optional
+        A time budget that grows with the data (:data:`~napari_sciz.core.plan.EFFORT_PRESETS`:
+        at least 15, 60 or 180 s, or 2, 8 or 24 s per MiB of raw data); instead of ``steps``
+        or ``budget``.
     seed : int
         Random seed.
     axes : str, optional
@@ -306,6 +312,8 @@ def compress(
 
     t_start = time.perf_counter()
     arr = check_array(data)
+    if effort is not None:
+        effort_budget(effort, 0)  # an unknown preset is an error in every mode
     if mode == AUTO_MODE:
         from .guidance import check_guidance
 
@@ -329,6 +337,10 @@ def compress(
         raise InvalidInputError(f"mode={mode!r} needs a ratio (or mode='lossless')")
     target = check_ratio(ratio)
     axes = check_axes(axes, arr.ndim)
+    if effort is not None:
+        if steps is not None or budget is not None:
+            raise InvalidInputError("give one of steps, budget or effort")
+        budget = effort_budget(effort, arr.nbytes)
     steps = check_effort(steps, budget)
     check_calibration(arr.ndim, voxel_size, units)
     from .guidance import check_guidance

@@ -42,6 +42,7 @@ from .plan import (
     block_array,
     check_effort,
     check_nonfinite,
+    effort_budget,
     plan_lossy,
     resolve_mode,
 )
@@ -285,6 +286,7 @@ def compress_distributed(
     device: str = "auto",
     steps: int | None = None,
     budget: float | None = None,
+    effort: str | None = None,
     seed: int = 0,
     axes: str | None = None,
     voxel_size: Sequence[float] | None = None,
@@ -318,11 +320,11 @@ def compress_distributed(
         Size of a local cluster started for this job (one process per worker; default 1).
     threads_per_worker, memory_limit
         Settings of that local cluster.
-    device, steps, budget, seed, axes, voxel_size, units, name, guidance, guidance_weights
+    device, steps, budget, effort, seed, axes, voxel_size, units, name, guidance, guidance_weights
         As in :func:`napari_sciz.compress`. ``device`` is resolved on each worker (``"auto"``
         takes a worker's GPU; several GPUs of one machine are shared out by worker name).
         A time ``budget`` is the total wall time: each block gets its share times the number
-        of workers.
+        of workers; an ``effort``'s budget is sized by the whole volume.
     block_voxels : int, optional
         Largest block (default that of :func:`napari_sciz.compress`).
     labels : path-like or array-like, optional
@@ -357,6 +359,10 @@ def compress_distributed(
 
     t_start = time.perf_counter()
     target = check_ratio(ratio)
+    if effort is not None:
+        if steps is not None or budget is not None:
+            raise InvalidInputError("give one of steps, budget or effort")
+        budget = effort_budget(effort, 0)  # (checked now; sized once the source is open)
     steps = check_effort(steps, budget)
     guidance_mode, guidance_full = check_guidance(guidance, guidance_weights)
     should_cancel = _cancel_predicate(cancel)
@@ -372,6 +378,8 @@ def compress_distributed(
     with _client_for(client, scheduler, workers, connect_timeout, cluster) as cl:
         src, src_data = _source(cl, source)
         check_shape_dtype(src.shape, src.dtype)
+        if effort is not None:
+            budget = effort_budget(effort, math.prod(src.shape) * np.dtype(src.dtype).itemsize)
         ndim = len(src.shape)
         axes = check_axes(axes, ndim)
         check_calibration(ndim, voxel_size, units)

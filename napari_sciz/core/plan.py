@@ -35,7 +35,9 @@ __all__ = [
     "LossyPlan",
     "AUTO_MODE",
     "base_header",
+    "EFFORT_PRESETS",
     "check_effort",
+    "effort_budget",
     "plan_lossy",
     "resolve_mode",
     "run_block_job",
@@ -117,6 +119,33 @@ def base_header(
         "units": None if units is None else [str(u) for u in units],
         "name": name,
     }
+
+
+#: effort presets: (smallest time budget in seconds, seconds per MiB of raw data); the encoder
+#: is an anytime search (base codecs and their slower settings, loop-filter classes, the
+#: field's steps), so a preset is a time budget that grows with the data. Measured time/quality
+#: curve: docs/benchmarks.md ("Effort presets").
+EFFORT_PRESETS: dict[str, tuple[float, float]] = {
+    "fast": (15.0, 2.0),
+    "balanced": (60.0, 8.0),
+    "best": (180.0, 24.0),
+}
+
+
+def effort_budget(effort: str, nbytes: int) -> float:
+    """The time budget (seconds) of effort preset ``effort`` for ``nbytes`` of raw data.
+
+    Raises
+    ------
+    InvalidInputError
+        Unknown preset.
+    """
+    if effort not in EFFORT_PRESETS:
+        raise InvalidInputError(
+            f"effort must be one of {', '.join(EFFORT_PRESETS)}, got {effort!r}"
+        )
+    floor, per_mib = EFFORT_PRESETS[effort]
+    return max(floor, per_mib * nbytes / 2**20)
 
 
 def check_effort(steps: int | None, budget: float | None) -> int | None:
