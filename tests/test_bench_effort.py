@@ -22,6 +22,7 @@ def test_measure_and_render_a_small_volume(monkeypatch: pytest.MonkeyPatch) -> N
     for row in rec["rows"]:
         res = row["result"]
         assert res is not None and 16 * 0.98 <= res["ratio"] <= 16 * 1.1 and res["psnr"] > 20
+        assert res["layers"] and res["layers"][0]["base"]  # (the default mode is hybrid)
     record = {"environment": {"cpu": "test"}, "date": "now", "command": "effort", "volumes": [rec]}
     text = effort.render(record)
     assert "### tiny" in text and "| 16x | fast |" in text and "| 16x | balanced |" in text

@@ -91,7 +91,7 @@ def _ours(
         "encode_seconds": float(res.encode_seconds),
         "decode_seconds": time.perf_counter() - t0,
     }
-    if mode == "hybrid":
+    if mode == "hybrid" or (mode == "auto" and res.header.get("mode") == "hybrid"):
         from ..core.api import open_sciz
         from ..core.hybrid.codec import describe
 
