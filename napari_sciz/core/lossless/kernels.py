@@ -708,8 +708,9 @@ def decode_raster(
                 r *= 1 - 2 * (flip_i & np.int64(signs < 0))
                 val = pred + r
                 vflat[here] = val
-                for s in range(k_sub):
-                    err[here, s] = min(abs(val - sv[s]), cap)
+                if k_sub > 1:  # (errors are read by the blend and its property only)
+                    for s in range(k_sub):
+                        err[here, s] = min(abs(val - sv[s]), cap)
                 sres[here] = min(max(r, -cap), cap)
                 out[row_out + x] = val
     for c in range(cursor_cls.shape[0]):
