@@ -705,6 +705,14 @@ def _hybrid_layers(reader: Any) -> dict[str, Any]:
     return {**totals, "blocks": n, "bases": bases}
 
 
+def _lossless_predictors(reader: Any) -> dict[str, int]:
+    """How many blocks of a lossless or bounded file chose each predictor."""
+    from .core.lossless.describe import describe_block, summarize
+
+    n = reader._file.n_payloads
+    return summarize(describe_block(reader._file.payload(i)) for i in range(n))
+
+
 def _cmd_info(args: argparse.Namespace) -> int:
     src = Path(args.input)
     if not src.exists():
@@ -718,6 +726,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
         voxel = getattr(reader, "voxel_size", None)
         units = getattr(reader, "units", None)
         layers = _hybrid_layers(reader) if header.get("mode") == "hybrid" else None
+        exact = header.get("mode") in ("lossless", "bounded")
+        predictors = _lossless_predictors(reader) if exact else None
     file_size = src.stat().st_size
     raw = math.prod(shape) * dtype.itemsize
     info: dict[str, Any] = {
@@ -734,6 +744,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
     }
     if layers is not None:
         info["hybrid_layers"] = layers
+    if predictors is not None:
+        info["lossless_predictors"] = predictors
     if args.json:
         print(_dumps(info))
         return 0
@@ -768,6 +780,9 @@ def _cmd_info(args: argparse.Namespace) -> int:
                 f"{layers['blocks']} blocks",
             )
         )
+    if predictors is not None:
+        for k, (text, count) in enumerate(predictors.items()):
+            rows.append(("predictors" if k == 0 else "", f"{text} ({count} block(s))"))
     if info["voxel_size"] is not None:
         units = info["units"] or ("",) * len(info["voxel_size"])
         rows.append(

@@ -257,6 +257,34 @@ def test_bench_lossless_entries() -> None:
     }
     text = render_markdown(record)
     assert "napari-sciz lossless" in text and "Error-bounded" in text
+    assert sum(ours["predictors"].values()) == 1 and "Which predictor won" in text
+    assert f"| v | {next(iter(ours['predictors']))} |" in text
+
+
+def test_describe_every_stored_version() -> None:
+    """What the encoder chose is readable from any payload version (sciz info, benchmarks)."""
+    from napari_sciz.core.lossless.describe import describe_block, predictor_text, summarize
+
+    seen = []
+    for version in range(1, 7):
+        saved = np.load(STORED / f"lossless_v{version}_blocks.npz")
+        for key in (k for k in saved.files if k.endswith("_payload")):
+            d = describe_block(saved[key].tobytes())
+            assert d["coding"] == "coded" and d["version"] == version and d["predictors"]
+            if version >= 4:
+                assert 1 <= d["lanes"] and d["lane_axis"] in ("slabs", "bands")
+            seen.append(d)
+    texts = summarize(seen)
+    assert sum(texts.values()) == len(seen)
+    assert any("wide LS (intensity)" in t for t in texts) and any(
+        "wide LS (gradient)" in t for t in texts
+    )
+    stored = encode_block(np.random.default_rng(0).integers(0, 65535, (2, 8, 8), np.uint16))
+    assert predictor_text(describe_block(stored)) == "stored (incompressible)"
+    with pytest.raises(FormatError):
+        describe_block(b"nonsense")
+    mapped = {"coding": "coded", "predictors": ["MED"], "map": {1: "LS", 3: "LS", 4: "LS"}}
+    assert predictor_text(mapped) == "MED; gradient levels 1, 3, 4: LS"
 
 
 STORED = Path(__file__).parent / "data"
@@ -502,3 +530,19 @@ def test_predictor_map_pays_on_ct(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(raster, "choose_map", lambda v, m, *_: np.zeros(8, np.int64))
     assert len(payload) < 0.995 * len(encode_block(ct))  # 0.8 % with context trees
     assert _bit_equal(decode_block(payload, ct.dtype, ct.shape), ct)
+
+
+def test_info_names_the_predictors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from napari_sciz.cli import main
+
+    data = _smooth((4, 24, 20), "uint16") // 8
+    path = tmp_path / "a.sciz"
+    api.compress(data, mode="lossless").save(path)
+    capsys.readouterr()
+    assert main(["info", str(path), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert sum(info["lossless_predictors"].values()) == 1
+    assert main(["info", str(path)]) == 0
+    assert "predictors" in capsys.readouterr().out

@@ -47,13 +47,18 @@ def ours_lossless(volume: np.ndarray) -> dict[str, Any]:
     Returns
     -------
     dict
-        ``codec, nbytes, ratio, encode_seconds, decode_seconds, exact``.
+        ``codec, nbytes, ratio, encode_seconds, decode_seconds, exact, predictors`` (how many
+        blocks chose each predictor, :func:`~napari_sciz.core.lossless.describe.summarize`).
     """
     from ..core import api
+    from ..core.lossless.describe import describe_block, summarize
 
     result, enc = timed(lambda: api.compress(volume, mode="lossless"))
     decoded, dec = timed(lambda: api.decompress(result.data), DECODE_REPEAT)
     exact = decoded.dtype == volume.dtype and decoded.tobytes() == volume.tobytes()
+    with api.open_sciz(bytes(result.data)) as reader:
+        n = reader._file.n_payloads
+        predictors = summarize(describe_block(reader._file.payload(i)) for i in range(n))
     return {
         "codec": "napari-sciz lossless",
         "nbytes": result.nbytes,
@@ -61,6 +66,7 @@ def ours_lossless(volume: np.ndarray) -> dict[str, Any]:
         "encode_seconds": enc,
         "decode_seconds": dec,
         "exact": bool(exact),
+        "predictors": predictors,
     }
 
 
@@ -179,6 +185,24 @@ def render_markdown(record: dict[str, Any]) -> str:
             enc, dec = _mbs(raw, e["encode_seconds"]), _mbs(raw, e["decode_seconds"])
             row.append(f"{txt} ({enc} / {dec})")
         lines.append("| " + " | ".join(row) + " |")
+    won = [
+        (vol["name"], e["predictors"])
+        for vol in record["volumes"]
+        for e in vol["lossless"]
+        if e.get("predictors")
+    ]
+    if won:
+        lines += [
+            "",
+            "Which predictor won (per block: the blended sub-predictors, the wide least "
+            "squares' classes, and the gradient levels that use one sub-predictor alone):",
+            "",
+            "| volume | predictors (blocks) |",
+            "|---|---|",
+        ]
+        for name, preds in won:
+            text = "; ".join(f"{p} ({n})" if len(preds) > 1 else p for p, n in preds.items())
+            lines.append(f"| {name} | {text} |")
     if any(vol.get("bounded") for vol in record["volumes"]):
         lines += [
             "",
