@@ -84,11 +84,18 @@ def sample_files(seed: int = 0) -> dict[str, bytes]:
     vol = 900 + 500 * np.sin(x / 5) * np.cos(y / 7) + 30 * z + rng.normal(0, 8, z.shape)
     vol = vol.astype(np.uint16)
     common = {"device": "cpu", "block_voxels": 4096}
+    # blocks of 2^14 voxels with smooth structure: the encoder takes the wide least squares
+    z, y, x = np.mgrid[:8, :64, :64]
+    disc = 300 * ((x - 30) ** 2 + (y - 30) ** 2 < 300)
+    wide = 2000 + 700 * np.sin(x / 7 + z / 3) * np.cos(y / 11) + disc + rng.normal(0, 2, z.shape)
     return {
         "lossy": bytes(compress(vol, 12, mode="lossy", steps=5, **common).data),
         "hybrid": bytes(compress(vol, 12, mode="hybrid", steps=5, **common).data),
         "lossless": bytes(compress(vol, mode="lossless", block_voxels=4096).data),
         "bounded": bytes(compress(vol, mode="bounded", max_error=3, block_voxels=4096).data),
+        "lossless-wide": bytes(
+            compress(wide.astype(np.uint16), mode="lossless", block_voxels=16384).data
+        ),
     }
 
 
