@@ -546,3 +546,32 @@ def test_info_names_the_predictors(tmp_path: Path, capsys: pytest.CaptureFixture
     assert sum(info["lossless_predictors"].values()) == 1
     assert main(["info", str(path)]) == 0
     assert "predictors" in capsys.readouterr().out
+
+
+def test_blocks_coded_on_threads_match_one_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Blocks are coded on threads: same file as one at a time, progress in block order,
+    and a cancel stops the job (nothing returned)."""
+    from napari_sciz.core import lossless
+    from napari_sciz.errors import CancelledError
+
+    data = _smooth((6, 40, 36), "uint16") // 8
+    seen: list[tuple[int, int]] = []
+
+    def progress(info: object) -> None:
+        seen.append((info.block, info.n_blocks))  # type: ignore[attr-defined]
+
+    threaded = api.compress(data, mode="lossless", block_voxels=2048, progress=progress)
+    n = threaded.header["blocks"]["count"]
+    assert n >= 4 and seen == [(i, n) for i in range(n)]
+    monkeypatch.setattr(lossless, "_BLOCK_THREADS", 1)
+    single = api.compress(data, mode="lossless", block_voxels=2048)
+    assert bytes(threaded.data) == bytes(single.data)
+    monkeypatch.setattr(lossless, "_BLOCK_THREADS", 4)
+    calls = {"n": 0}
+
+    def cancel() -> bool:
+        calls["n"] += 1
+        return calls["n"] > 3
+
+    with pytest.raises(CancelledError):
+        api.compress(data, mode="lossless", block_voxels=2048, cancel=cancel)

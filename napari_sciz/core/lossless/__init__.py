@@ -33,6 +33,7 @@ a CRC32 of the expected decoded block is stored and checked, so a corrupted payl
 from __future__ import annotations
 
 import math
+import os
 import struct
 import zlib
 from collections.abc import Callable
@@ -229,6 +230,11 @@ def encode_array(
 ) -> tuple[list[bytes], np.ndarray]:
     """Code every block of ``arr``; returns the payloads and the decoded array.
 
+    Blocks are coded on up to :data:`_BLOCK_THREADS` threads (the encoder is numpy and
+    numba, which release the GIL), at most one per CPU and as many as a quarter of the memory
+    cap holds (:data:`_ENCODE_BYTES_PER_VOXEL` each); every block is decoded and checked before
+    it counts.
+
     Parameters
     ----------
     arr : numpy.ndarray
@@ -240,9 +246,10 @@ def encode_array(
     max_error : float or None
         Error bound of bounded mode.
     progress : callable, optional
-        Called with ``(blocks_done, n_blocks)`` after each block.
+        Called with ``(blocks_done, n_blocks)`` after each block (in block order).
     cancel : callable, optional
-        Checked before each block; returning True raises ``CancelledError``.
+        Checked before each block is started and after each one; returning True raises
+        ``CancelledError`` (blocks under way finish first, nothing is returned).
 
     Returns
     -------
@@ -250,13 +257,12 @@ def encode_array(
     reconstruction : numpy.ndarray
         What the decoder returns (identical to ``arr`` in lossless mode).
     """
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
     from ...errors import CancelledError
 
-    payloads = []
-    recon = np.empty_like(arr)
-    for index in range(grid.n_blocks):
-        if cancel is not None and cancel():
-            raise CancelledError("compression cancelled")
+    def code(index: int) -> tuple[bytes, np.ndarray]:
         sl = grid.block_slices(index)
         shape3 = grid.block_shape3(index)
         block = np.ascontiguousarray(arr[sl]).reshape(shape3)
@@ -270,8 +276,45 @@ def encode_array(
             ok = bool(diff.max() <= float(max_error or 0))
         if not ok:  # pragma: no cover - a bug, never silently wrong data
             raise RuntimeError(f"block {index} failed its encode-time verification")
-        recon[sl] = decoded.reshape(recon[sl].shape)
-        payloads.append(payload)
-        if progress is not None:
-            progress(index + 1, grid.n_blocks)
+        return payload, decoded
+
+    def cancelled() -> bool:
+        return cancel is not None and bool(cancel())
+
+    n = grid.n_blocks
+    payloads: list[bytes] = []
+    recon = np.empty_like(arr)
+    # blocks at a time: CPUs, and a quarter of the memory cap at ~200 bytes per voxel each
+    from ..validate import memory_cap
+
+    largest = max((math.prod(grid.block_shape3(i)) for i in range(n)), default=1)
+    by_memory = memory_cap() // 4 // max(1, _ENCODE_BYTES_PER_VOXEL * largest)
+    threads = max(1, min(n, _BLOCK_THREADS, os.cpu_count() or 1, by_memory))
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="sciz-block") as pool:
+        pending: deque = deque()
+        started = 0
+        for index in range(n):
+            while started < n and len(pending) < threads and not cancelled():
+                pending.append(pool.submit(code, started))
+                started += 1
+            if not pending:  # cancelled before this block started
+                raise CancelledError("compression cancelled")
+            payload, decoded = pending.popleft().result()
+            sl = grid.block_slices(index)
+            recon[sl] = decoded.reshape(recon[sl].shape)
+            payloads.append(payload)
+            if progress is not None:
+                progress(index + 1, n)
+            if index + 1 < n and cancelled():
+                for future in pending:
+                    future.cancel()
+                raise CancelledError("compression cancelled")
     return payloads, recon
+
+
+#: blocks coded at the same time by :func:`encode_array` (each also uses its lanes' threads)
+_BLOCK_THREADS = 4
+
+
+#: the encoder's peak memory per voxel of a block (182 measured on a 60x256x256 uint16 block)
+_ENCODE_BYTES_PER_VOXEL = 200
