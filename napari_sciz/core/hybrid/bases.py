@@ -112,6 +112,11 @@ class BaseCodec(ABC):
         """A slower setting of the same codec that codes better (same decoder), if any."""
         return None
 
+    def param_for_size(self, block: np.ndarray, nbytes: int) -> float | None:
+        """A quality parameter whose stream should come close to ``nbytes`` (a rate-driven
+        codec knows it), or None; the size search starts there."""
+        return None
+
     @property
     def cost(self) -> float:
         """Time of this setting's search relative to the codec's first setting (a guess the
@@ -159,6 +164,11 @@ class SPERRBase(BaseCodec):
         if float(data.max()) == float(data.min()):
             param = 1e-3  # constant: a few header bytes
         return bytes(_imagecodecs().sperr_encode(data, float(param), "bpp"))
+
+    def param_for_size(self, block: np.ndarray, nbytes: int) -> float | None:
+        """Bits per value of ``nbytes`` (SPERR's rate mode lands within a few bytes of it;
+        0.3 % is left for its header)."""
+        return 8.0 * 0.997 * nbytes / max(block.size, 1)
 
     def decode(self, stream: bytes, shape3: Shape3) -> np.ndarray:  # noqa: D102
         shape = shape3[1:] if shape3[0] == 1 else shape3
@@ -404,6 +414,14 @@ def encode_to_size(
     lo_t, hi_t = bracket
     lo_size, hi_size = None, None
     t = 0.5 * (lo_t + hi_t)
+    guess = codec.param_for_size(block, nbytes)
+    if guess is not None and codec.lo < guess < codec.hi:  # a rate-driven codec: start there
+        u = (
+            (math.log(guess) - math.log(codec.lo)) / (math.log(codec.hi) - math.log(codec.lo))
+            if codec.log
+            else (guess - codec.lo) / (codec.hi - codec.lo)
+        )
+        t = min(max(u if codec.increasing else 1.0 - u, lo_t), hi_t)
     last = 0.0  # seconds the previous encode took
 
     def out_of_time() -> bool:
