@@ -359,6 +359,8 @@ class BaseLayer:
     values: np.ndarray
     #: where the stream's quality parameter lies in the codec's range (0 to 1)
     position: float = math.nan
+    #: encodes the size search ran to find it
+    encodes: int = 1
 
     def error(self, target: np.ndarray) -> float:
         """Mean squared error against ``target``."""
@@ -405,7 +407,11 @@ def encode_to_size(
             return math.exp(math.log(codec.lo) + u * (math.log(codec.hi) - math.log(codec.lo)))
         return codec.lo + u * (codec.hi - codec.lo)
 
+    encodes = 0
+
     def size_at(t: float) -> tuple[int, bytes]:
+        nonlocal encodes
+        encodes += 1
         stream = codec.encode(block, to_param(t))
         return len(stream), stream
 
@@ -475,4 +481,4 @@ def encode_to_size(
             return None
         best, best_t = stream, 0.0
     values = codec.decode(best, shape3)  # type: ignore[arg-type]
-    return BaseLayer(codec, best, values, best_t)
+    return BaseLayer(codec, best, values, best_t, max(encodes, 1))

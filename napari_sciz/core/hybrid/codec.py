@@ -68,6 +68,9 @@ _REFINE_SHARE = 0.9
 #: how much more accurate (squared error) a base that decodes only as a whole must be than one
 #: that decodes plane by plane to be chosen (0.5 %: 0.02 dB): browsing a file costs a plane
 _BROWSE_MARGIN = 0.005
+#: a slower setting's search starts only while this many of its encodes fit in the time left
+#: (a search near a known parameter takes about 4-8)
+_REFINE_ENCODES = 12
 #: half-width of the parameter range (0 to 1) a slower setting searches around the first
 _REFINE_BRACKET = 0.06
 #: share of a time budget by which the loop filter's base searches stop refining
@@ -209,19 +212,22 @@ def _refine_base(
     The field is not fitted in hybrid blocks (:data:`BASE_SHARES`), so the time after the
     filter would go unused: for every codec tried that has slower settings (HEVC), each one
     in turn searches near that codec's parameter, for the room the filter leaves and for all
-    the bytes, until :data:`_REFINE_SHARE` of the budget, starting only while about twice
-    that codec's first search time (times the setting's :attr:`~.bases.BaseCodec.cost`) is
-    left. A result is kept when, filtered, it is more
+    the bytes, until :data:`_REFINE_SHARE` of the budget, starting only while
+    :data:`_REFINE_ENCODES` encodes of that codec's first search (times the setting's
+    :attr:`~.bases.BaseCodec.cost`) fit in the time left. A result is kept when, filtered, it
+    is more
     accurate than ``best`` (a codec that lost the first choice may win at a slower setting).
     """
     end = clock.before(_REFINE_SHARE)
     for start, seconds in tried if end is not None else []:
         anchor, codec = start, start.codec.refined()
+        per_encode = seconds / max(start.encodes, 1)
         while codec is not None and np.isfinite(anchor.position):
             room = avail - len(_varint(len(best.filter_bytes))) - len(best.filter_bytes)
             # the filter's room, and all of it (the sizes are coarse: what is left may hold one)
             for nbytes in dict.fromkeys((room, avail - 1)):
-                if end - time.perf_counter() < 2.0 * seconds * codec.cost:  # type: ignore[operator]
+                left = end - time.perf_counter()  # type: ignore[operator]
+                if left < _REFINE_ENCODES * per_encode * codec.cost:
                     return best
                 layer = encode_to_size(
                     codec, target, nbytes, deadline=end, cancel=clock.cancel, bracket=_near(anchor)
