@@ -1,9 +1,10 @@
-"""Lossless payload versions 4 and 5: lanes, symbols grouped by context, a compiled decoder.
+"""Lossless payload versions 4 to 6: lanes, symbols grouped by context, a compiled decoder.
 
 The block is cut into ``L`` lanes (slabs of slices or bands of rows of every slice), each
 predicted and context-modelled as an independent block (same sub-predictors, shared
-histograms); version 5 (written) takes its contexts from a tree grown for the block
-(:mod:`.ctxtree`), version 4 (still decoded) from activity classes and texture levels. The
+histograms); versions 5 and 6 (6 written: 5 with the wide least squares of :mod:`.xls`) take
+their contexts from a tree grown for the block (:mod:`.ctxtree`), version 4 (still decoded)
+from activity classes and texture levels. The
 ANS stream holds every context's tokens together (lane by lane, C order within a lane), so the
 decoder decodes each context with one call, then runs one compiled C-order loop per lane
 (:func:`.kernels.decode_raster`), the lanes on threads.
