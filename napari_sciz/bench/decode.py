@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from .report import add_output_options, new_record, write_results
+from .report import add_output_options, header_lines, new_record, write_results
 from .run import find_data_dir, list_volumes
 
 __all__ = ["main", "measure_volume"]
@@ -244,17 +244,11 @@ def measure_volume(
 
 def render(record: dict[str, Any]) -> str:
     """The markdown section."""
-    env = record["environment"]
-    lines = [
-        "## Decoding: first plane, next plane, region, full volume",
-        "",
-        f"- **machine**: {env.get('cpu', '?')}; torch {env.get('torch', '?')}",
-        f"- **date**: {record['date']}",
-        f"- **command**: `{record['command']}`",
+    lines = header_lines(
+        "Decoding: first plane, next plane, region, full volume",
+        record,
         f"- **encoding**: ratio {record['ratio']:g}, {record['budget']:g} s budget per mode",
-    ]
-    if record.get("note"):
-        lines.append(f"- **note**: {record['note']}")
+    )
     lines += [
         "",
         "Cold: a new reader and the middle plane. Warm: a plane next to it not read before, same "

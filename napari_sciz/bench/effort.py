@@ -19,7 +19,7 @@ import numpy as np
 
 from ..core.plan import EFFORT_PRESETS, effort_budget
 from .ratedist import _bases, _ours
-from .report import add_output_options, new_record, write_results
+from .report import add_output_options, header_lines, new_record, write_results
 from .run import find_data_dir, list_volumes
 
 __all__ = ["main", "render"]
@@ -45,16 +45,7 @@ def measure(
 
 def render(record: dict[str, Any]) -> str:
     """The markdown section."""
-    env = record["environment"]
-    lines = [
-        "## Effort presets: encode time against quality",
-        "",
-        f"- **machine**: {env.get('cpu', '?')}; torch {env.get('torch', '?')}",
-        f"- **date**: {record['date']}",
-        f"- **command**: `{record['command']}`",
-    ]
-    if record.get("note"):
-        lines.append(f"- **note**: {record['note']}")
+    lines = header_lines("Effort presets: encode time against quality", record)
     presets = ", ".join(f"{k} {v[0]:g} s or {v[1]:g} s/MiB" for k, v in EFFORT_PRESETS.items())
     lines += [
         "",

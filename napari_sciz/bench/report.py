@@ -12,7 +12,7 @@ from typing import Any
 
 from .run import environment_info, update_section
 
-__all__ = ["add_output_options", "new_record", "write_results"]
+__all__ = ["add_output_options", "header_lines", "new_record", "write_results"]
 
 
 def add_output_options(p: argparse.ArgumentParser) -> None:
@@ -45,3 +45,19 @@ def write_results(
     if args.out is not None:
         update_section(args.out, section, text)
     print(text)
+
+
+def header_lines(title: str, record: dict[str, Any], *extra: str) -> list[str]:
+    """A section's title and its record's machine, date, command, ``extra`` and note lines."""
+    env = record["environment"]
+    lines = [
+        f"## {title}",
+        "",
+        f"- **machine**: {env.get('cpu', '?')}; torch {env.get('torch', '?')}",
+        f"- **date**: {record['date']}",
+        f"- **command**: `{record['command']}`",
+        *extra,
+    ]
+    if record.get("note"):
+        lines.append(f"- **note**: {record['note']}")
+    return lines
