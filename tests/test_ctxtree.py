@@ -71,7 +71,7 @@ def test_negated_residuals_round_trip(monkeypatch: pytest.MonkeyPatch) -> None:
     for negate in (False, True):
         monkeypatch.setattr(raster, "_NEGATE", negate)
         payload = encode_block(block)
-        assert payload[:4] == b"SZL\x06"
+        assert payload[:4] == b"SZL\x07"
         seen.add(payload)
         assert np.array_equal(decode_block(payload, block.dtype, block.shape), block)
     assert len(seen) == 2

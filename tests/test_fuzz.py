@@ -17,7 +17,9 @@ def files() -> dict[str, bytes]:
     return fuzz.sample_files(seed=1)
 
 
-@pytest.mark.parametrize("mode", ["lossy", "hybrid", "lossless", "bounded", "lossless-wide"])
+@pytest.mark.parametrize(
+    "mode", ["lossy", "hybrid", "lossless", "bounded", "lossless-wide", "lossless-sparse"]
+)
 def test_hostile_files_with_valid_crcs_are_refused_or_decoded(files, mode) -> None:
     outcomes: dict[str, int] = {}
     for case in range(60):

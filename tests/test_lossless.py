@@ -266,14 +266,16 @@ def test_describe_every_stored_version() -> None:
     from napari_sciz.core.lossless.describe import describe_block, predictor_text, summarize
 
     seen = []
-    for version in range(1, 7):
+    for version in range(1, 8):
         saved = np.load(STORED / f"lossless_v{version}_blocks.npz")
         for key in (k for k in saved.files if k.endswith("_payload")):
             d = describe_block(saved[key].tobytes())
             assert d["coding"] == "coded" and d["version"] == version and d["predictors"]
             if version >= 4:
                 assert 1 <= d["lanes"] and d["lane_axis"] in ("slabs", "bands")
+            assert ("sparse_contexts" in d) == (version >= 7)
             seen.append(d)
+    assert any(d.get("sparse_contexts") and d["lanes"] > 1 for d in seen)
     texts = summarize(seen)
     assert sum(texts.values()) == len(seen)
     assert any("wide LS (intensity)" in t for t in texts) and any(
@@ -290,12 +292,13 @@ def test_describe_every_stored_version() -> None:
 STORED = Path(__file__).parent / "data"
 
 
-@pytest.mark.parametrize("version", [1, 2, 3, 4, 5, 6])
+@pytest.mark.parametrize("version", [1, 2, 3, 4, 5, 6, 7])
 def test_older_payloads_still_decode(version: int) -> None:
     """Blocks written by the version-1 (row-wise), version-2 (wavefront, one model per
     symbol), version-3 (wavefront, class runs), version-4 (lanes, predictor map; one block
-    with two lanes), version-5 (context trees) and version-6 (wide least squares; in lanes
-    too) coders decode bit for bit."""
+    with two lanes), version-5 (context trees), version-6 (wide least squares; in lanes
+    too) and version-7 (lane-major symbols, sparse contexts; in lanes too) coders decode bit
+    for bit."""
     saved = np.load(STORED / f"lossless_v{version}_blocks.npz")
     names = [k[: -len("_payload")] for k in saved.files if k.endswith("_payload")]
     assert len(names) >= 6
@@ -311,10 +314,10 @@ def test_older_payloads_still_decode(version: int) -> None:
             decode_block(bytes(bad), expected.dtype, expected.shape)
 
 
-def test_new_payloads_are_version_6() -> None:
+def test_new_payloads_are_version_7() -> None:
     block = _smooth((3, 20, 24), "uint16") // 64
     payload = encode_block(block)
-    assert payload[:4] == b"SZL\x06"
+    assert payload[:4] == b"SZL\x07"
     assert _bit_equal(decode_block(payload, block.dtype, block.shape), block)
 
 
@@ -336,7 +339,7 @@ def test_every_sub_predictor_set_round_trips(
     # compressible, so that the block is coded (not stored)
     block = (block // 16 if block.dtype.kind in "ui" else np.round(block)).astype(dtype)
     payload = encode_block(block)
-    assert payload[:4] == b"SZL\x06"
+    assert payload[:4] == b"SZL\x07"
     assert payload[_V2_MASK_OFFSET] == mask
     assert _bit_equal(decode_block(payload, block.dtype, block.shape), block)
 
@@ -381,7 +384,7 @@ def test_large_residuals_round_trip() -> None:
     f32[0, 0, :4] = [-0.0, 1e-45, -3e38, 3e38]
     for block in (u32, f32):
         payload = encode_block(block)
-        assert payload[:4] == b"SZL\x06"
+        assert payload[:4] == b"SZL\x07"
         assert _bit_equal(decode_block(payload, block.dtype, block.shape), block)
 
 
@@ -390,7 +393,7 @@ def test_corruption_never_returns_wrong_data() -> None:
     block = (1000 + 40 * np.sin(x / 4.0) + 30 * np.cos(y / 5.0) + 7 * z).astype(np.uint16)
     block[:, 10:14, 5:20] = 0
     payload = encode_block(block)
-    assert payload[:4] == b"SZL\x06"
+    assert payload[:4] == b"SZL\x07"
     rng = np.random.default_rng(5)
     positions = sorted({*range(0, 90, 3), *rng.integers(90, len(payload), 60).tolist()})
     _flips_never_decode_wrong(payload, block, positions, rng)
@@ -440,7 +443,7 @@ def test_lanes_round_trip(monkeypatch: pytest.MonkeyPatch, dtype: str, axis: int
     for mask in (0b1111111, 0b0010000, 0b1000100, 0b10000000, 0b11000100):
         monkeypatch.setattr(tokens, "_MASKS", (mask,))
         payload = encode_block(block)
-        assert payload[:4] == b"SZL\x06"
+        assert payload[:4] == b"SZL\x07"
         assert payload[_V4_LANES_OFFSET : _V4_LANES_OFFSET + 2] == bytes([4, axis])
         assert _bit_equal(decode_block(payload, block.dtype, block.shape), block)
 

@@ -97,7 +97,7 @@ def test_ct_phantom_takes_the_wide_least_squares(monkeypatch: pytest.MonkeyPatch
 
     ct = tifffile.imread(DATA / "philips_ct_phantom_crop.tif")[:8]
     payload = encode_block(ct)
-    assert payload[:4] == b"SZL\x06" and payload[52] >> 7
+    assert payload[:4] == b"SZL\x07" and payload[52] >> 7
     assert np.array_equal(decode_block(payload, ct.dtype, ct.shape), ct)
     monkeypatch.setattr(raster, "_XLS_MIN_VOXELS", ct.size + 1)
     without = encode_block(ct)

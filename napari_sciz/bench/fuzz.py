@@ -88,6 +88,11 @@ def sample_files(seed: int = 0) -> dict[str, bytes]:
     z, y, x = np.mgrid[:8, :64, :64]
     disc = 300 * ((x - 30) ** 2 + (y - 30) ** 2 < 300)
     wide = 2000 + 700 * np.sin(x / 7 + z / 3) * np.cos(y / 11) + disc + rng.normal(0, 2, z.shape)
+    # a CT-like disc in exact-zero air with a few specks: sparse contexts (version 7), in lanes
+    z, y, x = np.mgrid[:3, :160, :128]
+    inside = (x - 64) ** 2 + (y - 80) ** 2 < 45**2
+    ct = np.where(inside, 1000 + rng.normal(0, 6, z.shape), 0)
+    ct[(rng.random(z.shape) < 2e-4) & ~inside] = 17
     return {
         "lossy": bytes(compress(vol, 12, mode="lossy", steps=5, **common).data),
         "hybrid": bytes(compress(vol, 12, mode="hybrid", steps=5, **common).data),
@@ -95,6 +100,9 @@ def sample_files(seed: int = 0) -> dict[str, bytes]:
         "bounded": bytes(compress(vol, mode="bounded", max_error=3, block_voxels=4096).data),
         "lossless-wide": bytes(
             compress(wide.astype(np.uint16), mode="lossless", block_voxels=16384).data
+        ),
+        "lossless-sparse": bytes(
+            compress(ct.astype(np.uint16), mode="lossless", block_voxels=30720).data
         ),
     }
 

@@ -28,8 +28,9 @@ def describe_block(payload: bytes) -> dict[str, Any]:
         ``coding`` ("stored" or "coded"), and for coded blocks ``version``, ``predictors``
         (names of the blended sub-predictors), ``map`` (gradient level -> the sub-predictor
         used alone there, levels using the blend omitted), ``contexts``, ``lanes`` and
-        ``lane_axis`` (versions 4-6), ``negated`` (version 5-6) and ``wide_ls_classes``
-        ("gradient" or "intensity", when the block has the wide least squares' weights).
+        ``lane_axis`` (versions 4-7), ``negated`` (versions 5-7), ``wide_ls_classes``
+        ("gradient" or "intensity", when the block has the wide least squares' weights) and
+        ``sparse_contexts`` (version 7: how many contexts are coded as gaps).
 
     Raises
     ------
@@ -61,6 +62,11 @@ def describe_block(payload: bytes) -> dict[str, Any]:
             out["negated"] = ext.flip
         if ext.xls is not None:
             out["wide_ls_classes"] = "gradient" if ext.xls.thr is None else "intensity"
+        if version >= 7:
+            from .sparse import SparseTable
+
+            table = SparseTable.from_bytes(ext.sparse, n_ctx, ext.lanes)
+            out["sparse_contexts"] = int(table.ctx.size)
     return out
 
 

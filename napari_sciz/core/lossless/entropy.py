@@ -111,30 +111,20 @@ def _quantize_hist(counts: np.ndarray) -> np.ndarray:
     return np.where(counts > 0, np.maximum(q, 1), 0)
 
 
-def _class_models(q: np.ndarray) -> list:
-    """One fixed categorical model per context class (an unused class: uniform)."""
+def _class_models(q: np.ndarray, trim: bool = False) -> list:
+    """One fixed categorical model per context class (an unused class: uniform).
+
+    ``trim`` (version 7): a class's alphabet ends at its last token with a nonzero count
+    (constriction's decoder searches the alphabet: shorter is faster, and no probability is
+    lent to tokens that never occur).
+    """
     import constriction
 
     probs = np.where(q.sum(axis=1, keepdims=True) > 0, q, 1).astype(np.float64)
+    if trim:  # (an unused class keeps two tokens: constriction needs a nonempty alphabet)
+        last = np.maximum([np.flatnonzero(row)[-1] + 1 for row in probs], 2)
+        return [
+            constriction.stream.model.Categorical(row[:n], perfect=False)
+            for row, n in zip(probs, last, strict=True)
+        ]
     return [constriction.stream.model.Categorical(row, perfect=False) for row in probs]
-
-
-def _ans_encode_by_class(
-    tok: np.ndarray, cls: np.ndarray, bounds: np.ndarray, models: list
-) -> bytes:
-    """ANS words of the tokens (wavefront order), each wavefront's sorted by class (stable)."""
-    import constriction
-
-    wave = np.repeat(np.arange(bounds.size - 1), np.diff(bounds))
-    key = wave * len(models) + cls
-    top = int(key.max()) if key.size else 0
-    small = np.uint8 if top < 1 << 8 else np.uint16 if top < 1 << 16 else None
-    perm = np.argsort(key.astype(small) if small else key, kind="stable")  # radix when small
-    key, tok = key[perm], tok[perm].astype(np.int32)
-    cut = np.flatnonzero(np.diff(key)) + 1
-    starts = np.concatenate([[0], cut])
-    ends = np.concatenate([cut, [key.size]])
-    coder = constriction.stream.stack.AnsCoder()
-    for a, b in zip(starts[::-1], ends[::-1], strict=True):  # a stack: last run first
-        coder.encode_reverse(tok[a:b], models[int(key[a]) % len(models)])
-    return coder.get_compressed().astype("<u4").tobytes()

@@ -20,11 +20,18 @@ _RAW_MAGIC = b"SZR"
 #: Version 5 replaces the fixed contexts by a context tree grown for the block
 #: (:mod:`.ctxtree`) and may code residuals negated where the west and north residuals lean
 #: negative. Version 6 adds sub-predictor 7, the wide least squares of :mod:`.xls` (25
-#: neighbours, a weight set per gradient level), whose weights follow the tree
-_VERSION = 6
+#: neighbours, a weight set per gradient level), whose weights follow the tree. Version 7 is
+#: version 6 with the ANS symbols grouped lane by lane (context by context inside a lane): the
+#: decoder starts a lane's compiled loop as soon as its symbols are decoded, while it decodes
+#: the next lane's
+_VERSION = 7
 
 
-_VERSIONS = (1, 2, 3, 4, 5, 6)
+_VERSIONS = (1, 2, 3, 4, 5, 6, 7)
+
+
+#: first version whose symbols are grouped lane by lane (before: context by context)
+LANE_MAJOR_VERSION = 7
 
 
 #: version byte of stored (raw) blocks
@@ -54,3 +61,8 @@ _V5_EXT = struct.Struct("<BBH")
 #: version 6, after the tree: the byte length of the wide least-squares weights (0: none; else
 #: 16 sets of ``<25hq``, slice group major, gradient level minor)
 _V6_EXT = struct.Struct("<H")
+
+
+#: version 7, after the wide least squares: the byte length of the sparse-context section (0:
+#: none; see :class:`.sparse.SparseTable`)
+_V7_EXT = struct.Struct("<I")

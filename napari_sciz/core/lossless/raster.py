@@ -23,14 +23,23 @@ import numpy as np
 from ...errors import FormatError
 from .ctxtree import ContextTree, grow_sample, grow_tree, level_shift
 from .entropy import (
-    _ans_encode_by_class,
     _class_models,
     _pack_bits,
     _quantize_hist,
     _token_tables,
     _tokenize,
 )
-from .layout import _HEAD2, _MAGIC, _V4_EXT, _V4_LANE_BITS, _V5_EXT, _V6_EXT, _VERSION
+from .layout import (
+    _HEAD2,
+    _MAGIC,
+    _V4_EXT,
+    _V4_LANE_BITS,
+    _V5_EXT,
+    _V6_EXT,
+    _V7_EXT,
+    _VERSION,
+    LANE_MAJOR_VERSION,
+)
 from .predict import (
     _CLS_THR,
     _N_SUB,
@@ -42,6 +51,8 @@ from .predict import (
     _V2_SHIFT,
     N_GRAD,
 )
+from .sparse import SparseCoder, SparseTable
+from .sparse import choose as choose_sparse
 from .tokens import _encode_v2_core, _fit_ls, choose_map, choose_mask
 from .values import _FLAG_TABLE, _Mapped, _pack_uints, _unpack_uints
 from .xls import N_TAPS, XLSParams, fit_xls
@@ -164,6 +175,26 @@ def _on_threads(fn: Callable[[Any], Any], items: list) -> list:
         return list(pool.map(fn, items))
 
 
+def _pipelined(first: Callable[[int], None], then: Callable[[int], Any], n: int) -> list:
+    """``first(i)`` for ``i`` in order on this thread, each followed by ``then(i)`` on a
+    worker thread (``then`` must release the GIL to overlap); the results of ``then``."""
+    threads = min(n, os.cpu_count() or 1)
+    if threads < 2:
+        out = []
+        for i in range(n):
+            first(i)
+            out.append(then(i))
+        return out
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="sciz-lane") as pool:
+        futures = []
+        for i in range(n):
+            first(i)
+            futures.append(pool.submit(then, i))
+        return [f.result() for f in futures]
+
+
 def _zigzag(x: np.ndarray) -> np.ndarray:
     return np.where(x >= 0, 2 * x, -2 * x - 1)
 
@@ -200,7 +231,9 @@ def encode_v6(m: _Mapped, shape3: tuple[int, int, int]) -> bytes:
     q = _quantize_hist(counts)
     cuts = np.cumsum([c["tok"].size for c in cores])[:-1]  # where each lane's voxels start
     lane_ctx = np.split(ctx, cuts)
-    words = _ans_encode_by_class(tok, ctx, np.array([0, tok.size]), _class_models(q))
+    lane_cuts = np.concatenate([[0], cuts, [tok.size]])
+    sparse = choose_sparse(tok, ctx, lane_cuts, q)
+    words = _encode_symbols(tok, ctx, lane_cuts, q, sparse)
     bits = _pack_bits(nb, raw)
     lane_bits = np.cumsum([int(x.sum()) for x in np.split(nb, cuts)])[:-1]
     # symbols per context: what the histograms do not say (scaled ones), and per lane but the
@@ -229,8 +262,38 @@ def encode_v6(m: _Mapped, shape3: tuple[int, int, int]) -> bytes:
     ext += _V5_EXT.pack(int(flip), shift, len(tree_bytes)) + tree_bytes
     xls_bytes = xls.to_bytes() if xls is not None else b""
     ext += _V6_EXT.pack(len(xls_bytes)) + xls_bytes
+    sparse_bytes = sparse.to_bytes()
+    ext += _V7_EXT.pack(len(sparse_bytes)) + sparse_bytes
     parts = [head, ext, hist_bytes, count_bytes, lane_bytes, *ls_bytes, table_bytes, bits]
     return b"".join([*parts, words])
+
+
+def _encode_symbols(
+    tok: np.ndarray, ctx: np.ndarray, lane_cuts: np.ndarray, q: np.ndarray, sparse: SparseTable
+) -> bytes:
+    """ANS words of version 7: the tokens lane by lane, context by context inside a lane (C
+    order), sparse contexts as gaps and nonzero tokens (:mod:`.sparse`)."""
+    import constriction
+
+    n_ctx = q.shape[0]
+    models = _class_models(q, trim=True)
+    coder_sparse = SparseCoder(sparse, q)
+    lane_of = np.repeat(np.arange(lane_cuts.size - 1), np.diff(lane_cuts))
+    key = lane_of * n_ctx + ctx
+    order = np.argsort(key, kind="stable")
+    bounds = np.searchsorted(key[order], np.arange((lane_cuts.size - 1) * n_ctx + 1))
+    segments: list[tuple] = []
+    for k in range(bounds.size - 1):
+        c = k % n_ctx
+        run = tok[order[bounds[k] : bounds[k + 1]]]
+        if c in coder_sparse.index:  # (every lane, even without tokens of c)
+            segments += coder_sparse.segments(c, run)
+        elif run.size:
+            segments.append((run.astype(np.int32), models[c]))
+    coder = constriction.stream.stack.AnsCoder()
+    for symbols, model, *params in segments[::-1]:  # a stack: the last segment first
+        coder.encode_reverse(symbols, model, *params)
+    return coder.get_compressed().astype("<u4").tobytes()
 
 
 def _context_tree(
@@ -281,12 +344,20 @@ class LanePlan:
         context-grouped token array.
     bit_starts : list of int
         Each lane's first raw bit, and the end of the raw bits.
+    lane_major : bool
+        Whether the tokens are grouped lane by lane (version 7), else context by context.
     """
 
     def __init__(
-        self, boxes: list[tuple[int, ...]], starts: np.ndarray, ends: np.ndarray, bits: list[int]
+        self,
+        boxes: list[tuple[int, ...]],
+        starts: np.ndarray,
+        ends: np.ndarray,
+        bits: list[int],
+        lane_major: bool,
     ) -> None:
         self.boxes, self.starts, self.ends, self.bit_starts = boxes, starts, ends, bits
+        self.lane_major = lane_major
 
 
 @dataclass
@@ -303,6 +374,7 @@ class LaneExt:
     level_shift: int = 0  # version 5: shift of the predicted-intensity property
     tree: bytes | None = None  # version 5: the context tree
     xls: XLSParams | None = None  # version 6: the wide least-squares weights (mask bit 7)
+    sparse: bytes = b""  # version 7: the sparse contexts (:class:`.sparse.SparseTable`)
 
 
 def read_lane_ext(
@@ -343,6 +415,15 @@ def read_lane_ext(
         if n_xls:
             ext.xls = XLSParams.from_bytes(payload[pos : pos + n_xls])
         pos += n_xls
+    if version >= LANE_MAJOR_VERSION:
+        if len(payload) < pos + _V7_EXT.size:
+            raise FormatError("truncated lossless block")
+        (n_sparse,) = _V7_EXT.unpack_from(payload, pos)
+        pos += _V7_EXT.size
+        if len(payload) < pos + n_sparse:
+            raise FormatError("truncated lossless block")
+        ext.sparse = payload[pos : pos + n_sparse]
+        pos += n_sparse
     return ext, pos
 
 
@@ -353,8 +434,10 @@ def lane_plan(
     ext: LaneExt,
     shape3: tuple[int, int, int],
     n_bits: int,
+    lane_major: bool,
 ) -> LanePlan:
-    """Token and raw-bit positions of every lane, checked for consistency."""
+    """Token and raw-bit positions of every lane, checked for consistency (``lane_major``:
+    the symbols are grouped lane by lane, version 7)."""
     lanes, axis, lane_bits = ext.lanes, ext.axis, ext.lane_bits
     n_ctx = q.shape[0]
     z = _unpack_uints(count_bytes, n_ctx)
@@ -365,13 +448,18 @@ def lane_plan(
     sizes = np.array([(z1 - z0) * (y1 - y0) * shape3[2] for z0, z1, y0, y1 in boxes])
     if np.any(per_lane < 0) or not np.array_equal(per_lane.sum(axis=1), sizes):
         raise FormatError("implausible symbol counts in a lossless block")
-    ctx_start = np.concatenate([[0], np.cumsum(totals)[:-1]])
-    before = np.concatenate([np.zeros((1, n_ctx), np.int64), np.cumsum(per_lane, axis=0)[:-1]])
-    starts = ctx_start + before
+    if lane_major:  # version 7: lane by lane, context by context inside a lane
+        lane_start = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        starts = lane_start[:, None] + np.cumsum(per_lane, axis=1) - per_lane
+    else:  # versions 4-6: context by context, lane by lane inside a context
+        ctx_start = np.concatenate([[0], np.cumsum(totals)[:-1]])
+        zero = np.zeros((1, n_ctx), np.int64)
+        starts = ctx_start + np.concatenate([zero, np.cumsum(per_lane, axis=0)[:-1]])
     bits = [0, *lane_bits, 8 * n_bits]
     if any(b > c for b, c in zip(bits[:-1], bits[1:], strict=True)):
         raise FormatError("implausible raw-bit positions in a lossless block")
-    return LanePlan(boxes, starts.astype(np.int64), (starts + per_lane).astype(np.int64), bits)
+    ends = (starts + per_lane).astype(np.int64)
+    return LanePlan(boxes, starts.astype(np.int64), ends, bits, lane_major)
 
 
 def decode_lanes(
@@ -386,17 +474,30 @@ def decode_lanes(
     tree: ContextTree,
     ext: LaneExt,
 ) -> np.ndarray:
-    """Mapped values of a version-4, -5 or -6 payload: every context's symbols in one call
-    each, then one compiled pass per lane (lanes on threads)."""
+    """Mapped values of a version-4 to -7 payload: every context's symbols in one call
+    each, and one compiled pass per lane (lanes on threads; version 7: a lane's pass starts
+    once its symbols are decoded, while the next lane's are)."""
     import constriction
 
     from . import kernels
 
-    models = _class_models(q)
+    n_ctx = q.shape[0]
+    models = _class_models(q, trim=plan.lane_major)
+    sparse = SparseCoder(SparseTable.from_bytes(ext.sparse, n_ctx, ext.lanes), q)
     coder = constriction.stream.stack.AnsCoder(words)
-    totals = plan.ends[-1] - plan.starts[0]
-    parts = [coder.decode(models[c], int(k)) for c, k in enumerate(totals) if k]
-    tokens = np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
+    tokens = np.empty(int(plan.ends.max(initial=0)), np.int64)
+
+    def decode_symbols(lane: int, runs: list[tuple[int, int, int]]) -> None:
+        for c, a, b in runs:  # (context, first, past-the-last token)
+            if c in sparse.index:  # (version 7: a run in every lane)
+                tokens[a:b] = sparse.decode(coder, c, lane, b - a)
+            elif b > a:
+                tokens[a:b] = coder.decode(models[c], b - a)
+
+    if not plan.lane_major:  # versions 4-6: every context of every lane first
+        totals = plan.ends[-1] - plan.starts[0]
+        decode_symbols(-1, [(c, int(plan.starts[0, c]), int(plan.starts[0, c] + totals[c]))
+                            for c in range(n_ctx)])  # fmt: skip
     ntok = q.shape[1]
     tok_nb, tok_hi = _token_tables(ntok)
     d, h, w = shape3
@@ -438,7 +539,15 @@ def decode_lanes(
         )  # fmt: skip
 
     n = len(plan.boxes)
-    status = _on_threads(lane, list(range(n)))
+    if plan.lane_major:  # each lane's loop starts as soon as its symbols are decoded
+
+        def lane_symbols(i: int) -> None:
+            decode_symbols(i, [(c, int(plan.starts[i, c]), int(plan.ends[i, c]))
+                               for c in range(n_ctx)])  # fmt: skip
+
+        status = _pipelined(lane_symbols, lane, n)
+    else:
+        status = _on_threads(lane, list(range(n)))
     for i, s in enumerate(status):
         if s == -1:
             raise FormatError("raw bit stream of a lossless block is too short")

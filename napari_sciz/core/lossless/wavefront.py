@@ -15,7 +15,7 @@ from .entropy import (
     _class_models,
     _token_tables,
 )
-from .layout import _HEAD2
+from .layout import _HEAD2, LANE_MAJOR_VERSION
 from .predict import (
     _CLS_THR,
     _N_CLS2,
@@ -98,7 +98,9 @@ def _decode_v2(payload: bytes, shape3: tuple[int, ...]) -> tuple[np.ndarray, tup
     words, table = _words_and_table(payload, pos + n_bits, flags, table_bytes, n_table)
 
     if ext is not None:
-        plan = lane_plan(q, count_bytes, lane_bytes, ext, (d, h, w), n_bits)
+        plan = lane_plan(
+            q, count_bytes, lane_bytes, ext, (d, h, w), n_bits, _v >= LANE_MAJOR_VERSION
+        )
         if ext.tree is not None:
             tree = ContextTree.from_bytes(ext.tree, n_cls)
         else:
