@@ -373,7 +373,7 @@ def _range_unscale(codes: np.ndarray, vmin: float, vmax: float, maxcode: int) ->
 
 
 #: decodes are timed as the best of this many runs (the first one loads compiled kernels)
-DECODE_REPEAT = 3
+DECODE_REPEAT = 5
 
 
 def timed(fn: Callable[[], Any], repeat: int = 1) -> tuple[Any, float]:
