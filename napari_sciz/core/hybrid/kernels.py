@@ -54,9 +54,9 @@ def _filter_planes(
                 act += abs(padded[i + sy] + padded[i - sy] - c2)
                 act += abs(padded[i + 1] + padded[i - 1] - c2)
                 act32 = np.float32(act)
-                k = 0
-                while k < n_thr and thresholds[k] <= act32:
-                    k += 1
+                k = 0  # thresholds at or below (increasing: counted without branches)
+                for t in range(n_thr):
+                    k += thresholds[t] <= act32
                 acc = c + coefs[k, n_off] * bias
                 for p in range(n_off):
                     s = steps[p]
