@@ -179,7 +179,8 @@ def _finish(
         if v.min() < 0 or v.max() >= len(table):
             raise FormatError("value index out of the table of a lossless block")
         v = table[v]
-    v = v + offset
+    if offset:
+        v = v + offset
     if kind == _KIND_INT:
         out = v.astype(dtype)
     elif kind == _KIND_FLOAT_BITS:
@@ -190,6 +191,6 @@ def _finish(
     else:
         out = (lo + v * step).astype(dtype)
     out = np.ascontiguousarray(out)
-    if zlib.crc32(out.tobytes()) != crc:
+    if zlib.crc32(out.reshape(-1).view(np.uint8)) != crc:  # (the buffer, no copy)
         raise FormatError("lossless block fails its checksum (corrupted payload)")
     return out
