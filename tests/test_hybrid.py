@@ -359,3 +359,47 @@ def test_hevc_base_decodes_only_the_frames_asked_for() -> None:
     short = hevc.planes(stream[: len(stream) * 2 // 3], block.shape)
     with pytest.raises(FormatError):
         short.upto(block.shape[0])
+
+
+def test_sperr_slabs_decode_a_slab_alone_and_refuse_bad_streams() -> None:
+    """SPERR in slabs (the refinement of a SPERR choice): each slab decodes on its own, a
+    request touching one slab decodes only that one, a stream that lies about its slabs is
+    refused."""
+    vol = np.tile(_volume(), (1, 2, 2)).astype(np.float64)  # 10x96x80
+    codec = bases.SPERRSlabsBase(3)
+    assert codec.by_plane and bases.SPERRBase().refined().slabs == 2
+    assert codec.refined().slabs == 4 and codec.refined().refined() is None
+    layer = bases.encode_to_size(codec, vol, 4000)
+    assert layer is not None and len(layer.stream) <= 4000 and layer.stream[0] == 3
+    decoder = bases.base_by_id(codec.ident)
+    whole = decoder.decode(layer.stream, vol.shape)
+    np.testing.assert_array_equal(whole, layer.values)
+    source = decoder.planes(layer.stream, vol.shape)
+    np.testing.assert_array_equal(source.span(4, 5)[4], whole[4])  # slab 1: planes 3-5
+    assert source._done == [False, True, False]
+    np.testing.assert_array_equal(source.upto(10), whole)
+    for bad in (
+        b"",
+        bytes([0]) + layer.stream[1:],  # no slab
+        bytes([11]) + layer.stream[1:],  # more slabs than planes
+        layer.stream[:-5],  # shorter than its slab lengths say
+        layer.stream + b"\x00",
+    ):
+        with pytest.raises(FormatError):
+            decoder.decode(bad, vol.shape)
+
+
+def test_a_hybrid_file_with_a_sperr_slab_base_decodes_by_plane(monkeypatch) -> None:
+    from napari_sciz.core.hybrid import codec as hybrid_codec
+
+    monkeypatch.setattr(hybrid_codec, "BASES", (bases.SPERRSlabsBase(2),))
+    vol = np.tile(_volume(), (1, 2, 2))
+    result = compress(vol, ratio=24, mode="hybrid", steps=5, device="cpu")
+    reader = open_sciz(result.data)
+    payload, shape3 = reader._file.payload(0), reader.grid.block_shape3(0)
+    assert hybrid_codec.describe(payload)["base"] == "sperr-slabs"
+    whole = hybrid.decode_hybrid_block(payload, shape3)
+    block = hybrid.HybridBlock(payload, shape3)
+    for z in (shape3[0] - 1, 0, shape3[0] // 2):
+        np.testing.assert_array_equal(block.planes(z, z + 1), whole[z : z + 1])
+    np.testing.assert_array_equal(decompress(result.data), result.reconstruction)

@@ -15,6 +15,8 @@ hybrid file is never worse than the best of them at its size.
   decoded volume falls to 6-16 dB PSNR at about the size that gave 26 dB one CRF step earlier,
   seen on five of the shared stacks), where 10-bit keeps degrading gently at the same sizes.
   The decoder reads the bit depth from the stream. HEVC decoding is bit-exact by the standard.
+* **SPERR in slabs**: the same, on 2 to 4 independent slabs of planes (the encoder's
+  refinement of a SPERR choice; a slab decodes alone).
 * **JPEG XL** (libjxl VarDCT, effort 7, ``imagecodecs``): all slices tiled into one 16-bit
   mosaic (:mod:`napari_sciz.core.hybrid.mosaic`), range-scaled onto ``[0, 65535]``.
 
@@ -42,7 +44,7 @@ from ...errors import CancelledError, FormatError, SciZError
 from ..metrics import squared_error_sum
 from .headers import check_sperr_header, hevc_picture_sizes
 from .mosaic import mosaic_layout, tile_mosaic, untile_mosaic
-from .planes import HEVCPlanes, PlaneSource, WholePlanes
+from .planes import HEVCPlanes, PlaneSource, SlabPlanes, WholePlanes
 
 __all__ = [
     "BASES",
@@ -170,6 +172,10 @@ class SPERRBase(BaseCodec):
         0.3 % is left for its header)."""
         return 8.0 * 0.997 * nbytes / max(block.size, 1)
 
+    def refined(self) -> BaseCodec | None:
+        """The same bits per value in independent slabs of planes (:class:`SPERRSlabsBase`)."""
+        return SPERRSlabsBase(2)
+
     def decode(self, stream: bytes, shape3: Shape3) -> np.ndarray:  # noqa: D102
         shape = shape3[1:] if shape3[0] == 1 else shape3
         check_sperr_header(stream, shape)  # before SPERR allocates what the stream declares
@@ -181,6 +187,75 @@ class SPERRBase(BaseCodec):
         if values.size != math.prod(shape3):
             raise FormatError("hybrid base layer (SPERR) does not match the block's shape")
         return values.reshape(shape3)
+
+
+class SPERRSlabsBase(SPERRBase):
+    """SPERR on ``slabs`` independent slabs of planes at the same bits per value.
+
+    A slice of a volume whose planes correlate weakly, or whose noise differs along z, can code
+    better in slabs than as one 3D wavelet transform (SPERR's z levels then span fewer
+    planes), and a slab decodes without the others (a viewer's plane costs one slab). The
+    encoder reaches it from SPERR's first choice (:meth:`SPERRBase.refined`: 2, 3, then 4
+    slabs) and keeps it only where it is more accurate. Stream: ``u8`` number of slabs ``k``,
+    ``k`` x ``u32`` slab stream lengths, the slab streams (plane ``(i * D) // k`` starts slab
+    ``i``).
+    """
+
+    ident, name = 4, "sperr-slabs"
+    by_plane = True
+    _LEN = struct.Struct("<I")
+
+    def __init__(self, slabs: int = 2) -> None:
+        self.slabs = slabs
+
+    def refined(self) -> BaseCodec | None:  # noqa: D102
+        return SPERRSlabsBase(self.slabs + 1) if self.slabs < MAX_SPERR_SLABS else None
+
+    @staticmethod
+    def _cuts(depth: int, k: int) -> list[int]:
+        return [(i * depth) // k for i in range(k + 1)]
+
+    def encode(self, block: np.ndarray, param: float) -> bytes:  # noqa: D102
+        k = max(1, min(self.slabs, block.shape[0]))
+        cuts = self._cuts(block.shape[0], k)
+        slabs = zip(cuts[:-1], cuts[1:], strict=True)
+        streams = [SPERRBase.encode(self, block[a:b], param) for a, b in slabs]
+        lengths = b"".join(self._LEN.pack(len(x)) for x in streams)
+        return bytes([k]) + lengths + b"".join(streams)
+
+    def _slabs(self, stream: bytes, shape3: Shape3) -> list[tuple[int, int, bytes]]:
+        """``(z0, z1, slab stream)`` of every slab; :class:`FormatError` if inconsistent."""
+        if not stream:
+            raise FormatError("hybrid base layer (SPERR slabs) is truncated")
+        k = stream[0]
+        pos = 1 + self._LEN.size * k
+        if not 1 <= k <= min(shape3[0], 255) or len(stream) < pos:
+            raise FormatError("hybrid base layer (SPERR slabs) declares an invalid slab count")
+        lengths = [self._LEN.unpack_from(stream, 1 + self._LEN.size * i)[0] for i in range(k)]
+        if pos + sum(lengths) != len(stream):
+            raise FormatError("hybrid base layer (SPERR slabs) has inconsistent lengths")
+        cuts = self._cuts(shape3[0], k)
+        out = []
+        for i, n in enumerate(lengths):
+            out.append((cuts[i], cuts[i + 1], stream[pos : pos + n]))
+            pos += n
+        return out
+
+    def decode(self, stream: bytes, shape3: Shape3) -> np.ndarray:  # noqa: D102
+        return self.planes(stream, shape3).upto(shape3[0])
+
+    def planes(self, stream: bytes, shape3: Shape3) -> PlaneSource:
+        """The slabs decoded as requests touch them (:class:`~.planes.SlabPlanes`)."""
+        h, w = shape3[1], shape3[2]
+        slabs = [
+            (a, b, lambda a=a, b=b, x=x: SPERRBase.decode(self, x, (b - a, h, w)))
+            for a, b, x in self._slabs(stream, shape3)
+        ]
+        return SlabPlanes(shape3, slabs)
+
+
+#: most slabs :class:`SPERRSlabsBase` tries
+MAX_SPERR_SLABS = 4
 
 
 class JPEGXLBase(BaseCodec):
@@ -346,7 +421,7 @@ NO_BASE = NoBase()
 
 def base_by_id(ident: int) -> BaseCodec:
     """The base codec numbered ``ident`` in a payload; :class:`FormatError` if unknown."""
-    for codec in (NO_BASE, *BASES):
+    for codec in (NO_BASE, *BASES, SPERRSlabsBase()):
         if codec.ident == ident:
             return codec
     raise FormatError(f"unknown base codec {ident} in a hybrid payload")

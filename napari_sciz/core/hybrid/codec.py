@@ -207,36 +207,53 @@ def _refine_base(
     clock: BlockTracker,
     seed: int,
 ) -> _Candidate:
-    """``best``, or a base re-coded by a codec's slower settings if that is more accurate.
+    """``best``, or a base re-coded by a codec's refined settings if that is more accurate.
 
     The field is not fitted in hybrid blocks (:data:`BASE_SHARES`), so the time after the
-    filter would go unused: for every codec tried that has slower settings (HEVC), each one
-    in turn searches near that codec's parameter, for the room the filter leaves and for all
-    the bytes, until :data:`_REFINE_SHARE` of the budget, starting only while
-    :data:`_REFINE_ENCODES` encodes of that codec's first search (times the setting's
-    :attr:`~.bases.BaseCodec.cost`) fit in the time left. A result is kept when, filtered, it
-    is more
-    accurate than ``best`` (a codec that lost the first choice may win at a slower setting).
+    filter would go unused: for every codec tried that has refined settings (HEVC's slower
+    presets first, then SPERR in slabs), each one in turn searches near that codec's
+    parameter, for the room the filter leaves and for all the bytes, until
+    :data:`_REFINE_SHARE` of the budget, starting only while :data:`_REFINE_ENCODES` encodes
+    of that codec's first search (times the setting's :attr:`~.bases.BaseCodec.cost`) fit in
+    the time left. A result is kept when, filtered, it is more accurate than ``best`` (a codec
+    that lost the first choice may win at a refined setting).
     """
     end = clock.before(_REFINE_SHARE)
-    for start, seconds in tried if end is not None else []:
-        anchor, codec = start, start.codec.refined()
-        per_encode = seconds / max(start.encodes, 1)
-        while codec is not None and np.isfinite(anchor.position):
-            room = avail - len(_varint(len(best.filter_bytes))) - len(best.filter_bytes)
-            # the filter's room, and all of it (the sizes are coarse: what is left may hold one)
-            for nbytes in dict.fromkeys((room, avail - 1)):
-                left = end - time.perf_counter()  # type: ignore[operator]
-                if left < _REFINE_ENCODES * per_encode * codec.cost:
-                    return best
-                layer = encode_to_size(
-                    codec, target, nbytes, deadline=end, cancel=clock.cancel, bracket=_near(anchor)
-                )
-                if layer is not None:
-                    cand = _fitting(layer, target, avail, best.classes or 4, seed)
-                    best = min(best, cand, key=_err)
-                    anchor = layer if np.isfinite(layer.position) else anchor
-            codec = codec.refined()
+    if end is None:
+        return best
+    for start, seconds in sorted(tried, key=lambda t: not t[0].codec.by_plane):
+        best = _refine_codec(best, start, seconds, target, avail, end, seed, clock)
+    return best
+
+
+def _refine_codec(
+    best: _Candidate,
+    start: BaseLayer,
+    seconds: float,
+    target: np.ndarray,
+    avail: int,
+    end: float,
+    seed: int,
+    clock: BlockTracker,
+) -> _Candidate:
+    """:func:`_refine_base` for the refined settings of one codec (first search: ``start``,
+    which took ``seconds``)."""
+    anchor, codec = start, start.codec.refined()
+    per_encode = seconds / max(start.encodes, 1)
+    while codec is not None and np.isfinite(anchor.position):
+        room = avail - len(_varint(len(best.filter_bytes))) - len(best.filter_bytes)
+        # the filter's room, and all of it (the sizes are coarse: what is left may hold one)
+        for nbytes in dict.fromkeys((room, avail - 1)):
+            if end - time.perf_counter() < _REFINE_ENCODES * per_encode * codec.cost:
+                return best
+            layer = encode_to_size(
+                codec, target, nbytes, deadline=end, cancel=clock.cancel, bracket=_near(anchor)
+            )
+            if layer is not None:
+                cand = _fitting(layer, target, avail, best.classes or 4, seed)
+                best = min(best, cand, key=_err)
+                anchor = layer if np.isfinite(layer.position) else anchor
+        codec = codec.refined()
     return best
 
 

@@ -57,9 +57,9 @@ class HybridBlock:
         held = [self._values, self._base, self._field]
         return sum(a.nbytes for a in held if a is not None)
 
-    def _base_upto(self, k: int) -> np.ndarray:
+    def _base_span(self, lo: int, hi: int) -> np.ndarray:
         assert self._base is not None
-        return self._base.upto(k)
+        return self._base.span(lo, hi)
 
     def planes(self, z0: int = 0, z1: int | None = None) -> np.ndarray:
         """Float64 values (unclipped) of planes ``z0:z1`` (a view; do not modify)."""
@@ -68,7 +68,8 @@ class HybridBlock:
             todo = np.flatnonzero(~self._done[z0:stop]) + z0
             if todo.size:
                 lo, hi = int(todo[0]), int(todo[-1]) + 1
-                base = self._base_upto(hi + 1)  # the filter reads plane hi (clamped)
+                # the filter reads planes lo - 1 to hi (clamped)
+                base = self._base_span(max(lo - 1, 0), min(hi + 1, self.shape3[0]))
                 if self._filter is None:
                     values = base[lo:hi].copy()
                 else:

@@ -1,9 +1,10 @@
 """Decoded base planes on demand: what a viewer asking for one plane needs decoded.
 
 A base layer coded as a whole (SPERR's 3D wavelets, JPEG XL's mosaic) is decoded at once on the
-first request. An HEVC base is a video whose frames are the block's planes: :class:`HEVCPlanes`
-feeds FFmpeg's decoder only until the frames asked for have come out (the decoder's state is
-kept for later requests), so the first plane of a block costs the frames up to it, not all.
+first request; one coded as independent slabs of planes (:class:`SlabPlanes`) slab by slab. An
+HEVC base is a video whose frames are the block's planes: :class:`HEVCPlanes` feeds FFmpeg's
+decoder only until the frames asked for have come out (the decoder's state is kept for later
+requests), so the first plane of a block costs the frames up to it, not all.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import numpy as np
 
 from ...errors import FormatError
 
-__all__ = ["HEVCPlanes", "PlaneSource", "WholePlanes"]
+__all__ = ["HEVCPlanes", "PlaneSource", "SlabPlanes", "WholePlanes"]
 
 Shape3 = tuple[int, int, int]
 
@@ -28,10 +29,49 @@ class PlaneSource:
         be yet)."""
         raise NotImplementedError
 
+    def span(self, lo: int, hi: int) -> np.ndarray:
+        """The block's base ``(D, H, W)``; planes ``lo..hi-1`` are decoded (the others may
+        not be yet). A source that decodes in order decodes up to ``hi``."""
+        return self.upto(hi)
+
     @property
     def nbytes(self) -> int:
         """Bytes held."""
         raise NotImplementedError
+
+
+class SlabPlanes(PlaneSource):
+    """A base coded as independent slabs of planes: a request decodes the slabs it touches.
+
+    Parameters
+    ----------
+    shape3 : tuple of int
+        The block's shape.
+    slabs : list
+        ``(z0, z1, decode)`` of every slab, in order and covering the block; ``decode()``
+        returns the slab's float64 planes ``(z1 - z0, H, W)``.
+    """
+
+    def __init__(
+        self, shape3: Shape3, slabs: list[tuple[int, int, Callable[[], np.ndarray]]]
+    ) -> None:
+        self._values = np.empty(shape3, np.float64)
+        self._slabs = slabs
+        self._done = [False] * len(slabs)
+
+    def span(self, lo: int, hi: int) -> np.ndarray:  # noqa: D102
+        for i, (z0, z1, decode) in enumerate(self._slabs):
+            if not self._done[i] and z0 < hi and lo < z1:
+                self._values[z0:z1] = decode()
+                self._done[i] = True
+        return self._values
+
+    def upto(self, k: int) -> np.ndarray:  # noqa: D102
+        return self.span(0, k)
+
+    @property
+    def nbytes(self) -> int:  # noqa: D102
+        return self._values.nbytes
 
 
 class WholePlanes(PlaneSource):
