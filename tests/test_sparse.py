@@ -7,8 +7,8 @@ import pytest
 
 from napari_sciz.core.lossless import decode_block, encode_block
 from napari_sciz.core.lossless import raster as raster_mod
+from napari_sciz.core.lossless.lanes import read_lane_ext
 from napari_sciz.core.lossless.layout import _HEAD2
-from napari_sciz.core.lossless.raster import read_lane_ext
 from napari_sciz.core.lossless.sparse import SparseTable, choose, split_run
 from napari_sciz.errors import FormatError
 

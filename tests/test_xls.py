@@ -124,8 +124,8 @@ def test_missing_weights_are_a_format_error() -> None:
 
 def _weights_of(payload: bytes) -> bytes:
     """The weight section of a version-6 payload (found through the lane extension)."""
+    from napari_sciz.core.lossless.lanes import read_lane_ext
     from napari_sciz.core.lossless.layout import _HEAD2
-    from napari_sciz.core.lossless.raster import read_lane_ext
 
     d, h, w = _HEAD2.unpack_from(payload)[4:7]
     ext, _pos = read_lane_ext(payload, _HEAD2.size, (d, h, w), 6)

@@ -43,7 +43,7 @@ import numpy as np
 from ...errors import FormatError, InvalidInputError
 from ..blocks import BlockGrid
 from .layout import _HEAD2, _MAGIC, _RAW_MAGIC, _RAW_VERSION, _VERSIONS
-from .raster import encode_v6
+from .raster import encode_raster
 from .v1 import _HEAD, decode_v1
 from .values import LOSSLESS_DTYPES, _finish, _map_values, _Mapped, quantization_step
 from .wavefront import _decode_v2
@@ -107,11 +107,11 @@ def _encode(block: np.ndarray, mode: str, max_error: float | None) -> bytes:
     d, h, w = block.shape
     m = _map_values(np.ascontiguousarray(block), mode, max_error)
 
-    out = encode_v6(m, (d, h, w))
+    out = encode_raster(m, (d, h, w))
     if m.table is not None and len(m.table) * 8 > m.values.size:
         # a table of many distinct values can cost more than it saves: try without
         plain = _Mapped(m.table[m.values], m.kind, m.offset, m.lo, m.step, None, m.expected)
-        other = encode_v6(plain, (d, h, w))
+        other = encode_raster(plain, (d, h, w))
         if len(other) < len(out):
             out = other
     raw = m.expected.tobytes()

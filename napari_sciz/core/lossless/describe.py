@@ -53,7 +53,7 @@ def describe_block(payload: bytes) -> dict[str, Any]:
     out["predictors"] = [n for i, n in enumerate(_NAMES) if mask >> i & 1]
     out["contexts"] = n_ctx
     if version >= 4:
-        from .raster import read_lane_ext
+        from .lanes import read_lane_ext
 
         ext, _pos = read_lane_ext(payload, _HEAD2.size, (d, h, w), version)
         out["map"] = {g: _NAMES[int(m) - 1] for g, m in enumerate(ext.pmap) if m}

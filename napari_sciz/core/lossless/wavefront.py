@@ -1,8 +1,8 @@
-"""Lossless payloads of versions 2-5: the header reader, and the decoders of versions 2 and 3.
+"""Lossless payloads of versions 2-7: the header reader, and the decoders of versions 2 and 3.
 
 Versions 2 and 3 are decoded along wavefronts (version 3 has each wavefront's tokens sorted by
 context class in the ANS stream, so that the decoder runs one fixed model per class run around
-compiled kernels, :mod:`.kernels`); versions 4 and 5 go to :mod:`.raster`.
+compiled kernels, :mod:`.kernels`); versions 4 to 7 go to :mod:`.lanes`.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from .entropy import (
     _class_models,
     _token_tables,
 )
+from .lanes import decode_lanes, lane_plan, read_lane_ext
 from .layout import _HEAD2, LANE_MAJOR_VERSION
 from .predict import (
     _CLS_THR,
@@ -36,7 +37,6 @@ from .predict import (
     _texture,
     _wave_order,
 )
-from .raster import decode_lanes, lane_plan, read_lane_ext
 from .values import (
     _KIND_FLOAT_BITS,
     _KIND_INT,
