@@ -12,7 +12,7 @@ import pytest
 from napari_sciz import compress, decompress, open_sciz
 from napari_sciz.cli import main
 from napari_sciz.core import api, hybrid
-from napari_sciz.core.hybrid import bases, loopfilter
+from napari_sciz.core.hybrid import bases, loopfilter, search
 from napari_sciz.core.metrics import psnr
 from napari_sciz.errors import FormatError, InvalidInputError
 
@@ -65,7 +65,7 @@ def test_never_worse_than_any_base_layer_alone(coded) -> None:
         for base in bases.BASES:
             if not (base.available() and base.supports(block.shape)):
                 continue
-            alone = bases.encode_to_size(base, block, len(payload) - 12)
+            alone = search.encode_to_size(base, block, len(payload) - 12)
             if alone is not None:
                 assert mse <= alone.error(block) * 1.02, base.name
 
@@ -162,7 +162,7 @@ def test_the_reader_cache_is_bounded_in_bytes(coded) -> None:
 def test_each_base_codec_fits_its_bytes_and_round_trips(base) -> None:
     vol = np.tile(_volume(), (1, 2, 2))[:6].astype(np.float64)  # 6x96x80: HEVC takes >= 64
     assert base.supports(vol.shape)
-    layer = bases.encode_to_size(base, vol, 3000)
+    layer = search.encode_to_size(base, vol, 3000)
     assert layer is not None and len(layer.stream) <= 3000
     np.testing.assert_array_equal(base.decode(layer.stream, vol.shape), layer.values)
     assert psnr(vol.astype(np.uint16), np.clip(np.rint(layer.values), 0, 65535)) > 20
@@ -369,7 +369,7 @@ def test_sperr_slabs_decode_a_slab_alone_and_refuse_bad_streams() -> None:
     codec = bases.SPERRSlabsBase(3)
     assert codec.by_plane and bases.SPERRBase().refined().slabs == 2
     assert codec.refined().slabs == 4 and codec.refined().refined() is None
-    layer = bases.encode_to_size(codec, vol, 4000)
+    layer = search.encode_to_size(codec, vol, 4000)
     assert layer is not None and len(layer.stream) <= 4000 and layer.stream[0] == 3
     decoder = bases.base_by_id(codec.ident)
     whole = decoder.decode(layer.stream, vol.shape)

@@ -35,8 +35,9 @@ from ...errors import FormatError, RatioUnreachableError
 from ..bitstream.container import _varint
 from ..lossy.entropy import _read_varint
 from ..metrics import squared_error_sum
-from .bases import BASES, NO_BASE, BaseCodec, BaseLayer, base_by_id, encode_to_size
+from .bases import BASES, NO_BASE, BaseCodec, base_by_id
 from .loopfilter import FilterDesign, LoopFilter, parse_loop_filter
+from .search import BaseLayer, encode_to_size
 from .tracker import BlockTracker
 
 __all__ = [
@@ -162,7 +163,7 @@ def _choose_base(
 
     With a budget, the codecs share the first :data:`_CHOICE_SHARE` of it: each one's search
     gets an equal part of what is left when it starts (a fast codec leaves more to the next),
-    and stops before its part ends (:func:`~.bases.encode_to_size`). Also returns every
+    and stops before its part ends (:func:`~.search.encode_to_size`). Also returns every
     codec's stream with the seconds its search took (for :func:`_refine_base`).
     """
     shape3 = tuple(int(n) for n in target.shape)

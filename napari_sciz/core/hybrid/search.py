@@ -1,0 +1,155 @@
+"""A base codec's stream at a byte target: the size search of the hybrid encoder.
+
+:func:`encode_to_size` searches a codec's quality parameter (:mod:`.bases`) for the most
+accurate stream that fits a number of bytes, within a deadline; :class:`BaseLayer` is what it
+finds: the stream, its decoded values and where its parameter lies.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from ...errors import CancelledError
+from ..metrics import squared_error_sum
+from .bases import BaseCodec
+
+__all__ = ["BaseLayer", "encode_to_size"]
+
+
+@dataclass
+class BaseLayer:
+    """A base stream and its decoded values."""
+
+    codec: BaseCodec
+    stream: bytes
+    values: np.ndarray
+    #: where the stream's quality parameter lies in the codec's range (0 to 1)
+    position: float = math.nan
+    #: encodes the size search ran to find it
+    encodes: int = 1
+
+    def error(self, target: np.ndarray) -> float:
+        """Mean squared error against ``target``."""
+        return squared_error_sum(self.values, target) / target.size if target.size else 0.0
+
+
+#: parameters tried between the last fitting and non-fitting ones when the search ends short
+_SCAN_POINTS = 4
+
+
+def encode_to_size(
+    codec: BaseCodec,
+    block: np.ndarray,
+    nbytes: int,
+    *,
+    iterations: int = 14,
+    deadline: float | None = None,
+    cancel: Callable[[], bool] | None = None,
+    bracket: tuple[float, float] = (0.0, 1.0),
+) -> BaseLayer | None:
+    """The best-quality stream of ``codec`` for ``block`` of at most ``nbytes`` bytes.
+
+    The quality parameter is searched by regula falsi on the logarithm of the stream size
+    (bisection steps in between), stopping once a stream lands within 0.5 % of ``nbytes``;
+    when it ends further below, :data:`_SCAN_POINTS` parameters between the last one that
+    fitted and the last one that did not are tried (sizes are not monotone in them).
+    With a ``deadline`` (a ``perf_counter`` time) no encode starts that the previous one's
+    duration says would end after it: the best stream that fits so far is returned, or
+    ``None`` when none fits yet. ``cancel`` is checked before every encode
+    (:class:`~napari_sciz.errors.CancelledError`). ``bracket`` narrows the search to part of
+    the parameter's range (0 to 1, as :attr:`BaseLayer.position`) around a known answer.
+
+    Returns
+    -------
+    BaseLayer or None
+        ``None`` when even the lowest quality does not fit, the codec fails on the block, or
+        the deadline came before a stream fitted.
+    """
+    shape3 = tuple(int(n) for n in block.shape)
+
+    def to_param(t: float) -> float:
+        u = t if codec.increasing else 1.0 - t
+        if codec.log:
+            return math.exp(math.log(codec.lo) + u * (math.log(codec.hi) - math.log(codec.lo)))
+        return codec.lo + u * (codec.hi - codec.lo)
+
+    encodes = 0
+
+    def size_at(t: float) -> tuple[int, bytes]:
+        nonlocal encodes
+        encodes += 1
+        stream = codec.encode(block, to_param(t))
+        return len(stream), stream
+
+    best: bytes | None = None
+    best_t = math.nan
+    lo_t, hi_t = bracket
+    lo_size, hi_size = None, None
+    t = 0.5 * (lo_t + hi_t)
+    guess = codec.param_for_size(block, nbytes)
+    if guess is not None and codec.lo < guess < codec.hi:  # a rate-driven codec: start there
+        u = (
+            (math.log(guess) - math.log(codec.lo)) / (math.log(codec.hi) - math.log(codec.lo))
+            if codec.log
+            else (guess - codec.lo) / (codec.hi - codec.lo)
+        )
+        t = min(max(u if codec.increasing else 1.0 - u, lo_t), hi_t)
+    last = 0.0  # seconds the previous encode took
+
+    def out_of_time() -> bool:
+        return deadline is not None and time.perf_counter() + last > deadline
+
+    for i in range(iterations):
+        if cancel is not None and cancel():
+            raise CancelledError("compression cancelled; no output written")
+        if out_of_time():
+            break
+        t0 = time.perf_counter()
+        try:
+            size, stream = size_at(t)
+        except Exception:  # noqa: BLE001 - a codec that cannot code this block is skipped
+            return None
+        last = time.perf_counter() - t0
+        if size <= nbytes:
+            if best is None or size > len(best):
+                best, best_t = stream, t
+            lo_t, lo_size = t, size
+            if size >= 0.995 * nbytes:
+                break
+        else:
+            hi_t, hi_size = t, size
+        if lo_size is not None and hi_size is not None and i % 2 == 0:
+            a, b = math.log(max(lo_size, 1)), math.log(max(hi_size, 1))
+            frac = (math.log(nbytes) - a) / (b - a) if b > a else 0.5
+            t = lo_t + min(max(frac, 0.1), 0.9) * (hi_t - lo_t)
+        elif lo_size is None and t <= bracket[0] + 1e-3:
+            break
+        else:
+            t = 0.5 * (lo_t + hi_t)
+    narrow = hi_t - lo_t < 1e-3  # a jump at one parameter: nothing between to try
+    if best is not None and hi_size is not None and len(best) < 0.995 * nbytes and not narrow:
+        # sizes jump between nearby parameters (x265's mode decisions flip): look between
+        # the largest stream that fits and the smallest that does not for a larger one
+        for t in np.linspace(lo_t, hi_t, _SCAN_POINTS + 2)[1:-1]:
+            if (cancel is not None and cancel()) or out_of_time():
+                break
+            size, stream = size_at(float(t))
+            if len(best) < size <= nbytes:
+                best, best_t = stream, float(t)
+    if best is None:
+        if out_of_time():
+            return None
+        try:
+            size, stream = size_at(0.0)
+        except Exception:  # noqa: BLE001
+            return None
+        if size > nbytes:
+            return None
+        best, best_t = stream, 0.0
+    values = codec.decode(best, shape3)  # type: ignore[arg-type]
+    return BaseLayer(codec, best, values, best_t, max(encodes, 1))
