@@ -403,3 +403,34 @@ def test_a_hybrid_file_with_a_sperr_slab_base_decodes_by_plane(monkeypatch) -> N
     for z in (shape3[0] - 1, 0, shape3[0] // 2):
         np.testing.assert_array_equal(block.planes(z, z + 1), whole[z : z + 1])
     np.testing.assert_array_equal(decompress(result.data), result.reconstruction)
+
+
+def test_refinements_run_hevc_presets_before_sperr_slabs(monkeypatch) -> None:
+    """HEVC's slower presets get the refinement time first (as before SPERR had refinements);
+    SPERR's slab settings follow, and the time guard stops one codec, not the next."""
+    from napari_sciz.core.hybrid import codec as hybrid_codec
+    from napari_sciz.core.hybrid.tracker import BlockTracker
+
+    vol = np.tile(_volume(), (1, 2, 2)).astype(np.float64)
+    asked: list[str] = []
+
+    def fake_search(codec, target, nbytes, **kwargs):
+        asked.append(f"{codec.name}:{getattr(codec, 'preset', getattr(codec, 'slabs', ''))}")
+        return None  # nothing fits: the refinement keeps `best`
+
+    monkeypatch.setattr(hybrid_codec, "encode_to_size", fake_search)
+    sperr = search.BaseLayer(bases.SPERRBase(), b"x", vol, position=0.5, encodes=4)
+    hevc = search.BaseLayer(bases.HEVCBase(), b"x", vol, position=0.5, encodes=4)
+    best = hybrid_codec._plain(sperr, vol)
+    clock = BlockTracker(60.0, vol)
+    out = hybrid_codec._refine_base(best, [(sperr, 0.01), (hevc, 0.01)], vol, 4000, clock, 0)
+    assert out is best
+    first_sperr = next(i for i, a in enumerate(asked) if a.startswith("sperr"))
+    assert all(a.startswith("hevc") for a in asked[:first_sperr])
+    assert [a for a in asked if a.startswith("hevc")][:1] == ["hevc:slow"]
+    assert "sperr-slabs:2" in asked and "sperr-slabs:4" in asked
+    # a codec whose encodes would not fit in the time left is skipped, the next still runs
+    asked.clear()
+    slow_hevc = search.BaseLayer(bases.HEVCBase(), b"x", vol, position=0.5, encodes=1)
+    hybrid_codec._refine_base(best, [(sperr, 0.01), (slow_hevc, 1e6)], vol, 4000, clock, 0)
+    assert asked and all(a.startswith("sperr") for a in asked)
