@@ -121,10 +121,16 @@ def _class_models(q: np.ndarray, trim: bool = False) -> list:
     import constriction
 
     probs = np.where(q.sum(axis=1, keepdims=True) > 0, q, 1).astype(np.float64)
-    if trim:  # (an unused class keeps two tokens: constriction needs a nonempty alphabet)
-        last = np.maximum([np.flatnonzero(row)[-1] + 1 for row in probs], 2)
-        return [
-            constriction.stream.model.Categorical(row[:n], perfect=False)
-            for row, n in zip(probs, last, strict=True)
-        ]
+    if trim:
+        return [trimmed_categorical(row) for row in probs]
     return [constriction.stream.model.Categorical(row, perfect=False) for row in probs]
+
+
+def trimmed_categorical(counts: np.ndarray):  # noqa: ANN201 - a constriction model
+    """Categorical model of ``counts`` (some nonzero), the alphabet ending at the last nonzero
+    one (two symbols at least: constriction needs them)."""
+    import constriction
+
+    counts = np.asarray(counts, np.float64)
+    n = max(int(np.flatnonzero(counts)[-1]) + 1, 2)
+    return constriction.stream.model.Categorical(np.pad(counts, (0, 2))[:n], perfect=False)

@@ -12,6 +12,7 @@ lane's loop starts while the next lane's tokens are decoded.
 from __future__ import annotations
 
 import os
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -146,25 +147,22 @@ def read_lane_ext(
         ext.flip, ext.level_shift, ext.tree = bool(flip), shift, payload[pos : pos + n_tree]
         pos += n_tree
     if version >= 6:
-        if len(payload) < pos + _V6_EXT.size:
-            raise FormatError("truncated lossless block")
-        (n_xls,) = _V6_EXT.unpack_from(payload, pos)
-        pos += _V6_EXT.size
-        if len(payload) < pos + n_xls:
-            raise FormatError("truncated lossless block")
-        if n_xls:
-            ext.xls = XLSParams.from_bytes(payload[pos : pos + n_xls])
-        pos += n_xls
+        xls, pos = _sized_section(payload, pos, _V6_EXT)
+        ext.xls = XLSParams.from_bytes(xls) if xls else None
     if version >= LANE_MAJOR_VERSION:
-        if len(payload) < pos + _V7_EXT.size:
-            raise FormatError("truncated lossless block")
-        (n_sparse,) = _V7_EXT.unpack_from(payload, pos)
-        pos += _V7_EXT.size
-        if len(payload) < pos + n_sparse:
-            raise FormatError("truncated lossless block")
-        ext.sparse = payload[pos : pos + n_sparse]
-        pos += n_sparse
+        ext.sparse, pos = _sized_section(payload, pos, _V7_EXT)
     return ext, pos
+
+
+def _sized_section(payload: bytes, pos: int, length: struct.Struct) -> tuple[bytes, int]:
+    """The section at ``pos`` that its ``length`` field says is next, and the position after."""
+    if len(payload) < pos + length.size:
+        raise FormatError("truncated lossless block")
+    (n,) = length.unpack_from(payload, pos)
+    pos += length.size
+    if len(payload) < pos + n:
+        raise FormatError("truncated lossless block")
+    return payload[pos : pos + n], pos + n
 
 
 def lane_plan(

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...errors import FormatError
+from .entropy import _hist_cost, trimmed_categorical
 from .values import _pack_uints, _unpack_uints
 
 #: a sparse context may cost this many more bits per token than the dense one (the decoder
@@ -28,10 +29,6 @@ SPEED_BITS = 0.005
 
 #: gap buckets: ``floor(log2(g + 1))`` of a gap below ``2**MAX_BUCKET``
 MAX_BUCKET = 23
-
-
-#: bits a stored entry is estimated to cost (as the context tree's histograms)
-_ENTRY_BITS = 12.0
 
 
 #: header of the sparse section: number of sparse contexts, number of gap buckets
@@ -48,11 +45,6 @@ def split_run(tok: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _buckets(gaps: np.ndarray) -> np.ndarray:
     """``floor(log2(g + 1))`` of every gap."""
     return np.frexp((gaps + 1).astype(np.float64))[1].astype(np.int64) - 1
-
-
-def _entropy_bits(counts: np.ndarray) -> float:
-    nz = counts[counts > 0].astype(np.float64)
-    return float(-(nz * np.log2(nz / nz.sum())).sum()) if nz.size else 0.0
 
 
 def _model_bits(counts: np.ndarray, hist: np.ndarray) -> float:
@@ -132,7 +124,7 @@ def choose(tok: np.ndarray, ctx: np.ndarray, lane_cuts: np.ndarray, q: np.ndarra
         hist = np.bincount(buckets, minlength=1)
         counts = np.bincount(tok[idx], minlength=q.shape[1])
         dense = _model_bits(counts, q[c].astype(np.float64))
-        sparse = _entropy_bits(hist) + float(buckets.sum()) + _ENTRY_BITS * (hist > 0).sum()
+        sparse = _hist_cost(hist) + float(buckets.sum())  # (bucket codes, low bits)
         if nz.size:
             sparse += _model_bits(counts[1:], q[c, 1:].astype(np.float64))
         sparse += 16.0 * lanes  # the nonzero counts
@@ -145,16 +137,6 @@ def choose(tok: np.ndarray, ctx: np.ndarray, lane_cuts: np.ndarray, q: np.ndarra
     n_bucket = max(h.size for h in hists)
     hist = np.stack([np.pad(h, (0, n_bucket - h.size)) for h in hists])
     return SparseTable(np.array(picked, np.int64), hist, np.array(nnzs, np.int64).T)
-
-
-def _categorical(counts: np.ndarray):  # noqa: ANN202 - a constriction model
-    """Categorical model of the counts, the alphabet ending at the last nonzero one (two
-    symbols at least: constriction needs them)."""
-    import constriction
-
-    counts = np.asarray(counts, np.float64)
-    n = max(int(np.flatnonzero(counts)[-1]) + 1, 2)
-    return constriction.stream.model.Categorical(np.pad(counts, (0, 2))[:n], perfect=False)
 
 
 class SparseCoder:
@@ -174,9 +156,9 @@ class SparseCoder:
 
         self.table = table
         self.index = {int(c): k for k, c in enumerate(table.ctx)}
-        self.gap_models = [_categorical(h) for h in table.hist]
+        self.gap_models = [trimmed_categorical(h) for h in table.hist]
         self.nz_models = [
-            _categorical(q[c, 1:]) if q[c, 1:].any() else None for c in table.ctx.tolist()
+            trimmed_categorical(q[c, 1:]) if q[c, 1:].any() else None for c in table.ctx.tolist()
         ]
         self.uniform = constriction.stream.model.Uniform()
 
