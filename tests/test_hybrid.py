@@ -434,3 +434,70 @@ def test_refinements_run_hevc_presets_before_sperr_slabs(monkeypatch) -> None:
     slow_hevc = search.BaseLayer(bases.HEVCBase(), b"x", vol, position=0.5, encodes=1)
     hybrid_codec._refine_base(best, [(sperr, 0.01), (slow_hevc, 1e6)], vol, 4000, clock, 0)
     assert asked and all(a.startswith("sperr") for a in asked)
+
+
+class _JumpyCodec(bases.BaseCodec):
+    """A fake codec whose size jumps by 20 % at parameter 0.5, with a smooth filler."""
+
+    ident, name, lo, hi, increasing, log = 99, "jumpy", 0.0, 1.0, True, False
+
+    def available(self) -> bool:
+        return True
+
+    def _size(self, param: float) -> int:
+        return 1000 if param < 0.5 else 1200
+
+    def encode(self, block: np.ndarray, param: float) -> bytes:
+        return bytes(self._size(param))
+
+    def decode(self, stream: bytes, shape3) -> np.ndarray:
+        # the larger, the more accurate: one voxel's error shrinks with the length
+        out = np.zeros(shape3)
+        out.flat[0] = 1.0 / len(stream)
+        return out
+
+    def filler(self, param: float) -> bases.BaseCodec | None:
+        outer = self
+
+        class Fill(_JumpyCodec):
+            def encode(self, block: np.ndarray, level: float) -> bytes:
+                return bytes(outer._size(param) + int(round(200 * level)))
+
+            def filler(self, param: float) -> None:
+                return None
+
+        return Fill()
+
+
+def test_a_size_jump_is_filled_by_the_codecs_filler() -> None:
+    """Between two sizes a jump leaves, the filler's stream lands near the bytes, is kept as
+    the codec's own (its decoder, the parameter's position) and only when more accurate."""
+    block = np.zeros((2, 4, 4))
+    layer = search.encode_to_size(_JumpyCodec(), block, 1100)
+    assert layer is not None and type(layer.codec) is _JumpyCodec
+    assert 0.985 * 1100 <= len(layer.stream) <= 1100
+    assert layer.position < 0.5 and layer.encodes > 2
+    plain = search.encode_to_size(bases.SPERRBase(), block + np.arange(32).reshape(2, 4, 4), 200)
+    assert plain is not None  # (a codec without a filler is searched as before)
+
+
+def test_hevc_fill_codes_its_first_frames_finer() -> None:
+    """The HEVC filler is x265 at one CRF with zones: level 0 is the CRF's own stream, a
+    higher level (here) a larger and more accurate one, decoded by the plain HEVC decoder.
+    (Not always: x265's zones can also give a smaller stream, which the search then skips.)"""
+    hevc = bases.HEVCBase()
+    if not hevc.available():
+        pytest.skip("no PyAV")
+    assert bases.HEVCFill.zones(8, 0.0) == ""
+    assert bases.HEVCFill.zones(8, 0.5) == "0,3,b=1.0400"
+    assert bases.HEVCFill.zones(8, 0.5625) == "0,3,b=1.0400/4,4,b=1.0200"
+    assert bases.HEVCFill.zones(8, 1.0) == "0,7,b=1.0400"
+    rng = np.random.default_rng(2)
+    block = np.cumsum(rng.normal(0, 5, (6, 64, 64)), axis=0) + 500
+    fill = hevc.filler(20.0)
+    assert fill is not None and fill.filler(20.0) is None
+    assert fill.encode(block, 0.0) == hevc.encode(block, 20.0)
+    low, high = fill.encode(block, 0.0), fill.encode(block, 1.0)
+    assert len(high) > len(low)
+    err = [np.mean((hevc.decode(s, block.shape) - block) ** 2) for s in (low, high)]
+    assert err[1] < err[0]

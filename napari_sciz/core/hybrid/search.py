@@ -40,6 +40,13 @@ class BaseLayer:
 
 #: parameters tried between the last fitting and non-fitting ones when the search ends short
 _SCAN_POINTS = 4
+#: a codec with a filler (:meth:`~.bases.BaseCodec.filler`) stops its parameter search once the
+#: fitting and non-fitting parameters are this close (0 to 1; for HEVC 0.3 CRF, about what a
+#: fill spans): the fill searches between their sizes
+_FILL_BRACKET = 0.005
+#: encodes of a fill search, and how close to the bytes it stops (its sizes are coarser)
+_FILL_ITERATIONS = 6
+_FILL_TOLERANCE = 0.015
 
 
 def encode_to_size(
@@ -51,13 +58,18 @@ def encode_to_size(
     deadline: float | None = None,
     cancel: Callable[[], bool] | None = None,
     bracket: tuple[float, float] = (0.0, 1.0),
+    tolerance: float = 0.005,
+    start: float | None = None,
 ) -> BaseLayer | None:
     """The best-quality stream of ``codec`` for ``block`` of at most ``nbytes`` bytes.
 
     The quality parameter is searched by regula falsi on the logarithm of the stream size
-    (bisection steps in between), stopping once a stream lands within 0.5 % of ``nbytes``;
-    when it ends further below, :data:`_SCAN_POINTS` parameters between the last one that
-    fitted and the last one that did not are tried (sizes are not monotone in them).
+    (bisection steps in between; from ``start``, a position in ``bracket``, when given),
+    stopping once a stream lands within ``tolerance`` (0.5 %) of ``nbytes``;
+    when it ends further below, the codec's filler (:meth:`~.bases.BaseCodec.filler`: HEVC)
+    grows the largest stream that fits towards ``nbytes`` and is kept when more accurate, or,
+    for a codec without one, :data:`_SCAN_POINTS` parameters between the last one that fitted
+    and the last one that did not are tried (sizes are not monotone in them).
     With a ``deadline`` (a ``perf_counter`` time) no encode starts that the previous one's
     duration says would end after it: the best stream that fits so far is returned, or
     ``None`` when none fits yet. ``cancel`` is checked before every encode
@@ -99,7 +111,10 @@ def encode_to_size(
             else (guess - codec.lo) / (codec.hi - codec.lo)
         )
         t = min(max(u if codec.increasing else 1.0 - u, lo_t), hi_t)
+    if start is not None:
+        t = min(max(start, lo_t), hi_t)
     last = 0.0  # seconds the previous encode took
+    fills = codec.filler(to_param(t)) is not None
 
     def out_of_time() -> bool:
         return deadline is not None and time.perf_counter() + last > deadline
@@ -119,10 +134,12 @@ def encode_to_size(
             if best is None or size > len(best):
                 best, best_t = stream, t
             lo_t, lo_size = t, size
-            if size >= 0.995 * nbytes:
+            if size >= (1.0 - tolerance) * nbytes:
                 break
         else:
             hi_t, hi_size = t, size
+        if fills and lo_size is not None and hi_size is not None and hi_t - lo_t < _FILL_BRACKET:
+            break  # a size jump: the fill goes on from the stream that fits
         if lo_size is not None and hi_size is not None and i % 2 == 0:
             a, b = math.log(max(lo_size, 1)), math.log(max(hi_size, 1))
             frac = (math.log(nbytes) - a) / (b - a) if b > a else 0.5
@@ -132,7 +149,11 @@ def encode_to_size(
         else:
             t = 0.5 * (lo_t + hi_t)
     narrow = hi_t - lo_t < 1e-3  # a jump at one parameter: nothing between to try
-    if best is not None and hi_size is not None and len(best) < 0.995 * nbytes and not narrow:
+    short = best is not None and len(best) < (1.0 - tolerance) * nbytes
+    if short and fills and not out_of_time():
+        plain = BaseLayer(codec, best, codec.decode(best, shape3), best_t, encodes)  # type: ignore[arg-type]
+        return _filled(plain, to_param(best_t), block, nbytes, hi_size, deadline, cancel)
+    if short and hi_size is not None and not narrow:
         # sizes jump between nearby parameters (x265's mode decisions flip): look between
         # the largest stream that fits and the smallest that does not for a larger one
         for t in np.linspace(lo_t, hi_t, _SCAN_POINTS + 2)[1:-1]:
@@ -153,3 +174,38 @@ def encode_to_size(
         best, best_t = stream, 0.0
     values = codec.decode(best, shape3)  # type: ignore[arg-type]
     return BaseLayer(codec, best, values, best_t, max(encodes, 1))
+
+
+def _filled(
+    plain: BaseLayer,
+    param: float,
+    block: np.ndarray,
+    nbytes: int,
+    over: int | None,
+    deadline: float | None,
+    cancel: Callable[[], bool] | None,
+) -> BaseLayer:
+    """``plain`` (its codec at ``param``, short of ``nbytes``; ``over``: the size of the
+    smallest stream found that did not fit) or, when more accurate, the largest stream of the
+    codec's filler at ``param`` that fits (:meth:`~.bases.BaseCodec.filler`)."""
+    filler = plain.codec.filler(param)
+    if filler is None:
+        return plain
+    size = len(plain.stream)
+    start = 0.5  # the fill level where the size should reach nbytes (log-linear guess)
+    if over is not None and over > size:
+        start = min(max(math.log(nbytes / size) / math.log(over / size), 0.1), 0.9)
+    fill = encode_to_size(
+        filler,
+        block,
+        nbytes,
+        iterations=_FILL_ITERATIONS,
+        deadline=deadline,
+        cancel=cancel,
+        tolerance=_FILL_TOLERANCE,
+        start=start,
+    )
+    encodes = plain.encodes + (0 if fill is None else fill.encodes)
+    if fill is None or len(fill.stream) <= size or fill.error(block) >= plain.error(block):
+        return BaseLayer(plain.codec, plain.stream, plain.values, plain.position, encodes)
+    return BaseLayer(plain.codec, fill.stream, fill.values, plain.position, encodes)
