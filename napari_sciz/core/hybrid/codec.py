@@ -305,6 +305,7 @@ def _with_filter(
         deadline=deadline,
         cancel=clock.cancel,
         bracket=_near(full),
+        fill=False,
     )
     if smaller is None or len(smaller.stream) >= len(full.stream):
         return plain

@@ -44,9 +44,11 @@ _SCAN_POINTS = 4
 #: fitting and non-fitting parameters are this close (0 to 1; for HEVC 0.3 CRF, about what a
 #: fill spans): the fill searches between their sizes
 _FILL_BRACKET = 0.005
+#: a size change this many times the codec's typical slope between close positions is a jump
+_JUMP = 4.0
 #: encodes of a fill search, and how close to the bytes it stops (its sizes are coarser)
-_FILL_ITERATIONS = 6
-_FILL_TOLERANCE = 0.015
+_FILL_ITERATIONS = 8
+_FILL_TOLERANCE = 0.005
 
 
 def encode_to_size(
@@ -60,16 +62,19 @@ def encode_to_size(
     bracket: tuple[float, float] = (0.0, 1.0),
     tolerance: float = 0.005,
     start: float | None = None,
+    fill: bool = True,
 ) -> BaseLayer | None:
     """The best-quality stream of ``codec`` for ``block`` of at most ``nbytes`` bytes.
 
     The quality parameter is searched by regula falsi on the logarithm of the stream size
-    (bisection steps in between; from ``start``, a position in ``bracket``, when given),
-    stopping once a stream lands within ``tolerance`` (0.5 %) of ``nbytes``;
-    when it ends further below, the codec's filler (:meth:`~.bases.BaseCodec.filler`: HEVC)
-    grows the largest stream that fits towards ``nbytes`` and is kept when more accurate, or,
-    for a codec without one, :data:`_SCAN_POINTS` parameters between the last one that fitted
-    and the last one that did not are tried (sizes are not monotone in them).
+    (bisection steps in between; secant steps from the codec's typical slope,
+    :attr:`~.bases.BaseCodec.slope`, while all sizes lie on one side of ``nbytes``), from
+    ``start`` (a position in ``bracket``) when given, stopping once a stream lands within
+    ``tolerance`` (0.5 %) of ``nbytes``. When it ends further below, the codec's filler
+    (:meth:`~.bases.BaseCodec.filler`: HEVC; unless ``fill`` is false) grows the largest
+    stream that fits towards ``nbytes`` and is kept when more accurate, or, for a codec
+    without one, :data:`_SCAN_POINTS` parameters between the last one that fitted and the
+    last one that did not are tried (sizes are not monotone in them).
     With a ``deadline`` (a ``perf_counter`` time) no encode starts that the previous one's
     duration says would end after it: the best stream that fits so far is returned, or
     ``None`` when none fits yet. ``cancel`` is checked before every encode
@@ -114,7 +119,8 @@ def encode_to_size(
     if start is not None:
         t = min(max(start, lo_t), hi_t)
     last = 0.0  # seconds the previous encode took
-    fills = codec.filler(to_param(t)) is not None
+    fills = fill and codec.filler(to_param(t)) is not None
+    prev: tuple[float, int] | None = None  # the previous (position, size) of a secant step
 
     def out_of_time() -> bool:
         return deadline is not None and time.perf_counter() + last > deadline
@@ -138,14 +144,20 @@ def encode_to_size(
                 break
         else:
             hi_t, hi_size = t, size
-        if fills and lo_size is not None and hi_size is not None and hi_t - lo_t < _FILL_BRACKET:
-            break  # a size jump: the fill goes on from the stream that fits
+        if fills and _jump(codec, (lo_t, lo_size), (hi_t, hi_size)):
+            break  # the fill goes on from the stream that fits
         if lo_size is not None and hi_size is not None and i % 2 == 0:
             a, b = math.log(max(lo_size, 1)), math.log(max(hi_size, 1))
             frac = (math.log(nbytes) - a) / (b - a) if b > a else 0.5
             t = lo_t + min(max(frac, 0.1), 0.9) * (hi_t - lo_t)
         elif lo_size is None and t <= bracket[0] + 1e-3:
             break
+        elif codec.slope is not None and (lo_size is None or hi_size is None):
+            # one side known: a secant step towards nbytes (the codec's typical slope first)
+            slope = _secant_slope(codec.slope, prev, (t, size))
+            step = abs(math.log(nbytes / max(size, 1))) / slope
+            prev = (t, size)
+            t = min(t + step, hi_t) if size <= nbytes else max(t - step, lo_t)
         else:
             t = 0.5 * (lo_t + hi_t)
     narrow = hi_t - lo_t < 1e-3  # a jump at one parameter: nothing between to try
@@ -174,6 +186,26 @@ def encode_to_size(
         best, best_t = stream, 0.0
     values = codec.decode(best, shape3)  # type: ignore[arg-type]
     return BaseLayer(codec, best, values, best_t, max(encodes, 1))
+
+
+def _jump(codec: BaseCodec, low: tuple[float, int | None], high: tuple[float, int | None]) -> bool:
+    """Whether the sizes of two close positions (fitting and not) differ by a jump: a log-size
+    change :data:`_JUMP` times the codec's typical slope over a step under
+    :data:`_FILL_BRACKET`."""
+    (lo_t, lo_size), (hi_t, hi_size) = low, high
+    if lo_size is None or hi_size is None or hi_t - lo_t >= _FILL_BRACKET:
+        return False
+    typical = codec.slope if codec.slope is not None else 0.0
+    return math.log(max(hi_size, 1) / max(lo_size, 1)) > _JUMP * typical * (hi_t - lo_t)
+
+
+def _secant_slope(typical: float, prev: tuple[float, int] | None, now: tuple[float, int]) -> float:
+    """The log-size slope through two encodes, within a factor 4 of ``typical`` (which it is
+    with one)."""
+    if prev is None or prev[0] == now[0] or min(prev[1], now[1]) < 1:
+        return typical
+    measured = abs(math.log(now[1] / prev[1]) / (now[0] - prev[0]))
+    return min(max(measured, typical / 4), typical * 4)
 
 
 def _filled(
