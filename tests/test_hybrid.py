@@ -116,7 +116,7 @@ def _filter_with_numpy(filt, base: np.ndarray) -> np.ndarray:
     coefs = filt.coefs.astype(np.float64) * 2.0**-filt.shift
     cls = filt.classify(base) if filt.classes > 1 else np.zeros(base.shape, dtype=np.intp)
     out = base + coefs[cls, -1] * filt.scale
-    for p, diff in enumerate(loopfilter._second_differences(base, filt.flat)):
+    for p, diff in enumerate(loopfilter._second_differences(base, filt.flat, filt.wide)):
         out += coefs[cls, p] * diff
     return out
 
@@ -127,8 +127,10 @@ def test_compiled_filter_equals_the_numpy_formula_and_filters_planes_alone(shape
     target = rng.random(shape) * 1000
     base = target + rng.normal(0, 40, shape)
     design = loopfilter.FilterDesign(base, target, 0)
-    for classes in (1, 4, 16):
-        filt = design.fit(classes)
+    for classes, wide in [(1, False), (4, False), (16, False), (1, True), (16, True)]:
+        filt = design.fit(classes, wide)
+        again = loopfilter.parse_loop_filter(filt.to_bytes())
+        assert again.wide == wide and again.to_bytes() == filt.to_bytes()
         whole = filt.apply(base)
         np.testing.assert_array_equal(whole, _filter_with_numpy(filt, base))  # bit for bit
         for z in range(shape[0]):

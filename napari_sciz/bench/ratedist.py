@@ -230,8 +230,9 @@ def _bases(rec: dict[str, Any] | None) -> str:
         return ""
     names = sorted({d["base"] for d in rec["layers"]})
     classes = max(d["filter_classes"] for d in rec["layers"])
+    wide = " wide" if any(d.get("filter_wide") for d in rec["layers"]) else ""
     field = sum(d["field_bytes"] for d in rec["layers"])
-    return f"{'+'.join(n.upper() for n in names)}, filter {classes} cl." + (
+    return f"{'+'.join(n.upper() for n in names)}, filter {classes} cl.{wide}" + (
         f", field {field} B" if field else ""
     )
 

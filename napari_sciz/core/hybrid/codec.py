@@ -23,6 +23,7 @@ whole blocks (base, filter and dense field) and crops them.
 
 from __future__ import annotations
 
+import itertools
 import struct
 import time
 from collections.abc import Callable
@@ -135,6 +136,10 @@ class _Candidate:
     def classes(self) -> int:
         return 0 if self.filt is None else self.filt.classes
 
+    @property
+    def wide(self) -> bool:
+        return self.filt is not None and self.filt.wide
+
 
 def _layers_bytes(base: BaseLayer, filt: bytes) -> int:
     """Bytes of base, filter length and filter (everything after the payload head)."""
@@ -145,12 +150,14 @@ def _plain(base: BaseLayer, target: np.ndarray) -> _Candidate:
     return _Candidate(base, None, base.values, base.error(target))
 
 
-def _filtered(base: BaseLayer, target: np.ndarray, classes: int, seed: int) -> _Candidate:
+def _filtered(
+    base: BaseLayer, target: np.ndarray, classes: int, seed: int, wide: bool = True
+) -> _Candidate:
     """``base`` with a filter of ``classes`` classes, or alone when the filter does not help."""
     plain = _plain(base, target)
     if classes == 0 or target.size < _MIN_FILTER_VOXELS:
         return plain
-    filt = FilterDesign(base.values, target, seed).fit(classes)
+    filt = FilterDesign(base.values, target, seed).fit(classes, wide)
     values = filt.apply(base.values)
     err = _mse(values, target)
     return _Candidate(base, filt, values, err) if err < plain.error else plain
@@ -251,7 +258,8 @@ def _refine_codec(
                 codec, target, nbytes, deadline=end, cancel=clock.cancel, bracket=_near(anchor)
             )
             if layer is not None:
-                cand = _fitting(layer, target, avail, best.classes or 4, seed)
+                wide = best.wide if best.filt is not None else True
+                cand = _fitting(layer, target, avail, best.classes or 4, wide, seed)
                 best = min(best, cand, key=_err)
                 anchor = layer if np.isfinite(layer.position) else anchor
         codec = codec.refined()
@@ -270,12 +278,12 @@ def _ranked(error: float, codec: BaseCodec) -> float:
 
 
 def _fitting(
-    base: BaseLayer, target: np.ndarray, avail: int, classes: int, seed: int
+    base: BaseLayer, target: np.ndarray, avail: int, classes: int, wide: bool, seed: int
 ) -> _Candidate:
     """``base`` with a filter of ``classes`` classes (or of one) when it fits, else alone."""
     best = _plain(base, target)
     for n in dict.fromkeys((classes, 1)):
-        cand = _filtered(base, target, n, seed)
+        cand = _filtered(base, target, n, seed, wide)
         if _layers_bytes(base, cand.filter_bytes) <= avail and cand.error < best.error:
             best = cand
     return best
@@ -315,17 +323,18 @@ def _with_filter(
     # the base's sizes are coarse (x265 jumps by ~5 % at low rates): what it left is free
     spare = avail - 1 - len(full.stream)
     scored = []
-    for classes in FILTER_CLASSES:
-        filt = design.fit(classes)
+    for classes, wide in itertools.product(FILTER_CLASSES, (False, True)):
+        filt = design.fit(classes, wide)
         fbytes = len(filt.to_bytes())
         extra = max(fbytes + len(_varint(fbytes)) - 1 - spare, 0)
-        scored.append((design.error(filt) * unit + max(slope, 0.0) * extra, classes, fbytes))
-    score, classes, fbytes = min(scored)
+        score = design.error(filt) * unit + max(slope, 0.0) * extra
+        scored.append((score, classes, wide, fbytes))
+    score, classes, wide, fbytes = min(scored)
     if score >= plain.error:
         return plain
     base_room = avail - fbytes - len(_varint(fbytes))
     if base_room >= len(full.stream):  # the filter fits in what the base left
-        cand = _filtered(full, target, classes, seed)
+        cand = _filtered(full, target, classes, seed, wide)
         if _layers_bytes(full, cand.filter_bytes) <= avail:
             return cand if cand.error < plain.error else plain
     for _ in range(4):
@@ -334,13 +343,13 @@ def _with_filter(
         )
         if base is None:
             break
-        cand = _filtered(base, target, classes, seed)
+        cand = _filtered(base, target, classes, seed, wide)
         over = _layers_bytes(base, cand.filter_bytes) - avail
         if over <= 0:
             return cand if cand.error < plain.error else plain
         base_room -= over + 8  # the refitted filter came out larger: give the base less
     # out of time or of tries: the smaller base coded for the slope leaves room for a filter
-    cand = _filtered(smaller, target, classes, seed)
+    cand = _filtered(smaller, target, classes, seed, wide)
     fits = _layers_bytes(smaller, cand.filter_bytes) <= avail
     return cand if fits and cand.error < plain.error else plain
 
@@ -514,11 +523,12 @@ def describe(payload: bytes) -> dict[str, Any]:
     """Base codec, layer sizes and filter classes of a hybrid payload (for ``sciz info``)."""
     flat = bool(_HEAD.unpack_from(payload)[3] & 1) if len(payload) >= _HEAD.size else False
     codec, base, filt, inr = _parse(payload, (1 if flat else 2, 1, 1))
-    classes = parse_loop_filter(filt).classes if filt else 0
+    parsed = parse_loop_filter(filt) if filt else None
     return {
         "base": codec.name,
         "base_bytes": len(base),
         "filter_bytes": len(filt),
-        "filter_classes": classes,
+        "filter_classes": 0 if parsed is None else parsed.classes,
+        "filter_wide": parsed is not None and parsed.wide,
         "field_bytes": len(inr),
     }

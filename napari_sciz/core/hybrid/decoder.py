@@ -3,7 +3,8 @@
 A viewer asks for one plane at a time. :class:`HybridBlock` decodes a block's base layer as far
 as the planes asked for need (an HEVC base frame by frame, up to the plane after the last one
 asked for; SPERR and JPEG XL bases at once) and its field, if any, once, and runs the loop
-filter only on the planes asked for (a plane needs its two neighbours in the base), keeping the
+filter only on the planes asked for (a plane needs one or, with a wide filter, two neighbours
+on each side in the base), keeping the
 filtered planes for the next request; a whole-block decode is the request of every plane.
 """
 
@@ -68,8 +69,9 @@ class HybridBlock:
             todo = np.flatnonzero(~self._done[z0:stop]) + z0
             if todo.size:
                 lo, hi = int(todo[0]), int(todo[-1]) + 1
-                # the filter reads planes lo - 1 to hi (clamped)
-                base = self._base_span(max(lo - 1, 0), min(hi + 1, self.shape3[0]))
+                # the filter reads `reach` planes on each side (clamped)
+                r = 0 if self._filter is None else self._filter.reach
+                base = self._base_span(max(lo - r, 0), min(hi + r, self.shape3[0]))
                 if self._filter is None:
                     values = base[lo:hi].copy()
                 else:

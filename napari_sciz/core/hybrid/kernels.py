@@ -2,11 +2,12 @@
 
 :func:`filter_planes` computes, for planes ``z0:z1`` of a decoded base, exactly what the
 module docstring of :mod:`napari_sciz.core.hybrid.loopfilter` defines, in one pass per voxel
-(activity, class, 13 or 4 second differences) instead of a dozen whole-array numpy passes: the
-same operations in the same order, so its values equal the numpy formulation's bit for bit
-(``tests/test_hybrid.py`` checks it). Edges replicate the nearest voxel. Compiled on first use
-and cached on disk by numba (``cache=True``); it releases the GIL, so blocks decode in
-parallel threads, and a call for many planes splits them between threads.
+(activity, class, 13 or 4 second differences, 3 or 2 more when wide) instead of a dozen
+whole-array numpy passes: the same operations in the same order, so its values equal the
+numpy formulation's bit for bit (``tests/test_hybrid.py`` checks it). Edges replicate the
+nearest voxel. Compiled on first use and cached on disk by numba (``cache=True``); it
+releases the GIL, so blocks decode in parallel threads, and a call for many planes splits
+them between threads.
 """
 
 from __future__ import annotations
@@ -29,20 +30,21 @@ def _filter_planes(
     steps: np.ndarray,
     bias: float,
     flat: bool,
+    pad: int,
     z0: int,
     z1: int,
     out: np.ndarray,
 ) -> None:  # pragma: no cover - compiled (its results are tested against numpy)
-    # `padded`: the base with one replicated voxel on every side, flattened; `steps`: the
+    # `padded`: the base with `pad` replicated voxels on every side, flattened; `steps`: the
     # flat index step of each offset (one of each point-symmetric pair)
     _d, h, w = out.shape[0], out.shape[1], out.shape[2]
-    sy = w + 2
-    sz = (h + 2) * sy
+    sy = w + 2 * pad
+    sz = (h + 2 * pad) * sy
     n_off = steps.shape[0]
     n_thr = thresholds.shape[0]
     for z in range(z0, z1):
         for y in range(h):
-            row = (z + 1) * sz + (y + 1) * sy + 1
+            row = (z + pad) * sz + (y + pad) * sy + pad
             for x in range(w):
                 i = row + x
                 c = padded[i]
@@ -101,10 +103,11 @@ def filter_planes(
     base = np.asarray(base, dtype=np.float64)
     d, h, w = base.shape
     stop = d if z1 is None else int(z1)
-    lo, hi = max(int(z0) - 1, 0), min(stop + 1, d)  # the planes the requested ones read
-    padded = np.pad(base[lo:hi], 1, mode="edge")  # (the z pad is read only at the volume's ends)
-    sy, sz = w + 2, (h + 2) * (w + 2)
     offs = np.asarray(offsets, dtype=np.int64).reshape(-1, 3)
+    pad = max(1, int(np.abs(offs).max(initial=1)))
+    lo, hi = max(int(z0) - pad, 0), min(stop + pad, d)  # the planes the requested ones read
+    padded = np.pad(base[lo:hi], pad, mode="edge")  # (the z pad is read only at the ends)
+    sy, sz = w + 2 * pad, (h + 2 * pad) * (w + 2 * pad)
     steps = offs[:, 0] * sz + offs[:, 1] * sy + offs[:, 2]
     out = np.empty((stop - int(z0), h, w), dtype=np.float64)
     args = (
@@ -114,6 +117,7 @@ def filter_planes(
         np.ascontiguousarray(steps),
         float(bias),
         bool(flat),
+        pad,
     )
     # planes are independent: several calls on threads (the kernel releases the GIL)
     n = stop - int(z0)

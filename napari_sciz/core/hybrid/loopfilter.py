@@ -7,7 +7,9 @@ local activity of the base (as VVC's adaptive loop filter does in 2D):
 ``out[n] = b[n] + sum_p c[k, p] * (b[n + o_p] + b[n - o_p] - 2 b[n]) + c[k, P] * scale``
 
 where ``b`` is the decoded base, ``o_p`` the 13 offsets of half a 3x3x3 neighbourhood (4 of a
-3x3 one for one-plane blocks; the filter is point-symmetric), ``k`` the activity class of voxel
+3x3 one for one-plane blocks; the filter is point-symmetric), in a *wide* filter also the
+offsets two voxels along each axis (3 more; 2 in one-plane blocks: an HEVC base's blur spans
+more than one voxel), ``k`` the activity class of voxel
 ``n`` (the sum of the absolute second differences along the three axes, cut at ``K - 1``
 thresholds) and ``scale`` the block's value span. Working on second differences keeps the
 filter exact on constant regions and makes its coefficients independent of the data's units.
@@ -18,7 +20,8 @@ picks the number of classes by rate-distortion (:func:`napari_sciz.core.hybrid.c
 
 Serialised form::
 
-    u8 classes K | u8 flags (bit 0: 2D) | u8 shift | f32 scale | (K - 1) x f32 thresholds
+    u8 classes K | u8 flags (bit 0: 2D, bit 1: wide) | u8 shift | f32 scale
+    | (K - 1) x f32 thresholds
     | K x (P + 1) zigzag varints (coefficients, class by class)
 """
 
@@ -39,31 +42,45 @@ __all__ = ["FilterDesign", "LoopFilter", "fit_loop_filter", "parse_loop_filter"]
 SHIFT = 10
 #: voxels sampled for the least-squares fit of one block
 FIT_SAMPLE = 1 << 20
+#: activity classes the least-squares sums are kept for (the largest class count)
+FINE_CLASSES = 16
 _HEAD = struct.Struct("<BBBf")
 _MAX_CLASSES = 64
 
 
-def offsets(flat: bool) -> list[tuple[int, int, int]]:
-    """Half of the 3x3x3 (3x3 when ``flat``) neighbourhood: one offset of each +-pair."""
+def offsets(flat: bool, wide: bool = False) -> list[tuple[int, int, int]]:
+    """Half of the 3x3x3 (3x3 when ``flat``) neighbourhood: one offset of each +-pair; when
+    ``wide``, then two voxels along each axis."""
     out = []
     for dz in (0,) if flat else (-1, 0, 1):
         for dy in (-1, 0, 1):
             for dx in (-1, 0, 1):
                 if (dz, dy, dx) > (0, 0, 0):
                     out.append((dz, dy, dx))
+    if wide:
+        out += [(0, 2, 0), (0, 0, 2)] if flat else [(2, 0, 0), (0, 2, 0), (0, 0, 2)]
     return out
 
 
-def _shifted(padded: np.ndarray, off: tuple[int, int, int], shape: tuple[int, ...]) -> np.ndarray:
-    return padded[tuple(slice(1 + o, 1 + o + n) for o, n in zip(off, shape, strict=True))]
+def reach(wide: bool) -> int:
+    """How far (voxels, planes) the filter reads around a voxel."""
+    return 2 if wide else 1
 
 
-def _second_differences(base: np.ndarray, flat: bool):
+def _shifted(
+    padded: np.ndarray, off: tuple[int, int, int], shape: tuple[int, ...], pad: int = 1
+) -> np.ndarray:
+    return padded[tuple(slice(pad + o, pad + o + n) for o, n in zip(off, shape, strict=True))]
+
+
+def _second_differences(base: np.ndarray, flat: bool, wide: bool = False):
     """Yield ``b[n + o] + b[n - o] - 2 b[n]`` for every offset pair (dense arrays)."""
-    padded = np.pad(base, 1, mode="edge")
-    for off in offsets(flat):
+    pad = reach(wide)
+    padded = np.pad(base, pad, mode="edge")
+    for off in offsets(flat, wide):
         neg = tuple(-o for o in off)
-        yield _shifted(padded, off, base.shape) + _shifted(padded, neg, base.shape) - 2 * base
+        plus = _shifted(padded, off, base.shape, pad)
+        yield plus + _shifted(padded, neg, base.shape, pad) - 2 * base
 
 
 def activity(base: np.ndarray, flat: bool) -> np.ndarray:
@@ -111,6 +128,8 @@ class LoopFilter:
         ``(K, P + 1)`` integer coefficients (multiples of ``2 ** -shift``).
     shift : int
         Coefficient step exponent.
+    wide : bool
+        Also the offsets two voxels along each axis (:func:`offsets`).
     """
 
     flat: bool
@@ -118,6 +137,12 @@ class LoopFilter:
     thresholds: np.ndarray
     coefs: np.ndarray
     shift: int = SHIFT
+    wide: bool = False
+
+    @property
+    def reach(self) -> int:
+        """Planes (and voxels) read on each side of a filtered voxel."""
+        return reach(self.wide)
 
     @property
     def classes(self) -> int:
@@ -139,13 +164,14 @@ class LoopFilter:
         from .kernels import filter_planes
 
         coefs = self.coefs.astype(np.float64) * 2.0**-self.shift
-        offs = np.asarray(offsets(self.flat), dtype=np.int64)
+        offs = np.asarray(offsets(self.flat, self.wide), dtype=np.int64)
         thresholds = np.asarray(self.thresholds, dtype=np.float32)
         return filter_planes(base, coefs, thresholds, offs, self.scale, self.flat, z0, z1)
 
     def to_bytes(self) -> bytes:
         """Serialised form."""
-        head = _HEAD.pack(self.classes, 1 if self.flat else 0, self.shift, self.scale)
+        flags = (1 if self.flat else 0) | (2 if self.wide else 0)
+        head = _HEAD.pack(self.classes, flags, self.shift, self.scale)
         body = np.asarray(self.thresholds, dtype="<f4").tobytes()
         return head + body + _zigzag(self.coefs.astype(np.int64).ravel())
 
@@ -155,27 +181,33 @@ def parse_loop_filter(data: bytes) -> LoopFilter:
     if len(data) < _HEAD.size:
         raise FormatError("hybrid loop filter is truncated")
     classes, flags, shift, scale = _HEAD.unpack_from(data)
-    if not 1 <= classes <= _MAX_CLASSES or flags > 1 or shift > 24:
+    if not 1 <= classes <= _MAX_CLASSES or flags > 3 or shift > 24:
         raise FormatError("hybrid loop filter declares unsupported parameters")
     if not (np.isfinite(scale) and scale >= 0):
         raise FormatError("hybrid loop filter holds an invalid scale")
-    flat = bool(flags & 1)
+    flat, wide = bool(flags & 1), bool(flags & 2)
     pos = _HEAD.size + 4 * (classes - 1)
     if pos > len(data):
         raise FormatError("hybrid loop filter is truncated")
     thresholds = np.frombuffer(data[_HEAD.size : pos], dtype="<f4").astype(np.float32)
     if not np.all(np.isfinite(thresholds)) or np.any(np.diff(thresholds) < 0):
         raise FormatError("hybrid loop filter holds invalid thresholds")
-    n = classes * (len(offsets(flat)) + 1)
+    n = classes * (len(offsets(flat, wide)) + 1)
     values, pos = _unzigzag(data, pos, n)
     if pos != len(data):
         raise FormatError("hybrid loop filter has trailing data")
     coefs = values.reshape(classes, -1)
-    return LoopFilter(flat, float(scale), thresholds, coefs, int(shift))
+    return LoopFilter(flat, float(scale), thresholds, coefs, int(shift), wide)
 
 
 class FilterDesign:
-    """The least-squares problem of one base layer, sampled once, solved for any class count.
+    """The least-squares problem of one base layer, sampled once, solved for any class count,
+    narrow or wide.
+
+    The sums of the normal equations are taken once per sixteenth of the activity's range
+    (:data:`FINE_CLASSES`): the class counts the encoder tries (1, 2, 4, 8, 16) cut at the
+    same quantiles, so each of their classes is a union of those and its sums are sums of
+    them, for the fit and for the error alike.
 
     Parameters
     ----------
@@ -195,48 +227,101 @@ class FilterDesign:
         n = base.size
         rng = np.random.default_rng(seed)
         sample = rng.choice(n, FIT_SAMPLE, replace=False) if n > FIT_SAMPLE else np.arange(n)
-        feats = [d.ravel()[sample] for d in _second_differences(base, self.flat)]
+        feats = [d.ravel()[sample] for d in _second_differences(base, self.flat, wide=True)]
         feats.append(np.full(sample.size, self.scale))
-        self.a = np.stack(feats, axis=1)
-        self.y = (target - base).ravel()[sample]
+        a = np.stack(feats, axis=1)  # narrow offsets, wide ones, bias
+        narrow = len(offsets(self.flat))
+        self._columns = {
+            False: np.r_[np.arange(narrow), a.shape[1] - 1],
+            True: np.arange(a.shape[1]),
+        }
+        y = (target - base).ravel()[sample]
+        self.size = y.size
         self.act = activity(base, self.flat).astype(np.float32).ravel()[sample]
+        self._yy_all = float(np.einsum("n,n->", y, y))
+        self._fine = _cuts(self.act, FINE_CLASSES)
+        fine = np.searchsorted(self._fine, self.act, side="right")
+        bins = self._fine.size + 1
+        width = a.shape[1]
+        self._gram = np.zeros((bins, width, width))
+        self._rhs = np.zeros((bins, width))
+        self._yy = np.zeros(bins)
+        self._count = np.zeros(bins, dtype=np.int64)
+        for f in range(bins):
+            m = fine == f
+            af, yf = a[m], y[m]
+            # einsum, not BLAS: the sums must not depend on the number of BLAS threads, so
+            # that every machine and worker fits the same coefficients (same bytes)
+            self._gram[f] = np.einsum("ni,nj->ij", af, af)
+            self._rhs[f] = np.einsum("ni,n->i", af, yf)
+            self._yy[f] = np.einsum("n,n->", yf, yf)
+            self._count[f] = yf.size
 
     @property
     def base_error(self) -> float:
         """Mean squared error of the unfiltered base on the sample."""
-        return float(np.mean(self.y * self.y))
+        return self._yy_all / max(self.size, 1)
 
-    def fit(self, classes: int) -> LoopFilter:
-        """The filter bank with ``classes`` activity classes (equal-population cuts)."""
-        qs = np.linspace(0, 1, classes + 1)[1:-1]
-        cuts = np.unique(np.quantile(self.act, qs).astype(np.float32)) if classes > 1 else []
-        thresholds = np.asarray(cuts, dtype=np.float32)
-        cls = np.searchsorted(thresholds, self.act, side="right")
-        width = self.a.shape[1]
+    def _classes_of_bins(self, thresholds: np.ndarray) -> np.ndarray:
+        """The class (of ``thresholds``) of every fine bin; :class:`ValueError` when the
+        thresholds are not among the fine ones."""
+        if not np.all(np.isin(thresholds, self._fine)):
+            raise ValueError("class thresholds must be among the design's fine thresholds")
+        lower = np.r_[np.float32(-np.inf), self._fine].astype(np.float32)
+        return np.searchsorted(thresholds, lower, side="right")
+
+    def _sums(self, thresholds: np.ndarray, cols: np.ndarray):
+        """Per class of ``thresholds``: Gram matrix, right-hand side, ``y.y`` and count."""
+        of_bin = self._classes_of_bins(thresholds)
+        k = thresholds.size + 1
+        ix = np.ix_(np.arange(self._gram.shape[0]), cols, cols)
+        gram, rhs = self._gram[ix], self._rhs[:, cols]
+        out = []
+        for c in range(k):
+            m = of_bin == c
+            out.append((gram[m].sum(0), rhs[m].sum(0), self._yy[m].sum(), self._count[m].sum()))
+        return out
+
+    def fit(self, classes: int, wide: bool = False) -> LoopFilter:
+        """The filter bank with ``classes`` activity classes (equal-population cuts; a count
+        that does not divide :data:`FINE_CLASSES` is raised to the next one that does, and
+        classes whose cuts coincide merge)."""
+        classes = min(max(classes, 1), FINE_CLASSES)
+        while FINE_CLASSES % classes:
+            classes += 1
+        thresholds = _cuts(self.act, classes)
+        cols = self._columns[wide]
+        width = cols.size
         coefs = np.zeros((thresholds.size + 1, width), dtype=np.int64)
-        for k in range(coefs.shape[0]):
-            m = cls == k
-            if m.sum() < 4 * width:
+        for k, (gram, rhs, _yy, count) in enumerate(self._sums(thresholds, cols)):
+            if count < 4 * width:
                 continue
-            ak, yk = self.a[m], self.y[m]
-            # einsum, not BLAS: the sums must not depend on the number of BLAS threads, so
-            # that every machine and worker fits the same coefficients (same bytes)
-            gram = np.einsum("ni,nj->ij", ak, ak)
-            gram += np.eye(width) * (1e-9 * np.trace(gram) / width + 1e-300)
-            c = np.linalg.solve(gram, np.einsum("ni,n->i", ak, yk))
+            gram = gram + np.eye(width) * (1e-9 * np.trace(gram) / width + 1e-300)
+            c = np.linalg.solve(gram, rhs)
             coefs[k] = np.clip(np.rint(c * 2.0**SHIFT), -(2**20), 2**20).astype(np.int64)
-        return LoopFilter(self.flat, self.scale, thresholds, coefs)
+        return LoopFilter(self.flat, self.scale, thresholds, coefs, wide=wide)
 
     def error(self, filt: LoopFilter) -> float:
-        """Mean squared error of the filtered base on the sample."""
-        cls = np.searchsorted(filt.thresholds, self.act, side="right")
+        """Mean squared error of the filtered base on the sample (from the sums:
+        ``y.y - 2 c.r + c G c`` per class)."""
         coefs = filt.coefs.astype(np.float64) * 2.0**-filt.shift
-        d = self.y - np.einsum("np,np->n", self.a, coefs[cls])
-        return float(np.mean(d * d))
+        total = 0.0
+        sums = self._sums(np.asarray(filt.thresholds, np.float32), self._columns[filt.wide])
+        for c, (gram, rhs, yy, _count) in zip(coefs, sums, strict=True):
+            total += yy - 2.0 * float(c @ rhs) + float(c @ gram @ c)
+        return max(total, 0.0) / max(self.size, 1)
+
+
+def _cuts(act: np.ndarray, classes: int) -> np.ndarray:
+    """Equal-population activity thresholds of ``classes`` classes (float32, increasing)."""
+    if classes <= 1:
+        return np.zeros(0, dtype=np.float32)
+    qs = np.linspace(0, 1, classes + 1)[1:-1]
+    return np.unique(np.quantile(act, qs).astype(np.float32))
 
 
 def fit_loop_filter(
-    base: np.ndarray, target: np.ndarray, classes: int, *, seed: int = 0
+    base: np.ndarray, target: np.ndarray, classes: int, *, seed: int = 0, wide: bool = False
 ) -> LoopFilter:
     """Least-squares filter bank with ``classes`` activity classes (see :class:`FilterDesign`)."""
-    return FilterDesign(base, target, seed).fit(classes)
+    return FilterDesign(base, target, seed).fit(classes, wide)
