@@ -227,35 +227,34 @@ class FilterDesign:
         n = base.size
         rng = np.random.default_rng(seed)
         sample = rng.choice(n, FIT_SAMPLE, replace=False) if n > FIT_SAMPLE else np.arange(n)
-        feats = [d.ravel()[sample] for d in _second_differences(base, self.flat, wide=True)]
-        feats.append(np.full(sample.size, self.scale))
-        a = np.stack(feats, axis=1)  # narrow offsets, wide ones, bias
-        narrow = len(offsets(self.flat))
-        self._columns = {
-            False: np.r_[np.arange(narrow), a.shape[1] - 1],
-            True: np.arange(a.shape[1]),
-        }
+        act = activity(base, self.flat).astype(np.float32).ravel()[sample]
+        self._fine = _cuts(act, FINE_CLASSES)
+        fine = np.searchsorted(self._fine, act, side="right")
+        # the sample sorted by fine bin (stable): each bin's rows are one contiguous slice
+        order = np.argsort(fine, kind="stable")
+        sample, self.act = sample[order], act[order]
+        bins = self._fine.size + 1
+        bounds = np.searchsorted(fine[order], np.arange(bins + 1))
+        narrow, wide = len(offsets(self.flat)), len(offsets(self.flat, True))
+        a = np.empty((sample.size, wide + 1))  # narrow offsets, wide ones, bias
+        for j, d in enumerate(_second_differences(base, self.flat, wide=True)):
+            a[:, j] = d.ravel()[sample]
+        a[:, wide] = self.scale
+        self._columns = {False: np.r_[np.arange(narrow), wide], True: np.arange(wide + 1)}
         y = (target - base).ravel()[sample]
         self.size = y.size
-        self.act = activity(base, self.flat).astype(np.float32).ravel()[sample]
         self._yy_all = float(np.einsum("n,n->", y, y))
-        self._fine = _cuts(self.act, FINE_CLASSES)
-        fine = np.searchsorted(self._fine, self.act, side="right")
-        bins = self._fine.size + 1
-        width = a.shape[1]
-        self._gram = np.zeros((bins, width, width))
-        self._rhs = np.zeros((bins, width))
+        self._gram = np.zeros((bins, wide + 1, wide + 1))
+        self._rhs = np.zeros((bins, wide + 1))
         self._yy = np.zeros(bins)
-        self._count = np.zeros(bins, dtype=np.int64)
+        self._count = np.diff(bounds)
         for f in range(bins):
-            m = fine == f
-            af, yf = a[m], y[m]
+            af, yf = a[bounds[f] : bounds[f + 1]], y[bounds[f] : bounds[f + 1]]
             # einsum, not BLAS: the sums must not depend on the number of BLAS threads, so
             # that every machine and worker fits the same coefficients (same bytes)
             self._gram[f] = np.einsum("ni,nj->ij", af, af)
             self._rhs[f] = np.einsum("ni,n->i", af, yf)
             self._yy[f] = np.einsum("n,n->", yf, yf)
-            self._count[f] = yf.size
 
     @property
     def base_error(self) -> float:
