@@ -228,11 +228,15 @@ class FilterDesign:
         rng = np.random.default_rng(seed)
         sample = rng.choice(n, FIT_SAMPLE, replace=False) if n > FIT_SAMPLE else np.arange(n)
         act = activity(base, self.flat).astype(np.float32).ravel()[sample]
-        self._fine = _cuts(act, FINE_CLASSES)
+        # the activity's quantiles at every sixteenth, once: those of 2, 4, 8 classes are among
+        # them (the same dyadic fractions)
+        qs = np.linspace(0, 1, FINE_CLASSES + 1)[1:-1]
+        self._quantiles = np.quantile(act, qs).astype(np.float32)
+        self._fine = np.unique(self._quantiles)
         fine = np.searchsorted(self._fine, act, side="right")
         # the sample sorted by fine bin (stable): each bin's rows are one contiguous slice
         order = np.argsort(fine, kind="stable")
-        sample, self.act = sample[order], act[order]
+        sample = sample[order]
         bins = self._fine.size + 1
         bounds = np.searchsorted(fine[order], np.arange(bins + 1))
         narrow, wide = len(offsets(self.flat)), len(offsets(self.flat, True))
@@ -288,7 +292,9 @@ class FilterDesign:
         classes = min(max(classes, 1), FINE_CLASSES)
         while FINE_CLASSES % classes:
             classes += 1
-        thresholds = _cuts(self.act, classes)
+        step = FINE_CLASSES // classes
+        thresholds = np.unique(self._quantiles[step - 1 :: step]) if classes > 1 else []
+        thresholds = np.asarray(thresholds, dtype=np.float32)
         cols = self._columns[wide]
         width = cols.size
         coefs = np.zeros((thresholds.size + 1, width), dtype=np.int64)
@@ -309,14 +315,6 @@ class FilterDesign:
         for c, (gram, rhs, yy, _count) in zip(coefs, sums, strict=True):
             total += yy - 2.0 * float(c @ rhs) + float(c @ gram @ c)
         return max(total, 0.0) / max(self.size, 1)
-
-
-def _cuts(act: np.ndarray, classes: int) -> np.ndarray:
-    """Equal-population activity thresholds of ``classes`` classes (float32, increasing)."""
-    if classes <= 1:
-        return np.zeros(0, dtype=np.float32)
-    qs = np.linspace(0, 1, classes + 1)[1:-1]
-    return np.unique(np.quantile(act, qs).astype(np.float32))
 
 
 def fit_loop_filter(

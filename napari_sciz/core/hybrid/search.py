@@ -46,9 +46,10 @@ _SCAN_POINTS = 4
 _FILL_BRACKET = 0.005
 #: a size change this many times the codec's typical slope between close positions is a jump
 _JUMP = 4.0
-#: encodes of a fill search, and how close to the bytes it stops (its sizes are coarser)
+#: encodes of a fill search
 _FILL_ITERATIONS = 8
-_FILL_TOLERANCE = 0.005
+#: a search stops once a stream lands this close below the bytes
+_TOLERANCE = 0.005
 
 
 def encode_to_size(
@@ -60,7 +61,6 @@ def encode_to_size(
     deadline: float | None = None,
     cancel: Callable[[], bool] | None = None,
     bracket: tuple[float, float] = (0.0, 1.0),
-    tolerance: float = 0.005,
     start: float | None = None,
     fill: bool = True,
 ) -> BaseLayer | None:
@@ -70,7 +70,7 @@ def encode_to_size(
     (bisection steps in between; secant steps from the codec's typical slope,
     :attr:`~.bases.BaseCodec.slope`, while all sizes lie on one side of ``nbytes``), from
     ``start`` (a position in ``bracket``) when given, stopping once a stream lands within
-    ``tolerance`` (0.5 %) of ``nbytes``. When it ends further below, the codec's filler
+    :data:`_TOLERANCE` (0.5 %) of ``nbytes``. When it ends further below, the codec's filler
     (:meth:`~.bases.BaseCodec.filler`: HEVC; unless ``fill`` is false) grows the largest
     stream that fits towards ``nbytes`` and is kept when more accurate, or, for a codec
     without one, :data:`_SCAN_POINTS` parameters between the last one that fitted and the
@@ -140,7 +140,7 @@ def encode_to_size(
             if best is None or size > len(best):
                 best, best_t = stream, t
             lo_t, lo_size = t, size
-            if size >= (1.0 - tolerance) * nbytes:
+            if size >= (1.0 - _TOLERANCE) * nbytes:
                 break
         else:
             hi_t, hi_size = t, size
@@ -161,7 +161,7 @@ def encode_to_size(
         else:
             t = 0.5 * (lo_t + hi_t)
     narrow = hi_t - lo_t < 1e-3  # a jump at one parameter: nothing between to try
-    short = best is not None and len(best) < (1.0 - tolerance) * nbytes
+    short = best is not None and len(best) < (1.0 - _TOLERANCE) * nbytes
     if short and fills and not out_of_time():
         plain = BaseLayer(codec, best, codec.decode(best, shape3), best_t, encodes)  # type: ignore[arg-type]
         return _filled(plain, to_param(best_t), block, nbytes, hi_size, deadline, cancel)
@@ -234,7 +234,6 @@ def _filled(
         iterations=_FILL_ITERATIONS,
         deadline=deadline,
         cancel=cancel,
-        tolerance=_FILL_TOLERANCE,
         start=start,
     )
     encodes = plain.encodes + (0 if fill is None else fill.encodes)
