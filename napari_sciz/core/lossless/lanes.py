@@ -11,7 +11,6 @@ lane's loop starts while the next lane's tokens are decoded.
 
 from __future__ import annotations
 
-import os
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from ...errors import FormatError
+from ..parallel import on_threads, pipelined
 from .ctxtree import ContextTree
 from .entropy import _class_models, _token_tables
 from .layout import _V4_EXT, _V4_LANE_BITS, _V5_EXT, _V6_EXT, _V7_EXT, LANE_MAJOR_VERSION
@@ -43,34 +43,13 @@ def lane_boxes(shape3: tuple[int, int, int], lanes: int, axis: int) -> list[tupl
 
 
 def _on_threads(fn: Callable[[Any], Any], items: list) -> list:
-    """``[fn(x) for x in items]``, on up to one thread per CPU (numpy releases the GIL)."""
-    threads = min(len(items), os.cpu_count() or 1)
-    if threads < 2:
-        return [fn(x) for x in items]
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="sciz-lane") as pool:
-        return list(pool.map(fn, items))
+    """:func:`~napari_sciz.core.parallel.on_threads` on lane threads."""
+    return on_threads(fn, items, "sciz-lane")
 
 
 def _pipelined(first: Callable[[int], None], then: Callable[[int], Any], n: int) -> list:
-    """``first(i)`` for ``i`` in order on this thread, each followed by ``then(i)`` on a
-    worker thread (``then`` must release the GIL to overlap); the results of ``then``."""
-    threads = min(n, os.cpu_count() or 1)
-    if threads < 2:
-        out = []
-        for i in range(n):
-            first(i)
-            out.append(then(i))
-        return out
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="sciz-lane") as pool:
-        futures = []
-        for i in range(n):
-            first(i)
-            futures.append(pool.submit(then, i))
-        return [f.result() for f in futures]
+    """:func:`~napari_sciz.core.parallel.pipelined` on lane threads."""
+    return pipelined(first, then, n, "sciz-lane")
 
 
 class LanePlan:
