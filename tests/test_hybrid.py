@@ -483,6 +483,35 @@ def test_a_size_jump_is_filled_by_the_codecs_filler() -> None:
     assert plain is not None  # (a codec without a filler is searched as before)
 
 
+class _SteepCodec(_JumpyCodec):
+    """A fake codec without a typical slope whose stream shrinks from 10,000 to 1,000 bytes
+    over its parameter; it counts its encodes."""
+
+    def __init__(self) -> None:
+        self.encodes = 0
+
+    def filler(self, param: float) -> None:
+        return None
+
+    def _size(self, param: float) -> int:
+        self.encodes += 1
+        return int(1000 * 10 ** (1.0 - param))
+
+
+def test_a_search_far_above_the_bytes_tries_the_lowest_quality_first() -> None:
+    """When the first stream is more than twice too large, the lowest quality is tried next:
+    a target nothing reaches costs two encodes, not a bisection down to the floor."""
+    block = np.zeros((2, 4, 4))
+    steep = _SteepCodec()
+    steep.increasing = False  # quality falls as the parameter grows: position 0 = parameter 1
+    assert search.encode_to_size(steep, block, 500) is None
+    assert steep.encodes == 2
+    steep = _SteepCodec()
+    steep.increasing = False
+    layer = search.encode_to_size(steep, block, 1500)
+    assert layer is not None and 0.99 * 1500 <= len(layer.stream) <= 1500
+
+
 def test_hevc_fill_codes_its_first_frames_finer() -> None:
     """The HEVC filler is x265 at one CRF with zones: level 0 is the CRF's own stream, a
     higher level (here) a larger and more accurate one, decoded by the plain HEVC decoder.
