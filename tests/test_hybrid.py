@@ -67,7 +67,9 @@ def test_never_worse_than_any_base_layer_alone(coded) -> None:
                 continue
             alone = search.encode_to_size(base, block, len(payload) - 12)
             if alone is not None:
-                assert mse <= alone.error(block) * 1.02, base.name
+                # (3 %: at a few hundred bytes SPERR's error is not monotone in its size, e.g.
+                # 2,550 at 355 bytes and 2,485 at 354 on one of these blocks)
+                assert mse <= alone.error(block) * 1.03, base.name
 
 
 def test_files_of_payload_version_1_still_decode() -> None:

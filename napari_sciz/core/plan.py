@@ -196,7 +196,9 @@ def value_range(stats: Sequence[BlockStats]) -> list[float | int]:
     return [min(s.vmin for s in stats), max(s.vmax for s in stats)]
 
 
-def payload_budget(raw: int, target: float, fixed: int, n_blocks: int) -> float:
+def payload_budget(
+    raw: int, target: float, fixed: int, n_blocks: int, exact: bool = False
+) -> float:
     """Bytes for all block payloads, given the bytes ``fixed`` of everything else.
 
     Each block's payload lands in ``[1 - BLOCK_WINDOW, 1]`` times its share and the header
@@ -204,7 +206,14 @@ def payload_budget(raw: int, target: float, fixed: int, n_blocks: int) -> float:
     ``BLOCK_WINDOW * budget + HEADER_SLACK`` bytes. On large files the aim ``RATIO_AIM`` absorbs
     that; on small files (a few kB, where the header is a large part of the file) the budget is
     raised, up to ``RATIO_FLOOR``, so that even the smallest outcome stays under ``RATIO_CEIL``.
+
+    ``exact`` (hybrid mode, whose size searches land just under each block's share and whose
+    header growth is reserved exactly): every byte the ratio allows, ``raw / target - fixed``;
+    the file then reaches the ratio (the classical codecs' rule, ``shared/GUIDE.md`` §2) and
+    gives none of it away (the aim cost the hybrid 1-2 % of its bytes).
     """
+    if exact:
+        return raw / target - fixed
     budget = raw / (target * RATIO_AIM) - fixed
     smallest = raw / (target * RATIO_CEIL) - (fixed - HEADER_SLACK) + n_blocks  # int() per block
     largest = raw / (target * RATIO_FLOOR) - fixed
@@ -328,7 +337,7 @@ def plan_lossy(
     header.update(extra_header or {})
     slack = _header_growth(header, grid.n_blocks) if mode == "hybrid" else HEADER_SLACK
     fixed = container.overhead(header, grid.n_blocks) + slack
-    total = payload_budget(raw, ratio, fixed, grid.n_blocks)
+    total = payload_budget(raw, ratio, fixed, grid.n_blocks, exact=mode == "hybrid")
     smallest = MIN_HYBRID_BLOCK_BYTES if mode == "hybrid" else MIN_BLOCK_BYTES
     if total < grid.n_blocks * smallest:
         best = raw / (fixed + grid.n_blocks * smallest)
