@@ -409,9 +409,10 @@ def test_a_hybrid_file_with_a_sperr_slab_base_decodes_by_plane(monkeypatch) -> N
     np.testing.assert_array_equal(decompress(result.data), result.reconstruction)
 
 
-def test_refinements_run_hevc_presets_before_sperr_slabs(monkeypatch) -> None:
-    """HEVC's slower presets get the refinement time first (as before SPERR had refinements);
-    SPERR's slab settings follow, and the time guard stops one codec, not the next."""
+def test_refinement_order_puts_a_whole_block_winner_first(monkeypatch) -> None:
+    """A winning base that decodes only as a whole (SPERR) is refined first (its slabs decode
+    plane by plane and cost a few quick encodes); otherwise HEVC's slower presets get the
+    refinement time first. The time guard stops one codec, not the next."""
     from napari_sciz.core.hybrid import codec as hybrid_codec
     from napari_sciz.core.hybrid.tracker import BlockTracker
 
@@ -425,19 +426,28 @@ def test_refinements_run_hevc_presets_before_sperr_slabs(monkeypatch) -> None:
     monkeypatch.setattr(hybrid_codec, "encode_to_size", fake_search)
     sperr = search.BaseLayer(bases.SPERRBase(), b"x", vol, position=0.5, encodes=4)
     hevc = search.BaseLayer(bases.HEVCBase(), b"x", vol, position=0.5, encodes=4)
-    best = hybrid_codec._plain(sperr, vol)
     clock = BlockTracker(60.0, vol)
-    out = hybrid_codec._refine_base(best, [(sperr, 0.01), (hevc, 0.01)], vol, 4000, clock, 0)
-    assert out is best
-    first_sperr = next(i for i, a in enumerate(asked) if a.startswith("sperr"))
-    assert all(a.startswith("hevc") for a in asked[:first_sperr])
-    assert [a for a in asked if a.startswith("hevc")][:1] == ["hevc:slow"]
-    assert "sperr-slabs:2" in asked and "sperr-slabs:4" in asked
+    tried = [(sperr, 0.01), (hevc, 0.01)]
+    for winner, first, then in ((sperr, "sperr", "hevc"), (hevc, "hevc", "sperr")):
+        asked.clear()
+        best = hybrid_codec._plain(winner, vol)
+        assert hybrid_codec._refine_base(best, tried, vol, 4000, clock, 0) is best
+        switch = next(i for i, a in enumerate(asked) if a.startswith(then))
+        assert switch > 0 and all(a.startswith(first) for a in asked[:switch])
+        assert all(a.startswith(then) for a in asked[switch:])
+        assert [a for a in asked if a.startswith("hevc")][:1] == ["hevc:slow"]
+        assert "sperr-slabs:2" in asked and "sperr-slabs:4" in asked
     # a codec whose encodes would not fit in the time left is skipped, the next still runs
     asked.clear()
     slow_hevc = search.BaseLayer(bases.HEVCBase(), b"x", vol, position=0.5, encodes=1)
+    best = hybrid_codec._plain(hevc, vol)
     hybrid_codec._refine_base(best, [(sperr, 0.01), (slow_hevc, 1e6)], vol, 4000, clock, 0)
     assert asked and all(a.startswith("sperr") for a in asked)
+    # a rate-driven first search of one encode (SPERR) asks for a few encodes' time, not 12
+    asked.clear()
+    one = search.BaseLayer(bases.SPERRBase(), b"x", vol, position=0.5, encodes=1)
+    hybrid_codec._refine_base(best, [(one, 10.0)], vol, 4000, BlockTracker(60.0, vol), 0)
+    assert "sperr-slabs:2" in asked
 
 
 class _JumpyCodec(bases.BaseCodec):

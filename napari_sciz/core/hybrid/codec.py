@@ -73,6 +73,9 @@ _BROWSE_MARGIN = 0.005
 #: a slower setting's search starts only while this many of its encodes fit in the time left
 #: (a search near a known parameter takes about 4-8)
 _REFINE_ENCODES = 12
+#: ... or this many times the encodes of the codec's first search, when fewer (SPERR's rate
+#: mode lands in one or two: nbsd at 30 s never reached its slabs while 12 were asked for)
+_REFINE_PER_FIRST = 3
 #: half-width of the parameter range (0 to 1) a slower setting searches around the first
 _REFINE_BRACKET = 0.06
 #: share of a time budget by which the loop filter's base searches stop refining
@@ -219,7 +222,8 @@ def _refine_base(
 
     The field is not fitted in hybrid blocks (:data:`BASE_SHARES`), so the time after the
     filter would go unused: for every codec tried that has refined settings (HEVC's slower
-    presets first, then SPERR in slabs), each one in turn searches near that codec's
+    presets first, then SPERR in slabs; SPERR's slabs first when whole-block SPERR is the
+    winner, since they decode plane by plane), each one in turn searches near that codec's
     parameter, for the room the filter leaves and for all the bytes, until
     :data:`_REFINE_SHARE` of the budget, starting only while :data:`_REFINE_ENCODES` encodes
     of that codec's first search (times the setting's :attr:`~.bases.BaseCodec.cost`) fit in
@@ -229,7 +233,15 @@ def _refine_base(
     end = clock.before(_REFINE_SHARE)
     if end is None:
         return best
-    for start, seconds in sorted(tried, key=lambda t: not t[0].codec.by_plane):
+
+    def order(entry: tuple[BaseLayer, float]) -> tuple[bool, bool]:
+        # a winner that decodes only as a whole first (SPERR: its slabs are a few quick
+        # encodes and decode plane by plane), then codecs that decode by plane (HEVC)
+        codec = entry[0].codec
+        whole_winner = not best.base.codec.by_plane and type(codec) is type(best.base.codec)
+        return (not whole_winner, not codec.by_plane)
+
+    for start, seconds in sorted(tried, key=order):
         best = _refine_codec(best, start, seconds, target, avail, end, seed, clock)
     return best
 
@@ -248,11 +260,13 @@ def _refine_codec(
     which took ``seconds``)."""
     anchor, codec = start, start.codec.refined()
     per_encode = seconds / max(start.encodes, 1)
+    # a rate-driven codec (SPERR) lands in one or two encodes: it needs fewer than HEVC
+    needed = min(_REFINE_ENCODES, _REFINE_PER_FIRST * max(start.encodes, 1))
     while codec is not None and np.isfinite(anchor.position):
         room = avail - len(_varint(len(best.filter_bytes))) - len(best.filter_bytes)
         # the filter's room, and all of it (the sizes are coarse: what is left may hold one)
         for nbytes in dict.fromkeys((room, avail - 1)):
-            if end - time.perf_counter() < _REFINE_ENCODES * per_encode * codec.cost:
+            if end - time.perf_counter() < needed * per_encode * codec.cost:
                 return best
             layer = encode_to_size(
                 codec, target, nbytes, deadline=end, cancel=clock.cancel, bracket=_near(anchor)
