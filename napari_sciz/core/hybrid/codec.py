@@ -226,7 +226,8 @@ def _refine_base(
     winner, since they decode plane by plane), each one in turn searches near that codec's
     parameter, for the room the filter leaves and for all the bytes, until
     :data:`_REFINE_SHARE` of the budget, starting only while :data:`_REFINE_ENCODES` encodes
-    of that codec's first search (times the setting's :attr:`~.bases.BaseCodec.cost`) fit in
+    of that codec's first search (or :data:`_REFINE_PER_FIRST` times that search's encodes,
+    when fewer; times the setting's :attr:`~.bases.BaseCodec.cost`) fit in
     the time left. A result is kept when, filtered, it is more accurate than ``best`` (a codec
     that lost the first choice may win at a refined setting).
     """
