@@ -544,3 +544,97 @@ def test_hevc_fill_codes_its_first_frames_finer() -> None:
     assert len(high) > len(low)
     err = [np.mean((hevc.decode(s, block.shape) - block) ** 2) for s in (low, high)]
     assert err[1] < err[0]
+
+
+class _SmoothCodec(_JumpyCodec):
+    """A fake codec whose stream grows as ``base * exp(rate * t)`` over its parameter, with a
+    typical slope (4) that is not its rate (7); a proxy at 0.9x its sizes when ``fast``."""
+
+    slope = 4.0
+
+    def __init__(self, scale: float = 1.0, proxy: _SmoothCodec | None = None) -> None:
+        self.scale, self._proxy, self.sizes = scale, proxy, []
+
+    def proxy(self) -> bases.BaseCodec | None:
+        return self._proxy
+
+    def filler(self, param: float) -> None:
+        return None
+
+    def _size(self, param: float) -> int:
+        size = int(self.scale * 200 * np.exp(7.0 * param))
+        self.sizes.append(size)
+        return size
+
+
+def test_a_proxy_finds_the_start_and_slope_of_a_search() -> None:
+    """A codec with a proxy (HEVC: x265 ``ultrafast`` for ``medium``) searches from where the
+    proxy codes a bit less than the bytes, with the slope the proxy measured: fewer of its own
+    (slow) encodes than from the middle of its range with its typical slope."""
+    block = np.zeros((2, 4, 4))
+    alone = _SmoothCodec()
+    ref = search.encode_to_size(alone, block, 50_000, fill=False)
+    fast = _SmoothCodec(0.9)
+    probed = _SmoothCodec(proxy=fast)
+    layer = search.encode_to_size(probed, block, 50_000, fill=False)
+    assert ref is not None and layer is not None
+    assert 0.995 * 50_000 <= len(layer.stream) <= 50_000
+    assert 1 <= len(fast.sizes) <= search._PROBE_ENCODES
+    assert len(probed.sizes) < len(alone.sizes)
+    # the first stream of its own lands within the proxy's factor of the probe's aim
+    assert probed.sizes[0] <= 50_000 * search._PROBE_AIM / 0.9 * 1.1
+    # a search given a bracket (a refinement near a known parameter) does not probe
+    fast.sizes.clear()
+    search.encode_to_size(probed, block, 50_000, fill=False, bracket=(0.5, 1.0))
+    assert fast.sizes == []
+
+
+def test_hevc_medium_probes_with_ultrafast() -> None:
+    assert bases.HEVCBase().proxy().preset == bases.HEVC_PROXY_PRESET
+    assert bases.HEVCBase("slow").proxy() is None and bases.SPERRBase().proxy() is None
+
+
+def test_the_base_choice_gives_hevc_more_of_its_time(monkeypatch) -> None:
+    """The choice's time is shared by weight: HEVC's search (4-8 bumpy encodes) gets three
+    parts of what SPERR leaves for one of JPEG XL's."""
+    from napari_sciz.core.hybrid import codec as hybrid_codec
+    from napari_sciz.core.hybrid.tracker import BlockTracker
+
+    vol = np.tile(_volume(), (1, 2, 2)).astype(np.float64)  # (HEVC: frames >= 64 wide)
+    given: dict[str, float] = {}
+
+    def fake_search(codec, target, nbytes, *, deadline=None, **kwargs):
+        import time
+
+        given[codec.name] = deadline - time.perf_counter()
+        return None
+
+    monkeypatch.setattr(hybrid_codec, "encode_to_size", fake_search)
+    trio = (bases.SPERRBase(), bases.HEVCBase(), bases.JPEGXLBase())
+    monkeypatch.setattr(hybrid_codec, "BASES", trio)
+    monkeypatch.setattr(bases.HEVCBase, "available", lambda self: True)
+    monkeypatch.setattr(bases.JPEGXLBase, "available", lambda self: True)
+    clock = BlockTracker(100.0, vol)
+    assert hybrid_codec._choose_base(vol, 1000, clock, 0) == (None, [])
+    choice = 100.0 * hybrid_codec._CHOICE_SHARE
+    assert given["sperr"] == pytest.approx(choice / 5, rel=0.05)
+    assert given["hevc"] == pytest.approx(choice * 3 / 4, rel=0.05)  # (SPERR took no time)
+    assert given["jpegxl"] == pytest.approx(choice, rel=0.05)  # the last: all that is left
+
+
+def test_a_base_short_of_its_bytes_is_searched_again_for_all_of_them() -> None:
+    """A base whose search ran out of time short of its bytes (the choice's deadline) is
+    searched again near its parameter for all the bytes; the shorter stream measures the
+    rate-distortion slope of the filter's choice."""
+    from napari_sciz.core.hybrid import codec as hybrid_codec
+    from napari_sciz.core.hybrid.tracker import BlockTracker
+
+    vol = np.tile(_volume(), (1, 2, 2)).astype(np.float64)
+    sperr = bases.SPERRBase()
+    avail = 6000
+    short = search.encode_to_size(sperr, vol, int(0.8 * avail))
+    assert short is not None and len(short.stream) < 0.81 * avail
+    cand = hybrid_codec._with_filter(short, vol, avail, 0, BlockTracker(None, vol))
+    used = hybrid_codec._layers_bytes(cand.base, cand.filter_bytes)
+    assert len(cand.base.stream) > len(short.stream) and used <= avail
+    assert cand.error < hybrid_codec._plain(short, vol).error

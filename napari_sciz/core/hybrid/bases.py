@@ -82,6 +82,8 @@ class BaseCodec(ABC):
         Typical change of the stream's log size over the parameter's range (0 to 1, size
         increasing): the size search's step while only one side of the target is known
         (bisection when None).
+    choice_weight : float
+        The codec's part of the time the base choice has, relative to the others'.
     """
 
     ident: int
@@ -92,6 +94,7 @@ class BaseCodec(ABC):
     log: bool
     by_plane: bool = False
     slope: float | None = None
+    choice_weight: float = 1.0
 
     @abstractmethod
     def available(self) -> bool:
@@ -123,6 +126,12 @@ class BaseCodec(ABC):
         """Time of this setting's search relative to the codec's first setting (a guess the
         budget guards use)."""
         return 1.0
+
+    def proxy(self) -> BaseCodec | None:
+        """A much faster setting of the codec whose stream sizes follow this one's over the
+        parameter (within a factor, with about the same slope), or None: a size search from
+        scratch finds its start and slope with it first (:func:`~.search.encode_to_size`)."""
+        return None
 
     def filler(self, param: float) -> BaseCodec | None:
         """For a codec whose stream size jumps between nearby parameters: a variant whose own
@@ -314,6 +323,10 @@ HEVC_PRESETS = ("medium", "slow", "slower", "placebo")
 #: the time left (a ``slower`` encode takes 2-8 of them, a ``placebo`` one 7-20: the first
 #: encode always ends in time; per-encode costs 2 / 5 / 20 measured 0.03 dB lower on philips)
 HEVC_PRESET_COST = {"medium": 1.0, "slow": 1.0, "slower": 1.0, "placebo": 8.0}
+#: the x265 preset whose CRF for a size starts the first search (:meth:`HEVCBase.proxy`): 2-5x
+#: faster than ``medium`` with rdoq, its streams 0.83-1.2x as large at the same CRF and their
+#: log size changing at about the same rate per CRF (nbsd, spam, philips at CRF 15-30)
+HEVC_PROXY_PRESET = "ultrafast"
 #: x265 parameters added to a preset's: ``medium`` with the rate-distortion optimised
 #: quantization of ``slow`` and above (level 2), about 1.2x ``medium``'s time for most of
 #: ``slow``'s gain, so the first search compares HEVC with the other bases nearer to what its
@@ -332,6 +345,10 @@ class HEVCBase(BaseCodec):
     by_plane = True
     #: x265's size changes by 0.08 (CT phantom) to 0.28 (nuclei) in log per CRF unit
     slope = 8.0
+    #: its search takes 4-8 encodes of 0.2-2 s (x265 sizes are bumpy in the CRF) where SPERR's
+    #: lands in 1-2 and JPEG XL's, which never won a block (docs/method.md), ends early or
+    #: loses: three parts of the choice's time for one of JPEG XL's
+    choice_weight = 3.0
 
     def __init__(self, preset: str = HEVC_PRESETS[0]) -> None:
         self.preset = preset
@@ -343,6 +360,9 @@ class HEVCBase(BaseCodec):
     @property
     def cost(self) -> float:  # noqa: D102
         return HEVC_PRESET_COST.get(self.preset, 1.0)
+
+    def proxy(self) -> BaseCodec | None:  # noqa: D102
+        return HEVCBase(HEVC_PROXY_PRESET) if self.preset == HEVC_PRESETS[0] else None
 
     def available(self) -> bool:  # noqa: D102
         try:

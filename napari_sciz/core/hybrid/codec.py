@@ -172,9 +172,10 @@ def _choose_base(
     """The base codec whose stream of ``nbytes``, once filtered, is the most accurate.
 
     With a budget, the codecs share the first :data:`_CHOICE_SHARE` of it: each one's search
-    gets an equal part of what is left when it starts (a fast codec leaves more to the next),
-    and stops before its part ends (:func:`~.search.encode_to_size`). Also returns every
-    codec's stream with the seconds its search took (for :func:`_refine_base`).
+    gets its part (:attr:`~.bases.BaseCodec.choice_weight`) of what is left when it starts (a
+    fast codec leaves more to the next), and stops before its part ends
+    (:func:`~.search.encode_to_size`). Also returns every codec's stream with the seconds its
+    search took (for :func:`_refine_base`).
     """
     shape3 = tuple(int(n) for n in target.shape)
     best: tuple[float, BaseLayer, float] | None = None
@@ -187,7 +188,8 @@ def _choose_base(
             now = time.perf_counter()
             if best is not None and now >= end:
                 break
-            deadline = now + max(end - now, 0.0) / (len(usable) - k)
+            share = codec.choice_weight / sum(c.choice_weight for c in usable[k:])
+            deadline = now + max(end - now, 0.0) * share
         t0 = time.perf_counter()
         layer = encode_to_size(codec, target, nbytes, deadline=deadline, cancel=clock.cancel)
         if layer is None:
@@ -309,9 +311,10 @@ def _with_filter(
 ) -> _Candidate:
     """The base of ``full``'s codec with the loop filter chosen by rate-distortion.
 
-    ``full`` is the base alone in ``avail - 1`` bytes. The filter's classes trade its bytes
-    against the base's: the base's slope (squared error per byte) is measured at
-    ``1 - _SLOPE_STEP`` of the bytes, and the filter minimising ``error + slope * bytes`` is
+    ``full`` is the base alone in ``avail - 1`` bytes (or fewer: a search short of them is
+    re-run near its parameter). The filter's classes trade its bytes against the base's: the
+    base's slope (squared error per byte) is measured at ``1 - _SLOPE_STEP`` of the bytes (or
+    between the short and the re-run stream), and the filter minimising ``error + slope * bytes`` is
     refitted on a base re-coded in the bytes it leaves.
     """
     codec = full.codec
@@ -319,19 +322,26 @@ def _with_filter(
     deadline = clock.before(_FILTER_SHARE)
     if target.size < _MIN_FILTER_VOXELS or (deadline and time.perf_counter() > deadline):
         return plain
-    nbytes = int((avail - 1) * (1 - _SLOPE_STEP))
-    smaller = encode_to_size(  # (any size near nbytes measures the slope)
+    # any size near nbytes measures the slope; a base more than half a step short of its
+    # bytes (a search that ran out of time in the choice) is searched for all of them instead,
+    # with its fill, and the shorter of the two streams measures the slope
+    short = len(full.stream) < (avail - 1) * (1 - _SLOPE_STEP / 2)
+    nbytes = avail - 1 if short else int((avail - 1) * (1 - _SLOPE_STEP))
+    other = encode_to_size(
         codec,
         target,
         nbytes,
-        iterations=4,
+        iterations=8 if short else 4,
         deadline=deadline,
         cancel=clock.cancel,
         bracket=_near(full),
-        fill=False,
+        fill=short,
     )
-    if smaller is None or len(smaller.stream) >= len(full.stream):
+    if other is None or len(other.stream) == len(full.stream):
         return plain
+    smaller = min(full, other, key=lambda layer: len(layer.stream))
+    full = max(full, other, key=lambda layer: len(layer.stream))
+    plain = _plain(full, target)
     slope = (smaller.error(target) - plain.error) / (len(full.stream) - len(smaller.stream))
     design = FilterDesign(full.values, target, seed)
     unit = plain.error / max(design.base_error, 1e-300)  # sample error -> block error

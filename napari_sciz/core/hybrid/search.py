@@ -54,6 +54,14 @@ _TOLERANCE = 0.005
 #: the lowest quality of its bracket next: if even that does not fit, the search ends (JPEG
 #: XL at 256x: 12-25 s of bisection found that nothing fits, now 0.7-1.6 s)
 _FAR = 2.0
+#: how far below the bytes a secant step from a stream too large aims
+_BELOW = 0.03
+#: encodes of a proxy's probe (:func:`_probe`), and the log size within which it stops
+_PROBE_ENCODES = 3
+_PROBE_TOLERANCE = 0.08
+#: the share of the bytes a probe aims at: the real setting's streams are 0.83-1.33x the
+#: proxy's, and a first stream that fits gives the search a stream to keep
+_PROBE_AIM = 0.85
 
 
 def encode_to_size(
@@ -96,10 +104,7 @@ def encode_to_size(
     shape3 = tuple(int(n) for n in block.shape)
 
     def to_param(t: float) -> float:
-        u = t if codec.increasing else 1.0 - t
-        if codec.log:
-            return math.exp(math.log(codec.lo) + u * (math.log(codec.hi) - math.log(codec.lo)))
-        return codec.lo + u * (codec.hi - codec.lo)
+        return _param(codec, t)
 
     encodes = 0
 
@@ -122,6 +127,13 @@ def encode_to_size(
             else (guess - codec.lo) / (codec.hi - codec.lo)
         )
         t = min(max(u if codec.increasing else 1.0 - u, lo_t), hi_t)
+    typical = codec.slope
+    proxy = codec.proxy() if guess is None and start is None else None
+    if proxy is not None and typical is not None and bracket == (0.0, 1.0):
+        aim = int(_PROBE_AIM * nbytes)
+        probed = _probe(proxy, block, aim, t, typical, deadline, cancel)
+        if probed is not None:  # the faster setting's position and slope for nbytes
+            t, typical = probed
     if start is not None:
         t = min(max(start, lo_t), hi_t)
     last = 0.0  # seconds the previous encode took
@@ -161,10 +173,12 @@ def encode_to_size(
             break
         elif lo_size is None and codec.slope is None and size > _FAR * nbytes and not floor:
             floor, t = True, lo_t  # far above: whether the lowest quality fits at all first
-        elif codec.slope is not None and (lo_size is None or hi_size is None):
-            # one side known: a secant step towards nbytes (the codec's typical slope first)
-            slope = _secant_slope(codec.slope, prev, (t, size))
-            step = abs(math.log(nbytes / max(size, 1))) / slope
+        elif typical is not None and (lo_size is None or hi_size is None):
+            # one side known: a secant step towards nbytes (the codec's typical slope first),
+            # from above towards a little less (a stream that fits is what a deadline keeps)
+            slope = _secant_slope(typical, prev, (t, size))
+            aim = nbytes if size <= nbytes else (1.0 - _BELOW) * nbytes
+            step = abs(math.log(aim / max(size, 1))) / slope
             prev = (t, size)
             t = min(t + step, hi_t) if size <= nbytes else max(t - step, lo_t)
         else:
@@ -195,6 +209,45 @@ def encode_to_size(
         best, best_t = stream, 0.0
     values = codec.decode(best, shape3)  # type: ignore[arg-type]
     return BaseLayer(codec, best, values, best_t, max(encodes, 1))
+
+
+def _param(codec: BaseCodec, t: float) -> float:
+    """The quality parameter of ``codec`` at position ``t`` (0 to 1, stream size growing)."""
+    u = t if codec.increasing else 1.0 - t
+    if codec.log:
+        return math.exp(math.log(codec.lo) + u * (math.log(codec.hi) - math.log(codec.lo)))
+    return codec.lo + u * (codec.hi - codec.lo)
+
+
+def _probe(
+    proxy: BaseCodec,
+    block: np.ndarray,
+    nbytes: int,
+    t: float,
+    typical: float,
+    deadline: float | None,
+    cancel: Callable[[], bool] | None,
+) -> tuple[float, float] | None:
+    """Where ``proxy`` (a much faster setting, :meth:`~.bases.BaseCodec.proxy`) codes
+    ``nbytes``, and its log-size slope there: up to :data:`_PROBE_ENCODES` secant steps from
+    ``t`` (the first with the ``typical`` slope), ending within :data:`_PROBE_TOLERANCE` in
+    log size. None when out of time or when the proxy fails."""
+    slope, prev = typical, None
+    for _ in range(_PROBE_ENCODES):
+        if cancel is not None and cancel():
+            raise CancelledError("compression cancelled; no output written")
+        if deadline is not None and time.perf_counter() > deadline:
+            return None
+        try:
+            size = len(proxy.encode(block, _param(proxy, t)))
+        except Exception:  # noqa: BLE001 - the search goes on without a probe
+            return None
+        slope = _secant_slope(typical, prev, (t, size))
+        miss = math.log(nbytes / max(size, 1))
+        prev, t = (t, size), min(max(t + miss / slope, 0.0), 1.0)
+        if abs(miss) < _PROBE_TOLERANCE:
+            break
+    return t, slope
 
 
 def _jump(codec: BaseCodec, low: tuple[float, int | None], high: tuple[float, int | None]) -> bool:
