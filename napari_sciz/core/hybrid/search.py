@@ -83,7 +83,10 @@ def encode_to_size(
     :attr:`~.bases.BaseCodec.slope`, while all sizes lie on one side of ``nbytes``), from
     ``start`` (a position in ``bracket``) when given, stopping once a stream lands within
     :data:`_TOLERANCE` (0.5 %) of ``nbytes``; a codec without a slope whose first stream is
-    :data:`_FAR` times too large tries the bracket's lowest quality next. When it ends further
+    :data:`_FAR` times too large tries the bracket's lowest quality next. A codec with a
+    proxy (:meth:`~.bases.BaseCodec.proxy`: HEVC ``medium``), searched over its whole range
+    from scratch, starts where the proxy codes :data:`_PROBE_AIM` of the bytes, with the
+    slope the proxy measured there (:func:`_probe`). When it ends further
     below, the codec's filler
     (:meth:`~.bases.BaseCodec.filler`: HEVC; unless ``fill`` is false) grows the largest
     stream that fits towards ``nbytes`` and is kept when more accurate, or, for a codec
@@ -132,7 +135,7 @@ def encode_to_size(
     if proxy is not None and typical is not None and bracket == (0.0, 1.0):
         aim = int(_PROBE_AIM * nbytes)
         probed = _probe(proxy, block, aim, t, typical, deadline, cancel)
-        if probed is not None:  # the faster setting's position and slope for nbytes
+        if probed is not None:  # where the faster setting codes the aim, and its slope
             t, typical = probed
     if start is not None:
         t = min(max(start, lo_t), hi_t)
