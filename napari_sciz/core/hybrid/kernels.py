@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from numba import njit
 
-__all__ = ["filter_planes"]
+__all__ = ["filter_planes", "tone_map"]
 
 
 @njit(cache=True, nogil=True)
@@ -134,6 +134,34 @@ def filter_planes(
         for future in [_pool().submit(_filter_planes, *job) for job in jobs]:
             future.result()
     return out
+
+
+@njit(cache=True, nogil=True)
+def _tone_map(values: np.ndarray, lo: float, per_knot: float, unit: np.ndarray) -> None:
+    """In place: ``values += interp(values, knots, unit)`` (constant outside the knots)."""
+    last = unit.shape[0] - 1
+    for n in range(values.shape[0]):  # pragma: no cover - compiled (tested against numpy)
+        v = values[n]
+        x = (v - lo) * per_knot
+        if x <= 0.0:
+            values[n] = v + unit[0]
+        elif x >= last:
+            values[n] = v + unit[last]
+        else:
+            i = int(x)
+            if i > last - 1:
+                i = last - 1
+            f = x - i
+            values[n] = v + (unit[i] * (1.0 - f) + unit[i + 1] * f)
+
+
+def tone_map(values: np.ndarray, lo: float, hi: float, unit: np.ndarray) -> np.ndarray:
+    """``values`` (float64, C-contiguous; changed in place and returned) plus the piecewise
+    linear map of ``unit`` (the correction at each of its knots, spaced evenly from ``lo`` to
+    ``hi``; :mod:`~napari_sciz.core.hybrid.tonemap`)."""
+    knots = unit.shape[0]
+    _tone_map(values.reshape(-1), float(lo), (knots - 1) / (float(hi) - float(lo)), unit)
+    return values
 
 
 #: threads of a filter call, and the least work worth a thread

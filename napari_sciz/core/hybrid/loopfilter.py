@@ -18,11 +18,15 @@ The coefficients of each class are the least-squares fit of ``target - b`` on a 
 block's voxels (closed form, no training), rounded to multiples of ``2 ** -shift``. The encoder
 picks the number of classes by rate-distortion (:func:`napari_sciz.core.hybrid.codec`).
 
+An intensity map may follow the filter (:mod:`.tonemap`: the conditional mean of the original
+given the filtered value, piecewise linear), applied to its output.
+
 Serialised form::
 
-    u8 classes K | u8 flags (bit 0: 2D, bit 1: wide) | u8 shift | f32 scale
-    | (K - 1) x f32 thresholds
+    u8 classes K | u8 flags (bit 0: 2D, bit 1: wide, bit 2: intensity map) | u8 shift
+    | f32 scale | (K - 1) x f32 thresholds
     | K x (P + 1) zigzag varints (coefficients, class by class)
+    | the intensity map (flag bit 2 only; :func:`.tonemap.parse_tone_map`)
 """
 
 from __future__ import annotations
@@ -33,8 +37,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...errors import FormatError
-from ..bitstream.container import _varint
-from ..lossy.entropy import _read_varint
+from .tonemap import ToneMap, parse_tone_map
+from .zigzag import unzigzag as _unzigzag
+from .zigzag import zigzag as _zigzag
 
 __all__ = ["FilterDesign", "LoopFilter", "fit_loop_filter", "parse_loop_filter"]
 
@@ -96,22 +101,6 @@ def activity(base: np.ndarray, flat: bool) -> np.ndarray:
     return out
 
 
-def _zigzag(values: np.ndarray) -> bytes:
-    """Signed integers as zigzag LEB128 varints (the container's varint)."""
-    return b"".join(_varint((v << 1) ^ (v >> 63)) for v in values.tolist())
-
-
-def _unzigzag(data: bytes, pos: int, count: int) -> tuple[np.ndarray, int]:
-    values = np.empty(count, dtype=np.int64)
-    try:
-        for i in range(count):
-            u, pos = _read_varint(data, pos)
-            values[i] = (u >> 1) ^ -(u & 1)
-    except (FormatError, OverflowError):
-        raise FormatError("hybrid loop filter is truncated or corrupted") from None
-    return values, pos
-
-
 @dataclass
 class LoopFilter:
     """A fitted filter bank (see the module docstring).
@@ -130,6 +119,8 @@ class LoopFilter:
         Coefficient step exponent.
     wide : bool
         Also the offsets two voxels along each axis (:func:`offsets`).
+    tone : ToneMap or None
+        The intensity map applied to the filter's output, if any (:mod:`.tonemap`).
     """
 
     flat: bool
@@ -138,6 +129,7 @@ class LoopFilter:
     coefs: np.ndarray
     shift: int = SHIFT
     wide: bool = False
+    tone: ToneMap | None = None
 
     @property
     def reach(self) -> int:
@@ -166,14 +158,16 @@ class LoopFilter:
         coefs = self.coefs.astype(np.float64) * 2.0**-self.shift
         offs = np.asarray(offsets(self.flat, self.wide), dtype=np.int64)
         thresholds = np.asarray(self.thresholds, dtype=np.float32)
-        return filter_planes(base, coefs, thresholds, offs, self.scale, self.flat, z0, z1)
+        out = filter_planes(base, coefs, thresholds, offs, self.scale, self.flat, z0, z1)
+        return out if self.tone is None else self.tone.apply(out, self.scale)
 
     def to_bytes(self) -> bytes:
         """Serialised form."""
-        flags = (1 if self.flat else 0) | (2 if self.wide else 0)
+        flags = (1 if self.flat else 0) | (2 if self.wide else 0) | (4 if self.tone else 0)
         head = _HEAD.pack(self.classes, flags, self.shift, self.scale)
         body = np.asarray(self.thresholds, dtype="<f4").tobytes()
-        return head + body + _zigzag(self.coefs.astype(np.int64).ravel())
+        tone = b"" if self.tone is None else self.tone.to_bytes()
+        return head + body + _zigzag(self.coefs.astype(np.int64).ravel()) + tone
 
 
 def parse_loop_filter(data: bytes) -> LoopFilter:
@@ -181,7 +175,7 @@ def parse_loop_filter(data: bytes) -> LoopFilter:
     if len(data) < _HEAD.size:
         raise FormatError("hybrid loop filter is truncated")
     classes, flags, shift, scale = _HEAD.unpack_from(data)
-    if not 1 <= classes <= _MAX_CLASSES or flags > 3 or shift > 24:
+    if not 1 <= classes <= _MAX_CLASSES or flags > 7 or shift > 24:
         raise FormatError("hybrid loop filter declares unsupported parameters")
     if not (np.isfinite(scale) and scale >= 0):
         raise FormatError("hybrid loop filter holds an invalid scale")
@@ -194,10 +188,13 @@ def parse_loop_filter(data: bytes) -> LoopFilter:
         raise FormatError("hybrid loop filter holds invalid thresholds")
     n = classes * (len(offsets(flat, wide)) + 1)
     values, pos = _unzigzag(data, pos, n)
+    tone = None
+    if flags & 4:
+        tone, pos = parse_tone_map(data, pos)
     if pos != len(data):
         raise FormatError("hybrid loop filter has trailing data")
     coefs = values.reshape(classes, -1)
-    return LoopFilter(flat, float(scale), thresholds, coefs, int(shift), wide)
+    return LoopFilter(flat, float(scale), thresholds, coefs, int(shift), wide, tone)
 
 
 class FilterDesign:
