@@ -388,11 +388,12 @@ def _with_filter(
     score, classes, wide, fbytes = min(scored)
     if score >= plain.error:
         return plain
+    # the filter on this base with its intensity map: the bytes to leave for both
+    cand = _filtered(full, target, classes, seed, wide, avail)
+    fbytes = max(fbytes, len(cand.filter_bytes))
     base_room = avail - fbytes - len(_varint(fbytes))
-    if base_room >= len(full.stream):  # the filter fits in what the base left
-        cand = _filtered(full, target, classes, seed, wide, avail)
-        if _layers_bytes(full, cand.filter_bytes) <= avail:
-            return cand if cand.error < plain.error else plain
+    if _layers_bytes(full, cand.filter_bytes) <= avail:  # it fits in what the base left
+        return cand if cand.error < plain.error else plain
     for _ in range(4):
         base = encode_to_size(
             codec, target, base_room, deadline=deadline, cancel=clock.cancel, bracket=_near(full)
