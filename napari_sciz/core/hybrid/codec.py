@@ -176,29 +176,30 @@ def _filtered(
         return plain
     filt = FilterDesign(base.values, target, seed).fit(classes, wide)
     values = filt.apply(base.values)
-    filt, values = _with_tone(filt, values, target, avail, seed)
-    err = _mse(values, target)
+    filt, values, err = _with_tone(filt, values, target, avail, seed)
     return _Candidate(base, filt, values, err) if err < plain.error else plain
 
 
 def _with_tone(
     filt: LoopFilter, values: np.ndarray, target: np.ndarray, avail: int, seed: int
-) -> tuple[LoopFilter, np.ndarray]:
+) -> tuple[LoopFilter, np.ndarray, float]:
     """``filt`` with the intensity map (:mod:`.tonemap`, knots among
     :data:`~.tonemap.KNOT_CHOICES`) that best trades its bytes against the error it removes
     (a byte costs :data:`_ERROR_PER_BYTE` / ``avail`` of the error, and the map must remove
-    at least :data:`_TONE_MIN_GAIN` of it), or without one; and its output from the filtered
-    ``values``."""
-    best = (_mse(values, target) * (1.0 - _TONE_MIN_GAIN), filt, values)
+    at least :data:`_TONE_MIN_GAIN` of it), or without one; its output from the filtered
+    ``values`` and that output's mean squared error."""
+    plain = _mse(values, target)
+    best = (plain * (1.0 - _TONE_MIN_GAIN), filt, values, plain)
     for knots in KNOT_CHOICES:
         tone = fit_tone_map(values, target, knots, filt.scale, seed)
         if tone is None:
             break
         mapped = tone.apply(values.copy(), filt.scale)
+        err = _mse(mapped, target)
         cost = 1.0 + _ERROR_PER_BYTE * len(tone.to_bytes()) / max(avail, 1)
-        if _mse(mapped, target) * cost < best[0]:
-            best = (_mse(mapped, target) * cost, replace(filt, tone=tone), mapped)
-    return best[1], best[2]
+        if err * cost < best[0]:
+            best = (err * cost, replace(filt, tone=tone), mapped, err)
+    return best[1], best[2], best[3]
 
 
 def _choose_base(

@@ -148,9 +148,7 @@ def _tone_map(values: np.ndarray, lo: float, per_knot: float, unit: np.ndarray) 
         elif x >= last:
             values[n] = v + unit[last]
         else:
-            i = int(x)
-            if i > last - 1:
-                i = last - 1
+            i = int(x)  # (0 <= x < last here)
             f = x - i
             values[n] = v + (unit[i] * (1.0 - f) + unit[i + 1] * f)
 
