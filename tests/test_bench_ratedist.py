@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from napari_sciz.bench.ratedist import bd_rate, render
+from napari_sciz.bench.ratedist import bd_rate, merge_records, render
 
 
 def test_bd_rate_of_a_constant_rate_factor() -> None:
@@ -43,3 +43,44 @@ def test_render_reports_both_sets() -> None:
     }
     text = render(record)
     assert "Held-out volumes" in text and "-7.5 %" in text and "HEVC, filter 4 cl." in text
+
+
+def _run(date: str, targets: dict[float, float], held_out: bool = False) -> dict:
+    """A one-volume record with hybrid and SPERR points (PSNR by target ratio)."""
+
+    def point(ratio: float, psnr: float) -> dict:
+        return {"nbytes": 6400 / ratio, "ratio": ratio, "psnr": psnr, "ssim": 0.9}
+
+    points = [
+        {"target": t, "hybrid": point(t, p), "sperr": point(t, p - 1.0), "hevc": None}
+        for t, p in targets.items()
+    ]
+    vol = {"volume": "v", "shape": [4, 8, 8], "dtype": "uint16", "voxels": 256}
+    vol.update(points=points, held_out=held_out)
+    return {
+        "date": date,
+        "command": f"run {date}",
+        "budget": 120.0,
+        "modes": ["hybrid"],
+        "environment": {"cpu": "cpu"},
+        "note": date,
+        "volumes": [vol],
+    }
+
+
+def test_merged_runs_make_one_table_with_bd_rates_over_all_points() -> None:
+    first = _run("a", {64.0: 30.0, 256.0: 27.0})
+    second = _run("b", {16.0: 36.0, 256.0: 27.5}, held_out=True)
+    merged = merge_records([first, second])
+    (vol,) = merged["volumes"]
+    assert [p["target"] for p in vol["points"]] == [16.0, 64.0, 256.0]
+    assert vol["points"][2]["hybrid"]["psnr"] == 27.5  # the later run's point
+    assert vol["held_out"] and merged["note"] is None
+    assert vol["bd_rate"]["hybrid_vs_sperr"] < 0 and vol["bd_rate"]["hybrid_vs_hevc"] is None
+    text = render(merged)
+    assert "runs merged" in text and "`run a`" in text and "`run b`" in text
+
+
+def test_runs_of_different_budgets_are_not_merged() -> None:
+    with pytest.raises(ValueError, match="budgets"):
+        merge_records([_run("a", {64.0: 30.0}), {**_run("b", {16.0: 36.0}), "budget": 30.0}])

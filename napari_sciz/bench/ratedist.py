@@ -17,8 +17,10 @@ designed, so they show how it generalises.
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,7 +29,7 @@ from .classical import get_codec, psnr, ssim
 from .report import add_output_options, new_record, write_results
 from .run import find_data_dir, list_volumes
 
-__all__ = ["anchors_from_markdown", "bd_rate", "main"]
+__all__ = ["anchors_from_markdown", "bd_rate", "main", "merge_records"]
 
 PROG = "python -m napari_sciz.bench.ratedist"
 SECTION = "ratedist"
@@ -204,12 +206,47 @@ def measure(
         points.append(row)
     vol = {"volume": name, "shape": list(volume.shape), "dtype": str(volume.dtype)}
     vol.update(voxels=int(volume.size), points=points)
+    _add_bd_rates(vol, modes)
+    return vol
+
+
+def _add_bd_rates(vol: dict[str, Any], modes: Sequence[str]) -> None:
     vol["bd_rate"] = {
         f"{mode}_vs_{codec}": bd_rate(_curve(vol, mode), _curve(vol, codec))
         for mode in modes
         for codec in ANCHORS
     }
-    return vol
+
+
+def merge_records(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """One record from the points of several runs (same modes and budget), BD-rates recomputed.
+
+    A volume's points are the union over the runs by target ratio; where two runs measured
+    the same target, the later record's point is kept. The merged record lists every run's
+    date and command (``runs``), so the table says which points come from which run.
+    """
+    if not records:
+        raise ValueError("nothing to merge")
+    modes, budget = records[0]["modes"], records[0]["budget"]
+    if any(r["modes"] != modes or r["budget"] != budget for r in records):
+        raise ValueError("records of different modes or budgets do not make one table")
+    merged = {k: v for k, v in records[-1].items() if k not in ("volumes", "note")}
+    merged["note"] = None  # each run's note is listed with it
+    merged["runs"] = [
+        {"date": r["date"], "command": r["command"], "note": r.get("note")} for r in records
+    ]
+    volumes: dict[str, dict[str, Any]] = {}
+    for rec in records:
+        for vol in rec["volumes"]:
+            into = volumes.setdefault(vol["volume"], {**vol, "points": [], "held_out": False})
+            into["held_out"] = into["held_out"] or bool(vol.get("held_out"))
+            kept = {p["target"]: p for p in into["points"]}
+            kept.update({p["target"]: p for p in vol["points"]})
+            into["points"] = [kept[t] for t in sorted(kept)]
+    for vol in volumes.values():
+        _add_bd_rates(vol, modes)
+    merged["volumes"] = list(volumes.values())
+    return merged
 
 
 def _cell(rec: dict[str, Any] | None) -> str:
@@ -237,6 +274,17 @@ def _bases(rec: dict[str, Any] | None) -> str:
     )
 
 
+def _run_lines(record: dict[str, Any]) -> list[str]:
+    runs = record.get("runs")
+    if not runs:
+        return [f"- **date**: {record['date']}", f"- **command**: `{record['command']}`"]
+    lines = [f"- **runs merged** ({len(runs)}; a later run's point replaces an earlier one's):"]
+    for run in runs:
+        note = f" ({run['note']})" if run.get("note") else ""
+        lines.append(f"  - {run['date']}: `{run['command']}`{note}")
+    return lines
+
+
 def render(record: dict[str, Any]) -> str:
     """Markdown of the record."""
     env = record["environment"]
@@ -246,8 +294,7 @@ def render(record: dict[str, Any]) -> str:
         "",
         f"- **machine**: {env.get('cpu')}; torch {env.get('torch')}; "
         f"imagecodecs {env.get('imagecodecs')}; ffmpeg {env.get('ffmpeg')}",
-        f"- **date**: {record['date']}",
-        f"- **command**: `{record['command']}`",
+        *_run_lines(record),
         f"- **time budget (ours)**: {record['budget']:g} s per volume and ratio, CPU, seed 0",
     ]
     if record.get("anchors_from"):
@@ -315,8 +362,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="read SPERR/HEVC from this markdown's classical tables instead of re-measuring",
     )
     p.add_argument("--section", default=SECTION, help="marked section of --out to replace")
+    p.add_argument(
+        "--merge",
+        nargs="+",
+        type=Path,
+        default=None,
+        metavar="JSON",
+        help="measure nothing: render one table from these --json records (later ones win)",
+    )
     add_output_options(p)
     args = p.parse_args(argv)
+    if args.merge:
+        record = merge_records([json.loads(path.read_text()) for path in args.merge])
+        record["note"] = args.note
+        write_results(record, render(record), args, args.section)
+        return 0
     data = find_data_dir()
     if data is None:
         p.error("no data folder (../shared/data) found")
