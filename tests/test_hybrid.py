@@ -532,9 +532,9 @@ def test_hevc_fill_codes_its_first_frames_finer() -> None:
     if not hevc.available():
         pytest.skip("no PyAV")
     assert bases.HEVCFill.zones(8, 0.0) == ""
-    assert bases.HEVCFill.zones(8, 0.5) == "0,3,b=1.0400"
-    assert bases.HEVCFill.zones(8, 0.5625) == "0,3,b=1.0400/4,4,b=1.0200"
-    assert bases.HEVCFill.zones(8, 1.0) == "0,7,b=1.0400"
+    assert bases.HEVCFill.zones(8, 0.5) == "0,3,b=1.1225"
+    assert bases.HEVCFill.zones(8, 0.5625) == "0,3,b=1.1225/4,4,b=1.0612"
+    assert bases.HEVCFill.zones(8, 1.0) == "0,7,b=1.1225"
     rng = np.random.default_rng(2)
     block = np.cumsum(rng.normal(0, 5, (6, 64, 64)), axis=0) + 500
     fill = hevc.filler(20.0)
