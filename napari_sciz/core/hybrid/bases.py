@@ -350,14 +350,8 @@ HEVC_QCOMP_SPAN = 4.0
 class HEVCBase(BaseCodec):
     """HEVC (x265, 12-bit gray frames, ``tune psnr``) through PyAV."""
 
-    ident, name, lo, hi, increasing, log = (
-        3,
-        "hevc",
-        -6.0,
-        HEVC_MAX_CRF + HEVC_QCOMP_SPAN,
-        False,
-        False,
-    )
+    ident, name, lo, increasing, log = 3, "hevc", -6.0, False, False
+    hi = HEVC_MAX_CRF + HEVC_QCOMP_SPAN  # past CRF 51: lower qcomp (:meth:`knobs`)
     by_plane = True
     #: x265's size changes by 0.08 (CT phantom) to 0.28 (nuclei) in log per CRF unit
     slope = 8.0
