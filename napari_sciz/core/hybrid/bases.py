@@ -10,15 +10,11 @@ hybrid file is never worse than the best of them at its size.
   are the frames of one gray video, range-scaled and padded to even sizes by edge replication;
   ``tune psnr`` and CRF as the quality knob as in the benchmark, preset ``medium`` (the
   benchmark's anchor) with ``slow``'s quantization (:data:`HEVC_PRESET_PARAMS`), then
-  ``slow``, ``slower`` and ``placebo`` while the time budget allows (:data:`HEVC_PRESETS`).
-  Every frame gets the same quantizer (x265 ``qcomp=1``: no frame-level rate modulation by
-  complexity, which spends bytes where a volume's squared error does not pay for them) up to
-  CRF 51; past it the quality knob lowers ``qcomp`` at CRF 51 (:meth:`HEVCBase.knobs`), which
-  reaches the small sizes that ``qcomp=1`` cannot. Frames are 12-bit up to CRF 40 and 10-bit
-  above: x265's 12-bit mode collapses at the coarsest quantizers (the decoded volume falls to
-  6-16 dB PSNR at about the size that gave 26 dB one step earlier, seen on five of the shared
-  stacks), where 10-bit keeps degrading gently at the same sizes. The decoder reads the bit
-  depth from the stream. HEVC decoding is bit-exact by the standard.
+  ``slow``, ``slower`` and ``placebo`` while the time budget allows (:data:`HEVC_PRESETS`). Frames
+  are 12-bit up to CRF 40 and 10-bit above: x265's 12-bit mode collapses past CRF 44-47 (the
+  decoded volume falls to 6-16 dB PSNR at about the size that gave 26 dB one CRF step earlier,
+  seen on five of the shared stacks), where 10-bit keeps degrading gently at the same sizes.
+  The decoder reads the bit depth from the stream. HEVC decoding is bit-exact by the standard.
 * **SPERR in slabs**: the same, on 2 to 4 independent slabs of planes (the encoder's
   refinement of a SPERR choice; a slab decodes alone).
 * **JPEG XL** (libjxl VarDCT, effort 7, ``imagecodecs``): all slices tiled into one 16-bit
@@ -340,18 +336,12 @@ HEVC_PROXY_PRESET = "ultrafast"
 HEVC_PRESET_PARAMS = {"medium": ":rdoq-level=2"}
 #: the highest x265 CRF coded with 12-bit frames; above it frames are 10-bit (module doc)
 HEVC_12BIT_MAX_CRF = 40.0
-#: x265's largest CRF; the HEVC base's quality knob goes :data:`HEVC_QCOMP_SPAN` past it
-HEVC_MAX_CRF = 51.0
-#: the knob's range past CRF 51, where ``qcomp`` falls from 1 to 0.6 (x265's default) by
-#: 0.1 per unit: the smallest streams of ``qcomp=1`` are 1.1-1.4x those of the default
-HEVC_QCOMP_SPAN = 4.0
 
 
 class HEVCBase(BaseCodec):
     """HEVC (x265, 12-bit gray frames, ``tune psnr``) through PyAV."""
 
-    ident, name, lo, increasing, log = 3, "hevc", -6.0, False, False
-    hi = HEVC_MAX_CRF + HEVC_QCOMP_SPAN  # past CRF 51: lower qcomp (:meth:`knobs`)
+    ident, name, lo, hi, increasing, log = 3, "hevc", -6.0, 51.0, False, False
     by_plane = True
     #: x265's size changes by 0.08 (CT phantom) to 0.28 (nuclei) in log per CRF unit
     slope = 8.0
@@ -391,19 +381,6 @@ class HEVCBase(BaseCodec):
         return shape3[1] + shape3[1] % 2, shape3[2] + shape3[2] % 2
 
     @staticmethod
-    def knobs(param: float) -> tuple[float, float]:
-        """x265's CRF and ``qcomp`` at quality ``param`` (``-6`` to ``55``; larger: smaller).
-
-        One quantizer for every frame (``qcomp=1``) up to CRF 51, at the same size 2-8 %
-        fewer bytes for the same PSNR than x265's default ``qcomp=0.6`` once the loop filter
-        is applied (measured at CRF 20-38 on five shared stacks; FIB-SEM gains most); past
-        CRF 51, ``qcomp`` falls to 0.6 at CRF 51, down to the default's smallest streams.
-        """
-        if param <= HEVC_MAX_CRF:
-            return param, 1.0
-        return HEVC_MAX_CRF, max(1.0 - 0.1 * (param - HEVC_MAX_CRF), 0.6)
-
-    @staticmethod
     def _format_for(crf: float) -> tuple[str, int]:
         """The frames' pixel format and largest code at quality ``crf`` (see the module doc)."""
         return ("gray12le", 4095) if crf <= HEVC_12BIT_MAX_CRF else ("gray10le", 1023)
@@ -414,12 +391,10 @@ class HEVCBase(BaseCodec):
     def encode(self, block: np.ndarray, param: float) -> bytes:  # noqa: D102
         return self._encode(block, param, "")
 
-    def _encode(self, block: np.ndarray, param: float, zones: str) -> bytes:
-        """x265 at quality ``param`` (:meth:`knobs`), with x265 ``zones`` (frame ranges and
-        bitrate factors) if any."""
+    def _encode(self, block: np.ndarray, crf: float, zones: str) -> bytes:
+        """x265 at ``crf``, with x265 ``zones`` (frame ranges and bitrate factors) if any."""
         import av
 
-        crf, qcomp = self.knobs(param)
         pix_fmt, maxcode = self._format_for(crf)
         codes, side = _scaled(block, maxcode)
         z, h, w = codes.shape
@@ -432,8 +407,7 @@ class HEVCBase(BaseCodec):
         # asm=sse4.2: the AVX2 kernels of the x265 bundled with PyAV 18 corrupt the heap on
         # frames 48 or fewer pixels wide (seen here); SSE4.2 costs about a third more time
         # and keeps a future change of `supports` from crashing the process
-        params = f"crf={crf:.4f}:qcomp={qcomp:.4f}:pools=1:frame-threads=1:info=0"
-        params += ":log-level=error:asm=sse4.2"
+        params = f"crf={crf:.4f}:pools=1:frame-threads=1:info=0:log-level=error:asm=sse4.2"
         params += HEVC_PRESET_PARAMS.get(self.preset, "")
         params += f":zones={zones}" if zones else ""
         ctx.options = {"preset": self.preset, "tune": "psnr", "x265-params": params}
@@ -469,18 +443,16 @@ class HEVCBase(BaseCodec):
 
 
 #: x265 bitrate factor of the frames an HEVC fill codes finer: their quantizer scale is divided
-#: by it (2^(1/6): one QP step, the size step between two CRFs when every frame has the same
-#: quantizer, ``qcomp=1``; a fill level of 1 gives the stream of the next CRF down)
-HEVC_FILL_FACTOR = 2.0 ** (1.0 / 6.0)
+#: by it (1.04: a third of a QP step), which carries a frame across x265's size jumps
+HEVC_FILL_FACTOR = 1.04
 
 
 class HEVCFill(HEVCBase):
     """HEVC at a fixed CRF with its first frames coded finer: the filler of :class:`HEVCBase`.
 
-    x265's stream size jumps by 10-30 % between CRFs a thousandth apart (without adaptive
-    quantization, ``tune psnr``, and with one quantizer for every frame, the frames'
-    quantizers round together at every half CRF), so a CRF search can end well short of its
-    bytes. At fill level ``f`` (0 to 1) of a ``D``-frame block, the
+    x265's stream size jumps by up to 10 % between CRFs a thousandth apart (without adaptive
+    quantization, ``tune psnr``, the frames' quantizers round together), so a CRF search can
+    end well short of its bytes. At fill level ``f`` (0 to 1) of a ``D``-frame block, the
     first ``floor(f D)`` frames get the x265 zone factor :data:`HEVC_FILL_FACTOR` and the next
     one a fraction of it: the size grows from the CRF's stream (``f = 0``) in small steps.
     Measured against the largest CRF stream that fits (``slow``, after the loop filter):
