@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ...errors import FormatError
+from .arm import ArmWeights, decode_levels, encode_levels
+from .contexts import N_CONTEXTS, dequantize_scale, parent_context, quantize_scale
 
 __all__ = [
     "BlockCode",
@@ -25,25 +27,11 @@ __all__ = [
     "best_scale_code",
 ]
 
-# Laplace scale b is stored as one byte s: b = 2 ** (s / 16 - 6), i.e. 1/64 .. ~2**10.
-_SCALE_OFFSET = 6.0
-_SCALE_STEPS = 16.0
-_MAGIC = 0x5A  # first byte of every block payload
+_MAGIC = 0x5A  # first byte of a block payload whose latents use per-class static models
+_MAGIC_ARM = 0x5B  # first byte of a block payload whose latents use the ARM (:mod:`.arm`)
 #: largest |q| that can be coded: the ANS models have 24-bit probabilities, so a model's
 #: support (2 * maxabs + 1 symbols) must stay below 2**24
 _MAX_SYMBOL = 2**23 - 1
-
-
-def dequantize_scale(code: int) -> float:
-    """Laplace scale for a stored one-byte scale code."""
-    return 2.0 ** (code / _SCALE_STEPS - _SCALE_OFFSET)
-
-
-def quantize_scale(b: float) -> int:
-    """Nearest one-byte scale code for the Laplace scale ``b``."""
-    if not math.isfinite(b) or b <= 0:
-        return 0
-    return int(min(255, max(0, round((math.log2(b) + _SCALE_OFFSET) * _SCALE_STEPS))))
 
 
 def _laplace_bits_table(values: np.ndarray, counts: np.ndarray, b: float) -> float:
@@ -83,6 +71,9 @@ class BlockCode:
         Integer MLP parameters (weight, bias, ...).
     mlp_exponents : list of int
         Per-tensor step exponents: parameter = ``q * 2 ** -exponent``.
+    arm : ArmWeights, optional
+        The autoregressive entropy model of the latents; without it every level is coded with
+        per-context-class static Laplace models.
     """
 
     first_level: int
@@ -96,6 +87,7 @@ class BlockCode:
     latents: list[np.ndarray] = field(default_factory=list)
     mlp: list[np.ndarray] = field(default_factory=list)
     mlp_exponents: list[int] = field(default_factory=list)
+    arm: ArmWeights | None = None
 
     def dequantized_latents(self) -> list[np.ndarray]:
         """Latent grids as float32."""
@@ -113,49 +105,6 @@ class BlockCode:
             (q.astype(np.float32) * np.float32(2.0**-e))
             for q, e in zip(self.mlp, self.mlp_exponents, strict=True)
         ]
-
-
-#: Number of context classes per latent level (parent-magnitude classes).
-N_CONTEXTS = 12
-
-
-def parent_context(parent: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """Context class of every node of a latent grid from the decoded next-coarser grid.
-
-    The class is ``floor(2 * log2(m + 0.5)) + 2`` clipped to ``[0, N_CONTEXTS)``, where ``m`` is
-    the largest ``|q|`` of the parent nodes around the node (the two parents along each axis,
-    then a 3x3x3 neighbourhood). Detail coefficients are large where the coarser level is
-    large, so this separates busy regions from flat background. Integer arithmetic only, so
-    encoder and decoder agree on every platform.
-    """
-    m = np.abs(parent.astype(np.int64))
-    for axis, n in enumerate(shape):
-        if m.shape[axis] == n:
-            continue
-        j = np.arange(n)
-        lo = np.minimum(j // 2, m.shape[axis] - 1)
-        hi = np.minimum((j + 1) // 2, m.shape[axis] - 1)
-        m = np.maximum(np.take(m, lo, axis=axis), np.take(m, hi, axis=axis))
-    for axis in range(3):
-        if m.shape[axis] < 2:
-            continue
-        padded = np.concatenate(
-            [np.take(m, [0], axis=axis), m, np.take(m, [-1], axis=axis)], axis=axis
-        )
-        n = m.shape[axis]
-        m = np.maximum(
-            np.maximum(
-                np.take(padded, np.arange(0, n), axis=axis),
-                np.take(padded, np.arange(1, n + 1), axis=axis),
-            ),
-            np.take(padded, np.arange(2, n + 2), axis=axis),
-        )
-    # floor(2 * log2(m + 0.5)) + 2 == class, computed with integer thresholds
-    classes = np.zeros(m.shape, dtype=np.int64)
-    for c in range(1, N_CONTEXTS):
-        # m + 0.5 >= 2 ** ((c - 2) / 2)  <=>  (2m + 1)^2 >= 4 * 2 ** (c - 2)
-        classes += ((2 * m + 1) ** 2 >= 2.0**c).astype(np.int64)
-    return classes
 
 
 def _gain_byte(gain: float) -> int:
@@ -236,6 +185,8 @@ def encode_block(code: BlockCode) -> bytes:
     """
     import constriction
 
+    if code.arm is not None:
+        return _encode_arm(code)
     out = bytearray([_MAGIC, code.first_level, code.n_levels, code.hidden, code.layers])
     out += struct.pack("<ddfB", code.vmin, code.vmax, code.latent_step, _gain_byte(code.level_gain))
     for e in code.mlp_exponents:
@@ -313,6 +264,8 @@ def decode_block(
     first, n_levels, hidden, layers = read_architecture(data)
     if len(grid_shapes) != n_levels:
         raise FormatError("block payload does not match its architecture")
+    if data[0] == _MAGIC_ARM:
+        return _decode_arm(data, grid_shapes, mlp_shapes)
     pos = 5
     if len(data) < pos + 21 + len(mlp_shapes):
         raise FormatError("block payload is truncated")
@@ -392,9 +345,114 @@ def decode_block(
 
 def read_architecture(data: bytes) -> tuple[int, int, int, int]:
     """Read ``(first_level, n_levels, hidden, layers)`` from a block payload."""
-    if len(data) < 5 or data[0] != _MAGIC:
+    if len(data) < 5 or data[0] not in (_MAGIC, _MAGIC_ARM):
         raise FormatError("block payload is corrupted (bad block marker)")
     first, n_levels, hidden, layers = data[1], data[2], data[3], data[4]
     if not (n_levels >= 1 and 1 <= hidden <= 128 and 1 <= layers <= 8 and first <= 12):
         raise FormatError("block payload declares an unsupported architecture")
     return first, n_levels, hidden, layers
+
+
+def _header(code: BlockCode, magic: int) -> bytearray:
+    out = bytearray([magic, code.first_level, code.n_levels, code.hidden, code.layers])
+    out += struct.pack("<ddfB", code.vmin, code.vmax, code.latent_step, _gain_byte(code.level_gain))
+    for e in code.mlp_exponents:
+        out += struct.pack("<b", int(e))
+    return out
+
+
+def _encode_arm(code: BlockCode) -> bytes:
+    """Payload whose latents are coded with the ARM (magic ``0x5B``, ``docs/format.md``)."""
+    import constriction
+
+    arm = code.arm
+    assert arm is not None
+    out = _header(code, _MAGIC_ARM)
+    out += bytes([arm.hidden, arm.e1, arm.e2])
+    streams: list[tuple[np.ndarray, int, float]] = []
+    for q in [*code.mlp, *arm.tensors()]:
+        flat = np.asarray(q, dtype=np.int32).ravel()
+        maxabs, b = _tensor_side_info(out, flat)
+        streams.append((flat, maxabs, b))
+    latents = [np.asarray(q, dtype=np.int32) for q in code.latents]
+    maxabs = max((int(np.abs(q.astype(np.int64)).max()) for q in latents if q.size), default=0)
+    if maxabs > _MAX_SYMBOL:
+        raise ValueError(
+            f"cannot entropy-code symbols beyond +-{_MAX_SYMBOL} (got {maxabs}); "
+            "use a coarser quantization step"
+        )
+    _write_varint(out, maxabs)
+    coder = constriction.stream.stack.AnsCoder()
+    if maxabs:
+        encode_levels(latents, arm, maxabs, coder)
+    for q, m, b in reversed(streams):
+        if m:
+            coder.encode_reverse(q, constriction.stream.model.QuantizedLaplace(-m, m, 0.0, b))
+    out += coder.get_compressed().astype("<u4").tobytes()
+    return bytes(out)
+
+
+def _decode_arm(
+    data: bytes, grid_shapes: list[tuple[int, ...]], mlp_shapes: list[tuple[int, ...]]
+) -> BlockCode:
+    import constriction
+
+    from .arm import N_FEATURES
+
+    first, n_levels, hidden, layers = read_architecture(data)
+    pos = 5
+    if len(data) < pos + 24 + len(mlp_shapes):
+        raise FormatError("block payload is truncated")
+    vmin, vmax, step, gain_byte = struct.unpack_from("<ddfB", data, pos)
+    pos += 21
+    if not all(math.isfinite(v) for v in (vmin, vmax, step)):
+        raise FormatError("block payload holds non-finite parameters")
+    exps = list(struct.unpack_from(f"<{len(mlp_shapes)}b", data, pos))
+    pos += len(mlp_shapes)
+    arm_hidden, e1, e2 = data[pos], data[pos + 1], data[pos + 2]
+    if not 1 <= arm_hidden <= 64 or e1 > 24 or e2 > 24:
+        raise FormatError("block payload declares an unsupported entropy model")
+    arm_shapes = [(arm_hidden, N_FEATURES), (arm_hidden,), (2, arm_hidden), (2,)]
+    reader = _Reader(data, pos + 3)
+    infos = [reader.side_info() for _ in [*mlp_shapes, *arm_shapes]]
+    maxabs = reader.varint()
+    if maxabs > _MAX_SYMBOL:
+        raise FormatError("block payload declares an implausible symbol range")
+    rest = data[reader.pos :]
+    if len(rest) % 4:
+        raise FormatError("block payload is truncated or corrupted (entropy stream length)")
+    words = np.frombuffer(rest, dtype="<u4").astype(np.uint32)
+    try:
+        coder = constriction.stream.stack.AnsCoder(words)
+    except ValueError as exc:
+        raise FormatError(f"block payload is corrupted ({exc})") from exc
+    tensors = []
+    for shape, (m, sc) in zip([*mlp_shapes, *arm_shapes], infos, strict=True):
+        n = math.prod(shape)
+        if not m or n == 0:
+            tensors.append(np.zeros(shape, dtype=np.int32))
+            continue
+        model = constriction.stream.model.QuantizedLaplace(-m, m, 0.0, dequantize_scale(sc))
+        tensors.append(np.asarray(coder.decode(model, n), dtype=np.int32).reshape(shape))
+    mlp = tensors[: len(mlp_shapes)]
+    arm = ArmWeights(*tensors[len(mlp_shapes) :], e1=e1, e2=e2)
+    if maxabs:
+        latents = decode_levels(list(grid_shapes), arm, maxabs, coder)
+    else:
+        latents = [np.zeros(s, dtype=np.int32) for s in grid_shapes]
+    if not coder.is_empty():
+        raise FormatError("block payload is corrupted (entropy stream has unused data)")
+    return BlockCode(
+        first,
+        n_levels,
+        hidden,
+        layers,
+        float(vmin),
+        float(vmax),
+        float(step),
+        level_gain=gain_byte / 16.0,
+        latents=latents,
+        mlp=mlp,
+        mlp_exponents=exps,
+        arm=arm,
+    )

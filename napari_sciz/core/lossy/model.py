@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -173,6 +174,9 @@ class LatentField(nn.Module):
         self.register_buffer("steps", torch.ones(config.n_levels))
         #: ratio of the steps of two successive levels (``steps[i] = steps[0] / gain**i``)
         self.level_gain = 2.0
+        #: the autoregressive entropy model of the latents (:class:`.arm.ArmWeights`), or
+        #: ``None`` for the static per-class models; set by the encoder once fitted
+        self.arm: Any = None
         dims = [config.n_levels] + [config.hidden] * config.layers + [1]
         self.linears = nn.ModuleList(
             [nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:], strict=True)]

@@ -7,16 +7,18 @@ inside the block's byte window.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
 import torch
 
+from .arm import fit_arm
 from .code import MAX_LATENT, evaluate_code, quantize_mlp
 from .entropy import BlockCode, encode_block
 from .model import LatentField
 
-__all__ = ["code_for", "payload_bytes", "rate_control"]
+__all__ = ["attach_arm", "code_for", "payload_bytes", "rate_control"]
 
 
 def code_for(
@@ -46,13 +48,52 @@ def code_for(
         latents,
         mlp_q,
         mlp_e,
+        arm=field.arm,
     )
 
 
 def payload_bytes(field: LatentField, vmin: float, vmax: float) -> int:
     """Bytes of the field's payload coded as it stands (rounded latents, 8-bit MLP)."""
     mlp_q, mlp_e = quantize_mlp(field)
-    return len(encode_block(code_for(field, mlp_q, mlp_e, vmin, vmax, 1.0)))
+    return len(smaller_coding(code_for(field, mlp_q, mlp_e, vmin, vmax, 1.0))[1])
+
+
+def smaller_coding(code: BlockCode) -> tuple[BlockCode, bytes]:
+    """The code and its payload with the ARM or the static models, whichever is smaller.
+
+    The ARM is fitted at one quantization step; at a much coarser or finer one the static
+    models can be smaller, and rate control needs sizes that shrink with the step.
+    """
+    payload = encode_block(code)
+    if code.arm is None:
+        return code, payload
+    static_code = dataclasses.replace(code, arm=None)
+    static = encode_block(static_code)
+    return (static_code, static) if len(static) <= len(payload) else (code, payload)
+
+
+def attach_arm(
+    field: LatentField, vmin: float, vmax: float, seconds: float | None = None, seed: int = 0
+) -> float:
+    """Fit the ARM to the field's rounded latents and keep it if the payload shrinks.
+
+    Returns the static payload's size over the kept one's (1 when the static models stay).
+    The ARM's weights cost about 200 bytes, so small payloads (and the sparse latents of
+    FIB-SEM) keep the static models.
+    """
+    field.arm = None
+    mlp_q, mlp_e = quantize_mlp(field)
+    code = code_for(field, mlp_q, mlp_e, vmin, vmax, 1.0)
+    static = len(encode_block(code))
+    # trained on the latents at the current step and at half and twice it, so that the model
+    # still fits the steps rate control and training move to
+    sets = [code_for(field, mlp_q, mlp_e, vmin, vmax, k).latents for k in (1.0, 0.5, 2.0)]
+    arm = fit_arm(sets, seconds=seconds, seed=seed)
+    code.arm = arm
+    size = len(encode_block(code))
+    if size < static:
+        field.arm = arm
+    return static / max(min(size, static), 1)
 
 
 def rate_control(
@@ -77,8 +118,7 @@ def rate_control(
     mlp_q, mlp_e = quantize_mlp(field)
 
     def build(k: float, tau: float) -> tuple[BlockCode, bytes]:
-        code = code_for(field, mlp_q, mlp_e, vmin, vmax, k, tau)
-        return code, encode_block(code)
+        return smaller_coding(code_for(field, mlp_q, mlp_e, vmin, vmax, k, tau))
 
     fallback: list[tuple[BlockCode, bytes]] = []  # the largest payload under the window
 
