@@ -708,7 +708,7 @@ BAD_HEADERS = [
     ("mode", "bounded"),
     ("mode", "inr"),
     ("mode", None),
-    ("model.version", 2),
+    ("model.version", 3),
     ("model.version", "one"),
     ("model.type", "siren"),
     ("model", "latent-grid"),
@@ -789,7 +789,7 @@ def test_unsupported_mode_and_version_messages(small_file: tuple) -> None:
     with pytest.raises(FormatError, match="unsupported model"):
         open_sciz(_repack(result, _set("mode", "lossless")))
     with pytest.raises(FormatError, match="upgrade"):
-        open_sciz(_repack(result, _set("model.version", 2)))
+        open_sciz(_repack(result, _set("model.version", 3)))
 
 
 def test_payload_count_must_match_the_grid(small_file: tuple) -> None:
@@ -1011,7 +1011,7 @@ def test_header_contents(stack_file: tuple) -> None:
     assert h["name"] == "stack"
     assert h["value_range"] == [int(data.min()), int(data.max())]
     assert h["target_ratio"] == 6.0
-    assert h["model"] == {"type": "latent-grid", "version": 1, "activation": "relu"}
+    assert h["model"] == {"type": "latent-grid", "version": 2, "activation": "relu"}
     assert h["blocks"] == BlockGrid.for_shape(data.shape, 4096).to_header()
     assert h["guidance"] == "none"
     assert h["encoder"]["seed"] == 0 and h["encoder"]["budget"] is None

@@ -39,7 +39,7 @@ def test_round_trip_ratio_and_regions(coded) -> None:
     assert result.header["mode"] == "hybrid"
     assert result.header["model"] == {
         "type": "classical+latent-grid",
-        "version": 2,
+        "version": 3,
         "activation": "relu",
     }
     assert 0.98 * 24 <= result.ratio <= 1.1 * 24

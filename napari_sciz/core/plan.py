@@ -64,14 +64,16 @@ MIN_HYBRID_BLOCK_BYTES = 64
 FIT_SHARE = 0.92
 #: the header's ``model`` of each fitted mode
 MODELS = {
-    FORMAT_MODE: {"type": "latent-grid", "version": 1, "activation": "relu"},
-    "hybrid": {"type": "classical+latent-grid", "version": 2, "activation": "relu"},
+    # version 2 (latent-grid) and 3 (hybrid): a field's payload may code its latents with the
+    # autoregressive entropy model (docs/format.md section 7.5), which older readers lack
+    FORMAT_MODE: {"type": "latent-grid", "version": 2, "activation": "relu"},
+    "hybrid": {"type": "classical+latent-grid", "version": 3, "activation": "relu"},
 }
 #: the header models this version decodes: ``{mode: {type: newest version}}`` (hybrid files
 #: written before the choice of base codecs say ``sperr+latent-grid``, version 1)
 DECODABLE_MODELS = {
-    FORMAT_MODE: {"latent-grid": 1},
-    "hybrid": {"sperr+latent-grid": 1, "classical+latent-grid": 2},
+    FORMAT_MODE: {"latent-grid": 2},
+    "hybrid": {"sperr+latent-grid": 1, "classical+latent-grid": 3},
 }
 
 

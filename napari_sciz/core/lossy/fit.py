@@ -52,6 +52,9 @@ USE_ARM = True
 #: share of a time budget one fit of the ARM may use, and the shortest budget that tries it
 ARM_SHARE = 0.04
 ARM_MIN_BUDGET = 8.0
+#: smallest byte window that tries the ARM: its ~200 bytes of weights would need a saving of
+#: more than 13 % below it (measured savings on small payloads: -6 % to +3 %)
+ARM_MIN_PAYLOAD = 1500
 #: the start is chosen again for the ARM's bits when it saves more than this factor
 ARM_RESTART_SAVING = 1.05
 #: the same with guidance, which needs time for its refinement
@@ -327,7 +330,7 @@ def _start(
     """
     vmin, vmax = value_range
     low, high = window
-    use_arm = USE_ARM and (budget is None or budget >= ARM_MIN_BUDGET)
+    use_arm = USE_ARM and high >= ARM_MIN_PAYLOAD and (budget is None or budget >= ARM_MIN_BUDGET)
     arm_seconds = None if budget is None else ARM_SHARE * budget
     deadline = None if start_time is None else start_time[0] + start_time[1]
     first = None if start_time is None else (0.5 if use_arm else 1.0) * start_time[1]
