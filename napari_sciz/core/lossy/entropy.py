@@ -187,10 +187,7 @@ def encode_block(code: BlockCode) -> bytes:
 
     if code.arm is not None:
         return _encode_arm(code)
-    out = bytearray([_MAGIC, code.first_level, code.n_levels, code.hidden, code.layers])
-    out += struct.pack("<ddfB", code.vmin, code.vmax, code.latent_step, _gain_byte(code.level_gain))
-    for e in code.mlp_exponents:
-        out += struct.pack("<b", int(e))
+    out = _header(code, _MAGIC)
     streams: list[tuple[np.ndarray, int, float]] = []  # in decoding order
     for q in code.mlp:
         flat = np.asarray(q, dtype=np.int32).ravel()
