@@ -37,6 +37,7 @@ __all__ = [
     "fit_arm",
     "level_features",
     "log_features",
+    "sampled_features",
     "wavefront_order",
 ]
 
@@ -58,6 +59,8 @@ FRACTION_BITS = 4
 #: signed and absolute log of each neighbour, then the parent's signed and absolute log and class
 N_FEATURES = 2 * len(OFFSETS) + 3
 _PAD = 2
+#: nodes whose features the encoder evaluates at once
+_CHUNK = 1 << 18
 #: largest weight exponent (a weight is ``q * 2 ** -e``)
 _MAX_EXPONENT = 24
 
@@ -157,17 +160,23 @@ def _assemble(neigh: np.ndarray, parent_feats: np.ndarray) -> np.ndarray:
     return np.concatenate([logs, np.abs(logs), parent_feats], axis=1)
 
 
-def level_features(q: np.ndarray, parent: np.ndarray | None) -> np.ndarray:
-    """``(n, N_FEATURES)`` integer features of every node of level ``q`` (raster order).
+def level_features(
+    q: np.ndarray, parent: np.ndarray | None, nodes: np.ndarray | None = None
+) -> np.ndarray:
+    """``(n, N_FEATURES)`` integer features of the nodes of level ``q`` (raster order).
 
     What the decoder sees for each node when it decodes it: only causal neighbours are read.
+    ``nodes`` (flat raster indices) restricts them to a subset.
     """
     shape = q.shape
     grid = np.zeros(_padded_shape(shape), dtype=np.int64).reshape(-1)
     pidx = _padded_index(shape)
     grid[pidx] = q.reshape(-1)
+    pfeat = _parent_features(parent, shape)
+    if nodes is not None:
+        pidx, pfeat = pidx[nodes], pfeat[nodes]
     neigh = grid[pidx[:, None] + _neighbour_deltas(shape)[None, :]]
-    return _assemble(neigh, _parent_features(parent, shape))
+    return _assemble(neigh, pfeat)
 
 
 def arm_parameters(arm: ArmWeights, feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -194,8 +203,20 @@ def encode_levels(latents: list[np.ndarray], arm: ArmWeights, maxabs: int, coder
     for i in reversed(range(len(latents))):
         q = latents[i]
         parent = latents[i + 1] if i + 1 < len(latents) else None
-        mean, scale = arm_parameters(arm, level_features(q, parent))
         order, _ = wavefront_order(q.shape)
+        # in chunks: the features of a full-resolution level of a large block would take
+        # hundreds of MB at once
+        grid = np.zeros(_padded_shape(q.shape), dtype=np.int64).reshape(-1)
+        pidx = _padded_index(q.shape)
+        grid[pidx] = q.reshape(-1)
+        pfeat = _parent_features(parent, q.shape)
+        deltas = _neighbour_deltas(q.shape)
+        mean = np.empty(q.size)
+        scale = np.empty(q.size)
+        for lo in range(0, q.size, _CHUNK):
+            part = slice(lo, min(lo + _CHUNK, q.size))
+            feats = _assemble(grid[pidx[part, None] + deltas[None, :]], pfeat[part])
+            mean[part], scale[part] = arm_parameters(arm, feats)
         symbols.append(q.reshape(-1)[order].astype(np.int32))
         means.append(np.clip(mean[order], -maxabs, maxabs))
         scales.append(scale[order])
@@ -250,13 +271,28 @@ def _quantize(w1, b1, w2, b2) -> ArmWeights:
     )
 
 
-def all_features(latents: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Features and symbols of every latent of every level (finest first)."""
+def sampled_features(
+    latents: list[np.ndarray], samples: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Features and symbols of up to ``samples`` random latents of all levels (finest first).
+
+    Every latent is equally likely to be drawn; features are computed for the drawn ones only
+    (a full-resolution level of a large block has millions of nodes).
+    """
+    sizes = np.array([q.size for q in latents], dtype=np.int64)
+    total = int(sizes.sum())
+    pick = np.sort(rng.choice(total, min(samples, total), replace=False))
+    starts = np.concatenate([[0], np.cumsum(sizes)])
     feats, symbols = [], []
     for i, q in enumerate(latents):
+        nodes = pick[(pick >= starts[i]) & (pick < starts[i + 1])] - starts[i]
+        if not nodes.size:
+            continue
         parent = latents[i + 1] if i + 1 < len(latents) else None
-        feats.append(level_features(q, parent))
-        symbols.append(q.reshape(-1))
+        feats.append(level_features(q, parent, nodes))
+        symbols.append(q.reshape(-1)[nodes])
+    if not feats:
+        return np.zeros((0, N_FEATURES), np.int64), np.zeros(0, np.int32)
     return np.concatenate(feats), np.concatenate(symbols)
 
 
@@ -285,13 +321,7 @@ def fit_arm(
     began = time.perf_counter()
     rng = np.random.default_rng(seed)
     share = max(1, samples // max(len(latent_sets), 1))
-    picked = []
-    for latents in latent_sets:
-        f, s = all_features(latents)
-        if len(s) > share:
-            pick = rng.choice(len(s), share, replace=False)
-            f, s = f[pick], s[pick]
-        picked.append((f, s))
+    picked = [sampled_features(latents, share, rng) for latents in latent_sets]
     feats = np.concatenate([f for f, _ in picked])
     symbols = np.concatenate([s for _, s in picked])
     x = torch.from_numpy(feats.astype(np.float32) / (1 << FRACTION_BITS))
