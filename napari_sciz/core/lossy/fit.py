@@ -56,7 +56,7 @@ ARM_MIN_BUDGET = 8.0
 #: more than 13 % below it (measured savings on small payloads: -6 % to +3 %)
 ARM_MIN_PAYLOAD = 1500
 #: the start is chosen again for the ARM's bits when it saves more than this factor
-ARM_RESTART_SAVING = 1.05
+ARM_RESTART_SAVING = 1.15
 #: the same with guidance, which needs time for its refinement
 START_SHARE_GUIDED = 0.35
 #: with guidance, the share of the time (or steps) of the plain fit that makes the reference;
