@@ -256,22 +256,14 @@ def decode_block(
     FormatError
         If the payload is malformed.
     """
-    import constriction
 
     first, n_levels, hidden, layers = read_architecture(data)
     if len(grid_shapes) != n_levels:
         raise FormatError("block payload does not match its architecture")
     if data[0] == _MAGIC_ARM:
         return _decode_arm(data, grid_shapes, mlp_shapes)
-    pos = 5
-    if len(data) < pos + 21 + len(mlp_shapes):
-        raise FormatError("block payload is truncated")
-    vmin, vmax, step, gain_byte = struct.unpack_from("<ddfB", data, pos)
-    pos += 21
-    if not all(math.isfinite(v) for v in (vmin, vmax, step)):
-        raise FormatError("block payload holds non-finite parameters")
-    exps = list(struct.unpack_from(f"<{len(mlp_shapes)}b", data, pos))
-    reader = _Reader(data, pos + len(mlp_shapes))
+    (vmin, vmax, step, gain_byte), exps, pos = _read_head(data, len(mlp_shapes), 0)
+    reader = _Reader(data, pos)
     mlp_info = [reader.side_info() for _ in mlp_shapes]
     level_info: list[list[tuple[int, int, int]]] = []  # coarsest first: (class, maxabs, scale)
     for i in reversed(range(n_levels)):
@@ -285,24 +277,10 @@ def decode_block(
             level_info.append(
                 [(c, *reader.side_info()) for c in range(N_CONTEXTS) if mask >> c & 1]
             )
-    rest = data[reader.pos :]
-    if len(rest) % 4:
-        raise FormatError("block payload is truncated or corrupted (entropy stream length)")
-    words = np.frombuffer(rest, dtype="<u4").astype(np.uint32)
-    try:
-        coder = constriction.stream.stack.AnsCoder(words)
-    except ValueError as exc:  # e.g. a last word of zero
-        raise FormatError(f"block payload is corrupted ({exc})") from exc
+    coder = _open_stream(data, reader.pos)
 
     def decode(n: int, maxabs: int, scale_code: int) -> np.ndarray:
-        # (an empty coder is not an error here: symbols the encoder left no trace of, such
-        # as a single symbol at the bottom of its range, decode from an empty stream)
-        if not maxabs or n == 0:
-            return np.zeros(n, dtype=np.int32)
-        model = constriction.stream.model.QuantizedLaplace(
-            -maxabs, maxabs, 0.0, dequantize_scale(scale_code)
-        )
-        return np.asarray(coder.decode(model, n), dtype=np.int32)
+        return _decode_group(coder, n, maxabs, scale_code)
 
     mlp = [
         decode(math.prod(shape), *info).reshape(shape)
@@ -392,20 +370,10 @@ def _encode_arm(code: BlockCode) -> bytes:
 def _decode_arm(
     data: bytes, grid_shapes: list[tuple[int, ...]], mlp_shapes: list[tuple[int, ...]]
 ) -> BlockCode:
-    import constriction
-
     from .arm import N_FEATURES
 
     first, n_levels, hidden, layers = read_architecture(data)
-    pos = 5
-    if len(data) < pos + 24 + len(mlp_shapes):
-        raise FormatError("block payload is truncated")
-    vmin, vmax, step, gain_byte = struct.unpack_from("<ddfB", data, pos)
-    pos += 21
-    if not all(math.isfinite(v) for v in (vmin, vmax, step)):
-        raise FormatError("block payload holds non-finite parameters")
-    exps = list(struct.unpack_from(f"<{len(mlp_shapes)}b", data, pos))
-    pos += len(mlp_shapes)
+    (vmin, vmax, step, gain_byte), exps, pos = _read_head(data, len(mlp_shapes), 3)
     arm_hidden, e1, e2 = data[pos], data[pos + 1], data[pos + 2]
     if not 1 <= arm_hidden <= 64 or e1 > 24 or e2 > 24:
         raise FormatError("block payload declares an unsupported entropy model")
@@ -415,22 +383,11 @@ def _decode_arm(
     maxabs = reader.varint()
     if maxabs > _MAX_SYMBOL:
         raise FormatError("block payload declares an implausible symbol range")
-    rest = data[reader.pos :]
-    if len(rest) % 4:
-        raise FormatError("block payload is truncated or corrupted (entropy stream length)")
-    words = np.frombuffer(rest, dtype="<u4").astype(np.uint32)
-    try:
-        coder = constriction.stream.stack.AnsCoder(words)
-    except ValueError as exc:
-        raise FormatError(f"block payload is corrupted ({exc})") from exc
-    tensors = []
-    for shape, (m, sc) in zip([*mlp_shapes, *arm_shapes], infos, strict=True):
-        n = math.prod(shape)
-        if not m or n == 0:
-            tensors.append(np.zeros(shape, dtype=np.int32))
-            continue
-        model = constriction.stream.model.QuantizedLaplace(-m, m, 0.0, dequantize_scale(sc))
-        tensors.append(np.asarray(coder.decode(model, n), dtype=np.int32).reshape(shape))
+    coder = _open_stream(data, reader.pos)
+    tensors = [
+        _decode_group(coder, math.prod(shape), m, sc).reshape(shape)
+        for shape, (m, sc) in zip([*mlp_shapes, *arm_shapes], infos, strict=True)
+    ]
     mlp = tensors[: len(mlp_shapes)]
     arm = ArmWeights(*tensors[len(mlp_shapes) :], e1=e1, e2=e2)
     if maxabs:
@@ -453,3 +410,49 @@ def _decode_arm(
         mlp_exponents=exps,
         arm=arm,
     )
+
+
+def _read_head(
+    data: bytes, n_tensors: int, extra: int
+) -> tuple[tuple[float, float, float, int], list[int], int]:
+    """``(vmin, vmax, step, gain byte)``, the MLP exponents and the offset after them.
+
+    ``extra`` bytes must follow the exponents (the ARM's header).
+    """
+    pos = 5
+    if len(data) < pos + 21 + n_tensors + extra:
+        raise FormatError("block payload is truncated")
+    vmin, vmax, step, gain_byte = struct.unpack_from("<ddfB", data, pos)
+    pos += 21
+    if not all(math.isfinite(v) for v in (vmin, vmax, step)):
+        raise FormatError("block payload holds non-finite parameters")
+    exps = list(struct.unpack_from(f"<{n_tensors}b", data, pos))
+    return (vmin, vmax, step, gain_byte), exps, pos + n_tensors
+
+
+def _open_stream(data: bytes, pos: int):
+    """The ANS decoder of the stream from ``pos`` to the end of the payload."""
+    import constriction
+
+    rest = data[pos:]
+    if len(rest) % 4:
+        raise FormatError("block payload is truncated or corrupted (entropy stream length)")
+    words = np.frombuffer(rest, dtype="<u4").astype(np.uint32)
+    try:
+        return constriction.stream.stack.AnsCoder(words)
+    except ValueError as exc:  # e.g. a last word of zero
+        raise FormatError(f"block payload is corrupted ({exc})") from exc
+
+
+def _decode_group(coder, n: int, maxabs: int, scale_code: int) -> np.ndarray:
+    """``n`` symbols of one group (zero-mean quantized Laplace), or zeros if it is empty."""
+    import constriction
+
+    # (an empty coder is not an error here: symbols the encoder left no trace of, such as a
+    # single symbol at the bottom of its range, decode from an empty stream)
+    if not maxabs or n == 0:
+        return np.zeros(n, dtype=np.int32)
+    model = constriction.stream.model.QuantizedLaplace(
+        -maxabs, maxabs, 0.0, dequantize_scale(scale_code)
+    )
+    return np.asarray(coder.decode(model, n), dtype=np.int32)

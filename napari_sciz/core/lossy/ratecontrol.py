@@ -87,7 +87,9 @@ def attach_arm(
     static = len(encode_block(code))
     # trained on the latents at the current step and at half and twice it, so that the model
     # still fits the steps rate control and training move to
-    sets = [code_for(field, mlp_q, mlp_e, vmin, vmax, k).latents for k in (1.0, 0.5, 2.0)]
+    sets = [code.latents] + [
+        code_for(field, mlp_q, mlp_e, vmin, vmax, k).latents for k in (0.5, 2.0)
+    ]
     arm = fit_arm(sets, seconds=seconds, seed=seed)
     code.arm = arm
     size = len(encode_block(code))
