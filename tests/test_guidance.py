@@ -237,23 +237,23 @@ def test_ssim_slices_is_the_evaluation_ssim():
 def test_guided_fit_keeps_the_best_task_score_within_the_psnr_allowance(monkeypatch, mode):
     """Every candidate is scored as decoded; the kept one has the smallest task error among
     those at most ``max_psnr_loss`` dB below the plain reference, and is what is returned."""
-    from napari_sciz.core.lossy import fit
+    from napari_sciz.core.lossy import fit, guided
 
     decoded = []
-    real_evaluate = fit.evaluate_code
+    real_evaluate = guided.evaluate_code
 
     def recording(code, shape, device="cpu"):
         rec = real_evaluate(code, shape, device)
         decoded.append(rec)
         return rec
 
-    monkeypatch.setattr(fit, "evaluate_code", recording)
+    monkeypatch.setattr(guided, "evaluate_code", recording)
     block = _blob().astype(np.float64)
     g = Guidance(mode, {"max_psnr_loss": 0.5})
     result = fit.fit_block(block, (300, 340), steps=40, guidance=g)
     assert result.guided is not None
     # the reference and one candidate per checkpoint, each decoded once
-    assert len(result.guided) == 1 + fit.GUIDED_CHECKPOINTS
+    assert len(result.guided) == 1 + guided.GUIDED_CHECKPOINTS
     lo, span = block.min(), block.max() - block.min()
     target = (block - lo) / span
 

@@ -76,8 +76,9 @@ def step_cost(
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from ..core.lossy.fit import LR_LATENT, LR_MLP, _crop_shape
+    from ..core.lossy.fit import LR_LATENT, LR_MLP
     from ..core.lossy.model import FieldConfig, LatentField, laplace_bits
+    from ..core.lossy.training import crop_shape
 
     shape3 = tuple(int(n) for n in shape)
     voxels = math.prod(shape3)
@@ -92,7 +93,7 @@ def step_cost(
             {"params": list(field.linears.parameters()), "lr": LR_MLP},
         ]
     )
-    crop = _crop_shape(shape3, batch)
+    crop = crop_shape(shape3, batch)
     target = torch.rand(crop, device=device).reshape(-1)
     scales = [torch.tensor(1.0, device=device) for _ in field.latents]
 
