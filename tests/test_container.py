@@ -18,6 +18,7 @@ from napari_sciz.core.bitstream.container import (
     FORMAT_VERSION,
     HEADER_DICTIONARY,
     HEADER_DICTIONARY_V1,
+    HEADER_DICTIONARY_V2,
     MAGIC,
     MAX_HEADER_BYTES,
     SciZFile,
@@ -131,7 +132,7 @@ def test_round_trip(header: dict, payloads: list[bytes], tmp_path: Path) -> None
 def test_magic_and_version_constants() -> None:
     assert isinstance(MAGIC, bytes) and len(MAGIC) == 8
     assert MAGIC[0] & 0x80 and b"SCIZ" in MAGIC and b"\r\n" in MAGIC
-    assert FORMAT_VERSION == (2, 0)
+    assert FORMAT_VERSION == (3, 0)
 
 
 def test_random_access(tmp_path: Path) -> None:
@@ -190,17 +191,29 @@ def test_header_dictionary_is_frozen() -> None:
     files written with it unreadable (docs/format.md, Appendix A)."""
     assert len(HEADER_DICTIONARY_V1) == 623
     assert zlib.crc32(HEADER_DICTIONARY_V1) == 0x8B9DE323
-    assert len(HEADER_DICTIONARY) == 1142
-    assert zlib.crc32(HEADER_DICTIONARY) == 0xB1E02030
+    assert len(HEADER_DICTIONARY_V2) == 1142
+    assert zlib.crc32(HEADER_DICTIONARY_V2) == 0xB1E02030
+    assert len(HEADER_DICTIONARY) == 1491
+    assert zlib.crc32(HEADER_DICTIONARY) == 0x34436699
     spec = Path(__file__).parents[1] / "docs" / "format.md"
     if spec.exists():
         text = spec.read_text(encoding="utf-8")
         for dictionary, crc in (
             (HEADER_DICTIONARY_V1, "0x8b9de323"),
-            (HEADER_DICTIONARY, "0xb1e02030"),
+            (HEADER_DICTIONARY_V2, "0xb1e02030"),
+            (HEADER_DICTIONARY, "0x34436699"),
         ):
             assert "\n" + dictionary.decode("ascii") + "\n" in text
             assert crc in text
+
+
+def test_format_2_files_still_read_with_their_dictionary() -> None:
+    header = {"format": "sciz", "mode": "hybrid", "shape": [3, 4, 5], "name": None}
+    comp = zlib.compressobj(9, zlib.DEFLATED, -15, zdict=HEADER_DICTIONARY_V2)
+    zheader = comp.compress(json.dumps(header).encode()) + comp.flush()
+    data = _build(zheader, [(3, zlib.crc32(b"abc"))], b"abc", version=(2, 0))
+    with SciZFile(data) as f:
+        assert f.version == (2, 0) and f.header == header and f.payload(0) == b"abc"
 
 
 def test_format_1_files_still_read_with_their_dictionary() -> None:
@@ -356,9 +369,9 @@ def test_newer_major_version_is_rejected(tmp_path: Path) -> None:
         with pytest.raises(FormatError, match="newer napari-sciz.*upgrade"):
             SciZFile(newer)
     path = tmp_path / "new.sciz"
-    path.write_bytes(_set_version(data, 3, 3))
+    path.write_bytes(_set_version(data, 4, 3))
     with pytest.raises(
-        FormatError, match=r"new\.sciz: written by a newer napari-sciz \(format 3\.3"
+        FormatError, match=r"new\.sciz: written by a newer napari-sciz \(format 4\.3"
     ):
         SciZFile(path)
 

@@ -608,11 +608,12 @@ def _compress_exact(
     raw = int(arr.size * arr.dtype.itemsize)
     header = {
         **base_header(arr.shape, arr.dtype, mode, axes, voxel_size, units, name),
-        "max_error": bound,
         "value_range": _value_range(arr),
         "model": {"type": "causal-predictor", "version": 1},
         "blocks": grid.to_header(),
     }
+    if bound is not None:
+        header["max_error"] = bound
 
     def on_block(done: int, total: int) -> None:
         if progress is not None:

@@ -65,15 +65,16 @@ FIT_SHARE = 0.92
 #: the header's ``model`` of each fitted mode
 MODELS = {
     # version 2 (latent-grid) and 3 (hybrid): a field's payload may code its latents with the
-    # autoregressive entropy model (docs/format.md section 7.5), which older readers lack
+    # autoregressive entropy model (docs/format.md section 7.5), which older readers lack;
+    # hybrid version 4: block payloads with the compact head and packed SPERR streams
     FORMAT_MODE: {"type": "latent-grid", "version": 2, "activation": "relu"},
-    "hybrid": {"type": "classical+latent-grid", "version": 3, "activation": "relu"},
+    "hybrid": {"type": "classical+latent-grid", "version": 4, "activation": "relu"},
 }
 #: the header models this version decodes: ``{mode: {type: newest version}}`` (hybrid files
 #: written before the choice of base codecs say ``sperr+latent-grid``, version 1)
 DECODABLE_MODELS = {
     FORMAT_MODE: {"latent-grid": 2},
-    "hybrid": {"sperr+latent-grid": 1, "classical+latent-grid": 3},
+    "hybrid": {"sperr+latent-grid": 1, "classical+latent-grid": 4},
 }
 
 
@@ -109,18 +110,26 @@ def base_header(
     units: Sequence[str] | None,
     name: str | None,
 ) -> dict:
-    """Header keys common to every coding mode (the image and the library)."""
-    return {
+    """Header keys common to every coding mode (the image and the library).
+
+    The optional calibration (``voxel_size``, ``units``) and ``name`` are left out when not
+    given (readers take a missing key as null): a few bytes of a small file.
+    """
+    header: dict = {
         "format": "sciz",
         "library": f"napari-sciz {__version__}",
         "mode": mode,
         "shape": [int(n) for n in shape],
         "dtype": np.dtype(dtype).name,
         "axes": axes,
-        "voxel_size": None if voxel_size is None else [float(v) for v in voxel_size],
-        "units": None if units is None else [str(u) for u in units],
-        "name": name,
     }
+    if voxel_size is not None:
+        header["voxel_size"] = [float(v) for v in voxel_size]
+    if units is not None:
+        header["units"] = [str(u) for u in units]
+    if name is not None:
+        header["name"] = name
+    return header
 
 
 #: effort presets: (smallest time budget in seconds, seconds per MiB of raw data); the encoder

@@ -40,6 +40,7 @@ __all__ = [
     "MAX_PAYLOAD_BYTES",
     "HEADER_DICTIONARY",
     "HEADER_DICTIONARY_V1",
+    "HEADER_DICTIONARY_V2",
     "pack",
     "overhead",
     "SciZFile",
@@ -52,7 +53,7 @@ MAGIC: bytes = b"\x89SCIZ\r\n\n"
 
 #: Format version written by this library: (major, minor). Files with a newer *major* version
 #: are rejected; a newer *minor* version of the same major is readable.
-FORMAT_VERSION: tuple[int, int] = (2, 0)
+FORMAT_VERSION: tuple[int, int] = (3, 0)
 
 #: Largest header JSON accepted, in bytes, both deflated and inflated.
 MAX_HEADER_BYTES: int = 16 * 1024 * 1024
@@ -79,10 +80,9 @@ HEADER_DICTIONARY_V1: bytes = (
 )
 
 #: Preset DEFLATE dictionary of the header in format 2.x files: the keys and common values of
-#: today's headers in all four coding modes, so that a typical header deflates to 40-80 bytes
-#: (with the 1.x dictionary, 170-210: a fifth of a 1 kB file). Part of format major version 2:
-#: it MUST NOT change within it (a test pins its CRC-32; docs/format.md, Appendix A).
-HEADER_DICTIONARY: bytes = (
+#: the headers of napari-sciz 0.2 in all four coding modes (a typical header: 40-80 bytes; with
+#: the 1.x dictionary, 170-210). Frozen: files written with format 2.0 use it.
+HEADER_DICTIONARY_V2: bytes = (
     b'{"axes":"YX","axes":"TYX","axes":"CZYX","axes":"TZYX","axes":"ZYX",'
     b'"blocks":{"block_shape":[1,512,512],"count":1,"counts":[1,1,1],"spatial_ndim":2},'
     b'"blocks":{"block_shape":[64,256,256],"count":16,"counts":[1,2,2],"spatial_ndim":3},'
@@ -98,8 +98,35 @@ HEADER_DICTIONARY: bytes = (
     b'"units":["nanometer","nanometer","nanometer"],"units":["micrometer","micrometer","micrometer"],'
     b'"units":null,"value_range":[0,65535],"voxel_size":[1.0,1.0,1.0],"voxel_size":null}'
 )
+#: Preset DEFLATE dictionary of the header in format 3.x files: the keys and common values of
+#: the headers of every coding mode, then a whole typical lossless header and a whole typical
+#: hybrid one (the default mode, nearest the end, where DEFLATE's distances are cheapest), so
+#: that a header deflates to 25-50 bytes (33 for a single-block hybrid file; 62 with the 2.x
+#: dictionary: 3 % of a 1 kB file). Part of format major version 3: it MUST NOT change within
+#: it (a test pins its CRC-32; docs/format.md, Appendix A).
+HEADER_DICTIONARY: bytes = (
+    b'{"axes":"YX","axes":"TYX","axes":"CZYX","axes":"TZYX",'
+    b'"blocks":{"block_shape":[1,512,512],"count":1,"counts":[1,1,1],"spatial_ndim":2},'
+    b'"blocks":{"block_shape":[64,256,256],"count":16,"counts":[1,2,2],"spatial_ndim":3},'
+    b'"dtype":"uint8","dtype":"int16","dtype":"uint32","dtype":"float32","dtype":"float64",'
+    b'"encoder":{"budget":null,"device":"cuda","seed":0,"steps":300},'
+    b'"guidance":"segmentation","guidance":"perceptual","guidance_weights":'
+    b'{"boundary":1.0,"dice":1.0,"gradient":0.0,"max_psnr_loss":1.0,"side":1.0,"ssim":1.0},'
+    b'"max_error":1.0,"mode":"bounded","mode":"lossy","model":{"activation":"relu",'
+    b'"type":"latent-grid","version":2},"name":"image","target_ratio":16.0,"target_ratio":256.0,'
+    b'"units":["nanometer","nanometer","nanometer"],"units":["micrometer","micrometer","micrometer"],'
+    b'"value_range":[0,255],"voxel_size":[1.0,1.0,1.0]}'
+    b'{"axes":"ZYX","blocks":{"block_shape":[64,512,512],"count":1,"counts":[1,1,1],"spatial_ndim":3},'
+    b'"dtype":"uint16","format":"sciz","library":"napari-sciz 0.2.0","mode":"lossless",'
+    b'"model":{"type":"causal-predictor","version":1},"shape":[64,512,512],"value_range":[0,65535]}'
+    b'{"axes":"ZYX","blocks":{"block_shape":[64,512,512],"count":1,"counts":[1,1,1],"spatial_ndim":3},'
+    b'"dtype":"uint16","encoder":{"budget":120,"device":"cpu","seed":0,"steps":0},"format":"sciz",'
+    b'"guidance":"none","library":"napari-sciz 0.2.0","mode":"hybrid","model":{"activation":"relu",'
+    b'"type":"classical+latent-grid","version":4},"shape":[64,512,512],"target_ratio":64.0,'
+    b'"value_range":[0,65535]}'
+)
 #: the header dictionary of each format major version this library reads
-_DICTIONARIES = {1: HEADER_DICTIONARY_V1, 2: HEADER_DICTIONARY}
+_DICTIONARIES = {1: HEADER_DICTIONARY_V1, 2: HEADER_DICTIONARY_V2, 3: HEADER_DICTIONARY}
 
 _ENTRY = struct.Struct("<II")  # index entry: payload length, payload crc32
 _CRC = struct.Struct("<I")

@@ -41,6 +41,7 @@ from ...errors import FormatError, SciZError
 from .headers import check_sperr_header, hevc_picture_sizes
 from .mosaic import mosaic_layout, tile_mosaic, untile_mosaic
 from .planes import HEVCPlanes, PlaneSource, SlabPlanes, WholePlanes
+from .sperrpack import pack_sperr, unpack_sperr
 
 __all__ = [
     "BASES",
@@ -175,12 +176,18 @@ class SPERRBase(BaseCodec):
         sperr = getattr(_imagecodecs(), "SPERR", None)
         return bool(sperr is not None and sperr.available)
 
+    def __init__(self, packed: bool = True) -> None:
+        #: whether streams are in the packed form of :mod:`.sperrpack` (hybrid payloads of
+        #: version 3; earlier ones hold SPERR's own streams)
+        self.packed = packed
+
     def encode(self, block: np.ndarray, param: float) -> bytes:  # noqa: D102
         data = np.ascontiguousarray(block, dtype=np.float64)
         data = data[0] if data.shape[0] == 1 else data
         if float(data.max()) == float(data.min()):
             param = 1e-3  # constant: a few header bytes
-        return bytes(_imagecodecs().sperr_encode(data, float(param), "bpp"))
+        stream = bytes(_imagecodecs().sperr_encode(data, float(param), "bpp"))
+        return pack_sperr(stream, data.shape) if self.packed else stream
 
     def param_for_size(self, block: np.ndarray, nbytes: int) -> float | None:
         """Bits per value of ``nbytes`` (SPERR's rate mode lands within a few bytes of it;
@@ -189,10 +196,11 @@ class SPERRBase(BaseCodec):
 
     def refined(self) -> BaseCodec | None:
         """The same bits per value in independent slabs of planes (:class:`SPERRSlabsBase`)."""
-        return SPERRSlabsBase(2)
+        return SPERRSlabsBase(2, self.packed)
 
     def decode(self, stream: bytes, shape3: Shape3) -> np.ndarray:  # noqa: D102
         shape = shape3[1:] if shape3[0] == 1 else shape3
+        stream = unpack_sperr(stream, shape) if self.packed else stream
         check_sperr_header(stream, shape)  # before SPERR allocates what the stream declares
         try:
             values = _imagecodecs().sperr_decode(stream, shape=shape, dtype=np.float64)
@@ -220,11 +228,14 @@ class SPERRSlabsBase(SPERRBase):
     by_plane = True
     _LEN = struct.Struct("<I")
 
-    def __init__(self, slabs: int = 2) -> None:
+    def __init__(self, slabs: int = 2, packed: bool = True) -> None:
+        super().__init__(packed)
         self.slabs = slabs
 
     def refined(self) -> BaseCodec | None:  # noqa: D102
-        return SPERRSlabsBase(self.slabs + 1) if self.slabs < MAX_SPERR_SLABS else None
+        if self.slabs >= MAX_SPERR_SLABS:
+            return None
+        return SPERRSlabsBase(self.slabs + 1, self.packed)
 
     @staticmethod
     def _cuts(depth: int, k: int) -> list[int]:
@@ -511,9 +522,14 @@ BASES: tuple[BaseCodec, ...] = (SPERRBase(), HEVCBase(), JPEGXLBase())
 NO_BASE = NoBase()
 
 
-def base_by_id(ident: int) -> BaseCodec:
-    """The base codec numbered ``ident`` in a payload; :class:`FormatError` if unknown."""
-    for codec in (NO_BASE, *BASES, SPERRSlabsBase()):
+def base_by_id(ident: int, packed: bool = True) -> BaseCodec:
+    """The base codec numbered ``ident`` in a payload; :class:`FormatError` if unknown.
+
+    ``packed``: whether the payload's SPERR streams are packed (:mod:`.sperrpack`; hybrid
+    payloads of version 3 and later).
+    """
+    legacy = (SPERRBase(packed), SPERRSlabsBase(2, packed))
+    for codec in (NO_BASE, *legacy, *BASES):
         if codec.ident == ident:
             return codec
     raise FormatError(f"unknown base codec {ident} in a hybrid payload")

@@ -12,12 +12,15 @@ still misses in the rest of the bytes. The most accurate candidate in the byte w
 
 Payload (after the container's framing)::
 
-    b"SZH" | u8 version (2) | u8 base codec (0 none, 1 SPERR, 2 JPEG XL, 3 HEVC)
-    | u8 flags (bit 0: 2D)
-    | u32 base length | base stream | varint filter length | loop filter (may be empty)
+    u8 version (3) | u8 base codec (low 4 bits: 0 none, 1 SPERR, 2 JPEG XL, 3 HEVC,
+    4 SPERR slabs; bit 4: the block is one plane) | varint base length | base stream
+    | varint filter length | loop filter (may be empty)
     | field payload (latent-grid block payload; absent when no field is fitted)
 
-Version 1 payloads (SPERR base, no loop filter) still decode. The region decoder decodes
+SPERR streams are packed (:mod:`.sperrpack`: the dimensions and lengths the payload already
+gives are left out). Version 2 payloads (``b"SZH" | u8 2 | u8 codec | u8 flags | u32 base
+length``, SPERR streams as SPERR wrote them) and version 1 (SPERR base, no loop filter) still
+decode. The region decoder decodes
 whole blocks (base, filter and dense field) and crops them.
 """
 
@@ -50,8 +53,18 @@ __all__ = [
 ]
 
 _MAGIC = b"SZH"
-_VERSION = 2
-_HEAD = struct.Struct("<3sBBBI")
+_VERSION = 3
+#: head of version 1 and 2 payloads: magic, version, base codec, flags, base length
+_HEAD_V2 = struct.Struct("<3sBBBI")
+#: bit of the codec byte of a version-3 head: the block is one plane
+_FLAT_BIT = 0x10
+
+
+def _head_bytes(high: int) -> int:
+    """Most bytes a version-3 head takes in a payload of at most ``high`` bytes."""
+    return 2 + len(_varint(max(high, 0)))
+
+
 #: shares of a block's budget given to the base layer when a field is fitted on the residual of
 #: the filtered base. Empty: in every benchmark so far (docs/benchmarks.md) the residual field
 #: never won a block over the base and filter alone, and its transform-coded start is not
@@ -122,8 +135,8 @@ class HybridFit:
 
 
 def _pack(base: BaseLayer, filt: bytes, inr: bytes, flat: bool) -> bytes:
-    head = _HEAD.pack(_MAGIC, _VERSION, base.codec.ident, 1 if flat else 0, len(base.stream))
-    return head + base.stream + _varint(len(filt)) + filt + inr
+    head = bytes([_VERSION, base.codec.ident | (_FLAT_BIT if flat else 0)])
+    return head + _varint(len(base.stream)) + base.stream + _varint(len(filt)) + filt + inr
 
 
 def _mse(values: np.ndarray, target: np.ndarray) -> float:
@@ -430,12 +443,12 @@ def _with_field(
     from ..lossy.fit import fit_block
 
     low, high = window
-    room = int(share * (high - _HEAD.size))
+    room = int(share * (high - _head_bytes(high)))
     base = encode_to_size(best.base.codec, target, room, cancel=clock.cancel)
     if base is None:
         return None, 0
     prior = _filtered(base, target, 4, seed)
-    used = _HEAD.size + _layers_bytes(base, prior.filter_bytes)
+    used = _head_bytes(high) + _layers_bytes(base, prior.filter_bytes)
     if high - used < _MIN_INR_BYTES:
         return None, 0
     fit = fit_block(
@@ -460,7 +473,7 @@ def _field_only(
     from ..lossy.fit import fit_block
 
     low, high = window
-    used = _HEAD.size + 1  # the head and an empty filter's length
+    used = _head_bytes(high) + 1  # the head and an empty filter's length
     if high - used < 1:  # (the field's fit says when its smallest code does not fit)
         raise RatioUnreachableError(
             f"a block of shape {target.shape} cannot be coded in {high} bytes; use a lower ratio"
@@ -511,7 +524,7 @@ def fit_hybrid_block(
     clock = BlockTracker(budget, target, cancel, on_step, on_preview)
     low, high = byte_window
     flat = block.shape[0] == 1
-    avail = high - _HEAD.size  # base, filter length and filter
+    avail = high - _head_bytes(high)  # base, filter length and filter
     fields = dict(steps=steps, device=device, cancel=cancel, **fit_kwargs)
 
     constant = target.size == 0 or float(target.min()) == float(target.max())
@@ -545,21 +558,38 @@ def fit_hybrid_block(
     return HybridFit(payload, best.values, steps_done, share, best.base.codec.name, best.classes)
 
 
+def _parse_head(payload: bytes) -> tuple[int, int, bool, int, int]:
+    """``(version, codec number, one-plane flag, base start, base length)`` of a payload."""
+    if len(payload) >= _HEAD_V2.size and payload[:3] == _MAGIC:
+        _magic, version, codec, flags, base_len = _HEAD_V2.unpack_from(payload)
+        if not 1 <= version <= 2:
+            raise FormatError(f"hybrid payload version {version} is not supported")
+        if flags > 1:
+            raise FormatError("hybrid payload has unknown flags")
+        if version == 1 and codec != 1:
+            raise FormatError(f"unknown base codec {codec} in a hybrid payload")
+        return version, codec, bool(flags & 1), _HEAD_V2.size, base_len
+    if len(payload) < 3:
+        raise FormatError("hybrid block payload is truncated")
+    version, byte = payload[0], payload[1]
+    if version != _VERSION:
+        if _VERSION < version < 16:
+            raise FormatError(
+                f"hybrid payload version {version} is not supported; upgrade napari-sciz"
+            )
+        raise FormatError("not a hybrid block payload")
+    if byte & ~(_FLAT_BIT | 0x0F):
+        raise FormatError("hybrid payload has unknown flags")
+    base_len, start = _read_varint(payload, 2)
+    return version, byte & 0x0F, bool(byte & _FLAT_BIT), start, base_len
+
+
 def _parse(payload: bytes, shape3: tuple[int, int, int]) -> tuple[BaseCodec, bytes, bytes, bytes]:
     """Split a payload into (base codec, base stream, filter bytes, field payload)."""
-    if len(payload) < _HEAD.size:
-        raise FormatError("hybrid block payload is truncated")
-    magic, version, codec, flags, base_len = _HEAD.unpack_from(payload)
-    if magic != _MAGIC:
-        raise FormatError("not a hybrid block payload")
-    if not 1 <= version <= _VERSION:
-        raise FormatError(f"hybrid payload version {version} is not supported; upgrade napari-sciz")
-    if version == 1 and codec != 1:
-        raise FormatError(f"unknown base codec {codec} in a hybrid payload")
-    base_codec = base_by_id(codec)
-    if flags > 1 or bool(flags & 1) != (shape3[0] == 1):
+    version, codec, flat, start, base_len = _parse_head(payload)
+    base_codec = base_by_id(codec, packed=version >= 3)
+    if flat != (shape3[0] == 1):
         raise FormatError("hybrid payload does not match the block's shape")
-    start = _HEAD.size
     if start + base_len > len(payload):
         raise FormatError("hybrid block payload is truncated (base layer)")
     base = payload[start : start + base_len]
@@ -574,16 +604,14 @@ def _parse(payload: bytes, shape3: tuple[int, int, int]) -> tuple[BaseCodec, byt
 
 def layer_sizes(payload: bytes) -> tuple[int, int]:
     """Bytes of the base layer and of the fitted residual field in a hybrid payload."""
-    if len(payload) < _HEAD.size or payload[:3] != _MAGIC:
-        raise FormatError("not a hybrid block payload")
-    flat = bool(_HEAD.unpack_from(payload)[3] & 1)
+    flat = _parse_head(payload)[2]
     _codec, base, _filt, inr = _parse(payload, (1 if flat else 2, 1, 1))
     return len(base), len(inr)
 
 
 def describe(payload: bytes) -> dict[str, Any]:
     """Base codec, layer sizes and filter classes of a hybrid payload (for ``sciz info``)."""
-    flat = bool(_HEAD.unpack_from(payload)[3] & 1) if len(payload) >= _HEAD.size else False
+    flat = _parse_head(payload)[2]
     codec, base, filt, inr = _parse(payload, (1 if flat else 2, 1, 1))
     parsed = parse_loop_filter(filt) if filt else None
     return {
