@@ -123,6 +123,32 @@ def test_parameters_do_not_depend_on_how_nodes_are_batched(fitted: tuple) -> Non
     assert np.all(scale > 0) and np.all(np.isfinite(mean))
 
 
+def test_compiled_parameters_equal_the_numpy_formulation(fitted: tuple) -> None:
+    """The decoder's compiled per-node evaluation (:mod:`~napari_sciz.core.lossy.armkernel`)
+    gives the numpy path's integers bit for bit, on every level and on wide latents."""
+    from napari_sciz.core.lossy import arm as arm_mod
+    from napari_sciz.core.lossy.armkernel import mitchell_log
+
+    values = np.concatenate([np.arange(-70000, 70000, 7), [-(2**40), 2**40, 0, 1, -1]])
+    expected = log_features(values)
+    assert [mitchell_log(int(v), 4) for v in values] == expected.tolist()
+    _config, latents, arm = fitted
+    wide = [q * 401 - 3 for q in latents]  # large magnitudes: long logs, big accumulators
+    for lat in (latents, wide):
+        for i, q in enumerate(lat):
+            parent = lat[i + 1] if i + 1 < len(lat) else None
+            mean, scale = arm_parameters(arm, level_features(q, parent))
+            grid = np.zeros(arm_mod._padded_shape(q.shape), np.int64).reshape(-1)
+            pidx = arm_mod._padded_index(q.shape)
+            grid[pidx] = q.reshape(-1)
+            pfeat = arm_mod._parent_features(parent, q.shape)
+            deltas = arm_mod._neighbour_deltas(q.shape)
+            nodes = np.arange(q.size)
+            m, s = arm_mod._node_parameters(grid, pidx, nodes, pfeat, deltas, arm)
+            np.testing.assert_array_equal(m, mean)
+            np.testing.assert_array_equal(s, scale)
+
+
 def test_round_trip_is_exact(fitted: tuple) -> None:
     config, latents, arm = fitted
     code = code_with(config, latents, arm)

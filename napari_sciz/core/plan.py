@@ -187,8 +187,11 @@ def _header_growth(header: dict, n_blocks: int) -> int:
 
     planned = container.overhead(header, n_blocks)
     growth = 0
+    device_now = str(header["encoder"]["device"])
+    # the fit runs on the planned device or falls back to the CPU
+    devices = {device_now, "cpu"} | ({"cuda:15"} if device_now.startswith("cuda") else set())
     for steps in (0, 99999, 10**9):
-        for device in ("cpu", "cuda:15", "mps"):
+        for device in sorted(devices):
             variant = copy.deepcopy(header)
             variant["encoder"].update(steps=steps, device=device)
             growth = max(growth, container.overhead(variant, n_blocks) - planned)
@@ -346,6 +349,9 @@ def plan_lossy(
         # only the weights that differ from the defaults: header bytes are latent bytes
         header["guidance_weights"] = overrides
     header.update(extra_header or {})
+    if mode == "hybrid" and steps is None:
+        # planned as it is most often written: hybrid blocks fit no field (0 steps)
+        header["encoder"]["steps"] = 0
     slack = _header_growth(header, grid.n_blocks) if mode == "hybrid" else HEADER_SLACK
     fixed = container.overhead(header, grid.n_blocks) + slack
     total = payload_budget(raw, ratio, fixed, grid.n_blocks, exact=mode == "hybrid")

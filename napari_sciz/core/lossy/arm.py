@@ -14,11 +14,12 @@ derive bit-identical model parameters on every machine, whatever order they eval
 
 Decoding runs in wavefronts: a node at ``(z, y, x)`` belongs to front ``t = z + 2 y + x``;
 every causal neighbour lies on an earlier front, so each front's nodes are decoded together
-(one vectorised network evaluation and one call of the ANS decoder).
+(one compiled network evaluation, :mod:`.armkernel`, and one call of the ANS decoder).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from dataclasses import dataclass
@@ -59,8 +60,6 @@ FRACTION_BITS = 4
 #: signed and absolute log of each neighbour, then the parent's signed and absolute log and class
 N_FEATURES = 2 * len(OFFSETS) + 3
 _PAD = 2
-#: nodes whose features the encoder evaluates at once
-_CHUNK = 1 << 18
 #: largest weight exponent (a weight is ``q * 2 ** -e``)
 _MAX_EXPONENT = 24
 
@@ -139,7 +138,9 @@ def wavefront_order(shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
     """
     z, y, x = np.indices(shape).reshape(3, -1)
     t = z + 2 * y + x
-    order = np.argsort(t, kind="stable")
+    # a stable sort of 16-bit keys is numpy's radix sort (most levels have fewer fronts)
+    keys = t.astype(np.uint16) if t.size and t.max() < 1 << 16 else t
+    order = np.argsort(keys, kind="stable")
     counts = np.bincount(t, minlength=int(t.max()) + 1 if t.size else 0)
     return order, np.concatenate([[0], np.cumsum(counts)])
 
@@ -150,9 +151,12 @@ def _parent_features(parent: np.ndarray | None, shape: tuple[int, ...]) -> np.nd
     if parent is None:
         return np.zeros((n, 3), dtype=np.int64)
     idx = [np.minimum(np.arange(s) // 2, parent.shape[a] - 1) for a, s in enumerate(shape)]
-    value = log_features(parent[np.ix_(*idx)]).reshape(-1)
-    cls = parent_context(parent, shape).reshape(-1) << FRACTION_BITS
-    return np.stack([value, np.abs(value), cls], axis=1)
+    out = np.empty((n, 3), dtype=np.int64)
+    # logs at the parent's resolution, then spread to the children
+    out[:, 0] = log_features(parent)[np.ix_(*idx)].reshape(-1)
+    np.abs(out[:, 0], out=out[:, 1])
+    out[:, 2] = parent_context(parent, shape).reshape(-1) << FRACTION_BITS
+    return out
 
 
 def _assemble(neigh: np.ndarray, parent_feats: np.ndarray) -> np.ndarray:
@@ -191,6 +195,35 @@ def arm_parameters(arm: ArmWeights, feats: np.ndarray) -> tuple[np.ndarray, np.n
     return mean, SCALE_TABLE[code]
 
 
+def _node_parameters(
+    grid: np.ndarray,
+    pidx: np.ndarray,
+    nodes: np.ndarray,
+    pfeat: np.ndarray,
+    deltas: np.ndarray,
+    arm: ArmWeights,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`arm_parameters` of the nodes ``nodes`` (raster indices) of the padded ``grid``,
+    compiled (:mod:`.armkernel`: the same integers without the feature matrix)."""
+    from .armkernel import node_parameters
+
+    mean = np.empty(nodes.size)
+    scale = np.empty(nodes.size)
+    w1, b1, w2, b2 = (np.ascontiguousarray(t, dtype=np.int64) for t in arm.tensors())
+    node_parameters(
+        grid, pidx, nodes, pfeat, deltas, w1, b1, w2, b2,
+        arm.e1, arm.e2, FRACTION_BITS, SCALE_TABLE, _logs(), mean, scale,
+    )  # fmt: skip
+    return mean, scale
+
+
+@functools.cache
+def _logs() -> np.ndarray:
+    from .armkernel import log_table
+
+    return log_table(FRACTION_BITS)
+
+
 def encode_levels(latents: list[np.ndarray], arm: ArmWeights, maxabs: int, coder) -> None:
     """Push every latent (finest first in ``latents``) onto the ANS ``coder``.
 
@@ -204,22 +237,15 @@ def encode_levels(latents: list[np.ndarray], arm: ArmWeights, maxabs: int, coder
         q = latents[i]
         parent = latents[i + 1] if i + 1 < len(latents) else None
         order, _ = wavefront_order(q.shape)
-        # in chunks: the features of a full-resolution level of a large block would take
-        # hundreds of MB at once
         grid = np.zeros(_padded_shape(q.shape), dtype=np.int64).reshape(-1)
         pidx = _padded_index(q.shape)
         grid[pidx] = q.reshape(-1)
         pfeat = _parent_features(parent, q.shape)
         deltas = _neighbour_deltas(q.shape)
-        mean = np.empty(q.size)
-        scale = np.empty(q.size)
-        for lo in range(0, q.size, _CHUNK):
-            part = slice(lo, min(lo + _CHUNK, q.size))
-            feats = _assemble(grid[pidx[part, None] + deltas[None, :]], pfeat[part])
-            mean[part], scale[part] = arm_parameters(arm, feats)
+        mean, scale = _node_parameters(grid, pidx, order, pfeat, deltas, arm)
         symbols.append(q.reshape(-1)[order].astype(np.int32))
-        means.append(np.clip(mean[order], -maxabs, maxabs))
-        scales.append(scale[order])
+        means.append(np.clip(mean, -maxabs, maxabs))
+        scales.append(scale)
     coder.encode_reverse(
         np.concatenate(symbols), model, np.concatenate(means), np.concatenate(scales)
     )
@@ -243,10 +269,8 @@ def decode_levels(
         order, bounds = wavefront_order(shape)
         for t in range(len(bounds) - 1):
             nodes = order[bounds[t] : bounds[t + 1]]
-            where = pidx[nodes]
-            feats = _assemble(grid[where[:, None] + deltas[None, :]], pfeat[nodes])
-            mean, scale = arm_parameters(arm, feats)
-            grid[where] = coder.decode(model, np.clip(mean, -maxabs, maxabs), scale)
+            mean, scale = _node_parameters(grid, pidx, nodes, pfeat, deltas, arm)
+            grid[pidx[nodes]] = coder.decode(model, np.clip(mean, -maxabs, maxabs), scale)
         latents[i] = grid[pidx].reshape(shape).astype(np.int32)
     return latents
 

@@ -69,9 +69,19 @@ def parent_context(parent: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
             ),
             np.take(padded, np.arange(2, n + 2), axis=axis),
         )
-    # floor(2 * log2(m + 0.5)) + 2 == class, computed with integer thresholds
+    # floor(2 * log2(m + 0.5)) + 2 == class, read from a table of the integer thresholds
+    return _CLASS_OF[np.minimum(m, len(_CLASS_OF) - 1)]
+
+
+def _class_table() -> np.ndarray:
+    """Class of every ``m`` up to the first with the top class (the class of all larger)."""
+    m = np.arange(1 << 8, dtype=np.int64)
     classes = np.zeros(m.shape, dtype=np.int64)
     for c in range(1, N_CONTEXTS):
         # m + 0.5 >= 2 ** ((c - 2) / 2)  <=>  (2m + 1)^2 >= 4 * 2 ** (c - 2)
         classes += ((2 * m + 1) ** 2 >= 2.0**c).astype(np.int64)
-    return classes
+    top = int(np.argmax(classes == N_CONTEXTS - 1))
+    return classes[: top + 1]
+
+
+_CLASS_OF = _class_table()
