@@ -80,6 +80,10 @@ def test_merged_runs_make_one_table_with_bd_rates_over_all_points() -> None:
     assert vol["bd_rate"]["hybrid_vs_sperr"] < 0 and vol["bd_rate"]["hybrid_vs_hevc"] is None
     text = render(merged)
     assert "runs merged" in text and "`run a`" in text and "`run b`" in text
+    # a merged record merged again keeps every run it was made of
+    third = _run("c", {1024.0: 20.0})
+    again = merge_records([merged, third])
+    assert [r["command"] for r in again["runs"]] == ["run a", "run b", "run c"]
 
 
 def test_runs_of_different_budgets_are_not_merged() -> None:

@@ -232,8 +232,12 @@ def merge_records(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
         raise ValueError("records of different modes or budgets do not make one table")
     merged = {k: v for k, v in records[-1].items() if k not in ("volumes", "note")}
     merged["note"] = None  # each run's note is listed with it
+    # a record that is itself a merge brings its own runs
     merged["runs"] = [
-        {"date": r["date"], "command": r["command"], "note": r.get("note")} for r in records
+        run
+        for r in records
+        for run in r.get("runs")
+        or [{"date": r["date"], "command": r["command"], "note": r.get("note")}]
     ]
     volumes: dict[str, dict[str, Any]] = {}
     for rec in records:
