@@ -20,8 +20,7 @@ Payload (after the container's framing)::
 SPERR streams are packed (:mod:`.sperrpack`: the dimensions and lengths the payload already
 gives are left out). Version 2 payloads (``b"SZH" | u8 2 | u8 codec | u8 flags | u32 base
 length``, SPERR streams as SPERR wrote them) and version 1 (SPERR base, no loop filter) still
-decode. The region decoder decodes
-whole blocks (base, filter and dense field) and crops them.
+decode. The region decoder decodes whole blocks (base, filter and dense field) and crops them.
 """
 
 from __future__ import annotations
@@ -560,7 +559,9 @@ def fit_hybrid_block(
 
 def _parse_head(payload: bytes) -> tuple[int, int, bool, int, int]:
     """``(version, codec number, one-plane flag, base start, base length)`` of a payload."""
-    if len(payload) >= _HEAD_V2.size and payload[:3] == _MAGIC:
+    if payload[:3] == _MAGIC:
+        if len(payload) < _HEAD_V2.size:
+            raise FormatError("hybrid block payload is truncated")
         _magic, version, codec, flags, base_len = _HEAD_V2.unpack_from(payload)
         if not 1 <= version <= 2:
             raise FormatError(f"hybrid payload version {version} is not supported")

@@ -94,6 +94,11 @@ class ArmWeights:
         """The four integer tensors, in coding order."""
         return [self.w1, self.b1, self.w2, self.b2]
 
+    @functools.cached_property
+    def kernel_tensors(self) -> tuple[np.ndarray, ...]:
+        """The four tensors as contiguous int64 (what :mod:`.armkernel` reads), made once."""
+        return tuple(np.ascontiguousarray(t, dtype=np.int64) for t in self.tensors())
+
 
 def log_features(q: np.ndarray) -> np.ndarray:
     """Signed fixed-point ``log2(1 + |q|)`` of integers, with ``FRACTION_BITS`` fraction bits.
@@ -209,7 +214,7 @@ def _node_parameters(
 
     mean = np.empty(nodes.size)
     scale = np.empty(nodes.size)
-    w1, b1, w2, b2 = (np.ascontiguousarray(t, dtype=np.int64) for t in arm.tensors())
+    w1, b1, w2, b2 = arm.kernel_tensors
     node_parameters(
         grid, pidx, nodes, pfeat, deltas, w1, b1, w2, b2,
         arm.e1, arm.e2, FRACTION_BITS, SCALE_TABLE, _logs(), mean, scale,
