@@ -395,7 +395,7 @@ def test_sperr_slabs_decode_a_slab_alone_and_refuse_bad_streams() -> None:
     assert codec.refined().slabs == 4 and codec.refined().refined() is None
     layer = search.encode_to_size(codec, vol, 4000)
     assert layer is not None and len(layer.stream) <= 4000 and layer.stream[0] == 3
-    decoder = bases.base_by_id(codec.ident)
+    decoder = bases.base_by_id(codec.ident, 4)
     whole = decoder.decode(layer.stream, vol.shape)
     np.testing.assert_array_equal(whole, layer.values)
     source = decoder.planes(layer.stream, vol.shape)
@@ -726,16 +726,18 @@ def test_the_encoder_keeps_the_map_only_where_it_pays() -> None:
         np.testing.assert_array_equal(block.planes(z, z + 1), whole[z : z + 1])
 
 
+@pytest.mark.parametrize("version", [2, 3])
 @pytest.mark.parametrize("name", ["sperr", "slabs", "hevc", "sperr2d"])
-def test_files_of_payload_version_2_still_decode(name) -> None:
-    """Hybrid files written before the compact head (payload version 2: ``SZH`` head, SPERR
-    streams as SPERR wrote them; commit 7624028) decode to the same values."""
+def test_files_of_older_payload_versions_still_decode(name, version) -> None:
+    """Hybrid files of earlier payload versions decode to the same values: version 2 (``SZH``
+    head, SPERR streams as SPERR wrote them; written by commit 7624028) and version 3 (compact
+    head, packed SPERR streams whose SPECK bits are not arithmetic-coded; commit f4c75e6)."""
     import hashlib
     import json
 
     here = Path(__file__).parent / "data"
-    expected = json.loads((here / "hybrid_v2_decoded.json").read_text())[name]
-    data = (here / f"hybrid_v2_{name}.sciz").read_bytes()
+    expected = json.loads((here / f"hybrid_v{version}_decoded.json").read_text())[name]
+    data = (here / f"hybrid_v{version}_{name}.sciz").read_bytes()
     if name == "hevc" and not bases.HEVCBase().available():
         pytest.skip("PyAV with libx265/hevc is not installed")
     decoded = decompress(data)
@@ -769,6 +771,69 @@ def test_packed_sperr_streams_rebuild_byte_for_byte(shape, bpp) -> None:
         sperrpack.pack_sperr(stream, tuple(n + 1 for n in values.shape))
 
 
+@pytest.mark.parametrize(
+    "shape",
+    [(31, 61, 57), (1, 100, 90), (9, 8, 8)],
+    ids=lambda s: "x".join(map(str, s)),
+)
+@pytest.mark.parametrize("bpp", [0.05, 1.0, 8.0])
+def test_coded_sperr_streams_rebuild_byte_for_byte(shape, bpp) -> None:
+    """The coded form (payload version 4) arithmetic-codes the SPECK bits: smaller than the
+    packed form, and it rebuilds exactly SPERR's stream."""
+    from napari_sciz.core.hybrid import sperrpack
+
+    imagecodecs = pytest.importorskip("imagecodecs")
+    rng = np.random.default_rng(5)
+    data = np.cumsum(rng.normal(size=shape), axis=-1)
+    data = data[0] if shape[0] == 1 else data
+    for values in (data, np.full(data.shape, 7.5)):
+        stream = bytes(imagecodecs.sperr_encode(values, bpp, "bpp"))
+        coded = sperrpack.pack_sperr(stream, values.shape, coded=True)
+        assert sperrpack.unpack_sperr(coded, values.shape, coded=True) == stream
+        if values is data and len(stream) > 2000:
+            assert len(coded) < len(sperrpack.pack_sperr(stream, values.shape))
+
+
+def test_a_coded_sperr_stream_cut_to_a_budget_decodes_as_sperr_cut_there() -> None:
+    """With a budget the coded form keeps the longest prefix of the SPECK bits whose code fits:
+    the stream takes the budget to a byte or two and decodes as SPERR's own stream cut to
+    those bytes (SPERR's rate mode cuts one embedded stream the same way)."""
+    import struct
+
+    from napari_sciz.core.hybrid import sperrpack
+
+    imagecodecs = pytest.importorskip("imagecodecs")
+    data = np.cumsum(np.random.default_rng(6).normal(size=(12, 40, 36)), axis=-1)
+    stream = bytes(imagecodecs.sperr_encode(data, 2.0, "bpp"))
+    for budget in (60, 400, 1500):
+        cut = sperrpack.pack_sperr(stream, data.shape, coded=True, budget=budget)
+        assert budget - 2 <= len(cut) <= budget
+        rebuilt = sperrpack.unpack_sperr(cut, data.shape, coded=True)
+        # the same bytes of SPERR's stream, its chunk length and bit count as SPERR wrote them
+        assert rebuilt[44:-1] == stream[44 : len(rebuilt) - 1]  # the last byte: a prefix
+        assert rebuilt[22 + 18 : 44] == stream[22 + 18 : 44]  # the declared bit count
+        assert struct.unpack_from("<I", rebuilt, 14)[0] == len(rebuilt) - 18
+        ours = bases.SPERRBase().decode(cut, data.shape)
+        theirs = imagecodecs.sperr_decode(rebuilt, shape=data.shape, dtype=np.float64)
+        np.testing.assert_array_equal(ours, theirs)
+    assert len(sperrpack.pack_sperr(stream, data.shape, coded=True, budget=5)) > 5  # one bit
+
+
+def test_the_sperr_base_fills_its_budget_with_one_encode() -> None:
+    """A coded SPERR base lands on the bytes it is asked for in one encode (the size search's
+    first guess), and is more accurate than SPERR's own stream of the same size."""
+    from napari_sciz.core.metrics import squared_error_sum
+
+    data = np.cumsum(np.random.default_rng(7).normal(size=(16, 48, 40)), axis=-1) * 50
+    coded, plain = bases.SPERRBase(), bases.SPERRBase(coded=False)
+    for nbytes in (300, 3000):
+        ours = search.encode_to_size(coded, data, nbytes)
+        theirs = search.encode_to_size(plain, data, nbytes)
+        assert ours.encodes == 1 and nbytes - 2 <= len(ours.stream) <= nbytes
+        assert len(theirs.stream) <= nbytes
+        assert squared_error_sum(ours.values, data) < squared_error_sum(theirs.values, data)
+
+
 def test_packed_sperr_multi_chunk_layout_round_trips() -> None:
     """SPERR's multi-chunk layout (chunk dimensions and one length per chunk; not written by
     imagecodecs' encoder, but legal) packs and rebuilds exactly too."""
@@ -779,7 +844,9 @@ def test_packed_sperr_multi_chunk_layout_round_trips() -> None:
     def chunk(bits: int, body: bytes) -> bytes:
         return b"\x80" + bytes(16) + b"\x20" + struct.pack("<Q", bits) + body
 
-    chunks = [chunk(1000 + i, bytes([i]) * (5 + i)) for i in range(4)]
+    rng = np.random.default_rng(8)
+    bodies = [rng.integers(0, 3, 300 + i).astype(np.uint8).tobytes() for i in range(4)]
+    chunks = [chunk(5000 + i, body) for i, body in enumerate(bodies)]
     chunks[2] = b"\x81" + bytes(16)  # a constant chunk
     shape = (8, 16, 16)  # ZYX; chunks of 8x8x8 (XYZ): 2 x 2 x 1 = 4 chunks
     head = b"\x00" + bytes([0x40 | 0x10]) + struct.pack("<3I", 16, 16, 8)
@@ -788,9 +855,17 @@ def test_packed_sperr_multi_chunk_layout_round_trips() -> None:
     packed = sperrpack.pack_sperr(stream, shape)
     assert len(packed) < len(stream)
     assert sperrpack.unpack_sperr(packed, shape) == stream
+    coded = sperrpack.pack_sperr(stream, shape, coded=True)
+    assert sperrpack.unpack_sperr(coded, shape, coded=True) == stream
+    cut = sperrpack.pack_sperr(stream, shape, coded=True, budget=len(coded) - 60)
+    assert len(coded) - 70 <= len(cut) <= len(coded) - 60
+    rebuilt = sperrpack.unpack_sperr(cut, shape, coded=True)
+    assert len(rebuilt) < len(stream) and rebuilt[:20] == stream[:20]
 
 
 def test_corrupted_packed_sperr_is_a_format_error() -> None:
+    import struct
+
     from napari_sciz.core.hybrid import sperrpack
 
     imagecodecs = pytest.importorskip("imagecodecs")
@@ -801,3 +876,17 @@ def test_corrupted_packed_sperr_is_a_format_error() -> None:
         with pytest.raises(FormatError):
             rebuilt = sperrpack.unpack_sperr(bad, data.shape)
             bases.SPERRBase(packed=False).decode(rebuilt, data.shape)
+    from napari_sciz.core.bitstream.container import _varint
+
+    coded = sperrpack.pack_sperr(stream, data.shape, coded=True)
+    head = coded[:20]  # version, flags, chunk flags, mean, step, bit planes
+    (bits,) = struct.unpack_from("<Q", stream, 22 + 18)
+    for bad in (
+        coded[:20],  # no bit count
+        head + _varint(bits),  # no number of coded bits
+        head + _varint(bits) + _varint(bits + 1) + coded[-50:],  # more than SPERR declared
+        head + _varint(10**12) + _varint(10**12) + coded[-50:],  # more than the block holds
+        head + _varint(bits) + _varint(bits) + b"\x01",  # more than one code byte holds
+    ):
+        with pytest.raises(FormatError):
+            bases.SPERRBase().decode(bad, data.shape)

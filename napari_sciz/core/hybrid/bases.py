@@ -146,6 +146,15 @@ class BaseCodec(ABC):
         return WholePlanes(lambda: self.decode(stream, shape3))
 
 
+#: a coded SPERR stream is at most about this share of SPERR's (its code is 5-30 % smaller):
+#: SPERR is asked for the bits per value over it, and for that much more again, up to
+#: :data:`_OVERCODE_TRIES` times, while the code falls short of the budget
+_CODED_SHARE = 0.8
+_OVERCODE_TRIES = 3
+#: bytes a coded stream may fall short of its budget (the code's next bit did not fit)
+_FILLED = 2
+
+
 def _split_range(stream: bytes) -> tuple[float, float, bytes]:
     if len(stream) < _RANGE.size:
         raise FormatError("hybrid base layer is truncated")
@@ -168,7 +177,14 @@ def _unscaled(codes: np.ndarray, vmin: float, vmax: float, maxcode: int) -> np.n
 
 
 class SPERRBase(BaseCodec):
-    """SPERR in bits-per-value mode on the float64 block (2D for one-plane blocks)."""
+    """SPERR in bits-per-value mode on the float64 block (2D for one-plane blocks).
+
+    In hybrid payloads of version 4 (``coded``) the SPECK bits of SPERR's stream are
+    arithmetic-coded (:mod:`.bitmix`), and a stream of quality ``param`` takes ``param`` bits
+    per value to the byte: SPERR is asked for more bits than that (its rate mode cuts one
+    embedded stream), and the longest prefix whose code fits is kept
+    (:func:`~.sperrpack.pack_sperr`).
+    """
 
     ident, name, lo, hi, increasing, log = 1, "sperr", 1e-4, 64.0, True, True
 
@@ -176,31 +192,44 @@ class SPERRBase(BaseCodec):
         sperr = getattr(_imagecodecs(), "SPERR", None)
         return bool(sperr is not None and sperr.available)
 
-    def __init__(self, packed: bool = True) -> None:
+    def __init__(self, packed: bool = True, coded: bool = True) -> None:
         #: whether streams are in the packed form of :mod:`.sperrpack` (hybrid payloads of
-        #: version 3; earlier ones hold SPERR's own streams)
+        #: version 3 and later; earlier ones hold SPERR's own streams)
         self.packed = packed
+        #: whether packed streams have their SPECK bits arithmetic-coded (version 4)
+        self.coded = packed and coded
 
     def encode(self, block: np.ndarray, param: float) -> bytes:  # noqa: D102
         data = np.ascontiguousarray(block, dtype=np.float64)
         data = data[0] if data.shape[0] == 1 else data
         if float(data.max()) == float(data.min()):
             param = 1e-3  # constant: a few header bytes
-        stream = bytes(_imagecodecs().sperr_encode(data, float(param), "bpp"))
-        return pack_sperr(stream, data.shape) if self.packed else stream
+        if not self.coded:
+            stream = bytes(_imagecodecs().sperr_encode(data, float(param), "bpp"))
+            return pack_sperr(stream, data.shape) if self.packed else stream
+        budget = max(int(param * data.size / 8.0), 1)
+        bpp = float(param) / _CODED_SHARE
+        for _ in range(_OVERCODE_TRIES):
+            stream = bytes(_imagecodecs().sperr_encode(data, bpp, "bpp"))
+            packed = pack_sperr(stream, data.shape, coded=True, budget=budget)
+            if len(packed) >= budget - _FILLED or len(stream) < 0.95 * bpp * data.size / 8:
+                break  # the budget is filled, or SPERR coded every bit plane below its rate
+            bpp /= _CODED_SHARE
+        return packed
 
     def param_for_size(self, block: np.ndarray, nbytes: int) -> float | None:
-        """Bits per value of ``nbytes`` (SPERR's rate mode lands within a few bytes of it;
-        0.3 % is left for its header)."""
-        return 8.0 * 0.997 * nbytes / max(block.size, 1)
+        """Bits per value of ``nbytes`` (a coded stream lands on it to the byte; SPERR's own
+        rate mode within a few bytes: 0.3 % is left for its header)."""
+        share = 1.0 if self.coded else 0.997
+        return 8.0 * share * nbytes / max(block.size, 1)
 
     def refined(self) -> BaseCodec | None:
         """The same bits per value in independent slabs of planes (:class:`SPERRSlabsBase`)."""
-        return SPERRSlabsBase(2, self.packed)
+        return SPERRSlabsBase(2, self.packed, self.coded)
 
     def decode(self, stream: bytes, shape3: Shape3) -> np.ndarray:  # noqa: D102
         shape = shape3[1:] if shape3[0] == 1 else shape3
-        stream = unpack_sperr(stream, shape) if self.packed else stream
+        stream = unpack_sperr(stream, shape, coded=self.coded) if self.packed else stream
         check_sperr_header(stream, shape)  # before SPERR allocates what the stream declares
         try:
             values = _imagecodecs().sperr_decode(stream, shape=shape, dtype=np.float64)
@@ -228,14 +257,14 @@ class SPERRSlabsBase(SPERRBase):
     by_plane = True
     _LEN = struct.Struct("<I")
 
-    def __init__(self, slabs: int = 2, packed: bool = True) -> None:
-        super().__init__(packed)
+    def __init__(self, slabs: int = 2, packed: bool = True, coded: bool = True) -> None:
+        super().__init__(packed, coded)
         self.slabs = slabs
 
     def refined(self) -> BaseCodec | None:  # noqa: D102
         if self.slabs >= MAX_SPERR_SLABS:
             return None
-        return SPERRSlabsBase(self.slabs + 1, self.packed)
+        return SPERRSlabsBase(self.slabs + 1, self.packed, self.coded)
 
     @staticmethod
     def _cuts(depth: int, k: int) -> list[int]:
@@ -522,14 +551,16 @@ BASES: tuple[BaseCodec, ...] = (SPERRBase(), HEVCBase(), JPEGXLBase())
 NO_BASE = NoBase()
 
 
-def base_by_id(ident: int, packed: bool = True) -> BaseCodec:
-    """The base codec numbered ``ident`` in a payload; :class:`FormatError` if unknown.
+def base_by_id(ident: int, version: int) -> BaseCodec:
+    """The base codec numbered ``ident`` in a hybrid payload of ``version``; :class:`FormatError`
+    if unknown.
 
-    ``packed``: whether the payload's SPERR streams are packed (:mod:`.sperrpack`; hybrid
-    payloads of version 3 and later).
+    SPERR streams are SPERR's own in versions 1 and 2, packed (:mod:`.sperrpack`) in version 3,
+    packed with their SPECK bits arithmetic-coded from version 4 on.
     """
-    legacy = (SPERRBase(packed), SPERRSlabsBase(2, packed))
-    for codec in (NO_BASE, *legacy, *BASES):
+    packed, coded = version >= 3, version >= 4
+    sperrs = (SPERRBase(packed, coded), SPERRSlabsBase(2, packed, coded))
+    for codec in (NO_BASE, *sperrs, *BASES):
         if codec.ident == ident:
             return codec
     raise FormatError(f"unknown base codec {ident} in a hybrid payload")

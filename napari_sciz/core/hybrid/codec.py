@@ -52,7 +52,7 @@ __all__ = [
 ]
 
 _MAGIC = b"SZH"
-_VERSION = 3
+_VERSION = 4
 #: head of version 1 and 2 payloads: magic, version, base codec, flags, base length
 _HEAD_V2 = struct.Struct("<3sBBBI")
 #: bit of the codec byte of a version-3 head: the block is one plane
@@ -573,7 +573,7 @@ def _parse_head(payload: bytes) -> tuple[int, int, bool, int, int]:
     if len(payload) < 3:
         raise FormatError("hybrid block payload is truncated")
     version, byte = payload[0], payload[1]
-    if version != _VERSION:
+    if not 3 <= version <= _VERSION:
         if _VERSION < version < 16:
             raise FormatError(
                 f"hybrid payload version {version} is not supported; upgrade napari-sciz"
@@ -588,7 +588,7 @@ def _parse_head(payload: bytes) -> tuple[int, int, bool, int, int]:
 def _parse(payload: bytes, shape3: tuple[int, int, int]) -> tuple[BaseCodec, bytes, bytes, bytes]:
     """Split a payload into (base codec, base stream, filter bytes, field payload)."""
     version, codec, flat, start, base_len = _parse_head(payload)
-    base_codec = base_by_id(codec, packed=version >= 3)
+    base_codec = base_by_id(codec, version)
     if flat != (shape3[0] == 1):
         raise FormatError("hybrid payload does not match the block's shape")
     if start + base_len > len(payload):
