@@ -890,3 +890,23 @@ def test_corrupted_packed_sperr_is_a_format_error() -> None:
     ):
         with pytest.raises(FormatError):
             bases.SPERRBase().decode(bad, data.shape)
+
+
+def test_a_small_hybrid_file_takes_its_bytes_and_a_field_never_overshoots(monkeypatch) -> None:
+    """A hybrid block without a field leaves the header as planned, so a 1 kB file takes its
+    bytes to a few; a block that fits a field writes its steps into the header, and the bytes
+    it leaves unused (the plan's field reserve) keep the file within its ratio."""
+    from napari_sciz.core.hybrid import codec as hybrid_codec
+
+    rng = np.random.default_rng(9)
+    vol = np.cumsum(rng.normal(size=(20, 40, 40)), axis=-1) * 30 + 3000
+    vol = np.clip(vol, 0, 65535).astype(np.uint16)
+    target = vol.nbytes / 30
+    plain = compress(vol, ratio=30, mode="hybrid", device="cpu")
+    assert plain.header["encoder"]["steps"] == 0
+    assert target - 12 <= plain.nbytes <= target
+    monkeypatch.setattr(hybrid_codec, "BASE_SHARES", (0.8,))
+    fitted = compress(vol, ratio=30, mode="hybrid", device="cpu", steps=30)
+    assert fitted.header["encoder"]["steps"] > 0
+    assert fitted.nbytes <= target
+    np.testing.assert_array_equal(decompress(fitted.data), fitted.reconstruction)

@@ -180,8 +180,10 @@ def check_effort(steps: int | None, budget: float | None) -> int | None:
 def _header_growth(header: dict, n_blocks: int) -> int:
     """The most the header can grow when the fit writes its steps and device into it.
 
-    (Hybrid files reserve exactly this; lossy files keep the constant :data:`HEADER_SLACK`,
-    which their fitted fields, and so the tests pinned to them, were made with.)
+    (A hybrid block that fits a field leaves exactly this unused: hybrid blocks without one,
+    the usual case, write 0 steps and the planned device, so the header stays as planned;
+    lossy files keep the constant :data:`HEADER_SLACK`, which their fitted fields, and so the
+    tests pinned to them, were made with.)
     """
     import copy
 
@@ -259,6 +261,9 @@ class BlockJob:
     mode : str
         ``"lossy"`` (latent-grid field) or ``"hybrid"`` (SPERR base + field of the residual,
         :mod:`napari_sciz.core.hybrid`).
+    field_reserve : int
+        Hybrid: bytes a fitted field leaves unused (the header grows when a field's steps, or
+        a device fallback, are written into it; blocks without a field leave it as planned).
     """
 
     index: int
@@ -270,6 +275,7 @@ class BlockJob:
     guidance: str = "none"
     guidance_weights: dict[str, float] | None = None
     mode: str = FORMAT_MODE
+    field_reserve: int = 0
 
 
 @dataclass
@@ -352,8 +358,8 @@ def plan_lossy(
     if mode == "hybrid" and steps is None:
         # planned as it is most often written: hybrid blocks fit no field (0 steps)
         header["encoder"]["steps"] = 0
-    slack = _header_growth(header, grid.n_blocks) if mode == "hybrid" else HEADER_SLACK
-    fixed = container.overhead(header, grid.n_blocks) + slack
+    reserve = _header_growth(header, grid.n_blocks) if mode == "hybrid" else 0
+    fixed = container.overhead(header, grid.n_blocks) + (0 if mode == "hybrid" else HEADER_SLACK)
     total = payload_budget(raw, ratio, fixed, grid.n_blocks, exact=mode == "hybrid")
     smallest = MIN_HYBRID_BLOCK_BYTES if mode == "hybrid" else MIN_BLOCK_BYTES
     if total < grid.n_blocks * smallest:
@@ -382,6 +388,7 @@ def plan_lossy(
                 guidance=guidance,
                 guidance_weights=guidance_weights if guidance != "none" else None,
                 mode=mode,
+                field_reserve=reserve,
             )
         )
     return LossyPlan(header, grid, jobs, raw, vrange)
@@ -477,7 +484,7 @@ def run_block_job(
         if job.mode == "hybrid":
             from .hybrid import fit_hybrid_block as fitter  # previews after every stage
 
-            kwargs["on_preview"] = on_preview
+            kwargs.update(on_preview=on_preview, field_reserve=job.field_reserve)
         else:
             fitter = fit_block
             kwargs.update(on_preview=on_preview, preview_interval=preview_interval)

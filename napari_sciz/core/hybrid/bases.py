@@ -208,13 +208,14 @@ class SPERRBase(BaseCodec):
             stream = bytes(_imagecodecs().sperr_encode(data, float(param), "bpp"))
             return pack_sperr(stream, data.shape) if self.packed else stream
         budget = max(int(param * data.size / 8.0), 1)
-        bpp = float(param) / _CODED_SHARE
+        bpp = min(float(param) / _CODED_SHARE, self.hi)
         for _ in range(_OVERCODE_TRIES):
             stream = bytes(_imagecodecs().sperr_encode(data, bpp, "bpp"))
             packed = pack_sperr(stream, data.shape, coded=True, budget=budget)
-            if len(packed) >= budget - _FILLED or len(stream) < 0.95 * bpp * data.size / 8:
-                break  # the budget is filled, or SPERR coded every bit plane below its rate
-            bpp /= _CODED_SHARE
+            full = len(stream) < 0.95 * bpp * data.size / 8  # SPERR coded every bit plane
+            if len(packed) >= budget - _FILLED or full or bpp >= self.hi:
+                break
+            bpp = min(bpp / _CODED_SHARE, self.hi)
         return packed
 
     def param_for_size(self, block: np.ndarray, nbytes: int) -> float | None:

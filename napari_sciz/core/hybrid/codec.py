@@ -495,6 +495,7 @@ def fit_hybrid_block(
     cancel: Callable[[], bool] | None = None,
     on_step: Callable[[Any], None] | None = None,
     on_preview: Callable[[np.ndarray], None] | None = None,
+    field_reserve: int = 0,
     **fit_kwargs: Any,
 ) -> HybridFit:
     """Code one block as base layer + loop filter (+ fitted residual field).
@@ -512,6 +513,9 @@ def fit_hybrid_block(
         (:class:`~napari_sciz.core.hybrid.tracker.BlockTracker`).
     on_preview : callable, optional
         Called with the block's reconstruction (float32, original units) after every stage.
+    field_reserve : int
+        Bytes of the window a fitted field leaves unused (the header's growth when the fit
+        writes its steps into it; :class:`~napari_sciz.core.plan.BlockJob`).
 
     Returns
     -------
@@ -522,6 +526,7 @@ def fit_hybrid_block(
     target = np.asarray(block, dtype=np.float64)
     clock = BlockTracker(budget, target, cancel, on_step, on_preview)
     low, high = byte_window
+    field_window = (max(0, low - field_reserve), high - field_reserve)
     flat = block.shape[0] == 1
     avail = high - _head_bytes(high)  # base, filter length and filter
     fields = dict(steps=steps, device=device, cancel=cancel, **fit_kwargs)
@@ -532,7 +537,7 @@ def fit_hybrid_block(
     if full is None:  # constant, or no classical codec fits: the field codes the block alone
         seconds = None if budget is None else max(clock.left(), 0.5)
         on_field = clock.field_steps(_CHOICE_SHARE, 1.0)
-        cand, n = _field_only(target, byte_window, seconds, seed, on_step=on_field, **fields)
+        cand, n = _field_only(target, field_window, seconds, seed, on_step=on_field, **fields)
         payload = _pack(cand.base, b"", cand.inr, flat)
         clock.report(1.0, cand.error, cand.values)
         return HybridFit(payload, cand.values, n, 0.0, cand.base.codec.name, 0)
@@ -547,7 +552,7 @@ def fit_hybrid_block(
             break
         on_field = clock.field_steps(clock.fraction, 1.0)
         cand, n = _with_field(
-            best, target, byte_window, base_share, seconds, seed, clock, on_step=on_field, **fields
+            best, target, field_window, base_share, seconds, seed, clock, on_step=on_field, **fields
         )
         steps_done += n
         if cand is not None and cand.error < best.error:
