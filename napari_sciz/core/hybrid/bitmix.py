@@ -150,6 +150,18 @@ def _split(low: np.int64, high: np.int64, p: np.int64) -> np.int64:
 
 
 @njit(cache=True, nogil=True)
+def _fresh_model(offsets: np.ndarray, k: int) -> tuple:
+    """The model before the first bit: probabilities (P(1) in 1/65536) and their update
+    counts, the mixer's weights, its inputs (the last one the bias) and the inputs' slots."""
+    prob = np.full(offsets[k], 32768, dtype=np.int32)
+    count = np.zeros(offsets[k], dtype=np.int32)
+    weights = np.full(k + 1, _W0, dtype=np.int64)
+    inputs = np.zeros(k + 1, dtype=np.int64)
+    inputs[k] = _BIAS
+    return prob, count, weights, inputs, np.zeros(k, dtype=np.int64)
+
+
+@njit(cache=True, nogil=True)
 def _encode(
     bits: np.ndarray,
     out: np.ndarray,
@@ -161,13 +173,7 @@ def _encode(
     """Code ``bits`` into ``out``; ``(bits coded, bytes written)``. Stops before the bit whose
     code would make the stream (with its flush byte) exceed ``budget`` bytes."""
     orders, offsets, knots, stretch, rate = tables
-    k = orders.size
-    prob = np.full(offsets[k], 32768, dtype=np.int32)  # P(1) in 1/65536
-    count = np.zeros(offsets[k], dtype=np.int32)
-    weights = np.full(k + 1, _W0, dtype=np.int64)
-    inputs = np.zeros(k + 1, dtype=np.int64)
-    slots = np.zeros(k, dtype=np.int64)
-    inputs[k] = _BIAS
+    prob, count, weights, inputs, slots = _fresh_model(offsets, orders.size)
     low, high, pos, history = np.int64(0), np.int64(0xFFFFFFFF), 0, np.int64(0)
     for i in range(bits.size):
         p = _predict(history, prob, weights, inputs, slots, orders, offsets, knots, stretch)
@@ -196,13 +202,7 @@ def _decode(
 ) -> None:
     """Decode ``bits.size`` bits of ``code`` into ``bits`` (past its end: bytes 255)."""
     orders, offsets, knots, stretch, rate = tables
-    k = orders.size
-    prob = np.full(offsets[k], 32768, dtype=np.int32)
-    count = np.zeros(offsets[k], dtype=np.int32)
-    weights = np.full(k + 1, _W0, dtype=np.int64)
-    inputs = np.zeros(k + 1, dtype=np.int64)
-    slots = np.zeros(k, dtype=np.int64)
-    inputs[k] = _BIAS
+    prob, count, weights, inputs, slots = _fresh_model(offsets, orders.size)
     low, high, pos, history = np.int64(0), np.int64(0xFFFFFFFF), 0, np.int64(0)
     x = np.int64(0)
     for _ in range(4):
