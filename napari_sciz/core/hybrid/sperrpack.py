@@ -20,7 +20,7 @@ the one chunk of a 2D stream, runs to the end).
 
 *Coded* form (hybrid payloads of version 4): the same, but a coded chunk's SPECK bits are
 arithmetic-coded by the context-mixing model of :mod:`.bitmix` (11 % fewer bytes on average),
-and its varint is the number of SPECK bits kept, which the coded bytes hold::
+and after SPERR's bit count a second varint says how many SPECK bits the code holds::
 
     chunks, each: u8 chunk flags | f64 mean | f64 step
                   | [coded chunk: u8 bit planes | varint SPERR's bit count | varint n
@@ -67,7 +67,7 @@ def _dims(shape: tuple[int, ...]) -> bytes:
 
 
 def _pack_chunk(chunk: bytes, coded: bool, budget: int | None) -> bytes:
-    if not _is_coded(chunk):
+    if not _has_speck_bits(chunk):
         return chunk
     (bits,) = _U64.unpack_from(chunk, _SPECK_AT)
     head, speck = chunk[:_SPECK_AT], chunk[_SPECK_AT + 8 :]
@@ -110,16 +110,17 @@ def _unpack_chunk(chunk: bytes, coded: bool, voxels: int) -> bytes:
     return chunk[:_SPECK_AT] + _U64.pack(bits) + speck
 
 
-def _is_coded(chunk: bytes) -> bool:
+def _has_speck_bits(chunk: bytes) -> bool:
+    """Whether ``chunk`` is one of SPERR's coded chunks (not a constant one)."""
     return chunk[:1] == bytes([_CODED]) and len(chunk) >= _SPECK_AT + 8
 
 
 def _shares(chunks: list[bytes], budget: int) -> list[int | None]:
     """``budget`` bytes split between the coded chunks in proportion to their lengths
     (rounded down), after the others (constant chunks: kept as they are)."""
-    budget -= sum(len(c) for c in chunks if not _is_coded(c))
-    total = max(sum(len(c) for c in chunks if _is_coded(c)), 1)
-    return [budget * len(c) // total if _is_coded(c) else None for c in chunks]
+    budget -= sum(len(c) for c in chunks if not _has_speck_bits(c))
+    total = max(sum(len(c) for c in chunks if _has_speck_bits(c)), 1)
+    return [budget * len(c) // total if _has_speck_bits(c) else None for c in chunks]
 
 
 def pack_sperr(
