@@ -36,6 +36,7 @@ from .plan import (
     effort_budget,
     free_device_memory,
     plan_lossy,
+    probe_bits,
     resolve_mode,
     run_block_job,
 )
@@ -358,7 +359,9 @@ def compress(
         """Fit every block of ``source`` (``arr``, or its task pre-filtered version coded
         under ``choice``, a :class:`.taskfilter.TaskChoice`)."""
         grid = BlockGrid.for_shape(arr.shape, block_voxels)
-        stats = [block_stats(arr[grid.block_slices(i)]) for i in range(grid.n_blocks)]
+        t_stats = time.perf_counter()
+        probe = probe_bits(mode, grid.n_blocks, arr.dtype, target)
+        stats = [block_stats(arr[grid.block_slices(i)], probe) for i in range(grid.n_blocks)]
         plan = plan_lossy(
             arr.shape,
             arr.dtype,
@@ -377,6 +380,7 @@ def compress(
             guidance_weights=guidance_full,
             mode=mode,
             extra_header=None if choice is None else choice.to_header(),
+            spent=0.0 if probe is None else time.perf_counter() - t_stats,
         )
         header, value_range = plan.header, plan.value_range
 

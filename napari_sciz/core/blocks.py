@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import FormatError
+from .ratealloc import allocate_by_rd, blend_shares, lift_to_floor, probe_rd
 
 __all__ = [
     "BlockGrid",
@@ -206,6 +207,10 @@ class BlockStats:
         Number of voxels.
     nonfinite : int
         Number of NaN or infinite values (always 0 for integer dtypes).
+    rd : tuple of (float, float) or None
+        Rate-distortion points ``(bytes, squared error)`` of the block, when probed
+        (:func:`~napari_sciz.core.ratealloc.probe_rd`): the allocation then gives every block
+        the same slope.
     """
 
     vmin: float
@@ -213,10 +218,12 @@ class BlockStats:
     detail: float
     voxels: int
     nonfinite: int = 0
+    rd: tuple[tuple[float, float], ...] | None = None
 
 
-def block_stats(block: np.ndarray) -> BlockStats:
-    """Statistics of one block (see :class:`BlockStats`)."""
+def block_stats(block: np.ndarray, probe_bits: float | None = None) -> BlockStats:
+    """Statistics of one block (see :class:`BlockStats`); with ``probe_bits`` (the file's
+    average bits per value), its rate-distortion points too."""
     b = np.asarray(block)
     nonfinite = 0
     if b.dtype.kind == "f":
@@ -236,7 +243,8 @@ def block_stats(block: np.ndarray) -> BlockStats:
         if f.shape[axis] > 1:
             total += float(np.abs(np.diff(f, axis=axis)).mean())
             count += 1
-    return BlockStats(lo, hi, total / max(count, 1), int(b.size), 0)
+    rd = None if probe_bits is None else probe_rd(b.reshape((-1, *b.shape[-2:])), probe_bits)
+    return BlockStats(lo, hi, total / max(count, 1), int(b.size), 0, rd)
 
 
 def allocate_from_stats(
@@ -247,7 +255,10 @@ def allocate_from_stats(
     Each block gets a share proportional to ``voxels * sqrt(detail / span)``, where ``detail``
     is the mean absolute neighbour difference and ``span`` the value span of the whole image
     (a cheap proxy of how many bits the block needs, in the spirit of TINC/BRIEF's
-    variance-based allocation), with at least ``min_bytes`` per block.
+    variance-based allocation), with at least ``min_bytes`` per block. When every block was
+    probed (:attr:`BlockStats.rd`), the share is the geometric mean of that and the share at
+    an equal rate-distortion slope (:func:`~napari_sciz.core.ratealloc.allocate_by_rd`,
+    :func:`~napari_sciz.core.ratealloc.blend_shares`).
 
     Returns
     -------
@@ -257,23 +268,20 @@ def allocate_from_stats(
     n = len(stats)
     if n == 1:
         return [float(budget)]
+    probed = None
+    if all(s.rd for s in stats):
+        probes = [s.rd for s in stats if s.rd]
+        probed = np.asarray(allocate_by_rd(probes, [s.voxels for s in stats], budget, min_bytes))
     span = float(max(s.vmax for s in stats)) - float(min(s.vmin for s in stats))
     weights = []
     for s in stats:
         detail = s.detail / span if span > 0 else 0.0
         weights.append(s.voxels * math.sqrt(detail + 1e-4))
     w = np.asarray(weights)
-    shares = budget * w / w.sum()
-    # lift starved blocks to the minimum, taking the bytes from the others proportionally
-    for _ in range(4):
-        low = shares < min_bytes
-        if not low.any():
-            break
-        deficit = float((min_bytes - shares[low]).sum())
-        shares[low] = min_bytes
-        rich = ~low
-        shares[rich] -= deficit * shares[rich] / shares[rich].sum()
-    return [float(s) for s in shares]
+    if probed is not None:
+        w = blend_shares(w, probed)
+    # starved blocks lifted to the minimum, the others paying in proportion
+    return lift_to_floor(budget * w / w.sum(), min_bytes)
 
 
 def allocate_bytes(

@@ -44,6 +44,7 @@ from .plan import (
     check_nonfinite,
     effort_budget,
     plan_lossy,
+    probe_bits,
     resolve_mode,
 )
 from .validate import check_axes, check_ratio, check_shape_dtype
@@ -106,10 +107,10 @@ def _user_error(exc: BaseException) -> BaseException:
 
 
 def _stats_task(
-    source: BlockSource, array: Any, grid: BlockGrid, index: int
+    source: BlockSource, array: Any, grid: BlockGrid, index: int, probe: float | None = None
 ) -> BlockStats | BaseException:
     try:
-        return block_stats(source.read(grid.block_slices(index), array))
+        return block_stats(source.read(grid.block_slices(index), array), probe)
     except (SciZError, OSError, ValueError) as exc:
         return _user_error(exc)
 
@@ -401,9 +402,17 @@ def compress_distributed(
             # the text says how many blocks are done (they finish in any order)
             progress(ProgressInfo(fraction, 0, steps, math.nan, math.nan, eta, 0, 1, text))
 
+        probe = probe_bits(mode, n, np.dtype(src.dtype), target)
         stats_futures = [
             cl.submit(
-                _stats_task, src, src_data, grid, i, key=f"{token}-stats-{i}", retries=retries
+                _stats_task,
+                src,
+                src_data,
+                grid,
+                i,
+                probe,
+                key=f"{token}-stats-{i}",
+                retries=retries,
             )
             for i in range(n)
         ]

@@ -39,6 +39,7 @@ __all__ = [
     "check_effort",
     "effort_budget",
     "plan_lossy",
+    "probe_bits",
     "resolve_mode",
     "run_block_job",
 ]
@@ -200,6 +201,16 @@ def _header_growth(header: dict, n_blocks: int) -> int:
     return growth + 2
 
 
+def probe_bits(mode: str, n_blocks: int, dtype: np.dtype, ratio: float) -> float | None:
+    """The average bits per value at which the blocks' rate-distortion is probed
+    (:func:`~napari_sciz.core.ratealloc.probe_rd`), or None: hybrid files of several blocks
+    allocate their bytes by it; one block has nothing to share, and the latent-grid field
+    keeps the allocation its fits were made with."""
+    if mode != "hybrid" or n_blocks < 2:
+        return None
+    return 8.0 * np.dtype(dtype).itemsize / float(ratio)
+
+
 def check_nonfinite(stats: Sequence[BlockStats]) -> None:
     """Raise :class:`InvalidInputError` if any block holds NaN or infinite values."""
     bad = sum(s.nonfinite for s in stats)
@@ -309,6 +320,7 @@ def plan_lossy(
     parallel: int = 1,
     mode: str = FORMAT_MODE,
     extra_header: dict[str, Any] | None = None,
+    spent: float = 0.0,
 ) -> LossyPlan:
     """Header and per-block jobs of a lossy compression at ``ratio``.
 
@@ -333,6 +345,9 @@ def plan_lossy(
         Latent-grid fields, or SPERR base layers with fields of their residuals.
     extra_header : dict, optional
         Entries added to (or replacing those of) the header before the bytes are budgeted.
+    spent : float
+        Seconds of ``budget`` already used (the blocks' rate-distortion probes): the blocks
+        share the rest (at least a twentieth of it); the header says ``budget``.
 
     Raises
     ------
@@ -371,11 +386,12 @@ def plan_lossy(
         )
     shares = allocate_from_stats(stats, total)
     total_vox = sum(s.voxels for s in stats)
+    fit_time = None if budget is None else max(float(budget) - spent, 0.05 * float(budget))
     jobs = []
     for index, share in enumerate(shares):
         block_budget = None
-        if budget is not None:
-            block_budget = FIT_SHARE * float(budget) * stats[index].voxels / total_vox
+        if fit_time is not None:
+            block_budget = FIT_SHARE * fit_time * stats[index].voxels / total_vox
             block_budget *= max(1, min(int(parallel), grid.n_blocks))
         jobs.append(
             BlockJob(
