@@ -384,7 +384,7 @@ def plan_lossy(
             f"needs at least {fixed + grid.n_blocks * smallest} bytes; "
             f"the highest reachable ratio is about {best:.0f}x"
         )
-    shares = allocate_from_stats(stats, total)
+    shares = allocate_from_stats(stats, total, smallest)
     total_vox = sum(s.voxels for s in stats)
     fit_time = None if budget is None else max(float(budget) - spent, 0.05 * float(budget))
     jobs = []
