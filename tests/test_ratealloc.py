@@ -129,3 +129,19 @@ def test_many_small_hybrid_blocks_keep_the_ratio() -> None:
     assert 150 * 0.98 <= res.ratio <= 150 * 1.1
     with pytest.raises(RatioUnreachableError, match="highest reachable ratio"):
         compress(vol, 1500, mode="hybrid", budget=4.0, device="cpu", block_voxels=8192)
+
+
+def test_rolling_budget_hands_unused_time_to_the_next_blocks() -> None:
+    from napari_sciz.core.plan import BlockJob, RollingBudget
+
+    jobs = [BlockJob(i, (90, 100), 0, None, 10.0, "cpu", mode="hybrid") for i in range(3)]
+    rolling = RollingBudget(jobs, [100, 100, 100])
+    first = rolling.budget(jobs[0], 100)
+    assert first.budget == pytest.approx(10.0)
+    rolling.done(first, 100, 2.0)  # 8 s unused: shared by the two blocks left
+    second = rolling.budget(jobs[1], 100)
+    assert second.budget == pytest.approx(14.0)
+    rolling.done(second, 100, 30.0)  # an overrun: the last block keeps half its plan
+    assert rolling.budget(jobs[2], 100).budget == pytest.approx(5.0)
+    steps = BlockJob(0, (90, 100), 0, 50, None, "cpu")
+    assert RollingBudget([steps], [100]).budget(steps, 100) is steps

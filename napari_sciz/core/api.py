@@ -30,6 +30,7 @@ from .plan import (
     DECODABLE_MODELS,
     FORMAT_MODE,
     MODELS,
+    RollingBudget,
     base_header,
     block_array,
     check_effort,
@@ -394,11 +395,14 @@ def compress(
         total_voxels = arr.size
         used_device = dev
 
-        for job in plan.jobs:
-            index = job.index
+        rolling = RollingBudget(plan.jobs, [grid.block_voxels(j.index) for j in plan.jobs])
+        for planned in plan.jobs:
+            index = planned.index
             sl = grid.block_slices(index)
             block = block_array(source[sl], arr.dtype, grid.block_shape3(index))
             n_block = block.size
+            job = rolling.budget(planned, n_block)
+            t_block = time.perf_counter()
 
             def on_step(
                 info: StepInfo, _index: int = index, _n: int = n_block, _done: int = voxel_done
@@ -449,6 +453,7 @@ def compress(
                 cancel=should_cancel,
                 on_message=on_message,
             )
+            rolling.done(job, n_block, time.perf_counter() - t_block)
             used_device = outcome.device  # a fallback to the CPU holds for the remaining blocks
             messages.extend(outcome.messages)
             payloads.append(outcome.payload)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -40,6 +40,7 @@ __all__ = [
     "effort_budget",
     "plan_lossy",
     "probe_bits",
+    "RollingBudget",
     "resolve_mode",
     "run_block_job",
 ]
@@ -408,6 +409,36 @@ def plan_lossy(
             )
         )
     return LossyPlan(header, grid, jobs, raw, vrange)
+
+
+class RollingBudget:
+    """Time budgets of blocks fitted one after the other: what a block leaves unused goes to
+    the blocks after it.
+
+    A block's planned budget is its share of the fit time by voxels; a hybrid block whose
+    searches converge early (a block of air, or a low ratio) ends before it. Each block
+    gets the time the plan left for all remaining blocks, less what the earlier ones
+    actually used, in proportion to its voxels (never under half its planned budget, so an
+    earlier block's overrun does not starve the rest). The distributed encoder fits blocks
+    on many workers at once and keeps the planned budgets.
+    """
+
+    def __init__(self, jobs: Sequence[BlockJob], voxels: Sequence[int]) -> None:
+        self._left = sum(float(j.budget or 0.0) for j in jobs)
+        self._voxels_left = int(sum(voxels))
+
+    def budget(self, job: BlockJob, voxels: int) -> BlockJob:
+        """``job`` with its budget for now (unchanged without a time budget)."""
+        if job.budget is None or self._voxels_left <= 0:
+            return job
+        share = self._left * voxels / self._voxels_left
+        return replace(job, budget=max(share, 0.5 * float(job.budget)))
+
+    def done(self, job: BlockJob, voxels: int, seconds: float) -> None:
+        """Record that ``job`` (``voxels``) took ``seconds``."""
+        if job.budget is not None:
+            self._left -= seconds
+            self._voxels_left -= int(voxels)
 
 
 @dataclass
