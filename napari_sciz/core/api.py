@@ -1,9 +1,11 @@
 """Public codec API: :func:`compress`, :func:`decompress`, :func:`open_sciz`.
 
 A volume (or a stack of volumes along leading channel/time axes) is cut into blocks; each block
-is fitted with its own latent-grid field (:mod:`napari_sciz.core.lossy.model`) under a byte budget
-allocated by block complexity, and the block payloads are stored in one ``.sciz`` container
-(:mod:`napari_sciz.core.bitstream.container`) with a JSON header describing the volume.
+is fitted with its own latent-grid field (:mod:`napari_sciz.core.lossy.model`) or coded as a
+hybrid block under a byte budget allocated by block complexity (in hybrid mode by probed
+rate-distortion, :mod:`napari_sciz.core.ratealloc`), and the block payloads are stored in one
+``.sciz`` container (:mod:`napari_sciz.core.bitstream.container`) with a JSON header
+describing the volume.
 """
 
 from __future__ import annotations
