@@ -358,13 +358,18 @@ def compress(
     should_cancel = _cancel_predicate(cancel)
     dev = resolve_device(device)
 
+    known_stats: list[list] = []
+
     def fit(source: np.ndarray, fit_budget: float | None, choice: Any) -> CompressResult:
         """Fit every block of ``source`` (``arr``, or its task pre-filtered version coded
         under ``choice``, a :class:`.taskfilter.TaskChoice`)."""
         grid = BlockGrid.for_shape(arr.shape, block_voxels)
         t_stats = time.perf_counter()
         probe = probe_bits(mode, grid.n_blocks, arr.dtype, target)
-        stats = [block_stats(arr[grid.block_slices(i)], probe) for i in range(grid.n_blocks)]
+        if not known_stats:  # (a guided hybrid codes twice: the probes run once)
+            boxes = [grid.block_slices(i) for i in range(grid.n_blocks)]
+            known_stats.append([block_stats(arr[box], probe) for box in boxes])
+        stats = known_stats[0]
         plan = plan_lossy(
             arr.shape,
             arr.dtype,
