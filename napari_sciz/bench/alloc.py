@@ -25,8 +25,15 @@ from unittest import mock
 import numpy as np
 
 from ..core import api
-from .report import add_output_options, header_lines, new_record, write_results
-from .run import find_data_dir, list_volumes
+from .report import (
+    add_output_options,
+    comma_list,
+    header_lines,
+    new_record,
+    require_data_dir,
+    write_results,
+)
+from .run import list_volumes
 
 __all__ = ["block_voxels_for", "main", "render"]
 
@@ -114,11 +121,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--blocks", type=int, default=8, help="about this many blocks per volume")
     add_output_options(p)
     args = p.parse_args(argv)
-    data = find_data_dir()
-    if data is None:
-        p.error("no data folder (../shared/data) found")
-    names = [n for n in args.volumes.split(",") if n]
-    ratios = [float(r) for r in args.ratios.split(",") if r]
+    data = require_data_dir(p)
+    names = comma_list(args.volumes)
+    ratios = [float(r) for r in comma_list(args.ratios)]
     record = new_record(
         PROG, argv, "cpu", args.note, ratios=ratios, budget=args.budget, blocks=args.blocks,
         volumes=[],

@@ -32,8 +32,15 @@ from typing import Any
 
 import numpy as np
 
-from .report import add_output_options, header_lines, new_record, write_results
-from .run import find_data_dir, list_volumes
+from .report import (
+    add_output_options,
+    comma_list,
+    header_lines,
+    new_record,
+    require_data_dir,
+    write_results,
+)
+from .run import list_volumes
 
 __all__ = ["main", "measure_volume"]
 
@@ -293,11 +300,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--repeat", type=int, default=3, help="runs per timing (the best is kept)")
     add_output_options(p)
     args = p.parse_args(argv)
-    data = find_data_dir()
-    if data is None:
-        p.error("no data folder (../shared/data) found")
-    names = [n for n in args.volumes.split(",") if n]
-    modes = [m for m in args.modes.split(",") if m]
+    data = require_data_dir(p)
+    names = comma_list(args.volumes)
+    modes = comma_list(args.modes)
     record = new_record(
         PROG, argv, "cpu", args.note, ratio=args.ratio, budget=args.budget, volumes=[]
     )

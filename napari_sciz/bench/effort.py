@@ -19,8 +19,15 @@ import numpy as np
 
 from ..core.plan import EFFORT_PRESETS, effort_budget
 from .ratedist import _bases, _ours
-from .report import add_output_options, header_lines, new_record, write_results
-from .run import find_data_dir, list_volumes
+from .report import (
+    add_output_options,
+    comma_list,
+    header_lines,
+    new_record,
+    require_data_dir,
+    write_results,
+)
+from .run import list_volumes
 
 __all__ = ["main", "render"]
 
@@ -82,12 +89,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--efforts", default=",".join(EFFORT_PRESETS), help="presets to run")
     add_output_options(p)
     args = p.parse_args(argv)
-    data = find_data_dir()
-    if data is None:
-        p.error("no data folder (../shared/data) found")
-    names = [n for n in args.volumes.split(",") if n]
-    ratios = [float(r) for r in args.ratios.split(",") if r]
-    efforts = [e for e in args.efforts.split(",") if e]
+    data = require_data_dir(p)
+    names = comma_list(args.volumes)
+    ratios = [float(r) for r in comma_list(args.ratios)]
+    efforts = comma_list(args.efforts)
     for e in efforts:
         if e not in EFFORT_PRESETS:
             p.error(f"unknown effort {e!r}")

@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 
 from .classical import get_codec, psnr, ssim
-from .report import add_output_options, new_record, write_results
-from .run import find_data_dir, list_volumes
+from .report import add_output_options, comma_list, new_record, require_data_dir, write_results
+from .run import list_volumes
 
 __all__ = ["anchors_from_markdown", "bd_rate", "main", "merge_records"]
 
@@ -381,13 +381,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         record["note"] = args.note
         write_results(record, render(record), args, args.section)
         return 0
-    data = find_data_dir()
-    if data is None:
-        p.error("no data folder (../shared/data) found")
-    names = [n for n in (args.volumes or "").split(",") if n] or None
-    held = {n for n in args.held_out.split(",") if n}
+    data = require_data_dir(p)
+    names = comma_list(args.volumes) or None
+    held = set(comma_list(args.held_out))
     ratios = [float(r) for r in args.ratios.split(",")]
-    modes = [m for m in args.modes.split(",") if m]
+    modes = comma_list(args.modes)
     record = new_record(PROG, argv, "cpu", args.note, budget=args.budget, modes=modes, volumes=[])
     volumes = list_volumes(data, names)
     anchors = None

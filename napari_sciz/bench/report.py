@@ -10,9 +10,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .run import environment_info, update_section
+from .run import environment_info, find_data_dir, update_section
 
-__all__ = ["add_output_options", "header_lines", "new_record", "write_results"]
+__all__ = [
+    "add_output_options",
+    "comma_list",
+    "header_lines",
+    "new_record",
+    "require_data_dir",
+    "write_results",
+]
 
 
 def add_output_options(p: argparse.ArgumentParser) -> None:
@@ -20,6 +27,19 @@ def add_output_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=None, help="markdown file to update")
     p.add_argument("--json", type=Path, default=None, help="write the raw record here")
     p.add_argument("--note", default=None)
+
+
+def require_data_dir(p: argparse.ArgumentParser) -> Path:
+    """The shared data folder, or the parser's usage error when there is none."""
+    data = find_data_dir()
+    if data is None:
+        p.error("no data folder (../shared/data) found")
+    return data
+
+
+def comma_list(text: str | None) -> list[str]:
+    """The non-empty items of a comma-separated option."""
+    return [item for item in (text or "").split(",") if item]
 
 
 def new_record(

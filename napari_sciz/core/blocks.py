@@ -268,9 +268,9 @@ def allocate_from_stats(
     n = len(stats)
     if n == 1:
         return [float(budget)]
+    probes = [s.rd for s in stats]
     probed = None
-    if all(s.rd for s in stats):
-        probes = [s.rd for s in stats if s.rd]
+    if all(probes):
         probed = np.asarray(allocate_by_rd(probes, [s.voxels for s in stats], budget, min_bytes))
     span = float(max(s.vmax for s in stats)) - float(min(s.vmin for s in stats))
     weights = []
