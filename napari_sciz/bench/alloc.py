@@ -24,7 +24,7 @@ from unittest import mock
 
 import numpy as np
 
-from ..core import api
+from ..core import api, encode
 from .report import (
     add_output_options,
     comma_list,
@@ -52,7 +52,7 @@ def _run(
 ) -> dict[str, Any]:
     from ..core.metrics import psnr
 
-    patch = nullcontext() if probed else mock.patch.object(api, "probe_bits", return_value=None)
+    patch = nullcontext() if probed else mock.patch.object(encode, "probe_bits", return_value=None)
     with patch:
         res = api.compress(
             volume, ratio, mode="hybrid", budget=budget, device="cpu", seed=0,

@@ -17,6 +17,7 @@ from ..errors import FormatError
 from .ratealloc import allocate_by_rd, blend_shares, lift_to_floor, probe_rd
 
 __all__ = [
+    "DEFAULT_BLOCK_VOXELS",
     "BlockGrid",
     "BlockStats",
     "allocate_bytes",
@@ -26,6 +27,9 @@ __all__ = [
 ]
 
 Box = Sequence[tuple[int, int]]
+
+#: largest number of voxels of one block, unless the caller asks otherwise
+DEFAULT_BLOCK_VOXELS = 2**22
 
 #: voxels finalized at a time (bounds the float temporaries of :func:`finalize`)
 _FINALIZE_CHUNK = 1 << 20

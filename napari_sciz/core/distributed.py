@@ -36,7 +36,7 @@ import numpy as np
 
 from ..errors import CancelledError, InvalidInputError, SciZError
 from .bitstream import container
-from .blocks import BlockGrid, BlockStats, block_stats, finalize
+from .blocks import DEFAULT_BLOCK_VOXELS, BlockGrid, BlockStats, block_stats, finalize
 from .plan import (
     BlockJob,
     block_array,
@@ -47,7 +47,8 @@ from .plan import (
     probe_bits,
     resolve_mode,
 )
-from .validate import check_axes, check_ratio, check_shape_dtype
+from .result import CompressResult, ProgressInfo, cancel_predicate
+from .validate import check_axes, check_calibration, check_ratio, check_shape_dtype
 
 __all__ = ["BlockSource", "compress_distributed"]
 
@@ -338,24 +339,17 @@ def compress_distributed(
     connect_timeout : float
         Seconds to wait for ``scheduler``.
     progress : callable, optional
-        Called with a :class:`~napari_sciz.core.api.ProgressInfo` as blocks complete.
+        Called with a :class:`~napari_sciz.core.result.ProgressInfo` as blocks complete.
     cancel : callable or threading.Event, optional
         Checked twice a second; cancels the outstanding blocks and raises
         :class:`~napari_sciz.errors.CancelledError`.
 
     Returns
     -------
-    napari_sciz.core.api.CompressResult
+    napari_sciz.core.result.CompressResult
         With ``reconstruction=None`` (never gathered); PSNR and the largest error are exact,
         SSIM is exact when blocks span whole slices and NaN otherwise.
     """
-    from .api import (
-        DEFAULT_BLOCK_VOXELS,
-        CompressResult,
-        ProgressInfo,
-        _cancel_predicate,
-        check_calibration,
-    )
     from .guidance import check_guidance
 
     t_start = time.perf_counter()
@@ -366,7 +360,7 @@ def compress_distributed(
         budget = effort_budget(effort, 0)  # (checked now; sized once the source is open)
     steps = check_effort(steps, budget)
     guidance_mode, guidance_full = check_guidance(guidance, guidance_weights)
-    should_cancel = _cancel_predicate(cancel)
+    should_cancel = cancel_predicate(cancel)
     mode = resolve_mode(mode, guidance_mode, field_loss=True)  # (blocks fitted apart)
     if labels is not None and guidance_mode != "segmentation":
         raise InvalidInputError("labels are used by segmentation guidance only")

@@ -20,6 +20,8 @@ __all__ = [
     "check_decode_memory",
     "parse_roi",
     "default_axes",
+    "check_calibration",
+    "check_labels",
 ]
 
 #: dtypes that can be compressed (decoded arrays keep the dtype).
@@ -201,3 +203,32 @@ def parse_roi(roi: Any, shape: Sequence[int]) -> tuple[tuple[int, int], ...]:
             )
         out.append((start, stop))
     return tuple(out)
+
+
+def check_calibration(
+    ndim: int, voxel_size: Sequence[float] | None, units: Sequence[str] | None
+) -> None:
+    """Raise :class:`InvalidInputError` unless voxel size and units have one entry per axis."""
+    if voxel_size is not None and len(voxel_size) != ndim:
+        raise InvalidInputError(f"voxel_size needs {ndim} values, got {len(voxel_size)}")
+    if units is not None and len(units) != ndim:
+        raise InvalidInputError(f"units needs {ndim} values, got {len(units)}")
+
+
+def check_labels(labels: Any, guidance_mode: str, shape: tuple[int, ...]) -> np.ndarray | None:
+    """Validate segmentation-guidance labels (an array of the image's shape) or None."""
+    if labels is None:
+        return None
+    if guidance_mode != "segmentation":
+        raise InvalidInputError("labels are used by segmentation guidance only")
+    try:
+        label_arr = np.asarray(labels)
+    except Exception as exc:  # noqa: BLE001 - any conversion failure is a bad input
+        raise InvalidInputError(f"labels could not be read as an array: {exc}") from exc
+    if label_arr.shape != tuple(shape):
+        raise InvalidInputError(
+            f"labels must have the image's shape {tuple(shape)}, got {label_arr.shape}"
+        )
+    if not (np.issubdtype(label_arr.dtype, np.integer) or label_arr.dtype == bool):
+        raise InvalidInputError(f"labels must be integers or booleans, not {label_arr.dtype}")
+    return label_arr
