@@ -350,25 +350,11 @@ def compress_distributed(
         With ``reconstruction=None`` (never gathered); PSNR and the largest error are exact,
         SSIM is exact when blocks span whole slices and NaN otherwise.
     """
-    from .guidance import check_guidance
-
     t_start = time.perf_counter()
-    target = check_ratio(ratio)
-    if effort is not None:
-        if steps is not None or budget is not None:
-            raise InvalidInputError("give one of steps, budget or effort")
-        budget = effort_budget(effort, 0)  # (checked now; sized once the source is open)
-    steps = check_effort(steps, budget)
-    guidance_mode, guidance_full = check_guidance(guidance, guidance_weights)
+    target, budget, steps, mode, guidance_mode, guidance_full = _checked_settings(
+        ratio, budget, steps, effort, mode, guidance, guidance_weights, labels
+    )
     should_cancel = cancel_predicate(cancel)
-    mode = resolve_mode(mode, guidance_mode, field_loss=True)  # (blocks fitted apart)
-    if labels is not None and guidance_mode != "segmentation":
-        raise InvalidInputError("labels are used by segmentation guidance only")
-    if mode not in ("lossy", "hybrid"):
-        raise InvalidInputError(f"distributed compression codes lossy or hybrid, not {mode!r}")
-    if mode == "hybrid" and guidance_mode != "none":
-        raise InvalidInputError("guidance is not available in hybrid mode")
-
     cluster = {"threads_per_worker": threads_per_worker, "memory_limit": memory_limit}
     with _client_for(client, scheduler, workers, connect_timeout, cluster) as cl:
         src, src_data = _source(cl, source)
@@ -384,33 +370,12 @@ def compress_distributed(
                 f"labels must have the image's shape {src.shape}, got {label_src.shape}"
             )
         grid = BlockGrid.for_shape(src.shape, block_voxels or DEFAULT_BLOCK_VOXELS)
-        token = f"sciz-{uuid.uuid4().hex[:12]}"
-        n = grid.n_blocks
+        run = _ClusterRun(cl, f"sciz-{uuid.uuid4().hex[:12]}", retries, should_cancel)
         n_workers = max(1, len(cl.scheduler_info().get("workers", {})) or int(workers or 1))
-
-        def report(fraction: float, done: int, text: str) -> None:
-            if progress is None:
-                return
-            elapsed = time.perf_counter() - t_start
-            eta = elapsed / fraction * (1 - fraction) if fraction > 0 else None
-            # the text says how many blocks are done (they finish in any order)
-            progress(ProgressInfo(fraction, 0, steps, math.nan, math.nan, eta, 0, 1, text))
-
-        probe = probe_bits(mode, n, np.dtype(src.dtype), target)
-        stats_futures = [
-            cl.submit(
-                _stats_task,
-                src,
-                src_data,
-                grid,
-                i,
-                probe,
-                key=f"{token}-stats-{i}",
-                retries=retries,
-            )
-            for i in range(n)
-        ]
-        stats = _gather(cl, stats_futures, lambda _v: None, should_cancel)
+        probe = probe_bits(mode, grid.n_blocks, np.dtype(src.dtype), target)
+        stats = run.map(
+            "stats", _stats_task, [(src, src_data, grid, i, probe) for i in range(grid.n_blocks)]
+        )
         check_nonfinite(stats)
         plan = plan_lossy(
             src.shape,
@@ -431,39 +396,115 @@ def compress_distributed(
             parallel=n_workers,
             mode=mode,
         )
-        report(0.0, 0, f"fitting {n} blocks on {n_workers} workers")
-        voxels = [grid.block_voxels(i) for i in range(n)]
-        total_vox = sum(voxels)
-        done_vox = 0
-        done_blocks = 0
+        report = _FitReport(progress, grid, n_workers, steps, t_start)
+        report.started()
+        fits: list[_FitResult] = run.map(
+            "fit",
+            _fit_task,
+            [
+                (src, src_data, grid, job, plan.value_range, label_src, label_data)
+                for job in plan.jobs
+            ],
+            keys=[job.index for job in plan.jobs],
+            on_done=report.block_done,
+        )
+    return _gathered_result(plan, fits, t_start)
 
-        def on_fit(res: _FitResult) -> None:
-            nonlocal done_vox, done_blocks
-            done_vox += voxels[res.index]
-            done_blocks += 1
-            report(
-                done_vox / total_vox,
-                done_blocks,
-                f"{done_blocks}/{n} blocks done on {n_workers} workers",
-            )
 
-        fit_futures = [
-            cl.submit(
-                _fit_task,
-                src,
-                src_data,
-                grid,
-                job,
-                plan.value_range,
-                label_src,
-                label_data,
-                key=f"{token}-fit-{job.index}",
-                retries=retries,
-            )
-            for job in plan.jobs
+def _checked_settings(
+    ratio: float,
+    budget: float | None,
+    steps: int | None,
+    effort: str | None,
+    mode: str,
+    guidance: str,
+    guidance_weights: dict[str, float] | None,
+    labels: Any,
+) -> tuple[float, float | None, int | None, str, str, dict[str, float] | None]:
+    """Checked ratio, budget, steps, mode and guidance of :func:`compress_distributed`
+    (an ``effort``'s budget is sized once the source is open)."""
+    from .guidance import check_guidance
+
+    target = check_ratio(ratio)
+    if effort is not None:
+        if steps is not None or budget is not None:
+            raise InvalidInputError("give one of steps, budget or effort")
+        budget = effort_budget(effort, 0)  # (checked now; sized once the source is open)
+    steps = check_effort(steps, budget)
+    guidance_mode, guidance_full = check_guidance(guidance, guidance_weights)
+    mode = resolve_mode(mode, guidance_mode, field_loss=True)  # (blocks fitted apart)
+    if labels is not None and guidance_mode != "segmentation":
+        raise InvalidInputError("labels are used by segmentation guidance only")
+    if mode not in ("lossy", "hybrid"):
+        raise InvalidInputError(f"distributed compression codes lossy or hybrid, not {mode!r}")
+    if mode == "hybrid" and guidance_mode != "none":
+        raise InvalidInputError("guidance is not available in hybrid mode")
+    return target, budget, steps, mode, guidance_mode, guidance_full
+
+
+@dataclass
+class _ClusterRun:
+    """Tasks of one job on a Dask cluster: named keys, retries, cancel."""
+
+    client: Any
+    token: str
+    retries: int
+    cancel: Callable[[], bool] | None
+
+    def map(
+        self,
+        kind: str,
+        task: Callable[..., Any],
+        args: Sequence[tuple],
+        keys: Sequence[int] | None = None,
+        on_done: Callable[[Any], None] | None = None,
+    ) -> list[Any]:
+        """``task(*a)`` for every ``a`` of ``args`` on the cluster, results in order."""
+        keys = range(len(args)) if keys is None else keys
+        futures = [
+            self.client.submit(task, *a, key=f"{self.token}-{kind}-{k}", retries=self.retries)
+            for a, k in zip(args, keys, strict=True)
         ]
-        fits: list[_FitResult] = _gather(cl, fit_futures, on_fit, should_cancel)
+        return _gather(self.client, futures, on_done or (lambda _v: None), self.cancel)
 
+
+@dataclass
+class _FitReport:
+    """Progress of the blocks' fits, which finish in any order."""
+
+    progress: Callable[[Any], None] | None
+    grid: BlockGrid
+    n_workers: int
+    steps: int | None
+    t_start: float
+    done_voxels: int = 0
+    done_blocks: int = 0
+
+    def _say(self, fraction: float, text: str) -> None:
+        if self.progress is None:
+            return
+        elapsed = time.perf_counter() - self.t_start
+        eta = elapsed / fraction * (1 - fraction) if fraction > 0 else None
+        # the text says how many blocks are done (they finish in any order)
+        self.progress(ProgressInfo(fraction, 0, self.steps, math.nan, math.nan, eta, 0, 1, text))
+
+    def started(self) -> None:
+        """The fits were sent to the workers."""
+        self._say(0.0, f"fitting {self.grid.n_blocks} blocks on {self.n_workers} workers")
+
+    def block_done(self, res: _FitResult) -> None:
+        """A block's fit came back."""
+        self.done_voxels += self.grid.block_voxels(res.index)
+        self.done_blocks += 1
+        total = sum(self.grid.block_voxels(i) for i in range(self.grid.n_blocks))
+        self._say(
+            self.done_voxels / total,
+            f"{self.done_blocks}/{self.grid.n_blocks} blocks done on {self.n_workers} workers",
+        )
+
+
+def _gathered_result(plan: Any, fits: list[_FitResult], t_start: float) -> Any:
+    """The file of the fitted blocks and its quality, summed from the blocks' measures."""
     header = plan.header
     devices = sorted({f.device for f in fits})
     header["encoder"]["device"] = devices[0] if len(devices) == 1 else ",".join(devices)
@@ -471,14 +512,14 @@ def compress_distributed(
     blob = container.pack(header, [f.payload for f in fits])
     span = float(plan.value_range[1]) - float(plan.value_range[0])
     peak = span if span > 0 else 1.0
-    sse = sum(f.sse for f in fits)
-    mse = sse / total_vox
+    grid = plan.grid
+    total_vox = sum(grid.block_voxels(i) for i in range(grid.n_blocks))
+    mse = sum(f.sse for f in fits) / total_vox
     psnr = math.inf if mse == 0 else 10 * math.log10(peak * peak / mse)
     if all(f.ssim_sum is not None for f in fits):
         ssim = sum(f.ssim_sum or 0.0 for f in fits) / max(1, sum(f.ssim_slices for f in fits))
     else:
         ssim = math.nan
-    messages = [m for f in fits for m in f.messages]
     return CompressResult(
         data=blob,
         reconstruction=None,
@@ -491,7 +532,7 @@ def compress_distributed(
         max_error=max(f.max_error for f in fits),
         encode_seconds=time.perf_counter() - t_start,
         device=header["encoder"]["device"],
-        messages=messages,
+        messages=[m for f in fits for m in f.messages],
     )
 
 
