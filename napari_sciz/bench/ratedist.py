@@ -273,8 +273,12 @@ def _bases(rec: dict[str, Any] | None) -> str:
     classes = max(d["filter_classes"] for d in rec["layers"])
     wide = " wide" if any(d.get("filter_wide") for d in rec["layers"]) else ""
     field = sum(d["field_bytes"] for d in rec["layers"])
-    return f"{'+'.join(n.upper() for n in names)}, filter {classes} cl.{wide}" + (
-        f", field {field} B" if field else ""
+    net = sum(d.get("network_bytes", 0) for d in rec["layers"])
+    hidden = max(d.get("network_hidden", 0) for d in rec["layers"])
+    return (
+        f"{'+'.join(n.upper() for n in names)}, filter {classes} cl.{wide}"
+        + (f", net {hidden}h {net} B" if net else "")
+        + (f", field {field} B" if field else "")
     )
 
 

@@ -1,32 +1,23 @@
-"""Hybrid coding of a block: the best classical base layer, a fitted loop filter, a field.
+"""Hybrid coding of a block: the best classical base layer, a fitted loop filter, a network.
 
 INIF's *codec prior* (``shared/papers/003_*``), made so that it cannot lose: per block the
 encoder codes the base layer with each available classical codec (SPERR, HEVC, JPEG XL,
 :mod:`napari_sciz.core.hybrid.bases`) at the block's byte budget and keeps the most accurate,
 so a hybrid file is never below the best of them at its size. It then fits the light
 convolutional synthesis (:mod:`napari_sciz.core.hybrid.loopfilter`) on the decoded base,
-choosing its number of classes by rate-distortion (its bytes are taken from the base), and,
-while the block's time budget allows, tries base shares of :data:`BASE_SHARES` with the
-latent-grid field (:func:`napari_sciz.core.lossy.fit.fit_block`) fitting what the filtered base
-still misses in the rest of the bytes. The most accurate candidate in the byte window wins.
-
-Payload (after the container's framing)::
-
-    u8 version (3) | u8 base codec (low 4 bits: 0 none, 1 SPERR, 2 JPEG XL, 3 HEVC,
-    4 SPERR slabs; bit 4: the block is one plane) | varint base length | base stream
-    | varint filter length | loop filter (may be empty)
-    | field payload (latent-grid block payload; absent when no field is fitted)
-
-SPERR streams are packed (:mod:`.sperrpack`: the dimensions and lengths the payload already
-gives are left out). Version 2 payloads (``b"SZH" | u8 2 | u8 codec | u8 flags | u32 base
-length``, SPERR streams as SPERR wrote them) and version 1 (SPERR base, no loop filter) still
-decode. The region decoder decodes whole blocks (base, filter and dense field) and crops them.
+choosing its number of classes by rate-distortion (its bytes are taken from the base), and
+trains a small neural network over the base's neighbourhood that corrects what the linear
+filter leaves (:mod:`napari_sciz.core.hybrid.nnfilter`), kept when it removes more error than
+the base bytes it takes would. While the block's time budget allows, it can also try base
+shares of :data:`BASE_SHARES` with the latent-grid field
+(:func:`napari_sciz.core.lossy.fit.fit_block`) fitting what the filtered base still misses in
+the rest of the bytes. The most accurate candidate in the byte window wins. The payload's
+layout is :mod:`.payload`'s.
 """
 
 from __future__ import annotations
 
 import itertools
-import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -34,12 +25,13 @@ from typing import Any
 
 import numpy as np
 
-from ...errors import FormatError, RatioUnreachableError
+from ...errors import RatioUnreachableError
 from ..bitstream.container import _varint
-from ..lossy.entropy import _read_varint
 from ..metrics import squared_error_sum
-from .bases import BASES, NO_BASE, BaseCodec, base_by_id
-from .loopfilter import FilterDesign, LoopFilter, parse_loop_filter
+from .bases import BASES, NO_BASE, BaseCodec
+from .loopfilter import FilterDesign, LoopFilter
+from .nnfilter import NetworkTrainer, NeuralFilter, network_size
+from .payload import describe, head_bytes, layer_sizes, pack
 from .search import BaseLayer, encode_to_size
 from .tonemap import KNOT_CHOICES, fit_tone_map
 from .tracker import BlockTracker
@@ -47,22 +39,10 @@ from .tracker import BlockTracker
 __all__ = [
     "BASE_SHARES",
     "HybridFit",
+    "describe",
     "fit_hybrid_block",
     "layer_sizes",
 ]
-
-_MAGIC = b"SZH"
-_VERSION = 4
-#: head of version 1 and 2 payloads: magic, version, base codec, flags, base length
-_HEAD_V2 = struct.Struct("<3sBBBI")
-#: bit of the codec byte of a version-3 head: the block is one plane
-_FLAT_BIT = 0x10
-
-
-def _head_bytes(high: int) -> int:
-    """Most bytes a version-3 head takes in a payload of at most ``high`` bytes."""
-    return 2 + len(_varint(max(high, 0)))
-
 
 #: shares of a block's budget given to the base layer when a field is fitted on the residual of
 #: the filtered base. Empty: in every benchmark so far (docs/benchmarks.md) the residual field
@@ -103,6 +83,33 @@ _TONE_MIN_GAIN = 0.005
 _MIN_FILTER_VOXELS = 4096
 #: a field is fitted on the residual only with at least this many seconds left
 _MIN_FIELD_SECONDS = 5.0
+#: most of a block's bytes the neural filter may take (its width is the widest that fits)
+_NETWORK_SHARE = 0.03
+#: hidden units per layer the neural filter is tried with, widest first
+_NETWORK_WIDTHS = (16, 12, 8, 6, 4)
+#: hidden layers of the neural filter
+_NETWORK_DEPTH = 2
+#: blocks smaller than this get no neural filter
+_MIN_NETWORK_VOXELS = 1 << 15
+#: training steps of the probe that decides whether a neural filter is worth its time
+_PROBE_STEPS = 100
+#: ... which stops at this share of a time budget
+_PROBE_SHARE = 0.7
+#: training steps of a neural filter (without a budget: the caller's ``steps``)
+_NETWORK_STEPS = 800
+#: a neural filter is trained when the probe removes this much more of the error than its
+#: bytes would remove as base bytes (the full training removes about twice the probe's)
+_PROBE_MARGIN = 0.005
+#: share of a time budget by which the base searches stop when a neural filter is trained
+_NETWORK_START = 0.7
+#: ... by which its training stops
+_NETWORK_TRAIN_END = 0.88
+#: bytes a base re-coded to make room for the network leaves for its refitted filter to grow
+_REFIT_SLACK = 8
+#: ... by which the base re-coded to make room for it must be found
+_NETWORK_RECODE_END = 0.92
+#: ... and by which the network's training on that base stops
+_NETWORK_END = 0.96
 
 
 @dataclass
@@ -123,6 +130,8 @@ class HybridFit:
         Name of the base codec kept.
     filter_classes : int
         Classes of the loop filter (0: none).
+    network_hidden : int
+        Hidden units of the neural filter (0: none).
     """
 
     payload: bytes
@@ -131,11 +140,7 @@ class HybridFit:
     base_share: float
     base_codec: str = "sperr"
     filter_classes: int = 0
-
-
-def _pack(base: BaseLayer, filt: bytes, inr: bytes, flat: bool) -> bytes:
-    head = bytes([_VERSION, base.codec.ident | (_FLAT_BIT if flat else 0)])
-    return head + _varint(len(base.stream)) + base.stream + _varint(len(filt)) + filt + inr
+    network_hidden: int = 0
 
 
 def _mse(values: np.ndarray, target: np.ndarray) -> float:
@@ -149,10 +154,15 @@ class _Candidate:
     values: np.ndarray
     error: float
     inr: bytes = b""
+    network: NeuralFilter | None = None
 
     @property
     def filter_bytes(self) -> bytes:
         return b"" if self.filt is None else self.filt.to_bytes()
+
+    @property
+    def network_bytes(self) -> bytes:
+        return b"" if self.network is None else self.network.to_bytes()
 
     @property
     def classes(self) -> int:
@@ -267,6 +277,7 @@ def _refine_base(
     avail: int,
     clock: BlockTracker,
     seed: int,
+    until: float = 0.9,
 ) -> _Candidate:
     """``best``, or a base re-coded by a codec's refined settings if that is more accurate.
 
@@ -274,14 +285,15 @@ def _refine_base(
     filter would go unused: for every codec tried that has refined settings (HEVC's slower
     presets first, then SPERR in slabs; SPERR's slabs first when whole-block SPERR is the
     winner, since they decode plane by plane), each one in turn searches near that codec's
-    parameter, for the room the filter leaves and for all the bytes, until
-    :data:`_REFINE_SHARE` of the budget, starting only while :data:`_REFINE_ENCODES` encodes
-    of that codec's first search (or :data:`_REFINE_PER_FIRST` times that search's encodes,
-    when fewer; times the setting's :attr:`~.bases.BaseCodec.cost`) fit in
-    the time left. A result is kept when, filtered, it is more accurate than ``best`` (a codec
-    that lost the first choice may win at a refined setting).
+    parameter, for the room the filter leaves and for all the bytes, until ``until`` of the
+    budget (:data:`_REFINE_SHARE`, or less when a neural filter will be trained), starting
+    only while :data:`_REFINE_ENCODES` encodes of that codec's first search (or
+    :data:`_REFINE_PER_FIRST` times that search's encodes, when fewer; times the setting's
+    :attr:`~.bases.BaseCodec.cost`) fit in the time left. A result is kept when, filtered, it
+    is more accurate than ``best`` (a codec that lost the first choice may win at a refined
+    setting).
     """
-    end = clock.before(_REFINE_SHARE)
+    end = clock.before(until)
     if end is None:
         return best
 
@@ -391,6 +403,7 @@ def _with_filter(
     full = max(full, other, key=lambda layer: len(layer.stream))
     plain = _plain(full, target)
     slope = (smaller.error(target) - plain.error) / (len(full.stream) - len(smaller.stream))
+    clock.slope = slope if slope > 0 else None
     design = FilterDesign(full.values, target, seed)
     unit = plain.error / max(design.base_error, 1e-300)  # sample error -> block error
     # the base's sizes are coarse (x265 jumps by ~5 % at low rates): what it left is free
@@ -428,6 +441,101 @@ def _with_filter(
     return cand if fits and cand.error < plain.error else plain
 
 
+def _network_width(flat: bool, avail: int) -> int | None:
+    """The widest neural filter within :data:`_NETWORK_SHARE` of ``avail`` bytes, or None."""
+    for hidden in _NETWORK_WIDTHS:
+        if network_size(flat, hidden, _NETWORK_DEPTH) <= _NETWORK_SHARE * avail:
+            return hidden
+    return None
+
+
+def _error_per_byte(best: _Candidate, avail: int, clock: BlockTracker) -> float:
+    """Mean squared error one more byte of the base removes: the slope measured for the
+    loop filter, else :data:`_ERROR_PER_BYTE`'s rule of thumb."""
+    if clock.slope is not None:
+        return clock.slope
+    return _ERROR_PER_BYTE * best.error / max(avail, 1)
+
+
+def _network_probe(
+    best: _Candidate,
+    target: np.ndarray,
+    avail: int,
+    clock: BlockTracker,
+    seed: int,
+    steps: int | None,
+) -> NetworkTrainer | None:
+    """A trainer of the neural filter after a few steps, when they show it worth its bytes
+    and time (None: the block is too small or too accurate, or the probe removed too little)."""
+    flat = target.shape[0] == 1
+    hidden = _network_width(flat, avail)
+    if hidden is None or target.size < _MIN_NETWORK_VOXELS or best.error == 0.0:
+        return None
+    deadline = clock.before(_PROBE_SHARE)
+    if deadline is not None and time.perf_counter() > deadline:
+        return None
+    trainer = NetworkTrainer(
+        best.base.values, best.values, target, hidden=hidden, depth=_NETWORK_DEPTH, seed=seed
+    )
+    probe = _PROBE_STEPS if steps is None else min(_PROBE_STEPS, steps)
+    trainer.train(probe, deadline, clock.cancel)
+    nbytes = network_size(flat, hidden, _NETWORK_DEPTH)
+    cost = _error_per_byte(best, avail, clock) * (nbytes + len(_varint(nbytes))) / best.error
+    return trainer if trainer.sample_gain() > cost + _PROBE_MARGIN else None
+
+
+def _with_network(
+    best: _Candidate,
+    trainer: NetworkTrainer,
+    target: np.ndarray,
+    avail: int,
+    clock: BlockTracker,
+    seed: int,
+    steps: int | None,
+) -> _Candidate:
+    """``best`` with the trained neural filter, when it removes more error than its bytes.
+
+    The network trains on ``best``'s base until :data:`_NETWORK_TRAIN_END` of the budget. It
+    fits in the bytes the base and filter left, or the base is re-coded that much smaller
+    (and its filter refitted; the network trains a quarter of its steps more on it) when the
+    network removes more error than those bytes would (:func:`_error_per_byte`); the result
+    is kept only when it is more accurate.
+    """
+    if trainer.filtered is not best.values:  # the refined base won: train on it
+        trainer.rebase(best.base.values, best.values)
+    total = _NETWORK_STEPS if steps is None else steps
+    trainer.train(max(total - trainer.steps, 1), clock.before(_NETWORK_TRAIN_END), clock.cancel)
+    net = trainer.result()
+    values = net.apply(best.base.values, best.values)
+    error = _mse(values, target)
+    nbytes = len(net.to_bytes())
+    extra = nbytes + len(_varint(nbytes))
+    shrink = extra - (avail - _layers_bytes(best.base, best.filter_bytes))
+    if shrink <= 0:
+        return (
+            replace(best, values=values, error=error, network=net) if error < best.error else best
+        )
+    if error + _error_per_byte(best, avail, clock) * shrink >= best.error:
+        return best
+    base = encode_to_size(
+        best.base.codec, target, len(best.base.stream) - shrink - _REFIT_SLACK,
+        deadline=clock.before(_NETWORK_RECODE_END), cancel=clock.cancel, bracket=_near(best.base),
+    )  # fmt: skip
+    if base is None:
+        return best
+    wide = best.wide if best.filt is not None else True
+    cand = _fitting(base, target, avail - extra, best.classes or 4, wide, seed)
+    if _layers_bytes(cand.base, cand.filter_bytes) + extra > avail:
+        return best
+    # the network learnt on the larger base: a few more steps on the smaller one
+    trainer.rebase(cand.base.values, cand.values)
+    trainer.train(max(total // 4, 1), clock.before(_NETWORK_END), clock.cancel)
+    net = trainer.result()
+    values = net.apply(cand.base.values, cand.values)
+    error = _mse(values, target)
+    return replace(cand, values=values, error=error, network=net) if error < best.error else best
+
+
 def _with_field(
     best: _Candidate,
     target: np.ndarray,
@@ -442,12 +550,12 @@ def _with_field(
     from ..lossy.fit import fit_block
 
     low, high = window
-    room = int(share * (high - _head_bytes(high)))
+    room = int(share * (high - head_bytes(high)))
     base = encode_to_size(best.base.codec, target, room, cancel=clock.cancel)
     if base is None:
         return None, 0
     prior = _filtered(base, target, 4, seed)
-    used = _head_bytes(high) + _layers_bytes(base, prior.filter_bytes)
+    used = head_bytes(high) + _layers_bytes(base, prior.filter_bytes)
     if high - used < _MIN_INR_BYTES:
         return None, 0
     fit = fit_block(
@@ -472,7 +580,7 @@ def _field_only(
     from ..lossy.fit import fit_block
 
     low, high = window
-    used = _head_bytes(high) + 1  # the head and an empty filter's length
+    used = head_bytes(high) + 1  # the head and an empty filter's length
     if high - used < 1:  # (the field's fit says when its smallest code does not fit)
         raise RatioUnreachableError(
             f"a block of shape {target.shape} cannot be coded in {high} bytes; use a lower ratio"
@@ -528,7 +636,7 @@ def fit_hybrid_block(
     low, high = byte_window
     field_window = (max(0, low - field_reserve), high - field_reserve)
     flat = block.shape[0] == 1
-    avail = high - _head_bytes(high)  # base, filter length and filter
+    avail = high - head_bytes(high)  # base, filter length and filter (and network)
     fields = dict(steps=steps, device=device, cancel=cancel, **fit_kwargs)
 
     constant = target.size == 0 or float(target.min()) == float(target.max())
@@ -538,11 +646,15 @@ def fit_hybrid_block(
         seconds = None if budget is None else max(clock.left(), 0.5)
         on_field = clock.field_steps(_CHOICE_SHARE, 1.0)
         cand, n = _field_only(target, field_window, seconds, seed, on_step=on_field, **fields)
-        payload = _pack(cand.base, b"", cand.inr, flat)
+        payload = pack(cand.base.codec.ident, cand.base.stream, b"", b"", cand.inr, flat)
         clock.report(1.0, cand.error, cand.values)
         return HybridFit(payload, cand.values, n, 0.0, cand.base.codec.name, 0)
     best = _with_filter(full, target, avail, seed, clock)
-    best = _refine_base(best, tried, target, avail, clock, seed)
+    trainer = _network_probe(best, target, avail, clock, seed, steps)
+    refine_until = _REFINE_SHARE if trainer is None else _NETWORK_START
+    best = _refine_base(best, tried, target, avail, clock, seed, refine_until)
+    if trainer is not None:
+        best = _with_network(best, trainer, target, avail, clock, seed, steps)
     clock.report(_FILTER_SHARE if budget is not None else 0.6, best.error, best.values)
     share, steps_done = 1.0, 0
     for base_share in BASE_SHARES:
@@ -558,74 +670,11 @@ def fit_hybrid_block(
         if cand is not None and cand.error < best.error:
             best, share = cand, base_share
     clock.report(1.0, best.error, best.values)
-    payload = _pack(best.base, best.filter_bytes, best.inr, flat)
-    return HybridFit(payload, best.values, steps_done, share, best.base.codec.name, best.classes)
-
-
-def _parse_head(payload: bytes) -> tuple[int, int, bool, int, int]:
-    """``(version, codec number, one-plane flag, base start, base length)`` of a payload."""
-    if payload[:3] == _MAGIC:
-        if len(payload) < _HEAD_V2.size:
-            raise FormatError("hybrid block payload is truncated")
-        _magic, version, codec, flags, base_len = _HEAD_V2.unpack_from(payload)
-        if not 1 <= version <= 2:
-            raise FormatError(f"hybrid payload version {version} is not supported")
-        if flags > 1:
-            raise FormatError("hybrid payload has unknown flags")
-        if version == 1 and codec != 1:
-            raise FormatError(f"unknown base codec {codec} in a hybrid payload")
-        return version, codec, bool(flags & 1), _HEAD_V2.size, base_len
-    if len(payload) < 3:
-        raise FormatError("hybrid block payload is truncated")
-    version, byte = payload[0], payload[1]
-    if not 3 <= version <= _VERSION:
-        if _VERSION < version < 16:
-            raise FormatError(
-                f"hybrid payload version {version} is not supported; upgrade napari-sciz"
-            )
-        raise FormatError("not a hybrid block payload")
-    if byte & ~(_FLAT_BIT | 0x0F):
-        raise FormatError("hybrid payload has unknown flags")
-    base_len, start = _read_varint(payload, 2)
-    return version, byte & 0x0F, bool(byte & _FLAT_BIT), start, base_len
-
-
-def _parse(payload: bytes, shape3: tuple[int, int, int]) -> tuple[BaseCodec, bytes, bytes, bytes]:
-    """Split a payload into (base codec, base stream, filter bytes, field payload)."""
-    version, codec, flat, start, base_len = _parse_head(payload)
-    base_codec = base_by_id(codec, version)
-    if flat != (shape3[0] == 1):
-        raise FormatError("hybrid payload does not match the block's shape")
-    if start + base_len > len(payload):
-        raise FormatError("hybrid block payload is truncated (base layer)")
-    base = payload[start : start + base_len]
-    pos = start + base_len
-    if version == 1:
-        return base_codec, base, b"", payload[pos:]
-    length, pos = _read_varint(payload, pos)
-    if pos + length > len(payload):
-        raise FormatError("hybrid block payload is truncated (loop filter)")
-    return base_codec, base, payload[pos : pos + length], payload[pos + length :]
-
-
-def layer_sizes(payload: bytes) -> tuple[int, int]:
-    """Bytes of the base layer and of the fitted residual field in a hybrid payload."""
-    flat = _parse_head(payload)[2]
-    _codec, base, _filt, inr = _parse(payload, (1 if flat else 2, 1, 1))
-    return len(base), len(inr)
-
-
-def describe(payload: bytes) -> dict[str, Any]:
-    """Base codec, layer sizes and filter classes of a hybrid payload (for ``sciz info``)."""
-    flat = _parse_head(payload)[2]
-    codec, base, filt, inr = _parse(payload, (1 if flat else 2, 1, 1))
-    parsed = parse_loop_filter(filt) if filt else None
-    return {
-        "base": codec.name,
-        "base_bytes": len(base),
-        "filter_bytes": len(filt),
-        "filter_classes": 0 if parsed is None else parsed.classes,
-        "filter_wide": parsed is not None and parsed.wide,
-        "tone_knots": 0 if parsed is None or parsed.tone is None else parsed.tone.knots,
-        "field_bytes": len(inr),
-    }
+    payload = pack(
+        best.base.codec.ident, best.base.stream, best.filter_bytes, best.network_bytes,
+        best.inr, flat,
+    )  # fmt: skip
+    hidden = 0 if best.network is None else best.network.hidden
+    return HybridFit(
+        payload, best.values, steps_done, share, best.base.codec.name, best.classes, hidden
+    )

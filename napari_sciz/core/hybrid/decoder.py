@@ -3,9 +3,9 @@
 A viewer asks for one plane at a time. :class:`HybridBlock` decodes a block's base layer as far
 as the planes asked for need (an HEVC base frame by frame, up to the plane after the last one
 asked for; SPERR and JPEG XL bases at once) and its field, if any, once, and runs the loop
-filter only on the planes asked for (a plane needs one or, with a wide filter, two neighbours
-on each side in the base), keeping the
-filtered planes for the next request; a whole-block decode is the request of every plane.
+filter and the neural filter only on the planes asked for (a plane needs one or, with a wide
+filter or a network, two neighbours on each side in the base), keeping the filtered planes
+for the next request; a whole-block decode is the request of every plane.
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ import threading
 import numpy as np
 
 from ...errors import FormatError
-from .codec import _parse
 from .loopfilter import parse_loop_filter
+from .nnfilter import parse_neural_filter
+from .payload import parse
 from .planes import PlaneSource
 
 __all__ = ["HybridBlock", "decode_hybrid_block"]
@@ -41,13 +42,18 @@ class HybridBlock:
     """
 
     def __init__(self, payload: bytes, shape3: tuple[int, int, int]) -> None:
-        codec, base, filt, inr = _parse(payload, shape3)
+        layers = parse(payload, shape3)
         self.shape3 = shape3
-        self._base: PlaneSource | None = codec.planes(base, shape3)
-        self._filter = parse_loop_filter(filt) if filt else None
+        self._base: PlaneSource | None = layers.codec.planes(layers.base, shape3)
+        self._filter = parse_loop_filter(layers.filt) if layers.filt else None
         if self._filter is not None and self._filter.flat != (shape3[0] == 1):
             raise FormatError("hybrid loop filter does not match the block's shape")
-        self._field: np.ndarray | None = _decode_field(inr, shape3) if inr else None
+        self._network = parse_neural_filter(layers.network) if layers.network else None
+        if self._network is not None and self._network.flat != (shape3[0] == 1):
+            raise FormatError("hybrid neural filter does not match the block's shape")
+        self._field: np.ndarray | None = None
+        if layers.field:
+            self._field = _decode_field(layers.field, shape3)
         self._values = np.empty(shape3, dtype=np.float64)
         self._done = np.zeros(shape3[0], dtype=bool)
         self._lock = threading.Lock()
@@ -69,13 +75,15 @@ class HybridBlock:
             todo = np.flatnonzero(~self._done[z0:stop]) + z0
             if todo.size:
                 lo, hi = int(todo[0]), int(todo[-1]) + 1
-                # the filter reads `reach` planes on each side (clamped)
-                r = 0 if self._filter is None else self._filter.reach
+                # the filters read `reach` planes on each side (clamped)
+                r = max([f.reach for f in (self._filter, self._network) if f is not None] + [0])
                 base = self._base_span(max(lo - r, 0), min(hi + r, self.shape3[0]))
                 if self._filter is None:
                     values = base[lo:hi].copy()
                 else:
                     values = self._filter.apply(base, lo, hi)
+                if self._network is not None:
+                    values = self._network.apply(base, values, lo, hi)
                 if self._field is not None:
                     values += self._field[lo:hi]
                 if not np.all(np.isfinite(values)):

@@ -59,6 +59,9 @@ class BlockTracker:
         self._psnr = math.nan
         #: seconds one search of the chosen base codec took
         self.base_seconds = 0.0
+        #: the base's rate-distortion slope (mean squared error per byte) where it was measured
+        #: (the loop filter's choice), or None
+        self.slope: float | None = None
         #: training steps of the field fits so far
         self.steps = 0
 

@@ -1,0 +1,395 @@
+"""A small neural network over the decoded base: the nonlinear synthesis of a hybrid block.
+
+The loop filter (:mod:`.loopfilter`) is linear within each activity class. What it leaves is
+largely nonlinear: the sharp phase boundaries of an XCT volume come out of a wavelet or HEVC
+base blurred and rung in ways that depend on the sign and size of the local gradients. A
+multilayer perceptron, overfitted to the block at encode time and shipped in the payload
+(Cool-chic's synthesis, applied to a classical base instead of latent grids), predicts the
+error of the filtered base from the base's neighbourhood::
+
+    out[n] = f[n] + span * MLP(x[n])
+    x[n]   = ((b[n + o] - b[n]) / span for each offset o,  (b[n] - lo) / span - 1/2,
+              (f[n] - b[n]) / span)
+
+where ``b`` is the decoded base, ``f`` the loop filter's output, ``o`` the 26 neighbours of
+the 3x3x3 cube and the six voxels two steps along the axes (8 and 4 in one-plane blocks), and
+``lo``/``span`` the block's value range. The network has ``depth`` hidden layers of ``hidden``
+rectified units; its inputs are scaled by powers of two to about unit spread (the exponents
+are stored). It is trained with Adam on a sample of the block's voxels under the block's time
+budget, then its weights are rounded to 8 bits per tensor (one scale each). Decoding is plain
+float32 numpy (no torch), plane by plane; a plane reads two base planes on each side.
+
+Serialised form::
+
+    u8 flags (bit 0: one-plane block) | u8 hidden | u8 depth | f32 lo | f32 span
+    | i8 input scale exponents (one per input: the input is multiplied by 2 ** -e)
+    | per tensor (first layer's weights, its biases, ..., the output's): f32 scale | i8 values
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ...errors import FormatError
+
+__all__ = [
+    "NetworkTrainer",
+    "NeuralFilter",
+    "network_size",
+    "neighbour_offsets",
+    "parse_neural_filter",
+]
+
+#: planes (and voxels) a filtered voxel reads on each side in the base
+REACH = 2
+#: voxels of a block sampled for training (their features are built once)
+TRAIN_SAMPLE = 1 << 20
+#: voxels per training step
+BATCH = 1 << 16
+#: Adam's learning rate (cosine-annealed over the steps)
+LEARNING_RATE = 3e-3
+#: voxels whose features are built at a time when the network is evaluated
+_CHUNK = 1 << 18
+_HEAD = struct.Struct("<BBBff")
+_SCALE = struct.Struct("<f")
+
+
+def neighbour_offsets(flat: bool) -> list[tuple[int, int, int]]:
+    """The offsets ``(dz, dy, dx)`` whose base values (less the centre's) feed the network."""
+    zs = (0,) if flat else (-1, 0, 1)
+    out = [(dz, dy, dx) for dz in zs for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
+    out.remove((0, 0, 0))
+    out += [(0, 2, 0), (0, -2, 0), (0, 0, 2), (0, 0, -2)]
+    if not flat:
+        out += [(2, 0, 0), (-2, 0, 0)]
+    return out
+
+
+def n_inputs(flat: bool) -> int:
+    """Number of inputs of the network."""
+    return len(neighbour_offsets(flat)) + 2
+
+
+def _layer_shapes(flat: bool, hidden: int, depth: int) -> list[tuple[int, ...]]:
+    """Shapes of the tensors in stored order: (weights ``(in, out)``, biases) per layer."""
+    sizes = [n_inputs(flat)] + [hidden] * depth + [1]
+    shapes: list[tuple[int, ...]] = []
+    for a, b in zip(sizes[:-1], sizes[1:], strict=True):
+        shapes += [(a, b), (b,)]
+    return shapes
+
+
+@dataclass
+class NeuralFilter:
+    """A trained, quantized network (see the module docstring).
+
+    Attributes
+    ----------
+    flat : bool
+        One-plane block (2D neighbourhood).
+    hidden, depth : int
+        Units per hidden layer and number of hidden layers.
+    lo, span : float
+        The block's lowest value and value span (feature and output units).
+    exponents : numpy.ndarray
+        Input ``k`` is multiplied by ``2 ** -exponents[k]`` (int8).
+    tensors : list of numpy.ndarray
+        Integer weights and biases (int8), layer by layer.
+    scales : list of float
+        The step of each tensor.
+    """
+
+    flat: bool
+    hidden: int
+    depth: int
+    lo: float
+    span: float
+    exponents: np.ndarray
+    tensors: list[np.ndarray]
+    scales: list[float]
+
+    reach = REACH
+
+    def weights(self) -> list[np.ndarray]:
+        """The float32 weights and biases, layer by layer."""
+        return [
+            (t.astype(np.float32) * np.float32(s))
+            for t, s in zip(self.tensors, self.scales, strict=True)
+        ]
+
+    def to_bytes(self) -> bytes:
+        """Serialised form."""
+        out = [_HEAD.pack(int(self.flat), self.hidden, self.depth, self.lo, self.span)]
+        out.append(self.exponents.astype(np.int8).tobytes())
+        for t, s in zip(self.tensors, self.scales, strict=True):
+            out += [_SCALE.pack(s), t.astype(np.int8).tobytes()]
+        return b"".join(out)
+
+    def apply(
+        self, base: np.ndarray, filtered: np.ndarray, z0: int = 0, z1: int | None = None
+    ) -> np.ndarray:
+        """``filtered`` planes ``z0:z1`` plus the network's correction (float64).
+
+        Parameters
+        ----------
+        base : numpy.ndarray
+            The block's decoded base, ``(D, H, W)``; planes ``z0 - 2`` to ``z1 + 2`` (clamped)
+            must hold their values.
+        filtered : numpy.ndarray
+            The loop filter's output of planes ``z0:z1``, ``(z1 - z0, H, W)``.
+        """
+        z1 = base.shape[0] if z1 is None else z1
+        weights = self.weights()
+        inv_scale = np.ldexp(np.float32(1.0), -self.exponents.astype(np.int32)).astype(np.float32)
+        out = np.array(filtered, dtype=np.float64, copy=True)
+        for z in range(z0, z1):
+            plane_f = out[z - z0]
+            feats = _plane_features(base, plane_f, z, self.flat, self.lo, self.span)
+            feats *= inv_scale
+            plane_f += self.span * _forward(weights, feats).reshape(plane_f.shape)
+        return out
+
+
+def _plane_features(
+    base: np.ndarray, filtered: np.ndarray, z: int, flat: bool, lo: float, span: float
+) -> np.ndarray:
+    """Inputs of every voxel of plane ``z``: ``(H * W, n_inputs)`` float32."""
+    depth, h, w = base.shape
+    inv = np.float32(1.0 / span)
+    planes = {}
+    for dz in range(-REACH, REACH + 1):
+        zz = min(max(z + dz, 0), depth - 1)
+        planes[dz] = np.pad(base[zz].astype(np.float32), REACH, mode="edge")
+    centre = planes[0][REACH : REACH + h, REACH : REACH + w]
+    offs = neighbour_offsets(flat)
+    feats = np.empty((h * w, len(offs) + 2), dtype=np.float32)
+    for k, (dz, dy, dx) in enumerate(offs):
+        src = planes[dz][REACH + dy : REACH + dy + h, REACH + dx : REACH + dx + w]
+        feats[:, k] = ((src - centre) * inv).ravel()
+    feats[:, -2] = ((centre - np.float32(lo)) * inv - np.float32(0.5)).ravel()
+    feats[:, -1] = ((filtered.astype(np.float32) - centre) * inv).ravel()
+    return feats
+
+
+def _forward(weights: list[np.ndarray], feats: np.ndarray) -> np.ndarray:
+    """The network on rows of ``feats`` (float32), in chunks; one output per row."""
+    out = np.empty(len(feats), dtype=np.float32)
+    for i in range(0, len(feats), _CHUNK):
+        x = feats[i : i + _CHUNK]
+        for k in range(0, len(weights) - 2, 2):
+            x = x @ weights[k]
+            x += weights[k + 1]
+            np.maximum(x, 0.0, out=x)
+        out[i : i + _CHUNK] = (x @ weights[-2]).ravel() + weights[-1][0]
+    return out
+
+
+def parse_neural_filter(data: bytes) -> NeuralFilter:
+    """Read a serialised :class:`NeuralFilter`.
+
+    Raises
+    ------
+    FormatError
+        Truncated, oversized or inconsistent data.
+    """
+    if len(data) < _HEAD.size:
+        raise FormatError("hybrid neural filter is truncated")
+    flags, hidden, depth, lo, span = _HEAD.unpack_from(data)
+    if flags > 1 or not 1 <= hidden or not 1 <= depth <= 8:
+        raise FormatError("hybrid neural filter has an invalid head")
+    if not (math.isfinite(lo) and math.isfinite(span) and span > 0):
+        raise FormatError("hybrid neural filter has an invalid value range")
+    flat = bool(flags & 1)
+    n_in = n_inputs(flat)
+    if len(data) < _HEAD.size + n_in:
+        raise FormatError("hybrid neural filter is truncated")
+    exponents = np.frombuffer(data, np.int8, n_in, _HEAD.size).copy()
+    pos = _HEAD.size + n_in
+    tensors, scales = [], []
+    for shape in _layer_shapes(flat, hidden, depth):
+        n = math.prod(shape)
+        if pos + _SCALE.size + n > len(data):
+            raise FormatError("hybrid neural filter is truncated")
+        (scale,) = _SCALE.unpack_from(data, pos)
+        if not math.isfinite(scale):
+            raise FormatError("hybrid neural filter has a non-finite weight step")
+        pos += _SCALE.size
+        tensors.append(np.frombuffer(data, np.int8, n, pos).reshape(shape).copy())
+        scales.append(float(scale))
+        pos += n
+    if pos != len(data):
+        raise FormatError("hybrid neural filter has trailing bytes")
+    return NeuralFilter(flat, hidden, depth, float(lo), float(span), exponents, tensors, scales)
+
+
+def network_size(flat: bool, hidden: int, depth: int) -> int:
+    """Serialised size of a network of this shape."""
+    shapes = _layer_shapes(flat, hidden, depth)
+    return _HEAD.size + n_inputs(flat) + sum(_SCALE.size + math.prod(s) for s in shapes)
+
+
+class NetworkTrainer:
+    """Trains a :class:`NeuralFilter` on a block, in as many calls as the encoder's stages allow.
+
+    The features of a sample of the block's voxels are built once per base
+    (:meth:`rebase` when the base changes, keeping the weights learnt so far).
+
+    Parameters
+    ----------
+    base, filtered, target : numpy.ndarray
+        The decoded base, the loop filter's output and the original values, ``(D, H, W)``.
+    hidden, depth : int
+        The network's shape.
+    seed : int
+        Seed of the sample, the initial weights and the batches.
+    """
+
+    def __init__(
+        self,
+        base: np.ndarray,
+        filtered: np.ndarray,
+        target: np.ndarray,
+        *,
+        hidden: int = 16,
+        depth: int = 2,
+        seed: int = 0,
+    ) -> None:
+        import torch
+
+        self._torch = torch
+        self.flat = base.shape[0] == 1
+        self.hidden, self.depth = hidden, depth
+        self.target = target
+        self.lo = float(target.min())
+        self.span = max(float(target.max()) - self.lo, 1e-300)
+        rng = np.random.default_rng(seed)
+        n = base.size
+        self._pick = np.sort(rng.choice(n, size=min(n, TRAIN_SAMPLE), replace=False))
+        self._gen = torch.Generator().manual_seed(seed)
+        with torch.random.fork_rng(devices=[]):  # (the layers' initial weights, reproducibly)
+            torch.manual_seed(seed)
+            self.net = _network(torch.nn, n_inputs(self.flat), hidden, depth)
+        self._opt = torch.optim.Adam(self.net.parameters(), lr=LEARNING_RATE)
+        self.steps = 0
+        self.exponents: np.ndarray | None = None
+        self.rebase(base, filtered)
+
+    def rebase(self, base: np.ndarray, filtered: np.ndarray) -> None:
+        """Train on a new base and filter output from now on."""
+        torch = self._torch
+        self.base, self.filtered = base, filtered
+        x, y = _sample_features(
+            base, filtered, self.target, self._pick, self.flat, self.lo, self.span
+        )
+        if self.exponents is None:  # inputs scaled to about unit spread, by powers of two
+            spread = x.std(axis=0).astype(np.float64)
+            exps = np.rint(np.log2(np.where(spread > 1e-9, spread, 1.0)))
+            self.exponents = np.clip(exps, -60, 20).astype(np.int8)
+        scale = np.ldexp(np.float32(1.0), -self.exponents.astype(np.int32)).astype(np.float32)
+        self._x = torch.from_numpy(x * scale)
+        self._y = torch.from_numpy(y)
+
+    def train(
+        self,
+        steps: int,
+        deadline: float | None = None,
+        cancel: Callable[[], bool] | None = None,
+        lr: float = LEARNING_RATE,
+    ) -> int:
+        """Up to ``steps`` steps (learning rate ``lr`` cosine-annealed to zero over them) or
+        until ``deadline``; returns the steps taken."""
+        torch = self._torch
+        batch = min(BATCH, len(self._x))
+        done = 0
+        for k in range(steps):
+            if (deadline is not None and time.perf_counter() > deadline) or (cancel and cancel()):
+                break
+            for group in self._opt.param_groups:
+                group["lr"] = 0.5 * lr * (1 + math.cos(math.pi * k / max(steps, 1)))
+            idx = torch.randint(0, len(self._x), (batch,), generator=self._gen)
+            loss = ((self.net(self._x[idx]).squeeze(1) - self._y[idx]) ** 2).mean()
+            self._opt.zero_grad()
+            loss.backward()
+            self._opt.step()
+            done += 1
+        self.steps += done
+        return done
+
+    def sample_gain(self) -> float:
+        """Share of the filter output's squared error the network removes on the sample."""
+        with self._torch.no_grad():
+            pred = self.net(self._x).squeeze(1)
+            before = float((self._y**2).sum())
+            after = float(((pred - self._y) ** 2).sum())
+        return 1.0 - after / before if before > 0 else 0.0
+
+    def result(self) -> NeuralFilter:
+        """The network as it is now, quantized."""
+        torch = self._torch
+        layers = [m for m in self.net if isinstance(m, torch.nn.Linear)]
+        floats: list[np.ndarray] = []
+        for layer in layers:
+            w = layer.weight.detach().numpy().T.astype(np.float64)
+            floats += [w, layer.bias.detach().numpy().astype(np.float64)]
+        tensors, scales = zip(*(_quantized(t) for t in floats), strict=True)
+        assert self.exponents is not None
+        return NeuralFilter(
+            self.flat, self.hidden, self.depth, self.lo, self.span, self.exponents.copy(),
+            list(tensors), list(scales),
+        )  # fmt: skip
+
+
+def _sample_features(
+    base: np.ndarray,
+    filtered: np.ndarray,
+    target: np.ndarray,
+    pick: np.ndarray,
+    flat: bool,
+    lo: float,
+    span: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Inputs and targets (error of ``filtered`` in span units) of the voxels ``pick``."""
+    pad = ((0, 0) if flat else (REACH, REACH), (REACH, REACH), (REACH, REACH))
+    padded = np.pad(base.astype(np.float32), pad, mode="edge")
+    zyx = np.unravel_index(pick, base.shape)
+    pz = zyx[0] + (0 if flat else REACH)
+    py, px = zyx[1] + REACH, zyx[2] + REACH
+    centre = padded[pz, py, px]
+    inv = np.float32(1.0 / span)
+    offs = neighbour_offsets(flat)
+    x = np.empty((len(pick), len(offs) + 2), dtype=np.float32)
+    for k, (dz, dy, dx) in enumerate(offs):
+        x[:, k] = (padded[pz + dz, py + dy, px + dx] - centre) * inv
+    x[:, -2] = (centre - np.float32(lo)) * inv - np.float32(0.5)
+    f = filtered.reshape(-1)[pick].astype(np.float32)
+    x[:, -1] = (f - centre) * inv
+    y = ((target.reshape(-1)[pick] - filtered.reshape(-1)[pick]) / span).astype(np.float32)
+    return x, y
+
+
+def _network(nn: Any, inputs: int, hidden: int, depth: int) -> Any:
+    """The untrained network: ``depth`` ReLU layers, the output starting at zero."""
+    mods: list = []
+    width = inputs
+    for _ in range(depth):
+        mods += [nn.Linear(width, hidden), nn.ReLU()]
+        width = hidden
+    out = nn.Linear(width, 1)
+    nn.init.zeros_(out.weight)
+    nn.init.zeros_(out.bias)
+    return nn.Sequential(*mods, out)
+
+
+def _quantized(values: np.ndarray) -> tuple[np.ndarray, float]:
+    """``values`` as int8 multiples of one step (the largest magnitude maps to 127)."""
+    peak = float(np.abs(values).max()) if values.size else 0.0
+    step = np.float32(peak / 127.0) if peak > 0 else np.float32(1.0)
+    q = np.clip(np.rint(values / float(step)), -127, 127).astype(np.int8)
+    return q, float(step)
