@@ -1,9 +1,10 @@
-"""Hybrid coding: a classical base layer, a fitted loop filter and a latent-grid field.
+"""Hybrid coding: a classical base layer, a fitted loop filter, a neural filter and a field.
 
 * :mod:`~napari_sciz.core.hybrid.bases`: SPERR, HEVC and JPEG XL base layers at a byte target;
 * :mod:`~napari_sciz.core.hybrid.loopfilter`: the adaptive 3D filter fitted on the base;
-* :mod:`~napari_sciz.core.hybrid.codec`: the block encoder that chooses among them, and the
-  payload;
+* :mod:`~napari_sciz.core.hybrid.nnfilter`: the small neural network trained after it;
+* :mod:`~napari_sciz.core.hybrid.codec`: the block encoder that chooses among them;
+* :mod:`~napari_sciz.core.hybrid.payload`: the payload's layers, packed and read;
 * :mod:`~napari_sciz.core.hybrid.decoder`: whole blocks or a few planes at a time;
 * :mod:`~napari_sciz.core.hybrid.mosaic`: slices tiled into one image for 2D codecs.
 """
