@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from napari_sciz.core.hybrid import codec as hybrid_codec
-from napari_sciz.core.hybrid import nnfilter
+from napari_sciz.core.hybrid import netstage, nnfilter
 from napari_sciz.core.hybrid.nnfilter import NetworkTrainer, parse_neural_filter
 from napari_sciz.errors import FormatError
 
@@ -85,8 +85,8 @@ def test_the_encoder_keeps_a_network_that_pays_and_files_decode_to_its_reconstru
     from napari_sciz.core.api import compress, decompress, open_sciz
     from napari_sciz.core.hybrid import HybridBlock, decode_hybrid_block
 
-    monkeypatch.setattr(hybrid_codec, "_error_per_byte", lambda *a: 0.0)
-    monkeypatch.setattr(hybrid_codec, "_PROBE_MARGIN", -1.0)
+    monkeypatch.setattr(netstage, "_error_per_byte", lambda *a: 0.0)
+    monkeypatch.setattr(netstage, "_PROBE_MARGIN", -1.0)
     vol = np.clip(two_phase((24, 48, 40)), 0, 65535).astype(np.uint16)
     res = compress(vol, ratio=8, mode="hybrid", device="cpu", steps=120)
     assert 0.98 * 8 <= res.ratio <= 1.1 * 8
@@ -105,7 +105,7 @@ def test_a_network_that_does_not_pay_is_left_out(monkeypatch) -> None:
     """Priced at more than it can remove, the probe drops the network: no bytes, no time."""
     from napari_sciz.core.api import compress, open_sciz
 
-    monkeypatch.setattr(hybrid_codec, "_PROBE_MARGIN", 10.0)
+    monkeypatch.setattr(netstage, "_PROBE_MARGIN", 10.0)
     trained: list[int] = []
     real = hybrid_codec._with_network
     monkeypatch.setattr(

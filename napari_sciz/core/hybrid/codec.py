@@ -20,20 +20,30 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ...errors import RatioUnreachableError
 from ..bitstream.container import _varint
-from ..metrics import squared_error_sum
-from .bases import BASES, NO_BASE, BaseCodec
-from .loopfilter import FilterDesign, LoopFilter
-from .nnfilter import NetworkTrainer, NeuralFilter, network_size
+from .bases import BASES, NO_BASE
+from .candidate import (
+    _MIN_FILTER_VOXELS,
+    _Candidate,
+    _err,
+    _filtered,
+    _fitting,
+    _layers_bytes,
+    _mse,
+    _near,
+    _plain,
+    _ranked,
+)
+from .loopfilter import FilterDesign
+from .netstage import _NETWORK_START, _network_probe, _with_network
 from .payload import describe, head_bytes, layer_sizes, pack
 from .search import BaseLayer, encode_to_size
-from .tonemap import KNOT_CHOICES, fit_tone_map
 from .tracker import BlockTracker
 
 __all__ = [
@@ -60,56 +70,16 @@ _SLOPE_STEP = 0.1
 _CHOICE_SHARE = 0.4
 #: share of a time budget by which a slower setting of the chosen base codec stops searching
 _REFINE_SHARE = 0.9
-#: how much more accurate (squared error) a base that decodes only as a whole must be than one
-#: that decodes plane by plane to be chosen (0.5 %: 0.02 dB): browsing a file costs a plane
-_BROWSE_MARGIN = 0.005
 #: a slower setting's search starts only while this many of its encodes fit in the time left
 #: (a search near a known parameter takes about 4-8)
 _REFINE_ENCODES = 12
 #: ... or this many times the encodes of the codec's first search, when fewer (SPERR's rate
 #: mode lands in one or two: nbsd at 30 s never reached its slabs while 12 were asked for)
 _REFINE_PER_FIRST = 3
-#: half-width of the parameter range (0 to 1) a slower setting searches around the first
-_REFINE_BRACKET = 0.06
 #: share of a time budget by which the loop filter's base searches stop refining
 _FILTER_SHARE = 0.85
-#: the squared error a share of the bytes is worth, per share (about 6 dB per doubling of the
-#: bytes: 1 % more bytes, 1.4 % less error): the intensity map's knots are chosen with it
-_ERROR_PER_BYTE = 1.5
-#: the least share of the squared error an intensity map must remove (0.02 dB): below it, a
-#: pass over every decoded voxel buys nothing a viewer sees (nbsd: +0.004 dB for 8 knots)
-_TONE_MIN_GAIN = 0.005
-#: blocks smaller than this get no loop filter (its bytes would not pay)
-_MIN_FILTER_VOXELS = 4096
 #: a field is fitted on the residual only with at least this many seconds left
 _MIN_FIELD_SECONDS = 5.0
-#: most of a block's bytes the neural filter may take (its width is the widest that fits)
-_NETWORK_SHARE = 0.03
-#: hidden units per layer the neural filter is tried with, widest first
-_NETWORK_WIDTHS = (16, 12, 8, 6, 4)
-#: hidden layers of the neural filter
-_NETWORK_DEPTH = 2
-#: blocks smaller than this get no neural filter
-_MIN_NETWORK_VOXELS = 1 << 15
-#: training steps of the probe that decides whether a neural filter is worth its time
-_PROBE_STEPS = 100
-#: ... which stops at this share of a time budget
-_PROBE_SHARE = 0.7
-#: training steps of a neural filter (without a budget: the caller's ``steps``)
-_NETWORK_STEPS = 800
-#: a neural filter is trained when the probe removes this much more of the error than its
-#: bytes would remove as base bytes (the full training removes about twice the probe's)
-_PROBE_MARGIN = 0.005
-#: share of a time budget by which the base searches stop when a neural filter is trained
-_NETWORK_START = 0.7
-#: ... by which its training stops
-_NETWORK_TRAIN_END = 0.88
-#: bytes a base re-coded to make room for the network leaves for its refitted filter to grow
-_REFIT_SLACK = 8
-#: ... by which the base re-coded to make room for it must be found
-_NETWORK_RECODE_END = 0.92
-#: ... and by which the network's training on that base stops
-_NETWORK_END = 0.96
 
 
 @dataclass
@@ -141,87 +111,6 @@ class HybridFit:
     base_codec: str = "sperr"
     filter_classes: int = 0
     network_hidden: int = 0
-
-
-def _mse(values: np.ndarray, target: np.ndarray) -> float:
-    return squared_error_sum(values, target) / values.size if values.size else 0.0
-
-
-@dataclass
-class _Candidate:
-    base: BaseLayer
-    filt: LoopFilter | None
-    values: np.ndarray
-    error: float
-    inr: bytes = b""
-    network: NeuralFilter | None = None
-
-    @property
-    def filter_bytes(self) -> bytes:
-        return b"" if self.filt is None else self.filt.to_bytes()
-
-    @property
-    def network_bytes(self) -> bytes:
-        return b"" if self.network is None else self.network.to_bytes()
-
-    @property
-    def classes(self) -> int:
-        return 0 if self.filt is None else self.filt.classes
-
-    @property
-    def wide(self) -> bool:
-        return self.filt is not None and self.filt.wide
-
-
-def _layers_bytes(base: BaseLayer, filt: bytes) -> int:
-    """Bytes of base, filter length and filter (everything after the payload head)."""
-    return len(base.stream) + len(_varint(len(filt))) + len(filt)
-
-
-def _plain(base: BaseLayer, target: np.ndarray) -> _Candidate:
-    return _Candidate(base, None, base.values, base.error(target))
-
-
-def _filtered(
-    base: BaseLayer,
-    target: np.ndarray,
-    classes: int,
-    seed: int,
-    wide: bool = True,
-    avail: int | None = None,
-) -> _Candidate:
-    """``base`` with a filter of ``classes`` classes and its intensity map (chosen for a
-    block of ``avail`` bytes; default: the base's), or alone when the filter does not help."""
-    avail = len(base.stream) if avail is None else avail
-    plain = _plain(base, target)
-    if classes == 0 or target.size < _MIN_FILTER_VOXELS:
-        return plain
-    filt = FilterDesign(base.values, target, seed).fit(classes, wide)
-    values = filt.apply(base.values)
-    filt, values, err = _with_tone(filt, values, target, avail, seed)
-    return _Candidate(base, filt, values, err) if err < plain.error else plain
-
-
-def _with_tone(
-    filt: LoopFilter, values: np.ndarray, target: np.ndarray, avail: int, seed: int
-) -> tuple[LoopFilter, np.ndarray, float]:
-    """``filt`` with the intensity map (:mod:`.tonemap`, knots among
-    :data:`~.tonemap.KNOT_CHOICES`) that best trades its bytes against the error it removes
-    (a byte costs :data:`_ERROR_PER_BYTE` / ``avail`` of the error, and the map must remove
-    at least :data:`_TONE_MIN_GAIN` of it), or without one; its output from the filtered
-    ``values`` and that output's mean squared error."""
-    plain = _mse(values, target)
-    best = (plain * (1.0 - _TONE_MIN_GAIN), filt, values, plain)
-    for knots in KNOT_CHOICES:
-        tone = fit_tone_map(values, target, knots, filt.scale, seed)
-        if tone is None:
-            break
-        mapped = tone.apply(values.copy(), filt.scale)
-        err = _mse(mapped, target)
-        cost = 1.0 + _ERROR_PER_BYTE * len(tone.to_bytes()) / max(avail, 1)
-        if err * cost < best[0]:
-            best = (err * cost, replace(filt, tone=tone), mapped, err)
-    return best[1], best[2], best[3]
 
 
 def _choose_base(
@@ -260,14 +149,6 @@ def _choose_base(
             clock.base_seconds = seconds
         clock.report(_CHOICE_SHARE * (k + 1) / len(usable), best[2], best[1].values)
     return (None if best is None else best[1]), tried
-
-
-def _near(layer: BaseLayer) -> tuple[float, float]:
-    """The parameter range a search for a stream of about ``layer``'s size starts from."""
-    t = layer.position
-    if not np.isfinite(t):
-        return (0.0, 1.0)
-    return (max(t - _REFINE_BRACKET, 0.0), min(t + _REFINE_BRACKET, 1.0))
 
 
 def _refine_base(
@@ -340,29 +221,6 @@ def _refine_codec(
                 best = min(best, cand, key=_err)
                 anchor = layer if np.isfinite(layer.position) else anchor
         codec = codec.refined()
-    return best
-
-
-def _err(cand: _Candidate) -> float:
-    return _ranked(cand.error, cand.base.codec)
-
-
-def _ranked(error: float, codec: BaseCodec) -> float:
-    """``error`` as the base choice ranks it: a base that decodes only as a whole (SPERR,
-    JPEG XL) must be :data:`_BROWSE_MARGIN` more accurate than one that decodes plane by plane
-    (HEVC) to win, since a viewer's first plane then costs the whole block."""
-    return error if codec.by_plane else error * (1.0 + _BROWSE_MARGIN)
-
-
-def _fitting(
-    base: BaseLayer, target: np.ndarray, avail: int, classes: int, wide: bool, seed: int
-) -> _Candidate:
-    """``base`` with a filter of ``classes`` classes (or of one) when it fits, else alone."""
-    best = _plain(base, target)
-    for n in dict.fromkeys((classes, 1)):
-        cand = _filtered(base, target, n, seed, wide, avail)
-        if _layers_bytes(base, cand.filter_bytes) <= avail and cand.error < best.error:
-            best = cand
     return best
 
 
@@ -439,101 +297,6 @@ def _with_filter(
     cand = _filtered(smaller, target, classes, seed, wide, avail)
     fits = _layers_bytes(smaller, cand.filter_bytes) <= avail
     return cand if fits and cand.error < plain.error else plain
-
-
-def _network_width(flat: bool, avail: int) -> int | None:
-    """The widest neural filter within :data:`_NETWORK_SHARE` of ``avail`` bytes, or None."""
-    for hidden in _NETWORK_WIDTHS:
-        if network_size(flat, hidden, _NETWORK_DEPTH) <= _NETWORK_SHARE * avail:
-            return hidden
-    return None
-
-
-def _error_per_byte(best: _Candidate, avail: int, clock: BlockTracker) -> float:
-    """Mean squared error one more byte of the base removes: the slope measured for the
-    loop filter, else :data:`_ERROR_PER_BYTE`'s rule of thumb."""
-    if clock.slope is not None:
-        return clock.slope
-    return _ERROR_PER_BYTE * best.error / max(avail, 1)
-
-
-def _network_probe(
-    best: _Candidate,
-    target: np.ndarray,
-    avail: int,
-    clock: BlockTracker,
-    seed: int,
-    steps: int | None,
-) -> NetworkTrainer | None:
-    """A trainer of the neural filter after a few steps, when they show it worth its bytes
-    and time (None: the block is too small or too accurate, or the probe removed too little)."""
-    flat = target.shape[0] == 1
-    hidden = _network_width(flat, avail)
-    if hidden is None or target.size < _MIN_NETWORK_VOXELS or best.error == 0.0:
-        return None
-    deadline = clock.before(_PROBE_SHARE)
-    if deadline is not None and time.perf_counter() > deadline:
-        return None
-    trainer = NetworkTrainer(
-        best.base.values, best.values, target, hidden=hidden, depth=_NETWORK_DEPTH, seed=seed
-    )
-    probe = _PROBE_STEPS if steps is None else min(_PROBE_STEPS, steps)
-    trainer.train(probe, deadline, clock.cancel)
-    nbytes = network_size(flat, hidden, _NETWORK_DEPTH)
-    cost = _error_per_byte(best, avail, clock) * (nbytes + len(_varint(nbytes))) / best.error
-    return trainer if trainer.sample_gain() > cost + _PROBE_MARGIN else None
-
-
-def _with_network(
-    best: _Candidate,
-    trainer: NetworkTrainer,
-    target: np.ndarray,
-    avail: int,
-    clock: BlockTracker,
-    seed: int,
-    steps: int | None,
-) -> _Candidate:
-    """``best`` with the trained neural filter, when it removes more error than its bytes.
-
-    The network trains on ``best``'s base until :data:`_NETWORK_TRAIN_END` of the budget. It
-    fits in the bytes the base and filter left, or the base is re-coded that much smaller
-    (and its filter refitted; the network trains a quarter of its steps more on it) when the
-    network removes more error than those bytes would (:func:`_error_per_byte`); the result
-    is kept only when it is more accurate.
-    """
-    if trainer.filtered is not best.values:  # the refined base won: train on it
-        trainer.rebase(best.base.values, best.values)
-    total = _NETWORK_STEPS if steps is None else steps
-    trainer.train(max(total - trainer.steps, 1), clock.before(_NETWORK_TRAIN_END), clock.cancel)
-    net = trainer.result()
-    values = net.apply(best.base.values, best.values)
-    error = _mse(values, target)
-    nbytes = len(net.to_bytes())
-    extra = nbytes + len(_varint(nbytes))
-    shrink = extra - (avail - _layers_bytes(best.base, best.filter_bytes))
-    if shrink <= 0:
-        return (
-            replace(best, values=values, error=error, network=net) if error < best.error else best
-        )
-    if error + _error_per_byte(best, avail, clock) * shrink >= best.error:
-        return best
-    base = encode_to_size(
-        best.base.codec, target, len(best.base.stream) - shrink - _REFIT_SLACK,
-        deadline=clock.before(_NETWORK_RECODE_END), cancel=clock.cancel, bracket=_near(best.base),
-    )  # fmt: skip
-    if base is None:
-        return best
-    wide = best.wide if best.filt is not None else True
-    cand = _fitting(base, target, avail - extra, best.classes or 4, wide, seed)
-    if _layers_bytes(cand.base, cand.filter_bytes) + extra > avail:
-        return best
-    # the network learnt on the larger base: a few more steps on the smaller one
-    trainer.rebase(cand.base.values, cand.values)
-    trainer.train(max(total // 4, 1), clock.before(_NETWORK_END), clock.cancel)
-    net = trainer.result()
-    values = net.apply(cand.base.values, cand.values)
-    error = _mse(values, target)
-    return replace(cand, values=values, error=error, network=net) if error < best.error else best
 
 
 def _with_field(
