@@ -152,7 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="auto (default): hybrid, or lossy with --guidance; lossy: neural representation "
         "at --ratio; hybrid: the best of SPERR, "
-        "HEVC and JPEG XL as a base layer + a fitted loop filter (+ neural fit of the residual) "
+        "HEVC and JPEG XL as a base layer + a fitted loop filter (+ a neural filter where it "
+        "pays) "
         "at --ratio; lossless: bit-identical; "
         "bounded: every value within --max-error of the original",
     )
@@ -690,17 +691,21 @@ def _human_size(path: Path) -> str:
 
 
 def _hybrid_layers(reader: Any) -> dict[str, Any]:
-    """Base codecs and the bytes of each layer (base, loop filter, field) of a hybrid file."""
+    """Base codecs and the bytes of each layer (base, loop filter, neural filter, field) of a
+    hybrid file."""
     from .core.hybrid.codec import describe
 
-    totals = {"base_bytes": 0, "filter_bytes": 0, "field_bytes": 0, "blocks_with_field": 0}
+    layers = ("base_bytes", "filter_bytes", "network_bytes", "field_bytes")
+    totals = {key: 0 for key in layers}
+    totals.update(blocks_with_field=0, blocks_with_network=0)
     bases: dict[str, int] = {}
     n = reader._file.n_payloads
     for i in range(n):
         d = describe(reader._file.payload(i))
-        for key in ("base_bytes", "filter_bytes", "field_bytes"):
+        for key in layers:
             totals[key] += d[key]
         totals["blocks_with_field"] += d["field_bytes"] > 0
+        totals["blocks_with_network"] += d["network_bytes"] > 0
         bases[d["base"]] = bases.get(d["base"], 0) + 1
     return {**totals, "blocks": n, "bases": bases}
 
@@ -775,7 +780,9 @@ def _cmd_info(args: argparse.Namespace) -> int:
                 "layers",
                 f"base {_human_bytes(layers['base_bytes'])} "
                 f"({', '.join(f'{k.upper()} x{v}' for k, v in layers['bases'].items())}), "
-                f"loop filter {_human_bytes(layers['filter_bytes'])}, fitted residual "
+                f"loop filter {_human_bytes(layers['filter_bytes'])}, neural filter "
+                f"{_human_bytes(layers['network_bytes'])} in {layers['blocks_with_network']} of "
+                f"{layers['blocks']} blocks, fitted residual "
                 f"{_human_bytes(layers['field_bytes'])} in {layers['blocks_with_field']} of "
                 f"{layers['blocks']} blocks",
             )

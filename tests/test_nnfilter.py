@@ -117,3 +117,15 @@ def test_a_network_that_does_not_pay_is_left_out(monkeypatch) -> None:
     assert hybrid_codec.describe(payload)["network_bytes"] == 0
     assert not trained
     assert payload[1] & 0x20 == 0  # no network flag, no length byte
+
+
+def test_sciz_info_lists_the_neural_filter(capsys) -> None:
+    """``sciz info`` of a stored version-5 file that holds a network names its bytes."""
+    from pathlib import Path
+
+    from napari_sciz.cli import main
+
+    path = Path(__file__).parent / "data" / "hybrid_v5_slabs.sciz"
+    assert main(["info", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "neural filter 234 B in 1 of 1 blocks" in out
