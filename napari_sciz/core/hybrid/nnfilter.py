@@ -149,24 +149,34 @@ class NeuralFilter:
         weights = self.weights()
         inv_scale = np.ldexp(np.float32(1.0), -self.exponents.astype(np.int32)).astype(np.float32)
         out = np.array(filtered, dtype=np.float64, copy=True)
+        depth = base.shape[0]
+        # each base plane padded once (a plane's features read the two on each side)
+        padded = {
+            zz: np.pad(base[zz].astype(np.float32), REACH, mode="edge")
+            for zz in range(max(z0 - REACH, 0), min(z1 + REACH, depth))
+        }
         for z in range(z0, z1):
             plane_f = out[z - z0]
-            feats = _plane_features(base, plane_f, z, self.flat, self.lo, self.span)
+            feats = _plane_features(padded, depth, plane_f, z, self.flat, self.lo, self.span)
             feats *= inv_scale
             plane_f += self.span * _forward(weights, feats).reshape(plane_f.shape)
         return out
 
 
 def _plane_features(
-    base: np.ndarray, filtered: np.ndarray, z: int, flat: bool, lo: float, span: float
+    padded: dict[int, np.ndarray],
+    depth: int,
+    filtered: np.ndarray,
+    z: int,
+    flat: bool,
+    lo: float,
+    span: float,
 ) -> np.ndarray:
-    """Inputs of every voxel of plane ``z``: ``(H * W, n_inputs)`` float32."""
-    depth, h, w = base.shape
+    """Inputs of every voxel of plane ``z``: ``(H * W, n_inputs)`` float32 (``padded``: the
+    base planes around ``z`` as float32, edges replicated by :data:`REACH` voxels)."""
+    h, w = filtered.shape
     inv = np.float32(1.0 / span)
-    planes = {}
-    for dz in range(-REACH, REACH + 1):
-        zz = min(max(z + dz, 0), depth - 1)
-        planes[dz] = np.pad(base[zz].astype(np.float32), REACH, mode="edge")
+    planes = {dz: padded[min(max(z + dz, 0), depth - 1)] for dz in range(-REACH, REACH + 1)}
     centre = planes[0][REACH : REACH + h, REACH : REACH + w]
     offs = neighbour_offsets(flat)
     feats = np.empty((h * w, len(offs) + 2), dtype=np.float32)
