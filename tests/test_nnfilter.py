@@ -38,7 +38,7 @@ def test_a_trained_network_corrects_a_blurred_base_and_decodes_plane_by_plane(sh
     trainer = NetworkTrainer(base, base, vol, hidden=8, seed=1)
     assert trainer.train(150) == 150
     net = parse_neural_filter(trainer.result().to_bytes())
-    assert len(net.to_bytes()) == nnfilter.network_size(shape[0] == 1, 8, 2)
+    assert len(net.to_bytes()) < nnfilter.network_size(shape[0] == 1, 8, 2)  # coded < int8
     whole = net.apply(base, base)
     before = ((base - vol) ** 2).mean()
     after = ((whole - vol) ** 2).mean()
@@ -62,6 +62,46 @@ def test_training_is_reproducible_and_continues_on_a_new_base() -> None:
     assert a.steps == 60 and a.base is other
     out = a.result().apply(other, other)
     assert np.all(np.isfinite(out))
+
+
+def test_precision_is_chosen_by_its_price_and_the_coded_network_does_what_it_promised() -> None:
+    """Free bytes buy the finest precision, dear ones the coarsest; trained through the
+    quantizer, the coded network removes what its sample gain says, in fewer bytes than
+    int8 weights take."""
+    vol = two_phase((12, 40, 44))
+    base = blurred(vol)
+    sizes = {}
+    finest, coarsest = nnfilter.PRECISION_LEVELS[0], nnfilter.PRECISION_LEVELS[-1]
+    for price, levels in ((0.0, finest), (1.0, coarsest)):
+        trainer = NetworkTrainer(base, base, vol, hidden=8, seed=1)
+        trainer.train(150)
+        assert trainer.quantize(price, steps=20) == levels == trainer.levels
+        net = parse_neural_filter(trainer.result().to_bytes())
+        assert net.step_codes is not None and max(int(abs(t).max()) for t in net.tensors) <= 40
+        after = ((net.apply(base, base) - vol) ** 2).mean()
+        before = ((base - vol) ** 2).mean()
+        assert abs((1 - after / before) - trainer.sample_gain()) < 0.02
+        sizes[levels] = len(net.to_bytes())
+    assert sizes[coarsest] < sizes[finest] < nnfilter.network_size(False, 8, 2)
+
+
+def test_version_5_networks_with_int8_weights_still_parse() -> None:
+    """The int8 form (flag bit 1 clear) reads back to the same weights."""
+    vol = two_phase((6, 24, 24))
+    base = blurred(vol)
+    trainer = NetworkTrainer(base, base, vol, hidden=4, seed=0)
+    trainer.train(20)
+    coded = trainer.result()
+    old = nnfilter.NeuralFilter(
+        coded.flat, coded.hidden, coded.depth, coded.lo, coded.span, coded.exponents,
+        [t.astype(np.int8) for t in coded.tensors], coded.scales,
+    )  # fmt: skip
+    data = old.to_bytes()
+    assert data[0] == 0 and len(data) == nnfilter.network_size(False, 4, 2)
+    back = parse_neural_filter(data)
+    assert back.step_codes is None
+    for a, b in zip(back.weights(), coded.weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_damaged_network_bytes_are_format_errors() -> None:

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..bitstream.container import _varint
 from .candidate import _ERROR_PER_BYTE, _Candidate, _fitting, _layers_bytes, _mse, _near
-from .nnfilter import NetworkTrainer, network_size
+from .nnfilter import QUANTIZED_STEPS, NetworkTrainer, coded_size_estimate
 from .search import encode_to_size
 from .tracker import BlockTracker
 
@@ -49,7 +49,10 @@ _PROBE_MARGIN = 0.005
 _NETWORK_START = 0.7
 
 #: ... by which its training stops
-_NETWORK_TRAIN_END = 0.88
+_NETWORK_TRAIN_END = 0.85
+
+#: ... and by which its weights' precision is chosen
+_NETWORK_QUANTIZED_END = 0.88
 
 #: bytes a base re-coded to make room for the network leaves for its refitted filter to grow
 _REFIT_SLACK = 8
@@ -64,7 +67,7 @@ _NETWORK_END = 0.96
 def _network_width(flat: bool, avail: int) -> int | None:
     """The widest neural filter within :data:`_NETWORK_SHARE` of ``avail`` bytes, or None."""
     for hidden in _NETWORK_WIDTHS:
-        if network_size(flat, hidden, _NETWORK_DEPTH) <= _NETWORK_SHARE * avail:
+        if coded_size_estimate(flat, hidden, _NETWORK_DEPTH) <= _NETWORK_SHARE * avail:
             return hidden
     return None
 
@@ -99,7 +102,7 @@ def _network_probe(
     )
     probe = _PROBE_STEPS if steps is None else min(_PROBE_STEPS, steps)
     trainer.train(probe, deadline, clock.cancel)
-    nbytes = network_size(flat, hidden, _NETWORK_DEPTH)
+    nbytes = coded_size_estimate(flat, hidden, _NETWORK_DEPTH)
     cost = _error_per_byte(best, avail, clock) * (nbytes + len(_varint(nbytes))) / best.error
     return trainer if trainer.sample_gain() > cost + _PROBE_MARGIN else None
 
@@ -115,7 +118,8 @@ def _with_network(
 ) -> _Candidate:
     """``best`` with the trained neural filter, when it removes more error than its bytes.
 
-    The network trains on ``best``'s base until :data:`_NETWORK_TRAIN_END` of the budget. It
+    The network trains on ``best``'s base until :data:`_NETWORK_TRAIN_END` of the budget, then
+    through the quantizer at the precision that pays best (:meth:`NetworkTrainer.quantize`). It
     fits in the bytes the base and filter left, or the base is re-coded that much smaller
     (and its filter refitted; the network trains a quarter of its steps more on it) when the
     network removes more error than those bytes would (:func:`_error_per_byte`); the result
@@ -125,6 +129,9 @@ def _with_network(
         trainer.rebase(best.base.values, best.values)
     total = _NETWORK_STEPS if steps is None else steps
     trainer.train(max(total - trainer.steps, 1), clock.before(_NETWORK_TRAIN_END), clock.cancel)
+    price = _error_per_byte(best, avail, clock) / best.error
+    quantized = min(QUANTIZED_STEPS, max(total // 8, 1))
+    trainer.quantize(price, clock.before(_NETWORK_QUANTIZED_END), clock.cancel, quantized)
     net = trainer.result()
     values = net.apply(best.base.values, best.values)
     error = _mse(values, target)

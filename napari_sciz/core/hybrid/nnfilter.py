@@ -16,14 +16,25 @@ the 3x3x3 cube and the six voxels two steps along the axes (8 and 4 in one-plane
 ``lo``/``span`` the block's value range. The network has ``depth`` hidden layers of ``hidden``
 rectified units; its inputs are scaled by powers of two to about unit spread (the exponents
 are stored). It is trained with Adam on a sample of the block's voxels under the block's time
-budget, then its weights are rounded to 8 bits per tensor (one scale each). Decoding is plain
-float32 numpy (no torch), plane by plane; a plane reads two base planes on each side.
+budget; then, for each of a few precisions (:data:`PRECISION_LEVELS`: a tensor's largest
+weight is that many steps), it trains a few more steps through the quantizer
+(straight-through: the forward pass uses the rounded weights, the gradient updates the float
+ones), and keeps the precision whose coded network removes the most error net of its bytes
+(priced by the caller). The integer weights are entropy-coded, one quantized Laplace model
+per tensor. Decoding is plain float32 numpy (no torch), plane by plane; a plane reads two
+base planes on each side.
 
-Serialised form::
+Serialised form (payload version 6 on; ``docs/format.md``)::
 
-    u8 flags (bit 0: one-plane block) | u8 hidden | u8 depth | f32 lo | f32 span
+    u8 flags (bit 0: one-plane block; bit 1: weights entropy-coded) | u8 hidden | u8 depth
+    | f32 lo | f32 span
     | i8 input scale exponents (one per input: the input is multiplied by 2 ** -e)
-    | per tensor (first layer's weights, its biases, ..., the output's): f32 scale | i8 values
+    | i8 step code per tensor (first layer's weights, its biases, ..., the output's:
+      step = 2 ** (code / 4))
+    | the integer tensors (:func:`napari_sciz.core.lossy.entropy.encode_tensors`)
+
+Version-5 payloads (flag bit 1 clear) store per tensor ``f32 step | i8 values`` instead of the
+step codes and the coded tensors.
 """
 
 from __future__ import annotations
@@ -38,10 +49,12 @@ from typing import Any
 import numpy as np
 
 from ...errors import FormatError
+from ..lossy.entropy import decode_tensors, encode_tensors
 
 __all__ = [
     "NetworkTrainer",
     "NeuralFilter",
+    "coded_size_estimate",
     "network_size",
     "neighbour_offsets",
     "parse_neural_filter",
@@ -59,6 +72,20 @@ LEARNING_RATE = 3e-3
 _CHUNK = 1 << 18
 _HEAD = struct.Struct("<BBBff")
 _SCALE = struct.Struct("<f")
+#: flag bit of a network's head: one-plane block
+_FLAT = 0x01
+#: ... its weights are entropy-coded (step codes, then :func:`encode_tensors`)
+_CODED = 0x02
+#: precisions tried for a network's weights (largest magnitude of a tensor, in steps)
+PRECISION_LEVELS = (31, 15, 7)
+#: precision of :meth:`NetworkTrainer.result` when none was chosen
+DEFAULT_LEVELS = 31
+#: training steps through the quantizer at each precision tried
+QUANTIZED_STEPS = 40
+#: learning rate of the steps through the quantizer
+QUANTIZED_LR = 1e-3
+#: coded bits per weight assumed before a network is trained (measured: 4.0-4.2 at 15 levels)
+_BITS_PER_WEIGHT = 4.5
 
 
 def neighbour_offsets(flat: bool) -> list[tuple[int, int, int]]:
@@ -101,9 +128,12 @@ class NeuralFilter:
     exponents : numpy.ndarray
         Input ``k`` is multiplied by ``2 ** -exponents[k]`` (int8).
     tensors : list of numpy.ndarray
-        Integer weights and biases (int8), layer by layer.
+        Integer weights and biases, layer by layer.
     scales : list of float
         The step of each tensor.
+    step_codes : list of int, optional
+        The steps as stored, ``2 ** (code / 4)``, for entropy-coded weights; None: the
+        version-5 form (float32 steps, int8 weights).
     """
 
     flat: bool
@@ -114,6 +144,7 @@ class NeuralFilter:
     exponents: np.ndarray
     tensors: list[np.ndarray]
     scales: list[float]
+    step_codes: list[int] | None = None
 
     reach = REACH
 
@@ -126,8 +157,14 @@ class NeuralFilter:
 
     def to_bytes(self) -> bytes:
         """Serialised form."""
-        out = [_HEAD.pack(int(self.flat), self.hidden, self.depth, self.lo, self.span)]
+        coded = self.step_codes is not None
+        flags = (_FLAT if self.flat else 0) | (_CODED if coded else 0)
+        out = [_HEAD.pack(flags, self.hidden, self.depth, self.lo, self.span)]
         out.append(self.exponents.astype(np.int8).tobytes())
+        if self.step_codes is not None:
+            out.append(np.asarray(self.step_codes, dtype=np.int8).tobytes())
+            out.append(encode_tensors(self.tensors))
+            return b"".join(out)
         for t, s in zip(self.tensors, self.scales, strict=True):
             out += [_SCALE.pack(s), t.astype(np.int8).tobytes()]
         return b"".join(out)
@@ -202,7 +239,7 @@ def _forward(weights: list[np.ndarray], feats: np.ndarray) -> np.ndarray:
 
 
 def parse_neural_filter(data: bytes) -> NeuralFilter:
-    """Read a serialised :class:`NeuralFilter`.
+    """Read a serialised :class:`NeuralFilter` (either form).
 
     Raises
     ------
@@ -212,18 +249,41 @@ def parse_neural_filter(data: bytes) -> NeuralFilter:
     if len(data) < _HEAD.size:
         raise FormatError("hybrid neural filter is truncated")
     flags, hidden, depth, lo, span = _HEAD.unpack_from(data)
-    if flags > 1 or not 1 <= hidden or not 1 <= depth <= 8:
+    if flags & ~(_FLAT | _CODED) or not 1 <= hidden or not 1 <= depth <= 8:
         raise FormatError("hybrid neural filter has an invalid head")
     if not (math.isfinite(lo) and math.isfinite(span) and span > 0):
         raise FormatError("hybrid neural filter has an invalid value range")
-    flat = bool(flags & 1)
+    flat = bool(flags & _FLAT)
     n_in = n_inputs(flat)
     if len(data) < _HEAD.size + n_in:
         raise FormatError("hybrid neural filter is truncated")
     exponents = np.frombuffer(data, np.int8, n_in, _HEAD.size).copy()
-    pos = _HEAD.size + n_in
+    shapes = _layer_shapes(flat, hidden, depth)
+    read = _read_coded if flags & _CODED else _read_int8
+    tensors, scales, codes = read(data, _HEAD.size + n_in, shapes)
+    return NeuralFilter(
+        flat, hidden, depth, float(lo), float(span), exponents, tensors, scales, codes
+    )
+
+
+def _read_coded(
+    data: bytes, pos: int, shapes: list[tuple[int, ...]]
+) -> tuple[list[np.ndarray], list[float], list[int]]:
+    """Step codes and entropy-coded tensors from ``pos`` to the end of ``data``."""
+    if pos + len(shapes) > len(data):
+        raise FormatError("hybrid neural filter is truncated")
+    codes = [int(c) for c in np.frombuffer(data, np.int8, len(shapes), pos)]
+    flat = decode_tensors(data, pos + len(shapes), [math.prod(s) for s in shapes])
+    tensors = [t.reshape(s) for t, s in zip(flat, shapes, strict=True)]
+    return tensors, [_step(c) for c in codes], codes
+
+
+def _read_int8(
+    data: bytes, pos: int, shapes: list[tuple[int, ...]]
+) -> tuple[list[np.ndarray], list[float], None]:
+    """Version 5's tensors: ``f32 step | i8 values`` each, to the end of ``data``."""
     tensors, scales = [], []
-    for shape in _layer_shapes(flat, hidden, depth):
+    for shape in shapes:
         n = math.prod(shape)
         if pos + _SCALE.size + n > len(data):
             raise FormatError("hybrid neural filter is truncated")
@@ -236,11 +296,32 @@ def parse_neural_filter(data: bytes) -> NeuralFilter:
         pos += n
     if pos != len(data):
         raise FormatError("hybrid neural filter has trailing bytes")
-    return NeuralFilter(flat, hidden, depth, float(lo), float(span), exponents, tensors, scales)
+    return tensors, scales, None
+
+
+def _step(code: int) -> float:
+    """The weight step of a stored step code."""
+    return float(np.float32(2.0 ** (code / 4)))
+
+
+def _step_code(peak: float, levels: int) -> int:
+    """The step code whose step puts ``peak`` about ``levels`` steps from zero."""
+    if peak <= 0:
+        return 0
+    return int(np.clip(round(4 * math.log2(peak / levels)), -128, 127))
+
+
+def coded_size_estimate(flat: bool, hidden: int, depth: int) -> int:
+    """Bytes an entropy-coded network of this shape is expected to take before it is trained
+    (:data:`_BITS_PER_WEIGHT`; the real size is known once it is coded)."""
+    shapes = _layer_shapes(flat, hidden, depth)
+    weights = sum(math.prod(s) for s in shapes)
+    side = 3 * len(shapes) + 4  # step code, largest magnitude, scale; the stream's last word
+    return _HEAD.size + n_inputs(flat) + side + math.ceil(weights * _BITS_PER_WEIGHT / 8)
 
 
 def network_size(flat: bool, hidden: int, depth: int) -> int:
-    """Serialised size of a network of this shape."""
+    """Serialised size of a network of this shape in version 5's form (int8 weights)."""
     shapes = _layer_shapes(flat, hidden, depth)
     return _HEAD.size + n_inputs(flat) + sum(_SCALE.size + math.prod(s) for s in shapes)
 
@@ -288,6 +369,9 @@ class NetworkTrainer:
             self.net = _network(torch.nn, n_inputs(self.flat), hidden, depth)
         self._opt = torch.optim.Adam(self.net.parameters(), lr=LEARNING_RATE)
         self.steps = 0
+        #: the weights' precision once chosen (:meth:`quantize`); from then on training runs
+        #: through the quantizer
+        self.levels: int | None = None
         self.exponents: np.ndarray | None = None
         self.rebase(base, filtered)
 
@@ -324,7 +408,7 @@ class NetworkTrainer:
             for group in self._opt.param_groups:
                 group["lr"] = 0.5 * lr * (1 + math.cos(math.pi * k / max(steps, 1)))
             idx = torch.randint(0, len(self._x), (batch,), generator=self._gen)
-            loss = ((self.net(self._x[idx]).squeeze(1) - self._y[idx]) ** 2).mean()
+            loss = ((self._forward(self._x[idx]) - self._y[idx]) ** 2).mean()
             self._opt.zero_grad()
             loss.backward()
             self._opt.step()
@@ -332,27 +416,83 @@ class NetworkTrainer:
         self.steps += done
         return done
 
+    def _forward(self, x: Any) -> Any:
+        """The network's output on rows of ``x``: through the quantizer (straight-through)
+        once a precision is chosen."""
+        if self.levels is None:
+            return self.net(x).squeeze(1)
+        functional = self._torch.nn.functional
+        layers = self._linear_layers()
+        for k, layer in enumerate(layers):
+            w, b = (_through_quantizer(p, self.levels) for p in (layer.weight, layer.bias))
+            x = functional.linear(x, w, b)
+            if k < len(layers) - 1:
+                x = functional.relu(x)
+        return x.squeeze(1)
+
+    def _linear_layers(self) -> list[Any]:
+        return [m for m in self.net if isinstance(m, self._torch.nn.Linear)]
+
     def sample_gain(self) -> float:
-        """Share of the filter output's squared error the network removes on the sample."""
+        """Share of the filter output's squared error the network removes on the sample
+        (quantized as it would be coded, once a precision is chosen)."""
         with self._torch.no_grad():
-            pred = self.net(self._x).squeeze(1)
+            pred = self._forward(self._x)
             before = float((self._y**2).sum())
             after = float(((pred - self._y) ** 2).sum())
         return 1.0 - after / before if before > 0 else 0.0
 
+    def quantize(
+        self,
+        price: float,
+        deadline: float | None = None,
+        cancel: Callable[[], bool] | None = None,
+        steps: int = QUANTIZED_STEPS,
+    ) -> int:
+        """Choose the weights' precision: from the float weights, at each of
+        :data:`PRECISION_LEVELS`, the weights rounded as they are and after ``steps`` steps
+        through the quantizer; the one with the largest sample gain less ``price`` per coded
+        byte (``price``: share of the error one byte of the base removes) is kept. Returns the
+        chosen levels."""
+        snapshot = {k: v.clone() for k, v in self.net.state_dict().items()}
+        best: tuple[float, int, dict] | None = None
+        for levels in PRECISION_LEVELS:
+            if best is not None and deadline is not None and time.perf_counter() > deadline:
+                break
+            self.net.load_state_dict(snapshot)
+            self.levels = levels
+            self._opt = self._torch.optim.Adam(self.net.parameters(), lr=QUANTIZED_LR)
+            for trained in (False, True):  # rounded as they are, then after the steps
+                if trained and not self.train(steps, deadline, cancel, lr=QUANTIZED_LR):
+                    break
+                score = self.sample_gain() - price * len(self.result().to_bytes())
+                if best is None or score > best[0]:
+                    state = {k: v.clone() for k, v in self.net.state_dict().items()}
+                    best = (score, levels, state)
+        assert best is not None
+        self.levels = best[1]
+        self.net.load_state_dict(best[2])
+        self._opt = self._torch.optim.Adam(self.net.parameters(), lr=QUANTIZED_LR)
+        return self.levels
+
     def result(self) -> NeuralFilter:
-        """The network as it is now, quantized."""
-        torch = self._torch
-        layers = [m for m in self.net if isinstance(m, torch.nn.Linear)]
+        """The network as it is now, quantized at the chosen precision (else
+        :data:`DEFAULT_LEVELS`)."""
+        levels = self.levels or DEFAULT_LEVELS
         floats: list[np.ndarray] = []
-        for layer in layers:
-            w = layer.weight.detach().numpy().T.astype(np.float64)
-            floats += [w, layer.bias.detach().numpy().astype(np.float64)]
-        tensors, scales = zip(*(_quantized(t) for t in floats), strict=True)
+        for layer in self._linear_layers():
+            floats += [layer.weight.detach().numpy().T, layer.bias.detach().numpy()]
+        tensors, scales, codes = [], [], []
+        for t in floats:
+            code = _step_code(float(np.abs(t).max()) if t.size else 0.0, levels)
+            step = _step(code)
+            tensors.append(np.rint(t.astype(np.float64) / step).astype(np.int32))
+            scales.append(step)
+            codes.append(code)
         assert self.exponents is not None
         return NeuralFilter(
             self.flat, self.hidden, self.depth, self.lo, self.span, self.exponents.copy(),
-            list(tensors), list(scales),
+            tensors, scales, codes,
         )  # fmt: skip
 
 
@@ -397,9 +537,13 @@ def _network(nn: Any, inputs: int, hidden: int, depth: int) -> Any:
     return nn.Sequential(*mods, out)
 
 
-def _quantized(values: np.ndarray) -> tuple[np.ndarray, float]:
-    """``values`` as int8 multiples of one step (the largest magnitude maps to 127)."""
-    peak = float(np.abs(values).max()) if values.size else 0.0
-    step = np.float32(peak / 127.0) if peak > 0 else np.float32(1.0)
-    q = np.clip(np.rint(values / float(step)), -127, 127).astype(np.int8)
-    return q, float(step)
+def _through_quantizer(p: Any, levels: int) -> Any:
+    """``p`` rounded to the step :meth:`NetworkTrainer.result` will store, with the gradient
+    of the identity (straight-through)."""
+    import torch
+
+    with torch.no_grad():
+        peak = float(p.abs().max()) if p.numel() else 0.0
+        step = _step(_step_code(peak, levels))
+        rounded = torch.round(p / step) * step
+    return p + (rounded - p).detach()

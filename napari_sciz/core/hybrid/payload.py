@@ -1,14 +1,15 @@
 """The hybrid block payload: its layers packed and read back.
 
-Version 5 (written)::
+Version 6 (written)::
 
-    u8 version (5) | u8 base codec (low 4 bits: 0 none, 1 SPERR, 2 JPEG XL, 3 HEVC,
+    u8 version (6) | u8 base codec (low 4 bits: 0 none, 1 SPERR, 2 JPEG XL, 3 HEVC,
     4 SPERR slabs; bit 4: the block is one plane; bit 5: a neural filter follows)
     | varint base length | base stream | varint filter length | loop filter (may be empty)
     | varint network length | neural filter (:mod:`.nnfilter`; only with bit 5)
     | field payload (latent-grid block payload; absent when no field is fitted)
 
-Versions 3 and 4 have no network; version 4 differs from 3 only in how its
+Version 5 is the same layout with the network's weights stored as int8 (:mod:`.nnfilter`
+reads both forms). Versions 3 and 4 have no network; version 4 differs from 3 only in how its
 SPERR streams are coded (:mod:`.sperrpack`). Version 2 payloads (``b"SZH" | u8 2 | u8 codec |
 u8 flags | u32 base length``, SPERR streams as SPERR wrote them) and version 1 (SPERR base, no
 loop filter) still decode.
@@ -28,7 +29,7 @@ from .bases import BaseCodec, base_by_id
 __all__ = ["Layers", "describe", "head_bytes", "layer_sizes", "pack", "parse"]
 
 _MAGIC = b"SZH"
-VERSION = 5
+VERSION = 6
 #: the first version with a neural filter
 _NETWORK_VERSION = 5
 #: head of version 1 and 2 payloads: magic, version, base codec, flags, base length
@@ -58,7 +59,7 @@ def head_bytes(high: int) -> int:
 def pack(
     codec_ident: int, base: bytes, filt: bytes, network: bytes, field: bytes, flat: bool
 ) -> bytes:
-    """A version-5 payload of these layers."""
+    """A version-6 payload of these layers."""
     flags = (_FLAT_BIT if flat else 0) | (_NETWORK_BIT if network else 0)
     head = bytes([VERSION, codec_ident | flags])
     net = _varint(len(network)) + network if network else b""

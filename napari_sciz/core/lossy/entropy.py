@@ -25,6 +25,8 @@ __all__ = [
     "quantize_scale",
     "dequantize_scale",
     "best_scale_code",
+    "encode_tensors",
+    "decode_tensors",
 ]
 
 _MAGIC = 0x5A  # first byte of a block payload whose latents use per-class static models
@@ -334,6 +336,47 @@ def _header(code: BlockCode, magic: int) -> bytearray:
     for e in code.mlp_exponents:
         out += struct.pack("<b", int(e))
     return out
+
+
+def encode_tensors(tensors: list[np.ndarray]) -> bytes:
+    """Integer tensors coded with one zero-mean quantized Laplace model each.
+
+    The bytes hold each tensor's side information (varint largest magnitude; the model's
+    one-byte scale code when that is nonzero) and then one ANS stream (little-endian u32
+    words, to the end) of all their symbols in order; :func:`decode_tensors` reads them.
+    """
+    import constriction
+
+    out = bytearray()
+    streams: list[tuple[np.ndarray, int, float]] = []
+    for q in tensors:
+        flat = np.asarray(q, dtype=np.int32).ravel()
+        maxabs, b = _tensor_side_info(out, flat)
+        streams.append((flat, maxabs, b))
+    coder = constriction.stream.stack.AnsCoder()
+    for q, m, b in reversed(streams):
+        if m:
+            coder.encode_reverse(q, constriction.stream.model.QuantizedLaplace(-m, m, 0.0, b))
+    out += coder.get_compressed().astype("<u4").tobytes()
+    return bytes(out)
+
+
+def decode_tensors(data: bytes, pos: int, sizes: list[int]) -> list[np.ndarray]:
+    """The flat int32 tensors of ``sizes`` elements that :func:`encode_tensors` wrote from
+    ``pos`` to the end of ``data``.
+
+    Raises
+    ------
+    FormatError
+        Truncated or corrupted bytes.
+    """
+    reader = _Reader(data, pos)
+    side = [reader.side_info() for _ in sizes]
+    coder = _open_stream(data, reader.pos)
+    try:
+        return [_decode_group(coder, n, m, c) for n, (m, c) in zip(sizes, side, strict=True)]
+    except (ValueError, RuntimeError) as exc:
+        raise FormatError(f"entropy-coded tensors are corrupted ({exc})") from exc
 
 
 def _encode_arm(code: BlockCode) -> bytes:
