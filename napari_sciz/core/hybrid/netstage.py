@@ -80,6 +80,12 @@ def _error_per_byte(best: _Candidate, avail: int, clock: BlockTracker) -> float:
     return _ERROR_PER_BYTE * best.error / max(avail, 1)
 
 
+def _price(best: _Candidate, avail: int, clock: BlockTracker) -> float:
+    """Share of ``best``'s error one more byte of the base removes (a network's bytes are
+    priced at it)."""
+    return _error_per_byte(best, avail, clock) / best.error
+
+
 def _network_probe(
     best: _Candidate,
     target: np.ndarray,
@@ -103,7 +109,7 @@ def _network_probe(
     probe = _PROBE_STEPS if steps is None else min(_PROBE_STEPS, steps)
     trainer.train(probe, deadline, clock.cancel)
     nbytes = coded_size_estimate(flat, hidden, _NETWORK_DEPTH)
-    cost = _error_per_byte(best, avail, clock) * (nbytes + len(_varint(nbytes))) / best.error
+    cost = _price(best, avail, clock) * (nbytes + len(_varint(nbytes)))
     return trainer if trainer.sample_gain() > cost + _PROBE_MARGIN else None
 
 
@@ -129,8 +135,8 @@ def _with_network(
         trainer.rebase(best.base.values, best.values)
     total = _NETWORK_STEPS if steps is None else steps
     trainer.train(max(total - trainer.steps, 1), clock.before(_NETWORK_TRAIN_END), clock.cancel)
-    price = _error_per_byte(best, avail, clock) / best.error
     quantized = min(QUANTIZED_STEPS, max(total // 8, 1))
+    price = _price(best, avail, clock)
     trainer.quantize(price, clock.before(_NETWORK_QUANTIZED_END), clock.cancel, quantized)
     net = trainer.result()
     values = net.apply(best.base.values, best.values)

@@ -454,7 +454,7 @@ class NetworkTrainer:
         through the quantizer; the one with the largest sample gain less ``price`` per coded
         byte (``price``: share of the error one byte of the base removes) is kept. Returns the
         chosen levels."""
-        snapshot = {k: v.clone() for k, v in self.net.state_dict().items()}
+        snapshot = self._weights_copy()
         best: tuple[float, int, dict] | None = None
         for levels in PRECISION_LEVELS:
             if best is not None and deadline is not None and time.perf_counter() > deadline:
@@ -467,13 +467,15 @@ class NetworkTrainer:
                     break
                 score = self.sample_gain() - price * len(self.result().to_bytes())
                 if best is None or score > best[0]:
-                    state = {k: v.clone() for k, v in self.net.state_dict().items()}
-                    best = (score, levels, state)
+                    best = (score, levels, self._weights_copy())
         assert best is not None
         self.levels = best[1]
         self.net.load_state_dict(best[2])
         self._opt = self._torch.optim.Adam(self.net.parameters(), lr=QUANTIZED_LR)
         return self.levels
+
+    def _weights_copy(self) -> dict:
+        return {k: v.clone() for k, v in self.net.state_dict().items()}
 
     def result(self) -> NeuralFilter:
         """The network as it is now, quantized at the chosen precision (else
