@@ -697,9 +697,11 @@ def _hybrid_layers(reader: Any) -> dict[str, Any]:
 
     layers = ("base_bytes", "filter_bytes", "network_bytes", "field_bytes")
     totals = {key: 0 for key in layers}
-    totals.update(blocks_with_field=0, blocks_with_network=0)
+    totals.update(blocks_with_field=0, blocks_with_network=0, lock_bytes=0)
     bases: dict[str, int] = {}
-    n = reader._file.n_payloads
+    n = reader.grid.n_blocks  # (a segmentation lock is the payload after the blocks)
+    if reader.locked:
+        totals["lock_bytes"] = len(reader._file.payload(n))
     for i in range(n):
         d = describe(reader._file.payload(i))
         for key in layers:
@@ -784,7 +786,12 @@ def _cmd_info(args: argparse.Namespace) -> int:
                 f"{_human_bytes(layers['network_bytes'])} in {layers['blocks_with_network']} of "
                 f"{layers['blocks']} blocks, fitted residual "
                 f"{_human_bytes(layers['field_bytes'])} in {layers['blocks_with_field']} of "
-                f"{layers['blocks']} blocks",
+                f"{layers['blocks']} blocks"
+                + (
+                    f", segmentation lock {_human_bytes(layers['lock_bytes'])}"
+                    if layers["lock_bytes"]
+                    else ""
+                ),
             )
         )
     if predictors is not None:
@@ -813,6 +820,11 @@ def _cmd_info(args: argparse.Namespace) -> int:
 def _prefilter_text(mode: str, header: dict) -> str:
     """``segmentation (task band 3 noise s.d. ...)``: what hybrid task guidance coded."""
     band, sigma = header.get("task_band"), header.get("task_smooth")
+    if "segmentation_lock" in header:
+        return (
+            f"{mode} (segmentation lock: the threshold surface corrected where the objects "
+            "needed it)"
+        )
     if isinstance(band, int | float):
         return f"{mode} (task band {float(band):g} noise s.d.; outside it, smoothed)"
     if isinstance(sigma, int | float):

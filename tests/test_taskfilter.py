@@ -57,12 +57,17 @@ def test_band_around_the_labels_boundaries() -> None:
 def test_choose_prefilter_keeps_the_best_measured_candidate(guidance, settings) -> None:
     vol = _nuclei(1)
     out, choice = taskfilter.choose_prefilter(vol, vol.nbytes // 64, guidance)
-    assert set(choice.scores) == {"none", *(f"{w:g}" for w in settings)}
+    locks = {f"lock {f:g}" for f in taskfilter.LOCK_SHARES} if guidance == "segmentation" else set()
+    assert {"none", *(f"{w:g}" for w in settings)} <= set(choice.scores)
+    assert set(choice.scores) <= {"none", *(f"{w:g}" for w in settings), *locks}
     plain = choice.scores["none"]
     within = [
         s for s in choice.scores.values() if s["psnr"] >= plain["psnr"] - taskfilter.MAX_PSNR_LOSS
     ]
     key = "none" if choice.setting is None else f"{choice.setting:g}"
+    if choice.lock_share is not None:
+        key = f"lock {choice.lock_share:g}"
+        assert choice.setting is None and choice.lock_bytes > 0
     assert choice.key(choice.scores[key]) == max(choice.key(s) for s in within)
     if choice.setting is None:
         assert out is vol
@@ -86,12 +91,13 @@ def test_hybrid_compress_with_segmentation_guidance() -> None:
     assert result.header["mode"] == "hybrid"
     assert result.header["guidance"] == "segmentation" and "task_band" in result.header
     assert result.ratio >= 32 * 0.99
-    assert any("segmentation guidance: " in m and "band" in m for m in result.messages)
+    assert any("segmentation guidance: " in m and "chosen on a" in m for m in result.messages)
     kept = [m for m in result.messages if "kept the" in m]
-    if kept:  # a band measured better on the proxy: both files were coded, the better kept
-        assert ("kept the plain" in kept[0]) is (result.header["task_band"] is None)
+    guided = result.header["task_band"] is not None or "segmentation_lock" in result.header
+    if kept:  # a candidate measured better on the proxy: both files coded, the better kept
+        assert ("kept the plain" in kept[0]) is not guided
     else:
-        assert result.header["task_band"] is None
+        assert not guided
     assert decompress(result.data).shape == vol.shape
 
 
@@ -129,4 +135,7 @@ def test_cli_says_what_the_guidance_coded(tmp_path, capsys) -> None:
     assert main(["info", str(out)]) == 0
     text = capsys.readouterr().out
     assert "mode" in text and "hybrid" in text
-    assert "segmentation (task band" in text or "segmentation (no pre-filter" in text
+    assert any(
+        f"segmentation ({what}" in text
+        for what in ("task band", "no pre-filter", "segmentation lock")
+    )

@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidInputError
 from .blocks import DEFAULT_BLOCK_VOXELS
-from .encode import BlockEncoder, FitSettings, encode_exact, guided_hybrid
+from .encode import BlockEncoder, FitSettings, encode_exact
+from .guided import guided_hybrid
 from .plan import AUTO_MODE, FORMAT_MODE, MODELS, check_effort, effort_budget, resolve_mode
 from .reader import SciZReader, decompress, open_sciz
 from .result import CompressResult, ProgressInfo, cancel_predicate

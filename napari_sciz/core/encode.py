@@ -5,8 +5,8 @@
    rate-distortion probes of a many-block hybrid file), plans the bytes and time of each block
    (:func:`.plan.plan_lossy`), codes the blocks one after the other (:func:`.plan.run_block_job`;
    unused time passes to later blocks, :class:`.plan.RollingBudget`) and packs the file.
-3. :func:`guided_hybrid` codes a task pre-filtered volume beside the plain one and keeps the
-   file that segments (or looks) more like the original (:mod:`.taskfilter`).
+(Task guidance of hybrid mode, which codes the volume twice and keeps the file that segments
+or looks more like the original, is :func:`.guided.guided_hybrid`.)
 
 Lossless and bounded files are coded without a fit by :func:`encode_exact`.
 :class:`_BlockReport` relays one block's training steps, previews and notes to the caller.
@@ -41,11 +41,7 @@ from .validate import check_axes, check_calibration
 if TYPE_CHECKING:  # pragma: no cover
     from .lossy.fit import StepInfo
 
-__all__ = ["BlockEncoder", "FitSettings", "encode_exact", "guided_hybrid"]
-
-#: the largest volume whose task pre-filter is chosen on trial decodes (each holds a few
-#: float64 copies of the volume and segments it)
-MAX_PREFILTER_VOXELS = 1 << 26
+__all__ = ["BlockEncoder", "FitSettings", "encode_exact"]
 
 
 @dataclass(frozen=True)
@@ -72,7 +68,7 @@ class FitSettings:
         Largest number of voxels of one block.
     guidance : str
         Guidance of the blocks' fits (``"none"`` in hybrid mode: its guidance is
-        :func:`guided_hybrid`'s pre-filter).
+        :func:`.guided.guided_hybrid`'s pre-filter).
     guidance_weights : dict or None
         Full loss weights of the guidance.
     labels : numpy.ndarray or None
@@ -327,82 +323,6 @@ class BlockEncoder:
             device=device,
             messages=messages,
         )
-
-
-def guided_hybrid(encoder: BlockEncoder, guidance: str) -> CompressResult:
-    """Task guidance of hybrid mode (:mod:`.taskfilter`).
-
-    The pre-filter chosen on the SPERR proxy (a fifth of the budget at most) is coded beside
-    the plain volume (half the time left each) and the file that scores better on the task is
-    kept (:meth:`.taskfilter.TaskChoice.better`: at most 1 dB of PSNR below the plain file);
-    without a pre-filter that measured better on the proxy, only the plain volume is coded.
-    Volumes that are not 2D or 3D are coded as they are.
-
-    Parameters
-    ----------
-    encoder : BlockEncoder
-        The encoder of the volume (its settings carry no fit guidance).
-    guidance : {"segmentation", "perceptual"}
-        The task.
-    """
-    from .taskfilter import TaskChoice, choose_prefilter
-
-    s, t_start = encoder.settings, encoder.t_start
-    arr, budget = s.arr, s.budget
-    source, choice = arr, TaskChoice(guidance)
-    too_large = arr.size > MAX_PREFILTER_VOXELS
-    if arr.ndim in (2, 3) and not too_large:
-        deadline = None if budget is None else time.perf_counter() + 0.2 * float(budget)
-        source, choice = choose_prefilter(
-            arr, max(int(arr.nbytes / s.ratio), 1), guidance, voxel_size=s.voxel_size,
-            labels=s.labels, deadline=deadline, cancel=s.cancel,
-        )  # fmt: skip
-
-    def left(share: float) -> float | None:
-        """``share`` of the budget left, less a margin for the encoders' last steps."""
-        if budget is None:
-            return None
-        rest = 0.95 * float(budget) - (time.perf_counter() - t_start)
-        return max(rest, 0.05 * float(budget)) * share
-
-    said = [choice.describe()] if choice.scores else []
-    if too_large:
-        said = [
-            f"{guidance} guidance: {arr.size} voxels are more than the task pre-filter's trial "
-            f"decodes take ({MAX_PREFILTER_VOXELS}); coded as it is"
-        ]
-    if choice.setting is None:
-        result = encoder.encode(arr, left(1.0), choice)
-        result.messages[:0] = said
-        return result
-    plain = encoder.encode(arr, left(0.5), replace(choice, setting=None))
-    filtered = encoder.encode(source, left(1.0), choice)
-    kept = _better_for_task(choice, arr, plain, filtered, s.voxel_size)
-    kept.messages[:0] = said
-    kept.encode_seconds = time.perf_counter() - t_start
-    return kept
-
-
-def _better_for_task(
-    choice: Any,
-    arr: np.ndarray,
-    plain: CompressResult,
-    filtered: CompressResult,
-    voxel_size: Sequence[float] | None,
-) -> CompressResult:
-    """The plain or the pre-filtered file, whichever scores better on the task, with a note."""
-    assert plain.reconstruction is not None and filtered.reconstruction is not None
-    guidance = choice.guidance
-    scores = [choice.score(arr, r.reconstruction, voxel_size) for r in (plain, filtered)]
-    kept = filtered if choice.better(scores[1], scores[0]) else plain
-    name = "MS-SSIM" if guidance == "perceptual" else "object F1"
-    ours, theirs = choice.key(scores[1])[0], choice.key(scores[0])[0]
-    kept.messages.append(
-        f"{guidance} guidance: kept the {'pre-filtered' if kept is filtered else 'plain'} file "
-        f"({name} {ours:.4f} pre-filtered / {theirs:.4f} plain, "
-        f"PSNR {scores[1]['psnr']:.2f} / {scores[0]['psnr']:.2f} dB)"
-    )
-    return kept
 
 
 def encode_exact(

@@ -39,6 +39,7 @@ class HeaderInfo:
     voxel_size: tuple[float, ...] | None
     units: tuple[str, ...] | None
     name: str | None
+    locked: bool = False
 
 
 def _int(value: Any, field: str) -> int:
@@ -165,9 +166,21 @@ def validate_header(h: dict, n_payloads: int, decodable: dict[str, dict[str, int
         raise FormatError(
             f"invalid .sciz header: blocks.count is {count} but the grid has {grid.n_blocks}"
         )
-    if grid.n_blocks != n_payloads:
-        raise FormatError(
-            f"header describes {grid.n_blocks} blocks but the file holds {n_payloads}"
-        )
+    locked = _segmentation_lock(h, mode, shape, grid)
+    if grid.n_blocks + locked != n_payloads:
+        what = f"{grid.n_blocks} blocks" + (" and a segmentation lock" if locked else "")
+        raise FormatError(f"header describes {what} but the file holds {n_payloads} payloads")
     axes, vs, units, name = _calibration(h, len(shape))
-    return HeaderInfo(mode, shape, dtype, value_range, grid, axes, vs, units, name)
+    return HeaderInfo(mode, shape, dtype, value_range, grid, axes, vs, units, name, locked)
+
+
+def _segmentation_lock(h: dict, mode: str, shape: tuple[int, ...], grid: BlockGrid) -> bool:
+    """Whether the file ends with a segmentation lock payload (:mod:`.seglock`)."""
+    lock = h.get("segmentation_lock")
+    if lock is None:
+        return False
+    if not isinstance(lock, dict) or _int(lock.get("version"), "segmentation_lock.version") != 1:
+        raise FormatError("unsupported segmentation_lock in header (a newer napari-sciz wrote it?)")
+    if mode != "hybrid" or len(shape) != grid.spatial_ndim:
+        raise FormatError("segmentation_lock needs a single 2D/3D hybrid volume")
+    return True

@@ -83,6 +83,8 @@ class SciZReader:
         self.voxel_size = info.voxel_size
         self.units = info.units
         self.name = info.name
+        self.locked = info.locked
+        self._locked_volume: np.ndarray | None = None
 
     # array-like protocol -------------------------------------------------------------
     @property
@@ -320,6 +322,25 @@ class SciZReader:
 
     def _decode_whole_blocks(self, box: Sequence[tuple[int, int]]) -> np.ndarray:
         """Region of a hybrid/lossless/bounded file: decode the whole blocks it touches, crop."""
+        if self.locked:
+            return self._segmentation_locked()[tuple(slice(a, b) for a, b in box)].copy()
+        return self._blocks_region(box)
+
+    def _segmentation_locked(self) -> np.ndarray:
+        """The whole volume with its segmentation lock applied (decoded once, kept)."""
+        from .seglock import apply_lock
+
+        with self._lock:
+            if self._locked_volume is None:
+                check_decode_memory(40 * self.size, "a file with a segmentation lock")
+                base = self._blocks_region([(0, n) for n in self.shape])
+                payload = self._file.payload(self.grid.n_blocks)
+                values, _applied = apply_lock(base, payload)
+                self._locked_volume = finalize(values, self.dtype, self.value_range)
+            return self._locked_volume
+
+    def _blocks_region(self, box: Sequence[tuple[int, int]]) -> np.ndarray:
+        """Region decoded from the blocks alone."""
         lead_nd = self.ndim - self.grid.spatial_ndim
         pad = 3 - self.grid.spatial_ndim
         box3 = [(0, 1)] * pad + list(box[lead_nd:])

@@ -35,6 +35,7 @@ from ..errors import CancelledError
 
 __all__ = [
     "BAND_WIDTHS",
+    "LOCK_SHARES",
     "MAX_PSNR_LOSS",
     "SMOOTH_SIGMAS",
     "TaskChoice",
@@ -47,6 +48,8 @@ __all__ = [
 BAND_WIDTHS = (2.0, 3.0, 5.0)
 #: pre-smoothing sigmas (voxels along the finest axis) tried under perceptual guidance
 SMOOTH_SIGMAS = (0.5, 0.7)
+#: shares of the bytes tried for a segmentation lock (:mod:`.seglock`)
+LOCK_SHARES = (0.2, 0.35)
 #: voxels the band grows by (the smoothing's reach)
 _GROW = 2
 #: Gaussian sigma (voxels along the finest axis) of the segmentation and of the smoothing
@@ -75,6 +78,11 @@ class TaskChoice:
         The reference segmentation (segmentation guidance).
     spacing : int
         Watershed seed spacing of the segmentations (segmentation guidance).
+    lock_share : float or None
+        Share of the bytes given to a segmentation lock (:mod:`.seglock`), when one was
+        chosen (``setting`` is then None).
+    lock_bytes : int
+        The lock's bytes on the proxy.
     """
 
     guidance: str
@@ -83,6 +91,8 @@ class TaskChoice:
     seconds: float = 0.0
     reference: np.ndarray | None = field(default=None, repr=False)
     spacing: int = 3
+    lock_share: float | None = None
+    lock_bytes: int = 0
 
     def score(
         self, original: np.ndarray, decoded: np.ndarray, voxel_size: Sequence[float] | None
@@ -120,13 +130,18 @@ class TaskChoice:
     def to_header(self) -> dict:
         """The header entries of a file coded with this choice."""
         entry = "task_band" if self.guidance == "segmentation" else "task_smooth"
-        return {"guidance": self.guidance, entry: self.setting}
+        out = {"guidance": self.guidance, entry: self.setting}
+        if self.lock_share is not None:
+            out["task_lock_share"] = self.lock_share
+        return out
 
     def describe(self) -> str:
         """One line for the user: the pre-filter chosen and the scores that chose it."""
         x = self.setting
         if self.guidance == "segmentation":
             what = "no band" if x is None else f"band {x:g} noise s.d."
+            if self.lock_share is not None:
+                what = f"a segmentation lock in {self.lock_share:.0%} of the bytes"
             name, key = "F1", "f1"
         else:
             what = "no smoothing" if x is None else f"smoothing sigma {x:g} voxel"
@@ -215,8 +230,38 @@ def _proxy_decode(volume: np.ndarray, nbytes: int) -> np.ndarray | None:
     return sperr.decode(stream, block.shape).reshape(volume.shape)  # type: ignore[arg-type]
 
 
-def _candidates(guidance: str) -> tuple[float | None, ...]:
-    return (None, *(BAND_WIDTHS if guidance == "segmentation" else SMOOTH_SIGMAS))
+def _candidates(guidance: str, lock: bool) -> list[tuple[str, float | None]]:
+    """``(kind, setting)`` in the order they are measured: the plain volume first."""
+    if guidance != "segmentation":
+        return [("none", None), *(("smooth", x) for x in SMOOTH_SIGMAS)]
+    locks = [("lock", f) for f in LOCK_SHARES] if lock else []
+    return [("none", None), *locks, *(("band", x) for x in BAND_WIDTHS)]
+
+
+def _locked_proxy(
+    volume: np.ndarray,
+    nbytes: int,
+    share: float,
+    choice: TaskChoice,
+    voxel_size: Sequence[float] | None,
+) -> tuple[np.ndarray, int] | None:
+    """The proxy decode at ``1 - share`` of the bytes with a lock in the rest, and the
+    lock's size (None without SPERR, or when no lock fits)."""
+    from .blocks import finalize
+    from .seglock.select import build_lock
+    from .taskscore import _sigmas
+
+    decoded = _proxy_decode(volume.astype(np.float64), int(nbytes * (1.0 - share)))
+    if decoded is None:
+        return None
+    vrange = (float(volume.min()), float(volume.max()))
+    base = finalize(decoded, volume.dtype, vrange)
+    assert choice.reference is not None
+    lock = build_lock(
+        volume, base, int(nbytes * share), _sigmas(volume.ndim, voxel_size, _SIGMA),
+        choice.reference, choice.spacing, vrange, voxel_size,
+    )  # fmt: skip
+    return None if lock is None else (lock.corrected, len(lock.payload))
 
 
 def _prefiltered(
@@ -287,28 +332,46 @@ def choose_prefilter(
     choice = TaskChoice(guidance)
     if guidance == "segmentation":
         choice.reference, choice.spacing = _reference(v, voxel_size, labels)
+    lockable = labels is None and np.asarray(volume).dtype.kind in "uif"
     plain: dict[str, float] | None = None
-    best: tuple[dict[str, float], float | None, np.ndarray] | None = None
+    best: tuple[dict[str, float], str, float | None, np.ndarray, int] | None = None
     last = 0.0  # seconds the previous candidate took
-    for setting in _candidates(guidance):
+    for kind, setting in _candidates(guidance, lockable):
         if cancel is not None and cancel():
             raise CancelledError("compression cancelled; no output written")
         started = time.perf_counter()
         if best is not None and deadline is not None and started + last > deadline:
             break  # (the next candidate would end after the deadline)
-        candidate = v if setting is None else _prefiltered(v, guidance, setting, voxel_size, labels)
-        decoded = _proxy_decode(candidate, nbytes)
-        if decoded is None:
-            break
+        candidate, lock_bytes = v, 0
+        if kind == "lock":
+            assert setting is not None
+            locked = _locked_proxy(np.asarray(volume), nbytes, setting, choice, voxel_size)
+            if locked is None:
+                continue
+            decoded, lock_bytes = locked
+        else:
+            if kind != "none":
+                candidate = _prefiltered(v, guidance, setting, voxel_size, labels)
+            decoded = _proxy_decode(candidate, nbytes)
+            if decoded is None:
+                break
         score = choice.score(v, decoded, voxel_size)
         last = time.perf_counter() - started
-        choice.scores["none" if setting is None else f"{setting:g}"] = score
+        choice.scores["none" if kind == "none" else _label(kind, setting)] = score
         plain = plain or score
         within = score["psnr"] >= plain["psnr"] - MAX_PSNR_LOSS
         if best is None or (within and choice.key(score) > choice.key(best[0])):
-            best = (score, setting, candidate)
+            best = (score, kind, setting, candidate, lock_bytes)
     choice.seconds = time.perf_counter() - t0
-    if best is None or best[1] is None:
+    if best is None or best[1] == "none":
         return volume, choice
-    choice.setting = best[1]
-    return best[2], choice
+    if best[1] == "lock":
+        choice.lock_share, choice.lock_bytes = best[2], best[4]
+        return volume, choice
+    choice.setting = best[2]
+    return best[3], choice
+
+
+def _label(kind: str, setting: float | None) -> str:
+    """A candidate's name in :attr:`TaskChoice.scores` (``"3"``: a band or a sigma)."""
+    return f"lock {setting:g}" if kind == "lock" else f"{setting:g}"
