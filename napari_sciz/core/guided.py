@@ -24,6 +24,7 @@ import numpy as np
 
 from .bitstream import container
 from .encode import BlockEncoder
+from .header import LOCK_MODEL_VERSION
 from .result import CompressResult
 
 __all__ = ["MAX_PREFILTER_VOXELS", "guided_hybrid"]
@@ -115,7 +116,12 @@ def _locked_file(encoder: BlockEncoder, choice: Any, budget: float | None) -> Co
     )  # fmt: skip
     base = base_encoder.encode(arr, budget, choice)
     assert base.reconstruction is not None
-    header = {**base.header, "target_ratio": s.ratio, "segmentation_lock": {"version": 1}}
+    header = {
+        **base.header,
+        "model": {**base.header["model"], "version": LOCK_MODEL_VERSION},
+        "target_ratio": s.ratio,
+        "segmentation_lock": {"version": 1},
+    }
     with container.SciZFile(base.data) as f:
         payloads = [f.payload(i) for i in range(f.n_payloads)]
     room = int(total) - len(container.pack(header, [*payloads, b""]))

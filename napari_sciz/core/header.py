@@ -24,6 +24,8 @@ MAX_VOXELS = 2**42
 #: the coding modes this version decodes
 MODES = ("lossy", "hybrid", "lossless", "bounded")
 DTYPES = ("uint8", "uint16", "int16", "uint32", "float32", "float64")
+#: the hybrid model version of files that end with a segmentation lock
+LOCK_MODEL_VERSION = 5
 
 
 @dataclass(frozen=True)
@@ -183,4 +185,6 @@ def _segmentation_lock(h: dict, mode: str, shape: tuple[int, ...], grid: BlockGr
         raise FormatError("unsupported segmentation_lock in header (a newer napari-sciz wrote it?)")
     if mode != "hybrid" or len(shape) != grid.spatial_ndim:
         raise FormatError("segmentation_lock needs a single 2D/3D hybrid volume")
+    if h["model"].get("version", 0) < LOCK_MODEL_VERSION:
+        raise FormatError(f"segmentation_lock needs hybrid model version {LOCK_MODEL_VERSION}")
     return True

@@ -76,7 +76,9 @@ MODELS = {
 #: written before the choice of base codecs say ``sperr+latent-grid``, version 1)
 DECODABLE_MODELS = {
     FORMAT_MODE: {"latent-grid": 2},
-    "hybrid": {"sperr+latent-grid": 1, "classical+latent-grid": 4},
+    # hybrid version 5: the same blocks, and the file may end with a segmentation lock
+    # (napari_sciz.core.seglock; written only for files that have one)
+    "hybrid": {"sperr+latent-grid": 1, "classical+latent-grid": 5},
 }
 
 
