@@ -32,3 +32,45 @@ def test_measure_and_render_a_small_volume() -> None:
     }
     text = task.render(record)
     assert "| tiny (2 objects, seeds " in text and "| segmentation | " in text
+
+
+def _pt(target: float, nbytes: int, f1: float, mode: str = "hybrid") -> dict:
+    return {
+        "mode": mode, "target": target, "ratio": target, "nbytes": nbytes, "psnr": 30.0,
+        "object_f1": f1, "ms_ssim": 0.9,
+    }  # fmt: skip
+
+
+def test_savings_bounds_and_gains_of_curves() -> None:
+    from napari_sciz.bench import task
+
+    overlapping = {
+        "none": [_pt(128, 2000, 0.80), _pt(256, 1000, 0.70)],
+        "segmentation": [_pt(128, 2000, 0.85), _pt(256, 1000, 0.75)],
+    }
+    rec = task.score_curves({"curves": overlapping})
+    # half the score step between the points: 2^-0.5 of the bytes
+    assert rec["saving"]["segmentation_f1"] == pytest.approx(100 * (0.5**0.5 - 1))
+    assert rec["gain"]["segmentation_f1"] == pytest.approx(0.05)
+    above = {
+        "none": [_pt(128, 2000, 0.76), _pt(256, 1000, 0.77)],
+        "segmentation": [_pt(128, 2000, 0.97), _pt(256, 1000, 0.99)],
+    }
+    rec = task.score_curves({"curves": above})
+    assert rec["saving"]["segmentation_f1"] is None
+    # 0.76 is reached at 1000 bytes (of 2000), 0.77 at 1000 (of 1000): sqrt(0.5) - 1
+    assert rec["bound"]["segmentation_f1"] == pytest.approx(100 * (0.5**0.5 - 1))
+    assert rec["gain"]["segmentation_f1"] == pytest.approx(0.215)
+    text = task._saving_text(rec, "segmentation_f1")
+    assert text.startswith("<= -29.3 %")
+
+
+def test_extend_keeps_the_earlier_points(tmp_path) -> None:
+    import json
+
+    from napari_sciz.bench import task
+
+    path = tmp_path / "earlier.json"
+    path.write_text(json.dumps({"volumes": [{"name": "v", "curves": {"none": [_pt(64, 9, 1)]}}]}))
+    assert task._earlier_curves(str(path)) == {"v": {"none": [_pt(64, 9, 1)]}}
+    assert task._earlier_curves(None) == {}

@@ -66,6 +66,7 @@ def _point(
     )
     return {
         "mode": mode,
+        "target": float(ratio),
         "ratio": volume.nbytes / len(res.data),
         "nbytes": len(res.data),
         "psnr": psnr(volume, decoded),
@@ -99,32 +100,91 @@ def measure_volume(
             if point is not None:
                 points.append(point)
         curves[guidance] = points
-
-    def curve(guidance: str, key: str) -> list[tuple[float, float]]:
-        return [(8.0 * p["nbytes"], p[key]) for p in curves.get(guidance, [])]
-
-    def saving(guidance: str, key: str) -> float | None:
-        modes = {p["mode"] for g in (guidance, "none") for p in curves.get(g, [])}
-        if len(modes) != 1:
-            return None  # (different codecs: not a saving of the guidance)
-        return bd_rate(curve(guidance, key), curve("none", key))
-
-    return {
+    record = {
         "name": name,
         "shape": list(volume.shape),
         "objects": int(ref_labels.max()),
         "seed_distance": seeds,
         "curves": curves,
-        "saving": {
-            "segmentation_f1": saving("segmentation", "object_f1"),
-            "perceptual_ms_ssim": saving("perceptual", "ms_ssim"),
-            "segmentation_psnr": saving("segmentation", "psnr"),
-        },
     }
+    return score_curves(record)
+
+
+def score_curves(record: dict[str, Any]) -> dict[str, Any]:
+    """``record`` (one volume's curves) with its savings at equal score (re)computed.
+
+    ``saving``: BD-rates against no guidance (None where the curves do not overlap in the
+    score); ``bound``: where the guided curve scores above every unguided point, the bytes
+    it needs to score at least as high as each unguided point (its cheapest such point),
+    relative to that point's bytes, averaged in the log domain: an upper bound on the
+    (negative) saving at equal score; ``gain``: the score gained at equal target ratio.
+    """
+    curves = record["curves"]
+
+    def curve(guidance: str, key: str) -> list[tuple[float, float]]:
+        return [(8.0 * p["nbytes"], p[key]) for p in curves.get(guidance, [])]
+
+    def same_mode(guidance: str) -> bool:
+        return len({p["mode"] for g in (guidance, "none") for p in curves.get(g, [])}) == 1
+
+    def saving(guidance: str, key: str) -> float | None:
+        # (different codecs: not a saving of the guidance)
+        return bd_rate(curve(guidance, key), curve("none", key)) if same_mode(guidance) else None
+
+    def bound(guidance: str, key: str) -> float | None:
+        ours, ref = curve(guidance, key), curve("none", key)
+        if not (ours and ref and same_mode(guidance)):
+            return None
+        logs = []
+        for bits, score in ref:
+            enough = [b for b, s in ours if s >= score]
+            if not enough:
+                return None
+            logs.append(np.log(min(enough) / bits))
+        return (
+            float(100.0 * (np.exp(np.mean(logs)) - 1.0)) if logs and same_mode(guidance) else None
+        )
+
+    def gain(guidance: str, key: str) -> float | None:
+        ref = {round(p.get("target", p["ratio"])): p[key] for p in curves.get("none", [])}
+        ours = {round(p.get("target", p["ratio"])): p[key] for p in curves.get(guidance, [])}
+        both = sorted(set(ref) & set(ours))
+        return float(np.mean([ours[r] - ref[r] for r in both])) if both else None
+
+    record["saving"] = {
+        "segmentation_f1": saving("segmentation", "object_f1"),
+        "perceptual_ms_ssim": saving("perceptual", "ms_ssim"),
+        "segmentation_psnr": saving("segmentation", "psnr"),
+    }
+    record["bound"] = {
+        "segmentation_f1": bound("segmentation", "object_f1"),
+        "perceptual_ms_ssim": bound("perceptual", "ms_ssim"),
+    }
+    record["gain"] = {
+        "segmentation_f1": gain("segmentation", "object_f1"),
+        "perceptual_ms_ssim": gain("perceptual", "ms_ssim"),
+        "segmentation_psnr": gain("segmentation", "psnr"),
+        "perceptual_psnr": gain("perceptual", "psnr"),
+    }
+    return record
 
 
 def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{value:+.1f} %"
+
+
+def _saving_text(v: dict[str, Any], key: str) -> str:
+    """The BD saving, or the bound (``<= -x %``) where the curves do not overlap."""
+    value = v["saving"][key]
+    if value is not None:
+        return _pct(value)
+    bound = v.get("bound", {}).get(key)
+    return "n/a" if bound is None else f"<= {bound:+.1f} % (bound)"
+
+
+def _gain_text(v: dict[str, Any], key: str, digits: int = 3) -> str:
+    value = v.get("gain", {}).get(key)
+    return "n/a" if value is None else f"{value:+.{digits}f}"
 
 
 def render(record: dict[str, Any]) -> str:
@@ -138,17 +198,22 @@ def render(record: dict[str, Any]) -> str:
         "",
         "Object F1 (IoU >= 0.5) and Dice: the decoded volume's segmentation (Gaussian, Otsu, "
         "components, distance watershed) against the original's. Saving at equal score: "
-        "BD-rate with the score in place of PSNR against no guidance (negative = fewer bytes).",
+        "BD-rate with the score in place of PSNR against no guidance (negative = fewer bytes); "
+        "where the guided curve scores above every unguided point, a bound instead (the "
+        "guided bytes that score at least as high as each unguided point, relative to its "
+        "bytes). Gains: mean difference at the same target ratio.",
         "",
-        "| volume | seg. saving at equal F1 | perc. saving at equal MS-SSIM | seg. at equal PSNR |",
-        "|---|---|---|---|",
+        "| volume | seg. saving at equal F1 | F1 gain at equal ratio | PSNR change (seg.) "
+        "| perc. saving at equal MS-SSIM | MS-SSIM gain | seg. at equal PSNR |",
+        "|---|---|---|---|---|---|---|",
     ]
     for v in record["volumes"]:
-        s = v["saving"]
         lines.append(
             f"| {v['name']} ({v['objects']} objects, seeds {v.get('seed_distance', '?')} vx) | "
-            f"{_pct(s['segmentation_f1'])} | "
-            f"{_pct(s['perceptual_ms_ssim'])} | {_pct(s['segmentation_psnr'])} |"
+            f"{_saving_text(v, 'segmentation_f1')} | {_gain_text(v, 'segmentation_f1')} | "
+            f"{_gain_text(v, 'segmentation_psnr', 2)} dB | "
+            f"{_saving_text(v, 'perceptual_ms_ssim')} | {_gain_text(v, 'perceptual_ms_ssim', 4)} | "
+            f"{_pct(v['saving']['segmentation_psnr'])} |"
         )
     for v in record["volumes"]:
         lines += [
@@ -178,6 +243,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--budget", type=float, default=120.0, help="seconds per fit")
     p.add_argument("--mode", default="auto", choices=("auto", "lossy", "hybrid"))
     p.add_argument("--guidances", default=",".join(GUIDANCES), help="comma-separated")
+    p.add_argument(
+        "--extend",
+        help="an earlier run's --json record: its points are kept and the new ones added "
+        "(same volumes; the savings are computed over all points)",
+    )
     add_output_options(p)
     args = p.parse_args(argv)
     data = find_data_dir()
@@ -190,11 +260,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     record = new_record(
         PROG, argv, "cpu", args.note, budget=args.budget, volumes=[], mode=args.mode
     )
+    earlier = _earlier_curves(args.extend)
+    if args.extend:
+        record["extends"] = args.extend
     for name, volume in list_volumes(data, [n for n in args.volumes.split(",") if n]):
         vol = measure_volume(name, volume, ratios, args.budget, args.mode, guidances)
-        record["volumes"].append(vol)
+        for guidance, points in earlier.get(name, {}).items():
+            merged = points + vol["curves"].get(guidance, [])
+            vol["curves"][guidance] = sorted(merged, key=lambda q: q["ratio"])
+        record["volumes"].append(score_curves(vol))
         write_results(record, render(record), args, SECTION)
     return 0
+
+
+def _earlier_curves(path: str | None) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """``{volume: {guidance: points}}`` of an earlier ``--json`` record (empty without one)."""
+    if not path:
+        return {}
+    import json
+    from pathlib import Path
+
+    record = json.loads(Path(path).read_text())
+    return {v["name"]: v["curves"] for v in record.get("volumes", [])}
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -65,11 +65,17 @@ def _wrong_objects(reference: np.ndarray, test: np.ndarray) -> np.ndarray:
     return bad_r[reference] | bad_t[test]
 
 
-def _order(switch: np.ndarray, ctx: np.ndarray, wrong: np.ndarray) -> tuple[np.ndarray, int]:
-    """Group labels of ``switch`` and the order their groups are coded in."""
+def _order(switch: np.ndarray, ctx: np.ndarray, wrong: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Group labels of ``switch`` and the order their groups are coded in.
+
+    A wrong object is fixed only when all the groups around it are: the groups touching the
+    same cluster of wrong objects go together, clusters cheapest first (estimated bits of
+    their flags); groups touching none follow, most voxels per bit first.
+    """
     from scipy import ndimage as ndi
 
-    groups, n = ndi.label(switch, structure=np.ones((3,) * switch.ndim, bool))
+    full = np.ones((3,) * switch.ndim, bool)
+    groups, n = ndi.label(switch, structure=full)
     if n == 0:
         return groups, np.zeros(0, np.int64)
     total = np.bincount(ctx.reshape(-1), minlength=N_CONTEXTS)
@@ -79,9 +85,15 @@ def _order(switch: np.ndarray, ctx: np.ndarray, wrong: np.ndarray) -> tuple[np.n
     cost = np.bincount(flat, -np.log2(p[ctx.reshape(-1)]), minlength=n + 1)[1:]
     size = np.bincount(flat, minlength=n + 1)[1:]
     near = ndi.binary_dilation(wrong, iterations=_NEAR) if wrong.any() else wrong
-    touches = np.bincount(flat, near.reshape(-1), minlength=n + 1)[1:] > 0
-    key = np.where(touches, cost, 1e12 + cost / size)  # wrong objects first
-    return groups, np.argsort(key, kind="stable") + 1
+    clusters, n_clusters = ndi.label(near, structure=full)
+    # (a group touching several clusters joins the one of highest label: a rare tie)
+    cluster = np.asarray(ndi.maximum(clusters, groups, np.arange(1, n + 1)), np.int64)
+    cluster_cost = np.bincount(cluster, cost, minlength=n_clusters + 1)
+    cluster_cost[0] = np.inf
+    # key: (cluster cost, cluster) for touching groups; then the others by cost per voxel
+    primary = np.where(cluster > 0, cluster_cost[cluster], np.inf)
+    secondary = np.where(cluster > 0, cluster, cost / size)
+    return groups, np.lexsort((secondary, primary)) + 1
 
 
 def _fit(switch_of, ctx: np.ndarray, n_groups: int, bits: float) -> int:
