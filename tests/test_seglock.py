@@ -239,3 +239,28 @@ def test_cli_info_shows_the_lock(tmp_path, capsys) -> None:
     path.write_bytes(data)
     assert main(["info", str(path)]) == 0
     assert "segmentation lock" in capsys.readouterr().out
+
+
+def test_a_locked_file_from_the_encoder_decodes_as_measured() -> None:
+    from napari_sciz.core.api import decompress
+    from napari_sciz.core.encode import BlockEncoder, FitSettings
+    from napari_sciz.core.guided import _locked_file
+    from napari_sciz.core.taskfilter import TaskChoice
+
+    vol = _nuclei(9)
+    reference, spacing = _segmentation(vol)
+    settings = FitSettings(
+        arr=vol, ratio=48.0, mode="hybrid", device="cpu", steps=None, budget=3.0, seed=0,
+        axes="ZYX", voxel_size=None, units=None, name=None, block_voxels=1 << 22,
+        guidance="none", guidance_weights=None, labels=None, cancel=None,
+    )  # fmt: skip
+    choice = TaskChoice("segmentation", reference=reference, spacing=spacing)
+    choice.lock_share, choice.lock_bytes = 0.3, int(0.3 * vol.nbytes / 48)
+    result = _locked_file(BlockEncoder(settings), choice, 3.0)
+    assert result is not None
+    assert result.header["segmentation_lock"] == {"version": 1}
+    assert result.header["model"]["version"] == 5 and result.header["target_ratio"] == 48.0
+    assert result.header["task_lock_share"] == 0.3
+    assert result.nbytes <= vol.nbytes / 48  # the lock fills at most the ratio's bytes
+    assert np.array_equal(decompress(result.data), result.reconstruction)
+    assert any("segmentation lock: " in m for m in result.messages)

@@ -29,23 +29,24 @@ def _model(ones: int, total: int):  # noqa: ANN202 - a constriction model
 
 
 def estimate_bits(flags: np.ndarray, ctx: np.ndarray) -> float:
-    """Estimated coded size of ``flags`` in bits (entropy per context, counts included)."""
+    """Estimated coded size of ``flags`` in bits (entropy per context; the stored counts
+    not included)."""
     total = np.bincount(ctx.reshape(-1), minlength=N_CONTEXTS).astype(np.float64)
     ones = np.bincount(ctx.reshape(-1), flags.reshape(-1), minlength=N_CONTEXTS)
     mixed = (ones > 0) & (ones < total)
     p = ones[mixed] / total[mixed]
     h = -(p * np.log2(p) + (1 - p) * np.log2(1 - p))
-    return float(np.sum(total[mixed] * h)) + 32.0 * N_CONTEXTS / 4
+    return float(np.sum(total[mixed] * h))
 
 
 def encode(flags: np.ndarray, ctx: np.ndarray) -> tuple[np.ndarray, bytes]:
-    """Per-context counts of flagged voxels (uint32) and the ANS words of ``flags``."""
+    """Per-context counts of flagged voxels (uint64) and the ANS words of ``flags``."""
     import constriction
 
     order, total = _groups(ctx)
     sorted_flags = flags.reshape(-1)[order].astype(np.int32)
     ones = np.bincount(ctx.reshape(-1), flags.reshape(-1), minlength=N_CONTEXTS)
-    ones = ones.astype(np.uint32)
+    ones = ones.astype(np.uint64)
     starts = np.concatenate([[0], np.cumsum(total)])
     coder = constriction.stream.stack.AnsCoder()
     for c in reversed(range(N_CONTEXTS)):

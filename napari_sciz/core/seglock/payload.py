@@ -5,7 +5,7 @@
     "SZK" u8 version (1), u8 spatial dims (2 or 3), 3 x f64 sigmas (unused axes 0),
     f64 context threshold, f64 target threshold, f64 margin,
     u32 crc32 of the contexts, u32 crc32 of the flags, u8 contexts,
-    u32 flagged voxels per context | ANS u32 words
+    varint flagged voxels per context | ANS u32 words
 
 All little-endian.
 """
@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...errors import FormatError
+from ..bitstream.container import _varint
+from ..lossy.entropy import _read_varint
 from .geometry import N_CONTEXTS
 
 MAGIC = b"SZK"
@@ -41,7 +43,7 @@ class LockPayload:
     context_crc, flags_crc : int
         CRC32 of the contexts (uint8) and of the flags (uint8) the encoder had.
     ones : numpy.ndarray
-        Flagged voxels per context (uint32).
+        Flagged voxels per context (uint64).
     words : bytes
         The ANS stream.
     """
@@ -62,7 +64,7 @@ class LockPayload:
             MAGIC, VERSION, len(self.sigmas), *sig, self.context_threshold, self.threshold,
             self.margin, self.context_crc, self.flags_crc, N_CONTEXTS,
         )  # fmt: skip
-        return head + self.ones.astype("<u4").tobytes() + self.words
+        return head + b"".join(_varint(int(k)) for k in self.ones) + self.words
 
     @classmethod
     def parse(cls, data: bytes, spatial_ndim: int) -> LockPayload:
@@ -84,8 +86,12 @@ class LockPayload:
         values = (*sigmas, t_ctx, t, margin)
         if not all(math.isfinite(v) for v in values) or min(sigmas) <= 0 or margin < 0:
             raise FormatError("segmentation lock: invalid parameters")
-        end = _HEAD.size + 4 * N_CONTEXTS
-        if len(data) < end:
-            raise FormatError("segmentation lock: truncated payload")
-        ones = np.frombuffer(data[_HEAD.size : end], "<u4").astype(np.uint32)
-        return cls(sigmas, t_ctx, t, margin, ctx_crc, flags_crc, ones, bytes(data[end:]))
+        pos, counts = _HEAD.size, []
+        for _ in range(N_CONTEXTS):
+            try:
+                value, pos = _read_varint(data, pos)
+            except FormatError as exc:
+                raise FormatError("segmentation lock: truncated payload") from exc
+            counts.append(value)
+        ones = np.array(counts, np.uint64)
+        return cls(sigmas, t_ctx, t, margin, ctx_crc, flags_crc, ones, bytes(data[pos:]))

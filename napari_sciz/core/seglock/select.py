@@ -68,14 +68,14 @@ def _wrong_objects(reference: np.ndarray, test: np.ndarray) -> np.ndarray:
 def _order(switch: np.ndarray, ctx: np.ndarray, wrong: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Group labels of ``switch`` and the order their groups are coded in.
 
-    A wrong object is fixed only when all the groups around it are: the groups touching the
-    same cluster of wrong objects go together, clusters cheapest first (estimated bits of
-    their flags); groups touching none follow, most voxels per bit first.
+    Groups touching a wrong object come first, cheapest first (estimated bits of their
+    flags); the others follow, most voxels per bit first. (Keeping together the groups
+    around one cluster of wrong objects, clusters cheapest first, was measured worse: object
+    F1 0.905 against 0.937 on bbbc034 at 256x with 35 % of the bytes in the lock.)
     """
     from scipy import ndimage as ndi
 
-    full = np.ones((3,) * switch.ndim, bool)
-    groups, n = ndi.label(switch, structure=full)
+    groups, n = ndi.label(switch, structure=np.ones((3,) * switch.ndim, bool))
     if n == 0:
         return groups, np.zeros(0, np.int64)
     total = np.bincount(ctx.reshape(-1), minlength=N_CONTEXTS)
@@ -85,15 +85,9 @@ def _order(switch: np.ndarray, ctx: np.ndarray, wrong: np.ndarray) -> tuple[np.n
     cost = np.bincount(flat, -np.log2(p[ctx.reshape(-1)]), minlength=n + 1)[1:]
     size = np.bincount(flat, minlength=n + 1)[1:]
     near = ndi.binary_dilation(wrong, iterations=_NEAR) if wrong.any() else wrong
-    clusters, n_clusters = ndi.label(near, structure=full)
-    # (a group touching several clusters joins the one of highest label: a rare tie)
-    cluster = np.asarray(ndi.maximum(clusters, groups, np.arange(1, n + 1)), np.int64)
-    cluster_cost = np.bincount(cluster, cost, minlength=n_clusters + 1)
-    cluster_cost[0] = np.inf
-    # key: (cluster cost, cluster) for touching groups; then the others by cost per voxel
-    primary = np.where(cluster > 0, cluster_cost[cluster], np.inf)
-    secondary = np.where(cluster > 0, cluster, cost / size)
-    return groups, np.lexsort((secondary, primary)) + 1
+    touches = np.bincount(flat, near.reshape(-1), minlength=n + 1)[1:] > 0
+    key = np.where(touches, cost, 1e12 + cost / size)  # wrong objects first
+    return groups, np.argsort(key, kind="stable") + 1
 
 
 def _fit(switch_of, ctx: np.ndarray, n_groups: int, bits: float) -> int:
@@ -161,12 +155,15 @@ def build_lock(
     def switch_of(k: int) -> np.ndarray:
         return (ranked > 0) & (ranked <= k)
 
-    head = len(LockPayload((1.0,) * decoded.ndim, 0, 0, 0, 0, 0, np.zeros(N_CONTEXTS), b"").pack())
-    k = _fit(switch_of, ctx, order.size, 8.0 * (nbytes - head))
+    def head(ones: np.ndarray) -> int:
+        return len(LockPayload((1.0,) * decoded.ndim, 0, 0, 0, 0, 0, ones, b"").pack())
+
+    # (the estimate's head: two bytes per context's count)
+    k = _fit(switch_of, ctx, order.size, 8.0 * (nbytes - head(np.full(N_CONTEXTS, 128))))
     while k > 0:
         switch = switch_of(k)
         ones, words = flag_code.encode(switch, ctx)
-        if head + len(words) <= nbytes:
+        if head(ones) + len(words) <= nbytes:
             break
         k = int(k * 0.9)
     if k == 0:
