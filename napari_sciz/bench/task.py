@@ -145,9 +145,13 @@ def score_curves(record: dict[str, Any]) -> dict[str, Any]:
             float(100.0 * (np.exp(np.mean(logs)) - 1.0)) if logs and same_mode(guidance) else None
         )
 
+    def target(p: dict[str, Any]) -> int:
+        # (records before 2026-12-04 have no target: the nearest power of two of the ratio)
+        return round(p["target"]) if "target" in p else 2 ** round(np.log2(p["ratio"]))
+
     def gain(guidance: str, key: str) -> float | None:
-        ref = {round(p.get("target", p["ratio"])): p[key] for p in curves.get("none", [])}
-        ours = {round(p.get("target", p["ratio"])): p[key] for p in curves.get(guidance, [])}
+        ref = {target(p): p[key] for p in curves.get("none", [])}
+        ours = {target(p): p[key] for p in curves.get(guidance, [])}
         both = sorted(set(ref) & set(ours))
         return float(np.mean([ours[r] - ref[r] for r in both])) if both else None
 
