@@ -135,7 +135,8 @@ def _locked_file(encoder: BlockEncoder, choice: Any, budget: float | None) -> Co
         return None
     blob = container.pack(header, [*payloads, lock.payload])
     note = (
-        f"segmentation lock: {lock.switched} voxels switched sides in {lock.groups} of "
+        "segmentation lock (for the smooth / Otsu / watershed segmentation, sigma 1 voxel): "
+        f"{lock.switched} voxels switched sides in {lock.groups} of "
         f"{lock.groups_total} groups, {len(lock.payload)} bytes "
         f"({100.0 * len(lock.payload) / len(blob):.0f} % of the file)"
     )
