@@ -263,4 +263,4 @@ def test_a_locked_file_from_the_encoder_decodes_as_measured() -> None:
     assert result.header["task_lock_share"] == 0.3
     assert result.nbytes <= vol.nbytes / 48  # the lock fills at most the ratio's bytes
     assert np.array_equal(decompress(result.data), result.reconstruction)
-    assert any("segmentation lock: " in m for m in result.messages)
+    assert any("voxels switched sides" in m for m in result.messages)
