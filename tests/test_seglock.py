@@ -264,3 +264,16 @@ def test_a_locked_file_from_the_encoder_decodes_as_measured() -> None:
     assert result.nbytes <= vol.nbytes / 48  # the lock fills at most the ratio's bytes
     assert np.array_equal(decompress(result.data), result.reconstruction)
     assert any("voxels switched sides" in m for m in result.messages)
+
+
+def test_a_lock_too_large_for_this_machine_is_skipped(monkeypatch) -> None:
+    from napari_sciz.core import validate
+    from napari_sciz.core.api import decompress, open_sciz
+
+    vol = _nuclei(10)
+    data, corrected, plain = _locked_file(vol)
+    monkeypatch.setattr(validate, "memory_cap", lambda: 1000)
+    with open_sciz(data) as reader:
+        with pytest.warns(RuntimeWarning, match="not applied"):
+            out = reader.decode()
+    assert np.array_equal(out, decompress(plain))

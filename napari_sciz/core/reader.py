@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import os
 import threading
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -21,6 +22,10 @@ from .sampling import sample_coordinates, sample_linear, source_box
 from .validate import check_decode_memory, parse_roi
 
 __all__ = ["SciZReader", "decompress", "open_sciz"]
+
+#: memory a segmentation lock takes per voxel of the volume (float64 smoothing, contexts,
+#: flags, the corrected copy)
+_LOCK_BYTES_PER_VOXEL = 48
 
 
 class SciZReader:
@@ -85,6 +90,7 @@ class SciZReader:
         self.name = info.name
         self.locked = info.locked
         self._locked_volume: np.ndarray | None = None
+        self._lock_warned = False
 
     # array-like protocol -------------------------------------------------------------
     @property
@@ -322,9 +328,27 @@ class SciZReader:
 
     def _decode_whole_blocks(self, box: Sequence[tuple[int, int]]) -> np.ndarray:
         """Region of a hybrid/lossless/bounded file: decode the whole blocks it touches, crop."""
-        if self.locked:
+        if self.locked and self._lock_fits():
             return self._segmentation_locked()[tuple(slice(a, b) for a, b in box)].copy()
         return self._blocks_region(box)
+
+    def _lock_fits(self) -> bool:
+        """Whether this machine has the memory to apply the segmentation lock (a warning,
+        once, when not: the blocks' decode is returned, still a valid decode)."""
+        from .validate import memory_cap
+
+        if _LOCK_BYTES_PER_VOXEL * self.size <= memory_cap():
+            return True
+        if not self._lock_warned:
+            self._lock_warned = True
+            warnings.warn(
+                f"segmentation lock not applied: locking this {self.size}-voxel volume needs "
+                f"about {_LOCK_BYTES_PER_VOXEL * self.size / 2**30:.1f} GiB, more than this "
+                "machine allows; the blocks' decode is returned",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        return False
 
     def _segmentation_locked(self) -> np.ndarray:
         """The whole volume with its segmentation lock applied (decoded once, kept)."""
@@ -332,7 +356,6 @@ class SciZReader:
 
         with self._lock:
             if self._locked_volume is None:
-                check_decode_memory(40 * self.size, "a file with a segmentation lock")
                 base = self._blocks_region([(0, n) for n in self.shape])
                 payload = self._file.payload(self.grid.n_blocks)
                 values, _applied = apply_lock(base, payload)
