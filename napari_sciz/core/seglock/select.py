@@ -77,7 +77,7 @@ def _order(switch: np.ndarray, ctx: np.ndarray, wrong: np.ndarray) -> tuple[np.n
 
     groups, n = ndi.label(switch, structure=np.ones((3,) * switch.ndim, bool))
     if n == 0:
-        return groups, np.zeros(0, np.int64)
+        return groups, np.zeros(0, np.int64), 0
     total = np.bincount(ctx.reshape(-1), minlength=N_CONTEXTS)
     ones = np.bincount(ctx.reshape(-1), switch.reshape(-1), minlength=N_CONTEXTS)
     p = np.clip(ones / np.maximum(total, 1), 1e-6, 0.5)
@@ -87,7 +87,7 @@ def _order(switch: np.ndarray, ctx: np.ndarray, wrong: np.ndarray) -> tuple[np.n
     near = ndi.binary_dilation(wrong, iterations=_NEAR) if wrong.any() else wrong
     touches = np.bincount(flat, near.reshape(-1), minlength=n + 1)[1:] > 0
     key = np.where(touches, cost, 1e12 + cost / size)  # wrong objects first
-    return groups, np.argsort(key, kind="stable") + 1
+    return groups, np.argsort(key, kind="stable") + 1, int(touches.sum())
 
 
 def _fit(switch_of, ctx: np.ndarray, n_groups: int, bits: float) -> int:
@@ -100,6 +100,64 @@ def _fit(switch_of, ctx: np.ndarray, n_groups: int, bits: float) -> int:
         else:
             hi = mid - 1
     return lo
+
+
+@dataclass
+class _Switches:
+    """The voxels whose side differs between the original and a decode, in coding order."""
+
+    smoothed_o: np.ndarray
+    t_ctx: float
+    side_d: np.ndarray
+    ctx: np.ndarray
+    ranked: np.ndarray
+    order: np.ndarray
+    touching: int
+
+    def switch_of(self, k: int) -> np.ndarray:
+        """The switches of the first ``k`` groups of the order."""
+        return (self.ranked > 0) & (self.ranked <= k)
+
+
+def _switches(
+    original: np.ndarray, decoded: np.ndarray, sigmas: Sequence[float], reference: np.ndarray,
+    spacing: int, voxel_size: Sequence[float] | None,
+) -> _Switches | None:  # fmt: skip
+    """What differs between the segmentations of ``original`` and ``decoded`` (None: nothing)."""
+    from ..taskscore import segment
+
+    smoothed_o = smooth(original, sigmas)
+    side_o = smoothed_o > otsu(smoothed_o)
+    t_ctx = otsu(smooth(decoded, sigmas))
+    smoothed_d, ctx = lock_inputs(decoded, sigmas, t_ctx)
+    side_d = smoothed_d > t_ctx
+    wrong = _wrong_objects(reference, segment(decoded, voxel_size, min_distance=spacing))
+    groups, order, touching = _order(side_o != side_d, ctx, wrong)
+    if order.size == 0:
+        return None
+    rank = np.zeros(order.size + 1, np.int64)
+    rank[order] = np.arange(1, order.size + 1)  # (the position of every group in the order)
+    return _Switches(smoothed_o, t_ctx, side_d, ctx, rank[groups], order, touching)
+
+
+def _head_size(ndim: int):  # noqa: ANN202 - a size function
+    def head(ones: np.ndarray) -> int:
+        return len(LockPayload((1.0,) * ndim, 0, 0, 0, 0, 0, ones, b"").pack())
+
+    return head
+
+
+def needed_bytes(
+    original: np.ndarray, decoded: np.ndarray, sigmas: Sequence[float], reference: np.ndarray,
+    spacing: int, voxel_size: Sequence[float] | None = None,
+) -> int:  # fmt: skip
+    """Estimated bytes of a lock that switches every group around the wrong objects of
+    ``decoded`` (0 when its objects all match the original's)."""
+    sw = _switches(original, decoded, sigmas, reference, spacing, voxel_size)
+    if sw is None or sw.touching == 0:
+        return 0
+    bits = flag_code.estimate_bits(sw.switch_of(sw.touching), sw.ctx)
+    return int(bits / 8) + _head_size(decoded.ndim)(np.full(N_CONTEXTS, 128))
 
 
 def build_lock(
@@ -136,28 +194,11 @@ def build_lock(
     Lock or None
         None when nothing is switched or nothing fits.
     """
-    from ..taskscore import segment
-
-    smoothed_o = smooth(original, sigmas)
-    side_o = smoothed_o > otsu(smoothed_o)
-    t_ctx = otsu(smooth(decoded, sigmas))
-    smoothed_d, ctx = lock_inputs(decoded, sigmas, t_ctx)
-    side_d = smoothed_d > t_ctx
-    differs = side_o != side_d
-    wrong = _wrong_objects(reference, segment(decoded, voxel_size, min_distance=spacing))
-    groups, order = _order(differs, ctx, wrong)
-    if order.size == 0:
+    sw = _switches(original, decoded, sigmas, reference, spacing, voxel_size)
+    if sw is None:
         return None
-    rank = np.zeros(order.size + 1, np.int64)
-    rank[order] = np.arange(1, order.size + 1)
-    ranked = rank[groups]
-
-    def switch_of(k: int) -> np.ndarray:
-        return (ranked > 0) & (ranked <= k)
-
-    def head(ones: np.ndarray) -> int:
-        return len(LockPayload((1.0,) * decoded.ndim, 0, 0, 0, 0, 0, ones, b"").pack())
-
+    ctx, switch_of, head = sw.ctx, sw.switch_of, _head_size(decoded.ndim)
+    order = sw.order
     # (the estimate's head: two bytes per context's count)
     k = _fit(switch_of, ctx, order.size, 8.0 * (nbytes - head(np.full(N_CONTEXTS, 128))))
     while k > 0:
@@ -168,11 +209,11 @@ def build_lock(
         k = int(k * 0.9)
     if k == 0:
         return None
-    target = side_d ^ switch
-    margin = _margin(original, smoothed_o, decoded.dtype)
-    threshold, corrected = _locked(decoded, target, switch, t_ctx, margin, sigmas, value_range)
+    target = sw.side_d ^ switch
+    margin = _margin(original, sw.smoothed_o, decoded.dtype)
+    threshold, corrected = _locked(decoded, target, switch, sw.t_ctx, margin, sigmas, value_range)
     lock = LockPayload(
-        tuple(float(s) for s in sigmas), t_ctx, threshold, margin, crc(ctx), crc(switch),
+        tuple(float(s) for s in sigmas), sw.t_ctx, threshold, margin, crc(ctx), crc(switch),
         ones, words,
     )  # fmt: skip
     return Lock(lock.pack(), corrected, k, int(order.size), int(switch.sum()))
