@@ -277,15 +277,3 @@ def test_a_lock_too_large_for_this_machine_is_skipped(monkeypatch) -> None:
         with pytest.warns(RuntimeWarning, match="not applied"):
             out = reader.decode()
     assert np.array_equal(out, decompress(plain))
-
-
-def test_needed_bytes_measure_the_wrong_objects() -> None:
-    from napari_sciz.core.seglock.select import needed_bytes
-
-    vol = _nuclei(11)
-    reference, spacing = _segmentation(vol)
-    assert needed_bytes(vol, vol, SIGMAS3, reference, spacing) == 0
-    coarse = _coarse(vol)
-    need = needed_bytes(vol, coarse, SIGMAS3, reference, spacing)
-    lock = build_lock(vol, coarse, 100_000, SIGMAS3, reference, spacing, (0.0, 65535.0))
-    assert lock is not None and 0 < need <= 1.2 * len(lock.payload)

@@ -34,8 +34,6 @@ __all__ = ["MAX_PREFILTER_VOXELS", "guided_hybrid"]
 MAX_PREFILTER_VOXELS = 1 << 26
 #: the smallest lock worth coding (bytes)
 _MIN_LOCK_BYTES = 64
-#: a locked file's lock, in units of what the plain file's wrong objects would need
-_LOCK_GROWTH = 1.5
 
 
 def guided_hybrid(encoder: BlockEncoder, guidance: str) -> CompressResult:
@@ -87,7 +85,7 @@ def guided_hybrid(encoder: BlockEncoder, guidance: str) -> CompressResult:
     if choice.lock_share is not None:
         # (the lock is built after the base: a sixth of the time is kept for it)
         rest = left(1.0)
-        guided = _locked_file(encoder, choice, None if rest is None else 0.85 * rest, plain)
+        guided = _locked_file(encoder, choice, None if rest is None else 0.85 * rest)
         what = "locked"
     else:
         guided, what = encoder.encode(source, left(1.0), choice), "pre-filtered"
@@ -100,38 +98,17 @@ def guided_hybrid(encoder: BlockEncoder, guidance: str) -> CompressResult:
     return kept
 
 
-def _locked_file(
-    encoder: BlockEncoder,
-    choice: Any,
-    budget: float | None,
-    plain: CompressResult | None = None,
-) -> CompressResult | None:
+def _locked_file(encoder: BlockEncoder, choice: Any, budget: float | None) -> CompressResult | None:
     """The volume coded in fewer bytes plus a segmentation lock in the rest of the ratio's
-    bytes (None when no lock fits, or when ``plain``, the file without one, segments every
-    object right).
-
-    The lock's share is the proxy's, or less: :data:`_LOCK_GROWTH` times what a lock around
-    the wrong objects of ``plain``'s decode would take (the base of a locked file has fewer
-    bytes, so more wrong objects). The SPERR proxy can be a far worse codec than the hybrid
-    one (6 dB on the membrane time-lapse at 128x), and the lock it measures too large.
-    """
+    bytes (None when no lock fits)."""
     from .metrics import max_abs_error, psnr, ssim
-    from .seglock.select import build_lock, needed_bytes
+    from .seglock.select import build_lock
     from .taskscore import _sigmas
 
     s = encoder.settings
     arr = s.arr
-    sigmas = _sigmas(arr.ndim, s.voxel_size, 1.0)
     total = arr.nbytes / s.ratio
-    lock_bytes = choice.lock_bytes
-    if plain is not None and plain.reconstruction is not None:
-        need = needed_bytes(
-            arr, plain.reconstruction, sigmas, choice.reference, choice.spacing, s.voxel_size
-        )
-        if need == 0:
-            return None
-        lock_bytes = min(lock_bytes, max(int(_LOCK_GROWTH * need), _MIN_LOCK_BYTES))
-    base_bytes = max(total - lock_bytes, 0.5 * total)
+    base_bytes = max(total - choice.lock_bytes, 0.5 * total)
     base_encoder = BlockEncoder(
         replace(s, ratio=arr.nbytes / base_bytes), progress=encoder.progress,
         preview=encoder.preview, preview_interval=encoder.preview_interval,
@@ -151,8 +128,8 @@ def _locked_file(
     if room < _MIN_LOCK_BYTES:
         return None
     lock = build_lock(
-        arr, base.reconstruction, room, sigmas, choice.reference, choice.spacing,
-        tuple(header["value_range"]), s.voxel_size,
+        arr, base.reconstruction, room, _sigmas(arr.ndim, s.voxel_size, 1.0),
+        choice.reference, choice.spacing, tuple(header["value_range"]), s.voxel_size,
     )  # fmt: skip
     if lock is None:
         return None

@@ -77,7 +77,7 @@ def _order(switch: np.ndarray, ctx: np.ndarray, wrong: np.ndarray) -> tuple[np.n
 
     groups, n = ndi.label(switch, structure=np.ones((3,) * switch.ndim, bool))
     if n == 0:
-        return groups, np.zeros(0, np.int64), 0
+        return groups, np.zeros(0, np.int64)
     total = np.bincount(ctx.reshape(-1), minlength=N_CONTEXTS)
     ones = np.bincount(ctx.reshape(-1), switch.reshape(-1), minlength=N_CONTEXTS)
     p = np.clip(ones / np.maximum(total, 1), 1e-6, 0.5)
@@ -87,7 +87,7 @@ def _order(switch: np.ndarray, ctx: np.ndarray, wrong: np.ndarray) -> tuple[np.n
     near = ndi.binary_dilation(wrong, iterations=_NEAR) if wrong.any() else wrong
     touches = np.bincount(flat, near.reshape(-1), minlength=n + 1)[1:] > 0
     key = np.where(touches, cost, 1e12 + cost / size)  # wrong objects first
-    return groups, np.argsort(key, kind="stable") + 1, int(touches.sum())
+    return groups, np.argsort(key, kind="stable") + 1
 
 
 def _fit(switch_of, ctx: np.ndarray, n_groups: int, bits: float) -> int:
@@ -112,7 +112,6 @@ class _Switches:
     ctx: np.ndarray
     ranked: np.ndarray
     order: np.ndarray
-    touching: int
 
     def switch_of(self, k: int) -> np.ndarray:
         """The switches of the first ``k`` groups of the order."""
@@ -132,12 +131,12 @@ def _switches(
     smoothed_d, ctx = lock_inputs(decoded, sigmas, t_ctx)
     side_d = smoothed_d > t_ctx
     wrong = _wrong_objects(reference, segment(decoded, voxel_size, min_distance=spacing))
-    groups, order, touching = _order(side_o != side_d, ctx, wrong)
+    groups, order = _order(side_o != side_d, ctx, wrong)
     if order.size == 0:
         return None
     rank = np.zeros(order.size + 1, np.int64)
     rank[order] = np.arange(1, order.size + 1)  # (the position of every group in the order)
-    return _Switches(smoothed_o, t_ctx, side_d, ctx, rank[groups], order, touching)
+    return _Switches(smoothed_o, t_ctx, side_d, ctx, rank[groups], order)
 
 
 def _head_size(ndim: int):  # noqa: ANN202 - a size function
@@ -145,19 +144,6 @@ def _head_size(ndim: int):  # noqa: ANN202 - a size function
         return len(LockPayload((1.0,) * ndim, 0, 0, 0, 0, 0, ones, b"").pack())
 
     return head
-
-
-def needed_bytes(
-    original: np.ndarray, decoded: np.ndarray, sigmas: Sequence[float], reference: np.ndarray,
-    spacing: int, voxel_size: Sequence[float] | None = None,
-) -> int:  # fmt: skip
-    """Estimated bytes of a lock that switches every group around the wrong objects of
-    ``decoded`` (0 when its objects all match the original's)."""
-    sw = _switches(original, decoded, sigmas, reference, spacing, voxel_size)
-    if sw is None or sw.touching == 0:
-        return 0
-    bits = flag_code.estimate_bits(sw.switch_of(sw.touching), sw.ctx)
-    return int(bits / 8) + _head_size(decoded.ndim)(np.full(N_CONTEXTS, 128))
 
 
 def build_lock(
