@@ -342,19 +342,13 @@ def choose_prefilter(
         started = time.perf_counter()
         if best is not None and deadline is not None and started + last > deadline:
             break  # (the next candidate would end after the deadline)
-        candidate, lock_bytes = v, 0
-        if kind == "lock":
-            assert setting is not None
-            locked = _locked_proxy(np.asarray(volume), nbytes, setting, choice, voxel_size)
-            if locked is None:
-                continue
-            decoded, lock_bytes = locked
-        else:
-            if kind != "none":
-                candidate = _prefiltered(v, guidance, setting, voxel_size, labels)
-            decoded = _proxy_decode(candidate, nbytes)
-            if decoded is None:
-                break
+        decoded, candidate, lock_bytes = _trial(
+            kind, setting, np.asarray(volume), nbytes, choice, voxel_size, labels
+        )
+        if decoded is None:
+            if kind == "lock":
+                continue  # (no lock fits)
+            break  # (no SPERR)
         score = choice.score(v, decoded, voxel_size)
         last = time.perf_counter() - started
         choice.scores["none" if kind == "none" else _label(kind, setting)] = score
@@ -370,6 +364,27 @@ def choose_prefilter(
         return volume, choice
     choice.setting = best[2]
     return best[3], choice
+
+
+def _trial(
+    kind: str,
+    setting: float | None,
+    volume: np.ndarray,
+    nbytes: int,
+    choice: TaskChoice,
+    voxel_size: Sequence[float] | None,
+    labels: np.ndarray | None,
+) -> tuple[np.ndarray | None, np.ndarray, int]:
+    """One candidate's proxy decode (None: none), what would be coded, and its lock's bytes."""
+    v = np.asarray(volume, np.float64)
+    if kind == "lock":
+        assert setting is not None
+        locked = _locked_proxy(volume, nbytes, setting, choice, voxel_size)
+        return (None, v, 0) if locked is None else (locked[0], v, locked[1])
+    candidate = v
+    if kind != "none":
+        candidate = _prefiltered(v, choice.guidance, setting, voxel_size, labels)
+    return _proxy_decode(candidate, nbytes), candidate, 0
 
 
 def _label(kind: str, setting: float | None) -> str:
