@@ -9,6 +9,8 @@ import pytest
 
 pytest.importorskip("skimage")
 
+from _nuclei import nuclei  # noqa: E402
+
 from napari_sciz.core.bitstream import container  # noqa: E402
 from napari_sciz.core.seglock import apply_lock, crc, flags, lock_inputs  # noqa: E402
 from napari_sciz.core.seglock.geometry import N_CONTEXTS, otsu, smooth  # noqa: E402
@@ -22,14 +24,7 @@ SIGMAS3 = (1.0, 1.0, 1.0)
 
 def _nuclei(seed: int = 0, shape: tuple[int, int, int] = (12, 64, 64)) -> np.ndarray:
     """Touching ellipsoidal nuclei in noise (uint16)."""
-    rng = np.random.default_rng(seed)
-    grid = np.indices(shape).astype(float)
-    vol = np.full(shape, 200.0)
-    for _ in range(8):
-        c = rng.uniform((3, 8, 8), (shape[0] - 3, shape[1] - 8, shape[2] - 8))
-        r2 = sum(((g - x) / s) ** 2 for g, x, s in zip(grid, c, (2.5, 6.0, 6.0), strict=True))
-        vol += 1500.0 * (r2 < 1.0)
-    return (vol + rng.normal(0, 150, shape)).clip(0, 65535).astype(np.uint16)
+    return nuclei(seed, shape, count=8, noise=150.0)
 
 
 def _coarse(vol: np.ndarray) -> np.ndarray:

@@ -7,23 +7,14 @@ import pytest
 
 pytest.importorskip("skimage")
 
+from _nuclei import nuclei  # noqa: E402
+
 from napari_sciz.core import taskfilter  # noqa: E402
 from napari_sciz.errors import InvalidInputError  # noqa: E402
 
 
-def _nuclei(seed: int = 0, shape: tuple[int, int, int] = (12, 64, 64)) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    grid = np.indices(shape).astype(float)
-    vol = np.full(shape, 200.0)
-    for _ in range(6):
-        c = rng.uniform((3, 8, 8), (shape[0] - 3, shape[1] - 8, shape[2] - 8))
-        r2 = sum(((g - x) / s) ** 2 for g, x, s in zip(grid, c, (2.5, 6.0, 6.0), strict=True))
-        vol += 1500.0 * (r2 < 1.0)
-    return (vol + rng.normal(0, 60, shape)).clip(0, 65535).astype(np.uint16)
-
-
 def test_band_covers_boundaries_not_interiors() -> None:
-    vol = _nuclei()
+    vol = nuclei()
     band = taskfilter.band_mask(vol.astype(float), 3.0)
     from scipy import ndimage as ndi
 
@@ -35,7 +26,7 @@ def test_band_covers_boundaries_not_interiors() -> None:
 
 
 def test_banded_keeps_the_band_and_smooths_the_rest() -> None:
-    vol = _nuclei().astype(float)
+    vol = nuclei().astype(float)
     band = taskfilter.band_mask(vol, 3.0)
     out = taskfilter.banded(vol, 3.0)
     assert np.array_equal(out[band], vol[band])
@@ -55,7 +46,7 @@ def test_band_around_the_labels_boundaries() -> None:
     [("segmentation", taskfilter.BAND_WIDTHS), ("perceptual", taskfilter.SMOOTH_SIGMAS)],
 )
 def test_choose_prefilter_keeps_the_best_measured_candidate(guidance, settings) -> None:
-    vol = _nuclei(1)
+    vol = nuclei(1)
     out, choice = taskfilter.choose_prefilter(vol, vol.nbytes // 64, guidance)
     locks = {f"lock {f:g}" for f in taskfilter.LOCK_SHARES} if guidance == "segmentation" else set()
     assert {"none", *(f"{w:g}" for w in settings)} <= set(choice.scores)
@@ -78,7 +69,7 @@ def test_choose_prefilter_keeps_the_best_measured_candidate(guidance, settings) 
 
 
 def test_smoothing_lowers_the_noise() -> None:
-    vol = _nuclei(5).astype(float)
+    vol = nuclei(5).astype(float)
     out = taskfilter.smoothed(vol, None, 0.7)
     assert out.shape == vol.shape and np.std(np.diff(out, axis=2)) < np.std(np.diff(vol, axis=2))
 
@@ -86,7 +77,7 @@ def test_smoothing_lowers_the_noise() -> None:
 def test_hybrid_compress_with_segmentation_guidance() -> None:
     from napari_sciz.core.api import compress, decompress
 
-    vol = _nuclei(2)
+    vol = nuclei(2)
     result = compress(vol, 32, budget=4.0, guidance="segmentation")
     assert result.header["mode"] == "hybrid"
     assert result.header["guidance"] == "segmentation" and "task_band" in result.header
@@ -104,7 +95,7 @@ def test_hybrid_compress_with_segmentation_guidance() -> None:
 def test_hybrid_compress_with_perceptual_guidance() -> None:
     from napari_sciz.core.api import compress
 
-    vol = _nuclei(6)
+    vol = nuclei(6)
     result = compress(vol, 32, budget=4.0, guidance="perceptual")
     assert result.header["mode"] == "hybrid" and result.header["guidance"] == "perceptual"
     assert "task_smooth" in result.header
@@ -114,7 +105,7 @@ def test_hybrid_compress_with_perceptual_guidance() -> None:
 def test_hybrid_refuses_what_only_the_field_can_take() -> None:
     from napari_sciz.core.api import compress
 
-    vol = _nuclei(3, (8, 64, 64))
+    vol = nuclei(3, (8, 64, 64))
     with pytest.raises(InvalidInputError, match="weights"):
         compress(
             vol, 16, budget=2.0, mode="hybrid", guidance="segmentation",
@@ -128,7 +119,7 @@ def test_cli_says_what_the_guidance_coded(tmp_path, capsys) -> None:
     from napari_sciz.cli import main
 
     src, out = tmp_path / "in.tif", tmp_path / "out.sciz"
-    tifffile.imwrite(src, _nuclei(4))
+    tifffile.imwrite(src, nuclei(4))
     args = ["compress", str(src), "-o", str(out), "--ratio", "32", "--budget", "4"]
     assert main([*args, "--guidance", "segmentation"]) == 0
     assert "segmentation guidance: " in capsys.readouterr().err

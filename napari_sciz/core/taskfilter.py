@@ -240,6 +240,7 @@ def _candidates(guidance: str, lock: bool) -> list[tuple[str, float | None]]:
 
 def _locked_proxy(
     volume: np.ndarray,
+    v: np.ndarray,
     nbytes: int,
     share: float,
     choice: TaskChoice,
@@ -251,7 +252,7 @@ def _locked_proxy(
     from .seglock.select import build_lock
     from .taskscore import _sigmas
 
-    decoded = _proxy_decode(volume.astype(np.float64), int(nbytes * (1.0 - share)))
+    decoded = _proxy_decode(v, int(nbytes * (1.0 - share)))
     if decoded is None:
         return None
     vrange = (float(volume.min()), float(volume.max()))
@@ -343,7 +344,7 @@ def choose_prefilter(
         if best is not None and deadline is not None and started + last > deadline:
             break  # (the next candidate would end after the deadline)
         decoded, candidate, lock_bytes = _trial(
-            kind, setting, np.asarray(volume), nbytes, choice, voxel_size, labels
+            kind, setting, np.asarray(volume), v, nbytes, choice, voxel_size, labels
         )
         if decoded is None:
             if kind == "lock":
@@ -370,16 +371,17 @@ def _trial(
     kind: str,
     setting: float | None,
     volume: np.ndarray,
+    v: np.ndarray,
     nbytes: int,
     choice: TaskChoice,
     voxel_size: Sequence[float] | None,
     labels: np.ndarray | None,
 ) -> tuple[np.ndarray | None, np.ndarray, int]:
-    """One candidate's proxy decode (None: none), what would be coded, and its lock's bytes."""
-    v = np.asarray(volume, np.float64)
+    """One candidate's proxy decode (None: none), what would be coded, and its lock's bytes
+    (``volume`` as given, ``v`` the same as float64)."""
     if kind == "lock":
         assert setting is not None
-        locked = _locked_proxy(volume, nbytes, setting, choice, voxel_size)
+        locked = _locked_proxy(volume, v, nbytes, setting, choice, voxel_size)
         return (None, v, 0) if locked is None else (locked[0], v, locked[1])
     candidate = v
     if kind != "none":

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..blocks import finalize
-from . import crc, lock_inputs
+from . import crc
 from . import flags as flag_code
-from .geometry import N_CONTEXTS, otsu, smooth
+from .geometry import N_CONTEXTS, contexts, otsu, smooth
 from .payload import LockPayload
 from .project import lock_sides
 
@@ -127,8 +127,9 @@ def _switches(
 
     smoothed_o = smooth(original, sigmas)
     side_o = smoothed_o > otsu(smoothed_o)
-    t_ctx = otsu(smooth(decoded, sigmas))
-    smoothed_d, ctx = lock_inputs(decoded, sigmas, t_ctx)
+    smoothed_d = smooth(decoded, sigmas)
+    t_ctx = otsu(smoothed_d)
+    ctx = contexts(smoothed_d, t_ctx)
     side_d = smoothed_d > t_ctx
     wrong = _wrong_objects(reference, segment(decoded, voxel_size, min_distance=spacing))
     groups, order = _order(side_o != side_d, ctx, wrong)
