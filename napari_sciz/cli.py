@@ -827,6 +827,13 @@ def _prefilter_text(mode: str, header: dict) -> str:
         )
     if isinstance(band, int | float):
         return f"{mode} (task band {float(band):g} noise s.d.; outside it, smoothed)"
+    vmap = header.get("value_map")
+    if isinstance(vmap, dict):
+        smoothing = f"pre-smoothed, sigma {float(sigma):g} voxel, then " if sigma else ""
+        return (
+            f"{mode} ({smoothing}coded through a power map of the intensities, exponent "
+            f"{vmap.get('exponent')}, inverted on decoding)"
+        )
     if isinstance(sigma, int | float):
         return f"{mode} (pre-smoothed, sigma {float(sigma):g} voxel)"
     return f"{mode} (no pre-filter measured better: the volume as it is)"

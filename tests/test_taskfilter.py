@@ -48,9 +48,14 @@ def test_band_around_the_labels_boundaries() -> None:
 def test_choose_prefilter_keeps_the_best_measured_candidate(guidance, settings) -> None:
     vol = nuclei(1)
     out, choice = taskfilter.choose_prefilter(vol, vol.nbytes // 64, guidance)
-    locks = {f"lock {f:g}" for f in taskfilter.LOCK_SHARES} if guidance == "segmentation" else set()
+    extra = {f"lock {f:g}" for f in taskfilter.LOCK_SHARES}
+    if guidance == "perceptual":
+        powers = taskfilter.POWER_EXPONENTS
+        extra = {f"power {p:g}" for p in powers}
+        extra.add(f"{taskfilter.SMOOTH_SIGMAS[0]:g} + power {powers[0]:g}")
+        assert extra <= set(choice.scores)
     assert {"none", *(f"{w:g}" for w in settings)} <= set(choice.scores)
-    assert set(choice.scores) <= {"none", *(f"{w:g}" for w in settings), *locks}
+    assert set(choice.scores) <= {"none", *(f"{w:g}" for w in settings), *extra}
     plain = choice.scores["none"]
     within = [
         s for s in choice.scores.values() if s["psnr"] >= plain["psnr"] - taskfilter.MAX_PSNR_LOSS
@@ -59,8 +64,11 @@ def test_choose_prefilter_keeps_the_best_measured_candidate(guidance, settings) 
     if choice.lock_share is not None:
         key = f"lock {choice.lock_share:g}"
         assert choice.setting is None and choice.lock_bytes > 0
+    if choice.value_map is not None:
+        power = f"power {choice.value_map.exponent:g}"
+        key = power if choice.setting is None else f"{choice.setting:g} + {power}"
     assert choice.key(choice.scores[key]) == max(choice.key(s) for s in within)
-    if choice.setting is None:
+    if choice.setting is None and choice.value_map is None:
         assert out is vol
     else:
         assert out.shape == vol.shape and out.dtype == np.float64
@@ -99,7 +107,8 @@ def test_hybrid_compress_with_perceptual_guidance() -> None:
     result = compress(vol, 32, budget=4.0, guidance="perceptual")
     assert result.header["mode"] == "hybrid" and result.header["guidance"] == "perceptual"
     assert "task_smooth" in result.header
-    assert any("perceptual guidance: " in m and "smoothing" in m for m in result.messages)
+    said = ("smoothing", "power map")
+    assert any("perceptual guidance: " in m and any(w in m for w in said) for m in result.messages)
 
 
 def test_hybrid_refuses_what_only_the_field_can_take() -> None:

@@ -40,6 +40,7 @@ from .validate import check_axes, check_calibration
 
 if TYPE_CHECKING:  # pragma: no cover
     from .lossy.fit import StepInfo
+    from .valuemap import PowerMap
 
 __all__ = ["BlockEncoder", "FitSettings", "encode_exact"]
 
@@ -180,7 +181,11 @@ class BlockEncoder:
         self._stats: list[BlockStats] | None = None
 
     def encode(
-        self, source: np.ndarray, budget: float | None, choice: Any = None
+        self,
+        source: np.ndarray,
+        budget: float | None,
+        choice: Any = None,
+        value_map: PowerMap | None = None,
     ) -> CompressResult:
         """Code ``source`` (the volume, or its task pre-filtered version) block by block.
 
@@ -192,6 +197,9 @@ class BlockEncoder:
             Time budget of this coding in seconds.
         choice : taskfilter.TaskChoice, optional
             The pre-filter ``source`` went through, stored in the header.
+        value_map : valuemap.PowerMap, optional
+            The map ``source`` went through (hybrid only; the choice's header names it): the
+            decoded blocks are mapped back before they are compared with the volume.
         """
         plan = self._plan(budget, choice)
         arr = self.settings.arr
@@ -218,6 +226,8 @@ class BlockEncoder:
             payloads.append(outcome.payload)
             steps_done += outcome.steps
             values = outcome.values.reshape(reconstruction[box].shape)
+            if value_map is not None:
+                values = value_map.inverse(values)
             reconstruction[box] = finalize(values, arr.dtype, plan.value_range)
             if canvas is not None:
                 canvas[box] = values

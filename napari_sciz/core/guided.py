@@ -3,8 +3,9 @@
 The classical base layers of hybrid mode cannot take a loss, so guidance works on what they
 code (:mod:`.taskfilter`, chosen on SPERR proxy decodes) or on what the file adds to them:
 
-* a **pre-filtered** volume (segmentation: a task band; perceptual: light smoothing) is coded
-  beside the plain volume;
+* a **pre-filtered** volume (segmentation: a task band; perceptual: light smoothing, or a
+  power map of the intensities, :mod:`.valuemap`, which the decoder inverts) is coded beside
+  the plain volume;
 * a **segmentation lock** (:mod:`.seglock`): the plain volume is coded in fewer bytes and the
   rest corrects the side of the segmentation's threshold surface where the objects need it.
 
@@ -77,18 +78,20 @@ def guided_hybrid(encoder: BlockEncoder, guidance: str) -> CompressResult:
             f"{guidance} guidance: {arr.size} voxels are more than the task pre-filter's trial "
             f"decodes take ({MAX_PREFILTER_VOXELS}); coded as it is"
         ]
-    if choice.setting is None and choice.lock_share is None:
+    if choice.setting is None and choice.lock_share is None and choice.value_map is None:
         result = encoder.encode(arr, left(1.0), choice)
         result.messages[:0] = said
         return result
-    plain = encoder.encode(arr, left(0.5), replace(choice, setting=None, lock_share=None))
+    bare = replace(choice, setting=None, lock_share=None, value_map=None)
+    plain = encoder.encode(arr, left(0.5), bare)
     if choice.lock_share is not None:
         # (the lock is built after the base: a sixth of the time is kept for it)
         rest = left(1.0)
         guided = _locked_file(encoder, choice, None if rest is None else 0.85 * rest)
         what = "locked"
     else:
-        guided, what = encoder.encode(source, left(1.0), choice), "pre-filtered"
+        guided = encoder.encode(source, left(1.0), choice, choice.value_map)
+        what = "pre-filtered" if choice.value_map is None else "power-mapped"
     kept = (
         plain if guided is None
         else _better_for_task(choice, arr, plain, guided, what, s.voxel_size)

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..errors import FormatError
 from .blocks import BlockGrid
+from .valuemap import PowerMap, parse_value_map
 
 __all__ = ["HeaderInfo", "validate_header"]
 
@@ -26,6 +27,8 @@ MODES = ("lossy", "hybrid", "lossless", "bounded")
 DTYPES = ("uint8", "uint16", "int16", "uint32", "float32", "float64")
 #: the hybrid model version of files that end with a segmentation lock
 LOCK_MODEL_VERSION = 5
+#: the hybrid model version of files coded through a value map (:mod:`.valuemap`)
+VALUE_MAP_MODEL_VERSION = 6
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,7 @@ class HeaderInfo:
     units: tuple[str, ...] | None
     name: str | None
     locked: bool = False
+    value_map: PowerMap | None = None
 
 
 def _int(value: Any, field: str) -> int:
@@ -173,7 +177,20 @@ def validate_header(h: dict, n_payloads: int, decodable: dict[str, dict[str, int
         what = f"{grid.n_blocks} blocks" + (" and a segmentation lock" if locked else "")
         raise FormatError(f"header describes {what} but the file holds {n_payloads} payloads")
     axes, vs, units, name = _calibration(h, len(shape))
-    return HeaderInfo(mode, shape, dtype, value_range, grid, axes, vs, units, name, locked)
+    vmap = _value_map(h, mode, value_range)
+    return HeaderInfo(mode, shape, dtype, value_range, grid, axes, vs, units, name, locked, vmap)
+
+
+def _value_map(h: dict, mode: str, value_range: tuple[float, float]) -> PowerMap | None:
+    """The map the blocks were coded through (:mod:`.valuemap`), if any."""
+    entry = h.get("value_map")
+    if entry is None:
+        return None
+    if mode != "hybrid":
+        raise FormatError("value_map is only valid in a hybrid file")
+    if h["model"].get("version", 0) < VALUE_MAP_MODEL_VERSION:
+        raise FormatError(f"value_map needs hybrid model version {VALUE_MAP_MODEL_VERSION}")
+    return parse_value_map(entry, value_range)
 
 
 def _segmentation_lock(h: dict, mode: str, shape: tuple[int, ...], grid: BlockGrid) -> bool:

@@ -27,6 +27,7 @@ from ..errors import InvalidInputError, RatioUnreachableError, SciZError
 from .bitstream import container
 from .blocks import BlockGrid, BlockStats, allocate_from_stats
 from .guidance import weight_overrides
+from .header import VALUE_MAP_MODEL_VERSION
 
 __all__ = [
     "BlockJob",
@@ -77,8 +78,9 @@ MODELS = {
 DECODABLE_MODELS = {
     FORMAT_MODE: {"latent-grid": 2},
     # hybrid version 5: the same blocks, and the file may end with a segmentation lock
-    # (napari_sciz.core.seglock; written only for files that have one)
-    "hybrid": {"sperr+latent-grid": 1, "classical+latent-grid": 5},
+    # (napari_sciz.core.seglock; written only for files that have one); version 6: the
+    # blocks code the volume through a value map (napari_sciz.core.valuemap; only such files)
+    "hybrid": {"sperr+latent-grid": 1, "classical+latent-grid": 6},
 }
 
 
@@ -373,6 +375,8 @@ def plan_lossy(
         # only the weights that differ from the defaults: header bytes are latent bytes
         header["guidance_weights"] = overrides
     header.update(extra_header or {})
+    if "value_map" in header:
+        header["model"] = {**header["model"], "version": VALUE_MAP_MODEL_VERSION}
     if mode == "hybrid" and steps is None:
         # planned as it is most often written: hybrid blocks fit no field (0 steps)
         header["encoder"]["steps"] = 0

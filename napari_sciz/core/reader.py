@@ -89,6 +89,7 @@ class SciZReader:
         self.units = info.units
         self.name = info.name
         self.locked = info.locked
+        self.value_map = info.value_map
         self._locked_volume: np.ndarray | None = None
         self._lock_warned = False
 
@@ -388,9 +389,10 @@ class SciZReader:
                         bindex,
                         lambda b, z=srcs[0]: self._hybrid_block(b).planes(z.start, z.stop),
                     )
-                    _target[dst] = finalize(
-                        planes[:, srcs[1], srcs[2]], self.dtype, self.value_range
-                    )
+                    values = planes[:, srcs[1], srcs[2]]
+                    if self.value_map is not None:  # (coded through a value map)
+                        values = self.value_map.inverse(values)
+                    _target[dst] = finalize(values, self.dtype, self.value_range)
                 else:
                     _target[dst] = self._exact_block(bindex)[srcs]
 

@@ -11,16 +11,21 @@ chosen per volume by measuring the task on trial decodes:
   boundaries when the user gives labels) are replaced by their smoothed value, so the base
   spends its bytes on the boundaries. Candidates: no band, ``k`` in :data:`BAND_WIDTHS`;
   score: object F1 at IoU >= 0.5, then voxel Dice.
-* **Perceptual** (:func:`smoothed`). A light Gaussian pre-smoothing (sigma in
-  :data:`SMOOTH_SIGMAS`) removes noise the base would otherwise spend bytes on, which keeps
-  more of the structure MS-SSIM weighs. Score: MS-SSIM, then gradient similarity.
+* **Perceptual** (:func:`smoothed`, :mod:`.valuemap`). A light Gaussian pre-smoothing (sigma
+  in :data:`SMOOTH_SIGMAS`) removes noise the base would otherwise spend bytes on, which keeps
+  more of the structure MS-SSIM weighs; a power map of the intensities (exponents in
+  :data:`POWER_EXPONENTS`, alone or after the lightest smoothing) gives the dark values, where
+  an error is a lost structure, more of the codec's precision than the bright ones, where
+  shot noise hides it (the decoder maps the values back). Score: MS-SSIM, then gradient
+  similarity.
 
 Each candidate is coded with SPERR at the target size (the proxy: one encode), decoded and
 scored against the original; the best score among the candidates at most
 :data:`MAX_PSNR_LOSS` dB of PSNR below the plain volume wins (the plain volume wins ties).
 The hybrid encoder then codes the plain volume and the winner and keeps the file that scores
 better by the same rule (:func:`napari_sciz.core.api.compress`), so a guided file never scores
-worse than the plain file it was measured against. The decoder is unchanged.
+worse than the plain file it was measured against. The decoder is unchanged, but for the
+power map (header ``value_map``) and the segmentation lock (:mod:`.seglock`).
 """
 
 from __future__ import annotations
@@ -32,11 +37,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import CancelledError
+from .valuemap import PowerMap
 
 __all__ = [
     "BAND_WIDTHS",
     "LOCK_SHARES",
     "MAX_PSNR_LOSS",
+    "POWER_EXPONENTS",
     "SMOOTH_SIGMAS",
     "TaskChoice",
     "banded",
@@ -48,6 +55,8 @@ __all__ = [
 BAND_WIDTHS = (2.0, 3.0, 5.0)
 #: pre-smoothing sigmas (voxels along the finest axis) tried under perceptual guidance
 SMOOTH_SIGMAS = (0.5, 0.7)
+#: exponents of the power maps tried under perceptual guidance (:mod:`.valuemap`)
+POWER_EXPONENTS = (0.5, 0.35)
 #: shares of the bytes tried for a segmentation lock (:mod:`.seglock`)
 LOCK_SHARES = (0.2, 0.35)
 #: voxels the band grows by (the smoothing's reach)
@@ -83,6 +92,9 @@ class TaskChoice:
         chosen (``setting`` is then None).
     lock_bytes : int
         The lock's bytes on the proxy.
+    value_map : PowerMap or None
+        The intensity map the volume is coded through (perceptual guidance), when one was
+        chosen (``setting`` is then the smoothing before it, or None).
     """
 
     guidance: str
@@ -93,6 +105,7 @@ class TaskChoice:
     spacing: int = 3
     lock_share: float | None = None
     lock_bytes: int = 0
+    value_map: PowerMap | None = None
 
     def score(
         self, original: np.ndarray, decoded: np.ndarray, voxel_size: Sequence[float] | None
@@ -133,6 +146,8 @@ class TaskChoice:
         out = {"guidance": self.guidance, entry: self.setting}
         if self.lock_share is not None:
             out["task_lock_share"] = self.lock_share
+        if self.value_map is not None:
+            out["value_map"] = self.value_map.to_header()
         return out
 
     def describe(self) -> str:
@@ -145,6 +160,9 @@ class TaskChoice:
             name, key = "F1", "f1"
         else:
             what = "no smoothing" if x is None else f"smoothing sigma {x:g} voxel"
+            if self.value_map is not None:
+                power = f"a power map (exponent {self.value_map.exponent:g})"
+                what = power if x is None else f"{what} and {power}"
             name, key = "MS-SSIM", "ms_ssim"
         parts = ", ".join(f"{k}: {name} {v[key]:.4f}" for k, v in self.scores.items())
         return (
@@ -230,12 +248,20 @@ def _proxy_decode(volume: np.ndarray, nbytes: int) -> np.ndarray | None:
     return sperr.decode(stream, block.shape).reshape(volume.shape)  # type: ignore[arg-type]
 
 
-def _candidates(guidance: str, lock: bool) -> list[tuple[str, float | None]]:
-    """``(kind, setting)`` in the order they are measured: the plain volume first."""
+def _candidates(guidance: str, lock: bool) -> list[tuple[str, float | None, float | None]]:
+    """``(kind, setting, exponent)`` in the order they are measured: the plain volume first
+    (``exponent``: the power map's, for kind ``"power"``; its ``setting`` is the smoothing
+    before the map, or None)."""
     if guidance != "segmentation":
-        return [("none", None), *(("smooth", x) for x in SMOOTH_SIGMAS)]
-    locks = [("lock", f) for f in LOCK_SHARES] if lock else []
-    return [("none", None), *locks, *(("band", x) for x in BAND_WIDTHS)]
+        powers = [("power", None, p) for p in POWER_EXPONENTS]
+        return [
+            ("none", None, None),
+            *(("smooth", x, None) for x in SMOOTH_SIGMAS),
+            *powers,
+            ("power", SMOOTH_SIGMAS[0], POWER_EXPONENTS[0]),
+        ]
+    locks = [("lock", f, None) for f in LOCK_SHARES] if lock else []
+    return [("none", None, None), *locks, *(("band", x, None) for x in BAND_WIDTHS)]
 
 
 def _locked_proxy(
@@ -334,61 +360,85 @@ def choose_prefilter(
     if guidance == "segmentation":
         choice.reference, choice.spacing = _reference(v, voxel_size, labels)
     lockable = labels is None and np.asarray(volume).dtype.kind in "uif"
+    lo, hi = float(np.min(volume)), float(np.max(volume))
     plain: dict[str, float] | None = None
-    best: tuple[dict[str, float], str, float | None, np.ndarray, int] | None = None
+    best: tuple[dict[str, float], str, float | None, _Trial] | None = None
     last = 0.0  # seconds the previous candidate took
-    for kind, setting in _candidates(guidance, lockable):
+    for kind, setting, exponent in _candidates(guidance, lockable):
         if cancel is not None and cancel():
             raise CancelledError("compression cancelled; no output written")
         started = time.perf_counter()
         if best is not None and deadline is not None and started + last > deadline:
             break  # (the next candidate would end after the deadline)
-        decoded, candidate, lock_bytes = _trial(
-            kind, setting, np.asarray(volume), v, nbytes, choice, voxel_size, labels
+        vmap = None if exponent is None or not hi > lo else PowerMap.for_range(exponent, lo, hi)
+        if exponent is not None and vmap is None:
+            continue  # (a constant volume has nothing to map)
+        trial = _trial(
+            kind, setting, vmap, np.asarray(volume), v, nbytes, choice, voxel_size, labels
         )
-        if decoded is None:
+        if trial.decoded is None:
             if kind == "lock":
                 continue  # (no lock fits)
             break  # (no SPERR)
-        score = choice.score(v, decoded, voxel_size)
+        score = choice.score(v, trial.decoded, voxel_size)
         last = time.perf_counter() - started
-        choice.scores["none" if kind == "none" else _label(kind, setting)] = score
+        choice.scores["none" if kind == "none" else _label(kind, setting, exponent)] = score
         plain = plain or score
         within = score["psnr"] >= plain["psnr"] - MAX_PSNR_LOSS
         if best is None or (within and choice.key(score) > choice.key(best[0])):
-            best = (score, kind, setting, candidate, lock_bytes)
+            best = (score, kind, setting, trial)
     choice.seconds = time.perf_counter() - t0
     if best is None or best[1] == "none":
         return volume, choice
     if best[1] == "lock":
-        choice.lock_share, choice.lock_bytes = best[2], best[4]
+        choice.lock_share, choice.lock_bytes = best[2], best[3].lock_bytes
         return volume, choice
-    choice.setting = best[2]
-    return best[3], choice
+    choice.setting, choice.value_map = best[2], best[3].value_map
+    return best[3].coded, choice
+
+
+@dataclass
+class _Trial:
+    """One candidate measured on the proxy."""
+
+    decoded: np.ndarray | None  # the proxy's decode in the volume's units (None: none)
+    coded: np.ndarray  # what the codec would code
+    lock_bytes: int = 0  # the lock's bytes (a segmentation lock)
+    value_map: PowerMap | None = None  # the map ``coded`` went through
 
 
 def _trial(
     kind: str,
     setting: float | None,
+    vmap: PowerMap | None,
     volume: np.ndarray,
     v: np.ndarray,
     nbytes: int,
     choice: TaskChoice,
     voxel_size: Sequence[float] | None,
     labels: np.ndarray | None,
-) -> tuple[np.ndarray | None, np.ndarray, int]:
-    """One candidate's proxy decode (None: none), what would be coded, and its lock's bytes
-    (``volume`` as given, ``v`` the same as float64)."""
+) -> _Trial:
+    """One candidate's proxy decode (``volume`` as given, ``v`` the same as float64)."""
     if kind == "lock":
         assert setting is not None
         locked = _locked_proxy(volume, v, nbytes, setting, choice, voxel_size)
-        return (None, v, 0) if locked is None else (locked[0], v, locked[1])
+        return _Trial(None, v) if locked is None else _Trial(locked[0], v, locked[1])
     candidate = v
-    if kind != "none":
+    if kind != "none" and setting is not None:
         candidate = _prefiltered(v, choice.guidance, setting, voxel_size, labels)
-    return _proxy_decode(candidate, nbytes), candidate, 0
+    if vmap is None:
+        return _Trial(_proxy_decode(candidate, nbytes), candidate)
+    coded = vmap.forward(candidate)
+    decoded = _proxy_decode(coded, nbytes)
+    return _Trial(None if decoded is None else vmap.inverse(decoded), coded, 0, vmap)
 
 
-def _label(kind: str, setting: float | None) -> str:
-    """A candidate's name in :attr:`TaskChoice.scores` (``"3"``: a band or a sigma)."""
-    return f"lock {setting:g}" if kind == "lock" else f"{setting:g}"
+def _label(kind: str, setting: float | None, exponent: float | None = None) -> str:
+    """A candidate's name in :attr:`TaskChoice.scores` (``"3"``: a band or a sigma;
+    ``"power 0.5"``, ``"0.5 + power 0.5"``: a power map, after a smoothing)."""
+    if kind == "lock":
+        return f"lock {setting:g}"
+    if kind == "power":
+        power = f"power {exponent:g}"
+        return power if setting is None else f"{setting:g} + {power}"
+    return f"{setting:g}"
