@@ -772,7 +772,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
             (
                 "guidance",
                 _guidance_text(guidance, header.get("guidance_weights"), header.get("library"))
-                if "task_band" not in header and "task_smooth" not in header
+                if header.get("mode") != "hybrid"
                 else _prefilter_text(guidance, header),
             )
         )
@@ -832,7 +832,7 @@ def _prefilter_text(mode: str, header: dict) -> str:
         smoothing = f"pre-smoothed, sigma {float(sigma):g} voxel, then " if sigma else ""
         return (
             f"{mode} ({smoothing}coded through a power map of the intensities, exponent "
-            f"{vmap.get('exponent')}, inverted on decoding)"
+            f"{vmap.get('power')}, inverted on decoding)"
         )
     if isinstance(sigma, int | float):
         return f"{mode} (pre-smoothed, sigma {float(sigma):g} voxel)"

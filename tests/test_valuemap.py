@@ -34,12 +34,12 @@ def test_header_entry_round_trips() -> None:
 @pytest.mark.parametrize(
     "entry",
     [
-        {"kind": "log", "version": 1, "exponent": 0.5, "offset": 1.0},
-        {"kind": "power", "version": 2, "exponent": 0.5, "offset": 1.0},
-        {"kind": "power", "version": 1, "exponent": 2.0, "offset": 1.0},
-        {"kind": "power", "version": 1, "exponent": 0.5, "offset": 0.0},
-        {"kind": "power", "version": 1, "exponent": float("nan"), "offset": 1.0},
-        {"kind": "power", "version": 1, "exponent": "0.5", "offset": 1.0},
+        {"log": 0.5, "offset": 1.0},
+        {"power": 0.5, "offset": 1.0, "version": 2},
+        {"power": 2.0, "offset": 1.0},
+        {"power": 0.5, "offset": 0.0},
+        {"power": float("nan"), "offset": 1.0},
+        {"power": "0.5", "offset": 1.0},
         "power",
     ],
 )
@@ -73,7 +73,7 @@ def test_a_mapped_file_decodes_to_its_reconstruction(mapped_file) -> None:
     from napari_sciz.core.reader import SciZReader
 
     vol, result = mapped_file
-    assert result.header["value_map"]["exponent"] == 0.5
+    assert result.header["value_map"]["power"] == 0.5
     assert result.header["model"]["version"] == VALUE_MAP_MODEL_VERSION
     assert any("kept the power-mapped file" in m for m in result.messages)
     reader = SciZReader(result.data)
@@ -100,7 +100,7 @@ def test_a_reader_refuses_a_damaged_value_map(mapped_file) -> None:
     with pytest.raises(FormatError, match="model version"):
         SciZReader(_repacked(result.data, model=old_model))
     with pytest.raises(FormatError, match="value_map"):
-        SciZReader(_repacked(result.data, value_map={**header["value_map"], "exponent": -1}))
+        SciZReader(_repacked(result.data, value_map={**header["value_map"], "power": -1}))
 
 
 def test_cli_info_names_the_map(mapped_file, tmp_path, capsys) -> None:
@@ -111,3 +111,12 @@ def test_cli_info_names_the_map(mapped_file, tmp_path, capsys) -> None:
     path.write_bytes(result.data)
     assert main(["info", str(path)]) == 0
     assert "power map of the intensities, exponent 0.5" in capsys.readouterr().out
+
+
+def test_a_constant_volume_is_not_mapped() -> None:
+    from napari_sciz.core.taskfilter import choose_prefilter
+
+    vol = np.full((6, 32, 32), 700, np.uint16)
+    out, choice = choose_prefilter(vol, vol.nbytes // 32, "perceptual")
+    assert choice.value_map is None and out is vol
+    assert not any(k.startswith("power") for k in choice.scores)

@@ -208,8 +208,9 @@ def render(record: dict[str, Any]) -> str:
         "bytes). Gains: mean difference at the same target ratio.",
         "",
         "| volume | seg. saving at equal F1 | F1 gain at equal ratio | PSNR change (seg.) "
-        "| perc. saving at equal MS-SSIM | MS-SSIM gain | seg. at equal PSNR |",
-        "|---|---|---|---|---|---|---|",
+        "| perc. saving at equal MS-SSIM | MS-SSIM gain | PSNR change (perc.) "
+        "| seg. at equal PSNR |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for v in record["volumes"]:
         lines.append(
@@ -217,7 +218,7 @@ def render(record: dict[str, Any]) -> str:
             f"{_saving_text(v, 'segmentation_f1')} | {_gain_text(v, 'segmentation_f1')} | "
             f"{_gain_text(v, 'segmentation_psnr', 2)} dB | "
             f"{_saving_text(v, 'perceptual_ms_ssim')} | {_gain_text(v, 'perceptual_ms_ssim', 4)} | "
-            f"{_pct(v['saving']['segmentation_psnr'])} |"
+            f"{_gain_text(v, 'perceptual_psnr', 2)} dB | {_pct(v['saving']['segmentation_psnr'])} |"
         )
     for v in record["volumes"]:
         lines += [

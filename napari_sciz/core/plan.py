@@ -368,7 +368,13 @@ def plan_lossy(
         "model": MODELS[mode],
         "blocks": grid.to_header(),
         "guidance": guidance,
-        "encoder": {"device": device, "steps": steps, "budget": budget, "seed": int(seed)},
+        # (the budget to 3 digits: a guided coding's share of it is a long float)
+        "encoder": {
+            "device": device,
+            "steps": steps,
+            "budget": _short_seconds(budget),
+            "seed": int(seed),
+        },  # fmt: skip
     }
     overrides = weight_overrides(guidance, guidance_weights or {}) if guidance != "none" else {}
     if overrides:
@@ -479,6 +485,11 @@ def free_device_memory(device: str) -> None:
             torch.mps.empty_cache()
         except (AttributeError, RuntimeError):  # pragma: no cover - platform specific
             pass
+
+
+def _short_seconds(seconds: float | None) -> float | None:
+    """``seconds`` to three significant digits (None stays None)."""
+    return None if seconds is None else float(f"{float(seconds):.3g}")
 
 
 def block_array(values: Any, dtype: np.dtype, shape3: Sequence[int]) -> np.ndarray:

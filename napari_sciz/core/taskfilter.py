@@ -142,8 +142,9 @@ class TaskChoice:
 
     def to_header(self) -> dict:
         """The header entries of a file coded with this choice."""
-        entry = "task_band" if self.guidance == "segmentation" else "task_smooth"
-        out = {"guidance": self.guidance, entry: self.setting}
+        out: dict = {"guidance": self.guidance}
+        if self.setting is not None:  # (absent: the volume as it is; header bytes count)
+            out["task_band" if self.guidance == "segmentation" else "task_smooth"] = self.setting
         if self.lock_share is not None:
             out["task_lock_share"] = self.lock_share
         if self.value_map is not None:
@@ -360,7 +361,6 @@ def choose_prefilter(
     if guidance == "segmentation":
         choice.reference, choice.spacing = _reference(v, voxel_size, labels)
     lockable = labels is None and np.asarray(volume).dtype.kind in "uif"
-    lo, hi = float(np.min(volume)), float(np.max(volume))
     plain: dict[str, float] | None = None
     best: tuple[dict[str, float], str, float | None, _Trial] | None = None
     last = 0.0  # seconds the previous candidate took
@@ -370,15 +370,12 @@ def choose_prefilter(
         started = time.perf_counter()
         if best is not None and deadline is not None and started + last > deadline:
             break  # (the next candidate would end after the deadline)
-        vmap = None if exponent is None or not hi > lo else PowerMap.for_range(exponent, lo, hi)
-        if exponent is not None and vmap is None:
-            continue  # (a constant volume has nothing to map)
         trial = _trial(
-            kind, setting, vmap, np.asarray(volume), v, nbytes, choice, voxel_size, labels
+            kind, setting, exponent, np.asarray(volume), v, nbytes, choice, voxel_size, labels
         )
         if trial.decoded is None:
-            if kind == "lock":
-                continue  # (no lock fits)
+            if kind != "none":
+                continue  # (no lock fits; a constant volume has nothing to map)
             break  # (no SPERR)
         score = choice.score(v, trial.decoded, voxel_size)
         last = time.perf_counter() - started
@@ -410,7 +407,7 @@ class _Trial:
 def _trial(
     kind: str,
     setting: float | None,
-    vmap: PowerMap | None,
+    exponent: float | None,
     volume: np.ndarray,
     v: np.ndarray,
     nbytes: int,
@@ -426,8 +423,12 @@ def _trial(
     candidate = v
     if kind != "none" and setting is not None:
         candidate = _prefiltered(v, choice.guidance, setting, voxel_size, labels)
-    if vmap is None:
+    if exponent is None:
         return _Trial(_proxy_decode(candidate, nbytes), candidate)
+    lo, hi = float(v.min()), float(v.max())
+    if not hi > lo:
+        return _Trial(None, v)
+    vmap = PowerMap.for_range(exponent, lo, hi)
     coded = vmap.forward(candidate)
     decoded = _proxy_decode(coded, nbytes)
     return _Trial(None if decoded is None else vmap.inverse(decoded), coded, 0, vmap)
