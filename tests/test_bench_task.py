@@ -74,3 +74,13 @@ def test_extend_keeps_the_earlier_points(tmp_path) -> None:
     path.write_text(json.dumps({"volumes": [{"name": "v", "curves": {"none": [_pt(64, 9, 1)]}}]}))
     assert task._earlier_curves(str(path)) == {"v": {"none": [_pt(64, 9, 1)]}}
     assert task._earlier_curves(None) == {}
+
+
+def test_extend_replaces_the_points_measured_again() -> None:
+    from napari_sciz.bench import task
+
+    old = [{**_pt(128, 9, 1), "target": 128.0}, {**_pt(512, 9, 1), "target": 512.0}]
+    new = [{**_pt(130, 10, 1), "target": 128.0}]
+    merged = task._merged(old, new)
+    assert [p["target"] for p in merged] == [128.0, 512.0]
+    assert merged[0] is new[0]

@@ -140,3 +140,45 @@ def test_cli_says_what_the_guidance_coded(tmp_path, capsys) -> None:
         f"segmentation ({what}" in text
         for what in ("task band", "no pre-filter", "segmentation lock")
     )
+
+
+def test_the_ranking_holds_the_candidates_best_first() -> None:
+    vol = nuclei(1)
+    _out, choice = taskfilter.choose_prefilter(vol, vol.nbytes // 64, "perceptual")
+    plain = choice.scores["none"]
+    keys = [choice.key(choice.scores[c.label]) for c in choice.ranked]
+    assert keys == sorted(keys, reverse=True)
+    assert all(
+        choice.scores[c.label]["psnr"] >= plain["psnr"] - taskfilter.MAX_PSNR_LOSS
+        for c in choice.ranked
+    )
+    assert len(choice.ranked) + 1 <= len(choice.scores)
+    if choice.chosen:
+        assert keys[0] > choice.key(plain)
+
+
+def test_a_variant_codes_what_its_candidate_says() -> None:
+    vol = nuclei(2, (8, 40, 40))
+    choice = taskfilter.TaskChoice("perceptual")
+    cand = taskfilter.Candidate("power", 0.5, 0.5)
+    alt, coded = taskfilter.variant(choice, cand, vol)
+    assert alt.setting == 0.5 and alt.value_map is not None and alt.value_map.exponent == 0.5
+    expected = alt.value_map.forward(taskfilter.smoothed(vol.astype(float), None, 0.5))
+    np.testing.assert_allclose(coded, expected)
+    assert choice.value_map is None  # (the choice itself is unchanged)
+    lock, coded = taskfilter.variant(choice, taskfilter.Candidate("lock", 0.2, None, 99), vol)
+    assert lock.lock_share == 0.2 and lock.lock_bytes == 99 and coded is vol
+
+
+def test_hybrid_codes_more_candidates_when_time_allows(monkeypatch) -> None:
+    from napari_sciz.core.api import compress, decompress
+
+    monkeypatch.setattr(taskfilter, "MAX_PSNR_LOSS", 100.0)  # (every candidate ranked)
+    vol = nuclei(8, (8, 48, 48))
+    result = compress(vol, 32, budget=60.0, guidance="perceptual", seed=0)
+    kept = [m for m in result.messages if "kept the" in m]
+    assert len(kept) == 1
+    coded = [m for m in result.messages if "candidates coded with the codec" in m]
+    assert coded and int(coded[0].split(": ")[1].split()[0]) >= 2
+    assert result.encode_seconds < 60.0
+    np.testing.assert_array_equal(decompress(result.data), result.reconstruction)

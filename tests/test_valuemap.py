@@ -57,8 +57,14 @@ def mapped_file():
     from napari_sciz.core import taskfilter
     from napari_sciz.core.api import compress
 
+    def mapped(volume, nbytes, guidance, **_kwargs):
+        cand = taskfilter.Candidate("power", None, 0.5)
+        choice, coded = taskfilter.variant(taskfilter.TaskChoice(guidance), cand, volume)
+        choice.ranked = [cand]
+        return coded, choice
+
     patch = pytest.MonkeyPatch()
-    patch.setattr(taskfilter, "_candidates", lambda guidance, lock: [("power", None, 0.5)])
+    patch.setattr(taskfilter, "choose_prefilter", mapped)
     patch.setattr(taskfilter.TaskChoice, "better", lambda self, candidate, plain: True)
     try:
         vol = nuclei(7, (8, 48, 48))

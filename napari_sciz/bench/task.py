@@ -145,13 +145,9 @@ def score_curves(record: dict[str, Any]) -> dict[str, Any]:
             float(100.0 * (np.exp(np.mean(logs)) - 1.0)) if logs and same_mode(guidance) else None
         )
 
-    def target(p: dict[str, Any]) -> int:
-        # (records before 2026-12-04 have no target: the nearest power of two of the ratio)
-        return round(p["target"]) if "target" in p else 2 ** round(np.log2(p["ratio"]))
-
     def gain(guidance: str, key: str) -> float | None:
-        ref = {target(p): p[key] for p in curves.get("none", [])}
-        ours = {target(p): p[key] for p in curves.get(guidance, [])}
+        ref = {_target(p): p[key] for p in curves.get("none", [])}
+        ours = {_target(p): p[key] for p in curves.get(guidance, [])}
         both = sorted(set(ref) & set(ours))
         return float(np.mean([ours[r] - ref[r] for r in both])) if both else None
 
@@ -271,11 +267,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name, volume in list_volumes(data, [n for n in args.volumes.split(",") if n]):
         vol = measure_volume(name, volume, ratios, args.budget, args.mode, guidances)
         for guidance, points in earlier.get(name, {}).items():
-            merged = points + vol["curves"].get(guidance, [])
-            vol["curves"][guidance] = sorted(merged, key=lambda q: q["ratio"])
+            vol["curves"][guidance] = _merged(points, vol["curves"].get(guidance, []))
         record["volumes"].append(score_curves(vol))
         write_results(record, render(record), args, SECTION)
     return 0
+
+
+def _target(p: dict[str, Any]) -> int:
+    """A point's target ratio (records before 2026-12-04 have none: the nearest power of two
+    of the ratio)."""
+    return round(p["target"]) if "target" in p else 2 ** round(np.log2(p["ratio"]))
+
+
+def _merged(earlier: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The points of a curve: the new ones, and the earlier ones at other target ratios,
+    by ratio."""
+    remeasured = {_target(p) for p in new}
+    kept = [p for p in earlier if _target(p) not in remeasured]
+    return sorted(kept + new, key=lambda q: q["ratio"])
 
 
 def _earlier_curves(path: str | None) -> dict[str, dict[str, list[dict[str, Any]]]]:

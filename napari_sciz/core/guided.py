@@ -43,7 +43,10 @@ def guided_hybrid(encoder: BlockEncoder, guidance: str) -> CompressResult:
     The candidate chosen on the SPERR proxy (a fifth of the budget at most) is coded beside
     the plain volume (half the time left each) and the file that scores better on the task is
     kept; without a candidate that measured better on the proxy, only the plain volume is
-    coded. Volumes that are not 2D or 3D are coded as they are.
+    coded. While the time left is at least :data:`_TRIALS_AHEAD` times the longest coding so
+    far (volumes the codec codes in a fraction of the budget), the next candidates of the
+    proxy's ranking are coded too, and the best-scoring file is kept. Volumes that are not 2D
+    or 3D are coded as they are.
 
     Parameters
     ----------
@@ -64,38 +67,34 @@ def guided_hybrid(encoder: BlockEncoder, guidance: str) -> CompressResult:
             arr, max(int(arr.nbytes / s.ratio), 1), guidance, voxel_size=s.voxel_size,
             labels=s.labels, deadline=deadline, cancel=s.cancel,
         )  # fmt: skip
-
-    def left(share: float) -> float | None:
-        """``share`` of the budget left, less a margin for the encoders' last steps."""
-        if budget is None:
-            return None
-        rest = 0.95 * float(budget) - (time.perf_counter() - t_start)
-        return max(rest, 0.05 * float(budget)) * share
-
     said = [choice.describe()] if choice.scores else []
     if too_large:
         said = [
             f"{guidance} guidance: {arr.size} voxels are more than the task pre-filter's trial "
             f"decodes take ({MAX_PREFILTER_VOXELS}); coded as it is"
         ]
-    if choice.setting is None and choice.lock_share is None and choice.value_map is None:
-        result = encoder.encode(arr, left(1.0), choice)
-        result.messages[:0] = said
-        return result
-    bare = replace(choice, setting=None, lock_share=None, value_map=None)
-    plain = encoder.encode(arr, left(0.5), bare)
-    if choice.lock_share is not None:
-        # (the lock is built after the base: a sixth of the time is kept for it)
-        rest = left(1.0)
-        guided = _locked_file(encoder, choice, None if rest is None else 0.85 * rest)
-        what = "locked"
-    else:
-        guided = encoder.encode(source, left(1.0), choice, choice.value_map)
-        what = "pre-filtered" if choice.value_map is None else "power-mapped"
-    kept = (
-        plain if guided is None
-        else _better_for_task(choice, arr, plain, guided, what, s.voxel_size)
-    )  # fmt: skip
+    clock = _Clock(budget, t_start)
+    bare = replace(choice, setting=None, lock_share=None, value_map=None, ranked=[])
+    started = time.perf_counter()
+    plain = encoder.encode(arr, clock.left(0.5 if choice.chosen else 1.0), bare)
+    trials = _Trials(choice, arr, s.voxel_size, plain)
+    clock.took(time.perf_counter() - started)
+    for k, cand in enumerate(choice.ranked):
+        first = k == 0 and choice.chosen
+        if not first and not clock.room_for_another():
+            break
+        started = time.perf_counter()
+        alt, coded = (choice, source) if first else _variant(encoder, choice, cand)
+        if alt.lock_share is not None:
+            # (the lock is built after the base: a sixth of the time is kept for it)
+            rest = clock.left(1.0)
+            guided = _locked_file(encoder, alt, None if rest is None else 0.85 * rest)
+        else:
+            guided = encoder.encode(coded, clock.left(1.0), alt, alt.value_map)
+        if guided is not None:
+            trials.add(guided, cand.label, _what(alt))
+        clock.took(time.perf_counter() - started)
+    kept = trials.kept()
     kept.messages[:0] = said
     kept.encode_seconds = time.perf_counter() - t_start
     return kept
@@ -159,25 +158,98 @@ def _locked_file(encoder: BlockEncoder, choice: Any, budget: float | None) -> Co
     )
 
 
-def _better_for_task(
-    choice: Any,
-    arr: np.ndarray,
-    plain: CompressResult,
-    guided: CompressResult,
-    what: str,
-    voxel_size: Sequence[float] | None = None,
-) -> CompressResult:
-    """The plain or the guided (``what``: pre-filtered, locked) file, whichever scores better
-    on the task, with a note."""
-    assert plain.reconstruction is not None and guided.reconstruction is not None
-    guidance = choice.guidance
-    scores = [choice.score(arr, r.reconstruction, voxel_size) for r in (plain, guided)]
-    kept = guided if choice.better(scores[1], scores[0]) else plain
-    name = "MS-SSIM" if guidance == "perceptual" else "object F1"
-    ours, theirs = choice.key(scores[1])[0], choice.key(scores[0])[0]
-    kept.messages.append(
-        f"{guidance} guidance: kept the {what if kept is guided else 'plain'} file "
-        f"({name} {ours:.4f} {what} / {theirs:.4f} plain, "
-        f"PSNR {scores[1]['psnr']:.2f} / {scores[0]['psnr']:.2f} dB)"
-    )
-    return kept
+#: further candidates are coded while the time left is this many times the longest coding
+_TRIALS_AHEAD = 2.5
+
+
+class _Clock:
+    """The time budget of a guided coding: what is left, and whether another coding fits."""
+
+    def __init__(self, budget: float | None, t_start: float) -> None:
+        self.budget, self.t_start = budget, t_start
+        self.longest = 0.0
+
+    def left(self, share: float) -> float | None:
+        """``share`` of the budget left, less a margin for the encoders' last steps."""
+        if self.budget is None:
+            return None
+        rest = 0.95 * float(self.budget) - (time.perf_counter() - self.t_start)
+        return max(rest, 0.05 * float(self.budget)) * share
+
+    def took(self, seconds: float) -> None:
+        """Record a coding's (and its scoring's) duration."""
+        self.longest = max(self.longest, seconds)
+
+    def room_for_another(self) -> bool:
+        """Whether the time left holds :data:`_TRIALS_AHEAD` codings as long as the longest
+        (never without a budget: the time is then unknown)."""
+        if self.budget is None:
+            return False
+        rest = 0.95 * float(self.budget) - (time.perf_counter() - self.t_start)
+        return rest >= _TRIALS_AHEAD * self.longest
+
+
+def _variant(encoder: BlockEncoder, choice: Any, cand: Any) -> tuple[Any, np.ndarray]:
+    """``choice`` set to code ``cand`` of its ranking, and what the codec codes for it."""
+    from .taskfilter import variant
+
+    s = encoder.settings
+    return variant(choice, cand, s.arr, s.voxel_size, s.labels)
+
+
+def _what(choice: Any) -> str:
+    """How a guided file differs from the plain one, for the notes."""
+    if choice.lock_share is not None:
+        return "locked"
+    return "pre-filtered" if choice.value_map is None else "power-mapped"
+
+
+class _Trials:
+    """The files coded under guidance, scored on the task: the best one at most
+    :data:`~.taskfilter.MAX_PSNR_LOSS` dB of PSNR below the plain file is kept."""
+
+    def __init__(
+        self, choice: Any, arr: np.ndarray, voxel_size: Sequence[float] | None,
+        plain: CompressResult,
+    ) -> None:  # fmt: skip
+        self.choice, self.arr, self.voxel_size, self.plain = choice, arr, voxel_size, plain
+        self.plain_score: dict[str, float] | None = None  # (scored with the first trial)
+        self.coded: list[tuple[str, str, dict[str, float], CompressResult]] = []
+
+    def _score(self, result: CompressResult) -> dict[str, float]:
+        assert result.reconstruction is not None
+        return self.choice.score(self.arr, result.reconstruction, self.voxel_size)
+
+    def add(self, result: CompressResult, label: str, what: str) -> None:
+        """Score a guided file (``label``: its candidate; ``what``: how it differs)."""
+        if self.plain_score is None:
+            self.plain_score = self._score(self.plain)
+        self.coded.append((label, what, self._score(result), result))
+
+    def kept(self) -> CompressResult:
+        """The best-scoring file, with notes on what was coded and kept."""
+        if not self.coded:
+            return self.plain
+        assert self.plain_score is not None
+        choice, plain = self.choice, self.plain_score
+        better = [c for c in self.coded if choice.better(c[2], plain)]
+        # (the first of equals: the proxy's ranking breaks ties)
+        won = max(better, key=lambda c: choice.key(c[2])) if better else None
+        _label, what, score, _ = won or max(self.coded, key=lambda c: choice.key(c[2]))
+        name = "MS-SSIM" if choice.guidance == "perceptual" else "object F1"
+        out = self.plain if won is None else won[3]
+        out.messages.append(
+            f"{choice.guidance} guidance: kept the {what if won else 'plain'} file "
+            f"({name} {choice.key(score)[0]:.4f} {what} / {choice.key(plain)[0]:.4f} plain, "
+            f"PSNR {score['psnr']:.2f} / {plain['psnr']:.2f} dB)"
+        )
+        if len(self.coded) > 1:
+            out.messages.append(
+                f"{choice.guidance} guidance: {len(self.coded)} candidates coded with the "
+                "codec (time allowed): "
+                + ", ".join(
+                    f"{label} {name} {choice.key(sc)[0]:.4f} ({sc['psnr']:.2f} dB)"
+                    for label, _w, sc, _r in self.coded
+                )
+            )
+        return out

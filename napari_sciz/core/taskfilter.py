@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -41,6 +41,7 @@ from .valuemap import PowerMap
 
 __all__ = [
     "BAND_WIDTHS",
+    "Candidate",
     "LOCK_SHARES",
     "MAX_PSNR_LOSS",
     "POWER_EXPONENTS",
@@ -49,6 +50,7 @@ __all__ = [
     "banded",
     "choose_prefilter",
     "smoothed",
+    "variant",
 ]
 
 #: band half-widths tried, in units of the noise's standard deviation
@@ -65,6 +67,41 @@ _GROW = 2
 _SIGMA = 1.0
 #: the most PSNR (dB, against the original) a band may cost against the plain volume
 MAX_PSNR_LOSS = 1.0
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A pre-filter, power map or lock measured on the proxy.
+
+    Attributes
+    ----------
+    kind : {"none", "band", "smooth", "power", "lock"}
+        What is coded.
+    setting : float or None
+        Band half-width, smoothing sigma (before the map, for ``"power"``) or lock share.
+    exponent : float or None
+        The power map's exponent (``"power"``).
+    lock_bytes : int
+        The lock's bytes on the proxy (``"lock"``).
+    """
+
+    kind: str
+    setting: float | None = None
+    exponent: float | None = None
+    lock_bytes: int = 0
+
+    @property
+    def label(self) -> str:
+        """Its name in :attr:`TaskChoice.scores` (``"3"``: a band or a sigma; ``"power
+        0.5"``, ``"0.5 + power 0.5"``: a power map, after a smoothing; ``"lock 0.2"``)."""
+        if self.kind == "none":
+            return "none"
+        if self.kind == "lock":
+            return f"lock {self.setting:g}"
+        if self.kind == "power":
+            power = f"power {self.exponent:g}"
+            return power if self.setting is None else f"{self.setting:g} + {power}"
+        return f"{self.setting:g}"
 
 
 @dataclass
@@ -95,6 +132,10 @@ class TaskChoice:
     value_map : PowerMap or None
         The intensity map the volume is coded through (perceptual guidance), when one was
         chosen (``setting`` is then the smoothing before it, or None).
+    ranked : list of Candidate
+        Every candidate but the plain volume at most :data:`MAX_PSNR_LOSS` dB below it on the
+        proxy, best first (the first is the choice when it scored better than the plain
+        volume): what the encoder may code with the codec itself when time allows.
     """
 
     guidance: str
@@ -106,6 +147,12 @@ class TaskChoice:
     lock_share: float | None = None
     lock_bytes: int = 0
     value_map: PowerMap | None = None
+    ranked: list[Candidate] = field(default_factory=list, repr=False)
+
+    @property
+    def chosen(self) -> bool:
+        """Whether a candidate scored better than the plain volume on the proxy."""
+        return self.setting is not None or self.lock_share is not None or self.value_map is not None
 
     def score(
         self, original: np.ndarray, decoded: np.ndarray, voxel_size: Sequence[float] | None
@@ -249,20 +296,17 @@ def _proxy_decode(volume: np.ndarray, nbytes: int) -> np.ndarray | None:
     return sperr.decode(stream, block.shape).reshape(volume.shape)  # type: ignore[arg-type]
 
 
-def _candidates(guidance: str, lock: bool) -> list[tuple[str, float | None, float | None]]:
-    """``(kind, setting, exponent)`` in the order they are measured: the plain volume first
-    (``exponent``: the power map's, for kind ``"power"``; its ``setting`` is the smoothing
-    before the map, or None)."""
+def _candidates(guidance: str, lock: bool) -> list[Candidate]:
+    """The candidates in the order they are measured: the plain volume first."""
     if guidance != "segmentation":
-        powers = [("power", None, p) for p in POWER_EXPONENTS]
         return [
-            ("none", None, None),
-            *(("smooth", x, None) for x in SMOOTH_SIGMAS),
-            *powers,
-            ("power", SMOOTH_SIGMAS[0], POWER_EXPONENTS[0]),
+            Candidate("none"),
+            *(Candidate("smooth", x) for x in SMOOTH_SIGMAS),
+            *(Candidate("power", None, p) for p in POWER_EXPONENTS),
+            Candidate("power", SMOOTH_SIGMAS[0], POWER_EXPONENTS[0]),
         ]
-    locks = [("lock", f, None) for f in LOCK_SHARES] if lock else []
-    return [("none", None, None), *locks, *(("band", x, None) for x in BAND_WIDTHS)]
+    locks = [Candidate("lock", f) for f in LOCK_SHARES] if lock else []
+    return [Candidate("none"), *locks, *(Candidate("band", x) for x in BAND_WIDTHS)]
 
 
 def _locked_proxy(
@@ -361,37 +405,71 @@ def choose_prefilter(
     if guidance == "segmentation":
         choice.reference, choice.spacing = _reference(v, voxel_size, labels)
     lockable = labels is None and np.asarray(volume).dtype.kind in "uif"
-    plain: dict[str, float] | None = None
-    best: tuple[dict[str, float], str, float | None, _Trial] | None = None
+    measured: list[tuple[dict[str, float], Candidate, _Trial]] = []
     last = 0.0  # seconds the previous candidate took
-    for kind, setting, exponent in _candidates(guidance, lockable):
+    for cand in _candidates(guidance, lockable):
         if cancel is not None and cancel():
             raise CancelledError("compression cancelled; no output written")
         started = time.perf_counter()
-        if best is not None and deadline is not None and started + last > deadline:
+        if measured and deadline is not None and started + last > deadline:
             break  # (the next candidate would end after the deadline)
-        trial = _trial(
-            kind, setting, exponent, np.asarray(volume), v, nbytes, choice, voxel_size, labels
-        )
+        trial = _trial(cand, np.asarray(volume), v, nbytes, choice, voxel_size, labels)
         if trial.decoded is None:
-            if kind != "none":
+            if cand.kind != "none":
                 continue  # (no lock fits; a constant volume has nothing to map)
             break  # (no SPERR)
         score = choice.score(v, trial.decoded, voxel_size)
         last = time.perf_counter() - started
-        choice.scores["none" if kind == "none" else _label(kind, setting, exponent)] = score
-        plain = plain or score
-        within = score["psnr"] >= plain["psnr"] - MAX_PSNR_LOSS
-        if best is None or (within and choice.key(score) > choice.key(best[0])):
-            best = (score, kind, setting, trial)
+        choice.scores[cand.label] = score
+        measured.append((score, replace(cand, lock_bytes=trial.lock_bytes), trial))
     choice.seconds = time.perf_counter() - t0
-    if best is None or best[1] == "none":
+    if not measured:
         return volume, choice
-    if best[1] == "lock":
-        choice.lock_share, choice.lock_bytes = best[2], best[3].lock_bytes
+    plain = measured[0][0]
+    within = [m for m in measured[1:] if m[0]["psnr"] >= plain["psnr"] - MAX_PSNR_LOSS]
+    within.sort(key=lambda m: choice.key(m[0]), reverse=True)
+    choice.ranked = [m[1] for m in within]
+    if not within or not choice.key(within[0][0]) > choice.key(plain):
         return volume, choice
-    choice.setting, choice.value_map = best[2], best[3].value_map
-    return best[3].coded, choice
+    best, trial = within[0][1], within[0][2]
+    _chose(choice, best, trial.value_map)
+    return (volume if best.kind == "lock" else trial.coded), choice
+
+
+def _chose(choice: TaskChoice, cand: Candidate, value_map: PowerMap | None) -> None:
+    """Set ``choice``'s fields to code ``cand``."""
+    if cand.kind == "lock":
+        choice.setting, choice.lock_share, choice.lock_bytes = None, cand.setting, cand.lock_bytes
+    else:
+        choice.setting, choice.lock_share, choice.lock_bytes = cand.setting, None, 0
+    choice.value_map = value_map
+
+
+def variant(
+    choice: TaskChoice,
+    cand: Candidate,
+    volume: np.ndarray,
+    voxel_size: Sequence[float] | None = None,
+    labels: np.ndarray | None = None,
+) -> tuple[TaskChoice, np.ndarray]:
+    """``choice`` set to code ``cand`` (one of its :attr:`~TaskChoice.ranked`), and what the
+    codec codes for it (``volume`` itself for a lock)."""
+    out = replace(choice, ranked=[])
+    if cand.kind == "lock":
+        _chose(out, cand, None)
+        return out, volume
+    v = np.asarray(volume, np.float64)
+    coded = (
+        v
+        if cand.setting is None
+        else _prefiltered(v, choice.guidance, cand.setting, voxel_size, labels)
+    )
+    vmap = None
+    if cand.exponent is not None:
+        vmap = PowerMap.for_range(cand.exponent, float(v.min()), float(v.max()))
+        coded = vmap.forward(coded)
+    _chose(out, cand, vmap)
+    return out, coded
 
 
 @dataclass
@@ -405,9 +483,7 @@ class _Trial:
 
 
 def _trial(
-    kind: str,
-    setting: float | None,
-    exponent: float | None,
+    cand: Candidate,
     volume: np.ndarray,
     v: np.ndarray,
     nbytes: int,
@@ -416,30 +492,19 @@ def _trial(
     labels: np.ndarray | None,
 ) -> _Trial:
     """One candidate's proxy decode (``volume`` as given, ``v`` the same as float64)."""
-    if kind == "lock":
-        assert setting is not None
-        locked = _locked_proxy(volume, v, nbytes, setting, choice, voxel_size)
+    if cand.kind == "lock":
+        assert cand.setting is not None
+        locked = _locked_proxy(volume, v, nbytes, cand.setting, choice, voxel_size)
         return _Trial(None, v) if locked is None else _Trial(locked[0], v, locked[1])
     candidate = v
-    if kind != "none" and setting is not None:
-        candidate = _prefiltered(v, choice.guidance, setting, voxel_size, labels)
-    if exponent is None:
+    if cand.setting is not None:
+        candidate = _prefiltered(v, choice.guidance, cand.setting, voxel_size, labels)
+    if cand.exponent is None:
         return _Trial(_proxy_decode(candidate, nbytes), candidate)
     lo, hi = float(v.min()), float(v.max())
     if not hi > lo:
         return _Trial(None, v)
-    vmap = PowerMap.for_range(exponent, lo, hi)
+    vmap = PowerMap.for_range(cand.exponent, lo, hi)
     coded = vmap.forward(candidate)
     decoded = _proxy_decode(coded, nbytes)
     return _Trial(None if decoded is None else vmap.inverse(decoded), coded, 0, vmap)
-
-
-def _label(kind: str, setting: float | None, exponent: float | None = None) -> str:
-    """A candidate's name in :attr:`TaskChoice.scores` (``"3"``: a band or a sigma;
-    ``"power 0.5"``, ``"0.5 + power 0.5"``: a power map, after a smoothing)."""
-    if kind == "lock":
-        return f"lock {setting:g}"
-    if kind == "power":
-        power = f"power {exponent:g}"
-        return power if setting is None else f"{setting:g} + {power}"
-    return f"{setting:g}"
