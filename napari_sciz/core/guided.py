@@ -1,4 +1,5 @@
-"""Task guidance of hybrid mode: code the volume twice, keep the file that serves the task.
+"""Task guidance of hybrid mode: code the volume more than once, keep the file that serves
+the task.
 
 The classical base layers of hybrid mode cannot take a loss, so guidance works on what they
 code (:mod:`.taskfilter`, chosen on SPERR proxy decodes) or on what the file adds to them:
@@ -11,7 +12,8 @@ code (:mod:`.taskfilter`, chosen on SPERR proxy decodes) or on what the file add
 
 Either way the plain file is coded too (half the time left each) and the file that scores
 better on the task, at most 1 dB of PSNR below the plain file, is kept
-(:meth:`.taskfilter.TaskChoice.better`).
+(:meth:`.taskfilter.TaskChoice.better`). Where the codec takes a fraction of the budget,
+further candidates of the proxy's ranking are coded as well, and the best file is kept.
 """
 
 from __future__ import annotations
@@ -159,7 +161,7 @@ def _locked_file(encoder: BlockEncoder, choice: Any, budget: float | None) -> Co
 
 
 #: further candidates are coded while the time left is this many times the longest coding
-_TRIALS_AHEAD = 2.5
+_TRIALS_AHEAD = 1.5
 
 
 class _Clock:

@@ -22,8 +22,9 @@ chosen per volume by measuring the task on trial decodes:
 Each candidate is coded with SPERR at the target size (the proxy: one encode), decoded and
 scored against the original; the best score among the candidates at most
 :data:`MAX_PSNR_LOSS` dB of PSNR below the plain volume wins (the plain volume wins ties).
-The hybrid encoder then codes the plain volume and the winner and keeps the file that scores
-better by the same rule (:func:`napari_sciz.core.api.compress`), so a guided file never scores
+The hybrid encoder then codes the plain volume and the winner (time allowing, the next ones
+of :attr:`TaskChoice.ranked` too) and keeps the file that scores best by the same rule
+(:mod:`napari_sciz.core.guided`), so a guided file never scores
 worse than the plain file it was measured against. The decoder is unchanged, but for the
 power map (header ``value_map``) and the segmentation lock (:mod:`.seglock`).
 """
