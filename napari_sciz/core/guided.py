@@ -57,7 +57,7 @@ def guided_hybrid(encoder: BlockEncoder, guidance: str) -> CompressResult:
     guidance : {"segmentation", "perceptual"}
         The task.
     """
-    from .taskfilter import TaskChoice, choose_prefilter
+    from .taskfilter import TaskChoice, choose_prefilter, variant
 
     s, t_start = encoder.settings, encoder.t_start
     arr, budget = s.arr, s.budget
@@ -86,7 +86,9 @@ def guided_hybrid(encoder: BlockEncoder, guidance: str) -> CompressResult:
         if not first and not clock.room_for_another():
             break
         started = time.perf_counter()
-        alt, coded = (choice, source) if first else _variant(encoder, choice, cand)
+        alt, coded = (
+            (choice, source) if first else variant(choice, cand, arr, s.voxel_size, s.labels)
+        )
         if alt.lock_share is not None:
             # (the lock is built after the base: a sixth of the time is kept for it)
             rest = clock.left(1.0)
@@ -171,12 +173,15 @@ class _Clock:
         self.budget, self.t_start = budget, t_start
         self.longest = 0.0
 
+    def _rest(self, budget: float) -> float:
+        """Seconds left of ``budget``, less a margin for the encoders' last steps."""
+        return 0.95 * budget - (time.perf_counter() - self.t_start)
+
     def left(self, share: float) -> float | None:
-        """``share`` of the budget left, less a margin for the encoders' last steps."""
+        """``share`` of the budget left (at least a twentieth of the budget)."""
         if self.budget is None:
             return None
-        rest = 0.95 * float(self.budget) - (time.perf_counter() - self.t_start)
-        return max(rest, 0.05 * float(self.budget)) * share
+        return max(self._rest(float(self.budget)), 0.05 * float(self.budget)) * share
 
     def took(self, seconds: float) -> None:
         """Record a coding's (and its scoring's) duration."""
@@ -187,16 +192,7 @@ class _Clock:
         (never without a budget: the time is then unknown)."""
         if self.budget is None:
             return False
-        rest = 0.95 * float(self.budget) - (time.perf_counter() - self.t_start)
-        return rest >= _TRIALS_AHEAD * self.longest
-
-
-def _variant(encoder: BlockEncoder, choice: Any, cand: Any) -> tuple[Any, np.ndarray]:
-    """``choice`` set to code ``cand`` of its ranking, and what the codec codes for it."""
-    from .taskfilter import variant
-
-    s = encoder.settings
-    return variant(choice, cand, s.arr, s.voxel_size, s.labels)
+        return self._rest(float(self.budget)) >= _TRIALS_AHEAD * self.longest
 
 
 def _what(choice: Any) -> str:

@@ -459,18 +459,31 @@ def variant(
     if cand.kind == "lock":
         _chose(out, cand, None)
         return out, volume
-    v = np.asarray(volume, np.float64)
-    coded = (
-        v
-        if cand.setting is None
-        else _prefiltered(v, choice.guidance, cand.setting, voxel_size, labels)
-    )
-    vmap = None
-    if cand.exponent is not None:
-        vmap = PowerMap.for_range(cand.exponent, float(v.min()), float(v.max()))
-        coded = vmap.forward(coded)
+    coded, vmap = _coded(cand, np.asarray(volume, np.float64), choice.guidance, voxel_size, labels)
     _chose(out, cand, vmap)
     return out, coded
+
+
+def _coded(
+    cand: Candidate,
+    v: np.ndarray,
+    guidance: str,
+    voxel_size: Sequence[float] | None,
+    labels: np.ndarray | None,
+) -> tuple[np.ndarray, PowerMap | None]:
+    """What the codec codes for a pre-filter or power-map candidate (``v``: the volume as
+    float64), and the map (None without one, or for a constant volume, which has nothing to
+    map)."""
+    coded = v
+    if cand.setting is not None:
+        coded = _prefiltered(v, guidance, cand.setting, voxel_size, labels)
+    if cand.exponent is None:
+        return coded, None
+    lo, hi = float(v.min()), float(v.max())
+    if not hi > lo:
+        return coded, None
+    vmap = PowerMap.for_range(cand.exponent, lo, hi)
+    return vmap.forward(coded), vmap
 
 
 @dataclass
@@ -497,15 +510,10 @@ def _trial(
         assert cand.setting is not None
         locked = _locked_proxy(volume, v, nbytes, cand.setting, choice, voxel_size)
         return _Trial(None, v) if locked is None else _Trial(locked[0], v, locked[1])
-    candidate = v
-    if cand.setting is not None:
-        candidate = _prefiltered(v, choice.guidance, cand.setting, voxel_size, labels)
-    if cand.exponent is None:
-        return _Trial(_proxy_decode(candidate, nbytes), candidate)
-    lo, hi = float(v.min()), float(v.max())
-    if not hi > lo:
-        return _Trial(None, v)
-    vmap = PowerMap.for_range(cand.exponent, lo, hi)
-    coded = vmap.forward(candidate)
+    coded, vmap = _coded(cand, v, choice.guidance, voxel_size, labels)
+    if cand.exponent is not None and vmap is None:
+        return _Trial(None, v)  # (a constant volume has nothing to map)
     decoded = _proxy_decode(coded, nbytes)
-    return _Trial(None if decoded is None else vmap.inverse(decoded), coded, 0, vmap)
+    if vmap is not None and decoded is not None:
+        decoded = vmap.inverse(decoded)
+    return _Trial(decoded, coded, 0, vmap)
