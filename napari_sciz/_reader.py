@@ -17,7 +17,7 @@ import sys
 import threading
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +119,7 @@ class LazySciZArray:
         self._cached = 0
         self._lock = threading.Lock()
         self._loader: PlaneLoader | None = None
+        self._loader_finalizer: weakref.finalize | None = None
         self._shown: dict[tuple[int, ...], np.ndarray] = {}  # last real region of each shape
         self._last_step: tuple[int, int] | None = None  # (axis, index) of the last request
 
@@ -201,12 +202,31 @@ class LazySciZArray:
             Called with the exception when a decode fails.
         """
         if self._loader is None:
-            self._loader = PlaneLoader(
-                self._fetch, self._remember, lambda _key: on_ready(), on_error
-            )
+            # The worker holds the reader and a weak reference to this array only: once the
+            # array is gone (its layer deleted), the worker stops and the file is released.
+            remember = weakref.WeakMethod(self._remember)
+            reader = self._reader
 
-    def _fetch(self, key: Any) -> np.ndarray:
-        return np.asarray(self._reader[key])
+            def store(ckey: Hashable, out: np.ndarray) -> None:
+                method = remember()
+                if method is not None:
+                    method(ckey, out)
+
+            loader = PlaneLoader(
+                lambda key: np.asarray(reader[key]), store, lambda _key: on_ready(), on_error
+            )
+            self._loader = loader
+            self._loader_finalizer = weakref.finalize(self, loader.close)
+
+    def stop_background(self) -> None:
+        """Stop decoding in the background (queued requests are dropped); indexing decodes
+        synchronously again. Called when the layer leaves the viewer."""
+        loader, self._loader = self._loader, None
+        finalizer, self._loader_finalizer = self._loader_finalizer, None
+        if finalizer is not None:
+            finalizer.detach()
+        if loader is not None:
+            loader.close()
 
     @property
     def loader(self) -> PlaneLoader | None:
@@ -287,6 +307,7 @@ def _slice_in_background_once_shown(arrays: Sequence[LazySciZArray]) -> None:
         array = ref() if ref is not None else None
         if array is not None and layer.data is array:
             _bind_layer(layer, array)
+            _stop_when_removed(viewer, layer, array)
         if not pending:
             viewer.layers.events.inserted.disconnect(on_inserted)
 
@@ -310,10 +331,29 @@ def _bind_layer(layer: Any, array: LazySciZArray) -> None:
         if target is not None:
             target.refresh()
 
+    def report(text: str) -> None:
+        target = layer_ref()
+        show_error(f"Cannot decode {target.name if target is not None else 'a layer'}: {text}")
+
     bridge.ready.connect(redraw)
-    bridge.failed.connect(lambda text: show_error(f"Cannot decode {layer.name}: {text}"))
+    bridge.failed.connect(report)
     array._bridge = bridge  # type: ignore[attr-defined]  # kept alive with the array
     array.slice_in_background(bridge.ready.emit, lambda exc: bridge.failed.emit(str(exc)))
+
+
+def _stop_when_removed(viewer: Any, layer: Any, array: LazySciZArray) -> None:
+    """Stop ``array``'s background decoding when ``layer`` leaves ``viewer`` (or it closes)."""
+    layer_ref, array_ref = weakref.ref(layer), weakref.ref(array)
+
+    def on_removed(event: Any) -> None:
+        if event.value is not layer_ref():
+            return
+        viewer.layers.events.removed.disconnect(on_removed)
+        target = array_ref()
+        if target is not None:
+            target.stop_background()
+
+    viewer.layers.events.removed.connect(on_removed)
 
 
 def _normalize_key(key: Any) -> Any:

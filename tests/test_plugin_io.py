@@ -273,6 +273,31 @@ def test_viewer_opens_sciz_lazily(
     np.testing.assert_array_equal(layer.data[6], full[6])
 
 
+def test_background_decoding_stops_with_the_layer(
+    make_napari_viewer, qtbot, sciz_file: Path
+) -> None:
+    """A removed layer's worker thread ends; an array nobody holds stops its worker too."""
+    import gc
+
+    viewer = make_napari_viewer()
+    (layer,) = viewer.open(str(sciz_file), plugin="napari-sciz")
+    _settled(qtbot, layer)
+    array = layer.data
+    thread = array.loader._thread
+    viewer.layers.remove(layer)
+    thread.join(timeout=10)
+    assert not thread.is_alive() and array.loader is None
+    assert array[2].shape == array.shape[1:]  # still decodes, now on the caller's thread
+
+    lone = read_sciz(str(sciz_file))[0][0]
+    lone.slice_in_background(lambda: None)
+    thread = lone.loader._thread
+    del lone
+    gc.collect()
+    thread.join(timeout=10)
+    assert not thread.is_alive()
+
+
 def test_scrolling_never_blocks_the_main_thread(
     make_napari_viewer, qtbot, tmp_path: Path, monkeypatch
 ) -> None:

@@ -1,0 +1,23 @@
+"""Set-up shared by every test module."""
+
+from __future__ import annotations
+
+import faulthandler
+
+import pytest
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_configure(config: pytest.Config) -> None:
+    """On a crash in native code, print the crashing thread's stack alone.
+
+    pytest's faulthandler prints every thread, newest first: behind a few idle worker threads
+    the crashing one (usually the main thread, the test) falls out of a shortened CI log.
+    """
+    try:
+        from _pytest.faulthandler import fault_handler_stderr_fd_key
+    except ImportError:  # pragma: no cover - another pytest layout: keep its handler
+        return
+    fd = config.stash.get(fault_handler_stderr_fd_key, None)
+    if fd is not None:
+        faulthandler.enable(file=fd, all_threads=False)
