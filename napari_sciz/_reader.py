@@ -18,6 +18,7 @@ import threading
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -317,28 +318,43 @@ def _slice_in_background_once_shown(arrays: Sequence[LazySciZArray]) -> None:
 def _bind_layer(layer: Any, array: LazySciZArray) -> None:
     """Redraw ``layer`` on the main thread whenever its background decode has a region ready."""
     from napari.utils.notifications import show_error
-    from qtpy.QtCore import QObject, Signal
 
-    class _Bridge(QObject):
-        ready = Signal()
-        failed = Signal(str)
-
-    bridge = _Bridge()  # lives in the main thread: the signals are delivered there
+    caller = _main_thread_caller()
     layer_ref = weakref.ref(layer)
 
     def redraw() -> None:
         target = layer_ref()
-        if target is not None:
-            target.refresh()
+        if target is not None and getattr(target.data, "loader", None) is not None:
+            target.refresh()  # (not once the layer has left the viewer)
 
     def report(text: str) -> None:
         target = layer_ref()
         show_error(f"Cannot decode {target.name if target is not None else 'a layer'}: {text}")
 
-    bridge.ready.connect(redraw)
-    bridge.failed.connect(report)
-    array._bridge = bridge  # type: ignore[attr-defined]  # kept alive with the array
-    array.slice_in_background(bridge.ready.emit, lambda exc: bridge.failed.emit(str(exc)))
+    array.slice_in_background(
+        lambda: caller.call.emit(redraw), lambda exc: caller.call.emit(partial(report, str(exc)))
+    )
+
+
+_CALLER: Any = None
+
+
+def _main_thread_caller() -> Any:
+    """One QObject of the main thread whose ``call`` signal runs a callable there.
+
+    Created once (from the main thread) and never deleted: worker threads hold only this
+    object and plain functions, so no Qt object is ever released on a worker thread.
+    """
+    global _CALLER
+    if _CALLER is None:
+        from qtpy.QtCore import QObject, Signal
+
+        class _Caller(QObject):
+            call = Signal(object)
+
+        _CALLER = _Caller()
+        _CALLER.call.connect(lambda fn: fn())
+    return _CALLER
 
 
 def _stop_when_removed(viewer: Any, layer: Any, array: LazySciZArray) -> None:

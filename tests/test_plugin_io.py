@@ -298,6 +298,36 @@ def test_background_decoding_stops_with_the_layer(
     assert not thread.is_alive()
 
 
+def test_a_failed_background_decode_is_reported_on_the_main_thread(
+    make_napari_viewer, qtbot, sciz_file: Path, monkeypatch
+) -> None:
+    import threading
+
+    import napari.utils.notifications as notifications
+
+    from napari_sciz.core.api import SciZReader
+    from napari_sciz.errors import FormatError
+
+    shown: list[tuple[str, bool]] = []
+    monkeypatch.setattr(
+        notifications,
+        "show_error",
+        lambda text: shown.append((text, threading.current_thread() is threading.main_thread())),
+    )
+    viewer = make_napari_viewer()
+    (layer,) = viewer.open(str(sciz_file), plugin="napari-sciz")
+    _settled(qtbot, layer)
+
+    def broken(self: Any, key: Any) -> Any:
+        raise FormatError("payload 3: CRC mismatch")
+
+    monkeypatch.setattr(SciZReader, "__getitem__", broken)
+    viewer.dims.set_current_step(0, layer.data.shape[0] - 1)
+    qtbot.waitUntil(lambda: bool(shown), timeout=30_000)
+    text, on_main = shown[0]
+    assert on_main and "Cannot decode phantom crop" in text and "CRC mismatch" in text
+
+
 def test_scrolling_never_blocks_the_main_thread(
     make_napari_viewer, qtbot, tmp_path: Path, monkeypatch
 ) -> None:
