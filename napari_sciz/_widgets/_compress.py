@@ -7,11 +7,7 @@ opened.
 
 from __future__ import annotations
 
-import gc
 import math
-import sys
-import threading
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,9 +17,7 @@ from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
     QDoubleSpinBox,
-    QFileDialog,
     QFormLayout,
-    QGroupBox,
     QHBoxLayout,
     QLabel,
     QMessageBox,
@@ -39,7 +33,18 @@ from superqt import QCollapsible
 from ..core.guidance import DEFAULT_WEIGHTS
 from ..core.plan import EFFORT_PRESETS as _CORE_PRESETS
 from ..core.plan import effort_budget
-from ..errors import CancelledError, InvalidInputError, SciZError
+from ..errors import InvalidInputError, SciZError
+from ._controls import (
+    _GUIDANCE_TIP,
+    _LABELS_TIP,
+    _MODE_TIP,
+    _NOT_YET,
+    _WEIGHT_TIPS,
+    AVAILABLE_GUIDANCE,
+    CODING_MODES,
+    GUIDANCE_MODES,
+    DeviceCombo,
+)
 from ._geometry import (
     EFFORT_PRESETS,
     RATIO_STOPS,
@@ -47,12 +52,21 @@ from ._geometry import (
     format_duration,
     nearest_ratio_index,
 )
+from ._job import CompressJob
 from ._region import BYTES_KEY, DecodeRegionWidget
+from ._results import (
+    ResultPanel,
+    add_result_layer,
+    ask_save_path,
+    is_sciz_layer,
+    remove_sciz_layers,
+    result_info,
+    source_files,
+)
 from ._viewer import (
     current_data_index,
     delta_colormap,
     delta_limit,
-    placement_kwargs,
     show_side_by_side,
 )
 
@@ -61,72 +75,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["AVAILABLE_GUIDANCE", "CompressWidget"]
 
-#: Coding modes offered by the widget: (mode, label).
-CODING_MODES: tuple[tuple[str, str], ...] = (
-    ("auto", "auto (hybrid; neural field with guidance weights)"),
-    ("lossy", "lossy (neural field)"),
-    ("hybrid", "hybrid (best classical base + fitted filter)"),
-    ("lossless", "lossless (bit-exact)"),
-    ("bounded", "error-bounded"),
-)
-_MODE_TIP = (
-    "auto: hybrid, the most accurate at a given size in our benchmarks (with a guidance it "
-    "codes a pre-filtered volume, chosen by measuring the task on trial decodes), or the "
-    "neural field when guidance weights are set (only the field's fit takes those). "
-    "lossy: a neural field fitted at the target ratio. hybrid: the best of SPERR, HEVC and "
-    "JPEG XL as a base layer, a fitted 3D loop filter and, when time allows, a neural fit of "
-    "the residual, at the target ratio. lossless: "
-    "bit-identical decoding (the ratio is what the data allow). "
-    "error-bounded: every decoded value within Max error of the original."
-)
-#: Guidance modes offered by the widget (see napari_sciz.core.guidance).
-GUIDANCE_MODES: tuple[str, ...] = ("none", "segmentation", "perceptual")
-#: Guidance modes the codec implements now; the others would be shown disabled.
-AVAILABLE_GUIDANCE: frozenset[str] = frozenset(GUIDANCE_MODES)
-_NOT_YET = "Not available yet: guided losses arrive in a later release of napari-sciz."
-_GUIDANCE_TIP = (
-    "What the compression should preserve best. none: every voxel alike (MSE). "
-    "segmentation: a threshold segmentation of the reconstruction (voxels on the wrong side of "
-    "the threshold of the chosen Labels layer, or of an Otsu threshold of the image) and the "
-    "voxels at object boundaries, scored by Dice. perceptual: structure (SSIM per slice). "
-    "A guided fit gives up at most 'max psnr loss' dB of PSNR (default 1) for its task. "
-    "Weights: Advanced. Decoding is unchanged."
-)
-#: Tooltips of the guidance weights (relative weights: see docs/guidance.md).
-_WEIGHT_TIPS = {
-    "side": "Relative weight of the voxels on the wrong side of the reference threshold",
-    "dice": "Relative weight of 1 - soft Dice of the soft-thresholded reconstruction",
-    "boundary": "Relative weight of the squared error on the band around object boundaries",
-    "sharpness": "Temperature of the soft threshold (normalised intensity) of the Dice term",
-    "band_radius": "Half-width of the boundary band in voxels",
-    "ssim": "Relative weight of 1 - SSIM (per 2D slice, as the result's SSIM is measured)",
-    "gradient": "Relative weight of the L1 distance of the intensity gradients",
-    "max_psnr_loss": "Most PSNR (dB) the guided fit may give up against a plain fit for its task",
-}
-_LABELS_TIP = (
-    "Labels layer (same shape as the image; > 0 is foreground) that segmentation guidance "
-    "should preserve. Automatic: an Otsu threshold of the image."
-)
-
-#: Minimum interval between progress updates / live previews sent to the main thread (seconds).
-_PROGRESS_INTERVAL = 0.1
-_PREVIEW_INTERVAL = 1.0
-
 _DEFAULT_RATIO = 64
-_SCIZ_ROLES = ("reconstruction", "delta", "region", "preview")
-
-
-def _free_gpu_memory() -> None:
-    """Release cached GPU memory (only if torch is already imported and CUDA is in use)."""
-    gc.collect()
-    torch = sys.modules.get("torch")
-    if torch is None:
-        return
-    try:
-        if torch.cuda.is_available() and torch.cuda.is_initialized():
-            torch.cuda.empty_cache()
-    except Exception:  # noqa: BLE001 - freeing memory must never fail a job  # pragma: no cover
-        pass
 
 
 def _is_close(event: QEvent) -> bool:
@@ -134,167 +83,6 @@ def _is_close(event: QEvent) -> bool:
         return event.type() == QEvent.Type.Close
     except RuntimeError:  # pragma: no cover - event already deleted
         return False
-
-
-def describe_error(exc: BaseException, device: str = "") -> str:
-    """A clear, single-paragraph message for an error raised while compressing.
-
-    Parameters
-    ----------
-    exc : BaseException
-        The error.
-    device : str
-        The device that was used (for out-of-memory messages).
-
-    Returns
-    -------
-    str
-        The message shown in the napari notification.
-    """
-    text = str(exc).strip()
-    if type(exc).__name__ == "OutOfMemoryError" or "out of memory" in text.lower():
-        where = f" on {device}" if device and device != "auto" else ""
-        return (
-            f"The GPU ran out of memory{where}. Try the CPU device, 'Current plane only', "
-            "a smaller layer, or close other programs using the GPU."
-        )
-    if isinstance(exc, MemoryError):
-        return "Not enough memory (RAM) to compress this layer: try 'Current plane only'."
-    if isinstance(exc, SciZError):
-        return text or type(exc).__name__
-    return f"Compression failed: {type(exc).__name__}: {text}"
-
-
-def _task_text(task: dict[str, float] | None) -> str:
-    """One line for the task score row."""
-    if not task:
-        return "- (no guidance)"
-    if "object_f1" in task:
-        return (
-            f"object F1 {task['object_f1']:.3f}, Dice {task['dice']:.3f} "
-            f"({int(task['found'])} of {int(task['objects'])} objects)"
-        )
-    return f"MS-SSIM {task['ms_ssim']:.4f}, gradient {task['gradient_similarity']:.4f}"
-
-
-class _CompressJob:
-    """One compression run: the worker body plus the thread-safe callbacks given to the codec."""
-
-    def __init__(self, data: np.ndarray, ratio: float, options: dict[str, Any]) -> None:
-        self.data: np.ndarray | None = data
-        self.ratio = ratio
-        self.options = options
-        self.cancel_event = threading.Event()
-        self.worker: Any = None
-        self._last_progress = 0.0
-        self._last_preview = 0.0
-        self.started = time.monotonic()
-
-    def cancelled(self) -> bool:
-        """True once the user cancelled, the viewer closes, or napari asked the worker to quit."""
-        worker = self.worker
-        return self.cancel_event.is_set() or bool(
-            worker is not None and getattr(worker, "abort_requested", False)
-        )
-
-    def _emit(self, message: tuple[str, Any]) -> None:
-        worker = self.worker
-        if worker is None:
-            return
-        try:
-            worker.yielded.emit(message)  # queued to the main thread
-        except RuntimeError:  # pragma: no cover - signals object already deleted
-            pass
-
-    def progress(self, info: Any) -> None:
-        """Codec progress callback (worker thread): throttled and forwarded."""
-        now = time.monotonic()
-        fraction = float(getattr(info, "fraction", 0.0) or 0.0)
-        if now - self._last_progress < _PROGRESS_INTERVAL and fraction < 1.0:
-            return
-        self._last_progress = now
-        self._emit(("progress", info))
-
-    def preview(self, array: Any) -> None:
-        """Codec preview callback (worker thread): a copy of the reconstruction is forwarded."""
-        now = time.monotonic()
-        if now - self._last_preview < _PREVIEW_INTERVAL:
-            return
-        self._last_preview = now
-        self._emit(("preview", np.array(array, dtype=np.float32, copy=True)))
-
-    def run(self) -> Any:
-        """Worker body (a generator so that napari gives it a ``yielded`` signal)."""
-        yield ("status", "Loading the codec ...")
-        device = str(self.options.get("device", ""))
-        try:
-            from ..core.api import compress
-
-            if self.cancelled():
-                raise CancelledError("cancelled before the fit started")
-            self._emit(("status", "Preparing the fit (initialising the field) ..."))
-            result = compress(
-                self.data,
-                self.ratio,
-                progress=self.progress,
-                preview=self.preview,
-                cancel=self.cancelled,
-                **self.options,
-            )
-            if self.cancelled():
-                raise CancelledError("cancelled")
-            return ("ok", result, self._task_score(result))
-        except CancelledError:
-            return ("cancelled", None)
-        except Exception as exc:  # noqa: BLE001 - every error is reported to the user
-            return ("error", describe_error(exc, device))
-        finally:
-            _free_gpu_memory()
-
-    def _task_score(self, result: Any) -> dict[str, float] | None:
-        """The guided task's score of the decoded volume (worker thread), or None."""
-        guidance = str(self.options.get("guidance") or "none")
-        if guidance == "none" or self.data is None:
-            return None
-        from ..core.taskscore import guidance_score
-
-        self._emit(("status", f"Scoring the {guidance} task on the decoded volume ..."))
-        try:
-            return guidance_score(
-                guidance, self.data, result.reconstruction, self.options.get("voxel_size")
-            )
-        except Exception:  # noqa: BLE001 - a score is a report; the result stands without it
-            return None
-
-
-class _DeviceCombo(QComboBox):
-    """A device picker that lists the real devices the first time it is opened (imports torch)."""
-
-    def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.addItem("auto (best available)", "auto")
-        self.setToolTip("Where to fit: a CUDA GPU, Apple MPS or the CPU")
-        self.populated = False
-
-    def populate(self) -> None:
-        """Add the available devices (CUDA with name and free memory, MPS, CPU)."""
-        if self.populated:
-            return
-        self.populated = True
-        try:
-            from ..core.device import available_devices
-
-            devices = available_devices()
-        except Exception as exc:  # noqa: BLE001 - keep "auto" usable
-            self.setToolTip(f"Could not list devices: {exc}")
-            devices = []
-        for info in devices:
-            self.addItem(info.label, info.name)
-
-    def showPopup(self) -> None:  # noqa: N802 - Qt override
-        """Populate lazily, then open."""
-        self.populate()
-        super().showPopup()
 
 
 class CompressWidget(QWidget):
@@ -331,7 +119,7 @@ class CompressWidget(QWidget):
         self.result: Any = None
         self.result_layers: tuple[Any, ...] = ()
         self.worker: Any = None
-        self._job: _CompressJob | None = None
+        self._job: CompressJob | None = None
         self._run: dict[str, Any] = {}
         self._preview_layer: Any = None
         self._closing = False
@@ -343,6 +131,14 @@ class CompressWidget(QWidget):
 
     # ================================================================== UI
     def _build_ui(self) -> None:
+        self._build_target()
+        self._build_guidance()
+        self._build_effort()
+        self._build_run()
+        self._lay_out()
+
+    def _build_target(self) -> None:
+        """The image, the ratio and the coding mode."""
         # --- input
         self.layer_combo = QComboBox()
         self.layer_combo.setToolTip("The image layer to compress")
@@ -376,7 +172,8 @@ class CompressWidget(QWidget):
             "Largest absolute error of every decoded value (integers: rounded down; 0 = lossless)"
         )
 
-        # --- guidance (the guided losses come later: visibly disabled, never silently ignored)
+    def _build_guidance(self) -> None:
+        """Guidance and its labels (a mode not available would be shown disabled)."""
         self.guidance_combo = QComboBox()
         for mode in GUIDANCE_MODES:
             self.guidance_combo.addItem(mode, mode)
@@ -403,8 +200,9 @@ class CompressWidget(QWidget):
         self.labels_combo.setToolTip(_LABELS_TIP)
         self.guidance_combo.currentIndexChanged.connect(self._on_guidance_changed)
 
-        # --- device and effort
-        self.device_combo = _DeviceCombo()
+    def _build_effort(self) -> None:
+        """Device, effort (time budget) and the advanced settings: steps, seed, weights."""
+        self.device_combo = DeviceCombo()
         self.effort_combo = QComboBox()
         for key, seconds in EFFORT_PRESETS.items():
             per_mib = int(_CORE_PRESETS[key][1])
@@ -450,7 +248,8 @@ class CompressWidget(QWidget):
             self.weight_spins[gmode] = spins
             self.weight_groups[gmode] = group
 
-        # --- run
+    def _build_run(self) -> None:
+        """Start / Cancel, progress, status and the result box."""
         self.start_button = QPushButton("Start")
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
@@ -463,27 +262,11 @@ class CompressWidget(QWidget):
         self.status_label.setWordWrap(True)
 
         # --- result
-        self.metric_labels: dict[str, QLabel] = {}
-        results_form = QFormLayout()
-        for key, title in (
-            ("ratio", "Ratio"),
-            ("size", "File size"),
-            ("psnr", "PSNR"),
-            ("ssim", "SSIM"),
-            ("max_error", "Max error"),
-            ("task", "Task score"),
-            ("time", "Time"),
-            ("device", "Device"),
-        ):
-            label = QLabel("-")
-            label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-            self.metric_labels[key] = label
-            results_form.addRow(title, label)
-        self.save_button = QPushButton("Save .sciz ...")
-        self.save_button.setEnabled(False)
-        self.save_button.setToolTip("Write the compressed file")
+        self.results_panel = ResultPanel()
+        self.metric_labels = self.results_panel.labels
+        self.save_button = self.results_panel.save_button
 
-        # --- layout
+    def _lay_out(self) -> None:
         ratio_row = QHBoxLayout()
         ratio_row.addWidget(self.ratio_slider, 1)
         ratio_row.addWidget(self.ratio_label)
@@ -519,11 +302,6 @@ class CompressWidget(QWidget):
         buttons.addWidget(self.start_button)
         buttons.addWidget(self.cancel_button)
 
-        results_box = QGroupBox("Result")
-        results_layout = QVBoxLayout(results_box)
-        results_layout.addLayout(results_form)
-        results_layout.addWidget(self.save_button)
-
         self.region = DecodeRegionWidget(self.viewer, parent=self)
         self.region_section = QCollapsible("Decode region")
         self.region_section.addWidget(self.region)
@@ -534,7 +312,7 @@ class CompressWidget(QWidget):
         layout.addLayout(buttons)
         layout.addWidget(self.progress_bar)
         layout.addWidget(self.status_label)
-        layout.addWidget(results_box)
+        layout.addWidget(self.results_panel)
         layout.addWidget(self.region_section)
         layout.addStretch(1)
 
@@ -621,10 +399,7 @@ class CompressWidget(QWidget):
         self.layer_combo.clear()
         candidates = []
         for layer in self.viewer.layers:
-            if not isinstance(layer, Image):
-                continue
-            info = layer.metadata.get("sciz") if isinstance(layer.metadata, dict) else None
-            if isinstance(info, dict) and info.get("role") in _SCIZ_ROLES:
+            if not isinstance(layer, Image) or is_sciz_layer(layer):
                 continue
             candidates.append(layer)
             self.layer_combo.addItem(layer.name, id(layer))
@@ -850,7 +625,7 @@ class CompressWidget(QWidget):
 
         ratio = self.ratio
         self._remember_default_ratio(ratio)
-        job = _CompressJob(data, ratio, options)
+        job = CompressJob(data, ratio, options)
         self._job = job
         self._run = {"layer": layer, "leading": leading, "ratio": ratio, "data": data}
         self._preview_layer = None
@@ -986,60 +761,11 @@ class CompressWidget(QWidget):
             layer.data = data
             return
         name = f"{src.name} sciz {self._run['ratio']}x (fitting)"
-        self._preview_layer = self._add_result_layer(
-            data, name, src, leading, {"sciz": {"role": "preview"}}
+        self._preview_layer = add_result_layer(
+            self.viewer, data, name, src, leading, {"sciz": {"role": "preview"}}
         )
         if not self.result_layers:
             show_side_by_side(self.viewer, [src, self._preview_layer])
-
-    def _add_result_layer(
-        self,
-        data: np.ndarray,
-        name: str,
-        src: Any,
-        leading: tuple[int, ...],
-        metadata: dict[str, Any],
-        *,
-        link: bool = True,
-        **kwargs: Any,
-    ) -> Any:
-        """Insert an image layer right after ``src``, placed in ``src``'s world frame."""
-        from napari.layers import Image
-
-        self._remove_our_layers(name)
-        options: dict[str, Any] = {
-            "colormap": src.colormap,
-            "contrast_limits": src.contrast_limits,
-            "blending": src.blending,
-            "gamma": src.gamma,
-        }
-        options.update(kwargs)
-        layer = Image(
-            data, name=name, metadata=metadata, **placement_kwargs(src, leading), **options
-        )
-        index = self.viewer.layers.index(src) + 1
-        while index < len(self.viewer.layers) and self._is_our_layer(self.viewer.layers[index]):
-            index += 1
-        self.viewer.layers.insert(index, layer)
-        if link:
-            try:
-                from napari.experimental import link_layers
-
-                link_layers([src, layer], ("contrast_limits",))
-            except (ImportError, ValueError):  # pragma: no cover - older napari
-                pass
-        return layer
-
-    def _remove_our_layers(self, name: str, keep: Any = None) -> None:
-        """Remove layers made by this plugin that are called ``name`` (a re-run replaces them)."""
-        for old in list(self.viewer.layers):
-            if old is not keep and old.name == name and self._is_our_layer(old):
-                self.viewer.layers.remove(old)
-
-    @staticmethod
-    def _is_our_layer(layer: Any) -> bool:
-        info = layer.metadata.get("sciz") if isinstance(layer.metadata, dict) else None
-        return isinstance(info, dict) and info.get("role") in _SCIZ_ROLES
 
     def _on_returned(self, outcome: tuple[str, Any]) -> None:
         from napari.utils.notifications import show_error, show_info
@@ -1094,73 +820,16 @@ class CompressWidget(QWidget):
     def _show_result(self, result: Any) -> None:
         src = self._run["layer"]
         leading: tuple[int, ...] = self._run["leading"]
-        original: np.ndarray = self._run["data"]
-        ratio_target = self._run["ratio"]
         if src not in self.viewer.layers:
             raise SciZError(f"the layer {src.name!r} was removed during the compression")
-
-        recon = np.asarray(result.reconstruction)
-        delta = original.astype(np.float32) - recon.astype(np.float32)
-        dmax = delta_limit(delta)
-        expand = (1,) * len(leading)
-
-        summary = dict(result.summary()) if callable(getattr(result, "summary", None)) else {}
-        info: dict[str, Any] = {
-            **summary,
-            "role": "reconstruction",
-            "source_layer": src.name,
-            "leading_index": list(leading),
-            "compressed_shape": [int(n) for n in recon.shape],
-            "target_ratio": ratio_target,
-            "ratio": float(result.ratio),
-            "nbytes": int(result.nbytes),
-            "raw_nbytes": int(result.raw_nbytes),
-            "psnr": float(result.psnr),
-            "ssim": float(result.ssim),
-            "max_error": float(result.max_error),
-            "encode_seconds": float(result.encode_seconds),
-            "device": str(result.device),
-        }
-        if self._run.get("task"):
-            info["task"] = dict(self._run["task"])
-        mode = str(summary.get("mode", "lossy"))
-        tag = f"{ratio_target}x" if mode in ("lossy", "hybrid") else mode
-        name = f"{src.name} sciz {tag}"
-        recon_layer = self._preview_layer
-        self._preview_layer = None
-        self._remove_our_layers(name, keep=recon_layer)
-        if recon_layer is not None and recon_layer in self.viewer.layers:
-            recon_layer.name = name
-            recon_layer.data = recon.reshape(expand + recon.shape)
-            recon_layer.metadata["sciz"] = info
-            recon_layer.metadata[BYTES_KEY] = result.data
-        else:
-            recon_layer = self._add_result_layer(
-                recon.reshape(expand + recon.shape),
-                name,
-                src,
-                leading,
-                {"sciz": info, BYTES_KEY: result.data},
-            )
-        delta_layer = self._add_result_layer(
-            delta.reshape(expand + delta.shape),
-            f"{src.name} delta {tag}",
-            src,
-            leading,
-            {"sciz": {**info, "role": "delta"}},
-            link=False,
-            colormap=delta_colormap(),
-            contrast_limits=(-dmax, dmax),
-            gamma=1.0,
-            blending="translucent",
-        )
-        recon_layer.contrast_limits = src.contrast_limits
+        info = result_info(result, src, leading, self._run["ratio"], self._run.get("task"))
+        recon_layer, delta_layer = self._place_result(result, info, src, leading)
         self.result = result
         self.result_layers = (src, recon_layer, delta_layer)
         show_side_by_side(self.viewer, [src, recon_layer, delta_layer], reset_view=True)
         self.viewer.layers.selection.active = src
 
-        self._show_metrics(info)
+        self.results_panel.show_metrics(info)
         self.progress_bar.setRange(0, 1000)
         self.progress_bar.setValue(1000)
         self.progress_bar.setFormat(f"done · PSNR {info['psnr']:.1f} dB")
@@ -1174,26 +843,50 @@ class CompressWidget(QWidget):
         for note in getattr(result, "messages", None) or ():
             show_info(str(note))
 
-    def _show_metrics(self, info: dict[str, Any]) -> None:
-        m = self.metric_labels
+    def _place_result(
+        self, result: Any, info: dict[str, Any], src: Any, leading: tuple[int, ...]
+    ) -> tuple[Any, Any]:
+        """The reconstruction (the live preview's layer, when there is one) and the delta
+        (original minus reconstruction) layers, placed after ``src``."""
+        recon = np.asarray(result.reconstruction)
+        delta = self._run["data"].astype(np.float32) - recon.astype(np.float32)
+        dmax = delta_limit(delta)
+        expand = (1,) * len(leading)
         mode = str(info.get("mode", "lossy"))
-        target = f"target {info['target_ratio']}x" if mode in ("lossy", "hybrid") else mode
-        m["ratio"].setText(f"{info['ratio']:.1f}x  ({target})")
-        m["size"].setText(
-            f"{format_bytes(info['nbytes'])}  (raw {format_bytes(info['raw_nbytes'])})"
+        tag = f"{info['target_ratio']}x" if mode in ("lossy", "hybrid") else mode
+        name = f"{src.name} sciz {tag}"
+        recon_layer = self._preview_layer
+        self._preview_layer = None
+        remove_sciz_layers(self.viewer, name, keep=recon_layer)
+        if recon_layer is not None and recon_layer in self.viewer.layers:
+            recon_layer.name = name
+            recon_layer.data = recon.reshape(expand + recon.shape)
+            recon_layer.metadata["sciz"] = info
+            recon_layer.metadata[BYTES_KEY] = result.data
+        else:
+            recon_layer = add_result_layer(
+                self.viewer,
+                recon.reshape(expand + recon.shape),
+                name,
+                src,
+                leading,
+                {"sciz": info, BYTES_KEY: result.data},
+            )
+        delta_layer = add_result_layer(
+            self.viewer,
+            delta.reshape(expand + delta.shape),
+            f"{src.name} delta {tag}",
+            src,
+            leading,
+            {"sciz": {**info, "role": "delta"}},
+            link=False,
+            colormap=delta_colormap(),
+            contrast_limits=(-dmax, dmax),
+            gamma=1.0,
+            blending="translucent",
         )
-        psnr = float(info["psnr"])
-        m["psnr"].setText("inf (exact)" if math.isinf(psnr) else f"{psnr:.2f} dB")
-        m["ssim"].setText(f"{info['ssim']:.4f}")
-        m["max_error"].setText(f"{info['max_error']:.4g}")
-        m["time"].setText(format_duration(info["encode_seconds"]))
-        m["device"].setText(info["device"])
-        m["task"].setText(_task_text(info.get("task")))
-        m["task"].setToolTip(
-            "Segmentation: the decoded volume segmented as a biologist would (Gaussian, Otsu, "
-            "watershed) against the original's segmentation. Perceptual: MS-SSIM and gradient "
-            "similarity. Shown after a guided fit."
-        )
+        recon_layer.contrast_limits = src.contrast_limits
+        return recon_layer, delta_layer
 
     # ================================================================== save
     def save(self, path: str | Path | None = None) -> Path | None:
@@ -1215,7 +908,7 @@ class CompressWidget(QWidget):
             show_error("Nothing to save yet: compress a layer first.")
             return None
         if path is None:
-            path = self._ask_save_path()
+            path = ask_save_path(self, self.result_layers[0] if self.result_layers else None)
             if path is None:
                 return None
         target = Path(path)
@@ -1232,7 +925,11 @@ class CompressWidget(QWidget):
                 return None
             force = True
         try:
-            written = self.result.save(target, force=force, inputs=self._source_files())
+            written = self.result.save(
+                target,
+                force=force,
+                inputs=source_files(self.result_layers[0] if self.result_layers else None),
+            )
         except (SciZError, OSError) as exc:
             show_error(f"Could not save {target.name}: {exc}")
             return None
@@ -1244,37 +941,3 @@ class CompressWidget(QWidget):
         show_info(f"Saved {written} ({format_bytes(written.stat().st_size)})")
         self.status_label.setText(f"Saved {written}")
         return written
-
-    def _source_files(self) -> list[str]:
-        """Files the compressed layer came from: Save never overwrites them."""
-        from .._writer import layer_sources
-
-        src = self.result_layers[0] if self.result_layers else None
-        if src is None:
-            return []
-        found = layer_sources(getattr(src, "metadata", None))
-        source_path = getattr(getattr(src, "source", None), "path", None)
-        if source_path:
-            found.append(str(source_path))
-        return found
-
-    def _ask_save_path(self) -> Path | None:
-        src = self.result_layers[0] if self.result_layers else None
-        folder = Path.cwd()
-        source_path = getattr(getattr(src, "source", None), "path", None)
-        if source_path:
-            folder = Path(source_path).parent
-        default = folder / f"{getattr(src, 'name', 'compressed')}.sciz"
-        path, _ = QFileDialog.getSaveFileName(
-            self,
-            "Save compressed stack",
-            str(default),
-            "SciZ files (*.sciz);;All files (*)",
-            options=QFileDialog.Option.DontConfirmOverwrite,
-        )
-        if not path:
-            return None
-        target = Path(path)
-        if target.suffix.lower() != ".sciz":
-            target = target.with_name(target.name + ".sciz")
-        return target

@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from ..core.guidance import GUIDANCE_MODES
 from .classical import CODECS, Codec, get_codec, lossless_sizes, max_abs_error, psnr, ssim
 
 __all__ = [
@@ -58,7 +59,6 @@ GUIDANCE_VOLUMES = (
     "flowdec_bead_25pct",
     "bbbc034_AICS_12_134_C0",
 )
-GUIDANCE_MODES = ("none", "segmentation", "perceptual")
 
 
 # --------------------------------------------------------------------------------------------------
