@@ -32,7 +32,6 @@ from __future__ import annotations
 import math
 import struct
 from abc import ABC, abstractmethod
-from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -42,6 +41,7 @@ from .headers import check_sperr_header, hevc_picture_sizes
 from .mosaic import mosaic_layout, tile_mosaic, untile_mosaic
 from .planes import HEVCPlanes, PlaneSource, SlabPlanes, WholePlanes
 from .sperrpack import pack_sperr, unpack_sperr
+from .x265proc import encode_frames
 
 __all__ = [
     "BASES",
@@ -414,8 +414,11 @@ class HEVCBase(BaseCodec):
 
     def supports(self, shape3: Shape3) -> bool:  # noqa: D102
         # the x265 bundled with PyAV 18 corrupts its heap (AVX2) or gives run-to-run different
-        # streams (SSE4.2) on frames narrower than one 64-pixel coding tree unit (seen here)
-        return shape3[1] >= 64 and shape3[2] >= 64
+        # streams (SSE4.2) on frames narrower than one 64-pixel coding tree unit, and on
+        # frames one unit high or wide too (different streams from the same frames in 11 of
+        # 70 settings tried at 64x64, 128x64, 64x192 and 200x64; none at 66 to 256 pixels):
+        # reads of memory it did not set, which a long session saw end in a crash
+        return shape3[1] > 64 and shape3[2] > 64
 
     @staticmethod
     def _padded(shape3: Shape3) -> tuple[int, int]:
@@ -434,33 +437,21 @@ class HEVCBase(BaseCodec):
 
     def _encode(self, block: np.ndarray, crf: float, zones: str) -> bytes:
         """x265 at ``crf``, with x265 ``zones`` (frame ranges and bitrate factors) if any."""
-        import av
-
         pix_fmt, maxcode = self._format_for(crf)
         codes, side = _scaled(block, maxcode)
-        z, h, w = codes.shape
+        _, h, w = codes.shape
         ph, pw = self._padded(codes.shape)  # type: ignore[arg-type]
         if (ph, pw) != (h, w):
             codes = np.pad(codes, ((0, 0), (0, ph - h), (0, pw - w)), mode="edge")
-        ctx = av.CodecContext.create("libx265", "w")
-        ctx.width, ctx.height, ctx.pix_fmt = pw, ph, pix_fmt
-        ctx.time_base, ctx.framerate = Fraction(1, 25), Fraction(25, 1)
         # asm=sse4.2: the AVX2 kernels of the x265 bundled with PyAV 18 corrupt the heap on
         # frames 48 or fewer pixels wide (seen here); SSE4.2 costs about a third more time
-        # and keeps a future change of `supports` from crashing the process
+        # and keeps a future change of `supports` from crashing the process. The encode
+        # runs in a helper process (:mod:`.x265proc`): a crash there does not end this one
         params = f"crf={crf:.4f}:pools=1:frame-threads=1:info=0:log-level=error:asm=sse4.2"
         params += HEVC_PRESET_PARAMS.get(self.preset, "")
         params += f":zones={zones}" if zones else ""
-        ctx.options = {"preset": self.preset, "tune": "psnr", "x265-params": params}
-        out = bytearray(side)
-        for i in range(z):
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(codes[i]), format=pix_fmt)
-            frame.pts = i
-            for packet in ctx.encode(frame):
-                out += bytes(packet)
-        for packet in ctx.encode(None):
-            out += bytes(packet)
-        return bytes(out)
+        options = {"preset": self.preset, "tune": "psnr", "x265-params": params}
+        return bytes(side) + encode_frames(codes, pix_fmt, options)
 
     def decode(self, stream: bytes, shape3: Shape3) -> np.ndarray:  # noqa: D102
         return self.planes(stream, shape3).upto(shape3[0])

@@ -1,0 +1,74 @@
+"""x265 in helper processes: same streams as in this process, crashes contained."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+av = pytest.importorskip("av")
+
+from napari_sciz.core.hybrid import bases, x265proc  # noqa: E402
+from napari_sciz.core.hybrid.search import encode_to_size  # noqa: E402
+
+if "libx265" not in av.codecs_available:  # pragma: no cover - PyAV without x265
+    pytest.skip("PyAV has no libx265", allow_module_level=True)
+
+PARAMS = "crf=24:pools=1:frame-threads=1:log-level=error:asm=sse4.2"
+OPTIONS = {"preset": "medium", "tune": "psnr", "x265-params": PARAMS}
+
+
+def _frames(seed: int = 0, shape: tuple[int, int, int] = (5, 96, 80)) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    smooth = np.cumsum(np.cumsum(rng.normal(0, 3, shape), axis=1), axis=2)
+    return np.clip(smooth - smooth.min(), 0, 4095).astype(np.uint16)
+
+
+def test_helper_streams_equal_the_streams_coded_here() -> None:
+    codes = _frames()
+    assert x265proc.encode_frames(codes, "gray12le", OPTIONS) == x265proc.encode_frames_here(
+        codes, "gray12le", OPTIONS
+    )
+    block = _frames(1).astype(np.float64)
+    stream = bases.HEVCBase().encode(block, 20.0)
+    assert np.abs(bases.HEVCBase().decode(stream, block.shape) - block).max() < 64
+
+
+def test_a_helper_that_died_is_replaced() -> None:
+    codes = _frames(2)
+    expected = x265proc.encode_frames(codes, "gray12le", OPTIONS)  # leaves an idle helper
+    with x265proc._idle_lock:
+        helpers = list(x265proc._idle)
+    assert helpers
+    for helper in helpers:
+        helper.proc.kill()
+        helper.proc.wait()
+    assert x265proc.encode_frames(codes, "gray12le", OPTIONS) == expected
+
+
+def test_two_deaths_are_a_clear_error_and_hevc_is_skipped(monkeypatch) -> None:
+    def dies(self, *args, **kwargs):
+        self.proc.kill()
+        raise EOFError("the x265 helper process ended")
+
+    monkeypatch.setattr(x265proc._Helper, "encode", dies)
+    with pytest.raises(x265proc.X265Crashed, match="crashed twice"):
+        x265proc.encode_frames(_frames(3), "gray12le", OPTIONS)
+    block = _frames(4).astype(np.float64)
+    assert encode_to_size(bases.HEVCBase(), block, 2000) is None  # the search skips HEVC
+
+
+def test_without_a_working_helper_x265_runs_here(monkeypatch) -> None:
+    monkeypatch.setattr(x265proc, "_MODULE", "napari_sciz.no_such_module")
+    monkeypatch.setattr(x265proc, "_helpers_work", True)
+    monkeypatch.setattr(x265proc, "_idle", [])
+    codes = _frames(5)
+    with pytest.warns(RuntimeWarning, match="could not start"):
+        stream = x265proc.encode_frames(codes, "gray12le", OPTIONS)
+    assert stream == x265proc.encode_frames_here(codes, "gray12le", OPTIONS)
+    assert x265proc._helpers_work is False
+
+
+def test_frames_one_coding_unit_wide_are_not_given_to_x265() -> None:
+    hevc = bases.HEVCBase()
+    assert not hevc.supports((4, 64, 128)) and not hevc.supports((4, 128, 64))
+    assert hevc.supports((4, 65, 66)) and hevc.supports((1, 256, 256))
