@@ -9,6 +9,7 @@ av = pytest.importorskip("av")
 
 from napari_sciz.core.hybrid import bases, x265proc  # noqa: E402
 from napari_sciz.core.hybrid.search import encode_to_size  # noqa: E402
+from napari_sciz.errors import FormatError  # noqa: E402
 
 if "libx265" not in av.codecs_available:  # pragma: no cover - PyAV without x265
     pytest.skip("PyAV has no libx265", allow_module_level=True)
@@ -68,7 +69,16 @@ def test_without_a_working_helper_x265_runs_here(monkeypatch) -> None:
     assert x265proc._helpers_work is False
 
 
-def test_frames_one_coding_unit_wide_are_not_given_to_x265() -> None:
+def test_frames_of_one_coding_unit_are_coded_padded_and_old_files_still_decode() -> None:
     hevc = bases.HEVCBase()
-    assert not hevc.supports((4, 64, 128)) and not hevc.supports((4, 128, 64))
-    assert hevc.supports((4, 65, 66)) and hevc.supports((1, 256, 256))
+    assert hevc._padded((4, 64, 64)) == (66, 66) and hevc._padded((4, 65, 127)) == (66, 128)
+    block = _frames(6, (4, 64, 64)).astype(np.float64)
+    stream = hevc.encode(block, 12.0)
+    assert np.abs(hevc.decode(stream, block.shape) - block).max() < 40
+    # a file written before: 64x64 frames (coded here through the helper)
+    codes, side = bases._scaled(block, 4095)
+    options = {"preset": "medium", "tune": "psnr", "x265-params": "crf=12:" + PARAMS[7:]}
+    legacy = side + x265proc.encode_frames(codes, "gray12le", options)
+    assert np.abs(hevc.decode(legacy, block.shape) - block).max() < 40
+    with pytest.raises(FormatError, match="does not match"):
+        hevc.decode(stream, (4, 70, 64))

@@ -379,6 +379,12 @@ HEVC_PRESET_PARAMS = {"medium": ":rdoq-level=2"}
 HEVC_12BIT_MAX_CRF = 40.0
 
 
+def _frame_side(n: int) -> int:
+    """An HEVC frame side for ``n`` pixels: even, 66 for 63 or 64 (:meth:`HEVCBase._padded`)."""
+    side = n + n % 2
+    return 66 if side == 64 else side
+
+
 class HEVCBase(BaseCodec):
     """HEVC (x265, 12-bit gray frames, ``tune psnr``) through PyAV."""
 
@@ -414,14 +420,23 @@ class HEVCBase(BaseCodec):
 
     def supports(self, shape3: Shape3) -> bool:  # noqa: D102
         # the x265 bundled with PyAV 18 corrupts its heap (AVX2) or gives run-to-run different
-        # streams (SSE4.2) on frames narrower than one 64-pixel coding tree unit, and on
-        # frames one unit high or wide too (different streams from the same frames in 11 of
-        # 70 settings tried at 64x64, 128x64, 64x192 and 200x64; none at 66 to 256 pixels):
-        # reads of memory it did not set, which a long session saw end in a crash
-        return shape3[1] > 64 and shape3[2] > 64
+        # streams (SSE4.2) on frames narrower than one 64-pixel coding tree unit (seen here);
+        # frames of exactly one unit are coded padded (:meth:`_padded`)
+        return shape3[1] >= 64 and shape3[2] >= 64
 
     @staticmethod
     def _padded(shape3: Shape3) -> tuple[int, int]:
+        """The coded frame size: even, and never one 64-pixel coding unit high or wide (66).
+
+        On frames 64 pixels high or wide the bundled x265 reads memory it did not set: the same
+        frames gave run-to-run different streams in 11 of 70 settings tried (64x64, 128x64,
+        64x192, 200x64; none at 65 to 256 pixels), and a long test session crashed in it.
+        """
+        return _frame_side(shape3[1]), _frame_side(shape3[2])
+
+    @staticmethod
+    def _legacy_padded(shape3: Shape3) -> tuple[int, int]:
+        """The frame size of files written before 64-pixel frames were padded (just even)."""
         return shape3[1] + shape3[1] % 2, shape3[2] + shape3[2] % 2
 
     @staticmethod
@@ -465,10 +480,11 @@ class HEVCBase(BaseCodec):
                 "this file's base layer is HEVC, which needs PyAV to decode: pip install av"
             ) from exc
         vmin, vmax, body = _split_range(stream)
-        ph, pw = self._padded(shape3)
+        allowed = {self._padded(shape3)[::-1], self._legacy_padded(shape3)[::-1]}
         sizes = hevc_picture_sizes(body)  # before FFmpeg allocates what the stream declares
-        if not sizes or any(size != (pw, ph) for size in sizes):
+        if not sizes or len(set(sizes)) != 1 or sizes[0] not in allowed:
             raise FormatError("hybrid base layer (HEVC) does not match the block's shape")
+        pw, ph = sizes[0]
         return HEVCPlanes(
             body, shape3, (ph, pw), lambda codes, maxcode: _unscaled(codes, vmin, vmax, maxcode)
         )

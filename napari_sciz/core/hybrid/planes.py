@@ -116,7 +116,7 @@ class HEVCPlanes(PlaneSource):
     body : bytes
         The HEVC stream (Annex B), its picture sizes already checked against the block.
     shape3 : tuple of int
-        The block's shape; frames are ``(H, W)`` padded to even sizes.
+        The block's shape; frames are ``(H, W)`` padded (``padded``).
     padded : tuple of int
         The frames' ``(height, width)``.
     unscale : callable

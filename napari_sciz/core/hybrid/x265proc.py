@@ -1,8 +1,8 @@
 """x265 encodes in helper processes, so that a crash of the encoder library cannot end the caller.
 
 The x265 bundled with PyAV reads memory it did not set on frames 64 pixels high or wide (the
-same frames give run-to-run different streams; see
-:meth:`~napari_sciz.core.hybrid.bases.HEVCBase.supports`) and has corrupted its heap on
+same frames give run-to-run different streams; the base pads them, see
+:meth:`~napari_sciz.core.hybrid.bases.HEVCBase._padded`) and has corrupted its heap on
 narrower ones; the test suite saw it crash in the middle of a long session, taking the whole
 process (napari, a CLI run, a Dask worker) with it. HEVC encodes therefore run in helper
 processes: the frames go down a pipe, the stream comes back. A helper is started when every
