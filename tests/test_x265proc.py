@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -82,3 +84,19 @@ def test_frames_of_one_coding_unit_are_coded_padded_and_old_files_still_decode()
     assert np.abs(hevc.decode(legacy, block.shape) - block).max() < 40
     with pytest.raises(FormatError, match="does not match"):
         hevc.decode(stream, (4, 70, 64))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="POSIX fork")
+def test_a_forked_child_starts_its_own_helpers() -> None:
+    codes = _frames(7)
+    expected = x265proc.encode_frames(codes, "gray12le", OPTIONS)  # the parent's helper idles
+    pid = os.fork()
+    if pid == 0:  # the child: its own helper, never the parent's pipes
+        try:
+            ok = not x265proc._idle and x265proc.encode_frames(codes, "gray12le", OPTIONS)
+            os._exit(0 if ok == expected else 1)
+        except BaseException:  # noqa: BLE001
+            os._exit(2)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert x265proc._idle and x265proc.encode_frames(codes, "gray12le", OPTIONS) == expected

@@ -146,6 +146,21 @@ _idle_lock = threading.Lock()
 _helpers_work = True
 
 
+def _forget_inherited() -> None:
+    """In a forked child: the parent's helpers are the parent's (their pipes closed here)."""
+    global _idle_lock
+    _idle_lock = threading.Lock()
+    for helper in _idle:
+        for pipe in (helper.proc.stdin, helper.proc.stdout):
+            if pipe is not None:
+                pipe.close()
+    _idle.clear()
+
+
+if hasattr(os, "register_at_fork"):  # (POSIX)
+    os.register_at_fork(after_in_child=_forget_inherited)
+
+
 @atexit.register
 def _close_helpers() -> None:
     with _idle_lock:
