@@ -189,6 +189,11 @@ def _acquire() -> _Helper | None:
         return None
 
 
+def _release(helper: _Helper) -> None:
+    with _idle_lock:
+        _idle.append(helper)
+
+
 def encode_frames(codes: np.ndarray, pix_fmt: str, options: dict[str, Any]) -> bytes:
     """Code the frames ``codes`` with libx265 in a helper process.
 
@@ -206,11 +211,13 @@ def encode_frames(codes: np.ndarray, pix_fmt: str, options: dict[str, Any]) -> b
             helper.proc.kill()
             helper.proc.wait()
             continue
+        except RuntimeError:  # x265 refused the frames; the helper answered and stays usable
+            _release(helper)
+            raise
         except BaseException:
             helper.close()  # (an interrupted request leaves the pipe mid-message)
             raise
-        with _idle_lock:
-            _idle.append(helper)
+        _release(helper)
         return stream
     raise X265Crashed(
         "the HEVC encoder (x265) crashed twice on this block; it is coded without HEVC"
