@@ -13,7 +13,7 @@ from napari_sciz.core.lossless import decode_block, encode_block
 from napari_sciz.errors import FormatError, InvalidInputError
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"  # ../shared beside the clone
-INT_DTYPES = ["uint8", "uint16", "int16", "uint32"]
+INT_DTYPES = ["uint8", "int8", "uint16", "int16", "uint32", "int32"]
 
 
 def _smooth(shape: tuple[int, ...], dtype: str, seed: int = 0) -> np.ndarray:
@@ -36,7 +36,7 @@ def _bit_equal(a: np.ndarray, b: np.ndarray) -> bool:
     return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
 
 
-@pytest.mark.parametrize("dtype", INT_DTYPES + ["float32"])
+@pytest.mark.parametrize("dtype", INT_DTYPES + ["float16", "float32"])
 def test_block_round_trip_every_dtype(dtype: str) -> None:
     block = _smooth((4, 19, 23), dtype)
     payload = encode_block(block)
@@ -57,6 +57,14 @@ def test_float32_bit_patterns() -> None:
     rng = np.random.default_rng(1)
     block = rng.normal(0, 1e3, (2, 16, 16)).astype(np.float32)
     block[0, 0, :6] = [0.0, -0.0, 1e-40, -1e-40, np.finfo(np.float32).max, -1e30]
+    out = decode_block(encode_block(block), block.dtype, block.shape)
+    assert _bit_equal(out, block)  # -0.0 and subnormals kept
+
+
+def test_float16_bit_patterns() -> None:
+    rng = np.random.default_rng(1)
+    block = rng.normal(0, 30, (2, 16, 16)).astype(np.float16)
+    block[0, 0, :6] = [0.0, -0.0, 1e-7, -1e-7, np.finfo(np.float16).max, -6e4]
     out = decode_block(encode_block(block), block.dtype, block.shape)
     assert _bit_equal(out, block)  # -0.0 and subnormals kept
 

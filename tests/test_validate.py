@@ -42,7 +42,7 @@ def test_check_array_accepts_array_likes_and_views() -> None:
 
 
 @pytest.mark.parametrize(
-    "dtype", ["int8", "bool", "complex64", "complex128", "int64", "uint64", "int32", "float16"]
+    "dtype", ["bool", "complex64", "complex128", "int64", "uint64", "float128"]
 )
 def test_check_array_rejects_unsupported_dtypes(dtype: str) -> None:
     with pytest.raises(InvalidInputError, match="unsupported dtype"):
@@ -87,9 +87,9 @@ def test_check_array_rejects_non_finite(bad: float, dtype: str) -> None:
 
 def test_errors_are_sciz_and_value_errors() -> None:
     with pytest.raises(SciZError):
-        check_array(np.zeros((4, 4), np.int8))
+        check_array(np.zeros((4, 4), np.int64))
     with pytest.raises(ValueError):
-        check_array(np.zeros((4, 4), np.int8))
+        check_array(np.zeros((4, 4), np.int64))
 
 
 # --------------------------------------------------------------------------------------------

@@ -74,8 +74,8 @@ def compress(
     Parameters
     ----------
     data : array-like
-        2D (YX), 3D (ZYX or TYX) or with leading channel/time axes; dtype uint8, uint16,
-        int16, uint32, float32 or float64.
+        2D (YX), 3D (ZYX or TYX) or with leading channel/time axes; dtype uint8, int8,
+        uint16, int16, uint32, int32, float16, float32 or float64.
     ratio : float
         Target compression ratio (raw bytes / file bytes), required in lossy mode and
         ignored otherwise. The achieved ratio lands in
@@ -130,8 +130,8 @@ def compress(
         ``ratio``; ``"hybrid"``: the best of SPERR, HEVC and
         JPEG XL as a base layer, a fitted loop filter and, when the budget allows, an INR fit
         of the residual, at ``ratio`` (:mod:`napari_sciz.core.hybrid`; decodes whole blocks,
-        no finer sampling); ``"lossless"``: bit-identical decoding
-        (uint8, uint16, int16, uint32, float32); ``"bounded"``: every decoded value within
+        no finer sampling); ``"lossless"``: bit-identical decoding (uint8, int8, uint16,
+        int16, uint32, int32, float16, float32); ``"bounded"``: every decoded value within
         ``max_error`` of the original.
     max_error : float, optional
         Largest absolute error of ``mode="bounded"`` (integers: ``floor(max_error)``).

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..errors import FormatError
 from .blocks import BlockGrid
+from .validate import SUPPORTED_DTYPES
 from .valuemap import PowerMap, parse_value_map
 
 __all__ = ["HeaderInfo", "validate_header"]
@@ -24,7 +25,7 @@ __all__ = ["HeaderInfo", "validate_header"]
 MAX_VOXELS = 2**42
 #: the coding modes this version decodes
 MODES = ("lossy", "hybrid", "lossless", "bounded")
-DTYPES = ("uint8", "uint16", "int16", "uint32", "float32", "float64")
+DTYPES = SUPPORTED_DTYPES
 #: the hybrid model version of files that end with a segmentation lock
 LOCK_MODEL_VERSION = 5
 #: the hybrid model version of files coded through a value map (:mod:`.valuemap`)
@@ -100,7 +101,7 @@ def _value_range(h: dict, dtype: np.dtype) -> tuple[float, float]:
         info = np.iinfo(dtype)
         if lo != int(lo) or hi != int(hi) or lo < info.min or hi > info.max:
             raise FormatError(f"invalid .sciz header: value_range {vr} does not fit {dtype}")
-    elif dtype == np.float32 and max(abs(lo), abs(hi)) > float(np.finfo(np.float32).max):
+    elif dtype in (np.float16, np.float32) and max(abs(lo), abs(hi)) > float(np.finfo(dtype).max):
         raise FormatError(f"invalid .sciz header: value_range {vr} does not fit {dtype}")
     return lo, hi
 

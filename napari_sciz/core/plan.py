@@ -391,11 +391,16 @@ def plan_lossy(
     total = payload_budget(raw, ratio, fixed, grid.n_blocks, exact=mode == "hybrid")
     smallest = MIN_HYBRID_BLOCK_BYTES if mode == "hybrid" else MIN_BLOCK_BYTES
     if total < grid.n_blocks * smallest:
-        best = raw / (fixed + grid.n_blocks * smallest)
+        need = fixed + grid.n_blocks * smallest
+        best = raw / need
+        reachable = (
+            f"the highest reachable ratio is about {best:.1f}x"
+            if best >= 1.5
+            else "a lossy file would be larger than the data itself: use lossless mode"
+        )
         raise RatioUnreachableError(
             f"a ratio of {ratio:g}x is not reachable for this {raw}-byte input: the file "
-            f"needs at least {fixed + grid.n_blocks * smallest} bytes; "
-            f"the highest reachable ratio is about {best:.0f}x"
+            f"needs at least {need} bytes; {reachable}"
         )
     shares = allocate_from_stats(stats, total, smallest)
     total_vox = sum(s.voxels for s in stats)

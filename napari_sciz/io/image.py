@@ -568,8 +568,7 @@ def write_image(
     p = Path(path)
     ext = _check_extension(p)
     arr = np.asarray(data)
-    if arr.dtype.kind not in "biuf":
-        raise InvalidInputError(f"cannot write data of type {arr.dtype}")
+    _check_writable_dtype(ext, arr.dtype)
     axes, sizes, unit_t = _check_metadata(arr.ndim, axes, voxel_size, units)
     check_output(p, force=force, inputs=inputs)  # fail early, before any work
     if ext == ".npy":
@@ -619,8 +618,7 @@ def write_image_planes(
     ext = _check_extension(p)
     shape = tuple(int(n) for n in shape)
     dt = np.dtype(dtype)
-    if dt.kind not in "biuf":
-        raise InvalidInputError(f"cannot write data of type {dt}")
+    _check_writable_dtype(ext, dt)
     axes, sizes, unit_t = _check_metadata(len(shape), axes, voxel_size, units)
     check_output(p, force=force, inputs=inputs)
     n_planes = math.prod(shape[:-2]) if len(shape) > 2 else 1
@@ -686,6 +684,16 @@ def _xy_resolution(
     if units[ix] != units[iy]:
         return None
     return (1.0 / sizes[ix], 1.0 / sizes[iy]), units[ix]
+
+
+def _check_writable_dtype(ext: str, dtype: np.dtype) -> None:
+    """Refuse, before any work, data that the output format cannot hold."""
+    if dtype.kind not in "biuf":
+        raise InvalidInputError(f"cannot write data of type {dtype}")
+    if ext.startswith(".ome") and dtype == np.float16:
+        raise InvalidInputError(
+            "OME-TIFF cannot hold float16 data: write a plain .tif or .npy instead"
+        )
 
 
 def _imagej_compatible(

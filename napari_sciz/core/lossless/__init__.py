@@ -4,12 +4,12 @@ Method (see ``docs/lossless.md``; byte layout in ``docs/format.md``): predict ev
 block with a deterministic integer causal predictor and code the prediction residual
 losslessly.
 
-1. **Value mapping.** Integers are used as they are; ``float32`` is coded by bit pattern (the
-   bits are mapped to an order-preserving unsigned integer so that neighbouring values stay
-   numerically close). In bounded mode the values are first quantized on a uniform grid
-   ``lo + q * step`` with ``step = 2E + 1`` for integers and ``step = 2E`` for floats, so that
-   ``|decoded - original| <= E`` (checked at encode). The minimum is subtracted; when the block
-   uses few distinct values (sparse histograms), values are replaced by their index in the
+1. **Value mapping.** Integers are used as they are; ``float32`` and ``float16`` are coded by
+   bit pattern (the bits are mapped to an order-preserving unsigned integer so that neighbouring
+   values stay numerically close). In bounded mode the values are first quantized on a uniform
+   grid ``lo + q * step`` with ``step = 2E + 1`` for integers and ``step = 2E`` for floats, so
+   that ``|decoded - original| <= E`` (checked at encode). The minimum is subtracted; when the
+   block uses few distinct values (sparse histograms), values are replaced by their index in the
    sorted table of distinct values (the table is stored delta-coded with zlib).
 2. **Prediction (payload version 2).** Every voxel is predicted from 11 causal neighbours
    (``W, N, NW, NE, WW, NN`` in its slice, ``P, PN, PS, PW, PE`` in the previous slice) by

@@ -1,8 +1,9 @@
 """Values of a lossless or error-bounded block as the coder sees them, and back.
 
-Integers are used as they are; ``float32`` by bit pattern (mapped to an order-preserving
-unsigned integer); bounded mode quantizes on a uniform grid first. The minimum is subtracted
-and sparse histograms are replaced by indices into a stored table of distinct values.
+Integers are used as they are; ``float32`` and ``float16`` by bit pattern (mapped to an
+order-preserving unsigned integer); bounded mode quantizes on a uniform grid first. The minimum
+is subtracted and sparse histograms are replaced by indices into a stored table of distinct
+values.
 :func:`_finish` undoes all of it and checks the block's CRC32.
 """
 
@@ -17,7 +18,7 @@ import numpy as np
 from ...errors import FormatError, InvalidInputError
 
 #: dtypes supported by lossless mode (float64 only in bounded mode)
-LOSSLESS_DTYPES = ("uint8", "uint16", "int16", "uint32", "float32")
+LOSSLESS_DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "float16", "float32")
 
 
 #: value kinds
@@ -71,13 +72,21 @@ def _unpack_uints(data: bytes, count: int) -> np.ndarray:
     return planes.view(f"<u{width}").reshape(count).astype(np.int64)
 
 
-def _float_to_ordered(bits: np.ndarray) -> np.ndarray:
-    """float32 bit patterns (as int64) -> order-preserving non-negative integers."""
-    return np.where(bits >= 1 << 31, (1 << 32) - 1 - bits, bits + (1 << 31))
+def _float_to_ordered(bits: np.ndarray, width: int = 32) -> np.ndarray:
+    """Float bit patterns of ``width`` bits (as int64) -> order-preserving non-negative integers."""
+    sign = 1 << (width - 1)
+    return np.where(bits >= sign, (1 << width) - 1 - bits, bits + sign)
 
 
-def _ordered_to_float(m: np.ndarray) -> np.ndarray:
-    return np.where(m >= 1 << 31, m - (1 << 31), (1 << 32) - 1 - m)
+def _ordered_to_float(m: np.ndarray, width: int = 32) -> np.ndarray:
+    sign = 1 << (width - 1)
+    return np.where(m >= sign, m - sign, (1 << width) - 1 - m)
+
+
+def _float_bits(dtype: np.dtype) -> tuple[int, np.dtype]:
+    """Width and unsigned view dtype of a float dtype coded by bit pattern."""
+    width = np.dtype(dtype).itemsize * 8
+    return width, np.dtype(f"uint{width}")
 
 
 @dataclass
@@ -120,7 +129,7 @@ def _map_values(block: np.ndarray, mode: str, max_error: float | None) -> _Mappe
             expected = (lo + q * step).astype(dtype)
             if np.abs(expected.astype(np.float64) - x).max() > e:
                 # float rounding broke the bound: code this block losslessly instead
-                if dtype == np.float32:
+                if dtype in (np.float32, np.float16):
                     return _map_values(block, "lossless", None)
                 raise InvalidInputError(
                     f"max_error={max_error!r} is below the float64 precision of the data"
@@ -133,8 +142,9 @@ def _map_values(block: np.ndarray, mode: str, max_error: float | None) -> _Mappe
                 f"lossless mode supports {', '.join(LOSSLESS_DTYPES)}; got {dtype.name}"
             )
         expected = block
-        if dtype == np.float32:
-            values = _float_to_ordered(block.view(np.uint32).astype(np.int64))
+        if dtype.kind == "f":
+            width, view = _float_bits(dtype)
+            values = _float_to_ordered(block.view(view).astype(np.int64), width)
             kind = _KIND_FLOAT_BITS
         else:
             values = block.astype(np.int64)
@@ -184,7 +194,10 @@ def _finish(
     if kind == _KIND_INT:
         out = v.astype(dtype)
     elif kind == _KIND_FLOAT_BITS:
-        out = _ordered_to_float(v).astype(np.uint32).view(np.float32).astype(dtype)
+        if dtype.kind != "f":
+            raise FormatError("a float-coded lossless block in a file of integer dtype")
+        width, view = _float_bits(dtype)
+        out = _ordered_to_float(v, width).astype(view).view(dtype)
     elif kind == _KIND_QUANT_INT:
         info = np.iinfo(dtype)
         out = np.clip(int(lo) + v * int(step), info.min, info.max).astype(dtype)
