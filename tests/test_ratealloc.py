@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_sciz.core.blocks import BlockGrid, allocate_from_stats, block_stats
+from napari_sciz.core.blocks import BlockGrid, allocate_from_stats, block_stats, grid_stats
 from napari_sciz.core.plan import probe_bits
 from napari_sciz.core.ratealloc import (
     PROBE_FACTORS,
@@ -83,6 +83,39 @@ def test_probe_measures_falling_error_on_real_structure() -> None:
     assert sizes == sorted(sizes) and len(pts) == len(PROBE_FACTORS)
     assert errors[-1] < errors[0]
     assert probe_rd(vol[:1], 2.0) is not None  # a 2D image (one plane)
+
+
+@pytest.mark.parametrize("chunks", [None, (8, 16, 16)])
+def test_probe_points_are_sperr_streams_at_each_rate(chunks: tuple[int, ...] | None) -> None:
+    """The probe codes once and cuts the embedded stream: each point is what SPERR itself
+    writes at that rate (same bytes, same error), one chunk or many."""
+    imagecodecs = pytest.importorskip("imagecodecs")
+    if not getattr(getattr(imagecodecs, "SPERR", None), "available", False):
+        pytest.skip("SPERR is not available")
+    from napari_sciz.core.hybrid.sperrpack import cut_sperr
+
+    rng = np.random.default_rng(4)
+    z, y, x = np.mgrid[:16, :32, :48]
+    vol = 500 + 200 * np.sin(x / 4.0 + z / 5.0) * np.cos(y / 6.0) + rng.normal(0, 4, x.shape)
+    kw = {} if chunks is None else {"chunks": chunks}
+    top = bytes(imagecodecs.sperr_encode(vol, 4.0, "bpp", **kw))
+    for bpv in (0.25, 1.0, 2.0):
+        own = bytes(imagecodecs.sperr_encode(vol, bpv, "bpp", **kw))
+        cut = cut_sperr(top, vol.shape, len(own))
+        assert len(cut) <= len(own) + 8
+        a = imagecodecs.sperr_decode(own, shape=vol.shape, dtype=np.float64)
+        b = imagecodecs.sperr_decode(cut, shape=vol.shape, dtype=np.float64)
+        assert np.mean((a - vol) ** 2) == pytest.approx(np.mean((b - vol) ** 2), rel=0.02)
+    assert cut_sperr(top, vol.shape, 10 * len(top)) == top
+
+
+def test_block_stats_on_threads_are_the_serial_ones() -> None:
+    rng = np.random.default_rng(5)
+    vol = rng.integers(0, 3000, (12, 40, 40)).astype(np.uint16)
+    grid = BlockGrid.for_shape(vol.shape, 6 * 20 * 20)
+    assert grid.n_blocks == 6
+    serial = [block_stats(vol[grid.block_slices(i)], 0.5) for i in range(grid.n_blocks)]
+    assert grid_stats(vol, grid, 0.5) == serial
 
 
 def test_probes_are_for_multi_block_hybrid_files_only() -> None:

@@ -14,7 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import FormatError
+from .parallel import on_threads
 from .ratealloc import allocate_by_rd, blend_shares, lift_to_floor, probe_rd
+from .validate import memory_cap
 
 __all__ = [
     "DEFAULT_BLOCK_VOXELS",
@@ -24,12 +26,16 @@ __all__ = [
     "allocate_from_stats",
     "block_stats",
     "finalize",
+    "grid_stats",
 ]
 
 Box = Sequence[tuple[int, int]]
 
 #: largest number of voxels of one block, unless the caller asks otherwise
 DEFAULT_BLOCK_VOXELS = 2**22
+
+#: peak bytes per voxel of :func:`block_stats` with probes (float64 copy, decode, error)
+_STATS_BYTES_PER_VOXEL = 40
 
 #: voxels finalized at a time (bounds the float temporaries of :func:`finalize`)
 _FINALIZE_CHUNK = 1 << 20
@@ -249,6 +255,15 @@ def block_stats(block: np.ndarray, probe_bits: float | None = None) -> BlockStat
             count += 1
     rd = None if probe_bits is None else probe_rd(b.reshape((-1, *b.shape[-2:])), probe_bits)
     return BlockStats(lo, hi, total / max(count, 1), int(b.size), 0, rd)
+
+
+def grid_stats(arr: np.ndarray, grid: BlockGrid, probe_bits: float | None) -> list[BlockStats]:
+    """:func:`block_stats` of every block of ``arr`` in order, blocks on threads (one per
+    CPU, as many as a quarter of the memory cap holds: SPERR and numpy release the GIL)."""
+    boxes = [grid.block_slices(i) for i in range(grid.n_blocks)]
+    largest = max(math.prod(grid.block_shape3(i)) for i in range(grid.n_blocks))
+    limit = max(1, memory_cap() // 4 // (_STATS_BYTES_PER_VOXEL * largest))
+    return on_threads(lambda box: block_stats(arr[box], probe_bits), boxes, "sciz-stats", limit)
 
 
 def allocate_from_stats(

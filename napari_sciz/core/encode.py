@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .bitstream import container
-from .blocks import BlockGrid, BlockStats, block_stats, finalize
+from .blocks import BlockGrid, BlockStats, finalize, grid_stats
 from .plan import (
     BlockJob,
     LossyPlan,
@@ -240,8 +240,7 @@ class BlockEncoder:
         if self._stats is None:
             s = self.settings
             probe = probe_bits(s.mode, self.grid.n_blocks, s.arr.dtype, s.ratio)
-            boxes = [self.grid.block_slices(i) for i in range(self.grid.n_blocks)]
-            self._stats = [block_stats(s.arr[box], probe) for box in boxes]
+            self._stats = grid_stats(s.arr, self.grid, probe)
         return self._stats
 
     def _plan(self, budget: float | None, choice: Any) -> LossyPlan:

@@ -13,8 +13,10 @@ from typing import Any
 __all__ = ["on_threads", "pipelined"]
 
 
-def on_threads(fn: Callable[[Any], Any], items: list, prefix: str = "sciz") -> list:
-    """``[fn(x) for x in items]``, on up to one thread per CPU.
+def on_threads(
+    fn: Callable[[Any], Any], items: list, prefix: str = "sciz", limit: int | None = None
+) -> list:
+    """``[fn(x) for x in items]``, on up to one thread per CPU (and at most ``limit``).
 
     Parameters
     ----------
@@ -24,13 +26,15 @@ def on_threads(fn: Callable[[Any], Any], items: list, prefix: str = "sciz") -> l
         The items, in the order of the results.
     prefix : str
         Name prefix of the worker threads (shown by debuggers and profilers).
+    limit : int, optional
+        Most threads (e.g. what memory allows).
 
     Returns
     -------
     list
         ``fn(x)`` of every item, in order; the first exception raised is re-raised.
     """
-    threads = min(len(items), os.cpu_count() or 1)
+    threads = min(len(items), os.cpu_count() or 1, limit or len(items))
     if threads < 2:
         return [fn(x) for x in items]
     from concurrent.futures import ThreadPoolExecutor

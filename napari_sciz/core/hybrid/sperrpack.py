@@ -46,7 +46,7 @@ from ...errors import FormatError
 from ..bitstream.container import _varint
 from ..lossy.entropy import _read_varint
 
-__all__ = ["pack_sperr", "unpack_sperr"]
+__all__ = ["cut_sperr", "pack_sperr", "unpack_sperr"]
 
 #: SPERR's packed flags: 3D, multi-chunk (see :mod:`.headers`)
 _3D, _MULTI = 0x40, 0x10
@@ -196,3 +196,36 @@ def unpack_sperr(packed: bytes, shape: tuple[int, ...], *, coded: bool = False) 
         pos += length
     table = b"".join(_U32.pack(len(c)) for c in chunks)
     return head + _dims(shape) + packed[2:8] + table + b"".join(chunks)
+
+
+def cut_sperr(stream: bytes, shape: tuple[int, ...], nbytes: int) -> bytes:
+    """A SPERR ``stream`` of an array of ``shape`` cut to about ``nbytes`` bytes.
+
+    SPERR's rate mode codes one embedded stream and cuts its bytes at the budget, keeping the
+    declared bit count (see the module doc), so the cut stream is, to within a few bytes of
+    chunk headers, what SPERR would have written at the smaller rate: one encode at the
+    highest rate serves a whole rate-distortion curve. The coded chunks share the cut in
+    proportion to their lengths (a chunk keeps at least its head).
+    """
+    ndim = len(shape)
+    start = 2 + 4 * ndim
+    if len(stream) <= nbytes or len(stream) < start:
+        return stream
+    flags = stream[1]
+    if ndim == 2 or not flags & _MULTI:
+        at = start if ndim == 2 else start + 4
+        chunk = stream[at : max(nbytes, at + _SPECK_AT + 8)]
+        return stream[:start] + (b"" if ndim == 2 else _U32.pack(len(chunk))) + chunk
+    dims = struct.unpack_from("<3H", stream, start)
+    n = math.prod(-(-d // c) for d, c in zip(reversed(shape), dims, strict=True))
+    table_end = start + 6 + 4 * n
+    lengths = [_U32.unpack_from(stream, start + 6 + 4 * i)[0] for i in range(n)]
+    chunks, pos = [], table_end
+    for length in lengths:
+        chunks.append(stream[pos : pos + length])
+        pos += length
+    rooms = _shares(chunks, nbytes - table_end)
+    keep = [None if r is None else max(r, _SPECK_AT + 8) for r in rooms]
+    cut = [c[:k] for c, k in zip(chunks, keep, strict=True)]
+    table = b"".join(_U32.pack(len(c)) for c in cut)
+    return stream[: start + 6] + table + b"".join(cut)
