@@ -18,6 +18,7 @@ import pytest
 import torch
 
 import napari_sciz
+from napari_sciz.core import api
 from napari_sciz.core.api import (
     FORMAT_MODE,
     CompressResult,
@@ -1237,3 +1238,17 @@ def test_effort_presets_size_the_budget(monkeypatch: pytest.MonkeyPatch) -> None
     result = compress(data, 8, effort="fast", device="cpu", mode="lossy")
     assert time.perf_counter() - t0 < 15.0
     assert 8 * 0.98 <= result.ratio <= 8 * 1.1
+
+
+def test_channels_last_colour_images_get_a_note() -> None:
+    """An RGB image with its channels last would be coded as 3-pixel-wide columns: the
+    user is told how to fix the layout, and nothing else changes."""
+    rgb = np.random.default_rng(0).integers(0, 255, (32, 40, 3)).astype(np.uint8)
+    with pytest.warns(UserWarning, match="channels first"):
+        result = api.compress(rgb, mode="lossless")
+    assert np.array_equal(api.decompress(result.data), rgb)
+    with pytest.warns(UserWarning, match="channels first"):
+        result = api.compress(rgb, ratio=4, steps=5, device="cpu", mode="lossy")
+    assert "channels first" in result.messages[0]
+    assert api.channels_last_note((32, 40, 3), "ZYX") is None  # the caller confirms
+    assert api.channels_last_note((8, 64, 64), None) is None

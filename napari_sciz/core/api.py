@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -163,6 +164,9 @@ def compress(
 
     t_start = time.perf_counter()
     arr = check_array(data)
+    note = channels_last_note(arr.shape, axes)
+    if note:
+        warnings.warn(note, UserWarning, stacklevel=2)
     if effort is not None:
         effort_budget(effort, 0)  # an unknown preset is an error in every mode
     if mode == AUTO_MODE:
@@ -217,8 +221,28 @@ def compress(
         t_start=t_start,
     )
     if guided_hybrid_task:
-        return guided_hybrid(encoder, guidance_mode)
-    return encoder.encode(arr, budget)
+        result = guided_hybrid(encoder, guidance_mode)
+    else:
+        result = encoder.encode(arr, budget)
+    if note:
+        result.messages.insert(0, note)
+    return result
+
+
+def channels_last_note(shape: tuple[int, ...], axes: str | None) -> str | None:
+    """A note for arrays that look like colour images with the channels last (``YXC``):
+    the codec takes the last two axes as Y and X, so such an image is coded as a stack of
+    3- or 4-pixel-wide columns, badly."""
+    if len(shape) < 3 or shape[-1] not in (3, 4) or shape[-2] < 16:
+        return None
+    if axes is not None and axes[-1].upper() == "X":
+        return None  # the caller says the last axis is X
+    return (
+        f"the last axis of this {'x'.join(map(str, shape))} array has {shape[-1]} samples: "
+        "napari-sciz takes the last two axes as Y and X, so a colour image with its channels "
+        "last is coded as narrow columns, poorly. Move the channels first "
+        "(numpy.moveaxis(data, -1, 0)) or pass axes= to confirm the layout"
+    )
 
 
 def header_json(header: dict) -> str:
