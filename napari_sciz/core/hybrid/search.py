@@ -190,7 +190,8 @@ def encode_to_size(
     short = best is not None and len(best) < (1.0 - _TOLERANCE) * nbytes
     if short and fills and not out_of_time():
         plain = BaseLayer(codec, best, codec.decode(best, shape3), best_t, encodes)  # type: ignore[arg-type]
-        return _filled(plain, to_param(best_t), block, nbytes, hi_size, deadline, cancel)
+        over = None if hi_size is None else (to_param(hi_t), hi_size)
+        return _filled(plain, to_param(best_t), block, nbytes, over, deadline, cancel)
     if short and hi_size is not None and not narrow:
         # sizes jump between nearby parameters (x265's mode decisions flip): look between
         # the largest stream that fits and the smallest that does not for a larger one
@@ -278,30 +279,40 @@ def _filled(
     param: float,
     block: np.ndarray,
     nbytes: int,
-    over: int | None,
+    over: tuple[float, int] | None,
     deadline: float | None,
     cancel: Callable[[], bool] | None,
 ) -> BaseLayer:
-    """``plain`` (its codec at ``param``, short of ``nbytes``; ``over``: the size of the
-    smallest stream found that did not fit) or, when more accurate, the largest stream of the
-    codec's filler at ``param`` that fits (:meth:`~.bases.BaseCodec.filler`)."""
-    filler = plain.codec.filler(param)
-    if filler is None:
-        return plain
+    """``plain`` (its codec at ``param``, short of ``nbytes``; ``over``: the parameter and size
+    of the smallest stream found that did not fit) or, when more accurate, the largest stream
+    that fits of the codec's filler at ``param`` (:meth:`~.bases.BaseCodec.filler`) or of its
+    shrinker at ``over``'s parameter (:meth:`~.bases.BaseCodec.shrinker`)."""
+    shape3 = tuple(int(n) for n in block.shape)
     size = len(plain.stream)
     start = 0.5  # the fill level where the size should reach nbytes (log-linear guess)
-    if over is not None and over > size:
-        start = min(max(math.log(nbytes / size) / math.log(over / size), 0.1), 0.9)
-    fill = encode_to_size(
-        filler,
-        block,
-        nbytes,
-        iterations=_FILL_ITERATIONS,
-        deadline=deadline,
-        cancel=cancel,
-        start=start,
-    )
-    encodes = plain.encodes + (0 if fill is None else fill.encodes)
-    if fill is None or len(fill.stream) <= size or fill.error(block) >= plain.error(block):
-        return BaseLayer(plain.codec, plain.stream, plain.values, plain.position, encodes)
-    return BaseLayer(plain.codec, fill.stream, fill.values, plain.position, encodes)
+    if over is not None and over[1] > size:
+        start = min(max(math.log(nbytes / size) / math.log(over[1] / size), 0.1), 0.9)
+    # from above first (the strongest shrink, the size rising to nbytes): where shrinking
+    # does not bring the size under nbytes its first encode says so, and where it does the
+    # filler cannot grow the stream either (the same adaptive quantization shrinks it)
+    shrinker = None if over is None else plain.codec.shrinker(over[0], shape3)  # type: ignore[arg-type]
+    variants = [(shrinker, 0.0), (plain.codec.filler(param), start)]
+    best, encodes = plain, plain.encodes
+    for codec, first in variants:
+        if codec is None or best is not plain:
+            continue
+        found = encode_to_size(
+            codec,
+            block,
+            nbytes,
+            iterations=_FILL_ITERATIONS,
+            deadline=deadline,
+            cancel=cancel,
+            start=first,
+        )
+        if found is None:
+            continue
+        encodes += found.encodes
+        if found.stream != plain.stream and found.error(block) < best.error(block):
+            best = found
+    return BaseLayer(plain.codec, best.stream, best.values, plain.position, encodes)
