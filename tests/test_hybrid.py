@@ -383,6 +383,34 @@ def test_hevc_fill_of_one_frame_uses_adaptive_quantization() -> None:
         assert np.sqrt(np.mean((decoded - block) ** 2)) < 40
 
 
+def test_one_frame_hevc_base_is_filled_from_above_where_adaptive_qps_shrink_it() -> None:
+    """A noisy 2D image whose CRF streams jump over the bytes asked: the shrinker (the finer
+    CRF with adaptive QPs, strongest at level 0, the CRF's own stream at 1) lands closer to
+    the bytes than the largest plain stream that fits; multi-frame blocks have none."""
+    hevc = bases.HEVCBase()
+    if not hevc.available():
+        pytest.skip("PyAV with libx265 not available")
+    assert hevc.shrinker(30.0, (4, 128, 160)) is None
+    rng = np.random.default_rng(7)
+    yy, xx = np.mgrid[:192, :224]
+    image = 120 + 60 * np.sin(xx / 7.0) * np.cos(yy / 11.0) + rng.normal(0, 18, yy.shape)
+    block = image[None].astype(np.float64)
+    shrink = hevc.shrinker(30.0, block.shape)
+    assert shrink is not None
+    top = shrink.encode(block, 1.0)
+    assert top == hevc.encode(block, 30.0)
+    small = shrink.encode(block, 0.0)
+    assert len(small) < len(top)  # adaptive QPs shrink this noisy image
+    nbytes = (len(small) + len(top)) // 2
+    layer = search.encode_to_size(hevc, block, nbytes)
+    assert layer is not None and len(layer.stream) <= nbytes
+    plain = [len(hevc.encode(block, crf)) for crf in np.arange(20.0, 45.0, 0.5)]
+    best_plain = max(n for n in plain if n <= nbytes)
+    assert len(layer.stream) > best_plain  # (here 4648 B against 3321 B, nbytes 4715)
+    decoded = hevc.decode(layer.stream, block.shape)
+    assert np.sqrt(np.mean((decoded - block) ** 2)) < 40
+
+
 def test_hevc_base_decodes_only_the_frames_asked_for() -> None:
     """The first plane of an HEVC base costs the frames up to it: the decoder stops there,
     keeps its state for later planes, and the whole block equals a one-go decode."""
