@@ -53,18 +53,14 @@ def test_full_range_random_integers(dtype: str) -> None:
     assert _bit_equal(decode_block(encode_block(block), block.dtype, block.shape), block)
 
 
-def test_float32_bit_patterns() -> None:
+@pytest.mark.parametrize(
+    ("dtype", "spread", "tiny", "big"),
+    [("float32", 1e3, 1e-40, -1e30), ("float16", 30, 1e-7, -6e4)],
+)
+def test_float_bit_patterns(dtype: str, spread: float, tiny: float, big: float) -> None:
     rng = np.random.default_rng(1)
-    block = rng.normal(0, 1e3, (2, 16, 16)).astype(np.float32)
-    block[0, 0, :6] = [0.0, -0.0, 1e-40, -1e-40, np.finfo(np.float32).max, -1e30]
-    out = decode_block(encode_block(block), block.dtype, block.shape)
-    assert _bit_equal(out, block)  # -0.0 and subnormals kept
-
-
-def test_float16_bit_patterns() -> None:
-    rng = np.random.default_rng(1)
-    block = rng.normal(0, 30, (2, 16, 16)).astype(np.float16)
-    block[0, 0, :6] = [0.0, -0.0, 1e-7, -1e-7, np.finfo(np.float16).max, -6e4]
+    block = rng.normal(0, spread, (2, 16, 16)).astype(dtype)
+    block[0, 0, :6] = [0.0, -0.0, tiny, -tiny, np.finfo(dtype).max, big]
     out = decode_block(encode_block(block), block.dtype, block.shape)
     assert _bit_equal(out, block)  # -0.0 and subnormals kept
 
