@@ -194,8 +194,8 @@ def _finish(
     if kind == _KIND_INT:
         out = v.astype(dtype)
     elif kind == _KIND_FLOAT_BITS:
-        if dtype.kind != "f":
-            raise FormatError("a float-coded lossless block in a file of integer dtype")
+        if dtype.name not in ("float16", "float32"):  # (float64 is never coded by bits)
+            raise FormatError(f"a bit-pattern-coded lossless block in a {dtype.name} file")
         width, view = _float_bits(dtype)
         out = _ordered_to_float(v, width).astype(view).view(dtype)
     elif kind == _KIND_QUANT_INT:
