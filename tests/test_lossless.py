@@ -76,6 +76,34 @@ def test_sparse_histogram_and_constant() -> None:
     assert _bit_equal(decode_block(payload, const.dtype, const.shape), const)
 
 
+@pytest.mark.parametrize("shape", [(1, 60, 64), (5, 256, 256)], ids=["small", "sampled"])
+def test_stretched_histogram_codes_table_indices(shape: tuple[int, ...]) -> None:
+    """A contrast-stretched image uses every other value: its block is measured as table
+    indices too (dense enough that the density rule alone would not use a table)."""
+    from napari_sciz.core.lossless.describe import describe_block
+    from napari_sciz.core.lossless.layout import _HEAD2
+
+    rng = np.random.default_rng(3)
+    z, y, x = np.meshgrid(*(np.linspace(0, 3, n) for n in shape), indexing="ij")
+    smooth = 40 + 30 * np.sin(y + z) * np.cos(x) + rng.normal(0, 1.5, shape)
+    block = (2 * np.clip(np.rint(smooth), 0, 127)).astype(np.uint8)  # even values only
+    payload = encode_block(block)
+    assert describe_block(payload)["coding"] == "coded"
+    assert _HEAD2.unpack_from(payload)[11] > 0  # the value table is used
+    halved = encode_block((block // 2).astype(np.uint8))  # the same image without the gaps
+    assert len(payload) < 1.05 * len(halved) + 200
+    assert _bit_equal(decode_block(payload, block.dtype, block.shape), block)
+
+
+def test_sample_box_is_inside_the_block() -> None:
+    from napari_sciz.core.lossless import _sample_box
+
+    zs, ys = _sample_box((40, 64, 64), 10_000)
+    assert (zs.stop - zs.start, ys.stop - ys.start) == (2, 64)
+    zs, ys = _sample_box((3, 2048, 2048), 1 << 18)
+    assert (zs.start, zs.stop) == (1, 2) and ys.stop - ys.start == 128 and ys.start == 960
+
+
 @pytest.mark.parametrize(
     "shape", [(70, 90), (8, 30, 40), (2, 3, 10, 12, 14)], ids=["2d", "3d", "5d"]
 )

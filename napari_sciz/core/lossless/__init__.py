@@ -10,7 +10,10 @@ losslessly.
    grid ``lo + q * step`` with ``step = 2E + 1`` for integers and ``step = 2E`` for floats, so
    that ``|decoded - original| <= E`` (checked at encode). The minimum is subtracted; when the
    block uses few distinct values (sparse histograms), values are replaced by their index in the
-   sorted table of distinct values (the table is stored delta-coded with zlib).
+   sorted table of distinct values (the table is stored delta-coded with zlib). A block whose
+   frequent values sit next to gaps of its histogram (a contrast stretch that uses every other
+   value, a camera range scaled by 2 or 3) is coded both ways, or a sample of it when it is
+   large, and the smaller kept.
 2. **Prediction (payload version 2).** Every voxel is predicted from 11 causal neighbours
    (``W, N, NW, NE, WW, NN`` in its slice, ``P, PN, PS, PW, PE`` in the previous slice) by
    one sub-predictor or an inverse-squared-error blend of several (``W``, ``N``, planar
@@ -106,19 +109,90 @@ def encode_block(
 def _encode(block: np.ndarray, mode: str, max_error: float | None) -> bytes:
     d, h, w = block.shape
     m = _map_values(np.ascontiguousarray(block), mode, max_error)
-
+    other = _table_alternative(m)
+    if other is not None and m.values.size > _TABLE_TRIAL_VOXELS:
+        # a large block: the two mappings are compared on a sample, the winner coded once
+        box = _sample_box((d, h, w), _TABLE_TRIAL_VOXELS)
+        if _trial_size(other, (d, h, w), box) < _trial_size(m, (d, h, w), box):
+            m = other
+        other = None
     out = encode_raster(m, (d, h, w))
-    if m.table is not None and len(m.table) * 8 > m.values.size:
-        # a table of many distinct values can cost more than it saves: try without
-        plain = _Mapped(m.table[m.values], m.kind, m.offset, m.lo, m.step, None, m.expected)
-        other = encode_raster(plain, (d, h, w))
-        if len(other) < len(out):
-            out = other
+    if other is not None:
+        alt = encode_raster(other, (d, h, w))
+        if len(alt) < len(out):
+            out = alt
     raw = m.expected.tobytes()
     if len(out) > len(raw) + 8:
         # incompressible block (e.g. noise): stored as it is
         return _RAW_MAGIC + struct.pack("<BI", _RAW_VERSION, zlib.crc32(raw)) + raw
     return out
+
+
+#: a block without a value table tries one when this share of its voxels have a value next to
+#: a gap of the histogram (regular gaps: a contrast stretch, a scaled camera range)
+_GAP_SHARE = 0.01
+
+
+#: blocks larger than this compare the mappings on a sample of about this many voxels
+_TABLE_TRIAL_VOXELS = 1 << 18
+
+
+def _table_alternative(m: _Mapped) -> _Mapped | None:
+    """The other value mapping worth measuring against ``m``, or None.
+
+    A table of many distinct values can cost more than it saves; values without a table whose
+    histogram has gaps among its frequent values (every other value used, say) may code
+    smaller as table indices. Both are decided by the coded size, not by the density alone.
+    """
+    if m.table is not None:
+        if len(m.table) * 8 <= m.values.size:
+            return None
+        return _Mapped(m.table[m.values], m.kind, m.offset, m.lo, m.step, None, m.expected)
+    span = int(m.values.max()) + 1 if m.values.size else 0
+    if span <= max(1 << 16, 4 * m.values.size):
+        counts = np.bincount(m.values.ravel(), minlength=span)
+        table = np.flatnonzero(counts)
+        counts = counts[table]
+    else:
+        table, counts = np.unique(m.values, return_counts=True)
+    if table.size == 0:
+        return None
+    if table.size == int(table[-1]) + 1:
+        return None  # no gaps
+    step1 = np.diff(table) == 1  # value i and the next used value are adjacent
+    next_to_gap = ~(np.r_[True, step1] & np.r_[step1, True])
+    if counts[next_to_gap].sum() < _GAP_SHARE * m.values.size:
+        return None
+    values = np.searchsorted(table, m.values).astype(np.int64)
+    return _Mapped(values, m.kind, m.offset, m.lo, m.step, table, m.expected)
+
+
+def _sample_box(shape3: tuple[int, int, int], voxels: int) -> tuple[slice, slice]:
+    """Middle slices of a block holding about ``voxels`` voxels (middle rows of its middle
+    slice when one slice holds more)."""
+    d, h, w = shape3
+    if h * w <= voxels:
+        k = min(d, max(1, voxels // (h * w)))
+        z0 = (d - k) // 2
+        return slice(z0, z0 + k), slice(0, h)
+    rows = min(h, max(2, voxels // w))
+    y0 = (h - rows) // 2
+    return slice(d // 2, d // 2 + 1), slice(y0, y0 + rows)
+
+
+def _trial_size(m: _Mapped, shape3: tuple[int, int, int], box: tuple[slice, slice]) -> int:
+    """Coded size of the sub-block ``box`` of ``m`` (a table is restricted to its values)."""
+    zs, ys = box
+    sub = m.values.reshape(shape3)[zs, ys]
+    shape = sub.shape
+    expected = m.expected.reshape(shape3)[zs, ys]
+    table = m.table
+    if table is not None:
+        used = np.unique(sub)
+        sub, table = np.searchsorted(used, sub), table[used]
+    part = _Mapped(np.ascontiguousarray(sub).ravel().astype(np.int64), m.kind, m.offset,
+                   m.lo, m.step, table, np.ascontiguousarray(expected))  # fmt: skip
+    return len(encode_raster(part, shape))
 
 
 def decode_block(payload: bytes, dtype: np.dtype, shape3: tuple[int, int, int]) -> np.ndarray:
