@@ -150,7 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--mode",
         choices=("auto", "lossy", "hybrid", "lossless", "bounded"),
         default="auto",
-        help="auto (default): hybrid, or lossy with --guidance; lossy: neural representation "
+        help="auto (default): hybrid (lossy when --guidance-weight is given or a guided job is "
+        "distributed); lossy: neural representation "
         "at --ratio; hybrid: the best of SPERR, "
         "HEVC and JPEG XL as a base layer + a fitted loop filter (+ a neural filter where it "
         "pays) "
@@ -180,8 +181,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--guidance",
         choices=("none", "segmentation", "perceptual"),
         default="none",
-        help="application guidance of the fit: segmentation (Dice of a threshold segmentation "
-        "+ boundary error) or perceptual (SSIM + gradient loss); default none",
+        help="what the file is for: segmentation (keeps a smoothed-threshold segmentation of the "
+        "decode like the original's) or perceptual (MS-SSIM and gradient structure); hybrid "
+        "mode codes a pre-filtered volume chosen by that score, lossy mode adds it to the "
+        "fit's loss; default none",
     )
     p.add_argument(
         "--labels",
@@ -204,13 +207,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_int,
         metavar="N",
         help="fit the blocks in parallel on a local Dask cluster of N worker processes "
-        "(each reads its own blocks of IN; lossy mode)",
+        "(each reads its own blocks of IN; lossy and hybrid modes)",
     )
     scale_out.add_argument(
         "--scheduler",
         metavar="ADDRESS",
         help="fit the blocks on an existing Dask cluster, e.g. tcp://10.0.0.5:8786 (IN must "
-        "be readable under the same path on every worker; lossy mode)",
+        "be readable under the same path on every worker; lossy and hybrid modes)",
     )
     p.add_argument(
         "--block-voxels",

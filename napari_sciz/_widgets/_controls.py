@@ -37,11 +37,12 @@ AVAILABLE_GUIDANCE: frozenset[str] = frozenset(GUIDANCE_MODES)
 _NOT_YET = "Not available yet: guided losses arrive in a later release of napari-sciz."
 _GUIDANCE_TIP = (
     "What the compression should preserve best. none: every voxel alike (MSE). "
-    "segmentation: a threshold segmentation of the reconstruction (voxels on the wrong side of "
-    "the threshold of the chosen Labels layer, or of an Otsu threshold of the image) and the "
-    "voxels at object boundaries, scored by Dice. perceptual: structure (SSIM per slice). "
-    "A guided fit gives up at most 'max psnr loss' dB of PSNR (default 1) for its task. "
-    "Weights: Advanced. Decoding is unchanged."
+    "segmentation: the objects of a smoothed-threshold segmentation (Gaussian, Otsu, "
+    "watershed; or the chosen Labels layer), scored by object F1. perceptual: structure, "
+    "scored by MS-SSIM and gradient similarity. In hybrid mode (auto) the encoder codes the "
+    "pre-filtered volume that scores best on trial decodes, or the plain one; in lossy mode "
+    "the task is added to the fit's loss (Weights: Advanced). Either gives up at most 1 dB "
+    "of PSNR for its task (lossy mode: the 'max psnr loss' weight). Decoding is unchanged."
 )
 #: Tooltips of the guidance weights (relative weights: see docs/guidance.md).
 _WEIGHT_TIPS = {
