@@ -961,3 +961,27 @@ def test_a_small_hybrid_file_takes_its_bytes_and_a_field_never_overshoots(monkey
     assert fitted.header["encoder"]["steps"] > 0
     assert fitted.nbytes <= target
     np.testing.assert_array_equal(decompress(fitted.data), fitted.reconstruction)
+
+
+def test_a_block_without_time_for_its_filter_is_its_base_alone() -> None:
+    """A budget too small for anything after the base (a large stack in a tight budget): the
+    only base tried is not ranked, and neither the loop filter nor the neural filter starts
+    (each would overrun); the payload decodes to the fit's reconstruction."""
+    import tifffile
+
+    sample = Path(api.__file__).parents[1] / "samples" / "cells3d_nuclei.tif"
+    vol = tifffile.imread(sample)[:8, :64, :64].astype(np.float64)
+    nbytes = vol.size * 2 // 32
+    fit = hybrid.fit_hybrid_block(vol, (nbytes - 60, nbytes), budget=1e-3, seed=0)
+    assert fit.filter_classes == 0 and fit.network_hidden == 0 and fit.steps == 0
+    generous = hybrid.fit_hybrid_block(vol, (nbytes - 60, nbytes), steps=0, seed=0)
+    assert generous.filter_classes > 0  # (the same block with time for it)
+    decoded = hybrid.decode_hybrid_block(fit.payload, vol.shape)
+    np.testing.assert_allclose(decoded, fit.reconstruction, rtol=0, atol=1e-6)
+
+
+def test_a_coding_past_its_budget_says_so() -> None:
+    assert api.overrun_note(10.5, 10.0) is None
+    assert api.overrun_note(3.0, None) is None
+    note = api.overrun_note(19.0, 10.0)
+    assert note is not None and "19.0 s of a 10.0 s budget" in note

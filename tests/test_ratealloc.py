@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -116,6 +118,13 @@ def test_block_stats_on_threads_are_the_serial_ones() -> None:
     assert grid.n_blocks == 6
     serial = [block_stats(vol[grid.block_slices(i)], 0.5) for i in range(grid.n_blocks)]
     assert grid_stats(vol, grid, 0.5) == serial
+    assert grid_stats(vol, grid, 0.5, probe_seconds=1e6) == serial  # time for every probe
+    # no time for them: the blocks go without, and the allocation does without them
+    hurried = grid_stats(vol, grid, 0.5, probe_seconds=0.0)
+    assert hurried == [replace(s, rd=None) for s in serial]
+    budget = 6 * 300.0
+    plain = allocate_from_stats([replace(s, rd=None) for s in serial], budget)
+    assert allocate_from_stats(hurried, budget) == plain
 
 
 def test_probes_are_for_multi_block_hybrid_files_only() -> None:
@@ -178,3 +187,18 @@ def test_rolling_budget_hands_unused_time_to_the_next_blocks() -> None:
     assert rolling.budget(jobs[2], 100).budget == pytest.approx(5.0)
     steps = BlockJob(0, (90, 100), 0, 50, None, "cpu")
     assert RollingBudget([steps], [100]).budget(steps, 100) is steps
+
+
+def test_probes_stop_once_those_done_project_past_their_time() -> None:
+    from napari_sciz.core.blocks import _ProbeClock
+
+    clock = _ProbeClock(10.0, blocks=8, threads=2)
+    assert clock.may_probe() and clock.may_probe()  # nothing measured yet: the first start
+    clock.probed(1.0)
+    clock.probed(1.0)
+    assert clock.may_probe()  # 6 left at 1 s on 2 threads: 3 s of the 10
+    clock.probed(2.5)  # one took longer: 5 left at 1.5 s on 2 threads, 3.75 s, still in
+    assert clock.may_probe()
+    for _ in range(3):
+        clock.probed(20.0)  # slow ones: 4 left at ~9 s each project past the 10 s
+    assert not clock.may_probe() and not clock.may_probe()  # and it stays stopped

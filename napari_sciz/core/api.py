@@ -224,9 +224,29 @@ def compress(
         result = guided_hybrid(encoder, guidance_mode)
     else:
         result = encoder.encode(arr, budget)
+    over = overrun_note(result.encode_seconds, budget)
+    if over:
+        result.messages.append(over)
     if note:
         result.messages.insert(0, note)
     return result
+
+
+#: a coding that runs past its budget by more than this share says so
+_OVERRUN_SHARE = 0.1
+
+
+def overrun_note(seconds: float, budget: float | None) -> str | None:
+    """A note when a coding took noticeably longer than its time ``budget``: the budget was
+    below what the stack needs at the fastest settings (every block's base encode) on this
+    machine."""
+    if budget is None or seconds <= budget * (1 + _OVERRUN_SHARE):
+        return None
+    return (
+        f"the coding took {seconds:.1f} s of a {budget:.1f} s budget: that is less than this "
+        "stack needs at the fastest settings on this machine (every block is coded at least "
+        "once), so those were used; a larger budget (or effort='fast') gives a better file"
+    )
 
 
 def channels_last_note(shape: tuple[int, ...], axes: str | None) -> str | None:

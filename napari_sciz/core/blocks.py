@@ -8,6 +8,9 @@ are single volumes of depth one. Every volume is tiled with the same grid of blo
 from __future__ import annotations
 
 import math
+import os
+import threading
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -257,13 +260,66 @@ def block_stats(block: np.ndarray, probe_bits: float | None = None) -> BlockStat
     return BlockStats(lo, hi, total / max(count, 1), int(b.size), 0, rd)
 
 
-def grid_stats(arr: np.ndarray, grid: BlockGrid, probe_bits: float | None) -> list[BlockStats]:
+def grid_stats(
+    arr: np.ndarray,
+    grid: BlockGrid,
+    probe_bits: float | None,
+    probe_seconds: float | None = None,
+) -> list[BlockStats]:
     """:func:`block_stats` of every block of ``arr`` in order, blocks on threads (one per
-    CPU, as many as a quarter of the memory cap holds: SPERR and numpy release the GIL)."""
+    CPU, as many as a quarter of the memory cap holds: SPERR and numpy release the GIL).
+
+    ``probe_seconds`` bounds the rate-distortion probes: once it has passed, or the probes
+    done so far project the remaining ones past it, the blocks not yet started are measured
+    without a probe (and
+    the allocation, which needs every block's, then goes without them): a tight time budget
+    is left to the blocks' coding.
+    """
     boxes = [grid.block_slices(i) for i in range(grid.n_blocks)]
     largest = max(math.prod(grid.block_shape3(i)) for i in range(grid.n_blocks))
     limit = max(1, memory_cap() // 4 // (_STATS_BYTES_PER_VOXEL * largest))
-    return on_threads(lambda box: block_stats(arr[box], probe_bits), boxes, "sciz-stats", limit)
+    if probe_bits is None or probe_seconds is None:
+        return on_threads(lambda box: block_stats(arr[box], probe_bits), boxes, "sciz-stats", limit)
+    clock = _ProbeClock(probe_seconds, len(boxes), min(limit, os.cpu_count() or 1))
+
+    def stats(box: tuple[slice, ...]) -> BlockStats:
+        if not clock.may_probe():
+            return block_stats(arr[box])
+        t0 = time.perf_counter()
+        out = block_stats(arr[box], probe_bits)
+        clock.probed(time.perf_counter() - t0)
+        return out
+
+    return on_threads(stats, boxes, "sciz-stats", limit)
+
+
+class _ProbeClock:
+    """When the blocks of :func:`grid_stats` may still be probed (thread-safe)."""
+
+    def __init__(self, seconds: float, blocks: int, threads: int) -> None:
+        self.end = time.perf_counter() + seconds
+        self.left = blocks
+        self.threads = max(threads, 1)
+        self.done: list[float] = []
+        self.stopped = False
+        self._lock = threading.Lock()
+
+    def may_probe(self) -> bool:
+        """Whether the next block may be probed (the deadline not passed, nor projected to
+        be by the probes done so far); counts it as probed."""
+        with self._lock:
+            now = time.perf_counter()
+            if not self.stopped:
+                per_block = sum(self.done) / len(self.done) if self.done else 0.0
+                self.stopped = now + per_block * self.left / self.threads > self.end
+            if not self.stopped:
+                self.left -= 1
+            return not self.stopped
+
+    def probed(self, seconds: float) -> None:
+        """Record one probe's ``seconds``."""
+        with self._lock:
+            self.done.append(seconds)
 
 
 def allocate_from_stats(

@@ -45,6 +45,11 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["BlockEncoder", "FitSettings", "encode_exact"]
 
 
+#: share of a time budget the blocks' rate-distortion probes may take (a many-block hybrid
+#: file); past it, the bytes are allocated without them and the time goes to the coding
+PROBE_SHARE = 0.25
+
+
 @dataclass(frozen=True)
 class FitSettings:
     """Validated arguments of a lossy or hybrid :func:`~napari_sciz.core.api.compress`.
@@ -235,12 +240,14 @@ class BlockEncoder:
         free_device_memory(device)
         return self._result(plan, payloads, reconstruction, device, steps_done, messages)
 
-    def _block_stats(self) -> list[BlockStats]:
-        """Statistics of every block, measured once (with probes for a many-block hybrid)."""
+    def _block_stats(self, budget: float | None = None) -> list[BlockStats]:
+        """Statistics of every block, measured once (with probes for a many-block hybrid,
+        within :data:`PROBE_SHARE` of a time ``budget``)."""
         if self._stats is None:
             s = self.settings
             probe = probe_bits(s.mode, self.grid.n_blocks, s.arr.dtype, s.ratio)
-            self._stats = grid_stats(s.arr, self.grid, probe)
+            seconds = None if budget is None else PROBE_SHARE * budget
+            self._stats = grid_stats(s.arr, self.grid, probe, seconds)
         return self._stats
 
     def _plan(self, budget: float | None, choice: Any) -> LossyPlan:
@@ -248,7 +255,7 @@ class BlockEncoder:
         s = self.settings
         t_stats = time.perf_counter()
         measured = self._stats is not None
-        stats = self._block_stats()
+        stats = self._block_stats(budget)
         return plan_lossy(
             s.arr.shape,
             s.arr.dtype,

@@ -59,6 +59,9 @@ class BlockTracker:
         self._psnr = math.nan
         #: seconds one search of the chosen base codec took
         self.base_seconds = 0.0
+        #: seconds of one encode of the fastest base codec tried (the unit of the stages'
+        #: costs: they were measured against SPERR's encodes, the first codec tried)
+        self.encode_seconds = 0.0
         #: the base's rate-distortion slope (mean squared error per byte) where it was measured
         #: (the loop filter's choice), or None
         self.slope: float | None = None
@@ -81,6 +84,17 @@ class BlockTracker:
     def before(self, share: float) -> float | None:
         """Deadline at ``share`` of the budget (absolute ``perf_counter`` time)."""
         return None if self.budget is None else self.t0 + share * self.budget
+
+    def base_searched(self, seconds: float, encodes: int) -> None:
+        """Record a base codec's search: ``seconds`` for ``encodes`` encodes."""
+        per_encode = seconds / max(encodes, 1)
+        if self.encode_seconds == 0.0 or per_encode < self.encode_seconds:
+            self.encode_seconds = per_encode
+
+    def has_time_for(self, encodes: float) -> bool:
+        """Whether ``encodes`` encodes of the fastest base tried fit in the budget left (a
+        stage that costs about that much starts only then; always without a budget)."""
+        return self.budget is None or self.left() >= encodes * self.encode_seconds
 
     def check_cancel(self) -> None:
         """Raise :class:`CancelledError` once the job is cancelled."""
