@@ -23,6 +23,7 @@ from ..errors import InvalidInputError
 from .blocks import DEFAULT_BLOCK_VOXELS
 from .encode import BlockEncoder, FitSettings, encode_exact
 from .guided import guided_hybrid
+from .outliers import attach_outliers, coded_share, find_outliers
 from .plan import AUTO_MODE, FORMAT_MODE, MODELS, check_effort, effort_budget, resolve_mode
 from .reader import SciZReader, decompress, open_sciz
 from .result import CompressResult, ProgressInfo, cancel_predicate
@@ -194,9 +195,17 @@ def compress(
         )
     label_arr = check_labels(labels, guidance_mode, arr.shape)
     guided_hybrid_task = mode == "hybrid" and guidance_mode != "none"
+    found = find_outliers(arr) if mode == "hybrid" else None
+    coded, coded_ratio = arr, target
+    if found is not None:
+        room = coded_share(found, arr.dtype, arr.nbytes / target)
+        if room is None:
+            found = None
+        else:  # the outliers stored apart: the rest is coded without them, in what is left
+            coded, coded_ratio = found.cleaned(arr), arr.nbytes / room
     settings = FitSettings(
-        arr=arr,
-        ratio=target,
+        arr=coded,
+        ratio=coded_ratio,
         mode=mode,
         device=resolve_device(device),
         steps=steps,
@@ -223,7 +232,9 @@ def compress(
     if guided_hybrid_task:
         result = guided_hybrid(encoder, guidance_mode)
     else:
-        result = encoder.encode(arr, budget)
+        result = encoder.encode(coded, budget)
+    if found is not None:
+        result = attach_outliers(result, arr, found, target)
     over = overrun_note(result.encode_seconds, budget)
     if over:
         result.messages.append(over)

@@ -30,6 +30,8 @@ DTYPES = SUPPORTED_DTYPES
 LOCK_MODEL_VERSION = 5
 #: the hybrid model version of files coded through a value map (:mod:`.valuemap`)
 VALUE_MAP_MODEL_VERSION = 6
+#: the hybrid model version of files that end with an outlier payload (:mod:`.outliers`)
+OUTLIER_MODEL_VERSION = 7
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,8 @@ class HeaderInfo:
     name: str | None
     locked: bool = False
     value_map: PowerMap | None = None
+    #: voxels listed in the file's outlier payload (its last), 0 without one
+    outliers: int = 0
 
 
 def _int(value: Any, field: str) -> int:
@@ -174,12 +178,33 @@ def validate_header(h: dict, n_payloads: int, decodable: dict[str, dict[str, int
             f"invalid .sciz header: blocks.count is {count} but the grid has {grid.n_blocks}"
         )
     locked = _segmentation_lock(h, mode, shape, grid)
-    if grid.n_blocks + locked != n_payloads:
+    outliers = _outliers(h, mode, math.prod(shape))
+    if grid.n_blocks + locked + bool(outliers) != n_payloads:
         what = f"{grid.n_blocks} blocks" + (" and a segmentation lock" if locked else "")
+        what += " and an outlier list" if outliers else ""
         raise FormatError(f"header describes {what} but the file holds {n_payloads} payloads")
     axes, vs, units, name = _calibration(h, len(shape))
     vmap = _value_map(h, mode, value_range)
-    return HeaderInfo(mode, shape, dtype, value_range, grid, axes, vs, units, name, locked, vmap)
+    return HeaderInfo(
+        mode, shape, dtype, value_range, grid, axes, vs, units, name, locked, vmap, outliers
+    )
+
+
+def _outliers(h: dict, mode: str, size: int) -> int:
+    """How many voxels the file's outlier payload lists (:mod:`.outliers`), 0 without one."""
+    entry = h.get("outliers")
+    if entry is None:
+        return 0
+    if not isinstance(entry, dict) or _int(entry.get("version"), "outliers.version") != 1:
+        raise FormatError("unsupported outliers in header (a newer napari-sciz wrote it?)")
+    if mode != "hybrid":
+        raise FormatError("outliers are only valid in a hybrid file")
+    if h["model"].get("version", 0) < OUTLIER_MODEL_VERSION:
+        raise FormatError(f"outliers need hybrid model version {OUTLIER_MODEL_VERSION}")
+    count = _int(entry.get("count"), "outliers.count")
+    if not 1 <= count <= size:
+        raise FormatError(f"implausible outlier count {count} in header")
+    return count
 
 
 def _value_map(h: dict, mode: str, value_range: tuple[float, float]) -> PowerMap | None:

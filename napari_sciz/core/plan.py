@@ -79,8 +79,9 @@ DECODABLE_MODELS = {
     FORMAT_MODE: {"latent-grid": 2},
     # hybrid version 5: the same blocks, and the file may end with a segmentation lock
     # (napari_sciz.core.seglock; written only for files that have one); version 6: the
-    # blocks code the volume through a value map (napari_sciz.core.valuemap; only such files)
-    "hybrid": {"sperr+latent-grid": 1, "classical+latent-grid": 6},
+    # blocks code the volume through a value map (napari_sciz.core.valuemap; only such files);
+    # version 7: the file may end with an outlier payload (napari_sciz.core.outliers)
+    "hybrid": {"sperr+latent-grid": 1, "classical+latent-grid": 7},
 }
 
 

@@ -90,6 +90,8 @@ class SciZReader:
         self.name = info.name
         self.locked = info.locked
         self.value_map = info.value_map
+        self._n_outliers = info.outliers
+        self._outliers: Any = None
         self._locked_volume: np.ndarray | None = None
         self._lock_warned = False
 
@@ -328,10 +330,28 @@ class SciZReader:
         return finalize(values, self.dtype, self.value_range)
 
     def _decode_whole_blocks(self, box: Sequence[tuple[int, int]]) -> np.ndarray:
-        """Region of a hybrid/lossless/bounded file: decode the whole blocks it touches, crop."""
+        """Region of a hybrid/lossless/bounded file: decode the whole blocks it touches, crop
+        (and write the file's outliers back into it)."""
         if self.locked and self._lock_fits():
-            return self._segmentation_locked()[tuple(slice(a, b) for a, b in box)].copy()
-        return self._blocks_region(box)
+            out = self._segmentation_locked()[tuple(slice(a, b) for a, b in box)].copy()
+        else:
+            out = self._blocks_region(box)
+        if self._n_outliers:
+            self._outlier_list().patch(out, tuple(box), self.shape)
+        return out
+
+    def _outlier_list(self) -> Any:
+        """The file's outliers (:mod:`.outliers`), read once."""
+        from .outliers import decode_outliers
+
+        with self._lock:
+            if self._outliers is None:
+                payload = self._file.payload(self._file.n_payloads - 1)
+                found = decode_outliers(payload, self.dtype, self.size)
+                if len(found) != self._n_outliers:
+                    raise FormatError("the outlier payload does not hold the header's count")
+                self._outliers = found
+            return self._outliers
 
     def _lock_fits(self) -> bool:
         """Whether this machine has the memory to apply the segmentation lock (a warning,
