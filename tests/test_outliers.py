@@ -19,10 +19,10 @@ pytest.importorskip("imagecodecs")
 
 
 def _tissue(shape: tuple[int, ...] = (8, 48, 40), seed: int = 0) -> np.ndarray:
-    """A smooth CT-like volume (values 300-1800) with noise, uint16."""
+    """A smooth volume (values about 19,400-20,600) with noise, uint16."""
     rng = np.random.default_rng(seed)
     grids = np.meshgrid(*(np.linspace(0, 3, n) for n in shape), indexing="ij")
-    smooth = 1000 + 600 * np.sin(grids[-1] + grids[-2]) * np.cos(grids[0])
+    smooth = 20000 + 600 * np.sin(grids[-1] + grids[-2]) * np.cos(grids[0])
     return np.clip(smooth + rng.normal(0, 20, shape), 0, 65535).astype(np.uint16)
 
 
@@ -139,3 +139,23 @@ def test_a_header_count_that_disagrees_with_the_payload_is_a_format_error() -> N
     header["mode"] = "hybrid"
     with pytest.raises(FormatError):  # one payload too many for the blocks
         open_sciz(container.pack(header, payloads))
+
+
+def test_only_an_end_with_a_wide_gap_is_cut() -> None:
+    """Hot pixels at the top do not make the noise tail at the bottom outliers, and a dead
+    pixel close to the range (a gap narrower than the rest of it) is kept in the volume."""
+    vol = _tissue((1, 128, 128)).reshape(128, 128)
+    vol[5, 7] = vol[100, 3] = 65535
+    vol[50, 50] = int(vol.min()) - 300  # below the range, by less than the range
+    found = find_outliers(vol)
+    assert found is not None
+    np.testing.assert_array_equal(found.indices, [5 * 128 + 7, 100 * 128 + 3])
+
+
+def test_a_tiny_file_that_cannot_afford_the_list_is_coded_as_it_is() -> None:
+    vol = _tissue((1, 16, 16)).reshape(16, 16)
+    vol[2, 2] = 65535
+    result = compress(vol, ratio=3, mode="hybrid", steps=20)
+    assert "outliers" not in result.header
+    assert result.ratio >= 3 * 0.95
+    np.testing.assert_array_equal(open_sciz(result.data).decode(), result.reconstruction)

@@ -17,9 +17,10 @@ import json
 import time
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from ..errors import InvalidInputError
+from ..errors import InvalidInputError, RatioUnreachableError
 from .blocks import DEFAULT_BLOCK_VOXELS
 from .encode import BlockEncoder, FitSettings, encode_exact
 from .guided import guided_hybrid
@@ -195,17 +196,9 @@ def compress(
         )
     label_arr = check_labels(labels, guidance_mode, arr.shape)
     guided_hybrid_task = mode == "hybrid" and guidance_mode != "none"
-    found = find_outliers(arr) if mode == "hybrid" else None
-    coded, coded_ratio = arr, target
-    if found is not None:
-        room = coded_share(found, arr.dtype, arr.nbytes / target)
-        if room is None:
-            found = None
-        else:  # the outliers stored apart: the rest is coded without them, in what is left
-            coded, coded_ratio = found.cleaned(arr), arr.nbytes / room
     settings = FitSettings(
-        arr=coded,
-        ratio=coded_ratio,
+        arr=arr,
+        ratio=target,
         mode=mode,
         device=resolve_device(device),
         steps=steps,
@@ -222,25 +215,50 @@ def compress(
         labels=label_arr,
         cancel=cancel_predicate(cancel),
     )
-    encoder = BlockEncoder(
-        settings,
-        progress=progress,
-        preview=preview,
-        preview_interval=preview_interval,
-        t_start=t_start,
+    run = _Run(
+        guidance_mode if guided_hybrid_task else None,
+        dict(progress=progress, preview=preview, preview_interval=preview_interval),
+        t_start,
     )
-    if guided_hybrid_task:
-        result = guided_hybrid(encoder, guidance_mode)
-    else:
-        result = encoder.encode(coded, budget)
-    if found is not None:
-        result = attach_outliers(result, arr, found, target)
+    result = run.with_outliers(settings)
     over = overrun_note(result.encode_seconds, budget)
     if over:
         result.messages.append(over)
     if note:
         result.messages.insert(0, note)
     return result
+
+
+@dataclass
+class _Run:
+    """How a fitted mode's :class:`BlockEncoder` runs: guided hybrid (``guided``, the task)
+    or plain, with the progress and preview callbacks of ``encoder``."""
+
+    guided: str | None
+    encoder: dict[str, Any]
+    t_start: float
+
+    def __call__(self, settings: FitSettings) -> CompressResult:
+        encoder = BlockEncoder(settings, t_start=self.t_start, **self.encoder)
+        if self.guided is not None:
+            return guided_hybrid(encoder, self.guided)
+        return encoder.encode(settings.arr, settings.budget)
+
+    def with_outliers(self, settings: FitSettings) -> CompressResult:
+        """The coding of ``settings``; in hybrid mode its outliers stored apart and the rest
+        coded without them (:mod:`.outliers`), unless the rest cannot then reach its ratio."""
+        arr, target = settings.arr, settings.ratio
+        found = find_outliers(arr) if settings.mode == "hybrid" else None
+        room = None if found is None else coded_share(found, arr.dtype, arr.nbytes / target)
+        if found is not None and room is not None:
+            cleaned = replace(settings, arr=found.cleaned(arr), ratio=arr.nbytes / room)
+            try:
+                result = self(cleaned)
+            except RatioUnreachableError:
+                pass  # the list takes bytes the rest needs (a tiny file): coded as it is
+            else:
+                return attach_outliers(result, arr, found, target)
+        return self(settings)
 
 
 #: a coding that runs past its budget by more than this share says so

@@ -8,7 +8,8 @@ spikes. 20 such voxels in a 16x256x256 CT cost the default codec 12.8 dB on the 
 
 The encoder finds them (:func:`find_outliers`): at most :data:`MAX_SHARE` of the voxels (and at
 least :data:`MIN_COUNT`), lying beyond the largest gap of the sorted values at either end of the
-range, and only when leaving them out shrinks the range by at least :data:`RANGE_GAIN`. Each
+range, each end's gap at least as wide as the range left, and only when leaving them out
+shrinks the range by at least :data:`RANGE_GAIN`. Each
 is replaced by the median of its non-outlier neighbours before coding, and its position and
 exact value are stored in one extra payload (:func:`encode_outliers`; ``docs/format.md``,
 *Outlier payload*), which the reader writes back into every decoded region. The file's
@@ -124,11 +125,16 @@ def find_outliers(arr: np.ndarray) -> Outliers | None:
     span = hi_all - lo_all
     if not span > 0:
         return None
-    # the largest gap inside each end's k + 1 values: beyond it, the outliers
-    hi_cut = _cut(top)
-    lo_cut = _cut(-bottom[::-1])
+    # each end: the largest gap among its k + 1 values; beyond it, outliers, when the gap is
+    # at least as wide as what is left of the range (an end without such a gap is kept)
+    hi_cut, lo_cut = _cut(top), _cut(-bottom[::-1])
     hi_bound = top[hi_cut] if hi_cut is not None else hi_all
     lo_bound = bottom[::-1][lo_cut] if lo_cut is not None else lo_all
+    rest = hi_bound - lo_bound
+    if hi_cut is not None and top[hi_cut + 1] - hi_bound < rest:
+        hi_bound = hi_all
+    if lo_cut is not None and lo_bound - bottom[::-1][lo_cut + 1] < rest:
+        lo_bound = lo_all
     if hi_bound - lo_bound > RANGE_GAIN * span:
         return None
     mask = (flat > hi_bound) | (flat < lo_bound)
