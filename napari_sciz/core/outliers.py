@@ -96,7 +96,9 @@ class Outliers:
         flat[self.indices] = fill.astype(out.dtype)
         return out
 
-    def patch(self, region: np.ndarray, box: tuple[tuple[int, int], ...], shape: tuple[int, ...]):
+    def patch(
+        self, region: np.ndarray, box: tuple[tuple[int, int], ...], shape: tuple[int, ...]
+    ) -> np.ndarray:
         """Write the outliers that fall inside ``box`` (of an array of ``shape``) into
         ``region`` (the decoded ``box``), in place; returns ``region``."""
         if not len(self):
