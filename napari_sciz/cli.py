@@ -448,11 +448,14 @@ def _cmd_compress(args: argparse.Namespace) -> int:
     from .core.plan import resolve_mode
 
     field_loss = distributed or bool(args.guidance_weight)
+    requested = args.mode
     args.mode = resolve_mode(args.mode, args.guidance, field_loss=field_loss)
     if distributed and args.mode not in ("lossy", "hybrid"):
         raise InvalidInputError("--workers and --scheduler are for --mode lossy or hybrid")
     # distributed: the workers read the blocks, here only the metadata are read
     image = read_image(args.input, lazy=True) if distributed else read_image(args.input)
+    if not distributed and image.data.dtype.kind == "b" and requested == "auto":
+        args.mode = "auto"  # a boolean mask: the codec codes it losslessly (and says so)
     labels = None
     if args.labels is not None:
         if args.guidance != "segmentation":
@@ -516,7 +519,7 @@ def _cmd_compress(args: argparse.Namespace) -> int:
     summary["output"] = str(out)
     summary["nbytes"] = int(getattr(result, "nbytes", out.stat().st_size))
     summary.setdefault("target_ratio", args.ratio)
-    summary["mode"] = args.mode
+    summary["mode"] = getattr(result, "header", {}).get("mode", args.mode)
     summary.setdefault("input", str(args.input))
     messages = [str(m) for m in getattr(result, "messages", None) or []]
     summary.setdefault("messages", messages)
@@ -530,8 +533,8 @@ def _cmd_compress(args: argparse.Namespace) -> int:
             f"{float(summary['ratio']):.2f}x"
             + (
                 f" (target {args.ratio:g}x)"
-                if args.mode in ("lossy", "hybrid")
-                else f" ({args.mode})"
+                if summary["mode"] in ("lossy", "hybrid")
+                else f" ({summary['mode']})"
             ),
         ),
         ("output size", f"{_human_bytes(summary['nbytes'])} ({summary['nbytes']} bytes)"),

@@ -530,3 +530,25 @@ def test_effort_preset_runs(
     )
     assert code == 0, err
     assert out.exists() and vol.nbytes in seen
+
+
+def test_a_boolean_mask_is_compressed_losslessly_by_default(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    mask = np.zeros((4, 32, 32), bool)
+    mask[:, 5:20, 8:30] = True
+    np.save(tmp_path / "mask.npy", mask)
+    code, out, err = run(capsys, "compress", str(tmp_path / "mask.npy"), "-o",
+                         str(tmp_path / "m.sciz"), "--ratio", "10")  # fmt: skip
+    assert code == 0 and "(lossless)" in out
+    assert "boolean mask is coded losslessly" in err
+    code, _out, _err = run(capsys, "decompress", str(tmp_path / "m.sciz"), "-o",
+                           str(tmp_path / "back.tif"))  # fmt: skip
+    assert code == 0
+    back = tifffile.imread(tmp_path / "back.tif")
+    assert back.dtype == np.bool_ and np.array_equal(back, mask)
+    hybrid = ["--ratio", "10", "--mode", "hybrid"]
+    code, _out, err = run(capsys, "compress", str(tmp_path / "mask.npy"), "-o",
+                          str(tmp_path / "h.sciz"), *hybrid)  # fmt: skip
+    assert code != 0
+    assert_one_line_error(err, "boolean mask")

@@ -610,3 +610,21 @@ def test_blocks_coded_on_threads_match_one_thread(monkeypatch: pytest.MonkeyPatc
 
     with pytest.raises(CancelledError):
         api.compress(data, mode="lossless", block_voxels=2048, cancel=cancel)
+
+
+def test_a_boolean_mask_is_coded_exactly_and_only_so() -> None:
+    mask = np.zeros((6, 40, 48), bool)
+    mask[:, 8:30, 5:40] = True
+    mask[2, 35, 44] = True
+    for kwargs in ({}, {"ratio": 20}, {"mode": "lossless"}, {"mode": "bounded", "max_error": 0.5}):
+        result = api.compress(mask, **kwargs)
+        assert result.header["dtype"] == "bool" and result.header["value_range"] == [0, 1]
+        assert result.header["mode"] == kwargs.get("mode", "lossless")
+        decoded = api.open_sciz(result.data).decode()
+        assert decoded.dtype == np.bool_ and np.array_equal(decoded, mask)
+        assert result.ratio > 20
+        said = any("boolean mask" in m for m in result.messages)
+        assert said == ("ratio" in kwargs)
+    for mode in ("lossy", "hybrid"):
+        with pytest.raises(InvalidInputError, match="boolean mask"):
+            api.compress(mask, ratio=20, mode=mode)

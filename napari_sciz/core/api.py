@@ -171,14 +171,20 @@ def compress(
         warnings.warn(note, UserWarning, stacklevel=2)
     if effort is not None:
         effort_budget(effort, 0)  # an unknown preset is an error in every mode
+    mask_note = None
+    if arr.dtype.kind == "b":
+        mode, mask_note = _mask_mode(mode, ratio)
     if mode == AUTO_MODE:
         wanted = check_guidance(guidance, guidance_weights)[0]
         mode = resolve_mode(mode, wanted, field_loss=bool(guidance_weights))
     if mode not in MODELS:
-        return encode_exact(
+        exact = encode_exact(
             arr, mode, max_error, axes, voxel_size, units, name, block_voxels, progress, cancel,
             t_start,
         )  # fmt: skip
+        if mask_note:
+            exact.messages.append(mask_note)
+        return exact
     if ratio is None:
         raise InvalidInputError(f"mode={mode!r} needs a ratio (or mode='lossless')")
     target = check_ratio(ratio)
@@ -259,6 +265,22 @@ class _Run:
             else:
                 return attach_outliers(result, arr, found, target)
         return self(settings)
+
+
+def _mask_mode(mode: str, ratio: float | None) -> tuple[str, str | None]:
+    """The mode a boolean mask is coded in (exactly: ``auto`` becomes lossless), and a note
+    when a ratio was asked for; lossy and hybrid modes are refused."""
+    if mode in MODELS:
+        raise InvalidInputError(
+            f"a boolean mask is coded exactly, not in mode={mode!r}: use mode='lossless' "
+            "(or 'auto')"
+        )
+    if mode != AUTO_MODE:
+        return mode, None
+    note = None
+    if ratio is not None:
+        note = "a boolean mask is coded losslessly: the ratio asked for is not used"
+    return "lossless", note
 
 
 #: a coding that runs past its budget by more than this share says so

@@ -402,6 +402,6 @@ def encode_exact(
 
 def _value_range(arr: np.ndarray) -> list[float | int]:
     lo, hi = arr.min(), arr.max()
-    if arr.dtype.kind in "ui":
+    if arr.dtype.kind in "uib":
         return [int(lo), int(hi)]
     return [float(lo), float(hi)]

@@ -101,9 +101,9 @@ def _value_range(h: dict, dtype: np.dtype) -> tuple[float, float]:
     lo, hi = _number(vr[0], "value_range[0]"), _number(vr[1], "value_range[1]")
     if lo > hi:
         raise FormatError(f"invalid .sciz header: value_range {vr} is inverted")
-    if dtype.kind in "ui":
-        info = np.iinfo(dtype)
-        if lo != int(lo) or hi != int(hi) or lo < info.min or hi > info.max:
+    if dtype.kind in "uib":
+        low, high = (0, 1) if dtype.kind == "b" else (np.iinfo(dtype).min, np.iinfo(dtype).max)
+        if lo != int(lo) or hi != int(hi) or lo < low or hi > high:
             raise FormatError(f"invalid .sciz header: value_range {vr} does not fit {dtype}")
     elif dtype in (np.float16, np.float32) and max(abs(lo), abs(hi)) > float(np.finfo(dtype).max):
         raise FormatError(f"invalid .sciz header: value_range {vr} does not fit {dtype}")

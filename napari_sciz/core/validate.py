@@ -26,7 +26,7 @@ __all__ = [
 
 #: dtypes that can be compressed (decoded arrays keep the dtype).
 SUPPORTED_DTYPES = (
-    *("uint8", "int8", "uint16", "int16", "uint32", "int32"),
+    *("bool", "uint8", "int8", "uint16", "int16", "uint32", "int32"),
     *("float16", "float32", "float64"),
 )
 MIN_RATIO = 1.0

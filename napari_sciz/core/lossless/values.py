@@ -18,7 +18,9 @@ import numpy as np
 from ...errors import FormatError, InvalidInputError
 
 #: dtypes supported by lossless mode (float64 only in bounded mode)
-LOSSLESS_DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "float16", "float32")
+LOSSLESS_DTYPES = (
+    *("bool", "uint8", "int8", "uint16", "int16", "uint32", "int32", "float16", "float32"),
+)
 
 
 #: value kinds
@@ -102,6 +104,8 @@ class _Mapped:
 
 def _map_values(block: np.ndarray, mode: str, max_error: float | None) -> _Mapped:
     dtype = block.dtype
+    if mode == "bounded" and dtype.kind == "b":
+        mode, max_error = "lossless", None  # a mask: exact is within any bound
     lo = step = 0.0
     if mode == "bounded" and max_error is None:
         raise InvalidInputError("bounded mode needs max_error")
