@@ -159,3 +159,15 @@ def test_a_tiny_file_that_cannot_afford_the_list_is_coded_as_it_is() -> None:
     assert "outliers" not in result.header
     assert result.ratio >= 3 * 0.95
     np.testing.assert_array_equal(open_sciz(result.data).decode(), result.reconstruction)
+
+
+def test_found_slab_by_slab_as_in_one_piece(monkeypatch: pytest.MonkeyPatch) -> None:
+    import napari_sciz.core.outliers as outliers
+
+    hot, where = _with_hot(_tissue())
+    whole = find_outliers(hot)
+    monkeypatch.setattr(outliers, "_SLAB", 1000)  # 16 slabs, the last one short
+    sliced = find_outliers(hot)
+    assert whole is not None and sliced is not None
+    np.testing.assert_array_equal(sliced.indices, where)
+    np.testing.assert_array_equal(sliced.indices, whole.indices)

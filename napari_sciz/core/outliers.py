@@ -19,6 +19,7 @@ exact value are stored in one extra payload (:func:`encode_outliers`; ``docs/for
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -114,15 +115,16 @@ class Outliers:
 
 
 def find_outliers(arr: np.ndarray) -> Outliers | None:
-    """The isolated extreme voxels of ``arr`` worth coding apart (see the module), or None."""
+    """The isolated extreme voxels of ``arr`` worth coding apart (see the module), or None.
+
+    Reads ``arr`` slab by slab (:data:`_SLAB` values at a time), so it needs no copy of it.
+    """
     n = arr.size
     k = min(max(MIN_COUNT, int(n * MAX_SHARE)), n // 2)
     if k < 1 or n < 4 * MIN_COUNT:
         return None
     flat = arr.reshape(-1)
-    parted = np.partition(flat, (k, n - k - 1))  # both ends' k + 1 values in one pass
-    top = np.sort(parted[n - k - 1 :].astype(np.float64))
-    bottom = np.sort(parted[: k + 1].astype(np.float64))
+    top, bottom = _ends(flat, k + 1)
     lo_all, hi_all = bottom[0], top[-1]
     span = hi_all - lo_all
     if not span > 0:
@@ -139,11 +141,35 @@ def find_outliers(arr: np.ndarray) -> Outliers | None:
         lo_bound = lo_all
     if hi_bound - lo_bound > RANGE_GAIN * span:
         return None
-    mask = (flat > hi_bound) | (flat < lo_bound)
-    indices = np.flatnonzero(mask).astype(np.int64)
+    found = [
+        start + np.flatnonzero((part > hi_bound) | (part < lo_bound))
+        for start, part in _slabs(flat)
+    ]
+    indices = np.concatenate(found).astype(np.int64)
     if indices.size == 0 or indices.size > 2 * k:
         return None
     return Outliers(indices, flat[indices].copy())
+
+
+#: values of the flattened array read at a time
+_SLAB = 1 << 22
+
+
+def _slabs(flat: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+    for start in range(0, flat.size, _SLAB):
+        yield start, flat[start : start + _SLAB]
+
+
+def _ends(flat: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``m`` largest and ``m`` smallest values of ``flat``, ascending (float64)."""
+    tops, bottoms = [], []
+    for _start, part in _slabs(flat):
+        j = min(m, part.size)
+        parted = np.partition(part, (j - 1, part.size - j)) if part.size > j else part
+        tops.append(parted[part.size - j :].astype(np.float64))
+        bottoms.append(parted[:j].astype(np.float64))
+    top, bottom = np.concatenate(tops), np.concatenate(bottoms)
+    return np.sort(top)[-m:], np.sort(bottom)[:m]
 
 
 def _cut(ascending: np.ndarray) -> int | None:
