@@ -569,7 +569,6 @@ def test_unreachable_ratio() -> None:
         np.zeros((1, 1), np.uint8),
         np.zeros((1, 1, 1), np.uint16),
         np.zeros((7,), np.uint8),
-        np.zeros((8, 8), bool),
         np.zeros((8, 8), np.complex64),
         np.zeros((8, 8), np.int64),
         np.zeros((8, 8), np.uint64),
