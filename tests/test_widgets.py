@@ -587,3 +587,20 @@ def test_closing_napari_during_a_fit_does_not_hang(make_napari_viewer, qtbot):
         viewer.close()  # what closing the napari window does
     # closing napari itself takes a moment; the point is that it does not wait for the fit
     assert job.cancelled() and time.perf_counter() - t0 < 5.0
+
+
+@needs_codec
+def test_a_boolean_mask_layer_is_coded_losslessly(viewer_widget, qtbot, notes):
+    viewer, widget = viewer_widget
+    mask = np.zeros((4, 32, 32), bool)
+    mask[:, 5:20, 8:30] = True
+    image = viewer.add_image(mask, name="mask")
+    widget.layer_combo.setCurrentIndex(widget.layer_combo.findData(id(image)))
+    widget.set_ratio(16)
+    widget.steps_spin.setValue(5)
+    assert widget.start() is not None
+    qtbot.waitUntil(lambda: not widget.running, timeout=120_000)
+    assert not _errors(notes)
+    assert widget.result.header["mode"] == "lossless"
+    np.testing.assert_array_equal(np.asarray(widget.result.reconstruction), mask)
+    assert any("boolean mask" in str(n.message) for n in notes)
