@@ -173,13 +173,12 @@ def _ends(flat: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _cut(ascending: np.ndarray) -> int | None:
-    """Index of the last value before the largest gap of ``ascending`` values (an end of the
-    range), or None when the largest gap is at the very start (nothing to cut)."""
+    """Index of the value just before the largest gap of ``ascending`` values (one end of
+    the range), or None when they are all equal."""
     gaps = np.diff(ascending)
     if gaps.size == 0 or not gaps.max() > 0:
         return None
-    i = int(np.argmax(gaps))
-    return i
+    return int(np.argmax(gaps))
 
 
 def encode_outliers(out: Outliers, dtype: np.dtype) -> bytes:
