@@ -206,14 +206,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers",
         type=_positive_int,
         metavar="N",
-        help="fit the blocks in parallel on a local Dask cluster of N worker processes "
-        "(each reads its own blocks of IN; lossy and hybrid modes)",
+        help="code the blocks in parallel on a local Dask cluster of N worker processes "
+        "(each reads its own blocks of IN)",
     )
     scale_out.add_argument(
         "--scheduler",
         metavar="ADDRESS",
-        help="fit the blocks on an existing Dask cluster, e.g. tcp://10.0.0.5:8786 (IN must "
-        "be readable under the same path on every worker; lossy and hybrid modes)",
+        help="code the blocks on an existing Dask cluster, e.g. tcp://10.0.0.5:8786 (IN must "
+        "be readable under the same path on every worker)",
     )
     p.add_argument(
         "--block-voxels",
@@ -450,11 +450,9 @@ def _cmd_compress(args: argparse.Namespace) -> int:
     field_loss = distributed or bool(args.guidance_weight)
     requested = args.mode
     args.mode = resolve_mode(args.mode, args.guidance, field_loss=field_loss)
-    if distributed and args.mode not in ("lossy", "hybrid"):
-        raise InvalidInputError("--workers and --scheduler are for --mode lossy or hybrid")
     # distributed: the workers read the blocks, here only the metadata are read
     image = read_image(args.input, lazy=True) if distributed else read_image(args.input)
-    if not distributed and image.data.dtype.kind == "b" and requested == "auto":
+    if image.data.dtype.kind == "b" and requested == "auto":
         args.mode = "auto"  # a boolean mask: the codec codes it losslessly (and says so)
     labels = None
     if args.labels is not None:
@@ -500,7 +498,12 @@ def _cmd_compress(args: argparse.Namespace) -> int:
             from .core.distributed import compress_distributed
 
             result = compress_distributed(
-                args.input, args.ratio, scheduler=args.scheduler, workers=args.workers, **common
+                args.input,
+                args.ratio,
+                scheduler=args.scheduler,
+                workers=args.workers,
+                max_error=args.max_error,
+                **common,
             )
         else:
             result = api.compress(image.data, args.ratio, max_error=args.max_error, **common)

@@ -96,6 +96,54 @@ def test_hybrid_mode_matches_single_process(client, single_process) -> None:
     assert result.data == local.data
 
 
+def test_lossless_mode_matches_single_process(client, single_process) -> None:
+    """Lossless blocks are coded where they are read, without a plan: the same file, exact."""
+    path, vol, _local = single_process
+    local = compress(vol, mode="lossless", block_voxels=BLOCK)
+    seen: list[str] = []
+    result = compress_distributed(
+        path, None, client=client, mode="lossless", block_voxels=BLOCK,
+        progress=lambda info: seen.append(info.message),
+    )  # fmt: skip
+    assert result.header["mode"] == "lossless" and result.header["blocks"]["count"] == 4
+    assert result.data == local.data
+    assert result.psnr == np.inf and result.ssim == 1.0 and result.max_error == 0.0
+    assert result.ratio == pytest.approx(local.ratio)
+    assert seen[0].startswith("coding 4 blocks") and seen[-1].startswith("4/4 blocks done")
+    np.testing.assert_array_equal(decompress(result.data), vol)
+
+
+def test_bounded_mode_matches_single_process(client) -> None:
+    vol = np.ascontiguousarray(_volume(2)[:, :16, :16].repeat(8, axis=0))  # 64x16x16
+    local = compress(vol, mode="bounded", max_error=4, block_voxels=4096)
+    result = compress_distributed(
+        vol, None, client=client, mode="bounded", max_error=4, block_voxels=4096
+    )
+    assert result.header["blocks"]["counts"] == [4, 1, 1]  # whole slices: SSIM is exact
+    assert result.data == local.data
+    assert result.max_error == local.max_error <= 4
+    assert result.psnr == pytest.approx(local.psnr, rel=1e-12)
+    assert result.ssim == pytest.approx(local.ssim, abs=1e-12)
+    with pytest.raises(InvalidInputError, match="max_error"):
+        compress_distributed(vol, 16, client=client, mode="lossy", max_error=4, steps=2)
+
+
+def test_lossless_float_with_nan_and_a_boolean_mask(client) -> None:
+    """NaN is refused in lossless mode as in one process; a mask is coded exactly, and the
+    ratio asked for is said to be unused."""
+    vol = _volume().astype(np.float32)
+    vol[5, 3, 3] = np.inf
+    with pytest.raises(InvalidInputError, match="NaN or infinite"):
+        compress_distributed(vol, None, client=client, mode="lossless", block_voxels=BLOCK)
+    mask = _volume() > 900
+    result = compress_distributed(mask, 16, client=client, block_voxels=BLOCK)
+    assert result.header["mode"] == "lossless" and result.header["dtype"] == "bool"
+    assert any("ratio asked for is not used" in m for m in result.messages)
+    np.testing.assert_array_equal(decompress(result.data), mask)
+    with pytest.raises(InvalidInputError, match="coded exactly"):
+        compress_distributed(mask, 16, client=client, mode="hybrid", steps=2)
+
+
 def test_nan_input_is_a_clear_error(client, tmp_path) -> None:
     vol = _volume().astype(np.float32)
     vol[3, 10, 10] = np.nan
@@ -217,3 +265,24 @@ def test_memory_stays_bounded_for_an_input_larger_than_the_memory_limit(tmp_path
     z, y, x = start
     restored = decompress(result.data, roi=f"{z}:{z + 1},{y - 2}:{y + 2},{x - 2}:{x + 2}")
     assert restored[0, 0, 0] == 0 and restored[0, 3, 3] == 3000
+
+
+def test_cli_codes_losslessly_on_workers(tmp_path: Path, capsys) -> None:
+    """``sciz compress --mode lossless --workers 2``: the file of a single-process run, and
+    the summary says lossless."""
+    import json
+
+    from napari_sciz import cli
+
+    vol = _volume(3)
+    src = tmp_path / "in.npy"
+    np.save(src, vol)
+    out = tmp_path / "out.sciz"
+    argv = ["compress", str(src), "-o", str(out), "--mode", "lossless", "--workers", "2"]
+    argv += ["--block-voxels", str(BLOCK), "--json"]
+    assert cli.main(argv) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["mode"] == "lossless" and summary["psnr"] is None  # inf: exact
+    local = compress(vol, mode="lossless", block_voxels=BLOCK, name="in")  # (the CLI's name)
+    assert out.read_bytes() == local.data
+    np.testing.assert_array_equal(decompress(out.read_bytes()), vol)

@@ -25,7 +25,15 @@ from .blocks import DEFAULT_BLOCK_VOXELS
 from .encode import BlockEncoder, FitSettings, encode_exact
 from .guided import guided_hybrid
 from .outliers import attach_outliers, coded_share, find_outliers
-from .plan import AUTO_MODE, FORMAT_MODE, MODELS, check_effort, effort_budget, resolve_mode
+from .plan import (
+    AUTO_MODE,
+    FORMAT_MODE,
+    MODELS,
+    check_effort,
+    effort_budget,
+    mask_mode,
+    resolve_mode,
+)
 from .reader import SciZReader, decompress, open_sciz
 from .result import CompressResult, ProgressInfo, cancel_predicate
 from .validate import check_array, check_axes, check_calibration, check_labels, check_ratio
@@ -173,7 +181,7 @@ def compress(
         effort_budget(effort, 0)  # an unknown preset is an error in every mode
     mask_note = None
     if arr.dtype.kind == "b":
-        mode, mask_note = _mask_mode(mode, ratio)
+        mode, mask_note = mask_mode(mode, ratio)
     if mode == AUTO_MODE:
         wanted = check_guidance(guidance, guidance_weights)[0]
         mode = resolve_mode(mode, wanted, field_loss=bool(guidance_weights))
@@ -265,22 +273,6 @@ class _Run:
             else:
                 return attach_outliers(result, arr, found, target)
         return self(settings)
-
-
-def _mask_mode(mode: str, ratio: float | None) -> tuple[str, str | None]:
-    """The mode a boolean mask is coded in (exactly: ``auto`` becomes lossless), and a note
-    when a ratio was asked for; lossy and hybrid modes are refused."""
-    if mode in MODELS:
-        raise InvalidInputError(
-            f"a boolean mask is coded exactly, not in mode={mode!r}: use mode='lossless' "
-            "(or 'auto')"
-        )
-    if mode != AUTO_MODE:
-        return mode, None
-    note = None
-    if ratio is not None:
-        note = "a boolean mask is coded losslessly: the ratio asked for is not used"
-    return "lossless", note
 
 
 #: a coding that runs past its budget by more than this share says so

@@ -234,6 +234,15 @@ class BlockStats:
     rd: tuple[tuple[float, float], ...] | None = None
 
 
+def value_bounds(a: np.ndarray) -> tuple[int, int] | tuple[float, float]:
+    """``(min, max)`` of a non-empty array: Python ``int`` for integer and boolean dtypes,
+    ``float`` otherwise (as headers store them)."""
+    lo, hi = a.min(), a.max()
+    if a.dtype.kind in "uib":
+        return int(lo), int(hi)
+    return float(lo), float(hi)
+
+
 def block_stats(block: np.ndarray, probe_bits: float | None = None) -> BlockStats:
     """Statistics of one block (see :class:`BlockStats`); with ``probe_bits`` (the file's
     average bits per value), its rate-distortion points too."""
@@ -244,11 +253,7 @@ def block_stats(block: np.ndarray, probe_bits: float | None = None) -> BlockStat
         nonfinite = int(b.size - np.count_nonzero(finite))
         if nonfinite:
             return BlockStats(math.nan, math.nan, math.nan, int(b.size), nonfinite)
-    lo, hi = b.min(), b.max()
-    if b.dtype.kind in "uib":
-        lo, hi = int(lo), int(hi)
-    else:
-        lo, hi = float(lo), float(hi)
+    lo, hi = value_bounds(b)
     f = b.astype(np.float32, copy=False)
     total = 0.0
     count = 0

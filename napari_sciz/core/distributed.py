@@ -1,4 +1,5 @@
-"""Lossy compression on a Dask cluster: the workers read, fit and code their own blocks.
+"""Lossy and hybrid compression on a Dask cluster: the workers read, fit and code their own
+blocks (lossless and bounded jobs: :mod:`.distexact`; the Dask plumbing: :mod:`.cluster`).
 
 The client only plans and assembles. For an input file (TIFF/OME-TIFF, ``.npy``, Zarr/OME-Zarr)
 every task opens it lazily on its worker and reads just its block, so neither the client nor a
@@ -26,94 +27,41 @@ import math
 import os
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..errors import CancelledError, InvalidInputError, SciZError
+from ..errors import InvalidInputError, SciZError
 from .bitstream import container
-from .blocks import DEFAULT_BLOCK_VOXELS, BlockGrid, BlockStats, block_stats, finalize
+from .blocks import DEFAULT_BLOCK_VOXELS, BlockGrid, finalize
+from .cluster import (
+    BlockReport,
+    BlockSource,
+    ClusterRun,
+    client_for,
+    dask_client,
+    source_dtype,
+    source_of,
+    stats_task,
+    user_error,
+)
 from .plan import (
     BlockJob,
     block_array,
     check_effort,
     check_nonfinite,
     effort_budget,
+    mask_mode,
     plan_lossy,
     probe_bits,
     resolve_mode,
 )
-from .result import CompressResult, ProgressInfo, cancel_predicate
+from .result import CompressResult, cancel_predicate
 from .validate import check_axes, check_calibration, check_ratio, check_shape_dtype
 
-__all__ = ["BlockSource", "compress_distributed"]
-
-
-@dataclass(frozen=True)
-class BlockSource:
-    """A picklable recipe that reads any block of the input, on whichever machine runs it.
-
-    Attributes
-    ----------
-    shape : tuple of int
-        Shape of the image.
-    dtype : str
-        Its dtype name.
-    path : str or None
-        File or store read lazily (:func:`napari_sciz.io.read_image` with ``lazy=True``);
-        it must be reachable under this path from every worker (a shared file system).
-
-    Without ``path`` the array travels beside the source (a Dask future of it, scattered once
-    to every worker) and is passed to :meth:`read`.
-    """
-
-    shape: tuple[int, ...]
-    dtype: str
-    path: str | None = None
-
-    @classmethod
-    def from_path(cls, path: str | os.PathLike[str]) -> BlockSource:
-        """Describe a file or store (its metadata are read here, its voxels never)."""
-        from ..io import read_image
-
-        image = read_image(path, lazy=True)
-        return cls(
-            tuple(int(n) for n in image.data.shape),
-            np.dtype(image.data.dtype).name,
-            path=str(Path(path).resolve()),
-        )
-
-    def read(self, index: tuple, array: Any = None) -> np.ndarray:
-        """Read ``source[index]`` into memory (a copy); ``array`` is the in-memory input."""
-        if self.path is None:
-            if array is None:
-                raise InvalidInputError("this source needs its array")
-            return np.array(array[index])
-        from ..io import read_image
-
-        image = read_image(self.path, lazy=True)
-        try:
-            return np.array(image.data[index])
-        finally:
-            del image  # unmap the file: the next block maps only what it reads
-
-
-def _user_error(exc: BaseException) -> BaseException:
-    """A picklable stand-in for an error the user must fix (no retry)."""
-    return exc if isinstance(exc, SciZError) else InvalidInputError(str(exc))
-
-
-def _stats_task(
-    source: BlockSource, array: Any, grid: BlockGrid, index: int, probe: float | None = None
-) -> BlockStats | BaseException:
-    try:
-        return block_stats(source.read(grid.block_slices(index), array), probe)
-    except (SciZError, OSError, ValueError) as exc:
-        return _user_error(exc)
+__all__ = ["BlockSource", "compress_distributed", "dask_client"]
 
 
 def _worker_device(device: str) -> str:
@@ -167,7 +115,7 @@ def _fit_task(
         original = source.read(sl, array)
         label_block = None if labels is None else labels.read(sl, label_array)
     except (SciZError, OSError, ValueError) as exc:
-        return _user_error(exc)
+        return user_error(exc)
     dtype = original.dtype
     block = block_array(original, dtype, grid.block_shape3(job.index))
     outcome = run_block_job(replace(job, device=_worker_device(job.device)), block, label_block)
@@ -193,92 +141,9 @@ def _fit_task(
     )
 
 
-@contextmanager
-def dask_client(
-    scheduler: str | None = None,
-    workers: int | None = None,
-    *,
-    threads_per_worker: int = 1,
-    memory_limit: str | float | None = "auto",
-    connect_timeout: float = 20.0,
-) -> Iterator[Any]:
-    """A Dask client: connected to ``scheduler``, or to a new local cluster of ``workers``.
-
-    The local cluster runs one process per worker with ``threads_per_worker`` threads each
-    (fitting a block uses all of a worker's cores through torch), and is shut down on exit.
-    """
-    try:
-        from distributed import Client, LocalCluster
-    except ModuleNotFoundError as exc:
-        raise SciZError(
-            "distributed compression needs Dask: pip install 'napari-sciz[dask]'"
-        ) from exc
-    if scheduler is not None and workers is not None:
-        raise InvalidInputError("give either a scheduler address or a number of workers")
-    if scheduler is not None:
-        try:
-            client = Client(scheduler, timeout=f"{float(connect_timeout)}s")
-        except (OSError, TimeoutError) as exc:
-            raise SciZError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from exc
-        try:
-            yield client
-        finally:
-            client.close()
-        return
-    n = int(workers or 1)
-    if n < 1:
-        raise InvalidInputError(f"workers must be at least 1, got {workers!r}")
-    cluster = LocalCluster(
-        n_workers=n,
-        threads_per_worker=int(threads_per_worker),
-        processes=True,
-        memory_limit=memory_limit,
-        dashboard_address=None,
-    )
-    client = Client(cluster)
-    try:
-        yield client
-    finally:
-        client.close()
-        cluster.close()
-
-
-def _gather(
-    client: Any,
-    futures: list[Any],
-    on_done: Callable[[Any], None],
-    cancel: Callable[[], bool] | None,
-) -> list[Any]:
-    """Results of ``futures`` in their order, calling ``on_done`` as each arrives."""
-    from distributed import wait
-
-    results: list[Any] = [None] * len(futures)
-    position = {f.key: i for i, f in enumerate(futures)}
-    pending = set(futures)
-    try:
-        while pending:
-            if cancel is not None and cancel():
-                raise CancelledError("compression cancelled; no output written")
-            try:
-                done, pending = wait(pending, timeout=0.5, return_when="FIRST_COMPLETED")
-            except TimeoutError:  # nothing finished in the last half second
-                continue
-            for fut in done:
-                value = fut.result()
-                if isinstance(value, BaseException):
-                    raise value
-                results[position[fut.key]] = value
-                fut.release()
-                on_done(value)
-    except BaseException:
-        client.cancel(list(pending))
-        raise
-    return results
-
-
 def compress_distributed(
     source: Any,
-    ratio: float,
+    ratio: float | None,
     *,
     client: Any = None,
     scheduler: str | None = None,
@@ -299,12 +164,13 @@ def compress_distributed(
     labels: Any = None,
     guidance_weights: dict[str, float] | None = None,
     mode: str = "auto",
+    max_error: float | None = None,
     retries: int = 2,
     connect_timeout: float = 20.0,
     progress: Callable[[Any], None] | None = None,
     cancel: Any = None,
 ) -> Any:
-    """Compress (lossy) with the blocks fitted in parallel on a Dask cluster.
+    """Compress with the blocks fitted (or coded) in parallel on a Dask cluster.
 
     Parameters
     ----------
@@ -312,8 +178,8 @@ def compress_distributed(
         A TIFF/OME-TIFF, ``.npy`` or Zarr/OME-Zarr path (read block by block on the workers;
         it must be reachable under this path from every worker), or an in-memory array
         (sent once to each worker).
-    ratio : float
-        Target compression ratio.
+    ratio : float or None
+        Target compression ratio (not used, and may be None, in lossless and bounded mode).
     client : distributed.Client, optional
         An existing client; otherwise one is made from ``scheduler`` or ``workers``.
     scheduler : str, optional
@@ -331,9 +197,15 @@ def compress_distributed(
         Largest block (default that of :func:`napari_sciz.compress`).
     labels : path-like or array-like, optional
         Labels for segmentation guidance (read block by block like ``source``).
-    mode : {"auto", "lossy", "hybrid"}
+    mode : {"auto", "lossy", "hybrid", "lossless", "bounded"}
         Latent-grid fields, or classical base layers with loop filters (and fields of their
         residuals); ``"auto"`` chooses as :func:`~napari_sciz.core.plan.resolve_mode`.
+        ``"lossless"`` and ``"bounded"`` code the blocks with the causal predictor
+        (:func:`~napari_sciz.core.distexact.compress_exact_distributed`: the file of a
+        single-process run; as there, ``device``, ``steps``, ``budget``, ``effort``, ``seed``
+        and guidance are not used).
+    max_error : float, optional
+        The bound of ``mode="bounded"``.
     retries : int
         Reruns of a block whose fit raised an unexpected error.
     connect_timeout : float
@@ -350,31 +222,50 @@ def compress_distributed(
         With ``reconstruction=None`` (never gathered); PSNR and the largest error are exact,
         SSIM is exact when blocks span whole slices and NaN otherwise.
     """
+    mask_note = None
+    if source_dtype(source).kind == "b":
+        mode, mask_note = mask_mode(mode, ratio)
+    if mode in EXACT_MODES:
+        from .distexact import compress_exact_distributed
+
+        result = compress_exact_distributed(
+            source, mode, max_error, client=client, scheduler=scheduler, workers=workers,
+            threads_per_worker=threads_per_worker, memory_limit=memory_limit, axes=axes,
+            voxel_size=voxel_size, units=units, name=name, block_voxels=block_voxels,
+            retries=retries, connect_timeout=connect_timeout, progress=progress, cancel=cancel,
+        )  # fmt: skip
+        if mask_note:
+            result.messages.append(mask_note)
+        return result
+    if max_error is not None:
+        raise InvalidInputError("max_error is for mode='bounded' only")
+    if ratio is None:
+        raise InvalidInputError(f"mode={mode!r} needs a ratio (or mode='lossless')")
     t_start = time.perf_counter()
     target, budget, steps, mode, guidance_mode, guidance_full = _checked_settings(
         ratio, budget, steps, effort, mode, guidance, guidance_weights, labels
     )
     should_cancel = cancel_predicate(cancel)
     cluster = {"threads_per_worker": threads_per_worker, "memory_limit": memory_limit}
-    with _client_for(client, scheduler, workers, connect_timeout, cluster) as cl:
-        src, src_data = _source(cl, source)
+    with client_for(client, scheduler, workers, connect_timeout, cluster) as cl:
+        src, src_data = source_of(cl, source)
         check_shape_dtype(src.shape, src.dtype)
         if effort is not None:
             budget = effort_budget(effort, math.prod(src.shape) * np.dtype(src.dtype).itemsize)
         ndim = len(src.shape)
         axes = check_axes(axes, ndim)
         check_calibration(ndim, voxel_size, units)
-        label_src, label_data = (None, None) if labels is None else _source(cl, labels)
+        label_src, label_data = (None, None) if labels is None else source_of(cl, labels)
         if label_src is not None and label_src.shape != src.shape:
             raise InvalidInputError(
                 f"labels must have the image's shape {src.shape}, got {label_src.shape}"
             )
         grid = BlockGrid.for_shape(src.shape, block_voxels or DEFAULT_BLOCK_VOXELS)
-        run = _ClusterRun(cl, f"sciz-{uuid.uuid4().hex[:12]}", retries, should_cancel)
+        run = ClusterRun(cl, f"sciz-{uuid.uuid4().hex[:12]}", retries, should_cancel)
         n_workers = max(1, len(cl.scheduler_info().get("workers", {})) or int(workers or 1))
         probe = probe_bits(mode, grid.n_blocks, np.dtype(src.dtype), target)
         stats = run.map(
-            "stats", _stats_task, [(src, src_data, grid, i, probe) for i in range(grid.n_blocks)]
+            "stats", stats_task, [(src, src_data, grid, i, probe) for i in range(grid.n_blocks)]
         )
         check_nonfinite(stats)
         plan = plan_lossy(
@@ -396,7 +287,7 @@ def compress_distributed(
             parallel=n_workers,
             mode=mode,
         )
-        report = _FitReport(progress, grid, n_workers, steps, t_start)
+        report = BlockReport(progress, grid, n_workers, steps, t_start)
         report.started()
         fits: list[_FitResult] = run.map(
             "fit",
@@ -409,6 +300,10 @@ def compress_distributed(
             on_done=report.block_done,
         )
     return _gathered_result(plan, fits, t_start)
+
+
+#: modes coded without a fit (:mod:`.distexact`)
+EXACT_MODES = ("lossless", "bounded")
 
 
 def _checked_settings(
@@ -436,71 +331,12 @@ def _checked_settings(
     if labels is not None and guidance_mode != "segmentation":
         raise InvalidInputError("labels are used by segmentation guidance only")
     if mode not in ("lossy", "hybrid"):
-        raise InvalidInputError(f"distributed compression codes lossy or hybrid, not {mode!r}")
+        raise InvalidInputError(
+            f"mode must be 'auto', 'lossy', 'hybrid', 'lossless' or 'bounded', got {mode!r}"
+        )
     if mode == "hybrid" and guidance_mode != "none":
         raise InvalidInputError("guidance is not available in hybrid mode")
     return target, budget, steps, mode, guidance_mode, guidance_full
-
-
-@dataclass
-class _ClusterRun:
-    """Tasks of one job on a Dask cluster: named keys, retries, cancel."""
-
-    client: Any
-    token: str
-    retries: int
-    cancel: Callable[[], bool] | None
-
-    def map(
-        self,
-        kind: str,
-        task: Callable[..., Any],
-        args: Sequence[tuple],
-        keys: Sequence[int] | None = None,
-        on_done: Callable[[Any], None] | None = None,
-    ) -> list[Any]:
-        """``task(*a)`` for every ``a`` of ``args`` on the cluster, results in order."""
-        keys = range(len(args)) if keys is None else keys
-        futures = [
-            self.client.submit(task, *a, key=f"{self.token}-{kind}-{k}", retries=self.retries)
-            for a, k in zip(args, keys, strict=True)
-        ]
-        return _gather(self.client, futures, on_done or (lambda _v: None), self.cancel)
-
-
-@dataclass
-class _FitReport:
-    """Progress of the blocks' fits, which finish in any order."""
-
-    progress: Callable[[Any], None] | None
-    grid: BlockGrid
-    n_workers: int
-    steps: int | None
-    t_start: float
-    done_voxels: int = 0
-    done_blocks: int = 0
-
-    def _say(self, fraction: float, text: str) -> None:
-        if self.progress is None:
-            return
-        elapsed = time.perf_counter() - self.t_start
-        eta = elapsed / fraction * (1 - fraction) if fraction > 0 else None
-        # the text says how many blocks are done (they finish in any order)
-        self.progress(ProgressInfo(fraction, 0, self.steps, math.nan, math.nan, eta, 0, 1, text))
-
-    def started(self) -> None:
-        """The fits were sent to the workers."""
-        self._say(0.0, f"fitting {self.grid.n_blocks} blocks on {self.n_workers} workers")
-
-    def block_done(self, res: _FitResult) -> None:
-        """A block's fit came back."""
-        self.done_voxels += self.grid.block_voxels(res.index)
-        self.done_blocks += 1
-        total = sum(self.grid.block_voxels(i) for i in range(self.grid.n_blocks))
-        self._say(
-            self.done_voxels / total,
-            f"{self.done_blocks}/{self.grid.n_blocks} blocks done on {self.n_workers} workers",
-        )
 
 
 def _gathered_result(plan: Any, fits: list[_FitResult], t_start: float) -> Any:
@@ -534,31 +370,3 @@ def _gathered_result(plan: Any, fits: list[_FitResult], t_start: float) -> Any:
         device=header["encoder"]["device"],
         messages=[m for f in fits for m in f.messages],
     )
-
-
-@contextmanager
-def _client_for(
-    client: Any,
-    scheduler: str | None,
-    workers: int | None,
-    connect_timeout: float,
-    cluster: dict[str, Any],
-) -> Iterator[Any]:
-    if client is not None:
-        yield client
-        return
-    with dask_client(scheduler, workers, connect_timeout=connect_timeout, **cluster) as cl:
-        yield cl
-
-
-def _source(client: Any, data: Any) -> tuple[BlockSource, Any]:
-    """A :class:`BlockSource` for a path (read on the workers) or an array (scattered)."""
-    if isinstance(data, (str, os.PathLike)):
-        return BlockSource.from_path(data), None
-    try:
-        arr = np.asarray(data)
-    except Exception as exc:  # noqa: BLE001 - any array-like failure is a user input problem
-        raise InvalidInputError(f"cannot read the input as an array: {exc}") from exc
-    check_shape_dtype(arr.shape, arr.dtype)
-    future = client.scatter(arr, broadcast=True)
-    return BlockSource(tuple(int(n) for n in arr.shape), arr.dtype.name), future

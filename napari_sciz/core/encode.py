@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .bitstream import container
-from .blocks import BlockGrid, BlockStats, finalize, grid_stats
+from .blocks import BlockGrid, BlockStats, finalize, grid_stats, value_bounds
 from .plan import (
     BlockJob,
     LossyPlan,
@@ -42,7 +42,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .lossy.fit import StepInfo
     from .valuemap import PowerMap
 
-__all__ = ["BlockEncoder", "FitSettings", "encode_exact"]
+__all__ = ["BlockEncoder", "FitSettings", "encode_exact", "exact_header"]
 
 
 #: share of a time budget the blocks' rate-distortion probes may take (a many-block hybrid
@@ -365,14 +365,9 @@ def encode_exact(
     should_cancel = cancel_predicate(cancel)
     grid = BlockGrid.for_shape(arr.shape, block_voxels)
     raw = int(arr.size * arr.dtype.itemsize)
-    header = {
-        **base_header(arr.shape, arr.dtype, mode, axes, voxel_size, units, name),
-        "value_range": _value_range(arr),
-        "model": {"type": "causal-predictor", "version": 1},
-        "blocks": grid.to_header(),
-    }
-    if bound is not None:
-        header["max_error"] = bound
+    header = exact_header(
+        arr.shape, arr.dtype, mode, bound, _value_range(arr), grid, axes, voxel_size, units, name
+    )
 
     def on_block(done: int, total: int) -> None:
         if progress is not None:
@@ -400,8 +395,29 @@ def encode_exact(
     )
 
 
+def exact_header(
+    shape: Sequence[int],
+    dtype: np.dtype,
+    mode: str,
+    bound: float | None,
+    value_range: list[float | int],
+    grid: BlockGrid,
+    axes: str,
+    voxel_size: Sequence[float] | None,
+    units: Sequence[str] | None,
+    name: str | None,
+) -> dict[str, Any]:
+    """The header of a lossless or error-bounded file (``bound``: its checked error bound)."""
+    header = {
+        **base_header(shape, dtype, mode, axes, voxel_size, units, name),
+        "value_range": value_range,
+        "model": {"type": "causal-predictor", "version": 1},
+        "blocks": grid.to_header(),
+    }
+    if bound is not None:
+        header["max_error"] = bound
+    return header
+
+
 def _value_range(arr: np.ndarray) -> list[float | int]:
-    lo, hi = arr.min(), arr.max()
-    if arr.dtype.kind in "uib":
-        return [int(lo), int(hi)]
-    return [float(lo), float(hi)]
+    return list(value_bounds(arr))

@@ -42,6 +42,7 @@ __all__ = [
     "plan_lossy",
     "probe_bits",
     "RollingBudget",
+    "mask_mode",
     "resolve_mode",
     "run_block_job",
 ]
@@ -87,6 +88,22 @@ DECODABLE_MODELS = {
 
 #: the mode :func:`resolve_mode` turns into the best fitted mode for the request
 AUTO_MODE = "auto"
+
+
+def mask_mode(mode: str, ratio: float | None) -> tuple[str, str | None]:
+    """The mode a boolean mask is coded in (exactly: ``auto`` becomes lossless), and a note
+    when a ratio was asked for; lossy and hybrid modes are refused."""
+    if mode in MODELS:
+        raise InvalidInputError(
+            f"a boolean mask is coded exactly, not in mode={mode!r}: use mode='lossless' "
+            "(or 'auto')"
+        )
+    if mode != AUTO_MODE:
+        return mode, None
+    note = None
+    if ratio is not None:
+        note = "a boolean mask is coded losslessly: the ratio asked for is not used"
+    return "lossless", note
 
 
 def resolve_mode(mode: str, guidance: str = "none", *, field_loss: bool = False) -> str:
