@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -111,6 +112,25 @@ def test_lossless_mode_matches_single_process(client, single_process) -> None:
     assert result.ratio == pytest.approx(local.ratio)
     assert seen[0].startswith("coding 4 blocks") and seen[-1].startswith("4/4 blocks done")
     np.testing.assert_array_equal(decompress(result.data), vol)
+
+
+def _malloc_tuned() -> bool:
+    from napari_sciz.core import cluster
+
+    return cluster._malloc_tuned
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_workers_keep_freed_buffers_for_reuse(client, single_process) -> None:
+    """Dask's MALLOC_TRIM_THRESHOLD_ made every numpy temporary a fresh mapping (the lossless
+    encoder 2.4x slower in a worker): every task fixes glibc's mmap threshold first."""
+    from napari_sciz.core import cluster
+
+    _path, vol, _local = single_process
+    compress_distributed(vol, None, client=client, mode="lossless", block_voxels=BLOCK)
+    tuned = client.run(_malloc_tuned)
+    assert tuned and all(tuned.values())
+    assert cluster.tune_worker_malloc()  # (this process: glibc)
 
 
 def test_bounded_mode_matches_single_process(client) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -32,6 +33,7 @@ __all__ = [
     "source_dtype",
     "source_of",
     "stats_task",
+    "tune_worker_malloc",
     "user_error",
 ]
 
@@ -85,6 +87,39 @@ class BlockSource:
             del image  # unmap the file: the next block maps only what it reads
 
 
+#: glibc's ``mallopt`` parameter of the size above which an allocation is its own mapping
+_M_MMAP_THRESHOLD = -3
+
+#: that size for the numpy work of a task: glibc's own dynamic ceiling (32 MiB on 64 bits)
+_MMAP_THRESHOLD = 32 * 2**20
+
+_malloc_tuned = False
+
+
+def tune_worker_malloc() -> bool:
+    """Let glibc keep freed buffers below 32 MiB for reuse in this (worker) process.
+
+    Dask's nanny starts workers with ``MALLOC_TRIM_THRESHOLD_=65536`` (to hand memory back to
+    the system). Setting it switches off glibc's dynamic mmap threshold, so every temporary
+    numpy array over 128 kB becomes a fresh mapping whose pages are zeroed again on first
+    touch: the lossless encoder ran 2.4x slower in a worker than in a plain process (7.6 s
+    against 3.1 s per 4 Mi-voxel block, 2-core CPU). Fixing the threshold at glibc's dynamic
+    ceiling restores the speed (3.3 s); memory is still trimmed. Called by every task, once
+    per process; does nothing off glibc. Returns whether the threshold is set.
+    """
+    global _malloc_tuned
+    if _malloc_tuned or not sys.platform.startswith("linux"):
+        return _malloc_tuned
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None)
+        _malloc_tuned = bool(libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD))
+    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
+        _malloc_tuned = False
+    return _malloc_tuned
+
+
 def user_error(exc: BaseException) -> BaseException:
     """A picklable stand-in for an error the user must fix (no retry)."""
     return exc if isinstance(exc, SciZError) else InvalidInputError(str(exc))
@@ -95,6 +130,7 @@ def stats_task(
 ) -> BlockStats | BaseException:
     """:func:`~napari_sciz.core.blocks.block_stats` of block ``index``, read where it runs
     (a user error is returned, not raised: it is not retried)."""
+    tune_worker_malloc()
     try:
         return block_stats(source.read(grid.block_slices(index), array), probe)
     except (SciZError, OSError, ValueError) as exc:

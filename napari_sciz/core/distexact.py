@@ -33,6 +33,7 @@ from .cluster import (
     client_for,
     source_of,
     stats_task,
+    tune_worker_malloc,
     user_error,
 )
 from .plan import check_nonfinite, value_range
@@ -75,6 +76,7 @@ def _code_task(
     from . import lossless
     from .metrics import max_abs_error, squared_error_sum, ssim
 
+    tune_worker_malloc()
     try:
         original = source.read(grid.block_slices(index), array)
         bad = _nonfinite(original)

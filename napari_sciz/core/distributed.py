@@ -45,6 +45,7 @@ from .cluster import (
     source_dtype,
     source_of,
     stats_task,
+    tune_worker_malloc,
     user_error,
 )
 from .plan import (
@@ -110,6 +111,7 @@ def _fit_task(
     from .metrics import max_abs_error, squared_error_sum, ssim
     from .plan import run_block_job
 
+    tune_worker_malloc()
     try:
         sl = grid.block_slices(job.index)
         original = source.read(sl, array)
