@@ -164,6 +164,55 @@ def test_lossless_float_with_nan_and_a_boolean_mask(client) -> None:
         compress_distributed(mask, 16, client=client, mode="hybrid", steps=2)
 
 
+def _hot(vol: np.ndarray) -> np.ndarray:
+    """``vol`` with 10 hot pixels at 65535, one on a block border (blocks of 8x32x32)."""
+    hot = vol.copy()
+    rng = np.random.default_rng(5)
+    hot.reshape(-1)[rng.choice(hot.size, 9, replace=False)] = 65535
+    hot[2, 31, 10] = 65535  # its neighbours lie in two blocks
+    return hot
+
+
+def test_hybrid_outliers_are_found_by_the_blocks(client, tmp_path) -> None:
+    """Hot pixels of a distributed hybrid job: found from the blocks' ends and lists, the
+    blocks cleaned with a one-voxel margin: the file of one process, hot pixels exact."""
+    vol = _hot(_volume(4))
+    path = tmp_path / "hot.npy"
+    np.save(path, vol)
+    local = compress(vol, 16, mode="hybrid", steps=4, device="cpu", block_voxels=BLOCK)
+    assert local.header["outliers"]["count"] == 10
+    result = compress_distributed(
+        path, 16, client=client, mode="hybrid", steps=4, device="cpu", block_voxels=BLOCK
+    )
+    assert result.data == local.data
+    assert result.psnr == pytest.approx(local.psnr, rel=1e-9)
+    assert result.max_error == local.max_error
+    assert "10 outlier voxels" in result.messages[-1]
+    restored = decompress(result.data)
+    assert restored[2, 31, 10] == 65535 and (restored == 65535).sum() == 10
+
+
+def test_cleaned_source_reads_blocks_as_one_process_cleans_them() -> None:
+    from napari_sciz.core.blocks import BlockGrid
+    from napari_sciz.core.cluster import BlockSource
+    from napari_sciz.core.distoutliers import CleanedSource
+    from napari_sciz.core.outliers import find_outliers
+
+    vol = _hot(_volume(6))
+    found = find_outliers(vol)
+    assert found is not None and len(found) == 10
+    whole = found.cleaned(vol)
+    source = CleanedSource(BlockSource(vol.shape, vol.dtype.name), found.bounds)
+    grid = BlockGrid.for_shape(vol.shape, BLOCK)
+    for i in range(grid.n_blocks):
+        sl = grid.block_slices(i)
+        cleaned, original = source.read_pair(sl, vol)
+        np.testing.assert_array_equal(cleaned, whole[sl])
+        np.testing.assert_array_equal(original, vol[sl])
+        restored = source.restore(cleaned.copy(), original)
+        np.testing.assert_array_equal(restored, vol[sl])
+
+
 def test_nan_input_is_a_clear_error(client, tmp_path) -> None:
     vol = _volume().astype(np.float32)
     vol[3, 10, 10] = np.nan

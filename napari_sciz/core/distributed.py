@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InvalidInputError, SciZError
+from ..errors import InvalidInputError, RatioUnreachableError, SciZError
 from .bitstream import container
 from .blocks import DEFAULT_BLOCK_VOXELS, BlockGrid, finalize
 from .cluster import (
@@ -48,6 +48,8 @@ from .cluster import (
     tune_worker_malloc,
     user_error,
 )
+from .distoutliers import CleanedSource, find_outliers_on_cluster
+from .outliers import Outliers, coded_share, encode_outliers, outlier_header, outlier_note
 from .plan import (
     BlockJob,
     block_array,
@@ -107,6 +109,7 @@ def _fit_task(
     vrange: Sequence[float],
     labels: BlockSource | None,
     label_array: Any,
+    metric_range: Sequence[float],
 ) -> _FitResult | BaseException:
     from .metrics import max_abs_error, squared_error_sum, ssim
     from .plan import run_block_job
@@ -114,15 +117,20 @@ def _fit_task(
     tune_worker_malloc()
     try:
         sl = grid.block_slices(job.index)
-        original = source.read(sl, array)
+        if isinstance(source, CleanedSource):  # outliers coded apart: the rest is fitted
+            coded, original = source.read_pair(sl, array)
+        else:
+            coded = original = source.read(sl, array)
         label_block = None if labels is None else labels.read(sl, label_array)
     except (SciZError, OSError, ValueError) as exc:
         return user_error(exc)
     dtype = original.dtype
-    block = block_array(original, dtype, grid.block_shape3(job.index))
+    block = block_array(coded, dtype, grid.block_shape3(job.index))
     outcome = run_block_job(replace(job, device=_worker_device(job.device)), block, label_block)
     decoded = finalize(outcome.values.reshape(original.shape), dtype, vrange)
-    span = float(vrange[1]) - float(vrange[0])
+    if isinstance(source, CleanedSource):
+        decoded = source.restore(decoded, original)
+    span = float(metric_range[1]) - float(metric_range[0])
     peak = span if span > 0 else 1.0
     # SSIM is a mean over whole 2D slices: measurable here when the block holds whole slices
     whole_slices = grid.counts[1] == 1 and grid.counts[2] == 1
@@ -265,43 +273,101 @@ def compress_distributed(
         grid = BlockGrid.for_shape(src.shape, block_voxels or DEFAULT_BLOCK_VOXELS)
         run = ClusterRun(cl, f"sciz-{uuid.uuid4().hex[:12]}", retries, should_cancel)
         n_workers = max(1, len(cl.scheduler_info().get("workers", {})) or int(workers or 1))
-        probe = probe_bits(mode, grid.n_blocks, np.dtype(src.dtype), target)
-        stats = run.map(
-            "stats", stats_task, [(src, src_data, grid, i, probe) for i in range(grid.n_blocks)]
-        )
-        check_nonfinite(stats)
-        plan = plan_lossy(
-            src.shape,
-            np.dtype(src.dtype),
-            grid,
-            stats,
-            target,
-            device=device,
-            steps=steps,
-            budget=budget,
-            seed=seed,
-            axes=axes,
-            voxel_size=voxel_size,
-            units=units,
-            name=name,
-            guidance=guidance_mode,
-            guidance_weights=guidance_full,
-            parallel=n_workers,
-            mode=mode,
-        )
+        planning = {
+            "device": device, "steps": steps, "budget": budget, "seed": seed, "axes": axes,
+            "voxel_size": voxel_size, "units": units, "name": name, "guidance": guidance_mode,
+            "guidance_weights": guidance_full, "parallel": n_workers, "mode": mode,
+        }  # fmt: skip
+        listed = find_outliers_on_cluster(run, src, src_data, grid) if mode == "hybrid" else None
+        found, coded_src, plan = None, src, None
+        if listed is not None:
+            found, array_range = listed
+            coded_src, plan = _plan_without(found, run, src, src_data, grid, target, planning)
+        if plan is None:
+            found, coded_src = None, src
+            plan = _plan(run, src, src_data, grid, target, planning)
+        metric_range = plan.value_range if found is None else array_range
         report = BlockReport(progress, grid, n_workers, steps, t_start)
         report.started()
         fits: list[_FitResult] = run.map(
             "fit",
             _fit_task,
             [
-                (src, src_data, grid, job, plan.value_range, label_src, label_data)
+                (
+                    coded_src,
+                    src_data,
+                    grid,
+                    job,
+                    plan.value_range,
+                    label_src,
+                    label_data,
+                    metric_range,
+                )
                 for job in plan.jobs
-            ],
+            ],  # fmt: skip
             keys=[job.index for job in plan.jobs],
             on_done=report.block_done,
         )
-    return _gathered_result(plan, fits, t_start)
+    result = _gathered_result(plan, fits, t_start, metric_range)
+    return result if found is None else _with_outliers(result, found, target)
+
+
+def _plan(
+    run: ClusterRun,
+    source: BlockSource | CleanedSource,
+    array: Any,
+    grid: BlockGrid,
+    target: float,
+    planning: dict[str, Any],
+) -> Any:
+    """The blocks' statistics, computed on the cluster, and the plan made of them."""
+    dtype = np.dtype(source.dtype)
+    probe = probe_bits(planning["mode"], grid.n_blocks, dtype, target)
+    stats = run.map(
+        "stats", stats_task, [(source, array, grid, i, probe) for i in range(grid.n_blocks)]
+    )
+    check_nonfinite(stats)
+    return plan_lossy(source.shape, dtype, grid, stats, target, **planning)
+
+
+def _plan_without(
+    found: Outliers,
+    run: ClusterRun,
+    source: BlockSource,
+    array: Any,
+    grid: BlockGrid,
+    target: float,
+    planning: dict[str, Any],
+) -> tuple[CleanedSource, Any]:
+    """The source without ``found`` and its plan, in the bytes the list leaves (as
+    :func:`napari_sciz.compress` does), or a plan of None when the list does not fit."""
+    cleaned = CleanedSource(source, found.bounds)
+    raw = math.prod(source.shape) * np.dtype(source.dtype).itemsize
+    room = coded_share(found, np.dtype(source.dtype), raw / target)
+    if room is None:
+        return cleaned, None
+    try:
+        return cleaned, _plan(run, cleaned, array, grid, raw / room, planning)
+    except RatioUnreachableError:  # the list takes bytes the rest needs: coded as it is
+        return cleaned, None
+
+
+def _with_outliers(result: CompressResult, found: Outliers, target: float) -> CompressResult:
+    """``result`` (of the blocks without ``found``) with the outlier list as its last
+    payload, as :func:`.outliers.attach_outliers` makes it in one process."""
+    header = outlier_header(result.header, found, target)
+    with container.SciZFile(result.data) as f:
+        payloads = [f.payload(i) for i in range(f.n_payloads)]
+    dtype = np.dtype(header["dtype"])
+    blob = container.pack(header, [*payloads, encode_outliers(found, dtype)])
+    return replace(
+        result,
+        data=blob,
+        header=header,
+        nbytes=len(blob),
+        ratio=result.raw_nbytes / len(blob),
+        messages=[*result.messages, outlier_note(found, result.header)],
+    )
 
 
 #: modes coded without a fit (:mod:`.distexact`)
@@ -341,14 +407,16 @@ def _checked_settings(
     return target, budget, steps, mode, guidance_mode, guidance_full
 
 
-def _gathered_result(plan: Any, fits: list[_FitResult], t_start: float) -> Any:
+def _gathered_result(
+    plan: Any, fits: list[_FitResult], t_start: float, metric_range: Sequence[float]
+) -> Any:
     """The file of the fitted blocks and its quality, summed from the blocks' measures."""
     header = plan.header
     devices = sorted({f.device for f in fits})
     header["encoder"]["device"] = devices[0] if len(devices) == 1 else ",".join(devices)
     header["encoder"]["steps"] = sum(f.steps for f in fits)
     blob = container.pack(header, [f.payload for f in fits])
-    span = float(plan.value_range[1]) - float(plan.value_range[0])
+    span = float(metric_range[1]) - float(metric_range[0])
     peak = span if span > 0 else 1.0
     grid = plan.grid
     total_vox = sum(grid.block_voxels(i) for i in range(grid.n_blocks))

@@ -35,10 +35,17 @@ __all__ = [
     "RANGE_GAIN",
     "Outliers",
     "attach_outliers",
+    "block_ends",
     "coded_share",
     "decode_outliers",
     "encode_outliers",
     "find_outliers",
+    "merge_ends",
+    "most_outliers",
+    "outlier_bounds",
+    "outlier_header",
+    "outlier_note",
+    "worth_listing",
 ]
 
 #: at most this share of the voxels are taken as outliers ...
@@ -56,10 +63,12 @@ _HEAD = struct.Struct("<3sB")
 
 @dataclass
 class Outliers:
-    """Outlier voxels of an array: flat (C order) indices, ascending, and their values."""
+    """Outlier voxels of an array: flat (C order) indices, ascending, and their values;
+    ``bounds``: the smallest and largest value of the other voxels, when known."""
 
     indices: np.ndarray  # int64
     values: np.ndarray  # the array's dtype
+    bounds: tuple[float, float] | None = None
 
     def __len__(self) -> int:
         return int(self.indices.size)
@@ -85,8 +94,11 @@ class Outliers:
         usable = inside & ~is_out[idx]
         vals = np.where(usable, flat[idx].astype(np.float64), np.nan)
         have = usable.any(axis=1)
-        kept = flat[~is_out]
-        lo, hi = (kept.min(), kept.max()) if kept.size else (0, 0)
+        if self.bounds is not None:
+            lo, hi = self.bounds
+        else:
+            kept = flat[~is_out]
+            lo, hi = (kept.min(), kept.max()) if kept.size else (0, 0)
         fallback = np.clip(flat[self.indices].astype(np.float64), lo, hi)
         median = np.full(len(self), np.nan)
         if have.any():
@@ -119,12 +131,42 @@ def find_outliers(arr: np.ndarray) -> Outliers | None:
 
     Reads ``arr`` slab by slab (:data:`_SLAB` values at a time), so it needs no copy of it.
     """
-    n = arr.size
-    k = min(max(MIN_COUNT, int(n * MAX_SHARE)), n // 2)
-    if k < 1 or n < 4 * MIN_COUNT:
+    k = most_outliers(arr.size)
+    if k is None:
         return None
     flat = arr.reshape(-1)
-    top, bottom = _ends(flat, k + 1)
+    bounds = outlier_bounds(*_ends(flat, k + 1))
+    if bounds is None:
+        return None
+    lo_bound, hi_bound = bounds
+    found = [
+        start + np.flatnonzero((part > hi_bound) | (part < lo_bound))
+        for start, part in _slabs(flat)
+    ]
+    indices = np.concatenate(found).astype(np.int64)
+    if not worth_listing(indices.size, arr.size):
+        return None
+    return Outliers(indices, flat[indices].copy(), bounds)
+
+
+def most_outliers(n: int) -> int | None:
+    """How many of ``n`` voxels may be taken as outliers at one end (:data:`MAX_SHARE`,
+    :data:`MIN_COUNT`), or None when the array is too small to have any."""
+    k = min(max(MIN_COUNT, int(n * MAX_SHARE)), n // 2)
+    return None if k < 1 or n < 4 * MIN_COUNT else k
+
+
+def worth_listing(count: int, n: int) -> bool:
+    """Whether ``count`` voxels beyond the bounds are listed (some, and not too many)."""
+    k = most_outliers(n)
+    return k is not None and 0 < count <= 2 * k
+
+
+def outlier_bounds(top: np.ndarray, bottom: np.ndarray) -> tuple[float, float] | None:
+    """The range ``(lo, hi)`` of the voxels that are not outliers, from the ``k + 1`` largest
+    and smallest values of an array (ascending, :func:`block_ends` merged), or None when
+    there are no outliers worth coding apart. Every voxel outside ``[lo, hi]`` is one; ``lo``
+    and ``hi`` are values of the array."""
     lo_all, hi_all = bottom[0], top[-1]
     span = hi_all - lo_all
     if not span > 0:
@@ -141,14 +183,20 @@ def find_outliers(arr: np.ndarray) -> Outliers | None:
         lo_bound = lo_all
     if hi_bound - lo_bound > RANGE_GAIN * span:
         return None
-    found = [
-        start + np.flatnonzero((part > hi_bound) | (part < lo_bound))
-        for start, part in _slabs(flat)
-    ]
-    indices = np.concatenate(found).astype(np.int64)
-    if indices.size == 0 or indices.size > 2 * k:
-        return None
-    return Outliers(indices, flat[indices].copy())
+    return float(lo_bound), float(hi_bound)
+
+
+def block_ends(block: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``m`` largest and ``m`` smallest values of ``block``, ascending (float64); those of
+    the blocks of an array merge into the array's (:func:`merge_ends`)."""
+    return _ends(block.reshape(-1), m)
+
+
+def merge_ends(ends: list[tuple[np.ndarray, np.ndarray]], m: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``m`` largest and smallest values of an array from its blocks' :func:`block_ends`."""
+    top = np.sort(np.concatenate([t for t, _b in ends]))[-m:]
+    bottom = np.sort(np.concatenate([b for _t, b in ends]))[:m]
+    return top, bottom
 
 
 #: values of the flattened array read at a time
@@ -244,26 +292,15 @@ def attach_outliers(result: Any, original: np.ndarray, found: Outliers, ratio: f
     with ``found`` appended as the file's last payload, the header saying so, and the
     reconstruction and its metrics those of the ``original``."""
     from .bitstream import container
-    from .header import OUTLIER_MODEL_VERSION
     from .metrics import max_abs_error, psnr, ssim
 
-    model = result.header["model"]
-    header = {
-        **result.header,
-        "model": {**model, "version": max(int(model["version"]), OUTLIER_MODEL_VERSION)},
-        "outliers": {"version": 1, "count": len(found)},
-        "target_ratio": float(ratio),
-    }
+    header = outlier_header(result.header, found, ratio)
     with container.SciZFile(result.data) as f:
         payloads = [f.payload(i) for i in range(f.n_payloads)]
     blob = container.pack(header, [*payloads, encode_outliers(found, original.dtype)])
     recon = result.reconstruction
     recon.reshape(-1)[found.indices] = found.values
-    lo, hi = result.header["value_range"]
-    note = (
-        f"{len(found)} outlier voxels (hot pixels or spikes beyond {hi} or below {lo}, the "
-        "range of the rest) are stored exactly, apart from the coded volume"
-    )
+    note = outlier_note(found, result.header)
     return replace(
         result,
         data=blob,
@@ -275,4 +312,27 @@ def attach_outliers(result: Any, original: np.ndarray, found: Outliers, ratio: f
         ssim=ssim(original, recon),
         max_error=max_abs_error(original, recon),
         messages=[*result.messages, note],
+    )
+
+
+def outlier_header(header: dict, found: Outliers, ratio: float) -> dict:
+    """``header`` (of the file of the cleaned array) for the file that also lists ``found``:
+    the ``outliers`` key, the model version that has it, the ratio asked for."""
+    from .header import OUTLIER_MODEL_VERSION
+
+    model = header["model"]
+    return {
+        **header,
+        "model": {**model, "version": max(int(model["version"]), OUTLIER_MODEL_VERSION)},
+        "outliers": {"version": 1, "count": len(found)},
+        "target_ratio": float(ratio),
+    }
+
+
+def outlier_note(found: Outliers, header: dict) -> str:
+    """The message of a file that lists ``found`` (``header``: its header)."""
+    lo, hi = header["value_range"]
+    return (
+        f"{len(found)} outlier voxels (hot pixels or spikes beyond {hi} or below {lo}, the "
+        "range of the rest) are stored exactly, apart from the coded volume"
     )

@@ -1,0 +1,145 @@
+"""Outliers (hot pixels, zingers) of a distributed hybrid job, found without the whole array.
+
+:func:`napari_sciz.compress` finds them on the whole array (:func:`.outliers.find_outliers`);
+a Dask job finds the same ones in two light passes over the blocks:
+
+1. *ends*: every block's ``k + 1`` largest and smallest values (``k``: the most outliers the
+   array may have); the client merges them into the array's and decides the bounds of the
+   values that are not outliers (:func:`.outliers.outlier_bounds`);
+2. *list*: every block's voxels outside the bounds, with their flat indices in the array; the
+   client checks their number and whether the file has room for them.
+
+The statistics and fit tasks then read :class:`CleanedSource` blocks: each block with a
+one-voxel margin, its outliers replaced by the median of their neighbours as in one process,
+the margin cut off. The file is the one a single process writes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..errors import SciZError
+from .blocks import BlockGrid
+from .cluster import BlockSource, ClusterRun, tune_worker_malloc, user_error
+from .outliers import (
+    Outliers,
+    block_ends,
+    merge_ends,
+    most_outliers,
+    outlier_bounds,
+    worth_listing,
+)
+
+__all__ = ["CleanedSource", "find_outliers_on_cluster"]
+
+
+@dataclass(frozen=True)
+class CleanedSource:
+    """A :class:`~napari_sciz.core.cluster.BlockSource` whose blocks come with the voxels
+    outside ``bounds`` replaced as :meth:`.outliers.Outliers.cleaned` replaces them."""
+
+    source: BlockSource
+    bounds: tuple[float, float]
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.source.shape
+
+    @property
+    def dtype(self) -> str:
+        return self.source.dtype
+
+    def read(self, index: tuple, array: Any = None) -> np.ndarray:
+        """The cleaned ``source[index]`` (``index``: a block's slices)."""
+        return self.read_pair(index, array)[0]
+
+    def read_pair(self, index: tuple, array: Any = None) -> tuple[np.ndarray, np.ndarray]:
+        """The cleaned and the original ``source[index]``."""
+        grown, inner = _with_margin(index, self.shape)
+        region = self.source.read(grown, array)
+        lo, hi = self.bounds
+        local = np.flatnonzero((region > hi) | (region < lo))
+        original = np.ascontiguousarray(region[inner])
+        if local.size == 0:
+            return original, original
+        found = Outliers(local.astype(np.int64), region.reshape(-1)[local], self.bounds)
+        return np.ascontiguousarray(found.cleaned(region)[inner]), original
+
+    def restore(self, decoded: np.ndarray, original: np.ndarray) -> np.ndarray:
+        """``decoded`` with the original's outliers written back (as the reader does)."""
+        lo, hi = self.bounds
+        beyond = (original > hi) | (original < lo)
+        decoded[beyond] = original[beyond]
+        return decoded
+
+
+def _with_margin(index: tuple, shape: tuple[int, ...]) -> tuple[tuple, tuple]:
+    """``index`` (integers for the leading axes, slices for the others) grown by one voxel
+    along every sliced axis within ``shape``, and where the original lies in the grown one."""
+    grown, inner = [], []
+    for entry, n in zip(index, shape, strict=False):
+        if isinstance(entry, slice):
+            start, stop = max(entry.start - 1, 0), min(entry.stop + 1, n)
+            grown.append(slice(start, stop))
+            inner.append(slice(entry.start - start, entry.stop - start))
+        else:
+            grown.append(entry)
+    return tuple(grown), tuple(inner)
+
+
+def _ends_task(
+    source: BlockSource, array: Any, grid: BlockGrid, index: int, m: int
+) -> tuple[np.ndarray, np.ndarray] | BaseException:
+    tune_worker_malloc()
+    try:
+        return block_ends(source.read(grid.block_slices(index), array), m)
+    except (SciZError, OSError, ValueError) as exc:
+        return user_error(exc)
+
+
+def _list_task(
+    source: BlockSource, array: Any, grid: BlockGrid, index: int, bounds: tuple[float, float]
+) -> tuple[np.ndarray, np.ndarray] | BaseException:
+    try:
+        index_slices = grid.block_slices(index)
+        block = source.read(index_slices, array)
+    except (SciZError, OSError, ValueError) as exc:
+        return user_error(exc)
+    lo, hi = bounds
+    local = np.flatnonzero((block > hi) | (block < lo))
+    coords = np.unravel_index(local, block.shape)
+    lead = [np.full(local.size, i, np.int64) for i in index_slices if not isinstance(i, slice)]
+    starts = [s.start for s in index_slices if isinstance(s, slice)]
+    full = (*lead, *(c + a for c, a in zip(coords, starts, strict=True)))
+    flat = np.ravel_multi_index(full, source.shape).astype(np.int64)
+    return flat, block.reshape(-1)[local]
+
+
+def find_outliers_on_cluster(
+    run: ClusterRun, source: BlockSource, array: Any, grid: BlockGrid
+) -> tuple[Outliers, tuple[float, float]] | None:
+    """The outliers :func:`.outliers.find_outliers` finds in the whole array, found by the
+    blocks' tasks on the cluster (see the module), and the array's value range; or None."""
+    n = int(np.prod(source.shape, dtype=np.int64))
+    k = most_outliers(n)
+    if k is None:
+        return None
+    ends = run.map(
+        "ends", _ends_task, [(source, array, grid, i, k + 1) for i in range(grid.n_blocks)]
+    )
+    top, bottom = merge_ends(ends, k + 1)
+    bounds = outlier_bounds(top, bottom)
+    if bounds is None:
+        return None
+    lists = run.map(
+        "outliers", _list_task, [(source, array, grid, i, bounds) for i in range(grid.n_blocks)]
+    )
+    indices = np.concatenate([idx for idx, _v in lists])
+    if not worth_listing(int(indices.size), n):
+        return None
+    values = np.concatenate([v for _i, v in lists])
+    order = np.argsort(indices, kind="stable")
+    return Outliers(indices[order], values[order], bounds), (float(bottom[0]), float(top[-1]))
