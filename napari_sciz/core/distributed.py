@@ -49,7 +49,7 @@ from .cluster import (
     user_error,
 )
 from .distoutliers import CleanedSource, find_outliers_on_cluster
-from .outliers import Outliers, coded_share, encode_outliers, outlier_header, outlier_note
+from .outliers import Outliers, coded_share, outlier_note, with_outlier_payload
 from .plan import (
     BlockJob,
     block_array,
@@ -355,11 +355,7 @@ def _plan_without(
 def _with_outliers(result: CompressResult, found: Outliers, target: float) -> CompressResult:
     """``result`` (of the blocks without ``found``) with the outlier list as its last
     payload, as :func:`.outliers.attach_outliers` makes it in one process."""
-    header = outlier_header(result.header, found, target)
-    with container.SciZFile(result.data) as f:
-        payloads = [f.payload(i) for i in range(f.n_payloads)]
-    dtype = np.dtype(header["dtype"])
-    blob = container.pack(header, [*payloads, encode_outliers(found, dtype)])
+    header, blob = with_outlier_payload(result.data, result.header, found, target)
     return replace(
         result,
         data=blob,

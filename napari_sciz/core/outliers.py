@@ -45,6 +45,7 @@ __all__ = [
     "outlier_bounds",
     "outlier_header",
     "outlier_note",
+    "with_outlier_payload",
     "worth_listing",
 ]
 
@@ -291,13 +292,9 @@ def attach_outliers(result: Any, original: np.ndarray, found: Outliers, ratio: f
     """``result`` (a :class:`~napari_sciz.core.result.CompressResult` of the cleaned array)
     with ``found`` appended as the file's last payload, the header saying so, and the
     reconstruction and its metrics those of the ``original``."""
-    from .bitstream import container
     from .metrics import max_abs_error, psnr, ssim
 
-    header = outlier_header(result.header, found, ratio)
-    with container.SciZFile(result.data) as f:
-        payloads = [f.payload(i) for i in range(f.n_payloads)]
-    blob = container.pack(header, [*payloads, encode_outliers(found, original.dtype)])
+    header, blob = with_outlier_payload(result.data, result.header, found, ratio)
     recon = result.reconstruction
     recon.reshape(-1)[found.indices] = found.values
     note = outlier_note(found, result.header)
@@ -313,6 +310,20 @@ def attach_outliers(result: Any, original: np.ndarray, found: Outliers, ratio: f
         max_error=max_abs_error(original, recon),
         messages=[*result.messages, note],
     )
+
+
+def with_outlier_payload(
+    data: bytes, header: dict, found: Outliers, ratio: float
+) -> tuple[dict, bytes]:
+    """The header and bytes of the file ``data`` (of the cleaned array; ``header``: its
+    header) with ``found`` listed as its last payload (:func:`outlier_header`)."""
+    from .bitstream import container
+
+    new_header = outlier_header(header, found, ratio)
+    with container.SciZFile(data) as f:
+        payloads = [f.payload(i) for i in range(f.n_payloads)]
+    dtype = np.dtype(header["dtype"])
+    return new_header, container.pack(new_header, [*payloads, encode_outliers(found, dtype)])
 
 
 def outlier_header(header: dict, found: Outliers, ratio: float) -> dict:
