@@ -249,6 +249,21 @@ def test_cancel_stops_the_job(client) -> None:
         )
 
 
+def test_lossless_job_cancel_and_bad_input(client, tmp_path) -> None:
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(CancelledError):
+        compress_distributed(
+            _volume(), None, client=client, mode="lossless", block_voxels=BLOCK, cancel=stop
+        )
+    with pytest.raises(InvalidInputError, match="no such file"):
+        compress_distributed(tmp_path / "missing.tif", None, client=client, mode="lossless")
+    with pytest.raises(InvalidInputError, match="max_error"):
+        compress_distributed(_volume(), None, client=client, mode="bounded")
+    with pytest.raises(InvalidInputError, match="needs a ratio"):
+        compress_distributed(_volume(), None, client=client, mode="hybrid", steps=2)
+
+
 def test_killed_worker_is_survived(single_process) -> None:
     """A worker process killed mid-job: its blocks rerun elsewhere, the file is unchanged."""
     path, _vol, local = single_process
