@@ -112,6 +112,10 @@ def test_lossless_mode_matches_single_process(client, single_process) -> None:
     assert result.ratio == pytest.approx(local.ratio)
     assert seen[0].startswith("coding 4 blocks") and seen[-1].startswith("4/4 blocks done")
     np.testing.assert_array_equal(decompress(result.data), vol)
+    best = compress_distributed(
+        vol, None, client=client, mode="lossless", effort="best", block_voxels=BLOCK
+    )
+    assert best.data == compress(vol, mode="lossless", effort="best", block_voxels=BLOCK).data
 
 
 def _malloc_tuned() -> bool:

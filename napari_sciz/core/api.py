@@ -103,7 +103,9 @@ def compress(
     effort : {"fast", "balanced", "best"}, optional
         A time budget that grows with the data (:data:`~napari_sciz.core.plan.EFFORT_PRESETS`:
         at least 15, 60 or 180 s, or 2, 8 or 24 s per MiB of raw data); instead of ``steps``
-        or ``budget``.
+        or ``budget``. In lossless and bounded modes ``"best"`` codes the closest candidate
+        predictor sets of each block on a sample and keeps the smallest (about twice the
+        encode time, 0-2 % smaller files); the others change nothing there.
     seed : int
         Random seed.
     axes : str, optional
@@ -188,7 +190,7 @@ def compress(
     if mode not in MODELS:
         exact = encode_exact(
             arr, mode, max_error, axes, voxel_size, units, name, block_voxels, progress, cancel,
-            t_start,
+            t_start, search=effort == "best",
         )  # fmt: skip
         if mask_note:
             exact.messages.append(mask_note)

@@ -71,6 +71,7 @@ def _code_task(
     mode: str,
     bound: float | None,
     span: float | None,
+    search: bool,
 ) -> _CodedBlock | BaseException:
     """Read, code and verify block ``index`` (``span``: the image's value span, for SSIM)."""
     from . import lossless
@@ -86,7 +87,7 @@ def _code_task(
         return user_error(exc)
     shape3 = grid.block_shape3(index)
     block = np.ascontiguousarray(original).reshape(shape3)
-    payload = lossless.encode_block(block, mode, bound)
+    payload = lossless.encode_block(block, mode, bound, search)
     decoded = lossless.decode_block(payload, original.dtype, shape3)
     if mode == "lossless":
         ok = np.array_equal(decoded.view(np.uint8), block.view(np.uint8))
@@ -123,6 +124,7 @@ def compress_exact_distributed(
     units: Sequence[str] | None = None,
     name: str | None = None,
     block_voxels: int | None = None,
+    search: bool = False,
     retries: int = 2,
     connect_timeout: float = 20.0,
     progress: Callable[[Any], None] | None = None,
@@ -142,6 +144,9 @@ def compress_exact_distributed(
         As in :func:`~napari_sciz.core.distributed.compress_distributed`.
     axes, voxel_size, units, name, block_voxels
         As in :func:`napari_sciz.compress`.
+    search : bool
+        Measure the closest predictor sets by coding (``effort="best"``,
+        :func:`~napari_sciz.core.lossless.encode_block`).
     progress : callable, optional
         Called with a :class:`~napari_sciz.core.result.ProgressInfo` as blocks complete.
     cancel : callable or threading.Event, optional
@@ -184,7 +189,7 @@ def compress_exact_distributed(
         coded: list[_CodedBlock] = run.map(
             "code",
             _code_task,
-            [(src, src_data, grid, i, mode, bound, span) for i in range(grid.n_blocks)],
+            [(src, src_data, grid, i, mode, bound, span, search) for i in range(grid.n_blocks)],
             on_done=report.block_done,
         )
     vrange = [min(c.vmin for c in coded), max(c.vmax for c in coded)]

@@ -242,7 +242,8 @@ def compress_distributed(
             source, mode, max_error, client=client, scheduler=scheduler, workers=workers,
             threads_per_worker=threads_per_worker, memory_limit=memory_limit, axes=axes,
             voxel_size=voxel_size, units=units, name=name, block_voxels=block_voxels,
-            retries=retries, connect_timeout=connect_timeout, progress=progress, cancel=cancel,
+            search=effort == "best", retries=retries, connect_timeout=connect_timeout,
+            progress=progress, cancel=cancel,
         )  # fmt: skip
         if mask_note:
             result.messages.append(mask_note)

@@ -353,9 +353,11 @@ def encode_exact(
     progress: Callable[[ProgressInfo], None] | None,
     cancel: Any,
     t_start: float,
+    search: bool = False,
 ) -> CompressResult:
     """``mode="lossless"``/``"bounded"`` of :func:`~napari_sciz.core.api.compress`
-    (:mod:`.lossless`: no fit; every block is coded by the causal predictor)."""
+    (:mod:`.lossless`: no fit; every block is coded by the causal predictor; ``search``:
+    the predictor sets measured by coding, :func:`.lossless.encode_block`)."""
     from . import lossless
     from .metrics import max_abs_error, psnr, ssim
 
@@ -376,7 +378,7 @@ def encode_exact(
             progress(ProgressInfo(done / total, done, total, 0.0, math.nan, eta, done - 1, total))
 
     payloads, reconstruction = lossless.encode_array(
-        arr, grid, mode, bound, on_block, should_cancel
+        arr, grid, mode, bound, on_block, should_cancel, search
     )
     blob = container.pack(header, payloads)
     exact = mode == "lossless"  # verified bit for bit by encode_array

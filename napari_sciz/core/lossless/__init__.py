@@ -46,7 +46,7 @@ import numpy as np
 from ...errors import FormatError, InvalidInputError
 from ..blocks import BlockGrid
 from .layout import _HEAD2, _MAGIC, _RAW_MAGIC, _RAW_VERSION, _VERSIONS
-from .raster import encode_raster
+from .raster import TRIAL_VOXELS, encode_raster, sample_box, trial_size
 from .v1 import _HEAD, decode_v1
 from .values import LOSSLESS_DTYPES, _finish, _map_values, _Mapped, quantization_step
 from .wavefront import _decode_v2
@@ -67,7 +67,10 @@ MODES = ("lossless", "bounded")
 
 
 def encode_block(
-    block: np.ndarray, mode: str = "lossless", max_error: float | None = None
+    block: np.ndarray,
+    mode: str = "lossless",
+    max_error: float | None = None,
+    search: bool = False,
 ) -> bytes:
     """Code one block losslessly or within ``max_error``.
 
@@ -79,6 +82,9 @@ def encode_block(
         Coding mode.
     max_error : float, optional
         Largest absolute error of bounded mode (``E >= 0``; integers use ``floor(E)``).
+    search : bool
+        Code the closest candidate predictor sets on a sample and keep the smallest
+        (``effort="best"``: about twice the time, 0-2 % smaller).
 
     Returns
     -------
@@ -94,31 +100,31 @@ def encode_block(
         raise InvalidInputError(f"mode must be one of {MODES}, got {mode!r}")
     if block.ndim != 3:
         raise InvalidInputError("encode_block expects a 3D block")
-    out = _encode(block, mode, max_error)
+    out = _encode(block, mode, max_error, search)
     if mode == "bounded" and block.dtype.kind in "ui" and block.size:
         # sparse histograms (few distinct values far apart): the grid of bounded mode can
         # cost more than the value table of lossless mode; keep the smaller (both within E)
         uniq = np.unique(block)
         if len(uniq) * 4 <= int(uniq[-1]) - int(uniq[0]) + 1:
-            exact = _encode(block, "lossless", None)
+            exact = _encode(block, "lossless", None, search)
             if len(exact) < len(out):
                 return exact
     return out
 
 
-def _encode(block: np.ndarray, mode: str, max_error: float | None) -> bytes:
+def _encode(block: np.ndarray, mode: str, max_error: float | None, search: bool) -> bytes:
     d, h, w = block.shape
     m = _map_values(np.ascontiguousarray(block), mode, max_error)
     other = _table_alternative(m)
     if other is not None and m.values.size > _TABLE_TRIAL_VOXELS:
         # a large block: the two mappings are compared on a sample, the winner coded once
-        box = _sample_box((d, h, w), _TABLE_TRIAL_VOXELS)
-        if _trial_size(other, (d, h, w), box) < _trial_size(m, (d, h, w), box):
+        box = sample_box((d, h, w), _TABLE_TRIAL_VOXELS)
+        if trial_size(other, (d, h, w), box) < trial_size(m, (d, h, w), box):
             m = other
         other = None
-    out = encode_raster(m, (d, h, w))
+    out = encode_raster(m, (d, h, w), search)
     if other is not None:
-        alt = encode_raster(other, (d, h, w))
+        alt = encode_raster(other, (d, h, w), search)
         if len(alt) < len(out):
             out = alt
     raw = m.expected.tobytes()
@@ -134,7 +140,7 @@ _GAP_SHARE = 0.01
 
 
 #: blocks larger than this compare the mappings on a sample of about this many voxels
-_TABLE_TRIAL_VOXELS = 1 << 18
+_TABLE_TRIAL_VOXELS = TRIAL_VOXELS
 
 
 def _table_alternative(m: _Mapped) -> _Mapped | None:
@@ -165,34 +171,6 @@ def _table_alternative(m: _Mapped) -> _Mapped | None:
         return None
     values = np.searchsorted(table, m.values).astype(np.int64)
     return _Mapped(values, m.kind, m.offset, m.lo, m.step, table, m.expected)
-
-
-def _sample_box(shape3: tuple[int, int, int], voxels: int) -> tuple[slice, slice]:
-    """Middle slices of a block holding about ``voxels`` voxels (middle rows of its middle
-    slice when one slice holds more)."""
-    d, h, w = shape3
-    if h * w <= voxels:
-        k = min(d, max(1, voxels // (h * w)))
-        z0 = (d - k) // 2
-        return slice(z0, z0 + k), slice(0, h)
-    rows = min(h, max(2, voxels // w))
-    y0 = (h - rows) // 2
-    return slice(d // 2, d // 2 + 1), slice(y0, y0 + rows)
-
-
-def _trial_size(m: _Mapped, shape3: tuple[int, int, int], box: tuple[slice, slice]) -> int:
-    """Coded size of the sub-block ``box`` of ``m`` (a table is restricted to its values)."""
-    zs, ys = box
-    sub = m.values.reshape(shape3)[zs, ys]
-    shape = sub.shape
-    expected = m.expected.reshape(shape3)[zs, ys]
-    table = m.table
-    if table is not None:
-        used = np.unique(sub)
-        sub, table = np.searchsorted(used, sub), table[used]
-    part = _Mapped(np.ascontiguousarray(sub).ravel().astype(np.int64), m.kind, m.offset,
-                   m.lo, m.step, table, np.ascontiguousarray(expected))  # fmt: skip
-    return len(encode_raster(part, shape))
 
 
 def decode_block(payload: bytes, dtype: np.dtype, shape3: tuple[int, int, int]) -> np.ndarray:
@@ -301,6 +279,7 @@ def encode_array(
     max_error: float | None,
     progress: Callable[[int, int], None] | None = None,
     cancel: Callable[[], bool] | None = None,
+    search: bool = False,
 ) -> tuple[list[bytes], np.ndarray]:
     """Code every block of ``arr``; returns the payloads and the decoded array.
 
@@ -324,6 +303,8 @@ def encode_array(
     cancel : callable, optional
         Checked before each block is started and after each one; returning True raises
         ``CancelledError`` (blocks under way finish first, nothing is returned).
+    search : bool
+        As in :func:`encode_block`.
 
     Returns
     -------
@@ -340,7 +321,7 @@ def encode_array(
         sl = grid.block_slices(index)
         shape3 = grid.block_shape3(index)
         block = np.ascontiguousarray(arr[sl]).reshape(shape3)
-        payload = encode_block(block, mode, max_error)
+        payload = encode_block(block, mode, max_error, search)
         # verified at encode: the decoder's output (checks the bound and the round trip)
         decoded = decode_block(payload, arr.dtype, shape3)
         if mode == "lossless":

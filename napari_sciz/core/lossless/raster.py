@@ -40,7 +40,7 @@ from .predict import (
 )
 from .sparse import SparseCoder, SparseTable
 from .sparse import choose as choose_sparse
-from .tokens import _encode_v2_core, _fit_ls, choose_map, choose_mask
+from .tokens import _encode_v2_core, _fit_ls, choose_map, choose_mask, rank_masks
 from .values import _FLAG_TABLE, _Mapped, _pack_uints
 from .xls import XLSParams, fit_xls
 
@@ -141,13 +141,88 @@ def _zigzag(x: np.ndarray) -> np.ndarray:
     return np.where(x >= 0, 2 * x, -2 * x - 1)
 
 
-def encode_raster(m: _Mapped, shape3: tuple[int, int, int]) -> bytes:
-    """Version-7 payload of the mapped block ``m`` of shape ``shape3``."""
-    d, h, w = shape3
-    v = m.values.reshape(d, h, w)
+#: with ``search``, the sub-predictor sets estimated within this share of the best one are
+#: coded (the estimate, on a small sample with a simpler context model, misranks close sets
+#: by up to ~2 %) ...
+_SEARCH_MARGIN = 0.015
+
+#: ... at most this many of them ...
+_SEARCH_FINALISTS = 3
+
+#: ... on a sample of about this many voxels (the whole block when it is smaller)
+TRIAL_VOXELS = 1 << 18
+
+
+def encode_raster(m: _Mapped, shape3: tuple[int, int, int], search: bool = False) -> bytes:
+    """Version-7 payload of the mapped block ``m`` of shape ``shape3``.
+
+    The sub-predictor set is the one of smallest estimated code (:func:`.tokens.rank_masks`);
+    with ``search`` (lossless ``effort="best"``), the sets estimated within
+    :data:`_SEARCH_MARGIN` of it are coded on a sample of the block (the whole block when
+    it is small: the smallest payload is returned) and the one of smallest code is kept.
+    """
+    v = m.values.reshape(shape3)
     # the wide least squares are fitted once, on the whole block (a candidate of every search)
     xls = fit_xls(v) if v.size >= _XLS_MIN_VOXELS else None
-    mask = choose_mask(v, xls)
+    ranked = rank_masks(v, xls)
+    limit = ranked[0][0] * (1 + _SEARCH_MARGIN)
+    finalists = [mk for bits, mk in ranked[:_SEARCH_FINALISTS] if bits <= limit]
+    if not search or len(finalists) == 1:
+        return _encode_with(m, shape3, finalists[0], xls)
+    box = sample_box(shape3, TRIAL_VOXELS)
+    if (box[0].stop - box[0].start, box[1].stop - box[1].start) == shape3[:2]:
+        return min((_encode_with(m, shape3, mk, xls) for mk in finalists), key=len)
+    sizes = [trial_size(m, shape3, box, mk, xls) for mk in finalists]
+    return _encode_with(m, shape3, finalists[int(np.argmin(sizes))], xls)
+
+
+def sample_box(shape3: tuple[int, int, int], voxels: int) -> tuple[slice, slice]:
+    """Middle slices of a block holding about ``voxels`` voxels (middle rows of its middle
+    slice when one slice holds more)."""
+    d, h, w = shape3
+    if h * w <= voxels:
+        k = min(d, max(1, voxels // (h * w)))
+        z0 = (d - k) // 2
+        return slice(z0, z0 + k), slice(0, h)
+    rows = min(h, max(2, voxels // w))
+    y0 = (h - rows) // 2
+    return slice(d // 2, d // 2 + 1), slice(y0, y0 + rows)
+
+
+def trial_size(
+    m: _Mapped,
+    shape3: tuple[int, int, int],
+    box: tuple[slice, slice],
+    mask: int | None = None,
+    xls: XLSParams | None = None,
+) -> int:
+    """Coded size of the sub-block ``box`` of ``m`` (a table is restricted to its values),
+    with the sub-predictor set ``mask`` and the block's wide least squares ``xls``, or, when
+    ``mask`` is None, the set of smallest estimate for the sub-block."""
+    zs, ys = box
+    sub = m.values.reshape(shape3)[zs, ys]
+    shape = sub.shape
+    expected = m.expected.reshape(shape3)[zs, ys]
+    table = m.table
+    if table is not None:
+        used = np.unique(sub)
+        sub, table = np.searchsorted(used, sub), table[used]
+    part = _Mapped(np.ascontiguousarray(sub).ravel().astype(np.int64), m.kind, m.offset,
+                   m.lo, m.step, table, np.ascontiguousarray(expected))  # fmt: skip
+    if mask is None:
+        v = part.values.reshape(shape)
+        xls = fit_xls(v) if v.size >= _XLS_MIN_VOXELS else None
+        mask = choose_mask(v, xls)
+    return len(_encode_with(part, shape, mask, xls))
+
+
+def _encode_with(
+    m: _Mapped, shape3: tuple[int, int, int], mask: int, xls: XLSParams | None
+) -> bytes:
+    """The payload of ``m`` with the sub-predictor set ``mask`` (``xls``: the wide least
+    squares' weights, used when ``mask`` has them)."""
+    d, h, w = shape3
+    v = m.values.reshape(d, h, w)
     if not mask >> _SUB_XLS & 1:
         xls = None
     pmap = choose_map(v, mask, xls)
@@ -274,4 +349,13 @@ def _context_tree(
     return tok, nb, raw, negate, tree.apply(props), tree
 
 
-__all__ = ["AXIS_Y", "AXIS_Z", "encode_raster", "max_lanes", "plan_lanes"]
+__all__ = [
+    "AXIS_Y",
+    "AXIS_Z",
+    "TRIAL_VOXELS",
+    "encode_raster",
+    "max_lanes",
+    "plan_lanes",
+    "sample_box",
+    "trial_size",
+]

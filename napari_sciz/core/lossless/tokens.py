@@ -239,16 +239,17 @@ def _sample_block(v: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(sub)
 
 
-def choose_mask(v: np.ndarray, xls: XLSParams | None = None) -> int:
-    """The sub-predictor set of :data:`_MASKS` with the smallest estimated code for block
-    ``v`` (measured on a sample of large blocks). Sets with the wide least squares are tried
-    when its weights ``xls`` (fitted on the block) are given; their storage is counted."""
+def rank_masks(v: np.ndarray, xls: XLSParams | None = None) -> list[tuple[float, int]]:
+    """Every sub-predictor set of :data:`_MASKS` for block ``v`` with its estimated code
+    (bits, on a sample of large blocks), smallest first. Sets with the wide least squares are
+    ranked when its weights ``xls`` (fitted on the block) are given; their storage is
+    counted."""
     d = v.shape[0]
     masks = [mk for mk in _MASKS if d > 1 or not mk >> 5 & 1]
     if xls is None:
         masks = [mk for mk in masks if not mk >> _SUB_XLS & 1]
     sample = v if v.size <= 1 << 16 else _sample_block(v)
-    best = None
+    ranked = []
     for mk in masks:
         bits = _encode_v2_core(sample, mk, xls=xls)[1]
         if mk >> _SUB_XLS & 1:
@@ -256,7 +257,11 @@ def choose_mask(v: np.ndarray, xls: XLSParams | None = None) -> int:
             bits += 8.0 * xls.nbytes * sample.size / v.size
         # (the wide least squares' 25 taps cost the decoder about two sub-predictors' time)
         bits *= 1 + _SUB_PENALTY * (bin(mk).count("1") - 1 + (mk >> _SUB_XLS & 1))
-        if best is None or bits < best[0]:
-            best = (bits, mk)
-    assert best is not None
-    return best[1]
+        ranked.append((float(bits), mk))
+    return sorted(ranked, key=lambda r: r[0])  # (ties keep the order of _MASKS)
+
+
+def choose_mask(v: np.ndarray, xls: XLSParams | None = None) -> int:
+    """The sub-predictor set with the smallest estimated code for block ``v``
+    (:func:`rank_masks`)."""
+    return rank_masks(v, xls)[0][1]
