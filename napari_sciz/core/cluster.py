@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import CancelledError, InvalidInputError, SciZError
-from .blocks import BlockGrid, BlockStats, block_stats
+from .blocks import BlockGrid, block_stats
 from .result import ProgressInfo
 from .validate import check_shape_dtype
 
@@ -126,15 +126,30 @@ def user_error(exc: BaseException) -> BaseException:
 
 
 def stats_task(
-    source: BlockSource, array: Any, grid: BlockGrid, index: int, probe: float | None = None
-) -> BlockStats | BaseException:
+    source: BlockSource,
+    array: Any,
+    grid: BlockGrid,
+    index: int,
+    probe: float | None = None,
+    ends: int | None = None,
+) -> Any:
     """:func:`~napari_sciz.core.blocks.block_stats` of block ``index``, read where it runs
-    (a user error is returned, not raised: it is not retried)."""
+    (a user error is returned, not raised: it is not retried); with ``ends``, a pair of the
+    statistics and the block's ``ends`` largest and smallest values
+    (:func:`~napari_sciz.core.outliers.block_ends`, empty when the block is not finite)."""
     tune_worker_malloc()
     try:
-        return block_stats(source.read(grid.block_slices(index), array), probe)
+        block = source.read(grid.block_slices(index), array)
+        stats = block_stats(block, probe)
     except (SciZError, OSError, ValueError) as exc:
         return user_error(exc)
+    if ends is None:
+        return stats
+    if stats.nonfinite:
+        return stats, (np.empty(0), np.empty(0))
+    from .outliers import block_ends
+
+    return stats, block_ends(block, ends)
 
 
 @contextmanager

@@ -1,13 +1,15 @@
 """Outliers (hot pixels, zingers) of a distributed hybrid job, found without the whole array.
 
 :func:`napari_sciz.compress` finds them on the whole array (:func:`.outliers.find_outliers`);
-a Dask job finds the same ones in two light passes over the blocks:
+a Dask job finds the same ones from the blocks:
 
-1. *ends*: every block's ``k + 1`` largest and smallest values (``k``: the most outliers the
-   array may have); the client merges them into the array's and decides the bounds of the
-   values that are not outliers (:func:`.outliers.outlier_bounds`);
-2. *list*: every block's voxels outside the bounds, with their flat indices in the array; the
-   client checks their number and whether the file has room for them.
+1. *ends*: with its statistics (:func:`.cluster.stats_task`), every block gives its ``k + 1``
+   largest and smallest values (``k``: the most outliers the array may have); the client
+   merges them into the array's and decides the bounds of the values that are not outliers
+   (:func:`.outliers.outlier_bounds`);
+2. *list*: only when there are such bounds, every block's voxels outside them, with their
+   flat indices in the array; the client checks their number and whether the file has room
+   for them, and then the statistics are taken again on the cleaned blocks.
 
 The statistics and fit tasks then read :class:`CleanedSource` blocks: each block with a
 one-voxel margin, its outliers replaced by the median of their neighbours as in one process,
@@ -23,17 +25,16 @@ import numpy as np
 
 from ..errors import SciZError
 from .blocks import BlockGrid
-from .cluster import BlockSource, ClusterRun, tune_worker_malloc, user_error
+from .cluster import BlockSource, ClusterRun, user_error
 from .outliers import (
     Outliers,
-    block_ends,
     merge_ends,
     most_outliers,
     outlier_bounds,
     worth_listing,
 )
 
-__all__ = ["CleanedSource", "find_outliers_on_cluster"]
+__all__ = ["CleanedSource", "ends_size", "outliers_from_ends"]
 
 
 @dataclass(frozen=True)
@@ -90,16 +91,6 @@ def _with_margin(index: tuple, shape: tuple[int, ...]) -> tuple[tuple, tuple]:
     return tuple(grown), tuple(inner)
 
 
-def _ends_task(
-    source: BlockSource, array: Any, grid: BlockGrid, index: int, m: int
-) -> tuple[np.ndarray, np.ndarray] | BaseException:
-    tune_worker_malloc()
-    try:
-        return block_ends(source.read(grid.block_slices(index), array), m)
-    except (SciZError, OSError, ValueError) as exc:
-        return user_error(exc)
-
-
 def _list_task(
     source: BlockSource, array: Any, grid: BlockGrid, index: int, bounds: tuple[float, float]
 ) -> tuple[np.ndarray, np.ndarray] | BaseException:
@@ -118,19 +109,27 @@ def _list_task(
     return flat, block.reshape(-1)[local]
 
 
-def find_outliers_on_cluster(
-    run: ClusterRun, source: BlockSource, array: Any, grid: BlockGrid
+def ends_size(shape: tuple[int, ...]) -> int | None:
+    """How many of the largest and smallest values every block gives for the search (``k +
+    1``), or None when an array of ``shape`` is too small to have outliers."""
+    k = most_outliers(int(np.prod(shape, dtype=np.int64)))
+    return None if k is None else k + 1
+
+
+def outliers_from_ends(
+    run: ClusterRun,
+    source: BlockSource,
+    array: Any,
+    grid: BlockGrid,
+    ends: list[tuple[np.ndarray, np.ndarray]],
 ) -> tuple[Outliers, tuple[float, float]] | None:
-    """The outliers :func:`.outliers.find_outliers` finds in the whole array, found by the
-    blocks' tasks on the cluster (see the module), and the array's value range; or None."""
-    n = int(np.prod(source.shape, dtype=np.int64))
-    k = most_outliers(n)
-    if k is None:
+    """The outliers :func:`.outliers.find_outliers` finds in the whole array, from the
+    blocks' :func:`.outliers.block_ends` (of :func:`ends_size` values) and, when they show a
+    gap, a listing task per block (see the module); with the array's value range. Or None."""
+    m = ends_size(source.shape)
+    if m is None:
         return None
-    ends = run.map(
-        "ends", _ends_task, [(source, array, grid, i, k + 1) for i in range(grid.n_blocks)]
-    )
-    top, bottom = merge_ends(ends, k + 1)
+    top, bottom = merge_ends(ends, m)
     bounds = outlier_bounds(top, bottom)
     if bounds is None:
         return None
@@ -138,7 +137,7 @@ def find_outliers_on_cluster(
         "outliers", _list_task, [(source, array, grid, i, bounds) for i in range(grid.n_blocks)]
     )
     indices = np.concatenate([idx for idx, _v in lists])
-    if not worth_listing(int(indices.size), n):
+    if not worth_listing(int(indices.size), int(np.prod(source.shape, dtype=np.int64))):
         return None
     values = np.concatenate([v for _i, v in lists])
     order = np.argsort(indices, kind="stable")

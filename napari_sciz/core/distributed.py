@@ -48,7 +48,7 @@ from .cluster import (
     tune_worker_malloc,
     user_error,
 )
-from .distoutliers import CleanedSource, find_outliers_on_cluster
+from .distoutliers import CleanedSource, ends_size, outliers_from_ends
 from .outliers import Outliers, coded_share, outlier_note, with_outlier_payload
 from .plan import (
     BlockJob,
@@ -279,14 +279,20 @@ def compress_distributed(
             "voxel_size": voxel_size, "units": units, "name": name, "guidance": guidance_mode,
             "guidance_weights": guidance_full, "parallel": n_workers, "mode": mode,
         }  # fmt: skip
-        listed = find_outliers_on_cluster(run, src, src_data, grid) if mode == "hybrid" else None
+        # hybrid: the statistics pass also gives the blocks' extreme values (outliers)
+        ends = ends_size(src.shape) if mode == "hybrid" else None
+        stats = _stats(run, src, src_data, grid, target, mode, ends)
+        listed = None
+        if ends is not None:
+            stats, block_ends = [s for s, _e in stats], [e for _s, e in stats]
+            listed = outliers_from_ends(run, src, src_data, grid, block_ends)
         found, coded_src, plan = None, src, None
         if listed is not None:
             found, array_range = listed
             coded_src, plan = _plan_without(found, run, src, src_data, grid, target, planning)
         if plan is None:
             found, coded_src = None, src
-            plan = _plan(run, src, src_data, grid, target, planning)
+            plan = plan_lossy(src.shape, np.dtype(src.dtype), grid, stats, target, **planning)
         metric_range = plan.value_range if found is None else array_range
         report = BlockReport(progress, grid, n_workers, steps, t_start)
         report.started()
@@ -313,22 +319,22 @@ def compress_distributed(
     return result if found is None else _with_outliers(result, found, target)
 
 
-def _plan(
+def _stats(
     run: ClusterRun,
     source: BlockSource | CleanedSource,
     array: Any,
     grid: BlockGrid,
     target: float,
-    planning: dict[str, Any],
-) -> Any:
-    """The blocks' statistics, computed on the cluster, and the plan made of them."""
-    dtype = np.dtype(source.dtype)
-    probe = probe_bits(planning["mode"], grid.n_blocks, dtype, target)
-    stats = run.map(
-        "stats", stats_task, [(source, array, grid, i, probe) for i in range(grid.n_blocks)]
-    )
-    check_nonfinite(stats)
-    return plan_lossy(source.shape, dtype, grid, stats, target, **planning)
+    mode: str,
+    ends: int | None = None,
+) -> list[Any]:
+    """The blocks' statistics for ``target``, computed on the cluster (checked finite); with
+    ``ends``, pairs of statistics and extreme values (:func:`.cluster.stats_task`)."""
+    probe = probe_bits(mode, grid.n_blocks, np.dtype(source.dtype), target)
+    args = [(source, array, grid, i, probe, ends) for i in range(grid.n_blocks)]
+    stats = run.map("stats" if ends is None else "stats-ends", stats_task, args)
+    check_nonfinite([s if ends is None else s[0] for s in stats])
+    return stats
 
 
 def _plan_without(
@@ -347,8 +353,12 @@ def _plan_without(
     room = coded_share(found, np.dtype(source.dtype), raw / target)
     if room is None:
         return cleaned, None
+    ratio = raw / room
+    stats = _stats(run, cleaned, array, grid, ratio, planning["mode"])
     try:
-        return cleaned, _plan(run, cleaned, array, grid, raw / room, planning)
+        return cleaned, plan_lossy(
+            cleaned.shape, np.dtype(cleaned.dtype), grid, stats, ratio, **planning
+        )
     except RatioUnreachableError:  # the list takes bytes the rest needs: coded as it is
         return cleaned, None
 
