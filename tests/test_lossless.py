@@ -161,6 +161,53 @@ def test_bounded_floats(dtype: str, bound: float) -> None:
     assert np.abs(out.astype(np.float64) - data.astype(np.float64)).max() <= bound
 
 
+def _gradient_volume(dtype: str) -> np.ndarray:
+    """A smooth stack with mild noise: at a bound of 16, SPERR's wavelets code it in far
+    fewer bytes than the predictive coder's grid of step 33."""
+    z, y, x = np.mgrid[:6, :64, :64]
+    rng = np.random.default_rng(11)
+    v = 3000 + 900 * np.sin(x / 9.0 + z / 4.0) * np.cos(y / 13.0) + rng.normal(0, 3, z.shape)
+    return v.astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", ["uint16", "int16", "float32"])
+def test_bounded_blocks_may_be_coded_by_sperr(monkeypatch, dtype: str) -> None:
+    """At a large bound the block is coded by SPERR's point-wise error mode when that is
+    smaller; the bound holds, the header says model version 2, ``sciz info`` names it."""
+    from napari_sciz.core.lossless import describe, sperrblock
+
+    data = _gradient_volume(dtype)
+    result = api.compress(data, mode="bounded", max_error=16)
+    assert result.header["model"] == {"type": "causal-predictor", "version": 2}
+    out = api.decompress(result.data)
+    assert out.dtype == data.dtype
+    assert np.abs(out.astype(np.float64) - data.astype(np.float64)).max() <= 16
+    with container.SciZFile(result.data) as f:
+        payload = f.payload(0)
+    assert describe.predictor_text(describe.describe_block(payload)) == "SPERR (point-wise error)"
+    monkeypatch.setattr(sperrblock, "encode", lambda block, bound: None)
+    grid_only = api.compress(data, mode="bounded", max_error=16)
+    assert grid_only.header["model"]["version"] == 1
+    assert result.nbytes < 0.7 * grid_only.nbytes
+
+
+def test_sperr_block_damage_is_a_format_error() -> None:
+    from napari_sciz.core.lossless import sperrblock
+
+    block = _gradient_volume("uint16")
+    payload = sperrblock.encode(block, 16)
+    assert payload is not None
+    np.testing.assert_array_equal(decode_block(payload, block.dtype, block.shape),
+                                  sperrblock.decode(payload, block.dtype, block.shape))  # fmt: skip
+    for bad in (payload[:20], payload[:3] + b"\x09" + payload[4:]):
+        with pytest.raises(FormatError):
+            decode_block(bad, block.dtype, block.shape)
+    with pytest.raises(FormatError):  # the stream declares another block size
+        decode_block(payload, block.dtype, (6, 64, 32))
+    assert sperrblock.encode(np.full((2, 8, 8), 7, np.uint16), 4) is None  # flat: no SPERR
+    assert sperrblock.encode(block[:, :3], 16) is None  # too thin for SPERR
+
+
 def test_bounded_zero_is_lossless() -> None:
     data = _smooth((3, 10, 12), "uint8")
     out = api.decompress(api.compress(data, mode="bounded", max_error=0).data)

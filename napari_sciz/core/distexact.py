@@ -193,8 +193,9 @@ def compress_exact_distributed(
             on_done=report.block_done,
         )
     vrange = [min(c.vmin for c in coded), max(c.vmax for c in coded)]
+    version = lossless.model_version([c.payload for c in coded])
     header = exact_header(
-        src.shape, dtype, mode, bound, vrange, grid, axes, voxel_size, units, name
+        src.shape, dtype, mode, bound, vrange, grid, axes, voxel_size, units, name, version
     )
     return _result(header, grid, coded, dtype, t_start)
 

@@ -367,9 +367,7 @@ def encode_exact(
     should_cancel = cancel_predicate(cancel)
     grid = BlockGrid.for_shape(arr.shape, block_voxels)
     raw = int(arr.size * arr.dtype.itemsize)
-    header = exact_header(
-        arr.shape, arr.dtype, mode, bound, _value_range(arr), grid, axes, voxel_size, units, name
-    )
+    header_parts = (arr.shape, arr.dtype, mode, bound, _value_range(arr), grid, axes)
 
     def on_block(done: int, total: int) -> None:
         if progress is not None:
@@ -380,6 +378,8 @@ def encode_exact(
     payloads, reconstruction = lossless.encode_array(
         arr, grid, mode, bound, on_block, should_cancel, search
     )
+    version = lossless.model_version(payloads)
+    header = exact_header(*header_parts, voxel_size, units, name, version)
     blob = container.pack(header, payloads)
     exact = mode == "lossless"  # verified bit for bit by encode_array
     return CompressResult(
@@ -408,12 +408,14 @@ def exact_header(
     voxel_size: Sequence[float] | None,
     units: Sequence[str] | None,
     name: str | None,
+    model_version: int = 1,
 ) -> dict[str, Any]:
-    """The header of a lossless or error-bounded file (``bound``: its checked error bound)."""
+    """The header of a lossless or error-bounded file (``bound``: its checked error bound;
+    ``model_version``: :func:`.lossless.model_version` of its payloads)."""
     header = {
         **base_header(shape, dtype, mode, axes, voxel_size, units, name),
         "value_range": value_range,
-        "model": {"type": "causal-predictor", "version": 1},
+        "model": {"type": "causal-predictor", "version": int(model_version)},
         "blocks": grid.to_header(),
     }
     if bound is not None:

@@ -83,6 +83,9 @@ DECODABLE_MODELS = {
     # blocks code the volume through a value map (napari_sciz.core.valuemap; only such files);
     # version 7: the file may end with an outlier payload (napari_sciz.core.outliers)
     "hybrid": {"sperr+latent-grid": 1, "classical+latent-grid": 7},
+    # bounded version 2: a block may be coded by SPERR's point-wise error mode
+    # (napari_sciz.core.lossless.sperrblock; only such files)
+    "bounded": {"causal-predictor": 2},
 }
 
 

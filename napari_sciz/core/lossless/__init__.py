@@ -45,6 +45,7 @@ import numpy as np
 
 from ...errors import FormatError, InvalidInputError
 from ..blocks import BlockGrid
+from . import sperrblock
 from .layout import _HEAD2, _MAGIC, _RAW_MAGIC, _RAW_VERSION, _VERSIONS
 from .raster import TRIAL_VOXELS, encode_raster, sample_box, trial_size
 from .v1 import _HEAD, decode_v1
@@ -58,12 +59,20 @@ __all__ = [
     "decode_block",
     "encode_array",
     "encode_block",
+    "model_version",
     "quantization_step",
 ]
 
 
 #: modes handled by this module
 MODES = ("lossless", "bounded")
+
+
+def model_version(payloads: list[bytes]) -> int:
+    """The header's model version of a lossless/bounded file of ``payloads``: 2 when a block
+    is coded by SPERR (:mod:`.sperrblock`, bounded mode; older readers say "upgrade"), 1
+    otherwise."""
+    return 2 if any(sperrblock.is_sperr_block(p) for p in payloads) else 1
 
 
 def encode_block(
@@ -101,15 +110,19 @@ def encode_block(
     if block.ndim != 3:
         raise InvalidInputError("encode_block expects a 3D block")
     out = _encode(block, mode, max_error, search)
-    if mode == "bounded" and block.dtype.kind in "ui" and block.size:
+    if mode != "bounded" or not block.size:
+        return out
+    if block.dtype.kind in "ui":
         # sparse histograms (few distinct values far apart): the grid of bounded mode can
         # cost more than the value table of lossless mode; keep the smaller (both within E)
         uniq = np.unique(block)
         if len(uniq) * 4 <= int(uniq[-1]) - int(uniq[0]) + 1:
             exact = _encode(block, "lossless", None, search)
             if len(exact) < len(out):
-                return exact
-    return out
+                out = exact
+    # at large bounds on smooth data SPERR's point-wise error mode beats the grid
+    wavelet = sperrblock.encode(block, float(max_error or 0))
+    return wavelet if wavelet is not None and len(wavelet) < len(out) else out
 
 
 def _encode(block: np.ndarray, mode: str, max_error: float | None, search: bool) -> bytes:
@@ -204,6 +217,8 @@ def decode_block(payload: bytes, dtype: np.dtype, shape3: tuple[int, int, int]) 
 
 
 def _decode(payload: bytes, dtype: np.dtype, shape3: tuple[int, ...]) -> np.ndarray:
+    if sperrblock.is_sperr_block(payload):
+        return sperrblock.decode(payload, dtype, shape3)
     if payload[:3] == _RAW_MAGIC and len(payload) >= 8:
         _v, crc_raw = struct.unpack_from("<BI", payload, 3)
         body = payload[8:]

@@ -10,6 +10,7 @@ from typing import Any
 from ...errors import FormatError
 from .layout import _HEAD2, _MAGIC, _RAW_MAGIC
 from .predict import _SUB_NAMES, _SUB_XLS
+from .sperrblock import is_sperr_block
 
 __all__ = ["describe_block", "predictor_text", "summarize"]
 
@@ -25,7 +26,8 @@ def describe_block(payload: bytes) -> dict[str, Any]:
     Returns
     -------
     dict
-        ``coding`` ("stored" or "coded"), and for coded blocks ``version``, ``predictors``
+        ``coding`` ("stored", "sperr": a bounded block coded by SPERR, or "coded"), and for
+        coded blocks ``version``, ``predictors``
         (names of the blended sub-predictors), ``map`` (gradient level -> the sub-predictor
         used alone there, levels using the blend omitted), ``contexts``, ``lanes`` and
         ``lane_axis`` (versions 4-7), ``negated`` (versions 5-7), ``wide_ls_classes``
@@ -39,6 +41,8 @@ def describe_block(payload: bytes) -> dict[str, Any]:
     """
     if payload[:3] == _RAW_MAGIC:
         return {"coding": "stored"}
+    if is_sperr_block(payload):
+        return {"coding": "sperr"}
     if payload[:3] != _MAGIC or len(payload) < 4:
         raise FormatError("not a lossless block payload")
     version = payload[3]
@@ -74,6 +78,8 @@ def predictor_text(d: dict[str, Any]) -> str:
     """One line for a block: ``"wide LS (intensity)"``, ``"W+N-NW + MED; levels 5-7: MED"``."""
     if d["coding"] == "stored":
         return "stored (incompressible)"
+    if d["coding"] == "sperr":
+        return "SPERR (point-wise error)"
     names = []
     for n in d["predictors"]:
         if n == _NAMES[_SUB_XLS] and "wide_ls_classes" in d:
