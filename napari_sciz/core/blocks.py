@@ -234,6 +234,13 @@ class BlockStats:
     rd: tuple[tuple[float, float], ...] | None = None
 
 
+def nonfinite_count(a: np.ndarray) -> int:
+    """How many NaN or infinite values ``a`` holds (0 for integer and boolean dtypes)."""
+    if a.dtype.kind != "f":
+        return 0
+    return int(a.size - np.count_nonzero(np.isfinite(a)))
+
+
 def value_bounds(a: np.ndarray) -> tuple[int, int] | tuple[float, float]:
     """``(min, max)`` of a non-empty array: Python ``int`` for integer and boolean dtypes,
     ``float`` otherwise (as headers store them)."""
@@ -247,12 +254,9 @@ def block_stats(block: np.ndarray, probe_bits: float | None = None) -> BlockStat
     """Statistics of one block (see :class:`BlockStats`); with ``probe_bits`` (the file's
     average bits per value), its rate-distortion points too."""
     b = np.asarray(block)
-    nonfinite = 0
-    if b.dtype.kind == "f":
-        finite = np.isfinite(b)
-        nonfinite = int(b.size - np.count_nonzero(finite))
-        if nonfinite:
-            return BlockStats(math.nan, math.nan, math.nan, int(b.size), nonfinite)
+    nonfinite = nonfinite_count(b)
+    if nonfinite:
+        return BlockStats(math.nan, math.nan, math.nan, int(b.size), nonfinite)
     lo, hi = value_bounds(b)
     f = b.astype(np.float32, copy=False)
     total = 0.0

@@ -33,6 +33,7 @@ __all__ = [
     "source_dtype",
     "source_of",
     "stats_task",
+    "summed_quality",
     "tune_worker_malloc",
     "user_error",
 ]
@@ -295,6 +296,19 @@ class BlockReport:
             self.done_voxels / total,
             f"{self.done_blocks}/{self.grid.n_blocks} blocks done on {self.n_workers} workers",
         )
+
+
+def summed_quality(measures: Sequence[Any], voxels: int, span: float) -> tuple[float, float]:
+    """PSNR (peak ``span``, or 1 when flat) and SSIM of a file from its blocks' ``measures``
+    (each with ``sse``, ``ssim_sum`` and ``ssim_slices``): SSIM is NaN unless every block
+    measured its whole slices."""
+    peak = span if span > 0 else 1.0
+    mse = sum(m.sse for m in measures) / max(voxels, 1)
+    psnr = math.inf if mse == 0 else 10 * math.log10(peak * peak / mse)
+    if not all(m.ssim_sum is not None for m in measures):
+        return psnr, math.nan
+    slices = max(1, sum(m.ssim_slices for m in measures))
+    return psnr, sum(m.ssim_sum or 0.0 for m in measures) / slices
 
 
 @contextmanager

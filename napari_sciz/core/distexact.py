@@ -25,7 +25,7 @@ import numpy as np
 
 from ..errors import InvalidInputError, SciZError
 from .bitstream import container
-from .blocks import DEFAULT_BLOCK_VOXELS, BlockGrid, value_bounds
+from .blocks import DEFAULT_BLOCK_VOXELS, BlockGrid, nonfinite_count, value_bounds
 from .cluster import (
     BlockReport,
     BlockSource,
@@ -33,6 +33,7 @@ from .cluster import (
     client_for,
     source_of,
     stats_task,
+    summed_quality,
     tune_worker_malloc,
     user_error,
 )
@@ -57,12 +58,6 @@ class _CodedBlock:
     ssim_slices: int
 
 
-def _nonfinite(block: np.ndarray) -> int:
-    if block.dtype.kind != "f":
-        return 0
-    return int(block.size - np.count_nonzero(np.isfinite(block)))
-
-
 def _code_task(
     source: BlockSource,
     array: Any,
@@ -80,21 +75,13 @@ def _code_task(
     tune_worker_malloc()
     try:
         original = source.read(grid.block_slices(index), array)
-        bad = _nonfinite(original)
+        bad = nonfinite_count(original)
         if bad:
-            raise InvalidInputError(f"the image contains {bad} NaN or infinite values (or more)")
+            raise InvalidInputError(f"the image contains at least {bad} NaN or infinite values")
     except (SciZError, OSError, ValueError) as exc:
         return user_error(exc)
-    shape3 = grid.block_shape3(index)
-    block = np.ascontiguousarray(original).reshape(shape3)
-    payload = lossless.encode_block(block, mode, bound, search)
-    decoded = lossless.decode_block(payload, original.dtype, shape3)
-    if mode == "lossless":
-        ok = np.array_equal(decoded.view(np.uint8), block.view(np.uint8))
-    else:
-        ok = bool(max_abs_error(block, decoded) <= float(bound or 0)) if block.size else True
-    if not ok:  # pragma: no cover - a bug, never silently wrong data
-        raise RuntimeError(f"block {index} failed its encode-time verification")
+    block = np.ascontiguousarray(original).reshape(grid.block_shape3(index))
+    payload, decoded = lossless.code_verified(block, mode, bound, search)
     lo, hi = value_bounds(block)
     sse = err = 0.0
     ssim_sum, n_slices = None, 0
@@ -213,14 +200,7 @@ def _result(
     exact = header["mode"] == "lossless"
     voxels = sum(grid.block_voxels(i) for i in range(grid.n_blocks))
     span = float(header["value_range"][1]) - float(header["value_range"][0])
-    mse = sum(c.sse for c in coded) / max(voxels, 1)
-    psnr = math.inf if exact or mse == 0 else 10 * math.log10((span or 1.0) ** 2 / mse)
-    if exact:
-        ssim = 1.0
-    elif all(c.ssim_sum is not None for c in coded):
-        ssim = sum(c.ssim_sum or 0.0 for c in coded) / max(1, sum(c.ssim_slices for c in coded))
-    else:
-        ssim = math.nan
+    psnr, ssim = (math.inf, 1.0) if exact else summed_quality(coded, voxels, span)
     return CompressResult(
         data=blob,
         reconstruction=None,

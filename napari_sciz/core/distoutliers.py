@@ -31,6 +31,7 @@ from .outliers import (
     merge_ends,
     most_outliers,
     outlier_bounds,
+    outside,
     worth_listing,
 )
 
@@ -61,8 +62,7 @@ class CleanedSource:
         """The cleaned and the original ``source[index]``."""
         grown, inner = _with_margin(index, self.shape)
         region = self.source.read(grown, array)
-        lo, hi = self.bounds
-        local = np.flatnonzero((region > hi) | (region < lo))
+        local = np.flatnonzero(outside(region, self.bounds))
         original = np.ascontiguousarray(region[inner])
         if local.size == 0:
             return original, original
@@ -71,8 +71,7 @@ class CleanedSource:
 
     def restore(self, decoded: np.ndarray, original: np.ndarray) -> np.ndarray:
         """``decoded`` with the original's outliers written back (as the reader does)."""
-        lo, hi = self.bounds
-        beyond = (original > hi) | (original < lo)
+        beyond = outside(original, self.bounds)
         decoded[beyond] = original[beyond]
         return decoded
 
@@ -99,8 +98,7 @@ def _list_task(
         block = source.read(index_slices, array)
     except (SciZError, OSError, ValueError) as exc:
         return user_error(exc)
-    lo, hi = bounds
-    local = np.flatnonzero((block > hi) | (block < lo))
+    local = np.flatnonzero(outside(block, bounds))
     coords = np.unravel_index(local, block.shape)
     lead = [np.full(local.size, i, np.int64) for i in index_slices if not isinstance(i, slice)]
     starts = [s.start for s in index_slices if isinstance(s, slice)]

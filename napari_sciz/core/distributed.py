@@ -45,6 +45,7 @@ from .cluster import (
     source_dtype,
     source_of,
     stats_task,
+    summed_quality,
     tune_worker_malloc,
     user_error,
 )
@@ -286,14 +287,15 @@ def compress_distributed(
         if ends is not None:
             stats, block_ends = [s for s, _e in stats], [e for _s, e in stats]
             listed = outliers_from_ends(run, src, src_data, grid, block_ends)
-        found, coded_src, plan = None, src, None
+        planned = None
         if listed is not None:
-            found, array_range = listed
-            coded_src, plan = _plan_without(found, run, src, src_data, grid, target, planning)
-        if plan is None:
+            planned = _plan_without(listed[0], run, src, src_data, grid, target, planning)
+        if planned is not None:
+            (found, metric_range), (coded_src, plan) = listed, planned
+        else:
             found, coded_src = None, src
             plan = plan_lossy(src.shape, np.dtype(src.dtype), grid, stats, target, **planning)
-        metric_range = plan.value_range if found is None else array_range
+            metric_range = plan.value_range
         report = BlockReport(progress, grid, n_workers, steps, t_start)
         report.started()
         fits: list[_FitResult] = run.map(
@@ -345,22 +347,21 @@ def _plan_without(
     grid: BlockGrid,
     target: float,
     planning: dict[str, Any],
-) -> tuple[CleanedSource, Any]:
+) -> tuple[CleanedSource, Any] | None:
     """The source without ``found`` and its plan, in the bytes the list leaves (as
-    :func:`napari_sciz.compress` does), or a plan of None when the list does not fit."""
-    cleaned = CleanedSource(source, found.bounds)
+    :func:`napari_sciz.compress` does), or None when the list does not fit."""
     raw = math.prod(source.shape) * np.dtype(source.dtype).itemsize
     room = coded_share(found, np.dtype(source.dtype), raw / target)
     if room is None:
-        return cleaned, None
+        return None
+    cleaned = CleanedSource(source, found.bounds)
     ratio = raw / room
     stats = _stats(run, cleaned, array, grid, ratio, planning["mode"])
     try:
-        return cleaned, plan_lossy(
-            cleaned.shape, np.dtype(cleaned.dtype), grid, stats, ratio, **planning
-        )
+        plan = plan_lossy(cleaned.shape, np.dtype(cleaned.dtype), grid, stats, ratio, **planning)
     except RatioUnreachableError:  # the list takes bytes the rest needs: coded as it is
-        return cleaned, None
+        return None
+    return cleaned, plan
 
 
 def _with_outliers(result: CompressResult, found: Outliers, target: float) -> CompressResult:
@@ -424,15 +425,9 @@ def _gathered_result(
     header["encoder"]["steps"] = sum(f.steps for f in fits)
     blob = container.pack(header, [f.payload for f in fits])
     span = float(metric_range[1]) - float(metric_range[0])
-    peak = span if span > 0 else 1.0
     grid = plan.grid
-    total_vox = sum(grid.block_voxels(i) for i in range(grid.n_blocks))
-    mse = sum(f.sse for f in fits) / total_vox
-    psnr = math.inf if mse == 0 else 10 * math.log10(peak * peak / mse)
-    if all(f.ssim_sum is not None for f in fits):
-        ssim = sum(f.ssim_sum or 0.0 for f in fits) / max(1, sum(f.ssim_slices for f in fits))
-    else:
-        ssim = math.nan
+    voxels = sum(grid.block_voxels(i) for i in range(grid.n_blocks))
+    psnr, ssim = summed_quality(fits, voxels, span)
     return CompressResult(
         data=blob,
         reconstruction=None,

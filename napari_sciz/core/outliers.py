@@ -45,6 +45,7 @@ __all__ = [
     "outlier_bounds",
     "outlier_header",
     "outlier_note",
+    "outside",
     "with_outlier_payload",
     "worth_listing",
 ]
@@ -139,15 +140,17 @@ def find_outliers(arr: np.ndarray) -> Outliers | None:
     bounds = outlier_bounds(*_ends(flat, k + 1))
     if bounds is None:
         return None
-    lo_bound, hi_bound = bounds
-    found = [
-        start + np.flatnonzero((part > hi_bound) | (part < lo_bound))
-        for start, part in _slabs(flat)
-    ]
+    found = [start + np.flatnonzero(outside(part, bounds)) for start, part in _slabs(flat)]
     indices = np.concatenate(found).astype(np.int64)
     if not worth_listing(indices.size, arr.size):
         return None
     return Outliers(indices, flat[indices].copy(), bounds)
+
+
+def outside(values: np.ndarray, bounds: tuple[float, float]) -> np.ndarray:
+    """Where ``values`` are outliers: outside ``bounds`` (:func:`outlier_bounds`)."""
+    lo, hi = bounds
+    return (values > hi) | (values < lo)
 
 
 def most_outliers(n: int) -> int | None:

@@ -56,6 +56,7 @@ __all__ = [
     "LOSSLESS_DTYPES",
     "MODES",
     "check_mode",
+    "code_verified",
     "decode_block",
     "encode_array",
     "encode_block",
@@ -287,6 +288,23 @@ def check_mode(mode: str, max_error: float | None, dtype: np.dtype) -> float | N
     return e
 
 
+def code_verified(
+    block: np.ndarray, mode: str, max_error: float | None, search: bool = False
+) -> tuple[bytes, np.ndarray]:
+    """:func:`encode_block` of a 3D block and what the decoder returns for it, checked (bit
+    for bit in lossless mode, within ``max_error`` in bounded mode) before it counts."""
+    payload = encode_block(block, mode, max_error, search)
+    decoded = decode_block(payload, block.dtype, block.shape)
+    if mode == "lossless":
+        ok = np.array_equal(decoded.view(np.uint8), block.view(np.uint8))
+    else:
+        diff = np.abs(decoded.astype(np.float64) - block.astype(np.float64))
+        ok = not diff.size or bool(diff.max() <= float(max_error or 0))
+    if not ok:  # pragma: no cover - a bug, never silently wrong data
+        raise RuntimeError("a block failed its encode-time verification")
+    return payload, decoded
+
+
 def encode_array(
     arr: np.ndarray,
     grid: BlockGrid,
@@ -333,20 +351,8 @@ def encode_array(
     from ...errors import CancelledError
 
     def code(index: int) -> tuple[bytes, np.ndarray]:
-        sl = grid.block_slices(index)
-        shape3 = grid.block_shape3(index)
-        block = np.ascontiguousarray(arr[sl]).reshape(shape3)
-        payload = encode_block(block, mode, max_error, search)
-        # verified at encode: the decoder's output (checks the bound and the round trip)
-        decoded = decode_block(payload, arr.dtype, shape3)
-        if mode == "lossless":
-            ok = np.array_equal(decoded.view(np.uint8), block.view(np.uint8))
-        else:
-            diff = np.abs(decoded.astype(np.float64) - block.astype(np.float64))
-            ok = bool(diff.max() <= float(max_error or 0))
-        if not ok:  # pragma: no cover - a bug, never silently wrong data
-            raise RuntimeError(f"block {index} failed its encode-time verification")
-        return payload, decoded
+        block = np.ascontiguousarray(arr[grid.block_slices(index)])
+        return code_verified(block.reshape(grid.block_shape3(index)), mode, max_error, search)
 
     def cancelled() -> bool:
         return cancel is not None and bool(cancel())
