@@ -174,8 +174,9 @@ def _gradient_volume(dtype: str) -> np.ndarray:
 def test_bounded_blocks_may_be_coded_by_sperr(monkeypatch, dtype: str) -> None:
     """At a large bound the block is coded by SPERR's point-wise error mode when that is
     smaller; the bound holds, the header says model version 2, ``sciz info`` names it."""
-    from napari_sciz.core.lossless import describe, sperrblock
+    from napari_sciz.core.lossless import describe, sperrblock, szblock
 
+    monkeypatch.setattr(szblock, "encode", lambda block, bound: None)  # (SZ3: the next test)
     data = _gradient_volume(dtype)
     result = api.compress(data, mode="bounded", max_error=16)
     assert result.header["model"] == {"type": "causal-predictor", "version": 2}
@@ -206,6 +207,88 @@ def test_sperr_block_damage_is_a_format_error() -> None:
         decode_block(payload, block.dtype, (6, 64, 32))
     assert sperrblock.encode(np.full((2, 8, 8), 7, np.uint16), 4) is None  # flat: no SPERR
     assert sperrblock.encode(block[:, :3], 16) is None  # too thin for SPERR
+
+
+def _ramp_volume(dtype: str) -> np.ndarray:
+    """A noisy ramp: at a bound of 16, SZ3's in-loop quantization codes it in fewer bytes than
+    SPERR's wavelets and the predictive coder's grid."""
+    z, y, x = np.mgrid[:8, :64, :64]
+    rng = np.random.default_rng(3)
+    return (2000 + 20 * x + 10 * y + rng.normal(0, 6, z.shape)).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", ["uint16", "int16", "float32", "float64"])
+def test_bounded_blocks_may_be_coded_by_sz3(monkeypatch, dtype: str) -> None:
+    """Where SZ3 codes a block in fewer bytes at a large bound, the block is coded (in a
+    helper process) by SZ3, the bound holds, the header says model version 3, ``sciz info``
+    names it; without SZ3 the file is the SPERR one."""
+    from napari_sciz.core.lossless import describe, szblock
+
+    data = _ramp_volume(dtype)
+    result = api.compress(data, mode="bounded", max_error=16)
+    assert result.header["model"] == {"type": "causal-predictor", "version": 3}
+    out = api.decompress(result.data)
+    assert out.dtype == data.dtype
+    assert np.abs(out.astype(np.float64) - data.astype(np.float64)).max() <= 16
+    with container.SciZFile(result.data) as f:
+        payload = f.payload(0)
+    assert describe.predictor_text(describe.describe_block(payload)) == "SZ3 (absolute error)"
+    monkeypatch.setattr(szblock, "encode", lambda block, bound: None)
+    without = api.compress(data, mode="bounded", max_error=16)
+    assert without.header["model"]["version"] == 2
+    assert result.nbytes < without.nbytes
+
+
+def test_sz3_block_damage_is_a_format_error_never_a_crash() -> None:
+    """SZ3's decoder aborts, segfaults or loops on damaged streams: here it runs in a helper
+    process, so every damaged payload is a FormatError or a decode of the block's size."""
+    from napari_sciz.core.lossless import szblock
+
+    block = _ramp_volume("uint16")
+    payload = szblock.encode(block, 16)
+    assert payload is not None and szblock.is_sz3_block(payload)
+    np.testing.assert_array_equal(decode_block(payload, block.dtype, block.shape),
+                                  szblock.decode(payload, block.dtype, block.shape))  # fmt: skip
+    for bad in (payload[:3] + b"\x09" + payload[4:], payload[:4] + b"\x07" + payload[5:]):
+        with pytest.raises(FormatError, match="version|coded type"):
+            decode_block(bad, block.dtype, block.shape)
+    rng = np.random.default_rng(5)
+    outcomes = set()
+    for _ in range(40):
+        bad = bytearray(payload)
+        for i in rng.integers(5, len(bad), size=3):
+            bad[i] = int(rng.integers(256))
+        if rng.random() < 0.3:
+            bad = bad[: int(rng.integers(5, len(bad)))]
+        try:
+            out = decode_block(bytes(bad), block.dtype, block.shape)
+            assert out.shape == block.shape and out.dtype == block.dtype
+            outcomes.add("decoded")
+        except FormatError:
+            outcomes.add("refused")
+    assert "refused" in outcomes
+    assert szblock.encode(np.full((2, 8, 8), 7, np.uint16), 4) is None  # flat: no SZ3
+    assert szblock.encode(block, 0.5) is None  # integers below a bound of 1: lossless
+
+
+def test_helper_limits_its_memory_and_time() -> None:
+    """A job past its memory fails in the helper (or ends it: SZ3 aborts), one past its time
+    ends it; either way the caller goes on with a fresh helper."""
+    from napari_sciz.core import helperproc
+
+    with pytest.raises(helperproc.JobFailed):  # (a function that is not a job)
+        helperproc.call("numpy:frombuffer", {}, b"")
+    with pytest.raises((helperproc.JobFailed, helperproc.HelperDied)):
+        helperproc.call(
+            "napari_sciz.core.lossless.szblock:decode_job",
+            {"shape": [1 << 14, 1 << 14], "dtype": "<f8"}, b"\x00" * 64, memory=64 << 20,
+        )  # fmt: skip
+    wait = "napari_sciz.core.helperproc:wait_job"
+    assert helperproc.call(wait, {"seconds": 0.01}, b"back", timeout=5) == b"back"
+    with pytest.raises(helperproc.HelperDied, match="did not answer"):
+        helperproc.call(wait, {"seconds": 30}, b"", timeout=0.5)
+    with pytest.raises(helperproc.HelperUnavailable):
+        helperproc.call("napari_sciz.no_such_module:job", {}, b"")
 
 
 def test_bounded_zero_is_lossless() -> None:

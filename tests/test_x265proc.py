@@ -9,6 +9,7 @@ import pytest
 
 av = pytest.importorskip("av")
 
+from napari_sciz.core import helperproc  # noqa: E402
 from napari_sciz.core.hybrid import bases, x265proc  # noqa: E402
 from napari_sciz.core.hybrid.search import encode_to_size  # noqa: E402
 from napari_sciz.errors import FormatError  # noqa: E402
@@ -39,8 +40,8 @@ def test_helper_streams_equal_the_streams_coded_here() -> None:
 def test_a_helper_that_died_is_replaced() -> None:
     codes = _frames(2)
     expected = x265proc.encode_frames(codes, "gray12le", OPTIONS)  # leaves an idle helper
-    with x265proc._idle_lock:
-        helpers = list(x265proc._idle)
+    with helperproc._idle_lock:
+        helpers = list(helperproc._idle)
     assert helpers
     for helper in helpers:
         helper.proc.kill()
@@ -51,9 +52,9 @@ def test_a_helper_that_died_is_replaced() -> None:
 def test_two_deaths_are_a_clear_error_and_hevc_is_skipped(monkeypatch) -> None:
     def dies(self, *args, **kwargs):
         self.proc.kill()
-        raise EOFError("the x265 helper process ended")
+        raise EOFError("the helper process ended")
 
-    monkeypatch.setattr(x265proc._Helper, "encode", dies)
+    monkeypatch.setattr(helperproc._Helper, "call", dies)
     with pytest.raises(x265proc.X265Crashed, match="crashed twice"):
         x265proc.encode_frames(_frames(3), "gray12le", OPTIONS)
     block = _frames(4).astype(np.float64)
@@ -61,9 +62,10 @@ def test_two_deaths_are_a_clear_error_and_hevc_is_skipped(monkeypatch) -> None:
 
 
 def test_without_a_working_helper_x265_runs_here(monkeypatch) -> None:
-    monkeypatch.setattr(x265proc, "_MODULE", "napari_sciz.no_such_module")
+    monkeypatch.setattr(helperproc, "_MODULE", "napari_sciz.no_such_module")
+    monkeypatch.setattr(helperproc, "_helpers_work", True)
+    monkeypatch.setattr(helperproc, "_idle", [])
     monkeypatch.setattr(x265proc, "_helpers_work", True)
-    monkeypatch.setattr(x265proc, "_idle", [])
     codes = _frames(5)
     with pytest.warns(RuntimeWarning, match="could not start"):
         stream = x265proc.encode_frames(codes, "gray12le", OPTIONS)
@@ -93,10 +95,10 @@ def test_a_forked_child_starts_its_own_helpers() -> None:
     pid = os.fork()
     if pid == 0:  # the child: its own helper, never the parent's pipes
         try:
-            ok = not x265proc._idle and x265proc.encode_frames(codes, "gray12le", OPTIONS)
+            ok = not helperproc._idle and x265proc.encode_frames(codes, "gray12le", OPTIONS)
             os._exit(0 if ok == expected else 1)
         except BaseException:  # noqa: BLE001
             os._exit(2)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
-    assert x265proc._idle and x265proc.encode_frames(codes, "gray12le", OPTIONS) == expected
+    assert helperproc._idle and x265proc.encode_frames(codes, "gray12le", OPTIONS) == expected

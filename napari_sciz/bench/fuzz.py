@@ -93,6 +93,9 @@ def sample_files(seed: int = 0) -> dict[str, bytes]:
     inside = (x - 64) ** 2 + (y - 80) ** 2 < 45**2
     ct = np.where(inside, 1000 + rng.normal(0, 6, z.shape), 0)
     ct[(rng.random(z.shape) < 2e-4) & ~inside] = 17
+    # a noisy ramp at a bound of 16: SZ3 blocks (decoded in a helper process)
+    z, y, x = np.mgrid[:8, :64, :64]
+    ramp = 2000 + 20 * x + 10 * y + rng.normal(0, 6, z.shape)
     return {
         "lossy": bytes(compress(vol, 12, mode="lossy", steps=5, **common).data),
         "hybrid": bytes(compress(vol, 12, mode="hybrid", steps=5, **common).data),
@@ -103,6 +106,9 @@ def sample_files(seed: int = 0) -> dict[str, bytes]:
         ),
         "lossless-sparse": bytes(
             compress(ct.astype(np.uint16), mode="lossless", block_voxels=30720).data
+        ),
+        "bounded-sz3": bytes(
+            compress(ramp.astype(np.uint16), mode="bounded", max_error=16, block_voxels=16384).data
         ),
     }
 

@@ -84,8 +84,9 @@ DECODABLE_MODELS = {
     # version 7: the file may end with an outlier payload (napari_sciz.core.outliers)
     "hybrid": {"sperr+latent-grid": 1, "classical+latent-grid": 7},
     # bounded version 2: a block may be coded by SPERR's point-wise error mode
-    # (napari_sciz.core.lossless.sperrblock; only such files)
-    "bounded": {"causal-predictor": 2},
+    # (napari_sciz.core.lossless.sperrblock; only such files); version 3: by SZ3
+    # (napari_sciz.core.lossless.szblock; only such files)
+    "bounded": {"causal-predictor": 3},
 }
 
 

@@ -45,7 +45,7 @@ import numpy as np
 
 from ...errors import FormatError, InvalidInputError
 from ..blocks import BlockGrid
-from . import sperrblock
+from . import sperrblock, szblock
 from .layout import _HEAD2, _MAGIC, _RAW_MAGIC, _RAW_VERSION, _VERSIONS
 from .raster import TRIAL_VOXELS, encode_raster, sample_box, trial_size
 from .v1 import _HEAD, decode_v1
@@ -70,9 +70,11 @@ MODES = ("lossless", "bounded")
 
 
 def model_version(payloads: list[bytes]) -> int:
-    """The header's model version of a lossless/bounded file of ``payloads``: 2 when a block
-    is coded by SPERR (:mod:`.sperrblock`, bounded mode; older readers say "upgrade"), 1
-    otherwise."""
+    """The header's model version of a lossless/bounded file of ``payloads`` (bounded mode;
+    older readers say "upgrade"): 3 when a block is coded by SZ3 (:mod:`.szblock`), 2 when
+    one is coded by SPERR (:mod:`.sperrblock`), 1 otherwise."""
+    if any(szblock.is_sz3_block(p) for p in payloads):
+        return 3
     return 2 if any(sperrblock.is_sperr_block(p) for p in payloads) else 1
 
 
@@ -121,9 +123,13 @@ def encode_block(
             exact = _encode(block, "lossless", None, search)
             if len(exact) < len(out):
                 out = exact
-    # at large bounds on smooth data SPERR's point-wise error mode beats the grid
-    wavelet = sperrblock.encode(block, float(max_error or 0))
-    return wavelet if wavelet is not None and len(wavelet) < len(out) else out
+    # at large bounds on smooth data SPERR's point-wise error mode and SZ3's in-loop
+    # quantization beat the grid
+    for coder in (sperrblock, szblock):
+        other = coder.encode(block, float(max_error or 0))
+        if other is not None and len(other) < len(out):
+            out = other
+    return out
 
 
 def _encode(block: np.ndarray, mode: str, max_error: float | None, search: bool) -> bytes:
@@ -220,6 +226,8 @@ def decode_block(payload: bytes, dtype: np.dtype, shape3: tuple[int, int, int]) 
 def _decode(payload: bytes, dtype: np.dtype, shape3: tuple[int, ...]) -> np.ndarray:
     if sperrblock.is_sperr_block(payload):
         return sperrblock.decode(payload, dtype, shape3)
+    if szblock.is_sz3_block(payload):
+        return szblock.decode(payload, dtype, shape3)
     if payload[:3] == _RAW_MAGIC and len(payload) >= 8:
         _v, crc_raw = struct.unpack_from("<BI", payload, 3)
         body = payload[8:]

@@ -11,6 +11,7 @@ from ...errors import FormatError
 from .layout import _HEAD2, _MAGIC, _RAW_MAGIC
 from .predict import _SUB_NAMES, _SUB_XLS
 from .sperrblock import is_sperr_block
+from .szblock import is_sz3_block
 
 __all__ = ["describe_block", "predictor_text", "summarize"]
 
@@ -26,7 +27,8 @@ def describe_block(payload: bytes) -> dict[str, Any]:
     Returns
     -------
     dict
-        ``coding`` ("stored", "sperr": a bounded block coded by SPERR, or "coded"), and for
+        ``coding`` ("stored", "sperr" or "sz3": a bounded block coded by SPERR or SZ3, or
+        "coded"), and for
         coded blocks ``version``, ``predictors``
         (names of the blended sub-predictors), ``map`` (gradient level -> the sub-predictor
         used alone there, levels using the blend omitted), ``contexts``, ``lanes`` and
@@ -43,6 +45,8 @@ def describe_block(payload: bytes) -> dict[str, Any]:
         return {"coding": "stored"}
     if is_sperr_block(payload):
         return {"coding": "sperr"}
+    if is_sz3_block(payload):
+        return {"coding": "sz3"}
     if payload[:3] != _MAGIC or len(payload) < 4:
         raise FormatError("not a lossless block payload")
     version = payload[3]
@@ -80,6 +84,8 @@ def predictor_text(d: dict[str, Any]) -> str:
         return "stored (incompressible)"
     if d["coding"] == "sperr":
         return "SPERR (point-wise error)"
+    if d["coding"] == "sz3":
+        return "SZ3 (absolute error)"
     names = []
     for n in d["predictors"]:
         if n == _NAMES[_SUB_XLS] and "wide_ls_classes" in d:
