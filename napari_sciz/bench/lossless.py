@@ -2,6 +2,9 @@
 
 ``python -m napari_sciz.bench.lossless [--data DIR] [--bounds 1,4,16] [--out docs/benchmarks.md]``
 
+``--data skimage`` takes scikit-image's bundled images instead (:mod:`.unseen`: images nobody
+tuned on), with ``--section`` naming the markdown section to write.
+
 For each 3D volume (and, with ``--all``, each 2D image) of the data folder it measures
 
 * our ``mode="lossless"`` (ratio of the complete ``.sciz`` file, encode/decode MB/s, exactness),
@@ -233,7 +236,13 @@ def _floats(text: str) -> list[float]:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of this benchmark."""
     p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
-    p.add_argument("--data", type=Path, default=None, metavar="DIR", help="folder of volumes")
+    p.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="folder of volumes, or 'skimage' for scikit-image's bundled images",
+    )
     p.add_argument("--volumes", default=None, metavar="NAME,...", help="only these file stems")
     p.add_argument("--all", action="store_true", help="include 2D images")
     p.add_argument(
@@ -244,6 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="error bounds of the bounded comparison ('' for none; default 1,4,16)",
     )
     p.add_argument("--out", default="docs/benchmarks.md", metavar="FILE.md", help="markdown file")
+    p.add_argument("--section", default="lossless", help="markdown section (default lossless)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     return p
 
@@ -263,12 +273,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     args_list = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(args_list)
-    data_dir = args.data if args.data is not None else find_data_dir()
-    if data_dir is None or not Path(data_dir).is_dir():
-        print(f"{PROG}: no data folder", file=sys.stderr)
-        return 1
     names = None if args.volumes is None else [n.strip() for n in args.volumes.split(",")]
-    volumes = list_volumes(Path(data_dir), names=names, include_2d=args.all)
+    if args.data == Path("skimage"):
+        from .unseen import gray_images
+
+        volumes = gray_images(names)
+    else:
+        data_dir = args.data if args.data is not None else find_data_dir()
+        if data_dir is None or not Path(data_dir).is_dir():
+            print(f"{PROG}: no data folder", file=sys.stderr)
+            return 1
+        volumes = list_volumes(Path(data_dir), names=names, include_2d=args.all)
     record: dict[str, Any] = {
         "command": " ".join([PROG, *args_list]),
         "machine": f"{platform.processor() or platform.machine()} ({platform.system()})",
@@ -307,7 +322,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"    {e['codec']}: {e['ratio']:.3f}", file=sys.stderr, flush=True)
     markdown = render_markdown(record)
     if args.out:
-        update_section(args.out, "lossless", markdown)
+        update_section(args.out, args.section, markdown)
     else:
         print(markdown)
     return 0
