@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from ...errors import FormatError
+from .values import wavelet_values_as
 
 __all__ = ["MAGIC", "decode", "encode", "is_sperr_block"]
 
@@ -116,9 +117,4 @@ def decode(payload: bytes, dtype: np.dtype, shape3: tuple[int, ...]) -> np.ndarr
         raise FormatError(f"SPERR bounded block cannot be decoded: {exc}") from exc
     if values.size != math.prod(shape3):
         raise FormatError("SPERR bounded block does not match the block's shape")
-    values = values.reshape(shape3)
-    dtype = np.dtype(dtype)
-    if dtype.kind in "iu":
-        info = np.iinfo(dtype)
-        return np.clip(np.rint(values), info.min, info.max).astype(dtype)
-    return values.astype(dtype)
+    return wavelet_values_as(values.reshape(shape3), dtype, "SPERR")

@@ -36,6 +36,7 @@ import numpy as np
 
 from ...errors import FormatError
 from .. import helperproc
+from .values import wavelet_values_as
 
 __all__ = ["MAGIC", "decode", "decode_job", "encode", "encode_job", "is_sz3_block"]
 
@@ -177,9 +178,4 @@ def decode(payload: bytes, dtype: np.dtype, shape3: tuple[int, ...]) -> np.ndarr
         raise FormatError(f"SZ3 bounded block cannot be decoded: {exc}") from exc
     if len(raw) != size * coded.itemsize:
         raise FormatError("SZ3 bounded block does not match the block's shape")
-    values = np.frombuffer(raw, dtype=coded).reshape(shape3)
-    dtype = np.dtype(dtype)
-    if dtype.kind in "iu":
-        info = np.iinfo(dtype)
-        return np.clip(np.rint(values), info.min, info.max).astype(dtype)
-    return values.astype(dtype)
+    return wavelet_values_as(np.frombuffer(raw, dtype=coded).reshape(shape3), dtype, "SZ3")

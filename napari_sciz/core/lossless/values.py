@@ -211,3 +211,26 @@ def _finish(
     if zlib.crc32(out.reshape(-1).view(np.uint8)) != crc:  # (the buffer, no copy)
         raise FormatError("lossless block fails its checksum (corrupted payload)")
     return out
+
+
+def wavelet_values_as(values: np.ndarray, dtype: np.dtype, codec: str) -> np.ndarray:
+    """A float codec's decoded block (SPERR, SZ3: bounded mode) in the file's ``dtype``:
+    rounded to the nearest integer and clipped for integer dtypes, cast for floats.
+
+    Raises
+    ------
+    FormatError
+        A value is NaN or infinite: the coded block had none (bounded mode refuses them), so
+        the stream is damaged.
+    """
+    if not np.isfinite(values).all():
+        raise FormatError(f"{codec} bounded block decodes to NaN or infinite values")
+    dtype = np.dtype(dtype)
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        return np.clip(np.rint(values), info.min, info.max).astype(dtype)
+    with np.errstate(over="ignore"):  # (a float64 value beyond float32: inf, then refused)
+        out = values.astype(dtype)
+    if not np.isfinite(out).all():
+        raise FormatError(f"{codec} bounded block decodes beyond the range of {dtype}")
+    return out
