@@ -291,6 +291,13 @@ def test_helper_limits_its_memory_and_time() -> None:
         helperproc.call(wait, {"seconds": 30}, b"", timeout=0.5)
     with pytest.raises(helperproc.HelperUnavailable):
         helperproc.call("napari_sciz.no_such_module:job", {}, b"")
+    # a helper that ended while idle (killed from outside) is not handed out again
+    assert helperproc.call(wait, {"seconds": 0}, b"x") == b"x"
+    with helperproc._idle_lock:
+        for helper in helperproc._idle:
+            helper.proc.kill()
+            helper.proc.wait()
+    assert helperproc.call(wait, {"seconds": 0}, b"y") == b"y"
 
 
 def test_bounded_zero_is_lossless() -> None:

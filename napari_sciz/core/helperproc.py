@@ -7,7 +7,9 @@ few bytes changed; :mod:`.lossless.szblock`). Such calls run in helper processes
 goes down a pipe, the answer comes back. A helper is started when every helper is busy (so
 there are as many as threads calling at once), kept for the next calls and ended with the
 interpreter. A call may bound the helper's memory (its address space grows by at most that
-much during the call) and its time (the helper is killed when it does not answer).
+much during the call; Linux) and its time (a watchdog thread kills the helper when it does not
+answer: pipes cannot be waited on with a timeout on Windows). A helper that ended while idle is
+not handed out again.
 
 A *job* is a function ``job(head: dict, body: bytes) -> bytes`` named as ``"module:function"``;
 the helper imports its module on first use. Errors the job raises come back as
@@ -26,7 +28,6 @@ import atexit
 import importlib
 import json
 import os
-import select
 import struct
 import subprocess
 import sys
@@ -70,6 +71,7 @@ class _Helper:
             env=env,
         )
         assert self.proc.stdout is not None
+        self.expired = False
         if self.proc.stdout.read(1) != _READY:
             self.kill()
             raise OSError("the helper process did not start")
@@ -79,19 +81,36 @@ class _Helper:
         memory: int | None,
     ) -> tuple[bytes, bytes]:  # fmt: skip
         """The job's status and answer; :class:`OSError` or :class:`EOFError` when the
-        helper is gone, :class:`TimeoutError` when it does not answer in ``timeout`` s."""
+        helper is gone, :class:`TimeoutError` when it did not answer in ``timeout`` s (a
+        watchdog then killed it: pipes cannot be waited on with a timeout on every platform)."""
         request = json.dumps({"job": job, "head": head, "memory": memory}).encode()
         pipe_in, pipe_out = self.proc.stdin, self.proc.stdout
         assert pipe_in is not None and pipe_out is not None
-        pipe_in.write(_LEN.pack(len(request)) + request + _LEN.pack(len(body)))
-        pipe_in.write(body)
-        pipe_in.flush()
-        if timeout is not None:
-            ready, _, _ = select.select([pipe_out], [], [], timeout)
-            if not ready:
-                raise TimeoutError
-        status = _read_exactly(pipe_out, 1)
-        return status, _read_exactly(pipe_out, _LEN.unpack(_read_exactly(pipe_out, _LEN.size))[0])
+        fired = threading.Event()
+
+        def expire() -> None:
+            fired.set()
+            self.proc.kill()
+
+        watchdog = None if timeout is None else threading.Timer(timeout, expire)
+        if watchdog is not None:
+            watchdog.daemon = True
+            watchdog.start()
+        try:
+            pipe_in.write(_LEN.pack(len(request)) + request + _LEN.pack(len(body)))
+            pipe_in.write(body)
+            pipe_in.flush()
+            status = _read_exactly(pipe_out, 1)
+            size = _LEN.unpack(_read_exactly(pipe_out, _LEN.size))[0]
+            return status, _read_exactly(pipe_out, size)
+        except (OSError, EOFError):
+            if fired.is_set():
+                raise TimeoutError from None
+            raise
+        finally:
+            if watchdog is not None:
+                watchdog.cancel()
+                self.expired = fired.is_set()  # (it may have fired as the answer came)
 
     def close(self) -> None:
         """End the helper (it exits when its input closes)."""
@@ -155,8 +174,11 @@ def _acquire() -> _Helper:
     """An idle helper, or a new one; :class:`HelperUnavailable` where helpers cannot run."""
     global _helpers_work
     with _idle_lock:
-        if _idle:
-            return _idle.pop()
+        while _idle:
+            helper = _idle.pop()
+            if helper.proc.poll() is None:
+                return helper
+            helper.kill()  # (it ended while idle: killed from outside)
     if not _helpers_work or not sys.executable or getattr(sys, "frozen", False):
         raise HelperUnavailable("helper processes cannot run here")
     try:
@@ -222,7 +244,10 @@ def call(
     except BaseException:
         helper.kill()  # (an interrupted request leaves the pipe mid-message)
         raise
-    _release(helper)
+    if helper.expired:
+        helper.kill()
+    else:
+        _release(helper)
     if status == _UNAVAILABLE:
         raise HelperUnavailable(answer.decode("utf-8", "replace"))
     if status == _FAILED:
