@@ -75,8 +75,9 @@ def _squeezed(shape3: tuple[int, ...]) -> tuple[int, ...]:
 def _coded_type(block: np.ndarray) -> np.dtype:
     if block.dtype == np.float32:
         return _TYPES[0]
-    if block.dtype.kind in "iu" and int(np.abs(block).max(initial=0)) < _FLOAT32_EXACT:
-        return _TYPES[0]
+    if block.dtype.kind in "iu":  # (Python integers: abs of int32's minimum overflows in numpy)
+        largest = max(abs(int(block.min())), abs(int(block.max())))
+        return _TYPES[0] if largest < _FLOAT32_EXACT else _TYPES[1]
     return _TYPES[1]
 
 
