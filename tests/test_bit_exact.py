@@ -6,7 +6,8 @@ x86-64 and torch runs its default (non-AVX) kernels. Lossless and bounded decodi
 arithmetic, integer-count probability tables and correctly rounded constants, so the bits must not
 move; the CRC32 of every block would also refuse a decode that did. Bounded blocks coded by SPERR
 or SZ3 are float codecs whose integer output is rounded (their bound absorbs a last-bit
-difference); the test checks that their bits do not move either.
+difference); the test checks that their bits do not move either. Interpolation blocks are
+integer arithmetic throughout.
 """
 
 from __future__ import annotations
@@ -85,7 +86,7 @@ def test_exact_modes_decode_bit_exactly_on_a_cpu_without_simd(
     tmp_path: Path, volume: np.ndarray
 ) -> None:
     as_float = (volume.astype(np.float32) / np.float32(7.3)).astype(np.float32)
-    z, y, x = np.mgrid[:8, :96, :96]  # a steep noisy ramp: SZ3 blocks at a bound of 16
+    z, y, x = np.mgrid[:8, :96, :96]  # a steep noisy ramp: in-loop quantization at a bound of 16
     ramp = 2000 + 60 * x + 10 * y + np.random.default_rng(3).normal(0, 6, z.shape)
     cases = {
         "lossless_u16": (volume, {"mode": "lossless"}),
@@ -93,7 +94,7 @@ def test_exact_modes_decode_bit_exactly_on_a_cpu_without_simd(
         "lossless_f32": (as_float, {"mode": "lossless"}),
         "bounded_u16": (volume, {"mode": "bounded", "max_error": 3}),
         "bounded_f32": (as_float, {"mode": "bounded", "max_error": 0.05}),
-        "bounded_sz3_u16": (ramp.astype(np.uint16), {"mode": "bounded", "max_error": 16}),
+        "bounded_interp_u16": (ramp.astype(np.uint16), {"mode": "bounded", "max_error": 16}),
         "bounded_sz3_f32": (ramp.astype(np.float32), {"mode": "bounded", "max_error": 16.0}),
     }
     paths = []
@@ -101,6 +102,7 @@ def test_exact_modes_decode_bit_exactly_on_a_cpu_without_simd(
         path = tmp_path / f"{name}.sciz"
         result = api.compress(data, **kwargs)
         assert "sz3" not in name or result.header["model"]["version"] == 3
+        assert "interp" not in name or result.header["model"]["version"] == 4
         result.save(path)
         paths.append(path)
     here = {str(p): _digest(p) for p in paths}

@@ -19,7 +19,10 @@ def files() -> dict[str, bytes]:
 
 @pytest.mark.parametrize(
     "mode",
-    ["lossy", "hybrid", "lossless", "bounded", "lossless-wide", "lossless-sparse", "bounded-sz3"],
+    [
+        *("lossy", "hybrid", "lossless", "bounded", "lossless-wide", "lossless-sparse"),
+        *("bounded-sz3", "bounded-interp"),
+    ],
 )
 def test_hostile_files_with_valid_crcs_are_refused_or_decoded(files, mode) -> None:
     outcomes: dict[str, int] = {}

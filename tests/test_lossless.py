@@ -174,9 +174,10 @@ def _gradient_volume(dtype: str) -> np.ndarray:
 def test_bounded_blocks_may_be_coded_by_sperr(monkeypatch, dtype: str) -> None:
     """At a large bound the block is coded by SPERR's point-wise error mode when that is
     smaller; the bound holds, the header says model version 2, ``sciz info`` names it."""
-    from napari_sciz.core.lossless import describe, sperrblock, szblock
+    from napari_sciz.core.lossless import describe, interpblock, sperrblock, szblock
 
-    monkeypatch.setattr(szblock, "encode", lambda block, bound: None)  # (SZ3: the next test)
+    for later in (szblock, interpblock):  # (the next tests)
+        monkeypatch.setattr(later, "encode", lambda block, bound: None)
     data = _gradient_volume(dtype)
     result = api.compress(data, mode="bounded", max_error=16)
     assert result.header["model"] == {"type": "causal-predictor", "version": 2}
@@ -210,8 +211,8 @@ def test_sperr_block_damage_is_a_format_error() -> None:
 
 
 def _ramp_volume(dtype: str) -> np.ndarray:
-    """A noisy ramp: at a bound of 16, SZ3's in-loop quantization codes it in fewer bytes than
-    SPERR's wavelets and the predictive coder's grid."""
+    """A noisy ramp: at a bound of 16, in-loop quantization (SZ3's, or its interpolation in our
+    entropy coder) codes it in fewer bytes than SPERR's wavelets and the predictive grid."""
     z, y, x = np.mgrid[:8, :64, :64]
     rng = np.random.default_rng(3)
     return (2000 + 20 * x + 10 * y + rng.normal(0, 6, z.shape)).astype(dtype)
@@ -222,8 +223,9 @@ def test_bounded_blocks_may_be_coded_by_sz3(monkeypatch, dtype: str) -> None:
     """Where SZ3 codes a block in fewer bytes at a large bound, the block is coded (in a
     helper process) by SZ3, the bound holds, the header says model version 3, ``sciz info``
     names it; without SZ3 the file is the SPERR one."""
-    from napari_sciz.core.lossless import describe, szblock
+    from napari_sciz.core.lossless import describe, interpblock, szblock
 
+    monkeypatch.setattr(interpblock, "encode", lambda block, bound: None)  # (the next test)
     data = _ramp_volume(dtype)
     result = api.compress(data, mode="bounded", max_error=16)
     assert result.header["model"] == {"type": "causal-predictor", "version": 3}
@@ -240,6 +242,74 @@ def test_bounded_blocks_may_be_coded_by_sz3(monkeypatch, dtype: str) -> None:
 
 
 @pytest.mark.filterwarnings("error::RuntimeWarning")
+@pytest.mark.parametrize("dtype", ["uint16", "int16", "uint32", "int32"])
+def test_bounded_blocks_may_be_coded_by_interpolation(monkeypatch, dtype: str) -> None:
+    """SZ3's interpolation predictor with in-loop quantization, coded by our entropy coder,
+    codes the integer ramp smaller than SZ3 itself: the block says so (model version 4), the
+    bound holds, and without it the file is the SZ3 one."""
+    from napari_sciz.core.lossless import describe, interpblock
+
+    data = _ramp_volume(dtype)
+    result = api.compress(data, mode="bounded", max_error=16)
+    assert result.header["model"] == {"type": "causal-predictor", "version": 4}
+    out = api.decompress(result.data)
+    assert out.dtype == data.dtype
+    assert np.abs(out.astype(np.float64) - data.astype(np.float64)).max() <= 16
+    with container.SciZFile(result.data) as f:
+        payload = f.payload(0)
+    assert describe.predictor_text(describe.describe_block(payload)).startswith("interpolation")
+    monkeypatch.setattr(interpblock, "encode", lambda block, bound: None)
+    without = api.compress(data, mode="bounded", max_error=16)
+    assert without.header["model"]["version"] < 4
+    assert result.nbytes < without.nbytes
+
+
+@pytest.mark.parametrize("shape", [(1, 37, 53), (5, 21, 17), (9, 1, 33), (2, 2, 2), (1, 1, 40)])
+@pytest.mark.parametrize("dtype", INT_DTYPES)
+def test_interpolation_blocks_hold_any_bound_on_any_shape(shape, dtype: str) -> None:
+    from napari_sciz.core.lossless import interpblock
+
+    data = _smooth(shape, dtype, seed=6)
+    data.flat[0], data.flat[-1] = np.iinfo(dtype).max, np.iinfo(dtype).min
+    for bound in (1, 2, 40.5):
+        payload = interpblock.encode(data, bound)
+        assert payload is not None
+        out = interpblock.decode(payload, data.dtype, data.shape)
+        assert np.abs(out.astype(np.float64) - data.astype(np.float64)).max() <= bound
+    assert interpblock.encode(data.astype(np.float32), 4) is None  # integers only
+    assert interpblock.encode(data, 0.5) is None  # below 1: lossless
+
+
+def test_interpolation_block_damage_is_a_format_error() -> None:
+    """Sizes are checked before use and the decoded block against its stored CRC-32: a
+    damaged payload is a FormatError or, where the damage is in unused bits, the block."""
+    from napari_sciz.core.lossless import interpblock
+
+    block = _ramp_volume("uint16")
+    payload = interpblock.encode(block, 16)
+    assert payload is not None and interpblock.is_interp_block(payload)
+    good = interpblock.decode(payload, block.dtype, block.shape)
+    with pytest.raises(FormatError, match="shape"):
+        interpblock.decode(payload, block.dtype, (8, 64, 128))
+    with pytest.raises(FormatError, match="dtype"):
+        interpblock.decode(payload, np.dtype(np.float32), block.shape)
+    rng = np.random.default_rng(8)
+    refused = 0
+    for _ in range(150):
+        bad = bytearray(payload)
+        for i in rng.integers(3, len(bad), size=int(rng.integers(1, 4))):
+            bad[i] = int(rng.integers(256))
+        if rng.random() < 0.3:
+            bad = bad[: int(rng.integers(3, len(bad)))]
+        try:
+            out = decode_block(bytes(bad), block.dtype, block.shape)
+        except FormatError:
+            refused += 1
+            continue
+        np.testing.assert_array_equal(out, good)
+    assert refused > 100
+
+
 def test_sz3_block_damage_is_a_format_error_never_a_crash() -> None:
     """SZ3's decoder aborts, segfaults or loops on damaged streams: here it runs in a helper
     process, so every damaged payload is a FormatError or a decode of the block's size (never

@@ -93,7 +93,8 @@ def sample_files(seed: int = 0) -> dict[str, bytes]:
     inside = (x - 64) ** 2 + (y - 80) ** 2 < 45**2
     ct = np.where(inside, 1000 + rng.normal(0, 6, z.shape), 0)
     ct[(rng.random(z.shape) < 2e-4) & ~inside] = 17
-    # a noisy ramp at a bound of 16: SZ3 blocks (decoded in a helper process)
+    # a noisy ramp at a bound of 16: interpolation blocks (integers), SZ3 blocks (float32,
+    # decoded in a helper process)
     z, y, x = np.mgrid[:8, :64, :64]
     ramp = 2000 + 20 * x + 10 * y + rng.normal(0, 6, z.shape)
     return {
@@ -108,6 +109,9 @@ def sample_files(seed: int = 0) -> dict[str, bytes]:
             compress(ct.astype(np.uint16), mode="lossless", block_voxels=30720).data
         ),
         "bounded-sz3": bytes(
+            compress(ramp.astype(np.float32), mode="bounded", max_error=16, block_voxels=16384).data
+        ),
+        "bounded-interp": bytes(
             compress(ramp.astype(np.uint16), mode="bounded", max_error=16, block_voxels=16384).data
         ),
     }

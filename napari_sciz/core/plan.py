@@ -85,8 +85,9 @@ DECODABLE_MODELS = {
     "hybrid": {"sperr+latent-grid": 1, "classical+latent-grid": 7},
     # bounded version 2: a block may be coded by SPERR's point-wise error mode
     # (napari_sciz.core.lossless.sperrblock; only such files); version 3: by SZ3
-    # (napari_sciz.core.lossless.szblock; only such files)
-    "bounded": {"causal-predictor": 3},
+    # (napari_sciz.core.lossless.szblock; only such files); version 4: by interpolation with
+    # in-loop quantization (napari_sciz.core.lossless.interpblock; only such files)
+    "bounded": {"causal-predictor": 4},
 }
 
 

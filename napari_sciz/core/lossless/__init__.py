@@ -45,7 +45,7 @@ import numpy as np
 
 from ...errors import FormatError, InvalidInputError
 from ..blocks import BlockGrid
-from . import sperrblock, szblock
+from . import interpblock, sperrblock, szblock
 from .layout import _HEAD2, _MAGIC, _RAW_MAGIC, _RAW_VERSION, _VERSIONS
 from .raster import TRIAL_VOXELS, encode_raster, sample_box, trial_size
 from .v1 import _HEAD, decode_v1
@@ -71,11 +71,17 @@ MODES = ("lossless", "bounded")
 
 def model_version(payloads: list[bytes]) -> int:
     """The header's model version of a lossless/bounded file of ``payloads`` (bounded mode;
-    older readers say "upgrade"): 3 when a block is coded by SZ3 (:mod:`.szblock`), 2 when
-    one is coded by SPERR (:mod:`.sperrblock`), 1 otherwise."""
-    if any(szblock.is_sz3_block(p) for p in payloads):
-        return 3
-    return 2 if any(sperrblock.is_sperr_block(p) for p in payloads) else 1
+    older readers say "upgrade"): 4 when a block is coded by interpolation
+    (:mod:`.interpblock`), else 3 when one is coded by SZ3 (:mod:`.szblock`), else 2 when one
+    is coded by SPERR (:mod:`.sperrblock`), 1 otherwise."""
+    for version, kind in (
+        (4, interpblock.is_interp_block),
+        (3, szblock.is_sz3_block),
+        (2, sperrblock.is_sperr_block),
+    ):
+        if any(kind(p) for p in payloads):
+            return version
+    return 1
 
 
 def encode_block(
@@ -123,9 +129,9 @@ def encode_block(
             exact = _encode(block, "lossless", None, search)
             if len(exact) < len(out):
                 out = exact
-    # at large bounds on smooth data SPERR's point-wise error mode and SZ3's in-loop
-    # quantization beat the grid
-    for coder in (sperrblock, szblock):
+    # at large bounds on smooth data SPERR's point-wise error mode, SZ3's in-loop
+    # quantization and its interpolation predictor in our entropy coder beat the grid
+    for coder in (sperrblock, szblock, interpblock):
         other = coder.encode(block, float(max_error or 0))
         if other is not None and len(other) < len(out):
             out = other
@@ -228,6 +234,8 @@ def _decode(payload: bytes, dtype: np.dtype, shape3: tuple[int, ...]) -> np.ndar
         return sperrblock.decode(payload, dtype, shape3)
     if szblock.is_sz3_block(payload):
         return szblock.decode(payload, dtype, shape3)
+    if interpblock.is_interp_block(payload):
+        return interpblock.decode(payload, dtype, shape3)
     if payload[:3] == _RAW_MAGIC and len(payload) >= 8:
         _v, crc_raw = struct.unpack_from("<BI", payload, 3)
         body = payload[8:]

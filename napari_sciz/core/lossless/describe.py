@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from ...errors import FormatError
+from .interpblock import is_interp_block
 from .layout import _HEAD2, _MAGIC, _RAW_MAGIC
 from .predict import _SUB_NAMES, _SUB_XLS
 from .sperrblock import is_sperr_block
@@ -27,8 +28,8 @@ def describe_block(payload: bytes) -> dict[str, Any]:
     Returns
     -------
     dict
-        ``coding`` ("stored", "sperr" or "sz3": a bounded block coded by SPERR or SZ3, or
-        "coded"), and for
+        ``coding`` ("stored"; "sperr", "sz3" or "interpolation": a bounded block coded by
+        SPERR, SZ3 or interpolation; or "coded"), and for
         coded blocks ``version``, ``predictors``
         (names of the blended sub-predictors), ``map`` (gradient level -> the sub-predictor
         used alone there, levels using the blend omitted), ``contexts``, ``lanes`` and
@@ -47,6 +48,8 @@ def describe_block(payload: bytes) -> dict[str, Any]:
         return {"coding": "sperr"}
     if is_sz3_block(payload):
         return {"coding": "sz3"}
+    if is_interp_block(payload):
+        return {"coding": "interpolation"}
     if payload[:3] != _MAGIC or len(payload) < 4:
         raise FormatError("not a lossless block payload")
     version = payload[3]
@@ -86,6 +89,8 @@ def predictor_text(d: dict[str, Any]) -> str:
         return "SPERR (point-wise error)"
     if d["coding"] == "sz3":
         return "SZ3 (absolute error)"
+    if d["coding"] == "interpolation":
+        return "interpolation, in-loop quantization"
     names = []
     for n in d["predictors"]:
         if n == _NAMES[_SUB_XLS] and "wide_ls_classes" in d:
