@@ -127,9 +127,14 @@ def _quantized(
     return qs, ctxs, rec
 
 
-def _order(ctx: np.ndarray) -> np.ndarray:
-    """Coding order within a pass: by context, raster order inside one (stable)."""
-    return np.argsort(ctx, kind="stable")
+def _order(ctx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Coding order within a pass (by context, raster order inside one), and the number of
+    voxels of each context."""
+    counts = np.bincount(ctx)
+    present = np.flatnonzero(counts)
+    if present.size == 1:
+        return np.arange(ctx.size), counts
+    return np.concatenate([np.flatnonzero(ctx == c) for c in present]), counts
 
 
 def encode(block: np.ndarray, bound: float) -> bytes | None:
@@ -150,7 +155,7 @@ def encode(block: np.ndarray, bound: float) -> bytes | None:
     n_ctx = _contexts(levels)
     toks, nbs, raws, order_ctx = [], [], [], []
     for q, ctx in zip(qs, ctxs, strict=True):
-        o = _order(ctx)
+        o, _counts = _order(ctx)
         tok, nb, raw = _tokenize(q[o])
         toks.append(tok)
         nbs.append(nb)
@@ -273,20 +278,20 @@ def decode(payload: bytes, dtype: np.dtype, shape3: tuple[int, ...]) -> np.ndarr
 
     def read_pass(ctx: np.ndarray) -> np.ndarray:
         nonlocal bitpos
-        o = _order(ctx)
-        sorted_ctx = ctx[o]
+        o, counts = _order(ctx)
         tok = np.empty(ctx.size, np.int64)
-        for c in np.unique(sorted_ctx):
-            c = int(c)
-            sel = np.flatnonzero(sorted_ctx == c)
+        start = 0
+        for c in np.flatnonzero(counts):
+            c, n = int(c), int(counts[c])
             if not stored[c].any():
                 raise FormatError("interpolation bounded block: a context without histogram")
             if c not in models:
                 models[c] = trimmed_categorical(stored[c])
             try:
-                tok[sel] = coder.decode(models[c], sel.size)
+                tok[start : start + n] = coder.decode(models[c], n)
             except Exception as exc:  # noqa: BLE001 - any failure means a bad stream
                 raise FormatError("interpolation bounded block's ANS stream is damaged") from exc
+            start += n
         if (tok < 0).any() or (tok >= n_tok).any():
             raise FormatError("interpolation bounded block decodes an unknown token")
         nb = nb_table[tok]
