@@ -27,6 +27,12 @@ losslessly.
    (``2|r_W| + 2|r_N| + |r_NW| + |r_NE| + |r_P|``, log classes, adjacent classes merged when
    that saves bits) optionally times a texture level (flat neighbourhood or not).
 
+4. **Bounded blocks coded otherwise.** In bounded mode each block is also coded by SPERR's
+   point-wise error mode (:mod:`.sperrblock`), by SZ3 (:mod:`.szblock`, in a helper process)
+   and, for integers, by SZ3's interpolation with in-loop quantization in this module's
+   entropy coder (:mod:`.interpblock`); the smallest payload whose decode is within ``E`` is
+   kept.
+
 Version-1 payloads (row-wise coder, Laplace model) are still decoded. The decoder recomputes
 everything from already decoded data with integer (and fixed-order IEEE binary64) arithmetic;
 a CRC32 of the expected decoded block is stored and checked, so a corrupted payload raises
