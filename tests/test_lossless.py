@@ -170,23 +170,32 @@ def _gradient_volume(dtype: str) -> np.ndarray:
     return v.astype(dtype)
 
 
-@pytest.mark.parametrize("dtype", ["uint16", "int16", "float32"])
-def test_bounded_blocks_may_be_coded_by_sperr(monkeypatch, dtype: str) -> None:
-    """At a large bound the block is coded by SPERR's point-wise error mode when that is
-    smaller; the bound holds, the header says model version 2, ``sciz info`` names it."""
-    from napari_sciz.core.lossless import describe, interpblock, sperrblock, szblock
+def _coded_within_16(data: np.ndarray, version: int, coding: str) -> api.CompressResult:
+    """``data`` in bounded mode at E = 16: the header's model version, the bound, the dtype,
+    and what ``sciz info`` says of its first block (it starts with ``coding``)."""
+    from napari_sciz.core.lossless import describe
 
-    for later in (szblock, interpblock):  # (the next tests)
-        monkeypatch.setattr(later, "encode", lambda block, bound: None)
-    data = _gradient_volume(dtype)
     result = api.compress(data, mode="bounded", max_error=16)
-    assert result.header["model"] == {"type": "causal-predictor", "version": 2}
+    assert result.header["model"] == {"type": "causal-predictor", "version": version}
     out = api.decompress(result.data)
     assert out.dtype == data.dtype
     assert np.abs(out.astype(np.float64) - data.astype(np.float64)).max() <= 16
     with container.SciZFile(result.data) as f:
         payload = f.payload(0)
-    assert describe.predictor_text(describe.describe_block(payload)) == "SPERR (point-wise error)"
+    assert describe.predictor_text(describe.describe_block(payload)).startswith(coding)
+    return result
+
+
+@pytest.mark.parametrize("dtype", ["uint16", "int16", "float32"])
+def test_bounded_blocks_may_be_coded_by_sperr(monkeypatch, dtype: str) -> None:
+    """At a large bound the block is coded by SPERR's point-wise error mode when that is
+    smaller; the bound holds, the header says model version 2, ``sciz info`` names it."""
+    from napari_sciz.core.lossless import interpblock, sperrblock, szblock
+
+    for later in (szblock, interpblock):  # (the next tests)
+        monkeypatch.setattr(later, "encode", lambda block, bound: None)
+    data = _gradient_volume(dtype)
+    result = _coded_within_16(data, 2, "SPERR (point-wise error)")
     monkeypatch.setattr(sperrblock, "encode", lambda block, bound: None)
     grid_only = api.compress(data, mode="bounded", max_error=16)
     assert grid_only.header["model"]["version"] == 1
@@ -223,41 +232,26 @@ def test_bounded_blocks_may_be_coded_by_sz3(monkeypatch, dtype: str) -> None:
     """Where SZ3 codes a block in fewer bytes at a large bound, the block is coded (in a
     helper process) by SZ3, the bound holds, the header says model version 3, ``sciz info``
     names it; without SZ3 the file is the SPERR one."""
-    from napari_sciz.core.lossless import describe, interpblock, szblock
+    from napari_sciz.core.lossless import interpblock, szblock
 
     monkeypatch.setattr(interpblock, "encode", lambda block, bound: None)  # (the next test)
     data = _ramp_volume(dtype)
-    result = api.compress(data, mode="bounded", max_error=16)
-    assert result.header["model"] == {"type": "causal-predictor", "version": 3}
-    out = api.decompress(result.data)
-    assert out.dtype == data.dtype
-    assert np.abs(out.astype(np.float64) - data.astype(np.float64)).max() <= 16
-    with container.SciZFile(result.data) as f:
-        payload = f.payload(0)
-    assert describe.predictor_text(describe.describe_block(payload)) == "SZ3 (absolute error)"
+    result = _coded_within_16(data, 3, "SZ3 (absolute error)")
     monkeypatch.setattr(szblock, "encode", lambda block, bound: None)
     without = api.compress(data, mode="bounded", max_error=16)
     assert without.header["model"]["version"] == 2
     assert result.nbytes < without.nbytes
 
 
-@pytest.mark.filterwarnings("error::RuntimeWarning")
 @pytest.mark.parametrize("dtype", ["uint16", "int16", "uint32", "int32"])
 def test_bounded_blocks_may_be_coded_by_interpolation(monkeypatch, dtype: str) -> None:
     """SZ3's interpolation predictor with in-loop quantization, coded by our entropy coder,
     codes the integer ramp smaller than SZ3 itself: the block says so (model version 4), the
     bound holds, and without it the file is the SZ3 one."""
-    from napari_sciz.core.lossless import describe, interpblock
+    from napari_sciz.core.lossless import interpblock
 
     data = _ramp_volume(dtype)
-    result = api.compress(data, mode="bounded", max_error=16)
-    assert result.header["model"] == {"type": "causal-predictor", "version": 4}
-    out = api.decompress(result.data)
-    assert out.dtype == data.dtype
-    assert np.abs(out.astype(np.float64) - data.astype(np.float64)).max() <= 16
-    with container.SciZFile(result.data) as f:
-        payload = f.payload(0)
-    assert describe.predictor_text(describe.describe_block(payload)).startswith("interpolation")
+    result = _coded_within_16(data, 4, "interpolation")
     monkeypatch.setattr(interpblock, "encode", lambda block, bound: None)
     without = api.compress(data, mode="bounded", max_error=16)
     assert without.header["model"]["version"] < 4
@@ -310,6 +304,7 @@ def test_interpolation_block_damage_is_a_format_error() -> None:
     assert refused > 100
 
 
+@pytest.mark.filterwarnings("error::RuntimeWarning")
 def test_sz3_block_damage_is_a_format_error_never_a_crash() -> None:
     """SZ3's decoder aborts, segfaults or loops on damaged streams: here it runs in a helper
     process, so every damaged payload is a FormatError or a decode of the block's size (never

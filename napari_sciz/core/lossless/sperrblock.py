@@ -27,12 +27,11 @@ the payload guards its bytes.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import numpy as np
 
 from ...errors import FormatError
-from .values import wavelet_values_as
+from .values import codec_module, float_codec_tolerance, wavelet_values_as
 
 __all__ = ["MAGIC", "decode", "encode", "is_sperr_block"]
 
@@ -41,15 +40,6 @@ _VERSION = 1
 
 #: SPERR needs at least this many voxels along each of a block's axes (2D: its two)
 _MIN_SIDE = 4
-
-
-def _imagecodecs() -> Any | None:
-    try:
-        import imagecodecs
-    except ModuleNotFoundError:  # pragma: no cover - a dependency of napari-sciz
-        return None
-    sperr = getattr(imagecodecs, "SPERR", None)
-    return imagecodecs if sperr is not None and sperr.available else None
 
 
 def is_sperr_block(payload: bytes) -> bool:
@@ -61,22 +51,14 @@ def _plane_shape(shape3: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(shape3[1:]) if shape3[0] == 1 else tuple(shape3)
 
 
-def _tolerance(block: np.ndarray, bound: float) -> float:
-    """SPERR's tolerance for ``bound`` on ``block`` (see the module)."""
-    if block.dtype.kind in "iu":
-        return float(math.floor(bound))
-    largest = np.abs(block).max().astype(block.dtype)
-    return bound - 4.0 * float(np.spacing(largest))
-
-
 def encode(block: np.ndarray, bound: float) -> bytes | None:
     """The SPERR payload of ``block`` (3D, ``(D, H, W)``) within ``bound``, or None when SPERR
     is missing, the block is too small or flat for it, or its decode misses the bound."""
-    ic = _imagecodecs()
+    ic = codec_module("SPERR")
     shape = _plane_shape(block.shape)
     if ic is None or block.dtype.kind not in "iuf" or min(shape) < _MIN_SIDE:
         return None
-    tol = _tolerance(block, bound)
+    tol = float_codec_tolerance(block, bound)
     data = np.ascontiguousarray(block, dtype=np.float64).reshape(shape)
     if not tol > 0 or float(data.max()) == float(data.min()):
         return None
@@ -105,7 +87,7 @@ def decode(payload: bytes, dtype: np.dtype, shape3: tuple[int, ...]) -> np.ndarr
         raise FormatError("not a SPERR-coded bounded block")
     if payload[3] != _VERSION:
         raise FormatError(f"unsupported SPERR bounded block version {payload[3]}")
-    ic = _imagecodecs()
+    ic = codec_module("SPERR")
     if ic is None:  # pragma: no cover - a dependency of napari-sciz
         raise FormatError("this bounded file needs SPERR (imagecodecs) to decode")
     shape = _plane_shape(shape3)

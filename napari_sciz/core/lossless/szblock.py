@@ -36,7 +36,7 @@ import numpy as np
 
 from ...errors import FormatError
 from .. import helperproc
-from .values import wavelet_values_as
+from .values import codec_module, float_codec_tolerance, wavelet_values_as
 
 __all__ = ["MAGIC", "decode", "decode_job", "encode", "encode_job", "is_sz3_block"]
 
@@ -51,15 +51,6 @@ _MEMORY_PER_BYTE, _MEMORY_BASE = 12, 256 << 20
 #: seconds the helper has to answer, and per voxel on top (SZ3 decodes a 4 Mi-voxel block in
 #: ~0.1 s here, 80 times less; some damaged streams make it loop)
 _TIME_BASE, _TIME_PER_VOXEL = 2.0, 2e-6
-
-
-def _imagecodecs() -> Any | None:
-    try:
-        import imagecodecs
-    except ModuleNotFoundError:  # pragma: no cover - a dependency of napari-sciz
-        return None
-    sz3 = getattr(imagecodecs, "SZ3", None)
-    return imagecodecs if sz3 is not None and sz3.available else None
 
 
 def is_sz3_block(payload: bytes) -> bool:
@@ -79,14 +70,6 @@ def _coded_type(block: np.ndarray) -> np.dtype:
         largest = max(abs(int(block.min())), abs(int(block.max())))
         return _TYPES[0] if largest < _FLOAT32_EXACT else _TYPES[1]
     return _TYPES[1]
-
-
-def _tolerance(block: np.ndarray, bound: float) -> float:
-    """SZ3's absolute bound for ``bound`` on ``block`` (see the module)."""
-    if block.dtype.kind in "iu":
-        return float(math.floor(bound))
-    largest = np.abs(block).max().astype(block.dtype)
-    return bound - 4.0 * float(np.spacing(largest))
 
 
 def encode_job(head: dict[str, Any], body: bytes) -> bytes:
@@ -112,9 +95,9 @@ def encode(block: np.ndarray, bound: float) -> bytes | None:
     """The SZ3 payload of ``block`` (3D, ``(D, H, W)``) within ``bound``, or None when SZ3 or
     a helper process is missing, the block is flat, SZ3 fails or its decode misses the
     bound."""
-    if _imagecodecs() is None or block.dtype.kind not in "iuf" or not block.size:
+    if codec_module("SZ3") is None or block.dtype.kind not in "iuf" or not block.size:
         return None
-    tol = _tolerance(block, bound)
+    tol = float_codec_tolerance(block, bound)
     if not tol > 0 or block.max() == block.min():
         return None
     coded = _coded_type(block)
@@ -153,7 +136,7 @@ def decode(payload: bytes, dtype: np.dtype, shape3: tuple[int, ...]) -> np.ndarr
         raise FormatError(f"unsupported SZ3 bounded block version {payload[3]}")
     if payload[4] >= len(_TYPES):
         raise FormatError(f"unknown coded type {payload[4]} of an SZ3 bounded block")
-    if _imagecodecs() is None:  # pragma: no cover - a dependency of napari-sciz
+    if codec_module("SZ3") is None:  # pragma: no cover - a dependency of napari-sciz
         raise FormatError("this bounded file needs SZ3 (imagecodecs) to decode")
     coded = _TYPES[payload[4]]
     head = {"shape": list(_squeezed(shape3)), "dtype": coded.str}

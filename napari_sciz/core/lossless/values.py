@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import zlib
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -211,6 +212,26 @@ def _finish(
     if zlib.crc32(out.reshape(-1).view(np.uint8)) != crc:  # (the buffer, no copy)
         raise FormatError("lossless block fails its checksum (corrupted payload)")
     return out
+
+
+def codec_module(name: str) -> Any | None:
+    """imagecodecs when it has the codec ``name`` (``"SPERR"``, ``"SZ3"``) built in, else None."""
+    try:
+        import imagecodecs
+    except ModuleNotFoundError:  # pragma: no cover - a dependency of napari-sciz
+        return None
+    codec = getattr(imagecodecs, name, None)
+    return imagecodecs if codec is not None and codec.available else None
+
+
+def float_codec_tolerance(block: np.ndarray, bound: float) -> float:
+    """The bound a float codec (SPERR, SZ3) is asked for so that the decode stays within
+    ``bound`` on any machine: ``floor(E)`` for integers (the decode is rounded), else ``E``
+    less four units in the last place of the block's largest magnitude."""
+    if block.dtype.kind in "iu":
+        return float(math.floor(bound))
+    largest = np.abs(block).max().astype(block.dtype)
+    return bound - 4.0 * float(np.spacing(largest))
 
 
 def wavelet_values_as(values: np.ndarray, dtype: np.dtype, codec: str) -> np.ndarray:
