@@ -39,7 +39,7 @@ MAGIC = b"SZI"
 _VERSION = 1
 _HEAD = struct.Struct("<3sBBBHqqI")
 _U32 = struct.Struct("<I")
-#: activity classes per level (floor(log2(1 + |b - a| / step)), at most 6)
+#: activity classes per level (as :data:`.interpkernels.ACTIVITY`, without importing numba)
 _ACTIVITY = 7
 #: the largest token alphabet: tokens of zigzag values below 2^63
 _MAX_TOKENS = 134
@@ -58,72 +58,31 @@ def _contexts(levels: int) -> int:
     return 1 + _ACTIVITY * levels
 
 
-def _passes(shape3: tuple[int, ...]) -> Iterator[tuple[int, int, tuple[slice, ...], np.ndarray]]:
-    """Every (level, axis, target slices, target positions along the axis), in coding order."""
-    nd = len(shape3)
+def _passes(shape3: tuple[int, ...]) -> Iterator[tuple[int, int]]:
+    """Every (level, axis) pass with targets, in coding order."""
     for level in range(_levels(shape3), 0, -1):
-        s, h = 1 << level, 1 << (level - 1)
-        for axis in range(nd):
-            if h >= shape3[axis]:
-                continue
-            idx = tuple(
-                slice(0, None, h) if a < axis else slice(h, None, s) if a == axis else
-                slice(0, None, s)
-                for a in range(nd)
-            )  # fmt: skip
-            yield level, axis, idx, np.arange(h, shape3[axis], s)
-
-
-def _predict(
-    rec: np.ndarray, level: int, axis: int, idx: tuple[slice, ...], pos: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """The pass's predictions and contexts from the reconstructed voxels ``rec``."""
-    h, n = 1 << (level - 1), rec.shape[axis]
-    lines = list(idx)
-    lines[axis] = slice(None)
-    known = rec[tuple(lines)]
-
-    def at(p: np.ndarray) -> np.ndarray:
-        return np.take(known, np.clip(p, 0, n - 1), axis=axis)
-
-    shape = [1] * rec.ndim
-    shape[axis] = len(pos)
-    a, b = at(pos - h), at(pos + h)
-    inside = ((pos + h) < n).reshape(shape)
-    pred = np.where(inside, (a + b + 1) >> 1, a)
-    cubic = ((pos - 3 * h >= 0) & (pos + 3 * h < n)).reshape(shape)
-    if cubic.any():
-        c, d = at(pos - 3 * h), at(pos + 3 * h)
-        pred = np.where(cubic, (9 * (a + b) - c - d + 8) >> 4, pred)
-    return pred, np.abs(np.where(inside, b - a, 0))
-
-
-def _activity(spread: np.ndarray, step: int, level: int) -> np.ndarray:
-    """Context of each voxel of a pass (1 + activity class + 7 (level - 1))."""
-    cls = np.zeros(spread.shape, np.int64)
-    ratio = spread // step
-    for k in range(1, _ACTIVITY):
-        cls += ratio >= (1 << k) - 1
-    return 1 + cls + _ACTIVITY * (level - 1)
+        h = 1 << (level - 1)
+        for axis in range(3):
+            if h < shape3[axis]:
+                yield level, axis
 
 
 def _quantized(
     block: np.ndarray, bound: int
 ) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
     """The indices and contexts of every pass (the corner first), and the reconstruction."""
-    x = block.astype(np.int64)
+    from .interpkernels import encode_pass
+
+    x = np.ascontiguousarray(block, np.int64)
     step = 2 * bound + 1
     rec = np.zeros_like(x)
-    corner = (slice(0, 1),) * x.ndim
-    q0 = (x[corner] + bound) // step
-    rec[corner] = q0 * step
-    qs, ctxs = [q0.ravel()], [np.zeros(1, np.int64)]
-    for level, axis, idx, pos in _passes(x.shape):
-        pred, spread = _predict(rec, level, axis, idx, pos)
-        q = (x[idx] - pred + bound) // step
-        rec[idx] = pred + q * step
-        qs.append(q.ravel())
-        ctxs.append(_activity(spread, step, level).ravel())
+    q0 = (x[0, 0, 0] + bound) // step
+    rec[0, 0, 0] = q0 * step
+    qs, ctxs = [np.array([q0], np.int64)], [np.zeros(1, np.int64)]
+    for level, axis in _passes(x.shape):
+        q, ctx = encode_pass(x, rec, level, axis, bound)
+        qs.append(q)
+        ctxs.append(ctx)
     return qs, ctxs, rec
 
 
@@ -217,19 +176,6 @@ class _Reader:
         return _U32.unpack(self.take(4))[0]
 
 
-def _raw_values(bits: np.ndarray, start: int, nb: np.ndarray) -> tuple[np.ndarray, int]:
-    """The raw-bit values of a segment (``nb`` bits each, most significant first)."""
-    ends = start + np.cumsum(nb)
-    if nb.size and int(ends[-1]) > bits.size:
-        raise FormatError("interpolation bounded block's raw bits are truncated")
-    first = ends - nb
-    out = np.zeros(nb.size, np.int64)
-    for k in range(int(nb.max(initial=0))):
-        has = nb > k
-        out[has] = (out[has] << 1) | bits[first[has] + k]
-    return out, int(ends[-1]) if nb.size else start
-
-
 def decode(payload: bytes, dtype: np.dtype, shape3: tuple[int, ...]) -> np.ndarray:
     """The block an interpolation payload codes, in ``dtype``.
 
@@ -240,6 +186,8 @@ def decode(payload: bytes, dtype: np.dtype, shape3: tuple[int, ...]) -> np.ndarr
         stream, or a decode whose CRC-32 is not the stored one.
     """
     import constriction
+
+    from .interpkernels import decode_pass, pass_context
 
     dtype = np.dtype(dtype)
     if len(payload) < _HEAD.size or not is_interp_block(payload):
@@ -274,11 +222,10 @@ def decode(payload: bytes, dtype: np.dtype, shape3: tuple[int, ...]) -> np.ndarr
     except Exception as exc:  # noqa: BLE001 - constriction refuses the words
         raise FormatError("interpolation bounded block's ANS stream is damaged") from exc
     models: dict[int, object] = {}
-    bitpos = 0
 
-    def read_pass(ctx: np.ndarray) -> np.ndarray:
-        nonlocal bitpos
-        o, counts = _order(ctx)
+    def tokens(ctx: np.ndarray) -> np.ndarray:
+        """The pass's tokens in coding order (by context, raster order within one)."""
+        counts = np.bincount(ctx)
         tok = np.empty(ctx.size, np.int64)
         start = 0
         for c in np.flatnonzero(counts):
@@ -292,24 +239,23 @@ def decode(payload: bytes, dtype: np.dtype, shape3: tuple[int, ...]) -> np.ndarr
             except Exception as exc:  # noqa: BLE001 - any failure means a bad stream
                 raise FormatError("interpolation bounded block's ANS stream is damaged") from exc
             start += n
-        if (tok < 0).any() or (tok >= n_tok).any():
-            raise FormatError("interpolation bounded block decodes an unknown token")
-        nb = nb_table[tok]
-        extra, bitpos = _raw_values(bits, bitpos, nb)
-        u = base_table[tok] + extra
-        q_sorted = (u >> 1) ^ -(u & 1)
-        q = np.empty_like(q_sorted)
-        q[o] = q_sorted
-        return q
+        return tok
 
     rec = np.zeros(shape3, np.int64)
-    corner = (slice(0, 1),) * len(shape3)
-    rec[corner] = read_pass(np.zeros(1, np.int64)).reshape(rec[corner].shape) * step
-    with np.errstate(over="ignore"):
-        for level, axis, idx, pos in _passes(tuple(shape3)):
-            pred, spread = _predict(rec, level, axis, idx, pos)
-            q = read_pass(_activity(spread, step, level).ravel()).reshape(pred.shape)
-            rec[idx] = pred + q * step
+    tok0 = int(tokens(np.zeros(1, np.int64))[0])
+    if not 0 <= tok0 < n_tok or int(nb_table[tok0]) > bits.size:
+        raise FormatError("interpolation bounded block's tokens or raw bits are damaged")
+    bitpos = int(nb_table[tok0])
+    u0 = int(base_table[tok0]) + int("".join(map(str, bits[:bitpos])) or "0", 2)
+    rec[0, 0, 0] = ((u0 >> 1) ^ -(u0 & 1)) * step
+    for level, axis in _passes(tuple(shape3)):
+        if bitpos < 0:
+            break
+        pred, ctx = pass_context(rec, level, axis, step)
+        bitpos = decode_pass(rec, level, axis, step, pred, ctx, tokens(ctx), bits, bitpos,
+                             nb_table, base_table)  # fmt: skip
+    if bitpos < 0:
+        raise FormatError("interpolation bounded block's tokens or raw bits are damaged")
     out = np.clip(rec + lo, *_dtype_range(dtype)).astype(dtype)
     if zlib.crc32(np.ascontiguousarray(out).tobytes()) != crc:
         raise FormatError("interpolation bounded block fails its checksum (corrupted payload)")
