@@ -22,6 +22,7 @@ __all__ = [
     "default_axes",
     "check_calibration",
     "check_labels",
+    "native_order",
 ]
 
 #: dtypes that can be compressed (decoded arrays keep the dtype).
@@ -39,6 +40,14 @@ def default_axes(ndim: int) -> str:
     return {2: "YX", 3: "ZYX", 4: "CZYX", 5: "TCZYX", 6: "QTCZYX"}.get(ndim, "")
 
 
+def native_order(arr: np.ndarray) -> np.ndarray:
+    """``arr`` in the machine's byte order (a copy only when it is not already: big-endian
+    TIFF, zarr or memory-mapped data on a little-endian machine)."""
+    if arr.dtype.isnative:
+        return arr
+    return arr.astype(arr.dtype.newbyteorder("="))
+
+
 def check_array(data: Any) -> np.ndarray:
     """Validate an image array and return it as a numpy array (no copy when possible).
 
@@ -52,6 +61,7 @@ def check_array(data: Any) -> np.ndarray:
     except Exception as exc:  # noqa: BLE001 - any array-like failure is a user input problem
         raise InvalidInputError(f"cannot read the input as an array: {exc}") from exc
     check_shape_dtype(arr.shape, arr.dtype)
+    arr = native_order(arr)
     if arr.dtype.kind == "f":
         finite = np.isfinite(arr)
         if not finite.all():

@@ -51,6 +51,7 @@ import numpy as np
 
 from ...errors import FormatError, InvalidInputError
 from ..blocks import BlockGrid
+from ..validate import native_order
 from . import interpblock, sperrblock, szblock
 from .layout import _HEAD2, _MAGIC, _RAW_MAGIC, _RAW_VERSION, _VERSIONS
 from .raster import TRIAL_VOXELS, encode_raster, sample_box, trial_size
@@ -124,6 +125,9 @@ def encode_block(
         raise InvalidInputError(f"mode must be one of {MODES}, got {mode!r}")
     if block.ndim != 3:
         raise InvalidInputError("encode_block expects a 3D block")
+    # the payloads' checksums and value mappings read native bytes (a big-endian TIFF, zarr or
+    # memmap block would otherwise be checked against its swapped bytes)
+    block = native_order(block)
     out = _encode(block, mode, max_error, search)
     if mode != "bounded" or not block.size:
         return out
@@ -228,7 +232,7 @@ def decode_block(payload: bytes, dtype: np.dtype, shape3: tuple[int, int, int]) 
         The payload is malformed or fails its checksum.
     """
     try:
-        return _decode(payload, np.dtype(dtype), tuple(shape3))
+        return _decode(payload, np.dtype(dtype).newbyteorder("="), tuple(shape3))
     except FormatError:
         raise
     except Exception as exc:  # noqa: BLE001 - any failure means a bad payload
@@ -315,6 +319,7 @@ def code_verified(
 ) -> tuple[bytes, np.ndarray]:
     """:func:`encode_block` of a 3D block and what the decoder returns for it, checked (bit
     for bit in lossless mode, within ``max_error`` in bounded mode) before it counts."""
+    block = native_order(block)
     payload = encode_block(block, mode, max_error, search)
     decoded = decode_block(payload, block.dtype, block.shape)
     if mode == "lossless":
