@@ -178,6 +178,31 @@ def test_big_endian_input_round_trips(dtype: str) -> None:
     assert np.array_equal(decoded, data)
 
 
+def test_blocks_checksummed_over_big_endian_bytes_still_decode(monkeypatch) -> None:
+    """Before 2026-12-05 a big-endian input's blocks were checksummed over its big-endian
+    bytes (their values were right): such blocks decode; a wrong checksum is still refused."""
+    from napari_sciz.core.lossless import interpblock, raster
+
+    def big(arr: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder(">")).reshape(-1).view(
+            np.uint8
+        )
+
+    data = _smooth((4, 18, 20), "uint16", seed=4)
+    monkeypatch.setattr(raster, "le_bytes", big)
+    monkeypatch.setattr(interpblock, "le_bytes", big)
+    coded = encode_block(data, "lossless")
+    interp = interpblock.encode(data, 3)
+    monkeypatch.undo()
+    assert np.array_equal(decode_block(coded, data.dtype, data.shape), data)
+    out = interpblock.decode(interp, data.dtype, data.shape)
+    assert np.abs(out.astype(np.int64) - data).max() <= 3
+    damaged = bytearray(coded)
+    damaged[18] ^= 1  # the block's CRC-32 (format.md: after the magic, flags and D, H, W)
+    with pytest.raises(FormatError, match="checksum"):
+        decode_block(bytes(damaged), data.dtype, data.shape)
+
+
 def test_bounded_floats_at_the_ends_of_the_range() -> None:
     """A float32 stack whose values all lie within E of each other (SPERR writes an empty
     chunk for it, which the reader refuses: that candidate is dropped), and one whose range

@@ -56,7 +56,14 @@ from . import interpblock, sperrblock, szblock
 from .layout import _HEAD2, _MAGIC, _RAW_MAGIC, _RAW_VERSION, _VERSIONS
 from .raster import TRIAL_VOXELS, encode_raster, sample_box, trial_size
 from .v1 import _HEAD, decode_v1
-from .values import LOSSLESS_DTYPES, _finish, _map_values, _Mapped, quantization_step
+from .values import (
+    LOSSLESS_DTYPES,
+    _finish,
+    _map_values,
+    _Mapped,
+    le_bytes,
+    quantization_step,
+)
 from .wavefront import _decode_v2
 
 __all__ = [
@@ -163,7 +170,7 @@ def _encode(block: np.ndarray, mode: str, max_error: float | None, search: bool)
         alt = encode_raster(other, (d, h, w), search)
         if len(alt) < len(out):
             out = alt
-    raw = m.expected.tobytes()
+    raw = le_bytes(m.expected).tobytes()
     if len(out) > len(raw) + 8:
         # incompressible block (e.g. noise): stored as it is
         return _RAW_MAGIC + struct.pack("<BI", _RAW_VERSION, zlib.crc32(raw)) + raw
@@ -252,7 +259,7 @@ def _decode(payload: bytes, dtype: np.dtype, shape3: tuple[int, ...]) -> np.ndar
         n = math.prod(shape3) * dtype.itemsize
         if len(body) != n or zlib.crc32(body) != crc_raw:
             raise FormatError("stored lossless block fails its checksum (corrupted payload)")
-        return np.frombuffer(body, dtype).reshape(shape3).copy()
+        return np.frombuffer(body, dtype.newbyteorder("<")).astype(dtype).reshape(shape3)
     if len(payload) < 4 or payload[:3] != _MAGIC:
         raise FormatError("not a lossless block payload")
     version = payload[3]

@@ -32,6 +32,7 @@ import numpy as np
 
 from ...errors import FormatError
 from .entropy import _pack_bits, _quantize_hist, _token_tables, _tokenize, trimmed_categorical
+from .values import crc_matches, le_bytes
 
 __all__ = ["MAGIC", "decode", "encode", "is_interp_block"]
 
@@ -140,7 +141,7 @@ def encode(block: np.ndarray, bound: float) -> bytes | None:
     words = np.asarray(coder.get_compressed(), np.uint32)
     hist = zlib.compress(stored.astype("<u4").tobytes(), 9)
     decoded = np.clip(rec + lo, *_dtype_range(block.dtype)).astype(block.dtype)
-    crc = zlib.crc32(np.ascontiguousarray(decoded).tobytes())
+    crc = zlib.crc32(le_bytes(decoded))
     head = _HEAD.pack(MAGIC, _VERSION, levels, n_tok, n_ctx, lo, step, crc)
     return b"".join(
         [
@@ -257,6 +258,6 @@ def decode(payload: bytes, dtype: np.dtype, shape3: tuple[int, ...]) -> np.ndarr
     if bitpos < 0:
         raise FormatError("interpolation bounded block's tokens or raw bits are damaged")
     out = np.clip(rec + lo, *_dtype_range(dtype)).astype(dtype)
-    if zlib.crc32(np.ascontiguousarray(out).tobytes()) != crc:
+    if not crc_matches(out, crc):
         raise FormatError("interpolation bounded block fails its checksum (corrupted payload)")
     return out

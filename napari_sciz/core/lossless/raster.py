@@ -41,7 +41,7 @@ from .predict import (
 from .sparse import SparseCoder, SparseTable
 from .sparse import choose as choose_sparse
 from .tokens import _encode_v2_core, _fit_ls, choose_map, choose_mask, rank_masks
-from .values import _FLAG_TABLE, _Mapped, _pack_uints
+from .values import _FLAG_TABLE, _Mapped, _pack_uints, le_bytes
 from .xls import XLSParams, fit_xls
 
 #: a block may have one lane per this many voxels (at most :data:`_MAX_LANES`; row-band lanes
@@ -267,7 +267,7 @@ def _encode_with(
         flags |= _FLAG_TABLE
         n_table = len(m.table)
         table_bytes = _pack_uints(np.diff(m.table, prepend=0))
-    crc = zlib.crc32(m.expected.tobytes())
+    crc = zlib.crc32(le_bytes(m.expected))
     ls_bytes = cores[0]["ls"] if axis == AXIS_Y else [b for c in cores for b in c["ls"]]
     head = _HEAD2.pack(
         _MAGIC, _VERSION, m.kind, flags, d, h, w, crc, m.offset, m.lo, m.step, n_table,

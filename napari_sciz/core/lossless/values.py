@@ -214,9 +214,26 @@ def _finish(
     else:
         out = (lo + v * step).astype(dtype)
     out = np.ascontiguousarray(out)
-    if zlib.crc32(out.reshape(-1).view(np.uint8)) != crc:  # (the buffer, no copy)
+    if not crc_matches(out, crc):
         raise FormatError("lossless block fails its checksum (corrupted payload)")
     return out
+
+
+def le_bytes(arr: np.ndarray) -> np.ndarray:
+    """The bytes of ``arr`` in C order, each value little-endian (what a block's CRC-32 and a
+    stored block hold on every machine), as a uint8 array (no copy on little-endian hosts)."""
+    le = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<"))
+    return le.reshape(-1).view(np.uint8)
+
+
+def crc_matches(out: np.ndarray, crc: int) -> bool:
+    """Whether ``out`` is the block of CRC-32 ``crc``: of its little-endian bytes, or of its
+    big-endian ones (files coded from big-endian arrays before 2026-12-05 hold that CRC; the
+    values were right)."""
+    if zlib.crc32(le_bytes(out)) == crc:
+        return True
+    big = np.ascontiguousarray(out, dtype=out.dtype.newbyteorder(">"))
+    return out.dtype.itemsize > 1 and zlib.crc32(big.reshape(-1).view(np.uint8)) == crc
 
 
 def codec_module(name: str) -> Any | None:
