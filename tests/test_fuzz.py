@@ -21,7 +21,7 @@ def files() -> dict[str, bytes]:
     "mode",
     [
         *("lossy", "hybrid", "lossless", "bounded", "lossless-wide", "lossless-sparse"),
-        *("bounded-sz3", "bounded-interp"),
+        *("bounded-sz3", "bounded-interp", "bounded-interp-f32"),
     ],
 )
 def test_hostile_files_with_valid_crcs_are_refused_or_decoded(files, mode) -> None:

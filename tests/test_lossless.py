@@ -184,8 +184,8 @@ def test_blocks_checksummed_over_big_endian_bytes_still_decode(monkeypatch) -> N
     from napari_sciz.core.lossless import interpblock, raster
 
     def big(arr: np.ndarray) -> np.ndarray:
-        return np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder(">")).reshape(-1).view(
-            np.uint8
+        return (
+            np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder(">")).reshape(-1).view(np.uint8)
         )
 
     data = _smooth((4, 18, 20), "uint16", seed=4)
@@ -300,15 +300,16 @@ def test_bounded_blocks_may_be_coded_by_sz3(monkeypatch, dtype: str) -> None:
     assert result.nbytes < without.nbytes
 
 
-@pytest.mark.parametrize("dtype", ["uint16", "int16", "uint32", "int32"])
+@pytest.mark.parametrize("dtype", ["uint16", "int16", "uint32", "int32", "float32", "float64"])
 def test_bounded_blocks_may_be_coded_by_interpolation(monkeypatch, dtype: str) -> None:
     """SZ3's interpolation predictor with in-loop quantization, coded by our entropy coder,
-    codes the integer ramp smaller than SZ3 itself: the block says so (model version 4), the
-    bound holds, and without it the file is the SZ3 one."""
+    codes the ramp smaller than SZ3 itself: the block says so (model version 4, or 5 for
+    floats, put on a fine integer grid first), the bound holds, and without it the file is
+    the SZ3 one."""
     from napari_sciz.core.lossless import interpblock
 
     data = _ramp_volume(dtype)
-    result = _coded_within_16(data, 4, "interpolation")
+    result = _coded_within_16(data, 5 if data.dtype.kind == "f" else 4, "interpolation")
     monkeypatch.setattr(interpblock, "encode", lambda block, bound: None)
     without = api.compress(data, mode="bounded", max_error=16)
     assert without.header["model"]["version"] < 4
@@ -327,23 +328,31 @@ def test_interpolation_blocks_hold_any_bound_on_any_shape(shape, dtype: str) -> 
         assert payload is not None
         out = interpblock.decode(payload, data.dtype, data.shape)
         assert np.abs(out.astype(np.float64) - data.astype(np.float64)).max() <= bound
-    assert interpblock.encode(data.astype(np.float32), 4) is None  # integers only
+    for bound in (0.25, 4, 1000.0):  # floats: on a fine grid, the bound checked after the cast
+        floats = data.astype(np.float32) / 7
+        payload = interpblock.encode(floats, bound)
+        assert payload is not None and interpblock.is_float_interp_block(payload)
+        out = interpblock.decode(payload, floats.dtype, floats.shape)
+        assert np.abs(out.astype(np.float64) - floats.astype(np.float64)).max() <= bound
     assert interpblock.encode(data, 0.5) is None  # below 1: lossless
+    assert interpblock.encode(np.full((2, 3, 4), 1.5, np.float32), 4) is None  # flat
 
 
-def test_interpolation_block_damage_is_a_format_error() -> None:
+@pytest.mark.parametrize("dtype", ["uint16", "float32"])
+def test_interpolation_block_damage_is_a_format_error(dtype: str) -> None:
     """Sizes are checked before use and the decoded block against its stored CRC-32: a
     damaged payload is a FormatError or, where the damage is in unused bits, the block."""
     from napari_sciz.core.lossless import interpblock
 
-    block = _ramp_volume("uint16")
+    block = _ramp_volume(dtype)
     payload = interpblock.encode(block, 16)
     assert payload is not None and interpblock.is_interp_block(payload)
     good = interpblock.decode(payload, block.dtype, block.shape)
     with pytest.raises(FormatError, match="shape"):
         interpblock.decode(payload, block.dtype, (8, 64, 128))
-    with pytest.raises(FormatError, match="dtype"):
-        interpblock.decode(payload, np.dtype(np.float32), block.shape)
+    with pytest.raises(FormatError, match="dtype"):  # an integer block in a float file, or back
+        interpblock.decode(payload, np.dtype("int16" if block.dtype.kind == "f" else "f4"),
+                           block.shape)  # fmt: skip
     rng = np.random.default_rng(8)
     refused = 0
     for _ in range(150):

@@ -86,8 +86,9 @@ DECODABLE_MODELS = {
     # bounded version 2: a block may be coded by SPERR's point-wise error mode
     # (napari_sciz.core.lossless.sperrblock; only such files); version 3: by SZ3
     # (napari_sciz.core.lossless.szblock; only such files); version 4: by interpolation with
-    # in-loop quantization (napari_sciz.core.lossless.interpblock; only such files)
-    "bounded": {"causal-predictor": 4},
+    # in-loop quantization (napari_sciz.core.lossless.interpblock; only such files); version
+    # 5: a float block by interpolation on a fine integer grid (interpblock version 2)
+    "bounded": {"causal-predictor": 5},
 }
 
 

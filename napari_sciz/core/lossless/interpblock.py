@@ -1,5 +1,5 @@
-"""Error-bounded integer blocks coded by multilevel interpolation with in-loop quantization
-(bounded mode, model version 4).
+"""Error-bounded blocks coded by multilevel interpolation with in-loop quantization
+(bounded mode, model version 4; float blocks, payload version 2, model version 5).
 
 SZ3's predictor, coded with this package's entropy coder: the block is predicted coarse to
 fine, one axis at a time (at each level the voxels halfway between known ones, by cubic
@@ -14,9 +14,16 @@ activity of the two reconstructed neighbours the prediction interpolates between
 sets a block's size today, this codes 5-49 % smaller (estimated: ``scripts/interp_estimate.py``);
 the encoder keeps it when it is the smallest of the block's codings.
 
+A float block (version 2) is first put on a grid ``lo + d k`` fine enough to cost little
+(``d = E / 1024``: each value within ``d / 2`` of its grid point, the code's step ``2047 d``
+instead of SZ3's ``2 E``), coded as integers within ``floor((E - d / 2) / d)`` steps, and decoded
+as ``lo + d rec`` in binary64 (one product and one sum, the same bits on every machine) cast
+to the dtype; the encoder checks the bound after that cast.
+
 Payload::
 
-    "SZI" u8 version (1) u8 levels u8 n_tok u16 n_ctx i64 lo i64 step u32 crc32
+    "SZI" u8 version (1: integers, 2: floats) u8 levels u8 n_tok u16 n_ctx i64 lo (0 for
+    floats) i64 step u32 crc32 | version 2: f64 lo f64 d |
     u32 hist_len | histograms (zlib of n_ctx x n_tok u32 counts)
     u32 n_words | ANS u32 words | raw bits (to the end)
 """
@@ -34,10 +41,15 @@ from ...errors import FormatError
 from .entropy import _pack_bits, _quantize_hist, _token_tables, _tokenize, trimmed_categorical
 from .values import crc_matches, le_bytes
 
-__all__ = ["MAGIC", "decode", "encode", "is_interp_block"]
+__all__ = ["MAGIC", "decode", "encode", "is_float_interp_block", "is_interp_block"]
 
 MAGIC = b"SZI"
 _VERSION = 1
+#: the payload version of float blocks (a grid ``lo + d k`` around the integer code)
+_VERSION_FLOAT = 2
+_FLOAT = struct.Struct("<dd")
+#: grid steps per bound of a float block (``d = E / 1024``: the code's step is 2047 d)
+_FLOAT_STEPS = 1024.0
 _HEAD = struct.Struct("<3sBBBHqqI")
 _U32 = struct.Struct("<I")
 #: activity classes per level (as :data:`.interpkernels.ACTIVITY`, without importing numba)
@@ -49,6 +61,12 @@ _MAX_TOKENS = 134
 def is_interp_block(payload: bytes) -> bool:
     """Whether ``payload`` is an interpolation-coded bounded block."""
     return payload[:3] == MAGIC
+
+
+def is_float_interp_block(payload: bytes) -> bool:
+    """Whether ``payload`` is an interpolation-coded float block (version 2; bounded model
+    version 5)."""
+    return is_interp_block(payload) and len(payload) > 3 and payload[3] == _VERSION_FLOAT
 
 
 def _levels(shape3: tuple[int, ...]) -> int:
@@ -98,21 +116,63 @@ def _order(ctx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def encode(block: np.ndarray, bound: float) -> bytes | None:
-    """The interpolation payload of an integer ``block`` (3D) within ``bound``, or None when
-    the block is not integer, the bound is below 1 or the block is empty or flat."""
-    import constriction
-
-    if block.dtype.kind not in "iu" or not block.size or not bound >= 1:
+    """The interpolation payload of ``block`` (3D) within ``bound``, or None when the block
+    is empty or flat, the bound is below 1 (integers) or not positive (floats), or a float
+    block's decode would miss the bound."""
+    if not block.size or block.dtype.kind not in "iuf":
+        return None
+    if block.dtype.kind == "f":
+        return _encode_float(block, bound)
+    if not bound >= 1:
         return None
     lo = int(block.min())
     if int(block.max()) == lo:
         return None
     e = int(math.floor(bound))
-    step = 2 * e + 1
-    values = block.astype(np.int64) - lo
-    qs, ctxs, rec = _quantized(values, e)
+    body, n_tok, rec = _code(block.astype(np.int64) - lo, e)
+    decoded = np.clip(rec + lo, *_dtype_range(block.dtype)).astype(block.dtype)
     levels = _levels(block.shape)
-    n_ctx = _contexts(levels)
+    crc = zlib.crc32(le_bytes(decoded))
+    head = _HEAD.pack(MAGIC, _VERSION, levels, n_tok, _contexts(levels), lo, 2 * e + 1, crc)
+    return head + body
+
+
+def _encode_float(block: np.ndarray, bound: float) -> bytes | None:
+    """Version 2: the float block on a fine integer grid ``lo + d k`` (``d`` = ``E / 1024``,
+    coarser when the range would pass 2^40 steps; each value within ``d / 2``), coded as an
+    integer block within ``floor((E - d / 2) / d)`` steps of ``d``, then checked."""
+    x = block.astype(np.float64)
+    lo, hi = float(x.min()), float(x.max())
+    if not (bound > 0 and math.isfinite(bound)) or hi == lo:
+        return None
+    d = bound / min(_FLOAT_STEPS, max(1.0, 2.0**40 * bound / (hi - lo)))
+    e = math.floor((bound - d / 2) / d * (1 - 1e-9))
+    if e < 1:
+        return None
+    body, n_tok, rec = _code(np.rint((x - lo) / d).astype(np.int64), e)
+    decoded = _float_values(rec, lo, d, block.dtype)
+    if not np.abs(decoded.astype(np.float64) - x).max() <= bound:
+        return None  # the cast to the dtype rounded past the bound: other codings stay
+    levels = _levels(block.shape)
+    crc = zlib.crc32(le_bytes(decoded))
+    head = _HEAD.pack(MAGIC, _VERSION_FLOAT, levels, n_tok, _contexts(levels), 0, 2 * e + 1, crc)
+    return head + _FLOAT.pack(lo, d) + body
+
+
+def _float_values(rec: np.ndarray, lo: float, d: float, dtype: np.dtype) -> np.ndarray:
+    """``lo + d rec`` in binary64 (a product, then a sum: the same bits on every machine),
+    cast to ``dtype``."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return (rec.astype(np.float64) * d + lo).astype(dtype)
+
+
+def _code(values: np.ndarray, e: int) -> tuple[bytes, int, np.ndarray]:
+    """The body of a payload (histograms, ANS words, raw bits) of the non-negative integer
+    ``values`` within ``e``, its alphabet size and the reconstruction."""
+    import constriction
+
+    qs, ctxs, rec = _quantized(values, e)
+    n_ctx = _contexts(_levels(values.shape))
     toks, nbs, raws, order_ctx = [], [], [], []
     for q, ctx in zip(qs, ctxs, strict=True):
         o, _counts = _order(ctx)
@@ -140,12 +200,8 @@ def encode(block: np.ndarray, bound: float) -> bytes | None:
         coder.encode_reverse(tok_all[a:b].astype(np.int32), models[c])
     words = np.asarray(coder.get_compressed(), np.uint32)
     hist = zlib.compress(stored.astype("<u4").tobytes(), 9)
-    decoded = np.clip(rec + lo, *_dtype_range(block.dtype)).astype(block.dtype)
-    crc = zlib.crc32(le_bytes(decoded))
-    head = _HEAD.pack(MAGIC, _VERSION, levels, n_tok, n_ctx, lo, step, crc)
-    return b"".join(
+    body = b"".join(
         [
-            head,
             _U32.pack(len(hist)),
             hist,
             _U32.pack(words.size),
@@ -153,6 +209,7 @@ def encode(block: np.ndarray, bound: float) -> bytes | None:
             _pack_bits(np.concatenate(nbs), np.concatenate(raws)),
         ]
     )
+    return body, n_tok, rec
 
 
 def _dtype_range(dtype: np.dtype) -> tuple[int, int]:
@@ -186,18 +243,15 @@ def decode(payload: bytes, dtype: np.dtype, shape3: tuple[int, ...]) -> np.ndarr
         Not such a payload, an unknown version, sizes that do not match the block, a damaged
         stream, or a decode whose CRC-32 is not the stored one.
     """
-    import constriction
-
-    from .interpkernels import decode_pass, pass_context
-
     dtype = np.dtype(dtype)
     if len(payload) < _HEAD.size or not is_interp_block(payload):
         raise FormatError("not an interpolation bounded block")
     _m, version, levels, n_tok, n_ctx, lo, step, crc = _HEAD.unpack_from(payload)
-    if version != _VERSION:
+    if version not in (_VERSION, _VERSION_FLOAT):
         raise FormatError(f"unsupported interpolation bounded block version {version}")
-    if dtype.kind not in "iu":
-        raise FormatError("an interpolation bounded block in a file of non-integer dtype")
+    if (dtype.kind == "f") != (version == _VERSION_FLOAT) or dtype.kind not in "iuf":
+        raise FormatError(f"an interpolation bounded block of version {version} in a "
+                          f"file of dtype {dtype.name}")  # fmt: skip
     if levels != _levels(shape3) or n_ctx != _contexts(levels):
         raise FormatError("interpolation bounded block does not match the block's shape")
     if not 1 <= n_tok <= _MAX_TOKENS or step < 3 or step % 2 == 0 or step > 1 << 40:
@@ -205,6 +259,28 @@ def decode(payload: bytes, dtype: np.dtype, shape3: tuple[int, ...]) -> np.ndarr
     if not -(1 << 62) < lo < 1 << 62:
         raise FormatError("interpolation bounded block has invalid parameters")
     reader = _Reader(payload, _HEAD.size)
+    if version == _VERSION_FLOAT:
+        flo, d = _FLOAT.unpack(reader.take(_FLOAT.size))
+        if not (math.isfinite(flo) and math.isfinite(d) and d > 0):
+            raise FormatError("interpolation bounded block has an invalid float grid")
+    rec = _reconstruct(reader, payload, tuple(shape3), n_ctx, n_tok, step)
+    if version == _VERSION_FLOAT:
+        out = _float_values(rec, flo, d, dtype)
+    else:
+        out = np.clip(rec + lo, *_dtype_range(dtype)).astype(dtype)
+    if not crc_matches(out, crc):
+        raise FormatError("interpolation bounded block fails its checksum (corrupted payload)")
+    return out
+
+
+def _reconstruct(
+    reader: _Reader, payload: bytes, shape3: tuple[int, ...], n_ctx: int, n_tok: int, step: int
+) -> np.ndarray:
+    """The integer reconstruction ``rec`` (int64) of a payload's body (histograms on)."""
+    import constriction
+
+    from .interpkernels import decode_pass, pass_context
+
     inflate = zlib.decompressobj()
     expected = n_ctx * n_tok * 4
     try:
@@ -222,26 +298,7 @@ def decode(payload: bytes, dtype: np.dtype, shape3: tuple[int, ...]) -> np.ndarr
         coder = constriction.stream.stack.AnsCoder(words)
     except Exception as exc:  # noqa: BLE001 - constriction refuses the words
         raise FormatError("interpolation bounded block's ANS stream is damaged") from exc
-    models: dict[int, object] = {}
-
-    def tokens(ctx: np.ndarray) -> np.ndarray:
-        """The pass's tokens in coding order (by context, raster order within one)."""
-        counts = np.bincount(ctx)
-        tok = np.empty(ctx.size, np.int64)
-        start = 0
-        for c in np.flatnonzero(counts):
-            c, n = int(c), int(counts[c])
-            if not stored[c].any():
-                raise FormatError("interpolation bounded block: a context without histogram")
-            if c not in models:
-                models[c] = trimmed_categorical(stored[c])
-            try:
-                tok[start : start + n] = coder.decode(models[c], n)
-            except Exception as exc:  # noqa: BLE001 - any failure means a bad stream
-                raise FormatError("interpolation bounded block's ANS stream is damaged") from exc
-            start += n
-        return tok
-
+    tokens = _TokenReader(coder, stored)
     rec = np.zeros(shape3, np.int64)
     tok0 = int(tokens(np.zeros(1, np.int64))[0])
     if not 0 <= tok0 < n_tok or int(nb_table[tok0]) > bits.size:
@@ -249,7 +306,7 @@ def decode(payload: bytes, dtype: np.dtype, shape3: tuple[int, ...]) -> np.ndarr
     bitpos = int(nb_table[tok0])
     u0 = int(base_table[tok0]) + int("".join(map(str, bits[:bitpos])) or "0", 2)
     rec[0, 0, 0] = ((u0 >> 1) ^ -(u0 & 1)) * step
-    for level, axis in _passes(tuple(shape3)):
+    for level, axis in _passes(shape3):
         if bitpos < 0:
             break
         pred, ctx = pass_context(rec, level, axis, step)
@@ -257,7 +314,29 @@ def decode(payload: bytes, dtype: np.dtype, shape3: tuple[int, ...]) -> np.ndarr
                              nb_table, base_table)  # fmt: skip
     if bitpos < 0:
         raise FormatError("interpolation bounded block's tokens or raw bits are damaged")
-    out = np.clip(rec + lo, *_dtype_range(dtype)).astype(dtype)
-    if not crc_matches(out, crc):
-        raise FormatError("interpolation bounded block fails its checksum (corrupted payload)")
-    return out
+    return rec
+
+
+class _TokenReader:
+    """A pass's tokens in coding order (by context, raster order within one) from the ANS
+    stream, one decode call per context."""
+
+    def __init__(self, coder: object, stored: np.ndarray) -> None:
+        self.coder, self.stored, self.models = coder, stored, {}
+
+    def __call__(self, ctx: np.ndarray) -> np.ndarray:
+        counts = np.bincount(ctx)
+        tok = np.empty(ctx.size, np.int64)
+        start = 0
+        for c in np.flatnonzero(counts):
+            c, n = int(c), int(counts[c])
+            if not self.stored[c].any():
+                raise FormatError("interpolation bounded block: a context without histogram")
+            if c not in self.models:
+                self.models[c] = trimmed_categorical(self.stored[c])
+            try:
+                tok[start : start + n] = self.coder.decode(self.models[c], n)
+            except Exception as exc:  # noqa: BLE001 - any failure means a bad stream
+                raise FormatError("interpolation bounded block's ANS stream is damaged") from exc
+            start += n
+        return tok
