@@ -314,8 +314,10 @@ def test_compress_end_to_end(viewer_widget, qtbot, notes, tmp_path, monkeypatch)
     np.testing.assert_allclose(delta.contrast_limits, (-dmax, dmax), rtol=1e-5)
     assert delta.colormap.name == "sciz delta"
     np.testing.assert_allclose(delta.colormap.map(np.array([0.5]))[0, :3], 0.0, atol=1e-6)
-    # every panel says what it is, on the canvas
+    # every panel says what it is, on the canvas, in a font its longest name fits
     assert all(layer.name_overlay.visible for layer in (src, recon, delta))
+    sizes = {layer.name_overlay.font_size for layer in (src, recon, delta)}
+    assert len(sizes) == 1 and 7 <= sizes.pop() <= 12
 
     # linked contrast between original and reconstruction
     np.testing.assert_allclose(recon.contrast_limits, src.contrast_limits)
@@ -604,3 +606,20 @@ def test_a_boolean_mask_layer_is_coded_losslessly(viewer_widget, qtbot, notes):
     assert widget.result.header["mode"] == "lossless"
     np.testing.assert_array_equal(np.asarray(widget.result.reconstruction), mask)
     assert any("boolean mask" in str(n.message) for n in notes)
+
+
+def test_panel_names_shrink_to_fit_their_panels() -> None:
+    """Long image names get a smaller overlay font (down to 7 points), short ones 12."""
+    from types import SimpleNamespace
+
+    from napari_sciz._widgets._viewer import panel_font_size
+
+    class Canvas:
+        def viewbox_size(self, layers):  # noqa: ANN001, ANN202 - napari's signature
+            return (400.0, 216.0)
+
+    viewer = SimpleNamespace(canvas=Canvas(), layers=[])
+    sizes = [panel_font_size(viewer, [SimpleNamespace(name="x" * n)]) for n in (8, 20, 30, 60)]
+    assert sizes[0] == 12 and sizes[-1] == 7
+    assert sizes == sorted(sizes, reverse=True) and 7 < sizes[2] < sizes[1] < 12
+    assert panel_font_size(SimpleNamespace(layers=[]), [SimpleNamespace(name="x" * 8)]) == 12
