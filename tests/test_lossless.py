@@ -331,11 +331,34 @@ def test_interpolation_blocks_hold_any_bound_on_any_shape(shape, dtype: str) -> 
     for bound in (0.25, 4, 1000.0):  # floats: on a fine grid, the bound checked after the cast
         floats = data.astype(np.float32) / 7
         payload = interpblock.encode(floats, bound)
-        assert payload is not None and interpblock.is_float_interp_block(payload)
+        assert payload is not None and interpblock.is_interp_v2_block(payload)
         out = interpblock.decode(payload, floats.dtype, floats.shape)
         assert np.abs(out.astype(np.float64) - floats.astype(np.float64)).max() <= bound
     assert interpblock.encode(data, 0.5) is None  # below 1: lossless
     assert interpblock.encode(np.full((2, 3, 4), 1.5, np.float32), 4) is None  # flat
+
+
+def test_interpolation_index_contexts_are_kept_where_smaller(monkeypatch) -> None:
+    """Contexts split by the neighbours' quantization indices (payload version 2, flag 2) are
+    kept when they code the block smaller; the decode holds the bound; a flag this reader does
+    not know is refused."""
+    from napari_sciz.core.lossless import interpblock
+
+    z, y, x = np.mgrid[:8, :96, :96]
+    rng = np.random.default_rng(3)
+    data = (2000 + 60 * x + 10 * y + rng.normal(0, 6, z.shape)).astype(np.uint16)
+    payload = interpblock.encode(data, 16)
+    assert interpblock.is_interp_v2_block(payload)
+    flags_at = interpblock._HEAD.size
+    assert payload[flags_at] == 2
+    out = interpblock.decode(payload, data.dtype, data.shape)
+    assert np.abs(out.astype(np.int64) - data).max() <= 16
+    plain = interpblock._body(data.astype(np.int64) - int(data.min()), 16, False)[0]
+    assert len(payload) < len(plain) + flags_at  # (the same header, less its flags byte)
+    unknown = bytearray(payload)
+    unknown[flags_at] |= 4
+    with pytest.raises(FormatError, match="flags"):
+        interpblock.decode(bytes(unknown), data.dtype, data.shape)
 
 
 @pytest.mark.parametrize("dtype", ["uint16", "float32"])

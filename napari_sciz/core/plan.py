@@ -87,7 +87,8 @@ DECODABLE_MODELS = {
     # (napari_sciz.core.lossless.sperrblock; only such files); version 3: by SZ3
     # (napari_sciz.core.lossless.szblock; only such files); version 4: by interpolation with
     # in-loop quantization (napari_sciz.core.lossless.interpblock; only such files); version
-    # 5: a float block by interpolation on a fine integer grid (interpblock version 2)
+    # 5: an interpolation block of payload version 2 (floats on a fine integer grid, or
+    # contexts split by the neighbours' quantization indices)
     "bounded": {"causal-predictor": 5},
 }
 

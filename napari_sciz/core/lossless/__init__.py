@@ -85,11 +85,12 @@ MODES = ("lossless", "bounded")
 
 def model_version(payloads: list[bytes]) -> int:
     """The header's model version of a lossless/bounded file of ``payloads`` (bounded mode;
-    older readers say "upgrade"): 5 when a float block is coded by interpolation, else 4 when
-    an integer block is (:mod:`.interpblock`), else 3 when one is coded by SZ3
-    (:mod:`.szblock`), else 2 when one is coded by SPERR (:mod:`.sperrblock`), 1 otherwise."""
+    older readers say "upgrade"): 5 when a block is coded by interpolation in payload version
+    2 (floats, or index contexts), else 4 when one is in version 1 (:mod:`.interpblock`),
+    else 3 when one is coded by SZ3 (:mod:`.szblock`), else 2 when one is coded by SPERR
+    (:mod:`.sperrblock`), 1 otherwise."""
     for version, kind in (
-        (5, interpblock.is_float_interp_block),
+        (5, interpblock.is_interp_v2_block),
         (4, interpblock.is_interp_block),
         (3, szblock.is_sz3_block),
         (2, sperrblock.is_sperr_block),

@@ -6,8 +6,10 @@ and ``2h`` along the axes after it, visited in raster order. Each target is pred
 reconstructed voxels at ``pos - h`` and ``pos + h`` along the axis (their rounded mean, or a
 copy of the first at the far edge) or, with ``pos - 3h`` and ``pos + 3h`` inside, by the cubic
 ``(9 (a + b) - c - d + 8) >> 4``; its context is the level and a 7-class activity of
-``|b - a|`` in quantization steps. Integer arithmetic only: every machine computes the same
-values. Compiled on first use and cached on disk by numba.
+``|b - a|`` in quantization steps, and, with ``qctx``, a 4-class sum of the absolute
+quantization indices the two neighbours were coded with (``qabs``, capped at 255: 0, 1, 2-3,
+4 or more). Integer arithmetic only: every machine computes the same values. Compiled on
+first use and cached on disk by numba.
 """
 
 from __future__ import annotations
@@ -15,10 +17,12 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["ACTIVITY", "decode_pass", "encode_pass", "pass_context"]
+__all__ = ["ACTIVITY", "INDEX_CLASSES", "decode_pass", "encode_pass", "pass_context"]
 
 #: activity classes per level (floor(log2(1 + |b - a| / step)), at most 6)
 ACTIVITY = 7
+#: classes of the neighbours' absolute quantization indices (``qctx``)
+INDEX_CLASSES = 4
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -54,11 +58,20 @@ def _thresholds(step: int) -> np.ndarray:
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _context(spread: int, thr: np.ndarray, level: int) -> int:
+def _context(
+    spread: int, thr: np.ndarray, level: int, qabs: np.ndarray, axis: int, i: int, j: int,
+    k: int, pos: int, h: int, n: int, qctx: bool,
+) -> int:  # fmt: skip
     cls = 0
-    for k in range(ACTIVITY - 1):
-        cls += spread >= thr[k]
-    return 1 + cls + ACTIVITY * (level - 1)
+    for c in range(ACTIVITY - 1):
+        cls += spread >= thr[c]
+    if not qctx:
+        return 1 + cls + ACTIVITY * (level - 1)
+    s = int(_at(qabs, axis, i, j, k, pos - h))
+    if pos + h < n:
+        s += int(_at(qabs, axis, i, j, k, pos + h))
+    qcls = 0 if s == 0 else 1 if s == 1 else 2 if s <= 3 else 3
+    return 1 + (cls + ACTIVITY * (level - 1)) * INDEX_CLASSES + qcls
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -77,19 +90,25 @@ def _grid(shape: tuple, axis: int, h: int) -> tuple:
     return st, sp
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _targets(shape: tuple, st: np.ndarray, sp: np.ndarray) -> int:
+    n0 = (shape[0] - st[0] + sp[0] - 1) // sp[0]
+    n1 = (shape[1] - st[1] + sp[1] - 1) // sp[1]
+    n2 = (shape[2] - st[2] + sp[2] - 1) // sp[2]
+    return max(n0, 0) * max(n1, 0) * max(n2, 0)
+
+
 @njit(cache=True, nogil=True)
 def encode_pass(
-    x: np.ndarray, rec: np.ndarray, level: int, axis: int, bound: int
-) -> tuple[np.ndarray, np.ndarray]:
+    x: np.ndarray, rec: np.ndarray, qabs: np.ndarray, level: int, axis: int, bound: int,
+    qctx: bool,
+) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """Quantize one pass in the loop: the indices and contexts of its targets (raster order);
-    ``rec`` receives their reconstructions."""
+    ``rec`` receives their reconstructions and ``qabs`` their capped absolute indices."""
     h, step = 1 << (level - 1), 2 * bound + 1
     n, thr = rec.shape[axis], _thresholds(step)
     st, sp = _grid(rec.shape, axis, h)
-    n0 = (rec.shape[0] - st[0] + sp[0] - 1) // sp[0]
-    n1 = (rec.shape[1] - st[1] + sp[1] - 1) // sp[1]
-    n2 = (rec.shape[2] - st[2] + sp[2] - 1) // sp[2]
-    q = np.empty(max(n0, 0) * max(n1, 0) * max(n2, 0), np.int64)
+    q = np.empty(_targets(rec.shape, st, sp), np.int64)
     ctx = np.empty_like(q)
     t = 0
     for i in range(st[0], rec.shape[0], sp[0]):
@@ -99,24 +118,22 @@ def encode_pass(
                 pred, spread = _predict(rec, axis, i, j, k, pos, h, n)
                 qi = (x[i, j, k] - pred + bound) // step
                 rec[i, j, k] = pred + qi * step
+                qabs[i, j, k] = min(abs(qi), 255)
                 q[t] = qi
-                ctx[t] = _context(spread, thr, level)
+                ctx[t] = _context(spread, thr, level, qabs, axis, i, j, k, pos, h, n, qctx)
                 t += 1
     return q, ctx
 
 
 @njit(cache=True, nogil=True)
 def pass_context(
-    rec: np.ndarray, level: int, axis: int, step: int
+    rec: np.ndarray, qabs: np.ndarray, level: int, axis: int, step: int, qctx: bool
 ) -> tuple[np.ndarray, np.ndarray]:
     """The predictions and contexts of one pass's targets (raster order)."""
     h = 1 << (level - 1)
     n, thr = rec.shape[axis], _thresholds(step)
     st, sp = _grid(rec.shape, axis, h)
-    n0 = (rec.shape[0] - st[0] + sp[0] - 1) // sp[0]
-    n1 = (rec.shape[1] - st[1] + sp[1] - 1) // sp[1]
-    n2 = (rec.shape[2] - st[2] + sp[2] - 1) // sp[2]
-    pred = np.empty(max(n0, 0) * max(n1, 0) * max(n2, 0), np.int64)
+    pred = np.empty(_targets(rec.shape, st, sp), np.int64)
     ctx = np.empty_like(pred)
     t = 0
     for i in range(st[0], rec.shape[0], sp[0]):
@@ -124,7 +141,7 @@ def pass_context(
             for k in range(st[2], rec.shape[2], sp[2]):
                 pos = i if axis == 0 else j if axis == 1 else k
                 pred[t], spread = _predict(rec, axis, i, j, k, pos, h, n)
-                ctx[t] = _context(spread, thr, level)
+                ctx[t] = _context(spread, thr, level, qabs, axis, i, j, k, pos, h, n, qctx)
                 t += 1
     return pred, ctx
 
@@ -132,6 +149,7 @@ def pass_context(
 @njit(cache=True, nogil=True)
 def decode_pass(
     rec: np.ndarray,
+    qabs: np.ndarray,
     level: int,
     axis: int,
     step: int,
@@ -143,7 +161,8 @@ def decode_pass(
     nb_table: np.ndarray,
     base_table: np.ndarray,
 ) -> int:
-    """Write one pass's reconstructions into ``rec``.
+    """Write one pass's reconstructions into ``rec`` (and capped absolute indices into
+    ``qabs``).
 
     ``tok`` holds the pass's tokens in coding order (by context, raster order within one),
     their raw bits start at ``bitpos`` of ``bits``. Returns the next bit position, or -1 when
@@ -181,5 +200,6 @@ def decode_pass(
                 u += extra
                 qi = (u >> 1) ^ -(u & 1)
                 rec[i, j, k] = pred[t] + qi * step
+                qabs[i, j, k] = min(abs(qi), 255)
                 t += 1
     return offset[tok.size]
