@@ -353,6 +353,10 @@ def test_interpolation_index_contexts_are_kept_where_smaller(monkeypatch) -> Non
     assert payload[flags_at] == 2
     out = interpblock.decode(payload, data.dtype, data.shape)
     assert np.abs(out.astype(np.int64) - data).max() <= 16
+    from napari_sciz.core.lossless import describe
+
+    text = describe.predictor_text(describe.describe_block(payload))
+    assert text == "interpolation, in-loop quantization, index contexts"  # (sciz info)
     plain = interpblock._body(data.astype(np.int64) - int(data.min()), 16, False)[0]
     assert len(payload) < len(plain) + flags_at  # (the same header, less its flags byte)
     unknown = bytearray(payload)

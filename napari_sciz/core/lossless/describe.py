@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from ...errors import FormatError
-from .interpblock import is_interp_block
+from .interpblock import interp_index_contexts, is_interp_block
 from .layout import _HEAD2, _MAGIC, _RAW_MAGIC
 from .predict import _SUB_NAMES, _SUB_XLS
 from .sperrblock import is_sperr_block
@@ -49,7 +49,7 @@ def describe_block(payload: bytes) -> dict[str, Any]:
     if is_sz3_block(payload):
         return {"coding": "sz3"}
     if is_interp_block(payload):
-        return {"coding": "interpolation"}
+        return {"coding": "interpolation", "index_contexts": interp_index_contexts(payload)}
     if payload[:3] != _MAGIC or len(payload) < 4:
         raise FormatError("not a lossless block payload")
     version = payload[3]
@@ -90,7 +90,8 @@ def predictor_text(d: dict[str, Any]) -> str:
     if d["coding"] == "sz3":
         return "SZ3 (absolute error)"
     if d["coding"] == "interpolation":
-        return "interpolation, in-loop quantization"
+        extra = ", index contexts" if d.get("index_contexts") else ""
+        return f"interpolation, in-loop quantization{extra}"
     names = []
     for n in d["predictors"]:
         if n == _NAMES[_SUB_XLS] and "wide_ls_classes" in d:

@@ -44,7 +44,14 @@ from ...errors import FormatError
 from .entropy import _pack_bits, _quantize_hist, _token_tables, _tokenize, trimmed_categorical
 from .values import crc_matches, le_bytes
 
-__all__ = ["MAGIC", "decode", "encode", "is_interp_block", "is_interp_v2_block"]
+__all__ = [
+    "MAGIC",
+    "decode",
+    "encode",
+    "interp_index_contexts",
+    "is_interp_block",
+    "is_interp_v2_block",
+]
 
 MAGIC = b"SZI"
 _VERSION = 1
@@ -75,6 +82,15 @@ def is_interp_v2_block(payload: bytes) -> bool:
     """Whether ``payload`` is an interpolation block of payload version 2 (a float block, or
     one with index contexts; bounded model version 5)."""
     return is_interp_block(payload) and len(payload) > 3 and payload[3] == _VERSION_2
+
+
+def interp_index_contexts(payload: bytes) -> bool:
+    """Whether an interpolation block splits its contexts by the neighbours' indices."""
+    return (
+        is_interp_v2_block(payload)
+        and len(payload) > _HEAD.size
+        and bool(payload[_HEAD.size] & _FLAG_QCTX)
+    )
 
 
 def _levels(shape3: tuple[int, ...]) -> int:
