@@ -37,6 +37,19 @@ def test_hostile_files_with_valid_crcs_are_refused_or_decoded(files, mode) -> No
     assert outcomes.get("refused", 0) > 0  # the mutations do reach the checks
 
 
+@pytest.mark.parametrize("seed", [0, 1])
+def test_the_bounded_samples_hold_the_codings_they_are_named_for(seed: int) -> None:
+    """The long run's default seed and the tests' seed both give SZ3 blocks, version-1
+    interpolation blocks and version-2 (float) interpolation blocks to mutate."""
+    from napari_sciz.core.bitstream import container
+
+    files = fuzz.sample_files(seed=seed)
+    want = {"bounded-sz3": b"SZ3", "bounded-interp": b"SZI\x01", "bounded-interp-f32": b"SZI\x02"}
+    for name, magic in want.items():
+        with container.SciZFile(files[name]) as f:
+            assert all(f.payload(i)[: len(magic)] == magic for i in range(2)), name
+
+
 def test_the_long_run_counts_outcomes_in_child_processes() -> None:
     summary = fuzz.run(cases=6, seed=3, batch=3, case_seconds=10, memory_gib=8)
     assert summary["cases"] == 6

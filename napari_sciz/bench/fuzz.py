@@ -95,13 +95,14 @@ def sample_files(seed: int = 0) -> dict[str, bytes]:
     inside = (x - 64) ** 2 + (y - 80) ** 2 < 45**2
     ct = np.where(inside, 1000 + rng.normal(0, 6, z.shape), 0)
     ct[(rng.random(z.shape) < 2e-4) & ~inside] = 17
-    # a noisy ramp at a bound of 16: interpolation blocks (integers and float32), SZ3 blocks
-    # (float32, decoded in a helper process; the interpolation candidate held back, since it
-    # codes this ramp smaller)
+    # a noisy ramp at a bound of 16: interpolation blocks (integers and float32); a steeper,
+    # quieter one: SZ3 blocks (float32, decoded in a helper process; the interpolation
+    # candidate held back, since it codes that ramp smaller too)
     z, y, x = np.mgrid[:8, :64, :64]
     ramp = 2000 + 20 * x + 10 * y + rng.normal(0, 6, z.shape)
+    steep = (2000 + 60 * x + 10 * y + rng.normal(0, 3, z.shape)).astype(np.float32)
     with mock.patch.object(interpblock, "encode", lambda block, bound: None):
-        sz3 = compress(ramp.astype(np.float32), mode="bounded", max_error=16, block_voxels=16384)
+        sz3 = compress(steep, mode="bounded", max_error=16, block_voxels=16384)
     return {
         "lossy": bytes(compress(vol, 12, mode="lossy", steps=5, **common).data),
         "hybrid": bytes(compress(vol, 12, mode="hybrid", steps=5, **common).data),
