@@ -519,7 +519,7 @@ def test_invalid_arguments() -> None:
         api.compress(data, mode="nearly")
     with pytest.raises(InvalidInputError):
         api.compress(data)  # lossy needs a ratio
-    with pytest.raises(InvalidInputError):
+    with pytest.raises(InvalidInputError, match="mode='bounded'"):  # and what to do instead
         api.compress(data.astype(np.float64), mode="lossless")
 
 

@@ -63,6 +63,7 @@ from .values import (
     _Mapped,
     le_bytes,
     quantization_step,
+    unsupported_lossless,
 )
 from .wavefront import _decode_v2
 
@@ -306,9 +307,7 @@ def check_mode(mode: str, max_error: float | None, dtype: np.dtype) -> float | N
         if max_error is not None:
             raise InvalidInputError("max_error is for mode='bounded' only")
         if np.dtype(dtype).name not in LOSSLESS_DTYPES:
-            raise InvalidInputError(
-                f"lossless mode supports {', '.join(LOSSLESS_DTYPES)}; got {np.dtype(dtype).name}"
-            )
+            raise InvalidInputError(unsupported_lossless(dtype))
         return None
     if max_error is None:
         raise InvalidInputError("mode='bounded' needs max_error")

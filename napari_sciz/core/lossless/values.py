@@ -148,9 +148,7 @@ def _map_values(block: np.ndarray, mode: str, max_error: float | None) -> _Mappe
             values = q
     else:
         if dtype.name not in LOSSLESS_DTYPES:
-            raise InvalidInputError(
-                f"lossless mode supports {', '.join(LOSSLESS_DTYPES)}; got {dtype.name}"
-            )
+            raise InvalidInputError(unsupported_lossless(dtype))
         expected = block
         if dtype.kind == "f":
             width, view = _float_bits(dtype)
@@ -217,6 +215,17 @@ def _finish(
     if not crc_matches(out, crc):
         raise FormatError("lossless block fails its checksum (corrupted payload)")
     return out
+
+
+def unsupported_lossless(dtype: np.dtype) -> str:
+    """What to tell a user whose ``dtype`` has no lossless mode (and what to do instead)."""
+    text = f"lossless mode supports {', '.join(LOSSLESS_DTYPES)}; got {np.dtype(dtype).name}"
+    if np.dtype(dtype).name == "float64":
+        text += (
+            " (for float64 use mode='bounded' with a max_error below what matters, or cast to "
+            "float32 where that changes no value: np.array_equal(a.astype(np.float32), a))"
+        )
+    return text
 
 
 def le_bytes(arr: np.ndarray) -> np.ndarray:
