@@ -113,8 +113,11 @@ def _passes(shape3: tuple[int, ...]) -> Iterator[tuple[int, int]]:
 def _quantized(
     block: np.ndarray, bound: int, qctx: bool
 ) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
-    """The indices and contexts of every pass (the corner first), and the reconstruction."""
-    from .interpkernels import encode_pass
+    """The indices and contexts of every pass (the corner first), and the reconstruction.
+
+    A pass's predictions and contexts read only earlier passes (the decoder's kernel,
+    :func:`.interpkernels.pass_context`), so its targets are quantized together."""
+    from .interpkernels import pass_context
 
     x = np.ascontiguousarray(block, np.int64)
     step = 2 * bound + 1
@@ -125,8 +128,18 @@ def _quantized(
     qabs[0, 0, 0] = min(abs(int(q0)), 255)
     qs, ctxs = [np.array([q0], np.int64)], [np.zeros(1, np.int64)]
     for level, axis in _passes(x.shape):
-        q, ctx = encode_pass(x, rec, qabs, level, axis, bound, qctx)
-        qs.append(q)
+        h = 1 << (level - 1)
+        where = tuple(
+            slice(0, None, h) if a < axis else slice(h, None, 2 * h) if a == axis else
+            slice(0, None, 2 * h)
+            for a in range(3)
+        )  # fmt: skip
+        pred, ctx = pass_context(rec, qabs, level, axis, step, qctx)
+        pred = pred.reshape(rec[where].shape)
+        q = (x[where] - pred + bound) // step
+        rec[where] = pred + q * step
+        qabs[where] = np.minimum(np.abs(q), 255)
+        qs.append(q.ravel())
         ctxs.append(ctx)
     return qs, ctxs, rec
 

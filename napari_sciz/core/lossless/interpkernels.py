@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["ACTIVITY", "INDEX_CLASSES", "decode_pass", "encode_pass", "pass_context"]
+__all__ = ["ACTIVITY", "INDEX_CLASSES", "decode_pass", "pass_context"]
 
 #: activity classes per level (floor(log2(1 + |b - a| / step)), at most 6)
 ACTIVITY = 7
@@ -96,33 +96,6 @@ def _targets(shape: tuple, st: np.ndarray, sp: np.ndarray) -> int:
     n1 = (shape[1] - st[1] + sp[1] - 1) // sp[1]
     n2 = (shape[2] - st[2] + sp[2] - 1) // sp[2]
     return max(n0, 0) * max(n1, 0) * max(n2, 0)
-
-
-@njit(cache=True, nogil=True)
-def encode_pass(
-    x: np.ndarray, rec: np.ndarray, qabs: np.ndarray, level: int, axis: int, bound: int,
-    qctx: bool,
-) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
-    """Quantize one pass in the loop: the indices and contexts of its targets (raster order);
-    ``rec`` receives their reconstructions and ``qabs`` their capped absolute indices."""
-    h, step = 1 << (level - 1), 2 * bound + 1
-    n, thr = rec.shape[axis], _thresholds(step)
-    st, sp = _grid(rec.shape, axis, h)
-    q = np.empty(_targets(rec.shape, st, sp), np.int64)
-    ctx = np.empty_like(q)
-    t = 0
-    for i in range(st[0], rec.shape[0], sp[0]):
-        for j in range(st[1], rec.shape[1], sp[1]):
-            for k in range(st[2], rec.shape[2], sp[2]):
-                pos = i if axis == 0 else j if axis == 1 else k
-                pred, spread = _predict(rec, axis, i, j, k, pos, h, n)
-                qi = (x[i, j, k] - pred + bound) // step
-                rec[i, j, k] = pred + qi * step
-                qabs[i, j, k] = min(abs(qi), 255)
-                q[t] = qi
-                ctx[t] = _context(spread, thr, level, qabs, axis, i, j, k, pos, h, n, qctx)
-                t += 1
-    return q, ctx
 
 
 @njit(cache=True, nogil=True)
