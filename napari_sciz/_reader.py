@@ -404,22 +404,32 @@ def _cache_key(key: Any) -> tuple[Any, ...] | None:
 def _layer_data(path: Path, reader: Any) -> LayerData:
     data = LazySciZArray(reader)
     header: dict[str, Any] = dict(getattr(reader, "header", None) or {})
-    ndim = data.ndim
+    # a colour image with its samples last (RGB or RGBA) is shown as one: napari's layer then
+    # has one axis less, and the samples' calibration is dropped
+    rgb = bool(getattr(reader, "channels_last", False)) and data.shape[-1] in (3, 4)
+    ndim = data.ndim - rgb
+
+    def spatial(values: Any) -> Any:
+        return values[:-1] if rgb and values is not None and len(values) == data.ndim else values
+
     kwargs: dict[str, Any] = {
         "name": str(header.get("name") or path.stem),
-        "rgb": False,
+        "rgb": rgb,
         "metadata": {"sciz_path": str(path), "sciz_header": header},
     }
-    scale = _per_axis(getattr(reader, "voxel_size", None), ndim, 1.0)
+    scale = _per_axis(spatial(getattr(reader, "voxel_size", None)), ndim, 1.0)
     if scale is not None:
         kwargs["scale"] = [_positive(s) for s in scale]
-    units = _units(getattr(reader, "units", None), ndim)
+    units = _units(spatial(getattr(reader, "units", None)), ndim)
     if units is not None:
         kwargs["units"] = units
-    axes = getattr(reader, "axes", None)
+    axes = spatial(getattr(reader, "axes", None))
     if axes is not None and len(axes) == ndim and len(set(axes)) == ndim:
         kwargs["axis_labels"] = tuple(str(a).lower() for a in axes)
-    kwargs["contrast_limits"] = _contrast_limits(header, data)
+    if rgb and data.dtype == np.uint8:
+        kwargs["contrast_limits"] = [0.0, 255.0]  # as napari shows an 8-bit colour image
+    else:
+        kwargs["contrast_limits"] = _contrast_limits(header, data)
     return data, kwargs, "image"
 
 

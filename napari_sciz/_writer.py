@@ -49,6 +49,7 @@ def write_sciz(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
         read-only (these are checked before the fit).
     """
     from napari_sciz._settings import get_default_ratio
+    from napari_sciz.core.colour import default_axes
     from napari_sciz.io import check_output
 
     out = Path(path)
@@ -62,7 +63,9 @@ def write_sciz(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
     if meta.get("multiscale") and isinstance(data, list | tuple):
         data = data[0]
     array = np.asarray(data)
-    ndim = array.ndim
+    # an RGB(A) layer: napari's calibration covers the axes before the colour samples
+    rgb = bool(meta.get("rgb")) and array.ndim >= 3
+    ndim = array.ndim - rgb
 
     kwargs: dict[str, Any] = {"ratio": get_default_ratio()}
     name = meta.get("name")
@@ -70,13 +73,15 @@ def write_sciz(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
         kwargs["name"] = str(name)
     scale = meta.get("scale")
     if scale is not None and len(scale) == ndim:
-        kwargs["voxel_size"] = tuple(float(s) for s in scale)
+        kwargs["voxel_size"] = tuple(float(s) for s in scale) + (1.0,) * rgb
     units = _unit_names(meta.get("units"), ndim)
     if units is not None:
-        kwargs["units"] = units
+        kwargs["units"] = units + ("pixel",) * rgb
     axes = _axes(meta.get("axis_labels"), ndim)
-    if axes is not None:
-        kwargs["axes"] = axes
+    if axes is not None and not (rgb and "C" in axes):
+        kwargs["axes"] = axes + "C" * rgb
+    elif rgb:
+        kwargs["axes"] = default_axes(array.ndim)  # the samples are the last axis
 
     result = compress(array, **kwargs)
     result.save(out, force=True, inputs=sources)

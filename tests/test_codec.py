@@ -1239,15 +1239,67 @@ def test_effort_presets_size_the_budget(monkeypatch: pytest.MonkeyPatch) -> None
     assert 8 * 0.98 <= result.ratio <= 8 * 1.1
 
 
-def test_channels_last_colour_images_get_a_note() -> None:
-    """An RGB image with its channels last would be coded as 3-pixel-wide columns: the
-    user is told how to fix the layout, and nothing else changes."""
-    rgb = np.random.default_rng(0).integers(0, 255, (32, 40, 3)).astype(np.uint8)
-    with pytest.warns(UserWarning, match="channels first"):
-        result = api.compress(rgb, mode="lossless")
+def colour_image(h: int = 48, w: int = 40) -> np.ndarray:
+    """A smooth RGB image (channels last), its channels alike as a photograph's are."""
+    y, x = np.mgrid[0:h, 0:w]
+    base = 100 + 60 * np.sin(y / 7.0) * np.cos(x / 9.0)
+    planes = [base, 0.8 * base + 20 * np.cos(x / 5.0), 0.6 * base + 30]
+    return np.clip(np.stack(planes, axis=-1), 0, 255).astype(np.uint8)
+
+
+def test_colour_images_with_their_samples_last_are_coded_channels_first() -> None:
+    """An RGB image as numpy holds it, (Y, X, 3), is coded with its samples as the first axis
+    (not as 3-pixel-wide columns) and decodes in its own layout: shape, regions, indexing,
+    calibration and the reconstruction are those of the original array."""
+    rgb = colour_image()
+    result = api.compress(rgb, mode="lossless", voxel_size=(0.5, 0.25, 1.0))
+    assert result.header["channels_last"] is True
+    assert result.header["shape"] == [3, 48, 40] and result.header["axes"] == "CYX"
+    assert result.shape == (3, 48, 40)  # the coded layout; the reader gives the original
+    assert np.array_equal(result.reconstruction, rgb) and not result.messages
     assert np.array_equal(api.decompress(result.data), rgb)
-    with pytest.warns(UserWarning, match="channels first"):
-        result = api.compress(rgb, ratio=4, steps=5, device="cpu", mode="lossy")
-    assert "channels first" in result.messages[0]
-    assert api.channels_last_note((32, 40, 3), "ZYX") is None  # the caller confirms
-    assert api.channels_last_note((8, 64, 64), None) is None
+    reader = api.open_sciz(result.data)
+    assert reader.shape == (48, 40, 3) and reader.axes == "YXC"
+    assert reader.voxel_size == (0.5, 0.25, 1.0)
+    assert np.array_equal(reader[10:20, 5:9], rgb[10:20, 5:9])
+    assert np.array_equal(reader[..., 1], rgb[..., 1])
+    assert np.array_equal(api.decompress(result.data, roi="3:9,0:40,1:3"), rgb[3:9, :, 1:3])
+    assert api.decompress(result.data, roi="0:10,0:10,:", scale=2).shape == (20, 20, 3)
+    # the layout the caller confirms (the last axis is X) is coded as it is: a larger file
+    columns = api.compress(rgb, mode="lossless", axes="ZYX")
+    assert "channels_last" not in columns.header
+    assert np.array_equal(api.decompress(columns.data), rgb)
+    assert len(result.data) < len(columns.data)
+    bounded = api.compress(rgb, mode="bounded", max_error=2)
+    assert np.abs(api.decompress(bounded.data).astype(int) - rgb).max() <= 2
+
+
+def test_colour_volumes_and_explicit_channel_axes() -> None:
+    """``axes`` ending in C moves any number of channels; a channels-last volume (ZYXC) keeps
+    its Z axis; the lossy codecs return the original layout too."""
+    vol = np.stack([colour_image(24, 20)] * 4)  # (4, 24, 20, 3)
+    result = api.compress(vol, mode="lossless")
+    assert result.header["shape"] == [3, 4, 24, 20] and result.header["axes"] == "CZYX"
+    assert np.array_equal(api.decompress(result.data, roi="1:3,:,:,2"), vol[1:3, :, :, 2:3])
+    two = np.ascontiguousarray(colour_image()[..., :2])  # two channels, said by axes
+    result = api.compress(two, mode="lossless", axes="yxc")
+    assert result.header["channels_last"] and api.open_sciz(result.data).shape == (48, 40, 2)
+    with pytest.raises(InvalidInputError, match="axes"):
+        api.compress(two, mode="lossless", axes="ZYXC")
+    lossy = api.compress(colour_image(), ratio=8, steps=5, device="cpu", mode="lossy")
+    assert lossy.reconstruction.shape == (48, 40, 3)
+    assert np.array_equal(api.decompress(lossy.data), lossy.reconstruction)
+
+
+def test_a_channels_last_flag_is_checked_when_read() -> None:
+    """A header whose ``channels_last`` is not a boolean, or set on a 2D image, is refused."""
+    result = api.compress(colour_image(), mode="lossless")
+    with container.SciZFile(result.data) as f:
+        header, payloads = dict(f.header), [f.payload(i) for i in range(f.n_payloads)]
+    with pytest.raises(FormatError, match="channels_last"):
+        api.open_sciz(container.pack({**header, "channels_last": 1}, payloads))
+    flat = api.compress(colour_image()[..., 0], mode="lossless")
+    with container.SciZFile(flat.data) as f:
+        header, payloads = dict(f.header), [f.payload(i) for i in range(f.n_payloads)]
+    with pytest.raises(FormatError, match="channels_last"):
+        api.open_sciz(container.pack({**header, "channels_last": True}, payloads))

@@ -401,6 +401,31 @@ def test_writer_round_trip(tmp_path: Path, small_volume: np.ndarray, monkeypatch
     assert reader.axes == "ZYX"
 
 
+def test_an_rgb_layer_saves_and_opens_as_an_rgb_layer(tmp_path: Path, monkeypatch) -> None:
+    """File > Save of an RGB layer codes its samples as channels (napari's scale covers Y and
+    X only) and the file opens as an RGB layer with the same calibration."""
+    import napari_sciz.core.api as api
+
+    real_compress = api.compress
+
+    def lossless(data: Any, ratio: float, **kwargs: Any) -> Any:
+        return real_compress(data, mode="lossless", **kwargs)
+
+    monkeypatch.setattr(api, "compress", lossless)
+    y, x = np.mgrid[0:40, 0:36]
+    rgb = np.stack([(y * 5) % 256, (x * 7) % 256, (x + y) % 256], axis=-1).astype(np.uint8)
+    meta = {"name": "photo", "rgb": True, "scale": [2.0, 0.5], "axis_labels": ("y", "x")}
+    (written,) = write_sciz(str(tmp_path / "photo.sciz"), rgb, meta)
+    reader = api.open_sciz(written)
+    assert reader.channels_last and reader.shape == (40, 36, 3) and reader.axes == "YXC"
+    assert np.array_equal(np.asarray(reader), rgb)
+    array, kwargs, _ = _layer_data(Path(written), reader)
+    assert kwargs["rgb"] is True and array.shape == (40, 36, 3)
+    assert kwargs["scale"] == [2.0, 0.5] and kwargs["axis_labels"] == ("y", "x")
+    assert kwargs["contrast_limits"] == [0.0, 255.0]
+    assert np.array_equal(array[5], rgb[5])
+
+
 def test_writer_default_ratio_is_64(tmp_path: Path, monkeypatch) -> None:
     import napari_sciz.core.api as api
 

@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import json
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import numpy as np
 
 from ..errors import InvalidInputError, RatioUnreachableError
+from . import colour
 from .blocks import DEFAULT_BLOCK_VOXELS
 from .encode import BlockEncoder, FitSettings, encode_exact
 from .guided import guided_hybrid
@@ -37,9 +39,6 @@ from .plan import (
 from .reader import SciZReader, decompress, open_sciz
 from .result import CompressResult, ProgressInfo, cancel_predicate
 from .validate import check_array, check_axes, check_calibration, check_labels, check_ratio
-
-if TYPE_CHECKING:  # pragma: no cover
-    import numpy as np
 
 __all__ = [
     "CompressResult",
@@ -176,9 +175,20 @@ def compress(
 
     t_start = time.perf_counter()
     arr = check_array(data)
-    note = channels_last_note(arr.shape, axes)
-    if note:
-        warnings.warn(note, UserWarning, stacklevel=2)
+    if colour.is_channels_last(arr.shape, axes):
+        # colour samples last: coded as a leading axis, decoded in the caller's layout
+        given = check_axes(axes, arr.ndim) if axes else colour.default_axes(arr.ndim)
+        return colour.restore_result(
+            _compress(
+                colour.coded_first(arr), ratio, device=device, steps=steps, budget=budget,
+                effort=effort, seed=seed, axes=_moved(given), voxel_size=_moved(voxel_size),
+                units=_moved(units), name=name, block_voxels=block_voxels, progress=progress,
+                preview=None if preview is None else _preview_last(preview),
+                preview_interval=preview_interval, cancel=cancel, guidance=guidance,
+                labels=_moved_labels(labels, arr.shape), guidance_weights=guidance_weights,
+                mode=mode, max_error=max_error,
+            )
+        )  # fmt: skip
     if effort is not None:
         effort_budget(effort, 0)  # an unknown preset is an error in every mode
     mask_note = None
@@ -240,9 +250,11 @@ def compress(
     over = overrun_note(result.encode_seconds, budget)
     if over:
         result.messages.append(over)
-    if note:
-        result.messages.insert(0, note)
     return result
+
+
+#: :func:`compress` for its own use (callers may wrap the public name)
+_compress = compress
 
 
 @dataclass
@@ -294,20 +306,31 @@ def overrun_note(seconds: float, budget: float | None) -> str | None:
     )
 
 
-def channels_last_note(shape: tuple[int, ...], axes: str | None) -> str | None:
-    """A note for arrays that look like colour images with the channels last (``YXC``):
-    the codec takes the last two axes as Y and X, so such an image is coded as a stack of
-    3- or 4-pixel-wide columns, badly."""
-    if len(shape) < 3 or shape[-1] not in (3, 4) or shape[-2] < 16:
+def _moved(values: Any) -> Any:
+    """Per-axis ``values`` (or an axes string) of a channels-last array, in coding order."""
+    return None if values is None or len(values) == 0 else colour.last_first(values)
+
+
+def _moved_labels(labels: Any, shape: tuple[int, ...]) -> Any:
+    """Segmentation labels of a channels-last image in coding order: labels of the image's
+    shape are moved like it; labels of one channel's shape (``Y, X``) apply to every channel."""
+    if labels is None:
         return None
-    if axes is not None and axes[-1].upper() == "X":
-        return None  # the caller says the last axis is X
-    return (
-        f"the last axis of this {'x'.join(map(str, shape))} array has {shape[-1]} samples: "
-        "napari-sciz takes the last two axes as Y and X, so a colour image with its channels "
-        "last is coded as narrow columns, poorly. Move the channels first "
-        "(numpy.moveaxis(data, -1, 0)) or pass axes= to confirm the layout"
-    )
+    arr = np.asarray(labels)
+    if arr.shape == shape:
+        return colour.coded_first(arr)
+    if arr.shape == shape[:-1]:
+        return np.ascontiguousarray(np.broadcast_to(arr, (shape[-1], *arr.shape)))
+    return arr  # the check says what is wrong with it
+
+
+def _preview_last(preview: Callable[[np.ndarray], None]) -> Callable[[np.ndarray], None]:
+    """A preview callback that gets the channels-first reconstruction in the original layout."""
+
+    def show(recon: np.ndarray) -> None:
+        preview(np.moveaxis(recon, 0, -1))
+
+    return show
 
 
 def header_json(header: dict) -> str:

@@ -51,6 +51,8 @@ class HeaderInfo:
     value_map: PowerMap | None = None
     #: voxels listed in the file's outlier payload (its last), 0 without one
     outliers: int = 0
+    #: the decoded array puts its first (coded) axis last (:mod:`.colour`)
+    channels_last: bool = False
 
 
 def _int(value: Any, field: str) -> int:
@@ -186,8 +188,17 @@ def validate_header(h: dict, n_payloads: int, decodable: dict[str, dict[str, int
     axes, vs, units, name = _calibration(h, len(shape))
     vmap = _value_map(h, mode, value_range)
     return HeaderInfo(
-        mode, shape, dtype, value_range, grid, axes, vs, units, name, locked, vmap, outliers
-    )
+        mode, shape, dtype, value_range, grid, axes, vs, units, name, locked, vmap, outliers,
+        _channels_last(h, len(shape)),
+    )  # fmt: skip
+
+
+def _channels_last(h: dict, ndim: int) -> bool:
+    """Whether the decoded array puts its first axis last (colour samples, :mod:`.colour`)."""
+    flag = h.get("channels_last", False)
+    if not isinstance(flag, bool) or (flag and ndim < 3):
+        raise FormatError(f"invalid .sciz header: channels_last {flag!r} for {ndim} axes")
+    return flag
 
 
 def _outliers(h: dict, mode: str, size: int) -> int:

@@ -16,6 +16,7 @@ import numpy as np
 from ..errors import FormatError, InvalidInputError
 from .bitstream import container
 from .blocks import finalize
+from .colour import first_last, last_first
 from .header import validate_header
 from .plan import DECODABLE_MODELS, FORMAT_MODE
 from .sampling import sample_coordinates, sample_linear, source_box
@@ -80,13 +81,16 @@ class SciZReader:
     def _validate(self) -> None:
         info = validate_header(self.header, self._file.n_payloads, DECODABLE_MODELS)
         self.mode = info.mode
-        self.shape = info.shape
+        #: the decoded array puts the coded first axis last (colour samples, :mod:`.colour`)
+        self.channels_last = info.channels_last
+        self._shape = info.shape  # the coded layout
+        self.shape = info.shape if not info.channels_last else tuple(first_last(info.shape))
         self.dtype = info.dtype
-        self.axes = info.axes
+        self.axes = _layout(info.axes, info.channels_last)
         self.value_range = info.value_range
         self.grid = info.grid
-        self.voxel_size = info.voxel_size
-        self.units = info.units
+        self.voxel_size = _layout(info.voxel_size, info.channels_last)
+        self.units = _layout(info.units, info.channels_last)
         self.name = info.name
         self.locked = info.locked
         self.value_map = info.value_map
@@ -192,9 +196,10 @@ class SciZReader:
         roi : str or sequence, optional
             Region in voxel indices (see :func:`napari_sciz.core.validate.parse_roi`).
         scale : float or sequence of float
-            Sampling factor along the three spatial axes (ZYX; YX for 2D images): ``2`` gives
-            twice as many samples per axis. Sample ``j`` of an axis with region start ``s`` sits
-            at coordinate ``s + (j + 0.5) / scale - 0.5``.
+            Sampling factor along the three spatial axes (ZYX; YX for 2D images and colour
+            images with their samples last): ``2`` gives twice as many samples per axis.
+            Sample ``j`` of an axis with region start ``s`` sits at coordinate
+            ``s + (j + 0.5) / scale - 0.5``.
 
         Returns
         -------
@@ -202,7 +207,19 @@ class SciZReader:
             The decoded region in the original dtype.
         """
         box = parse_roi(roi, self.shape)
-        scales = _parse_scale(scale, self.grid.spatial_ndim)
+        n_spatial = self.grid.spatial_ndim
+        # colour samples coded as the Z axis of one image are not a spatial axis to sample
+        samples_as_z = self.channels_last and self.ndim == n_spatial
+        scales = _parse_scale(scale, n_spatial - samples_as_z)
+        if samples_as_z:
+            scales = (1.0, *scales)
+        if self.channels_last:
+            out = self._decode_box(last_first(box), scales)
+            return np.ascontiguousarray(np.moveaxis(out, 0, -1))
+        return self._decode_box(box, scales)
+
+    def _decode_box(self, box: list[tuple[int, int]], scales: tuple[float, ...]) -> np.ndarray:
+        """:meth:`decode` of ``box`` in the coded layout."""
         if self.mode != FORMAT_MODE:
             if all(s == 1 for s in scales):
                 return self._decode_whole_blocks(box)
@@ -226,7 +243,7 @@ class SciZReader:
         for lead_index in np.ndindex(*lead_shape) if lead_shape else [()]:
             volume = (
                 sum(
-                    (lead_index[i] + box[i][0]) * int(np.prod(self.shape[i + 1 : lead_nd]))
+                    (lead_index[i] + box[i][0]) * int(np.prod(self._shape[i + 1 : lead_nd]))
                     for i in range(lead_nd)
                 )
                 if lead_nd
@@ -318,7 +335,7 @@ class SciZReader:
     ) -> np.ndarray:
         """Region of a file that decodes voxels, sampled at ``scales`` by linear interpolation."""
         lead_nd = self.ndim - self.grid.spatial_ndim
-        sizes = self.shape[lead_nd:]
+        sizes = self._shape[lead_nd:]
         coords = sample_coordinates(box[lead_nd:], scales)
         src = source_box(coords, sizes)
         n_lead = math.prod(b - a for a, b in box[:lead_nd])
@@ -337,7 +354,7 @@ class SciZReader:
         else:
             out = self._blocks_region(box)
         if self._n_outliers:
-            self._outlier_list().patch(out, tuple(box), self.shape)
+            self._outlier_list().patch(out, tuple(box), self._shape)
         return out
 
     def _outlier_list(self) -> Any:
@@ -377,7 +394,7 @@ class SciZReader:
 
         with self._lock:
             if self._locked_volume is None:
-                base = self._blocks_region([(0, n) for n in self.shape])
+                base = self._blocks_region([(0, n) for n in self._shape])
                 payload = self._file.payload(self.grid.n_blocks)
                 values, _applied = apply_lock(base, payload)
                 self._locked_volume = finalize(values, self.dtype, self.value_range)
@@ -393,7 +410,7 @@ class SciZReader:
         out3 = out.reshape(lead_shape + tuple(b - a for a, b in box3))
         for lead_index in np.ndindex(*lead_shape) if lead_shape else [()]:
             src = tuple(i + a for i, (a, _b) in zip(lead_index, box[:lead_nd], strict=True))
-            volume = int(np.ravel_multi_index(src, self.shape[:lead_nd])) if lead_nd else 0
+            volume = int(np.ravel_multi_index(src, self._shape[:lead_nd])) if lead_nd else 0
             target = out3[lead_index]
 
             def fill(item: tuple, _target: np.ndarray = target) -> None:
@@ -452,6 +469,14 @@ def _naming_block(index: int, decode: Callable[[int], Any]) -> Any:
         return decode(index)
     except FormatError as exc:
         raise FormatError(f"block {index}: {exc}") from exc
+
+
+def _layout(values: Any, channels_last: bool) -> Any:
+    """Per-axis header ``values`` (or axes letters) of the coded layout in the decoded one."""
+    if values is None or not channels_last or len(values) == 0:
+        return values
+    moved = first_last(values)
+    return moved if isinstance(values, str) else tuple(moved)
 
 
 def _parse_scale(scale: Any, ndim: int) -> tuple[float, ...]:
