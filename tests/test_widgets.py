@@ -253,14 +253,10 @@ def test_field_of_view_region(make_napari_viewer):
 
 def test_bad_inputs_are_notified(viewer_widget, notes):
     viewer, widget = viewer_widget
-    rgb = viewer.add_image(np.zeros((16, 16, 3), np.uint8), rgb=True, name="rgb")
-    widget.layer_combo.setCurrentIndex(widget.layer_combo.findData(id(rgb)))
-    assert widget.start() is None
     thin = viewer.add_image(np.zeros((5, 1, 40), np.uint16), name="thin")
     widget.layer_combo.setCurrentIndex(widget.layer_combo.findData(id(thin)))
     assert widget.start() is None
     errors = _errors(notes)
-    assert any("RGB" in e for e in errors)
     assert any("thin" in e and "(5, 1, 40)" in e for e in errors)
     assert not widget.running and widget.start_button.isEnabled()
 
@@ -592,6 +588,27 @@ def test_closing_napari_during_a_fit_does_not_hang(make_napari_viewer, qtbot):
 
 
 @needs_codec
+def test_an_rgb_layer_compresses_and_shows_in_colour(viewer_widget, qtbot, notes):
+    """An RGB layer is coded with its samples as channels; the reconstruction is an RGB layer
+    in the source's frame and the delta one signed map (the mean over the samples)."""
+    viewer, widget = viewer_widget
+    y, x = np.mgrid[0:40, 0:48]
+    rgb = np.stack([(y * 5) % 256, (x * 4) % 256, (x + y) % 256], axis=-1).astype(np.uint8)
+    image = viewer.add_image(rgb, rgb=True, name="photo", scale=(0.5, 0.5))
+    widget.layer_combo.setCurrentIndex(widget.layer_combo.findData(id(image)))
+    widget.mode_combo.setCurrentIndex(widget.mode_combo.findData("lossless"))
+    assert widget.start() is not None
+    qtbot.waitUntil(lambda: not widget.running, timeout=120_000)
+    assert not _errors(notes)
+    result = widget.result
+    assert result.header["channels_last"] and result.header["voxel_size"] == [1.0, 0.5, 0.5]
+    src, recon, delta = widget.result_layers
+    assert recon.rgb and recon.data.shape == rgb.shape
+    np.testing.assert_array_equal(np.asarray(recon.data), rgb)
+    assert not delta.rgb and delta.data.shape == (40, 48)
+    assert tuple(recon.scale) == (0.5, 0.5) and tuple(delta.scale) == (0.5, 0.5)
+
+
 def test_a_boolean_mask_layer_is_coded_losslessly(viewer_widget, qtbot, notes):
     viewer, widget = viewer_widget
     mask = np.zeros((4, 32, 32), bool)

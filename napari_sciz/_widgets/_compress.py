@@ -30,6 +30,7 @@ from qtpy.QtWidgets import (
 )
 from superqt import QCollapsible
 
+from ..core.colour import default_axes
 from ..core.guidance import DEFAULT_WEIGHTS
 from ..core.plan import EFFORT_PRESETS as _CORE_PRESETS
 from ..core.plan import effort_budget
@@ -544,12 +545,6 @@ class CompressWidget(QWidget):
         """The array to compress and the fixed leading indices; raises InvalidInputError."""
         if layer is None:
             raise InvalidInputError("Choose an image layer to compress.")
-        if getattr(layer, "rgb", False):
-            raise InvalidInputError(
-                f"Layer {layer.name!r} is RGB(A): napari-sciz compresses single-channel "
-                "intensity data. Split the colour channels first (right-click the layer > "
-                "Split RGB) and compress one of them."
-            )
         data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
         n_lead = self._n_leading(layer)
         leading: tuple[int, ...] = ()
@@ -592,9 +587,14 @@ class CompressWidget(QWidget):
             weights = self.guidance_weights(guidance) if mode != "hybrid" else {}
             if weights:
                 options["guidance_weights"] = weights
-        scale = [float(s) for s in np.asarray(layer.scale)[-ndim:]]
+        # an RGB(A) layer's scale covers the axes before its colour samples, which the codec
+        # takes as channels (its last axis)
+        rgb = bool(getattr(layer, "rgb", False))
+        scale = [float(s) for s in np.asarray(layer.scale)[-(ndim - rgb) :]] + [1.0] * rgb
         if any(s != 1.0 for s in scale):
             options["voxel_size"] = tuple(scale)
+        if rgb:
+            options["axes"] = default_axes(ndim)
         return options
 
     def start(self) -> Any:
@@ -762,7 +762,7 @@ class CompressWidget(QWidget):
             return
         name = f"{src.name} sciz {self._run['ratio']}x (fitting)"
         self._preview_layer = add_result_layer(
-            self.viewer, data, name, src, leading, {"sciz": {"role": "preview"}}
+            self.viewer, data, name, src, leading, {"sciz": {"role": "preview"}}, **_rgb(src)
         )
         if not self.result_layers:
             show_side_by_side(self.viewer, [src, self._preview_layer])
@@ -850,6 +850,8 @@ class CompressWidget(QWidget):
         (original minus reconstruction) layers, placed after ``src``."""
         recon = np.asarray(result.reconstruction)
         delta = self._run["data"].astype(np.float32) - recon.astype(np.float32)
+        if _rgb(src):
+            delta = delta.mean(axis=-1)  # one signed map: the mean over the colour samples
         dmax = delta_limit(delta)
         expand = (1,) * len(leading)
         mode = str(info.get("mode", "lossy"))
@@ -871,6 +873,7 @@ class CompressWidget(QWidget):
                 src,
                 leading,
                 {"sciz": info, BYTES_KEY: result.data},
+                **_rgb(src),
             )
         delta_layer = add_result_layer(
             self.viewer,
@@ -941,3 +944,8 @@ class CompressWidget(QWidget):
         show_info(f"Saved {written} ({format_bytes(written.stat().st_size)})")
         self.status_label.setText(f"Saved {written}")
         return written
+
+
+def _rgb(layer: Any) -> dict[str, Any]:
+    """Keyword arguments that make a result layer of an RGB(A) ``layer`` one as well."""
+    return {"rgb": True} if getattr(layer, "rgb", False) else {}

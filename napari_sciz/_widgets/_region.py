@@ -398,6 +398,11 @@ class DecodeRegionWidget(QWidget):
         src = self.source_layer()
         if src is None:
             raise InvalidInputError("No compressed layer: compress an image first.")
+        if getattr(src, "rgb", False):
+            raise InvalidInputError(
+                f"{src.name!r} is an RGB layer: decode its regions from Python or the command "
+                "line (napari_sciz.decompress(path, roi=...), sciz decompress --roi)."
+            )
         shape = _compressed_shape(src)
         k = len(shape)
         m = src.ndim - k
