@@ -607,6 +607,24 @@ def test_an_rgb_layer_compresses_and_shows_in_colour(viewer_widget, qtbot, notes
     np.testing.assert_array_equal(np.asarray(recon.data), rgb)
     assert not delta.rgb and delta.data.shape == (40, 48)
     assert tuple(recon.scale) == (0.5, 0.5) and tuple(delta.scale) == (0.5, 0.5)
+    # its regions decode in colour too, sampled finely along Y and X only
+    from napari_sciz.core.api import decompress
+
+    region = widget.region
+    assert region.source_layer() is recon
+    region.live_check.setChecked(False)
+    region.region_combo.setCurrentIndex(region.region_combo.findData("__field_of_view__"))
+    region.sampling_combo.setCurrentIndex(1)
+    assert region.decode() is not None
+    qtbot.waitUntil(lambda: region.worker is None, timeout=60_000)
+    request = region.last_request
+    assert request.samples == 3 and request.roi[-1] == slice(0, 3)
+    (layer,) = [x for x in viewer.layers if x.metadata.get("sciz", {}).get("role") == "region"]
+    assert layer.rgb
+    expected = decompress(result.data, roi=request.roi, scale=2)
+    np.testing.assert_array_equal(layer.data, expected)
+    rows = request.roi[0].stop - request.roi[0].start
+    assert expected.shape[-1] == 3 and expected.shape[0] == 2 * rows
 
 
 def test_a_boolean_mask_layer_is_coded_losslessly(viewer_widget, qtbot, notes):

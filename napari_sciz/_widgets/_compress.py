@@ -515,8 +515,9 @@ class CompressWidget(QWidget):
 
     @staticmethod
     def _layer_ndim(layer: Any) -> int:
+        """The layer's axes, an RGB(A) layer's colour samples not counted."""
         data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
-        return int(len(data.shape))
+        return int(len(data.shape)) - bool(getattr(layer, "rgb", False))
 
     def _n_leading(self, layer: Any) -> int:
         """Number of leading axes fixed at the current position ("current ... only")."""

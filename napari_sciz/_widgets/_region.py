@@ -79,10 +79,19 @@ def compressed_source(layer: Any) -> bytes | str | None:
 
 
 def _compressed_shape(layer: Any) -> tuple[int, ...]:
+    """Shape of the compressed array behind ``layer`` without the colour samples of an RGB(A)
+    layer (the axes napari shows it with)."""
     info = layer.metadata.get("sciz") if isinstance(layer.metadata, dict) else None
     if isinstance(info, dict) and info.get("compressed_shape"):
-        return tuple(int(n) for n in info["compressed_shape"])
-    return tuple(int(n) for n in layer.data.shape)
+        shape = tuple(int(n) for n in info["compressed_shape"])
+    else:
+        shape = tuple(int(n) for n in layer.data.shape)
+    return shape[:-1] if _samples(layer) else shape
+
+
+def _samples(layer: Any) -> int:
+    """The colour samples of an RGB(A) layer (its data's last axis), 0 for other layers."""
+    return int(layer.data.shape[-1]) if getattr(layer, "rgb", False) else 0
 
 
 @dataclass(frozen=True)
@@ -97,11 +106,14 @@ class RegionRequest:
         Sampling factor along the displayed (Y, X) axes.
     n_leading : int
         Number of singleton leading axes of the source layer (not part of the compressed array).
+    samples : int
+        Colour samples of an RGB(A) source (the last axis of ``roi``, decoded whole), else 0.
     """
 
     roi: tuple[slice, ...]
     scale: int
     n_leading: int
+    samples: int = 0
 
     @property
     def roi_string(self) -> str:
@@ -117,13 +129,16 @@ def sampling_scale(ndim: int, factor: int) -> tuple[int, ...]:
     return (factor, factor) if ndim == 2 else (1, factor, factor)
 
 
-def _decode_job(source: bytes | str, roi: tuple[slice, ...], scale: int) -> tuple[str, Any]:
-    """Worker body: decode a region (all errors are returned, not raised)."""
+def _decode_job(
+    source: bytes | str, roi: tuple[slice, ...], scale: int, samples: int = 0
+) -> tuple[str, Any]:
+    """Worker body: decode a region (all errors are returned, not raised); the colour samples
+    of an RGB(A) file (``samples``, the last axis) are not sampled."""
     try:
         from ..core.api import decompress
 
         t0 = time.perf_counter()
-        out = decompress(source, roi=roi, scale=sampling_scale(len(roi), scale))
+        out = decompress(source, roi=roi, scale=sampling_scale(len(roi) - bool(samples), scale))
         return "ok", (np.asarray(out), time.perf_counter() - t0)
     except Exception as exc:  # noqa: BLE001 - every error is shown to the user
         return "error", exc
@@ -398,11 +413,6 @@ class DecodeRegionWidget(QWidget):
         src = self.source_layer()
         if src is None:
             raise InvalidInputError("No compressed layer: compress an image first.")
-        if getattr(src, "rgb", False):
-            raise InvalidInputError(
-                f"{src.name!r} is an RGB layer: decode its regions from Python or the command "
-                "line (napari_sciz.decompress(path, roi=...), sciz decompress --roi)."
-            )
         shape = _compressed_shape(src)
         k = len(shape)
         m = src.ndim - k
@@ -443,8 +453,11 @@ class DecodeRegionWidget(QWidget):
             if sl.stop <= sl.start:
                 raise InvalidInputError("The region lies outside the compressed image.")
             roi.append(sl)
+        samples = _samples(src)
+        if samples:
+            roi.append(slice(0, samples))
         scale = int(self.sampling_combo.currentData() or 1)
-        return RegionRequest(tuple(roi), scale, m)
+        return RegionRequest(tuple(roi), scale, m, samples)
 
     def _fov_corners(self) -> np.ndarray:
         """The four corners (full world coordinates) of the field of view (one grid cell)."""
@@ -488,7 +501,9 @@ class DecodeRegionWidget(QWidget):
         self.last_request = request
         self._armed = True
         self.status_label.setText(f"Decoding {request.roi_string} at {request.scale}x ...")
-        worker = create_worker(_decode_job, source, request.roi, request.scale, _start_thread=False)
+        worker = create_worker(
+            _decode_job, source, request.roi, request.scale, request.samples, _start_thread=False
+        )
         worker.returned.connect(
             lambda outcome, src=src, request=request: self._on_decoded(outcome, src, request)
         )
@@ -518,12 +533,14 @@ class DecodeRegionWidget(QWidget):
         if src not in self.viewer.layers:
             return
         out, seconds = payload
-        starts = [s.start for s in request.roi]
-        lengths = [s.stop - s.start for s in request.roi]
-        if out.ndim != len(lengths):
-            show_error(f"Region decode returned {out.ndim} axes, expected {len(lengths)}")
+        rgb = bool(request.samples)
+        spatial = request.roi[: len(request.roi) - rgb]  # (the colour samples are not placed)
+        starts = [s.start for s in spatial]
+        lengths = [s.stop - s.start for s in spatial]
+        if out.ndim - rgb != len(lengths):
+            show_error(f"Region decode returned {out.ndim} axes, expected {len(request.roi)}")
             return
-        factors = [o / n for o, n in zip(out.shape, lengths, strict=True)]
+        factors = [o / n for o, n in zip(out.shape, lengths, strict=False)]
         data = out.reshape((1,) * request.n_leading + out.shape)
         kwargs = placement_kwargs(
             src, leading=[0] * request.n_leading, start=starts, factors=factors
@@ -542,13 +559,14 @@ class DecodeRegionWidget(QWidget):
             layer.translate = kwargs["translate"]
             layer.metadata["sciz"] = meta
         else:
+            colour = {"rgb": True} if rgb else {"colormap": src.colormap}
             layer = self.viewer.add_image(
                 data,
                 name=f"{src.name} region",
-                colormap=src.colormap,
                 contrast_limits=src.contrast_limits,
                 blending="translucent",
                 metadata={"sciz": meta},
+                **colour,
                 **kwargs,
             )
             try:

@@ -142,6 +142,7 @@ def current_data_index(viewer: Any, layer: Any) -> np.ndarray:
     """The data index of ``layer`` at the viewer's current dims position (rounded, clipped)."""
     data = np.asarray(world_to_layer(layer, np.asarray(viewer.dims.point)[None])[0])
     shape = np.asarray(layer.data.shape if not layer.multiscale else layer.data[0].shape)
+    shape = shape[: layer.ndim]  # (an RGB(A) layer's colour samples are not a data axis)
     index = np.floor(data + 0.5).astype(int)
     return np.clip(index, 0, np.maximum(shape - 1, 0))
 
