@@ -384,3 +384,13 @@ def test_cli_codes_losslessly_on_workers(tmp_path: Path, capsys) -> None:
     local = compress(vol, mode="lossless", block_voxels=BLOCK, name="in")  # (the CLI's name)
     assert out.read_bytes() == local.data
     np.testing.assert_array_equal(decompress(out.read_bytes()), vol)
+
+
+def test_a_colour_image_with_its_samples_last_matches_single_process(client) -> None:
+    """An (Y, X, 3) array sent to the workers is coded channels first, as in one process."""
+    y, x = np.mgrid[0:32, 0:40]
+    rgb = np.stack([(y * 5) % 256, (x * 4) % 256, (x + y) % 256], axis=-1).astype(np.uint8)
+    local = compress(rgb, mode="lossless")
+    result = compress_distributed(rgb, None, client=client, mode="lossless")
+    assert result.header["channels_last"] and result.data == local.data
+    assert np.array_equal(decompress(result.data), rgb)

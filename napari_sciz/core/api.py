@@ -181,11 +181,12 @@ def compress(
         return colour.restore_result(
             _compress(
                 colour.coded_first(arr), ratio, device=device, steps=steps, budget=budget,
-                effort=effort, seed=seed, axes=_moved(given), voxel_size=_moved(voxel_size),
-                units=_moved(units), name=name, block_voxels=block_voxels, progress=progress,
+                effort=effort, seed=seed, axes=colour.moved(given),
+                voxel_size=colour.moved(voxel_size), units=colour.moved(units), name=name,
+                block_voxels=block_voxels, progress=progress,
                 preview=None if preview is None else _preview_last(preview),
                 preview_interval=preview_interval, cancel=cancel, guidance=guidance,
-                labels=_moved_labels(labels, arr.shape), guidance_weights=guidance_weights,
+                labels=colour.moved_labels(labels, arr.shape), guidance_weights=guidance_weights,
                 mode=mode, max_error=max_error,
             )
         )  # fmt: skip
@@ -304,24 +305,6 @@ def overrun_note(seconds: float, budget: float | None) -> str | None:
         "stack needs at the fastest settings on this machine (every block is coded at least "
         "once), so those were used; a larger budget (or effort='fast') gives a better file"
     )
-
-
-def _moved(values: Any) -> Any:
-    """Per-axis ``values`` (or an axes string) of a channels-last array, in coding order."""
-    return None if values is None or len(values) == 0 else colour.last_first(values)
-
-
-def _moved_labels(labels: Any, shape: tuple[int, ...]) -> Any:
-    """Segmentation labels of a channels-last image in coding order: labels of the image's
-    shape are moved like it; labels of one channel's shape (``Y, X``) apply to every channel."""
-    if labels is None:
-        return None
-    arr = np.asarray(labels)
-    if arr.shape == shape:
-        return colour.coded_first(arr)
-    if arr.shape == shape[:-1]:
-        return np.ascontiguousarray(np.broadcast_to(arr, (shape[-1], *arr.shape)))
-    return arr  # the check says what is wrong with it
 
 
 def _preview_last(preview: Callable[[np.ndarray], None]) -> Callable[[np.ndarray], None]:

@@ -34,6 +34,8 @@ __all__ = [
     "first_last",
     "is_channels_last",
     "last_first",
+    "moved",
+    "moved_labels",
     "restore_result",
 ]
 
@@ -90,6 +92,24 @@ def first_last(values: Sequence[T] | str) -> Any:
         return values[1:] + values[0]
     items = list(values)
     return [*items[1:], items[0]]
+
+
+def moved(values: Any) -> Any:
+    """Per-axis ``values`` (or an axes string) of a channels-last array, in coding order."""
+    return None if values is None or len(values) == 0 else last_first(values)
+
+
+def moved_labels(labels: Any, shape: tuple[int, ...]) -> Any:
+    """Segmentation labels of a channels-last image in coding order: labels of the image's
+    shape are moved like it; labels of one channel's shape (``Y, X``) apply to every channel."""
+    if labels is None:
+        return None
+    arr = np.asarray(labels)
+    if arr.shape == shape:
+        return coded_first(arr)
+    if arr.shape == shape[:-1]:
+        return np.ascontiguousarray(np.broadcast_to(arr, (shape[-1], *arr.shape)))
+    return arr  # the check says what is wrong with it
 
 
 def coded_first(arr: np.ndarray) -> np.ndarray:

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InvalidInputError, RatioUnreachableError, SciZError
+from . import colour
 from .bitstream import container
 from .blocks import DEFAULT_BLOCK_VOXELS, BlockGrid, finalize
 from .cluster import (
@@ -233,6 +234,23 @@ def compress_distributed(
         With ``reconstruction=None`` (never gathered); PSNR and the largest error are exact,
         SSIM is exact when blocks span whole slices and NaN otherwise.
     """
+    if isinstance(source, np.ndarray) and colour.is_channels_last(source.shape, axes):
+        # colour samples last: coded as a leading axis, read back in the caller's layout
+        given = check_axes(axes, source.ndim) if axes else colour.default_axes(source.ndim)
+        return colour.restore_result(
+            _compress_distributed(
+                colour.coded_first(source), ratio, client=client, scheduler=scheduler,
+                workers=workers, threads_per_worker=threads_per_worker,
+                memory_limit=memory_limit, device=device, steps=steps, budget=budget,
+                effort=effort, seed=seed, axes=colour.moved(given),
+                voxel_size=colour.moved(voxel_size), units=colour.moved(units), name=name,
+                block_voxels=block_voxels, guidance=guidance,
+                labels=colour.moved_labels(labels, source.shape),
+                guidance_weights=guidance_weights, mode=mode, max_error=max_error,
+                retries=retries, connect_timeout=connect_timeout, progress=progress,
+                cancel=cancel,
+            )
+        )  # fmt: skip
     mask_note = None
     if source_dtype(source).kind == "b":
         mode, mask_note = mask_mode(mode, ratio)
@@ -319,6 +337,10 @@ def compress_distributed(
         )
     result = _gathered_result(plan, fits, t_start, metric_range)
     return result if found is None else _with_outliers(result, found, target)
+
+
+#: :func:`compress_distributed` for its own use (callers may wrap the public name)
+_compress_distributed = compress_distributed
 
 
 def _stats(
