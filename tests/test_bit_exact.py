@@ -89,6 +89,10 @@ def test_exact_modes_decode_bit_exactly_on_a_cpu_without_simd(
     as_float = (volume.astype(np.float32) / np.float32(7.3)).astype(np.float32)
     z, y, x = np.mgrid[:8, :96, :96]  # a steep noisy ramp: in-loop quantization at a bound of 16
     ramp = 2000 + 60 * x + 10 * y + np.random.default_rng(3).normal(0, 6, z.shape)
+    # touching cells (each voxel labelled by its nearest seed): label blocks
+    seeds = np.random.default_rng(4).random((30, 3)) * [8, 96, 96]
+    dist = (z[..., None] - seeds[:, 0]) ** 2 + (y[..., None] - seeds[:, 1]) ** 2
+    cells = ((dist + (x[..., None] - seeds[:, 2]) ** 2).argmin(axis=-1) * 7 - 5).astype(np.int32)
     cases = {
         "lossless_u16": (volume, {"mode": "lossless"}),
         "lossless_u8": ((volume >> 4).astype(np.uint8), {"mode": "lossless"}),
@@ -99,6 +103,7 @@ def test_exact_modes_decode_bit_exactly_on_a_cpu_without_simd(
         "bounded_interp_v1_u16": (ramp.astype(np.uint16), {"mode": "bounded", "max_error": 16}),
         "bounded_sz3_f32": (ramp.astype(np.float32), {"mode": "bounded", "max_error": 16.0}),
         "bounded_interp_f32": (ramp.astype(np.float32), {"mode": "bounded", "max_error": 16.0}),
+        "lossless_labels_i32": (cells, {"mode": "lossless"}),
     }
     paths = []
     for name, (data, kwargs) in cases.items():
@@ -111,7 +116,7 @@ def test_exact_modes_decode_bit_exactly_on_a_cpu_without_simd(
                     interpblock, "_code", lambda v, e: (*interpblock._body(v, e, False), False)
                 )
             result = api.compress(data, **kwargs)
-        version = {"sz3": 3, "interp_u16": 5, "interp_v1_u16": 4, "interp_f32": 5}
+        version = {"sz3": 3, "interp_u16": 5, "interp_v1_u16": 4, "interp_f32": 5, "labels": 6}
         for key, number in version.items():
             assert key not in name or result.header["model"]["version"] == number
         result.save(path)

@@ -21,7 +21,7 @@ def files() -> dict[str, bytes]:
     "mode",
     [
         *("lossy", "hybrid", "lossless", "bounded", "lossless-wide", "lossless-sparse"),
-        *("bounded-sz3", "bounded-interp", "bounded-interp-f32"),
+        *("bounded-sz3", "bounded-interp", "bounded-interp-f32", "lossless-labels"),
     ],
 )
 def test_hostile_files_with_valid_crcs_are_refused_or_decoded(files, mode) -> None:
@@ -44,7 +44,12 @@ def test_the_bounded_samples_hold_the_codings_they_are_named_for(seed: int) -> N
     from napari_sciz.core.bitstream import container
 
     files = fuzz.sample_files(seed=seed)
-    want = {"bounded-sz3": b"SZ3", "bounded-interp": b"SZI\x01", "bounded-interp-f32": b"SZI\x02"}
+    want = {
+        "bounded-sz3": b"SZ3",
+        "bounded-interp": b"SZI\x01",
+        "bounded-interp-f32": b"SZI\x02",
+        "lossless-labels": b"SZN\x01",
+    }
     for name, magic in want.items():
         with container.SciZFile(files[name]) as f:
             assert all(f.payload(i)[: len(magic)] == magic for i in range(2)), name

@@ -674,10 +674,12 @@ def test_new_payloads_are_version_7() -> None:
 def test_every_sub_predictor_set_round_trips(
     monkeypatch: pytest.MonkeyPatch, mask: int, dtype: str
 ) -> None:
-    from napari_sciz.core.lossless import raster, tokens
+    from napari_sciz.core.lossless import labelblock, raster, tokens
 
     monkeypatch.setattr(tokens, "_MASKS", (mask,))
     monkeypatch.setattr(raster, "_XLS_MIN_VOXELS", 1)
+    # (a posterized block of 16 values codes smaller as labels: the predictor is tested here)
+    monkeypatch.setattr(labelblock, "looks_like_labels", lambda block: False)
     # (the wide least squares' 928 bytes of weights need a block that codes larger)
     block = _smooth((3, 13, 17) if mask < 128 else (4, 40, 48), dtype, seed=mask)
     # compressible, so that the block is coded (not stored)
@@ -838,10 +840,12 @@ def test_predictor_maps_round_trip(
 ) -> None:
     """Any predictor map (per gradient level: the blend or one sub-predictor) decodes bit
     for bit, in lanes too."""
-    from napari_sciz.core.lossless import raster, tokens
+    from napari_sciz.core.lossless import labelblock, raster, tokens
 
     monkeypatch.setattr(tokens, "_MASKS", (mask,))
     monkeypatch.setattr(raster, "_XLS_MIN_VOXELS", 1)
+    # (a posterized block of 16 values codes smaller as labels: the predictor is tested here)
+    monkeypatch.setattr(labelblock, "looks_like_labels", lambda block: False)
     monkeypatch.setattr(raster, "choose_map", lambda v, m, *_: np.array(pmap, np.int64))
     block = _smooth((4, 29, 33), dtype, seed=len(pmap) + mask)
     block = (block // 4 if block.dtype.kind in "ui" else np.round(block)).astype(dtype)
@@ -940,3 +944,83 @@ def test_a_boolean_mask_is_coded_exactly_and_only_so() -> None:
     for mode in ("lossy", "hybrid"):
         with pytest.raises(InvalidInputError, match="boolean mask"):
             api.compress(mask, ratio=20, mode=mode)
+
+
+def voronoi_labels(shape: tuple[int, ...], n: int, seed: int = 0) -> np.ndarray:
+    """A dense label image: each voxel labelled by its nearest of ``n`` random seeds (cells
+    touching each other), with label numbers that are not in raster order, and background."""
+    rng = np.random.default_rng(seed)
+    grid = np.stack(np.meshgrid(*[np.arange(s) for s in shape], indexing="ij"), axis=-1)
+    seeds = rng.random((n, len(shape))) * np.array(shape)
+    dist = ((grid[..., None, :] - seeds) ** 2).sum(axis=-1)
+    labels = rng.permutation(np.arange(1, n + 1))[dist.argmin(axis=-1)] * 3 + 1000
+    labels[dist.min(axis=-1) > 60] = 0
+    return labels.astype(np.int32)
+
+
+def test_label_images_are_coded_as_neighbour_copies(monkeypatch) -> None:
+    """A segmentation is coded as which neighbour each voxel copies: much smaller than the
+    intensity predictor codes it, exact, in lossless and bounded mode, any integer dtype."""
+    from napari_sciz.core.lossless import describe, labelblock
+
+    labels = voronoi_labels((6, 48, 56), 40)
+    result = api.compress(labels, mode="lossless")
+    assert result.header["model"]["version"] == 6
+    assert np.array_equal(api.decompress(result.data), labels)
+    assert np.array_equal(api.decompress(result.data, roi="2:4,10:30,5:9"), labels[2:4, 10:30, 5:9])
+    with container.SciZFile(result.data) as f:
+        payload = f.payload(0)
+    assert labelblock.is_label_block(payload)
+    assert describe.predictor_text(describe.describe_block(payload)) == "labels (neighbour copies)"
+    for small in (labels % 250, labels.astype(np.uint16), labels > 0):
+        small = np.ascontiguousarray(small.astype(np.uint8) if small.dtype == np.int32 else small)
+        coded = api.compress(small, mode="lossless")
+        decoded = api.decompress(coded.data)
+        assert decoded.dtype == small.dtype and np.array_equal(decoded, small)
+    bounded = api.compress(labels.astype(np.uint16), mode="bounded", max_error=2)
+    assert np.array_equal(api.decompress(bounded.data), labels.astype(np.uint16))
+    assert bounded.header["model"]["version"] == 6
+    monkeypatch.setattr(labelblock, "looks_like_labels", lambda block: False)
+    plain = api.compress(labels, mode="lossless")
+    assert plain.header["model"]["version"] == 1
+    assert len(plain.data) > 1.5 * len(result.data)
+
+
+def test_an_image_is_not_taken_for_labels() -> None:
+    from napari_sciz.core.lossless import labelblock
+
+    rng = np.random.default_rng(1)
+    noisy = (1000 + rng.normal(0, 20, (4, 32, 32))).astype(np.uint16)
+    assert not labelblock.looks_like_labels(noisy)
+    assert not labelblock.looks_like_labels(noisy.astype(np.float32))
+    assert api.compress(noisy, mode="lossless").header["model"]["version"] == 1
+
+
+def test_damaged_label_blocks_are_refused() -> None:
+    """Every damaged label payload is a FormatError (or, with a valid CRC, the right block)."""
+    from napari_sciz.core.lossless import labelblock
+
+    labels = voronoi_labels((3, 40, 40), 25, seed=2)
+    payload = labelblock.encode(labels)
+    assert payload is not None
+    assert np.array_equal(decode_block(payload, labels.dtype, labels.shape), labels)
+    rng = np.random.default_rng(3)
+    for _ in range(120):
+        bad = bytearray(payload)
+        for pos in rng.integers(0, len(bad), rng.integers(1, 4)):
+            bad[pos] = rng.integers(0, 256)
+        try:
+            out = decode_block(bytes(bad), labels.dtype, labels.shape)
+        except FormatError:
+            continue
+        assert np.array_equal(out, labels)
+    for cut in (3, 10, len(payload) // 2, len(payload) - 3):
+        with pytest.raises(FormatError):
+            decode_block(payload[:cut], labels.dtype, labels.shape)
+    newer = payload[:3] + bytes([2]) + payload[4:]
+    with pytest.raises(FormatError, match="version"):
+        decode_block(newer, labels.dtype, labels.shape)
+    with pytest.raises(FormatError):
+        decode_block(payload, np.dtype(np.float32), labels.shape)
+    with pytest.raises(FormatError):
+        decode_block(payload, labels.dtype, (3, 40, 41))

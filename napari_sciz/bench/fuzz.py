@@ -103,6 +103,11 @@ def sample_files(seed: int = 0) -> dict[str, bytes]:
     steep = (2000 + 60 * x + 10 * y + rng.normal(0, 3, z.shape)).astype(np.float32)
     with mock.patch.object(interpblock, "encode", lambda block, bound: None):
         sz3 = compress(steep, mode="bounded", max_error=16, block_voxels=16384)
+    # a label image (discs of distinct labels): label blocks (each voxel a neighbour's copy)
+    z, y, x = np.mgrid[:4, :64, :64]
+    labels = np.zeros(z.shape, np.uint16)
+    for k, (cy, cx, r) in enumerate(rng.integers(8, 56, (9, 3)) % [64, 64, 14] + [0, 0, 4]):
+        labels[(y - cy) ** 2 + (x - cx) ** 2 < r**2] = k + 1
     return {
         "lossy": bytes(compress(vol, 12, mode="lossy", steps=5, **common).data),
         "hybrid": bytes(compress(vol, 12, mode="hybrid", steps=5, **common).data),
@@ -121,6 +126,7 @@ def sample_files(seed: int = 0) -> dict[str, bytes]:
         "bounded-interp": bytes(
             compress(ramp.astype(np.uint16), mode="bounded", max_error=16, block_voxels=16384).data
         ),
+        "lossless-labels": bytes(compress(labels, mode="lossless", block_voxels=8192).data),
     }
 
 

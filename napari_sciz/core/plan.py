@@ -89,7 +89,10 @@ DECODABLE_MODELS = {
     # in-loop quantization (napari_sciz.core.lossless.interpblock; only such files); version
     # 5: an interpolation block of payload version 2 (floats on a fine integer grid, or
     # contexts split by the neighbours' quantization indices)
-    "bounded": {"causal-predictor": 5},
+    # version 6 (lossless and bounded): a block may be a label block (each voxel a copy of a
+    # neighbour: napari_sciz.core.lossless.labelblock; only such files)
+    "bounded": {"causal-predictor": 6},
+    "lossless": {"causal-predictor": 6},
 }
 
 

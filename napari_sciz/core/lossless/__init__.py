@@ -52,7 +52,7 @@ import numpy as np
 from ...errors import FormatError, InvalidInputError
 from ..blocks import BlockGrid
 from ..validate import native_order
-from . import interpblock, sperrblock, szblock
+from . import interpblock, labelblock, sperrblock, szblock
 from .layout import _HEAD2, _MAGIC, _RAW_MAGIC, _RAW_VERSION, _VERSIONS
 from .raster import TRIAL_VOXELS, encode_raster, sample_box, trial_size
 from .v1 import _HEAD, decode_v1
@@ -85,12 +85,14 @@ MODES = ("lossless", "bounded")
 
 
 def model_version(payloads: list[bytes]) -> int:
-    """The header's model version of a lossless/bounded file of ``payloads`` (bounded mode;
-    older readers say "upgrade"): 5 when a block is coded by interpolation in payload version
-    2 (floats, or index contexts), else 4 when one is in version 1 (:mod:`.interpblock`),
-    else 3 when one is coded by SZ3 (:mod:`.szblock`), else 2 when one is coded by SPERR
-    (:mod:`.sperrblock`), 1 otherwise."""
+    """The header's model version of a lossless/bounded file of ``payloads`` (older readers
+    say "upgrade"): 6 when a block is a label block (:mod:`.labelblock`, either mode), else
+    (bounded mode) 5 when a block is coded by interpolation in payload version 2 (floats, or
+    index contexts), else 4 when one is in version 1 (:mod:`.interpblock`), else 3 when one is
+    coded by SZ3 (:mod:`.szblock`), else 2 when one is coded by SPERR (:mod:`.sperrblock`), 1
+    otherwise."""
     for version, kind in (
+        (6, labelblock.is_label_block),
         (5, interpblock.is_interp_v2_block),
         (4, interpblock.is_interp_block),
         (3, szblock.is_sz3_block),
@@ -149,6 +151,11 @@ def encode_block(
             exact = _encode(block, "lossless", None, search)
             if len(exact) < len(out):
                 out = exact
+        elif labelblock.looks_like_labels(block):
+            # a label image: its exact coding (within any bound) as neighbour copies
+            labels = labelblock.encode(block)
+            if labels is not None and len(labels) < len(out):
+                out = labels
     # at large bounds on smooth data SPERR's point-wise error mode, SZ3's in-loop
     # quantization and its interpolation predictor in our entropy coder beat the grid
     for coder in (sperrblock, szblock, interpblock):
@@ -173,6 +180,11 @@ def _encode(block: np.ndarray, mode: str, max_error: float | None, search: bool)
         alt = encode_raster(other, (d, h, w), search)
         if len(alt) < len(out):
             out = alt
+    if mode == "lossless" and labelblock.looks_like_labels(block):
+        # a segmentation or mask: each voxel as a copy of a neighbour codes it smaller
+        labels = labelblock.encode(block)
+        if labels is not None and len(labels) < len(out):
+            out = labels
     raw = le_bytes(m.expected).tobytes()
     if len(out) > len(raw) + 8:
         # incompressible block (e.g. noise): stored as it is
@@ -250,6 +262,8 @@ def decode_block(payload: bytes, dtype: np.dtype, shape3: tuple[int, int, int]) 
 
 
 def _decode(payload: bytes, dtype: np.dtype, shape3: tuple[int, ...]) -> np.ndarray:
+    if labelblock.is_label_block(payload):
+        return labelblock.decode(payload, dtype, shape3)
     if sperrblock.is_sperr_block(payload):
         return sperrblock.decode(payload, dtype, shape3)
     if szblock.is_sz3_block(payload):

@@ -9,6 +9,7 @@ from typing import Any
 
 from ...errors import FormatError
 from .interpblock import interp_index_contexts, is_interp_block
+from .labelblock import is_label_block
 from .layout import _HEAD2, _MAGIC, _RAW_MAGIC
 from .predict import _SUB_NAMES, _SUB_XLS
 from .sperrblock import is_sperr_block
@@ -28,8 +29,8 @@ def describe_block(payload: bytes) -> dict[str, Any]:
     Returns
     -------
     dict
-        ``coding`` ("stored"; "sperr", "sz3" or "interpolation": a bounded block coded by
-        SPERR, SZ3 or interpolation; or "coded"), and for
+        ``coding`` ("stored"; "labels": a label block; "sperr", "sz3" or "interpolation": a
+        bounded block coded by SPERR, SZ3 or interpolation; or "coded"), and for
         coded blocks ``version``, ``predictors``
         (names of the blended sub-predictors), ``map`` (gradient level -> the sub-predictor
         used alone there, levels using the blend omitted), ``contexts``, ``lanes`` and
@@ -44,6 +45,8 @@ def describe_block(payload: bytes) -> dict[str, Any]:
     """
     if payload[:3] == _RAW_MAGIC:
         return {"coding": "stored"}
+    if is_label_block(payload):
+        return {"coding": "labels"}
     if is_sperr_block(payload):
         return {"coding": "sperr"}
     if is_sz3_block(payload):
@@ -85,6 +88,8 @@ def predictor_text(d: dict[str, Any]) -> str:
     """One line for a block: ``"wide LS (intensity)"``, ``"W+N-NW + MED; levels 5-7: MED"``."""
     if d["coding"] == "stored":
         return "stored (incompressible)"
+    if d["coding"] == "labels":
+        return "labels (neighbour copies)"
     if d["coding"] == "sperr":
         return "SPERR (point-wise error)"
     if d["coding"] == "sz3":
