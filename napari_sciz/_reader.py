@@ -72,10 +72,12 @@ def read_sciz(path: PathOrPaths) -> list[LayerData]:
 
     Returns
     -------
-    list of (data, kwargs, "image")
+    list of (data, kwargs, layer type)
         ``data`` is a :class:`LazySciZArray` (nothing decoded yet); ``kwargs`` holds ``name``
         (header ``name`` or the file stem), ``scale`` (voxel size), ``contrast_limits`` (header
         ``value_range``), ``units``/``axis_labels`` when known, and ``metadata`` (the header).
+        The layer type is ``"image"``, or ``"labels"`` for a file written from a labels layer
+        (header ``"layer_type": "labels"``).
 
     Raises
     ------
@@ -426,6 +428,9 @@ def _layer_data(path: Path, reader: Any) -> LayerData:
     axes = spatial(getattr(reader, "axes", None))
     if axes is not None and len(axes) == ndim and len(set(axes)) == ndim:
         kwargs["axis_labels"] = tuple(str(a).lower() for a in axes)
+    if header.get("layer_type") == "labels" and data.dtype.kind in "iub":
+        del kwargs["rgb"]  # written from a labels layer: opened as one
+        return data, kwargs, "labels"
     if rgb and data.dtype == np.uint8:
         kwargs["contrast_limits"] = [0.0, 255.0]  # as napari shows an 8-bit colour image
     else:

@@ -63,9 +63,11 @@ def test_manifest_fields(manifest) -> None:
     assert reader.filename_patterns == ["*.sciz"]
     assert reader.command == by_python["napari_sciz._reader:napari_get_reader"]
 
-    (writer,) = manifest.contributions.writers
-    assert [str(t) for t in writer.layer_types] == ["image"]
-    assert writer.filename_extensions == [".sciz"]
+    image, labels = manifest.contributions.writers
+    assert [str(t) for t in image.layer_types] == ["image"]
+    assert [str(t) for t in labels.layer_types] == ["labels"]
+    assert labels.command == by_python["napari_sciz._writer:write_sciz_labels"]
+    assert image.filename_extensions == labels.filename_extensions == [".sciz"]
 
     widgets = {w.display_name: w.command for w in manifest.contributions.widgets}
     assert widgets["Compress (INR)"] == by_python["napari_sciz._widgets:CompressWidget"]

@@ -13,6 +13,7 @@ from napari_sciz import _settings
 from napari_sciz._reader import LazySciZArray, _layer_data, napari_get_reader, read_sciz
 from napari_sciz._sample_data import SAMPLES, cells3d_nuclei, ct_phantom, load_sample
 from napari_sciz._writer import write_sciz
+from napari_sciz.errors import SciZError
 
 
 @pytest.fixture(autouse=True)
@@ -424,6 +425,33 @@ def test_an_rgb_layer_saves_and_opens_as_an_rgb_layer(tmp_path: Path, monkeypatc
     assert kwargs["scale"] == [2.0, 0.5] and kwargs["axis_labels"] == ("y", "x")
     assert kwargs["contrast_limits"] == [0.0, 255.0]
     assert np.array_equal(array[5], rgb[5])
+
+
+def test_a_labels_layer_saves_losslessly_and_opens_as_labels(tmp_path: Path) -> None:
+    """File > Save of a labels layer (napari's int64) codes it losslessly as label blocks in
+    the smallest integer type that holds it; the file opens as a labels layer again."""
+    import napari_sciz.core.api as api
+    from napari_sciz._writer import write_sciz_labels
+    from napari_sciz.core.lossless import labelblock
+
+    z, y, x = np.mgrid[:4, :40, :48]
+    seeds = np.random.default_rng(4).random((20, 3)) * [4, 40, 48]
+    dist = ((np.stack([z, y, x], -1)[..., None, :] - seeds) ** 2).sum(-1)
+    labels = (dist.argmin(axis=-1) + 300).astype(np.int64)
+    meta = {"name": "cells", "scale": [2.0, 0.5, 0.5], "axis_labels": ("z", "y", "x")}
+    (written,) = write_sciz_labels(str(tmp_path / "cells"), labels, meta)
+    assert written.endswith("cells.sciz")
+    reader = api.open_sciz(written)
+    assert reader.header["layer_type"] == "labels" and reader.header["mode"] == "lossless"
+    assert reader.dtype == np.uint16 and np.array_equal(np.asarray(reader), labels)
+    assert labelblock.is_label_block(reader._file.payload(0))
+    assert Path(written).stat().st_size * 50 < labels.nbytes
+    array, kwargs, layer_type = _layer_data(Path(written), reader)
+    assert layer_type == "labels" and "contrast_limits" not in kwargs and "rgb" not in kwargs
+    assert kwargs["scale"] == [2.0, 0.5, 0.5] and kwargs["name"] == "cells"
+    assert np.array_equal(array[2], labels[2])
+    with pytest.raises(SciZError, match="32-bit"):
+        write_sciz_labels(str(tmp_path / "big"), labels + 2**40, meta)
 
 
 def test_writer_default_ratio_is_64(tmp_path: Path, monkeypatch) -> None:

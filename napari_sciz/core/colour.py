@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
-from .bitstream import container
+from .result import with_header_keys
 
 if TYPE_CHECKING:  # pragma: no cover
     from .result import CompressResult
@@ -123,19 +123,6 @@ def restore_result(result: CompressResult) -> CompressResult:
     The header gains ``"channels_last": true`` (the container is re-packed with it; the
     payloads are unchanged) and the reconstruction has the original layout again.
     """
-    with container.SciZFile(result.data) as sciz:
-        header = dict(sciz.header)
-        payloads = [sciz.payload(i) for i in range(sciz.n_payloads)]
-    header[HEADER_KEY] = True
-    data = container.pack(header, payloads)
+    result = with_header_keys(result, {HEADER_KEY: True})
     recon = result.reconstruction
-    if recon is not None:
-        recon = np.moveaxis(recon, 0, -1)
-    return replace(
-        result,
-        data=data,
-        header=header,
-        reconstruction=recon,
-        nbytes=len(data),
-        ratio=result.raw_nbytes / len(data),
-    )
+    return replace(result, reconstruction=None if recon is None else np.moveaxis(recon, 0, -1))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,7 @@ from ..errors import InvalidInputError
 from .bitstream import container
 from .plan import FORMAT_MODE
 
-__all__ = ["CompressResult", "ProgressInfo", "cancel_predicate"]
+__all__ = ["CompressResult", "ProgressInfo", "cancel_predicate", "with_header_keys"]
 
 
 @dataclass
@@ -153,3 +153,15 @@ def cancel_predicate(cancel: Any) -> Callable[[], bool] | None:
     if callable(cancel):
         return cancel
     raise InvalidInputError("cancel must be a callable or a threading.Event")
+
+
+def with_header_keys(result: CompressResult, keys: dict[str, Any]) -> CompressResult:
+    """``result`` with ``keys`` added to its file's header (the container re-packed; the
+    payloads unchanged)."""
+    with container.SciZFile(result.data) as sciz:
+        header = {**sciz.header, **keys}
+        payloads = [sciz.payload(i) for i in range(sciz.n_payloads)]
+    data = container.pack(header, payloads)
+    return replace(
+        result, data=data, header=header, nbytes=len(data), ratio=result.raw_nbytes / len(data)
+    )
