@@ -218,3 +218,13 @@ def test_parse_roi_2d_and_stack() -> None:
     assert parse_roi("3,1:4", (8, 8)) == ((3, 4), (1, 4))
     assert parse_roi("1,:,2:4,:", (2, 5, 6, 7)) == ((1, 2), (0, 5), (2, 4), (0, 7))
     assert parse_roi(":,0:3", (2, 5, 6, 7)) == ((0, 2), (0, 5), (0, 6), (0, 3))
+
+
+def test_64_bit_integers_are_told_the_type_that_holds_them() -> None:
+    """numpy's default integer (and napari's labels) is 64-bit: the message names the
+    smallest supported type that keeps every value, or says none does."""
+    labels = np.arange(6 * 7, dtype=np.int64).reshape(6, 7) - 3
+    with pytest.raises(InvalidInputError, match=r"fit int8, so data.astype\(np.int8\)"):
+        check_array(labels)
+    with pytest.raises(InvalidInputError, match="do not fit 32 bits"):
+        check_array(np.full((4, 4), 2**40, np.uint64))

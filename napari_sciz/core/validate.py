@@ -60,6 +60,8 @@ def check_array(data: Any) -> np.ndarray:
         arr = np.asarray(data)
     except Exception as exc:  # noqa: BLE001 - any array-like failure is a user input problem
         raise InvalidInputError(f"cannot read the input as an array: {exc}") from exc
+    if arr.dtype.kind in "iu" and arr.dtype.itemsize == 8 and arr.size:
+        raise InvalidInputError(_narrower_hint(arr))
     check_shape_dtype(arr.shape, arr.dtype)
     arr = native_order(arr)
     if arr.dtype.kind == "f":
@@ -68,6 +70,21 @@ def check_array(data: Any) -> np.ndarray:
             bad = int(arr.size - np.count_nonzero(finite))
             raise InvalidInputError(f"the image contains {bad} NaN or infinite values")
     return arr
+
+
+def _narrower_hint(arr: np.ndarray) -> str:
+    """What to do with a 64-bit integer image (numpy's default integer, napari's labels):
+    the smallest supported integer type that holds its values, when one does."""
+    lo, hi = int(arr.min()), int(arr.max())
+    message = f"unsupported dtype {arr.dtype.name} (64-bit integers)"
+    for name in ("uint8", "int8", "uint16", "int16", "uint32", "int32"):
+        info = np.iinfo(name)
+        if info.min <= lo and hi <= info.max:
+            return (
+                f"{message}: its values ({lo} to {hi}) fit {name}, so data.astype(np.{name}) "
+                "keeps every value (a label image codes losslessly with mode='lossless')"
+            )
+    return f"{message}: its values ({lo} to {hi}) do not fit 32 bits, the most .sciz stores"
 
 
 def check_shape_dtype(shape: Sequence[int], dtype: Any) -> None:
