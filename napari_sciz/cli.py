@@ -36,6 +36,7 @@ from typing import IO, Any
 import numpy as np
 
 from . import __version__
+from .core.colour import is_channels_last
 from .errors import CancelledError, InvalidInputError, SciZError
 from .io import SUPPORTED_EXTENSIONS, check_output, read_image, write_image
 from .io.image import default_axes, write_image_planes
@@ -321,6 +322,16 @@ def _fmt_seconds(seconds: float | None) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
+def _given_axes(image: Any) -> str | None:
+    """The input's axes, or None when they are only the default for its dimensions and the
+    array looks like a colour image with its samples last (``.npy``, Zarr): compress then
+    codes the samples as channels (a TIFF's RGB samples are moved first when it is read)."""
+    shape = tuple(image.data.shape)
+    if image.axes == default_axes(len(shape)) and is_channels_last(shape, None):
+        return None
+    return image.axes
+
+
 def _fmt_shape(shape: Sequence[int]) -> str:
     return "x".join(str(int(n)) for n in shape)
 
@@ -481,7 +492,7 @@ def _cmd_compress(args: argparse.Namespace) -> int:
         "budget": args.budget,
         "effort": args.effort,
         "seed": args.seed,
-        "axes": image.axes,
+        "axes": _given_axes(image),
         "voxel_size": image.voxel_size,
         "units": image.units,
         "name": image.name,
@@ -561,7 +572,10 @@ def _cmd_compress(args: argparse.Namespace) -> int:
     if args.guidance != "none":
         rows.append(("guidance", args.guidance + (" (labels)" if labels is not None else "")))
     shape = summary.get("shape", image.data.shape)
-    rows.append(("shape", f"{_fmt_shape(shape)} {summary.get('dtype', '')} ({image.axes})"))
+    axes = _given_axes(image) or result.header.get("axes") or image.axes
+    if result.header.get("channels_last"):
+        axes = axes[1:] + axes[:1]
+    rows.append(("shape", f"{_fmt_shape(shape)} {summary.get('dtype', '')} ({axes})"))
     for message in messages:
         print(f"{PROG}: note: {message}", file=sys.stderr)
     print(f"wrote {out}")

@@ -552,3 +552,19 @@ def test_a_boolean_mask_is_compressed_losslessly_by_default(
                           str(tmp_path / "h.sciz"), *hybrid)  # fmt: skip
     assert code != 0
     assert_one_line_error(err, "boolean mask")
+
+
+def test_a_colour_npy_is_coded_channels_first_and_decodes_in_its_layout(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An (Y, X, 3) .npy (no axes in the file) is coded with its samples as channels, and
+    ``sciz decompress`` writes it back in its own layout."""
+    y, x = np.mgrid[0:40, 0:48]
+    rgb = np.stack([(y * 5) % 256, (x * 4) % 256, (x + y) % 256], axis=-1).astype(np.uint8)
+    np.save(tmp_path / "rgb.npy", rgb)
+    code, out, _err = run(capsys, "compress", str(tmp_path / "rgb.npy"), "-o",
+                          str(tmp_path / "rgb.sciz"), "--mode", "lossless")  # fmt: skip
+    assert code == 0 and "40x48x3 uint8 (YXC)" in out
+    code, _out, _err = run(capsys, "decompress", str(tmp_path / "rgb.sciz"), "-o",
+                           str(tmp_path / "back.npy"), "--roi", "5:20,:,:")  # fmt: skip
+    assert code == 0 and np.array_equal(np.load(tmp_path / "back.npy"), rgb[5:20])

@@ -1255,7 +1255,7 @@ def test_colour_images_with_their_samples_last_are_coded_channels_first() -> Non
     result = api.compress(rgb, mode="lossless", voxel_size=(0.5, 0.25, 1.0))
     assert result.header["channels_last"] is True
     assert result.header["shape"] == [3, 48, 40] and result.header["axes"] == "CYX"
-    assert result.shape == (3, 48, 40)  # the coded layout; the reader gives the original
+    assert result.shape == (48, 40, 3)  # (the header's is the coded layout)
     assert np.array_equal(result.reconstruction, rgb) and not result.messages
     assert np.array_equal(api.decompress(result.data), rgb)
     reader = api.open_sciz(result.data)

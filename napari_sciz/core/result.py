@@ -88,8 +88,10 @@ class CompressResult:
 
     @property
     def shape(self) -> tuple[int, ...]:
-        """Shape of the original array."""
-        return tuple(self.header["shape"])
+        """Shape of the original array (a colour image's samples last again when it was
+        coded channels first, header ``channels_last``)."""
+        shape = tuple(self.header["shape"])
+        return (*shape[1:], shape[0]) if self.header.get("channels_last") else shape
 
     @property
     def dtype(self) -> np.dtype:
