@@ -572,9 +572,9 @@ def _cmd_compress(args: argparse.Namespace) -> int:
     if args.guidance != "none":
         rows.append(("guidance", args.guidance + (" (labels)" if labels is not None else "")))
     shape = summary.get("shape", image.data.shape)
-    axes = _given_axes(image) or result.header.get("axes") or image.axes
+    axes = str(result.header.get("axes") or image.axes)
     if result.header.get("channels_last"):
-        axes = axes[1:] + axes[:1]
+        axes = axes[1:] + axes[:1]  # (the header's axes are the coded layout's)
     rows.append(("shape", f"{_fmt_shape(shape)} {summary.get('dtype', '')} ({axes})"))
     for message in messages:
         print(f"{PROG}: note: {message}", file=sys.stderr)
