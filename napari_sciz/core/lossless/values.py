@@ -68,7 +68,8 @@ def _unpack_uints(data: bytes, count: int) -> np.ndarray:
     width = data[0]
     if width not in (1, 2, 4, 8):
         raise FormatError("bad integer stream in a lossless block")
-    raw = zlib.decompress(data[1:])
+    # (never more than the stream can hold: a damaged stream cannot inflate without bound)
+    raw = zlib.decompressobj().decompress(data[1:], width * count + 1)
     if len(raw) != width * count:
         raise FormatError("truncated integer stream in a lossless block")
     planes = np.frombuffer(raw, np.uint8).reshape(width, count).T.copy()
