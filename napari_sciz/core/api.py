@@ -108,7 +108,10 @@ def compress(
     seed : int
         Random seed.
     axes : str, optional
-        Axis letters, e.g. ``"ZYX"`` or ``"TYX"``; defaults by dimensionality.
+        Axis letters, e.g. ``"ZYX"`` or ``"TYX"``; defaults by dimensionality. A last axis
+        ``C`` (``"YXC"``, ``"ZYXC"``) holds colour samples or channels: it is coded first and
+        decoded in this layout (:mod:`napari_sciz.core.colour`; also guessed, without
+        ``axes``, for a last axis of 3 or 4 samples).
     voxel_size, units : sequence, optional
         Physical size and unit of each axis, stored in the header.
     name : str, optional
