@@ -386,11 +386,25 @@ def test_cli_codes_losslessly_on_workers(tmp_path: Path, capsys) -> None:
     np.testing.assert_array_equal(decompress(out.read_bytes()), vol)
 
 
-def test_a_colour_image_with_its_samples_last_matches_single_process(client) -> None:
-    """An (Y, X, 3) array sent to the workers is coded channels first, as in one process."""
+def test_a_colour_image_with_its_samples_last_matches_single_process(client, tmp_path) -> None:
+    """An (Y, X, 3) array sent to the workers, or an .npy they read, is coded channels first,
+    as in one process."""
     y, x = np.mgrid[0:32, 0:40]
     rgb = np.stack([(y * 5) % 256, (x * 4) % 256, (x + y) % 256], axis=-1).astype(np.uint8)
     local = compress(rgb, mode="lossless")
     result = compress_distributed(rgb, None, client=client, mode="lossless")
     assert result.header["channels_last"] and result.data == local.data
     assert np.array_equal(decompress(result.data), rgb)
+    np.save(tmp_path / "rgb.npy", rgb)
+    from_file = compress_distributed(tmp_path / "rgb.npy", None, client=client, mode="lossless")
+    assert from_file.data == local.data
+    volume = np.stack([rgb, rgb[::-1]])  # (2, 32, 40, 3): ZYXC, read block by block
+    blocks = compress(volume, 8, mode="hybrid", steps=2, device="cpu", block_voxels=2048)
+    np.save(tmp_path / "vol.npy", volume)
+    hybrid = compress_distributed(
+        tmp_path / "vol.npy", 8, client=client, mode="hybrid", steps=2, device="cpu",
+        block_voxels=2048,
+    )  # fmt: skip
+    assert hybrid.header["channels_last"] and hybrid.header["shape"] == [3, 2, 32, 40]
+    assert hybrid.header["blocks"] == blocks.header["blocks"]
+    assert decompress(hybrid.data).shape == volume.shape

@@ -54,12 +54,15 @@ class BlockSource:
         it must be reachable under this path from every worker (a shared file system).
 
     Without ``path`` the array travels beside the source (a Dask future of it, scattered once
-    to every worker) and is passed to :meth:`read`.
+    to every worker) and is passed to :meth:`read`. With ``channels_last``, the file holds a
+    colour image with its samples last and ``shape`` is its coded layout, samples first
+    (:mod:`.colour`): blocks are read in that layout.
     """
 
     shape: tuple[int, ...]
     dtype: str
     path: str | None = None
+    channels_last: bool = False
 
     @classmethod
     def from_path(cls, path: str | os.PathLike[str]) -> BlockSource:
@@ -83,7 +86,12 @@ class BlockSource:
 
         image = read_image(self.path, lazy=True)
         try:
-            return np.array(image.data[index])
+            if not self.channels_last:
+                return np.array(image.data[index])
+            index = tuple(index) + (slice(None),) * (len(self.shape) - len(tuple(index)))
+            block = np.array(image.data[(*index[1:], index[0])])
+            # (an integer index of the samples leaves no samples axis to move)
+            return np.moveaxis(block, -1, 0) if isinstance(index[0], slice) else block
         finally:
             del image  # unmap the file: the next block maps only what it reads
 
@@ -339,7 +347,10 @@ def source_dtype(data: Any) -> np.dtype:
 
 
 def source_of(client: Any, data: Any) -> tuple[BlockSource, Any]:
-    """A :class:`BlockSource` for a path (read on the workers) or an array (scattered)."""
+    """A :class:`BlockSource` for a path (read on the workers), a source already described,
+    or an array (scattered)."""
+    if isinstance(data, BlockSource):
+        return data, None
     if isinstance(data, (str, os.PathLike)):
         return BlockSource.from_path(data), None
     try:

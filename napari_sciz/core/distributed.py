@@ -234,18 +234,19 @@ def compress_distributed(
         With ``reconstruction=None`` (never gathered); PSNR and the largest error are exact,
         SSIM is exact when blocks span whole slices and NaN otherwise.
     """
-    if isinstance(source, np.ndarray) and colour.is_channels_last(source.shape, axes):
+    coded, shape = _coded_colour(source, axes)
+    if coded is not None:
         # colour samples last: coded as a leading axis, read back in the caller's layout
-        given = check_axes(axes, source.ndim) if axes else colour.default_axes(source.ndim)
+        given = check_axes(axes, len(shape)) if axes else colour.default_axes(len(shape))
         return colour.restore_result(
             _compress_distributed(
-                colour.coded_first(source), ratio, client=client, scheduler=scheduler,
+                coded, ratio, client=client, scheduler=scheduler,
                 workers=workers, threads_per_worker=threads_per_worker,
                 memory_limit=memory_limit, device=device, steps=steps, budget=budget,
                 effort=effort, seed=seed, axes=colour.moved(given),
                 voxel_size=colour.moved(voxel_size), units=colour.moved(units), name=name,
                 block_voxels=block_voxels, guidance=guidance,
-                labels=colour.moved_labels(labels, source.shape),
+                labels=colour.moved_labels(labels, shape),
                 guidance_weights=guidance_weights, mode=mode, max_error=max_error,
                 retries=retries, connect_timeout=connect_timeout, progress=progress,
                 cancel=cancel,
@@ -337,6 +338,22 @@ def compress_distributed(
         )
     result = _gathered_result(plan, fits, t_start, metric_range)
     return result if found is None else _with_outliers(result, found, target)
+
+
+def _coded_colour(source: Any, axes: str | None) -> tuple[Any, tuple[int, ...]]:
+    """A channels-last colour source in its coded layout, samples first (an array moved, a
+    file read so on the workers), or None; and the source's shape."""
+    if isinstance(source, np.ndarray):
+        if colour.is_channels_last(source.shape, axes):
+            return colour.coded_first(source), source.shape
+        return None, source.shape
+    if isinstance(source, (str, os.PathLike)):
+        described = BlockSource.from_path(source)
+        if colour.is_channels_last(described.shape, axes):
+            coded_shape = tuple(colour.last_first(described.shape))
+            return replace(described, shape=coded_shape, channels_last=True), described.shape
+        return None, described.shape
+    return None, ()
 
 
 #: :func:`compress_distributed` for its own use (callers may wrap the public name)
