@@ -53,10 +53,10 @@ class BlockSource:
         File or store read lazily (:func:`napari_sciz.io.read_image` with ``lazy=True``);
         it must be reachable under this path from every worker (a shared file system).
 
-    Without ``path`` the array travels beside the source (a Dask future of it, scattered once
-    to every worker) and is passed to :meth:`read`. With ``channels_last``, the file holds a
-    colour image with its samples last and ``shape`` is its coded layout, samples first
-    (:mod:`.colour`): blocks are read in that layout.
+    Without ``path`` the array travels beside the source (a Dask future of it, scattered to
+    one worker and fetched once by each other worker) and is passed to :meth:`read`. With
+    ``channels_last``, the file holds a colour image with its samples last and ``shape`` is
+    its coded layout, samples first (:mod:`.colour`): blocks are read in that layout.
     """
 
     shape: tuple[int, ...]
@@ -358,5 +358,8 @@ def source_of(client: Any, data: Any) -> tuple[BlockSource, Any]:
     except Exception as exc:  # noqa: BLE001 - any array-like failure is a user input problem
         raise InvalidInputError(f"cannot read the input as an array: {exc}") from exc
     check_shape_dtype(arr.shape, arr.dtype)
-    future = client.scatter(arr, broadcast=True)
+    # to one worker; the others fetch it with their first block and keep it. (broadcast=True
+    # hung a test run now and then: the scheduler's replication loop against the active memory
+    # manager dropping replicas, dask/distributed issue 4907)
+    future = client.scatter(arr)
     return BlockSource(tuple(int(n) for n in arr.shape), arr.dtype.name), future

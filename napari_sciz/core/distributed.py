@@ -189,7 +189,7 @@ def compress_distributed(
     source : path-like or array-like
         A TIFF/OME-TIFF, ``.npy`` or Zarr/OME-Zarr path (read block by block on the workers;
         it must be reachable under this path from every worker), or an in-memory array
-        (sent once to each worker).
+        (scattered to one worker, fetched once by each other one).
     ratio : float or None
         Target compression ratio (not used, and may be None, in lossless and bounded mode).
     client : distributed.Client, optional
