@@ -51,41 +51,15 @@ def write_sciz(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
         read-only (these are checked before the fit).
     """
     from napari_sciz._settings import get_default_ratio
-    from napari_sciz.core.colour import default_axes
-    from napari_sciz.io import check_output
 
-    out = Path(path)
-    if out.suffix.lower() != _SUFFIX:
-        out = out.with_name(out.name + _SUFFIX)
-    # before the fit: a missing folder, or the file this layer was read from, is refused now
-    sources = layer_sources(meta.get("metadata"))
-    check_output(out, force=True, inputs=sources)
+    out, sources = _destination(path, meta)
     from napari_sciz.core.api import compress  # lazy: imports torch
 
-    if meta.get("multiscale") and isinstance(data, list | tuple):
-        data = data[0]
-    array = np.asarray(data)
+    array = np.asarray(_full_resolution(data, meta))
     # an RGB(A) layer: napari's calibration covers the axes before the colour samples
     rgb = bool(meta.get("rgb")) and array.ndim >= 3
-    ndim = array.ndim - rgb
-
-    kwargs: dict[str, Any] = {"ratio": get_default_ratio()}
-    name = meta.get("name")
-    if name:
-        kwargs["name"] = str(name)
-    scale = meta.get("scale")
-    if scale is not None and len(scale) == ndim:
-        kwargs["voxel_size"] = tuple(float(s) for s in scale) + (1.0,) * rgb
-    units = _unit_names(meta.get("units"), ndim)
-    if units is not None:
-        kwargs["units"] = units + ("pixel",) * rgb
-    axes = _axes(meta.get("axis_labels"), ndim)
-    if axes is not None and not (rgb and "C" in axes):
-        kwargs["axes"] = axes + "C" * rgb
-    elif rgb:
-        kwargs["axes"] = default_axes(array.ndim)  # the samples are the last axis
-
-    result = compress(array, **kwargs)
+    kwargs = _calibration(meta, array.ndim, samples_last=rgb)
+    result = compress(array, ratio=get_default_ratio(), **kwargs)
     result.save(out, force=True, inputs=sources)
     return [str(out)]
 
@@ -120,16 +94,9 @@ def write_sciz_labels(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
     """
     from napari_sciz.core.api import compress
     from napari_sciz.core.result import with_header_keys
-    from napari_sciz.io import check_output
 
-    out = Path(path)
-    if out.suffix.lower() != _SUFFIX:
-        out = out.with_name(out.name + _SUFFIX)
-    sources = layer_sources(meta.get("metadata"))
-    check_output(out, force=True, inputs=sources)
-    if meta.get("multiscale") and isinstance(data, list | tuple):
-        data = data[0]
-    array = _narrow_labels(np.asarray(data))
+    out, sources = _destination(path, meta)
+    array = _narrow_labels(np.asarray(_full_resolution(data, meta)))
     kwargs = _calibration(meta, array.ndim)
     result = with_header_keys(compress(array, mode="lossless", **kwargs), {LABELS_KEY: "labels"})
     result.save(out, force=True, inputs=sources)
@@ -154,21 +121,49 @@ def _narrow_labels(array: np.ndarray) -> np.ndarray:
     )
 
 
-def _calibration(meta: dict[str, Any], ndim: int) -> dict[str, Any]:
-    """``name``, ``voxel_size``, ``units`` and ``axes`` of a layer's attributes."""
+def _destination(path: str, meta: dict[str, Any]) -> tuple[Path, list[str]]:
+    """The file to write (``.sciz`` appended when missing) and the files the layer was read
+    from, checked before any coding: a missing folder, or the layer's own file, is refused."""
+    from napari_sciz.io import check_output
+
+    out = Path(path)
+    if out.suffix.lower() != _SUFFIX:
+        out = out.with_name(out.name + _SUFFIX)
+    sources = layer_sources(meta.get("metadata"))
+    check_output(out, force=True, inputs=sources)
+    return out, sources
+
+
+def _full_resolution(data: Any, meta: dict[str, Any]) -> Any:
+    """The layer's data, its full-resolution level when it is multiscale."""
+    if meta.get("multiscale") and isinstance(data, list | tuple):
+        return data[0]
+    return data
+
+
+def _calibration(meta: dict[str, Any], ndim: int, samples_last: bool = False) -> dict[str, Any]:
+    """``name``, ``voxel_size``, ``units`` and ``axes`` of a layer's attributes for an array of
+    ``ndim`` axes; with ``samples_last`` (an RGB(A) layer) napari's calibration covers the axes
+    before the colour samples, which get scale 1 and the axis letter C."""
+    from napari_sciz.core.colour import default_axes
+
+    rgb = int(samples_last)
+    ndim -= rgb
     kwargs: dict[str, Any] = {}
     name = meta.get("name")
     if name:
         kwargs["name"] = str(name)
     scale = meta.get("scale")
     if scale is not None and len(scale) == ndim:
-        kwargs["voxel_size"] = tuple(float(s) for s in scale)
+        kwargs["voxel_size"] = tuple(float(s) for s in scale) + (1.0,) * rgb
     units = _unit_names(meta.get("units"), ndim)
     if units is not None:
-        kwargs["units"] = units
+        kwargs["units"] = units + ("pixel",) * rgb
     axes = _axes(meta.get("axis_labels"), ndim)
-    if axes is not None:
-        kwargs["axes"] = axes
+    if axes is not None and not (rgb and "C" in axes):
+        kwargs["axes"] = axes + "C" * rgb
+    elif rgb:
+        kwargs["axes"] = default_axes(ndim + rgb)  # the samples are the last axis
     return kwargs
 
 

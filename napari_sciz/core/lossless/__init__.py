@@ -151,11 +151,8 @@ def encode_block(
             exact = _encode(block, "lossless", None, search)
             if len(exact) < len(out):
                 out = exact
-        elif labelblock.looks_like_labels(block):
-            # a label image: its exact coding (within any bound) as neighbour copies
-            labels = labelblock.encode(block)
-            if labels is not None and len(labels) < len(out):
-                out = labels
+        else:
+            out = _as_labels_if_smaller(block, out)  # (exact: within any bound)
     # at large bounds on smooth data SPERR's point-wise error mode, SZ3's in-loop
     # quantization and its interpolation predictor in our entropy coder beat the grid
     for coder in (sperrblock, szblock, interpblock):
@@ -180,16 +177,22 @@ def _encode(block: np.ndarray, mode: str, max_error: float | None, search: bool)
         alt = encode_raster(other, (d, h, w), search)
         if len(alt) < len(out):
             out = alt
-    if mode == "lossless" and labelblock.looks_like_labels(block):
-        # a segmentation or mask: each voxel as a copy of a neighbour codes it smaller
-        labels = labelblock.encode(block)
-        if labels is not None and len(labels) < len(out):
-            out = labels
+    if mode == "lossless":
+        out = _as_labels_if_smaller(block, out)
     raw = le_bytes(m.expected).tobytes()
     if len(out) > len(raw) + 8:
         # incompressible block (e.g. noise): stored as it is
         return _RAW_MAGIC + struct.pack("<BI", _RAW_VERSION, zlib.crc32(raw)) + raw
     return out
+
+
+def _as_labels_if_smaller(block: np.ndarray, payload: bytes) -> bytes:
+    """The label block of ``block`` (a segmentation or mask: each voxel a copy of a
+    neighbour) when it looks like one and codes smaller than ``payload``, else ``payload``."""
+    if not labelblock.looks_like_labels(block):
+        return payload
+    labels = labelblock.encode(block)
+    return labels if labels is not None and len(labels) < len(payload) else payload
 
 
 #: a block without a value table tries one when this share of its voxels have a value next to

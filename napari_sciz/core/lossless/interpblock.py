@@ -42,6 +42,7 @@ import numpy as np
 
 from ...errors import FormatError
 from .entropy import _pack_bits, _quantize_hist, _token_tables, _tokenize, trimmed_categorical
+from .layout import PayloadReader
 from .values import crc_matches, le_bytes
 
 __all__ = [
@@ -270,23 +271,6 @@ def _dtype_range(dtype: np.dtype) -> tuple[int, int]:
     return int(info.min), int(info.max)
 
 
-class _Reader:
-    """Sequential reads of a payload, every length checked."""
-
-    def __init__(self, payload: bytes, pos: int) -> None:
-        self.payload, self.pos = payload, pos
-
-    def take(self, n: int) -> bytes:
-        if n < 0 or self.pos + n > len(self.payload):
-            raise FormatError("interpolation bounded block is truncated")
-        out = self.payload[self.pos : self.pos + n]
-        self.pos += n
-        return out
-
-    def u32(self) -> int:
-        return _U32.unpack(self.take(4))[0]
-
-
 def decode(payload: bytes, dtype: np.dtype, shape3: tuple[int, ...]) -> np.ndarray:
     """The block an interpolation payload codes, in ``dtype``.
 
@@ -302,7 +286,7 @@ def decode(payload: bytes, dtype: np.dtype, shape3: tuple[int, ...]) -> np.ndarr
     _m, version, levels, n_tok, n_ctx, lo, step, crc = _HEAD.unpack_from(payload)
     if version not in (_VERSION, _VERSION_2):
         raise FormatError(f"unsupported interpolation bounded block version {version}")
-    reader = _Reader(payload, _HEAD.size)
+    reader = PayloadReader(payload, _HEAD.size, "interpolation bounded block")
     flags = reader.take(1)[0] if version == _VERSION_2 else 0
     if flags & ~(_FLAG_FLOAT | _FLAG_QCTX):
         raise FormatError("interpolation bounded block has unknown flags (a newer napari-sciz)")
@@ -331,7 +315,7 @@ def decode(payload: bytes, dtype: np.dtype, shape3: tuple[int, ...]) -> np.ndarr
 
 
 def _reconstruct(
-    reader: _Reader, payload: bytes, shape3: tuple[int, ...], sizes: tuple[int, int, int],
+    reader: PayloadReader, payload: bytes, shape3: tuple[int, ...], sizes: tuple[int, int, int],
     qctx: bool,
 ) -> np.ndarray:  # fmt: skip
     """The integer reconstruction ``rec`` (int64) of a payload's body (histograms on);
@@ -344,7 +328,7 @@ def _reconstruct(
     inflate = zlib.decompressobj()
     expected = n_ctx * n_tok * 4
     try:
-        raw_hist = inflate.decompress(reader.take(reader.u32()), expected + 1)
+        raw_hist = inflate.decompress(reader.section(), expected + 1)
     except zlib.error as exc:
         raise FormatError("interpolation bounded block's histograms are damaged") from exc
     if len(raw_hist) != expected:

@@ -35,6 +35,7 @@ import numpy as np
 
 from ...errors import FormatError
 from .entropy import _quantize_hist, trimmed_categorical
+from .layout import PayloadReader
 from .values import _pack_uints, _unpack_uints, crc_matches, le_bytes
 
 __all__ = ["MAGIC", "decode", "encode", "is_label_block", "looks_like_labels"]
@@ -172,23 +173,6 @@ def _models(counts: np.ndarray) -> list:
     return [trimmed_categorical(row) if row.any() else None for row in q]
 
 
-class _Reader:
-    """Sequential reads of a payload, every length checked."""
-
-    def __init__(self, payload: bytes, pos: int) -> None:
-        self.payload, self.pos = payload, pos
-
-    def take(self, n: int) -> bytes:
-        if n < 0 or self.pos + n > len(self.payload):
-            raise FormatError("label block is truncated")
-        out = self.payload[self.pos : self.pos + n]
-        self.pos += n
-        return out
-
-    def section(self) -> bytes:
-        return self.take(_U32.unpack(self.take(4))[0])
-
-
 def decode(payload: bytes, dtype: np.dtype, shape3: tuple[int, ...]) -> np.ndarray:
     """The block a label payload codes, in ``dtype``.
 
@@ -212,7 +196,7 @@ def decode(payload: bytes, dtype: np.dtype, shape3: tuple[int, ...]) -> np.ndarr
     n = int(np.prod(shape3))
     if dtype.kind not in "uib" or not 1 <= n_values <= n or n_other > n:
         raise FormatError("label block does not match the block's dtype or size")
-    reader = _Reader(payload, _HEAD.size)
+    reader = PayloadReader(payload, _HEAD.size, "label block")
     zigzag = _unpack_uints(reader.section(), n_values).astype(np.uint64)
     table = (zigzag >> np.uint64(1)).astype(np.int64) ^ -(zigzag & np.uint64(1)).astype(np.int64)
     other = _unpack_uints(reader.section(), n_other)

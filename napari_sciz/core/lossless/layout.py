@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import struct
 
+from ...errors import FormatError
+
 _MAGIC = b"SZL"
 
 
@@ -66,3 +68,30 @@ _V6_EXT = struct.Struct("<H")
 #: version 7, after the wide least squares: the byte length of the sparse-context section (0:
 #: none; see :class:`.sparse.SparseTable`)
 _V7_EXT = struct.Struct("<I")
+
+
+_U32 = struct.Struct("<I")
+
+
+class PayloadReader:
+    """Sequential reads of a block payload from ``pos``, every length checked (``what``
+    names the payload in the error)."""
+
+    def __init__(self, payload: bytes, pos: int, what: str) -> None:
+        self.payload, self.pos, self.what = payload, pos, what
+
+    def take(self, n: int) -> bytes:
+        """The next ``n`` bytes; :class:`FormatError` past the payload's end."""
+        if n < 0 or self.pos + n > len(self.payload):
+            raise FormatError(f"{self.what} is truncated")
+        out = self.payload[self.pos : self.pos + n]
+        self.pos += n
+        return out
+
+    def u32(self) -> int:
+        """The next little-endian ``u32``."""
+        return _U32.unpack(self.take(4))[0]
+
+    def section(self) -> bytes:
+        """The next section: a ``u32`` length, then that many bytes."""
+        return self.take(self.u32())
