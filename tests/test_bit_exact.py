@@ -83,6 +83,19 @@ def volume() -> np.ndarray:
     return np.ascontiguousarray(load_sample("ct_phantom")[:8, 16:112, 16:112])
 
 
+def _zoomed(image: np.ndarray) -> np.ndarray:
+    """``image`` zoomed 2x in y and x by corner-aligned linear interpolation (resampled
+    blocks)."""
+    out = image.astype(np.int64)
+    for axis in (1, 2):
+        moved = np.moveaxis(out, axis, -1)
+        up = np.empty(moved.shape[:-1] + (2 * moved.shape[-1] - 1,), np.int64)
+        up[..., ::2] = moved
+        up[..., 1::2] = (moved[..., :-1] + moved[..., 1:] + 1) >> 1
+        out = np.moveaxis(up, -1, axis)
+    return out.astype(image.dtype)
+
+
 def test_exact_modes_decode_bit_exactly_on_a_cpu_without_simd(
     tmp_path: Path, volume: np.ndarray
 ) -> None:
@@ -104,6 +117,7 @@ def test_exact_modes_decode_bit_exactly_on_a_cpu_without_simd(
         "bounded_sz3_f32": (ramp.astype(np.float32), {"mode": "bounded", "max_error": 16.0}),
         "bounded_interp_f32": (ramp.astype(np.float32), {"mode": "bounded", "max_error": 16.0}),
         "lossless_labels_i32": (cells, {"mode": "lossless"}),
+        "lossless_resampled_u16": (_zoomed(volume[:, :48, :48]), {"mode": "lossless"}),
     }
     paths = []
     for name, (data, kwargs) in cases.items():
@@ -117,6 +131,7 @@ def test_exact_modes_decode_bit_exactly_on_a_cpu_without_simd(
                 )
             result = api.compress(data, **kwargs)
         version = {"sz3": 3, "interp_u16": 5, "interp_v1_u16": 4, "interp_f32": 5, "labels": 6}
+        version["resampled"] = 7
         for key, number in version.items():
             assert key not in name or result.header["model"]["version"] == number
         result.save(path)

@@ -872,8 +872,11 @@ def test_predictor_map_pays_on_ct(monkeypatch: pytest.MonkeyPatch) -> None:
     gradients: the map takes it there and the block gets smaller."""
     import tifffile
 
-    from napari_sciz.core.lossless import raster
+    from napari_sciz.core.lossless import raster, resampled
 
+    # (the slices were zoomed 2x: a resampled block codes them smaller, tested in
+    # tests/test_resampled.py; the predictor map of the causal coder is tested here)
+    monkeypatch.setattr(resampled, "interpolated_axes", lambda block: ((), ()))
     ct = tifffile.imread(DATA / "pydicom_eCT_2x512x512.tif")
     payload = encode_block(ct)
     pmap = list(payload[_V4_LANES_OFFSET + 2 : _V4_LANES_OFFSET + 10])

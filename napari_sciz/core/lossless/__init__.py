@@ -52,7 +52,7 @@ import numpy as np
 from ...errors import FormatError, InvalidInputError
 from ..blocks import BlockGrid
 from ..validate import native_order
-from . import interpblock, labelblock, sperrblock, szblock
+from . import interpblock, labelblock, resampled, sperrblock, szblock
 from .layout import _HEAD2, _MAGIC, _RAW_MAGIC, _RAW_VERSION, _VERSIONS
 from .raster import TRIAL_VOXELS, encode_raster, sample_box, trial_size
 from .v1 import _HEAD, decode_v1
@@ -86,12 +86,14 @@ MODES = ("lossless", "bounded")
 
 def model_version(payloads: list[bytes]) -> int:
     """The header's model version of a lossless/bounded file of ``payloads`` (older readers
-    say "upgrade"): 6 when a block is a label block (:mod:`.labelblock`, either mode), else
+    say "upgrade"): 7 when a block is a resampled block (:mod:`.resampled`, lossless mode),
+    else 6 when a block is a label block (:mod:`.labelblock`, either mode), else
     (bounded mode) 5 when a block is coded by interpolation in payload version 2 (floats, or
     index contexts), else 4 when one is in version 1 (:mod:`.interpblock`), else 3 when one is
     coded by SZ3 (:mod:`.szblock`), else 2 when one is coded by SPERR (:mod:`.sperrblock`), 1
     otherwise."""
     for version, kind in (
+        (7, resampled.is_resampled_block),
         (6, labelblock.is_label_block),
         (5, interpblock.is_interp_v2_block),
         (4, interpblock.is_interp_block),
@@ -162,7 +164,9 @@ def encode_block(
     return out
 
 
-def _encode(block: np.ndarray, mode: str, max_error: float | None, search: bool) -> bytes:
+def _encode(
+    block: np.ndarray, mode: str, max_error: float | None, search: bool, depth: int = 0
+) -> bytes:
     d, h, w = block.shape
     m = _map_values(np.ascontiguousarray(block), mode, max_error)
     other = _table_alternative(m)
@@ -179,6 +183,7 @@ def _encode(block: np.ndarray, mode: str, max_error: float | None, search: bool)
             out = alt
     if mode == "lossless":
         out = _as_labels_if_smaller(block, out)
+        out = _as_resampled_if_smaller(block, out, search, depth)
     raw = le_bytes(m.expected).tobytes()
     if len(out) > len(raw) + 8:
         # incompressible block (e.g. noise): stored as it is
@@ -193,6 +198,18 @@ def _as_labels_if_smaller(block: np.ndarray, payload: bytes) -> bytes:
         return payload
     labels = labelblock.encode(block)
     return labels if labels is not None and len(labels) < len(payload) else payload
+
+
+def _as_resampled_if_smaller(block: np.ndarray, payload: bytes, search: bool, depth: int) -> bytes:
+    """The resampled block of ``block`` (an axis upsampled 2x by linear interpolation: its
+    coarse grid coded as a block, the rest as corrections) when it looks like one and codes
+    smaller than ``payload``, else ``payload``."""
+    if depth >= resampled.MAX_DEPTH:
+        return payload
+    coded = resampled.encode(
+        block, lambda coarse: _encode(coarse, "lossless", None, search, depth + 1)
+    )
+    return coded if coded is not None and len(coded) < len(payload) else payload
 
 
 #: a block without a value table tries one when this share of its voxels have a value next to
@@ -264,7 +281,13 @@ def decode_block(payload: bytes, dtype: np.dtype, shape3: tuple[int, int, int]) 
         raise FormatError(f"lossless block cannot be decoded: {exc}") from exc
 
 
-def _decode(payload: bytes, dtype: np.dtype, shape3: tuple[int, ...]) -> np.ndarray:
+def _decode(payload: bytes, dtype: np.dtype, shape3: tuple[int, ...], depth: int = 0) -> np.ndarray:
+    if resampled.is_resampled_block(payload):
+        if depth >= resampled.MAX_DEPTH:
+            raise FormatError("resampled lossless block nested too deep (corrupted payload)")
+        return resampled.decode(
+            payload, dtype, shape3, lambda inner, shape: _decode(inner, dtype, shape, depth + 1)
+        )
     if labelblock.is_label_block(payload):
         return labelblock.decode(payload, dtype, shape3)
     if sperrblock.is_sperr_block(payload):

@@ -12,6 +12,7 @@ from .interpblock import interp_index_contexts, is_interp_block
 from .labelblock import is_label_block
 from .layout import _HEAD2, _MAGIC, _RAW_MAGIC
 from .predict import _SUB_NAMES, _SUB_XLS
+from .resampled import is_resampled_block, refined_axes
 from .sperrblock import is_sperr_block
 from .szblock import is_sz3_block
 
@@ -29,8 +30,10 @@ def describe_block(payload: bytes) -> dict[str, Any]:
     Returns
     -------
     dict
-        ``coding`` ("stored"; "labels": a label block; "sperr", "sz3" or "interpolation": a
-        bounded block coded by SPERR, SZ3 or interpolation; or "coded"), and for
+        ``coding`` ("stored"; "labels": a label block; "resampled": a 2x interpolation
+        coded as its coarse grid, with ``axes`` refined and ``coarse``, the coarse grid's
+        description; "sperr", "sz3" or "interpolation": a bounded block coded by SPERR, SZ3
+        or interpolation; or "coded"), and for
         coded blocks ``version``, ``predictors``
         (names of the blended sub-predictors), ``map`` (gradient level -> the sub-predictor
         used alone there, levels using the blend omitted), ``contexts``, ``lanes`` and
@@ -47,6 +50,9 @@ def describe_block(payload: bytes) -> dict[str, Any]:
         return {"coding": "stored"}
     if is_label_block(payload):
         return {"coding": "labels"}
+    if is_resampled_block(payload):
+        axes, coarse = refined_axes(payload)
+        return {"coding": "resampled", "axes": axes, "coarse": describe_block(coarse)}
     if is_sperr_block(payload):
         return {"coding": "sperr"}
     if is_sz3_block(payload):
@@ -90,6 +96,9 @@ def predictor_text(d: dict[str, Any]) -> str:
         return "stored (incompressible)"
     if d["coding"] == "labels":
         return "labels (neighbour copies)"
+    if d["coding"] == "resampled":
+        axes = ", ".join("zyx"[a] for a in d["axes"])
+        return f"2x interpolated ({axes}) over {predictor_text(d['coarse'])}"
     if d["coding"] == "sperr":
         return "SPERR (point-wise error)"
     if d["coding"] == "sz3":

@@ -41,7 +41,8 @@ from collections.abc import Iterator
 import numpy as np
 
 from ...errors import FormatError
-from .entropy import _pack_bits, _quantize_hist, _token_tables, _tokenize, trimmed_categorical
+from .ctxans import TokenReader, ans_decoder, code_passes, order_by_context, read_histograms
+from .entropy import _pack_bits, _token_tables, _tokenize
 from .layout import PayloadReader
 from .values import crc_matches, le_bytes
 
@@ -66,7 +67,6 @@ _FLOAT = struct.Struct("<dd")
 #: grid steps per bound of a float block (``d = E / 1024``: the code's step is 2047 d)
 _FLOAT_STEPS = 1024.0
 _HEAD = struct.Struct("<3sBBBHqqI")
-_U32 = struct.Struct("<I")
 #: activity classes per level and classes of the neighbours' indices (as
 #: :data:`.interpkernels.ACTIVITY` and ``INDEX_CLASSES``, without importing numba)
 _ACTIVITY, _INDEX_CLASSES = 7, 4
@@ -145,16 +145,6 @@ def _quantized(
     return qs, ctxs, rec
 
 
-def _order(ctx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Coding order within a pass (by context, raster order inside one), and the number of
-    voxels of each context."""
-    counts = np.bincount(ctx)
-    present = np.flatnonzero(counts)
-    if present.size == 1:
-        return np.arange(ctx.size), counts
-    return np.concatenate([np.flatnonzero(ctx == c) for c in present]), counts
-
-
 def encode(block: np.ndarray, bound: float) -> bytes | None:
     """The interpolation payload of ``block`` (3D) within ``bound``, or None when the block
     is empty or flat, the bound is below 1 (integers) or not positive (floats), or a float
@@ -223,47 +213,19 @@ def _code(values: np.ndarray, e: int) -> tuple[bytes, int, np.ndarray, bool]:
 def _body(values: np.ndarray, e: int, qctx: bool) -> tuple[bytes, int, np.ndarray]:
     """The body of a payload (histograms, ANS words, raw bits) of the non-negative integer
     ``values`` within ``e``, its alphabet size and the reconstruction."""
-    import constriction
-
     qs, ctxs, rec = _quantized(values, e, qctx)
     n_ctx = _contexts(_levels(values.shape), qctx)
     toks, nbs, raws, order_ctx = [], [], [], []
     for q, ctx in zip(qs, ctxs, strict=True):
-        o, _counts = _order(ctx)
+        o, _counts = order_by_context(ctx)
         tok, nb, raw = _tokenize(q[o])
         toks.append(tok)
         nbs.append(nb)
         raws.append(raw)
         order_ctx.append(ctx[o])
-    tok_all = np.concatenate(toks)
-    ctx_all = np.concatenate(order_ctx)
-    n_tok = int(tok_all.max()) + 1
-    counts = np.zeros((n_ctx, n_tok), np.int64)
-    np.add.at(counts, (ctx_all, tok_all), 1)
-    stored = _quantize_hist(counts)
-    models = [trimmed_categorical(row) if row.any() else None for row in stored]
-    coder = constriction.stream.stack.AnsCoder()
-    segments = []
-    start = 0
-    for ctx in order_ctx:
-        for c in np.unique(ctx):
-            n = int(np.count_nonzero(ctx == c))
-            segments.append((int(c), start, start + n))
-            start += n
-    for c, a, b in reversed(segments):
-        coder.encode_reverse(tok_all[a:b].astype(np.int32), models[c])
-    words = np.asarray(coder.get_compressed(), np.uint32)
-    hist = zlib.compress(stored.astype("<u4").tobytes(), 9)
-    body = b"".join(
-        [
-            _U32.pack(len(hist)),
-            hist,
-            _U32.pack(words.size),
-            words.astype("<u4").tobytes(),
-            _pack_bits(np.concatenate(nbs), np.concatenate(raws)),
-        ]
-    )
-    return body, n_tok, rec
+    n_tok = int(max(int(t.max()) for t in toks)) + 1
+    raw_bits = _pack_bits(np.concatenate(nbs), np.concatenate(raws))
+    return code_passes(toks, order_ctx, n_ctx) + raw_bits, n_tok, rec
 
 
 def _dtype_range(dtype: np.dtype) -> tuple[int, int]:
@@ -320,29 +282,15 @@ def _reconstruct(
 ) -> np.ndarray:  # fmt: skip
     """The integer reconstruction ``rec`` (int64) of a payload's body (histograms on);
     ``sizes``: contexts, tokens and the quantization step."""
-    import constriction
-
     from .interpkernels import decode_pass, pass_context
 
     n_ctx, n_tok, step = sizes
-    inflate = zlib.decompressobj()
-    expected = n_ctx * n_tok * 4
-    try:
-        raw_hist = inflate.decompress(reader.section(), expected + 1)
-    except zlib.error as exc:
-        raise FormatError("interpolation bounded block's histograms are damaged") from exc
-    if len(raw_hist) != expected:
-        raise FormatError("interpolation bounded block's histograms have the wrong size")
-    stored = np.frombuffer(raw_hist, "<u4").reshape(n_ctx, n_tok).astype(np.int64)
-    n_words = reader.u32()
-    words = np.frombuffer(reader.take(4 * n_words), "<u4").astype(np.uint32)
+    what = "interpolation bounded block"
+    stored = read_histograms(reader, n_ctx, n_tok, what)
+    coder = ans_decoder(reader, what)
     bits = np.unpackbits(np.frombuffer(payload[reader.pos :], np.uint8))
     nb_table, base_table = _token_tables(n_tok)
-    try:
-        coder = constriction.stream.stack.AnsCoder(words)
-    except Exception as exc:  # noqa: BLE001 - constriction refuses the words
-        raise FormatError("interpolation bounded block's ANS stream is damaged") from exc
-    tokens = _TokenReader(coder, stored)
+    tokens = TokenReader(coder, stored, what)
     rec = np.zeros(shape3, np.int64)
     qabs = np.zeros(shape3, np.uint8)
     tok0 = int(tokens(np.zeros(1, np.int64))[0])
@@ -361,28 +309,3 @@ def _reconstruct(
     if bitpos < 0:
         raise FormatError("interpolation bounded block's tokens or raw bits are damaged")
     return rec
-
-
-class _TokenReader:
-    """A pass's tokens in coding order (by context, raster order within one) from the ANS
-    stream, one decode call per context."""
-
-    def __init__(self, coder: object, stored: np.ndarray) -> None:
-        self.coder, self.stored, self.models = coder, stored, {}
-
-    def __call__(self, ctx: np.ndarray) -> np.ndarray:
-        counts = np.bincount(ctx)
-        tok = np.empty(ctx.size, np.int64)
-        start = 0
-        for c in np.flatnonzero(counts):
-            c, n = int(c), int(counts[c])
-            if not self.stored[c].any():
-                raise FormatError("interpolation bounded block: a context without histogram")
-            if c not in self.models:
-                self.models[c] = trimmed_categorical(self.stored[c])
-            try:
-                tok[start : start + n] = self.coder.decode(self.models[c], n)
-            except Exception as exc:  # noqa: BLE001 - any failure means a bad stream
-                raise FormatError("interpolation bounded block's ANS stream is damaged") from exc
-            start += n
-        return tok

@@ -1,0 +1,157 @@
+"""Resampled lossless blocks: data upsampled 2x by linear interpolation, coded as the coarse
+grid plus corrections (napari_sciz.core.lossless.resampled)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from napari_sciz.core import api
+from napari_sciz.core.bitstream import container
+from napari_sciz.core.lossless import decode_block, describe, encode_block, resampled
+from napari_sciz.errors import FormatError
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"  # ../shared beside the clone
+
+
+def _smooth(shape: tuple[int, ...], seed: int = 0, lo: int = 1000) -> np.ndarray:
+    """A textured coarse image: integrated noise plus noise (like a tissue section)."""
+    rng = np.random.default_rng(seed)
+    walk = np.cumsum(np.cumsum(rng.normal(0, 1.5, shape), axis=-1), axis=-2) / 4
+    return np.rint(lo + walk + rng.normal(0, 3, shape)).astype(np.int64)
+
+
+def upsample2(coarse: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
+    """Corner-aligned 2x linear upsampling along ``axes`` (``out[2k] = x[k]``, ``out[2k+1] =
+    round-half-up mean of its neighbours``), as scanners and resampling tools do."""
+    out = coarse.astype(np.int64)
+    for axis in axes:
+        moved = np.moveaxis(out, axis, -1)
+        n = moved.shape[-1]
+        up = np.empty(moved.shape[:-1] + (2 * n - 1,), np.int64)
+        up[..., ::2] = moved
+        up[..., 1::2] = (moved[..., :-1] + moved[..., 1:] + 1) >> 1
+        out = np.moveaxis(up, -1, axis)
+    return out
+
+
+def test_a_2x_interpolated_image_codes_as_its_coarse_grid(monkeypatch) -> None:
+    """A CT slice zoomed 2x in y and x, then masked outside the body: the resampled block is
+    chosen, much smaller than the predictive coder's, exact, and says so."""
+    coarse = _smooth((2, 40, 48))
+    image = upsample2(coarse, (1, 2))[:, :, :94]  # even and odd lengths
+    yy, xx = np.mgrid[: image.shape[1], : image.shape[2]]
+    image[:, (yy - 40) ** 2 + (xx - 47) ** 2 > 36**2] = 0  # a mask applied after the zoom
+    image = image.astype(np.uint16)
+    assert resampled.interpolated_axes(image) == ((1, 2), (0, 0))
+    result = api.compress(image, mode="lossless")
+    assert result.header["model"]["version"] == 7
+    assert np.array_equal(api.decompress(result.data), image)
+    assert np.array_equal(api.decompress(result.data, roi="1:2,10:30,5:9"), image[1:2, 10:30, 5:9])
+    with container.SciZFile(result.data) as f:
+        payload = f.payload(0)
+    assert resampled.is_resampled_block(payload)
+    text = describe.predictor_text(describe.describe_block(payload))
+    assert text.startswith("2x interpolated (y, x) over ")
+    monkeypatch.setattr(resampled, "interpolated_axes", lambda block: ((), ()))
+    plain = api.compress(image, mode="lossless")
+    assert plain.header["model"]["version"] == 1
+    assert len(plain.data) > 1.4 * len(result.data)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "axes", "crop"),
+    [
+        (np.uint8, (2,), np.s_[:, :, 1:]),  # phase 1: the coarse grid at odd indices
+        (np.int16, (0, 1, 2), np.s_[:, 1:, :]),  # three axes, negative values
+        (np.uint32, (0,), np.s_[:, :, :]),  # along z only
+        (np.int32, (1,), np.s_[:, :7, :]),  # a short axis (7 rows)
+    ],
+)
+def test_resampled_blocks_round_trip(dtype: type, axes: tuple[int, ...], crop: tuple) -> None:
+    shape = [5, 20, 24]
+    for a in axes:
+        shape[a] = (shape[a] + 1) // 2
+    lo = -300 if np.dtype(dtype).kind == "i" else 100
+    coarse = _smooth(tuple(shape), seed=len(axes), lo=lo)
+    if dtype == np.uint8:
+        coarse = np.clip(coarse - lo, 0, 255)
+    block = np.ascontiguousarray(upsample2(coarse, axes)[crop].astype(dtype))
+    found, phases = resampled.interpolated_axes(block)
+    assert found == tuple(a for a in axes if block.shape[a] >= 3)
+    payload = resampled.encode(block, lambda c: encode_block(c))
+    assert payload is not None
+    out = decode_block(payload, block.dtype, block.shape)
+    assert out.dtype == block.dtype and np.array_equal(out, block)
+    assert 1 in phases or crop == np.s_[:, :, :] or crop == np.s_[:, :7, :]
+
+
+def test_noise_and_floats_are_not_taken_for_resampled_data() -> None:
+    rng = np.random.default_rng(5)
+    noisy = (1000 + rng.normal(0, 20, (3, 40, 40))).astype(np.uint16)
+    assert resampled.interpolated_axes(noisy) == ((), ())
+    assert resampled.encode(noisy, encode_block) is None
+    up = upsample2(_smooth((2, 20, 20)), (1, 2)).astype(np.float32)
+    assert resampled.interpolated_axes(up) == ((), ())
+    flat = np.full((2, 30, 30), 7, np.uint16)  # flat: nothing to measure
+    assert resampled.interpolated_axes(flat) == ((), ())
+
+
+def test_coarse_grids_nest_and_the_depth_is_bounded(monkeypatch) -> None:
+    """A 4x zoom is a resampled block whose coarse grid is one too; the decoder refuses
+    payloads nested deeper than MAX_DEPTH."""
+    image = upsample2(upsample2(_smooth((1, 24, 24), seed=7), (1, 2)), (1, 2)).astype(np.uint16)
+    payload = encode_block(image)
+    axes, inner = resampled.refined_axes(payload)
+    assert axes == (1, 2) and resampled.is_resampled_block(inner)
+    assert np.array_equal(decode_block(payload, image.dtype, image.shape), image)
+    monkeypatch.setattr(resampled, "MAX_DEPTH", 1)
+    with pytest.raises(FormatError, match="nested"):
+        decode_block(payload, image.dtype, image.shape)
+
+
+def test_damaged_resampled_blocks_are_refused() -> None:
+    """Every damaged payload is a FormatError (or, with a valid CRC, the right block)."""
+    coarse = _smooth((2, 24, 30), seed=9)
+    block = upsample2(coarse, (1, 2)).astype(np.uint16)
+    block[:, :6, :] = 0
+    payload = resampled.encode(block, encode_block)
+    assert payload is not None
+    rng = np.random.default_rng(3)
+    for _ in range(150):
+        bad = bytearray(payload)
+        for pos in rng.integers(0, len(bad), rng.integers(1, 4)):
+            bad[pos] = rng.integers(0, 256)
+        try:
+            out = decode_block(bytes(bad), block.dtype, block.shape)
+        except FormatError:
+            continue
+        assert np.array_equal(out, block)
+    for cut in (3, 12, len(payload) // 2, len(payload) - 2):
+        with pytest.raises(FormatError):
+            decode_block(payload[:cut], block.dtype, block.shape)
+    newer = payload[:3] + bytes([2]) + payload[4:]
+    with pytest.raises(FormatError, match="version"):
+        decode_block(newer, block.dtype, block.shape)
+    for dtype, shape in ((np.float32, block.shape), (np.int64, block.shape)):
+        with pytest.raises(FormatError):
+            decode_block(payload, np.dtype(dtype), shape)
+    with pytest.raises(FormatError):
+        decode_block(payload, block.dtype, (2, 48, 59))
+
+
+@pytest.mark.skipif(not (DATA / "pydicom_eCT_2x512x512.tif").exists(), reason="no shared data")
+def test_the_zoomed_clinical_ct_codes_as_its_coarse_grid() -> None:
+    """The enhanced-CT slices of pydicom-data were zoomed 2x in y and x (each odd row and
+    column the rounded mean of its neighbours, the body masked after): coded as a resampled
+    block, 1.8 times smaller than by the causal coder alone (20.5x)."""
+    import tifffile
+
+    ct = tifffile.imread(DATA / "pydicom_eCT_2x512x512.tif")
+    assert resampled.interpolated_axes(ct) == ((1, 2), (0, 0))
+    payload = encode_block(ct)
+    assert resampled.is_resampled_block(payload)
+    assert ct.nbytes / len(payload) > 35
+    assert np.array_equal(decode_block(payload, ct.dtype, ct.shape), ct)
