@@ -23,16 +23,17 @@ def _smooth(shape: tuple[int, ...], seed: int = 0, lo: int = 1000) -> np.ndarray
     return np.rint(lo + walk + rng.normal(0, 3, shape)).astype(np.int64)
 
 
-def upsample2(coarse: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
+def upsample2(coarse: np.ndarray, axes: tuple[int, ...], half: int = 1) -> np.ndarray:
     """Corner-aligned 2x linear upsampling along ``axes`` (``out[2k] = x[k]``, ``out[2k+1] =
-    round-half-up mean of its neighbours``), as scanners and resampling tools do."""
+    the mean of its neighbours``, halves rounded up, or down with ``half=0``), as scanners
+    and resampling tools do."""
     out = coarse.astype(np.int64)
     for axis in axes:
         moved = np.moveaxis(out, axis, -1)
         n = moved.shape[-1]
         up = np.empty(moved.shape[:-1] + (2 * n - 1,), np.int64)
         up[..., ::2] = moved
-        up[..., 1::2] = (moved[..., :-1] + moved[..., 1:] + 1) >> 1
+        up[..., 1::2] = (moved[..., :-1] + moved[..., 1:] + half) >> 1
         out = np.moveaxis(up, -1, axis)
     return out
 
@@ -86,6 +87,16 @@ def test_resampled_blocks_round_trip(dtype: type, axes: tuple[int, ...], crop: t
     out = decode_block(payload, block.dtype, block.shape)
     assert out.dtype == block.dtype and np.array_equal(out, block)
     assert 1 in phases or crop == np.s_[:, :, :] or crop == np.s_[:, :7, :]
+
+
+def test_a_zoom_that_rounds_halves_down_is_found_too(monkeypatch) -> None:
+    image = upsample2(_smooth((3, 30, 30), seed=4), (0, 1, 2), half=0).astype(np.uint16)
+    assert resampled.interpolated_axes(image) == ((0, 1, 2), (0, 0, 0))
+    payload = encode_block(image)
+    assert resampled.is_resampled_block(payload)
+    assert np.array_equal(decode_block(payload, image.dtype, image.shape), image)
+    monkeypatch.setattr(resampled, "interpolated_axes", lambda block: ((), ()))
+    assert len(encode_block(image)) > 1.5 * len(payload)
 
 
 def test_noise_and_floats_are_not_taken_for_resampled_data() -> None:
@@ -155,3 +166,16 @@ def test_the_zoomed_clinical_ct_codes_as_its_coarse_grid() -> None:
     assert resampled.is_resampled_block(payload)
     assert ct.nbytes / len(payload) > 35
     assert np.array_equal(decode_block(payload, ct.dtype, ct.shape), ct)
+
+
+def test_the_zoomed_unseen_images_are_what_their_names_say() -> None:
+    pytest.importorskip("skimage")
+    from napari_sciz.bench.unseen import zoomed_images
+
+    (corner_name, corner), (centre_name, centre) = zoomed_images(["camera"])
+    assert (corner_name, corner.shape, corner.dtype) == ("camera@corner", (767, 767), np.uint8)
+    assert (centre_name, centre.shape) == ("camera@centre", (768, 768))
+    assert resampled.interpolated_axes(corner[None]) == ((1, 2), (0, 0))
+    assert resampled.is_resampled_block(encode_block(corner[None, :301, :301]))
+    # (centre-aligned: no voxel is an original one; the predictive coder codes it smaller)
+    assert not resampled.is_resampled_block(encode_block(centre[None, :300, :300]))

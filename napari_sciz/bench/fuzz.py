@@ -108,6 +108,17 @@ def sample_files(seed: int = 0) -> dict[str, bytes]:
     labels = np.zeros(z.shape, np.uint16)
     for k, (cy, cx, r) in enumerate(rng.integers(8, 56, (9, 3)) % [64, 64, 14] + [0, 0, 4]):
         labels[(y - cy) ** 2 + (x - cx) ** 2 < r**2] = k + 1
+    # a slice zoomed 2x in y and x (corner-aligned linear interpolation), masked after the
+    # zoom: resampled blocks (the coarse grid and corrections)
+    coarse = 1000 + np.cumsum(np.cumsum(rng.normal(0, 1.5, (4, 48, 48)), 2), 1) / 4
+    zoomed = np.rint(coarse).astype(np.int64)
+    for axis in (1, 2):
+        moved = np.moveaxis(zoomed, axis, -1)
+        up = np.empty(moved.shape[:-1] + (2 * moved.shape[-1] - 1,), np.int64)
+        up[..., ::2], up[..., 1::2] = moved, (moved[..., :-1] + moved[..., 1:] + 1) >> 1
+        zoomed = np.moveaxis(up, -1, axis)
+    z, y, x = np.mgrid[:4, :95, :95]
+    zoomed[(x - 47) ** 2 + (y - 47) ** 2 > 44**2] = 0
     return {
         "lossy": bytes(compress(vol, 12, mode="lossy", steps=5, **common).data),
         "hybrid": bytes(compress(vol, 12, mode="hybrid", steps=5, **common).data),
@@ -127,6 +138,9 @@ def sample_files(seed: int = 0) -> dict[str, bytes]:
             compress(ramp.astype(np.uint16), mode="bounded", max_error=16, block_voxels=16384).data
         ),
         "lossless-labels": bytes(compress(labels, mode="lossless", block_voxels=8192).data),
+        "lossless-resampled": bytes(
+            compress(zoomed.astype(np.uint16), mode="lossless", block_voxels=20000).data
+        ),
     }
 
 

@@ -3,7 +3,9 @@
 ``python -m napari_sciz.bench.lossless [--data DIR] [--bounds 1,4,16] [--out docs/benchmarks.md]``
 
 ``--data skimage`` takes scikit-image's bundled images instead (:mod:`.unseen`: images nobody
-tuned on), with ``--section`` naming the markdown section to write.
+tuned on), ``--data skimage-zoom`` the same zoomed 2x (corner- and centre-aligned linear
+interpolation: data stored larger than acquired), with ``--section`` naming the markdown
+section to write.
 
 For each 3D volume (and, with ``--all``, each 2D image) of the data folder it measures
 
@@ -241,7 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         default=None,
         metavar="DIR",
-        help="folder of volumes, or 'skimage' for scikit-image's bundled images",
+        help="folder of volumes, 'skimage' for scikit-image's bundled images, or "
+        "'skimage-zoom' for them zoomed 2x (corner- and centre-aligned)",
     )
     p.add_argument("--volumes", default=None, metavar="NAME,...", help="only these file stems")
     p.add_argument("--all", action="store_true", help="include 2D images")
@@ -278,6 +281,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .unseen import gray_images
 
         volumes = gray_images(names)
+    elif args.data == Path("skimage-zoom"):
+        from .unseen import zoomed_images
+
+        volumes = zoomed_images(names)
     else:
         data_dir = args.data if args.data is not None else find_data_dir()
         if data_dir is None or not Path(data_dir).is_dir():

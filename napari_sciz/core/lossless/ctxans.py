@@ -17,8 +17,17 @@ import numpy as np
 from ...errors import FormatError
 from .entropy import _quantize_hist, trimmed_categorical
 from .layout import PayloadReader
+from .values import _pack_uints, _unpack_uints
 
-__all__ = ["TokenReader", "ans_decoder", "code_passes", "order_by_context", "read_histograms"]
+__all__ = [
+    "TokenReader",
+    "ans_decoder",
+    "code_passes",
+    "order_by_context",
+    "pack_histograms",
+    "read_histograms",
+    "read_packed_histograms",
+]
 
 _U32 = struct.Struct("<I")
 
@@ -33,12 +42,17 @@ def order_by_context(ctx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def code_passes(
-    tokens: list[np.ndarray], contexts: list[np.ndarray], n_ctx: int, skip_certain: bool = False
+    tokens: list[np.ndarray],
+    contexts: list[np.ndarray],
+    n_ctx: int,
+    skip_certain: bool = False,
+    compact: bool = False,
 ) -> bytes:
     """The zlib histograms (``u32`` length first) and the ANS words (``u32`` count first) of
     every pass's ``tokens``, each pass already in :func:`order_by_context`'s order with its
     ``contexts`` alike. ``skip_certain``: the tokens of a context with a single symbol are
-    not coded (its histogram says them)."""
+    not coded (its histogram says them); ``compact``: the histograms as
+    :func:`pack_histograms` writes them."""
     import constriction
 
     tok_all = np.concatenate(tokens)
@@ -62,9 +76,40 @@ def code_passes(
             continue
         coder.encode_reverse(tok_all[a:b].astype(np.int32), models[c])
     words = np.asarray(coder.get_compressed(), np.uint32)
-    hist = zlib.compress(stored.astype("<u4").tobytes(), 9)
+    if compact:
+        hist = pack_histograms(stored)
+    else:
+        hist = zlib.compress(stored.astype("<u4").tobytes(), 9)
     words_le = words.astype("<u4").tobytes()
     return b"".join([_U32.pack(len(hist)), hist, _U32.pack(words.size), words_le])
+
+
+def pack_histograms(stored: np.ndarray) -> bytes:
+    """Histograms of many contexts, most of them empty: each row's length (to its last
+    nonzero count; 0 for an empty row), then the counts of every row, both as
+    :func:`.values._pack_uints` streams after a ``u32`` length."""
+    nonzero = stored > 0
+    lengths = np.where(nonzero.any(axis=1), stored.shape[1] - np.argmax(nonzero[:, ::-1], 1), 0)
+    counts = np.concatenate([row[:n] for row, n in zip(stored, lengths, strict=True)])
+    head, body = _pack_uints(lengths), _pack_uints(counts)
+    return _U32.pack(len(head)) + head + body
+
+
+def read_packed_histograms(
+    reader: PayloadReader, n_ctx: int, n_tok: int, what: str
+) -> np.ndarray:  # fmt: skip
+    """The ``(n_ctx, n_tok)`` histograms of a :func:`pack_histograms` section at ``reader``;
+    :class:`FormatError` (naming ``what``) when damaged."""
+    section = PayloadReader(reader.section(), 0, what)
+    lengths = _unpack_uints(section.section(), n_ctx)
+    if lengths.max(initial=0) > n_tok:
+        raise FormatError(f"{what}'s histograms are damaged")
+    counts = _unpack_uints(section.payload[section.pos :], int(lengths.sum()))
+    if counts.max(initial=0) > 1 << 16:
+        raise FormatError(f"{what}'s histograms are damaged")
+    stored = np.zeros((n_ctx, n_tok), np.int64)
+    stored[np.arange(n_tok) < lengths[:, None]] = counts
+    return stored
 
 
 def read_histograms(reader: PayloadReader, n_ctx: int, n_tok: int, what: str) -> np.ndarray:

@@ -7,17 +7,21 @@ an axis was upsampled 2x by linear interpolation, every other voxel along it is 
 rounding of the tool that did it) the mean of its two neighbours along that axis, which a
 causal predictor cannot use: it never sees the neighbour that follows. Here such a block is
 coded as its *coarse grid* (every other voxel along each interpolated axis, coded as a block
-of its own by the lossless coder, which may again be a resampled block) and, one axis at a
-time, the other voxels as their difference to ``(A + B + 1) >> 1``, ``A`` and ``B`` their
-two known neighbours along the axis (the one there is, at an edge). The differences are
-tokenized as the predictive coder's residuals and ANS-coded with one histogram per context:
-the pass, the bit length of ``|A - B|`` (8 classes), the parity of ``A + B`` (a tool rounds a
-half up or down) and whether the voxel lies on the coarse grid of the axes already refined.
+of its own by the lossless coder, which may again be a resampled block) and then, one axis at
+a time, the other voxels. Each is predicted by the mean (halves rounded up) of its coarse
+*corners*: its two neighbours along the axis, and along each axis refined before where it is
+not on the coarse grid, their neighbours too (4 or 8 corners: a bilinear zoom computes such a
+voxel from the four coarse ones, and rounds once). Its symbol is a copy of the neighbour
+before or after it along the axis (a mask or a clip applied after the zoom) or the token of
+its difference to the prediction (the predictive coder's tokens), ANS-coded with one
+histogram per context: the pass, the bit length of the difference between the two sides, and
+the corners' sum modulo twice their number (which tells how the tool rounded a half: up, down
+or to the even neighbour, as numpy does).
 
 Which axes were interpolated, and at which phase, is measured: the share of non-flat voxels
-that equal the rounded mean of their neighbours, on a sample, must reach one half. The
-encoder codes such a block both ways and keeps the smaller payload; the decoded block's CRC-32
-is checked. Integer arithmetic only.
+that equal the mean of their neighbours (rounded up or down), on a sample, must reach 60 %.
+The encoder codes such a block both ways and keeps the smaller payload; the decoded block's
+CRC-32 is checked. Integer arithmetic only.
 
 Payload::
 
@@ -37,7 +41,7 @@ from collections.abc import Callable
 import numpy as np
 
 from ...errors import FormatError
-from .ctxans import TokenReader, ans_decoder, code_passes, order_by_context, read_histograms
+from .ctxans import TokenReader, ans_decoder, code_passes, order_by_context, read_packed_histograms
 from .entropy import _pack_bits, _token_tables, _tokenize
 from .layout import PayloadReader
 from .values import crc_matches, le_bytes
@@ -54,11 +58,11 @@ __all__ = [
 
 MAGIC = b"SZU"
 _VERSION = 1
-_HEAD = struct.Struct("<3sBBBBI")
+_HEAD = struct.Struct("<3sBBBBBI")
 _U32 = struct.Struct("<I")
 #: contexts per pass (as :data:`.resamplekernels.PER_PASS`, without importing numba):
-#: activity (bit length of ``|A - B|``, 8 classes) x parity of ``A + B`` x on the grid
-_PER_PASS = 32
+#: activity (8 classes) x rounding residue (28: the corners' sum modulo 4, 8 or 16)
+_PER_PASS = 8 * 28
 _N_CTX = 3 * _PER_PASS
 #: symbols before the residual tokens: the voxel equals ``A``, or ``B`` (and not the mean)
 _SNAP_A, _SNAP_B, _SNAPS = 0, 1, 2
@@ -66,8 +70,9 @@ _SNAP_A, _SNAP_B, _SNAPS = 0, 1, 2
 _MAX_TOKENS = _SNAPS + 134
 #: coarse grids nested in coarse grids (each halves an axis): at most this many
 MAX_DEPTH = 4
-#: an axis is tried when at least this share of its non-flat targets are the rounded mean
-_EXACT_SHARE = 0.5
+#: an axis is tried when at least this share of its non-flat targets are the mean of their
+#: neighbours, rounded either way (smooth CT slices that were not resampled reach 0.48)
+_EXACT_SHARE = 0.6
 #: ... measured on at most this many targets per axis and phase, with at least this many
 _SAMPLE, _MIN_TARGETS = 1 << 18, 256
 #: integer dtypes of at most this many bytes (their sums and differences fit int64 exactly)
@@ -100,7 +105,8 @@ def interpolated_axes(block: np.ndarray) -> tuple[tuple[int, ...], tuple[int, ..
     two neighbours, and the phase of each (1: the coarse grid is at the odd indices).
 
     Measured on a sample of at most 2^18 targets per axis and phase; an axis qualifies when at
-    least half of the targets that are not flat (the three voxels not all equal) are exact.
+    least 60 % of the targets that are not flat (the three voxels not all equal) are the mean
+    of their neighbours, rounded up or down.
     """
     axes: list[int] = []
     phases: list[int] = []
@@ -123,7 +129,7 @@ def interpolated_axes(block: np.ndarray) -> tuple[tuple[int, ...], tuple[int, ..
 
 def _exact_share(rows: np.ndarray, phase: int) -> float:
     """Share of the non-flat interior targets of ``rows`` (coarse grid at ``phase``) that
-    equal the rounded mean of their two neighbours (0 with too few of them)."""
+    equal the mean of their two neighbours, rounded up or down (0 with too few of them)."""
     a, c, b = rows[:, phase:-2:2], rows[:, phase + 1 : -1 : 2], rows[:, phase + 2 :: 2]
     m = min(a.shape[1], c.shape[1], b.shape[1])
     a, c, b = a[:, :m], c[:, :m], b[:, :m]
@@ -131,7 +137,7 @@ def _exact_share(rows: np.ndarray, phase: int) -> float:
     n = int(np.count_nonzero(moving))
     if n < _MIN_TARGETS:
         return 0.0
-    return float(np.count_nonzero((c == (a + b + 1) >> 1) & moving)) / n
+    return float(np.count_nonzero((np.abs(2 * c - a - b) <= 1) & moving)) / n
 
 
 def _coarse_selection(axes: tuple[int, ...], phases: tuple[int, ...], done: set[int]) -> list:
@@ -170,8 +176,6 @@ def encode(
 ) -> bytes | None:  # fmt: skip
     """The resampled payload of ``block`` (3D), its coarse grid coded by ``code_coarse``, or
     None when no axis of it looks interpolated (:func:`interpolated_axes`)."""
-    from .resamplekernels import pass_contexts
-
     axes, phases = interpolated_axes(block)
     if not axes:
         return None
@@ -180,14 +184,16 @@ def encode(
     inner = code_coarse(coarse)
     phase_of = dict(zip(axes, phases, strict=True))
     toks, ctxs, nbs, raws = [], [], [], []
+    corner_bits = 0
     for k, axis, sel, done in _passes(axes, phases):
         m, g0, g1 = _pass_view(x, sel, axis, {a: phase_of[a] for a in done})
-        ctx = pass_contexts(m, phase_of[axis], k * _PER_PASS, g0, g1)
-        n = m.shape[-1]
-        t = np.arange(1 - phase_of[axis], n, 2)
-        a = m[..., np.where(t > 0, t - 1, t + 1)].ravel()
-        b = m[..., np.where(t + 1 < n, t + 1, t - 1)].ravel()
-        sym, nb, raw = _symbols(m[..., t].ravel(), a, b, (a + b + 1) >> 1)
+        options = [_pass_symbols(m, phase_of[axis], k, g0, g1, False)]
+        if done:  # targets off the coarse grid of an earlier axis: from their corners too
+            options.append(_pass_symbols(m, phase_of[axis], k, g0, g1, True))
+        costs = [_cost(*option) for option in options]
+        best = int(np.argmin(costs))
+        corner_bits |= best << k
+        sym, ctx, nb, raw = options[best]
         o, _counts = order_by_context(ctx)
         toks.append(sym[o])
         ctxs.append(ctx[o])
@@ -197,11 +203,35 @@ def encode(
     axes_bits = sum(1 << a for a in axes)
     phase_bits = sum(p << a for a, p in zip(axes, phases, strict=True))
     crc = zlib.crc32(le_bytes(block))
-    head = _HEAD.pack(MAGIC, _VERSION, axes_bits, phase_bits, n_tok, crc)
-    body = code_passes(toks, ctxs, _N_CTX, skip_certain=True) + _pack_bits(
-        np.concatenate(nbs), np.concatenate(raws)
-    )
+    head = _HEAD.pack(MAGIC, _VERSION, axes_bits, phase_bits, corner_bits, n_tok, crc)
+    raw_bits = _pack_bits(np.concatenate(nbs), np.concatenate(raws))
+    body = code_passes(toks, ctxs, _N_CTX, skip_certain=True, compact=True) + raw_bits
     return head + _U32.pack(len(inner)) + inner + body
+
+
+def _pass_symbols(
+    m: np.ndarray, phase: int, k: int, g0: int, g1: int, corners: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+    """Symbols, contexts, raw-bit counts and raw bits of one pass (C order of its targets),
+    predicted from the two neighbours along the axis or (``corners``) from every corner."""
+    from .resamplekernels import pass_contexts
+
+    ctx, pred = pass_contexts(m, phase, k * _PER_PASS, g0, g1, corners)
+    n = m.shape[-1]
+    t = np.arange(1 - phase, n, 2)
+    a = m[..., np.where(t > 0, t - 1, t + 1)].ravel()
+    b = m[..., np.where(t + 1 < n, t + 1, t - 1)].ravel()
+    sym, nb, raw = _symbols(m[..., t].ravel(), a, b, pred)
+    return sym, ctx.astype(np.int64), nb, raw
+
+
+def _cost(sym: np.ndarray, ctx: np.ndarray, nb: np.ndarray, _raw: np.ndarray) -> float:
+    """Estimated bits of a pass: the symbols' entropy per context, with 12 bits per
+    histogram entry, and the raw bits."""
+    pairs, counts = np.unique(ctx * (_MAX_TOKENS + 1) + sym, return_counts=True)
+    owner = pairs // (_MAX_TOKENS + 1)
+    totals = np.bincount(owner, weights=counts)[owner]
+    return float(-(counts * np.log2(counts / totals)).sum() + 12 * pairs.size + nb.sum())
 
 
 def _symbols(
@@ -240,13 +270,14 @@ def decode(
     dtype = np.dtype(dtype)
     if len(payload) < _HEAD.size or not is_resampled_block(payload):
         raise FormatError(f"not a {_WHAT}")
-    _m, version, axes_bits, phase_bits, n_tok, crc = _HEAD.unpack_from(payload)
+    _m, version, axes_bits, phase_bits, corner_bits, n_tok, crc = _HEAD.unpack_from(payload)
     if version != _VERSION:
         raise FormatError(f"unsupported {_WHAT} version {version} (a newer napari-sciz?)")
     axes = tuple(a for a in range(3) if axes_bits >> a & 1)
     phases = tuple(phase_bits >> a & 1 for a in axes)
     if (
-        axes_bits >> 3 or phase_bits & ~axes_bits or not axes or not 1 <= n_tok <= _MAX_TOKENS
+        axes_bits >> 3 or phase_bits & ~axes_bits or corner_bits >> len(axes)
+        or corner_bits & 1 or not axes or not 1 <= n_tok <= _MAX_TOKENS
         or any(shape3[a] < 3 for a in axes) or dtype.kind not in "ui"
         or dtype.itemsize > _MAX_ITEMSIZE
     ):  # fmt: skip
@@ -259,7 +290,7 @@ def decode(
     if coarse.shape != coarse_shape:
         raise FormatError(f"{_WHAT}'s coarse grid has the wrong shape")
     x[coarse_sel] = coarse
-    stored = read_histograms(reader, _N_CTX, n_tok, _WHAT)
+    stored = read_packed_histograms(reader, _N_CTX, n_tok, _WHAT)
     tokens = TokenReader(ans_decoder(reader, _WHAT), stored, _WHAT, skip_certain=True)
     bits = np.unpackbits(np.frombuffer(payload[reader.pos :], np.uint8))
     nb_table, base_table = _token_tables(max(n_tok - _SNAPS, 1))
@@ -267,12 +298,12 @@ def decode(
     phase_of = dict(zip(axes, phases, strict=True))
     for k, axis, sel, done in _passes(axes, phases):
         m, g0, g1 = _pass_view(x, sel, axis, {a: phase_of[a] for a in done})
-        ctx = pass_contexts(m, phase_of[axis], 0, g0, g1)
+        ctx, pred = pass_contexts(m, phase_of[axis], 0, g0, g1, bool(corner_bits >> k & 1))
         counts = np.bincount(ctx, minlength=_PER_PASS)
         symbols = tokens.grouped(counts, k * _PER_PASS)
         starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         bitpos = refine_pass(
-            m, phase_of[axis], ctx, symbols, starts, bits, bitpos, nb_table, base_table
+            m, phase_of[axis], ctx, pred, symbols, starts, bits, bitpos, nb_table, base_table
         )
         if bitpos < 0:
             raise FormatError(f"{_WHAT}'s symbols or raw bits are damaged")
