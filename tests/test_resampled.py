@@ -89,6 +89,17 @@ def test_resampled_blocks_round_trip(dtype: type, axes: tuple[int, ...], crop: t
     assert 1 in phases or crop == np.s_[:, :, :] or crop == np.s_[:, :7, :]
 
 
+def test_bounded_files_with_a_resampled_block_open() -> None:
+    """Bounded mode codes a block with few distinct values exactly when that is smaller,
+    which may be a resampled block: the file says version 7 and opens."""
+    image = upsample2(_smooth((2, 40, 48), lo=100) * 16, (1, 2)).astype(np.uint16)
+    result = api.compress(image, mode="bounded", max_error=1)
+    with container.SciZFile(result.data) as f:
+        assert resampled.is_resampled_block(f.payload(0))
+    assert result.header["model"]["version"] == 7
+    assert np.array_equal(api.decompress(result.data), image)
+
+
 def test_a_zoom_that_rounds_halves_down_is_found_too(monkeypatch) -> None:
     image = upsample2(_smooth((3, 30, 30), seed=4), (0, 1, 2), half=0).astype(np.uint16)
     assert resampled.interpolated_axes(image) == ((0, 1, 2), (0, 0, 0))

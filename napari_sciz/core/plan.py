@@ -91,9 +91,10 @@ DECODABLE_MODELS = {
     # contexts split by the neighbours' quantization indices)
     # version 6 (lossless and bounded): a block may be a label block (each voxel a copy of a
     # neighbour: napari_sciz.core.lossless.labelblock; only such files)
-    # lossless version 7: a block may be a resampled block (its coarse grid and the
-    # corrections to a 2x linear interpolation: napari_sciz.core.lossless.resampled)
-    "bounded": {"causal-predictor": 6},
+    # version 7: a block may be a resampled block (its coarse grid and the corrections to a
+    # 2x linear interpolation: napari_sciz.core.lossless.resampled); in bounded mode, a
+    # block with few distinct values coded exactly
+    "bounded": {"causal-predictor": 7},
     "lossless": {"causal-predictor": 7},
 }
 

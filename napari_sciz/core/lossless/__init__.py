@@ -86,7 +86,8 @@ MODES = ("lossless", "bounded")
 
 def model_version(payloads: list[bytes]) -> int:
     """The header's model version of a lossless/bounded file of ``payloads`` (older readers
-    say "upgrade"): 7 when a block is a resampled block (:mod:`.resampled`, lossless mode),
+    say "upgrade"): 7 when a block is a resampled block (:mod:`.resampled`: lossless mode, or
+    a bounded block with few distinct values coded exactly),
     else 6 when a block is a label block (:mod:`.labelblock`, either mode), else
     (bounded mode) 5 when a block is coded by interpolation in payload version 2 (floats, or
     index contexts), else 4 when one is in version 1 (:mod:`.interpblock`), else 3 when one is
