@@ -18,8 +18,10 @@ histogram per context: the pass, the bit length of the difference between the tw
 the corners' sum modulo twice their number (which tells how the tool rounded a half: up, down
 or to the even neighbour, as numpy does).
 
-Which axes were interpolated, and at which phase, is measured: the share of non-flat voxels
-that equal the mean of their neighbours (rounded up or down), on a sample, must reach 60 %.
+Which axes were interpolated, and at which phase, is measured on a sample: the share of
+non-flat voxels that equal the mean of their neighbours (rounded up or down) must reach 60 %,
+or the share of voxels between neighbours 2 or more apart that copy one of them 90 % (a
+nearest-neighbour zoom, pixels repeated: each such voxel is then a copy symbol).
 The encoder codes such a block both ways and keeps the smaller payload; the decoded block's
 CRC-32 is checked. Integer arithmetic only.
 
@@ -71,8 +73,11 @@ _MAX_TOKENS = _SNAPS + 134
 #: coarse grids nested in coarse grids (each halves an axis): at most this many
 MAX_DEPTH = 4
 #: an axis is tried when at least this share of its non-flat targets are the mean of their
-#: neighbours, rounded either way (smooth CT slices that were not resampled reach 0.48)
+#: neighbours, rounded either way (smooth CT slices that were not resampled reach 0.48) ...
 _EXACT_SHARE = 0.6
+#: ... or this share of the targets between neighbours 2 or more apart copy one of them
+#: (pixels repeated; unzoomed stacks and images: at most 0.21)
+_COPY_SHARE = 0.9
 #: ... measured on at most this many targets per axis and phase, with at least this many
 _SAMPLE, _MIN_TARGETS = 1 << 18, 256
 #: integer dtypes of at most this many bytes (their sums and differences fit int64 exactly)
@@ -101,12 +106,14 @@ def refined_axes(payload: bytes) -> tuple[tuple[int, ...], bytes]:
 
 
 def interpolated_axes(block: np.ndarray) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """The axes of ``block`` (3D, integer) whose every other voxel is the rounded mean of its
-    two neighbours, and the phase of each (1: the coarse grid is at the odd indices).
+    """The axes of ``block`` (3D, integer) that look upsampled 2x, and the phase of each (1:
+    the coarse grid is at the odd indices).
 
-    Measured on a sample of at most 2^18 targets per axis and phase; an axis qualifies when at
-    least 60 % of the targets that are not flat (the three voxels not all equal) are the mean
-    of their neighbours, rounded up or down.
+    Measured on a sample of at most 2^18 targets per axis and phase. An axis qualifies when
+    at least 60 % of the targets that are not flat (the three voxels not all equal) are the
+    mean of their neighbours, rounded up or down (a linear zoom), or when at least 90 % of the
+    targets whose neighbours differ by 2 or more are a copy of one of them (a nearest-neighbour
+    zoom: pixels repeated).
     """
     axes: list[int] = []
     phases: list[int] = []
@@ -119,25 +126,31 @@ def interpolated_axes(block: np.ndarray) -> tuple[tuple[int, ...], tuple[int, ..
         rows = np.moveaxis(block, axis, -1).reshape(-1, n)
         keep = max(1, rows.shape[0] * n // 2 // _SAMPLE)
         rows = rows[:: keep if keep > 1 else 1].astype(np.int64)
-        shares = [_exact_share(rows, phase) for phase in (0, 1)]
-        best = int(np.argmax(shares))
-        if shares[best] >= _EXACT_SHARE:
+        shares = [_zoom_shares(rows, phase) for phase in (0, 1)]
+        score = [max(mean / _EXACT_SHARE, copy / _COPY_SHARE) for mean, copy in shares]
+        best = int(np.argmax(score))
+        if score[best] >= 1:
             axes.append(axis)
             phases.append(best)
     return tuple(axes), tuple(phases)
 
 
-def _exact_share(rows: np.ndarray, phase: int) -> float:
-    """Share of the non-flat interior targets of ``rows`` (coarse grid at ``phase``) that
-    equal the mean of their two neighbours, rounded up or down (0 with too few of them)."""
+def _zoom_shares(rows: np.ndarray, phase: int) -> tuple[float, float]:
+    """Of the interior targets of ``rows`` (coarse grid at ``phase``): the share of the
+    non-flat ones that equal the mean of their two neighbours, rounded up or down, and the
+    share of those whose neighbours differ by 2 or more that copy one of them (0 with too few
+    of them)."""
     a, c, b = rows[:, phase:-2:2], rows[:, phase + 1 : -1 : 2], rows[:, phase + 2 :: 2]
     m = min(a.shape[1], c.shape[1], b.shape[1])
     a, c, b = a[:, :m], c[:, :m], b[:, :m]
     moving = (a != b) | (c != a)
     n = int(np.count_nonzero(moving))
-    if n < _MIN_TARGETS:
-        return 0.0
-    return float(np.count_nonzero((np.abs(2 * c - a - b) <= 1) & moving)) / n
+    mean = float(np.count_nonzero((np.abs(2 * c - a - b) <= 1) & moving)) / max(n, 1)
+    apart = np.abs(a - b) >= 2
+    n_apart = int(np.count_nonzero(apart))
+    copies = max(np.count_nonzero((c == a) & apart), np.count_nonzero((c == b) & apart))
+    copy = float(copies) / max(n_apart, 1)
+    return (mean if n >= _MIN_TARGETS else 0.0), (copy if n_apart >= _MIN_TARGETS else 0.0)
 
 
 def _coarse_selection(axes: tuple[int, ...], phases: tuple[int, ...], done: set[int]) -> list:
@@ -187,13 +200,15 @@ def encode(
     corner_bits = 0
     for k, axis, sel, done in _passes(axes, phases):
         m, g0, g1 = _pass_view(x, sel, axis, {a: phase_of[a] for a in done})
-        options = [_pass_symbols(m, phase_of[axis], k, g0, g1, False)]
-        if done:  # targets off the coarse grid of an earlier axis: from their corners too
-            options.append(_pass_symbols(m, phase_of[axis], k, g0, g1, True))
-        costs = [_cost(*option) for option in options]
-        best = int(np.argmin(costs))
-        corner_bits |= best << k
-        sym, ctx, nb, raw = options[best]
+        # targets off the coarse grid of an earlier axis: from their corners too; a voxel that
+        # is both the prediction and a neighbour's copy: either symbol (the cheaper coding)
+        options = [
+            (corners, _pass_symbols(m, phase_of[axis], k, g0, g1, corners, copies))
+            for corners in ((False, True) if done else (False,))
+            for copies in (False, True)
+        ]
+        corners, (sym, ctx, nb, raw) = min(options, key=lambda o: _cost(*o[1]))
+        corner_bits |= int(corners) << k
         o, _counts = order_by_context(ctx)
         toks.append(sym[o])
         ctxs.append(ctx[o])
@@ -210,10 +225,12 @@ def encode(
 
 
 def _pass_symbols(
-    m: np.ndarray, phase: int, k: int, g0: int, g1: int, corners: bool
+    m: np.ndarray, phase: int, k: int, g0: int, g1: int, corners: bool, copies: bool
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
     """Symbols, contexts, raw-bit counts and raw bits of one pass (C order of its targets),
-    predicted from the two neighbours along the axis or (``corners``) from every corner."""
+    predicted from the two neighbours along the axis or (``corners``) from every corner;
+    ``copies``: a voxel equal to a neighbour is its copy even where the prediction is right
+    (pixels repeated: every target one symbol)."""
     from .resamplekernels import pass_contexts
 
     ctx, pred = pass_contexts(m, phase, k * _PER_PASS, g0, g1, corners)
@@ -221,7 +238,7 @@ def _pass_symbols(
     t = np.arange(1 - phase, n, 2)
     a = m[..., np.where(t > 0, t - 1, t + 1)].ravel()
     b = m[..., np.where(t + 1 < n, t + 1, t - 1)].ravel()
-    sym, nb, raw = _symbols(m[..., t].ravel(), a, b, pred)
+    sym, nb, raw = _symbols(m[..., t].ravel(), a, b, pred, copies)
     return sym, ctx.astype(np.int64), nb, raw
 
 
@@ -235,16 +252,18 @@ def _cost(sym: np.ndarray, ctx: np.ndarray, nb: np.ndarray, _raw: np.ndarray) ->
 
 
 def _symbols(
-    x: np.ndarray, a: np.ndarray, b: np.ndarray, pred: np.ndarray
+    x: np.ndarray, a: np.ndarray, b: np.ndarray, pred: np.ndarray, copies: bool = False
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
     """Symbols, raw-bit counts and raw bits of targets ``x``: a copy of ``A`` or ``B`` where
-    the voxel is not the prediction but equals one of them (a mask or a clip applied after the
-    interpolation), else the token of its difference to the prediction."""
+    the voxel is not the prediction (or, with ``copies``, wherever) but equals one of them (a
+    mask or a clip applied after the interpolation, repeated pixels), else the token of its
+    difference to the prediction."""
     r = x - pred
     tok, nb, raw = _tokenize(r)
     tok += _SNAPS
-    snap_a = (r != 0) & (x == a)
-    snap_b = (r != 0) & (x == b) & ~snap_a
+    free = np.ones(r.shape, bool) if copies else r != 0
+    snap_a = free & (x == a)
+    snap_b = free & (x == b) & ~snap_a
     tok[snap_a], tok[snap_b] = _SNAP_A, _SNAP_B
     nb[snap_a | snap_b] = 0
     return tok, nb, raw
