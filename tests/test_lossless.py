@@ -674,12 +674,14 @@ def test_new_payloads_are_version_7() -> None:
 def test_every_sub_predictor_set_round_trips(
     monkeypatch: pytest.MonkeyPatch, mask: int, dtype: str
 ) -> None:
-    from napari_sciz.core.lossless import labelblock, raster, tokens
+    from napari_sciz.core.lossless import labelblock, raster, resampled, tokens
 
     monkeypatch.setattr(tokens, "_MASKS", (mask,))
     monkeypatch.setattr(raster, "_XLS_MIN_VOXELS", 1)
-    # (a posterized block of 16 values codes smaller as labels: the predictor is tested here)
+    # (a posterized block of 16 values codes smaller as labels, a smooth posterized 8-bit one
+    # as a resampled block: the predictor is tested here)
     monkeypatch.setattr(labelblock, "looks_like_labels", lambda block: False)
+    monkeypatch.setattr(resampled, "interpolated_axes", lambda block: ((), ()))
     # (the wide least squares' 928 bytes of weights need a block that codes larger)
     block = _smooth((3, 13, 17) if mask < 128 else (4, 40, 48), dtype, seed=mask)
     # compressible, so that the block is coded (not stored)
@@ -780,10 +782,12 @@ def _force_lanes(monkeypatch: pytest.MonkeyPatch, axis: int, lanes: int = 4) -> 
 def test_lanes_round_trip(monkeypatch: pytest.MonkeyPatch, dtype: str, axis: int) -> None:
     """Blocks cut into lanes (slabs of slices or bands of rows, decoded on threads) decode bit
     for bit with every sub-predictor set: lane borders use the in-block fallbacks."""
-    from napari_sciz.core.lossless import raster, tokens
+    from napari_sciz.core.lossless import raster, resampled, tokens
 
     _force_lanes(monkeypatch, axis)
     monkeypatch.setattr(raster, "_XLS_MIN_VOXELS", 1)
+    # (a smooth posterized 8-bit block codes smaller as a resampled block: lanes tested here)
+    monkeypatch.setattr(resampled, "interpolated_axes", lambda block: ((), ()))
     block = _smooth((5, 23, 31), dtype, seed=3)
     block = (block // 8 if block.dtype.kind in "ui" else np.round(block)).astype(dtype)
     for mask in (0b1111111, 0b0010000, 0b1000100, 0b10000000, 0b11000100):
