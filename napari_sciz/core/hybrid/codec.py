@@ -146,7 +146,11 @@ def _choose_base(
             share = codec.choice_weight / sum(c.choice_weight for c in usable[k:])
             deadline = now + max(end - now, 0.0) * share
         t0 = time.perf_counter()
-        layer = encode_to_size(codec, target, nbytes, deadline=deadline, cancel=clock.cancel)
+        # (no base yet: its first encode starts even when the choice's time is already gone,
+        # as on a slow or loaded machine with a tight budget)
+        layer = encode_to_size(
+            codec, target, nbytes, deadline=deadline, cancel=clock.cancel, first=best is None
+        )
         if layer is None:
             continue
         seconds = time.perf_counter() - t0

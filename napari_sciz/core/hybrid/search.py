@@ -75,6 +75,7 @@ def encode_to_size(
     bracket: tuple[float, float] = (0.0, 1.0),
     start: float | None = None,
     fill: bool = True,
+    first: bool = False,
 ) -> BaseLayer | None:
     """The best-quality stream of ``codec`` for ``block`` of at most ``nbytes`` bytes.
 
@@ -97,6 +98,8 @@ def encode_to_size(
     ``None`` when none fits yet. ``cancel`` is checked before every encode
     (:class:`~napari_sciz.errors.CancelledError`). ``bracket`` narrows the search to part of
     the parameter's range (0 to 1, as :attr:`BaseLayer.position`) around a known answer.
+    ``first``: the first encode starts even past the deadline (a block's only chance of a
+    base: without one its field codes everything, far worse, in no less time).
 
     Returns
     -------
@@ -145,6 +148,8 @@ def encode_to_size(
     floor = False  # whether the lowest quality of the bracket was tried
 
     def out_of_time() -> bool:
+        if first and encodes == 0:
+            return False
         return deadline is not None and time.perf_counter() + last > deadline
 
     for i in range(iterations):
