@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["LABELS_KEY", "layer_sources", "write_sciz", "write_sciz_labels"]
+__all__ = ["LABELS_KEY", "layer_sources", "narrow_labels", "write_sciz", "write_sciz_labels"]
 
 _SUFFIX = ".sciz"
 #: header key of a file written from a napari Labels layer (the reader opens it as one)
@@ -96,15 +96,32 @@ def write_sciz_labels(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
     from napari_sciz.core.result import with_header_keys
 
     out, sources = _destination(path, meta)
-    array = _narrow_labels(np.asarray(_full_resolution(data, meta)))
+    array = narrow_labels(np.asarray(_full_resolution(data, meta)))
     kwargs = _calibration(meta, array.ndim)
     result = with_header_keys(compress(array, mode="lossless", **kwargs), {LABELS_KEY: "labels"})
     result.save(out, force=True, inputs=sources)
     return [str(out)]
 
 
-def _narrow_labels(array: np.ndarray) -> np.ndarray:
-    """Labels of a 64-bit (or boolean) type in the smallest integer type that holds them."""
+def narrow_labels(array: np.ndarray) -> np.ndarray:
+    """Labels of a 64-bit type in the smallest integer type that holds them.
+
+    Parameters
+    ----------
+    array : numpy.ndarray
+        Labels (integer or boolean; other types are refused).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``array`` itself when it is narrower than 64 bits or empty, else a copy in the first
+        of uint8, uint16, uint32, int8, int16, int32 that holds its range.
+
+    Raises
+    ------
+    InvalidInputError
+        Not integers, or labels outside the 32-bit range.
+    """
     from napari_sciz.errors import InvalidInputError
 
     if array.dtype.kind not in "uib":

@@ -643,6 +643,47 @@ def test_a_boolean_mask_layer_is_coded_losslessly(viewer_widget, qtbot, notes):
     assert any("boolean mask" in str(n.message) for n in notes)
 
 
+def test_a_labels_layer_is_coded_losslessly_and_comes_back_as_labels(
+    viewer_widget, qtbot, notes, tmp_path
+):
+    """The picker lists Labels layers; one is coded losslessly whatever mode was chosen (the
+    mode is locked to lossless while it is picked), shown as a Labels layer, and its saved
+    file opens as one."""
+    from napari.layers import Labels
+
+    from napari_sciz._reader import read_sciz
+
+    viewer, widget = viewer_widget
+    z, y, x = np.indices((3, 30, 40))
+    cells = (1 + (y // 10) * 4 + x // 10) * ((y % 10 > 1) & (x % 10 > 1))
+    labels = (cells * (z < 2)).astype(np.int64)  # napari's default labels dtype
+    image = viewer.add_image(labels.astype(np.float32), name="raw")
+    layer = viewer.add_labels(labels, name="cells", scale=(2.0, 0.5, 0.5))
+    widget.layer_combo.setCurrentIndex(widget.layer_combo.findData(id(image)))
+    widget.mode_combo.setCurrentIndex(widget.mode_combo.findData("hybrid"))
+    index = widget.layer_combo.findData(id(layer))
+    assert widget.layer_combo.itemText(index) == "cells (labels)"
+    widget.layer_combo.setCurrentIndex(index)
+    assert widget.mode == "lossless" and not widget.mode_combo.isEnabled()
+    assert not widget.guidance_combo.isEnabled() and not widget.ratio_slider.isEnabled()
+    assert widget.start() is not None
+    qtbot.waitUntil(lambda: not widget.running, timeout=120_000)
+    assert not _errors(notes)
+    result = widget.result
+    assert result.header["mode"] == "lossless" and result.header["layer_type"] == "labels"
+    assert result.dtype == np.uint8  # narrowed from int64
+    _src, recon, delta = widget.result_layers
+    assert isinstance(recon, Labels) and tuple(recon.scale) == (2.0, 0.5, 0.5)
+    np.testing.assert_array_equal(np.asarray(recon.data), labels)
+    assert not np.asarray(delta.data).any()
+    written = widget.save(tmp_path / "cells.sciz")
+    ((data, _kwargs, kind),) = read_sciz(str(written))
+    assert kind == "labels"
+    np.testing.assert_array_equal(np.asarray(data), labels)
+    widget.layer_combo.setCurrentIndex(widget.layer_combo.findData(id(image)))
+    assert widget.mode_combo.isEnabled()
+
+
 def test_panel_names_shrink_to_fit_their_panels() -> None:
     """Long image names get a smaller overlay font (down to 7 points), short ones 12."""
     from types import SimpleNamespace

@@ -37,6 +37,7 @@ from ..core.plan import effort_budget
 from ..errors import InvalidInputError, SciZError
 from ._controls import (
     _GUIDANCE_TIP,
+    _LABELS_MODE_TIP,
     _LABELS_TIP,
     _MODE_TIP,
     _NOT_YET,
@@ -122,6 +123,7 @@ class CompressWidget(QWidget):
         self.worker: Any = None
         self._job: CompressJob | None = None
         self._run: dict[str, Any] = {}
+        self._mode_before_labels = "auto"  # (restored when an image is picked after labels)
         self._preview_layer: Any = None
         self._closing = False
         self._qt_window: Any = None
@@ -400,16 +402,20 @@ class CompressWidget(QWidget):
         self.layer_combo.clear()
         candidates = []
         for layer in self.viewer.layers:
-            if not isinstance(layer, Image) or is_sciz_layer(layer):
+            if not isinstance(layer, (Image, Labels)) or is_sciz_layer(layer):
                 continue
             candidates.append(layer)
-            self.layer_combo.addItem(layer.name, id(layer))
+            text = f"{layer.name} (labels)" if isinstance(layer, Labels) else layer.name
+            self.layer_combo.addItem(text, id(layer))
         index = self.layer_combo.findData(id(current)) if current is not None else -1
+        # an image follows the active layer; a labels layer (often painted to guide the
+        # segmentation of an image) is compressed only when picked here
+        images = [layer for layer in candidates if not isinstance(layer, Labels)]
         if index < 0:
             active = self.viewer.layers.selection.active
-            index = self.layer_combo.findData(id(active)) if active in candidates else -1
+            index = self.layer_combo.findData(id(active)) if active in images else -1
         if index < 0 and candidates:
-            index = 0
+            index = self.layer_combo.findData(id((images or candidates)[0]))
         self.layer_combo.setCurrentIndex(index)
         self.layer_combo.blockSignals(False)
 
@@ -487,6 +493,8 @@ class CompressWidget(QWidget):
 
     def _on_active_layer(self, event: Any = None) -> None:
         layer = self.viewer.layers.selection.active
+        if _is_labels(layer):  # (see _refresh_layers)
+            return
         index = self.layer_combo.findData(id(layer)) if layer is not None else -1
         if index >= 0 and not self.running:
             self.layer_combo.setCurrentIndex(index)
@@ -494,6 +502,14 @@ class CompressWidget(QWidget):
     def _on_layer_changed(self, *_: Any) -> None:
         layer = self.selected_layer()
         ndim = self._layer_ndim(layer) if layer is not None else 0
+        labels = _is_labels(layer)
+        if labels and self.mode_combo.isEnabled():  # labels are coded exactly: a lossy label
+            self._mode_before_labels = self.mode  # map is no longer the same segmentation
+            self.mode_combo.setCurrentIndex(self.mode_combo.findData("lossless"))
+        elif not labels and not self.mode_combo.isEnabled():  # the image's mode again
+            self.mode_combo.setCurrentIndex(self.mode_combo.findData(self._mode_before_labels))
+        self.mode_combo.setEnabled(not labels)
+        self.mode_combo.setToolTip(_LABELS_MODE_TIP if labels else _MODE_TIP)
         if ndim >= 4:
             text, enabled = "Current time point / channel only", True
         elif ndim == 3:
@@ -565,6 +581,10 @@ class CompressWidget(QWidget):
             )
         if array.dtype.kind not in "biuf":
             raise InvalidInputError(f"Layer {layer.name!r} has unsupported dtype {array.dtype}.")
+        if _is_labels(layer):
+            from .._writer import narrow_labels
+
+            array = narrow_labels(array)  # napari's int64 labels in the smallest type
         return array, leading
 
     def _compress_options(self, layer: Any, ndim: int) -> dict[str, Any]:
@@ -576,7 +596,7 @@ class CompressWidget(QWidget):
             "seed": int(self.seed_spin.value()),
             "name": str(layer.name),
         }
-        mode = self.mode
+        mode = "lossless" if _is_labels(layer) else self.mode
         options["mode"] = mode
         if mode == "bounded":
             options["max_error"] = float(self.max_error_spin.value())
@@ -628,7 +648,13 @@ class CompressWidget(QWidget):
         self._remember_default_ratio(ratio)
         job = CompressJob(data, ratio, options)
         self._job = job
-        self._run = {"layer": layer, "leading": leading, "ratio": ratio, "data": data}
+        self._run = {
+            "layer": layer,
+            "leading": leading,
+            "ratio": ratio,
+            "data": data,
+            "labels": _is_labels(layer),
+        }
         self._preview_layer = None
 
         worker = create_worker(job.run, _start_thread=False)
@@ -823,6 +849,11 @@ class CompressWidget(QWidget):
         leading: tuple[int, ...] = self._run["leading"]
         if src not in self.viewer.layers:
             raise SciZError(f"the layer {src.name!r} was removed during the compression")
+        if self._run.get("labels"):  # the saved file opens as a labels layer
+            from .._writer import LABELS_KEY
+            from ..core.result import with_header_keys
+
+            result = with_header_keys(result, {LABELS_KEY: "labels"})
         info = result_info(result, src, leading, self._run["ratio"], self._run.get("task"))
         recon_layer, delta_layer = self._place_result(result, info, src, leading)
         self.result = result
@@ -874,6 +905,7 @@ class CompressWidget(QWidget):
                 src,
                 leading,
                 {"sciz": info, BYTES_KEY: result.data},
+                labels=bool(self._run.get("labels")),
                 **_rgb(src),
             )
         delta_layer = add_result_layer(
@@ -889,7 +921,8 @@ class CompressWidget(QWidget):
             gamma=1.0,
             blending="translucent",
         )
-        recon_layer.contrast_limits = src.contrast_limits
+        if not self._run.get("labels"):
+            recon_layer.contrast_limits = src.contrast_limits
         return recon_layer, delta_layer
 
     # ================================================================== save
@@ -945,6 +978,15 @@ class CompressWidget(QWidget):
         show_info(f"Saved {written} ({format_bytes(written.stat().st_size)})")
         self.status_label.setText(f"Saved {written}")
         return written
+
+
+def _is_labels(layer: Any) -> bool:
+    """Whether ``layer`` is a napari Labels layer (coded losslessly, shown as labels)."""
+    if layer is None:
+        return False
+    from napari.layers import Labels
+
+    return isinstance(layer, Labels)
 
 
 def _rgb(layer: Any) -> dict[str, Any]:

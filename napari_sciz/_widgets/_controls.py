@@ -32,6 +32,10 @@ _MODE_TIP = (
     "bit-identical decoding (the ratio is what the data allow). "
     "error-bounded: every decoded value within Max error of the original."
 )
+_LABELS_MODE_TIP = (
+    "A Labels layer is coded losslessly (a label map changed by a lossy code is no longer the "
+    "same segmentation); the .sciz file opens as a labels layer again."
+)
 #: Guidance modes the codec implements now; the others would be shown disabled.
 AVAILABLE_GUIDANCE: frozenset[str] = frozenset(GUIDANCE_MODES)
 _NOT_YET = "Not available yet: guided losses arrive in a later release of napari-sciz."

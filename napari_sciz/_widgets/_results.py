@@ -76,9 +76,11 @@ def add_result_layer(
     metadata: dict[str, Any],
     *,
     link: bool = True,
+    labels: bool = False,
     **kwargs: Any,
 ) -> Any:
-    """Insert an image layer right after ``src`` (and the plugin's layers already there).
+    """Insert an image (or labels) layer right after ``src`` (and the plugin's layers already
+    there).
 
     Parameters
     ----------
@@ -95,26 +97,33 @@ def add_result_layer(
     metadata : dict
         The layer's metadata.
     link : bool
-        Link the contrast limits to the source layer's.
+        Link the contrast limits to the source layer's (image layers).
+    labels : bool
+        Make a labels layer (the source is one): its colours are napari's for the same labels.
     **kwargs
         Display settings that replace the source layer's.
 
     Returns
     -------
-    napari.layers.Image
+    napari.layers.Image or napari.layers.Labels
         The new layer.
     """
-    from napari.layers import Image
+    from napari.layers import Image, Labels
 
     remove_sciz_layers(viewer, name)
-    options: dict[str, Any] = {
-        "colormap": src.colormap,
-        "contrast_limits": src.contrast_limits,
-        "blending": src.blending,
-        "gamma": src.gamma,
-    }
-    options.update(kwargs)
-    layer = Image(data, name=name, metadata=metadata, **placement_kwargs(src, leading), **options)
+    place = placement_kwargs(src, leading)
+    if labels:
+        layer: Any = Labels(data, name=name, metadata=metadata, **place, **kwargs)
+        link = False
+    else:
+        options: dict[str, Any] = {"blending": src.blending}
+        if isinstance(src, Image):  # (a labels layer's delta has no source display settings)
+            options.update(
+                colormap=src.colormap, contrast_limits=src.contrast_limits, gamma=src.gamma
+            )
+        options.update(kwargs)
+        layer = Image(data, name=name, metadata=metadata, **place, **options)
+        link = link and isinstance(src, Image)
     index = viewer.layers.index(src) + 1
     while index < len(viewer.layers) and is_sciz_layer(viewer.layers[index]):
         index += 1

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -240,6 +241,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point."""
     p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
     p.add_argument("--volumes", default="nbsd_cells3d_nuclei,stardist_img3d")
+    p.add_argument(
+        "--data",
+        help="folder of the volumes (*.tif, *.tiff, *.npy; default: ../shared/data): e.g. "
+        "stacks held out of every design choice",
+    )
     p.add_argument("--ratios", default="32,64,128,256,512")
     p.add_argument("--budget", type=float, default=120.0, help="seconds per fit")
     p.add_argument("--mode", default="auto", choices=("auto", "lossy", "hybrid"))
@@ -251,9 +257,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     add_output_options(p)
     args = p.parse_args(argv)
-    data = find_data_dir()
-    if data is None:
-        p.error("no data folder (../shared/data) found")
+    data = Path(args.data) if args.data else find_data_dir()
+    if data is None or not data.is_dir():
+        p.error(f"no data folder ({args.data or '../shared/data'}) found")
     ratios = [float(r) for r in args.ratios.split(",") if r]
     guidances = [g for g in args.guidances.split(",") if g]
     if any(g not in GUIDANCES for g in guidances):
