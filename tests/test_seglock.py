@@ -172,12 +172,15 @@ def test_contexts_follow_the_decoded_surface() -> None:
 # the file -----------------------------------------------------------------------------
 
 
-def _locked_file(vol: np.ndarray) -> tuple[bytes, np.ndarray, bytes]:
+def _locked_file(
+    vol: np.ndarray, block_voxels: int | None = None
+) -> tuple[bytes, np.ndarray, bytes]:
     """A hybrid file of ``vol`` with a lock appended by hand: (file, locked decode, plain)."""
     from napari_sciz.core.api import compress
     from napari_sciz.core.taskscore import _sigmas
 
-    plain = compress(vol, 64, budget=3.0, mode="hybrid")
+    blocks = {"block_voxels": block_voxels} if block_voxels else {}
+    plain = compress(vol, 64, budget=3.0, mode="hybrid", **blocks)
     reference, spacing = _segmentation(vol)
     vrange = tuple(plain.header["value_range"])
     lock = build_lock(
@@ -203,6 +206,25 @@ def test_reader_applies_the_lock_to_every_region() -> None:
         assert np.array_equal(reader[5], corrected[5])
         assert reader.decode(scale=2).shape == (24, 128, 128)
     assert not np.array_equal(decompress(plain), corrected)
+
+
+def test_a_locked_file_of_several_blocks_decodes_on_several_threads() -> None:
+    """The locked volume is made while the blocks decode on the reader's threads (a lock
+    held across that wait once deadlocked every multi-block locked file)."""
+    import threading
+
+    from napari_sciz.core.reader import SciZReader
+
+    vol = _nuclei(10, (12, 64, 128))
+    data, corrected, _plain = _locked_file(vol, block_voxels=12 * 64 * 64)
+    out: list[np.ndarray] = []
+    with SciZReader(data, threads=2) as reader:
+        assert reader.grid.n_blocks >= 2 and reader.locked
+        worker = threading.Thread(target=lambda: out.append(reader.decode()), daemon=True)
+        worker.start()
+        worker.join(120)
+        assert not worker.is_alive(), "the decode of a locked multi-block file hangs"
+    assert np.array_equal(out[0], corrected)
 
 
 def test_header_and_payloads_must_agree_on_the_lock() -> None:

@@ -64,6 +64,9 @@ class SciZReader:
         self._file = container.SciZFile(source)
         self.header = self._file.header
         self._lock = threading.RLock()
+        #: held while the segmentation-locked volume is made: not the cache's lock, which the
+        #: decoding threads it waits for take (holding that one deadlocked a multi-block file)
+        self._volume_lock = threading.Lock()
         self._cache: OrderedDict[int, Any] = OrderedDict()
         self._cache_size = cache_blocks
         self._cache_bytes = int(cache_bytes)
@@ -392,7 +395,7 @@ class SciZReader:
         """The whole volume with its segmentation lock applied (decoded once, kept)."""
         from .seglock import apply_lock
 
-        with self._lock:
+        with self._volume_lock:
             if self._locked_volume is None:
                 base = self._blocks_region([(0, n) for n in self._shape])
                 payload = self._file.payload(self.grid.n_blocks)
