@@ -91,10 +91,7 @@ def compress(
         ignored otherwise. The achieved ratio lands in
         ``[0.98, 1.1] * ratio``; it is higher only when the input is reproduced exactly with
         fewer bytes (e.g. constant images), when a segmentation lock (segmentation
-        guidance) reproduces the original's segmentation exactly with fewer bytes, or when
-        the most accurate coding found is a smaller one: a 2D image's one-frame HEVC base
-        whose next quality step would not fit (seen on a noisy 1024x1024 image: 300x for
-        256x asked).
+        guidance) reproduces the original's segmentation exactly with fewer bytes.
     device : str
         ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``.
     steps : int, optional
