@@ -90,7 +90,7 @@ def compress(
         Target compression ratio (raw bytes / file bytes), required in lossy mode and
         ignored otherwise. The achieved ratio lands in
         ``[0.98, 1.1] * ratio``; it is higher only when the input is reproduced exactly with
-        fewer bytes (e.g. constant images), when a segmentation lock (segmentation
+        fewer bytes (e.g. constant images), or when a segmentation lock (segmentation
         guidance) reproduces the original's segmentation exactly with fewer bytes.
     device : str
         ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``.
