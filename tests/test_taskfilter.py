@@ -182,3 +182,62 @@ def test_hybrid_codes_more_candidates_when_time_allows(monkeypatch) -> None:
     assert coded and int(coded[0].split(": ")[1].split()[0]) >= 2
     assert result.encode_seconds < 60.0
     np.testing.assert_array_equal(decompress(result.data), result.reconstruction)
+
+
+@pytest.mark.parametrize(
+    ("shape", "voxels", "sides"),
+    [
+        ((64, 64, 64), 4096, (16, 16, 16)),
+        ((4, 512, 512), 4096, (4, 32, 32)),  # (a thin axis is kept whole)
+        ((100, 100), 10_000, (100, 100)),
+        ((1000, 10), 500, (50, 10)),
+    ],
+)
+def test_the_central_crop_is_as_even_as_the_shape_allows(shape, voxels, sides) -> None:
+    from napari_sciz.core.guided import central_crop
+
+    region = central_crop(shape, voxels)
+    got = tuple(r.stop - r.start for r in region)
+    assert got == sides and int(np.prod(got)) <= voxels
+    assert all(r.start == (n - m) // 2 for r, n, m in zip(region, shape, got, strict=True))
+
+
+@pytest.mark.parametrize("guidance", ["perceptual", "segmentation"])
+def test_a_volume_too_large_to_measure_whole_is_measured_on_its_centre(
+    monkeypatch, guidance
+) -> None:
+    from napari_sciz.core import guided
+    from napari_sciz.core.api import compress, decompress
+
+    vol = nuclei(5, (16, 96, 96), count=20)
+    monkeypatch.setattr(guided, "MAX_PREFILTER_VOXELS", vol.size // 4)
+    monkeypatch.setattr(guided, "CROP_VOXELS", vol.size // 8)
+    seen: list[tuple[int, ...]] = []
+    choose = taskfilter.choose_prefilter
+
+    def spy(volume, *args, **kwargs):
+        seen.append(volume.shape)
+        assert kwargs["locks"] is False
+        return choose(volume, *args, **kwargs)
+
+    monkeypatch.setattr(taskfilter, "choose_prefilter", spy)
+    result = compress(vol, 32, budget=8.0, guidance=guidance, seed=0)
+    assert seen and np.prod(seen[0]) <= vol.size // 8 and seen[0][0] == 16
+    assert any("measured on the central 16x" in m for m in result.messages)
+    assert "segmentation_lock" not in result.header
+    out = decompress(result.data)
+    assert out.shape == vol.shape
+    np.testing.assert_array_equal(out, result.reconstruction)
+    if "value_map" in result.header:  # (the map of the whole volume's range, not the crop's)
+        assert result.header["value_range"] == [float(vol.min()), float(vol.max())]
+
+
+def test_a_volume_too_large_for_a_prefilter_is_coded_as_it_is(monkeypatch) -> None:
+    from napari_sciz.core import guided
+    from napari_sciz.core.api import compress
+
+    vol = nuclei(5, (8, 48, 48))
+    monkeypatch.setattr(guided, "MAX_GUIDED_VOXELS", vol.size - 1)
+    result = compress(vol, 32, budget=4.0, guidance="perceptual")
+    assert any("coded as it is" in m for m in result.messages)
+    assert "value_map" not in result.header and "task_smooth" not in result.header

@@ -30,11 +30,23 @@ from .encode import BlockEncoder
 from .header import LOCK_MODEL_VERSION
 from .result import CompressResult
 
-__all__ = ["MAX_PREFILTER_VOXELS", "guided_hybrid"]
+__all__ = [
+    "CROP_VOXELS",
+    "MAX_GUIDED_VOXELS",
+    "MAX_PREFILTER_VOXELS",
+    "central_crop",
+    "guided_hybrid",
+]
 
 #: the largest volume whose task pre-filter is chosen on trial decodes (each holds a few
 #: float64 copies of the volume and segments it)
 MAX_PREFILTER_VOXELS = 1 << 26
+#: ... above which it is chosen on a central crop of this many voxels (and the files scored
+#: there)
+CROP_VOXELS = 1 << 24
+#: the largest volume a task pre-filter is applied to (the pre-filter makes a few float64
+#: copies of the volume: about 4 GiB at this size)
+MAX_GUIDED_VOXELS = 1 << 27
 #: the smallest lock worth coding (bytes)
 _MIN_LOCK_BYTES = 64
 
@@ -47,8 +59,10 @@ def guided_hybrid(encoder: BlockEncoder, guidance: str) -> CompressResult:
     kept; without a candidate that measured better on the proxy, only the plain volume is
     coded. While the time left is at least :data:`_TRIALS_AHEAD` times the longest coding so
     far (volumes the codec codes in a fraction of the budget), the next candidates of the
-    proxy's ranking are coded too, and the best-scoring file is kept. Volumes that are not 2D
-    or 3D are coded as they are.
+    proxy's ranking are coded too, and the best-scoring file is kept. A volume over
+    :data:`MAX_PREFILTER_VOXELS` voxels is measured and scored on its central
+    :data:`CROP_VOXELS` voxels (:func:`_choose`); volumes that are not 2D or 3D, or over
+    :data:`MAX_GUIDED_VOXELS` voxels, are coded as they are.
 
     Parameters
     ----------
@@ -57,29 +71,16 @@ def guided_hybrid(encoder: BlockEncoder, guidance: str) -> CompressResult:
     guidance : {"segmentation", "perceptual"}
         The task.
     """
-    from .taskfilter import TaskChoice, choose_prefilter, variant
+    from .taskfilter import variant
 
     s, t_start = encoder.settings, encoder.t_start
     arr, budget = s.arr, s.budget
-    source, choice = arr, TaskChoice(guidance)
-    too_large = arr.size > MAX_PREFILTER_VOXELS
-    if arr.ndim in (2, 3) and not too_large:
-        deadline = None if budget is None else time.perf_counter() + 0.2 * float(budget)
-        source, choice = choose_prefilter(
-            arr, max(int(arr.nbytes / s.ratio), 1), guidance, voxel_size=s.voxel_size,
-            labels=s.labels, deadline=deadline, cancel=s.cancel,
-        )  # fmt: skip
-    said = [choice.describe()] if choice.scores else []
-    if too_large:
-        said = [
-            f"{guidance} guidance: {arr.size} voxels are more than the task pre-filter's trial "
-            f"decodes take ({MAX_PREFILTER_VOXELS}); coded as it is"
-        ]
+    source, choice, region, said = _choose(encoder, guidance)
     clock = _Clock(budget, t_start)
     bare = replace(choice, setting=None, lock_share=None, value_map=None, ranked=[])
     started = time.perf_counter()
     plain = encoder.encode(arr, clock.left(0.5 if choice.chosen else 1.0), bare)
-    trials = _Trials(choice, arr, s.voxel_size, plain)
+    trials = _Trials(choice, arr, s.voxel_size, plain, region)
     clock.took(time.perf_counter() - started)
     for k, cand in enumerate(choice.ranked):
         first = k == 0 and choice.chosen
@@ -102,6 +103,66 @@ def guided_hybrid(encoder: BlockEncoder, guidance: str) -> CompressResult:
     kept.messages[:0] = said
     kept.encode_seconds = time.perf_counter() - t_start
     return kept
+
+
+def central_crop(shape: Sequence[int], voxels: int) -> tuple[slice, ...]:
+    """The central box of ``shape`` with at most ``voxels`` voxels and sides as even as the
+    shape allows (a thin axis is kept whole, the others share what is left)."""
+    sides = list(shape)
+    left, order = float(max(voxels, 1)), sorted(range(len(shape)), key=lambda i: shape[i])
+    for k, axis in enumerate(order):
+        side = left ** (1.0 / (len(order) - k))
+        sides[axis] = max(1, min(int(shape[axis]), int(side * (1.0 + 1e-9))))
+        left /= sides[axis]
+    return tuple(slice((n - m) // 2, (n - m) // 2 + m) for n, m in zip(shape, sides, strict=True))
+
+
+def _choose(
+    encoder: BlockEncoder, guidance: str
+) -> tuple[np.ndarray, Any, tuple[slice, ...], list[str]]:
+    """The volume to code beside the plain one, the choice, the region the files are scored
+    on, and what to tell the user.
+
+    Up to :data:`MAX_PREFILTER_VOXELS` the whole volume is measured. A larger volume (up to
+    :data:`MAX_GUIDED_VOXELS`) is measured on its central :data:`CROP_VOXELS` voxels: the
+    candidates are chosen on that crop's proxy decodes and the coded files are scored on it,
+    without segmentation locks (a lock is built against the whole volume's segmentation).
+    """
+    from .taskfilter import TaskChoice, choose_prefilter, variant
+
+    s = encoder.settings
+    arr = s.arr
+    whole = tuple(slice(None) for _ in arr.shape)
+    if arr.ndim not in (2, 3) or arr.size > MAX_GUIDED_VOXELS:
+        said = []
+        if arr.ndim in (2, 3):
+            said = [
+                f"{guidance} guidance: {arr.size} voxels are more than a task pre-filter "
+                f"takes ({MAX_GUIDED_VOXELS}, its copies in memory); coded as it is"
+            ]
+        return arr, TaskChoice(guidance), whole, said
+    cropped = arr.size > MAX_PREFILTER_VOXELS
+    region = central_crop(arr.shape, CROP_VOXELS) if cropped else whole
+    sub = arr[region]
+    deadline = None if s.budget is None else time.perf_counter() + 0.2 * float(s.budget)
+    source, choice = choose_prefilter(
+        sub, max(int(sub.nbytes / s.ratio), 1), guidance, voxel_size=s.voxel_size,
+        labels=None if s.labels is None else s.labels[region], deadline=deadline,
+        cancel=s.cancel, locks=not cropped,
+    )  # fmt: skip
+    said = [choice.describe()] if choice.scores else []
+    if not cropped:
+        return source, choice, region, said
+    box = "x".join(str(r.stop - r.start) for r in region)
+    said.append(
+        f"{guidance} guidance: measured on the central {box} voxels of the volume "
+        f"(more than {MAX_PREFILTER_VOXELS} voxels; no segmentation lock)"
+    )
+    if not choice.chosen:
+        return arr, choice, region, said
+    # (the chosen map and pre-filter made again for the whole volume)
+    alt, source = variant(choice, choice.ranked[0], arr, s.voxel_size, s.labels)
+    return source, replace(alt, ranked=choice.ranked), region, said
 
 
 def _locked_file(encoder: BlockEncoder, choice: Any, budget: float | None) -> CompressResult | None:
@@ -208,15 +269,16 @@ class _Trials:
 
     def __init__(
         self, choice: Any, arr: np.ndarray, voxel_size: Sequence[float] | None,
-        plain: CompressResult,
+        plain: CompressResult, region: tuple[slice, ...],
     ) -> None:  # fmt: skip
-        self.choice, self.arr, self.voxel_size, self.plain = choice, arr, voxel_size, plain
+        self.choice, self.voxel_size, self.plain = choice, voxel_size, plain
+        self.region, self.arr = region, arr[region]  # (scored on ``region``)
         self.plain_score: dict[str, float] | None = None  # (scored with the first trial)
         self.coded: list[tuple[str, str, dict[str, float], CompressResult]] = []
 
     def _score(self, result: CompressResult) -> dict[str, float]:
         assert result.reconstruction is not None
-        return self.choice.score(self.arr, result.reconstruction, self.voxel_size)
+        return self.choice.score(self.arr, result.reconstruction[self.region], self.voxel_size)
 
     def add(self, result: CompressResult, label: str, what: str) -> None:
         """Score a guided file (``label``: its candidate; ``what``: how it differs)."""

@@ -373,6 +373,7 @@ def choose_prefilter(
     labels: np.ndarray | None = None,
     deadline: float | None = None,
     cancel: Callable[[], bool] | None = None,
+    locks: bool = True,
 ) -> tuple[np.ndarray, TaskChoice]:
     """The version of ``volume`` to code under task ``guidance``, and why.
 
@@ -393,6 +394,8 @@ def choose_prefilter(
         end after it (the plain volume is always measured).
     cancel : callable, optional
         Checked before every candidate (:class:`~napari_sciz.errors.CancelledError`).
+    locks : bool
+        Whether segmentation locks are candidates (never with ``labels``).
 
     Returns
     -------
@@ -405,7 +408,7 @@ def choose_prefilter(
     choice = TaskChoice(guidance)
     if guidance == "segmentation":
         choice.reference, choice.spacing = _reference(v, voxel_size, labels)
-    lockable = labels is None and np.asarray(volume).dtype.kind in "uif"
+    lockable = locks and labels is None and np.asarray(volume).dtype.kind in "uif"
     measured: list[tuple[dict[str, float], Candidate, _Trial]] = []
     last = 0.0  # seconds the previous candidate took
     for cand in _candidates(guidance, lockable):
