@@ -194,7 +194,7 @@ def test_hybrid_codes_more_candidates_when_time_allows(monkeypatch) -> None:
     ],
 )
 def test_the_central_crop_is_as_even_as_the_shape_allows(shape, voxels, sides) -> None:
-    from napari_sciz.core.guided import central_crop
+    from napari_sciz.core.taskscore import central_crop
 
     region = central_crop(shape, voxels)
     got = tuple(r.stop - r.start for r in region)
@@ -224,6 +224,8 @@ def test_a_volume_too_large_to_measure_whole_is_measured_on_its_centre(
     result = compress(vol, 32, budget=8.0, guidance=guidance, seed=0)
     assert seen and np.prod(seen[0]) <= vol.size // 8 and seen[0][0] == 16
     assert any("measured on the central 16x" in m for m in result.messages)
+    kept = [m for m in result.messages if "kept the" in m]
+    assert all(m.endswith("on the central crop)") for m in kept)
     assert "segmentation_lock" not in result.header
     out = decompress(result.data)
     assert out.shape == vol.shape

@@ -87,3 +87,31 @@ def test_bad_input_is_refused(bad: np.ndarray) -> None:
         taskscore.segment(bad)
     with pytest.raises(InvalidInputError):
         taskscore.segmentation_fidelity(np.zeros((2, 2)), np.zeros((3, 2)))
+
+
+@pytest.mark.parametrize("guidance", ["segmentation", "perceptual"])
+def test_a_volume_too_large_to_score_whole_is_scored_on_its_centre(monkeypatch, guidance) -> None:
+    vol = _nuclei()
+    decoded = vol.copy()
+    decoded[:, :, :8] = vol.max()  # (outside the central box: not seen)
+    whole = taskscore.guidance_score(guidance, vol, decoded)
+    assert whole is not None and "scored_voxels" not in whole
+    monkeypatch.setattr(taskscore, "SCORE_WHOLE_VOXELS", vol.size - 1)
+    monkeypatch.setattr(taskscore, "SCORE_CROP_VOXELS", vol.size // 2)
+    region = taskscore.scored_region(vol.shape)
+    assert [r.stop - r.start for r in region] == [24, 45, 45]
+    crop = taskscore.guidance_score(guidance, vol, decoded)
+    assert crop is not None and crop["scored_voxels"] == 24 * 45 * 45
+    key = "dice" if guidance == "segmentation" else "ms_ssim"
+    assert crop[key] == 1.0 and whole[key] < 1.0
+
+
+def test_the_task_score_line_says_where_it_was_measured() -> None:
+    pytest.importorskip("qtpy")
+    from napari_sciz._widgets._results import task_text
+
+    seg = {"object_f1": 0.9, "dice": 0.95, "objects": 10.0, "found": 9.0}
+    assert task_text(seg) == "object F1 0.900, Dice 0.950 (9 of 10 objects)"
+    assert task_text({**seg, "scored_voxels": 8.0}).endswith("objects on the central crop)")
+    perc = {"ms_ssim": 0.98, "gradient_similarity": 0.9}
+    assert task_text({**perc, "scored_voxels": 8.0}).endswith("(on the central crop)")

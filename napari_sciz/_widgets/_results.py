@@ -191,12 +191,14 @@ def task_text(task: dict[str, float] | None) -> str:
     """One line for the task score row."""
     if not task:
         return "- (no guidance)"
+    where = " on the central crop" if "scored_voxels" in task else ""
     if "object_f1" in task:
         return (
             f"object F1 {task['object_f1']:.3f}, Dice {task['dice']:.3f} "
-            f"({int(task['found'])} of {int(task['objects'])} objects)"
+            f"({int(task['found'])} of {int(task['objects'])} objects{where})"
         )
-    return f"MS-SSIM {task['ms_ssim']:.4f}, gradient {task['gradient_similarity']:.4f}"
+    text = f"MS-SSIM {task['ms_ssim']:.4f}, gradient {task['gradient_similarity']:.4f}"
+    return text + (f" ({where.strip()})" if where else "")
 
 
 class ResultPanel(QGroupBox):

@@ -29,21 +29,21 @@ from .bitstream import container
 from .encode import BlockEncoder
 from .header import LOCK_MODEL_VERSION
 from .result import CompressResult
+from .taskscore import SCORE_CROP_VOXELS, SCORE_WHOLE_VOXELS, central_crop
 
 __all__ = [
     "CROP_VOXELS",
     "MAX_GUIDED_VOXELS",
     "MAX_PREFILTER_VOXELS",
-    "central_crop",
     "guided_hybrid",
 ]
 
 #: the largest volume whose task pre-filter is chosen on trial decodes (each holds a few
 #: float64 copies of the volume and segments it)
-MAX_PREFILTER_VOXELS = 1 << 26
+MAX_PREFILTER_VOXELS = SCORE_WHOLE_VOXELS
 #: ... above which it is chosen on a central crop of this many voxels (and the files scored
 #: there)
-CROP_VOXELS = 1 << 24
+CROP_VOXELS = SCORE_CROP_VOXELS
 #: the largest volume a task pre-filter is applied to (the pre-filter makes a few float64
 #: copies of the volume: about 4 GiB at this size)
 MAX_GUIDED_VOXELS = 1 << 27
@@ -103,18 +103,6 @@ def guided_hybrid(encoder: BlockEncoder, guidance: str) -> CompressResult:
     kept.messages[:0] = said
     kept.encode_seconds = time.perf_counter() - t_start
     return kept
-
-
-def central_crop(shape: Sequence[int], voxels: int) -> tuple[slice, ...]:
-    """The central box of ``shape`` with at most ``voxels`` voxels and sides as even as the
-    shape allows (a thin axis is kept whole, the others share what is left)."""
-    sides = list(shape)
-    left, order = float(max(voxels, 1)), sorted(range(len(shape)), key=lambda i: shape[i])
-    for k, axis in enumerate(order):
-        side = left ** (1.0 / (len(order) - k))
-        sides[axis] = max(1, min(int(shape[axis]), int(side * (1.0 + 1e-9))))
-        left /= sides[axis]
-    return tuple(slice((n - m) // 2, (n - m) // 2 + m) for n, m in zip(shape, sides, strict=True))
 
 
 def _choose(
@@ -286,6 +274,12 @@ class _Trials:
             self.plain_score = self._score(self.plain)
         self.coded.append((label, what, self._score(result), result))
 
+    @property
+    def _where(self) -> str:
+        """Where the scores were measured, for the notes (empty: the whole volume)."""
+        whole = all(r == slice(None) for r in self.region)
+        return "" if whole else ", on the central crop"
+
     def kept(self) -> CompressResult:
         """The best-scoring file, with notes on what was coded and kept."""
         if not self.coded:
@@ -301,7 +295,7 @@ class _Trials:
         out.messages.append(
             f"{choice.guidance} guidance: kept the {what if won else 'plain'} file "
             f"({name} {choice.key(score)[0]:.4f} {what} / {choice.key(plain)[0]:.4f} plain, "
-            f"PSNR {score['psnr']:.2f} / {plain['psnr']:.2f} dB)"
+            f"PSNR {score['psnr']:.2f} / {plain['psnr']:.2f} dB{self._where})"
         )
         if len(self.coded) > 1:
             out.messages.append(

@@ -28,15 +28,25 @@ from numpy.typing import ArrayLike
 from ..errors import InvalidInputError
 
 __all__ = [
+    "SCORE_CROP_VOXELS",
+    "SCORE_WHOLE_VOXELS",
     "SegmentationScore",
+    "central_crop",
     "gradient_similarity",
     "guidance_score",
     "ms_ssim",
     "segment",
     "seed_distance",
+    "scored_region",
     "segmentation_fidelity",
     "task_scores",
 ]
+
+#: the largest volume scored whole after a guided fit (scoring holds a few float64 copies of
+#: it and segments it) ...
+SCORE_WHOLE_VOXELS = 1 << 26
+#: ... a larger one is scored on its central box of this many voxels (:func:`scored_region`)
+SCORE_CROP_VOXELS = 1 << 24
 
 #: MS-SSIM scale weights (Wang, Simoncelli and Bovik 2003)
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
@@ -396,6 +406,26 @@ def task_scores(
     return out
 
 
+def central_crop(shape: Sequence[int], voxels: int) -> tuple[slice, ...]:
+    """The central box of ``shape`` with at most ``voxels`` voxels and sides as even as the
+    shape allows (a thin axis is kept whole, the others share what is left)."""
+    sides = list(shape)
+    left, order = float(max(voxels, 1)), sorted(range(len(shape)), key=lambda i: shape[i])
+    for k, axis in enumerate(order):
+        side = left ** (1.0 / (len(order) - k))
+        sides[axis] = max(1, min(int(shape[axis]), int(side * (1.0 + 1e-9))))
+        left /= sides[axis]
+    return tuple(slice((n - m) // 2, (n - m) // 2 + m) for n, m in zip(shape, sides, strict=True))
+
+
+def scored_region(shape: Sequence[int]) -> tuple[slice, ...]:
+    """Where a volume of ``shape`` is scored after a guided fit: all of it up to
+    :data:`SCORE_WHOLE_VOXELS` voxels, else its central :data:`SCORE_CROP_VOXELS` voxels."""
+    if int(np.prod(shape)) <= SCORE_WHOLE_VOXELS:
+        return tuple(slice(None) for _ in shape)
+    return central_crop(shape, SCORE_CROP_VOXELS)
+
+
 def guidance_score(
     guidance: str,
     original: ArrayLike,
@@ -417,7 +447,10 @@ def guidance_score(
     Returns
     -------
     dict or None
-        ``None`` for ``"none"`` or data that is not 2D/3D.
+        ``None`` for ``"none"`` or data that is not 2D/3D. A volume over
+        :data:`SCORE_WHOLE_VOXELS` voxels is scored on its central box
+        (:func:`scored_region`, as guided hybrid coding scores it): ``"scored_voxels"`` then
+        says how many voxels were scored.
     """
     a = np.asarray(original)
     b = np.asarray(decoded)
@@ -425,11 +458,16 @@ def guidance_score(
         a, b = a[0], b[0]
     if guidance not in ("segmentation", "perceptual") or a.ndim not in (2, 3):
         return None
+    region = scored_region(a.shape)
+    cropped = any(r != slice(None) for r in region)
+    a, b = a[region], b[region]
+    extra = {"scored_voxels": float(a.size)} if cropped else {}
     spacing = None if voxel_size is None else list(voxel_size)[-a.ndim :]
     if guidance == "segmentation":
         seeds = seed_distance(a, spacing)
         s = segmentation_fidelity(
             segment(a, spacing, min_distance=seeds), segment(b, spacing, min_distance=seeds)
         )
-        return {"object_f1": s.f1, "dice": s.dice, "objects": s.n_reference, "found": s.n_test}
-    return {"ms_ssim": ms_ssim(a, b), "gradient_similarity": gradient_similarity(a, b)}
+        found = {"objects": s.n_reference, "found": s.n_test}
+        return {"object_f1": s.f1, "dice": s.dice, **found, **extra}
+    return {"ms_ssim": ms_ssim(a, b), "gradient_similarity": gradient_similarity(a, b), **extra}
