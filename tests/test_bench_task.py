@@ -58,11 +58,24 @@ def test_savings_bounds_and_gains_of_curves() -> None:
     }
     rec = task.score_curves({"curves": above})
     assert rec["saving"]["segmentation_f1"] is None
-    # 0.76 is reached at 1000 bytes (of 2000), 0.77 at 1000 (of 1000): sqrt(0.5) - 1
-    assert rec["bound"]["segmentation_f1"] == pytest.approx(100 * (0.5**0.5 - 1))
+    # 0.76 and 0.77 are reached at 1000 bytes by both curves: no saving can be claimed
+    assert rec["bound"]["segmentation_f1"] == pytest.approx(0.0)
     assert rec["gain"]["segmentation_f1"] == pytest.approx(0.215)
+    rising = {
+        "none": [_pt(128, 2000, 0.77), _pt(256, 1000, 0.76)],
+        "segmentation": [_pt(128, 2000, 0.97), _pt(256, 1000, 0.99)],
+    }
+    rec = task.score_curves({"curves": rising})
+    # 0.77 needs 2000 bytes unguided, 1000 guided; 0.76 1000 both: sqrt(0.5) - 1
+    assert rec["bound"]["segmentation_f1"] == pytest.approx(100 * (0.5**0.5 - 1))
     text = task._saving_text(rec, "segmentation_f1")
     assert text.startswith("<= -29.3 %")
+    flat = {  # (a score at its ceiling everywhere: nothing to claim)
+        "none": [_pt(128, 2000, 1.0), _pt(256, 1000, 1.0)],
+        "segmentation": [_pt(128, 2000, 1.0), _pt(256, 1010, 1.0)],
+    }
+    rec = task.score_curves({"curves": flat})
+    assert rec["bound"]["segmentation_f1"] == pytest.approx(1.0, abs=0.01)
 
 
 def test_extend_keeps_the_earlier_points(tmp_path) -> None:

@@ -117,8 +117,11 @@ def score_curves(record: dict[str, Any]) -> dict[str, Any]:
     ``saving``: BD-rates against no guidance (None where the curves do not overlap in the
     score); ``bound``: where the guided curve scores above every unguided point, the bytes
     it needs to score at least as high as each unguided point (its cheapest such point),
-    relative to that point's bytes, averaged in the log domain: an upper bound on the
-    (negative) saving at equal score; ``gain``: the score gained at equal target ratio.
+    relative to the bytes the unguided curve needs for that score (its cheapest point that
+    scores as high: a cheaper unguided point may score higher, F1 being noisy), averaged in
+    the log domain: an upper bound on the (negative) saving at equal score (0 where both
+    curves reach the same top score at the same bytes); ``gain``: the score gained at equal
+    target ratio.
     """
     curves = record["curves"]
 
@@ -137,11 +140,12 @@ def score_curves(record: dict[str, Any]) -> dict[str, Any]:
         if not (ours and ref and same_mode(guidance)):
             return None
         logs = []
-        for bits, score in ref:
+        for _bits, score in ref:
             enough = [b for b, s in ours if s >= score]
             if not enough:
                 return None
-            logs.append(np.log(min(enough) / bits))
+            needed = min(b for b, s in ref if s >= score)  # (the unguided curve's cheapest)
+            logs.append(np.log(min(enough) / needed))
         return (
             float(100.0 * (np.exp(np.mean(logs)) - 1.0)) if logs and same_mode(guidance) else None
         )
