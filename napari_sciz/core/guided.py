@@ -142,9 +142,10 @@ def _choose(
     if not cropped:
         return source, choice, region, said
     box = "x".join(str(r.stop - r.start) for r in region)
+    lock = "; no segmentation lock" if guidance == "segmentation" else ""
     said.append(
         f"{guidance} guidance: measured on the central {box} voxels of the volume "
-        f"(more than {MAX_PREFILTER_VOXELS} voxels; no segmentation lock)"
+        f"(more than {MAX_PREFILTER_VOXELS} voxels{lock})"
     )
     if not choice.chosen:
         return arr, choice, region, said
