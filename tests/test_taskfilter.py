@@ -206,12 +206,12 @@ def test_the_central_crop_is_as_even_as_the_shape_allows(shape, voxels, sides) -
 def test_a_volume_too_large_to_measure_whole_is_measured_on_its_centre(
     monkeypatch, guidance
 ) -> None:
-    from napari_sciz.core import guided
+    from napari_sciz.core import taskscore
     from napari_sciz.core.api import compress, decompress
 
     vol = nuclei(5, (16, 96, 96), count=20)
-    monkeypatch.setattr(guided, "MAX_PREFILTER_VOXELS", vol.size // 4)
-    monkeypatch.setattr(guided, "CROP_VOXELS", vol.size // 8)
+    monkeypatch.setattr(taskscore, "SCORE_WHOLE_VOXELS", vol.size // 4)
+    monkeypatch.setattr(taskscore, "SCORE_CROP_VOXELS", vol.size // 8)
     seen: list[tuple[int, ...]] = []
     choose = taskfilter.choose_prefilter
 

@@ -25,25 +25,14 @@ from typing import Any
 
 import numpy as np
 
+from . import taskscore
 from .bitstream import container
 from .encode import BlockEncoder
 from .header import LOCK_MODEL_VERSION
 from .result import CompressResult
-from .taskscore import SCORE_CROP_VOXELS, SCORE_WHOLE_VOXELS, central_crop
 
-__all__ = [
-    "CROP_VOXELS",
-    "MAX_GUIDED_VOXELS",
-    "MAX_PREFILTER_VOXELS",
-    "guided_hybrid",
-]
+__all__ = ["MAX_GUIDED_VOXELS", "guided_hybrid"]
 
-#: the largest volume whose task pre-filter is chosen on trial decodes (each holds a few
-#: float64 copies of the volume and segments it)
-MAX_PREFILTER_VOXELS = SCORE_WHOLE_VOXELS
-#: ... above which it is chosen on a central crop of this many voxels (and the files scored
-#: there)
-CROP_VOXELS = SCORE_CROP_VOXELS
 #: the largest volume a task pre-filter is applied to (the pre-filter makes a few float64
 #: copies of the volume: about 4 GiB at this size)
 MAX_GUIDED_VOXELS = 1 << 27
@@ -59,10 +48,10 @@ def guided_hybrid(encoder: BlockEncoder, guidance: str) -> CompressResult:
     kept; without a candidate that measured better on the proxy, only the plain volume is
     coded. While the time left is at least :data:`_TRIALS_AHEAD` times the longest coding so
     far (volumes the codec codes in a fraction of the budget), the next candidates of the
-    proxy's ranking are coded too, and the best-scoring file is kept. A volume over
-    :data:`MAX_PREFILTER_VOXELS` voxels is measured and scored on its central
-    :data:`CROP_VOXELS` voxels (:func:`_choose`); volumes that are not 2D or 3D, or over
-    :data:`MAX_GUIDED_VOXELS` voxels, are coded as they are.
+    proxy's ranking are coded too, and the best-scoring file is kept. A volume too large to
+    measure whole is measured and scored on its central box
+    (:func:`~napari_sciz.core.taskscore.scored_region`, :func:`_choose`); volumes that are not
+    2D or 3D, or over :data:`MAX_GUIDED_VOXELS` voxels, are coded as they are.
 
     Parameters
     ----------
@@ -111,10 +100,12 @@ def _choose(
     """The volume to code beside the plain one, the choice, the region the files are scored
     on, and what to tell the user.
 
-    Up to :data:`MAX_PREFILTER_VOXELS` the whole volume is measured. A larger volume (up to
-    :data:`MAX_GUIDED_VOXELS`) is measured on its central :data:`CROP_VOXELS` voxels: the
-    candidates are chosen on that crop's proxy decodes and the coded files are scored on it,
-    without segmentation locks (a lock is built against the whole volume's segmentation).
+    Where the task is scored is :func:`~napari_sciz.core.taskscore.scored_region` (the
+    widget's score after a fit uses the same): up to
+    :data:`~napari_sciz.core.taskscore.SCORE_WHOLE_VOXELS` the whole volume; a larger one (up
+    to :data:`MAX_GUIDED_VOXELS`) is measured on its central box: the candidates are chosen on
+    that crop's proxy decodes and the coded files are scored on it, without segmentation locks
+    (a lock is built against the whole volume's segmentation).
     """
     from .taskfilter import TaskChoice, choose_prefilter, variant
 
@@ -129,8 +120,8 @@ def _choose(
                 f"takes ({MAX_GUIDED_VOXELS}, its copies in memory); coded as it is"
             ]
         return arr, TaskChoice(guidance), whole, said
-    cropped = arr.size > MAX_PREFILTER_VOXELS
-    region = central_crop(arr.shape, CROP_VOXELS) if cropped else whole
+    region = taskscore.scored_region(arr.shape)
+    cropped = region != whole
     sub = arr[region]
     deadline = None if s.budget is None else time.perf_counter() + 0.2 * float(s.budget)
     source, choice = choose_prefilter(
@@ -145,7 +136,7 @@ def _choose(
     lock = "; no segmentation lock" if guidance == "segmentation" else ""
     said.append(
         f"{guidance} guidance: measured on the central {box} voxels of the volume "
-        f"(more than {MAX_PREFILTER_VOXELS} voxels{lock})"
+        f"(more than {taskscore.SCORE_WHOLE_VOXELS} voxels{lock})"
     )
     if not choice.chosen:
         return arr, choice, region, said
@@ -278,7 +269,7 @@ class _Trials:
     @property
     def _where(self) -> str:
         """Where the scores were measured, for the notes (empty: the whole volume)."""
-        whole = all(r == slice(None) for r in self.region)
+        whole = self.region == tuple(slice(None) for _ in self.region)
         return "" if whole else ", on the central crop"
 
     def kept(self) -> CompressResult:
