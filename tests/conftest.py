@@ -21,3 +21,15 @@ def pytest_configure(config: pytest.Config) -> None:
     fd = config.stash.get(fault_handler_stderr_fd_key, None)
     if fd is not None:
         faulthandler.enable(file=fd, all_threads=False)
+
+
+@pytest.fixture
+def no_arm(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Neural fits without the ARM entropy model (unless the test is marked ``arm``).
+
+    Fitting the ARM takes most of a small test fit's time (two fits of 300 iterations); the
+    modules that test what a lossy fit does with its file (dtypes, shapes, regions) use this,
+    and their ``arm``-marked tests (and tests/test_arm.py) test the ARM itself.
+    """
+    if request.node.get_closest_marker("arm") is None:
+        monkeypatch.setattr("napari_sciz.core.lossy.start.USE_ARM", False)

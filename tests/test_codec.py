@@ -46,6 +46,10 @@ from napari_sciz.errors import (
     SciZError,
 )
 
+#: the lossy fits here go without the ARM (its fit is most of a small fit's time), except the
+#: ``arm``-marked test of a file that keeps one
+pytestmark = pytest.mark.usefixtures("no_arm")
+
 STEPS = 10
 DTYPES = ["uint8", "int8", "uint16", "int16", "uint32", "int32", "float16", "float32", "float64"]
 #: value range used for each dtype (not the full dtype range, but not a toy one either)
@@ -128,6 +132,18 @@ def test_round_trip_3d_each_dtype(dtype: str) -> None:
     assert 0.98 * 8 <= result.ratio <= 1.1 * 8
     assert result.psnr > 20
     assert result.header["blocks"]["count"] == 1
+
+
+@pytest.mark.arm
+def test_a_lossy_file_keeps_an_arm_that_pays_and_decodes() -> None:
+    """The fit's ARM entropy model (tests/test_arm.py tests the model itself) is kept when it
+    makes the payload smaller, and the file decodes to what the encoder reported."""
+    data = smooth((16, 64, 64), "uint16")
+    result = _run(data, 8)
+    check_result(data, result)
+    with container.SciZFile(result.data) as f:
+        assert f.payload(0)[0] == 0x5B  # (a block coded with the ARM)
+    assert 0.98 * 8 <= result.ratio <= 1.1 * 8
 
 
 @pytest.mark.parametrize(
