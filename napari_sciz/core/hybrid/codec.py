@@ -43,7 +43,7 @@ from .candidate import (
 from .loopfilter import FilterDesign
 from .netstage import _NETWORK_START, _network_probe, _with_network
 from .payload import describe, head_bytes, layer_sizes, pack
-from .search import BaseLayer, encode_to_size
+from .search import BaseLayer, encode_to_size, exact_for
 from .tracker import BlockTracker
 
 __all__ = [
@@ -122,20 +122,27 @@ class HybridFit:
 
 
 def _choose_base(
-    target: np.ndarray, nbytes: int, clock: BlockTracker, seed: int
+    target: np.ndarray,
+    nbytes: int,
+    clock: BlockTracker,
+    seed: int,
+    exact: Callable[[np.ndarray], bool] | None,
 ) -> tuple[BaseLayer | None, list[tuple[BaseLayer, float]]]:
     """The base codec whose stream of ``nbytes``, once filtered, is the most accurate.
 
     With a budget, the codecs share the first :data:`_CHOICE_SHARE` of it: each one's search
     gets its part (:attr:`~.bases.BaseCodec.choice_weight`) of what is left when it starts (a
     fast codec leaves more to the next), and stops before its part ends
-    (:func:`~.search.encode_to_size`). Also returns every codec's stream with the seconds its
-    search took (for :func:`_refine_base`).
+    (:func:`~.search.encode_to_size`). A stream that reproduces the block (``exact``,
+    :func:`~.search.exact_for`; None: not checked) wins: the smallest such stream is
+    returned. Also returns every codec's stream with the seconds its search took (for
+    :func:`_refine_base`).
     """
     shape3 = tuple(int(n) for n in target.shape)
     best: tuple[float, BaseLayer, float] | None = None
     tried: list[tuple[BaseLayer, float]] = []
     end = clock.before(_CHOICE_SHARE)
+    whole: BaseLayer | None = None  # the smallest stream that reproduces the block
     usable = [c for c in BASES if c.available() and c.supports(shape3)]  # type: ignore[arg-type]
     for k, codec in enumerate(usable):
         deadline = None
@@ -149,13 +156,21 @@ def _choose_base(
         # (no base yet: its first encode starts even when the choice's time is already gone,
         # as on a slow or loaded machine with a tight budget)
         layer = encode_to_size(
-            codec, target, nbytes, deadline=deadline, cancel=clock.cancel, first=best is None
-        )
+            codec, target, nbytes, deadline=deadline, cancel=clock.cancel, first=best is None,
+            exact=exact,
+        )  # fmt: skip
         if layer is None:
             continue
         seconds = time.perf_counter() - t0
         tried.append((layer, seconds))
         clock.base_searched(seconds, layer.encodes)
+        if exact is not None and exact(layer.values):
+            # (nothing is more accurate; another codec's exact stream may be smaller)
+            if whole is None or len(layer.stream) < len(whole.stream):
+                whole, clock.base_seconds = layer, seconds
+            continue
+        if whole is not None:
+            continue
         # ranking a base designs a filter on it (about _RANK_ENCODES encodes' time)
         ranked_by = time.perf_counter() + _RANK_ENCODES * clock.encode_seconds
         more = k + 1 < len(usable) and (end is None or ranked_by < end)
@@ -171,6 +186,8 @@ def _choose_base(
             best = (_ranked(err, codec), layer, err)
             clock.base_seconds = seconds
         clock.report(_CHOICE_SHARE * (k + 1) / len(usable), best[2], best[1].values)
+    if whole is not None:
+        return whole, tried
     return (None if best is None else best[1]), tried
 
 
@@ -428,7 +445,8 @@ def fit_hybrid_block(
     fields = dict(steps=steps, device=device, cancel=cancel, **fit_kwargs)
 
     constant = target.size == 0 or float(target.min()) == float(target.max())
-    full, tried = (None, []) if constant else _choose_base(target, avail - 1, clock, seed)
+    exact = exact_for(target)
+    full, tried = (None, []) if constant else _choose_base(target, avail - 1, clock, seed, exact)
     clock.check_cancel()
     if full is None:  # constant, or no classical codec fits: the field codes the block alone
         seconds = None if budget is None else max(clock.left(), 0.5)
@@ -437,6 +455,11 @@ def fit_hybrid_block(
         payload = pack(cand.base.codec.ident, cand.base.stream, b"", b"", cand.inr, flat)
         clock.report(1.0, cand.error, cand.values)
         return HybridFit(payload, cand.values, n, 0.0, cand.base.codec.name, 0)
+    if exact is not None and exact(full.values):  # nothing for a filter or a network to correct
+        best = _plain(full, target)
+        clock.report(1.0, best.error, best.values)
+        payload = pack(full.codec.ident, full.stream, b"", b"", best.inr, flat)
+        return HybridFit(payload, best.values, 0, 1.0, full.codec.name, 0)
     best = _with_filter(full, target, avail, seed, clock)
     trainer = _network_probe(best, target, avail, clock, seed, steps)
     refine_until = _REFINE_SHARE if trainer is None else _NETWORK_START
