@@ -60,6 +60,7 @@ def test_the_bounded_samples_hold_the_codings_they_are_named_for(seed: int) -> N
         assert all(kinds) if name != "lossless-resampled" else any(kinds), name
 
 
+@pytest.mark.slow
 def test_the_long_run_counts_outcomes_in_child_processes() -> None:
     summary = fuzz.run(cases=6, seed=3, batch=3, case_seconds=10, memory_gib=8)
     assert summary["cases"] == 6
