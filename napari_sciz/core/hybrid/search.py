@@ -58,9 +58,13 @@ _FAR = 2.0
 _BELOW = 0.03
 #: encodes of a proxy's probe (:func:`_probe`), and the log size within which it stops
 _PROBE_ENCODES = 3
+_PROBE_TOLERANCE = 0.08
+#: the share of the bytes a probe aims at: the real setting's streams are 0.83-1.33x the
+#: proxy's, and a first stream that fits gives the search a stream to keep
+_PROBE_AIM = 0.85
 #: a stream that fits in this share of the bytes or less is decoded and checked for exactness
 #: before a higher quality is tried (an exact stream cannot be bettered: a block with a few
-#: flat regions took 14 SPERR and 14 JPEG XL encodes of one size, 287 s for 16 Mi voxels)
+#: flat regions took 14 SPERR and 14 JPEG XL encodes of one size, 295 s for 16 Mi voxels)
 _EXACT_BELOW = 0.5
 #: exactness checks (decodes) one search makes at most
 _EXACT_CHECKS = 2
@@ -70,10 +74,6 @@ _FLAT_NEIGHBOURS = 0.5
 #: two streams that fit, this far apart in quality (0 to 1) and of the same size: the sizes
 #: no longer grow, and the search ends
 _FLAT_SPAN = 0.05
-_PROBE_TOLERANCE = 0.08
-#: the share of the bytes a probe aims at: the real setting's streams are 0.83-1.33x the
-#: proxy's, and a first stream that fits gives the search a stream to keep
-_PROBE_AIM = 0.85
 
 
 def encode_to_size(
