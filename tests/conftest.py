@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import faulthandler
+from collections.abc import Iterator
 
 import pytest
 
@@ -23,13 +24,29 @@ def pytest_configure(config: pytest.Config) -> None:
         faulthandler.enable(file=fd, all_threads=False)
 
 
+_USE_ARM = "napari_sciz.core.lossy.start.USE_ARM"
+
+
+@pytest.fixture(scope="module")
+def no_arm_module() -> Iterator[None]:
+    """Neural fits without the ARM entropy model for a module's module-scoped fixtures.
+
+    Those are made before any test's own fixtures (:func:`no_arm` comes too late for them):
+    a module-scoped fixture that fits a lossy file requests this one.
+    """
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_USE_ARM, False)
+        yield
+
+
 @pytest.fixture
-def no_arm(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+def no_arm(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, no_arm_module: None
+) -> None:
     """Neural fits without the ARM entropy model (unless the test is marked ``arm``).
 
     Fitting the ARM takes most of a small test fit's time (two fits of 300 iterations); the
     modules that test what a lossy fit does with its file (dtypes, shapes, regions) use this,
     and their ``arm``-marked tests (and tests/test_arm.py) test the ARM itself.
     """
-    if request.node.get_closest_marker("arm") is None:
-        monkeypatch.setattr("napari_sciz.core.lossy.start.USE_ARM", False)
+    monkeypatch.setattr(_USE_ARM, request.node.get_closest_marker("arm") is not None)

@@ -10,6 +10,7 @@ import pytest
 pytest.importorskip("torch")
 
 
+@pytest.mark.slow  # (a short benchmark run: ~25 s on a 2-core CPU)
 def test_quick_run_on_the_cpu(capsys: pytest.CaptureFixture[str]) -> None:
     from napari_sciz.bench import gpu
 

@@ -328,7 +328,7 @@ def test_best_scale_code_is_near_optimal(b: float) -> None:
     q = np.round(rng.laplace(0, b, 4000)).astype(np.int64)
     code = best_scale_code(q)
     values, counts = np.unique(q, return_counts=True)
-    bits = [_laplace_bits_table(values, counts, dequantize_scale(c)) for c in range(256)]
+    bits = _laplace_bits_table(values, counts, np.array([dequantize_scale(c) for c in range(256)]))
     # the search is local (around the mean magnitude); it may miss the optimum of very sparse
     # tensors by a few bits
     assert bits[code] <= min(bits) * 1.01 + 4

@@ -34,7 +34,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 from unittest import mock
 
@@ -76,8 +76,17 @@ _VALUES: tuple[Any, ...] = (
 )
 
 
-def sample_files(seed: int = 0) -> dict[str, bytes]:
-    """Small valid files of each coding mode (two or more blocks each)."""
+def sample_files(seed: int = 0, kinds: Iterable[str] | None = None) -> dict[str, bytes]:
+    """Small valid files of each coding mode (two or more blocks each).
+
+    Parameters
+    ----------
+    seed : int
+        Seed of the sample volumes' noise.
+    kinds : iterable of str, optional
+        The files to code (default: every one); a kind's file does not depend on which
+        others are coded.
+    """
     from ..core.api import compress
     from ..core.lossless import interpblock
 
@@ -101,8 +110,11 @@ def sample_files(seed: int = 0) -> dict[str, bytes]:
     z, y, x = np.mgrid[:8, :64, :64]
     ramp = 2000 + 20 * x + 10 * y + rng.normal(0, 6, z.shape)
     steep = (2000 + 60 * x + 10 * y + rng.normal(0, 3, z.shape)).astype(np.float32)
-    with mock.patch.object(interpblock, "encode", lambda block, bound: None):
-        sz3 = compress(steep, mode="bounded", max_error=16, block_voxels=16384)
+
+    def sz3() -> bytes:
+        with mock.patch.object(interpblock, "encode", lambda block, bound: None):
+            return bytes(compress(steep, mode="bounded", max_error=16, block_voxels=16384).data)
+
     # a label image (discs of distinct labels): label blocks (each voxel a neighbour's copy)
     z, y, x = np.mgrid[:4, :64, :64]
     labels = np.zeros(z.shape, np.uint16)
@@ -119,29 +131,37 @@ def sample_files(seed: int = 0) -> dict[str, bytes]:
         zoomed = np.moveaxis(up, -1, axis)
     z, y, x = np.mgrid[:4, :95, :95]
     zoomed[(x - 47) ** 2 + (y - 47) ** 2 > 44**2] = 0
-    return {
-        "lossy": bytes(compress(vol, 12, mode="lossy", steps=5, **common).data),
-        "hybrid": bytes(compress(vol, 12, mode="hybrid", steps=5, **common).data),
-        "lossless": bytes(compress(vol, mode="lossless", block_voxels=4096).data),
-        "bounded": bytes(compress(vol, mode="bounded", max_error=3, block_voxels=4096).data),
-        "lossless-wide": bytes(
-            compress(wide.astype(np.uint16), mode="lossless", block_voxels=16384).data
+    makers: dict[str, Callable[[], Any]] = {
+        "lossy": lambda: compress(vol, 12, mode="lossy", steps=5, **common),
+        "hybrid": lambda: compress(vol, 12, mode="hybrid", steps=5, **common),
+        "lossless": lambda: compress(vol, mode="lossless", block_voxels=4096),
+        "bounded": lambda: compress(vol, mode="bounded", max_error=3, block_voxels=4096),
+        "lossless-wide": lambda: compress(
+            wide.astype(np.uint16), mode="lossless", block_voxels=16384
         ),
-        "lossless-sparse": bytes(
-            compress(ct.astype(np.uint16), mode="lossless", block_voxels=30720).data
+        "lossless-sparse": lambda: compress(
+            ct.astype(np.uint16), mode="lossless", block_voxels=30720
         ),
-        "bounded-sz3": bytes(sz3.data),
-        "bounded-interp-f32": bytes(
-            compress(ramp.astype(np.float32), mode="bounded", max_error=16, block_voxels=16384).data
+        "bounded-sz3": sz3,
+        "bounded-interp-f32": lambda: compress(
+            ramp.astype(np.float32), mode="bounded", max_error=16, block_voxels=16384
         ),
-        "bounded-interp": bytes(
-            compress(ramp.astype(np.uint16), mode="bounded", max_error=16, block_voxels=16384).data
+        "bounded-interp": lambda: compress(
+            ramp.astype(np.uint16), mode="bounded", max_error=16, block_voxels=16384
         ),
-        "lossless-labels": bytes(compress(labels, mode="lossless", block_voxels=8192).data),
-        "lossless-resampled": bytes(
-            compress(zoomed.astype(np.uint16), mode="lossless", block_voxels=20000).data
+        "lossless-labels": lambda: compress(labels, mode="lossless", block_voxels=8192),
+        "lossless-resampled": lambda: compress(
+            zoomed.astype(np.uint16), mode="lossless", block_voxels=20000
         ),
     }
+    unknown = set(kinds or ()) - set(makers)
+    if unknown:
+        raise ValueError(f"no sample files of kinds {sorted(unknown)}")
+    files = {}
+    for kind in makers if kinds is None else kinds:
+        made = makers[kind]()
+        files[kind] = made if isinstance(made, bytes) else bytes(made.data)
+    return files
 
 
 def _leaves(node: Any, path: tuple = ()) -> Iterator[tuple]:

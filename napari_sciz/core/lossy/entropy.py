@@ -36,12 +36,15 @@ _MAGIC_ARM = 0x5B  # first byte of a block payload whose latents use the ARM (:m
 _MAX_SYMBOL = 2**23 - 1
 
 
-def _laplace_bits_table(values: np.ndarray, counts: np.ndarray, b: float) -> float:
-    v = values.astype(np.float64)
-    upper = 0.5 + 0.5 * np.sign(v + 0.5) * (1 - np.exp(-np.abs(v + 0.5) / b))
-    lower = 0.5 + 0.5 * np.sign(v - 0.5) * (1 - np.exp(-np.abs(v - 0.5) / b))
+def _laplace_bits_table(values: np.ndarray, counts: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Bits of integers ``values`` (seen ``counts`` times) under discretised Laplace models
+    of scales ``b`` (one total per scale)."""
+    v = values.astype(np.float64)[None, :]
+    scale = np.asarray(b, np.float64).reshape(-1, 1)
+    upper = 0.5 + 0.5 * np.sign(v + 0.5) * (1 - np.exp(-np.abs(v + 0.5) / scale))
+    lower = 0.5 + 0.5 * np.sign(v - 0.5) * (1 - np.exp(-np.abs(v - 0.5) / scale))
     p = np.clip(upper - lower, 2.0**-24, 1.0)
-    return float(-(counts * np.log2(p)).sum())
+    return -(counts * np.log2(p)).sum(axis=1)
 
 
 def best_scale_code(q: np.ndarray) -> int:
@@ -49,8 +52,10 @@ def best_scale_code(q: np.ndarray) -> int:
     values, counts = np.unique(np.asarray(q).ravel(), return_counts=True)
     mean_abs = float(np.abs(q).mean()) if q.size else 0.0
     centre = quantize_scale(max(mean_abs, 1e-3))
-    candidates = range(max(0, centre - 24), min(255, centre + 24) + 1)
-    return min(candidates, key=lambda c: _laplace_bits_table(values, counts, dequantize_scale(c)))
+    candidates = np.arange(max(0, centre - 24), min(255, centre + 24) + 1)
+    scales = np.array([dequantize_scale(int(c)) for c in candidates])
+    # (argmin: the first of equal sizes, the smallest code, as a scan would keep)
+    return int(candidates[int(np.argmin(_laplace_bits_table(values, counts, scales)))])
 
 
 @dataclass
