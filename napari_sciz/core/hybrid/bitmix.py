@@ -28,7 +28,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["ORDERS", "decode_bits", "encode_bits", "encode_prefix"]
+__all__ = ["ORDERS", "decode_bits", "encode_bits", "encode_prefix", "warm_up"]
 
 #: lengths of the bit histories that select each input's adaptive probability
 ORDERS = np.array([0, 2, 5, 9, 14], dtype=np.int64)
@@ -276,3 +276,10 @@ def decode_bits(code: bytes, n: int) -> np.ndarray:
     if n:
         _decode(np.frombuffer(code, dtype=np.uint8), bits, _TABLES, LIMIT, LEARNING_RATE)
     return bits
+
+
+def warm_up() -> None:
+    """Compile the coder and the decoder (or load them from numba's disk cache) on a few bits,
+    with the argument types of every real call (the wrappers above fix them)."""
+    bits = np.array([0, 1, 1, 0], dtype=np.uint8)
+    decode_bits(encode_bits(bits), bits.size)

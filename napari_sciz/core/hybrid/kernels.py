@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from numba import njit
 
-__all__ = ["filter_planes", "tone_map"]
+__all__ = ["filter_planes", "tone_map", "warm_up"]
 
 
 @njit(cache=True, nogil=True)
@@ -160,6 +160,13 @@ def tone_map(values: np.ndarray, lo: float, hi: float, unit: np.ndarray) -> np.n
     knots = unit.shape[0]
     _tone_map(values.reshape(-1), float(lo), (knots - 1) / (float(hi) - float(lo)), unit)
     return values
+
+
+def warm_up() -> None:
+    """Compile both kernels (or load them from numba's disk cache) on a few voxels, with the
+    argument types of every real call (the wrappers above fix them)."""
+    filter_planes(np.zeros((1, 2, 2)), np.zeros((1, 2)), np.zeros(0), [[0, 0, 1]], 1.0, True)
+    tone_map(np.zeros(2), 0.0, 1.0, np.zeros(2))
 
 
 #: threads of a filter call, and the least work worth a thread
