@@ -221,11 +221,18 @@ def test_a_volume_too_large_to_measure_whole_is_measured_on_its_centre(
         return choose(volume, *args, **kwargs)
 
     monkeypatch.setattr(taskfilter, "choose_prefilter", spy)
+
+    def whole_copy(*args, **kwargs):
+        raise AssertionError("a pre-filter of the whole volume was made")
+
+    monkeypatch.setattr(taskfilter, "variant", whole_copy)  # (made block by block)
     result = compress(vol, 32, budget=8.0, guidance=guidance, seed=0)
     assert seen and np.prod(seen[0]) <= vol.size // 8 and seen[0][0] == 16
     assert any("measured on the central 16x" in m for m in result.messages)
     kept = [m for m in result.messages if "kept the" in m]
     assert all(m.endswith("on the central crop)") for m in kept)
+    if guidance == "segmentation":  # (a band was chosen, coded block by block and scored)
+        assert kept
     assert "segmentation_lock" not in result.header
     out = decompress(result.data)
     assert out.shape == vol.shape
@@ -234,12 +241,57 @@ def test_a_volume_too_large_to_measure_whole_is_measured_on_its_centre(
         assert result.header["value_range"] == [float(vol.min()), float(vol.max())]
 
 
-def test_a_volume_too_large_for_a_prefilter_is_coded_as_it_is(monkeypatch) -> None:
-    from napari_sciz.core import guided
-    from napari_sciz.core.api import compress
+def _boxes(shape: tuple[int, ...]) -> list[tuple]:
+    """Boxes that cut a volume unevenly, the edges and single planes included."""
+    cuts = [sorted({0, n // 3, n // 3 + 1, n - 2, n}) for n in shape]
+    boxes = [tuple(slice(a, b) for a, b in zip(lo, hi, strict=True)) for lo, hi in (
+        ([c[0] for c in cuts], [c[1] for c in cuts]),
+        ([c[1] for c in cuts], [c[3] for c in cuts]),
+        ([c[3] for c in cuts], [c[4] for c in cuts]),
+        ([c[2] for c in cuts], [c[4] for c in cuts]),
+    )]  # fmt: skip
+    return [*boxes, (shape[0] // 2,), (slice(None),) * len(shape)]
 
-    vol = nuclei(5, (8, 48, 48))
-    monkeypatch.setattr(guided, "MAX_GUIDED_VOXELS", vol.size - 1)
-    result = compress(vol, 32, budget=4.0, guidance="perceptual")
-    assert any("coded as it is" in m for m in result.messages)
-    assert "value_map" not in result.header and "task_smooth" not in result.header
+
+@pytest.mark.parametrize(
+    ("guidance", "setting", "exponent", "voxel_size", "with_labels"),
+    [
+        ("perceptual", 0.7, None, None, False),
+        ("perceptual", 0.5, 0.5, (2.0, 0.5, 0.5), False),
+        ("perceptual", None, 0.35, None, False),
+        ("segmentation", 3.0, None, (1.5, 1.0, 1.0), False),
+        ("segmentation", 2.0, None, None, True),
+    ],
+)
+def test_a_blockwise_variant_equals_the_whole_volume_variant(
+    guidance, setting, exponent, voxel_size, with_labels
+) -> None:
+    """Block by block, with the band's levels of the whole volume, the pre-filter and map are
+    those of the whole volume, bit for bit."""
+    from napari_sciz.core.blockwise import blockwise_variant
+
+    vol = nuclei(3, (14, 40, 44), count=8)
+    labels = None
+    if with_labels:
+        labels = (vol > 1000).astype(np.uint8)
+    cand = taskfilter.Candidate("power" if exponent else "smooth", setting, exponent)
+    if guidance == "segmentation":
+        cand = taskfilter.Candidate("band", setting)
+    choice = taskfilter.TaskChoice(guidance)
+    whole = (slice(None),) * vol.ndim
+    want_choice, want = taskfilter.variant(choice, cand, vol, voxel_size, labels)
+    got_choice, lazy = blockwise_variant(choice, cand, vol, voxel_size, labels, whole)
+    assert got_choice.setting == want_choice.setting
+    assert got_choice.value_map == want_choice.value_map
+    assert lazy.shape == vol.shape
+    for box in _boxes(vol.shape):
+        np.testing.assert_array_equal(lazy[box], want[box], err_msg=str(box))
+
+
+def test_a_lock_is_not_made_block_by_block() -> None:
+    from napari_sciz.core.blockwise import blockwise_variant
+
+    vol = nuclei(3)
+    choice = taskfilter.TaskChoice("segmentation")
+    with pytest.raises(ValueError, match="not a pre-filter"):
+        blockwise_variant(choice, taskfilter.Candidate("lock", 0.2), vol, None, None, ())

@@ -31,11 +31,8 @@ from .encode import BlockEncoder
 from .header import LOCK_MODEL_VERSION
 from .result import CompressResult
 
-__all__ = ["MAX_GUIDED_VOXELS", "guided_hybrid"]
+__all__ = ["guided_hybrid"]
 
-#: the largest volume a task pre-filter is applied to (the pre-filter makes a few float64
-#: copies of the volume: about 4 GiB at this size)
-MAX_GUIDED_VOXELS = 1 << 27
 #: the smallest lock worth coding (bytes)
 _MIN_LOCK_BYTES = 64
 
@@ -50,8 +47,10 @@ def guided_hybrid(encoder: BlockEncoder, guidance: str) -> CompressResult:
     far (volumes the codec codes in a fraction of the budget), the next candidates of the
     proxy's ranking are coded too, and the best-scoring file is kept. A volume too large to
     measure whole is measured and scored on its central box
-    (:func:`~napari_sciz.core.taskscore.scored_region`, :func:`_choose`); volumes that are not
-    2D or 3D, or over :data:`MAX_GUIDED_VOXELS` voxels, are coded as they are.
+    (:func:`~napari_sciz.core.taskscore.scored_region`, :func:`_choose`), and its
+    pre-filters and maps are made block by block as the encoder reads them
+    (:class:`~napari_sciz.core.blockwise.BlockwiseVariant`: no whole float64 copies);
+    volumes that are not 2D or 3D are coded as they are.
 
     Parameters
     ----------
@@ -60,11 +59,13 @@ def guided_hybrid(encoder: BlockEncoder, guidance: str) -> CompressResult:
     guidance : {"segmentation", "perceptual"}
         The task.
     """
+    from .blockwise import blockwise_variant
     from .taskfilter import variant
 
     s, t_start = encoder.settings, encoder.t_start
     arr, budget = s.arr, s.budget
     source, choice, region, said = _choose(encoder, guidance)
+    whole = region == tuple(slice(None) for _ in arr.shape)
     clock = _Clock(budget, t_start)
     bare = replace(choice, setting=None, lock_share=None, value_map=None, ranked=[])
     started = time.perf_counter()
@@ -76,9 +77,12 @@ def guided_hybrid(encoder: BlockEncoder, guidance: str) -> CompressResult:
         if not first and not clock.room_for_another():
             break
         started = time.perf_counter()
-        alt, coded = (
-            (choice, source) if first else variant(choice, cand, arr, s.voxel_size, s.labels)
-        )
+        if first:
+            alt, coded = choice, source
+        elif whole:
+            alt, coded = variant(choice, cand, arr, s.voxel_size, s.labels)
+        else:
+            alt, coded = blockwise_variant(choice, cand, arr, s.voxel_size, s.labels, region)
         if alt.lock_share is not None:
             # (the lock is built after the base: a sixth of the time is kept for it)
             rest = clock.left(1.0)
@@ -103,23 +107,19 @@ def _choose(
     Where the task is scored is :func:`~napari_sciz.core.taskscore.scored_region` (the
     widget's score after a fit uses the same): up to
     :data:`~napari_sciz.core.taskscore.SCORE_WHOLE_VOXELS` the whole volume; a larger one (up
-    to :data:`MAX_GUIDED_VOXELS`) is measured on its central box: the candidates are chosen on
-    that crop's proxy decodes and the coded files are scored on it, without segmentation locks
-    (a lock is built against the whole volume's segmentation).
+    at any size) is measured on its central box: the candidates are chosen on that crop's proxy
+    decodes and the coded files are scored on it, without segmentation locks (a lock is built
+    against the whole volume's segmentation); what is coded for the chosen candidate is made
+    block by block (:func:`~napari_sciz.core.blockwise.blockwise_variant`).
     """
-    from .taskfilter import TaskChoice, choose_prefilter, variant
+    from .blockwise import blockwise_variant
+    from .taskfilter import TaskChoice, choose_prefilter
 
     s = encoder.settings
     arr = s.arr
     whole = tuple(slice(None) for _ in arr.shape)
-    if arr.ndim not in (2, 3) or arr.size > MAX_GUIDED_VOXELS:
-        said = []
-        if arr.ndim in (2, 3):
-            said = [
-                f"{guidance} guidance: {arr.size} voxels are more than a task pre-filter "
-                f"takes ({MAX_GUIDED_VOXELS}, its copies in memory); coded as it is"
-            ]
-        return arr, TaskChoice(guidance), whole, said
+    if arr.ndim not in (2, 3):
+        return arr, TaskChoice(guidance), whole, []
     region = taskscore.scored_region(arr.shape)
     cropped = region != whole
     sub = arr[region]
@@ -140,8 +140,8 @@ def _choose(
     )
     if not choice.chosen:
         return arr, choice, region, said
-    # (the chosen map and pre-filter made again for the whole volume)
-    alt, source = variant(choice, choice.ranked[0], arr, s.voxel_size, s.labels)
+    # (the chosen map and pre-filter made for the whole volume, block by block)
+    alt, source = blockwise_variant(choice, choice.ranked[0], arr, s.voxel_size, s.labels, region)
     return source, replace(alt, ranked=choice.ranked), region, said
 
 

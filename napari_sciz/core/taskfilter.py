@@ -239,20 +239,38 @@ def smoothed(
     return ndi.gaussian_filter(v, _sigmas(v.ndim, voxel_size, sigma))
 
 
+def band_levels(
+    volume: np.ndarray, voxel_size: Sequence[float] | None = None
+) -> tuple[float, float] | None:
+    """The band's threshold ``T`` (the Otsu level of ``G*v``) and noise level (the standard
+    deviation of ``v - G*v``); None for a volume that smooths to a constant."""
+    v = np.asarray(volume, np.float64)
+    return _levels(v, smoothed(v, voxel_size))
+
+
+def _levels(v: np.ndarray, smooth: np.ndarray) -> tuple[float, float] | None:
+    from skimage.filters import threshold_otsu
+
+    if float(smooth.max()) == float(smooth.min()):
+        return None
+    return float(threshold_otsu(smooth)), float(np.std(v - smooth))
+
+
 def band_mask(
     volume: np.ndarray,
     width: float,
     voxel_size: Sequence[float] | None = None,
     labels: np.ndarray | None = None,
+    levels: tuple[float, float] | None = None,
 ) -> np.ndarray:
     """Voxels whose noise can change the segmentation (bool, the volume's shape).
 
-    Without ``labels``: ``|G*v - T| < width * noise`` (``T`` the Otsu level of ``G*v``, noise
-    the standard deviation of ``v - G*v``); with ``labels``: within ``width`` voxels of a
-    boundary between labels. Both grown by two voxels.
+    Without ``labels``: ``|G*v - T| < width * noise`` (``T`` and the noise from
+    :func:`band_levels`, or ``levels`` when given: those of a larger volume that ``volume``
+    is a part of); with ``labels``: within ``width`` voxels of a boundary between labels.
+    Both grown by two voxels.
     """
     from scipy import ndimage as ndi
-    from skimage.filters import threshold_otsu
 
     if labels is not None:
         lab = np.asarray(labels)
@@ -265,11 +283,13 @@ def band_mask(
             lead[axis] = slice(None, -1)
             edge[tuple(lead)] |= step
         return ndi.binary_dilation(edge, iterations=int(round(width)) + _GROW)
-    smooth = smoothed(volume, voxel_size)
-    if float(smooth.max()) == float(smooth.min()):
-        return np.zeros(volume.shape, bool)
-    noise = float(np.std(volume - smooth))
-    near = np.abs(smooth - threshold_otsu(smooth)) < width * noise
+    v = np.asarray(volume, np.float64)
+    smooth = smoothed(v, voxel_size)
+    levels = _levels(v, smooth) if levels is None else levels
+    if levels is None:
+        return np.zeros(v.shape, bool)
+    threshold, noise = levels
+    near = np.abs(smooth - threshold) < width * noise
     return ndi.binary_dilation(near, iterations=_GROW)
 
 
@@ -278,10 +298,12 @@ def banded(
     width: float,
     voxel_size: Sequence[float] | None = None,
     labels: np.ndarray | None = None,
+    levels: tuple[float, float] | None = None,
 ) -> np.ndarray:
     """``volume`` (float64) with the voxels outside :func:`band_mask` smoothed."""
     v = np.asarray(volume, np.float64)
-    return np.where(band_mask(v, width, voxel_size, labels), v, smoothed(v, voxel_size))
+    mask = band_mask(v, width, voxel_size, labels, levels)
+    return np.where(mask, v, smoothed(v, voxel_size))
 
 
 def _proxy_decode(volume: np.ndarray, nbytes: int) -> np.ndarray | None:
