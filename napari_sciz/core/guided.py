@@ -106,8 +106,8 @@ def _choose(
 
     Where the task is scored is :func:`~napari_sciz.core.taskscore.scored_region` (the
     widget's score after a fit uses the same): up to
-    :data:`~napari_sciz.core.taskscore.SCORE_WHOLE_VOXELS` the whole volume; a larger one (up
-    at any size) is measured on its central box: the candidates are chosen on that crop's proxy
+    :data:`~napari_sciz.core.taskscore.SCORE_WHOLE_VOXELS` the whole volume; a larger one (of
+    any size) is measured on its central box: the candidates are chosen on that crop's proxy
     decodes and the coded files are scored on it, without segmentation locks (a lock is built
     against the whole volume's segmentation); what is coded for the chosen candidate is made
     block by block (:func:`~napari_sciz.core.blockwise.blockwise_variant`).
