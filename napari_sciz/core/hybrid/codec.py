@@ -269,7 +269,13 @@ def _refine_codec(
             if end - time.perf_counter() < needed * per_encode * codec.cost:
                 return best
             layer = encode_to_size(
-                codec, target, nbytes, deadline=end, cancel=clock.cancel, bracket=_near(anchor)
+                codec,
+                target,
+                nbytes,
+                deadline=end,
+                cancel=clock.cancel,
+                bracket=_near(anchor),
+                widen=True,
             )
             if layer is not None:
                 wide = best.wide if best.filt is not None else True
