@@ -17,6 +17,7 @@ import pytest
 import tifffile
 
 from napari_sciz import __version__, cli
+from napari_sciz.cli.text import _Progress
 from napari_sciz.errors import InvalidInputError
 
 HAVE_CODEC = importlib.util.find_spec("napari_sciz.core.api") is not None
@@ -293,7 +294,7 @@ def test_progress_bar_on_tty() -> None:
             return True
 
     stream = Tty()
-    bar = cli._Progress(stream, enabled=True)
+    bar = _Progress(stream, enabled=True)
     for step in (1, 50, 100):
         bar._last = 0.0  # defeat throttling
         bar(
@@ -313,10 +314,10 @@ def test_progress_bar_on_tty() -> None:
     assert text.count("\r") == 3 and text.endswith("\n")
     assert "PSNR 40.00 dB" in text and "ETA 0:00" in text and "100%" in text
     quiet = io.StringIO()
-    cli._Progress(quiet, enabled=False)(types.SimpleNamespace(fraction=0.5))
+    _Progress(quiet, enabled=False)(types.SimpleNamespace(fraction=0.5))
     assert quiet.getvalue() == ""
     lines = io.StringIO()  # not a TTY: plain lines, no carriage returns
-    cli._Progress(lines, enabled=True, line_interval=0)(types.SimpleNamespace(fraction=0.5))
+    _Progress(lines, enabled=True, line_interval=0)(types.SimpleNamespace(fraction=0.5))
     assert "\r" not in lines.getvalue() and "50%" in lines.getvalue()
 
 
@@ -371,6 +372,23 @@ def test_compress_json(compressed: dict[str, Any]) -> None:
     assert summary["dtype"] == "uint16"
     assert summary["ratio"] >= 4 * 0.999
     assert "fitting" not in compressed["stderr"]  # no progress output with --json
+
+
+class _ClosedPipe(io.StringIO):
+    """Standard output whose reader went away (``sciz info F | head``)."""
+
+    def write(self, text: str) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+@needs_codec
+def test_a_closed_pipe_ends_quietly(
+    capsys: pytest.CaptureFixture[str], compressed: dict[str, Any], monkeypatch
+) -> None:
+    """Output cut off by its reader is not an error message: status 141, nothing on stderr."""
+    monkeypatch.setattr(sys, "stdout", _ClosedPipe())
+    assert cli.main(["info", str(compressed["out"])]) == 141
+    assert capsys.readouterr().err == ""
 
 
 @needs_codec

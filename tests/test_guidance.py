@@ -329,7 +329,7 @@ def test_soft_threshold_follows_the_block_error():
 
 
 def test_info_fills_in_the_defaults_of_the_writing_version():
-    from napari_sciz.cli import _guidance_text
+    from napari_sciz.cli.info import _guidance_text
     from napari_sciz.core.guidance import DEFAULT_WEIGHTS, defaults_of
 
     assert defaults_of("napari-sciz 0.1.0", "segmentation")["dice"] == 0.0

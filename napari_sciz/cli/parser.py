@@ -1,0 +1,246 @@
+"""The ``sciz`` argument parser and its argument types."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable
+from typing import Any
+
+from .. import __version__
+from .compress import _cmd_compress
+from .decompress import _cmd_decompress
+from .info import _cmd_info
+from .text import PROG
+
+_DEVICES = ("auto", "cpu", "cuda", "mps")
+_DELEGATES_HELP = {
+    "bench": "run the benchmark against classical codecs (napari_sciz.bench.run)",
+    "demo": "run the demonstration (napari_sciz._demo)",
+}
+
+
+def _number(text: str, kind: Callable[[str], float], what: str) -> float:
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{what}, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{what}, got {text!r}")
+    return value
+
+
+def _ratio(text: str) -> float:
+    value = _number(text, float, "must be a number >= 1")
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a number >= 1, got {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(_number(text, int, "must be a positive integer"))
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = _number(text, float, "must be a positive number")
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
+    return value
+
+
+def _weight(text: str) -> tuple[str, float]:
+    """``NAME=VALUE`` of ``--guidance-weight`` (names and ranges are checked by the codec)."""
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip():
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    return name.strip(), _number(value.strip(), float, "must be NAME=NUMBER")
+
+
+def _max_error(text: str) -> float:
+    value = _number(text, float, "must be a number >= 0")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}")
+    return value
+
+
+def _scale(text: str) -> float | int:
+    value = _positive_float(text)
+    return int(value) if float(value).is_integer() else value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the ``sciz`` argument parser.
+
+    Returns
+    -------
+    argparse.ArgumentParser
+        The parser, with one sub-parser per command (``compress``, ``decompress``, ``info``,
+        ``bench``, ``demo``).
+    """
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Compress microscopy and X-ray CT stacks with implicit neural "
+        "representations (.sciz files).",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument(
+        "--debug", action="store_true", help="show full tracebacks instead of one-line errors"
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    _add_compress(sub)
+    _add_decompress(sub)
+    _add_info(sub)
+    for name, text in _DELEGATES_HELP.items():
+        sub.add_parser(name, help=text, add_help=False)
+    return parser
+
+
+def _add_compress(sub: Any) -> None:
+    """The ``compress`` command's options."""
+    p = sub.add_parser(
+        "compress",
+        help="compress a TIFF/OME-TIFF/.npy stack to .sciz",
+        description="Fit a neural representation of IN and write it to OUT.sciz at the "
+        "requested compression ratio (raw bytes / file bytes).",
+    )
+    p.add_argument(
+        "input", metavar="IN", help="input image (.tif, .tiff, .ome.tif, .npy, .zarr, .ome.zarr)"
+    )
+    p.add_argument("-o", "--output", required=True, metavar="OUT.sciz", help="output file")
+    p.add_argument(
+        "--ratio",
+        type=_ratio,
+        metavar="R",
+        help="target compression ratio (>= 1); required in lossy mode",
+    )
+    p.add_argument(
+        "--mode",
+        choices=("auto", "lossy", "hybrid", "lossless", "bounded"),
+        default="auto",
+        help="auto (default): hybrid (lossy when --guidance-weight is given or a guided job is "
+        "distributed); lossy: neural representation "
+        "at --ratio; hybrid: the best of SPERR, "
+        "HEVC and JPEG XL as a base layer + a fitted loop filter (+ a neural filter where it "
+        "pays) "
+        "at --ratio; lossless: bit-identical; "
+        "bounded: every value within --max-error of the original",
+    )
+    p.add_argument(
+        "--max-error",
+        type=_max_error,
+        metavar="E",
+        help="largest absolute error of --mode bounded",
+    )
+    p.add_argument("--device", choices=_DEVICES, default="auto", help="compute device")
+    effort = p.add_mutually_exclusive_group()
+    effort.add_argument("--steps", type=_positive_int, metavar="N", help="training steps")
+    effort.add_argument(
+        "--budget", type=_positive_float, metavar="SECONDS", help="time budget for fitting"
+    )
+    effort.add_argument(
+        "--effort",
+        choices=("fast", "balanced", "best"),
+        help="a time budget that grows with the data: fast (at least 15 s, 2 s per MiB), "
+        "balanced (60 s, 8 s per MiB), best (180 s, 24 s per MiB); in lossless and bounded "
+        "modes best codes the closest predictor sets to keep the smallest (about 2x slower)",
+    )
+    p.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default 0)")
+    p.add_argument(
+        "--guidance",
+        choices=("none", "segmentation", "perceptual"),
+        default="none",
+        help="what the file is for: segmentation (keeps a smoothed-threshold segmentation of the "
+        "decode like the original's) or perceptual (MS-SSIM and gradient structure); hybrid "
+        "mode codes a pre-filtered volume chosen by that score, lossy mode adds it to the "
+        "fit's loss; default none",
+    )
+    p.add_argument(
+        "--labels",
+        metavar="LABELS.tif",
+        help="labels image of IN's shape (> 0 is foreground) for --guidance segmentation; "
+        "without it an Otsu threshold of the image is the reference",
+    )
+    p.add_argument(
+        "--guidance-weight",
+        type=_weight,
+        action="append",
+        metavar="NAME=VALUE",
+        help="advanced: relative weight of one guidance term, repeatable (segmentation: side, "
+        "boundary, dice, sharpness, band_radius; perceptual: ssim, gradient; defaults and "
+        "meaning in docs/guidance.md)",
+    )
+    scale_out = p.add_mutually_exclusive_group()
+    scale_out.add_argument(
+        "--workers",
+        type=_positive_int,
+        metavar="N",
+        help="code the blocks in parallel on a local Dask cluster of N worker processes "
+        "(each reads its own blocks of IN)",
+    )
+    scale_out.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="code the blocks on an existing Dask cluster, e.g. tcp://10.0.0.5:8786 (IN must "
+        "be readable under the same path on every worker)",
+    )
+    p.add_argument(
+        "--block-voxels",
+        type=_positive_int,
+        metavar="N",
+        help="largest block in voxels (default 4194304); smaller blocks spread over more workers",
+    )
+    p.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print the summary as one JSON object on stdout (non-finite numbers as null)",
+    )
+    p.set_defaults(handler=_cmd_compress)
+
+
+def _add_decompress(sub: Any) -> None:
+    """The ``decompress`` command's options."""
+    p = sub.add_parser(
+        "decompress",
+        help="decode a .sciz file (or a region of it) to TIFF/OME-TIFF/.npy",
+        description="Decode IN.sciz, optionally a region and at another resolution.",
+    )
+    p.add_argument("input", metavar="IN.sciz", help="compressed file")
+    p.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        metavar="OUT",
+        help="output image (.tif, .tiff, .ome.tif, .ome.tiff, .npy, or an .ome.zarr store); "
+        "without --scale it is written slab by slab, so it may be larger than memory",
+    )
+    p.add_argument(
+        "--roi",
+        metavar='"z0:z1,y0:y1,x0:x1"',
+        help="region to decode, one start:stop per axis (empty bounds allowed)",
+    )
+    p.add_argument(
+        "--scale",
+        type=_scale,
+        default=1,
+        metavar="S",
+        help="resolution factor (2: twice as many samples per axis); voxel size is divided by it",
+    )
+    p.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
+    p.set_defaults(handler=_cmd_decompress)
+
+
+def _add_info(sub: Any) -> None:
+    """The ``info`` command's options."""
+    p = sub.add_parser(
+        "info",
+        help="show the header of a .sciz file",
+        description="Print shape, dtype, axes, voxel size, ratio and every header field.",
+    )
+    p.add_argument("input", metavar="IN.sciz", help="compressed file")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.set_defaults(handler=_cmd_info)
