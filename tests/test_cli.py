@@ -17,6 +17,8 @@ import pytest
 import tifffile
 
 from napari_sciz import __version__, cli
+from napari_sciz.cli import compress as cli_compress
+from napari_sciz.cli import decompress as cli_decompress
 from napari_sciz.cli.text import _Progress
 from napari_sciz.errors import InvalidInputError
 
@@ -191,7 +193,8 @@ def test_missing_output_folder_refused_before_any_work(
     def no_fit(*args: object, **kwargs: object) -> None:
         raise AssertionError("work started before the output folder was checked")
 
-    monkeypatch.setattr(cli, "_codec", no_fit)
+    monkeypatch.setattr(cli_compress, "_codec", no_fit)
+    monkeypatch.setattr(cli_decompress, "_codec", no_fit)
     for out, message in [
         (tmp_path / "nodir" / "o.tif", "no such folder"),
         (src / "o.tif", "is not a folder"),
@@ -244,7 +247,7 @@ def test_errors_are_one_line_and_debug_shows_traceback(
     def boom(path: object) -> None:
         raise exc
 
-    monkeypatch.setattr(cli, "read_image", boom)
+    monkeypatch.setattr(cli_compress, "read_image", boom)
     argv = ["compress", str(tmp_path / "a.npy"), "-o", str(tmp_path / "a.sciz"), "--ratio", "4"]
     status, _, err = run(capsys, *argv)
     assert status == code
@@ -262,7 +265,7 @@ def test_torch_out_of_memory_is_one_line(
     def boom(path: object) -> None:
         raise OutOfMemoryError("CUDA out of memory. Tried to allocate...")
 
-    monkeypatch.setattr(cli, "read_image", boom)
+    monkeypatch.setattr(cli_compress, "read_image", boom)
     status, _, err = run(
         capsys, "compress", "a.npy", "-o", str(tmp_path / "a.sciz"), "--ratio", "4"
     )
