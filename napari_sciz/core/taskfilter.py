@@ -270,21 +270,34 @@ def band_mask(
     is a part of); with ``labels``: within ``width`` voxels of a boundary between labels.
     Both grown by two voxels.
     """
+    if labels is not None:
+        return _label_band(labels, width)
+    v = np.asarray(volume, np.float64)
+    return _noise_band(v, smoothed(v, voxel_size), width, levels)
+
+
+def _label_band(labels: np.ndarray, width: float) -> np.ndarray:
+    """Voxels within ``width`` (+ two) of a boundary between labels."""
     from scipy import ndimage as ndi
 
-    if labels is not None:
-        lab = np.asarray(labels)
-        edge = np.zeros(lab.shape, bool)
-        for axis in range(lab.ndim):
-            step = np.diff(lab, axis=axis) != 0
-            lead = [slice(None)] * lab.ndim
-            lead[axis] = slice(1, None)
-            edge[tuple(lead)] |= step
-            lead[axis] = slice(None, -1)
-            edge[tuple(lead)] |= step
-        return ndi.binary_dilation(edge, iterations=int(round(width)) + _GROW)
-    v = np.asarray(volume, np.float64)
-    smooth = smoothed(v, voxel_size)
+    lab = np.asarray(labels)
+    edge = np.zeros(lab.shape, bool)
+    for axis in range(lab.ndim):
+        step = np.diff(lab, axis=axis) != 0
+        lead = [slice(None)] * lab.ndim
+        lead[axis] = slice(1, None)
+        edge[tuple(lead)] |= step
+        lead[axis] = slice(None, -1)
+        edge[tuple(lead)] |= step
+    return ndi.binary_dilation(edge, iterations=int(round(width)) + _GROW)
+
+
+def _noise_band(
+    v: np.ndarray, smooth: np.ndarray, width: float, levels: tuple[float, float] | None
+) -> np.ndarray:
+    """``|smooth - T| < width * noise``, grown by two voxels (``smooth``: ``G*v``)."""
+    from scipy import ndimage as ndi
+
     levels = _levels(v, smooth) if levels is None else levels
     if levels is None:
         return np.zeros(v.shape, bool)
@@ -302,8 +315,11 @@ def banded(
 ) -> np.ndarray:
     """``volume`` (float64) with the voxels outside :func:`band_mask` smoothed."""
     v = np.asarray(volume, np.float64)
-    mask = band_mask(v, width, voxel_size, labels, levels)
-    return np.where(mask, v, smoothed(v, voxel_size))
+    smooth = smoothed(v, voxel_size)  # (once: the mask's threshold surface and the outside)
+    mask = (
+        _label_band(labels, width) if labels is not None else _noise_band(v, smooth, width, levels)
+    )
+    return np.where(mask, v, smooth)
 
 
 def _proxy_decode(volume: np.ndarray, nbytes: int) -> np.ndarray | None:
