@@ -130,132 +130,208 @@ def encode_to_size(
         ``None`` when even the lowest quality does not fit, the codec fails on the block, or
         the deadline came before a stream fitted.
     """
-    shape3 = tuple(int(n) for n in block.shape)
+    search = _SizeSearch(
+        codec, block, nbytes, deadline=deadline, cancel=cancel, bracket=bracket, exact=exact,
+        widen=widen, first=first,
+    )  # fmt: skip
+    return search.run(iterations, search.start_position(start), fill)
 
-    def to_param(t: float) -> float:
-        return _param(codec, t)
 
-    encodes = 0
+class _SizeSearch:
+    """The state of one :func:`encode_to_size` search: the bracket ``[lo_t, hi_t]`` of
+    positions, the sizes at its edges (``lo_size`` fits, ``hi_size`` does not; None until
+    seen), the best stream that fits and the encodes made."""
 
-    def size_at(t: float) -> tuple[int, bytes]:
-        nonlocal encodes
-        encodes += 1
-        stream = codec.encode(block, to_param(t))
+    def __init__(
+        self,
+        codec: BaseCodec,
+        block: np.ndarray,
+        nbytes: int,
+        *,
+        deadline: float | None,
+        cancel: Callable[[], bool] | None,
+        bracket: tuple[float, float],
+        exact: Callable[[np.ndarray], bool] | None,
+        widen: bool,
+        first: bool,
+    ) -> None:
+        self.codec, self.block, self.nbytes = codec, block, nbytes
+        self.shape3 = tuple(int(n) for n in block.shape)
+        self.deadline, self.cancel, self.exact = deadline, cancel, exact
+        self.widen, self.first = widen, first
+        self.bracket = bracket
+        self.lo_t, self.hi_t = bracket
+        self.width = self.hi_t - self.lo_t
+        self.lo_size: int | None = None
+        self.hi_size: int | None = None
+        self.best: bytes | None = None
+        self.best_t = math.nan
+        self.encodes = 0
+        self.last = 0.0  # seconds the previous encode took
+        self.typical = codec.slope
+        self.prev: tuple[float, int] | None = None  # the previous (position, size) of a secant
+        self.floor = False  # whether the lowest quality of the bracket was tried
+        self.checks = 0  # exactness checks made
+
+    def start_position(self, start: float | None) -> float:
+        """Where the search starts: ``start`` if given, else where a rate-driven codec's own
+        guess or a proxy's probe puts ``nbytes`` (the probe also sets the slope), else the
+        bracket's middle."""
+        codec, lo_t, hi_t = self.codec, self.lo_t, self.hi_t
+        t = 0.5 * (lo_t + hi_t)
+        guess = codec.param_for_size(self.block, self.nbytes)
+        if guess is not None and codec.lo < guess < codec.hi:  # a rate-driven codec: start there
+            u = (
+                (math.log(guess) - math.log(codec.lo)) / (math.log(codec.hi) - math.log(codec.lo))
+                if codec.log
+                else (guess - codec.lo) / (codec.hi - codec.lo)
+            )
+            t = min(max(u if codec.increasing else 1.0 - u, lo_t), hi_t)
+        proxy = codec.proxy() if guess is None and start is None else None
+        if proxy is not None and self.typical is not None and self.bracket == (0.0, 1.0):
+            aim = int(_PROBE_AIM * self.nbytes)
+            probed = _probe(proxy, self.block, aim, t, self.typical, self.deadline, self.cancel)
+            if probed is not None:  # where the faster setting codes the aim, and its slope
+                t, self.typical = probed
+        if start is not None:
+            t = min(max(start, lo_t), hi_t)
+        return t
+
+    def size_at(self, t: float) -> tuple[int, bytes]:
+        """The codec's stream at position ``t`` and its size (counted as an encode)."""
+        self.encodes += 1
+        stream = self.codec.encode(self.block, _param(self.codec, t))
         return len(stream), stream
 
-    best: bytes | None = None
-    best_t = math.nan
-    lo_t, hi_t = bracket
-    width = hi_t - lo_t
-    lo_size, hi_size = None, None
-    t = 0.5 * (lo_t + hi_t)
-    guess = codec.param_for_size(block, nbytes)
-    if guess is not None and codec.lo < guess < codec.hi:  # a rate-driven codec: start there
-        u = (
-            (math.log(guess) - math.log(codec.lo)) / (math.log(codec.hi) - math.log(codec.lo))
-            if codec.log
-            else (guess - codec.lo) / (codec.hi - codec.lo)
-        )
-        t = min(max(u if codec.increasing else 1.0 - u, lo_t), hi_t)
-    typical = codec.slope
-    proxy = codec.proxy() if guess is None and start is None else None
-    if proxy is not None and typical is not None and bracket == (0.0, 1.0):
-        aim = int(_PROBE_AIM * nbytes)
-        probed = _probe(proxy, block, aim, t, typical, deadline, cancel)
-        if probed is not None:  # where the faster setting codes the aim, and its slope
-            t, typical = probed
-    if start is not None:
-        t = min(max(start, lo_t), hi_t)
-    last = 0.0  # seconds the previous encode took
-    fills = fill and codec.filler(to_param(t)) is not None
-    prev: tuple[float, int] | None = None  # the previous (position, size) of a secant step
-    floor = False  # whether the lowest quality of the bracket was tried
-    checks = 0  # exactness checks made
-
-    def out_of_time() -> bool:
-        if first and encodes == 0:
+    def out_of_time(self) -> bool:
+        """Whether an encode as long as the last one would end past the deadline."""
+        if self.first and self.encodes == 0:
             return False
-        return deadline is not None and time.perf_counter() + last > deadline
+        return self.deadline is not None and time.perf_counter() + self.last > self.deadline
 
-    for i in range(iterations):
-        if cancel is not None and cancel():
+    def _check_cancel(self) -> None:
+        if self.cancel is not None and self.cancel():
             raise CancelledError("compression cancelled; no output written")
-        if out_of_time():
-            break
-        t0 = time.perf_counter()
-        try:
-            size, stream = size_at(t)
-        except Exception:  # noqa: BLE001 - a codec that cannot code this block is skipped
-            return None
-        last = time.perf_counter() - t0
-        if size <= nbytes:
-            if best is None or size > len(best):
-                best, best_t = stream, t
-            flat = lo_size == size and abs(t - lo_t) >= _FLAT_SPAN
-            lo_t, lo_size = t, size
-            if size >= (1.0 - _TOLERANCE) * nbytes or flat:
-                break  # (in the window, or the sizes no longer grow with the quality)
-            if exact is not None and size <= _EXACT_BELOW * nbytes and checks < _EXACT_CHECKS:
-                checks += 1
-                values = codec.decode(stream, shape3)  # type: ignore[arg-type]
-                if exact(values):  # (no higher quality can be more accurate)
-                    return BaseLayer(codec, stream, values, t, encodes)
-        else:
-            hi_t, hi_size = t, size
-        tried = to_param(t)
-        if fills and _jump(codec, (lo_t, lo_size), (hi_t, hi_size)):
-            break  # the fill goes on from the stream that fits
+
+    def run(self, iterations: int, t: float, fill: bool) -> BaseLayer | None:
+        """Up to ``iterations`` encodes from position ``t``, then :meth:`finish`."""
+        fills = fill and self.codec.filler(_param(self.codec, t)) is not None
+        for i in range(iterations):
+            self._check_cancel()
+            if self.out_of_time():
+                break
+            t0 = time.perf_counter()
+            try:
+                size, stream = self.size_at(t)
+            except Exception:  # noqa: BLE001 - a codec that cannot code this block is skipped
+                return None
+            self.last = time.perf_counter() - t0
+            if size <= self.nbytes:
+                done, exact = self._fits(t, size, stream)
+                if exact is not None:
+                    return exact
+                if done:
+                    break
+            else:
+                self.hi_t, self.hi_size = t, size
+            tried = _param(self.codec, t)
+            if fills and _jump(self.codec, (self.lo_t, self.lo_size), (self.hi_t, self.hi_size)):
+                break  # the fill goes on from the stream that fits
+            following = self._next(i, t, size)
+            if following is None:
+                break
+            t = following
+            if _param(self.codec, t) == tried:
+                break  # (the same stream again: the top or bottom of the range)
+        return self.finish(fills)
+
+    def _fits(self, t: float, size: int, stream: bytes) -> tuple[bool, BaseLayer | None]:
+        """Record a stream that fits: whether the search is done, and the layer when the
+        stream reproduces the block (:func:`exact_for`)."""
+        if self.best is None or size > len(self.best):
+            self.best, self.best_t = stream, t
+        flat = self.lo_size == size and abs(t - self.lo_t) >= _FLAT_SPAN
+        self.lo_t, self.lo_size = t, size
+        if size >= (1.0 - _TOLERANCE) * self.nbytes or flat:
+            return True, None  # (in the window, or the sizes no longer grow with the quality)
+        small = size <= _EXACT_BELOW * self.nbytes
+        if self.exact is not None and small and self.checks < _EXACT_CHECKS:
+            self.checks += 1
+            values = self.codec.decode(stream, self.shape3)  # type: ignore[arg-type]
+            if self.exact(values):  # (no higher quality can be more accurate)
+                return True, BaseLayer(self.codec, stream, values, t, self.encodes)
+        return False, None
+
+    def _next(self, i: int, t: float, size: int) -> float | None:
+        """The next position after an encode of ``size`` bytes at ``t`` (None: stop)."""
+        lo_t, hi_t, lo_size, hi_size = self.lo_t, self.hi_t, self.lo_size, self.hi_size
         if lo_size is not None and hi_size is not None and i % 2 == 0:
             a, b = math.log(max(lo_size, 1)), math.log(max(hi_size, 1))
-            frac = (math.log(nbytes) - a) / (b - a) if b > a else 0.5
-            t = lo_t + min(max(frac, 0.1), 0.9) * (hi_t - lo_t)
-        elif lo_size is None and t <= lo_t + 1e-3 and (not widen or lo_t <= 0.0):
-            break
-        elif lo_size is None and codec.slope is None and size > _FAR * nbytes and not floor:
-            floor, t = True, lo_t  # far above: whether the lowest quality fits at all first
-        elif typical is not None and (lo_size is None or hi_size is None):
-            # one side known: a secant step towards nbytes (the codec's typical slope first),
-            # from above towards a little less (a stream that fits is what a deadline keeps)
-            slope = _secant_slope(typical, prev, (t, size))
-            aim = nbytes if size <= nbytes else (1.0 - _BELOW) * nbytes
-            step = abs(math.log(aim / max(size, 1))) / slope
-            prev = (t, size)
-            if widen and size <= nbytes and t + step > hi_t:
-                hi_t = min(hi_t + width, 1.0)
-            elif widen and size > nbytes and t - step < lo_t:
-                lo_t = max(lo_t - width, 0.0)
-            t = min(t + step, hi_t) if size <= nbytes else max(t - step, lo_t)
-        else:
-            t = 0.5 * (lo_t + hi_t)
-        if to_param(t) == tried:
-            break  # (the same stream again: the top or bottom of the range)
-    narrow = hi_t - lo_t < 1e-3  # a jump at one parameter: nothing between to try
-    short = best is not None and len(best) < (1.0 - _TOLERANCE) * nbytes
-    if short and fills and not out_of_time():
-        plain = BaseLayer(codec, best, codec.decode(best, shape3), best_t, encodes)  # type: ignore[arg-type]
-        over = None if hi_size is None else (to_param(hi_t), hi_size)
-        return _filled(plain, to_param(best_t), block, nbytes, over, deadline, cancel)
-    if short and hi_size is not None and not narrow:
-        # sizes jump between nearby parameters (x265's mode decisions flip): look between
-        # the largest stream that fits and the smallest that does not for a larger one
-        for t in np.linspace(lo_t, hi_t, _SCAN_POINTS + 2)[1:-1]:
-            if (cancel is not None and cancel()) or out_of_time():
+            frac = (math.log(self.nbytes) - a) / (b - a) if b > a else 0.5
+            return lo_t + min(max(frac, 0.1), 0.9) * (hi_t - lo_t)
+        if lo_size is None and t <= lo_t + 1e-3 and (not self.widen or lo_t <= 0.0):
+            return None
+        if lo_size is None and self.codec.slope is None and size > _FAR * self.nbytes:
+            if not self.floor:
+                self.floor = True  # far above: whether the lowest quality fits at all first
+                return lo_t
+        if self.typical is not None and (lo_size is None or hi_size is None):
+            return self._secant(t, size)
+        return 0.5 * (lo_t + hi_t)
+
+    def _secant(self, t: float, size: int) -> float:
+        """With one side known, a secant step towards ``nbytes`` (the codec's typical slope
+        first), from above towards a little less (a stream that fits is what a deadline
+        keeps); with ``widen``, a step past the bracket moves its edge out by its width."""
+        slope = _secant_slope(self.typical, self.prev, (t, size))  # type: ignore[arg-type]
+        fits = size <= self.nbytes
+        aim = self.nbytes if fits else (1.0 - _BELOW) * self.nbytes
+        step = abs(math.log(aim / max(size, 1))) / slope
+        self.prev = (t, size)
+        if self.widen and fits and t + step > self.hi_t:
+            self.hi_t = min(self.hi_t + self.width, 1.0)
+        elif self.widen and not fits and t - step < self.lo_t:
+            self.lo_t = max(self.lo_t - self.width, 0.0)
+        return min(t + step, self.hi_t) if fits else max(t - step, self.lo_t)
+
+    def finish(self, fills: bool) -> BaseLayer | None:
+        """The best stream that fits, after the fill (or a scan between the last sizes
+        found) when it is short of ``nbytes``; the lowest quality when none fitted yet."""
+        codec, best, nbytes = self.codec, self.best, self.nbytes
+        narrow = self.hi_t - self.lo_t < 1e-3  # a jump at one parameter: nothing between
+        short = best is not None and len(best) < (1.0 - _TOLERANCE) * nbytes
+        if short and fills and not self.out_of_time():
+            values = codec.decode(best, self.shape3)  # type: ignore[arg-type]
+            plain = BaseLayer(codec, best, values, self.best_t, self.encodes)  # type: ignore[arg-type]
+            over = None if self.hi_size is None else (_param(codec, self.hi_t), self.hi_size)
+            return _filled(
+                plain, _param(codec, self.best_t), self.block, nbytes, over, self.deadline,
+                self.cancel,
+            )  # fmt: skip
+        if short and self.hi_size is not None and not narrow:
+            self._scan()
+        if self.best is None:
+            if self.out_of_time() or (self.floor and self.lo_t == 0.0):
+                return None
+            try:
+                size, stream = self.size_at(0.0)
+            except Exception:  # noqa: BLE001
+                return None
+            if size > nbytes:
+                return None
+            self.best, self.best_t = stream, 0.0
+        values = codec.decode(self.best, self.shape3)  # type: ignore[arg-type]
+        return BaseLayer(codec, self.best, values, self.best_t, max(self.encodes, 1))
+
+    def _scan(self) -> None:
+        """Sizes jump between nearby parameters (x265's mode decisions flip): look between
+        the largest stream that fits and the smallest that does not for a larger one."""
+        for t in np.linspace(self.lo_t, self.hi_t, _SCAN_POINTS + 2)[1:-1]:
+            if (self.cancel is not None and self.cancel()) or self.out_of_time():
                 break
-            size, stream = size_at(float(t))
-            if len(best) < size <= nbytes:
-                best, best_t = stream, float(t)
-    if best is None:
-        if out_of_time() or (floor and lo_t == 0.0):
-            return None
-        try:
-            size, stream = size_at(0.0)
-        except Exception:  # noqa: BLE001
-            return None
-        if size > nbytes:
-            return None
-        best, best_t = stream, 0.0
-    values = codec.decode(best, shape3)  # type: ignore[arg-type]
-    return BaseLayer(codec, best, values, best_t, max(encodes, 1))
+            size, stream = self.size_at(float(t))
+            if len(self.best) < size <= self.nbytes:  # type: ignore[arg-type]
+                self.best, self.best_t = stream, float(t)
 
 
 def exact_for(target: np.ndarray) -> Callable[[np.ndarray], bool] | None:
