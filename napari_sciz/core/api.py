@@ -173,7 +173,6 @@ def compress(
     >>> restored.shape, restored.dtype
     ((8, 64, 64), dtype('uint16'))
     """
-    from .device import resolve_device
     from .guidance import check_guidance
 
     t_start = time.perf_counter()
@@ -209,6 +208,60 @@ def compress(
         if mask_note:
             exact.messages.append(mask_note)
         return exact
+    settings, guided = _fitted_settings(
+        arr, ratio, mode, device=device, steps=steps, budget=budget, effort=effort, seed=seed,
+        axes=axes, voxel_size=voxel_size, units=units, name=name, block_voxels=block_voxels,
+        guidance=guidance, labels=labels, guidance_weights=guidance_weights, cancel=cancel,
+    )  # fmt: skip
+    run = _Run(
+        guided,
+        dict(progress=progress, preview=preview, preview_interval=preview_interval),
+        t_start,
+    )
+    result = run.with_outliers(settings)
+    over = overrun_note(result.encode_seconds, settings.budget)
+    if over:
+        result.messages.append(over)
+    return result
+
+
+#: :func:`compress` for its own use (callers may wrap the public name)
+_compress = compress
+
+
+def _fitted_settings(
+    arr: np.ndarray,
+    ratio: float | None,
+    mode: str,
+    *,
+    device: str,
+    steps: int | None,
+    budget: float | None,
+    effort: str | None,
+    seed: int,
+    axes: str | None,
+    voxel_size: Sequence[float] | None,
+    units: Sequence[str] | None,
+    name: str | None,
+    block_voxels: int,
+    guidance: str,
+    labels: Any,
+    guidance_weights: dict[str, float] | None,
+    cancel: Any,
+) -> tuple[FitSettings, str | None]:
+    """The checked settings of a fitted mode's coding (``lossy`` or ``hybrid``; arguments as
+    :func:`compress`'s), and the task a guided hybrid coding pre-filters for (None: the
+    guidance, if any, is the fit's own loss).
+
+    Raises
+    ------
+    InvalidInputError
+        No ratio, a bad ratio, axes, calibration, guidance or labels, two of ``steps``,
+        ``budget`` and ``effort``, or guidance weights in hybrid mode.
+    """
+    from .device import resolve_device
+    from .guidance import check_guidance
+
     if ratio is None:
         raise InvalidInputError(f"mode={mode!r} needs a ratio (or mode='lossless')")
     target = check_ratio(ratio)
@@ -245,20 +298,7 @@ def compress(
         labels=label_arr,
         cancel=cancel_predicate(cancel),
     )
-    run = _Run(
-        guidance_mode if guided_hybrid_task else None,
-        dict(progress=progress, preview=preview, preview_interval=preview_interval),
-        t_start,
-    )
-    result = run.with_outliers(settings)
-    over = overrun_note(result.encode_seconds, budget)
-    if over:
-        result.messages.append(over)
-    return result
-
-
-#: :func:`compress` for its own use (callers may wrap the public name)
-_compress = compress
+    return settings, (guidance_mode if guided_hybrid_task else None)
 
 
 @dataclass

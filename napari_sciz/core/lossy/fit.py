@@ -167,15 +167,7 @@ def _fit_block(
         seed,
     )
     config = field.config
-    if on_preview is not None:
-        # the starting point is already a good reconstruction: show it at once
-        with torch.no_grad():
-            start = dense_eval(field, [torch.round(g) for g in field.latents])
-        on_preview(start.double().cpu().numpy() * span + vmin)
-    with torch.no_grad():
-        rec0 = dense_eval(field, [torch.round(g) for g in field.latents]).reshape(-1)
-        mse0 = float(torch.mean((rec0 - target) ** 2))
-        del rec0
+    mse0 = _starting_error(field, target, (vmin, span), on_preview)
     # high-rate slope of the distortion-rate curve: dD/dR = -2 ln 2 D
     lam = 2 * math.log(2) * max(mse0, 1e-10) * n_vox / budget_bits
     if on_step is not None:
@@ -199,17 +191,7 @@ def _fit_block(
         last_preview=time.perf_counter(),
         integral=bool(np.issubdtype(np.asarray(block).dtype, np.integer)),
     )
-    share = 1.0 if guidance is None else GUIDED_REFERENCE_SHARE
-    if budget is None:
-        plain = Span(steps=round(share * (steps or 0)), progress=(0.0, share))
-    else:
-        # rate control codes the payload about RC_CODINGS times after training: keep that time
-        train_end = t0 + max(0.5, 0.9 * budget - 0.5 - RC_CODINGS * coding)
-        origin = t0  # the schedule counts from t0: the start's time is part of the budget
-        if guidance is not None:
-            origin = time.perf_counter()
-            train_end = origin + share * max(train_end - origin, 0.0)
-        plain = Span(deadline=train_end, progress=(0.0, share), origin=origin)
+    plain = _plain_span(t0, steps, budget, coding, guided=guidance is not None)
     start_state = {k: v.detach().clone() for k, v in field.state_dict().items()}
     optimizer = torch.optim.Adam(
         [
@@ -221,23 +203,14 @@ def _fit_block(
     step, lam = train(field, optimizer, lam, loop, plain)
     step_seconds = (time.perf_counter() - began) / step if step else math.inf
     if step:
-        # keep the fitted field only if it beats its transform-coded starting point
-        with torch.no_grad():
-            rec = dense_eval(field, [torch.round(g) for g in field.latents]).reshape(-1)
-            mse_fit = float(torch.mean((rec - target) ** 2))
-            if DEBUG:
-                print(
-                    f"  keep-best: start {mse0:.4g} fit {mse_fit:.4g} ({step} steps, "
-                    f"{time.perf_counter() - t0:.1f} s)",
-                    flush=True,
-                )
-            if mse_fit > mse0:
-                field.load_state_dict(start_state)
+        _keep_better(
+            field, start_state, target, mse0, f"{step} steps, {time.perf_counter() - t0:.1f} s"
+        )
     if guidance is not None:
         if budget is None:
-            rest = Span(steps=max((steps or 0) - plain.steps, 0), progress=(share, 1.0))
+            rest = Span(steps=max((steps or 0) - plain.steps, 0), progress=(plain.progress[1], 1.0))
         else:
-            rest = Span(deadline=t0 + 0.9 * budget - 0.5, progress=(share, 1.0))
+            rest = Span(deadline=t0 + 0.9 * budget - 0.5, progress=(plain.progress[1], 1.0))
         joint = float(rest.steps)
         if rest.deadline is not None:
             # expected joint steps in the time left, a step's cost taken as its voxels'
@@ -249,3 +222,55 @@ def _fit_block(
     code, payload = rate_control(field, vmin, vmax, low, high, target)
     reconstruction = evaluate_code(code, shape, "cpu")
     return BlockFit(code, payload, reconstruction, step, config)
+
+
+def _starting_error(
+    field: torch.nn.Module,
+    target: torch.Tensor,
+    scale: tuple[float, float],
+    on_preview: Callable[[np.ndarray], None] | None,
+) -> float:
+    """The mean squared error of the starting field's rounded latents against ``target``
+    (normalised values); the start is shown at once through ``on_preview`` (in original units:
+    ``scale`` is ``(vmin, span)``)."""
+    vmin, span = scale
+    with torch.no_grad():
+        rec = dense_eval(field, [torch.round(g) for g in field.latents])
+        if on_preview is not None:  # the start is already a good reconstruction
+            on_preview(rec.double().cpu().numpy() * span + vmin)
+        return float(torch.mean((rec.reshape(-1) - target) ** 2))
+
+
+def _plain_span(
+    t0: float, steps: int | None, budget: float | None, coding: float, *, guided: bool
+) -> Span:
+    """The steps, or the deadline, of the plain (MSE + rate) training from ``t0``: all of it,
+    or with guidance the reference's share (:data:`GUIDED_REFERENCE_SHARE`) of what follows
+    the start; rate control's :data:`RC_CODINGS` codings of ``coding`` seconds are kept."""
+    share = GUIDED_REFERENCE_SHARE if guided else 1.0
+    if budget is None:
+        return Span(steps=round(share * (steps or 0)), progress=(0.0, share))
+    train_end = t0 + max(0.5, 0.9 * budget - 0.5 - RC_CODINGS * coding)
+    origin = t0  # the schedule counts from t0: the start's time is part of the budget
+    if guided:
+        origin = time.perf_counter()
+        train_end = origin + share * max(train_end - origin, 0.0)
+    return Span(deadline=train_end, progress=(0.0, share), origin=origin)
+
+
+def _keep_better(
+    field: torch.nn.Module,
+    start_state: dict[str, torch.Tensor],
+    target: torch.Tensor,
+    mse0: float,
+    what: str,
+) -> None:
+    """Back to the transform-coded starting point (``start_state``, of error ``mse0``) when
+    the trained field, latents rounded, is less accurate."""
+    with torch.no_grad():
+        rec = dense_eval(field, [torch.round(g) for g in field.latents]).reshape(-1)
+        mse_fit = float(torch.mean((rec - target) ** 2))
+    if DEBUG:
+        print(f"  keep-best: start {mse0:.4g} fit {mse_fit:.4g} ({what})", flush=True)
+    if mse_fit > mse0:
+        field.load_state_dict(start_state)
