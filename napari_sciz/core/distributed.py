@@ -54,6 +54,7 @@ from .distoutliers import CleanedSource, ends_size, outliers_from_ends
 from .outliers import Outliers, coded_share, outlier_note, with_outlier_payload
 from .plan import (
     BlockJob,
+    LossyPlan,
     block_array,
     check_effort,
     check_nonfinite,
@@ -299,22 +300,9 @@ def compress_distributed(
             "voxel_size": voxel_size, "units": units, "name": name, "guidance": guidance_mode,
             "guidance_weights": guidance_full, "parallel": n_workers, "mode": mode,
         }  # fmt: skip
-        # hybrid: the statistics pass also gives the blocks' extreme values (outliers)
-        ends = ends_size(src.shape) if mode == "hybrid" else None
-        stats = _stats(run, src, src_data, grid, target, mode, ends)
-        listed = None
-        if ends is not None:
-            stats, block_ends = [s for s, _e in stats], [e for _s, e in stats]
-            listed = outliers_from_ends(run, src, src_data, grid, block_ends)
-        planned = None
-        if listed is not None:
-            planned = _plan_without(listed[0], run, src, src_data, grid, target, planning)
-        if planned is not None:
-            (found, metric_range), (coded_src, plan) = listed, planned
-        else:
-            found, coded_src = None, src
-            plan = plan_lossy(src.shape, np.dtype(src.dtype), grid, stats, target, **planning)
-            metric_range = plan.value_range
+        plan, coded_src, found, metric_range = _planned(
+            run, src, src_data, grid, target, mode, planning
+        )
         report = BlockReport(progress, grid, n_workers, steps, t_start)
         report.started()
         fits: list[_FitResult] = run.map(
@@ -338,6 +326,43 @@ def compress_distributed(
         )
     result = _gathered_result(plan, fits, t_start, metric_range)
     return result if found is None else _with_outliers(result, found, target)
+
+
+def _planned(
+    run: ClusterRun,
+    src: Any,
+    src_data: Any,
+    grid: BlockGrid,
+    target: float,
+    mode: str,
+    planning: dict[str, Any],
+) -> tuple[LossyPlan, Any, Outliers | None, tuple[float, float]]:
+    """The plan of the blocks' fits from their statistics (a pass over the cluster).
+
+    In hybrid mode the same pass gives the blocks' extreme values: the volume's outliers are
+    listed apart and the rest is planned without them, unless it cannot then reach its ratio.
+
+    Returns
+    -------
+    tuple
+        ``(plan, coded_source, outliers, metric_range)``: the source the fits read (the
+        outliers replaced, or ``src``), the outliers (None: none listed) and the value range
+        the metrics are computed on (the original volume's).
+    """
+    ends = ends_size(src.shape) if mode == "hybrid" else None
+    stats = _stats(run, src, src_data, grid, target, mode, ends)
+    listed = None
+    if ends is not None:
+        stats, block_ends = [s for s, _e in stats], [e for _s, e in stats]
+        listed = outliers_from_ends(run, src, src_data, grid, block_ends)
+    planned = None
+    if listed is not None:
+        planned = _plan_without(listed[0], run, src, src_data, grid, target, planning)
+    if planned is not None:
+        (found, metric_range), (coded_src, plan) = listed, planned
+        return plan, coded_src, found, metric_range
+    plan = plan_lossy(src.shape, np.dtype(src.dtype), grid, stats, target, **planning)
+    return plan, src, None, plan.value_range
 
 
 def _coded_colour(source: Any, axes: str | None) -> tuple[Any, tuple[int, ...]]:
