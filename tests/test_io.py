@@ -20,6 +20,7 @@ from napari_sciz.io import (
     write_image,
 )
 from napari_sciz.io import image as image_mod
+from napari_sciz.io import writing as writing_mod
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -226,7 +227,7 @@ def test_ome_units_and_time(tmp_path: Path) -> None:
 
 
 def test_bigtiff_for_large_arrays(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(image_mod, "_BIGTIFF_THRESHOLD", 100)
+    monkeypatch.setattr(writing_mod, "_BIGTIFF_THRESHOLD", 100)
     data = np.arange(2 * 16 * 16, dtype=np.uint16).reshape(2, 16, 16)
     for name in ("big.tif", "big.ome.tif"):
         out = write_image(tmp_path / name, data, voxel_size=(1, 2, 2), units=("µm",) * 3)
