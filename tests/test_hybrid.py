@@ -724,6 +724,37 @@ def test_a_base_short_of_its_bytes_is_searched_again_for_all_of_them() -> None:
     assert cand.error < hybrid_codec._plain(short, vol).error
 
 
+def test_a_search_for_any_size_near_its_bytes_does_not_scan() -> None:
+    """The loop filter's slope needs a stream near ``nbytes``, not the largest that fits:
+    without ``scan`` the search ends without trying the parameters between a jump."""
+    block = np.zeros((1, 4, 4))
+    counts = []
+    for scan in (True, False):
+        layer = search.encode_to_size(_JumpyCodec(), block, 1100, fill=False, scan=scan)
+        assert layer is not None and len(layer.stream) == 1000
+        counts.append(layer.encodes)
+    assert counts[1] <= counts[0] - search._SCAN_POINTS
+
+
+def test_a_base_that_leaves_bytes_unused_is_topped_up() -> None:
+    """A base and filter more than 1 % short of the bytes (a search cut short by its
+    deadline, or a codec's sizes jumping by a quantizer step) are searched again for the
+    bytes left, the codec's fill on; not when the gap is under 1 %."""
+    from napari_sciz.core.hybrid import codec as hybrid_codec
+    from napari_sciz.core.hybrid.tracker import BlockTracker
+
+    target = np.zeros((1, 4, 4))
+    base = search.encode_to_size(_JumpyCodec(), target, 1100, fill=False)
+    assert base is not None and len(base.stream) == 1000
+    plain = hybrid_codec._plain(base, target)
+    clock = BlockTracker(None, target)
+    topped = hybrid_codec._topped_up(plain, target, 1150, (0, False), 0, None, clock)
+    used = hybrid_codec._layers_bytes(topped.base, topped.filter_bytes)
+    assert 0.99 * 1150 <= used <= 1150 and topped.error < plain.error
+    near = hybrid_codec._topped_up(plain, target, 1005, (0, False), 0, None, clock)
+    assert near is plain
+
+
 def _two_phase(seed: int = 3) -> tuple[np.ndarray, np.ndarray]:
     """A two-phase volume (ice and air) with noise, and a smoothed copy as its 'decode'."""
     from scipy import ndimage

@@ -90,6 +90,7 @@ def encode_to_size(
     first: bool = False,
     exact: Callable[[np.ndarray], bool] | None = None,
     widen: bool = False,
+    scan: bool = True,
 ) -> BaseLayer | None:
     """The best-quality stream of ``codec`` for ``block`` of at most ``nbytes`` bytes.
 
@@ -106,7 +107,8 @@ def encode_to_size(
     (:meth:`~.bases.BaseCodec.filler`: HEVC; unless ``fill`` is false) grows the largest
     stream that fits towards ``nbytes`` and is kept when more accurate, or, for a codec
     without one, :data:`_SCAN_POINTS` parameters between the last one that fitted and the
-    last one that did not are tried (sizes are not monotone in them).
+    last one that did not are tried (sizes are not monotone in them; not with ``scan``
+    false: a search for any size near ``nbytes``, as the loop filter's slope needs).
     With a ``deadline`` (a ``perf_counter`` time) no encode starts that the previous one's
     duration says would end after it: the best stream that fits so far is returned, or
     ``None`` when none fits yet. ``cancel`` is checked before every encode
@@ -134,7 +136,7 @@ def encode_to_size(
         codec, block, nbytes, deadline=deadline, cancel=cancel, bracket=bracket, exact=exact,
         widen=widen, first=first,
     )  # fmt: skip
-    return search.run(iterations, search.start_position(start), fill)
+    return search.run(iterations, search.start_position(start), fill, scan)
 
 
 class _SizeSearch:
@@ -213,7 +215,7 @@ class _SizeSearch:
         if self.cancel is not None and self.cancel():
             raise CancelledError("compression cancelled; no output written")
 
-    def run(self, iterations: int, t: float, fill: bool) -> BaseLayer | None:
+    def run(self, iterations: int, t: float, fill: bool, scan: bool = True) -> BaseLayer | None:
         """Up to ``iterations`` encodes from position ``t``, then :meth:`finish`."""
         fills = fill and self.codec.filler(_param(self.codec, t)) is not None
         for i in range(iterations):
@@ -243,7 +245,7 @@ class _SizeSearch:
             t = following
             if _param(self.codec, t) == tried:
                 break  # (the same stream again: the top or bottom of the range)
-        return self.finish(fills)
+        return self.finish(fills, scan)
 
     def _fits(self, t: float, size: int, stream: bytes) -> tuple[bool, BaseLayer | None]:
         """Record a stream that fits: whether the search is done, and the layer when the
@@ -294,9 +296,10 @@ class _SizeSearch:
             self.lo_t = max(self.lo_t - self.width, 0.0)
         return min(t + step, self.hi_t) if fits else max(t - step, self.lo_t)
 
-    def finish(self, fills: bool) -> BaseLayer | None:
-        """The best stream that fits, after the fill (or a scan between the last sizes
-        found) when it is short of ``nbytes``; the lowest quality when none fitted yet."""
+    def finish(self, fills: bool, scan: bool = True) -> BaseLayer | None:
+        """The best stream that fits, after the fill (or, with ``scan``, a scan between the
+        last sizes found) when it is short of ``nbytes``; the lowest quality when none
+        fitted yet."""
         codec, best, nbytes = self.codec, self.best, self.nbytes
         narrow = self.hi_t - self.lo_t < 1e-3  # a jump at one parameter: nothing between
         short = best is not None and len(best) < (1.0 - _TOLERANCE) * nbytes
@@ -308,7 +311,7 @@ class _SizeSearch:
                 plain, _param(codec, self.best_t), self.block, nbytes, over, self.deadline,
                 self.cancel,
             )  # fmt: skip
-        if short and self.hi_size is not None and not narrow:
+        if scan and short and self.hi_size is not None and not narrow:
             self._scan()
         if self.best is None:
             if self.out_of_time() or (self.floor and self.lo_t == 0.0):
