@@ -174,7 +174,8 @@ def test_many_small_hybrid_blocks_keep_the_ratio() -> None:
 
 
 def test_rolling_budget_hands_unused_time_to_the_next_blocks() -> None:
-    from napari_sciz.core.plan import BlockJob, RollingBudget
+    from napari_sciz.core.blockjob import RollingBudget
+    from napari_sciz.core.plan import BlockJob
 
     jobs = [BlockJob(i, (90, 100), 0, None, 10.0, "cpu", mode="hybrid") for i in range(3)]
     rolling = RollingBudget(jobs, [100, 100, 100])

@@ -36,6 +36,7 @@ import numpy as np
 from ..errors import InvalidInputError, RatioUnreachableError, SciZError
 from . import colour
 from .bitstream import container
+from .blockjob import block_array
 from .blocks import DEFAULT_BLOCK_VOXELS, BlockGrid, finalize
 from .cluster import (
     BlockReport,
@@ -55,7 +56,6 @@ from .outliers import Outliers, coded_share, outlier_note, with_outlier_payload
 from .plan import (
     BlockJob,
     LossyPlan,
-    block_array,
     check_effort,
     check_nonfinite,
     effort_budget,
@@ -114,8 +114,8 @@ def _fit_task(
     label_array: Any,
     metric_range: Sequence[float],
 ) -> _FitResult | BaseException:
+    from .blockjob import run_block_job
     from .metrics import max_abs_error, squared_error_sum, ssim
-    from .plan import run_block_job
 
     tune_worker_malloc()
     try:

@@ -3,8 +3,9 @@
 1. :class:`FitSettings` holds the validated arguments.
 2. :class:`BlockEncoder` measures every block once (:func:`.blocks.block_stats`, with the
    rate-distortion probes of a many-block hybrid file), plans the bytes and time of each block
-   (:func:`.plan.plan_lossy`), codes the blocks one after the other (:func:`.plan.run_block_job`;
-   unused time passes to later blocks, :class:`.plan.RollingBudget`) and packs the file.
+   (:func:`.plan.plan_lossy`), codes the blocks one after the other
+   (:func:`.blockjob.run_block_job`; unused time passes to later blocks,
+   :class:`.blockjob.RollingBudget`) and packs the file.
 (Task guidance of hybrid mode, which codes the volume twice and keeps the file that segments
 or looks more like the original, is :func:`.guided.guided_hybrid`.)
 
@@ -23,18 +24,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .bitstream import container
+from .blockjob import RollingBudget, block_array, free_device_memory, run_block_job
 from .blocks import BlockGrid, BlockStats, finalize, grid_stats, value_bounds
-from .plan import (
-    BlockJob,
-    LossyPlan,
-    RollingBudget,
-    base_header,
-    block_array,
-    free_device_memory,
-    plan_lossy,
-    probe_bits,
-    run_block_job,
-)
+from .plan import BlockJob, LossyPlan, base_header, plan_lossy, probe_bits
 from .result import CompressResult, ProgressInfo, cancel_predicate
 from .validate import check_axes, check_calibration
 

@@ -1,11 +1,12 @@
-"""Planning a lossy compression and fitting one planned block.
+"""Planning a lossy compression (the fitting of one planned block: :mod:`.blockjob`).
 
 A lossy compression is split into two halves that do not need the whole array in one place:
 
 1. :func:`plan_lossy` turns per-block statistics (:func:`~napari_sciz.core.blocks.block_stats`)
    into the file header and one :class:`BlockJob` per block: its byte window, seed, steps or
    time budget and device;
-2. :func:`run_block_job` fits one block's voxels for its job and returns the payload.
+2. :func:`~.blockjob.run_block_job` fits one block's voxels for its job and returns the
+   payload.
 
 :func:`napari_sciz.compress` runs both halves in this process; the distributed encoder
 (:mod:`napari_sciz.core.distributed`) computes the statistics and runs the jobs on Dask workers
@@ -15,15 +16,14 @@ that read their own blocks. Both produce the same bytes for the same input, seed
 from __future__ import annotations
 
 import math
-import warnings
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from .._version import __version__
-from ..errors import InvalidInputError, RatioUnreachableError, SciZError
+from ..errors import InvalidInputError, RatioUnreachableError
 from .bitstream import container
 from .blocks import BlockGrid, BlockStats, allocate_from_stats
 from .guidance import weight_overrides
@@ -32,7 +32,6 @@ from .header import VALUE_MAP_MODEL_VERSION
 __all__ = [
     "BlockJob",
     "DECODABLE_MODELS",
-    "BlockOutcome",
     "LossyPlan",
     "AUTO_MODE",
     "base_header",
@@ -41,10 +40,8 @@ __all__ = [
     "effort_budget",
     "plan_lossy",
     "probe_bits",
-    "RollingBudget",
     "mask_mode",
     "resolve_mode",
-    "run_block_job",
 ]
 
 FORMAT_MODE = "lossy"
@@ -392,47 +389,16 @@ def plan_lossy(
     """
     raw = int(math.prod(int(n) for n in shape) * np.dtype(dtype).itemsize)
     vrange = value_range(stats)
-    header = {
-        **base_header(shape, dtype, mode, axes, voxel_size, units, name),
-        "value_range": vrange,
-        "target_ratio": ratio,
-        "model": MODELS[mode],
-        "blocks": grid.to_header(),
-        "guidance": guidance,
-        # (the budget to 3 digits: a guided coding's share of it is a long float)
-        "encoder": {
-            "device": device,
-            "steps": steps,
-            "budget": _short_seconds(budget),
-            "seed": int(seed),
-        },  # fmt: skip
-    }
-    overrides = weight_overrides(guidance, guidance_weights or {}) if guidance != "none" else {}
-    if overrides:
-        # only the weights that differ from the defaults: header bytes are latent bytes
-        header["guidance_weights"] = overrides
-    header.update(extra_header or {})
-    if "value_map" in header:
-        header["model"] = {**header["model"], "version": VALUE_MAP_MODEL_VERSION}
-    if mode == "hybrid" and steps is None:
-        # planned as it is most often written: hybrid blocks fit no field (0 steps)
-        header["encoder"]["steps"] = 0
+    header = _lossy_header(
+        base_header(shape, dtype, mode, axes, voxel_size, units, name), vrange, ratio, mode,
+        grid, guidance, guidance_weights, (device, steps, budget, seed), extra_header,
+    )  # fmt: skip
     reserve = _header_growth(header, grid.n_blocks) if mode == "hybrid" else 0
     fixed = container.overhead(header, grid.n_blocks) + (0 if mode == "hybrid" else HEADER_SLACK)
     total = payload_budget(raw, ratio, fixed, grid.n_blocks, exact=mode == "hybrid")
     smallest = MIN_HYBRID_BLOCK_BYTES if mode == "hybrid" else MIN_BLOCK_BYTES
     if total < grid.n_blocks * smallest:
-        need = fixed + grid.n_blocks * smallest
-        best = raw / need
-        reachable = (
-            f"the highest reachable ratio is about {best:.1f}x"
-            if best >= 1.5
-            else "a lossy file would be larger than the data itself: use lossless mode"
-        )
-        raise RatioUnreachableError(
-            f"a ratio of {ratio:g}x is not reachable for this {raw}-byte input: the file "
-            f"needs at least {need} bytes; {reachable}"
-        )
+        raise _unreachable(raw, ratio, fixed + grid.n_blocks * smallest)
     shares = allocate_from_stats(stats, total, smallest)
     total_vox = sum(s.voxels for s in stats)
     fit_time = None if budget is None else max(float(budget) - spent, 0.05 * float(budget))
@@ -459,160 +425,62 @@ def plan_lossy(
     return LossyPlan(header, grid, jobs, raw, vrange)
 
 
-class RollingBudget:
-    """Time budgets of blocks fitted one after the other: what a block leaves unused goes to
-    the blocks after it.
-
-    A block's planned budget is its share of the fit time by voxels; a hybrid block whose
-    searches converge early (a block of air, or a low ratio) ends before it. Each block
-    gets the time the plan left for all remaining blocks, less what the earlier ones
-    actually used, in proportion to its voxels (never under half its planned budget, so an
-    earlier block's overrun does not starve the rest). The distributed encoder fits blocks
-    on many workers at once and keeps the planned budgets.
-    """
-
-    def __init__(self, jobs: Sequence[BlockJob], voxels: Sequence[int]) -> None:
-        self._left = sum(float(j.budget or 0.0) for j in jobs)
-        self._voxels_left = int(sum(voxels))
-
-    def budget(self, job: BlockJob, voxels: int) -> BlockJob:
-        """``job`` with its budget for now (unchanged without a time budget)."""
-        if job.budget is None or self._voxels_left <= 0:
-            return job
-        share = self._left * voxels / self._voxels_left
-        return replace(job, budget=max(share, 0.5 * float(job.budget)))
-
-    def done(self, job: BlockJob, voxels: int, seconds: float) -> None:
-        """Record that ``job`` (``voxels``) took ``seconds``."""
-        if job.budget is not None:
-            self._left -= seconds
-            self._voxels_left -= int(voxels)
-
-
-@dataclass
-class BlockOutcome:
-    """A fitted block: its payload and what the caller reports about it."""
-
-    index: int
-    payload: bytes
-    steps: int
-    values: np.ndarray
-    device: str
-    messages: list[str] = field(default_factory=list)
-
-
-def is_oom(exc: BaseException) -> bool:
-    """Whether ``exc`` is a (GPU or CPU) out-of-memory error raised by torch."""
-    import torch
-
-    if isinstance(exc, torch.cuda.OutOfMemoryError):
-        return True
-    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+def _lossy_header(
+    base: dict[str, Any],
+    vrange: Any,
+    ratio: float,
+    mode: str,
+    grid: BlockGrid,
+    guidance: str,
+    guidance_weights: dict[str, float] | None,
+    encoder: tuple[str, int | None, float | None, int],
+    extra_header: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """The header of a lossy or hybrid file as planned (``encoder``: device, steps, budget,
+    seed), before its blocks are coded."""
+    device, steps, budget, seed = encoder
+    header = {
+        **base,
+        "value_range": vrange,
+        "target_ratio": ratio,
+        "model": MODELS[mode],
+        "blocks": grid.to_header(),
+        "guidance": guidance,
+        # (the budget to 3 digits: a guided coding's share of it is a long float)
+        "encoder": {
+            "device": device,
+            "steps": steps,
+            "budget": _short_seconds(budget),
+            "seed": int(seed),
+        },  # fmt: skip
+    }
+    overrides = weight_overrides(guidance, guidance_weights or {}) if guidance != "none" else {}
+    if overrides:
+        # only the weights that differ from the defaults: header bytes are latent bytes
+        header["guidance_weights"] = overrides
+    header.update(extra_header or {})
+    if "value_map" in header:
+        header["model"] = {**header["model"], "version": VALUE_MAP_MODEL_VERSION}
+    if mode == "hybrid" and steps is None:
+        # planned as it is most often written: hybrid blocks fit no field (0 steps)
+        header["encoder"]["steps"] = 0
+    return header
 
 
-def free_device_memory(device: str) -> None:
-    """Return cached accelerator memory to the driver."""
-    import torch
-
-    if device.startswith("cuda") and torch.cuda.is_available():
-        torch.cuda.empty_cache()
-    elif device == "mps" and hasattr(torch, "mps"):
-        try:
-            torch.mps.empty_cache()
-        except (AttributeError, RuntimeError):  # pragma: no cover - platform specific
-            pass
+def _unreachable(raw: int, ratio: float, need: int) -> RatioUnreachableError:
+    """The error of a ratio whose file needs at least ``need`` bytes for ``raw`` bytes."""
+    best = raw / need
+    reachable = (
+        f"the highest reachable ratio is about {best:.1f}x"
+        if best >= 1.5
+        else "a lossy file would be larger than the data itself: use lossless mode"
+    )
+    return RatioUnreachableError(
+        f"a ratio of {ratio:g}x is not reachable for this {raw}-byte input: the file "
+        f"needs at least {need} bytes; {reachable}"
+    )
 
 
 def _short_seconds(seconds: float | None) -> float | None:
     """``seconds`` to three significant digits (None stays None)."""
     return None if seconds is None else float(f"{float(seconds):.3g}")
-
-
-def block_array(values: Any, dtype: np.dtype, shape3: Sequence[int]) -> np.ndarray:
-    """A block's voxels as the float array the fit takes (float64 for 4-byte dtypes)."""
-    work = np.float64 if np.dtype(dtype).itemsize >= 4 else np.float32
-    return np.asarray(values, dtype=work).reshape(tuple(shape3))
-
-
-def run_block_job(
-    job: BlockJob,
-    block: np.ndarray,
-    labels: np.ndarray | None = None,
-    *,
-    on_step: Callable[[Any], None] | None = None,
-    on_preview: Callable[[np.ndarray], None] | None = None,
-    preview_interval: float = 3.0,
-    cancel: Callable[[], bool] | None = None,
-    on_message: Callable[[str], None] | None = None,
-) -> BlockOutcome:
-    """Fit one block for ``job``; out of memory, retry with smaller batches, then on the CPU.
-
-    Parameters
-    ----------
-    job : BlockJob
-        The block's plan.
-    block : numpy.ndarray
-        Its voxels, shape ``(D, H, W)`` (see :func:`block_array`).
-    labels : numpy.ndarray, optional
-        Labels of the block for segmentation guidance.
-    on_step, on_preview, preview_interval, cancel
-        Passed to :func:`napari_sciz.core.lossy.fit.fit_block`.
-    on_message : callable, optional
-        Called with a note for the user when the fit falls back (smaller batch, CPU).
-
-    Returns
-    -------
-    BlockOutcome
-        Payload, training steps, the float reconstruction (original units, unclipped), the
-        device the fit ended on and the notes.
-    """
-    from .guidance import make_guidance
-    from .lossy.fit import DEFAULT_BATCH, fit_block
-
-    device = job.device
-    batch: int | None = None
-    messages: list[str] = []
-    while True:
-        kwargs: dict[str, Any] = {"steps": job.steps, "budget": job.budget}
-        if batch is not None:
-            kwargs["batch"] = batch
-        guide = make_guidance(job.guidance, job.guidance_weights)
-        if guide is not None:
-            kwargs["guidance"] = guide
-            if labels is not None:
-                kwargs["labels"] = labels.reshape(block.shape)
-        if job.mode == "hybrid":
-            from .hybrid import fit_hybrid_block as fitter  # previews after every stage
-
-            kwargs.update(on_preview=on_preview, field_reserve=job.field_reserve)
-        else:
-            fitter = fit_block
-            kwargs.update(on_preview=on_preview, preview_interval=preview_interval)
-        try:
-            fit = fitter(
-                block,
-                job.window,
-                seed=job.seed,
-                device=device,
-                on_step=on_step,
-                cancel=cancel,
-                **kwargs,
-            )
-        except (RuntimeError, MemoryError) as exc:
-            if isinstance(exc, MemoryError) or not is_oom(exc):
-                raise
-            free_device_memory(device)
-            batch = (batch or DEFAULT_BATCH) // 4
-            if batch < 4096:
-                if device == "cpu":
-                    raise SciZError("out of memory while fitting, even on the CPU") from exc
-                msg = f"{device} ran out of memory; continuing on the CPU (slower)"
-                warnings.warn(msg, RuntimeWarning, stacklevel=2)
-                device, batch = "cpu", None
-            else:
-                msg = f"{device} ran out of memory; retrying with {batch} voxels per step"
-            messages.append(msg)
-            if on_message is not None:
-                on_message(msg)
-            continue
-        return BlockOutcome(job.index, fit.payload, fit.steps, fit.reconstruction, device, messages)
