@@ -33,7 +33,7 @@ from .report import (
     require_data_dir,
     write_results,
 )
-from .run import list_volumes
+from .volumes import list_volumes
 
 __all__ = ["block_voxels_for", "main", "render"]
 

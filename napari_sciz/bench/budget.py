@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from .report import add_output_options, new_record, write_results
-from .run import _read_volume, find_data_dir
+from .volumes import _read_volume, find_data_dir
 
 __all__ = ["BUDGETED_MODES", "main", "run_case"]
 

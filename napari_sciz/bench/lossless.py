@@ -33,8 +33,10 @@ from typing import Any
 
 import numpy as np
 
-from .classical import DECODE_REPEAT, lossless_sizes, timed
-from .run import find_data_dir, list_volumes, lossless_ratio_text, update_section
+from .codectools import DECODE_REPEAT, timed
+from .losslessanchors import lossless_sizes
+from .records import lossless_ratio_text, update_section
+from .volumes import find_data_dir, list_volumes
 
 __all__ = ["bounded_entries", "main", "ours_lossless"]
 
@@ -298,7 +300,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "volumes": [],
     }
     try:
-        from .run import _cpu_model
+        from .environment import _cpu_model
 
         record["machine"] = _cpu_model()
     except Exception:  # noqa: BLE001 - cosmetic

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from .run import find_data_dir, list_volumes
+from .volumes import find_data_dir, list_volumes
 
 __all__ = ["gaussian_entropy_bits", "haar_noise", "noise_floor_bits"]
 

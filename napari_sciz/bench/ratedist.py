@@ -27,7 +27,7 @@ import numpy as np
 
 from .classical import get_codec, psnr, ssim
 from .report import add_output_options, comma_list, new_record, require_data_dir, write_results
-from .run import list_volumes
+from .volumes import list_volumes
 
 __all__ = ["anchors_from_markdown", "bd_rate", "main", "merge_records"]
 

@@ -10,7 +10,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .run import environment_info, find_data_dir, update_section
+from .environment import environment_info
+from .records import update_section
+from .volumes import find_data_dir
 
 __all__ = [
     "add_output_options",

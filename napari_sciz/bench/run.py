@@ -18,16 +18,10 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import json
 import math
-import os
-import platform
-import re
 import shlex
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 import traceback
 from collections.abc import Sequence
@@ -36,8 +30,11 @@ from typing import Any
 
 import numpy as np
 
-from ..core.guidance import GUIDANCE_MODES
 from .classical import CODECS, Codec, get_codec, lossless_sizes, max_abs_error, psnr, ssim
+from .environment import environment_info
+from .guidancebench import GUIDANCE_RATIOS, guidance_main
+from .records import _fmt_ratio, lossless_ratio_text, update_section, write_json
+from .volumes import find_data_dir, list_volumes
 
 __all__ = [
     "build_parser",
@@ -51,259 +48,6 @@ __all__ = [
 
 PROG = "python -m napari_sciz.bench"
 DEFAULT_RATIOS = (16.0, 64.0, 256.0, 1024.0)
-#: Ratios and microscopy volumes of the guidance benchmark (``--guidance``).
-GUIDANCE_RATIOS = (64.0, 256.0)
-GUIDANCE_VOLUMES = (
-    "nbsd_cells3d_nuclei",
-    "stardist_img3d",
-    "flowdec_bead_25pct",
-    "bbbc034_AICS_12_134_C0",
-)
-
-
-# --------------------------------------------------------------------------------------------------
-# markdown sections
-# --------------------------------------------------------------------------------------------------
-
-
-def _markers(key: str) -> tuple[str, str]:
-    return f"<!-- bench:{key}:start -->", f"<!-- bench:{key}:end -->"
-
-
-def lossless_ratio_text(entry: dict, best: float | None) -> str:
-    """Markdown text of a lossless ratio: bold when it is the best exact one, flagged if inexact."""
-    txt = f"{entry['ratio']:.3f}"
-    if not entry["exact"]:
-        return txt + " (not exact!)"
-    if best is not None and entry["ratio"] == best:
-        return f"**{txt}**"
-    return txt
-
-
-def update_section(path: str | os.PathLike[str], key: str, markdown: str) -> Path:
-    """Replace (or append) one marked section of a markdown file, leaving the rest untouched.
-
-    The section is everything between ``<!-- bench:KEY:start -->`` and ``<!-- bench:KEY:end -->``
-    (markers included, each on its own line).  A missing file is created with a ``# Benchmarks``
-    title; a file without the markers gets the section appended.  The file is replaced atomically.
-
-    Parameters
-    ----------
-    path : path-like
-        The markdown file (e.g. ``docs/benchmarks.md``).
-    key : str
-        Section name (``"lossy"``, ``"classical"``, ``"lossless"``, ``"guidance"`` ...).
-    markdown : str
-        New content of the section (without the markers).
-
-    Returns
-    -------
-    Path
-        The file written.
-
-    Raises
-    ------
-    ValueError
-        If the key is not a plain word, or the file has a start marker without an end marker
-        (or several sections with that key).
-
-    Examples
-    --------
-    >>> import tempfile, pathlib
-    >>> p = pathlib.Path(tempfile.mkdtemp()) / "b.md"
-    >>> _ = update_section(p, "demo", "hello")
-    >>> _ = update_section(p, "demo", "bye")
-    >>> "bye" in p.read_text() and "hello" not in p.read_text()
-    True
-    """
-    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", key or ""):
-        raise ValueError(f"invalid section key {key!r}")
-    target = Path(path)
-    start, end = _markers(key)
-    block = f"{start}\n{markdown.strip()}\n{end}\n"
-    text = target.read_text(encoding="utf-8") if target.exists() else "# Benchmarks\n"
-    n_start, n_end = text.count(start), text.count(end)
-    if n_start == 0 and n_end == 0:
-        new = text.rstrip("\n") + "\n\n" + block
-    elif n_start == 1 and n_end == 1 and text.index(start) < text.index(end):
-        i = text.index(start)
-        j = text.index(end) + len(end)
-        tail = text[j:]
-        tail = tail[1:] if tail.startswith("\n") else tail
-        new = text[:i] + block + tail
-    else:
-        raise ValueError(
-            f"{target}: malformed section {key!r} ({n_start} start / {n_end} end markers)"
-        )
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(new)
-        if target.exists():
-            os.chmod(tmp, target.stat().st_mode & 0o777)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
-
-
-# --------------------------------------------------------------------------------------------------
-# data and environment
-# --------------------------------------------------------------------------------------------------
-
-
-def find_data_dir(cwd: Path | None = None) -> Path | None:
-    """Locate the shared ``data`` folder.
-
-    Looks, in order, at the ``shared/data`` folder beside the repository that holds this package,
-    ``../shared/data`` and ``shared/data`` relative to ``cwd``.
-
-    Parameters
-    ----------
-    cwd : Path, optional
-        Directory to resolve relative candidates against (default: the current directory).
-
-    Returns
-    -------
-    Path or None
-        The first candidate that is a directory.
-    """
-    cwd = Path.cwd() if cwd is None else Path(cwd)
-    here = Path(__file__).resolve()
-    candidates = [
-        here.parents[3] / "shared" / "data",
-        cwd / ".." / "shared" / "data",
-        cwd / "shared" / "data",
-    ]
-    for c in candidates:
-        if c.is_dir():
-            return c.resolve()
-    return None
-
-
-def _read_volume(path: Path) -> np.ndarray:
-    if path.suffix.lower() == ".npy":
-        return np.load(path)
-    import tifffile
-
-    return np.asarray(tifffile.imread(path))
-
-
-def list_volumes(
-    data_dir: Path, names: Sequence[str] | None = None, *, include_2d: bool = False
-) -> list[tuple[str, np.ndarray]]:
-    """Load the benchmark volumes of ``data_dir`` (``*.tif``, ``*.tiff``, ``*.npy``), by name.
-
-    Parameters
-    ----------
-    data_dir : Path
-        Folder of the volumes.
-    names : sequence of str, optional
-        Only these (file stems); an unknown name raises ``FileNotFoundError``.  Named volumes are
-        loaded even when 2D.
-    include_2d : bool
-        Also the 2D images (skipped by default).
-
-    Returns
-    -------
-    list of (str, np.ndarray)
-        Sorted by name.
-    """
-    files = {
-        p.name.split(".")[0]: p
-        for p in sorted(Path(data_dir).iterdir())
-        if p.suffix.lower() in (".tif", ".tiff", ".npy")
-    }
-    if names:
-        missing = [n for n in names if n not in files]
-        if missing:
-            raise FileNotFoundError(
-                f"no volume named {', '.join(missing)} in {data_dir} (have: {', '.join(files)})"
-            )
-        selected = [(n, files[n]) for n in names]
-    else:
-        selected = sorted(files.items())
-    out = []
-    for name, path in selected:
-        arr = _read_volume(path)
-        if arr.ndim < 3 and not (include_2d or names):
-            continue
-        out.append((name, arr))
-    return out
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown CPU"
-
-
-def _ffmpeg_version() -> str | None:
-    from .classical import ffmpeg_path
-
-    exe = ffmpeg_path()
-    if exe is None:
-        return None
-    try:
-        out = subprocess.run(
-            [exe, "-hide_banner", "-version"], capture_output=True, text=True, timeout=30
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    first = out.stdout.splitlines()[0] if out.stdout else ""
-    return first.replace("ffmpeg version ", "").split(" Copyright")[0].strip() or None
-
-
-def environment_info(device: str | None) -> dict[str, Any]:
-    """Describe the machine for the report header.
-
-    Parameters
-    ----------
-    device : str or None
-        The torch device our codec runs on (``None`` when it does not run).
-
-    Returns
-    -------
-    dict
-        ``device`` (GPU name for CUDA, else CPU model and core count), ``cpu``, ``torch``,
-        ``imagecodecs``, ``ffmpeg``, ``python``, ``platform``.
-    """
-    cpu = f"{_cpu_model()} ({os.cpu_count()} cores)"
-    info: dict[str, Any] = {
-        "cpu": cpu,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "torch": None,
-        "device": None,
-    }
-    try:
-        import torch
-
-        info["torch"] = torch.__version__
-        if device is not None and device.startswith("cuda") and torch.cuda.is_available():
-            index = int(device.split(":", 1)[1]) if ":" in device else 0
-            info["device"] = f"{device}: {torch.cuda.get_device_name(index)}"
-        elif device is not None and device.startswith("mps"):
-            info["device"] = f"mps (Apple GPU), host {cpu}"
-    except ImportError:
-        pass
-    if info["device"] is None:
-        info["device"] = f"cpu: {cpu}" if device is not None else None
-    try:
-        import imagecodecs
-
-        info["imagecodecs"] = imagecodecs.__version__
-    except ImportError:
-        info["imagecodecs"] = None
-    info["ffmpeg"] = _ffmpeg_version()
-    return info
 
 
 # --------------------------------------------------------------------------------------------------
@@ -432,10 +176,6 @@ def _classical(codec: Codec, volume: np.ndarray, ratio: float, iterations: int) 
 # --------------------------------------------------------------------------------------------------
 # markdown
 # --------------------------------------------------------------------------------------------------
-
-
-def _fmt_ratio(r: float) -> str:
-    return f"{r:g}x"
 
 
 def _fmt_s(s: float) -> str:
@@ -770,20 +510,6 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     return p
 
 
-def _write_json(path: Path, record: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-
-    def default(o: Any) -> Any:
-        if isinstance(o, np.generic):
-            return o.item()
-        raise TypeError(f"not JSON serialisable: {type(o).__name__}")
-
-    text = json.dumps(record, indent=1, default=default, allow_nan=True)
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
     """Run the benchmark.
 
@@ -922,7 +648,7 @@ def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
             ]
         record["volumes"].append(entry)
         if args.json is not None:
-            _write_json(args.json, record)
+            write_json(args.json, record)
 
     if not args.skip_ours:
         if roi_data is not None and largest is not None:
@@ -940,223 +666,12 @@ def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
             }
 
     if args.json is not None:
-        _write_json(args.json, record)
+        write_json(args.json, record)
         say(f"wrote {args.json}")
     markdown = render_markdown(record)
     if args.out:
         update_section(args.out, section, markdown)
         say(f"updated section '{section}' of {args.out}")
-    else:
-        print(markdown)
-    return 0
-
-
-# --------------------------------------------------------------------------------------------------
-# guided fitting
-# --------------------------------------------------------------------------------------------------
-
-
-def segmentation_scores(original: np.ndarray, decoded: np.ndarray) -> dict[str, float | None]:
-    """Agreement of the Otsu segmentations of ``original`` and ``decoded``.
-
-    Each image is thresholded at its own Otsu threshold (what a user would do with the decoded
-    data). Returns the Dice coefficient of the two masks and the ratio of their numbers of
-    connected components (face connectivity; ``None`` without scipy).
-    """
-    from ..core.guidance import otsu_threshold
-
-    a = np.asarray(original, np.float64)
-    b = np.asarray(decoded, np.float64)
-    ma = a > otsu_threshold(a)
-    mb = b > otsu_threshold(b)
-    denom = int(ma.sum()) + int(mb.sum())
-    dice = 1.0 if denom == 0 else 2.0 * float((ma & mb).sum()) / denom
-    cc_ratio: float | None = None
-    try:
-        from scipy import ndimage
-    except ImportError:  # pragma: no cover - scipy comes with scikit-image (bench extra)
-        pass
-    else:
-        n_a = int(ndimage.label(ma)[1])
-        n_b = int(ndimage.label(mb)[1])
-        cc_ratio = float(n_b / n_a) if n_a else None
-    return {"dice": dice, "cc_ratio": cc_ratio}
-
-
-def _guided(
-    volume: np.ndarray, ratio: float, mode: str, *, device: str, budget: float | None
-) -> dict[str, Any]:
-    """One guided run of our codec; the metrics of its decoded output."""
-    from ..core.api import compress, decompress
-
-    record: dict[str, Any] = {"guidance": mode, "target_ratio": float(ratio)}
-    try:
-        res = compress(volume, ratio, device=device, budget=budget, seed=0, guidance=mode)
-    except Exception as exc:  # noqa: BLE001 - one failure must not end a long benchmark
-        record.update(status="error", message=f"{type(exc).__name__}: {exc}")
-        return record
-    data = bytes(res.data)
-    decoded = np.asarray(decompress(data)).reshape(volume.shape)
-    record.update(
-        status="ok",
-        ratio=volume.size * volume.dtype.itemsize / len(data),
-        psnr=psnr(volume, decoded),
-        ssim=ssim(volume, decoded),
-        encode_seconds=float(res.encode_seconds),
-        **segmentation_scores(volume, decoded),
-    )
-    return record
-
-
-def _guidance_summary(record: dict[str, Any], ratio_key: str) -> dict[str, Any]:
-    """Mean gains over ``none`` at one ratio, and whether the issue's bar is met."""
-    d_dice, d_ssim, d_psnr_seg, d_psnr_per = [], [], [], []
-    for vol in record["volumes"]:
-        res = vol["results"].get(ratio_key, {})
-        base, seg, per = (res.get(m, {}) for m in GUIDANCE_MODES)
-        if base.get("status") != "ok":
-            continue
-        if seg.get("status") == "ok":
-            d_dice.append(seg["dice"] - base["dice"])
-            d_psnr_seg.append(seg["psnr"] - base["psnr"])
-        if per.get("status") == "ok":
-            d_ssim.append(per["ssim"] - base["ssim"])
-            d_psnr_per.append(per["psnr"] - base["psnr"])
-
-    def mean(x: list[float]) -> float | None:
-        return float(statistics.fmean(x)) if x else None
-
-    out = {
-        "ratio": ratio_key,
-        "dice_gain": mean(d_dice),
-        "ssim_gain": mean(d_ssim),
-        "psnr_cost_segmentation": mean(d_psnr_seg),
-        "psnr_cost_perceptual": mean(d_psnr_per),
-        "worst_psnr_change": min(d_psnr_seg + d_psnr_per) if d_psnr_seg + d_psnr_per else None,
-    }
-    out["bar_segmentation"] = (
-        None
-        if out["dice_gain"] is None
-        else bool(out["dice_gain"] >= 0.02 and min(d_psnr_seg) >= -1.5)
-    )
-    out["bar_perceptual"] = (
-        None
-        if out["ssim_gain"] is None
-        else bool(out["ssim_gain"] >= 0.01 and min(d_psnr_per) >= -1.5)
-    )
-    return out
-
-
-def render_guidance_markdown(record: dict[str, Any]) -> str:
-    """The markdown of the guidance benchmark (section ``guidance``)."""
-    meta = record["meta"]
-    env = meta["environment"]
-    lines = [
-        f"Guided fitting, measured {meta['date']} with `{meta['command']}`.",
-        "",
-        f"Device: **{meta['device']}** ({env.get('cpu', '?')}, {env.get('torch', '?')}); "
-        f"budget **{meta['budget']:g} s** per volume, ratio and mode; seed 0."
-        + (f" {meta['note']}" if meta.get("note") else ""),
-        "",
-        "Dice: Otsu segmentation of the decoded stack vs that of the original (each at its own "
-        "threshold); CC: connected components of the decoded segmentation / of the original's "
-        "(1 is best).",
-        "",
-        "| volume | ratio | guidance | achieved | PSNR dB | SSIM | Dice | CC ratio | encode s |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for vol in record["volumes"]:
-        for ratio_key, res in vol["results"].items():
-            for mode in GUIDANCE_MODES:
-                r = res.get(mode)
-                if r is None:
-                    continue
-                if r.get("status") != "ok":
-                    lines.append(
-                        f"| {vol['name']} | {ratio_key} | {mode} | {r.get('status')} | | | | | |"
-                    )
-                    continue
-                cc = "–" if r.get("cc_ratio") is None else f"{r['cc_ratio']:.2f}"
-                lines.append(
-                    f"| {vol['name']} | {ratio_key} | {mode} | {r['ratio']:.1f}x "
-                    f"| {r['psnr']:.2f} | {r['ssim']:.4f} | {r['dice']:.4f} | {cc} "
-                    f"| {r['encode_seconds']:.1f} |"
-                )
-    lines += [
-        "",
-        "Mean change over `none` (issue 4 bar: Dice +0.02 with segmentation guidance, SSIM "
-        "+0.01 with perceptual guidance, neither more than 1.5 dB PSNR lower on any volume):",
-        "",
-        "| ratio | Dice gain (seg.) | SSIM gain (perc.) | PSNR change seg. / perc. | worst "
-        "PSNR change | bar seg. | bar perc. |",
-        "|---|---|---|---|---|---|---|",
-    ]
-
-    def f(x: float | None, spec: str) -> str:
-        return "–" if x is None else format(x, spec)
-
-    def yn(x: bool | None) -> str:
-        return "–" if x is None else ("met" if x else "**not met**")
-
-    for s in record["summary"]:
-        lines.append(
-            f"| {s['ratio']} | {f(s['dice_gain'], '+.4f')} | {f(s['ssim_gain'], '+.4f')} "
-            f"| {f(s['psnr_cost_segmentation'], '+.2f')} / {f(s['psnr_cost_perceptual'], '+.2f')}"
-            f" | {f(s['worst_psnr_change'], '+.2f')} | {yn(s['bar_segmentation'])} "
-            f"| {yn(s['bar_perceptual'])} |"
-        )
-    return "\n".join(lines) + "\n"
-
-
-def guidance_main(args: argparse.Namespace, args_list: list[str], prog: str, say: Any) -> int:
-    """``--guidance``: none/segmentation/perceptual at each ratio on the microscopy stacks."""
-    from ..core.device import resolve_device
-
-    data_dir = args.data if args.data is not None else find_data_dir()
-    if data_dir is None or not Path(data_dir).is_dir():
-        print(f"{prog}: error: data folder not found", file=sys.stderr)
-        return 1
-    names = args.volumes or [n for n in GUIDANCE_VOLUMES if any(Path(data_dir).glob(n + ".*"))]
-    try:
-        volumes = list_volumes(Path(data_dir), names, include_2d=True)
-    except FileNotFoundError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return 1
-    device = resolve_device(args.device)
-    record: dict[str, Any] = {
-        "meta": {
-            "command": " ".join([prog, shlex.join(args_list)]).strip(),
-            "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-            "environment": environment_info(device),
-            "data": str(data_dir),
-            "ratios": args.ratios,
-            "budget": args.budget,
-            "device": device,
-            "note": args.note,
-        },
-        "volumes": [],
-        "summary": [],
-    }
-    for name, vol in volumes:
-        entry: dict[str, Any] = {"name": name, "shape": list(vol.shape), "results": {}}
-        for ratio in args.ratios:
-            res: dict[str, Any] = {}
-            for mode in GUIDANCE_MODES:
-                say(f"[{name} {_fmt_ratio(ratio)}] {mode} (budget {args.budget:g} s)")
-                rec = _guided(vol, ratio, mode, device=device, budget=args.budget)
-                res[mode] = rec
-                say(f"    {json.dumps({k: v for k, v in rec.items() if k != 'message'})}")
-            entry["results"][_fmt_ratio(ratio)] = res
-        record["volumes"].append(entry)
-        if args.json is not None:
-            _write_json(args.json, record)
-    record["summary"] = [_guidance_summary(record, _fmt_ratio(r)) for r in args.ratios]
-    if args.json is not None:
-        _write_json(args.json, record)
-    markdown = render_guidance_markdown(record)
-    if args.out:
-        update_section(args.out, args.section or "guidance", markdown)
-        say(f"updated section '{args.section or 'guidance'}' of {args.out}")
     else:
         print(markdown)
     return 0

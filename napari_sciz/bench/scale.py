@@ -12,7 +12,7 @@
   run does the same work and writes the same bytes).
 
 The results replace the ``scale`` section of the markdown file (see
-:func:`napari_sciz.bench.run.update_section`).
+:func:`napari_sciz.bench.records.update_section`).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from .report import add_output_options, new_record, write_results
-from .run import _read_volume, find_data_dir
+from .volumes import _read_volume, find_data_dir
 
 __all__ = ["main", "measure_hybrid", "measure_workers", "render"]
 

@@ -13,7 +13,7 @@
   budgets, with the training steps each budget bought.
 
 The results replace the ``speed`` section of the markdown file (see
-:func:`napari_sciz.bench.run.update_section`).
+:func:`napari_sciz.bench.records.update_section`).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from .report import add_output_options, new_record, write_results
-from .run import _read_volume, find_data_dir
+from .volumes import _read_volume, find_data_dir
 
 __all__ = ["main", "matmul_rate", "render", "step_cost", "time_to_quality"]
 

@@ -30,7 +30,7 @@ import numpy as np
 
 from .ratedist import bd_rate
 from .report import add_output_options, new_record, write_results
-from .run import find_data_dir, list_volumes
+from .volumes import find_data_dir, list_volumes
 
 __all__ = ["GUIDANCES", "main", "measure_volume", "render"]
 
