@@ -975,7 +975,7 @@ def test_corrupted_packed_sperr_is_a_format_error() -> None:
         with pytest.raises(FormatError):
             rebuilt = sperrpack.unpack_sperr(bad, data.shape)
             bases.SPERRBase(packed=False).decode(rebuilt, data.shape)
-    from napari_sciz.core.bitstream.container import _varint
+    from napari_sciz.core.bitstream.layout import _varint
 
     coded = sperrpack.pack_sperr(stream, data.shape, coded=True)
     head = coded[:20]  # version, flags, chunk flags, mean, step, bit planes

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import FormatError
-from .bitstream.container import _varint
+from .bitstream.layout import _varint
 from .lossy.entropy import _read_varint
 
 __all__ = [

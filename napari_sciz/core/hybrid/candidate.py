@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from ..bitstream.container import _varint
+from ..bitstream.layout import _varint
 from ..metrics import squared_error_sum
 from .bases import BaseCodec
 from .loopfilter import FilterDesign, LoopFilter

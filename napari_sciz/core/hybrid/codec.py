@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from ...errors import RatioUnreachableError
-from ..bitstream.container import _varint
+from ..bitstream.layout import _varint
 from .bases import BASES, NO_BASE
 from .candidate import (
     _MIN_FILTER_VOXELS,

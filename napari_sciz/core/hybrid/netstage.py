@@ -14,7 +14,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from ..bitstream.container import _varint
+from ..bitstream.layout import _varint
 from .candidate import _ERROR_PER_BYTE, _Candidate, _fitting, _layers_bytes, _mse, _near
 from .nnfilter import QUANTIZED_STEPS, NetworkTrainer, coded_size_estimate
 from .search import encode_to_size

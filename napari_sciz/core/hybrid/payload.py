@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...errors import FormatError
-from ..bitstream.container import _varint
+from ..bitstream.layout import _varint
 from ..lossy.entropy import _read_varint
 from .bases import BaseCodec, base_by_id
 

@@ -43,7 +43,7 @@ import struct
 import numpy as np
 
 from ...errors import FormatError
-from ..bitstream.container import _varint
+from ..bitstream.layout import _varint
 from ..lossy.entropy import _read_varint
 
 __all__ = ["cut_sperr", "pack_sperr", "unpack_sperr"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...errors import FormatError
-from ..bitstream.container import _varint
+from ..bitstream.layout import _varint
 from ..lossy.entropy import _read_varint
 
 __all__ = ["unzigzag", "zigzag"]

@@ -122,7 +122,7 @@ def _gain_byte(gain: float) -> int:
 
 
 def _write_varint(out: bytearray, value: int) -> None:
-    from ..bitstream.container import _varint
+    from ..bitstream.layout import _varint
 
     out += _varint(value)
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...errors import FormatError
-from ..bitstream.container import _varint
+from ..bitstream.layout import _varint
 from ..lossy.entropy import _read_varint
 from .geometry import N_CONTEXTS
 
