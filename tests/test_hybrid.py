@@ -12,7 +12,7 @@ import pytest
 from napari_sciz import compress, decompress, open_sciz
 from napari_sciz.cli import main
 from napari_sciz.core import api, hybrid
-from napari_sciz.core.hybrid import bases, loopfilter, search
+from napari_sciz.core.hybrid import bases, hevcbase, loopfilter, search
 from napari_sciz.core.lossy.entropy import _read_varint
 from napari_sciz.core.metrics import psnr
 from napari_sciz.errors import FormatError, InvalidInputError
@@ -360,7 +360,7 @@ def test_hevc_base_keeps_quality_past_the_12bit_cliff(monkeypatch) -> None:
 
     assert psnr(46.0) > 20.0 and psnr(30.0) > psnr(46.0)
     # the 12-bit stream the encoder wrote before (and still writes up to CRF 40) decodes too
-    monkeypatch.setattr(bases, "HEVC_12BIT_MAX_CRF", 99.0)
+    monkeypatch.setattr(hevcbase, "HEVC_12BIT_MAX_CRF", 99.0)
     assert psnr(30.0) > 35.0
 
 
@@ -373,7 +373,7 @@ def test_hevc_fill_of_one_frame_uses_adaptive_quantization() -> None:
     yy, xx = np.mgrid[:128, :160]
     image = 800 + 300 * np.sin(xx / 9.0) * np.cos(yy / 13.0) + rng.normal(0, 25, yy.shape)
     block = image[None].astype(np.float64)
-    fill = bases.HEVCFill(bases.HEVC_PRESETS[0], 24.0)
+    fill = bases.HEVCFill(hevcbase.HEVC_PRESETS[0], 24.0)
     sizes = [len(fill.encode(block, level)) for level in (0.0, 0.5, 1.0)]
     # level 0 is the plain stream; the level moves the size (not always up: the search keeps
     # a fill only when it fits and is more accurate than the plain stream)
@@ -673,7 +673,7 @@ def test_a_widened_bracket_follows_a_slower_setting_past_its_edge() -> None:
 
 
 def test_hevc_medium_probes_with_ultrafast() -> None:
-    assert bases.HEVCBase().proxy().preset == bases.HEVC_PROXY_PRESET
+    assert bases.HEVCBase().proxy().preset == hevcbase.HEVC_PROXY_PRESET
     assert bases.HEVCBase("slow").proxy() is None and bases.SPERRBase().proxy() is None
 
 

@@ -10,7 +10,7 @@ import pytest
 av = pytest.importorskip("av")
 
 from napari_sciz.core import helperproc  # noqa: E402
-from napari_sciz.core.hybrid import bases, x265proc  # noqa: E402
+from napari_sciz.core.hybrid import basecodec, bases, x265proc  # noqa: E402
 from napari_sciz.core.hybrid.search import encode_to_size  # noqa: E402
 from napari_sciz.errors import FormatError  # noqa: E402
 
@@ -80,7 +80,7 @@ def test_frames_of_one_coding_unit_are_coded_padded_and_old_files_still_decode()
     stream = hevc.encode(block, 12.0)
     assert np.abs(hevc.decode(stream, block.shape) - block).max() < 40
     # a file written before: 64x64 frames (coded here through the helper)
-    codes, side = bases._scaled(block, 4095)
+    codes, side = basecodec._scaled(block, 4095)
     options = {"preset": "medium", "tune": "psnr", "x265-params": "crf=12:" + PARAMS[7:]}
     legacy = side + x265proc.encode_frames(codes, "gray12le", options)
     assert np.abs(hevc.decode(legacy, block.shape) - block).max() < 40

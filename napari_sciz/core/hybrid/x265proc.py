@@ -2,7 +2,7 @@
 
 The x265 bundled with PyAV reads memory it did not set on frames 64 pixels high or wide (the
 same frames give run-to-run different streams; the base pads them, see
-:meth:`~napari_sciz.core.hybrid.bases.HEVCBase._padded`) and has corrupted its heap on
+:meth:`~napari_sciz.core.hybrid.hevcbase.HEVCBase._padded`) and has corrupted its heap on
 narrower ones; the test suite saw it crash in the middle of a long session, taking the whole
 process (napari, a CLI run, a Dask worker) with it. HEVC encodes therefore run in helper
 processes (:mod:`napari_sciz.core.helperproc`): the frames go down a pipe, the stream comes
