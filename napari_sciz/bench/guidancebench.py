@@ -44,7 +44,7 @@ def segmentation_scores(original: np.ndarray, decoded: np.ndarray) -> dict[str, 
     data). Returns the Dice coefficient of the two masks and the ratio of their numbers of
     connected components (face connectivity; ``None`` without scipy).
     """
-    from ..core.guidance import otsu_threshold
+    from ..core.refmask import otsu_threshold
 
     a = np.asarray(original, np.float64)
     b = np.asarray(decoded, np.float64)

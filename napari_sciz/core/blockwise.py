@@ -22,7 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from .taskfilter import _GROW, _SIGMA, Candidate, TaskChoice, _chose, band_levels, banded, smoothed
+from .taskband import _GROW, _SIGMA, band_levels, banded, smoothed
+from .taskfilter import Candidate, TaskChoice, _chose
 from .taskscore import _sigmas
 from .valuemap import PowerMap
 

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from ..errors import CancelledError
+from .taskband import _SIGMA, band_mask, banded, smoothed
 from .valuemap import PowerMap
 
 __all__ = [
@@ -48,6 +49,7 @@ __all__ = [
     "POWER_EXPONENTS",
     "SMOOTH_SIGMAS",
     "TaskChoice",
+    "band_mask",
     "banded",
     "choose_prefilter",
     "smoothed",
@@ -62,10 +64,6 @@ SMOOTH_SIGMAS = (0.5, 0.7)
 POWER_EXPONENTS = (0.5, 0.35)
 #: shares of the bytes tried for a segmentation lock (:mod:`.seglock`)
 LOCK_SHARES = (0.2, 0.35)
-#: voxels the band grows by (the smoothing's reach)
-_GROW = 2
-#: Gaussian sigma (voxels along the finest axis) of the segmentation and of the smoothing
-_SIGMA = 1.0
 #: the most PSNR (dB, against the original) a band may cost against the plain volume
 MAX_PSNR_LOSS = 1.0
 #: perceptual candidates whose MS-SSIM is within this share of the best one's gain over the
@@ -228,101 +226,6 @@ def _psnr(original: np.ndarray, decoded: np.ndarray) -> float:
     span = float(a.max() - a.min()) or 1.0
     mse = float(np.mean((np.asarray(decoded, np.float64) - a) ** 2))
     return float("inf") if mse == 0 else 10.0 * float(np.log10(span * span / mse))
-
-
-def smoothed(
-    volume: np.ndarray, voxel_size: Sequence[float] | None = None, sigma: float = _SIGMA
-) -> np.ndarray:
-    """``volume`` (float64) smoothed by a Gaussian of ``sigma`` voxels along the finest axis."""
-    from scipy import ndimage as ndi
-
-    from .taskscore import _sigmas
-
-    v = np.asarray(volume, np.float64)
-    return ndi.gaussian_filter(v, _sigmas(v.ndim, voxel_size, sigma))
-
-
-def band_levels(
-    volume: np.ndarray, voxel_size: Sequence[float] | None = None
-) -> tuple[float, float] | None:
-    """The band's threshold ``T`` (the Otsu level of ``G*v``) and noise level (the standard
-    deviation of ``v - G*v``); None for a volume that smooths to a constant."""
-    v = np.asarray(volume, np.float64)
-    return _levels(v, smoothed(v, voxel_size))
-
-
-def _levels(v: np.ndarray, smooth: np.ndarray) -> tuple[float, float] | None:
-    from skimage.filters import threshold_otsu
-
-    if float(smooth.max()) == float(smooth.min()):
-        return None
-    return float(threshold_otsu(smooth)), float(np.std(v - smooth))
-
-
-def band_mask(
-    volume: np.ndarray,
-    width: float,
-    voxel_size: Sequence[float] | None = None,
-    labels: np.ndarray | None = None,
-    levels: tuple[float, float] | None = None,
-) -> np.ndarray:
-    """Voxels whose noise can change the segmentation (bool, the volume's shape).
-
-    Without ``labels``: ``|G*v - T| < width * noise`` (``T`` and the noise from
-    :func:`band_levels`, or ``levels`` when given: those of a larger volume that ``volume``
-    is a part of); with ``labels``: within ``width`` voxels of a boundary between labels.
-    Both grown by two voxels.
-    """
-    if labels is not None:
-        return _label_band(labels, width)
-    v = np.asarray(volume, np.float64)
-    return _noise_band(v, smoothed(v, voxel_size), width, levels)
-
-
-def _label_band(labels: np.ndarray, width: float) -> np.ndarray:
-    """Voxels within ``width`` (+ two) of a boundary between labels."""
-    from scipy import ndimage as ndi
-
-    lab = np.asarray(labels)
-    edge = np.zeros(lab.shape, bool)
-    for axis in range(lab.ndim):
-        step = np.diff(lab, axis=axis) != 0
-        lead = [slice(None)] * lab.ndim
-        lead[axis] = slice(1, None)
-        edge[tuple(lead)] |= step
-        lead[axis] = slice(None, -1)
-        edge[tuple(lead)] |= step
-    return ndi.binary_dilation(edge, iterations=int(round(width)) + _GROW)
-
-
-def _noise_band(
-    v: np.ndarray, smooth: np.ndarray, width: float, levels: tuple[float, float] | None
-) -> np.ndarray:
-    """``|smooth - T| < width * noise``, grown by two voxels (``smooth``: ``G*v``)."""
-    from scipy import ndimage as ndi
-
-    levels = _levels(v, smooth) if levels is None else levels
-    if levels is None:
-        return np.zeros(v.shape, bool)
-    threshold, noise = levels
-    near = np.abs(smooth - threshold) < width * noise
-    return ndi.binary_dilation(near, iterations=_GROW)
-
-
-def banded(
-    volume: np.ndarray,
-    width: float,
-    voxel_size: Sequence[float] | None = None,
-    labels: np.ndarray | None = None,
-    levels: tuple[float, float] | None = None,
-) -> np.ndarray:
-    """``volume`` (float64) with the voxels outside :func:`band_mask` smoothed."""
-    v = np.asarray(volume, np.float64)
-    smooth = smoothed(v, voxel_size)  # (once: the mask's threshold surface and the outside)
-    mask = (
-        _label_band(labels, width) if labels is not None else _noise_band(v, smooth, width, levels)
-    )
-    return np.where(mask, v, smooth)
 
 
 def _proxy_decode(volume: np.ndarray, nbytes: int) -> np.ndarray | None:
