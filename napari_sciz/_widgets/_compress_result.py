@@ -17,7 +17,7 @@ from qtpy.QtWidgets import QMessageBox, QWidget
 from ..errors import SciZError
 from ._geometry import format_bytes
 from ._layer_input import rgb_kwargs
-from ._region import BYTES_KEY
+from ._region_source import BYTES_KEY
 from ._results import add_result_layer, ask_save_path, remove_sciz_layers, source_files
 from ._viewer import delta_colormap, delta_limit
 

@@ -8,9 +8,6 @@ in-memory reconstruction, and shown as an image layer placed exactly over the re
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -29,6 +26,14 @@ from qtpy.QtWidgets import (
 
 from ..errors import InvalidInputError, SciZError
 from ._geometry import bounds_to_slice
+from ._region_source import (
+    RegionRequest,
+    _compressed_shape,
+    _decode_job,
+    _samples,
+    compressed_source,
+    sampling_scale,
+)
 from ._viewer import (
     camera,
     current_data_index,
@@ -43,105 +48,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["DecodeRegionWidget", "RegionRequest", "compressed_source", "sampling_scale"]
 
-#: Key of the layer metadata holding the complete ``.sciz`` bytes of a compressed layer.
-BYTES_KEY = "sciz_bytes"
-
 _FOV = "__field_of_view__"
 _DEBOUNCE_MS = 400
 _SAMPLING = (1, 2, 4)
-
-
-def compressed_source(layer: Any) -> bytes | str | None:
-    """The ``.sciz`` bytes or path behind a layer, or None if it is not a compressed layer.
-
-    Parameters
-    ----------
-    layer : napari.layers.Layer
-        Any layer.
-
-    Returns
-    -------
-    bytes, str or None
-        ``layer.metadata["sciz_bytes"]`` when present, else a ``path`` recorded in
-        ``layer.metadata["sciz"]`` (or ``metadata["sciz_path"]``) that exists on disk.
-    """
-    meta = getattr(layer, "metadata", None)
-    if not isinstance(meta, dict):
-        return None
-    data = meta.get(BYTES_KEY)
-    if isinstance(data, (bytes, bytearray, memoryview)):
-        return bytes(data)
-    info = meta.get("sciz")
-    path = meta.get("sciz_path") or (info.get("path") if isinstance(info, dict) else None)
-    if isinstance(path, (str, Path)) and Path(path).is_file():
-        return str(path)
-    return None
-
-
-def _compressed_shape(layer: Any) -> tuple[int, ...]:
-    """Shape of the compressed array behind ``layer`` without the colour samples of an RGB(A)
-    layer (the axes napari shows it with)."""
-    info = layer.metadata.get("sciz") if isinstance(layer.metadata, dict) else None
-    if isinstance(info, dict) and info.get("compressed_shape"):
-        shape = tuple(int(n) for n in info["compressed_shape"])
-    else:
-        shape = tuple(int(n) for n in layer.data.shape)
-    return shape[:-1] if _samples(layer) else shape
-
-
-def _samples(layer: Any) -> int:
-    """The colour samples of an RGB(A) layer (its data's last axis), 0 for other layers."""
-    return int(layer.data.shape[-1]) if getattr(layer, "rgb", False) else 0
-
-
-@dataclass(frozen=True)
-class RegionRequest:
-    """A region to decode from a compressed layer.
-
-    Attributes
-    ----------
-    roi : tuple of slice
-        One slice per axis of the compressed array.
-    scale : int
-        Sampling factor along the displayed (Y, X) axes.
-    n_leading : int
-        Number of singleton leading axes of the source layer (not part of the compressed array).
-    samples : int
-        Colour samples of an RGB(A) source (the last axis of ``roi``, decoded whole), else 0.
-    """
-
-    roi: tuple[slice, ...]
-    scale: int
-    n_leading: int
-    samples: int = 0
-
-    @property
-    def roi_string(self) -> str:
-        """The region as ``"z0:z1,y0:y1,x0:x1"``."""
-        return ",".join(f"{s.start}:{s.stop}" for s in self.roi)
-
-
-def sampling_scale(ndim: int, factor: int) -> tuple[int, ...]:
-    """The ``scale=`` argument of ``decompress`` for finer sampling along Y and X only.
-
-    The codec takes one factor per spatial axis: (Y, X) for a 2D array, (Z, Y, X) otherwise.
-    """
-    return (factor, factor) if ndim == 2 else (1, factor, factor)
-
-
-def _decode_job(
-    source: bytes | str, roi: tuple[slice, ...], scale: int, samples: int = 0
-) -> tuple[str, Any]:
-    """Worker body: decode a region (all errors are returned, not raised); the colour samples
-    of an RGB(A) file (``samples``, the last axis) are not sampled."""
-    try:
-        from ..core.api import decompress
-
-        t0 = time.perf_counter()
-        out = decompress(source, roi=roi, scale=sampling_scale(len(roi) - bool(samples), scale))
-        return "ok", (np.asarray(out), time.perf_counter() - t0)
-    except Exception as exc:  # noqa: BLE001 - every error is shown to the user
-        return "error", exc
 
 
 class DecodeRegionWidget(QWidget):
@@ -170,6 +79,13 @@ class DecodeRegionWidget(QWidget):
         self.last_request: RegionRequest | None = None
         self._armed = False  # live updates start after the first decode or rectangle
 
+        self._build_controls()
+        self._lay_out()
+        self._connect()
+        self._refresh_lists()
+
+    def _build_controls(self) -> None:
+        """The pickers, the depth and sampling controls, the buttons and the status line."""
         self.source_combo = QComboBox()
         self.source_combo.setToolTip(
             "A layer made by the Compress widget (it keeps the .sciz bytes)"
@@ -200,6 +116,8 @@ class DecodeRegionWidget(QWidget):
         self.status_label = QLabel("")
         self.status_label.setWordWrap(True)
 
+    def _lay_out(self) -> None:
+        """Place the controls: a form (source, region, depth, sampling), then the buttons."""
         region_row = QHBoxLayout()
         region_row.addWidget(self.region_combo, 1)
         region_row.addWidget(self.new_rect_button)
@@ -221,6 +139,9 @@ class DecodeRegionWidget(QWidget):
         layout.addWidget(self.decode_button)
         layout.addWidget(self.status_label)
 
+    def _connect(self) -> None:
+        """The debounce timer, the controls' signals and the viewer's layer, camera and slice
+        events."""
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
         self._timer.setInterval(_DEBOUNCE_MS)
@@ -246,7 +167,6 @@ class DecodeRegionWidget(QWidget):
         cam.events.zoom.connect(self._on_camera_changed)
         self.viewer.dims.events.current_step.connect(self._on_slice_changed)
         self.destroyed.connect(self._timer.stop)
-        self._refresh_lists()
 
     # ------------------------------------------------------------------ lists
     def _refresh_lists(self, event: Any = None) -> None:
