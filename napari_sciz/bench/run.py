@@ -24,7 +24,7 @@ import statistics
 import sys
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -510,6 +510,128 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     return p
 
 
+class _UsageError(Exception):
+    """A benchmark that cannot start (its message is printed after the program's name)."""
+
+
+def _codecs_to_run(args: argparse.Namespace) -> tuple[list[Codec], list[str]]:
+    """The classical codecs asked for that can run here, and the labels of those that cannot."""
+    if args.codecs and [c.lower() for c in args.codecs] == ["none"]:
+        requested: list[Codec] = []
+    else:
+        try:
+            requested = (
+                [get_codec(c) for c in args.codecs] if args.codecs else list(CODECS.values())
+            )
+        except KeyError as exc:
+            raise _UsageError(exc.args[0]) from None
+    for c in requested:
+        c.numthreads = args.threads
+    codecs = [c for c in requested if c.available()]
+    unavailable = [
+        c.label + (" (ffmpeg with libx265 not found)" if c.name == "hevc" else "")
+        for c in requested
+        if c not in codecs
+    ]
+    return codecs, unavailable
+
+
+def _volume_entry(
+    name: str,
+    vol: np.ndarray,
+    args: argparse.Namespace,
+    device: str | None,
+    codecs: Sequence[Codec],
+    say: Callable[[str], None],
+) -> tuple[dict[str, Any], dict[float, bytes]]:
+    """Every measurement of one volume, and our ``.sciz`` files by ratio (for the ROI decode)."""
+    entry: dict[str, Any] = {
+        "name": name,
+        "shape": list(vol.shape),
+        "dtype": str(vol.dtype),
+        "raw_nbytes": vol.size * vol.dtype.itemsize,
+        "ratios": args.ratios,
+        "results": {},
+    }
+    files: dict[float, bytes] = {}
+    for ratio in args.ratios:
+        results: dict[str, Any] = {}
+        if not args.skip_ours:
+            assert device is not None
+            say(f"[{name} {_fmt_ratio(ratio)}] ours on {device} (budget {args.budget:g} s)")
+            rec, data = _ours(
+                vol, ratio, device=device, budget=args.budget, decode_device=args.decode_device
+            )
+            results["ours"] = rec
+            say(f"    {_cell(rec)}")
+            if data is not None:
+                files[ratio] = data
+        for codec in codecs:
+            say(f"[{name} {_fmt_ratio(ratio)}] {codec.label}")
+            rec = _classical(codec, vol, ratio, args.iterations)
+            results[codec.name] = rec
+            say(f"    {_cell(rec)}")
+        entry["results"][_fmt_ratio(ratio)] = results
+    if args.lossless:
+        say(f"[{name}] lossless")
+        from .lossless import ours_lossless  # our lossless mode beside the classical ones
+
+        entry["lossless"] = [
+            ours_lossless(vol),
+            *[e.to_dict() for e in lossless_sizes(vol, numthreads=args.threads)],
+        ]
+    return entry, files
+
+
+def _roi_record(
+    data: bytes | None,
+    full_decode_seconds: float | None,
+    shape: tuple[int, ...],
+    device: str | None,
+    volume: str,
+    ratio: float,
+) -> dict[str, Any]:
+    """The ``roi_decode`` record: a region of our file of ``volume`` at ``ratio`` decoded."""
+    if data is None:
+        return {"message": f"not measured (no result for {volume} at {_fmt_ratio(ratio)})"}
+    record: dict[str, Any] = {"full_decode_seconds": full_decode_seconds}
+    try:
+        record.update(_roi_decode(data, shape, device), volume=volume, ratio=ratio)
+    except Exception as exc:  # noqa: BLE001
+        traceback.print_exc()
+        return {"message": f"failed: {type(exc).__name__}: {exc}"}
+    return record
+
+
+def _meta(
+    args: argparse.Namespace,
+    args_list: list[str],
+    prog: str,
+    data_dir: Path,
+    device: str | None,
+    codecs: Sequence[Codec],
+    unavailable: list[str],
+    section: str,
+) -> dict[str, Any]:
+    """The record's ``meta``: the command, the date, the machine and what was asked."""
+    return {
+        "command": " ".join([prog, shlex.join(args_list)]).strip(),
+        "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "environment": environment_info(device),
+        "data": str(data_dir),
+        "ratios": args.ratios,
+        "budget": None if args.skip_ours else args.budget,
+        "device": device,
+        "skip_ours": bool(args.skip_ours),
+        "codecs": [c.name for c in codecs],
+        "unavailable": unavailable,
+        "iterations": args.iterations,
+        "threads": args.threads,
+        "section": section,
+        "note": args.note,
+    }
+
+
 def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
     """Run the benchmark.
 
@@ -538,41 +660,18 @@ def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
         return guidance_main(args, args_list, prog, say)
 
     data_dir = args.data if args.data is not None else find_data_dir()
-    if data_dir is None or not Path(data_dir).is_dir():
-        print(
-            f"{prog}: error: data folder not found ({data_dir or 'use --data DIR'})",
-            file=sys.stderr,
-        )
-        return 1
     try:
-        volumes = list_volumes(Path(data_dir), args.volumes, include_2d=args.all)
-    except FileNotFoundError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return 1
-
-    if args.codecs and [c.lower() for c in args.codecs] == ["none"]:
-        requested: list[Codec] = []
-    else:
+        if data_dir is None or not Path(data_dir).is_dir():
+            raise _UsageError(f"data folder not found ({data_dir or 'use --data DIR'})")
         try:
-            requested = (
-                [get_codec(c) for c in args.codecs] if args.codecs else list(CODECS.values())
-            )
-        except KeyError as exc:
-            print(f"{prog}: error: {exc.args[0]}", file=sys.stderr)
-            return 1
-    for c in requested:
-        c.numthreads = args.threads
-    codecs = [c for c in requested if c.available()]
-    unavailable = [
-        c.label + (" (ffmpeg with libx265 not found)" if c.name == "hevc" else "")
-        for c in requested
-        if c not in codecs
-    ]
-    if not volumes or (args.skip_ours and not codecs):
-        print(
-            f"{prog}: error: nothing to run (volumes: {len(volumes)}, codecs: {len(codecs)})",
-            file=sys.stderr,
-        )
+            volumes = list_volumes(Path(data_dir), args.volumes, include_2d=args.all)
+        except FileNotFoundError as exc:
+            raise _UsageError(str(exc)) from None
+        codecs, unavailable = _codecs_to_run(args)
+        if not volumes or (args.skip_ours and not codecs):
+            raise _UsageError(f"nothing to run (volumes: {len(volumes)}, codecs: {len(codecs)})")
+    except _UsageError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
         return 1
 
     device: str | None = None
@@ -580,90 +679,24 @@ def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
         from ..core.device import resolve_device
 
         device = resolve_device(args.device)
-    env = environment_info(device)
     section = args.section or ("classical" if args.skip_ours else "lossy")
     record: dict[str, Any] = {
-        "meta": {
-            "command": " ".join([prog, shlex.join(args_list)]).strip(),
-            "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-            "environment": env,
-            "data": str(data_dir),
-            "ratios": args.ratios,
-            "budget": None if args.skip_ours else args.budget,
-            "device": device,
-            "skip_ours": bool(args.skip_ours),
-            "codecs": [c.name for c in codecs],
-            "unavailable": unavailable,
-            "iterations": args.iterations,
-            "threads": args.threads,
-            "section": section,
-            "note": args.note,
-        },
+        "meta": _meta(args, args_list, prog, Path(data_dir), device, codecs, unavailable, section),
         "volumes": [],
     }
-    largest = max(volumes, key=lambda nv: nv[1].size)[0] if volumes else None
+    largest = max(volumes, key=lambda nv: nv[1].size)[0]
     roi_ratio = next((r for r in args.ratios if r >= 64), args.ratios[len(args.ratios) // 2])
-    roi_data: bytes | None = None
-
     for name, vol in volumes:
-        raw = vol.size * vol.dtype.itemsize
-        entry: dict[str, Any] = {
-            "name": name,
-            "shape": list(vol.shape),
-            "dtype": str(vol.dtype),
-            "raw_nbytes": raw,
-            "ratios": args.ratios,
-            "results": {},
-        }
-        for ratio in args.ratios:
-            results: dict[str, Any] = {}
-            if not args.skip_ours:
-                assert device is not None
-                say(f"[{name} {_fmt_ratio(ratio)}] ours on {device} (budget {args.budget:g} s)")
-                rec, data = _ours(
-                    vol,
-                    ratio,
-                    device=device,
-                    budget=args.budget,
-                    decode_device=args.decode_device,
-                )
-                results["ours"] = rec
-                say(f"    {_cell(rec)}")
-                if name == largest and ratio == roi_ratio and data is not None:
-                    roi_data = data
-                    record["roi_decode"] = {"full_decode_seconds": rec["decode_seconds"]}
-            for codec in codecs:
-                say(f"[{name} {_fmt_ratio(ratio)}] {codec.label}")
-                rec = _classical(codec, vol, ratio, args.iterations)
-                results[codec.name] = rec
-                say(f"    {_cell(rec)}")
-            entry["results"][_fmt_ratio(ratio)] = results
-        if args.lossless:
-            say(f"[{name}] lossless")
-            from .lossless import ours_lossless  # our lossless mode beside the classical ones
-
-            entry["lossless"] = [
-                ours_lossless(vol),
-                *[e.to_dict() for e in lossless_sizes(vol, numthreads=args.threads)],
-            ]
+        entry, files = _volume_entry(name, vol, args, device, codecs, say)
         record["volumes"].append(entry)
+        if name == largest and not args.skip_ours:
+            ours = entry["results"][_fmt_ratio(roi_ratio)]["ours"]
+            record["roi_decode"] = _roi_record(
+                files.get(roi_ratio), ours.get("decode_seconds"), vol.shape,
+                args.decode_device or device, largest, roi_ratio,
+            )  # fmt: skip
         if args.json is not None:
             write_json(args.json, record)
-
-    if not args.skip_ours:
-        if roi_data is not None and largest is not None:
-            shape = next(v.shape for n, v in volumes if n == largest)
-            dec_device = args.decode_device or device
-            try:
-                roi = _roi_decode(roi_data, shape, dec_device)
-                record["roi_decode"].update(roi, volume=largest, ratio=roi_ratio)
-            except Exception as exc:  # noqa: BLE001
-                traceback.print_exc()
-                record["roi_decode"] = {"message": f"failed: {type(exc).__name__}: {exc}"}
-        else:
-            record["roi_decode"] = {
-                "message": f"not measured (no result for {largest} at {_fmt_ratio(roi_ratio)})"
-            }
 
     if args.json is not None:
         write_json(args.json, record)
