@@ -321,3 +321,85 @@ def test_a_lock_is_not_made_block_by_block() -> None:
     choice = taskfilter.TaskChoice("segmentation")
     with pytest.raises(ValueError, match="not a pre-filter"):
         blockwise_variant(choice, taskfilter.Candidate("lock", 0.2), vol, None, None, ())
+
+
+@pytest.mark.parametrize(
+    ("guidance", "setting", "exponent", "with_labels"),
+    [
+        ("perceptual", 0.7, None, False),
+        ("perceptual", 0.5, 0.5, False),
+        ("segmentation", 3.0, None, False),
+        ("segmentation", 2.0, None, True),
+    ],
+)
+def test_a_stacked_variant_filters_each_volume_on_its_own(
+    guidance, setting, exponent, with_labels
+) -> None:
+    """Each volume of a stack (time points, channels) is pre-filtered alone (nothing reaches
+    across the leading axis), mapped by the stack's power map; a band's levels are those of
+    the volume measured."""
+    from napari_sciz.core.blockwise import stacked_variant
+    from napari_sciz.core.taskband import band_levels, banded, smoothed
+
+    stack = np.stack([nuclei(seed, (6, 30, 34), count=5) for seed in (1, 2, 3)])
+    stack[2] //= 3  # (volumes of different ranges: the map is the stack's)
+    labels = (stack > 1000).astype(np.uint8) if with_labels else None
+    voxel = (2.0, 0.5, 0.5)
+    kind = "band" if guidance == "segmentation" else ("power" if exponent else "smooth")
+    cand = taskfilter.Candidate(kind, setting, exponent)
+    region = (1, slice(None), slice(None), slice(None))
+    choice, lazy = stacked_variant(
+        taskfilter.TaskChoice(guidance), cand, stack, voxel, labels, region
+    )
+    assert choice.setting == setting and lazy.shape == stack.shape
+    if exponent:
+        assert choice.value_map is not None
+        assert (choice.value_map.lo, choice.value_map.hi) == (stack.min(), stack.max())
+    levels = band_levels(stack[1], voxel)
+    want = []
+    for i in range(3):
+        v = stack[i].astype(np.float64)
+        if guidance == "perceptual":
+            w = smoothed(v, voxel, setting)
+        elif with_labels:
+            w = banded(v, setting, voxel, labels[i])
+        else:
+            w = banded(v, setting, voxel, levels=levels)
+        want.append(w if choice.value_map is None else choice.value_map.forward(w))
+    want = np.stack(want)
+    for i in range(3):
+        for box in _boxes(stack.shape[1:]):
+            np.testing.assert_array_equal(lazy[(i, *box)], want[(i, *box)], err_msg=f"{i} {box}")
+    np.testing.assert_array_equal(lazy[0:2, 2:5], want[0:2, 2:5])
+    np.testing.assert_array_equal(lazy[:], want)
+
+
+@pytest.mark.parametrize("guidance", ["perceptual", "segmentation"])
+def test_a_stack_of_volumes_is_guided_on_its_middle_volume(monkeypatch, guidance) -> None:
+    """A 4D stack (here three channels) is measured on its middle volume, and what is coded
+    is made volume by volume (never a pre-filter across the stack)."""
+    from napari_sciz.core.api import compress, decompress
+
+    stack = np.stack([nuclei(seed, (8, 48, 48), count=6) for seed in (4, 5, 6)])
+    seen: list[tuple[int, ...]] = []
+    choose = taskfilter.choose_prefilter
+
+    def spy(volume, *args, **kwargs):
+        seen.append(volume.shape)
+        assert kwargs["locks"] is False
+        np.testing.assert_array_equal(volume, stack[1])
+        return choose(volume, *args, **kwargs)
+
+    def whole_copy(*args, **kwargs):
+        raise AssertionError("a pre-filter of the whole stack was made")
+
+    monkeypatch.setattr(taskfilter, "choose_prefilter", spy)
+    monkeypatch.setattr(taskfilter, "variant", whole_copy)
+    result = compress(stack, 32, budget=12.0, guidance=guidance, seed=0, axes="CZYX")
+    assert seen == [(8, 48, 48)]
+    assert any("measured on volume 1 of the stack" in m for m in result.messages)
+    assert all(m.endswith("on the volume measured)") for m in result.messages if "kept" in m)
+    assert "segmentation_lock" not in result.header
+    out = decompress(result.data)
+    assert out.shape == stack.shape
+    np.testing.assert_array_equal(out, result.reconstruction)

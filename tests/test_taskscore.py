@@ -115,3 +115,21 @@ def test_the_task_score_line_says_where_it_was_measured() -> None:
     assert task_text({**seg, "scored_voxels": 8.0}).endswith("objects on the central crop)")
     perc = {"ms_ssim": 0.98, "gradient_similarity": 0.9}
     assert task_text({**perc, "scored_voxels": 8.0}).endswith("(on the central crop)")
+
+
+@pytest.mark.parametrize("guidance", ["segmentation", "perceptual"])
+def test_a_stack_of_volumes_is_scored_on_its_middle_volume(guidance) -> None:
+    vol = _nuclei()[:12, :40, :40]
+    stack = np.stack([vol, vol, vol])
+    decoded = stack.copy()
+    decoded[0] = vol.max()  # (not the middle volume: not seen)
+    score = taskscore.guidance_score(guidance, stack, decoded)
+    assert score is not None and score["scored_volume"] == 1.0
+    key = "dice" if guidance == "segmentation" else "ms_ssim"
+    assert score[key] == 1.0
+    pytest.importorskip("qtpy")
+    from napari_sciz._widgets._results import task_text
+
+    assert "on volume 1 of the stack" in task_text(score)
+    both = task_text({**score, "scored_voxels": 8.0})
+    assert "on the central crop of volume 1 of the stack" in both

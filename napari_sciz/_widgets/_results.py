@@ -191,7 +191,10 @@ def task_text(task: dict[str, float] | None) -> str:
     """One line for the task score row."""
     if not task:
         return "- (no guidance)"
-    where = " on the central crop" if "scored_voxels" in task else ""
+    places = ["the central crop"] if "scored_voxels" in task else []
+    if "scored_volume" in task:
+        places.append(f"volume {int(task['scored_volume'])} of the stack")
+    where = " on " + " of ".join(places) if places else ""
     if "object_f1" in task:
         return (
             f"object F1 {task['object_f1']:.3f}, Dice {task['dice']:.3f} "

@@ -12,6 +12,11 @@ same operations as on the whole volume, and a halo clipped at the volume's edge 
 same edge handling, so the blocks equal the whole volume's pre-filter (tests check it). The
 band's two global levels (the Otsu threshold of the smoothed volume and the noise's
 standard deviation) are those of the region the candidates were measured on.
+
+A stack of volumes (4D or more: time points, channels; the encoder codes the last three axes
+as the volumes) gets a :class:`StackedVariant` (:func:`stacked_variant`): every volume is
+pre-filtered on its own, as a :class:`BlockwiseVariant` of that volume (no smoothing across
+time points or channels), and mapped by the stack's power map.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from .taskfilter import Candidate, TaskChoice, _chose
 from .taskscore import _sigmas
 from .valuemap import PowerMap
 
-__all__ = ["BlockwiseVariant", "blockwise_variant"]
+__all__ = ["BlockwiseVariant", "StackedVariant", "blockwise_variant", "stacked_variant"]
 
 #: scipy's Gaussian reaches ``int(_TRUNCATE * sigma + 0.5)`` voxels (its default truncate)
 _TRUNCATE = 4.0
@@ -121,6 +126,30 @@ class BlockwiseVariant:
         return banded(values, self.setting, self.voxel_size, levels=self.levels)
 
 
+def _chosen(
+    choice: TaskChoice,
+    cand: Candidate,
+    volume: np.ndarray,
+    voxel_size: Sequence[float] | None,
+    labels: np.ndarray | None,
+    region: tuple[Any, ...],
+) -> tuple[TaskChoice, PowerMap | None, tuple[float, float] | None]:
+    """``choice`` set to code ``cand``, the power map on ``volume``'s range, and the band's
+    levels measured on ``volume[region]`` (segmentation without labels)."""
+    if cand.kind == "lock":
+        raise ValueError("a segmentation lock is not a pre-filter")
+    vmap = None
+    if cand.exponent is not None:
+        lo, hi = float(np.min(volume)), float(np.max(volume))
+        vmap = PowerMap.for_range(cand.exponent, lo, hi) if hi > lo else None
+    levels = None
+    if cand.setting is not None and choice.guidance == "segmentation" and labels is None:
+        levels = band_levels(volume[region], voxel_size)
+    out = replace(choice, ranked=[])
+    _chose(out, cand, vmap)
+    return out, vmap, levels
+
+
 def blockwise_variant(
     choice: TaskChoice,
     cand: Candidate,
@@ -148,18 +177,103 @@ def blockwise_variant(
     region : tuple of slice
         Where the candidates were measured: the band's levels are measured there.
     """
-    if cand.kind == "lock":
-        raise ValueError("a segmentation lock is not a pre-filter")
-    vmap = None
-    if cand.exponent is not None:
-        lo, hi = float(np.min(volume)), float(np.max(volume))
-        vmap = PowerMap.for_range(cand.exponent, lo, hi) if hi > lo else None
-    levels = None
-    if cand.setting is not None and choice.guidance == "segmentation" and labels is None:
-        levels = band_levels(volume[region], voxel_size)
-    out = replace(choice, ranked=[])
-    _chose(out, cand, vmap)
+    out, vmap, levels = _chosen(choice, cand, volume, voxel_size, labels, region)
     coded = BlockwiseVariant(
         volume, choice.guidance, cand.setting, vmap, voxel_size, labels, levels
     )
+    return out, coded
+
+
+@dataclass(frozen=True)
+class StackedVariant:
+    """What the codec codes for a candidate of a stack of volumes, a block at a time.
+
+    Every volume of the stack (its last three axes) is pre-filtered on its own
+    (:class:`BlockwiseVariant` of that volume, same settings), so no filter reaches across
+    time points or channels; the power map is the stack's.
+
+    Attributes
+    ----------
+    volume : numpy.ndarray
+        The stack (4D or more).
+    guidance, setting, value_map, levels
+        As :class:`BlockwiseVariant`'s.
+    voxel_size : sequence of float or None
+        The voxel size of a volume (its three axes).
+    labels : numpy.ndarray or None
+        The user's labels, the stack's shape.
+    """
+
+    volume: np.ndarray
+    guidance: str
+    setting: float | None
+    value_map: PowerMap | None
+    voxel_size: Sequence[float] | None = None
+    labels: np.ndarray | None = None
+    levels: tuple[float, float] | None = None
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The stack's shape."""
+        return tuple(self.volume.shape)
+
+    def of_volume(self, index: tuple[int, ...]) -> BlockwiseVariant:
+        """The variant of the volume at ``index`` (one integer per leading axis)."""
+        return BlockwiseVariant(
+            self.volume[index], self.guidance, self.setting, self.value_map, self.voxel_size,
+            None if self.labels is None else self.labels[index], self.levels,
+        )  # fmt: skip
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        """The pre-filtered and mapped values of ``volume[key]`` (float64); the leading axes
+        are indexed by integers or slices, the last three by boxes (step 1)."""
+        key = key if isinstance(key, tuple) else (key,)
+        key = key + (slice(None),) * (self.volume.ndim - len(key))
+        n_lead = self.volume.ndim - 3
+        lead, spatial = key[:n_lead], key[n_lead:]
+        ranges = [
+            range(*k.indices(n)) if isinstance(k, slice) else [int(k) % n]
+            for k, n in zip(lead, self.volume.shape, strict=False)
+        ]
+        kept = [i for i, k in enumerate(lead) if isinstance(k, slice)]
+        parts = [
+            self.of_volume(tuple(r[j] for r, j in zip(ranges, at, strict=True)))[spatial]
+            for at in np.ndindex(*map(len, ranges))
+        ]
+        counts = [len(ranges[i]) for i in kept]
+        inner = parts[0].shape if parts else ()
+        out = np.stack(parts) if parts else np.empty((0, *inner))
+        # (np.ndindex walks the kept ranges in C order: the stacked parts take their shape)
+        return out.reshape(*counts, *inner) if kept else out.reshape(inner)
+
+
+def stacked_variant(
+    choice: TaskChoice,
+    cand: Candidate,
+    volume: np.ndarray,
+    voxel_size: Sequence[float] | None,
+    labels: np.ndarray | None,
+    region: tuple[Any, ...],
+) -> tuple[TaskChoice, StackedVariant]:
+    """``choice`` set to code ``cand`` (not a lock) for a stack of volumes, and what the codec
+    codes for it (:class:`StackedVariant`).
+
+    Parameters
+    ----------
+    choice : TaskChoice
+        What the proxy measured.
+    cand : Candidate
+        The candidate to code.
+    volume : numpy.ndarray
+        The stack (4D or more).
+    voxel_size : sequence of float or None
+        The voxel size of a volume (its three axes).
+    labels : numpy.ndarray or None
+        The user's labels (the stack's shape).
+    region : tuple
+        Where the candidates were measured (an integer per leading axis, then three slices):
+        the band's levels are measured there.
+    """
+    out, vmap, levels = _chosen(choice, cand, volume, voxel_size, labels, region)
+    coded = StackedVariant(volume, choice.guidance, cand.setting, vmap, voxel_size, labels, levels)
     return out, coded

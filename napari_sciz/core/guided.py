@@ -49,8 +49,9 @@ def guided_hybrid(encoder: BlockEncoder, guidance: str) -> CompressResult:
     measure whole is measured and scored on its central box
     (:func:`~napari_sciz.core.taskscore.scored_region`, :func:`_choose`), and its
     pre-filters and maps are made block by block as the encoder reads them
-    (:class:`~napari_sciz.core.blockwise.BlockwiseVariant`: no whole float64 copies);
-    volumes that are not 2D or 3D are coded as they are.
+    (:class:`~napari_sciz.core.blockwise.BlockwiseVariant`: no whole float64 copies). A
+    stack of volumes (4D or more) is measured and scored on its middle volume, and each of its
+    volumes is pre-filtered on its own (:func:`_choose_stacked`).
 
     Parameters
     ----------
@@ -59,18 +60,14 @@ def guided_hybrid(encoder: BlockEncoder, guidance: str) -> CompressResult:
     guidance : {"segmentation", "perceptual"}
         The task.
     """
-    from .blockwise import blockwise_variant
-    from .taskfilter import variant
-
     s, t_start = encoder.settings, encoder.t_start
     arr, budget = s.arr, s.budget
     source, choice, region, said = _choose(encoder, guidance)
-    whole = region == tuple(slice(None) for _ in arr.shape)
     clock = _Clock(budget, t_start)
     bare = replace(choice, setting=None, lock_share=None, value_map=None, ranked=[])
     started = time.perf_counter()
     plain = encoder.encode(arr, clock.left(0.5 if choice.chosen else 1.0), bare)
-    trials = _Trials(choice, arr, s.voxel_size, plain, region)
+    trials = _Trials(choice, arr, _volume_voxel_size(s.voxel_size, arr.ndim), plain, region)
     clock.took(time.perf_counter() - started)
     for k, cand in enumerate(choice.ranked):
         first = k == 0 and choice.chosen
@@ -79,10 +76,8 @@ def guided_hybrid(encoder: BlockEncoder, guidance: str) -> CompressResult:
         started = time.perf_counter()
         if first:
             alt, coded = choice, source
-        elif whole:
-            alt, coded = variant(choice, cand, arr, s.voxel_size, s.labels)
         else:
-            alt, coded = blockwise_variant(choice, cand, arr, s.voxel_size, s.labels, region)
+            alt, coded = _variant(choice, cand, arr, encoder, region)
         if alt.lock_share is not None:
             # (the lock is built after the base: a sixth of the time is kept for it)
             rest = clock.left(1.0)
@@ -113,13 +108,13 @@ def _choose(
     block by block (:func:`~napari_sciz.core.blockwise.blockwise_variant`).
     """
     from .blockwise import blockwise_variant
-    from .taskfilter import TaskChoice, choose_prefilter
+    from .taskfilter import choose_prefilter
 
     s = encoder.settings
     arr = s.arr
     whole = tuple(slice(None) for _ in arr.shape)
-    if arr.ndim not in (2, 3):
-        return arr, TaskChoice(guidance), whole, []
+    if arr.ndim > 3:
+        return _choose_stacked(encoder, guidance)
     region = taskscore.scored_region(arr.shape)
     cropped = region != whole
     sub = arr[region]
@@ -143,6 +138,69 @@ def _choose(
     # (the chosen map and pre-filter made for the whole volume, block by block)
     alt, source = blockwise_variant(choice, choice.ranked[0], arr, s.voxel_size, s.labels, region)
     return source, replace(alt, ranked=choice.ranked), region, said
+
+
+def _choose_stacked(
+    encoder: BlockEncoder, guidance: str
+) -> tuple[Any, Any, tuple[Any, ...], list[str]]:
+    """:func:`_choose` for a stack of volumes (4D or more: time points, channels; the
+    encoder codes the last three axes as volumes): the candidates are measured on the middle
+    volume of the stack (its central box when it is large) and scored there; what is coded
+    for the chosen one is every volume pre-filtered on its own
+    (:class:`~napari_sciz.core.blockwise.StackedVariant`). No segmentation lock (a lock is
+    built against the whole array's segmentation)."""
+    from .blockwise import stacked_variant
+    from .taskfilter import choose_prefilter
+
+    s = encoder.settings
+    arr = s.arr
+    middle = tuple(n // 2 for n in arr.shape[:-3])
+    crop = taskscore.scored_region(arr.shape[-3:])
+    region = (*middle, *crop)  # (arr[region] is a volume)
+    sub = arr[region]
+    voxel = _volume_voxel_size(s.voxel_size, arr.ndim)
+    deadline = None if s.budget is None else time.perf_counter() + 0.2 * float(s.budget)
+    source, choice = choose_prefilter(
+        sub, max(int(sub.nbytes / s.ratio), 1), guidance, voxel_size=voxel,
+        labels=None if s.labels is None else s.labels[region], deadline=deadline,
+        cancel=s.cancel, locks=False,
+    )  # fmt: skip
+    said = [choice.describe()] if choice.scores else []
+    where = f"volume {middle[0] if len(middle) == 1 else middle} of the stack"
+    if crop != tuple(slice(None) for _ in crop):
+        where += " (its central " + "x".join(str(c.stop - c.start) for c in crop) + " voxels)"
+    said.append(
+        f"{guidance} guidance: measured on {where}, a {'x'.join(map(str, sub.shape))} volume "
+        f"of the {'x'.join(map(str, arr.shape))} stack; each volume is pre-filtered on its own"
+    )
+    if not choice.chosen:
+        return arr, choice, region, said
+    alt, coded = stacked_variant(choice, choice.ranked[0], arr, voxel, s.labels, region)
+    return coded, replace(alt, ranked=choice.ranked), region, said
+
+
+def _volume_voxel_size(voxel_size: Sequence[float] | None, ndim: int) -> Sequence[float] | None:
+    """The voxel size of the volumes the task is scored on: the last three axes' of a stack."""
+    if voxel_size is None or ndim <= 3:
+        return voxel_size
+    return tuple(voxel_size)[-3:]
+
+
+def _variant(
+    choice: Any, cand: Any, arr: np.ndarray, encoder: BlockEncoder, region: tuple[Any, ...]
+) -> tuple[Any, Any]:
+    """``choice`` set to code ``cand``, and what the codec codes for it: the pre-filtered
+    volume, or made block by block for a volume measured on a crop or a stack."""
+    from .blockwise import blockwise_variant, stacked_variant
+    from .taskfilter import variant
+
+    s = encoder.settings
+    if arr.ndim > 3:
+        voxel = _volume_voxel_size(s.voxel_size, arr.ndim)
+        return stacked_variant(choice, cand, arr, voxel, s.labels, region)
+    if region == tuple(slice(None) for _ in arr.shape):
+        return variant(choice, cand, arr, s.voxel_size, s.labels)
+    return blockwise_variant(choice, cand, arr, s.voxel_size, s.labels, region)
 
 
 def _locked_file(encoder: BlockEncoder, choice: Any, budget: float | None) -> CompressResult | None:
@@ -269,6 +327,8 @@ class _Trials:
     @property
     def _where(self) -> str:
         """Where the scores were measured, for the notes (empty: the whole volume)."""
+        if any(not isinstance(r, slice) for r in self.region):
+            return ", on the volume measured"
         whole = self.region == tuple(slice(None) for _ in self.region)
         return "" if whole else ", on the central crop"
 

@@ -440,28 +440,34 @@ def guidance_score(
         ``"segmentation"``: object F1 and Dice of the decoded volume's segmentation against the
         original's (:func:`segment`); ``"perceptual"``: MS-SSIM and gradient similarity.
     original, decoded : array-like
-        Same shape; leading axes of length 1 are dropped. Only 2D and 3D are scored.
+        Same shape; leading axes of length 1 are dropped.
     voxel_size : sequence of float, optional
         Physical step per axis.
 
     Returns
     -------
     dict or None
-        ``None`` for ``"none"`` or data that is not 2D/3D. A volume over
-        :data:`SCORE_WHOLE_VOXELS` voxels is scored on its central box
-        (:func:`scored_region`, as guided hybrid coding scores it): ``"scored_voxels"`` then
-        says how many voxels were scored.
+        ``None`` for ``"none"`` or 1D data. A volume over :data:`SCORE_WHOLE_VOXELS` voxels
+        is scored on its central box (:func:`scored_region`, as guided hybrid coding scores
+        it): ``"scored_voxels"`` then says how many voxels were scored. A stack of volumes
+        (4D or more) is scored on its middle volume (the last three axes), whose flat index
+        over the leading axes ``"scored_volume"`` gives.
     """
     a = np.asarray(original)
     b = np.asarray(decoded)
     while a.ndim > 3 and a.shape[0] == 1:
         a, b = a[0], b[0]
-    if guidance not in ("segmentation", "perceptual") or a.ndim not in (2, 3):
+    if guidance not in ("segmentation", "perceptual") or a.ndim < 2:
         return None
+    extra: dict[str, float] = {}
+    if a.ndim > 3:  # a stack of volumes: its middle one (as guided hybrid coding scores it)
+        middle = tuple(n // 2 for n in a.shape[:-3])
+        extra["scored_volume"] = float(np.ravel_multi_index(middle, a.shape[:-3]))
+        a, b = a[middle], b[middle]
     region = scored_region(a.shape)
-    cropped = any(r != slice(None) for r in region)
-    a, b = a[region], b[region]
-    extra = {"scored_voxels": float(a.size)} if cropped else {}
+    if any(r != slice(None) for r in region):
+        a, b = a[region], b[region]
+        extra["scored_voxels"] = float(a.size)
     spacing = None if voxel_size is None else list(voxel_size)[-a.ndim :]
     if guidance == "segmentation":
         seeds = seed_distance(a, spacing)
