@@ -397,9 +397,37 @@ def test_a_stack_of_volumes_is_guided_on_its_middle_volume(monkeypatch, guidance
     monkeypatch.setattr(taskfilter, "variant", whole_copy)
     result = compress(stack, 32, budget=12.0, guidance=guidance, seed=0, axes="CZYX")
     assert seen == [(8, 48, 48)]
-    assert any("measured on volume 1 of the stack" in m for m in result.messages)
-    assert all(m.endswith("on the volume measured)") for m in result.messages if "kept" in m)
+    assert any("measured on channel 1 of the stack" in m for m in result.messages)
+    kept = [m for m in result.messages if "kept" in m]
+    assert all(m.endswith("on the part of the stack measured)") for m in kept)
     assert "segmentation_lock" not in result.header
     out = decompress(result.data)
     assert out.shape == stack.shape
     np.testing.assert_array_equal(out, result.reconstruction)
+
+
+def test_the_channels_of_a_colour_image_are_guided_one_by_one(monkeypatch) -> None:
+    """A colour image (samples last, coded channels first) is measured on its middle channel
+    and pre-filtered channel by channel: no smoothing mixes its colours."""
+    from napari_sciz.core.api import compress, decompress
+    from napari_sciz.core.taskscore import guidance_score
+
+    plane = nuclei(7, (8, 64, 64), count=12)[4]
+    rgb = np.stack([plane, plane[::-1], plane[:, ::-1]], axis=-1).astype(np.uint16)
+    seen: list[np.ndarray] = []
+    choose = taskfilter.choose_prefilter
+
+    def spy(volume, *args, **kwargs):
+        seen.append(np.asarray(volume))
+        return choose(volume, *args, **kwargs)
+
+    monkeypatch.setattr(taskfilter, "choose_prefilter", spy)
+    monkeypatch.setattr(taskfilter, "variant", None)  # (never the whole image at once)
+    result = compress(rgb, 16, budget=8.0, guidance="perceptual", seed=0)
+    assert len(seen) == 1
+    np.testing.assert_array_equal(seen[0], rgb[..., 1])
+    assert any("measured on channel 1 of the stack" in m for m in result.messages)
+    out = decompress(result.data)
+    assert out.shape == rgb.shape
+    score = guidance_score("perceptual", rgb, out)
+    assert score is not None and score["scored_volume"] == 1.0

@@ -149,7 +149,8 @@ class CompressJob:
         self._emit(("status", f"Scoring the {guidance} task on the decoded volume ..."))
         try:
             return guidance_score(
-                guidance, self.data, result.reconstruction, self.options.get("voxel_size")
-            )
+                guidance, self.data, result.reconstruction, self.options.get("voxel_size"),
+                self.options.get("axes"),
+            )  # fmt: skip
         except Exception:  # noqa: BLE001 - a score is a report; the result stands without it
             return None

@@ -13,10 +13,11 @@ same edge handling, so the blocks equal the whole volume's pre-filter (tests che
 band's two global levels (the Otsu threshold of the smoothed volume and the noise's
 standard deviation) are those of the region the candidates were measured on.
 
-A stack of volumes (4D or more: time points, channels; the encoder codes the last three axes
-as the volumes) gets a :class:`StackedVariant` (:func:`stacked_variant`): every volume is
-pre-filtered on its own, as a :class:`BlockwiseVariant` of that volume (no smoothing across
-time points or channels), and mapped by the stack's power map.
+A stack (4D or more: time points or channels of volumes; or the channels of a 2D image,
+:func:`~napari_sciz.core.taskscore.stacked_axes`) gets a :class:`StackedVariant`
+(:func:`stacked_variant`): every volume or image is pre-filtered on its own, as a
+:class:`BlockwiseVariant` of it (no smoothing across time points or channels), and mapped by
+the stack's power map.
 """
 
 from __future__ import annotations
@@ -186,22 +187,24 @@ def blockwise_variant(
 
 @dataclass(frozen=True)
 class StackedVariant:
-    """What the codec codes for a candidate of a stack of volumes, a block at a time.
+    """What the codec codes for a candidate of a stack, a block at a time.
 
-    Every volume of the stack (its last three axes) is pre-filtered on its own
-    (:class:`BlockwiseVariant` of that volume, same settings), so no filter reaches across
+    Every volume (or image) of the stack, the axes after its ``lead`` ones, is pre-filtered
+    on its own (:class:`BlockwiseVariant` of it, same settings), so no filter reaches across
     time points or channels; the power map is the stack's.
 
     Attributes
     ----------
     volume : numpy.ndarray
-        The stack (4D or more).
+        The stack.
     guidance, setting, value_map, levels
         As :class:`BlockwiseVariant`'s.
     voxel_size : sequence of float or None
-        The voxel size of a volume (its three axes).
+        The voxel size of a volume (its axes after the ``lead`` ones).
     labels : numpy.ndarray or None
         The user's labels, the stack's shape.
+    lead : int
+        The stack's leading axes (default: all but the last three).
     """
 
     volume: np.ndarray
@@ -211,6 +214,12 @@ class StackedVariant:
     voxel_size: Sequence[float] | None = None
     labels: np.ndarray | None = None
     levels: tuple[float, float] | None = None
+    lead: int = -1
+
+    @property
+    def n_lead(self) -> int:
+        """The stack's leading axes."""
+        return self.lead if self.lead >= 0 else self.volume.ndim - 3
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -218,7 +227,7 @@ class StackedVariant:
         return tuple(self.volume.shape)
 
     def of_volume(self, index: tuple[int, ...]) -> BlockwiseVariant:
-        """The variant of the volume at ``index`` (one integer per leading axis)."""
+        """The variant of the volume (or image) at ``index`` (an integer per leading axis)."""
         return BlockwiseVariant(
             self.volume[index], self.guidance, self.setting, self.value_map, self.voxel_size,
             None if self.labels is None else self.labels[index], self.levels,
@@ -226,10 +235,10 @@ class StackedVariant:
 
     def __getitem__(self, key: Any) -> np.ndarray:
         """The pre-filtered and mapped values of ``volume[key]`` (float64); the leading axes
-        are indexed by integers or slices, the last three by boxes (step 1)."""
+        are indexed by integers or slices, the others by boxes (step 1)."""
         key = key if isinstance(key, tuple) else (key,)
         key = key + (slice(None),) * (self.volume.ndim - len(key))
-        n_lead = self.volume.ndim - 3
+        n_lead = self.n_lead
         lead, spatial = key[:n_lead], key[n_lead:]
         ranges = [
             range(*k.indices(n)) if isinstance(k, slice) else [int(k) % n]
@@ -255,8 +264,8 @@ def stacked_variant(
     labels: np.ndarray | None,
     region: tuple[Any, ...],
 ) -> tuple[TaskChoice, StackedVariant]:
-    """``choice`` set to code ``cand`` (not a lock) for a stack of volumes, and what the codec
-    codes for it (:class:`StackedVariant`).
+    """``choice`` set to code ``cand`` (not a lock) for a stack, and what the codec codes for
+    it (:class:`StackedVariant`).
 
     Parameters
     ----------
@@ -265,15 +274,18 @@ def stacked_variant(
     cand : Candidate
         The candidate to code.
     volume : numpy.ndarray
-        The stack (4D or more).
+        The stack.
     voxel_size : sequence of float or None
-        The voxel size of a volume (its three axes).
+        The voxel size of a volume (its axes after the leading ones).
     labels : numpy.ndarray or None
         The user's labels (the stack's shape).
     region : tuple
-        Where the candidates were measured (an integer per leading axis, then three slices):
-        the band's levels are measured there.
+        Where the candidates were measured: an integer per leading axis of the stack, then a
+        slice per axis of a volume (the band's levels are measured there).
     """
     out, vmap, levels = _chosen(choice, cand, volume, voxel_size, labels, region)
-    coded = StackedVariant(volume, choice.guidance, cand.setting, vmap, voxel_size, labels, levels)
+    lead = sum(not isinstance(r, slice) for r in region)
+    coded = StackedVariant(
+        volume, choice.guidance, cand.setting, vmap, voxel_size, labels, levels, lead
+    )
     return out, coded

@@ -50,8 +50,8 @@ def guided_hybrid(encoder: BlockEncoder, guidance: str) -> CompressResult:
     (:func:`~napari_sciz.core.taskscore.scored_region`, :func:`_choose`), and its
     pre-filters and maps are made block by block as the encoder reads them
     (:class:`~napari_sciz.core.blockwise.BlockwiseVariant`: no whole float64 copies). A
-    stack of volumes (4D or more) is measured and scored on its middle volume, and each of its
-    volumes is pre-filtered on its own (:func:`_choose_stacked`).
+    stack (4D or more, or the channels of an image) is measured and scored on its middle
+    volume or image, and each is pre-filtered on its own (:func:`_choose_stacked`).
 
     Parameters
     ----------
@@ -67,7 +67,8 @@ def guided_hybrid(encoder: BlockEncoder, guidance: str) -> CompressResult:
     bare = replace(choice, setting=None, lock_share=None, value_map=None, ranked=[])
     started = time.perf_counter()
     plain = encoder.encode(arr, clock.left(0.5 if choice.chosen else 1.0), bare)
-    trials = _Trials(choice, arr, _volume_voxel_size(s.voxel_size, arr.ndim), plain, region)
+    voxel = _volume_voxel_size(s.voxel_size, taskscore.stacked_axes(arr.ndim, s.axes))
+    trials = _Trials(choice, arr, voxel, plain, region)
     clock.took(time.perf_counter() - started)
     for k, cand in enumerate(choice.ranked):
         first = k == 0 and choice.chosen
@@ -113,7 +114,7 @@ def _choose(
     s = encoder.settings
     arr = s.arr
     whole = tuple(slice(None) for _ in arr.shape)
-    if arr.ndim > 3:
+    if taskscore.stacked_axes(arr.ndim, s.axes):
         return _choose_stacked(encoder, guidance)
     region = taskscore.scored_region(arr.shape)
     cropped = region != whole
@@ -143,22 +144,23 @@ def _choose(
 def _choose_stacked(
     encoder: BlockEncoder, guidance: str
 ) -> tuple[Any, Any, tuple[Any, ...], list[str]]:
-    """:func:`_choose` for a stack of volumes (4D or more: time points, channels; the
-    encoder codes the last three axes as volumes): the candidates are measured on the middle
-    volume of the stack (its central box when it is large) and scored there; what is coded
-    for the chosen one is every volume pre-filtered on its own
-    (:class:`~napari_sciz.core.blockwise.StackedVariant`). No segmentation lock (a lock is
-    built against the whole array's segmentation)."""
+    """:func:`_choose` for a stack (:func:`~napari_sciz.core.taskscore.stacked_axes`: 4D or
+    more, time points or channels of volumes; or the channels of a 2D image): the candidates
+    are measured on the middle volume (or image) of the stack, its central box when it is
+    large, and scored there; what is coded for the chosen one is every volume pre-filtered on
+    its own (:class:`~napari_sciz.core.blockwise.StackedVariant`). No segmentation lock (a
+    lock is built against the whole array's segmentation)."""
     from .blockwise import stacked_variant
     from .taskfilter import choose_prefilter
 
     s = encoder.settings
     arr = s.arr
-    middle = tuple(n // 2 for n in arr.shape[:-3])
-    crop = taskscore.scored_region(arr.shape[-3:])
-    region = (*middle, *crop)  # (arr[region] is a volume)
+    lead = taskscore.stacked_axes(arr.ndim, s.axes)
+    middle = tuple(n // 2 for n in arr.shape[:lead])
+    crop = taskscore.scored_region(arr.shape[lead:])
+    region = (*middle, *crop)  # (arr[region] is a volume or an image)
     sub = arr[region]
-    voxel = _volume_voxel_size(s.voxel_size, arr.ndim)
+    voxel = _volume_voxel_size(s.voxel_size, lead)
     deadline = None if s.budget is None else time.perf_counter() + 0.2 * float(s.budget)
     source, choice = choose_prefilter(
         sub, max(int(sub.nbytes / s.ratio), 1), guidance, voxel_size=voxel,
@@ -166,12 +168,14 @@ def _choose_stacked(
         cancel=s.cancel, locks=False,
     )  # fmt: skip
     said = [choice.describe()] if choice.scores else []
-    where = f"volume {middle[0] if len(middle) == 1 else middle} of the stack"
+    kind = "volume" if sub.ndim == 3 else "image"
+    name = {"C": "channel", "T": "time point"}.get(s.axes[:1] if lead == 1 else "", kind)
+    where = f"{name} {middle[0] if len(middle) == 1 else middle} of the stack"
     if crop != tuple(slice(None) for _ in crop):
         where += " (its central " + "x".join(str(c.stop - c.start) for c in crop) + " voxels)"
     said.append(
-        f"{guidance} guidance: measured on {where}, a {'x'.join(map(str, sub.shape))} volume "
-        f"of the {'x'.join(map(str, arr.shape))} stack; each volume is pre-filtered on its own"
+        f"{guidance} guidance: measured on {where}, a {'x'.join(map(str, sub.shape))} {kind} "
+        f"of the {'x'.join(map(str, arr.shape))} stack; each {kind} is pre-filtered on its own"
     )
     if not choice.chosen:
         return arr, choice, region, said
@@ -179,11 +183,11 @@ def _choose_stacked(
     return coded, replace(alt, ranked=choice.ranked), region, said
 
 
-def _volume_voxel_size(voxel_size: Sequence[float] | None, ndim: int) -> Sequence[float] | None:
-    """The voxel size of the volumes the task is scored on: the last three axes' of a stack."""
-    if voxel_size is None or ndim <= 3:
+def _volume_voxel_size(voxel_size: Sequence[float] | None, lead: int) -> Sequence[float] | None:
+    """The voxel size of the volumes the task is scored on: without a stack's ``lead`` axes."""
+    if voxel_size is None or not lead:
         return voxel_size
-    return tuple(voxel_size)[-3:]
+    return tuple(voxel_size)[lead:]
 
 
 def _variant(
@@ -195,8 +199,9 @@ def _variant(
     from .taskfilter import variant
 
     s = encoder.settings
-    if arr.ndim > 3:
-        voxel = _volume_voxel_size(s.voxel_size, arr.ndim)
+    lead = taskscore.stacked_axes(arr.ndim, s.axes)
+    if lead:
+        voxel = _volume_voxel_size(s.voxel_size, lead)
         return stacked_variant(choice, cand, arr, voxel, s.labels, region)
     if region == tuple(slice(None) for _ in arr.shape):
         return variant(choice, cand, arr, s.voxel_size, s.labels)
@@ -328,7 +333,7 @@ class _Trials:
     def _where(self) -> str:
         """Where the scores were measured, for the notes (empty: the whole volume)."""
         if any(not isinstance(r, slice) for r in self.region):
-            return ", on the volume measured"
+            return ", on the part of the stack measured"
         whole = self.region == tuple(slice(None) for _ in self.region)
         return "" if whole else ", on the central crop"
 

@@ -426,11 +426,25 @@ def scored_region(shape: Sequence[int]) -> tuple[slice, ...]:
     return central_crop(shape, SCORE_CROP_VOXELS)
 
 
+def stacked_axes(ndim: int, axes: str | None = None) -> int:
+    """How many leading axes of an array are not space but a stack of volumes or images.
+
+    The codec takes the last three axes as a volume: an array of more has ``ndim - 3``
+    leading axes (time points, channels). A 3D array whose ``axes`` start with ``C`` is a
+    stack of 2D channels (a colour image is coded so); other 3D arrays (``ZYX``, and a 2D
+    time-lapse ``TYX``) are one volume.
+    """
+    if ndim > 3:
+        return ndim - 3
+    return 1 if ndim == 3 and axes is not None and axes[:1] == "C" else 0
+
+
 def guidance_score(
     guidance: str,
     original: ArrayLike,
     decoded: ArrayLike,
     voxel_size: Sequence[float] | None = None,
+    axes: str | None = None,
 ) -> dict[str, float] | None:
     """The scores of the task a guidance optimises, for a report after a fit.
 
@@ -443,6 +457,9 @@ def guidance_score(
         Same shape; leading axes of length 1 are dropped.
     voxel_size : sequence of float, optional
         Physical step per axis.
+    axes : str, optional
+        The axes of ``original`` (colour samples last, ``"YXC"``, are scored as the codec
+        codes them, channels first: :mod:`napari_sciz.core.colour`).
 
     Returns
     -------
@@ -450,19 +467,26 @@ def guidance_score(
         ``None`` for ``"none"`` or 1D data. A volume over :data:`SCORE_WHOLE_VOXELS` voxels
         is scored on its central box (:func:`scored_region`, as guided hybrid coding scores
         it): ``"scored_voxels"`` then says how many voxels were scored. A stack of volumes
-        (4D or more) is scored on its middle volume (the last three axes), whose flat index
-        over the leading axes ``"scored_volume"`` gives.
+        (:func:`stacked_axes`: 4D or more, or channels) is scored on its middle volume or
+        image, whose flat index over the leading axes ``"scored_volume"`` gives.
     """
+    from . import colour
+
     a = np.asarray(original)
     b = np.asarray(decoded)
+    if colour.is_channels_last(a.shape, axes):  # (coded, and scored, channels first)
+        a, b = colour.coded_first(a), colour.coded_first(b)
+        axes = colour.moved(axes or colour.default_axes(a.ndim))
+        voxel_size = colour.moved(voxel_size)
     while a.ndim > 3 and a.shape[0] == 1:
-        a, b = a[0], b[0]
+        a, b, axes = a[0], b[0], None if axes is None else axes[1:]
     if guidance not in ("segmentation", "perceptual") or a.ndim < 2:
         return None
     extra: dict[str, float] = {}
-    if a.ndim > 3:  # a stack of volumes: its middle one (as guided hybrid coding scores it)
-        middle = tuple(n // 2 for n in a.shape[:-3])
-        extra["scored_volume"] = float(np.ravel_multi_index(middle, a.shape[:-3]))
+    lead = stacked_axes(a.ndim, axes)
+    if lead:  # a stack: its middle volume or image (as guided hybrid coding scores it)
+        middle = tuple(n // 2 for n in a.shape[:lead])
+        extra["scored_volume"] = float(np.ravel_multi_index(middle, a.shape[:lead]))
         a, b = a[middle], b[middle]
     region = scored_region(a.shape)
     if any(r != slice(None) for r in region):
