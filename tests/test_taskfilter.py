@@ -338,7 +338,7 @@ def test_a_stacked_variant_filters_each_volume_on_its_own(
     """Each volume of a stack (time points, channels) is pre-filtered alone (nothing reaches
     across the leading axis), mapped by the stack's power map; a band's levels are those of
     the volume measured."""
-    from napari_sciz.core.blockwise import stacked_variant
+    from napari_sciz.core.blockwise import StackedVariant, blockwise_variant
     from napari_sciz.core.taskband import band_levels, banded, smoothed
 
     stack = np.stack([nuclei(seed, (6, 30, 34), count=5) for seed in (1, 2, 3)])
@@ -348,9 +348,10 @@ def test_a_stacked_variant_filters_each_volume_on_its_own(
     kind = "band" if guidance == "segmentation" else ("power" if exponent else "smooth")
     cand = taskfilter.Candidate(kind, setting, exponent)
     region = (1, slice(None), slice(None), slice(None))
-    choice, lazy = stacked_variant(
+    choice, lazy = blockwise_variant(
         taskfilter.TaskChoice(guidance), cand, stack, voxel, labels, region
     )
+    assert isinstance(lazy, StackedVariant) and lazy.n_lead == 1
     assert choice.setting == setting and lazy.shape == stack.shape
     if exponent:
         assert choice.value_map is not None

@@ -15,9 +15,9 @@ standard deviation) are those of the region the candidates were measured on.
 
 A stack (4D or more: time points or channels of volumes; or the channels of a 2D image,
 :func:`~napari_sciz.core.taskscore.stacked_axes`) gets a :class:`StackedVariant`
-(:func:`stacked_variant`): every volume or image is pre-filtered on its own, as a
-:class:`BlockwiseVariant` of it (no smoothing across time points or channels), and mapped by
-the stack's power map.
+(:func:`blockwise_variant` with a region that picks one volume of the stack): every volume or
+image is pre-filtered on its own, as a :class:`BlockwiseVariant` of it (no smoothing across
+time points or channels), and mapped by the stack's power map.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from .taskfilter import Candidate, TaskChoice, _chose
 from .taskscore import _sigmas
 from .valuemap import PowerMap
 
-__all__ = ["BlockwiseVariant", "StackedVariant", "blockwise_variant", "stacked_variant"]
+__all__ = ["BlockwiseVariant", "StackedVariant", "blockwise_variant"]
 
 #: scipy's Gaussian reaches ``int(_TRUNCATE * sigma + 0.5)`` voxels (its default truncate)
 _TRUNCATE = 4.0
@@ -127,64 +127,6 @@ class BlockwiseVariant:
         return banded(values, self.setting, self.voxel_size, levels=self.levels)
 
 
-def _chosen(
-    choice: TaskChoice,
-    cand: Candidate,
-    volume: np.ndarray,
-    voxel_size: Sequence[float] | None,
-    labels: np.ndarray | None,
-    region: tuple[Any, ...],
-) -> tuple[TaskChoice, PowerMap | None, tuple[float, float] | None]:
-    """``choice`` set to code ``cand``, the power map on ``volume``'s range, and the band's
-    levels measured on ``volume[region]`` (segmentation without labels)."""
-    if cand.kind == "lock":
-        raise ValueError("a segmentation lock is not a pre-filter")
-    vmap = None
-    if cand.exponent is not None:
-        lo, hi = float(np.min(volume)), float(np.max(volume))
-        vmap = PowerMap.for_range(cand.exponent, lo, hi) if hi > lo else None
-    levels = None
-    if cand.setting is not None and choice.guidance == "segmentation" and labels is None:
-        levels = band_levels(volume[region], voxel_size)
-    out = replace(choice, ranked=[])
-    _chose(out, cand, vmap)
-    return out, vmap, levels
-
-
-def blockwise_variant(
-    choice: TaskChoice,
-    cand: Candidate,
-    volume: np.ndarray,
-    voxel_size: Sequence[float] | None,
-    labels: np.ndarray | None,
-    region: tuple[slice, ...],
-) -> tuple[TaskChoice, BlockwiseVariant]:
-    """``choice`` set to code ``cand`` (a pre-filter or power map of
-    :attr:`~napari_sciz.core.taskfilter.TaskChoice.ranked`; not a lock), and what the codec
-    codes for it, made block by block.
-
-    Parameters
-    ----------
-    choice : TaskChoice
-        What the proxy measured.
-    cand : Candidate
-        The candidate to code.
-    volume : numpy.ndarray
-        The whole volume (2D or 3D).
-    voxel_size : sequence of float or None
-        Its voxel size.
-    labels : numpy.ndarray or None
-        The user's labels (a band around their boundaries).
-    region : tuple of slice
-        Where the candidates were measured: the band's levels are measured there.
-    """
-    out, vmap, levels = _chosen(choice, cand, volume, voxel_size, labels, region)
-    coded = BlockwiseVariant(
-        volume, choice.guidance, cand.setting, vmap, voxel_size, labels, levels
-    )
-    return out, coded
-
-
 @dataclass(frozen=True)
 class StackedVariant:
     """What the codec codes for a candidate of a stack, a block at a time.
@@ -256,16 +198,18 @@ class StackedVariant:
         return out.reshape(*counts, *inner) if kept else out.reshape(inner)
 
 
-def stacked_variant(
+def blockwise_variant(
     choice: TaskChoice,
     cand: Candidate,
     volume: np.ndarray,
     voxel_size: Sequence[float] | None,
     labels: np.ndarray | None,
     region: tuple[Any, ...],
-) -> tuple[TaskChoice, StackedVariant]:
-    """``choice`` set to code ``cand`` (not a lock) for a stack, and what the codec codes for
-    it (:class:`StackedVariant`).
+) -> tuple[TaskChoice, BlockwiseVariant | StackedVariant]:
+    """``choice`` set to code ``cand`` (a pre-filter or power map of
+    :attr:`~napari_sciz.core.taskfilter.TaskChoice.ranked`; not a lock), and what the codec
+    codes for it, made block by block (:class:`StackedVariant` for a stack: ``region``
+    picks one of its volumes).
 
     Parameters
     ----------
@@ -274,18 +218,29 @@ def stacked_variant(
     cand : Candidate
         The candidate to code.
     volume : numpy.ndarray
-        The stack.
+        The whole volume (2D or 3D), or a stack.
     voxel_size : sequence of float or None
-        The voxel size of a volume (its axes after the leading ones).
+        Its voxel size (a stack's: that of one of its volumes).
     labels : numpy.ndarray or None
-        The user's labels (the stack's shape).
+        The user's labels (a band around their boundaries).
     region : tuple
-        Where the candidates were measured: an integer per leading axis of the stack, then a
-        slice per axis of a volume (the band's levels are measured there).
+        Where the candidates were measured: the band's levels are measured there. For a
+        stack, an integer per leading axis (the volume measured), then a slice per axis of
+        a volume; every volume of the stack is then pre-filtered on its own.
     """
-    out, vmap, levels = _chosen(choice, cand, volume, voxel_size, labels, region)
+    if cand.kind == "lock":
+        raise ValueError("a segmentation lock is not a pre-filter")
+    vmap = None
+    if cand.exponent is not None:
+        lo, hi = float(np.min(volume)), float(np.max(volume))
+        vmap = PowerMap.for_range(cand.exponent, lo, hi) if hi > lo else None
+    levels = None
+    if cand.setting is not None and choice.guidance == "segmentation" and labels is None:
+        levels = band_levels(volume[region], voxel_size)
+    out = replace(choice, ranked=[])
+    _chose(out, cand, vmap)
+    settings = (choice.guidance, cand.setting, vmap, voxel_size, labels, levels)
     lead = sum(not isinstance(r, slice) for r in region)
-    coded = StackedVariant(
-        volume, choice.guidance, cand.setting, vmap, voxel_size, labels, levels, lead
-    )
-    return out, coded
+    if lead:
+        return out, StackedVariant(volume, *settings, lead)
+    return out, BlockwiseVariant(volume, *settings)

@@ -150,7 +150,7 @@ def _choose_stacked(
     large, and scored there; what is coded for the chosen one is every volume pre-filtered on
     its own (:class:`~napari_sciz.core.blockwise.StackedVariant`). No segmentation lock (a
     lock is built against the whole array's segmentation)."""
-    from .blockwise import stacked_variant
+    from .blockwise import blockwise_variant
     from .taskfilter import choose_prefilter
 
     s = encoder.settings
@@ -179,7 +179,7 @@ def _choose_stacked(
     )
     if not choice.chosen:
         return arr, choice, region, said
-    alt, coded = stacked_variant(choice, choice.ranked[0], arr, voxel, s.labels, region)
+    alt, coded = blockwise_variant(choice, choice.ranked[0], arr, voxel, s.labels, region)
     return coded, replace(alt, ranked=choice.ranked), region, said
 
 
@@ -195,14 +195,14 @@ def _variant(
 ) -> tuple[Any, Any]:
     """``choice`` set to code ``cand``, and what the codec codes for it: the pre-filtered
     volume, or made block by block for a volume measured on a crop or a stack."""
-    from .blockwise import blockwise_variant, stacked_variant
+    from .blockwise import blockwise_variant
     from .taskfilter import variant
 
     s = encoder.settings
     lead = taskscore.stacked_axes(arr.ndim, s.axes)
     if lead:
         voxel = _volume_voxel_size(s.voxel_size, lead)
-        return stacked_variant(choice, cand, arr, voxel, s.labels, region)
+        return blockwise_variant(choice, cand, arr, voxel, s.labels, region)
     if region == tuple(slice(None) for _ in arr.shape):
         return variant(choice, cand, arr, s.voxel_size, s.labels)
     return blockwise_variant(choice, cand, arr, s.voxel_size, s.labels, region)
