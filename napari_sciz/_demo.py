@@ -21,7 +21,8 @@ import numpy as np
 
 __all__ = ["build_parser", "main"]
 
-_FALLBACK_SAMPLE = Path("/work/shared/data/nbsd_cells3d_nuclei.tif")
+#: the shared stack the bundled sample was cut from, used when the sample cannot be opened
+_FALLBACK_SAMPLE = "nbsd_cells3d_nuclei.tif"
 _XVFB_FLAG = "NAPARI_SCIZ_DEMO_XVFB"
 
 
@@ -76,11 +77,15 @@ def _load_sample(key: str) -> tuple[np.ndarray, dict[str, Any]]:
         data, kwargs = layers[0][0], dict(layers[0][1])
         return np.asarray(data), kwargs
     except (ImportError, AttributeError, FileNotFoundError, OSError):
-        if not _FALLBACK_SAMPLE.is_file():
+        from .bench.volumes import find_data_dir
+
+        data = find_data_dir()
+        fallback = None if data is None else data / _FALLBACK_SAMPLE
+        if fallback is None or not fallback.is_file():
             raise
         import tifffile
 
-        return np.asarray(tifffile.imread(_FALLBACK_SAMPLE)), {"name": "nuclei"}
+        return np.asarray(tifffile.imread(fallback)), {"name": "nuclei"}
 
 
 def _needs_xvfb(args: argparse.Namespace) -> bool:
