@@ -431,4 +431,4 @@ def test_the_channels_of_a_colour_image_are_guided_one_by_one(monkeypatch) -> No
     out = decompress(result.data)
     assert out.shape == rgb.shape
     score = guidance_score("perceptual", rgb, out)
-    assert score is not None and score["scored_volume"] == 1.0
+    assert score is not None and score["scored_channel"] == 1.0

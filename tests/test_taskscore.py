@@ -133,3 +133,7 @@ def test_a_stack_of_volumes_is_scored_on_its_middle_volume(guidance) -> None:
     assert "on volume 1 of the stack" in task_text(score)
     both = task_text({**score, "scored_voxels": 8.0})
     assert "on the central crop of volume 1 of the stack" in both
+    channels = task_text(
+        {**{k: v for k, v in score.items() if k != "scored_volume"}, "scored_channel": 2.0}
+    )
+    assert "on channel 2 of the stack" in channels

@@ -192,8 +192,9 @@ def task_text(task: dict[str, float] | None) -> str:
     if not task:
         return "- (no guidance)"
     places = ["the central crop"] if "scored_voxels" in task else []
-    if "scored_volume" in task:
-        places.append(f"volume {int(task['scored_volume'])} of the stack")
+    for key in ("scored_channel", "scored_volume"):
+        if key in task:
+            places.append(f"{key[7:]} {int(task[key])} of the stack")
     where = " on " + " of ".join(places) if places else ""
     if "object_f1" in task:
         return (

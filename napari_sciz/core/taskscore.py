@@ -468,7 +468,8 @@ def guidance_score(
         is scored on its central box (:func:`scored_region`, as guided hybrid coding scores
         it): ``"scored_voxels"`` then says how many voxels were scored. A stack of volumes
         (:func:`stacked_axes`: 4D or more, or channels) is scored on its middle volume or
-        image, whose flat index over the leading axes ``"scored_volume"`` gives.
+        image, whose flat index over the leading axes ``"scored_volume"`` gives
+        (``"scored_channel"`` when the one leading axis is channels).
     """
     from . import colour
 
@@ -486,7 +487,8 @@ def guidance_score(
     lead = stacked_axes(a.ndim, axes)
     if lead:  # a stack: its middle volume or image (as guided hybrid coding scores it)
         middle = tuple(n // 2 for n in a.shape[:lead])
-        extra["scored_volume"] = float(np.ravel_multi_index(middle, a.shape[:lead]))
+        key = "scored_channel" if lead == 1 and axes is not None and axes[:1] == "C" else ""
+        extra[key or "scored_volume"] = float(np.ravel_multi_index(middle, a.shape[:lead]))
         a, b = a[middle], b[middle]
     region = scored_region(a.shape)
     if any(r != slice(None) for r in region):
