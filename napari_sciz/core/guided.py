@@ -200,12 +200,10 @@ def _variant(
 
     s = encoder.settings
     lead = taskscore.stacked_axes(arr.ndim, s.axes)
-    if lead:
-        voxel = _volume_voxel_size(s.voxel_size, lead)
-        return blockwise_variant(choice, cand, arr, voxel, s.labels, region)
-    if region == tuple(slice(None) for _ in arr.shape):
+    if not lead and region == tuple(slice(None) for _ in arr.shape):
         return variant(choice, cand, arr, s.voxel_size, s.labels)
-    return blockwise_variant(choice, cand, arr, s.voxel_size, s.labels, region)
+    voxel = _volume_voxel_size(s.voxel_size, lead)
+    return blockwise_variant(choice, cand, arr, voxel, s.labels, region)
 
 
 def _locked_file(encoder: BlockEncoder, choice: Any, budget: float | None) -> CompressResult | None:
