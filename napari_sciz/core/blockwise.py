@@ -132,17 +132,16 @@ class StackedVariant:
     """What the codec codes for a candidate of a stack, a block at a time.
 
     Every volume (or image) of the stack, the axes after its ``lead`` ones, is pre-filtered
-    on its own (:class:`BlockwiseVariant` of it, same settings), so no filter reaches across
+    on its own (``template`` with that volume and its labels), so no filter reaches across
     time points or channels; the power map is the stack's.
 
     Attributes
     ----------
     volume : numpy.ndarray
         The stack.
-    guidance, setting, value_map, levels
-        As :class:`BlockwiseVariant`'s.
-    voxel_size : sequence of float or None
-        The voxel size of a volume (its axes after the ``lead`` ones).
+    template : BlockwiseVariant
+        The settings every volume is pre-filtered and mapped with (its ``volume`` and
+        ``labels``: those of the volume measured).
     labels : numpy.ndarray or None
         The user's labels, the stack's shape.
     lead : int
@@ -150,12 +149,8 @@ class StackedVariant:
     """
 
     volume: np.ndarray
-    guidance: str
-    setting: float | None
-    value_map: PowerMap | None
-    voxel_size: Sequence[float] | None = None
+    template: BlockwiseVariant
     labels: np.ndarray | None = None
-    levels: tuple[float, float] | None = None
     lead: int = -1
 
     @property
@@ -170,10 +165,8 @@ class StackedVariant:
 
     def of_volume(self, index: tuple[int, ...]) -> BlockwiseVariant:
         """The variant of the volume (or image) at ``index`` (an integer per leading axis)."""
-        return BlockwiseVariant(
-            self.volume[index], self.guidance, self.setting, self.value_map, self.voxel_size,
-            None if self.labels is None else self.labels[index], self.levels,
-        )  # fmt: skip
+        labels = None if self.labels is None else self.labels[index]
+        return replace(self.template, volume=self.volume[index], labels=labels)
 
     def __getitem__(self, key: Any) -> np.ndarray:
         """The pre-filtered and mapped values of ``volume[key]`` (float64); the leading axes
@@ -239,8 +232,8 @@ def blockwise_variant(
         levels = band_levels(volume[region], voxel_size)
     out = replace(choice, ranked=[])
     _chose(out, cand, vmap)
-    settings = (choice.guidance, cand.setting, vmap, voxel_size, labels, levels)
-    lead = sum(not isinstance(r, slice) for r in region)
-    if lead:
-        return out, StackedVariant(volume, *settings, lead)
-    return out, BlockwiseVariant(volume, *settings)
+    lead = tuple(r for r in region if not isinstance(r, slice))  # (a stack's volume)
+    one = volume[lead] if lead else volume
+    sole = None if labels is None else labels[lead] if lead else labels
+    coded = BlockwiseVariant(one, choice.guidance, cand.setting, vmap, voxel_size, sole, levels)
+    return out, StackedVariant(volume, coded, labels, len(lead)) if lead else coded
