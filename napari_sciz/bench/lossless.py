@@ -35,7 +35,7 @@ import numpy as np
 
 from .codectools import DECODE_REPEAT, timed
 from .losslessanchors import lossless_sizes
-from .records import lossless_ratio_text, update_section
+from .records import lossless_table, update_section
 from .volumes import find_data_dir, list_volumes
 
 __all__ = ["bounded_entries", "main", "ours_lossless"]
@@ -171,27 +171,16 @@ def render_markdown(record: dict[str, Any]) -> str:
         "(header, index and checksums included).",
         "",
     ]
-    names: list[str] = []
-    for vol in record["volumes"]:
-        for e in vol["lossless"]:
-            if e["codec"] not in names:
-                names.append(e["codec"])
-    lines.append("| volume | " + " | ".join(names) + " |")
-    lines.append("|" + "---|" * (len(names) + 1))
-    for vol in record["volumes"]:
-        entries = {e["codec"]: e for e in vol["lossless"]}
-        best = max((e["ratio"] for e in entries.values() if e["exact"]), default=None)
-        row = [f"{vol['name']} ({vol['dtype']}, {'x'.join(map(str, vol['shape']))})"]
-        for n in names:
-            e = entries.get(n)
-            if e is None:
-                row.append("n/a")
-                continue
-            txt = lossless_ratio_text(e, best)
-            raw = vol["raw_nbytes"]
-            enc, dec = _mbs(raw, e["encode_seconds"]), _mbs(raw, e["decode_seconds"])
-            row.append(f"{txt} ({enc} / {dec})")
-        lines.append("| " + " | ".join(row) + " |")
+
+    def cell(vol: dict[str, Any], e: dict[str, Any], txt: str) -> str:
+        raw = vol["raw_nbytes"]
+        return f"{txt} ({_mbs(raw, e['encode_seconds'])} / {_mbs(raw, e['decode_seconds'])})"
+
+    lines += lossless_table(
+        record["volumes"],
+        lambda vol: f"{vol['name']} ({vol['dtype']}, {'x'.join(map(str, vol['shape']))})",
+        cell,
+    )
     won = [
         (vol["name"], e["predictors"])
         for vol in record["volumes"]

@@ -6,12 +6,13 @@ import json
 import os
 import re
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["lossless_ratio_text", "update_section", "write_json"]
+__all__ = ["lossless_ratio_text", "lossless_table", "update_section", "write_json"]
 
 
 def _markers(key: str) -> tuple[str, str]:
@@ -26,6 +27,36 @@ def lossless_ratio_text(entry: dict, best: float | None) -> str:
     if best is not None and entry["ratio"] == best:
         return f"**{txt}**"
     return txt
+
+
+def lossless_table(
+    volumes: list[dict[str, Any]],
+    label: Callable[[dict[str, Any]], str],
+    cell: Callable[[dict[str, Any], dict[str, Any], str], str],
+) -> list[str]:
+    """Markdown lines of a lossless table: a column per codec (in order of appearance), a row
+    per volume with lossless entries, first cell ``label(volume)``, then
+    ``cell(volume, entry, ratio_text)`` (:func:`lossless_ratio_text`: bold for the best exact
+    ratio) or ``n/a``; no lines when no volume has entries."""
+    names: list[str] = []
+    for vol in volumes:
+        for e in vol.get("lossless", []):
+            if e["codec"] not in names:
+                names.append(e["codec"])
+    if not names:
+        return []
+    lines = ["| volume | " + " | ".join(names) + " |", "|" + "---|" * (len(names) + 1)]
+    for vol in volumes:
+        entries = {e["codec"]: e for e in vol.get("lossless", [])}
+        if not entries:
+            continue
+        best = max((e["ratio"] for e in entries.values() if e["exact"]), default=None)
+        row = [label(vol)]
+        for n in names:
+            e = entries.get(n)
+            row.append("n/a" if e is None else cell(vol, e, lossless_ratio_text(e, best)))
+        lines.append("| " + " | ".join(row) + " |")
+    return lines
 
 
 def update_section(path: str | os.PathLike[str], key: str, markdown: str) -> Path:

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .classical import CODECS
-from .records import _fmt_ratio, lossless_ratio_text
+from .records import _fmt_ratio, lossless_table
 
 __all__ = ["render_markdown"]
 
@@ -115,30 +115,10 @@ def _anchor_summary(record: dict[str, Any]) -> list[str]:
 
 
 def _lossless_table(record: dict[str, Any]) -> list[str]:
-    names: list[str] = []
-    for vol in record["volumes"]:
-        for e in vol.get("lossless", []):
-            if e["codec"] not in names:
-                names.append(e["codec"])
-    if not names:
-        return []
-    head = ["volume", *names]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for vol in record["volumes"]:
-        entries = {e["codec"]: e for e in vol.get("lossless", [])}
-        if not entries:
-            continue
-        best = max((e["ratio"] for e in entries.values() if e["exact"]), default=None)
-        row = [vol["name"]]
-        for n in names:
-            e = entries.get(n)
-            if e is None:
-                row.append("n/a")
-                continue
-            txt = lossless_ratio_text(e, best)
-            row.append(f"{txt} ({_fmt_s(e['encode_seconds'])} / {_fmt_s(e['decode_seconds'])} s)")
-        lines.append("| " + " | ".join(row) + " |")
-    return lines
+    def cell(_vol: dict[str, Any], e: dict[str, Any], txt: str) -> str:
+        return f"{txt} ({_fmt_s(e['encode_seconds'])} / {_fmt_s(e['decode_seconds'])} s)"
+
+    return lossless_table(record["volumes"], lambda vol: vol["name"], cell)
 
 
 def render_markdown(record: dict[str, Any]) -> str:
