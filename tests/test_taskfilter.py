@@ -383,16 +383,18 @@ def test_a_stack_of_volumes_is_guided_on_its_middle_volume(monkeypatch, guidance
 
     stack = np.stack([nuclei(seed, (8, 48, 48), count=6) for seed in (4, 5, 6)])
     seen: list[tuple[int, ...]] = []
-    choose = taskfilter.choose_prefilter
+    choose, variant = taskfilter.choose_prefilter, taskfilter.variant
 
     def spy(volume, *args, **kwargs):
         seen.append(volume.shape)
-        assert kwargs["locks"] is False
+        assert kwargs["locks"] is True  # (each volume measured whole: a lock per volume)
         np.testing.assert_array_equal(volume, stack[1])
         return choose(volume, *args, **kwargs)
 
-    def whole_copy(*args, **kwargs):
-        raise AssertionError("a pre-filter of the whole stack was made")
+    def whole_copy(choice, cand, volume, *args, **kwargs):
+        if cand.kind != "lock":  # (a lock codes the stack itself)
+            raise AssertionError("a pre-filter of the whole stack was made")
+        return variant(choice, cand, volume, *args, **kwargs)
 
     monkeypatch.setattr(taskfilter, "choose_prefilter", spy)
     monkeypatch.setattr(taskfilter, "variant", whole_copy)
@@ -401,7 +403,8 @@ def test_a_stack_of_volumes_is_guided_on_its_middle_volume(monkeypatch, guidance
     assert any("measured on channel 1 of the stack" in m for m in result.messages)
     kept = [m for m in result.messages if "kept" in m]
     assert all(m.endswith("on the part of the stack measured)") for m in kept)
-    assert "segmentation_lock" not in result.header
+    if "segmentation_lock" in result.header:  # (locks of each volume, under segmentation)
+        assert guidance == "segmentation" and result.header["segmentation_lock"]["version"] == 2
     out = decompress(result.data)
     assert out.shape == stack.shape
     np.testing.assert_array_equal(out, result.reconstruction)

@@ -155,9 +155,10 @@ def _prefilter_text(mode: str, header: dict) -> str:
     """``segmentation (task band 3 noise s.d. ...)``: what hybrid task guidance coded."""
     band, sigma = header.get("task_band"), header.get("task_smooth")
     if "segmentation_lock" in header:
+        each = " of each volume" if header["segmentation_lock"].get("version") == 2 else ""
         return (
-            f"{mode} (segmentation lock: the threshold surface corrected where the objects "
-            "needed it)"
+            f"{mode} (segmentation lock: the threshold surface{each} corrected where the "
+            "objects needed it)"
         )
     if isinstance(band, int | float):
         return f"{mode} (task band {float(band):g} noise s.d.; outside it, smoothed)"

@@ -18,6 +18,7 @@ further candidates of the proxy's ranking are coded as well, and the best file i
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import replace
@@ -82,7 +83,8 @@ def guided_hybrid(encoder: BlockEncoder, guidance: str) -> CompressResult:
         if alt.lock_share is not None:
             # (the lock is built after the base: a sixth of the time is kept for it)
             rest = clock.left(1.0)
-            guided = _locked_file(encoder, alt, None if rest is None else 0.85 * rest)
+            ends = None if rest is None else time.perf_counter() + rest
+            guided = _locked_file(encoder, alt, None if rest is None else 0.85 * rest, ends)
         else:
             guided = encoder.encode(coded, clock.left(1.0), alt, alt.value_map)
         if guided is not None:
@@ -148,8 +150,9 @@ def _choose_stacked(
     more, time points or channels of volumes; or the channels of a 2D image): the candidates
     are measured on the middle volume (or image) of the stack, its central box when it is
     large, and scored there; what is coded for the chosen one is every volume pre-filtered on
-    its own (:class:`~napari_sciz.core.blockwise.StackedVariant`). No segmentation lock (a
-    lock is built against the whole array's segmentation)."""
+    its own (:class:`~napari_sciz.core.blockwise.StackedVariant`). A segmentation lock,
+    where its volumes are measured whole, locks each volume against its own segmentation
+    (:func:`~napari_sciz.core.seglock.stacked.build_stacked_locks`)."""
     from .blockwise import blockwise_variant
     from .taskfilter import choose_prefilter
 
@@ -158,6 +161,7 @@ def _choose_stacked(
     lead = taskscore.stacked_axes(arr.ndim, s.axes)
     middle = tuple(n // 2 for n in arr.shape[:lead])
     crop = taskscore.scored_region(arr.shape[lead:])
+    whole = crop == tuple(slice(None) for _ in crop)
     region = (*middle, *crop)  # (arr[region] is a volume or an image)
     sub = arr[region]
     voxel = _volume_voxel_size(s.voxel_size, lead)
@@ -165,19 +169,19 @@ def _choose_stacked(
     source, choice = choose_prefilter(
         sub, max(int(sub.nbytes / s.ratio), 1), guidance, voxel_size=voxel,
         labels=None if s.labels is None else s.labels[region], deadline=deadline,
-        cancel=s.cancel, locks=False,
+        cancel=s.cancel, locks=whole,
     )  # fmt: skip
     said = [choice.describe()] if choice.scores else []
     kind = "volume" if sub.ndim == 3 else "image"
     name = {"C": "channel", "T": "time point"}.get(s.axes[:1] if lead == 1 else "", kind)
     where = f"{name} {middle[0] if len(middle) == 1 else middle} of the stack"
-    if crop != tuple(slice(None) for _ in crop):
+    if not whole:
         where += " (its central " + "x".join(str(c.stop - c.start) for c in crop) + " voxels)"
     said.append(
         f"{guidance} guidance: measured on {where}, a {'x'.join(map(str, sub.shape))} {kind} "
-        f"of the {'x'.join(map(str, arr.shape))} stack; each {kind} is pre-filtered on its own"
+        f"of the {'x'.join(map(str, arr.shape))} stack; each {kind} is guided on its own"
     )
-    if not choice.chosen:
+    if not choice.chosen or choice.lock_share is not None:  # (a lock: each volume's own)
         return arr, choice, region, said
     alt, coded = blockwise_variant(choice, choice.ranked[0], arr, voxel, s.labels, region)
     return coded, replace(alt, ranked=choice.ranked), region, said
@@ -200,23 +204,28 @@ def _variant(
 
     s = encoder.settings
     lead = taskscore.stacked_axes(arr.ndim, s.axes)
-    if not lead and region == tuple(slice(None) for _ in arr.shape):
+    whole = region == tuple(slice(None) for _ in arr.shape)
+    if cand.kind == "lock" or (not lead and whole):  # (a lock codes the volume itself)
         return variant(choice, cand, arr, s.voxel_size, s.labels)
     voxel = _volume_voxel_size(s.voxel_size, lead)
     return blockwise_variant(choice, cand, arr, voxel, s.labels, region)
 
 
-def _locked_file(encoder: BlockEncoder, choice: Any, budget: float | None) -> CompressResult | None:
+def _locked_file(
+    encoder: BlockEncoder, choice: Any, budget: float | None, deadline: float | None = None
+) -> CompressResult | None:
     """The volume coded in fewer bytes plus a segmentation lock in the rest of the ratio's
-    bytes (None when no lock fits)."""
+    bytes (None when no lock fits). A stack gets a lock per volume (the proxy measured one
+    volume's), each built before ``deadline`` (a ``perf_counter`` time; the volume measured
+    is locked first and always)."""
     from .metrics import max_abs_error, psnr, ssim
-    from .seglock.select import build_lock
-    from .taskscore import _sigmas
 
     s = encoder.settings
     arr = s.arr
+    lead = taskscore.stacked_axes(arr.ndim, s.axes)
     total = arr.nbytes / s.ratio
-    base_bytes = max(total - choice.lock_bytes, 0.5 * total)
+    volumes = math.prod(arr.shape[:lead])
+    base_bytes = max(total - choice.lock_bytes * volumes, 0.5 * total)
     base_encoder = BlockEncoder(
         replace(s, ratio=arr.nbytes / base_bytes), progress=encoder.progress,
         preview=encoder.preview, preview_interval=encoder.preview_interval,
@@ -224,44 +233,75 @@ def _locked_file(encoder: BlockEncoder, choice: Any, budget: float | None) -> Co
     )  # fmt: skip
     base = base_encoder.encode(arr, budget, choice)
     assert base.reconstruction is not None
+    model = base.header["model"]
     header = {
         **base.header,
-        "model": {**base.header["model"], "version": LOCK_MODEL_VERSION},
+        "model": {**model, "version": max(model.get("version", 0), LOCK_MODEL_VERSION)},
         "target_ratio": s.ratio,
-        "segmentation_lock": {"version": 1},
+        "segmentation_lock": {"version": 2 if lead else 1},
     }
     with container.SciZFile(base.data) as f:
         payloads = [f.payload(i) for i in range(f.n_payloads)]
     room = int(total) - len(container.pack(header, [*payloads, b""]))
     if room < _MIN_LOCK_BYTES:
         return None
-    lock = build_lock(
-        arr, base.reconstruction, room, _sigmas(arr.ndim, s.voxel_size, 1.0),
-        choice.reference, choice.spacing, tuple(header["value_range"]), s.voxel_size,
-    )  # fmt: skip
-    if lock is None:
+    vrange = (float(header["value_range"][0]), float(header["value_range"][1]))
+    made = _lock(arr, base.reconstruction, room, choice, s, lead, vrange, deadline)
+    if made is None:
         return None
-    blob = container.pack(header, [*payloads, lock.payload])
+    payload, corrected, what = made
+    blob = container.pack(header, [*payloads, payload])
     note = (
         "segmentation lock (for the smooth / Otsu / watershed segmentation, sigma 1 voxel): "
-        f"{lock.switched} voxels switched sides in {lock.groups} of "
-        f"{lock.groups_total} groups, {len(lock.payload)} bytes "
-        f"({100.0 * len(lock.payload) / len(blob):.0f} % of the file)"
+        f"{what}, {len(payload)} bytes ({100.0 * len(payload) / len(blob):.0f} % of the file)"
     )
     return CompressResult(
         data=blob,
-        reconstruction=lock.corrected,
+        reconstruction=corrected,
         header=header,
         ratio=arr.nbytes / len(blob),
         nbytes=len(blob),
         raw_nbytes=arr.nbytes,
-        psnr=psnr(arr, lock.corrected),
-        ssim=ssim(arr, lock.corrected),
-        max_error=max_abs_error(arr, lock.corrected),
+        psnr=psnr(arr, corrected),
+        ssim=ssim(arr, corrected),
+        max_error=max_abs_error(arr, corrected),
         encode_seconds=time.perf_counter() - encoder.t_start,
         device=base.device,
         messages=[*base.messages, note],
     )
+
+
+def _lock(
+    arr: np.ndarray, decoded: np.ndarray, room: int, choice: Any, s: Any, lead: int,
+    vrange: tuple[float, float], deadline: float | None,
+) -> tuple[bytes, np.ndarray, str] | None:  # fmt: skip
+    """The lock payload of ``decoded`` in at most ``room`` bytes, the decode it locks to, and
+    what it switched (None when nothing fits)."""
+    from .seglock.select import build_lock
+    from .seglock.stacked import build_stacked_locks
+    from .taskscore import _sigmas
+
+    if not lead:
+        sigmas = _sigmas(arr.ndim, s.voxel_size, 1.0)
+        lock = build_lock(
+            arr, decoded, room, sigmas, choice.reference, choice.spacing, vrange, s.voxel_size
+        )
+        if lock is None:
+            return None
+        what = f"{lock.switched} voxels switched sides in {lock.groups} of {lock.groups_total}"
+        what += " groups"
+        return lock.payload, lock.corrected, what
+    voxel = _volume_voxel_size(s.voxel_size, lead)
+    middle = tuple(n // 2 for n in arr.shape[:lead])
+    sigmas = _sigmas(arr.ndim - lead, voxel, 1.0)
+    locks = build_stacked_locks(arr, decoded, lead, room, sigmas, middle, vrange, voxel, deadline)
+    if locks is None:
+        return None
+    what = (
+        f"{locks.switched} voxels switched sides in {locks.groups} of {locks.groups_total} "
+        f"groups, {locks.locked} of the stack's {locks.volumes} volumes locked"
+    )
+    return locks.payload, locks.corrected, what
 
 
 #: further candidates are coded while the time left is this many times the longest coding

@@ -231,14 +231,20 @@ def _value_map(h: dict, mode: str, value_range: tuple[float, float]) -> PowerMap
 
 
 def _segmentation_lock(h: dict, mode: str, shape: tuple[int, ...], grid: BlockGrid) -> bool:
-    """Whether the file ends with a segmentation lock payload (:mod:`.seglock`)."""
+    """Whether the file ends with a segmentation lock payload (:mod:`.seglock`): version 1
+    locks a single 2D/3D volume, version 2 each volume of a stack
+    (:mod:`.seglock.stacked`)."""
     lock = h.get("segmentation_lock")
     if lock is None:
         return False
-    if not isinstance(lock, dict) or _int(lock.get("version"), "segmentation_lock.version") != 1:
+    version = 0 if not isinstance(lock, dict) else lock.get("version")
+    version = _int(version, "segmentation_lock.version")
+    if version not in (1, 2):
         raise FormatError("unsupported segmentation_lock in header (a newer napari-sciz wrote it?)")
-    if mode != "hybrid" or len(shape) != grid.spatial_ndim:
-        raise FormatError("segmentation_lock needs a single 2D/3D hybrid volume")
+    stack = len(shape) > grid.spatial_ndim
+    if mode != "hybrid" or stack != (version == 2):
+        what = "a stack of 2D/3D volumes" if version == 2 else "a single 2D/3D volume"
+        raise FormatError(f"segmentation_lock version {version} needs {what} in a hybrid file")
     if h["model"].get("version", 0) < LOCK_MODEL_VERSION:
         raise FormatError(f"segmentation_lock needs hybrid model version {LOCK_MODEL_VERSION}")
     return True

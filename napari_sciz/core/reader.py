@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 import os
 import threading
-import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -18,15 +17,12 @@ from .bitstream import container
 from .blocks import finalize
 from .colour import first_last, last_first
 from .header import validate_header
+from .lockedview import LockedView
 from .plan import DECODABLE_MODELS, FORMAT_MODE
 from .sampling import sample_coordinates, sample_linear, source_box
 from .validate import check_decode_memory, parse_roi
 
 __all__ = ["SciZReader", "decompress", "open_sciz"]
-
-#: memory a segmentation lock takes per voxel of the volume (float64 smoothing, contexts,
-#: flags, the corrected copy)
-_LOCK_BYTES_PER_VOXEL = 48
 
 
 class SciZReader:
@@ -64,9 +60,6 @@ class SciZReader:
         self._file = container.SciZFile(source)
         self.header = self._file.header
         self._lock = threading.RLock()
-        #: held while the segmentation-locked volume is made: not the cache's lock, which the
-        #: decoding threads it waits for take (holding that one deadlocked a multi-block file)
-        self._volume_lock = threading.Lock()
         self._cache: OrderedDict[int, Any] = OrderedDict()
         self._cache_size = cache_blocks
         self._cache_bytes = int(cache_bytes)
@@ -99,8 +92,10 @@ class SciZReader:
         self.value_map = info.value_map
         self._n_outliers = info.outliers
         self._outliers: Any = None
-        self._locked_volume: np.ndarray | None = None
-        self._lock_warned = False
+        self._locked_view = None if not self.locked else LockedView(
+            self._shape, self.grid.spatial_ndim, lambda: self._file.payload(self.grid.n_blocks),
+            self._blocks_region, self.dtype, self.value_range,
+        )  # fmt: skip
 
     # array-like protocol -------------------------------------------------------------
     @property
@@ -352,8 +347,10 @@ class SciZReader:
     def _decode_whole_blocks(self, box: Sequence[tuple[int, int]]) -> np.ndarray:
         """Region of a hybrid/lossless/bounded file: decode the whole blocks it touches, crop
         (and write the file's outliers back into it)."""
-        if self.locked and self._lock_fits():
-            out = self._segmentation_locked()[tuple(slice(a, b) for a, b in box)].copy()
+        from . import validate  # (looked up when called: tests lower the cap)
+
+        if self._locked_view is not None and self._locked_view.fits(validate.memory_cap()):
+            out = self._locked_view.region(box)
         else:
             out = self._blocks_region(box)
         if self._n_outliers:
@@ -372,36 +369,6 @@ class SciZReader:
                     raise FormatError("the outlier payload does not hold the header's count")
                 self._outliers = found
             return self._outliers
-
-    def _lock_fits(self) -> bool:
-        """Whether this machine has the memory to apply the segmentation lock (a warning,
-        once, when not: the blocks' decode is returned, still a valid decode)."""
-        from .validate import memory_cap
-
-        if _LOCK_BYTES_PER_VOXEL * self.size <= memory_cap():
-            return True
-        if not self._lock_warned:
-            self._lock_warned = True
-            warnings.warn(
-                f"segmentation lock not applied: locking this {self.size}-voxel volume needs "
-                f"about {_LOCK_BYTES_PER_VOXEL * self.size / 2**30:.1f} GiB, more than this "
-                "machine allows; the blocks' decode is returned",
-                RuntimeWarning,
-                stacklevel=3,
-            )
-        return False
-
-    def _segmentation_locked(self) -> np.ndarray:
-        """The whole volume with its segmentation lock applied (decoded once, kept)."""
-        from .seglock import apply_lock
-
-        with self._volume_lock:
-            if self._locked_volume is None:
-                base = self._blocks_region([(0, n) for n in self._shape])
-                payload = self._file.payload(self.grid.n_blocks)
-                values, _applied = apply_lock(base, payload)
-                self._locked_volume = finalize(values, self.dtype, self.value_range)
-            return self._locked_volume
 
     def _blocks_region(self, box: Sequence[tuple[int, int]]) -> np.ndarray:
         """Region decoded from the blocks alone."""

@@ -1,0 +1,187 @@
+"""Segmentation locks of a stack: one lock per volume (time point or channel), in one payload.
+
+A stack (``TZYX``, ``CZYX``, the channels of a colour image) is segmented volume by volume,
+so each volume has its own threshold surface and its own lock (:mod:`.payload`). The file's
+last payload before any outliers then holds them all (header ``segmentation_lock`` version
+2; see ``docs/format.md``)::
+
+    "SZS" u8 version (1), varint volumes, varint bytes of each volume's lock (0: none)
+    | the volumes' lock payloads, in the stack's order (C order of its leading axes)
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ...errors import FormatError
+from ..bitstream.layout import _varint
+from ..lossy.entropy import _read_varint
+
+MAGIC = b"SZS"
+VERSION = 1
+_HEAD = struct.Struct("<3sB")
+
+__all__ = [
+    "StackedLocks",
+    "build_stacked_locks",
+    "pack_stacked",
+    "parse_stacked",
+    "stacked_overhead",
+]
+
+
+def pack_stacked(locks: Sequence[bytes | None]) -> bytes:
+    """One payload holding the lock of each volume of a stack (None: that volume has none)."""
+    sizes = [0 if lock is None else len(lock) for lock in locks]
+    head = _HEAD.pack(MAGIC, VERSION) + _varint(len(locks))
+    return head + b"".join(_varint(n) for n in sizes) + b"".join(lock or b"" for lock in locks)
+
+
+def stacked_overhead(volumes: int, lock_bytes: int) -> int:
+    """Bytes :func:`pack_stacked` adds to ``volumes`` locks of at most ``lock_bytes`` each."""
+    return _HEAD.size + len(_varint(volumes)) + volumes * len(_varint(max(lock_bytes, 0)))
+
+
+def parse_stacked(data: bytes, volumes: int) -> list[bytes | None]:
+    """The lock payload of each of the stack's ``volumes`` (None: none for that volume).
+
+    Raises
+    ------
+    FormatError
+        Not a stack of locks, a newer version, another number of volumes, or truncated.
+    """
+    if len(data) < _HEAD.size:
+        raise FormatError("segmentation lock: truncated payload")
+    magic, version = _HEAD.unpack_from(data)
+    if magic != MAGIC:
+        raise FormatError("segmentation lock: not the locks of a stack (bad magic)")
+    if version != VERSION:
+        raise FormatError(
+            f"segmentation lock (stack) version {version} is newer than this napari-sciz reads "
+            f"({VERSION}); update napari-sciz"
+        )
+    try:
+        count, pos = _read_varint(data, _HEAD.size)
+        sizes = []
+        for _ in range(min(count, volumes)):
+            size, pos = _read_varint(data, pos)
+            sizes.append(size)
+    except FormatError as exc:
+        raise FormatError("segmentation lock: truncated payload") from exc
+    if count != volumes:
+        raise FormatError(f"segmentation lock: {count} volumes' locks for a stack of {volumes}")
+    if pos + sum(sizes) != len(data):
+        raise FormatError("segmentation lock: the volumes' locks do not fill the payload")
+    out: list[bytes | None] = []
+    for size in sizes:
+        out.append(bytes(data[pos : pos + size]) if size else None)
+        pos += size
+    return out
+
+
+@dataclass
+class StackedLocks:
+    """The locks of a stack's volumes, built by :func:`build_stacked_locks`.
+
+    Attributes
+    ----------
+    payload : bytes
+        The stack's lock payload (:func:`pack_stacked`).
+    corrected : numpy.ndarray
+        The decoded stack with each volume's lock applied, in the file's dtype.
+    locked, volumes : int
+        Volumes with a lock, and in the stack.
+    switched, groups, groups_total : int
+        Voxels switched, and groups of switches coded and found, over every volume.
+    """
+
+    payload: bytes
+    corrected: np.ndarray
+    locked: int
+    volumes: int
+    switched: int
+    groups: int
+    groups_total: int
+
+
+def build_stacked_locks(
+    original: np.ndarray,
+    decoded: np.ndarray,
+    lead: int,
+    nbytes: int,
+    sigmas: Sequence[float],
+    first: tuple[int, ...],
+    value_range: tuple[float, float],
+    voxel_size: Sequence[float] | None = None,
+    deadline: float | None = None,
+) -> StackedLocks | None:
+    """A lock for each volume of a stack in at most ``nbytes`` bytes in all.
+
+    Each volume is segmented on its own (:func:`napari_sciz.core.taskscore.segment`, its own
+    seed spacing) and locked against its base decode (:func:`.select.build_lock`). The bytes
+    are shared out as the volumes are locked: each gets an equal share of what the earlier
+    ones left. Volume ``first`` (the one guidance measured) is locked first; past
+    ``deadline`` (a ``perf_counter`` time) the volumes left get no lock.
+
+    Parameters
+    ----------
+    original, decoded : numpy.ndarray
+        The stack and its base decode (the file's dtype); the first ``lead`` axes index the
+        volumes (2D or 3D each).
+    lead : int
+        Leading axes of the stack.
+    nbytes : int
+        Bytes the payload may take.
+    sigmas : sequence of float
+        The segmentation's Gaussian sigma per axis of a volume (voxels).
+    first : tuple of int
+        The volume to lock first.
+    value_range : (float, float)
+        The file's value range.
+    voxel_size : sequence of float, optional
+        Physical step per axis of a volume.
+    deadline : float, optional
+        No volume is started after it.
+
+    Returns
+    -------
+    StackedLocks or None
+        None when no volume could be locked.
+    """
+    from ..taskscore import seed_distance, segment
+    from .select import build_lock
+
+    shape = original.shape[:lead]
+    order = [first, *(i for i in np.ndindex(*shape) if i != first)]
+    left = nbytes - stacked_overhead(len(order), nbytes)
+    locks: dict[tuple[int, ...], Any] = {}
+    for done, index in enumerate(order):
+        if done and deadline is not None and time.perf_counter() > deadline:
+            break
+        share = left // (len(order) - done)
+        spacing = seed_distance(original[index], voxel_size)
+        reference = segment(original[index], voxel_size, min_distance=spacing)
+        lock = build_lock(
+            original[index], decoded[index], share, sigmas, reference, spacing, value_range,
+            voxel_size,
+        )  # fmt: skip
+        if lock is not None:
+            locks[index] = lock
+            left -= len(lock.payload)
+    if not locks:
+        return None
+    corrected = np.array(decoded, copy=True)
+    for index, lock in locks.items():
+        corrected[index] = lock.corrected
+    payload = pack_stacked([locks[i].payload if i in locks else None for i in np.ndindex(*shape)])
+    found = list(locks.values())
+    return StackedLocks(
+        payload, corrected, len(found), len(order), sum(lk.switched for lk in found),
+        sum(lk.groups for lk in found), sum(lk.groups_total for lk in found),
+    )  # fmt: skip

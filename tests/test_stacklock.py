@@ -1,0 +1,212 @@
+"""Segmentation locks of a stack: one lock per volume, their payload, the file and its reader."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("skimage")
+
+from _nuclei import nuclei  # noqa: E402
+
+from napari_sciz.core.bitstream import container  # noqa: E402
+from napari_sciz.core.seglock import apply_lock  # noqa: E402
+from napari_sciz.core.seglock.stacked import (  # noqa: E402
+    build_stacked_locks,
+    pack_stacked,
+    parse_stacked,
+    stacked_overhead,
+)
+from napari_sciz.errors import FormatError  # noqa: E402
+
+SIGMAS3 = (1.0, 1.0, 1.0)
+VRANGE = (0.0, 65535.0)
+
+
+def _stack(n: int = 3, shape: tuple[int, int, int] = (10, 48, 48)) -> np.ndarray:
+    """``n`` volumes of touching nuclei in noise (uint16), each different."""
+    return np.stack([nuclei(seed, shape, count=7, noise=150.0) for seed in range(20, 20 + n)])
+
+
+def _coarse(vol: np.ndarray) -> np.ndarray:
+    """A crude stand-in for a high-ratio decode of each volume: blurred, coarsely quantized."""
+    from scipy import ndimage as ndi
+
+    sigma = (0.0,) * (vol.ndim - 3) + (2.0, 2.0, 2.0)
+    blurred = ndi.gaussian_filter(vol.astype(float), sigma)
+    return (np.round(blurred / 300.0) * 300.0).clip(0, 65535).astype(vol.dtype)
+
+
+def test_the_payload_of_a_stack_round_trips_and_is_checked() -> None:
+    locks = [b"abc", None, b"defgh"]
+    data = pack_stacked(locks)
+    assert parse_stacked(data, 3) == locks
+    assert len(data) <= 3 + 5 + stacked_overhead(3, 5)
+    with pytest.raises(FormatError, match="3 volumes' locks for a stack of 4"):
+        parse_stacked(data, 4)
+    with pytest.raises(FormatError, match="magic"):
+        parse_stacked(b"SZK" + data[3:], 3)
+    with pytest.raises(FormatError, match="newer"):
+        parse_stacked(data[:3] + bytes([9]) + data[4:], 3)
+    with pytest.raises(FormatError, match="do not fill"):
+        parse_stacked(data[:-1], 3)
+    with pytest.raises(FormatError, match="truncated"):
+        parse_stacked(data[:5], 3)
+    with pytest.raises(FormatError, match="truncated"):
+        parse_stacked(b"SZ", 3)
+
+
+def test_each_volume_is_locked_against_its_own_segmentation() -> None:
+    from napari_sciz.core.blocks import finalize
+    from napari_sciz.core.taskscore import seed_distance, segment, segmentation_fidelity
+
+    stack = _stack()
+    decoded = _coarse(stack)
+    locks = build_stacked_locks(stack, decoded, 1, 1500, SIGMAS3, (1,), VRANGE)
+    assert locks is not None and len(locks.payload) <= 1500
+    assert locks.locked == locks.volumes == 3 and locks.switched > 0
+    per_volume = parse_stacked(locks.payload, 3)
+    for i in range(3):
+        assert per_volume[i] is not None
+        values, applied = apply_lock(decoded[i], per_volume[i])
+        assert applied
+        np.testing.assert_array_equal(finalize(values, stack.dtype, VRANGE), locks.corrected[i])
+        spacing = seed_distance(stack[i])
+        reference = segment(stack[i], min_distance=spacing)
+        before = segmentation_fidelity(reference, segment(decoded[i], min_distance=spacing))
+        after = segmentation_fidelity(reference, segment(locks.corrected[i], min_distance=spacing))
+        assert after.dice > before.dice
+
+
+def test_the_volume_measured_is_locked_first_and_the_rest_wait_for_time() -> None:
+    import time
+
+    stack = _stack()
+    decoded = _coarse(stack)
+    past = time.perf_counter() - 1.0
+    locks = build_stacked_locks(stack, decoded, 1, 1500, SIGMAS3, (2,), VRANGE, deadline=past)
+    assert locks is not None and locks.locked == 1
+    per_volume = parse_stacked(locks.payload, 3)
+    assert per_volume[0] is None and per_volume[1] is None and per_volume[2] is not None
+    np.testing.assert_array_equal(locks.corrected[:2], decoded[:2])
+
+
+def test_nothing_to_lock_in_a_stack_that_decodes_alike() -> None:
+    stack = _stack(2)
+    assert build_stacked_locks(stack, stack, 1, 1000, SIGMAS3, (1,), VRANGE) is None
+
+
+# the file -----------------------------------------------------------------------------
+
+
+def _locked_stack_file(stack: np.ndarray, nbytes: int = 1500) -> tuple[bytes, np.ndarray, bytes]:
+    """A hybrid file of ``stack`` (TZYX) with locks appended by hand: (file, locked, plain)."""
+    from napari_sciz.core.api import compress
+
+    plain = compress(stack, 64, budget=4.0, mode="hybrid", axes="TZYX")
+    vrange = tuple(plain.header["value_range"])
+    middle = (stack.shape[0] // 2,)
+    locks = build_stacked_locks(stack, plain.reconstruction, 1, nbytes, SIGMAS3, middle, vrange)
+    assert locks is not None
+    model = {**plain.header["model"], "version": 5}
+    lock = {"segmentation_lock": {"version": 2}, "guidance": "segmentation"}
+    header = {**plain.header, "model": model, **lock}
+    with container.SciZFile(plain.data) as f:
+        payloads = [f.payload(i) for i in range(f.n_payloads)]
+    return container.pack(header, [*payloads, locks.payload]), locks.corrected, plain.data
+
+
+def test_the_reader_locks_each_volume_of_a_stack() -> None:
+    from napari_sciz.core.api import decompress, open_sciz
+
+    stack = _stack(3)
+    data, corrected, plain = _locked_stack_file(stack)
+    base = decompress(plain)
+    with open_sciz(data) as reader:
+        assert reader.locked
+        np.testing.assert_array_equal(reader.decode(), corrected)
+        np.testing.assert_array_equal(reader[1:3, 2:7, 10:40, 5], corrected[1:3, 2:7, 10:40, 5])
+        np.testing.assert_array_equal(reader[2, 4], corrected[2, 4])
+        assert reader.decode(scale=2).shape == (3, 20, 96, 96)
+    locked = [i for i in range(3) if not np.array_equal(corrected[i], base[i])]
+    assert locked  # (the locks moved values)
+
+
+def test_a_volume_without_a_lock_decodes_from_its_blocks() -> None:
+    from napari_sciz.core.api import decompress, open_sciz
+
+    stack = _stack(3)
+    data, _corrected, plain = _locked_stack_file(stack)
+    with container.SciZFile(data) as f:
+        header, payloads = f.header, [f.payload(i) for i in range(f.n_payloads)]
+    locks = parse_stacked(payloads[-1], 3)
+    locks[0] = locks[2] = None  # (as when the time ran out before them)
+    partial = container.pack(header, [*payloads[:-1], pack_stacked(locks)])
+    base = decompress(plain)
+    with open_sciz(partial) as reader:
+        out = reader.decode()
+    np.testing.assert_array_equal(out[0], base[0])
+    np.testing.assert_array_equal(out[2], base[2])
+    values, _ = apply_lock(base[1], locks[1])
+    assert not np.array_equal(out[1], base[1])
+
+
+def test_the_reader_keeps_a_few_locked_volumes(monkeypatch) -> None:
+    from napari_sciz.core import lockedview
+    from napari_sciz.core.api import open_sciz
+
+    monkeypatch.setattr(lockedview, "KEEP_VOLUMES", 2)
+    stack = _stack(4, (6, 40, 40))
+    data, corrected, _plain = _locked_stack_file(stack, 2000)
+    with open_sciz(data) as reader:
+        for i in (0, 1, 2, 3, 1):
+            np.testing.assert_array_equal(reader[i], corrected[i])
+        view = reader._locked_view
+        assert view is not None and list(view._volumes) == [3, 1]
+
+
+def test_the_header_says_which_kind_of_lock() -> None:
+    from napari_sciz.core.api import open_sciz
+
+    data, _corrected, _plain = _locked_stack_file(_stack(2))
+    with container.SciZFile(data) as f:
+        header, payloads = f.header, [f.payload(i) for i in range(f.n_payloads)]
+    with pytest.raises(FormatError, match="version 1 needs a single 2D/3D volume"):
+        open_sciz(container.pack({**header, "segmentation_lock": {"version": 1}}, payloads))
+    with pytest.raises(FormatError, match="newer napari-sciz"):
+        open_sciz(container.pack({**header, "segmentation_lock": {"version": 3}}, payloads))
+    with pytest.raises(FormatError, match="stack of 2"):
+        three = pack_stacked([None, None, None])
+        open_sciz(container.pack(header, [*payloads[:-1], three])).decode()
+
+
+def test_a_locked_stack_from_the_encoder_decodes_as_measured() -> None:
+    from napari_sciz.core.api import decompress
+    from napari_sciz.core.encode import BlockEncoder, FitSettings
+    from napari_sciz.core.guided import _locked_file
+    from napari_sciz.core.taskfilter import TaskChoice
+
+    stack = _stack(3)
+    settings = FitSettings(
+        arr=stack, ratio=48.0, mode="hybrid", device="cpu", steps=None, budget=6.0, seed=0,
+        axes="TZYX", voxel_size=None, units=None, name=None, block_voxels=1 << 22,
+        guidance="none", guidance_weights=None, labels=None, cancel=None,
+    )  # fmt: skip
+    choice = TaskChoice("segmentation")
+    choice.lock_share, choice.lock_bytes = 0.3, int(0.3 * stack[0].nbytes / 48)
+    result = _locked_file(BlockEncoder(settings), choice, 6.0)
+    assert result is not None
+    assert result.header["segmentation_lock"] == {"version": 2}
+    assert result.nbytes <= stack.nbytes / 48
+    np.testing.assert_array_equal(decompress(result.data), result.reconstruction)
+    assert any("volumes locked" in m for m in result.messages)
+
+
+def test_cli_info_shows_the_locks_of_a_stack(tmp_path, capsys) -> None:
+    from napari_sciz.cli import main
+
+    data, _corrected, _plain = _locked_stack_file(_stack(2))
+    path = tmp_path / "locked.sciz"
+    path.write_bytes(data)
+    assert main(["info", str(path)]) == 0
+    assert "threshold surface of each volume" in capsys.readouterr().out
