@@ -91,6 +91,18 @@ def test_the_volume_measured_is_locked_first_and_the_rest_wait_for_time() -> Non
     np.testing.assert_array_equal(locks.corrected[:2], decoded[:2])
 
 
+def test_bytes_a_volume_leaves_go_to_a_volume_that_needs_them() -> None:
+    stack = _stack(3)[[0, 2]]
+    decoded = _coarse(stack)
+    decoded[0] = stack[0]  # (nothing to lock there, found after volume 1 took its half)
+    half = build_stacked_locks(stack[1:], decoded[1:], 1, 400, SIGMAS3, (0,), VRANGE)
+    locks = build_stacked_locks(stack, decoded, 1, 800, SIGMAS3, (1,), VRANGE)
+    assert half is not None and locks is not None and locks.locked == 1
+    assert half.groups < half.groups_total  # (half the bytes did not hold every switch)
+    assert len(locks.payload) <= 800 and locks.groups == locks.groups_total
+    assert parse_stacked(locks.payload, 2)[0] is None
+
+
 def test_nothing_to_lock_in_a_stack_that_decodes_alike() -> None:
     stack = _stack(2)
     assert build_stacked_locks(stack, stack, 1, 1000, SIGMAS3, (1,), VRANGE) is None

@@ -26,6 +26,8 @@ from ..lossy.entropy import _read_varint
 MAGIC = b"SZS"
 VERSION = 1
 _HEAD = struct.Struct("<3sB")
+#: bytes left over that are worth rebuilding a volume's lock for
+_REFILL_BYTES = 64
 
 __all__ = [
     "StackedLocks",
@@ -126,8 +128,10 @@ def build_stacked_locks(
     Each volume is segmented on its own (:func:`napari_sciz.core.taskscore.segment`, its own
     seed spacing) and locked against its base decode (:func:`.select.build_lock`). The bytes
     are shared out as the volumes are locked: each gets an equal share of what the earlier
-    ones left. Volume ``first`` (the one guidance measured) is locked first; past
-    ``deadline`` (a ``perf_counter`` time) the volumes left get no lock.
+    ones left; what is left at the end (volumes whose switches all fitted in less) goes to
+    the volumes whose switches did not all fit, in the same order. Volume ``first`` (the one
+    guidance measured) is locked first; past ``deadline`` (a ``perf_counter`` time) the
+    volumes left get no lock.
 
     Parameters
     ----------
@@ -161,19 +165,36 @@ def build_stacked_locks(
     order = [first, *(i for i in np.ndindex(*shape) if i != first)]
     left = nbytes - stacked_overhead(len(order), nbytes)
     locks: dict[tuple[int, ...], Any] = {}
+    segmented: dict[tuple[int, ...], tuple[np.ndarray, int]] = {}
+
+    def lock_of(index: tuple[int, ...], size: int) -> Any:
+        if index not in segmented:
+            spacing = seed_distance(original[index], voxel_size)
+            segmented[index] = segment(original[index], voxel_size, min_distance=spacing), spacing
+        reference, spacing = segmented[index]
+        return build_lock(
+            original[index], decoded[index], size, sigmas, reference, spacing, value_range,
+            voxel_size,
+        )  # fmt: skip
+
     for done, index in enumerate(order):
         if done and deadline is not None and time.perf_counter() > deadline:
             break
-        share = left // (len(order) - done)
-        spacing = seed_distance(original[index], voxel_size)
-        reference = segment(original[index], voxel_size, min_distance=spacing)
-        lock = build_lock(
-            original[index], decoded[index], share, sigmas, reference, spacing, value_range,
-            voxel_size,
-        )  # fmt: skip
+        lock = lock_of(index, left // (len(order) - done))
         if lock is not None:
             locks[index] = lock
             left -= len(lock.payload)
+    # (what volumes that needed less left goes to those whose switches did not all fit)
+    for index in order:
+        lock = locks.get(index)
+        if lock is None or lock.groups == lock.groups_total or left < _REFILL_BYTES:
+            continue
+        if deadline is not None and time.perf_counter() > deadline:
+            break
+        bigger = lock_of(index, len(lock.payload) + left)
+        if bigger is not None and bigger.groups > lock.groups:
+            locks[index] = bigger
+            left -= len(bigger.payload) - len(lock.payload)
     if not locks:
         return None
     corrected = np.array(decoded, copy=True)
