@@ -222,3 +222,15 @@ def test_cli_info_shows_the_locks_of_a_stack(tmp_path, capsys) -> None:
     path.write_bytes(data)
     assert main(["info", str(path)]) == 0
     assert "threshold surface of each volume" in capsys.readouterr().out
+
+
+def test_the_locks_of_a_stack_are_planned_for_the_time_there_is() -> None:
+    from napari_sciz.core.guided import _lock_time
+
+    assert _lock_time(1, 2.0, 100.0) == (1, 85.0)  # (a single volume: a share of the time)
+    assert _lock_time(5, 0.0, 100.0) == (5, 85.0)  # (no proxy time measured)
+    assert _lock_time(3, 2.0, 100.0) == (3, 85.0)  # (9 s expected: the single share holds it)
+    assert _lock_time(10, 2.0, 100.0) == (10, 70.0)
+    assert _lock_time(100, 2.0, 100.0) == (16, 50.0)  # (at most half the time: 16 locks)
+    assert _lock_time(100, 80.0, 100.0) == (1, 50.0)  # (the middle volume's, always)
+    assert _lock_time(100, 2.0, None) == (100, None)

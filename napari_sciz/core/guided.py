@@ -81,10 +81,7 @@ def guided_hybrid(encoder: BlockEncoder, guidance: str) -> CompressResult:
         else:
             alt, coded = _variant(choice, cand, arr, encoder, region)
         if alt.lock_share is not None:
-            # (the lock is built after the base: a sixth of the time is kept for it)
-            rest = clock.left(1.0)
-            ends = None if rest is None else time.perf_counter() + rest
-            guided = _locked_file(encoder, alt, None if rest is None else 0.85 * rest, ends)
+            guided = _locked_file(encoder, alt, clock.left(1.0))
         else:
             guided = encoder.encode(coded, clock.left(1.0), alt, alt.value_map)
         if guided is not None:
@@ -212,19 +209,20 @@ def _variant(
 
 
 def _locked_file(
-    encoder: BlockEncoder, choice: Any, budget: float | None, deadline: float | None = None
+    encoder: BlockEncoder, choice: Any, seconds: float | None
 ) -> CompressResult | None:
     """The volume coded in fewer bytes plus a segmentation lock in the rest of the ratio's
-    bytes (None when no lock fits). A stack gets a lock per volume (the proxy measured one
-    volume's), each built before ``deadline`` (a ``perf_counter`` time; the volume measured
-    is locked first and always)."""
+    bytes, in ``seconds`` (None when no lock fits). A stack gets a lock per volume (the proxy
+    measured one volume's), as many as the time holds (:func:`_lock_time`; the volume
+    measured is locked first and always)."""
     from .metrics import max_abs_error, psnr, ssim
 
     s = encoder.settings
     arr = s.arr
     lead = taskscore.stacked_axes(arr.ndim, s.axes)
     total = arr.nbytes / s.ratio
-    volumes = math.prod(arr.shape[:lead])
+    volumes, budget = _lock_time(math.prod(arr.shape[:lead]), choice.lock_seconds, seconds)
+    deadline = None if seconds is None else time.perf_counter() + seconds
     base_bytes = max(total - choice.lock_bytes * volumes, 0.5 * total)
     base_encoder = BlockEncoder(
         replace(s, ratio=arr.nbytes / base_bytes), progress=encoder.progress,
@@ -269,6 +267,32 @@ def _locked_file(
         device=base.device,
         messages=[*base.messages, note],
     )
+
+
+#: share of the time left kept for a single volume's lock, built after its base
+_LOCK_TIME_SHARE = 0.15
+#: a stack's lock of one volume is expected to take this many times the proxy's (which did
+#: not segment the original)
+_LOCK_TIME_MARGIN = 1.5
+
+
+def _lock_time(
+    volumes: int, proxy_seconds: float, seconds: float | None
+) -> tuple[int, float | None]:
+    """How many of a stack's ``volumes`` the locks are planned for, and the base's time.
+
+    A single volume's lock keeps :data:`_LOCK_TIME_SHARE` of the time. A stack's keeps what
+    its volumes' locks are expected to take (each :data:`_LOCK_TIME_MARGIN` times the
+    proxy's ``proxy_seconds``), at most half the time: the base is then sized for the locks
+    that time holds (the middle volume's at least), not for volumes that will get none.
+    """
+    if seconds is None:
+        return volumes, None
+    if volumes == 1 or proxy_seconds <= 0:
+        return volumes, (1.0 - _LOCK_TIME_SHARE) * seconds
+    per = _LOCK_TIME_MARGIN * proxy_seconds
+    locks = min(max(volumes * per, _LOCK_TIME_SHARE * seconds), 0.5 * seconds)
+    return max(1, min(volumes, int(locks / per))), seconds - locks
 
 
 def _lock(

@@ -85,12 +85,15 @@ class Candidate:
         The power map's exponent (``"power"``).
     lock_bytes : int
         The lock's bytes on the proxy (``"lock"``).
+    lock_seconds : float
+        Seconds the lock took to build on the proxy (``"lock"``).
     """
 
     kind: str
     setting: float | None = None
     exponent: float | None = None
     lock_bytes: int = 0
+    lock_seconds: float = 0.0
 
     @property
     def label(self) -> str:
@@ -131,6 +134,8 @@ class TaskChoice:
         chosen (``setting`` is then None).
     lock_bytes : int
         The lock's bytes on the proxy.
+    lock_seconds : float
+        Seconds the lock took to build on the proxy.
     value_map : PowerMap or None
         The intensity map the volume is coded through (perceptual guidance), when one was
         chosen (``setting`` is then the smoothing before it, or None).
@@ -148,6 +153,7 @@ class TaskChoice:
     spacing: int = 3
     lock_share: float | None = None
     lock_bytes: int = 0
+    lock_seconds: float = 0.0
     value_map: PowerMap | None = None
     ranked: list[Candidate] = field(default_factory=list, repr=False)
 
@@ -261,9 +267,9 @@ def _locked_proxy(
     share: float,
     choice: TaskChoice,
     voxel_size: Sequence[float] | None,
-) -> tuple[np.ndarray, int] | None:
-    """The proxy decode at ``1 - share`` of the bytes with a lock in the rest, and the
-    lock's size (None without SPERR, or when no lock fits)."""
+) -> tuple[np.ndarray, int, float] | None:
+    """The proxy decode at ``1 - share`` of the bytes with a lock in the rest, the lock's
+    size, and the seconds it took to build (None without SPERR, or when no lock fits)."""
     from .blocks import finalize
     from .seglock.select import build_lock
     from .taskscore import _sigmas
@@ -274,11 +280,14 @@ def _locked_proxy(
     vrange = (float(volume.min()), float(volume.max()))
     base = finalize(decoded, volume.dtype, vrange)
     assert choice.reference is not None
+    started = time.perf_counter()
     lock = build_lock(
         volume, base, int(nbytes * share), _sigmas(volume.ndim, voxel_size, _SIGMA),
         choice.reference, choice.spacing, vrange, voxel_size,
     )  # fmt: skip
-    return None if lock is None else (lock.corrected, len(lock.payload))
+    if lock is None:
+        return None
+    return lock.corrected, len(lock.payload), time.perf_counter() - started
 
 
 def _prefiltered(
@@ -369,7 +378,8 @@ def choose_prefilter(
         score = choice.score(v, trial.decoded, voxel_size)
         last = time.perf_counter() - started
         choice.scores[cand.label] = score
-        measured.append((score, replace(cand, lock_bytes=trial.lock_bytes), trial))
+        lock = {"lock_bytes": trial.lock_bytes, "lock_seconds": trial.lock_seconds}
+        measured.append((score, replace(cand, **lock), trial))
     choice.seconds = time.perf_counter() - t0
     if not measured:
         return volume, choice
@@ -411,8 +421,10 @@ def _chose(choice: TaskChoice, cand: Candidate, value_map: PowerMap | None) -> N
     """Set ``choice``'s fields to code ``cand``."""
     if cand.kind == "lock":
         choice.setting, choice.lock_share, choice.lock_bytes = None, cand.setting, cand.lock_bytes
+        choice.lock_seconds = cand.lock_seconds
     else:
         choice.setting, choice.lock_share, choice.lock_bytes = cand.setting, None, 0
+        choice.lock_seconds = 0.0
     choice.value_map = value_map
 
 
@@ -464,6 +476,7 @@ class _Trial:
     coded: np.ndarray  # what the codec would code
     lock_bytes: int = 0  # the lock's bytes (a segmentation lock)
     value_map: PowerMap | None = None  # the map ``coded`` went through
+    lock_seconds: float = 0.0  # seconds the lock took to build
 
 
 #: a measured candidate: its proxy scores, itself, its trial
@@ -483,7 +496,9 @@ def _trial(
     if cand.kind == "lock":
         assert cand.setting is not None
         locked = _locked_proxy(volume, v, nbytes, cand.setting, choice, voxel_size)
-        return _Trial(None, v) if locked is None else _Trial(locked[0], v, locked[1])
+        if locked is None:
+            return _Trial(None, v)
+        return _Trial(locked[0], v, locked[1], lock_seconds=locked[2])
     coded, vmap = _coded(cand, v, choice.guidance, voxel_size, labels)
     if cand.exponent is not None and vmap is None:
         return _Trial(None, v)  # (a constant volume has nothing to map)
