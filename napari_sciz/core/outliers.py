@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import FormatError
-from .bitstream.layout import _varint
+from .bitstream.layout import _varint, payload_head
 from .lossy.entropy import _read_varint
 
 __all__ = [
@@ -254,13 +254,7 @@ def decode_outliers(payload: bytes, dtype: np.dtype, size: int) -> Outliers:
         Bad magic or version, indices not ascending or out of the array, or a truncated or
         overlong payload.
     """
-    if len(payload) < _HEAD.size:
-        raise FormatError("truncated outlier payload")
-    magic, version = _HEAD.unpack_from(payload)
-    if magic != _MAGIC:
-        raise FormatError("not an outlier payload")
-    if version != _VERSION:
-        raise FormatError(f"outlier payload version {version} (a newer napari-sciz wrote it?)")
+    payload_head(payload, _HEAD, _MAGIC, _VERSION, "outlier list")
     pos = _HEAD.size
     count, pos = _read_varint(payload, pos)
     if count > size or count > len(payload):

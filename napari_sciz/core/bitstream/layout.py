@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import struct
 
+from ...errors import FormatError
+
 __all__ = [
+    "payload_head",
     "FORMAT_VERSION",
     "HEADER_DICTIONARY",
     "HEADER_DICTIONARY_V1",
@@ -135,3 +138,25 @@ def _varint(value: int) -> bytes:
         else:
             out.append(byte)
             return bytes(out)
+
+
+def payload_head(data: bytes, head: struct.Struct, magic: bytes, version: int, what: str) -> tuple:
+    """The fields of a payload's fixed ``head`` after its magic and version (the first two).
+
+    Raises
+    ------
+    FormatError
+        ``"<what>: truncated payload"``, ``"<what>: bad magic"`` (another kind of payload),
+        or ``"<what> version N is newer than this napari-sciz reads"``.
+    """
+    if len(data) < head.size:
+        raise FormatError(f"{what}: truncated payload")
+    found, found_version, *fields = head.unpack_from(data)
+    if found != magic:
+        raise FormatError(f"{what}: not this kind of payload (bad magic)")
+    if found_version != version:
+        raise FormatError(
+            f"{what} version {found_version} is newer than this napari-sciz reads ({version}); "
+            "update napari-sciz"
+        )
+    return tuple(fields)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...errors import FormatError
-from ..bitstream.layout import _varint
+from ..bitstream.layout import _varint, payload_head
 from ..lossy.entropy import _read_varint
 from .geometry import N_CONTEXTS
 
@@ -69,16 +69,7 @@ class LockPayload:
     @classmethod
     def parse(cls, data: bytes, spatial_ndim: int) -> LockPayload:
         """Parse ``data`` (:class:`~napari_sciz.errors.FormatError` when it is not valid)."""
-        if len(data) < _HEAD.size:
-            raise FormatError("segmentation lock: truncated payload")
-        magic, version, ndim, *rest = _HEAD.unpack_from(data)
-        if magic != MAGIC:
-            raise FormatError("segmentation lock: not a lock payload (bad magic)")
-        if version != VERSION:
-            raise FormatError(
-                f"segmentation lock version {version} is newer than this napari-sciz reads "
-                f"({VERSION}); update napari-sciz"
-            )
+        ndim, *rest = payload_head(data, _HEAD, MAGIC, VERSION, "segmentation lock")
         sig, (t_ctx, t, margin), (ctx_crc, flags_crc, n_ctx) = rest[:3], rest[3:6], rest[6:]
         if ndim != spatial_ndim or n_ctx != N_CONTEXTS:
             raise FormatError("segmentation lock: does not fit the file's volume")

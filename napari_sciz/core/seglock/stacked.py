@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from ...errors import FormatError
-from ..bitstream.layout import _varint
+from ..bitstream.layout import _varint, payload_head
 from ..lossy.entropy import _read_varint
 
 MAGIC = b"SZS"
@@ -58,16 +58,7 @@ def parse_stacked(data: bytes, volumes: int) -> list[bytes | None]:
     FormatError
         Not a stack of locks, a newer version, another number of volumes, or truncated.
     """
-    if len(data) < _HEAD.size:
-        raise FormatError("segmentation lock: truncated payload")
-    magic, version = _HEAD.unpack_from(data)
-    if magic != MAGIC:
-        raise FormatError("segmentation lock: not the locks of a stack (bad magic)")
-    if version != VERSION:
-        raise FormatError(
-            f"segmentation lock (stack) version {version} is newer than this napari-sciz reads "
-            f"({VERSION}); update napari-sciz"
-        )
+    payload_head(data, _HEAD, MAGIC, VERSION, "segmentation locks of a stack")
     try:
         count, pos = _read_varint(data, _HEAD.size)
         sizes = []
