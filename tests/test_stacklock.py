@@ -234,3 +234,27 @@ def test_the_locks_of_a_stack_are_planned_for_the_time_there_is() -> None:
     assert _lock_time(100, 2.0, 100.0) == (16, 50.0)  # (at most half the time: 16 locks)
     assert _lock_time(100, 80.0, 100.0) == (1, 50.0)  # (the middle volume's, always)
     assert _lock_time(100, 2.0, None) == (100, None)
+
+
+def test_the_channels_of_a_colour_image_are_locked_one_by_one() -> None:
+    """A 3D array whose axes start with C is a stack of 2D channels: one 2D lock each (its
+    blocks are 3D: the lock's stack is told by the axes, not the block grid)."""
+    from napari_sciz.core.api import decompress, open_sciz
+    from napari_sciz.core.encode import BlockEncoder, FitSettings
+    from napari_sciz.core.guided import _locked_file
+    from napari_sciz.core.taskfilter import TaskChoice
+
+    channels = np.stack([nuclei(s, (8, 96, 96), count=14, noise=150.0)[4] for s in (31, 32, 33)])
+    settings = FitSettings(
+        arr=channels, ratio=24.0, mode="hybrid", device="cpu", steps=None, budget=6.0, seed=0,
+        axes="CYX", voxel_size=None, units=None, name=None, block_voxels=1 << 22,
+        guidance="none", guidance_weights=None, labels=None, cancel=None,
+    )  # fmt: skip
+    choice = TaskChoice("segmentation")
+    choice.lock_share, choice.lock_bytes = 0.35, int(0.35 * channels[0].nbytes / 24)
+    result = _locked_file(BlockEncoder(settings), choice, 6.0)
+    assert result is not None and result.header["segmentation_lock"] == {"version": 2}
+    assert result.header["blocks"]["spatial_ndim"] == 3
+    np.testing.assert_array_equal(decompress(result.data), result.reconstruction)
+    with open_sciz(result.data) as reader:
+        np.testing.assert_array_equal(reader[1, 10:50], result.reconstruction[1, 10:50])

@@ -14,7 +14,7 @@ band's two global levels (the Otsu threshold of the smoothed volume and the nois
 standard deviation) are those of the region the candidates were measured on.
 
 A stack (4D or more: time points or channels of volumes; or the channels of a 2D image,
-:func:`~napari_sciz.core.taskscore.stacked_axes`) gets a :class:`StackedVariant`
+:func:`~napari_sciz.core.stacking.stacked_axes`) gets a :class:`StackedVariant`
 (:func:`blockwise_variant` with a region that picks one volume of the stack): every volume or
 image is pre-filtered on its own, as a :class:`BlockwiseVariant` of it (no smoothing across
 time points or channels), and mapped by the stack's power map.

@@ -31,6 +31,7 @@ from .bitstream import container
 from .encode import BlockEncoder
 from .header import LOCK_MODEL_VERSION
 from .result import CompressResult
+from .stacking import stacked_axes
 
 __all__ = ["guided_hybrid"]
 
@@ -68,7 +69,7 @@ def guided_hybrid(encoder: BlockEncoder, guidance: str) -> CompressResult:
     bare = replace(choice, setting=None, lock_share=None, value_map=None, ranked=[])
     started = time.perf_counter()
     plain = encoder.encode(arr, clock.left(0.5 if choice.chosen else 1.0), bare)
-    voxel = _volume_voxel_size(s.voxel_size, taskscore.stacked_axes(arr.ndim, s.axes))
+    voxel = _volume_voxel_size(s.voxel_size, stacked_axes(arr.ndim, s.axes))
     trials = _Trials(choice, arr, voxel, plain, region)
     clock.took(time.perf_counter() - started)
     for k, cand in enumerate(choice.ranked):
@@ -113,7 +114,7 @@ def _choose(
     s = encoder.settings
     arr = s.arr
     whole = tuple(slice(None) for _ in arr.shape)
-    if taskscore.stacked_axes(arr.ndim, s.axes):
+    if stacked_axes(arr.ndim, s.axes):
         return _choose_stacked(encoder, guidance)
     region = taskscore.scored_region(arr.shape)
     cropped = region != whole
@@ -143,7 +144,7 @@ def _choose(
 def _choose_stacked(
     encoder: BlockEncoder, guidance: str
 ) -> tuple[Any, Any, tuple[Any, ...], list[str]]:
-    """:func:`_choose` for a stack (:func:`~napari_sciz.core.taskscore.stacked_axes`: 4D or
+    """:func:`_choose` for a stack (:func:`~napari_sciz.core.stacking.stacked_axes`: 4D or
     more, time points or channels of volumes; or the channels of a 2D image): the candidates
     are measured on the middle volume (or image) of the stack, its central box when it is
     large, and scored there; what is coded for the chosen one is every volume pre-filtered on
@@ -155,7 +156,7 @@ def _choose_stacked(
 
     s = encoder.settings
     arr = s.arr
-    lead = taskscore.stacked_axes(arr.ndim, s.axes)
+    lead = stacked_axes(arr.ndim, s.axes)
     middle = tuple(n // 2 for n in arr.shape[:lead])
     crop = taskscore.scored_region(arr.shape[lead:])
     whole = crop == tuple(slice(None) for _ in crop)
@@ -173,7 +174,8 @@ def _choose_stacked(
     name = {"C": "channel", "T": "time point"}.get(s.axes[:1] if lead == 1 else "", kind)
     where = f"{name} {middle[0] if len(middle) == 1 else middle} of the stack"
     if not whole:
-        where += " (its central " + "x".join(str(c.stop - c.start) for c in crop) + " voxels)"
+        where += " (its central " + "x".join(str(c.stop - c.start) for c in crop) + " voxels"
+        where += "; no segmentation lock)" if guidance == "segmentation" else ")"
     said.append(
         f"{guidance} guidance: measured on {where}, a {'x'.join(map(str, sub.shape))} {kind} "
         f"of the {'x'.join(map(str, arr.shape))} stack; each {kind} is guided on its own"
@@ -200,7 +202,7 @@ def _variant(
     from .taskfilter import variant
 
     s = encoder.settings
-    lead = taskscore.stacked_axes(arr.ndim, s.axes)
+    lead = stacked_axes(arr.ndim, s.axes)
     whole = region == tuple(slice(None) for _ in arr.shape)
     if cand.kind == "lock" or (not lead and whole):  # (a lock codes the volume itself)
         return variant(choice, cand, arr, s.voxel_size, s.labels)
@@ -219,7 +221,7 @@ def _locked_file(
 
     s = encoder.settings
     arr = s.arr
-    lead = taskscore.stacked_axes(arr.ndim, s.axes)
+    lead = stacked_axes(arr.ndim, s.axes)
     total = arr.nbytes / s.ratio
     volumes, budget = _lock_time(math.prod(arr.shape[:lead]), choice.lock_seconds, seconds)
     deadline = None if seconds is None else time.perf_counter() + seconds

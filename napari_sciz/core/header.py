@@ -16,6 +16,7 @@ import numpy as np
 
 from ..errors import FormatError
 from .blocks import BlockGrid
+from .stacking import stacked_axes
 from .validate import SUPPORTED_DTYPES
 from .valuemap import PowerMap, parse_value_map
 
@@ -53,6 +54,8 @@ class HeaderInfo:
     outliers: int = 0
     #: the decoded array puts its first (coded) axis last (:mod:`.colour`)
     channels_last: bool = False
+    #: leading (coded) axes of a stack whose volumes are locked one by one (0: one volume)
+    lock_lead: int = 0
 
 
 def _int(value: Any, field: str) -> int:
@@ -179,17 +182,17 @@ def validate_header(h: dict, n_payloads: int, decodable: dict[str, dict[str, int
         raise FormatError(
             f"invalid .sciz header: blocks.count is {count} but the grid has {grid.n_blocks}"
         )
-    locked = _segmentation_lock(h, mode, shape, grid)
+    axes, vs, units, name = _calibration(h, len(shape))
+    locked, lock_lead = _segmentation_lock(h, mode, shape, grid, axes)
     outliers = _outliers(h, mode, math.prod(shape))
     if grid.n_blocks + locked + bool(outliers) != n_payloads:
         what = f"{grid.n_blocks} blocks" + (" and a segmentation lock" if locked else "")
         what += " and an outlier list" if outliers else ""
         raise FormatError(f"header describes {what} but the file holds {n_payloads} payloads")
-    axes, vs, units, name = _calibration(h, len(shape))
     vmap = _value_map(h, mode, value_range)
     return HeaderInfo(
         mode, shape, dtype, value_range, grid, axes, vs, units, name, locked, vmap, outliers,
-        _channels_last(h, len(shape)),
+        _channels_last(h, len(shape)), lock_lead,
     )  # fmt: skip
 
 
@@ -230,21 +233,25 @@ def _value_map(h: dict, mode: str, value_range: tuple[float, float]) -> PowerMap
     return parse_value_map(entry, value_range)
 
 
-def _segmentation_lock(h: dict, mode: str, shape: tuple[int, ...], grid: BlockGrid) -> bool:
-    """Whether the file ends with a segmentation lock payload (:mod:`.seglock`): version 1
-    locks a single 2D/3D volume, version 2 each volume of a stack
-    (:mod:`.seglock.stacked`)."""
+def _segmentation_lock(
+    h: dict, mode: str, shape: tuple[int, ...], grid: BlockGrid, axes: str
+) -> tuple[bool, int]:
+    """Whether the file ends with a segmentation lock payload (:mod:`.seglock`), and the
+    leading axes its volumes are locked under: version 1 locks a single 2D/3D volume (0),
+    version 2 each volume or channel of a stack (:func:`.stacking.stacked_axes`,
+    :mod:`.seglock.stacked`)."""
     lock = h.get("segmentation_lock")
     if lock is None:
-        return False
+        return False, 0
     version = 0 if not isinstance(lock, dict) else lock.get("version")
     version = _int(version, "segmentation_lock.version")
     if version not in (1, 2):
         raise FormatError("unsupported segmentation_lock in header (a newer napari-sciz wrote it?)")
-    stack = len(shape) > grid.spatial_ndim
-    if mode != "hybrid" or stack != (version == 2):
+    lead = stacked_axes(len(shape), axes) if version == 2 else 0
+    fits = lead > 0 if version == 2 else len(shape) == grid.spatial_ndim
+    if mode != "hybrid" or not fits:
         what = "a stack of 2D/3D volumes" if version == 2 else "a single 2D/3D volume"
         raise FormatError(f"segmentation_lock version {version} needs {what} in a hybrid file")
     if h["model"].get("version", 0) < LOCK_MODEL_VERSION:
         raise FormatError(f"segmentation_lock needs hybrid model version {LOCK_MODEL_VERSION}")
-    return True
+    return True, lead

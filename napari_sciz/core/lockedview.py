@@ -38,9 +38,10 @@ class LockedView:
     Parameters
     ----------
     shape : tuple of int
-        The file's coded shape; its leading axes beyond ``spatial_ndim`` index the volumes.
-    spatial_ndim : int
-        Axes of one volume (2 or 3).
+        The file's coded shape.
+    lead : int
+        Its leading axes that index the volumes (0: one volume; a stack's, as
+        :func:`~napari_sciz.core.stacking.stacked_axes` counts them).
     payload : callable
         Returns the lock payload's bytes (read when first needed).
     blocks_region : callable
@@ -50,11 +51,11 @@ class LockedView:
     """
 
     def __init__(
-        self, shape: tuple[int, ...], spatial_ndim: int, payload: Callable[[], bytes],
+        self, shape: tuple[int, ...], lead: int, payload: Callable[[], bytes],
         blocks_region: Callable[[Box], np.ndarray], dtype: np.dtype,
         value_range: tuple[float, float],
     ) -> None:  # fmt: skip
-        self.shape, self.lead = shape, len(shape) - spatial_ndim
+        self.shape, self.lead = shape, lead
         self._payload, self._blocks_region = payload, blocks_region
         self.dtype, self.value_range = dtype, value_range
         #: held while a locked volume is made: not the reader's cache lock, which the decoding

@@ -93,7 +93,7 @@ class SciZReader:
         self._n_outliers = info.outliers
         self._outliers: Any = None
         self._locked_view = None if not self.locked else LockedView(
-            self._shape, self.grid.spatial_ndim, lambda: self._file.payload(self.grid.n_blocks),
+            self._shape, info.lock_lead, lambda: self._file.payload(self.grid.n_blocks),
             self._blocks_region, self.dtype, self.value_range,
         )  # fmt: skip
 

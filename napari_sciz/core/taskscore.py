@@ -26,6 +26,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from ..errors import InvalidInputError
+from .stacking import stacked_axes
 
 __all__ = [
     "SCORE_CROP_VOXELS",
@@ -424,19 +425,6 @@ def scored_region(shape: Sequence[int]) -> tuple[slice, ...]:
     if int(np.prod(shape)) <= SCORE_WHOLE_VOXELS:
         return tuple(slice(None) for _ in shape)
     return central_crop(shape, SCORE_CROP_VOXELS)
-
-
-def stacked_axes(ndim: int, axes: str | None = None) -> int:
-    """How many leading axes of an array are not space but a stack of volumes or images.
-
-    The codec takes the last three axes as a volume: an array of more has ``ndim - 3``
-    leading axes (time points, channels). A 3D array whose ``axes`` start with ``C`` is a
-    stack of 2D channels (a colour image is coded so); other 3D arrays (``ZYX``, and a 2D
-    time-lapse ``TYX``) are one volume.
-    """
-    if ndim > 3:
-        return ndim - 3
-    return 1 if ndim == 3 and axes is not None and axes[:1] == "C" else 0
 
 
 def guidance_score(
