@@ -175,6 +175,8 @@ def build_stacked_locks(
         if lock is not None:
             locks[index] = lock
             left -= len(lock.payload)
+        if lock is None or lock.groups == lock.groups_total:
+            del segmented[index]  # (only a volume that may get more bytes keeps its labels)
     # (what volumes that needed less left goes to those whose switches did not all fit)
     for index in order:
         lock = locks.get(index)
