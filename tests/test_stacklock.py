@@ -221,7 +221,9 @@ def test_cli_info_shows_the_locks_of_a_stack(tmp_path, capsys) -> None:
     path = tmp_path / "locked.sciz"
     path.write_bytes(data)
     assert main(["info", str(path)]) == 0
-    assert "threshold surface of each volume" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "threshold surface of each volume" in out
+    assert "(2 of 2 volumes)" in out
 
 
 def test_the_locks_of_a_stack_are_planned_for_the_time_there_is() -> None:

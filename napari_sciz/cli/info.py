@@ -26,7 +26,14 @@ def _hybrid_layers(reader: Any) -> dict[str, Any]:
     bases: dict[str, int] = {}
     n = reader.grid.n_blocks  # (a segmentation lock is the payload after the blocks)
     if reader.locked:
-        totals["lock_bytes"] = len(reader._file.payload(n))
+        lock = reader._file.payload(n)
+        totals["lock_bytes"] = len(lock)
+        if reader.header["segmentation_lock"].get("version") == 2:  # (a lock per volume)
+            from ..core.seglock.stacked import parse_stacked
+
+            per_volume = parse_stacked(lock, reader._locked_view.volumes)
+            totals["locked_volumes"] = sum(v is not None for v in per_volume)
+            totals["volumes"] = len(per_volume)
     for i in range(n):
         d = describe(reader._file.payload(i))
         for key in layers:
@@ -148,6 +155,8 @@ def _layers_text(layers: dict[str, Any]) -> str:
     )
     if layers["lock_bytes"]:
         text += f", segmentation lock {_human_bytes(layers['lock_bytes'])}"
+        if "volumes" in layers:
+            text += f" ({layers['locked_volumes']} of {layers['volumes']} volumes)"
     return text
 
 

@@ -66,6 +66,11 @@ class LockedView:
         self._warned = False
 
     @property
+    def volumes(self) -> int:
+        """Volumes locked one by one (1: a single volume)."""
+        return math.prod(self.shape[: self.lead])
+
+    @property
     def volume_voxels(self) -> int:
         """Voxels of one volume."""
         return math.prod(self.shape[self.lead :])
@@ -109,8 +114,7 @@ class LockedView:
 
         with self._lock:
             if self._locks is None:
-                volumes = math.prod(self.shape[: self.lead])
-                self._locks = parse_stacked(self._payload(), volumes)
+                self._locks = parse_stacked(self._payload(), self.volumes)
             return self._locks
 
     def _locked(self, volume: int) -> np.ndarray:
