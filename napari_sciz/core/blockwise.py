@@ -29,7 +29,8 @@ from typing import Any
 import numpy as np
 
 from .taskband import _GROW, _SIGMA, band_levels, banded, smoothed
-from .taskfilter import Candidate, TaskChoice, _chose
+from .taskchoice import Candidate, TaskChoice
+from .taskfilter import _chose
 from .taskscore import _sigmas
 from .valuemap import PowerMap
 

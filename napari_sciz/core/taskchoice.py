@@ -1,0 +1,181 @@
+"""What hybrid task guidance measured and chose: the candidates (:class:`Candidate`) and
+the choice (:class:`TaskChoice`: its scores, how they compare, its header entries, its line
+for the user). The measuring is :mod:`.taskfilter`'s.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .valuemap import PowerMap
+
+__all__ = ["MAX_PSNR_LOSS", "Candidate", "TaskChoice"]
+
+#: the most PSNR (dB, against the original) a band may cost against the plain volume
+MAX_PSNR_LOSS = 1.0
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A pre-filter, power map or lock measured on the proxy.
+
+    Attributes
+    ----------
+    kind : {"none", "band", "smooth", "power", "lock"}
+        What is coded.
+    setting : float or None
+        Band half-width, smoothing sigma (before the map, for ``"power"``) or lock share.
+    exponent : float or None
+        The power map's exponent (``"power"``).
+    lock_bytes : int
+        The lock's bytes on the proxy (``"lock"``).
+    lock_seconds : float
+        Seconds the lock took to build on the proxy (``"lock"``).
+    """
+
+    kind: str
+    setting: float | None = None
+    exponent: float | None = None
+    lock_bytes: int = 0
+    lock_seconds: float = 0.0
+
+    @property
+    def label(self) -> str:
+        """Its name in :attr:`TaskChoice.scores` (``"3"``: a band or a sigma; ``"power
+        0.5"``, ``"0.5 + power 0.5"``: a power map, after a smoothing; ``"lock 0.2"``)."""
+        if self.kind == "none":
+            return "none"
+        if self.kind == "lock":
+            return f"lock {self.setting:g}"
+        if self.kind == "power":
+            power = f"power {self.exponent:g}"
+            return power if self.setting is None else f"{self.setting:g} + {power}"
+        return f"{self.setting:g}"
+
+
+@dataclass
+class TaskChoice:
+    """What :func:`.taskfilter.choose_prefilter` measured and chose.
+
+    Attributes
+    ----------
+    guidance : {"segmentation", "perceptual"}
+        The task.
+    setting : float or None
+        The band half-width (noise standard deviations) or the smoothing sigma (voxels) chosen;
+        None: the volume as it is.
+    scores : dict
+        Per candidate (``"none"``, ``"2"``, ...): the task's scores and PSNR of the proxy
+        decode.
+    seconds : float
+        Time the choice took.
+    reference : numpy.ndarray or None
+        The reference segmentation (segmentation guidance).
+    spacing : int
+        Watershed seed spacing of the segmentations (segmentation guidance).
+    lock_share : float or None
+        Share of the bytes given to a segmentation lock (:mod:`.seglock`), when one was
+        chosen (``setting`` is then None).
+    lock_bytes : int
+        The lock's bytes on the proxy.
+    lock_seconds : float
+        Seconds the lock took to build on the proxy.
+    value_map : PowerMap or None
+        The intensity map the volume is coded through (perceptual guidance), when one was
+        chosen (``setting`` is then the smoothing before it, or None).
+    ranked : list of Candidate
+        Every candidate but the plain volume at most :data:`MAX_PSNR_LOSS` dB below it on the
+        proxy, best first (the first is the choice when it scored better than the plain
+        volume): what the encoder may code with the codec itself when time allows.
+    """
+
+    guidance: str
+    setting: float | None = None
+    scores: dict[str, dict[str, float]] = field(default_factory=dict)
+    seconds: float = 0.0
+    reference: np.ndarray | None = field(default=None, repr=False)
+    spacing: int = 3
+    lock_share: float | None = None
+    lock_bytes: int = 0
+    lock_seconds: float = 0.0
+    value_map: PowerMap | None = None
+    ranked: list[Candidate] = field(default_factory=list, repr=False)
+
+    @property
+    def chosen(self) -> bool:
+        """Whether a candidate scored better than the plain volume on the proxy."""
+        return self.setting is not None or self.lock_share is not None or self.value_map is not None
+
+    def score(
+        self, original: np.ndarray, decoded: np.ndarray, voxel_size: Sequence[float] | None
+    ) -> dict[str, float]:
+        """The task's scores and the PSNR of ``decoded`` against ``original``."""
+        from .taskscore import gradient_similarity, ms_ssim, segment, segmentation_fidelity
+
+        out = {"psnr": _psnr(original, decoded)}
+        if self.guidance == "segmentation":
+            assert self.reference is not None
+            seg = segmentation_fidelity(
+                self.reference, segment(decoded, voxel_size, min_distance=self.spacing)
+            )
+            out.update(f1=seg.f1, dice=seg.dice)
+        else:
+            out.update(
+                ms_ssim=ms_ssim(original, decoded),
+                gmsm=gradient_similarity(original, decoded),
+            )
+        return out
+
+    def key(self, score: dict[str, float]) -> tuple[float, float]:
+        """What is compared: (object F1, Dice) or (MS-SSIM, gradient similarity)."""
+        if self.guidance == "segmentation":
+            return score["f1"], score["dice"]
+        return score["ms_ssim"], score["gmsm"]
+
+    def better(self, candidate: dict[str, float], plain: dict[str, float]) -> bool:
+        """Whether ``candidate`` scores better than ``plain`` at a PSNR at most
+        :data:`MAX_PSNR_LOSS` dB below it."""
+        if candidate["psnr"] < plain["psnr"] - MAX_PSNR_LOSS:
+            return False
+        return self.key(candidate) > self.key(plain)
+
+    def to_header(self) -> dict:
+        """The header entries of a file coded with this choice."""
+        out: dict = {"guidance": self.guidance}
+        if self.setting is not None:  # (absent: the volume as it is; header bytes count)
+            out["task_band" if self.guidance == "segmentation" else "task_smooth"] = self.setting
+        if self.lock_share is not None:
+            out["task_lock_share"] = self.lock_share
+        if self.value_map is not None:
+            out["value_map"] = self.value_map.to_header()
+        return out
+
+    def describe(self) -> str:
+        """One line for the user: the pre-filter chosen and the scores that chose it."""
+        x = self.setting
+        if self.guidance == "segmentation":
+            what = "no band" if x is None else f"band {x:g} noise s.d."
+            if self.lock_share is not None:
+                what = f"a segmentation lock in {self.lock_share:.0%} of the bytes"
+            name, key = "F1", "f1"
+        else:
+            what = "no smoothing" if x is None else f"smoothing sigma {x:g} voxel"
+            if self.value_map is not None:
+                power = f"a power map (exponent {self.value_map.exponent:g})"
+                what = power if x is None else f"{what} and {power}"
+            name, key = "MS-SSIM", "ms_ssim"
+        parts = ", ".join(f"{k}: {name} {v[key]:.4f}" for k, v in self.scores.items())
+        return (
+            f"{self.guidance} guidance: {what} chosen on a SPERR proxy "
+            f"({parts}; {self.seconds:.1f} s)"
+        )
+
+
+def _psnr(original: np.ndarray, decoded: np.ndarray) -> float:
+    a = np.asarray(original, np.float64)
+    span = float(a.max() - a.min()) or 1.0
+    mse = float(np.mean((np.asarray(decoded, np.float64) - a) ** 2))
+    return float("inf") if mse == 0 else 10.0 * float(np.log10(span * span / mse))
