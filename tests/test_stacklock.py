@@ -260,3 +260,39 @@ def test_the_channels_of_a_colour_image_are_locked_one_by_one() -> None:
     np.testing.assert_array_equal(decompress(result.data), result.reconstruction)
     with open_sciz(result.data) as reader:
         np.testing.assert_array_equal(reader[1, 10:50], result.reconstruction[1, 10:50])
+
+
+def test_a_cancelled_job_stops_between_volumes() -> None:
+    from napari_sciz.errors import CancelledError
+
+    stack = _stack(3)
+    calls: list[int] = []
+
+    def cancel() -> bool:
+        calls.append(1)
+        return len(calls) > 1  # (cancelled once the first volume is locked)
+
+    with pytest.raises(CancelledError):
+        build_stacked_locks(stack, _coarse(stack), 1, 1500, SIGMAS3, (1,), VRANGE, cancel=cancel)
+    assert len(calls) == 2
+
+
+def test_a_stack_of_two_leading_axes_is_locked_volume_by_volume() -> None:
+    """TCZYX: every (time point, channel) volume has its own lock, read back by the reader."""
+    from napari_sciz.core.api import compress, open_sciz
+
+    stack = _stack(4, (8, 40, 40)).reshape(2, 2, 8, 40, 40)
+    plain = compress(stack, 48, budget=4.0, mode="hybrid", axes="TCZYX")
+    locks = build_stacked_locks(stack, plain.reconstruction, 2, 2400, SIGMAS3, (1, 1), VRANGE)
+    assert locks is not None and locks.volumes == 4
+    assert len(parse_stacked(locks.payload, 4)) == 4
+    header = {
+        **plain.header,
+        "model": {**plain.header["model"], "version": 5},
+        "segmentation_lock": {"version": 2},
+    }
+    with container.SciZFile(plain.data) as f:
+        payloads = [f.payload(i) for i in range(f.n_payloads)]
+    with open_sciz(container.pack(header, [*payloads, locks.payload])) as reader:
+        np.testing.assert_array_equal(reader.decode(), locks.corrected)
+        np.testing.assert_array_equal(reader[1, 0, 3], locks.corrected[1, 0, 3])

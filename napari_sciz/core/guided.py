@@ -320,7 +320,9 @@ def _lock(
     voxel = _volume_voxel_size(s.voxel_size, lead)
     middle = tuple(n // 2 for n in arr.shape[:lead])
     sigmas = _sigmas(arr.ndim - lead, voxel, 1.0)
-    locks = build_stacked_locks(arr, decoded, lead, room, sigmas, middle, vrange, voxel, deadline)
+    locks = build_stacked_locks(
+        arr, decoded, lead, room, sigmas, middle, vrange, voxel, deadline, s.cancel
+    )
     if locks is None:
         return None
     what = (

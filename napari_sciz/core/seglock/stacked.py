@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import struct
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from ...errors import FormatError
+from ...errors import CancelledError, FormatError
 from ..bitstream.layout import _varint, payload_head
 from ..lossy.entropy import _read_varint
 
@@ -113,6 +113,7 @@ def build_stacked_locks(
     value_range: tuple[float, float],
     voxel_size: Sequence[float] | None = None,
     deadline: float | None = None,
+    cancel: Callable[[], bool] | None = None,
 ) -> StackedLocks | None:
     """A lock for each volume of a stack in at most ``nbytes`` bytes in all.
 
@@ -143,6 +144,8 @@ def build_stacked_locks(
         Physical step per axis of a volume.
     deadline : float, optional
         No volume is started after it.
+    cancel : callable, optional
+        Checked before every volume (:class:`~napari_sciz.errors.CancelledError`).
 
     Returns
     -------
@@ -159,6 +162,8 @@ def build_stacked_locks(
     segmented: dict[tuple[int, ...], tuple[np.ndarray, int]] = {}
 
     def lock_of(index: tuple[int, ...], size: int) -> Any:
+        if cancel is not None and cancel():
+            raise CancelledError("compression cancelled; no output written")
         if index not in segmented:
             spacing = seed_distance(original[index], voxel_size)
             segmented[index] = segment(original[index], voxel_size, min_distance=spacing), spacing
