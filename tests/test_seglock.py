@@ -9,6 +9,7 @@ import pytest
 
 pytest.importorskip("skimage")
 
+from _locks import with_lock  # noqa: E402
 from _nuclei import nuclei  # noqa: E402
 
 from napari_sciz.core.bitstream import container  # noqa: E402
@@ -187,11 +188,7 @@ def _locked_file(
         vol, plain.reconstruction, 800, _sigmas(vol.ndim, None, 1.0), reference, spacing, vrange
     )
     assert lock is not None
-    model = {**plain.header["model"], "version": 5}
-    header = {**plain.header, "model": model, "segmentation_lock": {"version": 1}}
-    with container.SciZFile(plain.data) as f:
-        payloads = [f.payload(i) for i in range(f.n_payloads)]
-    return container.pack(header, [*payloads, lock.payload]), lock.corrected, plain.data
+    return with_lock(plain, lock.payload, 1), lock.corrected, plain.data
 
 
 def test_reader_applies_the_lock_to_every_region() -> None:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
 pytest.importorskip("skimage")
 
+from _locks import with_lock  # noqa: E402
 from _nuclei import nuclei  # noqa: E402
 
 from napari_sciz.core.bitstream import container  # noqa: E402
@@ -120,12 +123,8 @@ def _locked_stack_file(stack: np.ndarray, nbytes: int = 1500) -> tuple[bytes, np
     middle = (stack.shape[0] // 2,)
     locks = build_stacked_locks(stack, plain.reconstruction, 1, nbytes, SIGMAS3, middle, vrange)
     assert locks is not None
-    model = {**plain.header["model"], "version": 5}
-    lock = {"segmentation_lock": {"version": 2}, "guidance": "segmentation"}
-    header = {**plain.header, "model": model, **lock}
-    with container.SciZFile(plain.data) as f:
-        payloads = [f.payload(i) for i in range(f.n_payloads)]
-    return container.pack(header, [*payloads, locks.payload]), locks.corrected, plain.data
+    data = with_lock(plain, locks.payload, 2, guidance="segmentation")
+    return data, locks.corrected, plain.data
 
 
 def test_the_reader_locks_each_volume_of_a_stack() -> None:
@@ -192,23 +191,30 @@ def test_the_header_says_which_kind_of_lock() -> None:
         open_sciz(container.pack(header, [*payloads[:-1], three])).decode()
 
 
-def test_a_locked_stack_from_the_encoder_decodes_as_measured() -> None:
-    from napari_sciz.core.api import decompress
+def _encoder_locked(arr: np.ndarray, ratio: float, axes: str, share: float) -> Any:
+    """The encoder's locked file of a stack (``_locked_file``, the proxy's lock of one volume
+    taken as ``share`` of its bytes)."""
     from napari_sciz.core.encode import BlockEncoder, FitSettings
     from napari_sciz.core.guided import _locked_file
     from napari_sciz.core.taskfilter import TaskChoice
 
-    stack = _stack(3)
     settings = FitSettings(
-        arr=stack, ratio=48.0, mode="hybrid", device="cpu", steps=None, budget=6.0, seed=0,
-        axes="TZYX", voxel_size=None, units=None, name=None, block_voxels=1 << 22,
+        arr=arr, ratio=ratio, mode="hybrid", device="cpu", steps=None, budget=6.0, seed=0,
+        axes=axes, voxel_size=None, units=None, name=None, block_voxels=1 << 22,
         guidance="none", guidance_weights=None, labels=None, cancel=None,
     )  # fmt: skip
     choice = TaskChoice("segmentation")
-    choice.lock_share, choice.lock_bytes = 0.3, int(0.3 * stack[0].nbytes / 48)
+    choice.lock_share, choice.lock_bytes = share, int(share * arr[0].nbytes / ratio)
     result = _locked_file(BlockEncoder(settings), choice, 6.0)
-    assert result is not None
-    assert result.header["segmentation_lock"] == {"version": 2}
+    assert result is not None and result.header["segmentation_lock"] == {"version": 2}
+    return result
+
+
+def test_a_locked_stack_from_the_encoder_decodes_as_measured() -> None:
+    from napari_sciz.core.api import decompress
+
+    stack = _stack(3)
+    result = _encoder_locked(stack, 48.0, "TZYX", 0.3)
     assert result.nbytes <= stack.nbytes / 48
     np.testing.assert_array_equal(decompress(result.data), result.reconstruction)
     assert any("volumes locked" in m for m in result.messages)
@@ -242,20 +248,9 @@ def test_the_channels_of_a_colour_image_are_locked_one_by_one() -> None:
     """A 3D array whose axes start with C is a stack of 2D channels: one 2D lock each (its
     blocks are 3D: the lock's stack is told by the axes, not the block grid)."""
     from napari_sciz.core.api import decompress, open_sciz
-    from napari_sciz.core.encode import BlockEncoder, FitSettings
-    from napari_sciz.core.guided import _locked_file
-    from napari_sciz.core.taskfilter import TaskChoice
 
     channels = np.stack([nuclei(s, (8, 96, 96), count=14, noise=150.0)[4] for s in (31, 32, 33)])
-    settings = FitSettings(
-        arr=channels, ratio=24.0, mode="hybrid", device="cpu", steps=None, budget=6.0, seed=0,
-        axes="CYX", voxel_size=None, units=None, name=None, block_voxels=1 << 22,
-        guidance="none", guidance_weights=None, labels=None, cancel=None,
-    )  # fmt: skip
-    choice = TaskChoice("segmentation")
-    choice.lock_share, choice.lock_bytes = 0.35, int(0.35 * channels[0].nbytes / 24)
-    result = _locked_file(BlockEncoder(settings), choice, 6.0)
-    assert result is not None and result.header["segmentation_lock"] == {"version": 2}
+    result = _encoder_locked(channels, 24.0, "CYX", 0.35)
     assert result.header["blocks"]["spatial_ndim"] == 3
     np.testing.assert_array_equal(decompress(result.data), result.reconstruction)
     with open_sciz(result.data) as reader:
@@ -286,13 +281,6 @@ def test_a_stack_of_two_leading_axes_is_locked_volume_by_volume() -> None:
     locks = build_stacked_locks(stack, plain.reconstruction, 2, 2400, SIGMAS3, (1, 1), VRANGE)
     assert locks is not None and locks.volumes == 4
     assert len(parse_stacked(locks.payload, 4)) == 4
-    header = {
-        **plain.header,
-        "model": {**plain.header["model"], "version": 5},
-        "segmentation_lock": {"version": 2},
-    }
-    with container.SciZFile(plain.data) as f:
-        payloads = [f.payload(i) for i in range(f.n_payloads)]
-    with open_sciz(container.pack(header, [*payloads, locks.payload])) as reader:
+    with open_sciz(with_lock(plain, locks.payload, 2)) as reader:
         np.testing.assert_array_equal(reader.decode(), locks.corrected)
         np.testing.assert_array_equal(reader[1, 0, 3], locks.corrected[1, 0, 3])
