@@ -191,7 +191,9 @@ def test_the_header_says_which_kind_of_lock() -> None:
         open_sciz(container.pack(header, [*payloads[:-1], three])).decode()
 
 
-def _encoder_locked(arr: np.ndarray, ratio: float, axes: str, share: float) -> Any:
+def _encoder_locked(
+    arr: np.ndarray, ratio: float, axes: str, share: float, progress: Any = None
+) -> Any:
     """The encoder's locked file of a stack (``_locked_file``, the proxy's lock of one volume
     taken as ``share`` of its bytes)."""
     from napari_sciz.core.encode import BlockEncoder, FitSettings
@@ -205,7 +207,7 @@ def _encoder_locked(arr: np.ndarray, ratio: float, axes: str, share: float) -> A
     )  # fmt: skip
     choice = TaskChoice("segmentation")
     choice.lock_share, choice.lock_bytes = share, int(share * arr[0].nbytes / ratio)
-    result = _locked_file(BlockEncoder(settings), choice, 6.0)
+    result = _locked_file(BlockEncoder(settings, progress=progress), choice, 6.0)
     assert result is not None and result.header["segmentation_lock"] == {"version": 2}
     return result
 
@@ -214,8 +216,11 @@ def test_a_locked_stack_from_the_encoder_decodes_as_measured() -> None:
     from napari_sciz.core.api import decompress
 
     stack = _stack(3)
-    result = _encoder_locked(stack, 48.0, "TZYX", 0.3)
+    told: list[str] = []
+    result = _encoder_locked(stack, 48.0, "TZYX", 0.3, lambda info: told.append(info.message))
     assert result.nbytes <= stack.nbytes / 48
+    locking = [m for m in told if m.startswith("segmentation lock")]
+    assert locking == [f"segmentation lock: volume {i} of 3" for i in (1, 2, 3)]
     np.testing.assert_array_equal(decompress(result.data), result.reconstruction)
     assert any("volumes locked" in m for m in result.messages)
 

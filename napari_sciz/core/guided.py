@@ -246,7 +246,8 @@ def _locked_file(
     if room < _MIN_LOCK_BYTES:
         return None
     vrange = (float(header["value_range"][0]), float(header["value_range"][1]))
-    made = _lock(arr, base.reconstruction, room, choice, s, lead, vrange, deadline)
+    report = _lock_progress(encoder, seconds)
+    made = _lock(arr, base.reconstruction, room, choice, s, lead, vrange, deadline, report)
     if made is None:
         return None
     payload, corrected, what = made
@@ -297,9 +298,27 @@ def _lock_time(
     return max(1, min(volumes, int(locks / per))), seconds - locks
 
 
+def _lock_progress(encoder: BlockEncoder, seconds: float | None) -> Any:
+    """``report(done, volumes)`` for a stack's locks: the encoder's progress callback told
+    which volume is being locked (None without a callback)."""
+    from .result import ProgressInfo
+
+    progress = encoder.progress
+    if progress is None:
+        return None
+    ends = None if seconds is None else time.perf_counter() + seconds
+
+    def report(done: int, volumes: int) -> None:
+        eta = None if ends is None else max(ends - time.perf_counter(), 0.0)
+        text = "segmentation lock" + (f": volume {done + 1} of {volumes}" if volumes > 1 else "")
+        progress(ProgressInfo(done / volumes, 0, None, math.nan, math.nan, eta, 0, 1, text))
+
+    return report
+
+
 def _lock(
     arr: np.ndarray, decoded: np.ndarray, room: int, choice: Any, s: Any, lead: int,
-    vrange: tuple[float, float], deadline: float | None,
+    vrange: tuple[float, float], deadline: float | None, report: Any = None,
 ) -> tuple[bytes, np.ndarray, str] | None:  # fmt: skip
     """The lock payload of ``decoded`` in at most ``room`` bytes, the decode it locks to, and
     what it switched (None when nothing fits)."""
@@ -308,6 +327,8 @@ def _lock(
     from .taskscore import _sigmas
 
     if not lead:
+        if report is not None:
+            report(0, 1)
         sigmas = _sigmas(arr.ndim, s.voxel_size, 1.0)
         lock = build_lock(
             arr, decoded, room, sigmas, choice.reference, choice.spacing, vrange, s.voxel_size
@@ -321,7 +342,7 @@ def _lock(
     middle = tuple(n // 2 for n in arr.shape[:lead])
     sigmas = _sigmas(arr.ndim - lead, voxel, 1.0)
     locks = build_stacked_locks(
-        arr, decoded, lead, room, sigmas, middle, vrange, voxel, deadline, s.cancel
+        arr, decoded, lead, room, sigmas, middle, vrange, voxel, deadline, s.cancel, report
     )
     if locks is None:
         return None

@@ -114,6 +114,7 @@ def build_stacked_locks(
     voxel_size: Sequence[float] | None = None,
     deadline: float | None = None,
     cancel: Callable[[], bool] | None = None,
+    report: Callable[[int, int], None] | None = None,
 ) -> StackedLocks | None:
     """A lock for each volume of a stack in at most ``nbytes`` bytes in all.
 
@@ -146,6 +147,8 @@ def build_stacked_locks(
         No volume is started after it.
     cancel : callable, optional
         Checked before every volume (:class:`~napari_sciz.errors.CancelledError`).
+    report : callable, optional
+        Called as ``report(done, volumes)`` before each volume of the first pass.
 
     Returns
     -------
@@ -176,6 +179,8 @@ def build_stacked_locks(
     for done, index in enumerate(order):
         if done and deadline is not None and time.perf_counter() > deadline:
             break
+        if report is not None:
+            report(done, len(order))
         lock = lock_of(index, left // (len(order) - done))
         if lock is not None:
             locks[index] = lock
