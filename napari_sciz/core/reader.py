@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 import os
 import threading
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -14,6 +13,7 @@ import numpy as np
 
 from ..errors import FormatError, InvalidInputError
 from .bitstream import container
+from .blockcache import BlockCache
 from .blocks import finalize
 from .colour import first_last, last_first
 from .header import validate_header
@@ -60,9 +60,7 @@ class SciZReader:
         self._file = container.SciZFile(source)
         self.header = self._file.header
         self._lock = threading.RLock()
-        self._cache: OrderedDict[int, Any] = OrderedDict()
-        self._cache_size = cache_blocks
-        self._cache_bytes = int(cache_bytes)
+        self._cache = BlockCache(cache_blocks, cache_bytes, self._lock)
         try:
             self._validate()
         except FormatError:
@@ -167,7 +165,7 @@ class SciZReader:
     # decoding -------------------------------------------------------------------------
     def _block_field(self, index: int) -> Any:
         """``(field, vmin, vmax)`` of lossy block ``index``, cached."""
-        return self._cached(index, self._decode_field)
+        return self._cache.get(index, self._decode_field)
 
     def _decode_field(self, index: int) -> Any:
         from .lossy.code import field_from_code
@@ -281,35 +279,6 @@ class SciZReader:
             self._map_blocks(fill, list(self.grid.blocks_in_box(volume, box3)))
         return out
 
-    def _cached(self, index: int, decode: Callable[[int], Any]) -> Any:
-        """Block ``index`` from the cache, or ``decode(index)`` (outside the lock) and cached."""
-        with self._lock:
-            cached = self._cache.get(index)
-            if cached is not None:
-                self._cache.move_to_end(index)
-                return cached
-        entry = decode(index)
-        with self._lock:
-            self._remember(index, entry)
-        return entry
-
-    def _remember(self, index: int, entry: Any) -> None:
-        """Cache a decoded block; evict the least recently used beyond the count or bytes."""
-        self._cache[index] = entry
-        self._cache.move_to_end(index)
-
-        def size(item: Any) -> int:
-            if isinstance(item, tuple):  # a lossy block: its field (latents and MLP)
-                return sum(int(t.numel()) * 4 for t in item[0].parameters())
-            return int(getattr(item, "nbytes", 0))
-
-        total = sum(size(v) for v in self._cache.values())
-        while len(self._cache) > 1 and (
-            len(self._cache) > self._cache_size or total > self._cache_bytes
-        ):
-            _key, old = self._cache.popitem(last=False)
-            total -= size(old)
-
     def _hybrid_block(self, index: int) -> Any:
         """The decoded base (and field) of hybrid block ``index``, cached; planes on demand."""
         from .hybrid import HybridBlock
@@ -317,7 +286,7 @@ class SciZReader:
         def decode(i: int) -> Any:
             return HybridBlock(self._file.payload(i), self.grid.block_shape3(i))
 
-        return self._cached(index, lambda i: _naming_block(i, decode))
+        return self._cache.get(index, lambda i: _naming_block(i, decode))
 
     def _exact_block(self, index: int) -> np.ndarray:
         """Lossless/bounded block ``index`` in the original dtype, cached."""
@@ -326,7 +295,7 @@ class SciZReader:
         def decode(i: int) -> np.ndarray:
             return decode_block(self._file.payload(i), self.dtype, self.grid.block_shape3(i))
 
-        return self._cached(index, lambda i: _naming_block(i, decode))
+        return self._cache.get(index, lambda i: _naming_block(i, decode))
 
     def _decode_interpolated(
         self, box: Sequence[tuple[int, int]], scales: Sequence[float]
