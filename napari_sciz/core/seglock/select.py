@@ -3,8 +3,8 @@
 The voxels whose side of the threshold surface differs between the original and the decode
 fall in connected groups (26-connected in 3D). Groups touching an object the decode gets
 wrong (no match at IoU >= 0.5 in either direction) come first, cheapest first; the others
-follow, most voxels per bit first. The groups are taken in that order while their flags fit
-the bytes; a group that does not fit is skipped, and the cheaper ones after it still go in.
+follow, most voxels per bit first. The longest prefix of that order whose flags fit the
+bytes is coded.
 """
 
 from __future__ import annotations
@@ -25,8 +25,6 @@ from .project import lock_sides
 MARGIN_NOISE = 0.25
 #: voxels around a wrong object whose switches count as that object's
 _NEAR = 2
-#: groups that do not fit skipped (each time the next one that fits is taken)
-_SKIPS = 32
 
 
 @dataclass
@@ -92,44 +90,16 @@ def _order(switch: np.ndarray, ctx: np.ndarray, wrong: np.ndarray) -> tuple[np.n
     return groups, np.argsort(key, kind="stable") + 1
 
 
-def _entropy_bits(ones: np.ndarray, total: np.ndarray) -> np.ndarray:
-    """Estimated bits of flags with ``ones`` flagged of ``total`` per context (the last axis),
-    as :func:`.flags.estimate_bits` counts them."""
-    mixed = (ones > 0) & (ones < total)
-    p = np.where(mixed, ones / np.maximum(total, 1), 0.5)
-    h = -(p * np.log2(p) + (1 - p) * np.log2(1 - p))
-    return np.sum(np.where(mixed, total * h, 0.0), axis=-1)
-
-
-def _fit(ranked: np.ndarray, ctx: np.ndarray, n_groups: int, bits: float) -> np.ndarray:
-    """The groups (positions in the order, 1-based) whose estimated flags fit ``bits``: the
-    order's groups one by one, each kept while it still fits; one that does not is skipped,
-    and the next that fits goes in (a large group does not stop the cheaper ones after it;
-    at most :data:`_SKIPS` times)."""
-    total = np.bincount(ctx.reshape(-1), minlength=N_CONTEXTS).astype(np.float64)
-    flagged = ranked > 0
-    counts = np.bincount(
-        (ranked[flagged] - 1) * N_CONTEXTS + ctx[flagged], minlength=n_groups * N_CONTEXTS
-    ).reshape(n_groups, N_CONTEXTS)
-    kept: list[int] = []
-    ones = np.zeros(N_CONTEXTS)
-    start = 0
-    for _ in range(_SKIPS + 1):
-        # (the longest run from ``start`` that fits, found at once by its running sums)
-        run = ones + np.cumsum(counts[start:], axis=0)
-        fits = _entropy_bits(run, total) <= bits
-        length = int(np.argmin(fits)) if not fits.all() else n_groups - start
-        kept.extend(range(start + 1, start + length + 1))
-        if length:
-            ones = run[length - 1]
-        rest = start + length + 1  # (the group after the run does not fit)
-        if rest >= n_groups:
-            break
-        alone = np.flatnonzero(_entropy_bits(ones + counts[rest:], total) <= bits)
-        if alone.size == 0:
-            break
-        start = rest + int(alone[0])  # (the next group that fits on its own)
-    return np.asarray(kept, np.int64)
+def _fit(switch_of, ctx: np.ndarray, n_groups: int, bits: float) -> int:
+    """Most groups (a prefix of the order) whose estimated flags fit ``bits``."""
+    lo, hi = 0, n_groups
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if flag_code.estimate_bits(switch_of(mid), ctx) <= bits:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
 
 
 @dataclass
@@ -143,11 +113,9 @@ class _Switches:
     ranked: np.ndarray
     order: np.ndarray
 
-    def switch_of(self, positions: np.ndarray) -> np.ndarray:
-        """The switches of the groups at ``positions`` of the order (1-based)."""
-        chosen = np.zeros(self.order.size + 1, bool)
-        chosen[positions] = True
-        return chosen[self.ranked]
+    def switch_of(self, k: int) -> np.ndarray:
+        """The switches of the first ``k`` groups of the order."""
+        return (self.ranked > 0) & (self.ranked <= k)
 
 
 def _switches(
@@ -216,17 +184,17 @@ def build_lock(
     sw = _switches(original, decoded, sigmas, reference, spacing, voxel_size)
     if sw is None:
         return None
-    ctx, head = sw.ctx, _head_size(decoded.ndim)
+    ctx, switch_of, head = sw.ctx, sw.switch_of, _head_size(decoded.ndim)
     order = sw.order
     # (the estimate's head: two bytes per context's count)
-    kept = _fit(sw.ranked, ctx, order.size, 8.0 * (nbytes - head(np.full(N_CONTEXTS, 128))))
-    while kept.size:
-        switch = sw.switch_of(kept)
+    k = _fit(switch_of, ctx, order.size, 8.0 * (nbytes - head(np.full(N_CONTEXTS, 128))))
+    while k > 0:
+        switch = switch_of(k)
         ones, words = flag_code.encode(switch, ctx)
         if head(ones) + len(words) <= nbytes:
             break
-        kept = kept[: int(kept.size * 0.9)]
-    if kept.size == 0:
+        k = int(k * 0.9)
+    if k == 0:
         return None
     target = sw.side_d ^ switch
     margin = _margin(original, sw.smoothed_o, decoded.dtype)
@@ -235,7 +203,7 @@ def build_lock(
         tuple(float(s) for s in sigmas), sw.t_ctx, threshold, margin, crc(ctx), crc(switch),
         ones, words,
     )  # fmt: skip
-    return Lock(lock.pack(), corrected, int(kept.size), int(order.size), int(switch.sum()))
+    return Lock(lock.pack(), corrected, k, int(order.size), int(switch.sum()))
 
 
 def _margin(original: np.ndarray, smoothed: np.ndarray, dtype: np.dtype) -> float:
