@@ -16,7 +16,8 @@ the hybrid encoder codes the base at fewer bytes and spends the rest on a *lock*
   pipeline run on the decoded volume finds the original's objects there.
 
 The lock is the file's last payload (:mod:`.payload`); the decoder applies it to the whole
-decoded volume (:func:`apply_lock`).
+decoded volume (:func:`apply_lock`). A stack has a lock per volume, in one payload
+(:mod:`.stacked`), applied volume by volume (:mod:`napari_sciz.core.lockedview`).
 """
 
 from __future__ import annotations
