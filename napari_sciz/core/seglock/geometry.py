@@ -22,10 +22,11 @@ N_CONTEXTS = 2 * DISTANCE_CLASSES
 
 
 def smooth(volume: np.ndarray, sigmas: Sequence[float]) -> np.ndarray:
-    """``volume`` (float64) smoothed as the segmentation pipeline smooths it."""
-    from scipy import ndimage as ndi
+    """``volume`` (float64) smoothed as the segmentation pipeline smooths it (the values of
+    :func:`scipy.ndimage.gaussian_filter`, :func:`.gauss.gaussian`)."""
+    from .gauss import gaussian
 
-    return ndi.gaussian_filter(np.asarray(volume, np.float64), list(sigmas))
+    return gaussian(volume, sigmas)
 
 
 def otsu(smoothed: np.ndarray) -> float:

@@ -16,6 +16,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from .gauss import AtConstraints, gaussian, pool
+
 #: dual iterations per box
 ITERATIONS = 30
 #: voxels around a flag that are constrained too (they keep their side while it moves)
@@ -41,23 +43,25 @@ def _solve(
     """The correction of one box (``where``: its constrained voxels).
 
     ``G*x = G*d + (G*G)*(sign * lambda)``, and ``G*G`` is the Gaussian of sigma ``sqrt(2)
-    sigma``: one filtering per iteration.
+    sigma``: one filtering per iteration. ``lambda`` stays zero away from ``where`` and the
+    iterations read the smoothed values only there, so they run on those voxels alone
+    (:class:`.gauss.AtConstraints`), with the values a whole-box filtering gives.
     """
-    from scipy import ndimage as ndi
-
-    wide = [float(s) * np.sqrt(2.0) for s in sigmas]
-    base = ndi.gaussian_filter(d, list(sigmas)) - threshold
-    lam = np.zeros(d.shape)
+    wide = AtConstraints(where, [float(s) * np.sqrt(2.0) for s in sigmas])
+    base = wide.read(gaussian(d, sigmas) - threshold)
+    side = wide.read(sign)
+    lam = np.zeros(base.shape)
     y = lam
     t = 1.0
-    for _ in range(ITERATIONS):
-        smoothed = base + ndi.gaussian_filter(sign * y, wide)
-        slack = np.where(where, margin - sign * smoothed, 0.0)
-        lam_next = np.maximum(0.0, y + slack)
-        t_next = 0.5 * (1.0 + np.sqrt(1.0 + 4.0 * t * t))
-        y = lam_next + ((t - 1.0) / t_next) * (lam_next - lam)
-        lam, t = lam_next, t_next
-    return ndi.gaussian_filter(sign * lam, list(sigmas))
+    with pool(len(wide.index)) as threads:
+        for _ in range(ITERATIONS):
+            smoothed = base + wide.smooth(side * y, threads)
+            slack = margin - side * smoothed
+            lam_next = np.maximum(0.0, y + slack)
+            t_next = 0.5 * (1.0 + np.sqrt(1.0 + 4.0 * t * t))
+            y = lam_next + ((t - 1.0) / t_next) * (lam_next - lam)
+            lam, t = lam_next, t_next
+    return gaussian(sign * wide.spread(lam), sigmas)
 
 
 def lock_sides(
