@@ -120,3 +120,14 @@ def test_the_projection_equals_the_whole_box_one_bit_for_bit(
     expected = _reference_solve(decoded, sign, where, 500.0, 10.0, sigmas)
     assert np.array_equal(got, expected)
     assert np.abs(got).max() > 1.0  # (it moved something)
+
+
+def test_the_warm_up_compiles_the_kernels_real_calls_use() -> None:
+    from napari_sciz.core.seglock import kernels
+
+    gauss.warm_up()
+    decoded, side, switch = _nuclei_box(2)
+    project.lock_sides(decoded, side, switch, 500.0, 10.0, (1.0, 1.0))
+    gauss.gaussian(decoded.astype(np.uint16), (1.0, 1.0))
+    for kernel in (kernels.gaussian_pass, kernels.gather_at, kernels.scatter_at):
+        assert len(kernel.signatures) == 1

@@ -107,6 +107,7 @@ def _locked_proxy(
     """The proxy decode at ``1 - share`` of the bytes with a lock in the rest, the lock's
     size, and the seconds it took to build (None without SPERR, or when no lock fits)."""
     from .blocks import finalize
+    from .seglock.gauss import warm_up
     from .seglock.select import build_lock
     from .taskscore import _sigmas
 
@@ -116,6 +117,7 @@ def _locked_proxy(
     vrange = (float(volume.min()), float(volume.max()))
     base = finalize(decoded, volume.dtype, vrange)
     assert choice.reference is not None
+    warm_up()  # (compiled outside the time measured: a stack's locks are planned with it)
     started = time.perf_counter()
     lock = build_lock(
         volume, base, int(nbytes * share), _sigmas(volume.ndim, voxel_size, _SIGMA),
