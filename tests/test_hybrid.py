@@ -12,7 +12,7 @@ import pytest
 from napari_sciz import compress, decompress, open_sciz
 from napari_sciz.cli import main
 from napari_sciz.core import api, hybrid
-from napari_sciz.core.hybrid import bases, hevcbase, loopfilter, search
+from napari_sciz.core.hybrid import basechoice, bases, hevcbase, loopfilter, search
 from napari_sciz.core.lossy.entropy import _read_varint
 from napari_sciz.core.metrics import psnr
 from napari_sciz.errors import FormatError, InvalidInputError
@@ -291,7 +291,7 @@ def test_2d_image_and_constant_block() -> None:
 
 def test_blocks_no_base_fits_are_coded_by_the_field_alone(monkeypatch) -> None:
     """Without a classical codec that fits, a block's field codes its values (base ``none``)."""
-    monkeypatch.setattr(hybrid.codec, "BASES", ())
+    monkeypatch.setattr(hybrid.basechoice, "BASES", ())
     vol = _volume()
     result = compress(vol, ratio=24, mode="hybrid", steps=20, device="cpu", block_voxels=8000)
     assert 0.98 * 24 <= result.ratio <= 1.1 * 24
@@ -464,7 +464,7 @@ def test_sperr_slabs_decode_a_slab_alone_and_refuse_bad_streams() -> None:
 def test_a_hybrid_file_with_a_sperr_slab_base_decodes_by_plane(monkeypatch) -> None:
     from napari_sciz.core.hybrid import codec as hybrid_codec
 
-    monkeypatch.setattr(hybrid_codec, "BASES", (bases.SPERRSlabsBase(2),))
+    monkeypatch.setattr(basechoice, "BASES", (bases.SPERRSlabsBase(2),))
     vol = np.tile(_volume(), (1, 2, 2))
     result = compress(vol, ratio=24, mode="hybrid", steps=5, device="cpu")
     reader = open_sciz(result.data)
@@ -491,7 +491,7 @@ def test_refinement_order_puts_a_whole_block_winner_first(monkeypatch) -> None:
         asked.append(f"{codec.name}:{getattr(codec, 'preset', getattr(codec, 'slabs', ''))}")
         return None  # nothing fits: the refinement keeps `best`
 
-    monkeypatch.setattr(hybrid_codec, "encode_to_size", fake_search)
+    monkeypatch.setattr(basechoice, "encode_to_size", fake_search)
     sperr = search.BaseLayer(bases.SPERRBase(), b"x", vol, position=0.5, encodes=4)
     hevc = search.BaseLayer(bases.HEVCBase(), b"x", vol, position=0.5, encodes=4)
     clock = BlockTracker(60.0, vol)
@@ -499,7 +499,7 @@ def test_refinement_order_puts_a_whole_block_winner_first(monkeypatch) -> None:
     for winner, first, then in ((sperr, "sperr", "hevc"), (hevc, "hevc", "sperr")):
         asked.clear()
         best = hybrid_codec._plain(winner, vol)
-        assert hybrid_codec._refine_base(best, tried, vol, 4000, clock, 0) is best
+        assert basechoice._refine_base(best, tried, vol, 4000, clock, 0) is best
         switch = next(i for i, a in enumerate(asked) if a.startswith(then))
         assert switch > 0 and all(a.startswith(first) for a in asked[:switch])
         assert all(a.startswith(then) for a in asked[switch:])
@@ -509,12 +509,12 @@ def test_refinement_order_puts_a_whole_block_winner_first(monkeypatch) -> None:
     asked.clear()
     slow_hevc = search.BaseLayer(bases.HEVCBase(), b"x", vol, position=0.5, encodes=1)
     best = hybrid_codec._plain(hevc, vol)
-    hybrid_codec._refine_base(best, [(sperr, 0.01), (slow_hevc, 1e6)], vol, 4000, clock, 0)
+    basechoice._refine_base(best, [(sperr, 0.01), (slow_hevc, 1e6)], vol, 4000, clock, 0)
     assert asked and all(a.startswith("sperr") for a in asked)
     # a rate-driven first search of one encode (SPERR) asks for a few encodes' time, not 12
     asked.clear()
     one = search.BaseLayer(bases.SPERRBase(), b"x", vol, position=0.5, encodes=1)
-    hybrid_codec._refine_base(best, [(one, 10.0)], vol, 4000, BlockTracker(60.0, vol), 0)
+    basechoice._refine_base(best, [(one, 10.0)], vol, 4000, BlockTracker(60.0, vol), 0)
     assert "sperr-slabs:2" in asked
 
 
@@ -680,7 +680,6 @@ def test_hevc_medium_probes_with_ultrafast() -> None:
 def test_the_base_choice_gives_hevc_more_of_its_time(monkeypatch) -> None:
     """The choice's time is shared by weight: HEVC's search (4-8 bumpy encodes) gets three
     parts of what SPERR leaves for one of JPEG XL's."""
-    from napari_sciz.core.hybrid import codec as hybrid_codec
     from napari_sciz.core.hybrid.tracker import BlockTracker
 
     vol = np.tile(_volume(), (1, 2, 2)).astype(np.float64)  # (HEVC: frames >= 64 wide)
@@ -692,15 +691,15 @@ def test_the_base_choice_gives_hevc_more_of_its_time(monkeypatch) -> None:
         given[codec.name] = deadline - time.perf_counter()
         return None
 
-    monkeypatch.setattr(hybrid_codec, "encode_to_size", fake_search)
+    monkeypatch.setattr(basechoice, "encode_to_size", fake_search)
     trio = (bases.SPERRBase(), bases.HEVCBase(), bases.JPEGXLBase())
-    monkeypatch.setattr(hybrid_codec, "BASES", trio)
+    monkeypatch.setattr(basechoice, "BASES", trio)
     monkeypatch.setattr(bases.HEVCBase, "available", lambda self: True)
     monkeypatch.setattr(bases.JPEGXLBase, "available", lambda self: True)
     clock = BlockTracker(100.0, vol)
     exact = search.exact_for(vol)
-    assert hybrid_codec._choose_base(vol, 1000, clock, 0, exact) == (None, [])
-    choice = 100.0 * hybrid_codec._CHOICE_SHARE
+    assert basechoice._choose_base(vol, 1000, clock, 0, exact) == (None, [])
+    choice = 100.0 * basechoice._CHOICE_SHARE
     assert given["sperr"] == pytest.approx(choice / 5, rel=0.05)
     assert given["hevc"] == pytest.approx(choice * 3 / 4, rel=0.05)  # (SPERR took no time)
     assert given["jpegxl"] == pytest.approx(choice, rel=0.05)  # the last: all that is left
@@ -1112,6 +1111,7 @@ def test_the_kernels_are_compiled_before_any_encode_is_timed(monkeypatch) -> Non
         return searched(*args, **kwargs)
 
     monkeypatch.setattr(codec, "encode_to_size", spy)
+    monkeypatch.setattr(basechoice, "encode_to_size", spy)
     codec.fit_hybrid_block(_volume().astype(np.float64), (900, 1000), budget=2.0)
     assert events[0] == "compile" and "search" in events
 

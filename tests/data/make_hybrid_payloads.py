@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_sciz.core.api import compress, decompress
-from napari_sciz.core.hybrid import bases, codec, netstage
+from napari_sciz.core.hybrid import basechoice, bases, codec, netstage
 from napari_sciz.core.hybrid.payload import VERSION
 
 
@@ -43,7 +43,7 @@ def main() -> None:
     }
     digests = {}
     for name, (base, shape, network) in cases.items():
-        codec.BASES = (base,)
+        basechoice.BASES = (base,)
         codec._refine_base = lambda best, *a, **k: best  # the forced base as it is
         if network:  # priced at nothing, the network is kept
             netstage._error_per_byte = lambda *a: 0.0

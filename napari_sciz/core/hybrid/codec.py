@@ -27,18 +27,16 @@ import numpy as np
 
 from ...errors import RatioUnreachableError
 from ..bitstream.layout import _varint
-from .bases import BASES, NO_BASE
+from .basechoice import _CHOICE_SHARE, _REFINE_SHARE, _choose_base, _refine_base
+from .bases import NO_BASE
 from .candidate import (
     _MIN_FILTER_VOXELS,
     _Candidate,
-    _err,
     _filtered,
-    _fitting,
     _layers_bytes,
     _mse,
     _near,
     _plain,
-    _ranked,
 )
 from .loopfilter import FilterDesign
 from .netstage import _NETWORK_START, _network_probe, _with_network
@@ -70,20 +68,6 @@ _SLOPE_STEP = 0.1
 #: encodes' time on a 4 Mi-voxel block: a re-coded base and three filter designs); it starts
 #: only while that much of the budget is left
 _FILTER_ENCODES = 6.0
-#: designing the filter that ranks a base takes about this many of its encodes (measured:
-#: 1.75 s against a 1.0 s SPERR encode of a 4 Mi-voxel block); a block's first base is ranked
-#: only when the next codec can still start after it
-_RANK_ENCODES = 2.0
-#: share of a time budget the choice of the base codec may take
-_CHOICE_SHARE = 0.4
-#: share of a time budget by which a slower setting of the chosen base codec stops searching
-_REFINE_SHARE = 0.9
-#: a slower setting's search starts only while this many of its encodes fit in the time left
-#: (a search near a known parameter takes about 4-8)
-_REFINE_ENCODES = 12
-#: ... or this many times the encodes of the codec's first search, when fewer (SPERR's rate
-#: mode lands in one or two: nbsd at 30 s never reached its slabs while 12 were asked for)
-_REFINE_PER_FIRST = 3
 #: share of a time budget by which the loop filter's base searches stop refining
 _FILTER_SHARE = 0.85
 #: a base and filter that leave more than this share of the bytes unused are topped up
@@ -137,155 +121,6 @@ def _compile_kernels() -> None:
 
     bitmix.warm_up()
     kernels.warm_up()
-
-
-def _choose_base(
-    target: np.ndarray,
-    nbytes: int,
-    clock: BlockTracker,
-    seed: int,
-    exact: Callable[[np.ndarray], bool] | None,
-) -> tuple[BaseLayer | None, list[tuple[BaseLayer, float]]]:
-    """The base codec whose stream of ``nbytes``, once filtered, is the most accurate.
-
-    With a budget, the codecs share the first :data:`_CHOICE_SHARE` of it: each one's search
-    gets its part (:attr:`~.bases.BaseCodec.choice_weight`) of what is left when it starts (a
-    fast codec leaves more to the next), and stops before its part ends
-    (:func:`~.search.encode_to_size`). A stream that reproduces the block (``exact``,
-    :func:`~.search.exact_for`; None: not checked) wins: the smallest such stream is
-    returned. Also returns every codec's stream with the seconds its search took (for
-    :func:`_refine_base`).
-    """
-    shape3 = tuple(int(n) for n in target.shape)
-    best: tuple[float, BaseLayer, float] | None = None
-    tried: list[tuple[BaseLayer, float]] = []
-    end = clock.before(_CHOICE_SHARE)
-    whole: BaseLayer | None = None  # the smallest stream that reproduces the block
-    usable = [c for c in BASES if c.available() and c.supports(shape3)]  # type: ignore[arg-type]
-    for k, codec in enumerate(usable):
-        deadline = None
-        if end is not None:
-            now = time.perf_counter()
-            if best is not None and now >= end:
-                break
-            share = codec.choice_weight / sum(c.choice_weight for c in usable[k:])
-            deadline = now + max(end - now, 0.0) * share
-        t0 = time.perf_counter()
-        # (no base yet: its first encode starts even when the choice's time is already gone,
-        # as on a slow or loaded machine with a tight budget)
-        layer = encode_to_size(
-            codec, target, nbytes, deadline=deadline, cancel=clock.cancel, first=best is None,
-            exact=exact,
-        )  # fmt: skip
-        if layer is None:
-            continue
-        seconds = time.perf_counter() - t0
-        tried.append((layer, seconds))
-        clock.base_searched(seconds, layer.encodes)
-        if exact is not None and exact(layer.values):
-            # (nothing is more accurate; another codec's exact stream may be smaller)
-            if whole is None or len(layer.stream) < len(whole.stream):
-                whole, clock.base_seconds = layer, seconds
-            continue
-        if whole is not None:
-            continue
-        # ranking a base designs a filter on it (about _RANK_ENCODES encodes' time)
-        ranked_by = time.perf_counter() + _RANK_ENCODES * clock.encode_seconds
-        more = k + 1 < len(usable) and (end is None or ranked_by < end)
-        if best is None and not more:
-            # the only base this block gets (no codec after it, or no time for one): nothing
-            # to rank it against, so its filter is not designed twice (a tight budget)
-            best = (0.0, layer, layer.error(target))
-            clock.base_seconds = seconds
-            clock.report(_CHOICE_SHARE, best[2], layer.values)
-            break
-        err = _filtered(layer, target, 4, seed, avail=nbytes).error
-        if best is None or _ranked(err, codec) < best[0]:
-            best = (_ranked(err, codec), layer, err)
-            clock.base_seconds = seconds
-        clock.report(_CHOICE_SHARE * (k + 1) / len(usable), best[2], best[1].values)
-    if whole is not None:
-        return whole, tried
-    return (None if best is None else best[1]), tried
-
-
-def _refine_base(
-    best: _Candidate,
-    tried: list[tuple[BaseLayer, float]],
-    target: np.ndarray,
-    avail: int,
-    clock: BlockTracker,
-    seed: int,
-    until: float = 0.9,
-) -> _Candidate:
-    """``best``, or a base re-coded by a codec's refined settings if that is more accurate.
-
-    The field is not fitted in hybrid blocks (:data:`BASE_SHARES`), so the time after the
-    filter would go unused: for every codec tried that has refined settings (HEVC's slower
-    presets first, then SPERR in slabs; SPERR's slabs first when whole-block SPERR is the
-    winner, since they decode plane by plane), each one in turn searches near that codec's
-    parameter, for the room the filter leaves and for all the bytes, until ``until`` of the
-    budget (:data:`_REFINE_SHARE`, or less when a neural filter will be trained), starting
-    only while :data:`_REFINE_ENCODES` encodes of that codec's first search (or
-    :data:`_REFINE_PER_FIRST` times that search's encodes, when fewer; times the setting's
-    :attr:`~.bases.BaseCodec.cost`) fit in the time left. A result is kept when, filtered, it
-    is more accurate than ``best`` (a codec that lost the first choice may win at a refined
-    setting).
-    """
-    end = clock.before(until)
-    if end is None:
-        return best
-
-    def order(entry: tuple[BaseLayer, float]) -> tuple[bool, bool]:
-        # a winner that decodes only as a whole first (SPERR: its slabs are a few quick
-        # encodes and decode plane by plane), then codecs that decode by plane (HEVC)
-        codec = entry[0].codec
-        whole_winner = not best.base.codec.by_plane and type(codec) is type(best.base.codec)
-        return (not whole_winner, not codec.by_plane)
-
-    for start, seconds in sorted(tried, key=order):
-        best = _refine_codec(best, start, seconds, target, avail, end, seed, clock)
-    return best
-
-
-def _refine_codec(
-    best: _Candidate,
-    start: BaseLayer,
-    seconds: float,
-    target: np.ndarray,
-    avail: int,
-    end: float,
-    seed: int,
-    clock: BlockTracker,
-) -> _Candidate:
-    """:func:`_refine_base` for the refined settings of one codec (first search: ``start``,
-    which took ``seconds``)."""
-    anchor, codec = start, start.codec.refined()
-    per_encode = seconds / max(start.encodes, 1)
-    # a rate-driven codec (SPERR) lands in one or two encodes: it needs fewer than HEVC
-    needed = min(_REFINE_ENCODES, _REFINE_PER_FIRST * max(start.encodes, 1))
-    while codec is not None and np.isfinite(anchor.position):
-        room = avail - len(_varint(len(best.filter_bytes))) - len(best.filter_bytes)
-        # the filter's room, and all of it (the sizes are coarse: what is left may hold one)
-        for nbytes in dict.fromkeys((room, avail - 1)):
-            if end - time.perf_counter() < needed * per_encode * codec.cost:
-                return best
-            layer = encode_to_size(
-                codec,
-                target,
-                nbytes,
-                deadline=end,
-                cancel=clock.cancel,
-                bracket=_near(anchor),
-                widen=True,
-            )
-            if layer is not None:
-                wide = best.wide if best.filt is not None else True
-                cand = _fitting(layer, target, avail, best.classes or 4, wide, seed)
-                best = min(best, cand, key=_err)
-                anchor = layer if np.isfinite(layer.position) else anchor
-        codec = codec.refined()
-    return best
 
 
 def _with_filter(
