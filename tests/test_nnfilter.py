@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from napari_sciz.core.hybrid import codec as hybrid_codec
-from napari_sciz.core.hybrid import netstage, nnfilter
-from napari_sciz.core.hybrid.nnfilter import NetworkTrainer, parse_neural_filter
+from napari_sciz.core.hybrid import netstage, nnfilter, nntrain
+from napari_sciz.core.hybrid.nnfilter import parse_neural_filter
+from napari_sciz.core.hybrid.nntrain import NetworkTrainer
 from napari_sciz.errors import FormatError
 
 pytest.importorskip("torch")
@@ -71,7 +72,7 @@ def test_precision_is_chosen_by_its_price_and_the_coded_network_does_what_it_pro
     vol = two_phase((12, 40, 44))
     base = blurred(vol)
     sizes = {}
-    finest, coarsest = nnfilter.PRECISION_LEVELS[0], nnfilter.PRECISION_LEVELS[-1]
+    finest, coarsest = nntrain.PRECISION_LEVELS[0], nntrain.PRECISION_LEVELS[-1]
     for price, levels in ((0.0, finest), (1.0, coarsest)):
         trainer = NetworkTrainer(base, base, vol, hidden=8, seed=1)
         trainer.train(150)

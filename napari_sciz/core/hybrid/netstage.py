@@ -16,7 +16,8 @@ import numpy as np
 
 from ..bitstream.layout import _varint
 from .candidate import _ERROR_PER_BYTE, _Candidate, _fitting, _layers_bytes, _mse, _near
-from .nnfilter import QUANTIZED_STEPS, NetworkTrainer, coded_size_estimate
+from .nnfilter import coded_size_estimate
+from .nntrain import QUANTIZED_STEPS, NetworkTrainer
 from .search import encode_to_size
 from .tracker import BlockTracker
 
