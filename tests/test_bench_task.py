@@ -97,3 +97,36 @@ def test_extend_replaces_the_points_measured_again() -> None:
     merged = task._merged(old, new)
     assert [p["target"] for p in merged] == [128.0, 512.0]
     assert merged[0] is new[0]
+
+
+def test_a_time_lapse_is_also_scored_frame_by_frame() -> None:
+    """``--frames``: each frame segmented on its own, F1 pooled over the frames, with its
+    own saving and gain, and its columns in the tables."""
+    from napari_sciz.bench import task
+
+    yy, xx = np.indices((40, 48))
+    frames = []
+    for t in range(6):
+        frame = np.full((40, 48), 100.0)
+        for cx in (14 + t, 34):
+            frame += 900.0 * ((yy - 20) ** 2 + (xx - cx) ** 2 < 30)
+        frames.append(frame)
+    lapse = np.stack(frames) + np.random.default_rng(1).normal(0, 10, (6, 40, 48))
+    lapse = lapse.astype(np.uint16)
+    rec = task.measure_volume("lapse", lapse, [16, 32], 1.0, guidances=("none",), frames=True)
+    assert rec["objects_frames"] == 12
+    for p in rec["curves"]["none"]:
+        assert 0 <= p["object_f1_frames"] <= 1 and 0 <= p["dice_frames"] <= 1
+    guided = [dict(p, nbytes=p["nbytes"] - 10) for p in rec["curves"]["none"]]
+    rec["curves"]["segmentation"] = guided
+    scored = task.score_curves(rec)
+    assert scored["gain"]["segmentation_f1_frames"] == pytest.approx(0.0)
+    text = task.render(
+        {"environment": {}, "date": "now", "command": "task", "budget": 1.0, "volumes": [scored]}
+    )
+    assert "| lapse (12 objects in its frames) | " in text and "| F1 frames |" in text
+    # points of an earlier record without the frame scores: n/a, not an error
+    del scored["curves"]["none"][0]["object_f1_frames"]
+    assert "| n/a | n/a |" in task.render(
+        {"environment": {}, "date": "now", "command": "task", "budget": 1.0, "volumes": [scored]}
+    )

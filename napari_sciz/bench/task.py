@@ -47,6 +47,7 @@ def _point(
     guidance: str,
     budget: float,
     mode: str = "auto",
+    frames: tuple[np.ndarray, list[int]] | None = None,
 ) -> dict[str, Any] | None:
     from ..core import taskscore
     from ..core.api import compress, decompress
@@ -65,7 +66,7 @@ def _point(
     seg = taskscore.segmentation_fidelity(
         ref_labels, taskscore.segment(decoded, min_distance=seeds)
     )
-    return {
+    point = {
         "mode": mode,
         "target": float(ratio),
         "ratio": volume.nbytes / len(res.data),
@@ -78,6 +79,13 @@ def _point(
         "gradient_similarity": taskscore.gradient_similarity(volume, decoded),
         "encode_s": seconds,
     }
+    if frames is not None:  # (a 2D time-lapse also segmented frame by frame)
+        from ..core.taskframes import segment_frames
+
+        by_frame = segment_frames(decoded, min_distances=frames[1])
+        seg = taskscore.segmentation_fidelity(frames[0], by_frame)
+        point.update(object_f1_frames=seg.f1, dice_frames=seg.dice)
+    return point
 
 
 def measure_volume(
@@ -87,17 +95,28 @@ def measure_volume(
     budget: float,
     mode: str = "auto",
     guidances: Sequence[str] = GUIDANCES,
+    frames: bool = False,
 ) -> dict[str, Any]:
-    """Every guidance at every ratio for one volume, and the savings at equal score."""
+    """Every guidance at every ratio for one volume, and the savings at equal score.
+
+    ``frames``: a 2D time-lapse (``T, Y, X``) is also segmented frame by frame
+    (:mod:`napari_sciz.core.taskframes`): object F1 pooled over its frames.
+    """
     from ..core import taskscore
 
     seeds = taskscore.seed_distance(volume)  # the original's, for both segmentations
     ref_labels = taskscore.segment(volume, min_distance=seeds)
+    by_frame = None
+    if frames:
+        from ..core.taskframes import frame_seed_distances, segment_frames
+
+        spacings = frame_seed_distances(volume)
+        by_frame = (segment_frames(volume, min_distances=spacings), spacings)
     curves: dict[str, list[dict[str, Any]]] = {}
     for guidance in guidances:
         points = []
         for ratio in ratios:
-            point = _point(volume, ref_labels, seeds, ratio, guidance, budget, mode)
+            point = _point(volume, ref_labels, seeds, ratio, guidance, budget, mode, by_frame)
             if point is not None:
                 points.append(point)
         curves[guidance] = points
@@ -105,6 +124,7 @@ def measure_volume(
         "name": name,
         "shape": list(volume.shape),
         "objects": int(ref_labels.max()),
+        **({} if by_frame is None else {"objects_frames": int(by_frame[0].max())}),
         "seed_distance": seeds,
         "curves": curves,
     }
@@ -126,7 +146,7 @@ def score_curves(record: dict[str, Any]) -> dict[str, Any]:
     curves = record["curves"]
 
     def curve(guidance: str, key: str) -> list[tuple[float, float]]:
-        return [(8.0 * p["nbytes"], p[key]) for p in curves.get(guidance, [])]
+        return [(8.0 * p["nbytes"], p[key]) for p in curves.get(guidance, []) if key in p]
 
     def same_mode(guidance: str) -> bool:
         return len({p["mode"] for g in (guidance, "none") for p in curves.get(g, [])}) == 1
@@ -151,22 +171,25 @@ def score_curves(record: dict[str, Any]) -> dict[str, Any]:
         )
 
     def gain(guidance: str, key: str) -> float | None:
-        ref = {_target(p): p[key] for p in curves.get("none", [])}
-        ours = {_target(p): p[key] for p in curves.get(guidance, [])}
+        ref = {_target(p): p[key] for p in curves.get("none", []) if key in p}
+        ours = {_target(p): p[key] for p in curves.get(guidance, []) if key in p}
         both = sorted(set(ref) & set(ours))
         return float(np.mean([ours[r] - ref[r] for r in both])) if both else None
 
     record["saving"] = {
         "segmentation_f1": saving("segmentation", "object_f1"),
+        "segmentation_f1_frames": saving("segmentation", "object_f1_frames"),
         "perceptual_ms_ssim": saving("perceptual", "ms_ssim"),
         "segmentation_psnr": saving("segmentation", "psnr"),
     }
     record["bound"] = {
         "segmentation_f1": bound("segmentation", "object_f1"),
+        "segmentation_f1_frames": bound("segmentation", "object_f1_frames"),
         "perceptual_ms_ssim": bound("perceptual", "ms_ssim"),
     }
     record["gain"] = {
         "segmentation_f1": gain("segmentation", "object_f1"),
+        "segmentation_f1_frames": gain("segmentation", "object_f1_frames"),
         "perceptual_ms_ssim": gain("perceptual", "ms_ssim"),
         "segmentation_psnr": gain("segmentation", "psnr"),
         "perceptual_psnr": gain("perceptual", "psnr"),
@@ -221,24 +244,53 @@ def render(record: dict[str, Any]) -> str:
             f"{_saving_text(v, 'perceptual_ms_ssim')} | {_gain_text(v, 'perceptual_ms_ssim', 4)} | "
             f"{_gain_text(v, 'perceptual_psnr', 2)} dB | {_pct(v['saving']['segmentation_psnr'])} |"
         )
-    for v in record["volumes"]:
+    framed = [v for v in record["volumes"] if "objects_frames" in v]
+    if framed:
         lines += [
             "",
-            f"### {v['name']} — {'x'.join(map(str, v['shape']))}",
+            "Segmented frame by frame (2D time-lapses, `--frames`: each frame smoothed, "
+            "thresholded at its own Otsu level and split on its own; object F1 pooled over "
+            "the frames):",
             "",
-            "| guidance | mode | ratio | PSNR dB | object F1 | Dice | MS-SSIM | GMSM | objects "
-            "| s |",
-            "|---|---|---|---|---|---|---|---|---|---|",
+            "| volume | seg. saving at equal F1 (frames) | F1 gain at equal ratio (frames) |",
+            "|---|---|---|",
         ]
-        for guidance, points in v["curves"].items():
-            for p in points:
-                lines.append(
-                    f"| {guidance} | {p.get('mode', 'lossy')} | {p['ratio']:.1f}x | "
-                    f"{p['psnr']:.2f} | {p['object_f1']:.3f} | "
-                    f"{p['dice']:.3f} | {p['ms_ssim']:.4f} | {p['gradient_similarity']:.4f} | "
-                    f"{p['objects']} | {p['encode_s']:.0f} |"
-                )
+        lines += [
+            f"| {v['name']} ({v['objects_frames']} objects in its frames) | "
+            f"{_saving_text(v, 'segmentation_f1_frames')} | "
+            f"{_gain_text(v, 'segmentation_f1_frames')} |"
+            for v in framed
+        ]
+    for v in record["volumes"]:
+        lines += _volume_table(v)
     return "\n".join(lines)
+
+
+def _volume_table(v: dict[str, Any]) -> list[str]:
+    """One volume's points (with the frame-by-frame F1 where it was measured)."""
+    frames = "objects_frames" in v
+    lines = [
+        "",
+        f"### {v['name']} — {'x'.join(map(str, v['shape']))}",
+        "",
+        "| guidance | mode | ratio | PSNR dB | object F1 | Dice | MS-SSIM | GMSM | objects "
+        + ("| F1 frames | Dice frames " if frames else "")
+        + "| s |",
+        "|---|---|---|---|---|---|---|---|---|" + ("---|---|" if frames else "") + "---|",
+    ]
+    for guidance, points in v["curves"].items():
+        for p in points:
+            by_frame = ""
+            if frames:
+                f1, dice = p.get("object_f1_frames"), p.get("dice_frames")
+                by_frame = "| n/a | n/a " if f1 is None else f"| {f1:.3f} | {dice:.3f} "
+            lines.append(
+                f"| {guidance} | {p.get('mode', 'lossy')} | {p['ratio']:.1f}x | "
+                f"{p['psnr']:.2f} | {p['object_f1']:.3f} | "
+                f"{p['dice']:.3f} | {p['ms_ssim']:.4f} | {p['gradient_similarity']:.4f} | "
+                f"{p['objects']} {by_frame}| {p['encode_s']:.0f} |"
+            )
+    return lines
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -254,6 +306,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--budget", type=float, default=120.0, help="seconds per fit")
     p.add_argument("--mode", default="auto", choices=("auto", "lossy", "hybrid"))
     p.add_argument("--guidances", default=",".join(GUIDANCES), help="comma-separated")
+    p.add_argument(
+        "--frames",
+        default="",
+        help="comma-separated volumes that are 2D time-lapses (T, Y, X): also segmented "
+        "frame by frame, as a biologist segments one",
+    )
     p.add_argument(
         "--extend",
         help="an earlier run's --json record: its points are kept and the new ones added "
@@ -274,8 +332,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     earlier = _earlier_curves(args.extend)
     if args.extend:
         record["extends"] = args.extend
+    framed = {n for n in args.frames.split(",") if n}
     for name, volume in list_volumes(data, [n for n in args.volumes.split(",") if n]):
-        vol = measure_volume(name, volume, ratios, args.budget, args.mode, guidances)
+        frames = name in framed
+        if frames and volume.ndim != 3:
+            p.error(f"--frames: {name} is not a 3D time-lapse ({volume.ndim}D)")
+        vol = measure_volume(name, volume, ratios, args.budget, args.mode, guidances, frames)
         for guidance, points in earlier.get(name, {}).items():
             vol["curves"][guidance] = _merged(points, vol["curves"].get(guidance, []))
         record["volumes"].append(score_curves(vol))

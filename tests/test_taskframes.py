@@ -1,0 +1,47 @@
+"""Segmenting a 2D time-lapse frame by frame."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("skimage")
+
+from napari_sciz.core.taskframes import frame_seed_distances, segment_frames  # noqa: E402
+from napari_sciz.core.taskscore import segment, segmentation_fidelity  # noqa: E402
+from napari_sciz.errors import InvalidInputError  # noqa: E402
+
+
+def _blobs(t: int) -> np.ndarray:
+    """A frame with two discs that drift apart with ``t``, in noise."""
+    yy, xx = np.indices((48, 64))
+    frame = np.zeros((48, 64))
+    for cx in (20 - t, 40 + t):
+        frame[(yy - 24) ** 2 + (xx - cx) ** 2 < 8**2] = 1000.0
+    return frame + np.random.default_rng(t).normal(0.0, 30.0, frame.shape) + 200.0
+
+
+def test_every_frame_is_segmented_on_its_own_with_labels_unique_over_frames() -> None:
+    lapse = np.stack([_blobs(t) for t in range(4)])
+    labels = segment_frames(lapse)
+    for t in range(4):
+        alone = segment(lapse[t], min_distance=frame_seed_distances(lapse)[t])
+        ours = labels[t]
+        assert len(np.unique(ours[ours > 0])) == alone.max() == 2
+        assert np.array_equal(ours > 0, alone > 0)
+    values = [set(np.unique(labels[t])) - {0} for t in range(4)]
+    assert all(not (a & b) for i, a in enumerate(values) for b in values[i + 1 :])
+    # pooled over the frames: a decode that loses one frame's objects
+    decoded = lapse.copy()
+    decoded[2] = 200.0
+    spacings = frame_seed_distances(lapse)
+    score = segmentation_fidelity(labels, segment_frames(decoded, min_distances=spacings))
+    assert score.n_reference == 8 and score.n_test == 6
+    assert score.f1 == pytest.approx(2 * 6 / 14)
+
+
+def test_bad_input_is_refused() -> None:
+    with pytest.raises(InvalidInputError, match="3D"):
+        segment_frames(np.zeros((8, 8)))
+    with pytest.raises(InvalidInputError, match="seed spacings"):
+        segment_frames(np.zeros((3, 8, 8)), min_distances=[3, 3])
