@@ -16,12 +16,13 @@ from typing import Any
 
 import numpy as np
 
+from .io.formats import axes_from_labels
+
 __all__ = ["LABELS_KEY", "layer_sources", "narrow_labels", "write_sciz", "write_sciz_labels"]
 
 _SUFFIX = ".sciz"
 #: header key of a file written from a napari Labels layer (the reader opens it as one)
 LABELS_KEY = "layer_type"
-_AXIS_LETTERS = "TCZYX"
 
 
 def write_sciz(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
@@ -221,9 +222,4 @@ def _unit_names(units: Any, ndim: int) -> tuple[str, ...] | None:
 
 def _axes(labels: Any, ndim: int) -> str | None:
     """An axes string like ``"ZYX"`` when the layer's axis labels are distinct T/C/Z/Y/X letters."""
-    if labels is None or len(labels) != ndim:
-        return None
-    letters = [str(label).upper() for label in labels]
-    if any(len(x) != 1 or x not in _AXIS_LETTERS for x in letters) or len(set(letters)) != ndim:
-        return None
-    return "".join(letters)
+    return axes_from_labels(labels, ndim)

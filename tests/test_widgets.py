@@ -699,3 +699,14 @@ def test_panel_names_shrink_to_fit_their_panels() -> None:
     assert sizes[0] == 12 and sizes[-1] == 7
     assert sizes == sorted(sizes, reverse=True) and 7 < sizes[2] < sizes[1] < 12
     assert panel_font_size(SimpleNamespace(layers=[]), [SimpleNamespace(name="x" * 8)]) == 12
+
+
+def test_the_layers_axis_labels_tell_the_codec_its_axes(viewer_widget):
+    """A layer labelled (t, y, x) is coded as a time-lapse (segmentation guidance then
+    segments it frame by frame); napari's default labels say nothing."""
+    viewer, widget = viewer_widget
+    lapse = viewer.add_image(np.zeros((4, 16, 16), np.uint16), axis_labels=("t", "y", "x"))
+    assert widget._compress_options(lapse, 3)["axes"] == "TYX"
+    assert widget._compress_options(lapse, 2)["axes"] == "YX"  # (the current plane only)
+    plain = viewer.add_image(np.zeros((4, 16, 16), np.uint16))
+    assert "axes" not in widget._compress_options(plain, 3)

@@ -34,6 +34,7 @@ from ..core.guidance import DEFAULT_WEIGHTS
 from ..core.plan import EFFORT_PRESETS as _CORE_PRESETS
 from ..core.plan import effort_budget
 from ..errors import InvalidInputError
+from ..io.formats import axes_from_labels
 from ._controls import (
     _GUIDANCE_TIP,
     _LABELS_TIP,
@@ -400,4 +401,9 @@ class CompressForm(QWidget):
             options["voxel_size"] = tuple(scale)
         if rgb:
             options["axes"] = default_axes(ndim)
+        else:  # (the axes napari knows: a time-lapse is segmented frame by frame)
+            labels = getattr(layer, "axis_labels", None)
+            axes = None if labels is None else axes_from_labels(tuple(labels)[-ndim:], ndim)
+            if axes is not None:
+                options["axes"] = axes
         return options

@@ -196,6 +196,8 @@ def task_text(task: dict[str, float] | None) -> str:
         if key in task:
             places.append(f"{key[7:]} {int(task[key])} of the stack")
     where = " on " + " of ".join(places) if places else ""
+    if "frames" in task:
+        where = f", frame by frame over {int(task['frames'])} frames{where}"
     if "object_f1" in task:
         return (
             f"object F1 {task['object_f1']:.3f}, Dice {task['dice']:.3f} "

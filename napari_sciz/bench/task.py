@@ -58,7 +58,10 @@ def _point(
     mode = resolve_mode(mode, guidance)
     t0 = time.perf_counter()
     try:
-        res = compress(volume, ratio, mode=mode, guidance=guidance, budget=budget, seed=0)
+        axes = None if frames is None else "TYX"  # (a time-lapse is told so)
+        res = compress(
+            volume, ratio, mode=mode, guidance=guidance, budget=budget, seed=0, axes=axes
+        )
     except RatioUnreachableError:
         return None
     seconds = time.perf_counter() - t0
@@ -99,7 +102,8 @@ def measure_volume(
 ) -> dict[str, Any]:
     """Every guidance at every ratio for one volume, and the savings at equal score.
 
-    ``frames``: a 2D time-lapse (``T, Y, X``) is also segmented frame by frame
+    ``frames``: a 2D time-lapse (``T, Y, X``): coded with axes ``TYX`` (segmentation
+    guidance then segments it frame by frame) and also scored frame by frame
     (:mod:`napari_sciz.core.taskframes`): object F1 pooled over its frames.
     """
     from ..core import taskscore
@@ -248,9 +252,9 @@ def render(record: dict[str, Any]) -> str:
     if framed:
         lines += [
             "",
-            "Segmented frame by frame (2D time-lapses, `--frames`: each frame smoothed, "
-            "thresholded at its own Otsu level and split on its own; object F1 pooled over "
-            "the frames):",
+            "Segmented frame by frame (2D time-lapses, `--frames`: coded with axes TYX, each "
+            "frame smoothed, thresholded at its own Otsu level and split on its own; object "
+            "F1 pooled over the frames):",
             "",
             "| volume | seg. saving at equal F1 (frames) | F1 gain at equal ratio (frames) |",
             "|---|---|---|",
@@ -309,8 +313,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument(
         "--frames",
         default="",
-        help="comma-separated volumes that are 2D time-lapses (T, Y, X): also segmented "
-        "frame by frame, as a biologist segments one",
+        help="comma-separated volumes that are 2D time-lapses (T, Y, X): coded with axes "
+        "TYX (segmentation guidance segments them frame by frame) and also scored frame by "
+        "frame, as a biologist segments one",
     )
     p.add_argument(
         "--extend",

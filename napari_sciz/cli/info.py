@@ -28,12 +28,14 @@ def _hybrid_layers(reader: Any) -> dict[str, Any]:
     if reader.locked:
         lock = reader._file.payload(n)
         totals["lock_bytes"] = len(lock)
-        if reader.header["segmentation_lock"].get("version") == 2:  # (a lock per volume)
+        version = reader.header["segmentation_lock"].get("version")
+        if version in (2, 3):  # (a lock per volume, or per frame of a time-lapse)
             from ..core.seglock.stacked import parse_stacked
 
             per_volume = parse_stacked(lock, reader._locked_view.volumes)
             totals["locked_volumes"] = sum(v is not None for v in per_volume)
             totals["volumes"] = len(per_volume)
+            totals["lock_unit"] = "frames" if version == 3 else "volumes"
     for i in range(n):
         d = describe(reader._file.payload(i))
         for key in layers:
@@ -156,7 +158,8 @@ def _layers_text(layers: dict[str, Any]) -> str:
     if layers["lock_bytes"]:
         text += f", segmentation lock {_human_bytes(layers['lock_bytes'])}"
         if "volumes" in layers:
-            text += f" ({layers['locked_volumes']} of {layers['volumes']} volumes)"
+            unit = layers.get("lock_unit", "volumes")
+            text += f" ({layers['locked_volumes']} of {layers['volumes']} {unit})"
     return text
 
 

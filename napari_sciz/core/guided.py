@@ -31,7 +31,7 @@ from .bitstream import container
 from .encode import BlockEncoder
 from .header import LOCK_MODEL_VERSION
 from .result import CompressResult
-from .stacking import stacked_axes
+from .stacking import is_time_lapse, stacked_axes
 
 __all__ = ["guided_hybrid"]
 
@@ -120,12 +120,18 @@ def _choose(
     cropped = region != whole
     sub = arr[region]
     deadline = None if s.budget is None else time.perf_counter() + 0.2 * float(s.budget)
+    frames = guidance == "segmentation" and is_time_lapse(arr.ndim, s.axes)
     source, choice = choose_prefilter(
         sub, max(int(sub.nbytes / s.ratio), 1), guidance, voxel_size=s.voxel_size,
         labels=None if s.labels is None else s.labels[region], deadline=deadline,
-        cancel=s.cancel, locks=not cropped,
+        cancel=s.cancel, locks=not cropped, frames=frames,
     )  # fmt: skip
     said = [choice.describe()] if choice.scores else []
+    if frames:
+        said.append(
+            "segmentation guidance: a 2D time-lapse (axes TYX), segmented frame by frame "
+            "(each frame its own Otsu level and watershed)"
+        )
     if not cropped:
         return source, choice, region, said
     box = "x".join(str(r.stop - r.start) for r in region)
@@ -222,8 +228,11 @@ def _locked_file(
     s = encoder.settings
     arr = s.arr
     lead = stacked_axes(arr.ndim, s.axes)
+    frames = choice.spacings is not None  # (a time-lapse: a lock per frame, measured whole)
     total = arr.nbytes / s.ratio
     volumes, budget = _lock_time(math.prod(arr.shape[:lead]), choice.lock_seconds, seconds)
+    if frames:
+        budget = _frames_lock_time(choice.lock_seconds, seconds)
     deadline = None if seconds is None else time.perf_counter() + seconds
     base_bytes = max(total - choice.lock_bytes * volumes, 0.5 * total)
     base_encoder = BlockEncoder(
@@ -238,7 +247,7 @@ def _locked_file(
         **base.header,
         "model": {**model, "version": max(model.get("version", 0), LOCK_MODEL_VERSION)},
         "target_ratio": s.ratio,
-        "segmentation_lock": {"version": 2 if lead else 1},
+        "segmentation_lock": {"version": 3 if frames else 2 if lead else 1},
     }
     with container.SciZFile(base.data) as f:
         payloads = [f.payload(i) for i in range(f.n_payloads)]
@@ -246,8 +255,9 @@ def _locked_file(
     if room < _MIN_LOCK_BYTES:
         return None
     vrange = (float(header["value_range"][0]), float(header["value_range"][1]))
-    report = _lock_progress(encoder, seconds)
-    made = _lock(arr, base.reconstruction, room, choice, s, lead, vrange, deadline, report)
+    report = _lock_progress(encoder, seconds, "frame" if frames else "volume")
+    lock_lead = 1 if frames else lead
+    made = _lock(arr, base.reconstruction, room, choice, s, lock_lead, vrange, deadline, report)
     if made is None:
         return None
     payload, corrected, what = made
@@ -298,9 +308,19 @@ def _lock_time(
     return max(1, min(volumes, int(locks / per))), seconds - locks
 
 
-def _lock_progress(encoder: BlockEncoder, seconds: float | None) -> Any:
+def _frames_lock_time(proxy_seconds: float, seconds: float | None) -> float | None:
+    """The base's time when a time-lapse's frames are locked one by one: the proxy locked
+    them all (``proxy_seconds``), so the locks keep that times :data:`_LOCK_TIME_MARGIN`, at
+    least :data:`_LOCK_TIME_SHARE` and at most half of ``seconds``."""
+    if seconds is None:
+        return None
+    locks = min(max(_LOCK_TIME_MARGIN * proxy_seconds, _LOCK_TIME_SHARE * seconds), 0.5 * seconds)
+    return seconds - locks
+
+
+def _lock_progress(encoder: BlockEncoder, seconds: float | None, noun: str = "volume") -> Any:
     """``report(done, volumes)`` for a stack's locks: the encoder's progress callback told
-    which volume is being locked (None without a callback)."""
+    which volume (or frame, ``noun``) is being locked (None without a callback)."""
     from .result import ProgressInfo
 
     progress = encoder.progress
@@ -310,7 +330,7 @@ def _lock_progress(encoder: BlockEncoder, seconds: float | None) -> Any:
 
     def report(done: int, volumes: int) -> None:
         eta = None if ends is None else max(ends - time.perf_counter(), 0.0)
-        text = "segmentation lock" + (f": volume {done + 1} of {volumes}" if volumes > 1 else "")
+        text = "segmentation lock" + (f": {noun} {done + 1} of {volumes}" if volumes > 1 else "")
         progress(ProgressInfo(done / volumes, 0, None, math.nan, math.nan, eta, 0, 1, text))
 
     return report
@@ -346,9 +366,11 @@ def _lock(
     )
     if locks is None:
         return None
+    n = locks.volumes
+    whose = f"time-lapse's {n} frames" if choice.spacings is not None else f"stack's {n} volumes"
     what = (
         f"{locks.switched} voxels switched sides in {locks.groups} of {locks.groups_total} "
-        f"groups, {locks.locked} of the stack's {locks.volumes} volumes locked"
+        f"groups, {locks.locked} of the {whose} locked"
     )
     return locks.payload, locks.corrected, what
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import FormatError
 from .blocks import BlockGrid
-from .stacking import stacked_axes
+from .stacking import is_time_lapse, stacked_axes
 from .validate import SUPPORTED_DTYPES
 from .valuemap import PowerMap, parse_value_map
 
@@ -239,18 +239,25 @@ def _segmentation_lock(
     """Whether the file ends with a segmentation lock payload (:mod:`.seglock`), and the
     leading axes its volumes are locked under: version 1 locks a single 2D/3D volume (0),
     version 2 each volume or channel of a stack (:func:`.stacking.stacked_axes`,
-    :mod:`.seglock.stacked`)."""
+    :mod:`.seglock.stacked`), version 3 each frame of a 2D time-lapse (1,
+    :func:`.stacking.is_time_lapse`; the payload is a stack's)."""
     lock = h.get("segmentation_lock")
     if lock is None:
         return False, 0
     version = 0 if not isinstance(lock, dict) else lock.get("version")
     version = _int(version, "segmentation_lock.version")
-    if version not in (1, 2):
+    if version not in (1, 2, 3):
         raise FormatError("unsupported segmentation_lock in header (a newer napari-sciz wrote it?)")
-    lead = stacked_axes(len(shape), axes) if version == 2 else 0
-    fits = lead > 0 if version == 2 else len(shape) == grid.spatial_ndim
+    if version == 3:
+        lead = 1 if is_time_lapse(len(shape), axes) else 0
+        fits = lead > 0
+    else:
+        lead = stacked_axes(len(shape), axes) if version == 2 else 0
+        fits = lead > 0 if version == 2 else len(shape) == grid.spatial_ndim
     if mode != "hybrid" or not fits:
-        what = "a stack of 2D/3D volumes" if version == 2 else "a single 2D/3D volume"
+        what = {1: "a single 2D/3D volume", 2: "a stack of 2D/3D volumes"}.get(
+            version, "a 2D time-lapse (axes TYX)"
+        )
         raise FormatError(f"segmentation_lock version {version} needs {what} in a hybrid file")
     if h["model"].get("version", 0) < LOCK_MODEL_VERSION:
         raise FormatError(f"segmentation_lock needs hybrid model version {LOCK_MODEL_VERSION}")

@@ -2,12 +2,13 @@
 
 Shared by the encoder's task guidance (:mod:`.guided`, :mod:`.taskscore`) and the reader of
 segmentation locks (:mod:`.header`, :mod:`.lockedview`), which must agree on it. No heavy
-imports.
+imports. A 2D time-lapse (``TYX``) is coded as one volume, but segmented frame by frame
+(:func:`is_time_lapse`, :mod:`.taskframes`).
 """
 
 from __future__ import annotations
 
-__all__ = ["stacked_axes"]
+__all__ = ["is_time_lapse", "stacked_axes"]
 
 
 def stacked_axes(ndim: int, axes: str | None = None) -> int:
@@ -21,3 +22,10 @@ def stacked_axes(ndim: int, axes: str | None = None) -> int:
     if ndim > 3:
         return ndim - 3
     return 1 if ndim == 3 and axes is not None and axes[:1].upper() == "C" else 0
+
+
+def is_time_lapse(ndim: int, axes: str | None = None) -> bool:
+    """Whether a 3D array is a 2D time-lapse (``axes`` starting with ``T``, either case):
+    coded as one volume, segmented frame by frame by segmentation guidance and its scores
+    (:mod:`napari_sciz.core.taskframes`)."""
+    return ndim == 3 and axes is not None and axes[:1].upper() == "T"

@@ -76,6 +76,9 @@ class TaskChoice:
         The reference segmentation (segmentation guidance).
     spacing : int
         Watershed seed spacing of the segmentations (segmentation guidance).
+    spacings : list of int or None
+        A 2D time-lapse's seed spacing per frame, where it is segmented frame by frame
+        (:mod:`.taskframes`; ``reference`` is then its frames' labels); None otherwise.
     lock_share : float or None
         Share of the bytes given to a segmentation lock (:mod:`.seglock`), when one was
         chosen (``setting`` is then None).
@@ -98,6 +101,7 @@ class TaskChoice:
     seconds: float = 0.0
     reference: np.ndarray | None = field(default=None, repr=False)
     spacing: int = 3
+    spacings: list[int] | None = field(default=None, repr=False)
     lock_share: float | None = None
     lock_bytes: int = 0
     lock_seconds: float = 0.0
@@ -113,14 +117,12 @@ class TaskChoice:
         self, original: np.ndarray, decoded: np.ndarray, voxel_size: Sequence[float] | None
     ) -> dict[str, float]:
         """The task's scores and the PSNR of ``decoded`` against ``original``."""
-        from .taskscore import gradient_similarity, ms_ssim, segment, segmentation_fidelity
+        from .taskscore import gradient_similarity, ms_ssim, segmentation_fidelity
 
         out = {"psnr": _psnr(original, decoded)}
         if self.guidance == "segmentation":
             assert self.reference is not None
-            seg = segmentation_fidelity(
-                self.reference, segment(decoded, voxel_size, min_distance=self.spacing)
-            )
+            seg = segmentation_fidelity(self.reference, self.segment(decoded, voxel_size))
             out.update(f1=seg.f1, dice=seg.dice)
         else:
             out.update(
@@ -128,6 +130,18 @@ class TaskChoice:
                 gmsm=gradient_similarity(original, decoded),
             )
         return out
+
+    def segment(self, decoded: np.ndarray, voxel_size: Sequence[float] | None) -> np.ndarray:
+        """``decoded`` segmented as the reference was: as one volume with the original's
+        seed spacing, or frame by frame with each frame's."""
+        from .taskscore import segment
+
+        if self.spacings is None:
+            return segment(decoded, voxel_size, min_distance=self.spacing)
+        from .taskframes import segment_frames
+
+        frame = None if voxel_size is None else tuple(voxel_size)[-2:]
+        return segment_frames(decoded, frame, min_distances=self.spacings)
 
     def key(self, score: dict[str, float]) -> tuple[float, float]:
         """What is compared: (object F1, Dice) or (MS-SSIM, gradient similarity)."""

@@ -119,6 +119,18 @@ def _locked_proxy(
     assert choice.reference is not None
     warm_up()  # (compiled outside the time measured: a stack's locks are planned with it)
     started = time.perf_counter()
+    if choice.spacings is not None:  # (a time-lapse: a lock per frame, as it is coded)
+        from .seglock.stacked import build_stacked_locks
+
+        frame = None if voxel_size is None else tuple(voxel_size)[-2:]
+        sigmas = _sigmas(2, frame, _SIGMA)
+        middle = (volume.shape[0] // 2,)
+        made = build_stacked_locks(
+            volume, base, 1, int(nbytes * share), sigmas, middle, vrange, frame
+        )
+        if made is None:
+            return None
+        return made.corrected, len(made.payload), time.perf_counter() - started
     lock = build_lock(
         volume, base, int(nbytes * share), _sigmas(volume.ndim, voxel_size, _SIGMA),
         choice.reference, choice.spacing, vrange, voxel_size,
@@ -155,6 +167,31 @@ def _reference(
     return (ndi.label(lab > 0)[0] if lab.dtype == bool or lab.max() <= 1 else lab), spacing
 
 
+def _frames_reference(
+    v: np.ndarray, voxel_size: Sequence[float] | None, labels: np.ndarray | None
+) -> tuple[np.ndarray, list[int]]:
+    """:func:`_reference` of a 2D time-lapse segmented frame by frame, and each frame's seed
+    spacing (a mask given as labels is split into objects frame by frame)."""
+    from scipy import ndimage as ndi
+
+    from .taskframes import frame_seed_distances, segment_frames
+
+    frame = None if voxel_size is None else tuple(voxel_size)[-2:]
+    spacings = frame_seed_distances(v, frame)
+    if labels is None:
+        return segment_frames(v, frame, min_distances=spacings), spacings
+    lab = np.asarray(labels)
+    if not (lab.dtype == bool or lab.max() <= 1):
+        return lab, spacings
+    out = np.zeros(lab.shape, np.int32)
+    offset = 0
+    for t in range(lab.shape[0]):
+        found, n = ndi.label(lab[t] > 0)
+        out[t] = np.where(found > 0, found + offset, 0)
+        offset += n
+    return out, spacings
+
+
 def choose_prefilter(
     volume: np.ndarray,
     nbytes: int,
@@ -165,6 +202,7 @@ def choose_prefilter(
     deadline: float | None = None,
     cancel: Callable[[], bool] | None = None,
     locks: bool = True,
+    frames: bool = False,
 ) -> tuple[np.ndarray, TaskChoice]:
     """The version of ``volume`` to code under task ``guidance``, and why.
 
@@ -187,6 +225,9 @@ def choose_prefilter(
         Checked before every candidate (:class:`~napari_sciz.errors.CancelledError`).
     locks : bool
         Whether segmentation locks are candidates (never with ``labels``).
+    frames : bool
+        ``volume`` is a 2D time-lapse (``T, Y, X``): segmentation guidance scores it frame
+        by frame (:mod:`.taskframes`), and its locks are a lock per frame.
 
     Returns
     -------
@@ -197,7 +238,9 @@ def choose_prefilter(
     t0 = time.perf_counter()
     v = np.asarray(volume, np.float64)
     choice = TaskChoice(guidance)
-    if guidance == "segmentation":
+    if guidance == "segmentation" and frames:
+        choice.reference, choice.spacings = _frames_reference(v, voxel_size, labels)
+    elif guidance == "segmentation":
         choice.reference, choice.spacing = _reference(v, voxel_size, labels)
     lockable = locks and labels is None and np.asarray(volume).dtype.kind in "uif"
     measured: list[_M] = []

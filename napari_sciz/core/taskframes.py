@@ -11,12 +11,13 @@ within frames and gives the object F1 pooled over the frames.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from ..errors import InvalidInputError
 
-__all__ = ["frame_seed_distances", "segment_frames"]
+__all__ = ["frame_fidelity", "frame_seed_distances", "segment_frames"]
 
 
 def _frames(volume: np.ndarray) -> np.ndarray:
@@ -75,3 +76,18 @@ def segment_frames(
         out[t] = np.where(labels > 0, labels + offset, 0)
         offset += int(labels.max())
     return out
+
+
+def frame_fidelity(
+    original: np.ndarray, decoded: np.ndarray, voxel_size: Sequence[float] | None = None
+) -> Any:
+    """:func:`~.taskscore.segmentation_fidelity` of ``decoded``'s frames against
+    ``original``'s, each segmented with the original frame's seed spacing: object F1 pooled
+    over the frames (a :class:`~.taskscore.SegmentationScore`)."""
+    from .taskscore import segmentation_fidelity
+
+    spacings = frame_seed_distances(original, voxel_size)
+    return segmentation_fidelity(
+        segment_frames(original, voxel_size, min_distances=spacings),
+        segment_frames(decoded, voxel_size, min_distances=spacings),
+    )

@@ -26,7 +26,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from ..errors import InvalidInputError
-from .stacking import stacked_axes
+from .stacking import is_time_lapse, stacked_axes
 
 __all__ = [
     "SCORE_CROP_VOXELS",
@@ -457,7 +457,9 @@ def guidance_score(
         it): ``"scored_voxels"`` then says how many voxels were scored. A stack of volumes
         (:func:`stacked_axes`: 4D or more, or channels) is scored on its middle volume or
         image, whose flat index over the leading axes ``"scored_volume"`` gives
-        (``"scored_channel"`` when the one leading axis is channels).
+        (``"scored_channel"`` when the one leading axis is channels). A 2D time-lapse
+        (``axes`` ``"TYX"``) is segmented frame by frame (:mod:`.taskframes`; ``"frames"``
+        says how many were scored).
     """
     from . import colour
 
@@ -483,6 +485,12 @@ def guidance_score(
         a, b = a[region], b[region]
         extra["scored_voxels"] = float(a.size)
     spacing = None if voxel_size is None else list(voxel_size)[-a.ndim :]
+    if guidance == "segmentation" and is_time_lapse(a.ndim, axes):
+        from .taskframes import frame_fidelity
+
+        s = frame_fidelity(a, b, None if spacing is None else spacing[-2:])
+        found = {"objects": s.n_reference, "found": s.n_test, "frames": float(a.shape[0])}
+        return {"object_f1": s.f1, "dice": s.dice, **found, **extra}
     if guidance == "segmentation":
         seeds = seed_distance(a, spacing)
         s = segmentation_fidelity(

@@ -8,12 +8,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from ..errors import InvalidInputError
 
 __all__ = [
     "LENGTH_IN_UM",
     "SUPPORTED_EXTENSIONS",
+    "axes_from_labels",
     "check_extension",
     "default_axes",
     "normalize_unit",
@@ -71,6 +73,18 @@ def default_axes(ndim: int) -> str:
     if ndim <= len(names):
         return names[len(names) - ndim :]
     return "Q" * (ndim - len(names)) + names
+
+
+def axes_from_labels(labels: Any, ndim: int) -> str | None:
+    """An axes string like ``"TYX"`` from a napari layer's axis labels, when they are
+    ``ndim`` distinct T/C/Z/Y/X letters (either case); None otherwise (napari's default
+    labels ``"-3", "-2", "-1"`` say nothing)."""
+    if labels is None or len(labels) != ndim:
+        return None
+    letters = [str(label).upper() for label in labels]
+    if any(len(x) != 1 or x not in "TCZYX" for x in letters) or len(set(letters)) != ndim:
+        return None
+    return "".join(letters)
 
 
 def _suffix(path: Path) -> str:
