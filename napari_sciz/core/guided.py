@@ -368,9 +368,10 @@ def _lock(
         return None
     n = locks.volumes
     whose = f"time-lapse's {n} frames" if choice.spacings is not None else f"stack's {n} volumes"
+    late = f" ({n - locks.reached} not reached in time)" if locks.reached < n else ""
     what = (
         f"{locks.switched} voxels switched sides in {locks.groups} of {locks.groups_total} "
-        f"groups, {locks.locked} of the {whose} locked"
+        f"groups, {locks.locked} of the {whose} locked{late}"
     )
     return locks.payload, locks.corrected, what
 

@@ -103,9 +103,12 @@ def _locked_proxy(
     share: float,
     choice: TaskChoice,
     voxel_size: Sequence[float] | None,
+    deadline: float | None = None,
 ) -> tuple[np.ndarray, int, float] | None:
     """The proxy decode at ``1 - share`` of the bytes with a lock in the rest, the lock's
-    size, and the seconds it took to build (None without SPERR, or when no lock fits)."""
+    size, and the seconds it took to build (None without SPERR, or when no lock fits). A
+    time-lapse's frames are locked one by one, the middle one first, none started after
+    ``deadline``."""
     from .blocks import finalize
     from .seglock.gauss import warm_up
     from .seglock.select import build_lock
@@ -126,7 +129,7 @@ def _locked_proxy(
         sigmas = _sigmas(2, frame, _SIGMA)
         middle = (volume.shape[0] // 2,)
         made = build_stacked_locks(
-            volume, base, 1, int(nbytes * share), sigmas, middle, vrange, frame
+            volume, base, 1, int(nbytes * share), sigmas, middle, vrange, frame, deadline
         )
         if made is None:
             return None
@@ -251,7 +254,7 @@ def choose_prefilter(
         started = time.perf_counter()
         if measured and deadline is not None and started + last > deadline:
             break  # (the next candidate would end after the deadline)
-        trial = _trial(cand, np.asarray(volume), v, nbytes, choice, voxel_size, labels)
+        trial = _trial(cand, np.asarray(volume), v, nbytes, choice, voxel_size, labels, deadline)
         if trial.decoded is None:
             if cand.kind != "none":
                 continue  # (no lock fits; a constant volume has nothing to map)
@@ -372,11 +375,12 @@ def _trial(
     choice: TaskChoice,
     voxel_size: Sequence[float] | None,
     labels: np.ndarray | None,
+    deadline: float | None = None,
 ) -> _Trial:
     """One candidate's proxy decode (``volume`` as given, ``v`` the same as float64)."""
     if cand.kind == "lock":
         assert cand.setting is not None
-        locked = _locked_proxy(volume, v, nbytes, cand.setting, choice, voxel_size)
+        locked = _locked_proxy(volume, v, nbytes, cand.setting, choice, voxel_size, deadline)
         if locked is None:
             return _Trial(None, v)
         return _Trial(locked[0], v, locked[1], lock_seconds=locked[2])

@@ -90,6 +90,9 @@ class StackedLocks:
         The decoded stack with each volume's lock applied, in the file's dtype.
     locked, volumes : int
         Volumes with a lock, and in the stack.
+    reached : int
+        Volumes whose lock was built before the deadline (the others have none; a volume
+        reached may need none: its decode segments like the original).
     switched, groups, groups_total : int
         Voxels switched, and groups of switches coded and found, over every volume.
     """
@@ -101,6 +104,7 @@ class StackedLocks:
     switched: int
     groups: int
     groups_total: int
+    reached: int = 0
 
 
 def build_stacked_locks(
@@ -176,9 +180,11 @@ def build_stacked_locks(
             voxel_size,
         )  # fmt: skip
 
+    reached = 0
     for done, index in enumerate(order):
         if done and deadline is not None and time.perf_counter() > deadline:
             break
+        reached += 1
         if report is not None:
             report(done, len(order))
         lock = lock_of(index, left // (len(order) - done))
@@ -207,5 +213,5 @@ def build_stacked_locks(
     found = list(locks.values())
     return StackedLocks(
         payload, corrected, len(found), len(order), sum(lk.switched for lk in found),
-        sum(lk.groups for lk in found), sum(lk.groups_total for lk in found),
+        sum(lk.groups for lk in found), sum(lk.groups_total for lk in found), reached,
     )  # fmt: skip
