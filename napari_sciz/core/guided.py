@@ -310,8 +310,9 @@ def _lock_time(
 
 def _frames_lock_time(proxy_seconds: float, seconds: float | None) -> float | None:
     """The base's time when a time-lapse's frames are locked one by one: the proxy locked
-    them all (``proxy_seconds``), so the locks keep that times :data:`_LOCK_TIME_MARGIN`, at
-    least :data:`_LOCK_TIME_SHARE` and at most half of ``seconds``."""
+    them in ``proxy_seconds`` (the whole time-lapse), so the locks keep that times
+    :data:`_LOCK_TIME_MARGIN`, at least :data:`_LOCK_TIME_SHARE` and at most half of
+    ``seconds``."""
     if seconds is None:
         return None
     locks = min(max(_LOCK_TIME_MARGIN * proxy_seconds, _LOCK_TIME_SHARE * seconds), 0.5 * seconds)

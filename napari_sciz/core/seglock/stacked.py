@@ -92,7 +92,7 @@ class StackedLocks:
         Volumes with a lock, and in the stack.
     reached : int
         Volumes whose lock was built before the deadline (the others have none; a volume
-        reached may need none: its decode segments like the original).
+        reached may have none too: nothing to switch, or no switch that fitted its share).
     switched, groups, groups_total : int
         Voxels switched, and groups of switches coded and found, over every volume.
     """
