@@ -134,3 +134,12 @@ def test_a_guided_time_lapse_is_segmented_frame_by_frame_end_to_end() -> None:
     result = compress(lapse, 24.0, guidance="segmentation", budget=20.0, seed=0, axes="TYX")
     assert any("segmented frame by frame" in m for m in result.messages)
     np.testing.assert_array_equal(decompress(result.data), result.reconstruction)
+
+
+def test_the_frames_locks_keep_the_time_the_proxy_says() -> None:
+    from napari_sciz.core.guided import _frames_lock_time
+
+    assert _frames_lock_time(2.0, 100.0) == 85.0  # (3 s expected: the share holds it)
+    assert _frames_lock_time(20.0, 100.0) == 70.0
+    assert _frames_lock_time(80.0, 100.0) == 50.0  # (at most half the time)
+    assert _frames_lock_time(2.0, None) is None
