@@ -362,13 +362,14 @@ def _lock(
     voxel = _volume_voxel_size(s.voxel_size, lead)
     middle = tuple(n // 2 for n in arr.shape[:lead])
     sigmas = _sigmas(arr.ndim - lead, voxel, 1.0)
+    frames = choice.spacings is not None  # (a time-lapse's many small frames)
     locks = build_stacked_locks(
         arr, decoded, lead, room, sigmas, middle, vrange, voxel, deadline, s.cancel, report
     )
     if locks is None:
         return None
     n = locks.volumes
-    whose = f"time-lapse's {n} frames" if choice.spacings is not None else f"stack's {n} volumes"
+    whose = f"time-lapse's {n} frames" if frames else f"stack's {n} volumes"
     late = f" ({n - locks.reached} not reached in time)" if locks.reached < n else ""
     what = (
         f"{locks.switched} voxels switched sides in {locks.groups} of {locks.groups_total} "

@@ -14,7 +14,7 @@ from __future__ import annotations
 import struct
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -128,7 +128,10 @@ def build_stacked_locks(
     ones left; what is left at the end (volumes whose switches all fitted in less) goes to
     the volumes whose switches did not all fit, in the same order. Volume ``first`` (the one
     guidance measured) is locked first; past ``deadline`` (a ``perf_counter`` time) the
-    volumes left get no lock.
+    volumes left get no lock. (Keeping instead the volumes whose whole locks are smallest,
+    as many as the bytes hold, locked more of a time-lapse's frames but fewer of their wrong
+    objects: frame F1 0.782-0.894 against 0.796-0.919 with equal shares on the telomere
+    time-lapse; not kept.)
 
     Parameters
     ----------
@@ -159,51 +162,11 @@ def build_stacked_locks(
     StackedLocks or None
         None when no volume could be locked.
     """
-    from ..taskscore import seed_distance, segment
-    from .select import build_lock
-
     shape = original.shape[:lead]
     order = [first, *(i for i in np.ndindex(*shape) if i != first)]
     left = nbytes - stacked_overhead(len(order), nbytes)
-    locks: dict[tuple[int, ...], Any] = {}
-    segmented: dict[tuple[int, ...], tuple[np.ndarray, int]] = {}
-
-    def lock_of(index: tuple[int, ...], size: int) -> Any:
-        if cancel is not None and cancel():
-            raise CancelledError("compression cancelled; no output written")
-        if index not in segmented:
-            spacing = seed_distance(original[index], voxel_size)
-            segmented[index] = segment(original[index], voxel_size, min_distance=spacing), spacing
-        reference, spacing = segmented[index]
-        return build_lock(
-            original[index], decoded[index], size, sigmas, reference, spacing, value_range,
-            voxel_size,
-        )  # fmt: skip
-
-    reached = 0
-    for done, index in enumerate(order):
-        if done and deadline is not None and time.perf_counter() > deadline:
-            break
-        reached += 1
-        if report is not None:
-            report(done, len(order))
-        lock = lock_of(index, left // (len(order) - done))
-        if lock is not None:
-            locks[index] = lock
-            left -= len(lock.payload)
-        if lock is None or lock.groups == lock.groups_total:
-            del segmented[index]  # (only a volume that may get more bytes keeps its labels)
-    # (what volumes that needed less left goes to those whose switches did not all fit)
-    for index in order:
-        lock = locks.get(index)
-        if lock is None or lock.groups == lock.groups_total or left < _REFILL_BYTES:
-            continue
-        if deadline is not None and time.perf_counter() > deadline:
-            break
-        bigger = lock_of(index, len(lock.payload) + left)
-        if bigger is not None and bigger.groups > lock.groups:
-            locks[index] = bigger
-            left -= len(bigger.payload) - len(lock.payload)
+    volumes = _Volumes(original, decoded, sigmas, value_range, voxel_size, cancel)
+    locks, reached = _equal_shares(volumes, order, left, deadline, report)
     if not locks:
         return None
     corrected = np.array(decoded, copy=True)
@@ -215,3 +178,75 @@ def build_stacked_locks(
         payload, corrected, len(found), len(order), sum(lk.switched for lk in found),
         sum(lk.groups for lk in found), sum(lk.groups_total for lk in found), reached,
     )  # fmt: skip
+
+
+@dataclass
+class _Volumes:
+    """The volumes of a stack, locked one at a time (each segmented once, when first met)."""
+
+    original: np.ndarray
+    decoded: np.ndarray
+    sigmas: Sequence[float]
+    value_range: tuple[float, float]
+    voxel_size: Sequence[float] | None
+    cancel: Callable[[], bool] | None
+    segmented: dict[tuple[int, ...], tuple[np.ndarray, int]] = field(default_factory=dict)
+
+    def lock(self, index: tuple[int, ...], size: int) -> Any:
+        """Volume ``index``'s lock in at most ``size`` bytes (None: none fits or needed)."""
+        from ..taskscore import seed_distance, segment
+        from .select import build_lock
+
+        if self.cancel is not None and self.cancel():
+            raise CancelledError("compression cancelled; no output written")
+        original = self.original[index]
+        if index not in self.segmented:
+            spacing = seed_distance(original, self.voxel_size)
+            labels = segment(original, self.voxel_size, min_distance=spacing)
+            self.segmented[index] = labels, spacing
+        reference, spacing = self.segmented[index]
+        return build_lock(
+            original, self.decoded[index], size, self.sigmas, reference, spacing,
+            self.value_range, self.voxel_size,
+        )  # fmt: skip
+
+
+_Shares = tuple[dict[tuple[int, ...], Any], int]
+
+
+def _past(deadline: float | None) -> bool:
+    return deadline is not None and time.perf_counter() > deadline
+
+
+def _equal_shares(
+    volumes: _Volumes, order: list[tuple[int, ...]], left: int, deadline: float | None,
+    report: Callable[[int, int], None] | None,
+) -> _Shares:  # fmt: skip
+    """The locks, each volume an equal share of what the earlier ones left, then what is
+    left to those whose switches did not all fit; and how many volumes were reached."""
+    locks: dict[tuple[int, ...], Any] = {}
+    reached = 0
+    for done, index in enumerate(order):
+        if done and _past(deadline):
+            break
+        reached += 1
+        if report is not None:
+            report(done, len(order))
+        lock = volumes.lock(index, left // (len(order) - done))
+        if lock is not None:
+            locks[index] = lock
+            left -= len(lock.payload)
+        if lock is None or lock.groups == lock.groups_total:
+            volumes.segmented.pop(index, None)  # (only a volume that may get more keeps them)
+    # (what volumes that needed less left goes to those whose switches did not all fit)
+    for index in order:
+        lock = locks.get(index)
+        if lock is None or lock.groups == lock.groups_total or left < _REFILL_BYTES:
+            continue
+        if _past(deadline):
+            break
+        bigger = volumes.lock(index, len(lock.payload) + left)
+        if bigger is not None and bigger.groups > lock.groups:
+            locks[index] = bigger
+            left -= len(bigger.payload) - len(lock.payload)
+    return locks, reached
