@@ -142,7 +142,7 @@ def test_lock_payloads_are_checked() -> None:
     with pytest.raises(FormatError, match="does not fit"):
         apply_lock(decoded[0], payload)
     nan = bytearray(payload)
-    struct.pack_into("<d", nan, 5, float("nan"))
+    struct.pack_into("<f", nan, 5, float("nan"))  # (the first sigma)
     with pytest.raises(FormatError, match="invalid"):
         apply_lock(decoded, bytes(nan))
     flipped = bytearray(payload)
@@ -152,11 +152,34 @@ def test_lock_payloads_are_checked() -> None:
 
 
 def test_payload_round_trip() -> None:
-    lock = LockPayload((1.0, 0.5, 0.5), 10.0, 11.0, 2.0, 7, 8, np.arange(N_CONTEXTS), b"abcd")
-    parsed = LockPayload.parse(lock.pack(), 3)
-    assert parsed.sigmas == (1.0, 0.5, 0.5) and parsed.words == b"abcd"
-    assert np.array_equal(parsed.ones, np.arange(N_CONTEXTS))
-    assert (parsed.context_threshold, parsed.threshold, parsed.margin) == (10.0, 11.0, 2.0)
+    """Version 2: float32 sigmas, offset and margin; the context threshold is the decoder's
+    Otsu level of its own smoothed decode; only the contexts with flags store a count."""
+    ones = np.zeros(N_CONTEXTS, np.uint64)
+    ones[[3, 17, 33]] = [5, 1, 300]
+    lock = LockPayload((1.0, 0.5, 0.5), 0.0, 1.25, 2.0, 7, 8, ones, b"abcd")
+    data = lock.pack()
+    parsed = LockPayload.parse(data, 3)
+    assert parsed.version == 2 and parsed.sigmas == (1.0, 0.5, 0.5) and parsed.words == b"abcd"
+    assert np.array_equal(parsed.ones, ones)
+    assert (parsed.threshold, parsed.margin) == (1.25, 2.0)
+    assert (parsed.context_crc, parsed.flags_crc) == (7, 8)
+    smoothed = np.arange(1000.0).reshape(10, 10, 10)
+    t_ctx, t = parsed.levels(smoothed)
+    assert t_ctx == otsu(smoothed) and t == t_ctx + 1.25
+    assert len(data) == 3 + 2 + 3 * 4 + 16 + 5 + 1 + 1 + 2 + 4  # (a 2D head: 34 bytes)
+
+
+def test_version_1_payloads_still_decode() -> None:
+    """Files written before session 54 store every level as f64 and a count per context."""
+    head = struct.pack(
+        "<3sBB3d3dIIB", b"SZK", 1, 2, 1.0, 1.0, 0.0, 480.0, 495.5, 3.0, 11, 12, N_CONTEXTS
+    )
+    counts = bytes([2] + [0] * (N_CONTEXTS - 1))
+    parsed = LockPayload.parse(head + counts + b"xyz", 2)
+    assert parsed.version == 1 and parsed.sigmas == (1.0, 1.0) and parsed.words == b"xyz"
+    assert parsed.levels(np.zeros((4, 4))) == (480.0, 495.5) and parsed.margin == 3.0
+    with pytest.raises(FormatError, match="truncated"):
+        LockPayload.parse(head + counts[:5], 2)
 
 
 def test_contexts_follow_the_decoded_surface() -> None:

@@ -71,7 +71,9 @@ def apply_lock(decoded: np.ndarray, data: bytes) -> tuple[np.ndarray, bool]:
         A corrupted or truncated payload.
     """
     lock = LockPayload.parse(data, decoded.ndim)
-    smoothed, ctx = lock_inputs(decoded, lock.sigmas, lock.context_threshold)
+    smoothed = smooth(decoded, lock.sigmas)
+    t_ctx, threshold = lock.levels(smoothed)
+    ctx = contexts(smoothed, t_ctx)
     if crc(ctx) != lock.context_crc:
         warnings.warn(
             "segmentation lock not applied: the base layer decoded differently on this "
@@ -83,5 +85,5 @@ def apply_lock(decoded: np.ndarray, data: bytes) -> tuple[np.ndarray, bool]:
     switch = flag_code.decode(ctx, lock.ones, lock.words)
     if crc(switch) != lock.flags_crc:
         raise FormatError("segmentation lock: the flags do not match their checksum")
-    target = (smoothed > lock.context_threshold) ^ switch
-    return lock_sides(decoded, target, switch, lock.threshold, lock.margin, lock.sigmas), True
+    target = (smoothed > t_ctx) ^ switch
+    return lock_sides(decoded, target, switch, threshold, lock.margin, lock.sigmas), True

@@ -18,7 +18,7 @@ from ..blocks import finalize
 from . import crc
 from . import flags as flag_code
 from .geometry import N_CONTEXTS, contexts, otsu, smooth
-from .payload import LockPayload
+from .payload import LockPayload, stored
 from .project import lock_sides
 
 #: margin kept from the threshold, in standard deviations of the original's fine detail
@@ -142,7 +142,7 @@ def _switches(
 
 def _head_size(ndim: int):  # noqa: ANN202 - a size function
     def head(ones: np.ndarray) -> int:
-        return len(LockPayload((1.0,) * ndim, 0, 0, 0, 0, 0, ones, b"").pack())
+        return len(LockPayload((1.0,) * ndim, 0.0, 0.0, 0.0, 0, 0, ones, b"").pack())
 
     return head
 
@@ -181,6 +181,7 @@ def build_lock(
     Lock or None
         None when nothing is switched or nothing fits.
     """
+    sigmas = tuple(stored(s) for s in sigmas)  # (as the payload stores them)
     sw = _switches(original, decoded, sigmas, reference, spacing, voxel_size)
     if sw is None:
         return None
@@ -197,12 +198,9 @@ def build_lock(
     if k == 0:
         return None
     target = sw.side_d ^ switch
-    margin = _margin(original, sw.smoothed_o, decoded.dtype)
-    threshold, corrected = _locked(decoded, target, switch, sw.t_ctx, margin, sigmas, value_range)
-    lock = LockPayload(
-        tuple(float(s) for s in sigmas), sw.t_ctx, threshold, margin, crc(ctx), crc(switch),
-        ones, words,
-    )  # fmt: skip
+    margin = stored(_margin(original, sw.smoothed_o, decoded.dtype))
+    offset, corrected = _locked(decoded, target, switch, sw.t_ctx, margin, sigmas, value_range)
+    lock = LockPayload(sigmas, 0.0, offset, margin, crc(ctx), crc(switch), ones, words)
     return Lock(lock.pack(), corrected, k, int(order.size), int(switch.sum()))
 
 
@@ -218,18 +216,20 @@ def _locked(
     decoded: np.ndarray, target: np.ndarray, switch: np.ndarray, t_ctx: float, margin: float,
     sigmas: Sequence[float], value_range: tuple[float, float],
 ) -> tuple[float, np.ndarray]:  # fmt: skip
-    """The threshold to lock to and the corrected volume (dtype), as the decoder makes it.
+    """The offset of the threshold to lock to from ``t_ctx``, and the corrected volume
+    (dtype), as the decoder makes it (its threshold: ``t_ctx`` plus the offset).
 
     The pipeline thresholds the corrected volume at *its* Otsu level, which the correction
     moves a little: the level is taken from the corrected volume until it settles within
     half the margin (three tries at most).
     """
-    threshold = t_ctx
+    offset = 0.0
     for attempt in range(3):
+        threshold = t_ctx + offset
         values = lock_sides(decoded, target, switch, threshold, margin, sigmas)
         corrected = finalize(values, decoded.dtype, value_range)
         level = otsu(smooth(corrected, sigmas))
         if abs(level - threshold) <= 0.5 * margin or attempt == 2:
-            return threshold, corrected
-        threshold = level
+            return offset, corrected
+        offset = stored(level - t_ctx)  # (as the payload stores it)
     raise AssertionError("unreachable")
