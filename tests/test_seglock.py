@@ -167,6 +167,8 @@ def test_payload_round_trip() -> None:
     t_ctx, t = parsed.levels(smoothed)
     assert t_ctx == otsu(smoothed) and t == t_ctx + 1.25
     assert len(data) == 3 + 2 + 3 * 4 + 16 + 5 + 1 + 1 + 2 + 4  # (a 2D head: 34 bytes)
+    with pytest.raises(ValueError, match="float32"):  # (the decoder would not see them)
+        LockPayload((0.1, 1.0), 0.0, 0.0, 1.0, 0, 0, ones, b"").pack()
 
 
 def test_version_1_payloads_still_decode() -> None:

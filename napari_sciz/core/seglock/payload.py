@@ -99,6 +99,8 @@ class LockPayload:
         if self.version != VERSION:
             raise ValueError("only version-2 lock payloads are written")
         offset = self.threshold
+        if any(stored(v) != v for v in (*self.sigmas, offset, self.margin)):
+            raise ValueError("a lock's sigmas, offset and margin must be float32 values")
         head = _HEAD2.pack(MAGIC, VERSION, len(self.sigmas))
         head += struct.pack(f"<{len(self.sigmas)}f", *self.sigmas)
         head += _TAIL2.pack(offset, self.margin, self.context_crc, self.flags_crc)
