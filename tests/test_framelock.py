@@ -143,3 +143,19 @@ def test_the_frames_locks_keep_the_time_the_proxy_says() -> None:
     assert _frames_lock_time(20.0, 100.0) == 70.0
     assert _frames_lock_time(80.0, 100.0) == 50.0  # (at most half the time)
     assert _frames_lock_time(2.0, None) is None
+
+
+def test_frames_segmented_already_are_not_segmented_again() -> None:
+    """The proxy hands the frames' reference segmentations to the locks: the same locks."""
+    from napari_sciz.core.seglock.stacked import build_stacked_locks
+    from napari_sciz.core.taskframes import frame_seed_distances
+
+    lapse = _lapse(4)
+    decoded = (lapse // 300 * 300).astype(lapse.dtype)
+    spacings = frame_seed_distances(lapse)
+    reference = segment_frames(lapse, min_distances=spacings)
+    known = {(t,): (reference[t], s) for t, s in enumerate(spacings)}
+    args = (lapse, decoded, 1, 800, (1.0, 1.0), (2,), (0.0, 65535.0))
+    fresh, reused = build_stacked_locks(*args), build_stacked_locks(*args, segmented=known)
+    assert fresh is not None and reused is not None
+    assert fresh.payload == reused.payload

@@ -362,10 +362,14 @@ def _lock(
     voxel = _volume_voxel_size(s.voxel_size, lead)
     middle = tuple(n // 2 for n in arr.shape[:lead])
     sigmas = _sigmas(arr.ndim - lead, voxel, 1.0)
-    frames = choice.spacings is not None  # (a time-lapse's many small frames)
+    frames = choice.spacings is not None  # (a time-lapse's frames, scored whole)
+    known = {}  # (a time-lapse's frames as the choice segmented them: not made again)
+    if frames and choice.reference is not None:
+        known = {(t,): (choice.reference[t], d) for t, d in enumerate(choice.spacings)}
     locks = build_stacked_locks(
-        arr, decoded, lead, room, sigmas, middle, vrange, voxel, deadline, s.cancel, report
-    )
+        arr, decoded, lead, room, sigmas, middle, vrange, voxel, deadline, s.cancel, report,
+        segmented=known,
+    )  # fmt: skip
     if locks is None:
         return None
     n = locks.volumes

@@ -138,10 +138,9 @@ class TaskChoice:
 
         if self.spacings is None:
             return segment(decoded, voxel_size, min_distance=self.spacing)
-        from .taskframes import segment_frames
+        from .taskframes import frame_voxel_size, segment_frames
 
-        frame = None if voxel_size is None else tuple(voxel_size)[-2:]
-        return segment_frames(decoded, frame, min_distances=self.spacings)
+        return segment_frames(decoded, frame_voxel_size(voxel_size), min_distances=self.spacings)
 
     def key(self, score: dict[str, float]) -> tuple[float, float]:
         """What is compared: (object F1, Dice) or (MS-SSIM, gradient similarity)."""

@@ -124,13 +124,17 @@ def _locked_proxy(
     started = time.perf_counter()
     if choice.spacings is not None:  # (a time-lapse: a lock per frame, as it is coded)
         from .seglock.stacked import build_stacked_locks
+        from .taskframes import frame_voxel_size
 
-        frame = None if voxel_size is None else tuple(voxel_size)[-2:]
+        frame = frame_voxel_size(voxel_size)
         sigmas = _sigmas(2, frame, _SIGMA)
         middle = (volume.shape[0] // 2,)
+        # (the frames' segmentations the choice scores against: not made again)
+        known = {(t,): (choice.reference[t], d) for t, d in enumerate(choice.spacings)}
         made = build_stacked_locks(
-            volume, base, 1, int(nbytes * share), sigmas, middle, vrange, frame, deadline
-        )
+            volume, base, 1, int(nbytes * share), sigmas, middle, vrange, frame, deadline,
+            segmented=known,
+        )  # fmt: skip
         if made is None:
             return None
         return made.corrected, len(made.payload), time.perf_counter() - started
@@ -177,22 +181,16 @@ def _frames_reference(
     spacing (a mask given as labels is split into objects frame by frame)."""
     from scipy import ndimage as ndi
 
-    from .taskframes import frame_seed_distances, segment_frames
+    from .taskframes import frame_labels, frame_seed_distances, frame_voxel_size, segment_frames
 
-    frame = None if voxel_size is None else tuple(voxel_size)[-2:]
+    frame = frame_voxel_size(voxel_size)
     spacings = frame_seed_distances(v, frame)
     if labels is None:
         return segment_frames(v, frame, min_distances=spacings), spacings
     lab = np.asarray(labels)
     if not (lab.dtype == bool or lab.max() <= 1):
         return lab, spacings
-    out = np.zeros(lab.shape, np.int32)
-    offset = 0
-    for t in range(lab.shape[0]):
-        found, n = ndi.label(lab[t] > 0)
-        out[t] = np.where(found > 0, found + offset, 0)
-        offset += n
-    return out, spacings
+    return frame_labels((ndi.label(f > 0)[0] for f in lab), lab.shape), spacings
 
 
 def choose_prefilter(

@@ -10,14 +10,20 @@ within frames and gives the object F1 pooled over the frames.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
 
 from ..errors import InvalidInputError
 
-__all__ = ["frame_fidelity", "frame_seed_distances", "segment_frames"]
+__all__ = [
+    "frame_fidelity",
+    "frame_labels",
+    "frame_seed_distances",
+    "frame_voxel_size",
+    "segment_frames",
+]
 
 
 def _frames(volume: np.ndarray) -> np.ndarray:
@@ -25,6 +31,22 @@ def _frames(volume: np.ndarray) -> np.ndarray:
     if a.ndim != 3:
         raise InvalidInputError(f"a time-lapse of 2D frames is 3D (T, Y, X), got {a.ndim}D")
     return a
+
+
+def frame_voxel_size(voxel_size: Sequence[float] | None) -> tuple[float, ...] | None:
+    """A frame's pixel size (``(y, x)``) from the time-lapse's voxel size (or None)."""
+    return None if voxel_size is None else tuple(voxel_size)[-2:]
+
+
+def frame_labels(frames: Iterable[np.ndarray], shape: tuple[int, ...]) -> np.ndarray:
+    """Each frame's labels (0 = background, 1..n) stacked into ``shape``, numbered on over
+    the frames so that no two frames share a label."""
+    out = np.zeros(shape, np.int32)
+    offset = 0
+    for t, labels in enumerate(frames):
+        out[t] = np.where(labels > 0, labels + offset, 0)
+        offset += int(labels.max(initial=0))
+    return out
 
 
 def frame_seed_distances(
@@ -69,13 +91,11 @@ def segment_frames(
         raise InvalidInputError(
             f"{len(min_distances)} seed spacings for a time-lapse of {a.shape[0]} frames"
         )
-    out = np.zeros(a.shape, np.int32)
-    offset = 0
-    for t, (frame, spacing) in enumerate(zip(a, min_distances, strict=True)):
-        labels = segment(frame, voxel_size, min_distance=int(spacing))
-        out[t] = np.where(labels > 0, labels + offset, 0)
-        offset += int(labels.max())
-    return out
+    frames = zip(a, min_distances, strict=True)
+    return frame_labels(
+        (segment(frame, voxel_size, min_distance=int(spacing)) for frame, spacing in frames),
+        a.shape,
+    )
 
 
 def frame_fidelity(

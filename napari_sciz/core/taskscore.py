@@ -486,9 +486,9 @@ def guidance_score(
         extra["scored_voxels"] = float(a.size)
     spacing = None if voxel_size is None else list(voxel_size)[-a.ndim :]
     if guidance == "segmentation" and is_time_lapse(a.ndim, axes):
-        from .taskframes import frame_fidelity
+        from .taskframes import frame_fidelity, frame_voxel_size
 
-        s = frame_fidelity(a, b, None if spacing is None else spacing[-2:])
+        s = frame_fidelity(a, b, frame_voxel_size(spacing))
         found = {"objects": s.n_reference, "found": s.n_test, "frames": float(a.shape[0])}
         return {"object_f1": s.f1, "dice": s.dice, **found, **extra}
     if guidance == "segmentation":

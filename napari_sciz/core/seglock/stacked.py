@@ -119,6 +119,7 @@ def build_stacked_locks(
     deadline: float | None = None,
     cancel: Callable[[], bool] | None = None,
     report: Callable[[int, int], None] | None = None,
+    segmented: dict[tuple[int, ...], tuple[np.ndarray, int]] | None = None,
 ) -> StackedLocks | None:
     """A lock for each volume of a stack in at most ``nbytes`` bytes in all.
 
@@ -156,6 +157,8 @@ def build_stacked_locks(
         Checked before every volume (:class:`~napari_sciz.errors.CancelledError`).
     report : callable, optional
         Called as ``report(done, volumes)`` before each volume of the first pass.
+    segmented : dict, optional
+        Volumes' segmentations already made (index: labels, seed spacing), not made again.
 
     Returns
     -------
@@ -166,6 +169,7 @@ def build_stacked_locks(
     order = [first, *(i for i in np.ndindex(*shape) if i != first)]
     left = nbytes - stacked_overhead(len(order), nbytes)
     volumes = _Volumes(original, decoded, sigmas, value_range, voxel_size, cancel)
+    volumes.segmented.update(segmented or {})
     locks, reached = _equal_shares(volumes, order, left, deadline, report)
     if not locks:
         return None
