@@ -14,7 +14,7 @@ from _locks import with_lock  # noqa: E402
 from _nuclei import nuclei  # noqa: E402
 
 from napari_sciz.core.bitstream import container  # noqa: E402
-from napari_sciz.core.taskframes import frame_fidelity, segment_frames  # noqa: E402
+from napari_sciz.core.task.frames import frame_fidelity, segment_frames  # noqa: E402
 from napari_sciz.errors import FormatError  # noqa: E402
 
 
@@ -27,8 +27,8 @@ def _locked_lapse(lapse: np.ndarray, ratio: float, share: float, progress: Any =
     """The encoder's locked file of a time-lapse (``_locked_file`` with the proxy's locks of
     every frame taken as ``share`` of the bytes)."""
     from napari_sciz.core.encode import BlockEncoder, FitSettings
-    from napari_sciz.core.guided import _locked_file
-    from napari_sciz.core.taskfilter import TaskChoice
+    from napari_sciz.core.task.guided import _locked_file
+    from napari_sciz.core.task.prefilter import TaskChoice
 
     settings = FitSettings(
         arr=lapse, ratio=ratio, mode="hybrid", device="cpu", steps=None, budget=6.0, seed=0,
@@ -99,7 +99,7 @@ def decompress_plain(plain: Any) -> np.ndarray:
 
 
 def test_the_proxy_measures_a_time_lapse_frame_by_frame() -> None:
-    from napari_sciz.core.taskfilter import choose_prefilter
+    from napari_sciz.core.task.prefilter import choose_prefilter
 
     lapse = _lapse()
     nbytes = lapse.nbytes // 24
@@ -115,7 +115,7 @@ def test_the_proxy_measures_a_time_lapse_frame_by_frame() -> None:
 
 def test_the_task_score_of_a_time_lapse_is_frame_by_frame() -> None:
     from napari_sciz._widgets._results import task_text
-    from napari_sciz.core.taskscore import guidance_score
+    from napari_sciz.core.task.score import guidance_score
 
     lapse = _lapse(4)
     decoded = (lapse // 200 * 200).astype(lapse.dtype)
@@ -137,7 +137,7 @@ def test_a_guided_time_lapse_is_segmented_frame_by_frame_end_to_end() -> None:
 
 
 def test_the_frames_locks_keep_the_time_the_proxy_says() -> None:
-    from napari_sciz.core.guided import _frames_lock_time
+    from napari_sciz.core.task.guided import _frames_lock_time
 
     assert _frames_lock_time(2.0, 100.0) == 85.0  # (3 s expected: the share holds it)
     assert _frames_lock_time(20.0, 100.0) == 70.0
@@ -148,7 +148,7 @@ def test_the_frames_locks_keep_the_time_the_proxy_says() -> None:
 def test_frames_segmented_already_are_not_segmented_again() -> None:
     """The proxy hands the frames' reference segmentations to the locks: the same locks."""
     from napari_sciz.core.seglock.stacked import build_stacked_locks
-    from napari_sciz.core.taskframes import frame_seed_distances
+    from napari_sciz.core.task.frames import frame_seed_distances
 
     lapse = _lapse(4)
     decoded = (lapse // 300 * 300).astype(lapse.dtype)

@@ -37,7 +37,7 @@ def _coarse(vol: np.ndarray) -> np.ndarray:
 
 
 def _segmentation(vol: np.ndarray):
-    from napari_sciz.core.taskscore import seed_distance, segment
+    from napari_sciz.core.task.score import seed_distance, segment
 
     spacing = seed_distance(vol)
     return segment(vol, min_distance=spacing), spacing
@@ -90,7 +90,7 @@ def test_lock_sides_moves_the_flagged_voxels_across_the_threshold() -> None:
 
 
 def test_a_built_lock_decodes_to_what_the_encoder_measured() -> None:
-    from napari_sciz.core.taskscore import segment, segmentation_fidelity
+    from napari_sciz.core.task.score import segment, segmentation_fidelity
 
     vol = _nuclei(2)
     decoded = _coarse(vol)
@@ -203,7 +203,7 @@ def _locked_file(
 ) -> tuple[bytes, np.ndarray, bytes]:
     """A hybrid file of ``vol`` with a lock appended by hand: (file, locked decode, plain)."""
     from napari_sciz.core.api import compress
-    from napari_sciz.core.taskscore import _sigmas
+    from napari_sciz.core.task.score import _sigmas
 
     blocks = {"block_voxels": block_voxels} if block_voxels else {}
     plain = compress(vol, 64, budget=3.0, mode="hybrid", **blocks)
@@ -283,8 +283,8 @@ def test_cli_info_shows_the_lock(tmp_path, capsys) -> None:
 def test_a_locked_file_from_the_encoder_decodes_as_measured() -> None:
     from napari_sciz.core.api import decompress
     from napari_sciz.core.encode import BlockEncoder, FitSettings
-    from napari_sciz.core.guided import _locked_file
-    from napari_sciz.core.taskfilter import TaskChoice
+    from napari_sciz.core.task.guided import _locked_file
+    from napari_sciz.core.task.prefilter import TaskChoice
 
     vol = _nuclei(9)
     reference, spacing = _segmentation(vol)

@@ -61,7 +61,7 @@ def test_the_payload_of_a_stack_round_trips_and_is_checked() -> None:
 
 def test_each_volume_is_locked_against_its_own_segmentation() -> None:
     from napari_sciz.core.blocks import finalize
-    from napari_sciz.core.taskscore import seed_distance, segment, segmentation_fidelity
+    from napari_sciz.core.task.score import seed_distance, segment, segmentation_fidelity
 
     stack = _stack()
     decoded = _coarse(stack)
@@ -197,8 +197,8 @@ def _encoder_locked(
     """The encoder's locked file of a stack (``_locked_file``, the proxy's lock of one volume
     taken as ``share`` of its bytes)."""
     from napari_sciz.core.encode import BlockEncoder, FitSettings
-    from napari_sciz.core.guided import _locked_file
-    from napari_sciz.core.taskfilter import TaskChoice
+    from napari_sciz.core.task.guided import _locked_file
+    from napari_sciz.core.task.prefilter import TaskChoice
 
     settings = FitSettings(
         arr=arr, ratio=ratio, mode="hybrid", device="cpu", steps=None, budget=6.0, seed=0,
@@ -238,7 +238,7 @@ def test_cli_info_shows_the_locks_of_a_stack(tmp_path, capsys) -> None:
 
 
 def test_the_locks_of_a_stack_are_planned_for_the_time_there_is() -> None:
-    from napari_sciz.core.guided import _lock_time
+    from napari_sciz.core.task.guided import _lock_time
 
     assert _lock_time(1, 2.0, 100.0) == (1, 85.0)  # (a single volume: a share of the time)
     assert _lock_time(5, 0.0, 100.0) == (5, 85.0)  # (no proxy time measured)

@@ -9,7 +9,7 @@ pytest.importorskip("skimage")
 
 from _nuclei import nuclei  # noqa: E402
 
-from napari_sciz.core import taskfilter  # noqa: E402
+from napari_sciz.core.task import prefilter as taskfilter  # noqa: E402
 from napari_sciz.errors import InvalidInputError  # noqa: E402
 
 
@@ -220,7 +220,7 @@ def test_hybrid_codes_more_candidates_when_time_allows(monkeypatch) -> None:
     ],
 )
 def test_the_central_crop_is_as_even_as_the_shape_allows(shape, voxels, sides) -> None:
-    from napari_sciz.core.taskscore import central_crop
+    from napari_sciz.core.task.score import central_crop
 
     region = central_crop(shape, voxels)
     got = tuple(r.stop - r.start for r in region)
@@ -232,8 +232,8 @@ def test_the_central_crop_is_as_even_as_the_shape_allows(shape, voxels, sides) -
 def test_a_volume_too_large_to_measure_whole_is_measured_on_its_centre(
     monkeypatch, guidance
 ) -> None:
-    from napari_sciz.core import taskscore
     from napari_sciz.core.api import compress, decompress
+    from napari_sciz.core.task import score as taskscore
 
     vol = nuclei(5, (16, 96, 96), count=20)
     monkeypatch.setattr(taskscore, "SCORE_WHOLE_VOXELS", vol.size // 4)
@@ -294,7 +294,7 @@ def test_a_blockwise_variant_equals_the_whole_volume_variant(
 ) -> None:
     """Block by block, with the band's levels of the whole volume, the pre-filter and map are
     those of the whole volume, bit for bit."""
-    from napari_sciz.core.blockwise import blockwise_variant
+    from napari_sciz.core.task.blockwise import blockwise_variant
 
     vol = nuclei(3, (14, 40, 44), count=8)
     labels = None
@@ -315,7 +315,7 @@ def test_a_blockwise_variant_equals_the_whole_volume_variant(
 
 
 def test_a_lock_is_not_made_block_by_block() -> None:
-    from napari_sciz.core.blockwise import blockwise_variant
+    from napari_sciz.core.task.blockwise import blockwise_variant
 
     vol = nuclei(3)
     choice = taskfilter.TaskChoice("segmentation")
@@ -338,8 +338,8 @@ def test_a_stacked_variant_filters_each_volume_on_its_own(
     """Each volume of a stack (time points, channels) is pre-filtered alone (nothing reaches
     across the leading axis), mapped by the stack's power map; a band's levels are those of
     the volume measured."""
-    from napari_sciz.core.blockwise import StackedVariant, blockwise_variant
-    from napari_sciz.core.taskband import band_levels, banded, smoothed
+    from napari_sciz.core.task.band import band_levels, banded, smoothed
+    from napari_sciz.core.task.blockwise import StackedVariant, blockwise_variant
 
     stack = np.stack([nuclei(seed, (6, 30, 34), count=5) for seed in (1, 2, 3)])
     stack[2] //= 3  # (volumes of different ranges: the map is the stack's)
@@ -414,7 +414,7 @@ def test_the_channels_of_a_colour_image_are_guided_one_by_one(monkeypatch) -> No
     """A colour image (samples last, coded channels first) is measured on its middle channel
     and pre-filtered channel by channel: no smoothing mixes its colours."""
     from napari_sciz.core.api import compress, decompress
-    from napari_sciz.core.taskscore import guidance_score
+    from napari_sciz.core.task.score import guidance_score
 
     plane = nuclei(7, (8, 64, 64), count=12)[4]
     rgb = np.stack([plane, plane[::-1], plane[:, ::-1]], axis=-1).astype(np.uint16)

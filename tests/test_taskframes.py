@@ -7,8 +7,8 @@ import pytest
 
 pytest.importorskip("skimage")
 
-from napari_sciz.core.taskframes import frame_seed_distances, segment_frames  # noqa: E402
-from napari_sciz.core.taskscore import segment, segmentation_fidelity  # noqa: E402
+from napari_sciz.core.task.frames import frame_seed_distances, segment_frames  # noqa: E402
+from napari_sciz.core.task.score import segment, segmentation_fidelity  # noqa: E402
 from napari_sciz.errors import InvalidInputError  # noqa: E402
 
 

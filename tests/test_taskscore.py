@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 pytest.importorskip("skimage")
-from napari_sciz.core import taskscore  # noqa: E402
+from napari_sciz.core.task import score as taskscore  # noqa: E402
 from napari_sciz.errors import InvalidInputError  # noqa: E402
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_sciz.core.valuemap import PowerMap, parse_value_map
+from napari_sciz.core.task.valuemap import PowerMap, parse_value_map
 from napari_sciz.errors import FormatError
 
 
@@ -54,8 +54,8 @@ def mapped_file():
     pytest.importorskip("skimage")
     from _nuclei import nuclei
 
-    from napari_sciz.core import taskfilter
     from napari_sciz.core.api import compress
+    from napari_sciz.core.task import prefilter as taskfilter
 
     def mapped(volume, nbytes, guidance, **_kwargs):
         cand = taskfilter.Candidate("power", None, 0.5)
@@ -120,7 +120,7 @@ def test_cli_info_names_the_map(mapped_file, tmp_path, capsys) -> None:
 
 
 def test_a_constant_volume_is_not_mapped() -> None:
-    from napari_sciz.core.taskfilter import choose_prefilter
+    from napari_sciz.core.task.prefilter import choose_prefilter
 
     vol = np.full((6, 32, 32), 700, np.uint16)
     out, choice = choose_prefilter(vol, vol.nbytes // 32, "perceptual")

@@ -144,7 +144,7 @@ class CompressJob:
         guidance = str(self.options.get("guidance") or "none")
         if guidance == "none" or self.data is None:
             return None
-        from ..core.taskscore import guidance_score
+        from ..core.task.score import guidance_score
 
         self._emit(("status", f"Scoring the {guidance} task on the decoded volume ..."))
         try:

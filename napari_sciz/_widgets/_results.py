@@ -158,7 +158,7 @@ def result_info(
     target_ratio : float
         The ratio asked for.
     task : dict, optional
-        The guided task's scores (:func:`napari_sciz.core.taskscore.guidance_score`).
+        The guided task's scores (:func:`napari_sciz.core.task.score.guidance_score`).
 
     Returns
     -------

@@ -9,7 +9,7 @@ For each volume, ratio and guidance (``none``, ``segmentation``, ``perceptual``)
 compressed in ``--mode`` (default ``auto``: none and segmentation guidance run hybrid, the
 default codec, where segmentation guidance codes a task-banded volume; perceptual runs
 ``lossy``, where the neural field's fit takes it) and decoded, and
-scored with :mod:`napari_sciz.core.taskscore`: object F1 at IoU 0.5 and Dice of the decoded
+scored with :mod:`napari_sciz.core.task.score`: object F1 at IoU 0.5 and Dice of the decoded
 volume's segmentation against the original's (the biologist's pipeline, same parameters for
 both), MS-SSIM, gradient similarity and PSNR. The **byte saving at equal task score** is a
 BD-rate with the task score in place of PSNR (:func:`napari_sciz.bench.ratedist.bd_rate`):
@@ -49,10 +49,10 @@ def _point(
     mode: str = "auto",
     frames: tuple[np.ndarray, list[int]] | None = None,
 ) -> dict[str, Any] | None:
-    from ..core import taskscore
     from ..core.api import compress, decompress
     from ..core.metrics import psnr
     from ..core.plan import resolve_mode
+    from ..core.task import score as taskscore
     from ..errors import RatioUnreachableError
 
     mode = resolve_mode(mode, guidance)
@@ -83,7 +83,7 @@ def _point(
         "encode_s": seconds,
     }
     if frames is not None:  # (a 2D time-lapse also segmented frame by frame)
-        from ..core.taskframes import segment_frames
+        from ..core.task.frames import segment_frames
 
         by_frame = segment_frames(decoded, min_distances=frames[1])
         seg = taskscore.segmentation_fidelity(frames[0], by_frame)
@@ -104,15 +104,15 @@ def measure_volume(
 
     ``frames``: a 2D time-lapse (``T, Y, X``): coded with axes ``TYX`` (segmentation
     guidance then segments it frame by frame) and also scored frame by frame
-    (:mod:`napari_sciz.core.taskframes`): object F1 pooled over its frames.
+    (:mod:`napari_sciz.core.task.frames`): object F1 pooled over its frames.
     """
-    from ..core import taskscore
+    from ..core.task import score as taskscore
 
     seeds = taskscore.seed_distance(volume)  # the original's, for both segmentations
     ref_labels = taskscore.segment(volume, min_distance=seeds)
     by_frame = None
     if frames:
-        from ..core.taskframes import frame_seed_distances, segment_frames
+        from ..core.task.frames import frame_seed_distances, segment_frames
 
         spacings = frame_seed_distances(volume)
         by_frame = (segment_frames(volume, min_distances=spacings), spacings)

@@ -25,7 +25,6 @@ from ..errors import InvalidInputError, RatioUnreachableError
 from . import colour
 from .blocks import DEFAULT_BLOCK_VOXELS
 from .encode import BlockEncoder, FitSettings, encode_exact
-from .guided import guided_hybrid
 from .outliers import attach_outliers, coded_share, find_outliers
 from .plan import (
     AUTO_MODE,
@@ -38,6 +37,7 @@ from .plan import (
 )
 from .reader import SciZReader, decompress, open_sciz
 from .result import CompressResult, ProgressInfo, cancel_predicate
+from .task.guided import guided_hybrid
 from .validate import check_array, check_axes, check_calibration, check_labels, check_ratio
 
 __all__ = [

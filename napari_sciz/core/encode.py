@@ -32,7 +32,7 @@ from .validate import check_axes, check_calibration
 
 if TYPE_CHECKING:  # pragma: no cover
     from .lossy.fit import StepInfo
-    from .valuemap import PowerMap
+    from .task.valuemap import PowerMap
 
 __all__ = ["BlockEncoder", "FitSettings", "encode_exact", "exact_header"]
 
@@ -192,7 +192,7 @@ class BlockEncoder:
             Values to code, the volume's shape; quality is measured against the volume.
         budget : float or None
             Time budget of this coding in seconds.
-        choice : taskfilter.TaskChoice, optional
+        choice : napari_sciz.core.task.choice.TaskChoice, optional
             The pre-filter ``source`` went through, stored in the header.
         value_map : valuemap.PowerMap, optional
             The map ``source`` went through (hybrid only; the choice's header names it): the

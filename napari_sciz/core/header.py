@@ -17,8 +17,8 @@ import numpy as np
 from ..errors import FormatError
 from .blocks import BlockGrid
 from .stacking import is_time_lapse, stacked_axes
+from .task.valuemap import PowerMap, parse_value_map
 from .validate import SUPPORTED_DTYPES
-from .valuemap import PowerMap, parse_value_map
 
 __all__ = ["HeaderInfo", "validate_header"]
 

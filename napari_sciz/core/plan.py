@@ -77,7 +77,7 @@ DECODABLE_MODELS = {
     FORMAT_MODE: {"latent-grid": 2},
     # hybrid version 5: the same blocks, and the file may end with a segmentation lock
     # (napari_sciz.core.seglock; written only for files that have one); version 6: the
-    # blocks code the volume through a value map (napari_sciz.core.valuemap; only such files);
+    # blocks code the volume through a value map (napari_sciz.core.task.valuemap; only such files);
     # version 7: the file may end with an outlier payload (napari_sciz.core.outliers)
     "hybrid": {"sperr+latent-grid": 1, "classical+latent-grid": 7},
     # bounded version 2: a block may be coded by SPERR's point-wise error mode
@@ -122,7 +122,7 @@ def resolve_mode(mode: str, guidance: str = "none", *, field_loss: bool = False)
     ``"auto"`` (the default of :func:`napari_sciz.compress`, the CLI and the widget) is
     ``"hybrid"``, which measured above the pure field and every classical codec at equal ratio
     (``docs/benchmarks.md``; under task guidance it codes a pre-filtered volume chosen by the
-    task's score, :mod:`.taskfilter`), unless the guidance needs the neural field's loss
+    task's score, :mod:`.task.prefilter`), unless the guidance needs the neural field's loss
     (guidance weights, or guidance of a distributed job: ``field_loss``) or no base codec is
     installed; then ``"lossy"``. Other modes are returned unchanged.
     """

@@ -1,9 +1,9 @@
 """Which leading axes of an array are a stack of volumes or images, not space.
 
-Shared by the encoder's task guidance (:mod:`.guided`, :mod:`.taskscore`) and the reader of
+Shared by the encoder's task guidance (:mod:`.task.guided`, :mod:`.task.score`) and the reader of
 segmentation locks (:mod:`.header`, :mod:`.lockedview`), which must agree on it. No heavy
 imports. A 2D time-lapse (``TYX``) is coded as one volume, but segmented frame by frame
-(:func:`is_time_lapse`, :mod:`.taskframes`).
+(:func:`is_time_lapse`, :mod:`.task.frames`).
 """
 
 from __future__ import annotations
@@ -27,5 +27,5 @@ def stacked_axes(ndim: int, axes: str | None = None) -> int:
 def is_time_lapse(ndim: int, axes: str | None = None) -> bool:
     """Whether a 3D array is a 2D time-lapse (``axes`` starting with ``T``, either case):
     coded as one volume, segmented frame by frame by segmentation guidance and its scores
-    (:mod:`napari_sciz.core.taskframes`)."""
+    (:mod:`napari_sciz.core.task.frames`)."""
     return ndim == 3 and axes is not None and axes[:1].upper() == "T"

@@ -1,6 +1,6 @@
 """Segmentation lock: the decoded volume segments like the original where it mattered.
 
-A biologist's segmentation (:func:`napari_sciz.core.taskscore.segment`) thresholds the
+A biologist's segmentation (:func:`napari_sciz.core.task.score.segment`) thresholds the
 Gaussian-smoothed volume at its Otsu level. At high ratios the decoded volume's threshold
 surface drifts from the original's by a voxel or so; where that drift merges two nuclei,
 splits one, or loses a small one, the objects no longer match. Under segmentation guidance

@@ -1,6 +1,6 @@
 """Where the segmentation pipeline's threshold surface lies in a decoded volume.
 
-The pipeline a biologist runs (:func:`napari_sciz.core.taskscore.segment`) thresholds the
+The pipeline a biologist runs (:func:`napari_sciz.core.task.score.segment`) thresholds the
 Gaussian-smoothed volume ``S = G*x`` at a level ``T``. A voxel's side of that surface in the
 decoded volume differs from its side in the original mostly within a voxel or two of the
 decoded surface: the *signed distance* ``(S - T) / |grad S|`` (in voxels) is the context the

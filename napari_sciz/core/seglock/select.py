@@ -123,7 +123,7 @@ def _switches(
     spacing: int, voxel_size: Sequence[float] | None,
 ) -> _Switches | None:  # fmt: skip
     """What differs between the segmentations of ``original`` and ``decoded`` (None: nothing)."""
-    from ..taskscore import segment
+    from ..task.score import segment
 
     smoothed_o = smooth(original, sigmas)
     side_o = smoothed_o > otsu(smoothed_o)
@@ -168,7 +168,7 @@ def build_lock(
     sigmas : sequence of float
         The segmentation's Gaussian sigma per axis (voxels).
     reference : numpy.ndarray
-        The original's segmentation (:func:`napari_sciz.core.taskscore.segment`).
+        The original's segmentation (:func:`napari_sciz.core.task.score.segment`).
     spacing : int
         The watershed seed spacing both segmentations use.
     value_range : (float, float)

@@ -123,7 +123,7 @@ def build_stacked_locks(
 ) -> StackedLocks | None:
     """A lock for each volume of a stack in at most ``nbytes`` bytes in all.
 
-    Each volume is segmented on its own (:func:`napari_sciz.core.taskscore.segment`, its own
+    Each volume is segmented on its own (:func:`napari_sciz.core.task.score.segment`, its own
     seed spacing) and locked against its base decode (:func:`.select.build_lock`). The bytes
     are shared out as the volumes are locked: each gets an equal share of what the earlier
     ones left; what is left at the end (volumes whose switches all fitted in less) goes to
@@ -198,7 +198,7 @@ class _Volumes:
 
     def lock(self, index: tuple[int, ...], size: int) -> Any:
         """Volume ``index``'s lock in at most ``size`` bytes (None: none fits or needed)."""
-        from ..taskscore import seed_distance, segment
+        from ..task.score import seed_distance, segment
         from .select import build_lock
 
         if self.cancel is not None and self.cancel():

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import FormatError
+from ...errors import FormatError
 
 __all__ = ["OFFSET_SHARE", "PowerMap", "parse_value_map"]
 

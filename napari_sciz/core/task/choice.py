@@ -1,6 +1,6 @@
 """What hybrid task guidance measured and chose: the candidates (:class:`Candidate`) and
 the choice (:class:`TaskChoice`: its scores, how they compare, its header entries, its line
-for the user). The measuring is :mod:`.taskfilter`'s.
+for the user). The measuring is :mod:`.prefilter`'s.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ class Candidate:
 
 @dataclass
 class TaskChoice:
-    """What :func:`.taskfilter.choose_prefilter` measured and chose.
+    """What :func:`.prefilter.choose_prefilter` measured and chose.
 
     Attributes
     ----------
@@ -78,7 +78,7 @@ class TaskChoice:
         Watershed seed spacing of the segmentations (segmentation guidance).
     spacings : list of int or None
         A 2D time-lapse's seed spacing per frame, where it is segmented frame by frame
-        (:mod:`.taskframes`; ``reference`` is then its frames' labels); None otherwise.
+        (:mod:`.frames`; ``reference`` is then its frames' labels); None otherwise.
     lock_share : float or None
         Share of the bytes given to a segmentation lock (:mod:`.seglock`), when one was
         chosen (``setting`` is then None).
@@ -117,7 +117,7 @@ class TaskChoice:
         self, original: np.ndarray, decoded: np.ndarray, voxel_size: Sequence[float] | None
     ) -> dict[str, float]:
         """The task's scores and the PSNR of ``decoded`` against ``original``."""
-        from .taskscore import gradient_similarity, ms_ssim, segmentation_fidelity
+        from .score import gradient_similarity, ms_ssim, segmentation_fidelity
 
         out = {"psnr": _psnr(original, decoded)}
         if self.guidance == "segmentation":
@@ -134,11 +134,11 @@ class TaskChoice:
     def segment(self, decoded: np.ndarray, voxel_size: Sequence[float] | None) -> np.ndarray:
         """``decoded`` segmented as the reference was: as one volume with the original's
         seed spacing, or frame by frame with each frame's."""
-        from .taskscore import segment
+        from .score import segment
 
         if self.spacings is None:
             return segment(decoded, voxel_size, min_distance=self.spacing)
-        from .taskframes import frame_voxel_size, segment_frames
+        from .frames import frame_voxel_size, segment_frames
 
         return segment_frames(decoded, frame_voxel_size(voxel_size), min_distances=self.spacings)
 

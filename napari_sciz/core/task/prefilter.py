@@ -5,7 +5,7 @@ can change. Under task guidance the encoder codes a *pre-filtered* version of th
 chosen per volume by measuring the task on trial decodes:
 
 * **Segmentation** (:func:`banded`). The pipeline a biologist runs
-  (:func:`napari_sciz.core.taskscore.segment`) thresholds the Gaussian-smoothed volume at its
+  (:func:`napari_sciz.core.task.score.segment`) thresholds the Gaussian-smoothed volume at its
   Otsu level: the noise of a voxel matters only where the smoothed value lies near that level.
   Voxels outside a band ``|G*v - T| < k * noise`` (grown by two voxels; around the labels'
   boundaries when the user gives labels) are replaced by their smoothed value, so the base
@@ -24,7 +24,7 @@ scored against the original; the best score among the candidates at most
 :data:`MAX_PSNR_LOSS` dB of PSNR below the plain volume wins (the plain volume wins ties).
 The hybrid encoder then codes the plain volume and the winner (time allowing, the next ones
 of :attr:`TaskChoice.ranked` too) and keeps the file that scores best by the same rule
-(:mod:`napari_sciz.core.guided`), so a guided file never scores
+(:mod:`napari_sciz.core.task.guided`), so a guided file never scores
 worse than the plain file it was measured against. The decoder is unchanged, but for the
 power map (header ``value_map``) and the segmentation lock (:mod:`.seglock`).
 """
@@ -37,9 +37,9 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from ..errors import CancelledError
-from .taskband import _SIGMA, band_mask, banded, smoothed
-from .taskchoice import MAX_PSNR_LOSS, Candidate, TaskChoice
+from ...errors import CancelledError
+from .band import _SIGMA, band_mask, banded, smoothed
+from .choice import MAX_PSNR_LOSS, Candidate, TaskChoice
 from .valuemap import PowerMap
 
 __all__ = [
@@ -72,7 +72,7 @@ TIE_SHARE = 0.02
 
 def _proxy_decode(volume: np.ndarray, nbytes: int) -> np.ndarray | None:
     """``volume`` through SPERR at about ``nbytes`` bytes (None without SPERR)."""
-    from .hybrid.bases import SPERRBase
+    from ..hybrid.bases import SPERRBase
 
     sperr = SPERRBase()
     if not sperr.available():
@@ -109,10 +109,10 @@ def _locked_proxy(
     size, and the seconds it took to build (None without SPERR, or when no lock fits). A
     time-lapse's frames are locked one by one, the middle one first, none started after
     ``deadline``."""
-    from .blocks import finalize
-    from .seglock.gauss import warm_up
-    from .seglock.select import build_lock
-    from .taskscore import _sigmas
+    from ..blocks import finalize
+    from ..seglock.gauss import warm_up
+    from ..seglock.select import build_lock
+    from .score import _sigmas
 
     decoded = _proxy_decode(v, int(nbytes * (1.0 - share)))
     if decoded is None:
@@ -123,8 +123,8 @@ def _locked_proxy(
     warm_up()  # (compiled outside the time measured: a stack's locks are planned with it)
     started = time.perf_counter()
     if choice.spacings is not None:  # (a time-lapse: a lock per frame, as it is coded)
-        from .seglock.stacked import build_stacked_locks
-        from .taskframes import frame_voxel_size
+        from ..seglock.stacked import build_stacked_locks
+        from .frames import frame_voxel_size
 
         frame = frame_voxel_size(voxel_size)
         sigmas = _sigmas(2, frame, _SIGMA)
@@ -165,7 +165,7 @@ def _reference(
     """The segmentation decodes are scored against, and the watershed seed spacing."""
     from scipy import ndimage as ndi
 
-    from .taskscore import seed_distance, segment
+    from .score import seed_distance, segment
 
     spacing = seed_distance(v, voxel_size)
     if labels is None:
@@ -181,7 +181,7 @@ def _frames_reference(
     spacing (a mask given as labels is split into objects frame by frame)."""
     from scipy import ndimage as ndi
 
-    from .taskframes import frame_labels, frame_seed_distances, frame_voxel_size, segment_frames
+    from .frames import frame_labels, frame_seed_distances, frame_voxel_size, segment_frames
 
     frame = frame_voxel_size(voxel_size)
     spacings = frame_seed_distances(v, frame)
@@ -228,7 +228,7 @@ def choose_prefilter(
         Whether segmentation locks are candidates (never with ``labels``).
     frames : bool
         ``volume`` is a 2D time-lapse (``T, Y, X``): segmentation guidance scores it frame
-        by frame (:mod:`.taskframes`), and its locks are a lock per frame.
+        by frame (:mod:`.frames`), and its locks are a lock per frame.
 
     Returns
     -------

@@ -2,7 +2,7 @@
 
 The encoder reads what it codes one block at a time (``source[box]``,
 :meth:`~napari_sciz.core.encode.BlockEncoder.encode`). For a volume measured on its central
-box (over :data:`~napari_sciz.core.taskscore.SCORE_WHOLE_VOXELS` voxels: a whole float64
+box (over :data:`~napari_sciz.core.task.score.SCORE_WHOLE_VOXELS` voxels: a whole float64
 copy of a 1 Gi-voxel stack takes 8 GiB, and a band pre-filter makes several) the guided
 coding hands it a :class:`BlockwiseVariant` (:func:`blockwise_variant`) instead of the
 pre-filtered volume: each block is cut out with a
@@ -28,10 +28,10 @@ from typing import Any
 
 import numpy as np
 
-from .taskband import _GROW, _SIGMA, band_levels, banded, smoothed
-from .taskchoice import Candidate, TaskChoice
-from .taskfilter import _chose
-from .taskscore import _sigmas
+from .band import _GROW, _SIGMA, band_levels, banded, smoothed
+from .choice import Candidate, TaskChoice
+from .prefilter import _chose
+from .score import _sigmas
 from .valuemap import PowerMap
 
 __all__ = ["BlockwiseVariant", "StackedVariant", "blockwise_variant"]
@@ -201,7 +201,7 @@ def blockwise_variant(
     region: tuple[Any, ...],
 ) -> tuple[TaskChoice, BlockwiseVariant | StackedVariant]:
     """``choice`` set to code ``cand`` (a pre-filter or power map of
-    :attr:`~napari_sciz.core.taskfilter.TaskChoice.ranked`; not a lock), and what the codec
+    :attr:`~napari_sciz.core.task.prefilter.TaskChoice.ranked`; not a lock), and what the codec
     codes for it, made block by block (:class:`StackedVariant` for a stack: ``region``
     picks one of its volumes).
 

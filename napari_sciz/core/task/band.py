@@ -1,9 +1,9 @@
 """The task band of segmentation guidance: where a voxel's noise can change the segmentation.
 
-The pipeline a biologist runs (:func:`napari_sciz.core.taskscore.segment`) thresholds the
+The pipeline a biologist runs (:func:`napari_sciz.core.task.score.segment`) thresholds the
 Gaussian-smoothed volume at its Otsu level, so the noise of a voxel matters only where the
 smoothed value lies near that level. :func:`banded` keeps the voxels of that band and replaces
-the others by their smoothed value (:mod:`.taskfilter` chooses the band's width).
+the others by their smoothed value (:mod:`.prefilter` chooses the band's width).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ def smoothed(
     """``volume`` (float64) smoothed by a Gaussian of ``sigma`` voxels along the finest axis."""
     from scipy import ndimage as ndi
 
-    from .taskscore import _sigmas
+    from .score import _sigmas
 
     v = np.asarray(volume, np.float64)
     return ndi.gaussian_filter(v, _sigmas(v.ndim, voxel_size, sigma))

@@ -2,7 +2,7 @@
 the task.
 
 The classical base layers of hybrid mode cannot take a loss, so guidance works on what they
-code (:mod:`.taskfilter`, chosen on SPERR proxy decodes) or on what the file adds to them:
+code (:mod:`.prefilter`, chosen on SPERR proxy decodes) or on what the file adds to them:
 
 * a **pre-filtered** volume (segmentation: a task band; perceptual: light smoothing, or a
   power map of the intensities, :mod:`.valuemap`, which the decoder inverts) is coded beside
@@ -12,7 +12,7 @@ code (:mod:`.taskfilter`, chosen on SPERR proxy decodes) or on what the file add
 
 Either way the plain file is coded too (half the time left each) and the file that scores
 better on the task, at most 1 dB of PSNR below the plain file, is kept
-(:meth:`.taskfilter.TaskChoice.better`). Where the codec takes a fraction of the budget,
+(:meth:`.choice.TaskChoice.better`). Where the codec takes a fraction of the budget,
 further candidates of the proxy's ranking are coded as well, and the best file is kept.
 """
 
@@ -26,12 +26,12 @@ from typing import Any
 
 import numpy as np
 
-from . import taskscore
-from .bitstream import container
-from .encode import BlockEncoder
-from .header import LOCK_MODEL_VERSION
-from .result import CompressResult
-from .stacking import is_time_lapse, stacked_axes
+from ..bitstream import container
+from ..encode import BlockEncoder
+from ..header import LOCK_MODEL_VERSION
+from ..result import CompressResult
+from ..stacking import is_time_lapse, stacked_axes
+from . import score as task_score
 
 __all__ = ["guided_hybrid"]
 
@@ -40,7 +40,7 @@ _MIN_LOCK_BYTES = 64
 
 
 def guided_hybrid(encoder: BlockEncoder, guidance: str) -> CompressResult:
-    """Task guidance of hybrid mode (:mod:`.taskfilter`, :mod:`.seglock`).
+    """Task guidance of hybrid mode (:mod:`.prefilter`, :mod:`.seglock`).
 
     The candidate chosen on the SPERR proxy (a fifth of the budget at most) is coded beside
     the plain volume (half the time left each) and the file that scores better on the task is
@@ -49,9 +49,9 @@ def guided_hybrid(encoder: BlockEncoder, guidance: str) -> CompressResult:
     far (volumes the codec codes in a fraction of the budget), the next candidates of the
     proxy's ranking are coded too, and the best-scoring file is kept. A volume too large to
     measure whole is measured and scored on its central box
-    (:func:`~napari_sciz.core.taskscore.scored_region`, :func:`_choose`), and its
+    (:func:`~napari_sciz.core.task.score.scored_region`, :func:`_choose`), and its
     pre-filters and maps are made block by block as the encoder reads them
-    (:class:`~napari_sciz.core.blockwise.BlockwiseVariant`: no whole float64 copies). A
+    (:class:`~napari_sciz.core.task.blockwise.BlockwiseVariant`: no whole float64 copies). A
     stack (4D or more, or the channels of an image) is measured and scored on its middle
     volume or image, and each is pre-filtered on its own (:func:`_choose_stacked`).
 
@@ -100,23 +100,23 @@ def _choose(
     """The volume to code beside the plain one, the choice, the region the files are scored
     on, and what to tell the user.
 
-    Where the task is scored is :func:`~napari_sciz.core.taskscore.scored_region` (the
+    Where the task is scored is :func:`~napari_sciz.core.task.score.scored_region` (the
     widget's score after a fit uses the same): up to
-    :data:`~napari_sciz.core.taskscore.SCORE_WHOLE_VOXELS` the whole volume; a larger one (of
+    :data:`~napari_sciz.core.task.score.SCORE_WHOLE_VOXELS` the whole volume; a larger one (of
     any size) is measured on its central box: the candidates are chosen on that crop's proxy
     decodes and the coded files are scored on it, without segmentation locks (a lock is built
     against the whole volume's segmentation); what is coded for the chosen candidate is made
-    block by block (:func:`~napari_sciz.core.blockwise.blockwise_variant`).
+    block by block (:func:`~napari_sciz.core.task.blockwise.blockwise_variant`).
     """
     from .blockwise import blockwise_variant
-    from .taskfilter import choose_prefilter
+    from .prefilter import choose_prefilter
 
     s = encoder.settings
     arr = s.arr
     whole = tuple(slice(None) for _ in arr.shape)
     if stacked_axes(arr.ndim, s.axes):
         return _choose_stacked(encoder, guidance)
-    region = taskscore.scored_region(arr.shape)
+    region = task_score.scored_region(arr.shape)
     cropped = region != whole
     sub = arr[region]
     deadline = None if s.budget is None else time.perf_counter() + 0.2 * float(s.budget)
@@ -138,7 +138,7 @@ def _choose(
     lock = "; no segmentation lock" if guidance == "segmentation" else ""
     said.append(
         f"{guidance} guidance: measured on the central {box} voxels of the volume "
-        f"(more than {taskscore.SCORE_WHOLE_VOXELS} voxels{lock})"
+        f"(more than {task_score.SCORE_WHOLE_VOXELS} voxels{lock})"
     )
     if not choice.chosen:
         return arr, choice, region, said
@@ -154,17 +154,17 @@ def _choose_stacked(
     more, time points or channels of volumes; or the channels of a 2D image): the candidates
     are measured on the middle volume (or image) of the stack, its central box when it is
     large, and scored there; what is coded for the chosen one is every volume pre-filtered on
-    its own (:class:`~napari_sciz.core.blockwise.StackedVariant`). A segmentation lock,
+    its own (:class:`~napari_sciz.core.task.blockwise.StackedVariant`). A segmentation lock,
     where its volumes are measured whole, locks each volume against its own segmentation
     (:func:`~napari_sciz.core.seglock.stacked.build_stacked_locks`)."""
     from .blockwise import blockwise_variant
-    from .taskfilter import choose_prefilter
+    from .prefilter import choose_prefilter
 
     s = encoder.settings
     arr = s.arr
     lead = stacked_axes(arr.ndim, s.axes)
     middle = tuple(n // 2 for n in arr.shape[:lead])
-    crop = taskscore.scored_region(arr.shape[lead:])
+    crop = task_score.scored_region(arr.shape[lead:])
     whole = crop == tuple(slice(None) for _ in crop)
     region = (*middle, *crop)  # (arr[region] is a volume or an image)
     sub = arr[region]
@@ -205,7 +205,7 @@ def _variant(
     """``choice`` set to code ``cand``, and what the codec codes for it: the pre-filtered
     volume, or made block by block for a volume measured on a crop or a stack."""
     from .blockwise import blockwise_variant
-    from .taskfilter import variant
+    from .prefilter import variant
 
     s = encoder.settings
     lead = stacked_axes(arr.ndim, s.axes)
@@ -223,7 +223,7 @@ def _locked_file(
     bytes, in ``seconds`` (None when no lock fits). A stack gets a lock per volume (the proxy
     measured one volume's), as many as the time holds (:func:`_lock_time`; the volume
     measured is locked first and always)."""
-    from .metrics import max_abs_error, psnr, ssim
+    from ..metrics import max_abs_error, psnr, ssim
 
     s = encoder.settings
     arr = s.arr
@@ -322,7 +322,7 @@ def _frames_lock_time(proxy_seconds: float, seconds: float | None) -> float | No
 def _lock_progress(encoder: BlockEncoder, seconds: float | None, noun: str = "volume") -> Any:
     """``report(done, volumes)`` for a stack's locks: the encoder's progress callback told
     which volume (or frame, ``noun``) is being locked (None without a callback)."""
-    from .result import ProgressInfo
+    from ..result import ProgressInfo
 
     progress = encoder.progress
     if progress is None:
@@ -343,9 +343,9 @@ def _lock(
 ) -> tuple[bytes, np.ndarray, str] | None:  # fmt: skip
     """The lock payload of ``decoded`` in at most ``room`` bytes, the decode it locks to, and
     what it switched (None when nothing fits)."""
-    from .seglock.select import build_lock
-    from .seglock.stacked import build_stacked_locks
-    from .taskscore import _sigmas
+    from ..seglock.select import build_lock
+    from ..seglock.stacked import build_stacked_locks
+    from .score import _sigmas
 
     if not lead:
         if report is not None:
@@ -424,7 +424,7 @@ def _what(choice: Any) -> str:
 
 class _Trials:
     """The files coded under guidance, scored on the task: the best one at most
-    :data:`~.taskfilter.MAX_PSNR_LOSS` dB of PSNR below the plain file is kept."""
+    :data:`~.choice.MAX_PSNR_LOSS` dB of PSNR below the plain file is kept."""
 
     def __init__(
         self, choice: Any, arr: np.ndarray, voxel_size: Sequence[float] | None,

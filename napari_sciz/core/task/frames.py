@@ -1,10 +1,10 @@
 """A 2D time-lapse segmented frame by frame, as a biologist segments one.
 
-The task scores (:mod:`.taskscore`) segment a 3D array as one volume: a 2D time-lapse
+The task scores (:mod:`.score`) segment a 3D array as one volume: a 2D time-lapse
 (``TYX``) is then smoothed across neighbouring frames and its objects are tubes through
 time. Frame by frame, each frame is smoothed, thresholded at its own Otsu level and split by
-its own watershed (:func:`~.taskscore.segment` in 2D); the labels are made unique over the
-frames, so :func:`~.taskscore.segmentation_fidelity` of two such labellings matches objects
+its own watershed (:func:`~.score.segment` in 2D); the labels are made unique over the
+frames, so :func:`~.score.segmentation_fidelity` of two such labellings matches objects
 within frames and gives the object F1 pooled over the frames.
 """
 
@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InvalidInputError
+from ...errors import InvalidInputError
 
 __all__ = [
     "frame_fidelity",
@@ -52,9 +52,9 @@ def frame_labels(frames: Iterable[np.ndarray], shape: tuple[int, ...]) -> np.nda
 def frame_seed_distances(
     volume: np.ndarray, voxel_size: Sequence[float] | None = None
 ) -> list[int]:
-    """The watershed seed spacing of each frame (:func:`~.taskscore.seed_distance`);
+    """The watershed seed spacing of each frame (:func:`~.score.seed_distance`);
     ``voxel_size`` is that of a frame (``(y, x)``)."""
-    from .taskscore import seed_distance
+    from .score import seed_distance
 
     return [seed_distance(frame, voxel_size) for frame in _frames(volume)]
 
@@ -82,7 +82,7 @@ def segment_frames(
     numpy.ndarray
         int32 labels, 0 = background.
     """
-    from .taskscore import segment
+    from .score import segment
 
     a = _frames(volume)
     if min_distances is None:
@@ -101,10 +101,10 @@ def segment_frames(
 def frame_fidelity(
     original: np.ndarray, decoded: np.ndarray, voxel_size: Sequence[float] | None = None
 ) -> Any:
-    """:func:`~.taskscore.segmentation_fidelity` of ``decoded``'s frames against
+    """:func:`~.score.segmentation_fidelity` of ``decoded``'s frames against
     ``original``'s, each segmented with the original frame's seed spacing: object F1 pooled
-    over the frames (a :class:`~.taskscore.SegmentationScore`)."""
-    from .taskscore import segmentation_fidelity
+    over the frames (a :class:`~.score.SegmentationScore`)."""
+    from .score import segmentation_fidelity
 
     spacings = frame_seed_distances(original, voxel_size)
     return segmentation_fidelity(
