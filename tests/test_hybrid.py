@@ -12,8 +12,8 @@ import pytest
 from napari_sciz import compress, decompress, open_sciz
 from napari_sciz.cli import main
 from napari_sciz.core import api, hybrid
+from napari_sciz.core.bitstream.layout import read_varint
 from napari_sciz.core.hybrid import basechoice, bases, hevcbase, loopfilter, search
-from napari_sciz.core.lossy.entropy import _read_varint
 from napari_sciz.core.metrics import psnr
 from napari_sciz.errors import FormatError, InvalidInputError
 
@@ -249,7 +249,7 @@ def test_bad_payloads_are_format_errors(coded) -> None:
         hybrid.decode_hybrid_block(newer, shape3)
     with pytest.raises(FormatError, match="flags"):
         hybrid.decode_hybrid_block(payload[:1] + bytes([payload[1] | 0x40]) + payload[2:], shape3)
-    base_len, start = _read_varint(payload, 2)
+    base_len, start = read_varint(payload, 2)
     broken = payload[:start] + bytes(base_len) + payload[start + base_len :]
     with pytest.raises(FormatError):
         hybrid.decode_hybrid_block(broken, shape3)

@@ -37,9 +37,9 @@ from ._region_source import (
 from ._viewer import (
     camera,
     current_data_index,
+    field_of_view_corners,
     placement_kwargs,
     to_world,
-    viewbox_size,
     world_to_layer,
 )
 
@@ -348,7 +348,7 @@ class DecodeRegionWidget(QWidget):
 
         shapes = self.shapes_layer()
         if shapes is None:
-            corners = self._fov_corners()
+            corners = field_of_view_corners(self.viewer)
         else:
             if len(shapes.data) == 0:
                 raise InvalidInputError(
@@ -378,21 +378,6 @@ class DecodeRegionWidget(QWidget):
             roi.append(slice(0, samples))
         scale = int(self.sampling_combo.currentData() or 1)
         return RegionRequest(tuple(roi), scale, m, samples)
-
-    def _fov_corners(self) -> np.ndarray:
-        """The four corners (full world coordinates) of the field of view (one grid cell)."""
-        viewer = self.viewer
-        cam = camera(viewer)
-        h, w = viewbox_size(viewer)
-        zoom = float(cam.zoom)
-        center = np.asarray(cam.center, dtype=float)[-2:]
-        half = np.array([h, w]) / (2.0 * zoom)
-        ay, ax = viewer.dims.displayed[-2:]
-        corners = np.tile(np.asarray(viewer.dims.point, dtype=float), (4, 1))
-        for i, (sy, sx) in enumerate(((-1, -1), (-1, 1), (1, -1), (1, 1))):
-            corners[i, ay] = center[0] + sy * half[0]
-            corners[i, ax] = center[1] + sx * half[1]
-        return corners
 
     def decode(self) -> Any:
         """Decode the region in a worker thread (queued when a decode is already running).

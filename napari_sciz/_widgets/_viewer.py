@@ -55,6 +55,21 @@ def viewbox_size(viewer: Any) -> tuple[float, float]:
     return float(size[0]), float(size[1])  # pragma: no cover
 
 
+def field_of_view_corners(viewer: Any) -> np.ndarray:
+    """The four corners (full world coordinates) of the 2D view's field of view (one grid
+    cell)."""
+    cam = camera(viewer)
+    h, w = viewbox_size(viewer)
+    center = np.asarray(cam.center, dtype=float)[-2:]
+    half = np.array([h, w]) / (2.0 * float(cam.zoom))
+    ay, ax = viewer.dims.displayed[-2:]
+    corners = np.tile(np.asarray(viewer.dims.point, dtype=float), (4, 1))
+    for i, (sy, sx) in enumerate(((-1, -1), (-1, 1), (1, -1), (1, 1))):
+        corners[i, ay] = center[0] + sy * half[0]
+        corners[i, ax] = center[1] + sx * half[1]
+    return corners
+
+
 def layer_linear(layer: Any) -> np.ndarray:
     """Linear part (``rotate @ shear @ diag(scale)``) of a layer's data-to-physical transform."""
     try:

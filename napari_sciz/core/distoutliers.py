@@ -18,7 +18,7 @@ the margin cut off. The file is the one a single process writes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -31,11 +31,14 @@ from .outliers import (
     merge_ends,
     most_outliers,
     outlier_bounds,
+    outlier_note,
     outside,
+    with_outlier_payload,
     worth_listing,
 )
+from .result import CompressResult
 
-__all__ = ["CleanedSource", "ends_size", "outliers_from_ends"]
+__all__ = ["CleanedSource", "ends_size", "outliers_from_ends", "with_outliers"]
 
 
 @dataclass(frozen=True)
@@ -140,3 +143,17 @@ def outliers_from_ends(
     values = np.concatenate([v for _i, v in lists])
     order = np.argsort(indices, kind="stable")
     return Outliers(indices[order], values[order], bounds), (float(bottom[0]), float(top[-1]))
+
+
+def with_outliers(result: CompressResult, found: Outliers, target: float) -> CompressResult:
+    """``result`` (of the blocks without ``found``) with the outlier list as its last
+    payload, as :func:`.outliers.attach_outliers` makes it in one process."""
+    header, blob = with_outlier_payload(result.data, result.header, found, target)
+    return replace(
+        result,
+        data=blob,
+        header=header,
+        nbytes=len(blob),
+        ratio=result.raw_nbytes / len(blob),
+        messages=[*result.messages, outlier_note(found, result.header)],
+    )

@@ -51,8 +51,8 @@ from .cluster import (
     tune_worker_malloc,
     user_error,
 )
-from .distoutliers import CleanedSource, ends_size, outliers_from_ends
-from .outliers import Outliers, coded_share, outlier_note, with_outlier_payload
+from .distoutliers import CleanedSource, ends_size, outliers_from_ends, with_outliers
+from .outliers import Outliers, coded_share
 from .plan import (
     BlockJob,
     LossyPlan,
@@ -325,7 +325,7 @@ def compress_distributed(
             on_done=report.block_done,
         )
     result = _gathered_result(plan, fits, t_start, metric_range)
-    return result if found is None else _with_outliers(result, found, target)
+    return result if found is None else with_outliers(result, found, target)
 
 
 def _planned(
@@ -426,20 +426,6 @@ def _plan_without(
     except RatioUnreachableError:  # the list takes bytes the rest needs: coded as it is
         return None
     return cleaned, plan
-
-
-def _with_outliers(result: CompressResult, found: Outliers, target: float) -> CompressResult:
-    """``result`` (of the blocks without ``found``) with the outlier list as its last
-    payload, as :func:`.outliers.attach_outliers` makes it in one process."""
-    header, blob = with_outlier_payload(result.data, result.header, found, target)
-    return replace(
-        result,
-        data=blob,
-        header=header,
-        nbytes=len(blob),
-        ratio=result.raw_nbytes / len(blob),
-        messages=[*result.messages, outlier_note(found, result.header)],
-    )
 
 
 #: modes coded without a fit (:mod:`.distexact`)

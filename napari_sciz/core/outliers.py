@@ -26,8 +26,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import FormatError
-from .bitstream.layout import _varint, payload_head
-from .lossy.entropy import _read_varint
+from .bitstream.layout import _varint, payload_head, read_varint
 
 __all__ = [
     "MAX_SHARE",
@@ -256,12 +255,12 @@ def decode_outliers(payload: bytes, dtype: np.dtype, size: int) -> Outliers:
     """
     payload_head(payload, _HEAD, _MAGIC, _VERSION, "outlier list")
     pos = _HEAD.size
-    count, pos = _read_varint(payload, pos)
+    count, pos = read_varint(payload, pos)
     if count > size or count > len(payload):
         raise FormatError("outlier payload lists more voxels than it can hold")
     gaps = np.empty(count, np.int64)
     for i in range(count):
-        gaps[i], pos = _read_varint(payload, pos)
+        gaps[i], pos = read_varint(payload, pos)
     indices = np.cumsum(gaps)
     if count and (indices[-1] >= size or np.any(gaps[1:] == 0)):
         raise FormatError("outlier payload indices are outside the array or repeated")

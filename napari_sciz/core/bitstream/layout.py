@@ -140,6 +140,27 @@ def _varint(value: int) -> bytes:
             return bytes(out)
 
 
+def read_varint(data: bytes, pos: int) -> tuple[int, int]:
+    """The unsigned LEB128 integer at ``data[pos:]`` and the position after it.
+
+    Raises
+    ------
+    FormatError
+        Truncated data, or more than 36 bits.
+    """
+    value = 0
+    shift = 0
+    while True:
+        if pos >= len(data) or shift > 35:
+            raise FormatError("block payload is truncated or corrupted (bad varint)")
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            return value, pos
+
+
 def payload_head(data: bytes, head: struct.Struct, magic: bytes, version: int, what: str) -> tuple:
     """The fields of a payload's fixed ``head`` after its magic and version (the first two).
 

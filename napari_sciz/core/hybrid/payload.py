@@ -22,8 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...errors import FormatError
-from ..bitstream.layout import _varint
-from ..lossy.entropy import _read_varint
+from ..bitstream.layout import _varint, read_varint
 from .bases import BaseCodec, base_by_id
 
 __all__ = ["Layers", "describe", "head_bytes", "layer_sizes", "pack", "parse"]
@@ -91,13 +90,13 @@ def _parse_head(payload: bytes) -> tuple[int, int, int, int, int]:
     known = _FLAT_BIT | 0x0F | (_NETWORK_BIT if version >= _NETWORK_VERSION else 0)
     if byte & ~known:
         raise FormatError("hybrid payload has unknown flags")
-    base_len, start = _read_varint(payload, 2)
+    base_len, start = read_varint(payload, 2)
     return version, byte & 0x0F, byte & ~0x0F, start, base_len
 
 
 def _section(payload: bytes, pos: int, what: str) -> tuple[bytes, int]:
     """A varint-length section at ``pos`` and the position after it."""
-    length, pos = _read_varint(payload, pos)
+    length, pos = read_varint(payload, pos)
     if pos + length > len(payload):
         raise FormatError(f"hybrid block payload is truncated ({what})")
     return payload[pos : pos + length], pos + length

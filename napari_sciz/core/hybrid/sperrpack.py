@@ -43,8 +43,7 @@ import struct
 import numpy as np
 
 from ...errors import FormatError
-from ..bitstream.layout import _varint
-from ..lossy.entropy import _read_varint
+from ..bitstream.layout import _varint, read_varint
 
 __all__ = ["cut_sperr", "pack_sperr", "unpack_sperr"]
 
@@ -95,14 +94,14 @@ def _unpack_chunk(chunk: bytes, coded: bool, voxels: int) -> bytes:
         return chunk
     if len(chunk) < _SPECK_AT + 1:
         raise FormatError(f"{_WHAT} is truncated (chunk)")
-    bits, pos = _read_varint(chunk, _SPECK_AT)
+    bits, pos = read_varint(chunk, _SPECK_AT)
     if bits >= 1 << 64:
         raise FormatError(f"{_WHAT} declares an invalid bit count")
     if not coded:
         return chunk[:_SPECK_AT] + _U64.pack(bits) + chunk[pos:]
     from .bitmix import decode_bits
 
-    n, pos = _read_varint(chunk, pos)
+    n, pos = read_varint(chunk, pos)
     code = chunk[pos:]
     if n > min(bits, 64 * voxels + 4096, _BITS_PER_CODE_BYTE * max(len(code), 1)):
         raise FormatError(f"{_WHAT} declares more coded bits than its block holds")
@@ -185,7 +184,7 @@ def unpack_sperr(packed: bytes, shape: tuple[int, ...], *, coded: bool = False) 
     n = math.prod(-(-d // c) for d, c in zip(reversed(shape), dims, strict=True))
     pos, lengths = 8, []
     for _ in range(n):
-        length, pos = _read_varint(packed, pos)
+        length, pos = read_varint(packed, pos)
         lengths.append(length)
     if pos + sum(lengths) != len(packed):
         raise FormatError(f"{_WHAT} has inconsistent chunk lengths")

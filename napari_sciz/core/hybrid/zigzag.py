@@ -6,8 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...errors import FormatError
-from ..bitstream.layout import _varint
-from ..lossy.entropy import _read_varint
+from ..bitstream.layout import _varint, read_varint
 
 __all__ = ["unzigzag", "zigzag"]
 
@@ -23,7 +22,7 @@ def unzigzag(data: bytes, pos: int, count: int) -> tuple[np.ndarray, int]:
     values = np.empty(count, dtype=np.int64)
     try:
         for i in range(count):
-            u, pos = _read_varint(data, pos)
+            u, pos = read_varint(data, pos)
             values[i] = (u >> 1) ^ -(u & 1)
     except (FormatError, OverflowError):
         raise FormatError("hybrid loop filter is truncated or corrupted") from None

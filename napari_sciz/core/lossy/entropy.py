@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ...errors import FormatError
+from ..bitstream.layout import _varint, read_varint
 from .arm import ArmWeights, decode_levels, encode_levels
 from .contexts import N_CONTEXTS, dequantize_scale, parent_context, quantize_scale
 
@@ -122,23 +123,7 @@ def _gain_byte(gain: float) -> int:
 
 
 def _write_varint(out: bytearray, value: int) -> None:
-    from ..bitstream.layout import _varint
-
     out += _varint(value)
-
-
-def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
-    value = 0
-    shift = 0
-    while True:
-        if pos >= len(data) or shift > 35:
-            raise FormatError("block payload is truncated or corrupted (bad varint)")
-        byte = data[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        shift += 7
-        if not byte & 0x80:
-            return value, pos
 
 
 def _coded_groups(latents: list[np.ndarray]) -> list[list[np.ndarray]]:
@@ -228,7 +213,7 @@ class _Reader:
         self.pos = pos
 
     def varint(self) -> int:
-        value, self.pos = _read_varint(self.data, self.pos)
+        value, self.pos = read_varint(self.data, self.pos)
         return value
 
     def byte(self) -> int:

@@ -30,8 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...errors import FormatError
-from ..bitstream.layout import _varint, payload_head
-from ..lossy.entropy import _read_varint
+from ..bitstream.layout import _varint, payload_head, read_varint
 from .geometry import N_CONTEXTS
 
 MAGIC = b"SZK"
@@ -144,7 +143,7 @@ class LockPayload:
 
 def _counted(data: bytes, pos: int) -> tuple[int, int]:
     try:
-        return _read_varint(data, pos)
+        return read_varint(data, pos)
     except FormatError as exc:
         raise FormatError("segmentation lock: truncated payload") from exc
 

@@ -20,8 +20,7 @@ from typing import Any
 import numpy as np
 
 from ...errors import CancelledError, FormatError
-from ..bitstream.layout import _varint, payload_head
-from ..lossy.entropy import _read_varint
+from ..bitstream.layout import _varint, payload_head, read_varint
 
 MAGIC = b"SZS"
 VERSION = 1
@@ -60,10 +59,10 @@ def parse_stacked(data: bytes, volumes: int) -> list[bytes | None]:
     """
     payload_head(data, _HEAD, MAGIC, VERSION, "segmentation locks of a stack")
     try:
-        count, pos = _read_varint(data, _HEAD.size)
+        count, pos = read_varint(data, _HEAD.size)
         sizes = []
         for _ in range(min(count, volumes)):
-            size, pos = _read_varint(data, pos)
+            size, pos = read_varint(data, pos)
             sizes.append(size)
     except FormatError as exc:
         raise FormatError("segmentation lock: truncated payload") from exc
