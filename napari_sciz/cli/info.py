@@ -36,6 +36,8 @@ def _hybrid_layers(reader: Any) -> dict[str, Any]:
             totals["locked_volumes"] = sum(v is not None for v in per_volume)
             totals["volumes"] = len(per_volume)
             totals["lock_unit"] = "frames" if version == 3 else "volumes"
+        elif version == 4:  # (one lock for the frames of a time-lapse)
+            totals["lock_frames"] = reader.shape[0]
     for i in range(n):
         d = describe(reader._file.payload(i))
         for key in layers:
@@ -160,6 +162,8 @@ def _layers_text(layers: dict[str, Any]) -> str:
         if "volumes" in layers:
             unit = layers.get("lock_unit", "volumes")
             text += f" ({layers['locked_volumes']} of {layers['volumes']} {unit})"
+        elif "lock_frames" in layers:
+            text += f" (one for its {layers['lock_frames']} frames)"
     return text
 
 

@@ -240,17 +240,18 @@ def _segmentation_lock(
     leading axes its volumes are locked under: version 1 locks a single 2D/3D volume (0),
     version 2 each volume or channel of a stack (:func:`.stacking.stacked_axes`,
     :mod:`.seglock.stacked`), version 3 each frame of a 2D time-lapse (1,
-    :func:`.stacking.is_time_lapse`; the payload is a stack's)."""
+    :func:`.stacking.is_time_lapse`; the payload is a stack's), version 4 the frames of a 2D
+    time-lapse with one lock (0: locked whole, :mod:`.seglock.frames`)."""
     lock = h.get("segmentation_lock")
     if lock is None:
         return False, 0
     version = 0 if not isinstance(lock, dict) else lock.get("version")
     version = _int(version, "segmentation_lock.version")
-    if version not in (1, 2, 3):
+    if version not in (1, 2, 3, 4):
         raise FormatError("unsupported segmentation_lock in header (a newer napari-sciz wrote it?)")
-    if version == 3:
-        lead = 1 if is_time_lapse(len(shape), axes) else 0
-        fits = lead > 0
+    if version in (3, 4):
+        fits = is_time_lapse(len(shape), axes)
+        lead = 1 if fits and version == 3 else 0
     else:
         lead = stacked_axes(len(shape), axes) if version == 2 else 0
         fits = lead > 0 if version == 2 else len(shape) == grid.spatial_ndim

@@ -6,7 +6,9 @@ the whole volume, so a region of a locked volume is cut from the whole locked vo
 single volume (header ``segmentation_lock`` version 1) is locked once and kept; a stack
 (version 2, :mod:`.seglock.stacked`) has a lock per volume, and the last few volumes locked
 are kept (:data:`KEEP_VOLUMES`), so that stepping through time points or channels in napari
-locks each one once. No Qt.
+locks each one once. A 2D time-lapse's one lock for its frames (version 4,
+:mod:`.seglock.frames`) is read and its flags decoded once for the whole time-lapse; each
+frame is then locked when first shown (the last :data:`KEEP_FRAMES` kept). No Qt.
 """
 
 from __future__ import annotations
@@ -16,18 +18,21 @@ import threading
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
 from .blocks import finalize
 
-__all__ = ["KEEP_VOLUMES", "LOCK_BYTES_PER_VOXEL", "LockedView"]
+__all__ = ["KEEP_FRAMES", "KEEP_VOLUMES", "LOCK_BYTES_PER_VOXEL", "LockedView"]
 
 #: memory a segmentation lock takes per voxel of the volume (float64 smoothing, contexts,
 #: flags, the corrected copy)
 LOCK_BYTES_PER_VOXEL = 48
 #: locked volumes of a stack kept in memory (the least recently used go first)
 KEEP_VOLUMES = 4
+#: locked frames of a time-lapse kept (a frame's lock takes milliseconds)
+KEEP_FRAMES = 32
 
 Box = Sequence[tuple[int, int]]
 
@@ -63,6 +68,7 @@ class LockedView:
         self._lock = threading.Lock()
         self._volumes: OrderedDict[int, np.ndarray] = OrderedDict()
         self._locks: list[bytes | None] | None = None
+        self._frames: Any = None  # (a time-lapse's one lock, read: .seglock.frames)
         self._warned = False
 
     @property
@@ -95,6 +101,8 @@ class LockedView:
     def region(self, box: Box) -> np.ndarray:
         """The locked decode of ``box`` (one ``(start, stop)`` per coded axis)."""
         inner = tuple(slice(a, b) for a, b in box[self.lead :])
+        if not self.lead and self._one_for_frames():
+            return self._frames_region(box)
         if not self.lead:
             return self._locked(0)[inner].copy()
         out = np.empty(tuple(b - a for a, b in box), self.dtype)
@@ -106,6 +114,36 @@ class LockedView:
                 out[index] = self._blocks_region([*one, *box[self.lead :]])[(0,) * self.lead]
             else:
                 out[index] = self._locked(volume)[inner]
+        return out
+
+    def _one_for_frames(self) -> bool:
+        """Whether the lock is a time-lapse's one lock for its frames (version 4)."""
+        from .seglock.payload import FRAMES_MAGIC
+
+        return len(self.shape) == 3 and bytes(self._payload()[:3]) == FRAMES_MAGIC
+
+    def _frames_region(self, box: Box) -> np.ndarray:
+        """``box`` of a time-lapse with one lock: its frames locked one by one (kept)."""
+        from .seglock.frames import prepare_frames_lock
+
+        with self._lock:
+            if self._frames is None:
+                base = self._blocks_region([(0, n) for n in self.shape])
+                self._frames = prepare_frames_lock(base, self._payload())
+        prepared = self._frames
+        (t0, t1), inner = box[0], tuple(slice(a, b) for a, b in box[1:])
+        out = np.empty((t1 - t0, *(b - a for a, b in box[1:])), self.dtype)
+        for i, t in enumerate(range(t0, t1)):
+            if not prepared.locks(t):
+                out[i] = prepared.decoded[t][inner]
+                continue
+            with self._lock:
+                if t not in self._volumes:
+                    self._volumes[t] = finalize(prepared.frame(t), self.dtype, self.value_range)
+                    while len(self._volumes) > KEEP_FRAMES:
+                        self._volumes.popitem(last=False)
+                self._volumes.move_to_end(t)
+                out[i] = self._volumes[t][inner]
         return out
 
     def _stack_locks(self) -> list[bytes | None]:

@@ -17,7 +17,8 @@ the hybrid encoder codes the base at fewer bytes and spends the rest on a *lock*
 
 The lock is the file's last payload (:mod:`.payload`); the decoder applies it to the whole
 decoded volume (:func:`apply_lock`). A stack has a lock per volume, in one payload
-(:mod:`.stacked`), applied volume by volume (:mod:`napari_sciz.core.lockedview`).
+(:mod:`.stacked`), applied volume by volume (:mod:`napari_sciz.core.lockedview`); a 2D
+time-lapse's frames share one (:mod:`.frames`).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import numpy as np
 from ...errors import FormatError
 from . import flags as flag_code
 from .geometry import contexts, smooth
-from .payload import LockPayload
+from .payload import FRAMES_MAGIC, LockPayload
 from .project import lock_sides
 
 __all__ = ["LockPayload", "apply_lock", "lock_inputs"]
@@ -47,8 +48,20 @@ def crc(array: np.ndarray) -> int:
     return zlib.crc32(np.ascontiguousarray(array, np.uint8).tobytes()) & 0xFFFFFFFF
 
 
+def _not_applied(decoded: np.ndarray) -> tuple[np.ndarray, bool]:
+    """``decoded`` unchanged, with a warning: it is not the decode the encoder locked."""
+    warnings.warn(
+        "segmentation lock not applied: the base layer decoded differently on this "
+        "machine than where the file was written (the decoded volume is still valid)",
+        RuntimeWarning,
+        stacklevel=3,
+    )
+    return np.asarray(decoded, np.float64), False
+
+
 def apply_lock(decoded: np.ndarray, data: bytes) -> tuple[np.ndarray, bool]:
-    """Apply the lock payload ``data`` to the decoded volume (2D or 3D).
+    """Apply the lock payload ``data`` to the decoded volume (2D or 3D; a 2D time-lapse's
+    one lock for all frames: :func:`.frames.apply_frames_lock`).
 
     Parameters
     ----------
@@ -70,18 +83,16 @@ def apply_lock(decoded: np.ndarray, data: bytes) -> tuple[np.ndarray, bool]:
     FormatError
         A corrupted or truncated payload.
     """
+    if bytes(data[:3]) == FRAMES_MAGIC:  # (a 2D time-lapse's frames: one lock for all)
+        from .frames import apply_frames_lock
+
+        return apply_frames_lock(decoded, data)
     lock = LockPayload.parse(data, decoded.ndim)
     smoothed = smooth(decoded, lock.sigmas)
     t_ctx, threshold = lock.levels(smoothed)
     ctx = contexts(smoothed, t_ctx)
     if crc(ctx) != lock.context_crc:
-        warnings.warn(
-            "segmentation lock not applied: the base layer decoded differently on this "
-            "machine than where the file was written (the decoded volume is still valid)",
-            RuntimeWarning,
-            stacklevel=2,
-        )
-        return np.asarray(decoded, np.float64), False
+        return _not_applied(decoded)
     switch = flag_code.decode(ctx, lock.ones, lock.words)
     if crc(switch) != lock.flags_crc:
         raise FormatError("segmentation lock: the flags do not match their checksum")

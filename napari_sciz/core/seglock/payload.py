@@ -17,8 +17,19 @@ which the decoder computes from its own decode (the contexts' checksum checks it
     u32 crc32 of the contexts, u32 crc32 of the flags, u8 contexts,
     varint flagged voxels per context | ANS u32 words
 
-All little-endian. A lock payload is written once per volume (a stack's, a time-lapse's
-frames'), so its fixed fields count: version 2 takes 34 bytes in 2D before the counts.
+All little-endian. A lock payload is written once per volume (a stack's), so its fixed
+fields count: version 2 takes 34 bytes in 2D before the counts.
+
+A 2D time-lapse's frames share one lock (:class:`FramesLockPayload`, since session 55; the
+frames of older files have a version-2 payload each, :mod:`.stacked`)::
+
+    "SZF" u8 version (1), u8 spatial dims (2), f32 sigma per spatial axis, f32 margin,
+    u32 crc32 of the contexts (every frame's, in order), u32 crc32 of the flags,
+    varint frames, varint frames whose offset is not 0,
+    for each of them: varint frame index minus the previous one's (first: the index), f32
+    target threshold - context threshold (the frame's own levels, :meth:`LockPayload.levels`),
+    5 bytes: a bit per context set when its count follows,
+    varint flagged pixels of each context whose bit is set | ANS u32 words
 """
 
 from __future__ import annotations
@@ -39,6 +50,9 @@ _HEAD = struct.Struct("<3sBB3d3dIIB")  # (version 1)
 _HEAD2 = struct.Struct("<3sBB")
 _TAIL2 = struct.Struct("<ffII")
 _BITMAP = (N_CONTEXTS + 7) // 8
+FRAMES_MAGIC = b"SZF"
+FRAMES_VERSION = 1
+_FRAMES_HEAD = struct.Struct("<3sBB")
 
 
 def stored(value: float) -> float:
@@ -103,9 +117,7 @@ class LockPayload:
         head = _HEAD2.pack(MAGIC, VERSION, len(self.sigmas))
         head += struct.pack(f"<{len(self.sigmas)}f", *self.sigmas)
         head += _TAIL2.pack(offset, self.margin, self.context_crc, self.flags_crc)
-        bits = sum(1 << k for k, n in enumerate(self.ones) if int(n))
-        counts = b"".join(_varint(int(n)) for n in self.ones if int(n))
-        return head + bits.to_bytes(_BITMAP, "little") + counts + self.words
+        return head + _pack_counts(self.ones) + self.words
 
     @classmethod
     def parse(cls, data: bytes, spatial_ndim: int) -> LockPayload:
@@ -125,20 +137,111 @@ class LockPayload:
         sigmas = tuple(float(s) for s in struct.unpack_from(f"<{ndim}f", data, _HEAD2.size))
         offset, margin, ctx_crc, flags_crc = _TAIL2.unpack_from(data, pos)
         _check(sigmas, (offset, margin), margin)
-        pos += _TAIL2.size
-        bits = int.from_bytes(data[pos : pos + _BITMAP], "little")
-        if bits >> N_CONTEXTS:
-            raise FormatError("segmentation lock: invalid parameters")
-        pos += _BITMAP
-        counts = []
-        for k in range(N_CONTEXTS):
-            value = 0
-            if bits >> k & 1:
-                value, pos = _counted(data, pos)
-            counts.append(value)
-        ones = np.array(counts, np.uint64)
+        ones, pos = _parse_counts(data, pos + _TAIL2.size)
         words = bytes(data[pos:])
         return cls(sigmas, 0.0, float(offset), float(margin), ctx_crc, flags_crc, ones, words, 2)
+
+
+@dataclass(frozen=True)
+class FramesLockPayload:
+    """The one lock of a 2D time-lapse's frames (``"SZF"``, see the module's layout).
+
+    Attributes
+    ----------
+    sigmas : tuple of float
+        The smoothing's Gaussian sigma per axis of a frame (pixels; float32 values).
+    margin : float
+        The margin kept from each frame's threshold (float32 value).
+    context_crc, flags_crc : int
+        CRC32 of every frame's contexts (uint8), and of the flags, in frame order.
+    frames : int
+        Frames of the time-lapse.
+    offsets : dict
+        Frame index: its target threshold minus its context threshold (the frames not
+        listed: 0), float32 values.
+    ones : numpy.ndarray
+        Flagged pixels per context over every frame (uint64).
+    words : bytes
+        The ANS stream of the flags of every frame (contexts pooled over the frames).
+    """
+
+    sigmas: tuple[float, ...]
+    margin: float
+    context_crc: int
+    flags_crc: int
+    frames: int
+    offsets: dict[int, float]
+    ones: np.ndarray
+    words: bytes
+
+    def pack(self) -> bytes:
+        """The payload's bytes."""
+        values = (*self.sigmas, self.margin, *self.offsets.values())
+        if any(stored(v) != v for v in values):
+            raise ValueError("a lock's sigmas, margin and offsets must be float32 values")
+        head = _FRAMES_HEAD.pack(FRAMES_MAGIC, FRAMES_VERSION, len(self.sigmas))
+        head += struct.pack(f"<{len(self.sigmas)}f", *self.sigmas)
+        head += struct.pack("<fII", self.margin, self.context_crc, self.flags_crc)
+        head += _varint(self.frames) + _varint(len(self.offsets))
+        previous = 0
+        for index in sorted(self.offsets):
+            head += _varint(index - previous) + struct.pack("<f", self.offsets[index])
+            previous = index
+        return head + _pack_counts(self.ones) + self.words
+
+    @classmethod
+    def parse(cls, data: bytes, frames: int) -> FramesLockPayload:
+        """Parse ``data``, the lock of a time-lapse of ``frames`` frames
+        (:class:`~napari_sciz.errors.FormatError` when it is not valid)."""
+        (ndim,) = payload_head(
+            data, _FRAMES_HEAD, FRAMES_MAGIC, FRAMES_VERSION, "segmentation lock of frames"
+        )
+        pos = _FRAMES_HEAD.size
+        if ndim != 2 or len(data) < pos + 4 * ndim + 12:
+            raise FormatError("segmentation lock: truncated payload or not a time-lapse's")
+        sigmas = tuple(float(s) for s in struct.unpack_from(f"<{ndim}f", data, pos))
+        margin, ctx_crc, flags_crc = struct.unpack_from("<fII", data, pos + 4 * ndim)
+        _check(sigmas, (margin,), margin)
+        count, pos = _counted(data, pos + 4 * ndim + 12)
+        listed, pos = _counted(data, pos)
+        if count != frames or listed > frames:
+            raise FormatError(f"segmentation lock: {count} frames' lock for {frames} frames")
+        offsets: dict[int, float] = {}
+        index = 0
+        for k in range(listed):
+            step, pos = _counted(data, pos)
+            index += step
+            if (k and not step) or index >= frames or len(data) < pos + 4:
+                raise FormatError("segmentation lock: invalid frame offsets")
+            (offsets[index],) = struct.unpack_from("<f", data, pos)
+            pos += 4
+        _check(sigmas, tuple(offsets.values()), margin)
+        ones, pos = _parse_counts(data, pos)
+        words = bytes(data[pos:])
+        return cls(sigmas, float(margin), ctx_crc, flags_crc, count, offsets, ones, words)
+
+
+def _pack_counts(ones: np.ndarray) -> bytes:
+    """A bit per context with flags, then their counts (varints)."""
+    bits = sum(1 << k for k, n in enumerate(ones) if int(n))
+    return bits.to_bytes(_BITMAP, "little") + b"".join(_varint(int(n)) for n in ones if int(n))
+
+
+def _parse_counts(data: bytes, pos: int) -> tuple[np.ndarray, int]:
+    """The counts :func:`_pack_counts` wrote at ``pos``, and the position after them."""
+    if len(data) < pos + _BITMAP:
+        raise FormatError("segmentation lock: truncated payload")
+    bits = int.from_bytes(data[pos : pos + _BITMAP], "little")
+    if bits >> N_CONTEXTS:
+        raise FormatError("segmentation lock: invalid parameters")
+    pos += _BITMAP
+    counts = []
+    for k in range(N_CONTEXTS):
+        value = 0
+        if bits >> k & 1:
+            value, pos = _counted(data, pos)
+        counts.append(value)
+    return np.array(counts, np.uint64), pos
 
 
 def _counted(data: bytes, pos: int) -> tuple[int, int]:

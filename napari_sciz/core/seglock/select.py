@@ -9,8 +9,9 @@ bytes is coded.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -65,8 +66,11 @@ def _wrong_objects(reference: np.ndarray, test: np.ndarray) -> np.ndarray:
     return bad_r[reference] | bad_t[test]
 
 
-def _order(switch: np.ndarray, ctx: np.ndarray, wrong: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Group labels of ``switch`` and the order their groups are coded in.
+def _order(
+    switch: np.ndarray, ctx: np.ndarray, wrong: np.ndarray, structure: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Group labels of ``switch`` (connected by ``structure``, default: every neighbour) and
+    the order their groups are coded in.
 
     Groups touching a wrong object come first, cheapest first (estimated bits of their
     flags); the others follow, most voxels per bit first. (Keeping together the groups
@@ -75,7 +79,9 @@ def _order(switch: np.ndarray, ctx: np.ndarray, wrong: np.ndarray) -> tuple[np.n
     """
     from scipy import ndimage as ndi
 
-    groups, n = ndi.label(switch, structure=np.ones((3,) * switch.ndim, bool))
+    if structure is None:
+        structure = np.ones((3,) * switch.ndim, bool)
+    groups, n = ndi.label(switch, structure=structure)
     if n == 0:
         return groups, np.zeros(0, np.int64)
     total = np.bincount(ctx.reshape(-1), minlength=N_CONTEXTS)
@@ -107,7 +113,7 @@ class _Switches:
     """The voxels whose side differs between the original and a decode, in coding order."""
 
     smoothed_o: np.ndarray
-    t_ctx: float
+    t_ctx: Any  # (the context threshold; a time-lapse's: one per frame, :mod:`.frames`)
     side_d: np.ndarray
     ctx: np.ndarray
     ranked: np.ndarray
@@ -185,23 +191,33 @@ def build_lock(
     sw = _switches(original, decoded, sigmas, reference, spacing, voxel_size)
     if sw is None:
         return None
-    ctx, switch_of, head = sw.ctx, sw.switch_of, _head_size(decoded.ndim)
-    order = sw.order
-    # (the estimate's head: two bytes per context's count)
-    k = _fit(switch_of, ctx, order.size, 8.0 * (nbytes - head(np.full(N_CONTEXTS, 128))))
-    while k > 0:
-        switch = switch_of(k)
-        ones, words = flag_code.encode(switch, ctx)
-        if head(ones) + len(words) <= nbytes:
-            break
-        k = int(k * 0.9)
-    if k == 0:
+    coded = coded_prefix(sw, nbytes, _head_size(decoded.ndim))
+    if coded is None:
         return None
+    k, switch, ones, words = coded
     target = sw.side_d ^ switch
     margin = stored(_margin(original, sw.smoothed_o, decoded.dtype))
     offset, corrected = _locked(decoded, target, switch, sw.t_ctx, margin, sigmas, value_range)
-    lock = LockPayload(sigmas, 0.0, offset, margin, crc(ctx), crc(switch), ones, words)
-    return Lock(lock.pack(), corrected, k, int(order.size), int(switch.sum()))
+    lock = LockPayload(sigmas, 0.0, offset, margin, crc(sw.ctx), crc(switch), ones, words)
+    return Lock(lock.pack(), corrected, k, int(sw.order.size), int(switch.sum()))
+
+
+def coded_prefix(
+    sw: _Switches, nbytes: int, head: Callable[[np.ndarray], int]
+) -> tuple[int, np.ndarray, np.ndarray, bytes] | None:
+    """The most groups of ``sw``'s order whose flags, after a payload head of ``head(ones)``
+    bytes, fit ``nbytes``: their number, switches, counts per context and ANS words (None:
+    not one group fits)."""
+    ctx, order = sw.ctx, sw.order
+    # (the estimate's head: two bytes per context's count)
+    k = _fit(sw.switch_of, ctx, order.size, 8.0 * (nbytes - head(np.full(N_CONTEXTS, 128))))
+    while k > 0:
+        switch = sw.switch_of(k)
+        ones, words = flag_code.encode(switch, ctx)
+        if head(ones) + len(words) <= nbytes:
+            return k, switch, ones, words
+        k = int(k * 0.9)
+    return None
 
 
 def _margin(original: np.ndarray, smoothed: np.ndarray, dtype: np.dtype) -> float:

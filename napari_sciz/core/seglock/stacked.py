@@ -3,7 +3,8 @@
 A stack (``TZYX``, ``CZYX``, the channels of a colour image) is segmented volume by volume,
 so each volume has its own threshold surface and its own lock (:mod:`.payload`). The file's
 last payload before any outliers then holds them all (header ``segmentation_lock`` version
-2; see ``docs/format.md``)::
+2; version 3: a 2D time-lapse's frames, as session 54 wrote them; their files are still
+read, new ones have one lock for all frames, :mod:`.frames`; see ``docs/format.md``)::
 
     "SZS" u8 version (1), varint volumes, varint bytes of each volume's lock (0: none)
     | the volumes' lock payloads, in the stack's order (C order of its leading axes)
@@ -118,7 +119,6 @@ def build_stacked_locks(
     deadline: float | None = None,
     cancel: Callable[[], bool] | None = None,
     report: Callable[[int, int], None] | None = None,
-    segmented: dict[tuple[int, ...], tuple[np.ndarray, int]] | None = None,
 ) -> StackedLocks | None:
     """A lock for each volume of a stack in at most ``nbytes`` bytes in all.
 
@@ -156,8 +156,6 @@ def build_stacked_locks(
         Checked before every volume (:class:`~napari_sciz.errors.CancelledError`).
     report : callable, optional
         Called as ``report(done, volumes)`` before each volume of the first pass.
-    segmented : dict, optional
-        Volumes' segmentations already made (index: labels, seed spacing), not made again.
 
     Returns
     -------
@@ -168,7 +166,6 @@ def build_stacked_locks(
     order = [first, *(i for i in np.ndindex(*shape) if i != first)]
     left = nbytes - stacked_overhead(len(order), nbytes)
     volumes = _Volumes(original, decoded, sigmas, value_range, voxel_size, cancel)
-    volumes.segmented.update(segmented or {})
     locks, reached = _equal_shares(volumes, order, left, deadline, report)
     if not locks:
         return None

@@ -247,7 +247,7 @@ def _locked_file(
         **base.header,
         "model": {**model, "version": max(model.get("version", 0), LOCK_MODEL_VERSION)},
         "target_ratio": s.ratio,
-        "segmentation_lock": {"version": 3 if frames else 2 if lead else 1},
+        "segmentation_lock": {"version": 4 if frames else 2 if lead else 1},
     }
     with container.SciZFile(base.data) as f:
         payloads = [f.payload(i) for i in range(f.n_payloads)]
@@ -255,9 +255,8 @@ def _locked_file(
     if room < _MIN_LOCK_BYTES:
         return None
     vrange = (float(header["value_range"][0]), float(header["value_range"][1]))
-    report = _lock_progress(encoder, seconds, "frame" if frames else "volume")
-    lock_lead = 1 if frames else lead
-    made = _lock(arr, base.reconstruction, room, choice, s, lock_lead, vrange, deadline, report)
+    report = _lock_progress(encoder, seconds)
+    made = _lock(arr, base.reconstruction, room, choice, s, lead, vrange, deadline, report)
     if made is None:
         return None
     payload, corrected, what = made
@@ -319,9 +318,9 @@ def _frames_lock_time(proxy_seconds: float, seconds: float | None) -> float | No
     return seconds - locks
 
 
-def _lock_progress(encoder: BlockEncoder, seconds: float | None, noun: str = "volume") -> Any:
+def _lock_progress(encoder: BlockEncoder, seconds: float | None) -> Any:
     """``report(done, volumes)`` for a stack's locks: the encoder's progress callback told
-    which volume (or frame, ``noun``) is being locked (None without a callback)."""
+    which volume is being locked (None without a callback)."""
     from ..result import ProgressInfo
 
     progress = encoder.progress
@@ -331,7 +330,7 @@ def _lock_progress(encoder: BlockEncoder, seconds: float | None, noun: str = "vo
 
     def report(done: int, volumes: int) -> None:
         eta = None if ends is None else max(ends - time.perf_counter(), 0.0)
-        text = "segmentation lock" + (f": {noun} {done + 1} of {volumes}" if volumes > 1 else "")
+        text = "segmentation lock" + (f": volume {done + 1} of {volumes}" if volumes > 1 else "")
         progress(ProgressInfo(done / volumes, 0, None, math.nan, math.nan, eta, 0, 1, text))
 
     return report
@@ -347,6 +346,8 @@ def _lock(
     from ..seglock.stacked import build_stacked_locks
     from .score import _sigmas
 
+    if choice.spacings is not None:  # (a time-lapse's frames: one lock for all)
+        return _frames_lock(arr, decoded, room, choice, s, vrange, report)
     if not lead:
         if report is not None:
             report(0, 1)
@@ -362,24 +363,47 @@ def _lock(
     voxel = _volume_voxel_size(s.voxel_size, lead)
     middle = tuple(n // 2 for n in arr.shape[:lead])
     sigmas = _sigmas(arr.ndim - lead, voxel, 1.0)
-    frames = choice.spacings is not None  # (a time-lapse's frames, scored whole)
-    known = {}  # (a time-lapse's frames as the choice segmented them: not made again)
-    if frames and choice.reference is not None:
-        known = {(t,): (choice.reference[t], d) for t, d in enumerate(choice.spacings)}
     locks = build_stacked_locks(
-        arr, decoded, lead, room, sigmas, middle, vrange, voxel, deadline, s.cancel, report,
-        segmented=known,
-    )  # fmt: skip
+        arr, decoded, lead, room, sigmas, middle, vrange, voxel, deadline, s.cancel, report
+    )
     if locks is None:
         return None
     n = locks.volumes
-    whose = f"time-lapse's {n} frames" if frames else f"stack's {n} volumes"
     late = f" ({n - locks.reached} not reached in time)" if locks.reached < n else ""
     what = (
         f"{locks.switched} voxels switched sides in {locks.groups} of {locks.groups_total} "
-        f"groups, {locks.locked} of the {whose} locked{late}"
+        f"groups, {locks.locked} of the stack's {n} volumes locked{late}"
     )
     return locks.payload, locks.corrected, what
+
+
+def _frames_lock(
+    arr: np.ndarray, decoded: np.ndarray, room: int, choice: Any, s: Any,
+    vrange: tuple[float, float], report: Any = None,
+) -> tuple[bytes, np.ndarray, str] | None:  # fmt: skip
+    """:func:`_lock` of a 2D time-lapse: one lock for all its frames, each segmented as the
+    choice segmented it (:mod:`..seglock.frames`)."""
+    from ..seglock.frames import build_frames_lock
+    from .frames import frame_voxel_size, segment_frames
+    from .score import _sigmas
+
+    if report is not None:
+        report(0, 1)
+    voxel = frame_voxel_size(s.voxel_size)
+    references = choice.reference
+    if references is None:
+        references = segment_frames(arr, voxel, min_distances=choice.spacings)
+    lock = build_frames_lock(
+        arr, decoded, room, _sigmas(2, voxel, 1.0), references, choice.spacings, vrange, voxel,
+        s.cancel,
+    )  # fmt: skip
+    if lock is None:
+        return None
+    what = (
+        f"{lock.switched} pixels switched sides in {lock.groups} of {lock.groups_total} groups "
+        f"over {lock.locked} of the time-lapse's {lock.frames} frames (one lock for all)"
+    )
+    return lock.payload, lock.corrected, what
 
 
 #: further candidates are coded while the time left is this many times the longest coding

@@ -103,12 +103,10 @@ def _locked_proxy(
     share: float,
     choice: TaskChoice,
     voxel_size: Sequence[float] | None,
-    deadline: float | None = None,
 ) -> tuple[np.ndarray, int, float] | None:
     """The proxy decode at ``1 - share`` of the bytes with a lock in the rest, the lock's
     size, and the seconds it took to build (None without SPERR, or when no lock fits). A
-    time-lapse's frames are locked one by one, the middle one first, none started after
-    ``deadline``."""
+    time-lapse's frames get one lock for all (:mod:`..seglock.frames`)."""
     from ..blocks import finalize
     from ..seglock.gauss import warm_up
     from ..seglock.select import build_lock
@@ -122,18 +120,14 @@ def _locked_proxy(
     assert choice.reference is not None
     warm_up()  # (compiled outside the time measured: a stack's locks are planned with it)
     started = time.perf_counter()
-    if choice.spacings is not None:  # (a time-lapse: a lock per frame, as it is coded)
-        from ..seglock.stacked import build_stacked_locks
+    if choice.spacings is not None:  # (a time-lapse: one lock for its frames, as it is coded)
+        from ..seglock.frames import build_frames_lock
         from .frames import frame_voxel_size
 
         frame = frame_voxel_size(voxel_size)
-        sigmas = _sigmas(2, frame, _SIGMA)
-        middle = (volume.shape[0] // 2,)
-        # (the frames' segmentations the choice scores against: not made again)
-        known = {(t,): (choice.reference[t], d) for t, d in enumerate(choice.spacings)}
-        made = build_stacked_locks(
-            volume, base, 1, int(nbytes * share), sigmas, middle, vrange, frame, deadline,
-            segmented=known,
+        made = build_frames_lock(
+            volume, base, int(nbytes * share), _sigmas(2, frame, _SIGMA), choice.reference,
+            choice.spacings, vrange, frame,
         )  # fmt: skip
         if made is None:
             return None
@@ -252,7 +246,7 @@ def choose_prefilter(
         started = time.perf_counter()
         if measured and deadline is not None and started + last > deadline:
             break  # (the next candidate would end after the deadline)
-        trial = _trial(cand, np.asarray(volume), v, nbytes, choice, voxel_size, labels, deadline)
+        trial = _trial(cand, np.asarray(volume), v, nbytes, choice, voxel_size, labels)
         if trial.decoded is None:
             if cand.kind != "none":
                 continue  # (no lock fits; a constant volume has nothing to map)
@@ -373,12 +367,11 @@ def _trial(
     choice: TaskChoice,
     voxel_size: Sequence[float] | None,
     labels: np.ndarray | None,
-    deadline: float | None = None,
 ) -> _Trial:
     """One candidate's proxy decode (``volume`` as given, ``v`` the same as float64)."""
     if cand.kind == "lock":
         assert cand.setting is not None
-        locked = _locked_proxy(volume, v, nbytes, cand.setting, choice, voxel_size, deadline)
+        locked = _locked_proxy(volume, v, nbytes, cand.setting, choice, voxel_size)
         if locked is None:
             return _Trial(None, v)
         return _Trial(locked[0], v, locked[1], lock_seconds=locked[2])
