@@ -27,7 +27,7 @@ def _locked_lapse(lapse: np.ndarray, ratio: float, share: float, progress: Any =
     """The encoder's locked file of a time-lapse (``_locked_file`` with the proxy's locks of
     every frame taken as ``share`` of the bytes)."""
     from napari_sciz.core.encode import BlockEncoder, FitSettings
-    from napari_sciz.core.task.guided import _locked_file
+    from napari_sciz.core.task.lockedfile import _locked_file
     from napari_sciz.core.task.prefilter import TaskChoice
 
     settings = FitSettings(
@@ -159,7 +159,7 @@ def test_a_guided_time_lapse_is_segmented_frame_by_frame_end_to_end() -> None:
 
 
 def test_the_frames_locks_keep_the_time_the_proxy_says() -> None:
-    from napari_sciz.core.task.guided import _frames_lock_time
+    from napari_sciz.core.task.lockedfile import _frames_lock_time
 
     assert _frames_lock_time(2.0, 100.0) == 85.0  # (3 s expected: the share holds it)
     assert _frames_lock_time(20.0, 100.0) == 70.0

@@ -283,7 +283,7 @@ def test_cli_info_shows_the_lock(tmp_path, capsys) -> None:
 def test_a_locked_file_from_the_encoder_decodes_as_measured() -> None:
     from napari_sciz.core.api import decompress
     from napari_sciz.core.encode import BlockEncoder, FitSettings
-    from napari_sciz.core.task.guided import _locked_file
+    from napari_sciz.core.task.lockedfile import _locked_file
     from napari_sciz.core.task.prefilter import TaskChoice
 
     vol = _nuclei(9)

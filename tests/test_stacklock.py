@@ -197,7 +197,7 @@ def _encoder_locked(
     """The encoder's locked file of a stack (``_locked_file``, the proxy's lock of one volume
     taken as ``share`` of its bytes)."""
     from napari_sciz.core.encode import BlockEncoder, FitSettings
-    from napari_sciz.core.task.guided import _locked_file
+    from napari_sciz.core.task.lockedfile import _locked_file
     from napari_sciz.core.task.prefilter import TaskChoice
 
     settings = FitSettings(
@@ -238,7 +238,7 @@ def test_cli_info_shows_the_locks_of_a_stack(tmp_path, capsys) -> None:
 
 
 def test_the_locks_of_a_stack_are_planned_for_the_time_there_is() -> None:
-    from napari_sciz.core.task.guided import _lock_time
+    from napari_sciz.core.task.lockedfile import _lock_time
 
     assert _lock_time(1, 2.0, 100.0) == (1, 85.0)  # (a single volume: a share of the time)
     assert _lock_time(5, 0.0, 100.0) == (5, 85.0)  # (no proxy time measured)

@@ -80,8 +80,8 @@ class TaskChoice:
         A 2D time-lapse's seed spacing per frame, where it is segmented frame by frame
         (:mod:`.frames`; ``reference`` is then its frames' labels); None otherwise.
     lock_share : float or None
-        Share of the bytes given to a segmentation lock (:mod:`.seglock`), when one was
-        chosen (``setting`` is then None).
+        Share of the bytes given to a segmentation lock (:mod:`napari_sciz.core.seglock`),
+        when one was chosen (``setting`` is then None).
     lock_bytes : int
         The lock's bytes on the proxy.
     lock_seconds : float

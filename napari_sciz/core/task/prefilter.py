@@ -26,7 +26,7 @@ The hybrid encoder then codes the plain volume and the winner (time allowing, th
 of :attr:`TaskChoice.ranked` too) and keeps the file that scores best by the same rule
 (:mod:`napari_sciz.core.task.guided`), so a guided file never scores
 worse than the plain file it was measured against. The decoder is unchanged, but for the
-power map (header ``value_map``) and the segmentation lock (:mod:`.seglock`).
+power map (header ``value_map``) and the segmentation lock (:mod:`napari_sciz.core.seglock`).
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ BAND_WIDTHS = (2.0, 3.0, 5.0)
 SMOOTH_SIGMAS = (0.5, 0.7)
 #: exponents of the power maps tried under perceptual guidance (:mod:`.valuemap`)
 POWER_EXPONENTS = (0.5, 0.35)
-#: shares of the bytes tried for a segmentation lock (:mod:`.seglock`)
+#: shares of the bytes tried for a segmentation lock (:mod:`napari_sciz.core.seglock`)
 LOCK_SHARES = (0.2, 0.35)
 #: perceptual candidates whose MS-SSIM is within this share of the best one's gain over the
 #: plain volume tie: the one with the highest PSNR (the gentlest) ranks first
@@ -106,7 +106,7 @@ def _locked_proxy(
 ) -> tuple[np.ndarray, int, float] | None:
     """The proxy decode at ``1 - share`` of the bytes with a lock in the rest, the lock's
     size, and the seconds it took to build (None without SPERR, or when no lock fits). A
-    time-lapse's frames get one lock for all (:mod:`..seglock.frames`)."""
+    time-lapse's frames get one lock for all (:mod:`napari_sciz.core.seglock.frames`)."""
     from ..blocks import finalize
     from ..seglock.gauss import warm_up
     from ..seglock.select import build_lock
