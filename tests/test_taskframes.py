@@ -45,3 +45,20 @@ def test_bad_input_is_refused() -> None:
         segment_frames(np.zeros((8, 8)))
     with pytest.raises(InvalidInputError, match="seed spacings"):
         segment_frames(np.zeros((3, 8, 8)), min_distances=[3, 3])
+
+
+def test_labels_numbered_as_tracks_are_scored_frame_by_frame() -> None:
+    """A cell keeps its number in every frame (a tracking's labels): each frame's objects are
+    still its own in the reference the time-lapse is scored against."""
+    from napari_sciz.core.task.prefilter import _frames_reference
+
+    tracks = np.zeros((3, 32, 32), np.uint16)
+    tracks[:, 4:12, 4:12] = 7  # (the same cell, number 7, in all three frames)
+    tracks[1:, 20:28, 20:28] = 9
+    lapse = (tracks > 0).astype(np.uint16) * 1000 + 100
+    reference, spacings = _frames_reference(lapse, None, tracks)
+    assert len(spacings) == 3
+    numbers = [set(np.unique(reference[t])) - {0} for t in range(3)]
+    assert all(len(n) == (1 if t == 0 else 2) for t, n in enumerate(numbers))
+    assert not (numbers[0] & numbers[1]) and not (numbers[1] & numbers[2])
+    np.testing.assert_array_equal(reference > 0, tracks > 0)

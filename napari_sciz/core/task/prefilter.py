@@ -172,7 +172,9 @@ def _frames_reference(
     v: np.ndarray, voxel_size: Sequence[float] | None, labels: np.ndarray | None
 ) -> tuple[np.ndarray, list[int]]:
     """:func:`_reference` of a 2D time-lapse segmented frame by frame, and each frame's seed
-    spacing (a mask given as labels is split into objects frame by frame)."""
+    spacing (a mask given as labels is split into objects frame by frame; labels numbered
+    as tracks, the same number for a cell in every frame, are numbered on over the frames:
+    a frame's objects are scored as its own)."""
     from scipy import ndimage as ndi
 
     from .frames import frame_labels, frame_seed_distances, frame_voxel_size, segment_frames
@@ -183,7 +185,7 @@ def _frames_reference(
         return segment_frames(v, frame, min_distances=spacings), spacings
     lab = np.asarray(labels)
     if not (lab.dtype == bool or lab.max() <= 1):
-        return lab, spacings
+        return frame_labels(iter(lab), lab.shape), spacings
     return frame_labels((ndi.label(f > 0)[0] for f in lab), lab.shape), spacings
 
 
