@@ -15,9 +15,10 @@ from ...errors import FormatError
 from .geometry import N_CONTEXTS
 
 
-def _members(flat: np.ndarray, c: int) -> np.ndarray:
-    """Indices of the voxels of context ``c`` in raster order (``flat``: the contexts)."""
-    return np.flatnonzero(flat == c)
+def _groups(ctx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Voxel indices sorted by context (stable), and the voxel count of every context."""
+    flat = ctx.reshape(-1)
+    return np.argsort(flat, kind="stable"), np.bincount(flat, minlength=N_CONTEXTS)
 
 
 def _model(ones: int, total: int):  # noqa: ANN202 - a constriction model
@@ -42,15 +43,16 @@ def encode(flags: np.ndarray, ctx: np.ndarray) -> tuple[np.ndarray, bytes]:
     """Per-context counts of flagged voxels (uint64) and the ANS words of ``flags``."""
     import constriction
 
-    flat = ctx.reshape(-1)
-    total = np.bincount(flat, minlength=N_CONTEXTS)
-    ones = np.bincount(flat, flags.reshape(-1), minlength=N_CONTEXTS).astype(np.uint64)
-    values = flags.reshape(-1)
+    order, total = _groups(ctx)
+    sorted_flags = flags.reshape(-1)[order].astype(np.int32)
+    ones = np.bincount(ctx.reshape(-1), flags.reshape(-1), minlength=N_CONTEXTS)
+    ones = ones.astype(np.uint64)
+    starts = np.concatenate([[0], np.cumsum(total)])
     coder = constriction.stream.stack.AnsCoder()
     for c in reversed(range(N_CONTEXTS)):
         if 0 < ones[c] < total[c]:
             model = _model(int(ones[c]), int(total[c]))
-            coder.encode_reverse(values[_members(flat, c)].astype(np.int32), model)
+            coder.encode_reverse(sorted_flags[starts[c] : starts[c + 1]], model)
     return ones, coder.get_compressed().astype("<u4").tobytes()
 
 
@@ -58,8 +60,7 @@ def decode(ctx: np.ndarray, ones: np.ndarray, words: bytes) -> np.ndarray:
     """The flags (bool, ``ctx``'s shape) coded by :func:`encode`."""
     import constriction
 
-    flat = ctx.reshape(-1)
-    total = np.bincount(flat, minlength=N_CONTEXTS)
+    order, total = _groups(ctx)
     if np.any(ones > total):
         raise FormatError("segmentation lock: more flags than voxels in a context")
     if len(words) % 4:
@@ -68,15 +69,17 @@ def decode(ctx: np.ndarray, ones: np.ndarray, words: bytes) -> np.ndarray:
         coder = constriction.stream.stack.AnsCoder(np.frombuffer(words, "<u4").astype(np.uint32))
     except ValueError as exc:
         raise FormatError(f"segmentation lock: corrupted flag stream ({exc})") from exc
-    flags = np.zeros(flat.size, bool)
+    sorted_flags = np.zeros(order.size, bool)
+    starts = np.concatenate([[0], np.cumsum(total)])
     for c in range(N_CONTEXTS):
-        if not ones[c]:
-            continue
-        where = _members(flat, c)
+        lo, hi = int(starts[c]), int(starts[c + 1])
         if ones[c] == total[c]:
-            flags[where] = True
-        else:
-            flags[where] = coder.decode(_model(int(ones[c]), int(total[c])), where.size) > 0
+            sorted_flags[lo:hi] = True
+        elif ones[c]:
+            symbols = coder.decode(_model(int(ones[c]), int(total[c])), hi - lo)
+            sorted_flags[lo:hi] = symbols.astype(bool)
     if not coder.is_empty():
         raise FormatError("segmentation lock: the flag stream has words left over")
+    flags = np.zeros(order.size, bool)
+    flags[order] = sorted_flags
     return flags.reshape(ctx.shape)
