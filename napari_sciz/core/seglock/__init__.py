@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import warnings
 import zlib
+from typing import Any
 
 import numpy as np
 
@@ -46,6 +47,15 @@ def lock_inputs(decoded: np.ndarray, sigmas, threshold: float) -> tuple[np.ndarr
 def crc(array: np.ndarray) -> int:
     """CRC32 of a bool or uint8 array's bytes."""
     return zlib.crc32(np.ascontiguousarray(array, np.uint8).tobytes()) & 0xFFFFFFFF
+
+
+def checked_flags(ctx: np.ndarray, lock: Any) -> np.ndarray:
+    """The flags of ``lock`` (a parsed payload: ``ones``, ``words``, ``flags_crc``) decoded
+    in the contexts ``ctx`` and checked (:class:`~napari_sciz.errors.FormatError`)."""
+    switch = flag_code.decode(ctx, lock.ones, lock.words)
+    if crc(switch) != lock.flags_crc:
+        raise FormatError("segmentation lock: the flags do not match their checksum")
+    return switch
 
 
 def _not_applied(decoded: np.ndarray) -> tuple[np.ndarray, bool]:
@@ -93,8 +103,6 @@ def apply_lock(decoded: np.ndarray, data: bytes) -> tuple[np.ndarray, bool]:
     ctx = contexts(smoothed, t_ctx)
     if crc(ctx) != lock.context_crc:
         return _not_applied(decoded)
-    switch = flag_code.decode(ctx, lock.ones, lock.words)
-    if crc(switch) != lock.flags_crc:
-        raise FormatError("segmentation lock: the flags do not match their checksum")
+    switch = checked_flags(ctx, lock)
     target = (smoothed > t_ctx) ^ switch
     return lock_sides(decoded, target, switch, threshold, lock.margin, lock.sigmas), True

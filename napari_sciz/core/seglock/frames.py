@@ -23,7 +23,6 @@ import numpy as np
 
 from ...errors import CancelledError, FormatError
 from . import crc
-from . import flags as flag_code
 from .geometry import contexts, otsu, smooth
 from .payload import FramesLockPayload, stored
 from .project import lock_sides
@@ -249,7 +248,7 @@ def prepare_frames_lock(decoded: np.ndarray, data: bytes) -> PreparedFrames:
     FormatError
         A corrupted or truncated payload, or one for another number of frames.
     """
-    from . import _not_applied
+    from . import _not_applied, checked_flags
 
     if decoded.ndim != 3:
         raise FormatError("segmentation lock of frames: the file is not a 2D time-lapse")
@@ -259,9 +258,7 @@ def prepare_frames_lock(decoded: np.ndarray, data: bytes) -> PreparedFrames:
     if crc(ctx) != lock.context_crc:
         _not_applied(decoded)
         return PreparedFrames(decoded, none, none, levels, lock.margin, lock.sigmas, False)
-    switch = flag_code.decode(ctx, lock.ones, lock.words)
-    if crc(switch) != lock.flags_crc:
-        raise FormatError("segmentation lock: the flags do not match their checksum")
+    switch = checked_flags(ctx, lock)
     target = (smoothed > levels[:, None, None]) ^ switch
     offsets = np.array([lock.offsets.get(t, 0.0) for t in range(decoded.shape[0])])
     return PreparedFrames(decoded, switch, target, levels + offsets, lock.margin, lock.sigmas)
