@@ -10,6 +10,7 @@ pytest.importorskip("skimage")
 from _nuclei import nuclei  # noqa: E402
 
 from napari_sciz.core.task import prefilter as taskfilter  # noqa: E402
+from napari_sciz.core.task.valuemap import PowerMap, fit_curve  # noqa: E402
 from napari_sciz.errors import InvalidInputError  # noqa: E402
 
 
@@ -53,6 +54,7 @@ def test_choose_prefilter_keeps_the_best_measured_candidate(guidance, settings) 
         powers = taskfilter.POWER_EXPONENTS
         extra = {f"power {p:g}" for p in powers}
         extra.add(f"{taskfilter.SMOOTH_SIGMAS[0]:g} + power {powers[0]:g}")
+        extra |= {"curve", f"{taskfilter.SMOOTH_SIGMAS[0]:g} + curve"}
         assert extra <= set(choice.scores)
     assert {"none", *(f"{w:g}" for w in settings)} <= set(choice.scores)
     assert set(choice.scores) <= {"none", *(f"{w:g}" for w in settings), *extra}
@@ -65,8 +67,10 @@ def test_choose_prefilter_keeps_the_best_measured_candidate(guidance, settings) 
         key = f"lock {choice.lock_share:g}"
         assert choice.setting is None and choice.lock_bytes > 0
     if choice.value_map is not None:
-        power = f"power {choice.value_map.exponent:g}"
-        key = power if choice.setting is None else f"{choice.setting:g} + {power}"
+        mapped = "curve"
+        if isinstance(choice.value_map, PowerMap):
+            mapped = f"power {choice.value_map.exponent:g}"
+        key = mapped if choice.setting is None else f"{choice.setting:g} + {mapped}"
     assert choice.key(choice.scores[key]) == max(choice.key(s) for s in within)
     if choice.setting is None and choice.value_map is None:
         assert out is vol
@@ -107,8 +111,9 @@ def test_hybrid_compress_with_perceptual_guidance() -> None:
     result = compress(vol, 32, budget=4.0, guidance="perceptual")
     assert result.header["mode"] == "hybrid" and result.header["guidance"] == "perceptual"
     guided = result.header.get("task_smooth") is not None or "value_map" in result.header
-    assert guided is any("kept the p" in m and "kept the plain" not in m for m in result.messages)
-    said = ("smoothing", "power map")
+    kept = ("kept the pre-filtered", "kept the value-mapped")
+    assert guided is any(any(k in m for k in kept) for m in result.messages)
+    said = ("smoothing", "power map", "sensitivity curve")
     assert any("perceptual guidance: " in m and any(w in m for w in said) for m in result.messages)
 
 
@@ -285,6 +290,8 @@ def _boxes(shape: tuple[int, ...]) -> list[tuple]:
         ("perceptual", 0.7, None, None, False),
         ("perceptual", 0.5, 0.5, (2.0, 0.5, 0.5), False),
         ("perceptual", None, 0.35, None, False),
+        ("perceptual", None, "curve", None, False),
+        ("perceptual", 0.5, "curve", (2.0, 0.5, 0.5), False),
         ("segmentation", 3.0, None, (1.5, 1.0, 1.0), False),
         ("segmentation", 2.0, None, None, True),
     ],
@@ -300,9 +307,7 @@ def test_a_blockwise_variant_equals_the_whole_volume_variant(
     labels = None
     if with_labels:
         labels = (vol > 1000).astype(np.uint8)
-    cand = taskfilter.Candidate("power" if exponent else "smooth", setting, exponent)
-    if guidance == "segmentation":
-        cand = taskfilter.Candidate("band", setting)
+    cand = _candidate(guidance, setting, exponent)
     choice = taskfilter.TaskChoice(guidance)
     whole = (slice(None),) * vol.ndim
     want_choice, want = taskfilter.variant(choice, cand, vol, voxel_size, labels)
@@ -312,6 +317,15 @@ def test_a_blockwise_variant_equals_the_whole_volume_variant(
     assert lazy.shape == vol.shape
     for box in _boxes(vol.shape):
         np.testing.assert_array_equal(lazy[box], want[box], err_msg=str(box))
+
+
+def _candidate(guidance: str, setting, exponent) -> taskfilter.Candidate:
+    """A band, a smoothing, a power map (``exponent``) or a curve (``exponent="curve"``)."""
+    if guidance == "segmentation":
+        return taskfilter.Candidate("band", setting)
+    if exponent == "curve":
+        return taskfilter.Candidate("curve", setting)
+    return taskfilter.Candidate("power" if exponent else "smooth", setting, exponent)
 
 
 def test_a_lock_is_not_made_block_by_block() -> None:
@@ -328,6 +342,7 @@ def test_a_lock_is_not_made_block_by_block() -> None:
     [
         ("perceptual", 0.7, None, False),
         ("perceptual", 0.5, 0.5, False),
+        ("perceptual", None, "curve", False),
         ("segmentation", 3.0, None, False),
         ("segmentation", 2.0, None, True),
     ],
@@ -345,8 +360,7 @@ def test_a_stacked_variant_filters_each_volume_on_its_own(
     stack[2] //= 3  # (volumes of different ranges: the map is the stack's)
     labels = (stack > 1000).astype(np.uint8) if with_labels else None
     voxel = (2.0, 0.5, 0.5)
-    kind = "band" if guidance == "segmentation" else ("power" if exponent else "smooth")
-    cand = taskfilter.Candidate(kind, setting, exponent)
+    cand = _candidate(guidance, setting, exponent)
     region = (1, slice(None), slice(None), slice(None))
     choice, lazy = blockwise_variant(
         taskfilter.TaskChoice(guidance), cand, stack, voxel, labels, region
@@ -356,12 +370,14 @@ def test_a_stacked_variant_filters_each_volume_on_its_own(
     if exponent:
         assert choice.value_map is not None
         assert (choice.value_map.lo, choice.value_map.hi) == (stack.min(), stack.max())
+    if exponent == "curve":  # (fitted to the volume measured, over the stack's range)
+        assert choice.value_map == fit_curve(stack[1], stack.min(), stack.max())
     levels = band_levels(stack[1], voxel)
     want = []
     for i in range(3):
         v = stack[i].astype(np.float64)
         if guidance == "perceptual":
-            w = smoothed(v, voxel, setting)
+            w = v if setting is None else smoothed(v, voxel, setting)
         elif with_labels:
             w = banded(v, setting, voxel, labels[i])
         else:

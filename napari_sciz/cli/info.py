@@ -181,10 +181,11 @@ def _prefilter_text(mode: str, header: dict) -> str:
     vmap = header.get("value_map")
     if isinstance(vmap, dict):
         smoothing = f"pre-smoothed, sigma {float(sigma):g} voxel, then " if sigma else ""
-        return (
-            f"{mode} ({smoothing}coded through a power map of the intensities, exponent "
-            f"{vmap.get('power')}, inverted on decoding)"
-        )
+        mapped = f"a power map of the intensities, exponent {vmap.get('power')}"
+        if "curve" in vmap:
+            pieces = len(vmap["curve"]) if isinstance(vmap["curve"], list) else "?"
+            mapped = f"a sensitivity curve of the intensities ({pieces} pieces)"
+        return f"{mode} ({smoothing}coded through {mapped}, inverted on decoding)"
     if isinstance(sigma, int | float):
         return f"{mode} (pre-smoothed, sigma {float(sigma):g} voxel)"
     return f"{mode} (no pre-filter measured better: the volume as it is)"

@@ -32,7 +32,7 @@ from .validate import check_axes, check_calibration
 
 if TYPE_CHECKING:  # pragma: no cover
     from .lossy.fit import StepInfo
-    from .task.valuemap import PowerMap
+    from .task.valuemap import ValueMap
 
 __all__ = ["BlockEncoder", "FitSettings", "encode_exact", "exact_header"]
 
@@ -182,7 +182,7 @@ class BlockEncoder:
         source: np.ndarray,
         budget: float | None,
         choice: Any = None,
-        value_map: PowerMap | None = None,
+        value_map: ValueMap | None = None,
     ) -> CompressResult:
         """Code ``source`` (the volume, or its task pre-filtered version) block by block.
 
@@ -194,7 +194,7 @@ class BlockEncoder:
             Time budget of this coding in seconds.
         choice : napari_sciz.core.task.choice.TaskChoice, optional
             The pre-filter ``source`` went through, stored in the header.
-        value_map : valuemap.PowerMap, optional
+        value_map : valuemap.PowerMap or valuemap.CurveMap, optional
             The map ``source`` went through (hybrid only; the choice's header names it): the
             decoded blocks are mapped back before they are compared with the volume.
         """

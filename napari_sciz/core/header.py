@@ -17,7 +17,7 @@ import numpy as np
 from ..errors import FormatError
 from .blocks import BlockGrid
 from .stacking import is_time_lapse, stacked_axes
-from .task.valuemap import PowerMap, parse_value_map
+from .task.valuemap import ValueMap, parse_value_map
 from .validate import SUPPORTED_DTYPES
 
 __all__ = ["HeaderInfo", "validate_header"]
@@ -49,7 +49,7 @@ class HeaderInfo:
     units: tuple[str, ...] | None
     name: str | None
     locked: bool = False
-    value_map: PowerMap | None = None
+    value_map: ValueMap | None = None
     #: voxels listed in the file's outlier payload (its last), 0 without one
     outliers: int = 0
     #: the decoded array puts its first (coded) axis last (:mod:`.colour`)
@@ -221,7 +221,7 @@ def _outliers(h: dict, mode: str, size: int) -> int:
     return count
 
 
-def _value_map(h: dict, mode: str, value_range: tuple[float, float]) -> PowerMap | None:
+def _value_map(h: dict, mode: str, value_range: tuple[float, float]) -> ValueMap | None:
     """The map the blocks were coded through (:mod:`.valuemap`), if any."""
     entry = h.get("value_map")
     if entry is None:

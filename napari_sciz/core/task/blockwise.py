@@ -30,9 +30,9 @@ import numpy as np
 
 from .band import _GROW, _SIGMA, band_levels, banded, smoothed
 from .choice import Candidate, TaskChoice
-from .prefilter import _chose
+from .prefilter import _chose, value_map_of
 from .score import _sigmas
-from .valuemap import PowerMap
+from .valuemap import ValueMap
 
 __all__ = ["BlockwiseVariant", "StackedVariant", "blockwise_variant"]
 
@@ -53,7 +53,7 @@ class BlockwiseVariant:
     setting : float or None
         Band half-width (noise standard deviations, or voxels around ``labels``) or
         smoothing sigma; None: no pre-filter.
-    value_map : PowerMap or None
+    value_map : PowerMap or CurveMap or None
         The map applied after the pre-filter.
     voxel_size : sequence of float or None
         Physical voxel size (the Gaussians' sigmas per axis).
@@ -66,7 +66,7 @@ class BlockwiseVariant:
     volume: np.ndarray
     guidance: str
     setting: float | None
-    value_map: PowerMap | None
+    value_map: ValueMap | None
     voxel_size: Sequence[float] | None = None
     labels: np.ndarray | None = None
     levels: tuple[float, float] | None = None
@@ -224,10 +224,8 @@ def blockwise_variant(
     """
     if cand.kind == "lock":
         raise ValueError("a segmentation lock is not a pre-filter")
-    vmap = None
-    if cand.exponent is not None:
-        lo, hi = float(np.min(volume)), float(np.max(volume))
-        vmap = PowerMap.for_range(cand.exponent, lo, hi) if hi > lo else None
+    lo, hi = float(np.min(volume)), float(np.max(volume))
+    vmap = value_map_of(cand, volume[region], lo, hi)  # (the whole stack's range)
     levels = None
     if cand.setting is not None and choice.guidance == "segmentation" and labels is None:
         levels = band_levels(volume[region], voxel_size)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .valuemap import PowerMap
+from .valuemap import CurveMap, ValueMap
 
 __all__ = ["MAX_PSNR_LOSS", "Candidate", "TaskChoice"]
 
@@ -24,10 +24,11 @@ class Candidate:
 
     Attributes
     ----------
-    kind : {"none", "band", "smooth", "power", "lock"}
-        What is coded.
+    kind : {"none", "band", "smooth", "power", "curve", "lock"}
+        What is coded (``"curve"``: through a sensitivity curve, :mod:`.valuemap`).
     setting : float or None
-        Band half-width, smoothing sigma (before the map, for ``"power"``) or lock share.
+        Band half-width, smoothing sigma (before the map, for ``"power"`` and ``"curve"``)
+        or lock share.
     exponent : float or None
         The power map's exponent (``"power"``).
     lock_bytes : int
@@ -45,14 +46,15 @@ class Candidate:
     @property
     def label(self) -> str:
         """Its name in :attr:`TaskChoice.scores` (``"3"``: a band or a sigma; ``"power
-        0.5"``, ``"0.5 + power 0.5"``: a power map, after a smoothing; ``"lock 0.2"``)."""
+        0.5"``, ``"0.5 + power 0.5"``: a power map, after a smoothing; ``"curve"``, ``"0.5 +
+        curve"``: a sensitivity curve; ``"lock 0.2"``)."""
         if self.kind == "none":
             return "none"
         if self.kind == "lock":
             return f"lock {self.setting:g}"
-        if self.kind == "power":
-            power = f"power {self.exponent:g}"
-            return power if self.setting is None else f"{self.setting:g} + {power}"
+        if self.kind in ("power", "curve"):
+            mapped = "curve" if self.kind == "curve" else f"power {self.exponent:g}"
+            return mapped if self.setting is None else f"{self.setting:g} + {mapped}"
         return f"{self.setting:g}"
 
 
@@ -86,7 +88,7 @@ class TaskChoice:
         The lock's bytes on the proxy.
     lock_seconds : float
         Seconds the lock took to build on the proxy.
-    value_map : PowerMap or None
+    value_map : PowerMap or CurveMap or None
         The intensity map the volume is coded through (perceptual guidance), when one was
         chosen (``setting`` is then the smoothing before it, or None).
     ranked : list of Candidate
@@ -105,7 +107,7 @@ class TaskChoice:
     lock_share: float | None = None
     lock_bytes: int = 0
     lock_seconds: float = 0.0
-    value_map: PowerMap | None = None
+    value_map: ValueMap | None = None
     ranked: list[Candidate] = field(default_factory=list, repr=False)
 
     @property
@@ -177,14 +179,21 @@ class TaskChoice:
         else:
             what = "no smoothing" if x is None else f"smoothing sigma {x:g} voxel"
             if self.value_map is not None:
-                power = f"a power map (exponent {self.value_map.exponent:g})"
-                what = power if x is None else f"{what} and {power}"
+                mapped = describe_map(self.value_map)
+                what = mapped if x is None else f"{what} and {mapped}"
             name, key = "MS-SSIM", "ms_ssim"
         parts = ", ".join(f"{k}: {name} {v[key]:.4f}" for k, v in self.scores.items())
         return (
             f"{self.guidance} guidance: {what} chosen on a SPERR proxy "
             f"({parts}; {self.seconds:.1f} s)"
         )
+
+
+def describe_map(value_map: ValueMap) -> str:
+    """``a power map (exponent 0.5)`` or ``a sensitivity curve (16 pieces)``."""
+    if isinstance(value_map, CurveMap):
+        return f"a sensitivity curve ({len(value_map.steps)} pieces)"
+    return f"a power map (exponent {value_map.exponent:g})"
 
 
 def _psnr(original: np.ndarray, decoded: np.ndarray) -> float:

@@ -5,7 +5,8 @@ The classical base layers of hybrid mode cannot take a loss, so guidance works o
 code (:mod:`.prefilter`, chosen on SPERR proxy decodes) or on what the file adds to them:
 
 * a **pre-filtered** volume (segmentation: a task band; perceptual: light smoothing, or a
-  power map of the intensities, :mod:`.valuemap`, which the decoder inverts) is coded beside
+  power map or sensitivity curve of the intensities, :mod:`.valuemap`, which the decoder
+  inverts) is coded beside
   the plain volume;
 * a **segmentation lock** (:mod:`napari_sciz.core.seglock`, :mod:`.lockedfile`): the plain
   volume is coded in fewer bytes and the rest corrects the side of the segmentation's
@@ -242,7 +243,7 @@ def _what(choice: Any) -> str:
     """How a guided file differs from the plain one, for the notes."""
     if choice.lock_share is not None:
         return "locked"
-    return "pre-filtered" if choice.value_map is None else "power-mapped"
+    return "pre-filtered" if choice.value_map is None else "value-mapped"
 
 
 class _Trials:

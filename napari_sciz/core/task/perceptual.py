@@ -5,6 +5,8 @@ stack is deep enough, per slice otherwise. The mean gradient magnitude similarit
 (:func:`gradient_similarity`): GMSM of Xue et al. 2014. SSIM itself is
 :func:`napari_sciz.core.metrics.ssim`. Perceptual guidance ranks its candidates by these
 (:mod:`.prefilter`); the benchmark and the widget report them (:mod:`.score`).
+:func:`sensitivity` is how much MS-SSIM weighs a squared error at each voxel, which the
+sensitivity curve of perceptual guidance follows (:mod:`.valuemap`).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from numpy.typing import ArrayLike
 
 from ...errors import InvalidInputError
 
-__all__ = ["MS_SSIM_WEIGHTS", "gradient_similarity", "ms_ssim"]
+__all__ = ["MS_SSIM_WEIGHTS", "gradient_similarity", "ms_ssim", "sensitivity"]
 
 #: MS-SSIM scale weights (Wang, Simoncelli and Bovik 2003)
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
@@ -71,6 +73,22 @@ def _ssim_terms(
     return float(np.mean(lum * cs)), float(np.mean(cs))
 
 
+def _levels(plane: Sequence[int]) -> int:
+    """How many MS-SSIM scales an image with in-plane extent ``plane`` is scored at."""
+    levels = 1
+    while levels < len(MS_SSIM_WEIGHTS) and min(plane) // 2**levels >= _MIN_EXTENT:
+        levels += 1
+    return levels
+
+
+def _scale_axes(x: np.ndarray) -> tuple[list[float], list[int]]:
+    """The window's sigmas at this scale, and the axes halved to the next: the depth axis
+    (3D) takes part while it holds at least :data:`_MIN_EXTENT` samples."""
+    deep = x.ndim == 3 and x.shape[0] >= _MIN_EXTENT
+    sigmas = ([_SIGMA if deep else 0.0] if x.ndim == 3 else []) + [_SIGMA, _SIGMA]
+    return sigmas, [x.ndim - 2, x.ndim - 1] + ([0] if deep else [])
+
+
 def ms_ssim(original: ArrayLike, decoded: ArrayLike, data_range: float | None = None) -> float:
     """Multi-scale SSIM (5 scales), 3D while the stack is deep enough.
 
@@ -96,23 +114,70 @@ def ms_ssim(original: ArrayLike, decoded: ArrayLike, data_range: float | None = 
         raise InvalidInputError(f"shapes differ: {x.shape} and {y.shape}")
     rng = float(x.max() - x.min()) if data_range is None else float(data_range)
     rng = rng if rng > 0 else 1.0
-    plane = x.shape[-2:]
-    levels = 1
-    while levels < len(MS_SSIM_WEIGHTS) and min(plane) // 2**levels >= _MIN_EXTENT:
-        levels += 1
+    levels = _levels(x.shape[-2:])
     weights = np.array(MS_SSIM_WEIGHTS[:levels])
     weights /= weights.sum()
     value = 1.0
     for level in range(levels):
-        deep = x.ndim == 3 and x.shape[0] >= _MIN_EXTENT
-        sigmas = ([_SIGMA if deep else 0.0] if x.ndim == 3 else []) + [_SIGMA, _SIGMA]
+        sigmas, axes = _scale_axes(x)
         full, cs = _ssim_terms(x, y, rng, sigmas)
         term = full if level == levels - 1 else cs
         value *= max(term, 0.0) ** weights[level]
         if level < levels - 1:
-            axes = [x.ndim - 2, x.ndim - 1] + ([0] if deep and x.ndim == 3 else [])
             x, y = _halve(x, axes), _halve(y, axes)
     return float(value)
+
+
+def sensitivity(volume: ArrayLike, data_range: float | None = None, scales: int = 3) -> np.ndarray:
+    """How much MS-SSIM weighs a squared error at each voxel of ``volume``.
+
+    At a scale of MS-SSIM, the contrast-structure term of a window whose original has the
+    local variance ``s2`` changes with a small error ``e`` of the decode by about
+    ``e^2 / (2 s2 + C2)`` (the decode's variance taken as the original's): an error counts
+    most in flat, dark windows and least on strong texture. The weight of a voxel is that
+    term at the finest ``scales`` scales, each times its MS-SSIM weight and divided by 4 per
+    halving (the in-plane voxels a coarse voxel averages), brought back to the full grid.
+
+    Parameters
+    ----------
+    volume : array-like
+        2D or 3D, finite.
+    data_range : float, optional
+        Value range (default: max - min), for ``C2``.
+    scales : int
+        How many of MS-SSIM's scales (at most those the volume is scored at).
+
+    Returns
+    -------
+    numpy.ndarray
+        float64, the shape of ``volume``, positive.
+    """
+    from scipy import ndimage as ndi
+
+    x = _spatial(volume)
+    full = x.shape
+    rng = float(x.max() - x.min()) if data_range is None else float(data_range)
+    c2 = (_K2 * (rng if rng > 0 else 1.0)) ** 2
+    total = np.zeros(full)
+    for level in range(min(scales, _levels(full[-2:]))):
+        sigmas, axes = _scale_axes(x)
+        mean = ndi.gaussian_filter(x, sigmas, mode="reflect", truncate=3.5)
+        var = ndi.gaussian_filter(x * x, sigmas, mode="reflect", truncate=3.5) - mean * mean
+        weight = MS_SSIM_WEIGHTS[level] / 4**level / (2.0 * np.maximum(var, 0.0) + c2)
+        total += _to_grid(weight, full)
+        x = _halve(x, axes)
+    return total
+
+
+def _to_grid(a: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """``a`` (a halved grid) repeated back to ``shape``, its last samples extended over what
+    halving dropped."""
+    for ax, n in enumerate(shape):
+        a = np.repeat(a, n // a.shape[ax], axis=ax)
+        pad = [(0, 0)] * a.ndim
+        pad[ax] = (0, n - a.shape[ax])
+        a = np.pad(a, pad, mode="edge")
+    return a
 
 
 def gradient_similarity(

@@ -16,7 +16,9 @@ chosen per volume by measuring the task on trial decodes:
   more of the structure MS-SSIM weighs; a power map of the intensities (exponents in
   :data:`POWER_EXPONENTS`, alone or after the lightest smoothing) gives the dark values, where
   an error is a lost structure, more of the codec's precision than the bright ones, where
-  shot noise hides it (the decoder maps the values back). Score: MS-SSIM, then gradient
+  shot noise hides it (the decoder maps the values back); a sensitivity curve (alone or
+  after the lightest smoothing) gives every intensity the precision MS-SSIM's weight of the
+  voxels of that intensity asks for, measured on the volume. Score: MS-SSIM, then gradient
   similarity.
 
 Each candidate is coded with SPERR at the target size (the proxy: one encode), decoded and
@@ -26,7 +28,7 @@ The hybrid encoder then codes the plain volume and the winner (time allowing, th
 of :attr:`TaskChoice.ranked` too) and keeps the file that scores best by the same rule
 (:mod:`napari_sciz.core.task.guided`), so a guided file never scores
 worse than the plain file it was measured against. The decoder is unchanged, but for the
-power map (header ``value_map``) and the segmentation lock (:mod:`napari_sciz.core.seglock`).
+value map (header ``value_map``) and the segmentation lock (:mod:`napari_sciz.core.seglock`).
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ import numpy as np
 from ...errors import CancelledError
 from .band import _SIGMA, band_mask, banded, smoothed
 from .choice import MAX_PSNR_LOSS, Candidate, TaskChoice
-from .valuemap import PowerMap
+from .valuemap import PowerMap, ValueMap, fit_curve
 
 __all__ = [
     "BAND_WIDTHS",
@@ -91,6 +93,8 @@ def _candidates(guidance: str, lock: bool) -> list[Candidate]:
             *(Candidate("smooth", x) for x in SMOOTH_SIGMAS),
             *(Candidate("power", None, p) for p in POWER_EXPONENTS),
             Candidate("power", SMOOTH_SIGMAS[0], POWER_EXPONENTS[0]),
+            Candidate("curve"),
+            Candidate("curve", SMOOTH_SIGMAS[0]),
         ]
     locks = [Candidate("lock", f) for f in LOCK_SHARES] if lock else []
     return [Candidate("none"), *locks, *(Candidate("band", x) for x in BAND_WIDTHS)]
@@ -295,7 +299,7 @@ def _gentlest_first(ranked: list[_M], plain: dict[str, float]) -> list[_M]:
     return [gentlest, *(m for m in ranked if m is not gentlest)]
 
 
-def _chose(choice: TaskChoice, cand: Candidate, value_map: PowerMap | None) -> None:
+def _chose(choice: TaskChoice, cand: Candidate, value_map: ValueMap | None) -> None:
     """Set ``choice``'s fields to code ``cand``."""
     if cand.kind == "lock":
         choice.setting, choice.lock_share, choice.lock_bytes = None, cand.setting, cand.lock_bytes
@@ -330,20 +334,27 @@ def _coded(
     guidance: str,
     voxel_size: Sequence[float] | None,
     labels: np.ndarray | None,
-) -> tuple[np.ndarray, PowerMap | None]:
-    """What the codec codes for a pre-filter or power-map candidate (``v``: the volume as
+) -> tuple[np.ndarray, ValueMap | None]:
+    """What the codec codes for a pre-filter or value-map candidate (``v``: the volume as
     float64), and the map (None without one, or for a constant volume, which has nothing to
     map)."""
     coded = v
     if cand.setting is not None:
         coded = _prefiltered(v, guidance, cand.setting, voxel_size, labels)
-    if cand.exponent is None:
-        return coded, None
-    lo, hi = float(v.min()), float(v.max())
-    if not hi > lo:
-        return coded, None
-    vmap = PowerMap.for_range(cand.exponent, lo, hi)
-    return vmap.forward(coded), vmap
+    vmap = value_map_of(cand, v, float(v.min()), float(v.max()))
+    return (coded, None) if vmap is None else (vmap.forward(coded), vmap)
+
+
+def value_map_of(cand: Candidate, sample: np.ndarray, lo: float, hi: float) -> ValueMap | None:
+    """The map of a power-map or curve candidate for values in ``[lo, hi]`` (None for other
+    candidates, or for a constant volume, which has nothing to map). A curve is fitted to
+    ``sample``, the volume or the part of it the candidates are measured on."""
+    if cand.kind not in ("power", "curve") or not hi > lo:
+        return None
+    if cand.kind == "curve":
+        return fit_curve(sample, lo, hi)
+    assert cand.exponent is not None
+    return PowerMap.for_range(cand.exponent, lo, hi)
 
 
 @dataclass
@@ -353,7 +364,7 @@ class _Trial:
     decoded: np.ndarray | None  # the proxy's decode in the volume's units (None: none)
     coded: np.ndarray  # what the codec would code
     lock_bytes: int = 0  # the lock's bytes (a segmentation lock)
-    value_map: PowerMap | None = None  # the map ``coded`` went through
+    value_map: ValueMap | None = None  # the map ``coded`` went through
     lock_seconds: float = 0.0  # seconds the lock took to build
 
 
@@ -378,7 +389,7 @@ def _trial(
             return _Trial(None, v)
         return _Trial(locked[0], v, locked[1], lock_seconds=locked[2])
     coded, vmap = _coded(cand, v, choice.guidance, voxel_size, labels)
-    if cand.exponent is not None and vmap is None:
+    if cand.kind in ("power", "curve") and vmap is None:
         return _Trial(None, v)  # (a constant volume has nothing to map)
     decoded = _proxy_decode(coded, nbytes)
     if vmap is not None and decoded is not None:

@@ -1,4 +1,6 @@
-"""A power map of the intensities: code ``g(v)``, decode ``g^-1``, for perceptual guidance.
+"""Maps of the intensities: code ``g(v)``, decode ``g^-1``, for perceptual guidance.
+
+Two kinds: a power map (:class:`PowerMap`) and a sensitivity curve (:class:`CurveMap`).
 
 A codec that minimises the squared error spends the same precision on every intensity. In a
 fluorescence or photon-counting image the noise grows with the signal (shot noise), and the
@@ -20,6 +22,18 @@ range, to three digits). The header records it as ``"value_map": {"power": p, "o
 c}`` (the key names the kind: a reader that finds another says so); ``lo`` and ``hi`` are the
 header's ``value_range`` (docs/format.md). Its 28 bytes count: at 256x a 31x61x57 stack is
 coded in 842 bytes.
+
+The power map assumes where the precision is needed (shot noise); the sensitivity curve
+measures it. MS-SSIM weighs a squared error at a voxel by about ``1 / (2 s2 + C2)``, ``s2``
+the original's local variance there (:func:`.perceptual.sensitivity`). A codec that spends
+its bytes for the least squared error of ``g(v)`` weighs the error of ``v`` by ``g'(v)^2``;
+at high rate the weights that cost no bytes are those with ``g'(v)^2`` proportional to the
+mean sensitivity of the voxels of value ``v``. :func:`fit_curve` measures that mean over
+the volume and the curve follows it in :data:`CURVE_KNOTS` straight pieces of equal width
+over ``[lo, hi]``, each slope stored as a power of two in eighths (``{"curve": [k0, k1,
+...]}``: slope ``2 ** (k / 8)``, scaled so that ``g`` keeps the range). Where the structure
+is dark (the FIB-SEM crop's membranes) the curve is steep in the dark, where the texture is
+in the dark and the flat regions bright it is the other way round; no power map does both.
 """
 
 from __future__ import annotations
@@ -32,11 +46,29 @@ import numpy as np
 
 from ...errors import FormatError
 
-__all__ = ["OFFSET_SHARE", "PowerMap", "parse_value_map"]
+__all__ = [
+    "CURVE_KNOTS",
+    "CurveMap",
+    "OFFSET_SHARE",
+    "PowerMap",
+    "ValueMap",
+    "fit_curve",
+    "parse_value_map",
+]
 
 #: the map's offset ``c`` as a share of the value range
 OFFSET_SHARE = 0.01
 _KEYS = {"power", "offset"}
+#: straight pieces of a sensitivity curve
+CURVE_KNOTS = 16
+#: a curve's slopes are powers of two in steps of 1 / _EIGHTHS
+_EIGHTHS = 8
+#: the largest |k| of a slope ``2 ** (k / 8)`` a header may hold (a ratio of 2^32 between
+#: slopes, far beyond what a fitted curve takes)
+_MAX_STEP = 128
+#: the mean sensitivity is measured in this many bins of the range, smoothed over
+#: _SMOOTH_BINS of them (in the log) before the pieces are cut
+_BINS, _SMOOTH_BINS = 1024, 2.0
 
 
 @dataclass(frozen=True)
@@ -86,7 +118,82 @@ class PowerMap:
         return {"power": self.exponent, "offset": self.offset}
 
 
-def parse_value_map(entry: Any, value_range: tuple[float, float]) -> PowerMap:
+@dataclass(frozen=True)
+class CurveMap:
+    """A sensitivity curve: ``g`` in straight pieces of equal width over ``[lo, hi]``.
+
+    Attributes
+    ----------
+    steps : tuple of int
+        Piece ``i`` rises with slope ``2 ** (steps[i] / 8)`` before the whole curve is scaled
+        to keep the range (only differences between steps matter).
+    lo, hi : float
+        The volume's value range (``lo < hi``).
+    """
+
+    steps: tuple[int, ...]
+    lo: float
+    hi: float
+
+    def _knots(self) -> tuple[np.ndarray, np.ndarray]:
+        """The pieces' ends: values ``x`` and what they map to, ``g(x)``."""
+        x = np.linspace(self.lo, self.hi, len(self.steps) + 1)
+        rise = np.exp2(np.asarray(self.steps, np.float64) / _EIGHTHS)
+        g = np.concatenate([[0.0], np.cumsum(rise)])
+        return x, self.lo + (self.hi - self.lo) * g / g[-1]
+
+    def forward(self, values: np.ndarray) -> np.ndarray:
+        """``g(values)`` (float64; values outside the range map to its ends)."""
+        x, g = self._knots()
+        return np.interp(np.asarray(values, np.float64), x, g)
+
+    def inverse(self, values: np.ndarray) -> np.ndarray:
+        """``g^-1(values)`` (float64; values outside the range map to its ends)."""
+        x, g = self._knots()
+        return np.interp(np.asarray(values, np.float64), g, x)
+
+    def to_header(self) -> dict[str, Any]:
+        """The header entry (``lo``, ``hi`` are the header's ``value_range``)."""
+        return {"curve": list(self.steps)}
+
+
+#: what a file's blocks may be coded through
+ValueMap = PowerMap | CurveMap
+
+
+def fit_curve(sample: np.ndarray, lo: float, hi: float, knots: int = CURVE_KNOTS) -> CurveMap:
+    """The sensitivity curve of the volume ``sample`` was taken from (module docstring).
+
+    Parameters
+    ----------
+    sample : numpy.ndarray
+        The volume, or the part of it the candidates are measured on (2D or 3D, finite).
+    lo, hi : float
+        The whole volume's value range (``lo < hi``); values of the range ``sample`` does
+        not reach take the sensitivity of its nearest values.
+    knots : int
+        Straight pieces.
+    """
+    from scipy import ndimage as ndi
+
+    from .perceptual import sensitivity
+
+    v = np.asarray(sample, np.float64)
+    weight = sensitivity(v, hi - lo)
+    edges = np.linspace(lo, hi, _BINS + 1)
+    index = np.clip(np.searchsorted(edges, v.ravel(), side="right") - 1, 0, _BINS - 1)
+    count = np.bincount(index, minlength=_BINS)
+    mean = np.bincount(index, weight.ravel(), _BINS) / np.maximum(count, 1)
+    centres = (edges[:-1] + edges[1:]) / 2
+    seen = count > 0
+    log_mean = np.log(np.interp(centres, centres[seen], mean[seen]))
+    slope = np.exp(0.5 * ndi.gaussian_filter1d(log_mean, _SMOOTH_BINS, mode="nearest"))
+    rise = np.add.reduceat(slope, np.linspace(0, _BINS, knots + 1).astype(int)[:-1])
+    steps = np.round(_EIGHTHS * np.log2(rise / rise.max())).astype(int)
+    return CurveMap(tuple(int(k) for k in np.maximum(steps, -_MAX_STEP)), float(lo), float(hi))
+
+
+def parse_value_map(entry: Any, value_range: tuple[float, float]) -> ValueMap:
     """The map a header's ``value_map`` entry describes, for its ``value_range``.
 
     Raises
@@ -94,6 +201,8 @@ def parse_value_map(entry: Any, value_range: tuple[float, float]) -> PowerMap:
     FormatError
         An unknown kind (a newer writer), or parameters outside the map's domain.
     """
+    if isinstance(entry, dict) and set(entry) == {"curve"}:
+        return _parse_curve(entry["curve"], value_range)
     if not isinstance(entry, dict) or set(entry) != _KEYS:
         raise FormatError("unsupported value_map in header (a newer napari-sciz wrote it?)")
     p, c = entry["power"], entry["offset"]
@@ -106,3 +215,19 @@ def parse_value_map(entry: Any, value_range: tuple[float, float]) -> PowerMap:
             f"invalid .sciz header: value_map {entry!r} for value range {list(value_range)}"
         )
     return PowerMap(float(p), float(c), float(lo), float(hi))  # type: ignore[arg-type]
+
+
+def _parse_curve(steps: Any, value_range: tuple[float, float]) -> CurveMap:
+    lo, hi = value_range
+    valid = (
+        isinstance(steps, list)
+        and 1 <= len(steps) <= _BINS
+        and all(isinstance(k, int) and not isinstance(k, bool) for k in steps)
+        and all(abs(k) <= _MAX_STEP for k in steps)
+    )
+    if not valid or not hi > lo:
+        shown = repr(steps) if len(repr(steps)) < 80 else repr(steps)[:77] + "..."
+        raise FormatError(
+            f"invalid .sciz header: value_map curve {shown} for value range {list(value_range)}"
+        )
+    return CurveMap(tuple(steps), float(lo), float(hi))
