@@ -91,9 +91,9 @@ def _candidates(guidance: str, lock: bool) -> list[Candidate]:
         return [
             Candidate("none"),
             *(Candidate("smooth", x) for x in SMOOTH_SIGMAS),
+            Candidate("curve"),  # (before the power maps: a deadline cuts the last ones)
             *(Candidate("power", None, p) for p in POWER_EXPONENTS),
             Candidate("power", SMOOTH_SIGMAS[0], POWER_EXPONENTS[0]),
-            Candidate("curve"),
             Candidate("curve", SMOOTH_SIGMAS[0]),
         ]
     locks = [Candidate("lock", f) for f in LOCK_SHARES] if lock else []
