@@ -23,6 +23,7 @@ def test_measure_and_render_a_small_volume() -> None:
         assert len(points) == 2
         for p in points:
             assert 0 <= p["object_f1"] <= 1 and 0 < p["ms_ssim"] <= 1 and p["ratio"] > 8
+    assert all(p["coded"] == "none" for p in rec["curves"]["none"])
     record = {
         "environment": {"cpu": "test"},
         "date": "now",
@@ -32,6 +33,23 @@ def test_measure_and_render_a_small_volume() -> None:
     }
     text = task.render(record)
     assert "| tiny (2 objects, seeds " in text and "| segmentation | " in text
+
+
+@pytest.mark.parametrize(
+    ("header", "coded"),
+    [
+        ({}, "none"),
+        ({"task_band": 3.0}, "3"),
+        ({"task_smooth": 0.5}, "0.5"),
+        ({"value_map": {"power": 0.35, "offset": 40.0}}, "power 0.35"),
+        ({"task_smooth": 0.5, "value_map": {"curve": [0, -1]}}, "0.5 + curve"),
+        ({"task_lock_share": 0.35}, "lock 0.35"),
+    ],
+)
+def test_the_coded_variant_is_named_as_the_proxy_names_it(header, coded) -> None:
+    from napari_sciz.bench.task import coded_variant
+
+    assert coded_variant(header) == coded
 
 
 def _pt(target: float, nbytes: int, f1: float, mode: str = "hybrid") -> dict:

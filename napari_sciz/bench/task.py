@@ -81,6 +81,7 @@ def _point(
         "ms_ssim": taskscore.ms_ssim(volume, decoded),
         "gradient_similarity": taskscore.gradient_similarity(volume, decoded),
         "encode_s": seconds,
+        "coded": coded_variant(res.header),
     }
     if frames is not None:  # (a 2D time-lapse also segmented frame by frame)
         from ..core.task.frames import segment_frames
@@ -89,6 +90,20 @@ def _point(
         seg = taskscore.segmentation_fidelity(frames[0], by_frame)
         point.update(object_f1_frames=seg.f1, dice_frames=seg.dice)
     return point
+
+
+def coded_variant(header: dict[str, Any]) -> str:
+    """What a hybrid file under task guidance coded, as the proxy names its candidates:
+    ``"none"`` (the plain volume), ``"3"`` (a band or a smoothing), ``"power 0.5"``,
+    ``"0.5 + curve"``, ``"lock 0.35"``."""
+    if "task_lock_share" in header:
+        return f"lock {float(header['task_lock_share']):g}"
+    setting = header.get("task_band", header.get("task_smooth"))
+    vmap = header.get("value_map")
+    if vmap is None:
+        return "none" if setting is None else f"{float(setting):g}"
+    mapped = "curve" if "curve" in vmap else f"power {float(vmap['power']):g}"
+    return mapped if setting is None else f"{float(setting):g} + {mapped}"
 
 
 def measure_volume(
@@ -279,8 +294,8 @@ def _volume_table(v: dict[str, Any]) -> list[str]:
         "",
         "| guidance | mode | ratio | PSNR dB | object F1 | Dice | MS-SSIM | GMSM | objects "
         + ("| F1 frames | Dice frames " if frames else "")
-        + "| s |",
-        "|---|---|---|---|---|---|---|---|---|" + ("---|---|" if frames else "") + "---|",
+        + "| s | coded |",
+        "|---|---|---|---|---|---|---|---|---|" + ("---|---|" if frames else "") + "---|---|",
     ]
     for guidance, points in v["curves"].items():
         for p in points:
@@ -292,7 +307,7 @@ def _volume_table(v: dict[str, Any]) -> list[str]:
                 f"| {guidance} | {p.get('mode', 'lossy')} | {p['ratio']:.1f}x | "
                 f"{p['psnr']:.2f} | {p['object_f1']:.3f} | "
                 f"{p['dice']:.3f} | {p['ms_ssim']:.4f} | {p['gradient_similarity']:.4f} | "
-                f"{p['objects']} {by_frame}| {p['encode_s']:.0f} |"
+                f"{p['objects']} {by_frame}| {p['encode_s']:.0f} | {p.get('coded', 'n/a')} |"
             )
     return lines
 

@@ -6,8 +6,7 @@ code (:mod:`.prefilter`, chosen on SPERR proxy decodes) or on what the file adds
 
 * a **pre-filtered** volume (segmentation: a task band; perceptual: light smoothing, or a
   power map or sensitivity curve of the intensities, :mod:`.valuemap`, which the decoder
-  inverts) is coded beside
-  the plain volume;
+  inverts) is coded beside the plain volume;
 * a **segmentation lock** (:mod:`napari_sciz.core.seglock`, :mod:`.lockedfile`): the plain
   volume is coded in fewer bytes and the rest corrects the side of the segmentation's
   threshold surface where the objects need it.

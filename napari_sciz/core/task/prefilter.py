@@ -56,6 +56,7 @@ __all__ = [
     "banded",
     "choose_prefilter",
     "smoothed",
+    "value_map_of",
     "variant",
 ]
 

@@ -31,9 +31,10 @@ at high rate the weights that cost no bytes are those with ``g'(v)^2`` proportio
 mean sensitivity of the voxels of value ``v``. :func:`fit_curve` measures that mean over
 the volume and the curve follows it in :data:`CURVE_KNOTS` straight pieces of equal width
 over ``[lo, hi]``, each slope stored as a power of two in eighths (``{"curve": [k0, k1,
-...]}``: slope ``2 ** (k / 8)``, scaled so that ``g`` keeps the range). Where the structure
-is dark (the FIB-SEM crop's membranes) the curve is steep in the dark, where the texture is
-in the dark and the flat regions bright it is the other way round; no power map does both.
+...]}``: slope ``2 ** (k / 8)``, scaled so that ``g`` keeps the range). The FIB-SEM crop
+(dark membranes on a flat, bright background) gets a curve steepest at both ends of its
+range and half as steep at mid-grey, where its textured voxels lie; no power map has that
+shape.
 """
 
 from __future__ import annotations
