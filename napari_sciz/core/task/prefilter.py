@@ -247,13 +247,14 @@ def choose_prefilter(
     lockable = locks and labels is None and np.asarray(volume).dtype.kind in "uif"
     measured: list[_M] = []
     last = 0.0  # seconds the previous candidate took
+    maps = _Maps(v)
     for cand in _candidates(guidance, lockable):
         if cancel is not None and cancel():
             raise CancelledError("compression cancelled; no output written")
         started = time.perf_counter()
         if measured and deadline is not None and started + last > deadline:
             break  # (the next candidate would end after the deadline)
-        trial = _trial(cand, np.asarray(volume), v, nbytes, choice, voxel_size, labels)
+        trial = _trial(cand, np.asarray(volume), v, nbytes, choice, voxel_size, labels, maps)
         if trial.decoded is None:
             if cand.kind != "none":
                 continue  # (no lock fits; a constant volume has nothing to map)
@@ -335,15 +336,33 @@ def _coded(
     guidance: str,
     voxel_size: Sequence[float] | None,
     labels: np.ndarray | None,
+    maps: _Maps | None = None,
 ) -> tuple[np.ndarray, ValueMap | None]:
     """What the codec codes for a pre-filter or value-map candidate (``v``: the volume as
     float64), and the map (None without one, or for a constant volume, which has nothing to
-    map)."""
+    map; ``maps``: those of ``v`` made so far)."""
     coded = v
     if cand.setting is not None:
         coded = _prefiltered(v, guidance, cand.setting, voxel_size, labels)
-    vmap = value_map_of(cand, v, float(v.min()), float(v.max()))
+    vmap = (maps or _Maps(v)).of(cand)
     return (coded, None) if vmap is None else (vmap.forward(coded), vmap)
+
+
+class _Maps:
+    """The value maps of one volume's candidates, over its range: its sensitivity curve is
+    fitted once (about a second per 4 Mi voxels), whether or not a smoothing comes first."""
+
+    def __init__(self, v: np.ndarray) -> None:
+        self.v, self.lo, self.hi = v, float(v.min()), float(v.max())
+        self._curve: ValueMap | None = None
+
+    def of(self, cand: Candidate) -> ValueMap | None:
+        """``cand``'s map (None for a candidate without one, or a constant volume)."""
+        if cand.kind != "curve":
+            return value_map_of(cand, self.v, self.lo, self.hi)
+        if self._curve is None:
+            self._curve = value_map_of(cand, self.v, self.lo, self.hi)
+        return self._curve
 
 
 def value_map_of(cand: Candidate, sample: np.ndarray, lo: float, hi: float) -> ValueMap | None:
@@ -381,15 +400,17 @@ def _trial(
     choice: TaskChoice,
     voxel_size: Sequence[float] | None,
     labels: np.ndarray | None,
+    maps: _Maps,
 ) -> _Trial:
-    """One candidate's proxy decode (``volume`` as given, ``v`` the same as float64)."""
+    """One candidate's proxy decode (``volume`` as given, ``v`` the same as float64, ``maps``
+    its value maps)."""
     if cand.kind == "lock":
         assert cand.setting is not None
         locked = _locked_proxy(volume, v, nbytes, cand.setting, choice, voxel_size)
         if locked is None:
             return _Trial(None, v)
         return _Trial(locked[0], v, locked[1], lock_seconds=locked[2])
-    coded, vmap = _coded(cand, v, choice.guidance, voxel_size, labels)
+    coded, vmap = _coded(cand, v, choice.guidance, voxel_size, labels, maps)
     if cand.kind in ("power", "curve") and vmap is None:
         return _Trial(None, v)  # (a constant volume has nothing to map)
     decoded = _proxy_decode(coded, nbytes)
