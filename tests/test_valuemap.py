@@ -103,9 +103,9 @@ def test_bad_curves_are_refused(entry) -> None:
         parse_value_map({"curve": [0, 1]}, (5.0, 5.0))
 
 
-@pytest.fixture(scope="module")
-def mapped_file():
-    """A hybrid file coded through a power map (the guided path, the map forced)."""
+def _coded_through(kind: str, exponent: float | None, seed: int):
+    """A volume and its hybrid file coded through a ``kind`` map (the guided path, the map
+    forced)."""
     pytest.importorskip("skimage")
     from _nuclei import nuclei
 
@@ -113,7 +113,7 @@ def mapped_file():
     from napari_sciz.core.task import prefilter as taskfilter
 
     def mapped(volume, nbytes, guidance, **_kwargs):
-        cand = taskfilter.Candidate("power", None, 0.5)
+        cand = taskfilter.Candidate(kind, None, exponent)
         choice, coded = taskfilter.variant(taskfilter.TaskChoice(guidance), cand, volume)
         choice.ranked = [cand]
         return coded, choice
@@ -122,11 +122,17 @@ def mapped_file():
     patch.setattr(taskfilter, "choose_prefilter", mapped)
     patch.setattr(taskfilter.TaskChoice, "better", lambda self, candidate, plain: True)
     try:
-        vol = nuclei(7, (8, 48, 48))
+        vol = nuclei(seed, (8, 48, 48))
         result = compress(vol, 24, budget=4.0, guidance="perceptual", seed=0)
     finally:
         patch.undo()
     return vol, result
+
+
+@pytest.fixture(scope="module")
+def mapped_file():
+    """A hybrid file coded through a power map."""
+    return _coded_through("power", 0.5, 7)
 
 
 def test_a_mapped_file_decodes_to_its_reconstruction(mapped_file) -> None:
@@ -176,28 +182,8 @@ def test_cli_info_names_the_map(mapped_file, tmp_path, capsys) -> None:
 
 @pytest.fixture(scope="module")
 def curve_file():
-    """A hybrid file coded through a sensitivity curve (the map forced)."""
-    pytest.importorskip("skimage")
-    from _nuclei import nuclei
-
-    from napari_sciz.core.api import compress
-    from napari_sciz.core.task import prefilter as taskfilter
-
-    def mapped(volume, nbytes, guidance, **_kwargs):
-        cand = taskfilter.Candidate("curve")
-        choice, coded = taskfilter.variant(taskfilter.TaskChoice(guidance), cand, volume)
-        choice.ranked = [cand]
-        return coded, choice
-
-    patch = pytest.MonkeyPatch()
-    patch.setattr(taskfilter, "choose_prefilter", mapped)
-    patch.setattr(taskfilter.TaskChoice, "better", lambda self, candidate, plain: True)
-    try:
-        vol = nuclei(8, (8, 48, 48))
-        result = compress(vol, 24, budget=4.0, guidance="perceptual", seed=0)
-    finally:
-        patch.undo()
-    return vol, result
+    """A hybrid file coded through a sensitivity curve."""
+    return _coded_through("curve", None, 8)
 
 
 def test_a_curve_mapped_file_decodes_to_its_reconstruction(curve_file, tmp_path, capsys) -> None:
