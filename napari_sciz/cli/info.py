@@ -184,7 +184,7 @@ def _prefilter_text(mode: str, header: dict) -> str:
         mapped = f"a power map of the intensities, exponent {vmap.get('power')}"
         if "curve" in vmap:
             pieces = len(vmap["curve"]) if isinstance(vmap["curve"], list) else "?"
-            mapped = f"a sensitivity curve of the intensities ({pieces} pieces)"
+            mapped = f"a sensitivity curve of the intensities in {pieces} pieces"
         return f"{mode} ({smoothing}coded through {mapped}, inverted on decoding)"
     if isinstance(sigma, int | float):
         return f"{mode} (pre-smoothed, sigma {float(sigma):g} voxel)"
