@@ -5,8 +5,8 @@ predicted and context-modelled as an independent block sharing the block's histo
 (:mod:`.raster` is the encoder). The decoder reads the extension of the header
 (:func:`read_lane_ext`), finds every lane's tokens and raw bits (:func:`lane_plan`), decodes
 each context's tokens with one ANS call and runs one compiled loop per lane
-(:func:`.kernels.decode_raster`) on threads; version 7's tokens are grouped lane by lane, so a
-lane's loop starts while the next lane's tokens are decoded.
+(:func:`.rasterkernels.decode_raster`) on threads; version 7's tokens are grouped lane by
+lane, so a lane's loop starts while the next lane's tokens are decoded.
 """
 
 from __future__ import annotations
@@ -196,7 +196,7 @@ def decode_lanes(
     once its symbols are decoded, while the next lane's are)."""
     import constriction
 
-    from . import kernels
+    from . import kernels, rasterkernels
 
     n_ctx = q.shape[0]
     models = _class_models(q, trim=plan.lane_major)
@@ -247,7 +247,7 @@ def decode_lanes(
 
     def lane(i: int) -> int:
         z0, z1, y0, y1 = plan.boxes[i]
-        return kernels.decode_raster(
+        return rasterkernels.decode_raster(
             np.array([z1 - z0, y1 - y0, w, z0, y0, h], np.int64), tokens, plan.starts[i],
             plan.ends[i], sub_ids, calc_ids, pos_map, np.ascontiguousarray(ls_w[:, z0:z1]),
             np.ascontiguousarray(ls_b[z0:z1]), xw, xb, xthr, tree_arr, lut, lut_pq, cls_lut, wt_lut,

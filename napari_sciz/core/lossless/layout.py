@@ -18,7 +18,8 @@ _RAW_MAGIC = b"SZR"
 #: cut into row bands ("lanes") coded independently, the entropy coder's symbols are grouped
 #: by class over the whole block (lane by lane, C order inside a class and lane) and the raw
 #: bits are in lane and C order: the decoder decodes each class's symbols with one call, then
-#: runs one compiled loop per lane, the lanes on threads (:func:`.kernels.decode_raster`)
+#: runs one compiled loop per lane, the lanes on threads
+#: (:func:`.rasterkernels.decode_raster`)
 #: Version 5 replaces the fixed contexts by a context tree grown for the block
 #: (:mod:`.ctxtree`) and may code residuals negated where the west and north residuals lean
 #: negative. Version 6 adds sub-predictor 7, the wide least squares of :mod:`.xls` (25
