@@ -195,6 +195,23 @@ def test_contexts_follow_the_decoded_surface() -> None:
     assert 0.0 < otsu(smoothed) < 1000.0
 
 
+
+def test_a_single_plane_stack_is_locked_like_its_image() -> None:
+    """A ZYX stack of one plane (a TIFF of one page read as 3D): its lock is the image's."""
+    vol = _nuclei(5)[6:7]
+    decoded = _coarse(vol)
+    smoothed, ctx = lock_inputs(decoded, SIGMAS3, 3000.0)
+    flat_smoothed, flat_ctx = lock_inputs(decoded[0], SIGMAS3[1:], 3000.0)
+    assert np.array_equal(ctx[0], flat_ctx) and np.allclose(smoothed[0], flat_smoothed)
+    reference, spacing = _segmentation(vol)
+    lock = build_lock(vol, decoded, 300, SIGMAS3, reference, spacing, (0.0, 65535.0))
+    assert lock is not None and lock.switched > 0
+    values, applied = apply_lock(decoded, lock.payload)
+    from napari_sciz.core.blocks import finalize
+
+    assert applied and np.array_equal(finalize(values, vol.dtype, (0.0, 65535.0)), lock.corrected)
+
+
 # the file -----------------------------------------------------------------------------
 
 

@@ -46,10 +46,12 @@ def contexts(smoothed: np.ndarray, threshold: float) -> np.ndarray:
     threshold : float
         ``T``.
     """
-    grads = np.gradient(smoothed)
-    if smoothed.ndim == 1:
+    # (an axis of one sample, a single-plane stack's, has no gradient)
+    axes = [ax for ax in range(smoothed.ndim) if smoothed.shape[ax] > 1]
+    grads = np.gradient(smoothed, axis=axes) if axes else []
+    if len(axes) == 1:
         grads = [grads]
-    norm = np.sqrt(sum(g * g for g in grads))
+    norm = np.sqrt(sum((g * g for g in grads), np.zeros(smoothed.shape)))
     above = smoothed > threshold
     with np.errstate(divide="ignore", invalid="ignore"):
         dist = np.abs(smoothed - threshold) / norm
