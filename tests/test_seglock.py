@@ -195,7 +195,6 @@ def test_contexts_follow_the_decoded_surface() -> None:
     assert 0.0 < otsu(smoothed) < 1000.0
 
 
-
 def test_a_single_plane_stack_is_locked_like_its_image() -> None:
     """A ZYX stack of one plane (a TIFF of one page read as 3D): its lock is the image's."""
     vol = _nuclei(5)[6:7]
