@@ -148,6 +148,8 @@ def test_bad_guidance_arguments_are_invalid_input():
     vol = _blob()
     with pytest.raises(InvalidInputError, match="shape"):
         compress(vol, 8, steps=2, guidance="segmentation", labels=np.zeros((6, 24, 23), np.uint8))
+    with pytest.raises(InvalidInputError, match="no object"):  # an unpainted labels layer
+        compress(vol, 8, steps=2, guidance="segmentation", labels=np.zeros(vol.shape, np.uint8))
     with pytest.raises(InvalidInputError, match="unknown guidance"):
         compress(vol, 8, steps=2, guidance="psychovisual")
     with pytest.raises(InvalidInputError, match="segmentation"):

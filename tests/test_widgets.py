@@ -434,6 +434,7 @@ def test_segmentation_guidance_with_labels(viewer_widget, qtbot, notes):
     data[:, 6:18, 6:18] = 1000
     image = viewer.add_image(data, name="blob")
     viewer.add_labels(np.zeros((2, 10, 10), np.uint8), name="wrong")
+    viewer.add_labels(np.zeros(data.shape, np.uint8), name="unpainted")
     good = viewer.add_labels((data > 0).astype(np.uint8), name="mask")
     widget.layer_combo.setCurrentIndex(widget.layer_combo.findData(id(image)))
     widget.guidance_combo.setCurrentIndex(widget.guidance_combo.findData("segmentation"))
@@ -444,6 +445,9 @@ def test_segmentation_guidance_with_labels(viewer_widget, qtbot, notes):
     widget.labels_combo.setCurrentIndex(widget.labels_combo.findText("wrong"))
     assert widget.start() is None
     assert any("same shape" in e for e in _errors(notes))
+    widget.labels_combo.setCurrentIndex(widget.labels_combo.findText("unpainted"))
+    assert widget.start() is None
+    assert any("marks no object" in e for e in _errors(notes))
     widget.labels_combo.setCurrentIndex(widget.labels_combo.findData(id(good)))
     widget.weight_spins["segmentation"]["boundary"].setValue(0.25)
     assert widget.start() is not None

@@ -116,7 +116,7 @@ def labels_matching(
     Raises
     ------
     InvalidInputError
-        The layer was removed, or its shape is not the image's.
+        The layer was removed, its shape is not the image's, or it marks no object.
     """
     if layer_id is None:
         return None
@@ -132,5 +132,10 @@ def labels_matching(
             f"Labels layer {layer.name!r} has shape {labels.shape}, but the image to "
             f"compress has shape {data.shape}: segmentation guidance needs labels of the "
             "same shape."
+        )
+    if not np.any(labels > 0):
+        raise InvalidInputError(
+            f"Labels layer {layer.name!r} marks no object yet: paint the objects to keep, or "
+            "choose automatic labels (Otsu threshold)."
         )
     return labels

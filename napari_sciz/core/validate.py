@@ -261,4 +261,9 @@ def check_labels(labels: Any, guidance_mode: str, shape: tuple[int, ...]) -> np.
         )
     if not (np.issubdtype(label_arr.dtype, np.integer) or label_arr.dtype == bool):
         raise InvalidInputError(f"labels must be integers or booleans, not {label_arr.dtype}")
+    if not np.any(label_arr > 0):  # (e.g. a new, unpainted labels layer)
+        raise InvalidInputError(
+            "the labels mark no object (no value above 0): paint the objects to keep, or leave "
+            "the labels out to have the image segmented at its Otsu threshold"
+        )
     return label_arr
