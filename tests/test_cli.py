@@ -589,3 +589,11 @@ def test_a_colour_npy_is_coded_channels_first_and_decodes_in_its_layout(
     code, _out, _err = run(capsys, "decompress", str(tmp_path / "rgb.sciz"), "-o",
                            str(tmp_path / "back.npy"), "--roi", "5:20,:,:")  # fmt: skip
     assert code == 0 and np.array_equal(np.load(tmp_path / "back.npy"), rgb[5:20])
+    # to TIFF: one RGB page, which compresses again as a colour image
+    code, _out, _err = run(capsys, "decompress", str(tmp_path / "rgb.sciz"), "-o",
+                           str(tmp_path / "back.tif"))  # fmt: skip
+    with tifffile.TiffFile(tmp_path / "back.tif") as tif:
+        assert len(tif.pages) == 1 and np.array_equal(tif.asarray(), rgb)
+    code, out, _err = run(capsys, "compress", str(tmp_path / "back.tif"), "-o",
+                          str(tmp_path / "again.sciz"), "--mode", "lossless")  # fmt: skip
+    assert code == 0 and "40x48x3 uint8 (YXC)" in out

@@ -204,6 +204,47 @@ def test_rgb_samples_become_channels(tmp_path: Path) -> None:
     np.testing.assert_array_equal(img.data, np.moveaxis(rgb, -1, 0))
 
 
+@pytest.mark.parametrize("ext", [".tif", ".ome.tif"])
+@pytest.mark.parametrize("planes", [False, True])
+def test_colour_samples_last_are_written_as_rgb_pixels(
+    tmp_path: Path, ext: str, planes: bool
+) -> None:
+    """A channels-last colour array (a decoded YXC file) is one RGB(A) page per image, not a
+    stack of images 3 or 4 pixels wide."""
+    from napari_sciz.io.image import write_image_planes
+
+    rng = np.random.default_rng(2)
+    for samples, dtype in ((3, np.uint8), (4, np.uint16)):
+        vol = rng.integers(0, 200, (2, 6, 7, samples)).astype(dtype)
+        out = tmp_path / f"c{samples}{ext}"
+        if planes:  # (as sciz decompress streams them: the last two axes, X and C)
+            rows = iter(vol.reshape(-1, 7, samples))
+            write_image_planes(out, vol.shape, vol.dtype, rows, axes="ZYXC")
+        else:
+            write_image(out, vol, axes="ZYXC")
+        with tifffile.TiffFile(out) as tif:
+            assert len(tif.pages) == 2 and tif.pages[0].photometric == tifffile.PHOTOMETRIC.RGB
+            np.testing.assert_array_equal(tif.asarray(), vol)
+
+
+@pytest.mark.parametrize("planes", [False, True])
+def test_other_channels_last_are_written_channels_first(tmp_path: Path, planes: bool) -> None:
+    """Channels last that are not RGB(A) pixels (2 channels, float) become planes of a
+    channel axis before Y, calibration moved with them."""
+    from napari_sciz.io.image import write_image_planes
+
+    vol = np.random.default_rng(3).random((3, 6, 7, 2)).astype(np.float32)
+    meta = dict(axes="ZYXC", voxel_size=(2.0, 0.5, 0.5, 1.0), units=("µm", "µm", "µm", ""))
+    out = tmp_path / "two.tif"
+    if planes:
+        write_image_planes(out, vol.shape, vol.dtype, iter(vol.reshape(-1, 7, 2)), **meta)
+    else:
+        write_image(out, vol, **meta)
+    img = read_image(out)
+    assert img.axes == "ZCYX" and img.voxel_size == (2.0, 1.0, 0.5, 0.5)
+    np.testing.assert_array_equal(img.data, np.moveaxis(vol, -1, 1))
+
+
 def test_ome_units_and_time(tmp_path: Path) -> None:
     path = tmp_path / "t.ome.tif"
     tifffile.imwrite(

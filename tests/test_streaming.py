@@ -95,6 +95,20 @@ def test_write_image_planes_checks_the_plane_count(tmp_path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_channels_last_image_is_written_to_ome_zarr_channels_first(tmp_path) -> None:
+    """OME-Zarr orders axes time, channel, space: a decoded colour file (``ZYXC``) is written
+    ``CZYX``, from regions given with integer, slice and partial indices."""
+    vol = np.random.default_rng(4).integers(0, 4000, (3, 8, 9, 3)).astype(np.uint16)
+    store = tmp_path / "c.ome.zarr"
+    regions = [((0,), vol[0]), ((slice(1, 3), slice(0, 4)), vol[1:3, :4]),
+               ((slice(1, 3), slice(4, 8), slice(None), slice(None)), vol[1:3, 4:])]  # fmt: skip
+    write_ome_zarr(store, vol.shape, vol.dtype, regions, axes="ZYXC",
+                   voxel_size=(2.0, 0.5, 0.5, 1.0), units=("µm", "µm", "µm", ""))  # fmt: skip
+    arr, axes, voxel, _units = open_zarr_image(store)
+    assert axes == "CZYX" and voxel == (1.0, 2.0, 0.5, 0.5)
+    np.testing.assert_array_equal(arr[...], np.moveaxis(vol, -1, 0))
+
+
 def test_ome_zarr_round_trip_and_compress_from_zarr(tmp_path) -> None:
     vol = _volume()
     store = tmp_path / "in.ome.zarr"

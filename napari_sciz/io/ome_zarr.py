@@ -166,6 +166,34 @@ def _chunks_for(shape: Sequence[int], itemsize: int) -> tuple[int, ...]:
     return tuple(chunks)
 
 
+def _channels_before_space(
+    shape: Sequence[int],
+    axes: str,
+    voxel_size: Sequence[float] | None,
+    units: Sequence[str] | None,
+    regions: Iterable[tuple[tuple[slice, ...], np.ndarray]],
+) -> tuple[Any, str, Any, Any, Iterable[tuple[tuple[slice, ...], np.ndarray]]]:
+    """A channels-last image (axes ending in ``C``, a decoded colour file) with that axis moved
+    before its first spatial axis, as OME-Zarr orders axes (time, channel, space)."""
+    at = min(i for i, a in enumerate(axes.upper()) if a in "ZYX")
+
+    def moved(seq: Sequence[Any] | None) -> Any:
+        return None if seq is None else (*seq[:at], seq[-1], *seq[at:-1])
+
+    def moved_regions() -> Iterable[tuple[tuple[slice, ...], np.ndarray]]:
+        for index, values in regions:
+            # every axis as a slice (an integer index drops its axis from the values)
+            padded = (*index, *[slice(None)] * (len(shape) - len(index)))
+            full = tuple(
+                slice(int(i), int(i) + 1) if isinstance(i, (int, np.integer)) else i for i in padded
+            )
+            extent = [len(range(*sl.indices(n))) for sl, n in zip(full, shape, strict=True)]
+            values = np.asarray(values).reshape(extent)
+            yield moved(full), np.moveaxis(values, -1, at)
+
+    return moved(shape), "".join(moved(axes)), moved(voxel_size), moved(units), moved_regions()
+
+
 def write_ome_zarr(
     path: str | os.PathLike[str],
     shape: Sequence[int],
@@ -202,6 +230,10 @@ def write_ome_zarr(
     """
     zarr = _zarr()
     target = check_zarr_output(path, force=force)
+    if len(shape) >= 3 and axes.upper().endswith("C"):  # (NGFF: channels before space)
+        shape, axes, voxel_size, units, regions = _channels_before_space(
+            shape, axes, voxel_size, units, regions
+        )
     sweep_stale_temps(target)
     tmp: Path | None = temp_name(target)
     try:

@@ -53,6 +53,34 @@ def _check_metadata(
     return axes, sizes, unit_t
 
 
+#: dtypes a TIFF holds as RGB(A) pixels
+_RGB_DTYPES = frozenset({"u1", "u2"})
+
+
+def _colour_layout(shape: Sequence[int], dtype: np.dtype, axes: str) -> str | None:
+    """How a TIFF holds an array whose last axis is ``C`` (colour samples or channels last,
+    :mod:`napari_sciz.core.colour`): ``"rgb"``, as RGB(A) pixels (3 or 4 samples of uint8 or
+    uint16), or ``"first"``, as planes of a channel axis before Y; None for other arrays.
+    Written as they are, the samples would be taken for the X axis of a stack of images."""
+    if len(shape) < 3 or not axes.endswith("C"):
+        return None
+    if shape[-1] in (3, 4) and np.dtype(dtype).str[1:] in _RGB_DTYPES:
+        return "rgb"
+    return "first"
+
+
+def _channels_first(axes: str, *per_axis: tuple[Any, ...] | None) -> list[Any]:
+    """``axes`` (ending in C) and each per-axis tuple with the last entry moved before Y."""
+    out: list[Any] = []
+    for seq in (axes, *per_axis):
+        if seq is None:
+            out.append(None)
+            continue
+        moved = (*seq[:-3], seq[-1], *seq[-3:-1])
+        out.append("".join(moved) if isinstance(seq, str) else tuple(moved))
+    return out
+
+
 def write_image(
     path: str | os.PathLike[str],
     data: np.ndarray,
@@ -70,7 +98,9 @@ def write_image(
     ImageJ can represent it (dtype uint8, uint16, int16 or float32; axes an ordered subset of
     ``TZCYX``; one length unit for X/Y/Z; at most 2 GiB), otherwise a plain TIFF whose JSON
     description records axes, voxel size and units (read back by :func:`read_image`), with X/Y
-    resolution tags when the units are lengths. Arrays over 2 GiB are written as BigTIFF. ``.npy``
+    resolution tags when the units are lengths. An array whose axes end in ``C`` (colour
+    samples last) is written as RGB(A) pixels when it holds 3 or 4 uint8 or uint16 samples, and
+    with that axis moved before Y otherwise. Arrays over 2 GiB are written as BigTIFF. ``.npy``
     stores the array only (no calibration). The file is written to a temporary file in the same
     directory and moved into place (see :mod:`napari_sciz.io.atomic`).
 
@@ -115,7 +145,11 @@ def write_image(
         with atomic_write(p, force=force, inputs=inputs) as fh:
             np.save(fh, arr, allow_pickle=False)
         return p
-    kwargs = _tiff_kwargs(arr, axes, sizes, unit_t, ome=ext.startswith(".ome"))
+    layout = _colour_layout(arr.shape, arr.dtype, axes)
+    if layout == "first":
+        arr = np.moveaxis(arr, -1, -3)
+        axes, sizes, unit_t = _channels_first(axes, sizes, unit_t)
+    kwargs = _tiff_kwargs(arr, axes, sizes, unit_t, ome=ext.startswith(".ome"), rgb=layout == "rgb")
     return _write_tiff(p, arr, kwargs, force, inputs)
 
 
@@ -162,13 +196,14 @@ def write_image_planes(
     axes, sizes, unit_t = _check_metadata(len(shape), axes, voxel_size, units)
     check_output(p, force=force, inputs=inputs)
     n_planes = math.prod(shape[:-2]) if len(shape) > 2 else 1
+    plane_shape = shape[-2:]
 
     def checked() -> Iterable[np.ndarray]:
         count = 0
         for plane in planes:
             plane = np.ascontiguousarray(plane, dtype=dt)
-            if plane.shape != shape[-2:]:
-                raise InvalidInputError(f"plane of shape {plane.shape}, expected {shape[-2:]}")
+            if plane.shape != plane_shape:
+                raise InvalidInputError(f"plane of shape {plane.shape}, expected {plane_shape}")
             count += 1
             yield plane
         if count != n_planes:
@@ -186,8 +221,33 @@ def write_image_planes(
                 fh.write(plane.tobytes())
         return p
     meta_arr = _ArrayMeta(dt, math.prod(shape) * dt.itemsize)
-    kwargs = _tiff_kwargs(meta_arr, axes, sizes, unit_t, ome=ext.startswith(".ome"))  # type: ignore[arg-type]
-    return _write_tiff(p, checked(), {**kwargs, "shape": shape, "dtype": dt}, force, inputs)
+    layout = _colour_layout(shape, dt, axes)
+    pages: Iterable[np.ndarray] = checked()
+    if layout is not None:  # the planes are rows of samples: gathered into whole images
+        pages = _images(pages, shape[-3], layout == "first")
+    if layout == "first":
+        shape = (*shape[:-3], shape[-1], *shape[-3:-1])
+        axes, sizes, unit_t = _channels_first(axes, sizes, unit_t)
+    kwargs = _tiff_kwargs(
+        meta_arr,  # type: ignore[arg-type]
+        axes, sizes, unit_t, ome=ext.startswith(".ome"), rgb=layout == "rgb",
+    )  # fmt: skip
+    return _write_tiff(p, pages, {**kwargs, "shape": shape, "dtype": dt}, force, inputs)
+
+
+def _images(rows: Iterable[np.ndarray], height: int, split: bool) -> Iterable[np.ndarray]:
+    """Every ``height`` consecutive planes of ``rows`` (rows of an image whose samples are
+    last) as one ``(Y, X, C)`` image, or, with ``split``, as its ``C`` planes."""
+    batch: list[np.ndarray] = []
+    for row in rows:
+        batch.append(row)
+        if len(batch) == height:
+            image = np.stack(batch)
+            batch = []
+            if split:
+                yield from (np.ascontiguousarray(image[..., c]) for c in range(image.shape[-1]))
+            else:
+                yield image
 
 
 def _write_tiff(
@@ -262,8 +322,14 @@ def _tiff_kwargs(
     units: tuple[str, ...] | None,
     *,
     ome: bool,
+    rgb: bool = False,
 ) -> dict[str, Any]:
     big = arr.nbytes > _BIGTIFF_THRESHOLD
+    pixels: dict[str, Any] = {"photometric": "minisblack"}
+    if rgb:  # (the last axis: 3 samples, or 4 with an alpha)
+        pixels = {"photometric": "rgb"}
+        if ome:
+            axes = axes[:-1] + "S"  # (OME-TIFF's letter for samples)
     if ome:
         meta: dict[str, Any] = {"axes": axes}
         if sizes is not None and units is not None:
@@ -276,9 +342,9 @@ def _tiff_kwargs(
                     meta["TimeIncrement"] = s
                     if u:
                         meta["TimeIncrementUnit"] = u
-        return {"ome": True, "bigtiff": big, "photometric": "minisblack", "metadata": meta}
+        return {"ome": True, "bigtiff": big, **pixels, "metadata": meta}
     res = _xy_resolution(axes, sizes, units)
-    if _imagej_compatible(arr, axes, sizes, units):
+    if not rgb and _imagej_compatible(arr, axes, sizes, units):
         meta = {"axes": axes}
         kwargs: dict[str, Any] = {"imagej": True, "metadata": meta}
         if sizes is not None and units is not None:
@@ -297,11 +363,7 @@ def _tiff_kwargs(
     if sizes is not None and units is not None:
         meta["voxel_size"] = list(sizes)
         meta["units"] = list(units)
-    kwargs = {
-        "bigtiff": big,
-        "photometric": "minisblack",
-        "metadata": meta,
-    }
+    kwargs = {"bigtiff": big, **pixels, "metadata": meta}
     if res is not None and res[1] in LENGTH_IN_UM:
         to_cm = LENGTH_IN_UM[res[1]] / 1e4  # size in cm = size * to_cm
         kwargs["resolution"] = (res[0][0] / to_cm, res[0][1] / to_cm)
