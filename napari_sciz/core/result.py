@@ -86,6 +86,38 @@ class CompressResult:
     device: str
     messages: list[str] = field(default_factory=list)
 
+    @classmethod
+    def measured(
+        cls,
+        original: np.ndarray,
+        blob: bytes,
+        header: dict,
+        reconstruction: np.ndarray,
+        *,
+        raw_nbytes: int,
+        encode_seconds: float,
+        device: str,
+        messages: Sequence[str] = (),
+    ) -> CompressResult:
+        """The result of the file ``blob`` that decodes to ``reconstruction``, its quality
+        measured against ``original``."""
+        from .metrics import max_abs_error, psnr, ssim
+
+        return cls(
+            data=blob,
+            reconstruction=reconstruction,
+            header=header,
+            ratio=raw_nbytes / len(blob),
+            nbytes=len(blob),
+            raw_nbytes=raw_nbytes,
+            psnr=psnr(original, reconstruction),
+            ssim=ssim(original, reconstruction),
+            max_error=max_abs_error(original, reconstruction),
+            encode_seconds=encode_seconds,
+            device=device,
+            messages=list(messages),
+        )
+
     @property
     def shape(self) -> tuple[int, ...]:
         """Shape of the original array (a colour image's samples last again when it was

@@ -42,8 +42,6 @@ def _locked_file(
     bytes, in ``seconds`` (None when no lock fits). A stack gets a lock per volume (the proxy
     measured one volume's), as many as the time holds (:func:`_lock_time`; the volume
     measured is locked first and always)."""
-    from ..metrics import max_abs_error, psnr, ssim
-
     s = encoder.settings
     arr = s.arr
     lead = stacked_axes(arr.ndim, s.axes)
@@ -84,20 +82,11 @@ def _locked_file(
         "segmentation lock (for the smooth / Otsu / watershed segmentation, sigma 1 voxel): "
         f"{what}, {len(payload)} bytes ({100.0 * len(payload) / len(blob):.0f} % of the file)"
     )
-    return CompressResult(
-        data=blob,
-        reconstruction=corrected,
-        header=header,
-        ratio=arr.nbytes / len(blob),
-        nbytes=len(blob),
-        raw_nbytes=arr.nbytes,
-        psnr=psnr(arr, corrected),
-        ssim=ssim(arr, corrected),
-        max_error=max_abs_error(arr, corrected),
-        encode_seconds=time.perf_counter() - encoder.t_start,
-        device=base.device,
+    return CompressResult.measured(
+        arr, blob, header, corrected, raw_nbytes=arr.nbytes,
+        encode_seconds=time.perf_counter() - encoder.t_start, device=base.device,
         messages=[*base.messages, note],
-    )
+    )  # fmt: skip
 
 
 #: share of the time left kept for a single volume's lock, built after its base
