@@ -115,8 +115,9 @@ def narrow_labels(array: np.ndarray) -> np.ndarray:
     Returns
     -------
     numpy.ndarray
-        ``array`` itself when it is narrower than 64 bits or empty, else a copy in the first
-        of uint8, uint16, uint32, int8, int16, int32 that holds its range.
+        ``array`` itself when it is narrower than 64 bits or empty, else a copy in the
+        smallest integer type that holds its range
+        (:func:`~napari_sciz.core.validate.narrowest_integer`).
 
     Raises
     ------
@@ -129,14 +130,15 @@ def narrow_labels(array: np.ndarray) -> np.ndarray:
         raise InvalidInputError(f"labels must be integers, not {array.dtype}")
     if array.dtype.itemsize < 8 or array.size == 0:
         return array
+    from napari_sciz.core.validate import narrowest_integer
+
     lo, hi = int(array.min()), int(array.max())
-    for dtype in (np.uint8, np.uint16, np.uint32, np.int8, np.int16, np.int32):
-        info = np.iinfo(dtype)
-        if info.min <= lo and hi <= info.max:
-            return array.astype(dtype)
-    raise InvalidInputError(
-        f"labels from {lo} to {hi} do not fit 32-bit integers, the largest .sciz stores"
-    )
+    dtype = narrowest_integer(lo, hi)
+    if dtype is None:
+        raise InvalidInputError(
+            f"labels from {lo} to {hi} do not fit 32-bit integers, the largest .sciz stores"
+        )
+    return array.astype(dtype)
 
 
 def _destination(path: str, meta: dict[str, Any]) -> tuple[Path, list[str]]:

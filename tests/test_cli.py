@@ -575,6 +575,21 @@ def test_a_boolean_mask_is_compressed_losslessly_by_default(
     assert_one_line_error(err, "boolean mask")
 
 
+def test_a_64_bit_integer_npy_is_coded_in_the_type_that_holds_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """numpy's default integer: coded as the smallest type that keeps every value, said."""
+    image = (np.arange(4 * 24 * 24).reshape(4, 24, 24) % 3000).astype(np.int64)
+    np.save(tmp_path / "i.npy", image)
+    code, out, err = run(capsys, "compress", str(tmp_path / "i.npy"), "-o",
+                         str(tmp_path / "i.sciz"), "--mode", "lossless")  # fmt: skip
+    assert code == 0 and "coded as uint16, which keeps every value" in err
+    code, _out, _err = run(capsys, "decompress", str(tmp_path / "i.sciz"), "-o",
+                           str(tmp_path / "back.npy"))  # fmt: skip
+    back = np.load(tmp_path / "back.npy")
+    assert code == 0 and back.dtype == np.uint16 and np.array_equal(back, image)
+
+
 def test_a_colour_npy_is_coded_channels_first_and_decodes_in_its_layout(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

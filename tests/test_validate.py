@@ -228,3 +228,19 @@ def test_64_bit_integers_are_told_the_type_that_holds_them() -> None:
         check_array(labels)
     with pytest.raises(InvalidInputError, match="do not fit 32 bits"):
         check_array(np.full((4, 4), 2**40, np.uint64))
+
+
+def test_64_bit_integers_narrowed_to_the_type_that_holds_them() -> None:
+    """What the widget and the CLI code instead of a 64-bit integer image: every value kept."""
+    from napari_sciz.core.validate import narrowed_integers, narrowest_integer
+
+    assert narrowest_integer(0, 255) == np.uint8 and narrowest_integer(-3, 100) == np.int8
+    assert narrowest_integer(0, 40000) == np.uint16 and narrowest_integer(-1, 40000) == np.int32
+    assert narrowest_integer(0, 2**32) is None
+    image = np.arange(6 * 7, dtype=np.int64).reshape(6, 7) * 1000
+    narrowed = narrowed_integers(image)
+    assert narrowed.dtype == np.uint16 and np.array_equal(narrowed, image)
+    floats = image.astype(np.float32)
+    assert narrowed_integers(floats) is floats
+    with pytest.raises(InvalidInputError, match="do not fit 32-bit"):
+        narrowed_integers(np.full((4, 4), 2**40, np.int64))

@@ -647,6 +647,22 @@ def test_a_boolean_mask_layer_is_coded_losslessly(viewer_widget, qtbot, notes):
     assert any("boolean mask" in str(n.message) for n in notes)
 
 
+def test_a_64_bit_integer_image_layer_is_coded_in_the_type_that_holds_it(
+    viewer_widget, qtbot, notes
+):
+    """numpy's default integer (np.arange, many readers): coded losslessly narrowed, said."""
+    viewer, widget = viewer_widget
+    data = (np.arange(4 * 32 * 32).reshape(4, 32, 32) % 2000).astype(np.int64)
+    image = viewer.add_image(data, name="counts")
+    widget.layer_combo.setCurrentIndex(widget.layer_combo.findData(id(image)))
+    widget.mode_combo.setCurrentIndex(widget.mode_combo.findData("lossless"))
+    assert widget.start() is not None
+    qtbot.waitUntil(lambda: not widget.running, timeout=120_000)
+    assert not _errors(notes)
+    assert any("coded as uint16, which keeps every value" in str(n.message) for n in notes)
+    np.testing.assert_array_equal(np.asarray(widget.result.reconstruction), data)
+
+
 def test_a_labels_layer_is_coded_losslessly_and_comes_back_as_labels(
     viewer_widget, qtbot, notes, tmp_path
 ):

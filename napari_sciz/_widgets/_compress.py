@@ -213,6 +213,14 @@ class CompressWidget(CompressForm):
             self.status_label.setText(str(exc))
             return None
 
+        layer_dtype = np.dtype(getattr(layer, "dtype", data.dtype))
+        if layer_dtype.itemsize == 8 and layer_dtype.kind in "iu" and not is_labels(layer):
+            from napari.utils.notifications import show_info
+
+            show_info(
+                f"Layer {layer.name!r} holds 64-bit integers: coded as {data.dtype.name}, "
+                "which keeps every value."
+            )
         ratio = self.ratio
         self._remember_default_ratio(ratio)
         job = CompressJob(data, ratio, options)

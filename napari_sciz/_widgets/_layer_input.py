@@ -2,8 +2,8 @@
 
 * :func:`layer_ndim`, :func:`leading_count`, :func:`input_shape_dtype`: the layer's axes, and
   those fixed at the viewer's position when only the current plane / time point is coded;
-* :func:`input_array`: the array to compress (checked: at least 2D, a numeric dtype; a Labels
-  layer's data in the smallest integer type);
+* :func:`input_array`: the array to compress (checked: at least 2D, a numeric dtype; 64-bit
+  integers, a Labels layer's or an image's, in the smallest integer type that holds them);
 * :func:`labels_matching`: a Labels layer's data for segmentation guidance, of the image's shape;
 * :func:`is_labels`, :func:`rgb_kwargs`: how a result layer of ``layer`` is shown.
 
@@ -102,6 +102,10 @@ def input_array(viewer: Any, layer: Any, n_leading: int) -> tuple[np.ndarray, tu
         from .._writer import narrow_labels
 
         array = narrow_labels(array)  # napari's int64 labels in the smallest type
+    else:  # (numpy's default integer: every value kept in the smallest type .sciz stores)
+        from ..core.validate import narrowed_integers
+
+        array = narrowed_integers(array)
     return array, leading
 
 

@@ -33,8 +33,13 @@ def _cmd_compress(args: argparse.Namespace) -> int:
     distributed = args.workers is not None or args.scheduler is not None
     image, labels, weights = _read_inputs(args, distributed)
     check_output(out, force=args.force, inputs=[args.input])  # before minutes of fitting
+    narrowed = None if distributed else _narrowed(image)
+    if narrowed is not None:
+        image = narrowed[0]
     t0 = time.monotonic()
     result = _run(args, image, labels, weights, distributed)
+    if narrowed is not None:
+        result.messages.insert(0, narrowed[1])
     wall = time.monotonic() - t0
     saved = result.save(out, force=args.force, inputs=[args.input])
     out = Path(saved) if saved is not None else out
@@ -50,6 +55,20 @@ def _cmd_compress(args: argparse.Namespace) -> int:
     for key, value in rows:
         print(f"  {key:<{width}}  {value}")
     return 0
+
+
+def _narrowed(image: Any) -> tuple[Any, str] | None:
+    """A 64-bit integer image (numpy's default integer) in the smallest integer type that
+    holds its values, and a note saying so; None for other images."""
+    from dataclasses import replace
+
+    from ..core.validate import narrowed_integers
+
+    data = narrowed_integers(image.data)
+    if data is image.data:
+        return None
+    note = f"the input holds 64-bit integers: coded as {data.dtype.name}, which keeps every value"
+    return replace(image, data=data), note
 
 
 def _read_inputs(args: argparse.Namespace, distributed: bool) -> tuple[Any, Any, dict[str, float]]:

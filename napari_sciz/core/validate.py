@@ -23,6 +23,8 @@ __all__ = [
     "check_calibration",
     "check_labels",
     "native_order",
+    "narrowest_integer",
+    "narrowed_integers",
 ]
 
 #: dtypes that can be compressed (decoded arrays keep the dtype).
@@ -72,18 +74,48 @@ def check_array(data: Any) -> np.ndarray:
     return arr
 
 
+def narrowest_integer(lo: int, hi: int) -> np.dtype | None:
+    """The smallest supported integer type that holds every value from ``lo`` to ``hi``
+    (uint8, int8, uint16, int16, uint32, int32 in that order), or None."""
+    for name in ("uint8", "int8", "uint16", "int16", "uint32", "int32"):
+        info = np.iinfo(name)
+        if info.min <= lo and hi <= info.max:
+            return np.dtype(name)
+    return None
+
+
+def narrowed_integers(array: np.ndarray) -> np.ndarray:
+    """A 64-bit integer array (numpy's default integer, napari's labels) in the smallest
+    supported integer type that holds its values (every value kept); other arrays as they are.
+
+    Raises
+    ------
+    InvalidInputError
+        Values that do not fit 32-bit integers.
+    """
+    if array.dtype.kind not in "iu" or array.dtype.itemsize < 8 or array.size == 0:
+        return array
+    lo, hi = int(array.min()), int(array.max())
+    dtype = narrowest_integer(lo, hi)
+    if dtype is None:
+        raise InvalidInputError(
+            f"values from {lo} to {hi} do not fit 32-bit integers, the largest .sciz stores"
+        )
+    return array.astype(dtype)
+
+
 def _narrower_hint(arr: np.ndarray) -> str:
     """What to do with a 64-bit integer image (numpy's default integer, napari's labels):
     the smallest supported integer type that holds its values, when one does."""
     lo, hi = int(arr.min()), int(arr.max())
     message = f"unsupported dtype {arr.dtype.name} (64-bit integers)"
-    for name in ("uint8", "int8", "uint16", "int16", "uint32", "int32"):
-        info = np.iinfo(name)
-        if info.min <= lo and hi <= info.max:
-            return (
-                f"{message}: its values ({lo} to {hi}) fit {name}, so data.astype(np.{name}) "
-                "keeps every value (a label image codes losslessly with mode='lossless')"
-            )
+    dtype = narrowest_integer(lo, hi)
+    if dtype is not None:
+        return (
+            f"{message}: its values ({lo} to {hi}) fit {dtype.name}, so "
+            f"data.astype(np.{dtype.name}) keeps every value (a label image codes losslessly "
+            "with mode='lossless')"
+        )
     return f"{message}: its values ({lo} to {hi}) do not fit 32 bits, the most .sciz stores"
 
 
