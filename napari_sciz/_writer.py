@@ -117,28 +117,19 @@ def narrow_labels(array: np.ndarray) -> np.ndarray:
     numpy.ndarray
         ``array`` itself when it is narrower than 64 bits or empty, else a copy in the
         smallest integer type that holds its range
-        (:func:`~napari_sciz.core.validate.narrowest_integer`).
+        (:func:`~napari_sciz.core.validate.narrowed_integers`).
 
     Raises
     ------
     InvalidInputError
         Not integers, or labels outside the 32-bit range.
     """
+    from napari_sciz.core.validate import narrowed_integers
     from napari_sciz.errors import InvalidInputError
 
     if array.dtype.kind not in "uib":
         raise InvalidInputError(f"labels must be integers, not {array.dtype}")
-    if array.dtype.itemsize < 8 or array.size == 0:
-        return array
-    from napari_sciz.core.validate import narrowest_integer
-
-    lo, hi = int(array.min()), int(array.max())
-    dtype = narrowest_integer(lo, hi)
-    if dtype is None:
-        raise InvalidInputError(
-            f"labels from {lo} to {hi} do not fit 32-bit integers, the largest .sciz stores"
-        )
-    return array.astype(dtype)
+    return narrowed_integers(array, "labels")
 
 
 def _destination(path: str, meta: dict[str, Any]) -> tuple[Path, list[str]]:

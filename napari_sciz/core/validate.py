@@ -84,14 +84,14 @@ def narrowest_integer(lo: int, hi: int) -> np.dtype | None:
     return None
 
 
-def narrowed_integers(array: np.ndarray) -> np.ndarray:
+def narrowed_integers(array: np.ndarray, what: str = "values") -> np.ndarray:
     """A 64-bit integer array (numpy's default integer, napari's labels) in the smallest
     supported integer type that holds its values (every value kept); other arrays as they are.
 
     Raises
     ------
     InvalidInputError
-        Values that do not fit 32-bit integers.
+        Values that do not fit 32-bit integers (the message calls them ``what``).
     """
     if array.dtype.kind not in "iu" or array.dtype.itemsize < 8 or array.size == 0:
         return array
@@ -99,7 +99,7 @@ def narrowed_integers(array: np.ndarray) -> np.ndarray:
     dtype = narrowest_integer(lo, hi)
     if dtype is None:
         raise InvalidInputError(
-            f"values from {lo} to {hi} do not fit 32-bit integers, the largest .sciz stores"
+            f"{what} from {lo} to {hi} do not fit 32-bit integers, the largest .sciz stores"
         )
     return array.astype(dtype)
 
