@@ -60,7 +60,7 @@ def test_filtering_at_the_constraints_equals_scipy_bit_for_bit(
     where = _sparse_mask(rng, shape, 0.08)
     field = np.where(where, rng.normal(size=shape) * 100.0, 0.0)
     wide = gauss.AtConstraints(where, sigmas)
-    monkeypatch.setattr(gauss, "_ROWS_PER_PART", 2)
+    monkeypatch.setattr(gauss, "_RUNS_PER_PART", 2)
     with ThreadPoolExecutor(3) as threads:
         got = wide.smooth(wide.read(field), threads if threaded else None)
     expected = ndi.gaussian_filter(field, list(sigmas))[where]
@@ -79,7 +79,7 @@ def test_the_whole_smoothing_equals_scipy_bit_for_bit(
     values = np.random.default_rng(sum(shape)).integers(0, 4000, shape).astype(np.uint16)
     if threaded:
         monkeypatch.setattr(gauss, "_THREADED_VOXELS", 1)
-        monkeypatch.setattr(gauss, "_ROWS_PER_PART", 2)
+        monkeypatch.setattr(gauss, "_RUNS_PER_PART", 2)
     got = gauss.gaussian(values, sigmas)
     assert got.dtype == np.float64
     assert np.array_equal(got, ndi.gaussian_filter(values.astype(np.float64), list(sigmas)))
@@ -115,7 +115,7 @@ def test_the_projection_equals_the_whole_box_one_bit_for_bit(
     sigmas = (1.0,) * ndim
     if threaded:
         monkeypatch.setattr(gauss, "_THREADED_VOXELS", 1)
-        monkeypatch.setattr(gauss, "_ROWS_PER_PART", 4)
+        monkeypatch.setattr(gauss, "_RUNS_PER_PART", 4)
     got = project._solve(decoded, sign, where, 500.0, 10.0, sigmas)
     expected = _reference_solve(decoded, sign, where, 500.0, 10.0, sigmas)
     assert np.array_equal(got, expected)
@@ -124,10 +124,57 @@ def test_the_projection_equals_the_whole_box_one_bit_for_bit(
 
 def test_the_warm_up_compiles_the_kernels_real_calls_use() -> None:
     from napari_sciz.core.seglock import kernels
+    from napari_sciz.core.seglock.geometry import contexts
 
     gauss.warm_up()
     decoded, side, switch = _nuclei_box(2)
     project.lock_sides(decoded, side, switch, 500.0, 10.0, (1.0, 1.0))
     gauss.gaussian(decoded.astype(np.uint16), (1.0, 1.0))
-    for kernel in (kernels.gaussian_pass, kernels.gather_at, kernels.scatter_at):
+    contexts(decoded, 500.0)
+    for kernel in (
+        kernels.gaussian_pass,
+        kernels.gather_at,
+        kernels.scatter_at,
+        kernels.distance_classes,
+    ):
         assert len(kernel.signatures) == 1
+
+
+def _reference_contexts(smoothed: np.ndarray, threshold: float) -> np.ndarray:
+    """The flags' contexts in numpy, as first written (the specification of the files'
+    context checksums)."""
+    from napari_sciz.core.seglock.geometry import DISTANCE_CLASSES, DISTANCE_STEP
+
+    axes = [ax for ax in range(smoothed.ndim) if smoothed.shape[ax] > 1]
+    grads = np.gradient(smoothed, axis=axes) if axes else []
+    if len(axes) == 1:
+        grads = [grads]
+    norm = np.sqrt(sum((g * g for g in grads), np.zeros(smoothed.shape)))
+    above = smoothed > threshold
+    with np.errstate(divide="ignore", invalid="ignore"):
+        dist = np.abs(smoothed - threshold) / norm
+    dist = np.where(np.isfinite(dist), dist, np.inf)
+    cls = np.minimum(dist / DISTANCE_STEP, DISTANCE_CLASSES - 1).astype(np.uint8)
+    return (2 * cls + above).astype(np.uint8)
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [(20, 40, 36), (1, 30, 25), (2, 3, 17), (5, 1, 9), (1, 1, 7), (1, 1, 1), (48, 50), (1, 9),
+     (2, 2)],
+)  # fmt: skip
+@pytest.mark.parametrize("threaded", [False, True])
+def test_the_contexts_equal_numpys_bit_for_bit(
+    shape: tuple[int, ...], threaded: bool, monkeypatch
+) -> None:
+    from napari_sciz.core.seglock.geometry import contexts
+
+    rng = np.random.default_rng(sum(shape))
+    values = gauss.gaussian(rng.integers(0, 4000, shape).astype(np.uint16), (1.0,) * len(shape))
+    values[tuple(0 for _ in shape)] = 2000.0  # (exactly at the level: no distance)
+    if values.size > 2:  # a flat stretch: no gradient
+        values.reshape(-1)[1:3] = values.reshape(-1)[1:3].mean()
+    if threaded:
+        monkeypatch.setattr(gauss, "_THREADED_VOXELS", 1)
+    for level in (2000.0, float(np.median(values)), -1.0):
+        assert np.array_equal(contexts(values, level), _reference_contexts(values, level))

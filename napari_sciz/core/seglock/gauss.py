@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["AtConstraints", "gaussian", "pool", "warm_up"]
+__all__ = ["AtConstraints", "gaussian", "pool", "row_parts", "warm_up"]
 
 #: voxels below which a smoothing runs on one thread
 _THREADED_VOXELS = 32768
@@ -70,7 +70,7 @@ class AtConstraints:
         if self.passes and self.passes[0][0] == 2:  # (rows without the field stay 0)
             axis, weights, first_need, lines = self.passes[0]
             self.passes[0] = (axis, weights, first_need, lines & mask.any(axis=2))
-        self.passes = [(a, w, n, _rows(lines, a)) for a, w, n, lines in self.passes]
+        self.passes = [(a, w, _runs(lines, a, n)) for a, w, n, lines in self.passes]
         self._field = np.zeros(mask.shape)
         self._buffers = [np.zeros(mask.shape) for _ in self.passes]
 
@@ -94,33 +94,59 @@ class AtConstraints:
 
         scatter_at(values, self.index, self._field)
         src = self._field
-        for (axis, weights, need, rows), dst in zip(self.passes, self._buffers, strict=True):
-            _run_pass(src, dst, weights, axis, need, rows, threads)
+        for (axis, weights, runs), dst in zip(self.passes, self._buffers, strict=True):
+            _run_pass(src, dst, weights, axis, runs, threads)
             src = dst
         out = np.empty(len(self.index))
         gather_at(src, self.index, out)
         return out
 
 
-def _rows(lines: np.ndarray, axis: int) -> np.ndarray:
-    """The ``(z, y)`` rows set in ``lines``, in the order a pass along ``axis`` reads best
-    (along axis 0, all the rows of one ``y`` together: they read the same planes' rows)."""
+#: voxels between two runs of a row below which they are computed as one
+_GAP = 8
+
+
+def _runs(lines: np.ndarray, axis: int, need: np.ndarray | int) -> np.ndarray:
+    """The runs of voxels a pass computes, each ``(z, y, x0, x1)`` along the last axis: in
+    the rows set in ``lines``, the voxels ``need`` names (an int: whole rows of that width),
+    runs less than :data:`_GAP` apart joined; in the order a pass along ``axis`` reads
+    best (along axis 0, all the rows of one ``y`` together: they read the same planes'
+    rows)."""
     rows = np.argwhere(lines)
     if axis == 0 and len(rows):
         rows = rows[np.lexsort((rows[:, 0], rows[:, 1]))]
-    return np.ascontiguousarray(rows, np.int64)
+    if isinstance(need, int):
+        spans = np.zeros((len(rows), 2), np.int64) + (0, need)
+        return np.ascontiguousarray(np.column_stack([rows, spans]), np.int64)
+    wanted = need[rows[:, 0], rows[:, 1]]
+    edges = np.diff(np.pad(wanted, ((0, 0), (1, 1))).astype(np.int8), axis=1)
+    row_of, starts = np.nonzero(edges == 1)
+    stops = np.nonzero(edges == -1)[1]  # (row-major: the same rows, in the same order)
+    new_row = np.r_[True, row_of[1:] != row_of[:-1]]
+    first = new_row | np.r_[True, starts[1:] - stops[:-1] >= _GAP]
+    last = np.r_[first[1:], True]
+    runs = np.column_stack([rows[row_of[first]], starts[first], stops[last]])
+    return np.ascontiguousarray(runs, np.int64)
 
 
-#: rows of a pass below which it is not split between threads
-_ROWS_PER_PART = 512
+#: runs of a pass below which it is not split between threads
+_RUNS_PER_PART = 512
 
 
-def _parts(rows: np.ndarray, threads: Any) -> list[np.ndarray]:
-    """``rows`` cut into one part per thread (one part without threads or for few rows)."""
-    if threads is None or len(rows) < 2 * _ROWS_PER_PART:
-        return [rows]
-    count = min(_workers(), len(rows) // _ROWS_PER_PART)
-    return np.array_split(rows, count)
+def _parts(runs: np.ndarray, threads: Any) -> list[np.ndarray]:
+    """``runs`` cut into one part per thread (one part without threads or for few runs)."""
+    if threads is None or len(runs) < 2 * _RUNS_PER_PART:
+        return [runs]
+    count = min(_workers(), len(runs) // _RUNS_PER_PART)
+    return np.array_split(runs, count)
+
+
+def row_parts(rows: int, threads: Any) -> list[tuple[int, int]]:
+    """``range(rows)`` cut into one ``(start, stop)`` per thread of ``threads`` (a pool, or
+    None: one part)."""
+    count = 1 if threads is None else max(1, min(_workers(), rows))
+    edges = np.linspace(0, rows, count + 1).astype(int)
+    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:], strict=True)]
 
 
 def _weights(sigma: float) -> np.ndarray:
@@ -132,17 +158,17 @@ def _weights(sigma: float) -> np.ndarray:
 
 
 def _run_pass(
-    src: np.ndarray, dst: np.ndarray, weights: np.ndarray, axis: int, need: np.ndarray,
-    rows: np.ndarray, threads: Any,
+    src: np.ndarray, dst: np.ndarray, weights: np.ndarray, axis: int, runs: np.ndarray,
+    threads: Any,
 ) -> None:  # fmt: skip
-    """:func:`.kernels.gaussian_pass`, its rows shared between ``threads`` (a pool or None)."""
+    """:func:`.kernels.gaussian_pass`, its runs shared between ``threads`` (a pool or None)."""
     from .kernels import gaussian_pass
 
-    parts = _parts(rows, threads)
+    parts = _parts(runs, threads)
     if len(parts) == 1:
-        gaussian_pass(src, dst, weights, axis, need, rows)
+        gaussian_pass(src, dst, weights, axis, runs)
         return
-    done = [threads.submit(gaussian_pass, src, dst, weights, axis, need, p) for p in parts]
+    done = [threads.submit(gaussian_pass, src, dst, weights, axis, p) for p in parts]
     for future in done:
         future.result()
 
@@ -166,12 +192,11 @@ def gaussian(values: np.ndarray, sigmas: Sequence[float]) -> np.ndarray:
     ]
     if not passes:
         return src.reshape(shape).copy()
-    need = np.ones(src.shape, bool)
     every = np.ones(src.shape[:2], bool)
     with pool(src.size) as threads:
         for axis, weights in passes:
             dst = np.empty(src.shape)
-            _run_pass(src, dst, weights, axis, need, _rows(every, axis), threads)
+            _run_pass(src, dst, weights, axis, _runs(every, axis, src.shape[2]), threads)
             src = dst
     return src.reshape(shape)
 
@@ -183,3 +208,6 @@ def warm_up() -> None:
     gaussian(field, (1.0, 1.0, 1.0))
     wide = AtConstraints(field == 0.0, (1.0, 1.0, 1.0))
     wide.smooth(wide.read(field))
+    from .geometry import contexts
+
+    contexts(field, 0.5)

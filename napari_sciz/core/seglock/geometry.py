@@ -39,22 +39,35 @@ def otsu(smoothed: np.ndarray) -> float:
 def contexts(smoothed: np.ndarray, threshold: float) -> np.ndarray:
     """Context of every voxel (uint8): ``2 * distance class + (S > T)``.
 
+    The gradient is numpy's (:func:`numpy.gradient`, over the axes of more than one
+    sample: a single-plane stack's axis of one sample has none), computed by a compiled
+    kernel with numpy's very operations (:func:`.kernels.distance_classes`; the files
+    record a checksum of the contexts).
+
     Parameters
     ----------
     smoothed : numpy.ndarray
-        ``S``, the smoothed decoded volume.
+        ``S``, the smoothed decoded volume (2D or 3D).
     threshold : float
         ``T``.
     """
-    # (an axis of one sample, a single-plane stack's, has no gradient)
-    axes = [ax for ax in range(smoothed.ndim) if smoothed.shape[ax] > 1]
-    grads = np.gradient(smoothed, axis=axes) if axes else []
-    if len(axes) == 1:
-        grads = [grads]
-    norm = np.sqrt(sum((g * g for g in grads), np.zeros(smoothed.shape)))
-    above = smoothed > threshold
-    with np.errstate(divide="ignore", invalid="ignore"):
-        dist = np.abs(smoothed - threshold) / norm
-    dist = np.where(np.isfinite(dist), dist, np.inf)
-    cls = np.minimum(dist / DISTANCE_STEP, DISTANCE_CLASSES - 1).astype(np.uint8)
-    return (2 * cls + above).astype(np.uint8)
+    from .gauss import pool, row_parts
+    from .kernels import distance_classes
+
+    if smoothed.ndim not in (2, 3):
+        raise ValueError(f"contexts of a 2D or 3D volume, not {smoothed.ndim}D")
+
+    values = np.ascontiguousarray(smoothed, np.float64)
+    cube = values.reshape((1,) * (3 - values.ndim) + values.shape)
+    out = np.empty(cube.shape, np.uint8)
+    last = DISTANCE_CLASSES - 1
+    with pool(cube.size) as threads:
+        parts = row_parts(cube.shape[1], threads)
+        run = [(cube, float(threshold), DISTANCE_STEP, last, out, a, b) for a, b in parts]
+        if threads is None:
+            for args in run:
+                distance_classes(*args)
+        else:
+            for future in [threads.submit(distance_classes, *args) for args in run]:
+                future.result()
+    return out.reshape(smoothed.shape)

@@ -5,7 +5,9 @@ voxels and reads the result only there, 30 times per box. :func:`gaussian_pass` 
 separable pass of :func:`scipy.ndimage.gaussian_filter` (mode ``reflect``, symmetric
 weights) at the voxels a mask names, with the very sums scipy makes, in the same order, so
 the values are equal bit for bit to scipy's (tested): files written before these kernels
-decode as they were written. Compiled on first use and cached on disk by numba.
+decode as they were written. :func:`distance_classes` gives the flags' contexts
+(:func:`.geometry.contexts`) with numpy's operations, so the same bits, on threads.
+Compiled on first use and cached on disk by numba.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["gather_at", "gaussian_pass", "scatter_at"]
+__all__ = ["distance_classes", "gather_at", "gaussian_pass", "scatter_at"]
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -30,53 +32,43 @@ def _reflect(i: int, n: int) -> int:  # pragma: no cover - compiled
 
 @njit(cache=True, nogil=True)
 def gaussian_pass(
-    src: np.ndarray,
-    dst: np.ndarray,
-    weights: np.ndarray,
-    axis: int,
-    need: np.ndarray,
-    rows: np.ndarray,
+    src: np.ndarray, dst: np.ndarray, weights: np.ndarray, axis: int, runs: np.ndarray
 ) -> None:  # pragma: no cover - compiled
     """One pass of a symmetric 1D correlation of 3D ``src`` along ``axis`` into ``dst``.
 
-    Only the ``rows`` given (``(z, y)`` pairs) are written: whole rows along the last axis
-    for a pass along axis 0 or 1, and there only the voxels ``need`` names for a pass along
-    the last axis; ``dst`` keeps its other values. Each value is ``s[i] w[r] +
+    Only the ``runs`` given are written, each ``(z, y, x0, x1)``: the voxels ``x0 <= x <
+    x1`` of row ``(z, y)``; ``dst`` keeps its other values. Each value is ``s[i] w[r] +
     sum_{j=-r}^{-1} (s[i+j] + s[i-j]) w[r+j]``, accumulated in that order, as scipy's
     ``correlate1d`` does for symmetric weights.
     """
     n = src.shape[axis]
     r = (weights.shape[0] - 1) // 2
-    if axis == 2:
-        buf = np.empty(n + 2 * r)
-        for k in range(rows.shape[0]):
-            z, y = rows[k, 0], rows[k, 1]
-            for i in range(r):
-                buf[i] = src[z, y, _reflect(i - r, n)]
-                buf[n + r + i] = src[z, y, _reflect(n + i, n)]
-            for i in range(n):
-                buf[r + i] = src[z, y, i]
-            for i in range(n):
-                if need[z, y, i]:
-                    acc = buf[i + r] * weights[r]
+    for k in range(runs.shape[0]):
+        z, y, x0, x1 = runs[k, 0], runs[k, 1], runs[k, 2], runs[k, 3]
+        if axis == 2:
+            line = src[z, y]
+            for i in range(x0, x1):
+                acc = line[i] * weights[r]
+                if i >= r and i + r < n:
                     for j in range(-r, 0):
-                        acc += (buf[i + r + j] + buf[i + r - j]) * weights[r + j]
-                    dst[z, y, i] = acc
-        return
-    width = src.shape[2]
-    for k in range(rows.shape[0]):
-        z, y = rows[k, 0], rows[k, 1]
+                        acc += (line[i + j] + line[i - j]) * weights[r + j]
+                else:
+                    for j in range(-r, 0):
+                        a = line[_reflect(i + j, n)]
+                        acc += (a + line[_reflect(i - j, n)]) * weights[r + j]
+                dst[z, y, i] = acc
+            continue
         i = z if axis == 0 else y
-        out = dst[z, y]
-        centre = src[z, y]
-        for x in range(width):
+        out = dst[z, y, x0:x1]  # (loops from 0 over views: LLVM vectorizes those)
+        centre = src[z, y, x0:x1]
+        for x in range(x1 - x0):
             out[x] = centre[x] * weights[r]
         for j in range(-r, 0):
             lo, hi = _reflect(i + j, n), _reflect(i - j, n)
-            a = src[lo, y] if axis == 0 else src[z, lo]
-            b = src[hi, y] if axis == 0 else src[z, hi]
+            a = src[lo, y, x0:x1] if axis == 0 else src[z, lo, x0:x1]
+            b = src[hi, y, x0:x1] if axis == 0 else src[z, hi, x0:x1]
             w = weights[r + j]
-            for x in range(width):
+            for x in range(x1 - x0):
                 out[x] += (a[x] + b[x]) * w
 
 
@@ -94,3 +86,47 @@ def scatter_at(values: np.ndarray, index: np.ndarray, out: np.ndarray) -> None:
     flat = out.reshape(-1)
     for k in range(index.shape[0]):
         flat[index[k]] = values[k]
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _slope(s: np.ndarray, z: int, y: int, x: int, axis: int) -> float:  # pragma: no cover
+    """``numpy.gradient``'s value along ``axis`` (unit spacing, first-order edges): the
+    same operations, so the same bits."""
+    n = s.shape[axis]
+    i = z if axis == 0 else (y if axis == 1 else x)
+    lo = i - 1 if i > 0 else 0
+    hi = i + 1 if i < n - 1 else n - 1
+    if axis == 0:
+        a, b = s[hi, y, x], s[lo, y, x]
+    elif axis == 1:
+        a, b = s[z, hi, x], s[z, lo, x]
+    else:
+        a, b = s[z, y, hi], s[z, y, lo]
+    if 0 < i < n - 1:
+        return (a - b) / 2.0
+    return (a - b) / 1.0
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def distance_classes(
+    smoothed: np.ndarray, threshold: float, step: float, last: int, out: np.ndarray,
+    y0: int, y1: int,
+) -> None:  # fmt: skip  # pragma: no cover - compiled
+    """``out[:, y0:y1]`` = ``2 * min(|S - T| / |grad S| / step, last) + (S > T)`` of the 3D
+    ``smoothed`` ``S`` (uint8), the gradient over the axes of more than one sample, each
+    operation as :func:`.geometry.contexts` makes it with numpy."""
+    for z in range(smoothed.shape[0]):
+        for y in range(y0, y1):
+            for x in range(smoothed.shape[2]):
+                norm = 0.0
+                for axis in range(3):
+                    if smoothed.shape[axis] > 1:
+                        g = _slope(smoothed, z, y, x, axis)
+                        norm = norm + g * g
+                norm = np.sqrt(norm)
+                value = smoothed[z, y, x]
+                dist = np.abs(value - threshold) / norm
+                cls = float(last)
+                if np.isfinite(dist):
+                    cls = min(dist / step, float(last))
+                out[z, y, x] = 2 * np.uint8(cls) + (1 if value > threshold else 0)
