@@ -244,7 +244,7 @@ def test_errors_are_one_line_and_debug_shows_traceback(
     code: int,
     message: str,
 ) -> None:
-    def boom(path: object) -> None:
+    def boom(path: object, **_options: object) -> None:
         raise exc
 
     monkeypatch.setattr(cli_compress, "read_image", boom)
@@ -262,7 +262,7 @@ def test_torch_out_of_memory_is_one_line(
     class OutOfMemoryError(RuntimeError):
         pass
 
-    def boom(path: object) -> None:
+    def boom(path: object, **_options: object) -> None:
         raise OutOfMemoryError("CUDA out of memory. Tried to allocate...")
 
     monkeypatch.setattr(cli_compress, "read_image", boom)
@@ -612,3 +612,33 @@ def test_a_colour_npy_is_coded_channels_first_and_decodes_in_its_layout(
     code, out, _err = run(capsys, "compress", str(tmp_path / "back.tif"), "-o",
                           str(tmp_path / "again.sciz"), "--mode", "lossless")  # fmt: skip
     assert code == 0 and "40x48x3 uint8 (YXC)" in out
+
+
+def test_a_multi_series_tiff_says_which_series_it_codes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A multi-position TIFF: series 0 by default, another with ``--series``, each said; a
+    series the file does not hold is a one-line error."""
+    first = volume((4, 24, 20))
+    second = volume((3, 16, 16))[::-1].copy()
+    with tifffile.TiffWriter(tmp_path / "pos.tif") as tif:
+        tif.write(first)
+        tif.write(second)
+    for series, image in ((None, first), ("1", second)):
+        out = tmp_path / f"s{series}.sciz"
+        extra = () if series is None else ("--series", series)
+        code, _out, err = run(capsys, "compress", str(tmp_path / "pos.tif"), "-o", str(out),
+                              "--mode", "lossless", *extra)  # fmt: skip
+        shape = "x".join(map(str, image.shape))
+        assert code == 0, err
+        assert f"pos.tif holds 2 image series; this file codes series {series or 0} ({shape}" in err
+        code, _out, _err = run(capsys, "decompress", str(out), "-o", str(tmp_path / "b.npy"),
+                               "--force")  # fmt: skip
+        assert code == 0 and np.array_equal(np.load(tmp_path / "b.npy"), image)
+    code, _out, err = run(capsys, "compress", str(tmp_path / "pos.tif"), "-o",
+                          str(tmp_path / "x.sciz"), "--series", "2")  # fmt: skip
+    assert code != 0 and not (tmp_path / "x.sciz").exists()
+    assert_one_line_error(err, "pos.tif holds 2 image series (0 to 1), not series 2")
+    code, _out, err = run(capsys, "compress", str(tmp_path / "pos.tif"), "-o",
+                          str(tmp_path / "x.sciz"), "--series", "-1")  # fmt: skip
+    assert code == 2 and "must be an integer >= 0" in err

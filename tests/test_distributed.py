@@ -408,3 +408,17 @@ def test_a_colour_image_with_its_samples_last_matches_single_process(client, tmp
     assert hybrid.header["channels_last"] and hybrid.header["shape"] == [3, 2, 32, 40]
     assert hybrid.header["blocks"] == blocks.header["blocks"]
     assert decompress(hybrid.data).shape == volume.shape
+
+
+def test_an_image_series_of_a_tiff_is_read_on_the_workers(client, tmp_path) -> None:
+    """``BlockSource.from_path(path, series)``: the workers read that series' blocks."""
+    import tifffile
+
+    from napari_sciz.core.cluster import BlockSource
+
+    with tifffile.TiffWriter(tmp_path / "pos.tif") as tif:
+        tif.write(_volume(1)[:4])
+        tif.write(_volume(2))
+    source = BlockSource.from_path(tmp_path / "pos.tif", series=1)
+    result = compress_distributed(source, None, client=client, mode="lossless", block_voxels=BLOCK)
+    np.testing.assert_array_equal(decompress(result.data), _volume(2))

@@ -417,3 +417,41 @@ def test_write_bytes_atomic_and_permissions(tmp_path: Path) -> None:
     # non-path inputs (e.g. bytes sources) are ignored
     write_bytes_atomic(out, b"ghi", force=True, inputs=[b"raw bytes", np.zeros(2)])
     assert out.read_bytes() == b"ghi"
+
+
+def _two_series(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """A multi-position OME-TIFF: two image series with their own shapes and pixel sizes."""
+    first = np.arange(3 * 16 * 12, dtype=np.uint16).reshape(3, 16, 12)
+    second = (np.arange(2 * 8 * 10, dtype=np.uint16).reshape(2, 8, 10) * 3).astype(np.uint16)
+    with tifffile.TiffWriter(path, ome=True) as tif:
+        tif.write(first, metadata={"axes": "ZYX", "PhysicalSizeX": 0.5, "PhysicalSizeY": 0.5})
+        tif.write(second, metadata={"axes": "ZYX", "PhysicalSizeX": 2.0, "PhysicalSizeY": 2.0})
+    return first, second
+
+
+@pytest.mark.parametrize("lazy", [False, True])
+def test_each_image_series_of_a_tiff_is_read_with_its_calibration(
+    tmp_path: Path, lazy: bool
+) -> None:
+    path = tmp_path / "positions.ome.tif"
+    first, second = _two_series(path)
+    img0, img1 = read_image(path, lazy=lazy), read_image(path, lazy=lazy, series=1)
+    assert (img0.series_count, img1.series_count) == (2, 2)
+    np.testing.assert_array_equal(np.asarray(img0.data), first)
+    np.testing.assert_array_equal(np.asarray(img1.data), second)
+    assert img0.voxel_size[1:] == (0.5, 0.5) and img1.voxel_size[1:] == (2.0, 2.0)
+    assert (img0.name, img1.name) == ("positions", "positions (series 1)")
+
+
+def test_a_series_the_file_does_not_hold_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "positions.ome.tif"
+    _two_series(path)
+    with pytest.raises(InvalidInputError, match=r"holds 2 image series \(0 to 1\), not series 2"):
+        read_image(path, series=2)
+    tifffile.imwrite(tmp_path / "one.tif", np.zeros((4, 4), np.uint8))
+    assert read_image(tmp_path / "one.tif").series_count == 1
+    with pytest.raises(InvalidInputError, match=r"one image series \(0\), not series 1"):
+        read_image(tmp_path / "one.tif", series=1)
+    np.save(tmp_path / "a.npy", np.zeros((4, 4), np.uint8))
+    with pytest.raises(InvalidInputError, match="single image"):
+        read_image(tmp_path / "a.npy", series=1)

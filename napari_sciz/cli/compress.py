@@ -40,6 +40,8 @@ def _cmd_compress(args: argparse.Namespace) -> int:
     result = _run(args, image, labels, weights, distributed)
     if narrowed is not None:
         result.messages.insert(0, narrowed[1])
+    if image.series_count > 1:
+        result.messages.insert(0, _series_note(args, image))
     wall = time.monotonic() - t0
     saved = result.save(out, force=args.force, inputs=[args.input])
     out = Path(saved) if saved is not None else out
@@ -55,6 +57,15 @@ def _cmd_compress(args: argparse.Namespace) -> int:
     for key, value in rows:
         print(f"  {key:<{width}}  {value}")
     return 0
+
+
+def _series_note(args: argparse.Namespace, image: Any) -> str:
+    """What a multi-series TIFF's file holds: which of its image series was coded."""
+    shape = "x".join(str(n) for n in image.data.shape)
+    return (
+        f"{Path(args.input).name} holds {image.series_count} image series; this file codes "
+        f"series {args.series} ({shape} {image.data.dtype}), --series N codes another"
+    )
 
 
 def _narrowed(image: Any) -> tuple[Any, str] | None:
@@ -80,7 +91,7 @@ def _read_inputs(args: argparse.Namespace, distributed: bool) -> tuple[Any, Any,
     field_loss = distributed or bool(args.guidance_weight)
     requested = args.mode
     args.mode = resolve_mode(args.mode, args.guidance, field_loss=field_loss)
-    image = read_image(args.input, lazy=True) if distributed else read_image(args.input)
+    image = read_image(args.input, lazy=distributed, series=args.series)
     if image.data.dtype.kind == "b" and requested == "auto":
         args.mode = "auto"  # a boolean mask: the codec codes it losslessly (and says so)
     labels = None
@@ -129,10 +140,11 @@ def _run(
         common["block_voxels"] = args.block_voxels
     try:
         if distributed:
+            from ..core.cluster import BlockSource
             from ..core.distributed import compress_distributed
 
             return compress_distributed(
-                args.input,
+                BlockSource.from_path(args.input, args.series) if args.series else args.input,
                 args.ratio,
                 scheduler=args.scheduler,
                 workers=args.workers,

@@ -44,6 +44,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _series(text: str) -> int:
+    value = int(_number(text, int, "must be an integer >= 0"))
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
+    return value
+
+
 def _positive_float(text: str) -> float:
     value = _number(text, float, "must be a positive number")
     if value <= 0:
@@ -192,6 +199,14 @@ def _add_compress(sub: Any) -> None:
         type=_positive_int,
         metavar="N",
         help="largest block in voxels (default 4194304); smaller blocks spread over more workers",
+    )
+    p.add_argument(
+        "--series",
+        type=_series,
+        default=0,
+        metavar="N",
+        help="image series of a multi-series TIFF to compress (a multi-position file holds "
+        "several; default 0, the first)",
     )
     p.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
     p.add_argument(

@@ -52,6 +52,8 @@ class BlockSource:
     path : str or None
         File or store read lazily (:func:`napari_sciz.io.read_image` with ``lazy=True``);
         it must be reachable under this path from every worker (a shared file system).
+    series : int
+        The image series of a multi-series TIFF ``path`` that is read.
 
     Without ``path`` the array travels beside the source (a Dask future of it, scattered to
     one worker and fetched once by each other worker) and is passed to :meth:`read`. With
@@ -63,17 +65,20 @@ class BlockSource:
     dtype: str
     path: str | None = None
     channels_last: bool = False
+    series: int = 0
 
     @classmethod
-    def from_path(cls, path: str | os.PathLike[str]) -> BlockSource:
-        """Describe a file or store (its metadata are read here, its voxels never)."""
+    def from_path(cls, path: str | os.PathLike[str], series: int = 0) -> BlockSource:
+        """Describe a file or store, or image series ``series`` of a TIFF file (its
+        metadata are read here, its voxels never)."""
         from ..io import read_image
 
-        image = read_image(path, lazy=True)
+        image = read_image(path, lazy=True, series=series)
         return cls(
             tuple(int(n) for n in image.data.shape),
             np.dtype(image.data.dtype).name,
             path=str(Path(path).resolve()),
+            series=series,
         )
 
     def read(self, index: tuple, array: Any = None) -> np.ndarray:
@@ -84,7 +89,7 @@ class BlockSource:
             return np.array(array[index])
         from ..io import read_image
 
-        image = read_image(self.path, lazy=True)
+        image = read_image(self.path, lazy=True, series=self.series)
         try:
             if not self.channels_last:
                 return np.array(image.data[index])

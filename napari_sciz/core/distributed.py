@@ -187,9 +187,11 @@ def compress_distributed(
 
     Parameters
     ----------
-    source : path-like or array-like
+    source : path-like, BlockSource or array-like
         A TIFF/OME-TIFF, ``.npy`` or Zarr/OME-Zarr path (read block by block on the workers;
-        it must be reachable under this path from every worker), or an in-memory array
+        it must be reachable under this path from every worker), a
+        :class:`~napari_sciz.core.cluster.BlockSource` of one (another image series of a
+        TIFF file: ``BlockSource.from_path(path, series=1)``), or an in-memory array
         (scattered to one worker, fetched once by each other one).
     ratio : float or None
         Target compression ratio (not used, and may be None, in lossless and bounded mode).
@@ -372,13 +374,16 @@ def _coded_colour(source: Any, axes: str | None) -> tuple[Any, tuple[int, ...]]:
         if colour.is_channels_last(source.shape, axes):
             return colour.coded_first(source), source.shape
         return None, source.shape
-    if isinstance(source, (str, os.PathLike)):
+    if isinstance(source, BlockSource) and source.path and not source.channels_last:
+        described = source  # (a file's image series)
+    elif isinstance(source, (str, os.PathLike)):
         described = BlockSource.from_path(source)
-        if colour.is_channels_last(described.shape, axes):
-            coded_shape = tuple(colour.last_first(described.shape))
-            return replace(described, shape=coded_shape, channels_last=True), described.shape
-        return None, described.shape
-    return None, ()
+    else:
+        return None, ()
+    if colour.is_channels_last(described.shape, axes):
+        coded_shape = tuple(colour.last_first(described.shape))
+        return replace(described, shape=coded_shape, channels_last=True), described.shape
+    return None, described.shape
 
 
 #: :func:`compress_distributed` for its own use (callers may wrap the public name)

@@ -38,12 +38,13 @@ def _resolution_size(page: Any, tag: str) -> float | None:
     return 1.0 / ppu if ppu > 0 and math.isfinite(ppu) else None
 
 
-def tiff_calibration(tif: Any, path: Path) -> dict[str, tuple[float, str]]:
-    """Voxel size and unit per axis letter, from the best metadata source of the file."""
+def tiff_calibration(tif: Any, path: Path, series: int = 0) -> dict[str, tuple[float, str]]:
+    """Voxel size and unit per axis letter of image series ``series``, from the best
+    metadata source of the file."""
     # 1. napari-sciz's own JSON description (plain TIFF written by write_image)
     shaped = getattr(tif, "shaped_metadata", None)
-    if shaped:
-        meta = shaped[0]
+    if shaped and series < len(shaped):
+        meta = shaped[series]
         axes, sizes, units = meta.get("axes"), meta.get("voxel_size"), meta.get("units")
         if isinstance(axes, str) and isinstance(sizes, list) and len(sizes) == len(axes):
             if not isinstance(units, list) or len(units) != len(axes):
@@ -55,10 +56,10 @@ def tiff_calibration(tif: Any, path: Path) -> dict[str, tuple[float, str]]:
             return calib
     # 2. OME-XML
     if tif.is_ome and tif.ome_metadata:
-        calib = ome_calibration(tif.ome_metadata)
+        calib = ome_calibration(tif.ome_metadata, series)
         if calib:
             return calib
-    page = tif.pages.first if hasattr(tif.pages, "first") else tif.pages[0]
+    page = _first_page(tif, series)
     # 3. ImageJ
     if tif.is_imagej:
         ij = tif.imagej_metadata or {}
@@ -94,14 +95,26 @@ def tiff_calibration(tif: Any, path: Path) -> dict[str, tuple[float, str]]:
     return {}
 
 
-def ome_calibration(xml: str) -> dict[str, tuple[float, str]]:
+def _first_page(tif: Any, series: int) -> Any:
+    """The first page of image series ``series`` (its tags describe the series)."""
+    if series:
+        pages = tif.series[series].pages
+        if len(pages) and pages[0] is not None:
+            return pages[0]
+    return tif.pages.first if hasattr(tif.pages, "first") else tif.pages[0]
+
+
+def ome_calibration(xml: str, image: int = 0) -> dict[str, tuple[float, str]]:
+    """Voxel size and unit per axis letter of the ``image``-th OME ``Image`` (its
+    ``Pixels``); none where the XML describes fewer images."""
     try:
         root = ET.fromstring(xml)
     except ET.ParseError:
         return {}
-    pixels = next((el for el in root.iter() if el.tag.rsplit("}", 1)[-1] == "Pixels"), None)
-    if pixels is None:
+    found = [el for el in root.iter() if el.tag.rsplit("}", 1)[-1] == "Pixels"]
+    if image >= len(found):
         return {}
+    pixels = found[image]
     calib = {}
     for axis in "XYZ":
         size = _positive(pixels.get(f"PhysicalSize{axis}"))

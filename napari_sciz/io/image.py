@@ -64,7 +64,10 @@ class ImageData:
     units : tuple of str or None
         Unit of each entry of ``voxel_size`` (``""`` for uncalibrated axes), or ``None``.
     name : str
-        File name without its extension(s).
+        File name without its extension(s) (and ``"(series N)"`` for a TIFF series other
+        than the first).
+    series_count : int
+        Image series in the file (a multi-position TIFF holds several; one is read).
     """
 
     data: np.ndarray
@@ -72,21 +75,24 @@ class ImageData:
     voxel_size: tuple[float, ...] | None = None
     units: tuple[str, ...] | None = None
     name: str = ""
+    series_count: int = 1
 
 
-def read_image(path: str | os.PathLike[str], *, lazy: bool = False) -> ImageData:
+def read_image(path: str | os.PathLike[str], *, lazy: bool = False, series: int = 0) -> ImageData:
     """Read a TIFF, OME-TIFF, ``.npy`` or (OME-)Zarr image with its axes and voxel size.
 
     Parameters
     ----------
     path : str or os.PathLike
         A ``.tif``/``.tiff`` (plain, ImageJ or OME), ``.ome.tif``/``.ome.tiff`` or ``.npy`` file,
-        or a ``.zarr``/``.ome.zarr`` store (see :mod:`napari_sciz.io.ome_zarr`). Only the first
-        TIFF series is read.
+        or a ``.zarr``/``.ome.zarr`` store (see :mod:`napari_sciz.io.ome_zarr`).
     lazy : bool
         Never read the whole image: ``data`` is then a read-only memory map (contiguous TIFF,
         ``.npy``), a lazy view of the TIFF's strips or tiles (compressed TIFF), or the lazy Zarr
         array; slicing it reads only what the slice needs.
+    series : int
+        Which image series of a TIFF file to read (a multi-position file holds several:
+        ``series_count`` of the result says how many); other files hold one image.
 
     Returns
     -------
@@ -97,8 +103,8 @@ def read_image(path: str | os.PathLike[str], *, lazy: bool = False) -> ImageData
     Raises
     ------
     InvalidInputError
-        If the file does not exist, has an unsupported extension, cannot be read or parsed, or
-        holds non-numeric data.
+        If the file does not exist, has an unsupported extension, cannot be read or parsed,
+        holds non-numeric data, or has no image series ``series``.
 
     Examples
     --------
@@ -112,14 +118,17 @@ def read_image(path: str | os.PathLike[str], *, lazy: bool = False) -> ImageData
     """
     p = Path(path)
     if is_zarr_path(p):
+        _single_series(p, series)
         return _read_zarr(p, lazy)
     ext = check_extension(p)
     if not p.exists():
         raise InvalidInputError(f"no such file: {p}")
     if not p.is_file():
         raise InvalidInputError(f"not a file: {p}")
+    if ext == ".npy":
+        _single_series(p, series)
     try:
-        image = _read_npy(p, lazy) if ext == ".npy" else _read_tiff(p, lazy)
+        image = _read_npy(p, lazy) if ext == ".npy" else _read_tiff(p, lazy, series)
     except (SciZError, MemoryError):
         raise
     except Exception as exc:  # tifffile/numpy raise many types for broken files
@@ -127,6 +136,25 @@ def read_image(path: str | os.PathLike[str], *, lazy: bool = False) -> ImageData
     if image.data.dtype.kind not in "biuf":
         raise InvalidInputError(f"cannot read {p.name}: unsupported data type {image.data.dtype}")
     return image
+
+
+def _single_series(path: Path, series: int) -> None:
+    """Refuse a series other than the first of a file that holds one image."""
+    if series != 0:
+        raise InvalidInputError(
+            f"{path.name} holds a single image (series 0); image series are for TIFF files"
+        )
+
+
+def _series_of(tif: Any, path: Path, series: int) -> Any:
+    """Series ``series`` of an open TIFF file (a clear error where it has none)."""
+    count = len(tif.series)
+    if not count:
+        raise InvalidInputError(f"cannot read {path.name}: no image data in the file")
+    if not 0 <= series < count:
+        have = "one image series (0)" if count == 1 else f"{count} image series (0 to {count - 1})"
+        raise InvalidInputError(f"{path.name} holds {have}, not series {series}")
+    return tif.series[series]
 
 
 def _read_zarr(path: Path, lazy: bool) -> ImageData:
@@ -171,12 +199,12 @@ class _SqueezedView:
         return out if dtype is None else out.astype(dtype)
 
 
-def _lazy_tiff(path: Path, shape: tuple[int, ...], axes: str) -> Any:
+def _lazy_tiff(path: Path, shape: tuple[int, ...], axes: str, series: int) -> Any:
     """Strips/tiles of a TIFF series read on demand (through tifffile's Zarr store)."""
     import tifffile
 
     zarr = _zarr_module()
-    store = tifffile.imread(path, aszarr=True, series=0)
+    store = tifffile.imread(path, aszarr=True, series=series)
     raw = zarr.open(store, mode="r")
     if isinstance(raw, zarr.Group):  # pyramidal file: level 0
         raw = raw["0"]
@@ -221,24 +249,24 @@ def _rename_unknown_axes(axes: str) -> str:
     return "".join(letters)
 
 
-def _read_tiff(path: Path, lazy: bool = False) -> ImageData:
+def _read_tiff(path: Path, lazy: bool = False, series: int = 0) -> ImageData:
     import tifffile
 
     with tifffile.TiffFile(path) as tif:
-        if not tif.series:
-            raise InvalidInputError(f"cannot read {path.name}: no image data in the file")
-        series = tif.series[0]
-        shape = tuple(series.shape)
-        axes = str(series.axes).upper()
+        found = _series_of(tif, path, series)
+        count = len(tif.series)
+        shape = tuple(found.shape)
+        axes = str(found.axes).upper()
         data: Any = None
-        if (lazy or path.stat().st_size > _MMAP_THRESHOLD) and series.dataoffset is not None:
+        if (lazy or path.stat().st_size > _MMAP_THRESHOLD) and found.dataoffset is not None:
             try:
-                data = tifffile.memmap(path, series=0, mode="r").reshape(shape)
+                data = tifffile.memmap(path, series=series, mode="r").reshape(shape)
             except (ValueError, OSError):  # not memory-mappable: fall back to reading
                 data = None
-        calib = tiff_calibration(tif, path)
+        calib = tiff_calibration(tif, path, series)
+    name = stem(path) if series == 0 else f"{stem(path)} (series {series})"
     if data is None and lazy:
-        raw = _lazy_tiff(path, shape, axes)
+        raw = _lazy_tiff(path, shape, axes, series)
         keep = [i for i, (a, n) in enumerate(zip(axes, shape, strict=True)) if n != 1 or a in "YX"]
         data = _SqueezedView(raw, keep)
         axes = _rename_unknown_axes("".join(axes[i] for i in keep))
@@ -248,11 +276,12 @@ def _read_tiff(path: Path, lazy: bool = False) -> ImageData:
             axes=axes,
             voxel_size=None if pairs is None else tuple(float(s) for s, _ in pairs),
             units=None if pairs is None else tuple(u for _, u in pairs),
-            name=stem(path),
+            name=name,
+            series_count=count,
         )
     if data is None:
         with tifffile.TiffFile(path) as tif:
-            data = np.asarray(tif.series[0].asarray()).reshape(shape)
+            data = np.asarray(tif.series[series].asarray()).reshape(shape)
 
     if len(axes) != data.ndim:  # pragma: no cover - defensive, tifffile keeps them in sync
         axes = default_axes(data.ndim)
@@ -280,4 +309,6 @@ def _read_tiff(path: Path, lazy: bool = False) -> ImageData:
         pairs = [calib.get(a, (1.0, "")) for a in axes]
         voxel_size = tuple(float(s) for s, _ in pairs)
         units = tuple(u for _, u in pairs)
-    return ImageData(data=data, axes=axes, voxel_size=voxel_size, units=units, name=stem(path))
+    return ImageData(
+        data=data, axes=axes, voxel_size=voxel_size, units=units, name=name, series_count=count
+    )
