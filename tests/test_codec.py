@@ -317,7 +317,7 @@ def test_region_decode_with_a_reader_and_its_cache(stack_file: tuple) -> None:
         ":,:,:,30:31",
         "1,2,3,4,5",
         "1:1,:,:,:",
-        "-1,:,:,:",
+        "-3,:,:,:",  # (an axis of 2)
         "0:a",
         ((0, 2), (0, 18), (0, 33), (0, 31)),
         (slice(0, 2, 2),),

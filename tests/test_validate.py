@@ -144,6 +144,9 @@ def test_check_ratio_rejects(ratio: object) -> None:
         # fewer entries than axes apply to the last axes
         ("10:20", ((0, 16), (0, 64), (10, 20))),
         ("3:9,0:2", ((0, 16), (3, 9), (0, 2))),
+        # negative bounds and indices count from the end, as in Python
+        ("-3,:,:", ((13, 14), (0, 64), (0, 48))),
+        ("0:-1,-10:,-48:-47", ((0, 15), (54, 64), (0, 1))),
     ],
 )
 def test_parse_roi_strings(roi: str | None, expected: tuple) -> None:
@@ -160,6 +163,7 @@ def test_parse_roi_strings(roi: str | None, expected: tuple) -> None:
         ([slice(0, 1)], ((0, 16), (0, 64), (0, 1))),
         ((), ((0, 16), (0, 64), (0, 48))),
         ((slice(None, None, 1),) * 3, ((0, 16), (0, 64), (0, 48))),
+        ((-1, slice(-2, None), (-5, -1)), ((15, 16), (62, 64), (43, 47))),
     ],
 )
 def test_parse_roi_sequences(roi: object, expected: tuple) -> None:
@@ -174,9 +178,10 @@ def test_parse_roi_sequences(roi: object, expected: tuple) -> None:
         "a:b,:,:",
         "1:2:3,:,:",  # no steps in strings
         "0:10;0:10",
-        "-1:5,:,:",  # negative start
-        "-3,:,:",
-        "0:-1,:,:",  # negative stop
+        "-1:5,:,:",  # 15:5, reversed
+        "-17,:,:",  # before the start
+        "-20:,:,:",
+        "0:-16,:,:",  # empty
         "5:5,:,:",  # empty
         "6:2,:,:",  # reversed
         "0:17,:,:",  # out of range

@@ -29,5 +29,5 @@ def _check_image_output(path: Path) -> None:
     if not path.name.lower().endswith(SUPPORTED_EXTENSIONS):
         raise InvalidInputError(
             f"unsupported output type for {path.name} "
-            "(expected .tif, .tiff, .ome.tif, .ome.tiff or .npy)"
+            "(expected .tif, .tiff, .ome.tif, .ome.tiff, .npy or an .ome.zarr store)"
         )

@@ -236,7 +236,9 @@ def _add_decompress(sub: Any) -> None:
     p.add_argument(
         "--roi",
         metavar='"z0:z1,y0:y1,x0:x1"',
-        help="region to decode, one start:stop per axis (empty bounds allowed)",
+        help="region to decode, one start:stop (or one index) per axis, fewer for the last "
+        "axes; empty bounds allowed, negative ones count from the end (write "
+        "--roi=-3:,:,: when the region starts with a minus sign)",
     )
     p.add_argument(
         "--scale",

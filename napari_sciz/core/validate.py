@@ -195,6 +195,11 @@ def check_ratio(ratio: Any) -> float:
 _RANGE = re.compile(r"^\s*(-?\d*)\s*(?::\s*(-?\d*)\s*)?$")
 
 
+def _from_end(bound: int, n: int) -> int:
+    """A region bound, negative ones counted from the end of an axis of ``n`` (Python's)."""
+    return bound + n if bound < 0 else bound
+
+
 def parse_roi(roi: Any, shape: Sequence[int]) -> tuple[tuple[int, int], ...]:
     """Turn a region of interest into ``(start, stop)`` per axis, checked against ``shape``.
 
@@ -203,7 +208,8 @@ def parse_roi(roi: Any, shape: Sequence[int]) -> tuple[tuple[int, int], ...]:
     roi : str, sequence or None
         ``None`` (everything); a string ``"z0:z1,y0:y1,x0:x1"`` (bounds may be empty, a single
         number selects one plane); or a sequence of slices, ``(start, stop)`` pairs or ints. When
-        fewer entries than axes are given they apply to the last axes.
+        fewer entries than axes are given they apply to the last axes. Negative bounds and
+        indices count from the end of their axis, as in Python (``"-3:"``: the last three).
     shape : sequence of int
         Shape of the array.
 
@@ -257,11 +263,15 @@ def parse_roi(roi: Any, shape: Sequence[int]) -> tuple[tuple[int, int], ...]:
             raise InvalidInputError(
                 f"region bounds must be integers, got {entry!r} for axis {axis}"
             )
-        start = 0 if bounds[0] is None else int(bounds[0])
-        stop = int(n) if bounds[1] is None else int(bounds[1])
+        if isinstance(entry, (int, np.integer)) and entry < 0:  # (an index from the end)
+            bounds = (int(entry) + int(n), int(entry) + int(n) + 1)
+        start = 0 if bounds[0] is None else _from_end(int(bounds[0]), int(n))
+        stop = int(n) if bounds[1] is None else _from_end(int(bounds[1]), int(n))
         if not 0 <= start < stop <= n:
+            given = ":".join("" if b is None else str(int(b)) for b in bounds)
             raise InvalidInputError(
-                f"region {start}:{stop} is out of range for axis {axis} of size {n}"
+                f"region {given} is out of range for axis {axis} of size {n}"
+                + ("" if given == f"{start}:{stop}" else f" ({start}:{stop})")
             )
         out.append((start, stop))
     return tuple(out)

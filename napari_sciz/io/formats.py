@@ -102,7 +102,7 @@ def check_extension(path: Path) -> str:
         shown = ext or "(none)"
         raise InvalidInputError(
             f"unsupported file type {shown!r} for {path.name} "
-            "(expected .tif, .tiff, .ome.tif, .ome.tiff or .npy)"
+            "(expected .tif, .tiff, .ome.tif, .ome.tiff, .npy or a .zarr/.ome.zarr store)"
         )
     return ext
 
