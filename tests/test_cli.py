@@ -642,3 +642,61 @@ def test_a_multi_series_tiff_says_which_series_it_codes(
     code, _out, err = run(capsys, "compress", str(tmp_path / "pos.tif"), "-o",
                           str(tmp_path / "x.sciz"), "--series", "-1")  # fmt: skip
     assert code == 2 and "must be an integer >= 0" in err
+
+
+def test_several_inputs_are_compressed_into_a_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``sciz compress a.tif b.npy c.tif -o DIR``: one .sciz per input, a failing input
+    reported without stopping the others (exit 1), ``--skip-existing`` resumes."""
+    a, b = volume((3, 20, 18)), volume((2, 16, 24), "uint8")
+    tifffile.imwrite(tmp_path / "a.ome.tif", a)
+    np.save(tmp_path / "b.npy", b)
+    (tmp_path / "c.tif").write_bytes(b"not a tiff")
+    folder = tmp_path / "out"
+    folder.mkdir()
+    inputs = [str(tmp_path / n) for n in ("a.ome.tif", "c.tif", "b.npy")]
+    code, out, err = run(capsys, "compress", *inputs, "-o", str(folder), "--mode", "lossless")
+    assert code == 1
+    assert sorted(p.name for p in folder.iterdir()) == ["a.sciz", "b.sciz"]
+    assert "[2/3] " in err and "cannot read c.tif" in err
+    assert "2 files written to" in err and "1 failed: c.tif" in err
+    for name, image in (("a", a), ("b", b)):
+        code, _out, _err = run(capsys, "decompress", str(folder / f"{name}.sciz"), "-o",
+                               str(tmp_path / f"{name}_back.npy"))  # fmt: skip
+        assert code == 0 and np.array_equal(np.load(tmp_path / f"{name}_back.npy"), image)
+    # resume: the files written are left, the others tried again
+    stamp = (folder / "a.sciz").stat().st_mtime_ns
+    code, out, err = run(capsys, "compress", *inputs, "-o", str(folder), "--mode", "lossless",
+                         "--skip-existing", "--json")  # fmt: skip
+    assert code == 1 and (folder / "a.sciz").stat().st_mtime_ns == stamp
+    assert out == "" and "cannot read c.tif" in err
+    code, out, _err = run(capsys, "compress", inputs[0], inputs[2], "-o", str(folder),
+                          "--mode", "lossless", "--force", "--json")  # fmt: skip
+    assert code == 0 and [json.loads(line)["mode"] for line in out.splitlines()] == ["lossless"] * 2
+    # one input and a folder: written there under its name
+    (folder / "a.sciz").unlink()
+    code, _out, _err = run(capsys, "compress", inputs[0], "-o", str(folder), "--mode", "lossless")
+    assert code == 0 and (folder / "a.sciz").exists()
+
+
+def test_a_batch_checks_its_folder_and_names_first(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tifffile.imwrite(tmp_path / "a.tif", volume((2, 16, 16)))
+    (tmp_path / "sub").mkdir()
+    tifffile.imwrite(tmp_path / "sub" / "a.tif", volume((2, 16, 16)))
+    two = [str(tmp_path / "a.tif"), str(tmp_path / "sub" / "a.tif")]
+    code, _out, err = run(capsys, "compress", *two, "-o", str(tmp_path / "x.sciz"), "--ratio", "8")
+    assert code == 1 and not (tmp_path / "x.sciz").exists()
+    assert_one_line_error(err, "with 2 inputs, -o names the folder they are written to")
+    code, _out, err = run(capsys, "compress", *two, "-o", str(tmp_path), "--ratio", "8")
+    assert code == 1 and not list(tmp_path.glob("*.sciz"))
+    assert_one_line_error(err, "would both be written to")
+    code, _out, err = run(capsys, "compress", *two, "-o", str(tmp_path / "new"), "--ratio", "8")
+    assert_one_line_error(err, "(create it first)")
+    labels = str(tmp_path / "a.tif")
+    code, _out, err = run(capsys, "compress", two[0], str(tmp_path / "b.tif"), "-o",
+                          str(tmp_path / "sub"), "--guidance", "segmentation", "--labels",
+                          labels, "--ratio", "8")  # fmt: skip
+    assert_one_line_error(err, "--labels belongs to one input")

@@ -422,3 +422,29 @@ def test_an_image_series_of_a_tiff_is_read_on_the_workers(client, tmp_path) -> N
     source = BlockSource.from_path(tmp_path / "pos.tif", series=1)
     result = compress_distributed(source, None, client=client, mode="lossless", block_voxels=BLOCK)
     np.testing.assert_array_equal(decompress(result.data), _volume(2))
+
+
+def test_a_batch_on_workers_shares_one_cluster(tmp_path: Path, capsys, monkeypatch) -> None:
+    """``sciz compress a.npy b.npy -o DIR --workers 2``: one local cluster for both files,
+    each the file of a single-process run."""
+    from napari_sciz import cli
+    from napari_sciz.core import cluster
+
+    started = []
+    real = cluster.dask_client
+
+    def counted(*args, **kwargs):
+        started.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(cluster, "dask_client", counted)
+    for seed in (4, 5):
+        np.save(tmp_path / f"v{seed}.npy", _volume(seed))
+    folder = tmp_path / "out"
+    folder.mkdir()
+    argv = ["compress", str(tmp_path / "v4.npy"), str(tmp_path / "v5.npy"), "-o", str(folder)]
+    assert cli.main([*argv, "--mode", "lossless", "--workers", "2"]) == 0
+    assert len(started) == 1
+    for seed in (4, 5):
+        local = compress(_volume(seed), mode="lossless", name=f"v{seed}")
+        assert (folder / f"v{seed}.sciz").read_bytes() == local.data

@@ -6,6 +6,7 @@
                      [--steps N | --budget SECONDS | --effort PRESET] [--seed S] [--force] [--json]
                      [--guidance none|segmentation|perceptual] [--labels LABELS.tif]
     sciz compress IN -o OUT.sciz --mode lossless|bounded [--max-error E] [--force] [--json]
+    sciz compress IN [IN ...] -o FOLDER/ [options] [--skip-existing]   (one .sciz per input)
     sciz decompress IN.sciz -o OUT.tif [--roi "z0:z1,y0:y1,x0:x1"] [--scale S] [--force]
     sciz info IN.sciz [--json]
     sciz bench ...        (napari_sciz.bench.run)

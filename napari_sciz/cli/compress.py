@@ -13,6 +13,7 @@ from ..core.colour import is_channels_last
 from ..errors import InvalidInputError
 from ..io import check_output, read_image
 from ..io.image import default_axes
+from .batch import compress_batch, is_batch
 from .common import _check_sciz_output, _codec
 from .text import PROG, _dumps, _fmt_shape, _human_bytes, _Progress
 
@@ -28,8 +29,19 @@ def _given_axes(image: Any) -> str | None:
 
 
 def _cmd_compress(args: argparse.Namespace) -> int:
+    if is_batch(args):  # several inputs, or -o a folder
+        return compress_batch(args, _compress_one)
+    args.input = args.input[0]
+    return _compress_one(args)
+
+
+def _compress_one(args: argparse.Namespace) -> int:
+    """Compress the one input ``args.input`` to ``args.output``."""
     out = Path(args.output)
     _check_sciz_output(out)
+    if args.skip_existing and out.exists():
+        print(f"{PROG}: {out} exists, skipped (--skip-existing)", file=sys.stderr)
+        return 0
     distributed = args.workers is not None or args.scheduler is not None
     image, labels, weights = _read_inputs(args, distributed)
     check_output(out, force=args.force, inputs=[args.input])  # before minutes of fitting
@@ -146,6 +158,7 @@ def _run(
             return compress_distributed(
                 BlockSource.from_path(args.input, args.series) if args.series else args.input,
                 args.ratio,
+                client=getattr(args, "client", None),
                 scheduler=args.scheduler,
                 workers=args.workers,
                 max_error=args.max_error,

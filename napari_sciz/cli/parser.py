@@ -115,9 +115,20 @@ def _add_compress(sub: Any) -> None:
         "requested compression ratio (raw bytes / file bytes).",
     )
     p.add_argument(
-        "input", metavar="IN", help="input image (.tif, .tiff, .ome.tif, .npy, .zarr, .ome.zarr)"
+        "input",
+        metavar="IN",
+        nargs="+",
+        help="input image (.tif, .tiff, .ome.tif, .npy, .zarr, .ome.zarr); several inputs "
+        "are compressed one after the other into the folder OUT",
     )
-    p.add_argument("-o", "--output", required=True, metavar="OUT.sciz", help="output file")
+    p.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        metavar="OUT.sciz",
+        help="output file, or an existing folder: each input is written there as "
+        "<name>.sciz (needed for several inputs)",
+    )
     p.add_argument(
         "--ratio",
         type=_ratio,
@@ -210,9 +221,16 @@ def _add_compress(sub: Any) -> None:
     )
     p.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
     p.add_argument(
+        "--skip-existing",
+        action="store_true",
+        help="with a folder OUT: leave inputs whose .sciz file is already there (resume a "
+        "stopped run)",
+    )
+    p.add_argument(
         "--json",
         action="store_true",
-        help="print the summary as one JSON object on stdout (non-finite numbers as null)",
+        help="print the summary as one JSON object on stdout (non-finite numbers as null; "
+        "one line per file for several inputs)",
     )
     p.set_defaults(handler=_cmd_compress)
 
