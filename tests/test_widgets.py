@@ -331,6 +331,7 @@ def test_compress_end_to_end(viewer_widget, qtbot, notes, tmp_path, monkeypatch)
     for label in widget.metric_labels.values():
         assert label.text() != "-"
     assert "dB" in widget.metric_labels["psnr"].text()
+    assert widget.metric_labels["max_error"].text() == str(int(result.max_error))  # (uint16)
 
     # the last ratio becomes the default of File > Save
     settings = pytest.importorskip("napari_sciz._settings")

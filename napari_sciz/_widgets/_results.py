@@ -207,6 +207,14 @@ def task_text(task: dict[str, float] | None) -> str:
     return text + (f" ({where.strip()})" if where else "")
 
 
+def _error_text(value: float) -> str:
+    """The largest error as a reader reads it: whole numbers in full (an integer stack's
+    ``11410``, not ``1.141e+04``), others to four significant digits."""
+    if value.is_integer() and abs(value) < 1e15:
+        return f"{int(value)}"
+    return f"{value:.4g}"
+
+
 class ResultPanel(QGroupBox):
     """The "Result" box: the metrics of the last compression and the Save button.
 
@@ -248,7 +256,7 @@ class ResultPanel(QGroupBox):
         psnr = float(info["psnr"])
         m["psnr"].setText("inf (exact)" if math.isinf(psnr) else f"{psnr:.2f} dB")
         m["ssim"].setText(f"{info['ssim']:.4f}")
-        m["max_error"].setText(f"{info['max_error']:.4g}")
+        m["max_error"].setText(_error_text(float(info["max_error"])))
         m["time"].setText(format_duration(info["encode_seconds"]))
         m["device"].setText(info["device"])
         m["task"].setText(task_text(info.get("task")))
