@@ -700,3 +700,21 @@ def test_a_batch_checks_its_folder_and_names_first(
                           str(tmp_path / "sub"), "--guidance", "segmentation", "--labels",
                           labels, "--ratio", "8")  # fmt: skip
     assert_one_line_error(err, "--labels belongs to one input")
+
+
+def test_an_rgb_tiff_of_other_software_decodes_to_rgb_pixels(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A camera's RGB TIFF (no napari-sciz description) is coded as a colour image and
+    written back as RGB pixels, the layout other viewers show in colour."""
+    y, x = np.mgrid[0:40, 0:48]
+    rgb = np.stack([(y * 5) % 256, (x * 4) % 256, (x + y) % 256], axis=-1).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "cam.tif", rgb, photometric="rgb")
+    code, out, _err = run(capsys, "compress", str(tmp_path / "cam.tif"), "-o",
+                          str(tmp_path / "cam.sciz"), "--mode", "lossless")  # fmt: skip
+    assert code == 0 and "40x48x3 uint8 (YXC)" in out
+    code, _out, _err = run(capsys, "decompress", str(tmp_path / "cam.sciz"), "-o",
+                           str(tmp_path / "back.tif"))  # fmt: skip
+    with tifffile.TiffFile(tmp_path / "back.tif") as tif:
+        assert tif.pages[0].photometric == tifffile.PHOTOMETRIC.RGB
+        assert np.array_equal(tif.asarray(), rgb)

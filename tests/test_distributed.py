@@ -408,6 +408,13 @@ def test_a_colour_image_with_its_samples_last_matches_single_process(client, tmp
     assert hybrid.header["channels_last"] and hybrid.header["shape"] == [3, 2, 32, 40]
     assert hybrid.header["blocks"] == blocks.header["blocks"]
     assert decompress(hybrid.data).shape == volume.shape
+    import tifffile  # an RGB TIFF: its pixels read block by block on the workers
+
+    tifffile.imwrite(tmp_path / "vol.tif", volume, photometric="rgb")
+    from_tiff = compress_distributed(
+        tmp_path / "vol.tif", None, client=client, mode="lossless", axes="ZYXC"
+    )
+    assert from_tiff.header["channels_last"] and np.array_equal(decompress(from_tiff.data), volume)
 
 
 def test_an_image_series_of_a_tiff_is_read_on_the_workers(client, tmp_path) -> None:

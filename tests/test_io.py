@@ -196,12 +196,20 @@ def test_npy_keeps_its_shape(tmp_path: Path) -> None:
     assert img.data.shape == (1, 5, 6) and img.axes == "ZYX"
 
 
-def test_rgb_samples_become_channels(tmp_path: Path) -> None:
-    rgb = np.random.default_rng(1).integers(0, 255, (6, 7, 3), dtype=np.uint8)
-    tifffile.imwrite(tmp_path / "rgb.tif", rgb, photometric="rgb")
-    img = read_image(tmp_path / "rgb.tif")
-    assert img.axes == "CYX" and img.data.shape == (3, 6, 7)
-    np.testing.assert_array_equal(img.data, np.moveaxis(rgb, -1, 0))
+@pytest.mark.parametrize("lazy", [False, True])
+def test_rgb_samples_become_channels_where_they_are(tmp_path: Path, lazy: bool) -> None:
+    """RGB pixels (any software's) read as napari's RGB layers hold them, channels last;
+    planar samples stay first."""
+    rgb = np.random.default_rng(1).integers(0, 255, (2, 6, 7, 3), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "rgb.tif", rgb[0], photometric="rgb")
+    tifffile.imwrite(tmp_path / "rgbz.tif", rgb, photometric="rgb")
+    tifffile.imwrite(tmp_path / "planar.tif", np.moveaxis(rgb[0], -1, 0), photometric="rgb",
+                     planarconfig="separate")  # fmt: skip
+    for name, axes, expected in (("rgb", "YXC", rgb[0]), ("rgbz", "ZYXC", rgb),
+                                 ("planar", "CYX", np.moveaxis(rgb[0], -1, 0))):  # fmt: skip
+        img = read_image(tmp_path / f"{name}.tif", lazy=lazy)
+        assert img.axes == axes
+        np.testing.assert_array_equal(np.asarray(img.data), expected)
 
 
 @pytest.mark.parametrize("ext", [".tif", ".ome.tif"])

@@ -21,7 +21,7 @@ from .text import PROG, _dumps, _fmt_shape, _human_bytes, _Progress
 def _given_axes(image: Any) -> str | None:
     """The input's axes, or None when they are only the default for its dimensions and the
     array looks like a colour image with its samples last (``.npy``, Zarr): compress then
-    codes the samples as channels (a TIFF's RGB samples are moved first when it is read)."""
+    codes the samples as channels (a TIFF's RGB pixels are read as ``YXC``, which says so)."""
     shape = tuple(image.data.shape)
     if image.axes == default_axes(len(shape)) and is_channels_last(shape, None):
         return None

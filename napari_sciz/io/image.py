@@ -7,8 +7,10 @@ channel, ``Z`` depth, ``Y``/``X`` in-plane. When a file does not name its axes (
 multi-page TIFF, tifffile's ``Q``/``I`` "unknown"/"sequence" axes), the leading axes are named from
 the right ``Z``, ``C``, ``T`` — so ``YX``, ``ZYX``, ``CZYX``, ``TCZYX`` by number of dimensions.
 TIFF singleton axes are squeezed (never Y or X) together with their axis letter and voxel size;
-``.npy`` arrays are returned with their stored shape. An RGB(A) samples axis ``S`` is moved in
-front of the spatial axes and named ``C``.
+``.npy`` arrays are returned with their stored shape. A samples axis ``S`` (RGB(A) pixels) is
+named ``C`` where it is: last for contiguous pixels (``YXC``, as napari's RGB layers hold
+them), first for planar ones; a file that also has channels gets its samples moved in front
+of the spatial axes.
 
 Voxel size and units
 --------------------
@@ -210,10 +212,10 @@ def _lazy_tiff(path: Path, shape: tuple[int, ...], axes: str, series: int) -> An
         raw = raw["0"]
     if tuple(raw.shape) != shape:  # pragma: no cover - tifffile keeps them in sync
         raise InvalidInputError(f"cannot read {path.name} lazily: unexpected layout")
-    if "S" in axes and axes.index("S") != 0 and len(shape) > 2:
+    if "S" in axes and "C" in axes and axes.index("S") != 0:
         raise InvalidInputError(
-            f"cannot read the RGB(A) file {path.name} block by block; convert it to one "
-            "channel per plane (or to Zarr) first"
+            f"cannot read {path.name} block by block: it has channels and colour samples; "
+            "convert it to one channel per plane (or to Zarr) first"
         )
     return raw
 
@@ -249,6 +251,26 @@ def _rename_unknown_axes(axes: str) -> str:
     return "".join(letters)
 
 
+def _samples_as_channels(
+    data: np.ndarray, axes: str, calib: dict[str, tuple[float, str]]
+) -> tuple[np.ndarray, str]:
+    """A TIFF's samples axis ``S`` named ``C``: kept last where the file stores its samples
+    last (RGB(A) pixels: the array of napari's RGB layers, and ``sciz decompress`` writes it
+    back as such pixels), moved before the spatial axes where the file has its own ``C``."""
+    if "S" not in axes:
+        return data, axes
+    pos = axes.index("S")
+    if "C" not in axes:
+        calib.setdefault("C", calib.pop("S", (1.0, "")))
+        return data, axes.replace("S", "C")
+    first_spatial = min(axes.index(a) for a in "ZYX" if a in axes)
+    if pos > first_spatial:  # (a file with channels and samples: samples before space)
+        data = np.moveaxis(data, pos, first_spatial)
+        rest = axes[:pos] + axes[pos + 1 :]
+        axes = rest[:first_spatial] + "S" + rest[first_spatial:]
+    return data, axes
+
+
 def _read_tiff(path: Path, lazy: bool = False, series: int = 0) -> ImageData:
     import tifffile
 
@@ -269,7 +291,11 @@ def _read_tiff(path: Path, lazy: bool = False, series: int = 0) -> ImageData:
         raw = _lazy_tiff(path, shape, axes, series)
         keep = [i for i, (a, n) in enumerate(zip(axes, shape, strict=True)) if n != 1 or a in "YX"]
         data = _SqueezedView(raw, keep)
-        axes = _rename_unknown_axes("".join(axes[i] for i in keep))
+        axes = "".join(axes[i] for i in keep)
+        if "S" in axes:  # (samples last or first, and no C: checked by _lazy_tiff)
+            calib.setdefault("C", calib.pop("S", (1.0, "")))
+            axes = axes.replace("S", "C")
+        axes = _rename_unknown_axes(axes)
         pairs = [calib.get(a, (1.0, "")) for a in axes] if calib else None
         return ImageData(
             data=data,
@@ -290,17 +316,7 @@ def _read_tiff(path: Path, lazy: bool = False, series: int = 0) -> ImageData:
     if len(keep) != data.ndim:
         data = data.reshape(tuple(data.shape[i] for i in keep))
         axes = "".join(axes[i] for i in keep)
-    # RGB(A) samples -> a leading channel axis
-    if "S" in axes and axes.index("S") != 0 and data.ndim > 2:
-        pos = axes.index("S")
-        first_spatial = min(axes.index(a) for a in "ZYX" if a in axes)
-        if pos > first_spatial:
-            data = np.moveaxis(data, pos, first_spatial)
-            rest = axes[:pos] + axes[pos + 1 :]
-            axes = rest[:first_spatial] + "S" + rest[first_spatial:]
-        if "C" not in axes:
-            calib.setdefault("C", calib.pop("S", (1.0, "")))
-            axes = axes.replace("S", "C")
+    data, axes = _samples_as_channels(data, axes, calib)
     axes = _rename_unknown_axes(axes)
 
     voxel_size: tuple[float, ...] | None = None
