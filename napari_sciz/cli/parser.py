@@ -107,13 +107,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_compress(sub: Any) -> None:
-    """The ``compress`` command's options."""
+    """The ``compress`` command's options, in groups (``sciz compress --help``)."""
     p = sub.add_parser(
         "compress",
         help="compress a TIFF/OME-TIFF/.npy stack to .sciz",
         description="Fit a neural representation of IN and write it to OUT.sciz at the "
         "requested compression ratio (raw bytes / file bytes).",
     )
+    _compress_files(p)
+    _compress_coding(p)
+    _compress_guidance(p)
+    _compress_scale_out(p)
+    p.set_defaults(handler=_cmd_compress)
+
+
+def _compress_files(p: argparse.ArgumentParser) -> None:
+    """What is read and what is written."""
     p.add_argument(
         "input",
         metavar="IN",
@@ -121,7 +130,8 @@ def _add_compress(sub: Any) -> None:
         help="input image (.tif, .tiff, .ome.tif, .npy, .zarr, .ome.zarr); several inputs "
         "are compressed one after the other into the folder OUT",
     )
-    p.add_argument(
+    files = p.add_argument_group("input and output")
+    files.add_argument(
         "-o",
         "--output",
         required=True,
@@ -129,32 +139,56 @@ def _add_compress(sub: Any) -> None:
         help="output file, or an existing folder: each input is written there as "
         "<name>.sciz (needed for several inputs)",
     )
-    p.add_argument(
+    files.add_argument(
+        "--series",
+        type=_series,
+        default=0,
+        metavar="N",
+        help="image series of a multi-series TIFF to compress (a multi-position file holds "
+        "several; default 0, the first)",
+    )
+    files.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
+    files.add_argument(
+        "--skip-existing",
+        action="store_true",
+        help="with a folder OUT: leave inputs whose .sciz file is already there (resume a "
+        "stopped run)",
+    )
+    files.add_argument(
+        "--json",
+        action="store_true",
+        help="print the summary as one JSON object on stdout (non-finite numbers as null; "
+        "one line per file for several inputs)",
+    )
+
+
+def _compress_coding(p: argparse.ArgumentParser) -> None:
+    """How the file is coded, and how long the fit may take."""
+    coding = p.add_argument_group("coding")
+    coding.add_argument(
         "--ratio",
         type=_ratio,
         metavar="R",
         help="target compression ratio (>= 1); required in lossy mode",
     )
-    p.add_argument(
+    coding.add_argument(
         "--mode",
         choices=("auto", "lossy", "hybrid", "lossless", "bounded"),
         default="auto",
         help="auto (default): hybrid (lossy when --guidance-weight is given or a guided job is "
-        "distributed); lossy: neural representation "
-        "at --ratio; hybrid: the best of SPERR, "
+        "distributed); lossy: neural representation at --ratio; hybrid: the best of SPERR, "
         "HEVC and JPEG XL as a base layer + a fitted loop filter (+ a neural filter where it "
-        "pays) "
-        "at --ratio; lossless: bit-identical; "
-        "bounded: every value within --max-error of the original",
+        "pays) at --ratio; lossless: bit-identical; bounded: every value within --max-error "
+        "of the original",
     )
-    p.add_argument(
+    coding.add_argument(
         "--max-error",
         type=_max_error,
         metavar="E",
         help="largest absolute error of --mode bounded",
     )
-    p.add_argument("--device", choices=_DEVICES, default="auto", help="compute device")
-    effort = p.add_mutually_exclusive_group()
+    coding.add_argument("--device", choices=_DEVICES, default="auto", help="compute device")
+    effort = coding.add_mutually_exclusive_group()
     effort.add_argument("--steps", type=_positive_int, metavar="N", help="training steps")
     effort.add_argument(
         "--budget", type=_positive_float, metavar="SECONDS", help="time budget for fitting"
@@ -166,8 +200,13 @@ def _add_compress(sub: Any) -> None:
         "balanced (60 s, 8 s per MiB), best (180 s, 24 s per MiB); in lossless and bounded "
         "modes best codes the closest predictor sets to keep the smallest (about 2x slower)",
     )
-    p.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default 0)")
-    p.add_argument(
+    coding.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default 0)")
+
+
+def _compress_guidance(p: argparse.ArgumentParser) -> None:
+    """What the file is for."""
+    guidance = p.add_argument_group("task guidance")
+    guidance.add_argument(
         "--guidance",
         choices=("none", "segmentation", "perceptual"),
         default="none",
@@ -176,13 +215,13 @@ def _add_compress(sub: Any) -> None:
         "mode codes a pre-filtered volume chosen by that score, lossy mode adds it to the "
         "fit's loss; default none",
     )
-    p.add_argument(
+    guidance.add_argument(
         "--labels",
         metavar="LABELS.tif",
         help="labels image of IN's shape (> 0 is foreground) for --guidance segmentation; "
         "without it an Otsu threshold of the image is the reference",
     )
-    p.add_argument(
+    guidance.add_argument(
         "--guidance-weight",
         type=_weight,
         action="append",
@@ -191,7 +230,12 @@ def _add_compress(sub: Any) -> None:
         "boundary, dice, sharpness, band_radius; perceptual: ssim, gradient; defaults and "
         "meaning in docs/guidance.md)",
     )
-    scale_out = p.add_mutually_exclusive_group()
+
+
+def _compress_scale_out(p: argparse.ArgumentParser) -> None:
+    """Coding the blocks on a Dask cluster."""
+    cluster = p.add_argument_group("scale-out (Dask)")
+    scale_out = cluster.add_mutually_exclusive_group()
     scale_out.add_argument(
         "--workers",
         type=_positive_int,
@@ -205,34 +249,12 @@ def _add_compress(sub: Any) -> None:
         help="code the blocks on an existing Dask cluster, e.g. tcp://10.0.0.5:8786 (IN must "
         "be readable under the same path on every worker)",
     )
-    p.add_argument(
+    cluster.add_argument(
         "--block-voxels",
         type=_positive_int,
         metavar="N",
         help="largest block in voxels (default 4194304); smaller blocks spread over more workers",
     )
-    p.add_argument(
-        "--series",
-        type=_series,
-        default=0,
-        metavar="N",
-        help="image series of a multi-series TIFF to compress (a multi-position file holds "
-        "several; default 0, the first)",
-    )
-    p.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
-    p.add_argument(
-        "--skip-existing",
-        action="store_true",
-        help="with a folder OUT: leave inputs whose .sciz file is already there (resume a "
-        "stopped run)",
-    )
-    p.add_argument(
-        "--json",
-        action="store_true",
-        help="print the summary as one JSON object on stdout (non-finite numbers as null; "
-        "one line per file for several inputs)",
-    )
-    p.set_defaults(handler=_cmd_compress)
 
 
 def _add_decompress(sub: Any) -> None:
