@@ -718,3 +718,28 @@ def test_an_rgb_tiff_of_other_software_decodes_to_rgb_pixels(
     with tifffile.TiffFile(tmp_path / "back.tif") as tif:
         assert tif.pages[0].photometric == tifffile.PHOTOMETRIC.RGB
         assert np.array_equal(tif.asarray(), rgb)
+
+
+def test_a_cancelled_batch_says_what_it_wrote(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C during the second file: the first is kept, the second not written, and the
+    message says so (not "no output written")."""
+    for name in ("a", "b", "c"):
+        tifffile.imwrite(tmp_path / f"{name}.tif", volume((2, 16, 16)))
+    real = cli_compress._compress_one
+    calls = []
+
+    def interrupted(args: Any) -> int:
+        calls.append(args.input)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(args)
+
+    monkeypatch.setattr(cli_compress, "_compress_one", interrupted)
+    (tmp_path / "out").mkdir()
+    inputs = [str(tmp_path / f"{n}.tif") for n in ("a", "b", "c")]
+    code, _out, err = run(capsys, "compress", *inputs, "-o", str(tmp_path / "out"),
+                          "--mode", "lossless")  # fmt: skip
+    assert code == 130 and [p.name for p in (tmp_path / "out").iterdir()] == ["a.sciz"]
+    assert "cancelled while coding" in err and "b.tif (not written); 1 file written" in err

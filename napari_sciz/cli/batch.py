@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
-from ..errors import InvalidInputError, SciZError
+from ..errors import CancelledError, InvalidInputError, SciZError
 from ..io.formats import SUPPORTED_EXTENSIONS
 from ..io.ome_zarr import ZARR_EXTENSIONS
 from .text import PROG
@@ -114,6 +114,11 @@ def compress_batch(
             one.input, one.output = inp, str(target)
             try:
                 compress_one(one)
+            except (KeyboardInterrupt, CancelledError) as exc:  # (Ctrl-C: the batch stops)
+                raise CancelledError(
+                    f"cancelled while coding {inp} (not written); "
+                    + _summary(written, skipped, failed, folder)
+                ) from exc
             except (SciZError, OSError, MemoryError) as exc:
                 message = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
                 named = Path(inp).name in message  # (most messages name the file already)
