@@ -743,3 +743,27 @@ def test_a_cancelled_batch_says_what_it_wrote(
                           "--mode", "lossless")  # fmt: skip
     assert code == 130 and [p.name for p in (tmp_path / "out").iterdir()] == ["a.sciz"]
     assert "cancelled while coding" in err and "b.tif (not written); 1 file written" in err
+
+
+def test_info_of_several_files_lists_them_with_their_totals(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "out"
+    folder.mkdir()
+    for name, shape in (("a", (3, 20, 18)), ("b", (2, 16, 24))):
+        tifffile.imwrite(tmp_path / f"{name}.tif", volume(shape))
+    inputs = [str(tmp_path / "a.tif"), str(tmp_path / "b.tif")]
+    assert run(capsys, "compress", *inputs, "-o", str(folder), "--mode", "lossless")[0] == 0
+    files = [str(folder / "a.sciz"), str(folder / "b.sciz")]
+    code, out, err = run(capsys, "info", *files, str(tmp_path / "a.tif"))
+    lines = out.strip().splitlines()
+    assert code == 1 and len(lines) == 4 and lines[0].split() == ["file", "size", "shape", "mode",
+                                                                  "ratio"]  # fmt: skip
+    assert "3x20x18 uint16" in lines[1] and "lossless" in lines[2]
+    raw = (3 * 20 * 18 + 2 * 16 * 24) * 2
+    packed = sum(Path(f).stat().st_size for f in files)
+    assert lines[3].startswith("2 files: ") and f"{raw / packed:.1f}x overall" in lines[3]
+    assert_one_line_error(err, "a.tif: not a .sciz file")
+    code, out, _err = run(capsys, "info", *files, "--json")
+    assert code == 0 and [json.loads(line)["shape"] for line in out.splitlines()] == [
+        [3, 20, 18], [2, 16, 24]]  # fmt: skip

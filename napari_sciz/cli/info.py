@@ -10,9 +10,9 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InvalidInputError
+from ..errors import InvalidInputError, SciZError
 from .common import _codec
-from .text import _dumps, _flatten, _fmt_shape, _human_bytes, _print_table
+from .text import PROG, _dumps, _flatten, _fmt_shape, _human_bytes, _print_table
 
 
 def _hybrid_layers(reader: Any) -> dict[str, Any]:
@@ -57,7 +57,9 @@ def _lossless_predictors(reader: Any) -> dict[str, int]:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    src = Path(args.input)
+    if len(args.input) > 1:
+        return _listing([Path(p) for p in args.input], args.json)
+    src = Path(args.input[0])
     if not src.exists():
         raise InvalidInputError(f"no such file: {src}")
     info = _file_info(src)
@@ -69,6 +71,48 @@ def _cmd_info(args: argparse.Namespace) -> int:
     print("header:")
     _print_table(_flatten(info["header"]), sys.stdout)
     return 0
+
+
+def _listing(paths: list[Path], as_json: bool) -> int:
+    """One line per file (``--json``: one object per line) and the totals of the files that
+    could be read; a file that cannot is reported and the others go on (exit status 1)."""
+    rows: list[tuple[str, ...]] = []
+    raw = packed = 0
+    failed = 0
+    for path in paths:
+        try:
+            if not path.exists():
+                raise InvalidInputError(f"no such file: {path}")
+            info = _file_info(path)
+        except (SciZError, OSError) as exc:
+            message = (str(exc).splitlines() or [type(exc).__name__])[0]
+            named = path.name in message  # (most messages name the file already)
+            print(f"{PROG}: error: {'' if named else path.name + ': '}{message}", file=sys.stderr)
+            failed += 1
+            continue
+        if as_json:
+            print(_dumps(info))
+            continue
+        header = info["header"]
+        mode = str(header.get("mode", "lossy"))
+        guidance = header.get("guidance", "none")
+        if isinstance(guidance, str) and guidance != "none":
+            mode += f", {guidance}"
+        shape = f"{_fmt_shape(info['shape'])} {info['dtype']}"
+        ratio = "" if info["ratio"] is None else f"{info['ratio']:.1f}x"
+        rows.append((str(path), _human_bytes(info["file_size"]), shape, mode, ratio))
+        raw, packed = raw + info["raw_nbytes"], packed + info["file_size"]
+    if rows:
+        rows.insert(0, ("file", "size", "shape", "mode", "ratio"))
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        for row in rows:
+            print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+        overall = f", {raw / packed:.1f}x overall" if packed else ""
+        print(
+            f"{len(rows) - 1} files: {_human_bytes(packed)} for {_human_bytes(raw)} of "
+            f"data{overall}"
+        )
+    return 1 if failed else 0
 
 
 def _file_info(src: Path) -> dict[str, Any]:

@@ -298,6 +298,15 @@ def _add_info(sub: Any) -> None:
         help="show the header of a .sciz file",
         description="Print shape, dtype, axes, voxel size, ratio and every header field.",
     )
-    p.add_argument("input", metavar="IN.sciz", help="compressed file")
-    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.add_argument(
+        "input",
+        metavar="IN.sciz",
+        nargs="+",
+        help="compressed file; several: one line each and their totals",
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object on stdout (one line per file for several files)",
+    )
     p.set_defaults(handler=_cmd_info)
