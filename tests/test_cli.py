@@ -742,7 +742,7 @@ def test_a_cancelled_batch_says_what_it_wrote(
     code, _out, err = run(capsys, "compress", *inputs, "-o", str(tmp_path / "out"),
                           "--mode", "lossless")  # fmt: skip
     assert code == 130 and [p.name for p in (tmp_path / "out").iterdir()] == ["a.sciz"]
-    assert "cancelled while coding" in err and "b.tif (not written); 1 file written" in err
+    assert "cancelled during" in err and "b.tif (not written); 1 file written" in err
 
 
 def test_info_of_several_files_lists_them_with_their_totals(
@@ -767,3 +767,32 @@ def test_info_of_several_files_lists_them_with_their_totals(
     code, out, _err = run(capsys, "info", *files, "--json")
     assert code == 0 and [json.loads(line)["shape"] for line in out.splitlines()] == [
         [3, 20, 18], [2, 16, 24]]  # fmt: skip
+
+
+def test_several_files_are_decoded_into_a_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``sciz decompress a.sciz b.sciz -o DIR [--format F]``: one image per file, a region
+    of each with ``--roi``; ``--format`` needs a folder."""
+    images = {"a": volume((3, 20, 18)), "b": volume((2, 16, 24), "uint8")}
+    for name, image in images.items():
+        np.save(tmp_path / f"{name}.npy", image)
+    packed = tmp_path / "packed"
+    packed.mkdir()
+    inputs = [str(tmp_path / f"{n}.npy") for n in images]
+    assert run(capsys, "compress", *inputs, "-o", str(packed), "--mode", "lossless")[0] == 0
+    files = [str(packed / f"{n}.sciz") for n in images]
+    back = tmp_path / "back"
+    back.mkdir()
+    code, _out, _err = run(capsys, "decompress", *files, "-o", str(back))
+    assert code == 0
+    for name, image in images.items():
+        assert np.array_equal(tifffile.imread(back / f"{name}.tif"), image)
+    code, _out, _err = run(capsys, "decompress", *files, "-o", str(back), "--format", "npy",
+                           "--roi", "0:1,:,:")  # fmt: skip
+    for name, image in images.items():
+        assert np.array_equal(np.load(back / f"{name}.npy"), image[:1])
+    code, _out, err = run(capsys, "decompress", files[0], "-o", str(tmp_path / "x.tif"),
+                          "--format", "npy")  # fmt: skip
+    assert code == 1 and not (tmp_path / "x.tif").exists()
+    assert_one_line_error(err, "--format is for a folder -o")

@@ -8,6 +8,7 @@
     sciz compress IN -o OUT.sciz --mode lossless|bounded [--max-error E] [--force] [--json]
     sciz compress IN [IN ...] -o FOLDER/ [options] [--skip-existing]   (one .sciz per input)
     sciz decompress IN.sciz -o OUT.tif [--roi "z0:z1,y0:y1,x0:x1"] [--scale S] [--force]
+    sciz decompress IN.sciz [IN.sciz ...] -o FOLDER/ [--format tif|ome.tif|npy|ome.zarr]
     sciz info IN.sciz [IN.sciz ...] [--json]
     sciz bench ...        (napari_sciz.bench.run)
     sciz demo ...         (napari_sciz._demo)

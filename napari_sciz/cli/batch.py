@@ -1,10 +1,10 @@
-"""``sciz compress`` of several inputs: each to its own ``.sciz`` file in one folder.
+"""``sciz compress`` or ``decompress`` of several inputs: each to its own file in one folder.
 
 A facility compresses folders of stacks, not one file: ``sciz compress *.tif -o out/``
 codes every input with the same options in one process (torch, the codecs and numba's
-kernels are loaded once; with ``--workers N`` one Dask cluster serves every file). A file
-that fails is reported and the others go on; ``--skip-existing`` makes a run that was
-stopped resumable.
+kernels are loaded once; with ``--workers N`` one Dask cluster serves every file), and
+``sciz decompress out/*.sciz -o restored/`` decodes an archive back. A file that fails is
+reported and the others go on; ``--skip-existing`` makes a run that was stopped resumable.
 """
 
 from __future__ import annotations
@@ -21,22 +21,25 @@ from ..io.formats import SUPPORTED_EXTENSIONS
 from ..io.ome_zarr import ZARR_EXTENSIONS
 from .text import PROG
 
-__all__ = ["compress_batch", "is_batch", "output_name"]
+__all__ = ["is_batch", "output_name", "run_batch"]
+
+#: what an input's name ends in, longest first (stripped from the output's name)
+_ENDINGS = sorted((*SUPPORTED_EXTENSIONS, *ZARR_EXTENSIONS, ".sciz"), key=len, reverse=True)
 
 
-def output_name(path: str | Path) -> str:
-    """The ``.sciz`` file name of an input: its name without its (possibly double)
-    extension (``a.ome.tif`` and ``a.ome.zarr`` give ``a.sciz``)."""
+def output_name(path: str | Path, suffix: str = ".sciz") -> str:
+    """The name of an input's output: its name without its (possibly double) extension,
+    then ``suffix`` (``a.ome.tif`` and ``a.ome.zarr`` give ``a.sciz``)."""
     name = Path(str(path).rstrip("/\\")).name
-    for ext in sorted((*SUPPORTED_EXTENSIONS, *ZARR_EXTENSIONS), key=len, reverse=True):
+    for ext in _ENDINGS:
         if name.lower().endswith(ext) and len(name) > len(ext):
-            return name[: -len(ext)] + ".sciz"
-    return name + ".sciz"
+            return name[: -len(ext)] + suffix
+    return name + suffix
 
 
-def _targets(inputs: list[str], folder: Path) -> list[Path]:
+def _targets(inputs: list[str], folder: Path, suffix: str) -> list[Path]:
     """Where each input is written; two inputs of the same name are refused up front."""
-    targets = [folder / output_name(p) for p in inputs]
+    targets = [folder / output_name(p, suffix) for p in inputs]
     seen: dict[Path, str] = {}
     for inp, target in zip(inputs, targets, strict=True):
         if target in seen:
@@ -48,24 +51,24 @@ def _targets(inputs: list[str], folder: Path) -> list[Path]:
     return targets
 
 
-def _check_batch(args: argparse.Namespace, folder: Path) -> None:
+def _check_batch(args: argparse.Namespace, folder: Path, suffix: str) -> None:
     """Options that hold for one input only, and the output folder."""
     if not folder.is_dir():
-        if folder.suffix.lower() == ".sciz" or not folder.exists():
+        if folder.suffix or not folder.exists():
             raise InvalidInputError(
                 f"with {len(args.input)} inputs, -o names the folder they are written to "
-                f"(each as <name>.sciz); {folder} is not a folder"
+                f"(each as <name>{suffix}); {folder} is not a folder"
                 + ("" if folder.exists() or folder.suffix else " (create it first)")
             )
         raise InvalidInputError(f"-o {folder} is not a folder")
-    if args.labels is not None and len(args.input) > 1:
+    if getattr(args, "labels", None) is not None and len(args.input) > 1:
         raise InvalidInputError("--labels belongs to one input; compress that file on its own")
 
 
 @contextmanager
 def _shared_cluster(args: argparse.Namespace) -> Iterator[None]:
     """One Dask client for every file of a distributed batch (``args.client``)."""
-    if args.workers is None and args.scheduler is None:
+    if getattr(args, "workers", None) is None and getattr(args, "scheduler", None) is None:
         yield
         return
     from ..core.cluster import dask_client
@@ -78,18 +81,20 @@ def _shared_cluster(args: argparse.Namespace) -> Iterator[None]:
             args.client = None
 
 
-def compress_batch(
-    args: argparse.Namespace, compress_one: Callable[[argparse.Namespace], int]
+def run_batch(
+    args: argparse.Namespace, one_file: Callable[[argparse.Namespace], int], suffix: str
 ) -> int:
-    """Compress every input of ``args`` into the folder ``args.output``.
+    """Compress or decompress every input of ``args`` into the folder ``args.output``.
 
     Parameters
     ----------
     args : argparse.Namespace
-        The ``compress`` command's options (``input`` a list).
-    compress_one : callable
-        Compresses the one input of a copy of ``args`` (``input`` and ``output`` set to one
+        The command's options (``input`` a list).
+    one_file : callable
+        Codes the one input of a copy of ``args`` (``input`` and ``output`` set to one
         file); raises on failure.
+    suffix : str
+        The outputs' extension (``".sciz"``, ``".tif"``...).
 
     Returns
     -------
@@ -97,12 +102,12 @@ def compress_batch(
         0 when every input was written (or skipped), 1 otherwise.
     """
     folder = Path(args.output)
-    _check_batch(args, folder)
+    _check_batch(args, folder, suffix)
     inputs = [str(p) for p in args.input]
-    targets = _targets(inputs, folder)
+    targets = _targets(inputs, folder, suffix)
     failed: list[str] = []
     skipped = written = 0
-    say = _Say(enabled=not args.json)
+    say = _Say(enabled=not getattr(args, "json", False))
     with _shared_cluster(args) if len(inputs) > 1 else nullcontext():
         for i, (inp, target) in enumerate(zip(inputs, targets, strict=True), start=1):
             if target.exists() and args.skip_existing:
@@ -113,10 +118,10 @@ def compress_batch(
             one = copy.copy(args)
             one.input, one.output = inp, str(target)
             try:
-                compress_one(one)
+                one_file(one)
             except (KeyboardInterrupt, CancelledError) as exc:  # (Ctrl-C: the batch stops)
                 raise CancelledError(
-                    f"cancelled while coding {inp} (not written); "
+                    f"cancelled during {inp} (not written); "
                     + _summary(written, skipped, failed, folder)
                 ) from exc
             except (SciZError, OSError, MemoryError) as exc:

@@ -13,7 +13,7 @@ from ..core.colour import is_channels_last
 from ..errors import InvalidInputError
 from ..io import check_output, read_image
 from ..io.image import default_axes
-from .batch import compress_batch, is_batch
+from .batch import is_batch, run_batch
 from .common import _check_sciz_output, _codec
 from .text import PROG, _dumps, _fmt_shape, _human_bytes, _Progress
 
@@ -30,7 +30,7 @@ def _given_axes(image: Any) -> str | None:
 
 def _cmd_compress(args: argparse.Namespace) -> int:
     if is_batch(args):  # several inputs, or -o a folder
-        return compress_batch(args, _compress_one)
+        return run_batch(args, _compress_one, ".sciz")
     args.input = args.input[0]
     return _compress_one(args)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -13,8 +14,9 @@ from ..errors import InvalidInputError
 from ..io import check_output, write_image
 from ..io.image import default_axes, write_image_planes
 from ..io.ome_zarr import check_zarr_output, is_zarr_path, write_ome_zarr
+from .batch import is_batch, run_batch
 from .common import _check_image_output, _codec
-from .text import _fmt_shape, _human_size
+from .text import PROG, _fmt_shape, _human_size
 
 
 def _roi_extent(roi: str | None, shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -53,8 +55,21 @@ def _region_slabs(reader: Any, box: Sequence[tuple[int, int]]) -> Any:
 
 
 def _cmd_decompress(args: argparse.Namespace) -> int:
+    if is_batch(args):  # several inputs, or -o a folder
+        return run_batch(args, _decompress_one, "." + (args.format or "tif"))
+    if args.format is not None:
+        raise InvalidInputError("--format is for a folder -o (a file's name says its format)")
+    args.input = args.input[0]
+    return _decompress_one(args)
+
+
+def _decompress_one(args: argparse.Namespace) -> int:
+    """Decode the one file ``args.input`` to ``args.output``."""
     src = Path(args.input)
     out = Path(args.output)
+    if args.skip_existing and out.exists():
+        print(f"{PROG}: {out} exists, skipped (--skip-existing)", file=sys.stderr)
+        return 0
     zarr_out = is_zarr_path(out)
     if not zarr_out:
         _check_image_output(out)

@@ -264,14 +264,25 @@ def _add_decompress(sub: Any) -> None:
         help="decode a .sciz file (or a region of it) to TIFF/OME-TIFF/.npy",
         description="Decode IN.sciz, optionally a region and at another resolution.",
     )
-    p.add_argument("input", metavar="IN.sciz", help="compressed file")
+    p.add_argument(
+        "input",
+        metavar="IN.sciz",
+        nargs="+",
+        help="compressed file; several are decoded one after the other into the folder OUT",
+    )
     p.add_argument(
         "-o",
         "--output",
         required=True,
         metavar="OUT",
-        help="output image (.tif, .tiff, .ome.tif, .ome.tiff, .npy, or an .ome.zarr store); "
-        "without --scale it is written slab by slab, so it may be larger than memory",
+        help="output image (.tif, .tiff, .ome.tif, .ome.tiff, .npy, or an .ome.zarr store), or "
+        "an existing folder: each input is written there as <name>.<--format>; without "
+        "--scale it is written slab by slab, so it may be larger than memory",
+    )
+    p.add_argument(
+        "--format",
+        choices=("tif", "ome.tif", "npy", "ome.zarr"),
+        help="with a folder OUT: what the files are written as (default tif)",
     )
     p.add_argument(
         "--roi",
@@ -288,6 +299,11 @@ def _add_decompress(sub: Any) -> None:
         help="resolution factor (2: twice as many samples per axis); voxel size is divided by it",
     )
     p.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
+    p.add_argument(
+        "--skip-existing",
+        action="store_true",
+        help="leave inputs whose output is already there (resume a stopped run)",
+    )
     p.set_defaults(handler=_cmd_decompress)
 
 
