@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ..errors import CancelledError, InvalidInputError, SciZError
 from ..io.formats import SUPPORTED_EXTENSIONS
-from ..io.ome_zarr import ZARR_EXTENSIONS
+from ..io.ome_zarr import ZARR_EXTENSIONS, is_zarr_path
 from .text import PROG
 
 __all__ = ["is_batch", "output_name", "run_batch"]
@@ -158,5 +158,7 @@ class _Say:
 
 
 def is_batch(args: argparse.Namespace) -> bool:
-    """Whether ``args`` asks for a batch: several inputs, or ``-o`` an existing folder."""
-    return len(args.input) > 1 or Path(args.output).is_dir()
+    """Whether ``args`` asks for a batch: several inputs, or ``-o`` an existing folder (that
+    is not a Zarr store: a store is one image)."""
+    out = Path(args.output)
+    return len(args.input) > 1 or (out.is_dir() and not is_zarr_path(out))
