@@ -1311,6 +1311,18 @@ def test_colour_volumes_and_explicit_channel_axes() -> None:
     assert np.array_equal(api.decompress(lossy.data), lossy.reconstruction)
 
 
+@pytest.mark.parametrize("ratio", [16, 48])
+def test_a_colour_file_keeps_to_its_ratio_with_its_header_key(ratio: int) -> None:
+    """The ``channels_last`` key (about 20 bytes, added once the channels-first array is
+    coded) comes out of the ratio's bytes: the file is no larger than the ratio asks, and
+    its header names the ratio asked for."""
+    rgb = np.ascontiguousarray(np.tile(colour_image(64, 64), (2, 2, 1)))
+    result = api.compress(rgb, ratio, steps=2, device="cpu", mode="hybrid")
+    assert len(result.data) <= rgb.nbytes / ratio and result.ratio >= ratio
+    assert result.header["target_ratio"] == ratio and result.header["channels_last"] is True
+    assert api.open_sciz(result.data).shape == rgb.shape
+
+
 def test_a_channels_last_flag_is_checked_when_read() -> None:
     """A header whose ``channels_last`` is not a boolean, or set on a 2D image, is refused."""
     result = api.compress(colour_image(), mode="lossless")

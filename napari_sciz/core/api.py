@@ -182,7 +182,8 @@ def compress(
         given = check_axes(axes, arr.ndim) if axes else colour.default_axes(arr.ndim)
         return colour.restore_result(
             _compress(
-                colour.coded_first(arr), ratio, device=device, steps=steps, budget=budget,
+                colour.coded_first(arr), colour.coded_ratio(ratio, arr.nbytes), device=device,
+                steps=steps, budget=budget,
                 effort=effort, seed=seed, axes=colour.moved(given),
                 voxel_size=colour.moved(voxel_size), units=colour.moved(units), name=name,
                 block_voxels=block_voxels, progress=progress,
@@ -190,7 +191,8 @@ def compress(
                 preview_interval=preview_interval, cancel=cancel, guidance=guidance,
                 labels=colour.moved_labels(labels, arr.shape), guidance_weights=guidance_weights,
                 mode=mode, max_error=max_error,
-            )
+            ),
+            ratio,
         )  # fmt: skip
     if effort is not None:
         effort_budget(effort, 0)  # an unknown preset is an error in every mode

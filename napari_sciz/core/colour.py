@@ -29,6 +29,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "HEADER_KEY",
+    "HEADER_KEY_BYTES",
     "coded_first",
     "default_axes",
     "first_last",
@@ -117,12 +118,34 @@ def coded_first(arr: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.moveaxis(arr, -1, 0))
 
 
-def restore_result(result: CompressResult) -> CompressResult:
+#: bytes the header key takes in a file (measured 17-20 on files of every mode), reserved
+#: out of a ratio's bytes when the channels-first array is coded
+HEADER_KEY_BYTES = 24
+
+
+def coded_ratio(ratio: float | None, raw_nbytes: int) -> float | None:
+    """The ratio to code the channels-first array at, so that the file, with the header key
+    added afterwards, still meets ``ratio`` (None, or a ratio too high to leave room: as
+    given)."""
+    if ratio is None:
+        return None
+    try:
+        target = raw_nbytes / float(ratio) - HEADER_KEY_BYTES
+    except (TypeError, ValueError, ZeroDivisionError):
+        return ratio  # (the codec says what is wrong with it)
+    return raw_nbytes / target if target > HEADER_KEY_BYTES else ratio
+
+
+def restore_result(result: CompressResult, ratio: float | None = None) -> CompressResult:
     """The coding of a channels-first array as that of the channels-last original.
 
     The header gains ``"channels_last": true`` (the container is re-packed with it; the
-    payloads are unchanged) and the reconstruction has the original layout again.
+    payloads are unchanged), and the target ``ratio`` the caller asked for where it was
+    coded at :func:`coded_ratio`'s; the reconstruction has the original layout again.
     """
-    result = with_header_keys(result, {HEADER_KEY: True})
+    keys: dict[str, Any] = {HEADER_KEY: True}
+    if ratio is not None and "target_ratio" in result.header:
+        keys["target_ratio"] = float(ratio)
+    result = with_header_keys(result, keys)
     recon = result.reconstruction
     return replace(result, reconstruction=None if recon is None else np.moveaxis(recon, 0, -1))

@@ -241,9 +241,10 @@ def compress_distributed(
     if coded is not None:
         # colour samples last: coded as a leading axis, read back in the caller's layout
         given = check_axes(axes, len(shape)) if axes else colour.default_axes(len(shape))
+        raw = math.prod(shape) * np.dtype(coded.dtype).itemsize
         return colour.restore_result(
             _compress_distributed(
-                coded, ratio, client=client, scheduler=scheduler,
+                coded, colour.coded_ratio(ratio, raw), client=client, scheduler=scheduler,
                 workers=workers, threads_per_worker=threads_per_worker,
                 memory_limit=memory_limit, device=device, steps=steps, budget=budget,
                 effort=effort, seed=seed, axes=colour.moved(given),
@@ -253,7 +254,8 @@ def compress_distributed(
                 guidance_weights=guidance_weights, mode=mode, max_error=max_error,
                 retries=retries, connect_timeout=connect_timeout, progress=progress,
                 cancel=cancel,
-            )
+            ),
+            ratio,
         )  # fmt: skip
     mask_note = None
     if source_dtype(source).kind == "b":
