@@ -1323,6 +1323,79 @@ def test_a_colour_file_keeps_to_its_ratio_with_its_header_key(ratio: int) -> Non
     assert api.open_sciz(result.data).shape == rgb.shape
 
 
+def correlated_colour(h: int = 96, w: int = 80, samples: int = 3) -> np.ndarray:
+    """An 8-bit colour image whose samples move together, as a stained section's do."""
+    y, x = np.mgrid[0:h, 0:w]
+    rng = np.random.default_rng(7)
+    stain = 90 + 70 * np.sin(y / 6.0) * np.cos(x / 8.0) + rng.normal(0, 4, (h, w))
+    planes = [stain, 0.8 * stain + 25 + rng.normal(0, 3, (h, w)), 1.1 * stain - 30]
+    planes += [np.full((h, w), 255.0)] * (samples - 3)
+    return np.clip(np.stack(planes, axis=-1), 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("samples", [3, 4])
+def test_an_8_bit_colour_image_is_coded_as_decorrelated_planes(samples: int) -> None:
+    """Hybrid mode codes an RGB(A) image's samples through an orthonormal transform: the
+    header says how (model version 8), and every reader returns the image's own dtype and
+    layout, its regions and samples included, with its quality measured against it."""
+    from napari_sciz.core.metrics import psnr
+
+    rgb = correlated_colour(samples=samples)
+    result = api.compress(rgb, 16, steps=2, device="cpu")
+    header = result.header
+    assert header["channels_last"] and header["model"]["version"] == 8
+    assert header["dtype"] == "uint16" and len(header["colour_transform"]["mean"]) == samples
+    assert result.dtype == np.uint8 and result.shape == rgb.shape
+    assert len(result.data) <= rgb.nbytes / 16 and header["target_ratio"] == 16
+    decoded = api.decompress(result.data)
+    assert decoded.dtype == np.uint8 and np.array_equal(decoded, result.reconstruction)
+    assert result.psnr == pytest.approx(psnr(rgb, decoded)) and result.psnr > 30
+    reader = api.open_sciz(result.data)
+    assert reader.dtype == np.uint8 and reader.value_range == (rgb.min(), rgb.max())
+    assert reader.nbytes == rgb.nbytes
+    assert np.array_equal(reader[10:20, 5:9, 1], decoded[10:20, 5:9, 1])
+    assert np.array_equal(api.decompress(result.data, roi="3:9,:,1:3"), decoded[3:9, :, 1:3])
+    assert api.decompress(result.data, roi="0:10,0:10,:", scale=2).shape == (20, 20, samples)
+
+
+def test_the_colour_transform_is_exact_on_its_own_and_only_where_it_serves() -> None:
+    """Planes and back give the image bit for bit; the transform is used in hybrid mode on
+    8-bit colour images without task guidance, nowhere else."""
+    from napari_sciz.core.colourtransform import ColourTransform
+
+    for samples in (3, 4):
+        image = np.moveaxis(correlated_colour(samples=samples), -1, 0)
+        transform = ColourTransform.fit(image)
+        planes = transform.forward(image)
+        assert planes.dtype == np.uint16 and np.array_equal(transform.inverse(planes), image)
+        matrix = np.asarray(transform.matrix)
+        np.testing.assert_allclose(matrix.T @ matrix, np.eye(samples), atol=1e-3)
+    rgb = correlated_colour()
+    for kwargs in ({"mode": "lossless"}, {"mode": "bounded", "max_error": 2},
+                   {"ratio": 16, "mode": "lossy", "steps": 2},
+                   {"ratio": 16, "guidance": "perceptual", "steps": 2}):  # fmt: skip
+        assert "colour_transform" not in api.compress(rgb, device="cpu", **kwargs).header
+    wide = (correlated_colour().astype(np.uint16) * 200).astype(np.uint16)
+    assert "colour_transform" not in api.compress(wide, 16, steps=2, device="cpu").header
+
+
+def test_a_colour_transform_entry_is_checked_when_read() -> None:
+    result = api.compress(correlated_colour(), 16, steps=2, device="cpu")
+    with container.SciZFile(result.data) as f:
+        header, payloads = dict(f.header), [f.payload(i) for i in range(f.n_payloads)]
+    entry = header["colour_transform"]
+    for bad in (
+        {**header, "model": {**header["model"], "version": 7}},  # (an older version's file)
+        {**header, "channels_last": False},
+        {**header, "colour_transform": {**entry, "matrix": entry["matrix"][:2]}},
+        {**header, "colour_transform": {**entry, "dtype": "float32"}},
+        {**header, "colour_transform": {**entry, "mean": [1, 2, "3"]}},
+        {**header, "colour_transform": 5},
+    ):
+        with pytest.raises(FormatError, match="colour_transform"):
+            api.open_sciz(container.pack(bad, payloads))
+
+
 def test_a_channels_last_flag_is_checked_when_read() -> None:
     """A header whose ``channels_last`` is not a boolean, or set on a 2D image, is refused."""
     result = api.compress(colour_image(), mode="lossless")

@@ -9,7 +9,8 @@ Every codec is measured the way ``../shared/GUIDE.md`` section 2 says:
   :data:`MOSAIC_SIDE_INFO_BYTES`).
 * A codec counts at ratio ``R`` only if it reaches at least ``R``; its quality parameter is bisected
   (:func:`bisect_quality`) to the best quality that still fits.
-* 2D codecs (JPEG XL, JPEG 2000) encode all slices tiled into **one** mosaic image (one header).
+* 2D codecs (JPEG XL, JPEG 2000) encode all slices tiled into **one** mosaic image (one header);
+  an 8- or 16-bit RGB(A) image (``Y, X, 3|4``) is coded as the colour image it is.
   HEVC gets the slices as the frames of one 12-bit gray video (range-scaled), coded by
   ffmpeg/libx265 into a raw Annex-B ``.hevc`` elementary stream (the lightest container: none).
 * SZ3, SPERR and ZFP get the 3D array as float32.
@@ -200,6 +201,15 @@ class ZFPCodec(_FloatCodec):
         return self._finish(values, encoded)
 
 
+def _is_colour(volume: np.ndarray) -> bool:
+    """An 8- or 16-bit RGB(A) image with its samples last (``Y, X, 3|4``), as the codec
+    itself takes one (:func:`napari_sciz.core.colour.is_channels_last`)."""
+    from ..core.colour import is_channels_last
+
+    unsigned = volume.dtype in (np.uint8, np.uint16)
+    return volume.ndim == 3 and unsigned and is_channels_last(volume.shape, None)
+
+
 class _MosaicCodec(Codec):
     """2D image codecs fed with all slices tiled into one mosaic.
 
@@ -208,8 +218,10 @@ class _MosaicCodec(Codec):
     """
 
     def _prepare(self, volume: np.ndarray) -> tuple[np.ndarray, dict[str, Any], int]:
-        z, h, w = volume.shape
         state: dict[str, Any] = {"shape": volume.shape, "dtype": volume.dtype}
+        if _is_colour(volume):  # (an RGB(A) image: coded as one, with the codec's colour
+            state["colour"] = True  # transform, not as hundreds of 3-pixel-wide slices)
+            return np.ascontiguousarray(volume), state, 0
         side = MOSAIC_SIDE_INFO_BYTES
         if volume.dtype in (np.uint8, np.uint16):
             data = volume
@@ -222,6 +234,8 @@ class _MosaicCodec(Codec):
         return np.ascontiguousarray(mosaic), state, side
 
     def _finish(self, mosaic: np.ndarray, enc: Encoded) -> np.ndarray:
+        if enc.state.get("colour"):
+            return _to_dtype(np.asarray(mosaic).reshape(enc.state["shape"]), enc.state["dtype"])
         z, h, w = enc.state["shape"]
         vol = untile_mosaic(np.asarray(mosaic), z, h, w, enc.state["cols"])
         if "range" in enc.state:

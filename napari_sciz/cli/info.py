@@ -174,6 +174,9 @@ def _info_rows(info: dict[str, Any]) -> list[tuple[str, Any]]:
                 else _prefilter_text(guidance, header),
             )
         )
+    if isinstance(header.get("colour_transform"), dict):
+        samples = len(header["colour_transform"].get("mean", []))
+        rows.append(("colour", f"its {samples} samples coded as decorrelated planes"))
     if "hybrid_layers" in info:
         rows.append(("layers", _layers_text(info["hybrid_layers"])))
     for k, (text, count) in enumerate(info.get("lossless_predictors", {}).items()):

@@ -180,6 +180,21 @@ def compress(
     if colour.is_channels_last(arr.shape, axes):
         # colour samples last: coded as a leading axis, decoded in the caller's layout
         given = check_axes(axes, arr.ndim) if axes else colour.default_axes(arr.ndim)
+        transform = colour.decorrelation(arr, ratio, mode, guidance, guidance_weights, labels)
+        if transform is not None:  # (an RGB(A) image in hybrid mode: decorrelated planes)
+            planes = transform.forward(colour.coded_first(arr))
+            return colour.restore_transformed(
+                _compress(
+                    planes, colour.coded_ratio(ratio, arr.nbytes, transform, planes.nbytes),
+                    device=device, steps=steps, budget=budget, effort=effort, seed=seed,
+                    axes=colour.moved(given), voxel_size=colour.moved(voxel_size),
+                    units=colour.moved(units), name=name, block_voxels=block_voxels,
+                    progress=progress, preview=None if preview is None else
+                    _preview_transformed(preview, transform), preview_interval=preview_interval,
+                    cancel=cancel, mode="hybrid",
+                ),
+                transform, arr, ratio,
+            )  # fmt: skip
         return colour.restore_result(
             _compress(
                 colour.coded_first(arr), colour.coded_ratio(ratio, arr.nbytes), device=device,
@@ -350,6 +365,18 @@ def overrun_note(seconds: float, budget: float | None) -> str | None:
         "stack needs at the fastest settings on this machine (every block is coded at least "
         "once), so those were used; a larger budget (or effort='fast') gives a better file"
     )
+
+
+def _preview_transformed(
+    preview: Callable[[np.ndarray], None], transform: Any
+) -> Callable[[np.ndarray], None]:
+    """``preview`` of the image, called with the decoded planes of a decorrelated colour
+    coding (:mod:`.colourtransform`), samples first."""
+
+    def show(planes: np.ndarray) -> None:
+        preview(np.moveaxis(transform.inverse(planes), 0, -1))
+
+    return show
 
 
 def _preview_last(preview: Callable[[np.ndarray], None]) -> Callable[[np.ndarray], None]:

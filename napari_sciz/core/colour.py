@@ -12,25 +12,31 @@ header, and every reader presents the decoded array in the layout it was given: 
 A last axis is taken as colour samples when ``axes`` ends in ``C`` or, without ``axes``, when
 it holds 3 or 4 samples and the axis before it at least 16 (the guess napari makes for RGB(A)
 layers); ``axes`` ending in ``X`` says it is not.
+
+An 8-bit RGB(A) image coded in hybrid mode without task guidance is coded as decorrelated
+planes of its samples (:mod:`.colourtransform`, header ``colour_transform``).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
-from .result import with_header_keys
+from .result import CompressResult, with_header_keys
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .result import CompressResult
+    from .colourtransform import ColourTransform
 
 __all__ = [
     "HEADER_KEY",
     "HEADER_KEY_BYTES",
     "coded_first",
+    "coded_ratio",
+    "decorrelation",
     "default_axes",
     "first_last",
     "is_channels_last",
@@ -38,6 +44,7 @@ __all__ = [
     "moved",
     "moved_labels",
     "restore_result",
+    "restore_transformed",
 ]
 
 #: header key of a file whose decoded array puts its first (coded) axis last
@@ -123,17 +130,76 @@ def coded_first(arr: np.ndarray) -> np.ndarray:
 HEADER_KEY_BYTES = 24
 
 
-def coded_ratio(ratio: float | None, raw_nbytes: int) -> float | None:
-    """The ratio to code the channels-first array at, so that the file, with the header key
-    added afterwards, still meets ``ratio`` (None, or a ratio too high to leave room: as
-    given)."""
+def coded_ratio(
+    ratio: float | None,
+    raw_nbytes: int,
+    transform: ColourTransform | None = None,
+    coded_nbytes: int | None = None,
+) -> float | None:
+    """The ratio to code the channels-first array (or the ``coded_nbytes`` of its
+    decorrelated planes, ``transform``) at, so that the file, with the header keys added
+    afterwards, still meets ``ratio`` (None, or a ratio too high to leave room: as given)."""
     if ratio is None:
         return None
+    reserved = HEADER_KEY_BYTES
+    if transform is not None:  # (its entry as JSON: deflate hardly ever makes it longer)
+        reserved += len(json.dumps(transform.to_header(), separators=(",", ":"))) + 8
     try:
-        target = raw_nbytes / float(ratio) - HEADER_KEY_BYTES
+        target = raw_nbytes / float(ratio) - reserved
     except (TypeError, ValueError, ZeroDivisionError):
         return ratio  # (the codec says what is wrong with it)
-    return raw_nbytes / target if target > HEADER_KEY_BYTES else ratio
+    if target <= reserved:
+        return ratio
+    return (coded_nbytes or raw_nbytes) / target
+
+
+def decorrelation(
+    arr: np.ndarray,
+    ratio: float | None,
+    mode: str,
+    guidance: str | None,
+    guidance_weights: Any,
+    labels: Any,
+) -> ColourTransform | None:
+    """The colour transform a channels-last ``arr`` is coded through
+    (:mod:`.colourtransform`): an 8-bit RGB(A) image in hybrid mode (``auto`` without
+    guidance weights) without task guidance; None otherwise."""
+    from .colourtransform import ColourTransform
+
+    hybrid = mode == "hybrid" or (mode == "auto" and not guidance_weights)
+    plain = guidance in (None, "none") and labels is None
+    if ratio is None or not hybrid or not plain or arr.dtype != np.uint8:
+        return None
+    if arr.shape[-1] not in _SAMPLES or arr.size < 2 * arr.shape[-1]:
+        return None
+    return ColourTransform.fit(coded_first(arr))
+
+
+def restore_transformed(
+    result: CompressResult, transform: ColourTransform, original: np.ndarray, ratio: float
+) -> CompressResult:
+    """The coding of decorrelated planes as that of the channels-last ``original``: the
+    header says how to decode them (``colour_transform``, hybrid model version 8), the
+    reconstruction is the image's, and the quality is measured against it."""
+    from .colourtransform import HEADER_KEY as TRANSFORM_KEY
+    from .colourtransform import MODEL_VERSION
+
+    model = dict(result.header["model"])
+    model["version"] = max(int(model.get("version", 0)), MODEL_VERSION)
+    keys = {
+        HEADER_KEY: True,
+        TRANSFORM_KEY: transform.to_header(),
+        "target_ratio": float(ratio),
+        "model": model,
+    }
+    coded = with_header_keys(result, keys)
+    if result.reconstruction is None:  # pragma: no cover - in-process codings keep it
+        return replace(coded, raw_nbytes=original.nbytes, ratio=original.nbytes / coded.nbytes)
+    image = np.moveaxis(transform.inverse(result.reconstruction), 0, -1)
+    return CompressResult.measured(
+        original, coded.data, coded.header, image, raw_nbytes=original.nbytes,
+        encode_seconds=result.encode_seconds, device=result.device, messages=result.messages,
+    )  # fmt: skip
 
 
 def restore_result(result: CompressResult, ratio: float | None = None) -> CompressResult:

@@ -16,6 +16,9 @@ import numpy as np
 
 from ..errors import FormatError
 from .blocks import BlockGrid
+from .colourtransform import HEADER_KEY as COLOUR_KEY
+from .colourtransform import MODEL_VERSION as COLOUR_MODEL_VERSION
+from .colourtransform import ColourTransform
 from .stacking import is_time_lapse, stacked_axes
 from .task.valuemap import ValueMap, parse_value_map
 from .validate import SUPPORTED_DTYPES
@@ -56,6 +59,8 @@ class HeaderInfo:
     channels_last: bool = False
     #: leading (coded) axes of a stack whose volumes are locked one by one (0: one volume)
     lock_lead: int = 0
+    #: the colour samples were coded as decorrelated planes (:mod:`.colourtransform`)
+    colour: ColourTransform | None = None
 
 
 def _int(value: Any, field: str) -> int:
@@ -190,10 +195,27 @@ def validate_header(h: dict, n_payloads: int, decodable: dict[str, dict[str, int
         what += " and an outlier list" if outliers else ""
         raise FormatError(f"header describes {what} but the file holds {n_payloads} payloads")
     vmap = _value_map(h, mode, value_range)
+    channels_last = _channels_last(h, len(shape))
     return HeaderInfo(
         mode, shape, dtype, value_range, grid, axes, vs, units, name, locked, vmap, outliers,
-        _channels_last(h, len(shape)), lock_lead,
+        channels_last, lock_lead, _colour_transform(h, mode, shape, dtype, channels_last),
     )  # fmt: skip
+
+
+def _colour_transform(
+    h: dict, mode: str, shape: tuple[int, ...], dtype: np.dtype, channels_last: bool
+) -> ColourTransform | None:
+    """How the colour samples were decorrelated before coding (:mod:`.colourtransform`)."""
+    entry = h.get(COLOUR_KEY)
+    if entry is None:
+        return None
+    if not isinstance(entry, dict) or mode != "hybrid" or not channels_last:
+        raise FormatError("colour_transform is only valid in a hybrid colour file")
+    if h["model"].get("version", 0) < COLOUR_MODEL_VERSION:
+        raise FormatError(f"colour_transform needs hybrid model version {COLOUR_MODEL_VERSION}")
+    if dtype != np.uint16 or shape[0] not in (3, 4):
+        raise FormatError("colour_transform: the planes must be 3 or 4 uint16 samples")
+    return ColourTransform.parse(entry, shape[0])
 
 
 def _channels_last(h: dict, ndim: int) -> bool:

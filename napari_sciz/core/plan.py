@@ -78,8 +78,10 @@ DECODABLE_MODELS = {
     # hybrid version 5: the same blocks, and the file may end with a segmentation lock
     # (napari_sciz.core.seglock; written only for files that have one); version 6: the
     # blocks code the volume through a value map (napari_sciz.core.task.valuemap; only such files);
-    # version 7: the file may end with an outlier payload (napari_sciz.core.outliers)
-    "hybrid": {"sperr+latent-grid": 1, "classical+latent-grid": 7},
+    # version 7: the file may end with an outlier payload (napari_sciz.core.outliers);
+    # version 8: a colour image's samples were coded as decorrelated planes
+    # (napari_sciz.core.colourtransform; only such files)
+    "hybrid": {"sperr+latent-grid": 1, "classical+latent-grid": 8},
     # bounded version 2: a block may be coded by SPERR's point-wise error mode
     # (napari_sciz.core.lossless.sperrblock; only such files); version 3: by SZ3
     # (napari_sciz.core.lossless.szblock; only such files); version 4: by interpolation with

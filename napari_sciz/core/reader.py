@@ -79,9 +79,12 @@ class SciZReader:
         self.channels_last = info.channels_last
         self._shape = info.shape  # the coded layout
         self.shape = info.shape if not info.channels_last else tuple(first_last(info.shape))
-        self.dtype = info.dtype
+        #: a colour image coded as decorrelated planes (:mod:`.colourtransform`), or None
+        self.colour = info.colour
+        self._coded_dtype, self._coded_range = info.dtype, info.value_range
+        self.dtype = info.dtype if info.colour is None else info.colour.dtype
         self.axes = _layout(info.axes, info.channels_last)
-        self.value_range = info.value_range
+        self.value_range = info.value_range if info.colour is None else info.colour.value_range
         self.grid = info.grid
         self.voxel_size = _layout(info.voxel_size, info.channels_last)
         self.units = _layout(info.units, info.channels_last)
@@ -92,7 +95,7 @@ class SciZReader:
         self._outliers: Any = None
         self._locked_view = None if not self.locked else LockedView(
             self._shape, info.lock_lead, lambda: self._file.payload(self.grid.n_blocks),
-            self._blocks_region, self.dtype, self.value_range,
+            self._blocks_region, self._coded_dtype, self._coded_range,
         )  # fmt: skip
 
     # array-like protocol -------------------------------------------------------------
@@ -209,6 +212,11 @@ class SciZReader:
         scales = _parse_scale(scale, n_spatial - samples_as_z)
         if samples_as_z:
             scales = (1.0, *scales)
+        if self.colour is not None:  # (every plane of the region, then its samples)
+            (c0, c1), *space = last_first(box)
+            planes = self._decode_box([(0, self._shape[0]), *space], scales)
+            out = self.colour.inverse(planes)[c0:c1]
+            return np.ascontiguousarray(np.moveaxis(out, 0, -1))
         if self.channels_last:
             out = self._decode_box(last_first(box), scales)
             return np.ascontiguousarray(np.moveaxis(out, 0, -1))
@@ -230,7 +238,7 @@ class SciZReader:
         lead_shape = tuple(b - a for a, b in box[:lead_nd])
         n_out = math.prod(lead_shape) * math.prod(out_spatial)
         check_decode_memory(n_out * self.dtype.itemsize, f"this region at scale {tuple(scales)}")
-        out = np.empty(lead_shape + out_spatial, dtype=self.dtype)
+        out = np.empty(lead_shape + out_spatial, dtype=self._coded_dtype)
         integer = all(s == 1 for s in scales)
         pad = 3 - self.grid.spatial_ndim
         coords3 = [np.zeros(1)] * pad + coords
@@ -274,7 +282,7 @@ class SciZReader:
                         pts = torch.from_numpy(grid_pts.astype(np.float32))
                         vals = fld.sample(pts).reshape([len(loc) for loc in local])
                 values = vals.double().numpy() * (vmax - vmin) + vmin
-                _target[np.ix_(*sel)] = finalize(values, self.dtype, self.value_range)
+                _target[np.ix_(*sel)] = finalize(values, self._coded_dtype, self._coded_range)
 
             self._map_blocks(fill, list(self.grid.blocks_in_box(volume, box3)))
         return out
@@ -293,7 +301,8 @@ class SciZReader:
         from .lossless import decode_block
 
         def decode(i: int) -> np.ndarray:
-            return decode_block(self._file.payload(i), self.dtype, self.grid.block_shape3(i))
+            payload = self._file.payload(i)
+            return decode_block(payload, self._coded_dtype, self.grid.block_shape3(i))
 
         return self._cache.get(index, lambda i: _naming_block(i, decode))
 
@@ -311,7 +320,7 @@ class SciZReader:
         check_decode_memory(8 * (n_out + 2 * n_src), f"this region at scale {tuple(scales)}")
         voxels = self._decode_whole_blocks([*box[:lead_nd], *src])
         values = sample_linear(voxels, [a for a, _b in src], coords, sizes)
-        return finalize(values, self.dtype, self.value_range)
+        return finalize(values, self._coded_dtype, self._coded_range)
 
     def _decode_whole_blocks(self, box: Sequence[tuple[int, int]]) -> np.ndarray:
         """Region of a hybrid/lossless/bounded file: decode the whole blocks it touches, crop
@@ -333,7 +342,7 @@ class SciZReader:
         with self._lock:
             if self._outliers is None:
                 payload = self._file.payload(self._file.n_payloads - 1)
-                found = decode_outliers(payload, self.dtype, self.size)
+                found = decode_outliers(payload, self._coded_dtype, self.size)
                 if len(found) != self._n_outliers:
                     raise FormatError("the outlier payload does not hold the header's count")
                 self._outliers = found
@@ -345,7 +354,7 @@ class SciZReader:
         pad = 3 - self.grid.spatial_ndim
         box3 = [(0, 1)] * pad + list(box[lead_nd:])
         lead_shape = tuple(b - a for a, b in box[:lead_nd])
-        out = np.empty(tuple(b - a for a, b in box), dtype=self.dtype)
+        out = np.empty(tuple(b - a for a, b in box), dtype=self._coded_dtype)
         out3 = out.reshape(lead_shape + tuple(b - a for a, b in box3))
         for lead_index in np.ndindex(*lead_shape) if lead_shape else [()]:
             src = tuple(i + a for i, (a, _b) in zip(lead_index, box[:lead_nd], strict=True))
@@ -368,7 +377,7 @@ class SciZReader:
                     values = planes[:, srcs[1], srcs[2]]
                     if self.value_map is not None:  # (coded through a value map)
                         values = self.value_map.inverse(values)
-                    _target[dst] = finalize(values, self.dtype, self.value_range)
+                    _target[dst] = finalize(values, self._coded_dtype, self._coded_range)
                 else:
                     _target[dst] = self._exact_block(bindex)[srcs]
 

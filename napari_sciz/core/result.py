@@ -127,7 +127,11 @@ class CompressResult:
 
     @property
     def dtype(self) -> np.dtype:
-        """dtype of the original array."""
+        """dtype of the original array (a colour image coded as decorrelated planes, header
+        ``colour_transform``, says its own)."""
+        transform = self.header.get("colour_transform")
+        if isinstance(transform, dict) and "dtype" in transform:
+            return np.dtype(transform["dtype"])
         return np.dtype(self.header["dtype"])
 
     def save(
