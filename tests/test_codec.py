@@ -1358,7 +1358,9 @@ def test_an_8_bit_colour_image_is_coded_as_decorrelated_planes(samples: int) -> 
     assert api.decompress(result.data, roi="0:10,0:10,:", scale=2).shape == (20, 20, samples)
 
 
-def test_the_colour_transform_is_exact_on_its_own_and_only_where_it_serves() -> None:
+def test_the_colour_transform_is_exact_on_its_own_and_only_where_it_serves(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """Planes and back give the image bit for bit; the transform is used in hybrid mode on
     8-bit colour images without task guidance, nowhere else."""
     from napari_sciz.core.colourtransform import ColourTransform
@@ -1370,6 +1372,16 @@ def test_the_colour_transform_is_exact_on_its_own_and_only_where_it_serves() -> 
         assert planes.dtype == np.uint16 and np.array_equal(transform.inverse(planes), image)
         matrix = np.asarray(transform.matrix)
         np.testing.assert_allclose(matrix.T @ matrix, np.eye(samples), atol=1e-3)
+    import napari_sciz.core.colourtransform as ct
+
+    image = np.moveaxis(correlated_colour(), -1, 0)
+    whole = ColourTransform.fit(image)
+    planes = whole.forward(image)
+    monkeypatch.setattr(ct, "_CHUNK", 1000)  # (a slide scan's pixels a part at a time)
+    assert np.array_equal(whole.forward(image), planes)
+    assert np.array_equal(whole.inverse(planes), image)
+    strided = ColourTransform.fit(image)  # (statistics from every 7th pixel)
+    assert np.array_equal(strided.inverse(strided.forward(image)), image)
     rgb = correlated_colour()
     for kwargs in ({"mode": "lossless"}, {"mode": "bounded", "max_error": 2},
                    {"ratio": 16, "mode": "lossy", "steps": 2},

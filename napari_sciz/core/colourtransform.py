@@ -37,6 +37,8 @@ MODEL_VERSION = 8
 _SCALE = 64.0
 #: decimals of the matrix's entries in the header
 _DECIMALS = 4
+#: pixels transformed at a time (bounded float64 copies of a large slide scan)
+_CHUNK = 1 << 22
 
 
 @dataclass(frozen=True)
@@ -70,16 +72,21 @@ class ColourTransform:
     @classmethod
     def fit(cls, image: np.ndarray) -> ColourTransform | None:
         """The transform of ``image`` (``uint8``, samples first: 3 or 4), or None where the
-        stored planes would not fit ``uint16``."""
-        samples = image.reshape(image.shape[0], -1).astype(np.float64)
-        mean = np.round(samples.mean(axis=1))
-        values, vectors = np.linalg.eigh(np.cov(samples))
+        stored planes would not fit ``uint16``. Its statistics come from at most
+        :data:`_CHUNK` pixels, evenly strided; its planes' range from every pixel."""
+        flat = image.reshape(image.shape[0], -1)
+        sample = flat[:, :: max(1, flat.shape[1] // _CHUNK)].astype(np.float64)
+        mean = np.round(sample.mean(axis=1))
+        values, vectors = np.linalg.eigh(np.atleast_2d(np.cov(sample)))
         vectors = vectors[:, np.argsort(values)[::-1]]
         # (each column's largest entry positive: one matrix for one covariance)
         vectors *= np.where(vectors[np.abs(vectors).argmax(axis=0), range(len(mean))] < 0, -1, 1)
         matrix = np.round(vectors, _DECIMALS)
-        planes = _planes(samples - mean[:, None], matrix)
-        lo, hi = np.floor(_SCALE * planes.min(axis=1)), np.ceil(_SCALE * planes.max(axis=1))
+        lo, hi = np.full(len(mean), np.inf), np.full(len(mean), -np.inf)
+        for part in _chunks(flat.shape[1]):
+            planes = _planes(flat[:, part].astype(np.float64) - mean[:, None], matrix)
+            lo, hi = np.minimum(lo, planes.min(axis=1)), np.maximum(hi, planes.max(axis=1))
+        lo, hi = np.floor(_SCALE * lo), np.ceil(_SCALE * hi)
         if np.any(hi - lo > np.iinfo(np.uint16).max):
             return None
         return cls(
@@ -93,28 +100,34 @@ class ColourTransform:
 
     def forward(self, image: np.ndarray) -> np.ndarray:
         """The stored planes (``uint16``, samples first) of ``image`` (samples first)."""
-        samples = image.reshape(image.shape[0], -1).astype(np.float64)
-        centred = samples - np.asarray(self.mean, np.float64)[:, None]
-        planes = np.round(self.scale * _planes(centred, np.asarray(self.matrix)))
-        planes -= np.asarray(self.offset, np.float64)[:, None]
-        return np.clip(planes, 0, np.iinfo(np.uint16).max).astype(np.uint16).reshape(image.shape)
+        flat = image.reshape(image.shape[0], -1)
+        out = np.empty(flat.shape, np.uint16)
+        mean = np.asarray(self.mean, np.float64)[:, None]
+        offset = np.asarray(self.offset, np.float64)[:, None]
+        for part in _chunks(flat.shape[1]):
+            planes = _planes(flat[:, part].astype(np.float64) - mean, np.asarray(self.matrix))
+            planes = np.round(self.scale * planes) - offset
+            out[:, part] = np.clip(planes, 0, np.iinfo(np.uint16).max)
+        return out.reshape(image.shape)
 
     def inverse(self, planes: np.ndarray) -> np.ndarray:
         """The image (its dtype, rounded and clipped to its range; samples first) of the
         decoded ``planes`` (samples first, any dtype)."""
         matrix = np.asarray(self.matrix)
-        values = [
-            (np.asarray(planes[k], np.float64) + self.offset[k]) / self.scale
-            for k in range(len(self.offset))
-        ]
-        out = np.empty(planes.shape, self.dtype)
+        flat = planes.reshape(planes.shape[0], -1)
+        out = np.empty(flat.shape, self.dtype)
         lo, hi = self.value_range
-        for c, mean in enumerate(self.mean):
-            sample = np.full(values[0].shape, float(mean))
-            for k, plane in enumerate(values):  # (term by term: the same bits everywhere)
-                sample = sample + plane * matrix[c, k]
-            out[c] = np.clip(np.round(sample), lo, hi)
-        return out
+        for part in _chunks(flat.shape[1]):
+            values = [
+                (np.asarray(flat[k, part], np.float64) + self.offset[k]) / self.scale
+                for k in range(len(self.offset))
+            ]
+            for c, mean in enumerate(self.mean):
+                sample = np.full(values[0].shape, float(mean))
+                for k, plane in enumerate(values):  # (term by term: the same bits everywhere)
+                    sample = sample + plane * matrix[c, k]
+                out[c, part] = np.clip(np.round(sample), lo, hi)
+        return out.reshape(planes.shape)
 
     def to_header(self) -> dict[str, Any]:
         """The header entry (the image's dtype and range included)."""
@@ -145,6 +158,11 @@ class ColourTransform:
         if dtype != np.uint8 or not (0 < scale <= 2**16) or not lo <= hi:
             raise FormatError("invalid .sciz header: colour_transform values")
         return cls(mean, matrix, scale, offset, dtype, (lo, hi))
+
+
+def _chunks(n: int) -> list[slice]:
+    """``range(n)`` in slices of :data:`_CHUNK`."""
+    return [slice(a, min(n, a + _CHUNK)) for a in range(0, max(n, 1), _CHUNK)]
 
 
 def _planes(centred: np.ndarray, matrix: np.ndarray) -> np.ndarray:
