@@ -1387,8 +1387,16 @@ def test_the_colour_transform_is_exact_on_its_own_and_only_where_it_serves(
                    {"ratio": 16, "mode": "lossy", "steps": 2},
                    {"ratio": 16, "guidance": "perceptual", "steps": 2}):  # fmt: skip
         assert "colour_transform" not in api.compress(rgb, device="cpu", **kwargs).header
-    wide = (correlated_colour().astype(np.uint16) * 200).astype(np.uint16)
-    assert "colour_transform" not in api.compress(wide, 16, steps=2, device="cpu").header
+    wide = correlated_colour().astype(np.uint16) * 250  # (16 bits: planes in steps of 1)
+    transform = ColourTransform.fit(np.moveaxis(wide, -1, 0))
+    assert transform.scale == 1.0
+    back = transform.inverse(transform.forward(np.moveaxis(wide, -1, 0)))
+    assert np.abs(back.astype(int) - np.moveaxis(wide, -1, 0)).max() <= 1
+    coded = api.compress(wide, 16, steps=2, device="cpu")
+    assert coded.header["colour_transform"]["dtype"] == "uint16"
+    assert api.decompress(coded.data).dtype == np.uint16 and coded.psnr > 30
+    signed = correlated_colour().astype(np.int16)
+    assert "colour_transform" not in api.compress(signed, 16, steps=2, device="cpu").header
 
 
 def test_a_colour_transform_entry_is_checked_when_read() -> None:

@@ -13,8 +13,8 @@ A last axis is taken as colour samples when ``axes`` ends in ``C`` or, without `
 it holds 3 or 4 samples and the axis before it at least 16 (the guess napari makes for RGB(A)
 layers); ``axes`` ending in ``X`` says it is not.
 
-An 8-bit RGB(A) image coded in hybrid mode without task guidance is coded as decorrelated
-planes of its samples (:mod:`.colourtransform`, header ``colour_transform``).
+An 8- or 16-bit RGB(A) image coded in hybrid mode without task guidance is coded as
+decorrelated planes of its samples (:mod:`.colourtransform`, header ``colour_transform``).
 """
 
 from __future__ import annotations
@@ -162,13 +162,13 @@ def decorrelation(
     labels: Any,
 ) -> ColourTransform | None:
     """The colour transform a channels-last ``arr`` is coded through
-    (:mod:`.colourtransform`): an 8-bit RGB(A) image in hybrid mode (``auto`` without
-    guidance weights) without task guidance; None otherwise."""
+    (:mod:`.colourtransform`): an 8- or 16-bit RGB(A) image in hybrid mode (``auto``
+    without guidance weights) without task guidance; None otherwise."""
     from .colourtransform import ColourTransform
 
     hybrid = mode == "hybrid" or (mode == "auto" and not guidance_weights)
     plain = guidance in (None, "none") and labels is None
-    if ratio is None or not hybrid or not plain or arr.dtype != np.uint8:
+    if ratio is None or not hybrid or not plain or arr.dtype not in (np.uint8, np.uint16):
         return None
     if arr.shape[-1] not in _SAMPLES or arr.size < 2 * arr.shape[-1]:
         return None

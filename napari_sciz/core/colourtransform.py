@@ -11,10 +11,12 @@ squared error, so what the codec minimises is still the image's. skimage's IHC i
 16x / 64x / 256x: +1.1 / +0.4 / +0.4 dB (docs/benchmarks.md).
 
 The transformed planes are stored as ``uint16``, ``round(scale * P) - offset`` with a power of
-two ``scale`` (a 64th of a grey level), and the header's ``colour_transform`` entry holds the
-integer means, the matrix to 4 decimals, the scale and the offsets (about 60 bytes). The
-decoder computes ``x_c = mean_c + sum_k P_k M[c, k]`` term by term in a fixed order, so the
-same bits on every CPU, then rounds and clips to the image's range.
+two ``scale`` (a 64th of a grey level for an 8-bit image; a 16-bit one's planes get the
+finest step ``uint16`` holds, at most 4 levels: far below what a lossy ratio leaves), and the
+header's ``colour_transform`` entry holds the integer means, the matrix to 4 decimals (6 for
+a 16-bit image), the scale and the offsets (about 60 bytes). The decoder computes
+``x_c = mean_c + sum_k P_k M[c, k]`` term by term in a fixed order, so the same bits on
+every CPU, then rounds and clips to the image's range.
 """
 
 from __future__ import annotations
@@ -33,10 +35,13 @@ __all__ = ["HEADER_KEY", "MODEL_VERSION", "ColourTransform"]
 HEADER_KEY = "colour_transform"
 #: the hybrid model version of files decoded through a colour transform
 MODEL_VERSION = 8
-#: the transformed planes' step: a 64th of a grey level
+#: the transformed planes' finest step: a 64th of a grey level (an 8-bit image's)
 _SCALE = 64.0
-#: decimals of the matrix's entries in the header
-_DECIMALS = 4
+#: the coarsest: 4 levels (a 16-bit image whose planes span more than 16,383 levels)
+_MIN_SCALE = 0.25
+#: decimals of the matrix's entries in the header, by the image's dtype (its transpose is the
+#: inverse to a 10,000th: a 40th of a level at 255, more for 16 bits)
+_DECIMALS = {np.dtype(np.uint8): 4, np.dtype(np.uint16): 6}
 #: pixels transformed at a time (bounded float64 copies of a large slide scan)
 _CHUNK = 1 << 22
 
@@ -71,9 +76,10 @@ class ColourTransform:
 
     @classmethod
     def fit(cls, image: np.ndarray) -> ColourTransform | None:
-        """The transform of ``image`` (``uint8``, samples first: 3 or 4), or None where the
-        stored planes would not fit ``uint16``. Its statistics come from at most
-        :data:`_CHUNK` pixels, evenly strided; its planes' range from every pixel."""
+        """The transform of ``image`` (``uint8`` or ``uint16``, samples first: 3 or 4), or
+        None where the stored planes would not fit ``uint16`` in steps of 4 levels. Its
+        statistics come from at most :data:`_CHUNK` pixels, evenly strided; its planes'
+        range from every pixel."""
         flat = image.reshape(image.shape[0], -1)
         sample = flat[:, :: max(1, flat.shape[1] // _CHUNK)].astype(np.float64)
         mean = np.round(sample.mean(axis=1))
@@ -81,18 +87,19 @@ class ColourTransform:
         vectors = vectors[:, np.argsort(values)[::-1]]
         # (each column's largest entry positive: one matrix for one covariance)
         vectors *= np.where(vectors[np.abs(vectors).argmax(axis=0), range(len(mean))] < 0, -1, 1)
-        matrix = np.round(vectors, _DECIMALS)
+        matrix = np.round(vectors, _DECIMALS[np.dtype(image.dtype)])
         lo, hi = np.full(len(mean), np.inf), np.full(len(mean), -np.inf)
         for part in _chunks(flat.shape[1]):
             planes = _planes(flat[:, part].astype(np.float64) - mean[:, None], matrix)
             lo, hi = np.minimum(lo, planes.min(axis=1)), np.maximum(hi, planes.max(axis=1))
-        lo, hi = np.floor(_SCALE * lo), np.ceil(_SCALE * hi)
-        if np.any(hi - lo > np.iinfo(np.uint16).max):
+        scale = _scale_for(float(np.max(hi - lo)))
+        lo, hi = np.floor(scale * lo), np.ceil(scale * hi)
+        if scale < _MIN_SCALE or np.any(hi - lo > np.iinfo(np.uint16).max):
             return None
         return cls(
             tuple(int(m) for m in mean),
             tuple(tuple(float(v) for v in row) for row in matrix),
-            _SCALE,
+            scale,
             tuple(int(v) for v in lo),
             np.dtype(image.dtype),
             (float(image.min()), float(image.max())),
@@ -155,9 +162,16 @@ class ColourTransform:
             lo, hi = _numbers(entry["range"], 2)
         except (KeyError, TypeError, ValueError) as exc:
             raise FormatError(f"invalid .sciz header: colour_transform ({exc})") from exc
-        if dtype != np.uint8 or not (0 < scale <= 2**16) or not lo <= hi:
+        if dtype not in (np.uint8, np.uint16) or not (0 < scale <= 2**16) or not lo <= hi:
             raise FormatError("invalid .sciz header: colour_transform values")
         return cls(mean, matrix, scale, offset, dtype, (lo, hi))
+
+
+def _scale_for(span: float) -> float:
+    """The largest power of two, at most :data:`_SCALE`, whose multiple of ``span`` (the
+    widest plane's range) fits ``uint16`` with a level to spare at each end."""
+    room = np.iinfo(np.uint16).max - 2
+    return float(min(_SCALE, 2.0 ** np.floor(np.log2(room / span)))) if span > 0 else _SCALE
 
 
 def _chunks(n: int) -> list[slice]:
