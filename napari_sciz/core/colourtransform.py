@@ -8,7 +8,7 @@ helps). An orthonormal transform of the samples (the eigenvectors of their covar
 Karhunen-Loeve transform, as JPEG 2000's colour transform does with a fixed matrix) puts the
 shared signal in one plane and leaves two small ones; being orthonormal, it keeps the
 squared error, so what the codec minimises is still the image's. skimage's IHC image at
-16x / 64x / 256x: +1.1 / +0.4 / +0.4 dB (docs/benchmarks.md).
+16x / 64x / 256x: +1.1 / +0.45 / +0.33 dB (docs/benchmarks.md).
 
 The transformed planes are stored as ``uint16``, ``round(scale * P) - offset`` with a power of
 two ``scale`` (a 64th of a grey level for an 8-bit image; a 16-bit one's planes get the
