@@ -19,7 +19,7 @@ from pathlib import Path
 from ..errors import CancelledError, InvalidInputError, SciZError
 from ..io.formats import SUPPORTED_EXTENSIONS
 from ..io.ome_zarr import ZARR_EXTENSIONS, is_zarr_path
-from .text import PROG
+from .text import PROG, file_error
 
 __all__ = ["is_batch", "output_name", "run_batch"]
 
@@ -125,9 +125,7 @@ def run_batch(
                     + _summary(written, skipped, failed, folder)
                 ) from exc
             except (SciZError, OSError, MemoryError) as exc:
-                message = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
-                named = Path(inp).name in message  # (most messages name the file already)
-                print(f"{PROG}: error: {'' if named else inp + ': '}{message}", file=sys.stderr)
+                print(file_error(inp, exc), file=sys.stderr)
                 failed.append(inp)
                 continue
             written += 1

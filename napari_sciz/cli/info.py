@@ -12,7 +12,7 @@ import numpy as np
 
 from ..errors import InvalidInputError, SciZError
 from .common import _codec
-from .text import PROG, _dumps, _flatten, _fmt_shape, _human_bytes, _print_table
+from .text import _dumps, _flatten, _fmt_shape, _human_bytes, _print_table, file_error
 
 
 def _hybrid_layers(reader: Any) -> dict[str, Any]:
@@ -85,9 +85,7 @@ def _listing(paths: list[Path], as_json: bool) -> int:
                 raise InvalidInputError(f"no such file: {path}")
             info = _file_info(path)
         except (SciZError, OSError) as exc:
-            message = (str(exc).splitlines() or [type(exc).__name__])[0]
-            named = path.name in message  # (most messages name the file already)
-            print(f"{PROG}: error: {'' if named else path.name + ': '}{message}", file=sys.stderr)
+            print(file_error(path.name, exc), file=sys.stderr)
             failed += 1
             continue
         if as_json:

@@ -88,6 +88,14 @@ def _flatten(mapping: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]
     return rows
 
 
+def file_error(name: str, exc: BaseException) -> str:
+    """The one line ``sciz: error: ...`` for a file of several that failed, naming it
+    unless its message already does."""
+    message = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    named = Path(name).name in message  # (most messages name the file already)
+    return f"{PROG}: error: {'' if named else name + ': '}{message}"
+
+
 def _print_table(rows: Sequence[tuple[str, Any]], out: IO[str]) -> None:
     width = max((len(k) for k, _ in rows), default=0)
     for key, value in rows:

@@ -291,10 +291,8 @@ def _read_tiff(path: Path, lazy: bool = False, series: int = 0) -> ImageData:
         raw = _lazy_tiff(path, shape, axes, series)
         keep = [i for i, (a, n) in enumerate(zip(axes, shape, strict=True)) if n != 1 or a in "YX"]
         data = _SqueezedView(raw, keep)
-        axes = "".join(axes[i] for i in keep)
-        if "S" in axes:  # (samples last or first, and no C: checked by _lazy_tiff)
-            calib.setdefault("C", calib.pop("S", (1.0, "")))
-            axes = axes.replace("S", "C")
+        # (samples and no C, checked by _lazy_tiff: renamed in place, nothing moved)
+        data, axes = _samples_as_channels(data, "".join(axes[i] for i in keep), calib)
         axes = _rename_unknown_axes(axes)
         pairs = [calib.get(a, (1.0, "")) for a in axes] if calib else None
         return ImageData(
