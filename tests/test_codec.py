@@ -1338,7 +1338,7 @@ def test_an_8_bit_colour_image_is_coded_as_decorrelated_planes(samples: int) -> 
     """Hybrid mode codes an RGB(A) image's samples through an orthonormal transform: the
     header says how (model version 8), and every reader returns the image's own dtype and
     layout, its regions and samples included, with its quality measured against it."""
-    from napari_sciz.core.metrics import psnr
+    from napari_sciz.core.metrics import psnr, ssim
 
     rgb = correlated_colour(samples=samples)
     result = api.compress(rgb, 16, steps=2, device="cpu")
@@ -1350,6 +1350,9 @@ def test_an_8_bit_colour_image_is_coded_as_decorrelated_planes(samples: int) -> 
     decoded = api.decompress(result.data)
     assert decoded.dtype == np.uint8 and np.array_equal(decoded, result.reconstruction)
     assert result.psnr == pytest.approx(psnr(rgb, decoded)) and result.psnr > 30
+    # SSIM over each sample's Y, X plane, as of any colour image (not over X, C slices)
+    samples_first = np.moveaxis(rgb, -1, 0), np.moveaxis(decoded, -1, 0)
+    assert result.ssim == pytest.approx(ssim(*samples_first))
     reader = api.open_sciz(result.data)
     assert reader.dtype == np.uint8 and reader.value_range == (rgb.min(), rgb.max())
     assert reader.nbytes == rgb.nbytes

@@ -417,6 +417,34 @@ def test_a_colour_image_with_its_samples_last_matches_single_process(client, tmp
     assert from_tiff.header["channels_last"] and np.array_equal(decompress(from_tiff.data), volume)
 
 
+def test_an_rgb_image_is_coded_as_decorrelated_planes_as_in_one_process(client, tmp_path) -> None:
+    """The colour transform is gathered from the blocks: the file is the one-process file
+    (an array sent to the workers, an RGB TIFF they read), measured on the image."""
+    import tifffile
+
+    y, x = np.mgrid[0:96, 0:120]
+    rng = np.random.default_rng(5)
+    stain = 90 + 70 * np.sin(y / 6.0) * np.cos(x / 8.0) + rng.normal(0, 4, y.shape)
+    planes = [stain, 0.8 * stain + 25, 1.1 * stain - 30 + rng.normal(0, 3, y.shape)]
+    rgb = np.clip(np.stack(planes, axis=-1), 0, 255).astype(np.uint8)
+    local = compress(rgb, 16, steps=2, device="cpu")
+    assert "colour_transform" in local.header
+    result = compress_distributed(rgb, 16, client=client, steps=2, device="cpu")
+    assert result.data == local.data and result.header["target_ratio"] == 16
+    assert result.psnr == pytest.approx(local.psnr) and result.ssim == pytest.approx(local.ssim)
+    assert result.raw_nbytes == rgb.nbytes and result.ratio >= 16
+    tifffile.imwrite(tmp_path / "rgb.tif", rgb, photometric="rgb")
+    from_tiff = compress_distributed(tmp_path / "rgb.tif", 16, client=client, steps=2, device="cpu")
+    assert from_tiff.data == local.data
+    small = compress_distributed(rgb, 16, client=client, steps=2, device="cpu", block_voxels=BLOCK)
+    decoded = decompress(small.data)
+    assert decoded.dtype == np.uint8 and decoded.shape == rgb.shape
+    from napari_sciz.core.metrics import max_abs_error, psnr
+
+    assert small.psnr == pytest.approx(psnr(rgb, decoded))
+    assert small.max_error == max_abs_error(rgb, decoded)
+
+
 def test_an_image_series_of_a_tiff_is_read_on_the_workers(client, tmp_path) -> None:
     """``BlockSource.from_path(path, series)``: the workers read that series' blocks."""
     import tifffile

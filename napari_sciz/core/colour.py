@@ -20,6 +20,7 @@ decorrelated planes of its samples (:mod:`.colourtransform`, header ``colour_tra
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -36,6 +37,7 @@ __all__ = [
     "HEADER_KEY_BYTES",
     "coded_first",
     "coded_ratio",
+    "decorrelates",
     "decorrelation",
     "default_axes",
     "first_last",
@@ -153,6 +155,25 @@ def coded_ratio(
     return (coded_nbytes or raw_nbytes) / target
 
 
+def decorrelates(
+    shape: Sequence[int],
+    dtype: Any,
+    ratio: float | None,
+    mode: str,
+    guidance: str | None,
+    guidance_weights: Any,
+    labels: Any,
+) -> bool:
+    """Whether a channels-last image of ``shape`` and ``dtype`` coded so is coded through a
+    colour transform (:mod:`.colourtransform`): an 8- or 16-bit RGB(A) image in hybrid mode
+    (``auto`` without guidance weights) without task guidance."""
+    hybrid = mode == "hybrid" or (mode == "auto" and not guidance_weights)
+    plain = guidance in (None, "none") and labels is None
+    if ratio is None or not hybrid or not plain or np.dtype(dtype) not in (np.uint8, np.uint16):
+        return False
+    return shape[-1] in _SAMPLES and math.prod(shape) >= 2 * shape[-1]
+
+
 def decorrelation(
     arr: np.ndarray,
     ratio: float | None,
@@ -161,26 +182,30 @@ def decorrelation(
     guidance_weights: Any,
     labels: Any,
 ) -> ColourTransform | None:
-    """The colour transform a channels-last ``arr`` is coded through
-    (:mod:`.colourtransform`): an 8- or 16-bit RGB(A) image in hybrid mode (``auto``
-    without guidance weights) without task guidance; None otherwise."""
+    """The colour transform a channels-last ``arr`` is coded through where it
+    :func:`decorrelates` (None otherwise, or where its planes would not fit)."""
     from .colourtransform import ColourTransform
 
-    hybrid = mode == "hybrid" or (mode == "auto" and not guidance_weights)
-    plain = guidance in (None, "none") and labels is None
-    if ratio is None or not hybrid or not plain or arr.dtype not in (np.uint8, np.uint16):
-        return None
-    if arr.shape[-1] not in _SAMPLES or arr.size < 2 * arr.shape[-1]:
+    if not decorrelates(arr.shape, arr.dtype, ratio, mode, guidance, guidance_weights, labels):
         return None
     return ColourTransform.fit(coded_first(arr))
 
 
 def restore_transformed(
-    result: CompressResult, transform: ColourTransform, original: np.ndarray, ratio: float
+    result: CompressResult,
+    transform: ColourTransform,
+    original: np.ndarray | None,
+    ratio: float,
+    raw_nbytes: int | None = None,
 ) -> CompressResult:
     """The coding of decorrelated planes as that of the channels-last ``original``: the
     header says how to decode them (``colour_transform``, hybrid model version 8), the
-    reconstruction is the image's, and the quality is measured against it."""
+    reconstruction is the image's, and the quality is measured against it (samples first,
+    as the codec measures a colour image: SSIM over the samples' ``Y, X`` planes).
+
+    A distributed coding has no reconstruction (its quality was measured on the image by
+    the workers) and gives the image's ``raw_nbytes`` instead of the ``original``.
+    """
     from .colourtransform import HEADER_KEY as TRANSFORM_KEY
     from .colourtransform import MODEL_VERSION
 
@@ -193,13 +218,15 @@ def restore_transformed(
         "model": model,
     }
     coded = with_header_keys(result, keys)
-    if result.reconstruction is None:  # pragma: no cover - in-process codings keep it
-        return replace(coded, raw_nbytes=original.nbytes, ratio=original.nbytes / coded.nbytes)
-    image = np.moveaxis(transform.inverse(result.reconstruction), 0, -1)
-    return CompressResult.measured(
-        original, coded.data, coded.header, image, raw_nbytes=original.nbytes,
+    if result.reconstruction is None or original is None:
+        raw = original.nbytes if original is not None else int(raw_nbytes or 0)
+        return replace(coded, raw_nbytes=raw, ratio=raw / coded.nbytes)
+    image = transform.inverse(result.reconstruction)
+    measured = CompressResult.measured(
+        coded_first(original), coded.data, coded.header, image, raw_nbytes=original.nbytes,
         encode_seconds=result.encode_seconds, device=result.device, messages=result.messages,
     )  # fmt: skip
+    return replace(measured, reconstruction=np.moveaxis(image, 0, -1))
 
 
 def restore_result(result: CompressResult, ratio: float | None = None) -> CompressResult:

@@ -29,7 +29,14 @@ import numpy as np
 
 from ..errors import FormatError
 
-__all__ = ["HEADER_KEY", "MODEL_VERSION", "ColourTransform"]
+__all__ = [
+    "HEADER_KEY",
+    "MODEL_VERSION",
+    "ColourTransform",
+    "SampleSums",
+    "plane_range",
+    "sample_step",
+]
 
 #: the header entry
 HEADER_KEY = "colour_transform"
@@ -78,20 +85,27 @@ class ColourTransform:
     def fit(cls, image: np.ndarray) -> ColourTransform | None:
         """The transform of ``image`` (``uint8`` or ``uint16``, samples first: 3 or 4), or
         None where the stored planes would not fit ``uint16`` in steps of 4 levels. Its
-        statistics come from at most :data:`_CHUNK` pixels, evenly strided; its planes'
-        range from every pixel."""
+        statistics come from at most :data:`_CHUNK` pixels, evenly strided
+        (:func:`sample_step`); its planes' range from every pixel."""
         flat = image.reshape(image.shape[0], -1)
-        sample = flat[:, :: max(1, flat.shape[1] // _CHUNK)].astype(np.float64)
-        mean = np.round(sample.mean(axis=1))
-        values, vectors = np.linalg.eigh(np.atleast_2d(np.cov(sample)))
-        vectors = vectors[:, np.argsort(values)[::-1]]
-        # (each column's largest entry positive: one matrix for one covariance)
-        vectors *= np.where(vectors[np.abs(vectors).argmax(axis=0), range(len(mean))] < 0, -1, 1)
-        matrix = np.round(vectors, _DECIMALS[np.dtype(image.dtype)])
-        lo, hi = np.full(len(mean), np.inf), np.full(len(mean), -np.inf)
-        for part in _chunks(flat.shape[1]):
-            planes = _planes(flat[:, part].astype(np.float64) - mean[:, None], matrix)
-            lo, hi = np.minimum(lo, planes.min(axis=1)), np.maximum(hi, planes.max(axis=1))
+        sums = SampleSums.of(flat[:, :: sample_step(flat.shape[1])], flat)
+        mean, matrix = sums.basis(np.dtype(image.dtype))
+        lo, hi = plane_range(flat, mean, matrix)
+        return cls.from_parts(mean, matrix, lo, hi, np.dtype(image.dtype), sums.value_range)
+
+    @classmethod
+    def from_parts(
+        cls,
+        mean: np.ndarray,
+        matrix: np.ndarray,
+        lo: np.ndarray,
+        hi: np.ndarray,
+        dtype: np.dtype,
+        value_range: tuple[float, float],
+    ) -> ColourTransform | None:
+        """The transform of ``mean`` and ``matrix`` (:meth:`SampleSums.basis`) whose planes
+        span ``[lo, hi]`` (:func:`plane_range`), or None where they would not fit
+        ``uint16`` in steps of 4 levels."""
         scale = _scale_for(float(np.max(hi - lo)))
         lo, hi = np.floor(scale * lo), np.ceil(scale * hi)
         if scale < _MIN_SCALE or np.any(hi - lo > np.iinfo(np.uint16).max):
@@ -101,8 +115,8 @@ class ColourTransform:
             tuple(tuple(float(v) for v in row) for row in matrix),
             scale,
             tuple(int(v) for v in lo),
-            np.dtype(image.dtype),
-            (float(image.min()), float(image.max())),
+            np.dtype(dtype),
+            (float(value_range[0]), float(value_range[1])),
         )
 
     def forward(self, image: np.ndarray) -> np.ndarray:
@@ -165,6 +179,100 @@ class ColourTransform:
         if dtype not in (np.uint8, np.uint16) or not (0 < scale <= 2**16) or not lo <= hi:
             raise FormatError("invalid .sciz header: colour_transform values")
         return cls(mean, matrix, scale, offset, dtype, (lo, hi))
+
+
+@dataclass(frozen=True)
+class SampleSums:
+    """Exact sums of an image's sampled pixels (integers: the same totals in any order, so
+    the sums of an image's blocks give the whole image's transform), and its value range.
+
+    Attributes
+    ----------
+    count : int
+        Sampled pixels.
+    sums : tuple of int
+        Per sample, the sum of its values.
+    products : tuple of tuple of int
+        ``products[c][d]``: the sum of samples ``c`` times ``d``.
+    value_range : tuple of float
+        The smallest and largest value of every pixel (not only the sampled ones).
+    """
+
+    count: int
+    sums: tuple[int, ...]
+    products: tuple[tuple[int, ...], ...]
+    value_range: tuple[float, float]
+
+    @classmethod
+    def of(cls, sampled: np.ndarray, every: np.ndarray) -> SampleSums:
+        """The sums of ``sampled`` (samples, pixels) and the value range of ``every``
+        (any shape; empty: the range is left open)."""
+        values = sampled.astype(np.int64)  # (uint16 products sum exactly below 2**63)
+        products = values @ values.T
+        lo, hi = (float(every.min()), float(every.max())) if every.size else (np.inf, -np.inf)
+        return cls(
+            int(values.shape[1]),
+            tuple(int(v) for v in values.sum(axis=1)),
+            tuple(tuple(int(v) for v in row) for row in products),
+            (lo, hi),
+        )
+
+    def __add__(self, other: SampleSums) -> SampleSums:
+        return SampleSums(
+            self.count + other.count,
+            tuple(a + b for a, b in zip(self.sums, other.sums, strict=True)),
+            tuple(
+                tuple(a + b for a, b in zip(r, s, strict=True))
+                for r, s in zip(self.products, other.products, strict=True)
+            ),
+            (
+                min(self.value_range[0], other.value_range[0]),
+                max(self.value_range[1], other.value_range[1]),
+            ),
+        )
+
+    def basis(self, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+        """The integer means and the rounded orthonormal matrix (columns: the covariance's
+        eigenvectors, largest eigenvalue first, each column's largest entry positive)."""
+        n = max(self.count, 1)
+        mean = np.round(np.asarray(self.sums, np.float64) / n)
+        samples = len(self.sums)
+        # covariance from exact integers: n * S_cd - S_c * S_d, then one division
+        cov = np.array(
+            [
+                [
+                    float(n * self.products[c][d] - self.sums[c] * self.sums[d])
+                    / float(n * max(n - 1, 1))
+                    for d in range(samples)
+                ]
+                for c in range(samples)
+            ]
+        )
+        values, vectors = np.linalg.eigh(cov)
+        vectors = vectors[:, np.argsort(values)[::-1]]
+        # (each column's largest entry positive: one matrix for one covariance)
+        vectors *= np.where(vectors[np.abs(vectors).argmax(axis=0), range(samples)] < 0, -1, 1)
+        return mean, np.round(vectors, _DECIMALS[np.dtype(dtype)])
+
+
+def sample_step(pixels: int) -> int:
+    """The stride of the pixels (flat index, samples first) whose statistics make an image's
+    transform: at most :data:`_CHUNK` of them, evenly spread."""
+    return max(1, int(pixels) // _CHUNK)
+
+
+def plane_range(
+    flat: np.ndarray, mean: np.ndarray, matrix: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per plane, the smallest and largest transformed value of the pixels ``flat``
+    (samples, pixels), ``+inf`` / ``-inf`` when there are none."""
+    lo, hi = np.full(len(mean), np.inf), np.full(len(mean), -np.inf)
+    if flat.shape[1] == 0:
+        return lo, hi
+    for part in _chunks(flat.shape[1]):
+        planes = _planes(flat[:, part].astype(np.float64) - mean[:, None], matrix)
+        lo, hi = np.minimum(lo, planes.min(axis=1)), np.maximum(hi, planes.max(axis=1))
+    return lo, hi
 
 
 def _scale_for(span: float) -> float:

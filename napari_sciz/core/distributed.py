@@ -51,6 +51,14 @@ from .cluster import (
     tune_worker_malloc,
     user_error,
 )
+from .distcolour import (
+    ColourPlanes,
+    coded_colour,
+    decorrelated,
+    image_pair,
+    planes_request,
+)
+from .distcolour import metric_range as image_range
 from .distoutliers import CleanedSource, ends_size, outliers_from_ends, with_outliers
 from .outliers import Outliers, coded_share
 from .plan import (
@@ -133,6 +141,9 @@ def _fit_task(
     decoded = finalize(outcome.values.reshape(original.shape), dtype, vrange)
     if isinstance(source, CleanedSource):
         decoded = source.restore(decoded, original)
+    image = image_pair(source, sl, array, decoded)
+    if image is not None:  # (decorrelated colour planes: measured on the image's samples)
+        original, decoded = image
     span = float(metric_range[1]) - float(metric_range[0])
     peak = span if span > 0 else 1.0
     # SSIM is a mean over whole 2D slices: measurable here when the block holds whole slices
@@ -237,26 +248,31 @@ def compress_distributed(
         With ``reconstruction=None`` (never gathered); PSNR and the largest error are exact,
         SSIM is exact when blocks span whole slices and NaN otherwise.
     """
-    coded, shape = _coded_colour(source, axes)
+    coded, shape = coded_colour(source, axes)
     if coded is not None:
         # colour samples last: coded as a leading axis, read back in the caller's layout
         given = check_axes(axes, len(shape)) if axes else colour.default_axes(len(shape))
         raw = math.prod(shape) * np.dtype(coded.dtype).itemsize
-        return colour.restore_result(
-            _compress_distributed(
-                coded, colour.coded_ratio(ratio, raw), client=client, scheduler=scheduler,
-                workers=workers, threads_per_worker=threads_per_worker,
-                memory_limit=memory_limit, device=device, steps=steps, budget=budget,
-                effort=effort, seed=seed, axes=colour.moved(given),
-                voxel_size=colour.moved(voxel_size), units=colour.moved(units), name=name,
-                block_voxels=block_voxels, guidance=guidance,
-                labels=colour.moved_labels(labels, shape),
-                guidance_weights=guidance_weights, mode=mode, max_error=max_error,
-                retries=retries, connect_timeout=connect_timeout, progress=progress,
-                cancel=cancel,
-            ),
-            ratio,
+        request = None
+        if colour.decorrelates(shape, coded.dtype, ratio, mode, guidance, guidance_weights, labels):
+            request = ColourPlanes(coded, float(ratio), raw)  # (an RGB(A) image in hybrid mode)
+        result = _compress_distributed(
+            request or coded, colour.coded_ratio(ratio, raw), client=client,
+            scheduler=scheduler, workers=workers, threads_per_worker=threads_per_worker,
+            memory_limit=memory_limit, device=device, steps=steps, budget=budget,
+            effort=effort, seed=seed, axes=colour.moved(given),
+            voxel_size=colour.moved(voxel_size), units=colour.moved(units), name=name,
+            block_voxels=block_voxels, guidance=guidance,
+            labels=colour.moved_labels(labels, shape), guidance_weights=guidance_weights,
+            mode="hybrid" if request else mode, max_error=max_error, retries=retries,
+            connect_timeout=connect_timeout, progress=progress, cancel=cancel,
         )  # fmt: skip
+        if request is not None and request.transform is not None:
+            return colour.restore_transformed(
+                result, request.transform, None, float(ratio), raw_nbytes=raw
+            )
+        return colour.restore_result(result, ratio)
+    source, request = planes_request(source)
     mask_note = None
     if source_dtype(source).kind == "b":
         mode, mask_note = mask_mode(mode, ratio)
@@ -298,6 +314,15 @@ def compress_distributed(
             )
         grid = BlockGrid.for_shape(src.shape, block_voxels or DEFAULT_BLOCK_VOXELS)
         run = ClusterRun(cl, f"sciz-{uuid.uuid4().hex[:12]}", retries, should_cancel)
+        if request is not None:  # (a colour image: its transform fitted on the cluster)
+            src = decorrelated(run, src, src_data, grid, request)
+            if request.transform is not None:
+                planes_nbytes = math.prod(src.shape) * np.dtype(src.dtype).itemsize
+                target = check_ratio(
+                    colour.coded_ratio(
+                        request.ratio, request.raw_nbytes, request.transform, planes_nbytes
+                    )
+                )
         n_workers = max(1, len(cl.scheduler_info().get("workers", {})) or int(workers or 1))
         planning = {
             "device": device, "steps": steps, "budget": budget, "seed": seed, "axes": axes,
@@ -307,6 +332,7 @@ def compress_distributed(
         plan, coded_src, found, metric_range = _planned(
             run, src, src_data, grid, target, mode, planning
         )
+        metric_range = image_range(request, metric_range)
         report = BlockReport(progress, grid, n_workers, steps, t_start)
         report.started()
         fits: list[_FitResult] = run.map(
@@ -367,25 +393,6 @@ def _planned(
         return plan, coded_src, found, metric_range
     plan = plan_lossy(src.shape, np.dtype(src.dtype), grid, stats, target, **planning)
     return plan, src, None, plan.value_range
-
-
-def _coded_colour(source: Any, axes: str | None) -> tuple[Any, tuple[int, ...]]:
-    """A channels-last colour source in its coded layout, samples first (an array moved, a
-    file read so on the workers), or None; and the source's shape."""
-    if isinstance(source, np.ndarray):
-        if colour.is_channels_last(source.shape, axes):
-            return colour.coded_first(source), source.shape
-        return None, source.shape
-    if isinstance(source, BlockSource) and source.path and not source.channels_last:
-        described = source  # (a file's image series)
-    elif isinstance(source, (str, os.PathLike)):
-        described = BlockSource.from_path(source)
-    else:
-        return None, ()
-    if colour.is_channels_last(described.shape, axes):
-        coded_shape = tuple(colour.last_first(described.shape))
-        return replace(described, shape=coded_shape, channels_last=True), described.shape
-    return None, described.shape
 
 
 #: :func:`compress_distributed` for its own use (callers may wrap the public name)
