@@ -383,15 +383,17 @@ def test_hevc_fill_of_one_frame_uses_adaptive_quantization() -> None:
         assert np.sqrt(np.mean((decoded - block) ** 2)) < 40
 
 
-def test_one_frame_hevc_base_is_filled_from_above_by_a_stretched_code_range() -> None:
+def test_one_frame_and_colour_hevc_bases_are_filled_from_above_by_a_stretched_code_range() -> None:
     """A noisy 2D image whose CRF streams jump over the bytes asked: the shrinker (the finer
     CRF on a code range stretched by up to one QP step at level 0, the CRF's own stream at 1)
     lands closer to the bytes than the largest plain stream that fits, and decodes with the
-    plain decoder; multi-frame blocks have none."""
+    plain decoder; so do the few planes of a colour image; longer stacks have none."""
     hevc = bases.HEVCBase()
     if not hevc.available():
         pytest.skip("PyAV with libx265 not available")
-    assert hevc.shrinker(30.0, (4, 128, 160)) is None
+    assert hevc.shrinker(30.0, (5, 128, 160)) is None
+    assert hevc.shrinker(30.0, (2, 128, 160)) is None
+    assert hevc.shrinker(30.0, (3, 128, 160)) is not None
     rng = np.random.default_rng(7)
     yy, xx = np.mgrid[:192, :224]
     image = 120 + 60 * np.sin(xx / 7.0) * np.cos(yy / 11.0) + rng.normal(0, 18, yy.shape)
