@@ -1388,7 +1388,7 @@ def test_the_colour_transform_is_exact_on_its_own_and_only_where_it_serves(
     rgb = correlated_colour()
     for kwargs in ({"mode": "lossless"}, {"mode": "bounded", "max_error": 2},
                    {"ratio": 16, "mode": "lossy", "steps": 2},
-                   {"ratio": 16, "guidance": "perceptual", "steps": 2}):  # fmt: skip
+                   {"ratio": 16, "guidance": "segmentation", "steps": 2}):  # fmt: skip
         assert "colour_transform" not in api.compress(rgb, device="cpu", **kwargs).header
     wide = correlated_colour().astype(np.uint16) * 250  # (16 bits: planes in steps of 1)
     transform = ColourTransform.fit(np.moveaxis(wide, -1, 0))
@@ -1400,6 +1400,32 @@ def test_the_colour_transform_is_exact_on_its_own_and_only_where_it_serves(
     assert api.decompress(coded.data).dtype == np.uint16 and coded.psnr > 30
     signed = correlated_colour().astype(np.int16)
     assert "colour_transform" not in api.compress(signed, 16, steps=2, device="cpu").header
+
+
+def test_perceptual_guidance_codes_a_colour_image_as_decorrelated_planes(
+    tmp_path: Path,
+) -> None:
+    """The intensity maps of perceptual guidance are for one channel: a colour image is coded
+    as its decorrelated planes, the header says the guidance asked for, the result and
+    ``sciz info`` say how it was served, and the file keeps to its ratio."""
+    from napari_sciz.cli import main as cli_main
+    from napari_sciz.core.colour import PERCEPTUAL_NOTE
+
+    rgb = np.ascontiguousarray(np.tile(correlated_colour(), (2, 2, 1)))
+    result = api.compress(rgb, 24, guidance="perceptual", steps=2, device="cpu")
+    assert "colour_transform" in result.header and result.header["guidance"] == "perceptual"
+    assert PERCEPTUAL_NOTE in result.messages and "value_map" not in result.header
+    assert len(result.data) <= rgb.nbytes / 24 and result.header["target_ratio"] == 24
+    assert np.array_equal(api.decompress(result.data), result.reconstruction)
+    path = tmp_path / "rgb.sciz"
+    path.write_bytes(result.data)
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert cli_main(["info", str(path)]) == 0
+    assert "perceptual (a colour image: its samples coded as decorrelated planes)" in out.getvalue()
 
 
 def test_a_colour_transform_entry_is_checked_when_read() -> None:

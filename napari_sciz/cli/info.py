@@ -224,6 +224,8 @@ def _prefilter_text(mode: str, header: dict) -> str:
     if isinstance(band, int | float):
         return f"{mode} (task band {float(band):g} noise s.d.; outside it, smoothed)"
     vmap = header.get("value_map")
+    if isinstance(header.get("colour_transform"), dict) and vmap is None:
+        return f"{mode} (a colour image: its samples coded as decorrelated planes)"
     if isinstance(vmap, dict):
         smoothing = f"pre-smoothed, sigma {float(sigma):g} voxel, then " if sigma else ""
         mapped = f"a power map of the intensities, exponent {vmap.get('power')}"

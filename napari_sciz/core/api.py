@@ -185,7 +185,8 @@ def compress(
             planes = transform.forward(colour.coded_first(arr))
             return colour.restore_transformed(
                 _compress(
-                    planes, colour.coded_ratio(ratio, arr.nbytes, transform, planes.nbytes),
+                    planes,
+                    colour.coded_ratio(ratio, arr.nbytes, transform, planes.nbytes, guidance),
                     device=device, steps=steps, budget=budget, effort=effort, seed=seed,
                     axes=colour.moved(given), voxel_size=colour.moved(voxel_size),
                     units=colour.moved(units), name=name, block_voxels=block_voxels,
@@ -193,7 +194,7 @@ def compress(
                     _preview_transformed(preview, transform), preview_interval=preview_interval,
                     cancel=cancel, mode="hybrid",
                 ),
-                transform, arr, ratio,
+                transform, arr, ratio, guidance=guidance,
             )  # fmt: skip
         return colour.restore_result(
             _compress(

@@ -13,8 +13,9 @@ A last axis is taken as colour samples when ``axes`` ends in ``C`` or, without `
 it holds 3 or 4 samples and the axis before it at least 16 (the guess napari makes for RGB(A)
 layers); ``axes`` ending in ``X`` says it is not.
 
-An 8- or 16-bit RGB(A) image coded in hybrid mode without task guidance is coded as
-decorrelated planes of its samples (:mod:`.colourtransform`, header ``colour_transform``).
+An 8- or 16-bit RGB(A) image coded in hybrid mode without task guidance, or under perceptual
+guidance, is coded as decorrelated planes of its samples (:mod:`.colourtransform`, header
+``colour_transform``).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "HEADER_KEY",
     "HEADER_KEY_BYTES",
+    "PERCEPTUAL_NOTE",
     "coded_first",
     "coded_ratio",
     "decorrelates",
@@ -127,6 +129,13 @@ def coded_first(arr: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.moveaxis(arr, -1, 0))
 
 
+#: the message of a colour image coded under perceptual guidance (:func:`decorrelates`)
+PERCEPTUAL_NOTE = (
+    "perceptual guidance: a colour image is coded as decorrelated planes of its samples "
+    "(the intensity maps perceptual guidance chooses between are for one-channel images; "
+    "coded through them, colour images measured a lower MS-SSIM)"
+)
+
 #: bytes the header key takes in a file (measured 17-20 on files of every mode), reserved
 #: out of a ratio's bytes when the channels-first array is coded
 HEADER_KEY_BYTES = 24
@@ -137,15 +146,18 @@ def coded_ratio(
     raw_nbytes: int,
     transform: ColourTransform | None = None,
     coded_nbytes: int | None = None,
+    guidance: str | None = None,
 ) -> float | None:
     """The ratio to code the channels-first array (or the ``coded_nbytes`` of its
     decorrelated planes, ``transform``) at, so that the file, with the header keys added
-    afterwards, still meets ``ratio`` (None, or a ratio too high to leave room: as given)."""
+    afterwards (perceptual ``guidance`` recorded in place of ``none``), still meets ``ratio``
+    (None, or a ratio too high to leave room: as given)."""
     if ratio is None:
         return None
     reserved = HEADER_KEY_BYTES
     if transform is not None:  # (its entry as JSON: deflate hardly ever makes it longer)
         reserved += len(json.dumps(transform.to_header(), separators=(",", ":"))) + 8
+        reserved += len("perceptual") if guidance == "perceptual" else 0
     try:
         target = raw_nbytes / float(ratio) - reserved
     except (TypeError, ValueError, ZeroDivisionError):
@@ -166,9 +178,14 @@ def decorrelates(
 ) -> bool:
     """Whether a channels-last image of ``shape`` and ``dtype`` coded so is coded through a
     colour transform (:mod:`.colourtransform`): an 8- or 16-bit RGB(A) image in hybrid mode
-    (``auto`` without guidance weights) without task guidance."""
+    (``auto`` without guidance weights) without task guidance or under perceptual guidance.
+
+    Perceptual guidance codes such an image as the decorrelated planes alone (:data:`
+    PERCEPTUAL_NOTE`): the intensity maps it otherwise chooses between are made for one
+    channel's intensities, and the image's samples coded through them measured a lower
+    MS-SSIM than its planes (docs/guidance.md, "Colour images")."""
     hybrid = mode == "hybrid" or (mode == "auto" and not guidance_weights)
-    plain = guidance in (None, "none") and labels is None
+    plain = guidance in (None, "none", "perceptual") and labels is None
     if ratio is None or not hybrid or not plain or np.dtype(dtype) not in (np.uint8, np.uint16):
         return False
     return shape[-1] in _SAMPLES and math.prod(shape) >= 2 * shape[-1]
@@ -197,6 +214,7 @@ def restore_transformed(
     original: np.ndarray | None,
     ratio: float,
     raw_nbytes: int | None = None,
+    guidance: str | None = None,
 ) -> CompressResult:
     """The coding of decorrelated planes as that of the channels-last ``original``: the
     header says how to decode them (``colour_transform``, hybrid model version 8), the
@@ -204,7 +222,8 @@ def restore_transformed(
     as the codec measures a colour image: SSIM over the samples' ``Y, X`` planes).
 
     A distributed coding has no reconstruction (its quality was measured on the image by
-    the workers) and gives the image's ``raw_nbytes`` instead of the ``original``.
+    the workers) and gives the image's ``raw_nbytes`` instead of the ``original``. Under
+    perceptual ``guidance`` the header records it, and the result says how it was served.
     """
     from .colourtransform import HEADER_KEY as TRANSFORM_KEY
     from .colourtransform import MODEL_VERSION
@@ -217,6 +236,9 @@ def restore_transformed(
         "target_ratio": float(ratio),
         "model": model,
     }
+    if guidance == "perceptual":
+        keys["guidance"] = guidance
+        result = replace(result, messages=[*result.messages, PERCEPTUAL_NOTE])
     coded = with_header_keys(result, keys)
     if result.reconstruction is None or original is None:
         raw = original.nbytes if original is not None else int(raw_nbytes or 0)

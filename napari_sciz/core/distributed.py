@@ -254,7 +254,10 @@ def compress_distributed(
         given = check_axes(axes, len(shape)) if axes else colour.default_axes(len(shape))
         raw = math.prod(shape) * np.dtype(coded.dtype).itemsize
         request = None
-        if colour.decorrelates(shape, coded.dtype, ratio, mode, guidance, guidance_weights, labels):
+        plain = guidance in (None, "none")  # (guidance of distributed jobs: the field's loss)
+        if plain and colour.decorrelates(
+            shape, coded.dtype, ratio, mode, guidance, guidance_weights, labels
+        ):
             request = ColourPlanes(coded, float(ratio), raw)  # (an RGB(A) image in hybrid mode)
         result = _compress_distributed(
             request or coded, colour.coded_ratio(ratio, raw), client=client,
