@@ -440,12 +440,13 @@ def test_a_stack_of_volumes_is_guided_on_its_middle_volume(monkeypatch, guidance
 
 def test_the_channels_of_a_colour_image_are_guided_one_by_one(monkeypatch) -> None:
     """A colour image (samples last, coded channels first) is measured on its middle channel
-    and pre-filtered channel by channel: no smoothing mixes its colours."""
+    and pre-filtered channel by channel: no smoothing mixes its colours. (A signed image:
+    an 8- or 16-bit unsigned one is coded as decorrelated planes instead.)"""
     from napari_sciz.core.api import compress, decompress
     from napari_sciz.core.task.score import guidance_score
 
     plane = nuclei(7, (8, 64, 64), count=12)[4]
-    rgb = np.stack([plane, plane[::-1], plane[:, ::-1]], axis=-1).astype(np.uint16)
+    rgb = np.stack([plane, plane[::-1], plane[:, ::-1]], axis=-1).astype(np.int16)
     seen: list[np.ndarray] = []
     choose = taskfilter.choose_prefilter
 
