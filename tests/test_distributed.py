@@ -72,6 +72,21 @@ def test_two_workers_match_single_process(client, single_process) -> None:
     np.testing.assert_array_equal(decompress(result.data), local.reconstruction)
 
 
+def test_the_passes_before_the_fits_say_how_many_blocks_were_read(client, single_process) -> None:
+    """A large image's statistics pass reads every block before any is fitted: the
+    progress says so, block by block, at 0 % (nothing fitted yet)."""
+    path, _vol, _local = single_process
+    seen: list[tuple[float, str]] = []
+    compress_distributed(
+        path, 16, client=client, steps=2, device="cpu", block_voxels=BLOCK,
+        progress=lambda info: seen.append((info.fraction, info.message)),
+    )  # fmt: skip
+    read = [text for fraction, text in seen if text.startswith("reading the blocks")]
+    assert read[-1] == "reading the blocks: 4/4 blocks"
+    assert all(fraction == 0.0 for fraction, text in seen if text in read)
+    assert seen[-1][0] == pytest.approx(1.0)
+
+
 def test_in_memory_array_is_scattered(client, single_process) -> None:
     _path, vol, local = single_process
     result = compress_distributed(vol, 16, client=client, steps=8, device="cpu", block_voxels=BLOCK)
@@ -429,8 +444,12 @@ def test_an_rgb_image_is_coded_as_decorrelated_planes_as_in_one_process(client, 
     rgb = np.clip(np.stack(planes, axis=-1), 0, 255).astype(np.uint8)
     local = compress(rgb, 16, steps=2, device="cpu")
     assert "colour_transform" in local.header
-    result = compress_distributed(rgb, 16, client=client, steps=2, device="cpu")
+    said: list[str] = []
+    result = compress_distributed(
+        rgb, 16, client=client, steps=2, device="cpu", progress=lambda i: said.append(i.message)
+    )
     assert result.data == local.data and result.header["target_ratio"] == 16
+    assert "measuring the colours: 1/1 blocks" in said
     assert result.psnr == pytest.approx(local.psnr) and result.ssim == pytest.approx(local.ssim)
     assert result.raw_nbytes == rgb.nbytes and result.ratio >= 16
     tifffile.imwrite(tmp_path / "rgb.tif", rgb, photometric="rgb")

@@ -251,12 +251,14 @@ def _gather(
 
 @dataclass
 class ClusterRun:
-    """Tasks of one job on a Dask cluster: named keys, retries, cancel."""
+    """Tasks of one job on a Dask cluster: named keys, retries, cancel, and the progress of
+    the passes over the blocks that come before their fits (:data:`PASSES`)."""
 
     client: Any
     token: str
     retries: int
     cancel: Callable[[], bool] | None
+    progress: Callable[[Any], None] | None = None
 
     def map(
         self,
@@ -266,13 +268,42 @@ class ClusterRun:
         keys: Sequence[int] | None = None,
         on_done: Callable[[Any], None] | None = None,
     ) -> list[Any]:
-        """``task(*a)`` for every ``a`` of ``args`` on the cluster, results in order."""
+        """``task(*a)`` for every ``a`` of ``args`` on the cluster, results in order (a pass
+        of :data:`PASSES` without ``on_done`` reports its blocks read to ``progress``)."""
         keys = range(len(args)) if keys is None else keys
+        if on_done is None and self.progress is not None and kind in PASSES:
+            on_done = _PassReport(self.progress, PASSES[kind], len(args))
         futures = [
             self.client.submit(task, *a, key=f"{self.token}-{kind}-{k}", retries=self.retries)
             for a, k in zip(args, keys, strict=True)
         ]
         return _gather(self.client, futures, on_done or (lambda _v: None), self.cancel)
+
+
+#: the passes over the blocks before their fits, as the progress names them
+PASSES = {
+    "stats": "reading the blocks",
+    "stats-ends": "reading the blocks",
+    "range": "reading the blocks",
+    "outliers": "listing the extreme values",
+    "colour-sums": "measuring the colours",
+    "colour-range": "measuring the colours' range",
+}
+
+
+@dataclass
+class _PassReport:
+    """Progress of a pass over the blocks: how many were read (nothing fitted yet)."""
+
+    progress: Callable[[Any], None]
+    label: str
+    total: int
+    done: int = 0
+
+    def __call__(self, _value: Any) -> None:
+        self.done += 1
+        text = f"{self.label}: {self.done}/{self.total} blocks"
+        self.progress(ProgressInfo(0.0, 0, None, math.nan, math.nan, None, 0, 1, text))
 
 
 @dataclass

@@ -162,7 +162,7 @@ def compress_exact_distributed(
         axes = check_axes(axes, ndim)
         check_calibration(ndim, voxel_size, units)
         grid = BlockGrid.for_shape(src.shape, block_voxels or DEFAULT_BLOCK_VOXELS)
-        run = ClusterRun(cl, f"sciz-{uuid.uuid4().hex[:12]}", retries, should_cancel)
+        run = ClusterRun(cl, f"sciz-{uuid.uuid4().hex[:12]}", retries, should_cancel, progress)
         n_workers = max(1, len(cl.scheduler_info().get("workers", {})) or int(workers or 1))
         span = None
         if mode == "bounded":

@@ -316,7 +316,7 @@ def compress_distributed(
                 f"labels must have the image's shape {src.shape}, got {label_src.shape}"
             )
         grid = BlockGrid.for_shape(src.shape, block_voxels or DEFAULT_BLOCK_VOXELS)
-        run = ClusterRun(cl, f"sciz-{uuid.uuid4().hex[:12]}", retries, should_cancel)
+        run = ClusterRun(cl, f"sciz-{uuid.uuid4().hex[:12]}", retries, should_cancel, progress)
         if request is not None:  # (a colour image: its transform fitted on the cluster)
             src = decorrelated(run, src, src_data, grid, request)
             if request.transform is not None:
