@@ -180,8 +180,8 @@ def decorrelates(
     colour transform (:mod:`.colourtransform`): an 8- or 16-bit RGB(A) image in hybrid mode
     (``auto`` without guidance weights) without task guidance or under perceptual guidance.
 
-    Perceptual guidance codes such an image as the decorrelated planes alone (:data:`
-    PERCEPTUAL_NOTE`): the intensity maps it otherwise chooses between are made for one
+    Perceptual guidance codes such an image as the decorrelated planes alone
+    (:data:`PERCEPTUAL_NOTE`): the intensity maps it otherwise chooses between are made for one
     channel's intensities, and the image's samples coded through them measured a lower
     MS-SSIM than its planes (docs/guidance.md, "Colour images")."""
     hybrid = mode == "hybrid" or (mode == "auto" and not guidance_weights)
