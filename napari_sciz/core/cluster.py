@@ -396,6 +396,9 @@ def source_of(client: Any, data: Any) -> tuple[BlockSource, Any]:
     check_shape_dtype(arr.shape, arr.dtype)
     # to one worker; the others fetch it with their first block and keep it. (broadcast=True
     # hung a test run now and then: the scheduler's replication loop against the active memory
-    # manager dropping replicas, dask/distributed issue 4907)
-    future = client.scatter(arr)
+    # manager dropping replicas, dask/distributed issue 4907). A key of its own (hash=False):
+    # with the content's hash as its key, a job right after another on the same array scattered
+    # it under the key the scheduler was still forgetting, and its tasks were cancelled for
+    # "lost dependencies" (seen here, 3 runs in 4)
+    future = client.scatter(arr, hash=False)
     return BlockSource(tuple(int(n) for n in arr.shape), arr.dtype.name), future
