@@ -184,8 +184,10 @@ def test_the_header_says_which_kind_of_lock() -> None:
         header, payloads = f.header, [f.payload(i) for i in range(f.n_payloads)]
     with pytest.raises(FormatError, match="version 1 needs a single 2D/3D volume"):
         open_sciz(container.pack({**header, "segmentation_lock": {"version": 1}}, payloads))
-    with pytest.raises(FormatError, match="newer napari-sciz"):
+    with pytest.raises(FormatError, match="version 5 needs a colour image"):
         open_sciz(container.pack({**header, "segmentation_lock": {"version": 5}}, payloads))
+    with pytest.raises(FormatError, match="newer napari-sciz"):
+        open_sciz(container.pack({**header, "segmentation_lock": {"version": 6}}, payloads))
     with pytest.raises(FormatError, match="stack of 2"):
         three = pack_stacked([None, None, None])
         open_sciz(container.pack(header, [*payloads[:-1], three])).decode()

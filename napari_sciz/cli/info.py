@@ -29,13 +29,13 @@ def _hybrid_layers(reader: Any) -> dict[str, Any]:
         lock = reader._file.payload(n)
         totals["lock_bytes"] = len(lock)
         version = reader.header["segmentation_lock"].get("version")
-        if version in (2, 3):  # (a lock per volume, or per frame of a time-lapse)
+        if version in (2, 3, 5):  # (a lock per volume, frame of a time-lapse or channel)
             from ..core.seglock.stacked import parse_stacked
 
             per_volume = parse_stacked(lock, reader._locked_view.volumes)
             totals["locked_volumes"] = sum(v is not None for v in per_volume)
             totals["volumes"] = len(per_volume)
-            totals["lock_unit"] = "frames" if version == 3 else "volumes"
+            totals["lock_unit"] = {3: "frames", 5: "channels"}.get(version, "volumes")
         elif version == 4:  # (one lock for the frames of a time-lapse)
             totals["lock_frames"] = reader.shape[0]
     for i in range(n):

@@ -182,20 +182,15 @@ def compress(
         given = check_axes(axes, arr.ndim) if axes else colour.default_axes(arr.ndim)
         transform = colour.decorrelation(arr, ratio, mode, guidance, guidance_weights, labels)
         if transform is not None:  # (an RGB(A) image in hybrid mode: decorrelated planes)
-            planes = transform.forward(colour.coded_first(arr))
-            return colour.restore_transformed(
-                _compress(
-                    planes,
-                    colour.coded_ratio(ratio, arr.nbytes, transform, planes.nbytes, guidance),
-                    device=device, steps=steps, budget=budget, effort=effort, seed=seed,
-                    axes=colour.moved(given), voxel_size=colour.moved(voxel_size),
-                    units=colour.moved(units), name=name, block_voxels=block_voxels,
-                    progress=progress, preview=None if preview is None else
-                    _preview_transformed(preview, transform), preview_interval=preview_interval,
-                    cancel=cancel, mode="hybrid",
-                ),
-                transform, arr, ratio, guidance=guidance,
+            options = dict(
+                device=device, steps=steps, budget=budget, effort=effort, seed=seed,
+                axes=colour.moved(given), voxel_size=colour.moved(voxel_size),
+                units=colour.moved(units), name=name, block_voxels=block_voxels,
+                progress=progress, preview=None if preview is None else
+                _preview_transformed(preview, transform), preview_interval=preview_interval,
+                cancel=cancel,
             )  # fmt: skip
+            return _compress_planes(arr, ratio, transform, str(guidance).lower(), options)
         return colour.restore_result(
             _compress(
                 colour.coded_first(arr), colour.coded_ratio(ratio, arr.nbytes), device=device,
@@ -245,6 +240,40 @@ def compress(
 
 #: :func:`compress` for its own use (callers may wrap the public name)
 _compress = compress
+
+
+def _compress_planes(
+    arr: np.ndarray, ratio: Any, transform: Any, guidance: str, options: dict[str, Any]
+) -> CompressResult:
+    """:func:`compress` of a channels-last colour image ``arr`` coded as the decorrelated
+    planes of ``transform`` (:mod:`.colourtransform`); ``options``: :func:`compress`'s
+    keyword arguments for the planes (their axes and calibration samples first). Under
+    segmentation guidance each channel is locked (:mod:`.task.colourlock`)."""
+    from .task.colourlock import colour_segmentation
+
+    if guidance != "segmentation":
+        planes = transform.forward(colour.coded_first(arr))
+        coded = colour.coded_ratio(ratio, arr.nbytes, transform, planes.nbytes, guidance)
+        result = _compress(planes, coded, **options, mode="hybrid")
+        return colour.restore_transformed(result, transform, arr, ratio, guidance=guidance)
+    target, budget, effort = check_ratio(ratio), options["budget"], options["effort"]
+    check_effort(options["steps"], budget)
+    if effort is not None:  # (the codings share the preset's time)
+        if options["steps"] is not None or budget is not None:
+            raise InvalidInputError("give one of steps, budget or effort")
+        budget = effort_budget(effort, arr.nbytes)
+    timed = {**options, "steps": None, "effort": None} if budget is not None else options
+
+    def code_planes(planes: np.ndarray, planes_ratio: float, seconds: float | None) -> Any:
+        given = timed if seconds is None else {**timed, "budget": seconds}
+        return _compress(planes, planes_ratio, **given, mode="hybrid")
+
+    voxel = options["voxel_size"]
+    return colour_segmentation(
+        arr, target, transform, code_planes, budget=budget,
+        voxel_size=None if voxel is None else tuple(voxel)[1:],
+        cancel=cancel_predicate(options["cancel"]),
+    )  # fmt: skip
 
 
 def _fitted_settings(

@@ -178,14 +178,15 @@ def decorrelates(
 ) -> bool:
     """Whether a channels-last image of ``shape`` and ``dtype`` coded so is coded through a
     colour transform (:mod:`.colourtransform`): an 8- or 16-bit RGB(A) image in hybrid mode
-    (``auto`` without guidance weights) without task guidance or under perceptual guidance.
+    (``auto`` without guidance weights), under any task guidance but without labels.
 
     Perceptual guidance codes such an image as the decorrelated planes alone
     (:data:`PERCEPTUAL_NOTE`): the intensity maps it otherwise chooses between are made for one
     channel's intensities, and the image's samples coded through them measured a lower
-    MS-SSIM than its planes (docs/guidance.md, "Colour images")."""
+    MS-SSIM than its planes (docs/guidance.md, "Colour images"). Segmentation guidance locks
+    each channel decoded through the transform (:mod:`.task.colourlock`)."""
     hybrid = mode == "hybrid" or (mode == "auto" and not guidance_weights)
-    plain = guidance in (None, "none", "perceptual") and labels is None
+    plain = labels is None and str(guidance).lower() in ("none", "perceptual", "segmentation")
     if ratio is None or not hybrid or not plain or np.dtype(dtype) not in (np.uint8, np.uint16):
         return False
     return shape[-1] in _SAMPLES and math.prod(shape) >= 2 * shape[-1]

@@ -188,17 +188,18 @@ def validate_header(h: dict, n_payloads: int, decodable: dict[str, dict[str, int
             f"invalid .sciz header: blocks.count is {count} but the grid has {grid.n_blocks}"
         )
     axes, vs, units, name = _calibration(h, len(shape))
-    locked, lock_lead = _segmentation_lock(h, mode, shape, grid, axes)
+    channels_last = _channels_last(h, len(shape))
+    colour = _colour_transform(h, mode, shape, dtype, channels_last)
+    locked, lock_lead = _segmentation_lock(h, mode, shape, grid, axes, colour is not None)
     outliers = _outliers(h, mode, math.prod(shape))
     if grid.n_blocks + locked + bool(outliers) != n_payloads:
         what = f"{grid.n_blocks} blocks" + (" and a segmentation lock" if locked else "")
         what += " and an outlier list" if outliers else ""
         raise FormatError(f"header describes {what} but the file holds {n_payloads} payloads")
     vmap = _value_map(h, mode, value_range)
-    channels_last = _channels_last(h, len(shape))
     return HeaderInfo(
         mode, shape, dtype, value_range, grid, axes, vs, units, name, locked, vmap, outliers,
-        channels_last, lock_lead, _colour_transform(h, mode, shape, dtype, channels_last),
+        channels_last, lock_lead, colour,
     )  # fmt: skip
 
 
@@ -255,33 +256,46 @@ def _value_map(h: dict, mode: str, value_range: tuple[float, float]) -> ValueMap
     return parse_value_map(entry, value_range)
 
 
+#: what each version of ``segmentation_lock`` locks (the error when the file is not that)
+_LOCKED = {
+    1: "a single 2D/3D volume",
+    2: "a stack of 2D/3D volumes",
+    3: "a 2D time-lapse (axes TYX)",
+    4: "a 2D time-lapse (axes TYX)",
+    5: "a colour image coded through its colour_transform",
+}
+
+
 def _segmentation_lock(
-    h: dict, mode: str, shape: tuple[int, ...], grid: BlockGrid, axes: str
+    h: dict, mode: str, shape: tuple[int, ...], grid: BlockGrid, axes: str, colour: bool
 ) -> tuple[bool, int]:
     """Whether the file ends with a segmentation lock payload (:mod:`.seglock`), and the
     leading axes its volumes are locked under: version 1 locks a single 2D/3D volume (0),
     version 2 each volume or channel of a stack (:func:`.stacking.stacked_axes`,
     :mod:`.seglock.stacked`), version 3 each frame of a 2D time-lapse (1,
     :func:`.stacking.is_time_lapse`; the payload is a stack's), version 4 the frames of a 2D
-    time-lapse with one lock (0: locked whole, :mod:`.seglock.frames`)."""
+    time-lapse with one lock (0: locked whole, :mod:`.seglock.frames`), version 5 each
+    channel of a ``colour`` image decoded through its colour transform (1, a stack's
+    payload; :mod:`.task.colourlock`). Versions 1-4 are not valid in a ``colour`` file."""
     lock = h.get("segmentation_lock")
     if lock is None:
         return False, 0
     version = 0 if not isinstance(lock, dict) else lock.get("version")
     version = _int(version, "segmentation_lock.version")
-    if version not in (1, 2, 3, 4):
+    if version not in _LOCKED:
         raise FormatError("unsupported segmentation_lock in header (a newer napari-sciz wrote it?)")
-    if version in (3, 4):
-        fits = is_time_lapse(len(shape), axes)
+    if version == 5:
+        fits, lead = colour, 1
+    elif version in (3, 4):
+        fits = is_time_lapse(len(shape), axes) and not colour
         lead = 1 if fits and version == 3 else 0
     else:
         lead = stacked_axes(len(shape), axes) if version == 2 else 0
-        fits = lead > 0 if version == 2 else len(shape) == grid.spatial_ndim
+        fits = not colour and (lead > 0 if version == 2 else len(shape) == grid.spatial_ndim)
     if mode != "hybrid" or not fits:
-        what = {1: "a single 2D/3D volume", 2: "a stack of 2D/3D volumes"}.get(
-            version, "a 2D time-lapse (axes TYX)"
+        raise FormatError(
+            f"segmentation_lock version {version} needs {_LOCKED[version]} in a hybrid file"
         )
-        raise FormatError(f"segmentation_lock version {version} needs {what} in a hybrid file")
     if h["model"].get("version", 0) < LOCK_MODEL_VERSION:
         raise FormatError(f"segmentation_lock needs hybrid model version {LOCK_MODEL_VERSION}")
     return True, lead

@@ -93,10 +93,15 @@ class SciZReader:
         self.value_map = info.value_map
         self._n_outliers = info.outliers
         self._outliers: Any = None
-        self._locked_view = None if not self.locked else LockedView(
-            self._shape, info.lock_lead, lambda: self._file.payload(self.grid.n_blocks),
-            self._blocks_region, self._coded_dtype, self._coded_range,
-        )  # fmt: skip
+        self._locked_view = None
+        if self.locked:  # (a colour image's lock is of its channels: decoded planes, inverted)
+            colour = self.colour
+            self._locked_view = LockedView(
+                self._shape, info.lock_lead, lambda: self._file.payload(self.grid.n_blocks),
+                self._blocks_region if colour is None else self._channels_region,
+                self._coded_dtype if colour is None else colour.dtype,
+                self._coded_range if colour is None else colour.value_range,
+            )  # fmt: skip
 
     # array-like protocol -------------------------------------------------------------
     @property
@@ -213,14 +218,36 @@ class SciZReader:
         if samples_as_z:
             scales = (1.0, *scales)
         if self.colour is not None:  # (every plane of the region, then its samples)
-            (c0, c1), *space = last_first(box)
-            planes = self._decode_box([(0, self._shape[0]), *space], scales)
-            out = self.colour.inverse(planes)[c0:c1]
+            out = self._decode_colour(last_first(box), scales)
             return np.ascontiguousarray(np.moveaxis(out, 0, -1))
         if self.channels_last:
             out = self._decode_box(last_first(box), scales)
             return np.ascontiguousarray(np.moveaxis(out, 0, -1))
         return self._decode_box(box, scales)
+
+    def _decode_colour(self, box: list[tuple[int, int]], scales: tuple[float, ...]) -> np.ndarray:
+        """:meth:`decode` of ``box`` (samples first) of a colour image coded as decorrelated
+        planes: every plane of the region decoded, then its samples (and their locks)."""
+        from . import validate  # (looked up when called: tests lower the cap)
+
+        assert self.colour is not None
+        view = self._locked_view
+        if view is None or not view.fits(validate.memory_cap()):
+            (c0, c1), *space = box
+            planes = self._decode_box([(0, self._shape[0]), *space], scales)
+            return self.colour.inverse(planes)[c0:c1]
+        if all(s == 1 for s in scales):
+            return view.region(box)
+        dtype, vrange = self.colour.dtype, self.colour.value_range
+        return self._decode_interpolated(box, scales, view.region, dtype, vrange)
+
+    def _channels_region(self, box: Sequence[tuple[int, int]]) -> np.ndarray:
+        """Samples ``box`` (samples first) of a colour image coded as decorrelated planes,
+        decoded from the blocks alone: every plane of the region, inverted."""
+        assert self.colour is not None
+        (c0, c1), *space = box
+        planes = self._planes_region([(0, self._shape[0]), *space])
+        return self.colour.inverse(planes)[c0:c1]
 
     def _decode_box(self, box: list[tuple[int, int]], scales: tuple[float, ...]) -> np.ndarray:
         """:meth:`decode` of ``box`` in the coded layout."""
@@ -307,9 +334,16 @@ class SciZReader:
         return self._cache.get(index, lambda i: _naming_block(i, decode))
 
     def _decode_interpolated(
-        self, box: Sequence[tuple[int, int]], scales: Sequence[float]
+        self,
+        box: Sequence[tuple[int, int]],
+        scales: Sequence[float],
+        region: Callable[[Sequence[tuple[int, int]]], np.ndarray] | None = None,
+        dtype: np.dtype | None = None,
+        value_range: tuple[float, float] | None = None,
     ) -> np.ndarray:
-        """Region of a file that decodes voxels, sampled at ``scales`` by linear interpolation."""
+        """Region of a file that decodes voxels, sampled at ``scales`` by linear interpolation
+        (of ``region``'s values in ``dtype`` and ``value_range``; default: the coded
+        layout's, :meth:`_decode_whole_blocks`)."""
         lead_nd = self.ndim - self.grid.spatial_ndim
         sizes = self._shape[lead_nd:]
         coords = sample_coordinates(box[lead_nd:], scales)
@@ -318,19 +352,26 @@ class SciZReader:
         n_out = n_lead * math.prod(len(c) for c in coords)
         n_src = n_lead * math.prod(b - a for a, b in src)
         check_decode_memory(8 * (n_out + 2 * n_src), f"this region at scale {tuple(scales)}")
-        voxels = self._decode_whole_blocks([*box[:lead_nd], *src])
+        voxels = (region or self._decode_whole_blocks)([*box[:lead_nd], *src])
         values = sample_linear(voxels, [a for a, _b in src], coords, sizes)
-        return finalize(values, self._coded_dtype, self._coded_range)
+        return finalize(values, dtype or self._coded_dtype, value_range or self._coded_range)
 
     def _decode_whole_blocks(self, box: Sequence[tuple[int, int]]) -> np.ndarray:
         """Region of a hybrid/lossless/bounded file: decode the whole blocks it touches, crop
         (and write the file's outliers back into it)."""
         from . import validate  # (looked up when called: tests lower the cap)
 
-        if self._locked_view is not None and self._locked_view.fits(validate.memory_cap()):
-            out = self._locked_view.region(box)
-        else:
-            out = self._blocks_region(box)
+        view = None if self.colour is not None else self._locked_view  # (a colour lock's: of
+        if view is not None and view.fits(validate.memory_cap()):  # the samples, not planes)
+            return self._patched(view.region(box), box)
+        return self._planes_region(box)
+
+    def _planes_region(self, box: Sequence[tuple[int, int]]) -> np.ndarray:
+        """Region of the coded array decoded from the blocks and the file's outliers."""
+        return self._patched(self._blocks_region(box), box)
+
+    def _patched(self, out: np.ndarray, box: Sequence[tuple[int, int]]) -> np.ndarray:
+        """``out``, region ``box`` of the coded array, with the file's outliers written back."""
         if self._n_outliers:
             self._outlier_list().patch(out, tuple(box), self._shape)
         return out
