@@ -131,7 +131,8 @@ def test_compress_keeps_the_locked_file_only_where_it_segments_better() -> None:
     rgb = _stains()
     for ratio in (16, 48):
         result = api.compress(rgb, ratio, guidance="segmentation", steps=20, device="cpu")
-        assert "colour_transform" in result.header
+        assert "colour_transform" in result.header and result.header["guidance"] == "segmentation"
+        assert result.nbytes <= rgb.nbytes / ratio
         np.testing.assert_array_equal(api.decompress(result.data), result.reconstruction)
         note = result.messages[-1]
         assert note.startswith("segmentation guidance: a colour image, coded as decorrelated")

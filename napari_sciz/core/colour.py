@@ -13,9 +13,10 @@ A last axis is taken as colour samples when ``axes`` ends in ``C`` or, without `
 it holds 3 or 4 samples and the axis before it at least 16 (the guess napari makes for RGB(A)
 layers); ``axes`` ending in ``X`` says it is not.
 
-An 8- or 16-bit RGB(A) image coded in hybrid mode without task guidance, or under perceptual
-guidance, is coded as decorrelated planes of its samples (:mod:`.colourtransform`, header
-``colour_transform``).
+An 8- or 16-bit RGB(A) image coded in hybrid mode (without segmentation labels) is coded as
+decorrelated planes of its samples (:mod:`.colourtransform`, header ``colour_transform``);
+under segmentation guidance its channels are locked through the transform
+(:mod:`.task.colourlock`).
 """
 
 from __future__ import annotations
@@ -136,6 +137,9 @@ PERCEPTUAL_NOTE = (
     "coded through them, colour images measured a lower MS-SSIM)"
 )
 
+#: task guidance a file coded as decorrelated planes records in its header
+_GUIDED = ("perceptual", "segmentation")
+
 #: bytes the header key takes in a file (measured 17-20 on files of every mode), reserved
 #: out of a ratio's bytes when the channels-first array is coded
 HEADER_KEY_BYTES = 24
@@ -150,14 +154,14 @@ def coded_ratio(
 ) -> float | None:
     """The ratio to code the channels-first array (or the ``coded_nbytes`` of its
     decorrelated planes, ``transform``) at, so that the file, with the header keys added
-    afterwards (perceptual ``guidance`` recorded in place of ``none``), still meets ``ratio``
+    afterwards (a task ``guidance`` recorded in place of ``none``), still meets ``ratio``
     (None, or a ratio too high to leave room: as given)."""
     if ratio is None:
         return None
     reserved = HEADER_KEY_BYTES
     if transform is not None:  # (its entry as JSON: deflate hardly ever makes it longer)
         reserved += len(json.dumps(transform.to_header(), separators=(",", ":"))) + 8
-        reserved += len("perceptual") if guidance == "perceptual" else 0
+        reserved += len(guidance) if guidance in _GUIDED else 0
     try:
         target = raw_nbytes / float(ratio) - reserved
     except (TypeError, ValueError, ZeroDivisionError):
@@ -223,8 +227,9 @@ def restore_transformed(
     as the codec measures a colour image: SSIM over the samples' ``Y, X`` planes).
 
     A distributed coding has no reconstruction (its quality was measured on the image by
-    the workers) and gives the image's ``raw_nbytes`` instead of the ``original``. Under
-    perceptual ``guidance`` the header records it, and the result says how it was served.
+    the workers) and gives the image's ``raw_nbytes`` instead of the ``original``. A task
+    ``guidance`` is recorded in the header; under perceptual guidance the result says how it
+    was served.
     """
     from .colourtransform import HEADER_KEY as TRANSFORM_KEY
     from .colourtransform import MODEL_VERSION
@@ -237,8 +242,9 @@ def restore_transformed(
         "target_ratio": float(ratio),
         "model": model,
     }
-    if guidance == "perceptual":
+    if guidance in _GUIDED:
         keys["guidance"] = guidance
+    if guidance == "perceptual":
         result = replace(result, messages=[*result.messages, PERCEPTUAL_NOTE])
     coded = with_header_keys(result, keys)
     if result.reconstruction is None or original is None:

@@ -40,6 +40,8 @@ __all__ = ["LOCK_SHARES", "LOCK_VERSION", "colour_segmentation"]
 LOCK_SHARES = (0.2, 0.35)
 #: ``segmentation_lock`` version of a colour image's channels locked through its transform
 LOCK_VERSION = 5
+#: the guidance the header records
+GUIDANCE = "segmentation"
 #: the smallest lock worth coding (bytes)
 _MIN_LOCK_BYTES = 64
 #: share of a locked coding's time kept for building the locks after its base
@@ -123,7 +125,7 @@ def colour_segmentation(
     planes = transform.forward(image)
     channels = _Channels.of(image, voxel_size)
     plain_planes = code_planes(planes, _planes_ratio(ratio, image, transform, 0.0), clock.left(0.5))
-    plain = restore_transformed(plain_planes, transform, arr, ratio)
+    plain = restore_transformed(plain_planes, transform, arr, ratio, guidance=GUIDANCE)
     assert plain.reconstruction is not None
     plain_key = channels.score(np.moveaxis(plain.reconstruction, -1, 0))
     clock.took(time.perf_counter() - t_start)
@@ -150,7 +152,7 @@ def _planes_ratio(
     from ..colour import coded_ratio
 
     planes_nbytes = image.size * np.dtype(np.uint16).itemsize
-    got = coded_ratio(ratio / (1.0 - share), image.nbytes, transform, planes_nbytes)
+    got = coded_ratio(ratio / (1.0 - share), image.nbytes, transform, planes_nbytes, GUIDANCE)
     return float(got if got is not None else ratio)
 
 
@@ -178,7 +180,7 @@ def _locked(
         TRANSFORM_KEY: transform.to_header(),
         "target_ratio": float(ratio),
         "model": {**model, "version": max(int(model.get("version", 0)), MODEL_VERSION)},
-        "guidance": "segmentation",
+        "guidance": GUIDANCE,
         "task_lock_share": share,
         "segmentation_lock": {"version": LOCK_VERSION},
     }
