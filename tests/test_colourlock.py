@@ -17,7 +17,7 @@ from napari_sciz.core.bitstream import container  # noqa: E402
 from napari_sciz.core.colourtransform import ColourTransform  # noqa: E402
 from napari_sciz.core.seglock.stacked import parse_stacked  # noqa: E402
 from napari_sciz.core.task import colourlock  # noqa: E402
-from napari_sciz.core.task.guided import _Clock  # noqa: E402
+from napari_sciz.core.task.guided import TrialClock  # noqa: E402
 from napari_sciz.errors import FormatError  # noqa: E402
 
 
@@ -49,7 +49,7 @@ def locked() -> tuple[np.ndarray, object]:
     channels = colourlock._Channels.of(image, None)
     result = colourlock._locked(
         image, 16.0, transform, transform.forward(image), 0.2, _code_planes, channels,
-        _Clock(None, 0.0), None,
+        TrialClock(None, 0.0), None,
     )  # fmt: skip
     assert result is not None
     return rgb, result
@@ -151,3 +151,14 @@ def test_compress_keeps_the_locked_file_only_where_it_segments_better() -> None:
             assert "kept the locked" in note and result.psnr >= plain[1] - 1.0
         if ratio == 16:  # (measured: F1 0.98 plain, 1.0 locked, -0.5 dB; steps fix the coding)
             assert result.header.get("segmentation_lock") == {"version": 5}
+
+
+def test_the_locks_share_moves_down_when_it_costs_too_much_psnr_and_up_when_not() -> None:
+    step = colourlock._next_share
+    assert colourlock.FIRST_SHARE == 0.2
+    assert step(0.2, 1.3, [0.2]) == 0.1
+    assert step(0.2, 0.7, [0.2]) == 0.35
+    assert step(0.1, 1.2, [0.2, 0.1]) is None  # (none smaller)
+    assert step(0.1, 0.4, [0.2, 0.1]) is None  # (the larger one was tried)
+    assert step(0.35, 0.9, [0.2, 0.35]) is None
+    assert step(0.2, None, []) is None  # (no lock fitted)

@@ -11,8 +11,9 @@ header ``segmentation_lock`` version 5: the reader applies each channel's lock t
 channel it decodes through the transform). The plain planes are coded too, in half the
 time, and the locked file is kept when its channels segment better (object F1, then Dice,
 averaged over the channels) at most :data:`~.choice.MAX_PSNR_LOSS` dB of the image's PSNR
-below the plain file. The lock's share of the bytes is tried at :data:`LOCK_SHARES` in turn,
-the next while the time left holds another coding.
+below the plain file. The lock's share of the bytes starts at a fifth and, while the time
+left holds another coding, moves down where the lock cost more PSNR than allowed and up
+where it did not (:data:`LOCK_SHARES`).
 """
 
 from __future__ import annotations
@@ -28,16 +29,20 @@ from ..bitstream import container
 from ..result import CompressResult
 from . import score as task_score
 from .choice import MAX_PSNR_LOSS
-from .guided import _Clock
+from .guided import TrialClock
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..colourtransform import ColourTransform
 
-__all__ = ["LOCK_SHARES", "LOCK_VERSION", "colour_segmentation"]
+__all__ = ["FIRST_SHARE", "LOCK_SHARES", "LOCK_VERSION", "colour_segmentation"]
 
-#: shares of the file's bytes the channels' locks are tried in, in turn (the lock candidates
-#: segmentation guidance measures on one-channel volumes, :mod:`.prefilter`)
-LOCK_SHARES = (0.2, 0.35)
+#: shares of the file's bytes the channels' locks may be given: from :data:`FIRST_SHARE`, the
+#: next smaller one while a lock costs more PSNR than allowed, else the next larger one (the
+#: lock candidates segmentation guidance measures on one-channel volumes, :mod:`.prefilter`,
+#: and half the smaller one)
+LOCK_SHARES = (0.1, 0.2, 0.35)
+#: the share tried first
+FIRST_SHARE = 0.2
 #: ``segmentation_lock`` version of a colour image's channels locked through its transform
 LOCK_VERSION = 5
 #: the guidance the header records
@@ -120,7 +125,7 @@ def colour_segmentation(
     from ..colour import coded_first, restore_transformed
 
     t_start = time.perf_counter()
-    clock = _Clock(budget, t_start)
+    clock = TrialClock(budget, t_start)
     image = coded_first(arr)
     planes = transform.forward(image)
     channels = _Channels.of(image, voxel_size)
@@ -130,18 +135,35 @@ def colour_segmentation(
     plain_key = channels.score(np.moveaxis(plain.reconstruction, -1, 0))
     clock.took(time.perf_counter() - t_start)
     coded: list[tuple[float, tuple[float, float], CompressResult]] = []
-    for k, share in enumerate(LOCK_SHARES):
-        if k and not clock.room_for_another():
-            break
+    share: float | None = FIRST_SHARE
+    while share is not None:
         started = time.perf_counter()
         locked = _locked(
             image, ratio, transform, planes, share, code_planes, channels, clock, cancel
         )
         if locked is not None:
             assert locked.reconstruction is not None
-            coded.append((share, channels.score(np.moveaxis(locked.reconstruction, -1, 0)), locked))
+            key = channels.score(np.moveaxis(locked.reconstruction, -1, 0))
+            coded.append((share, key, locked))
         clock.took(time.perf_counter() - started)
+        loss = None if locked is None else plain.psnr - locked.psnr
+        share = _next_share(share, loss, [c[0] for c in coded])
+        if share is not None and not clock.room_for_another():
+            break
     return _kept(plain, plain_key, coded, time.perf_counter() - t_start)
+
+
+def _next_share(share: float, loss: float | None, tried: Sequence[float]) -> float | None:
+    """The share of :data:`LOCK_SHARES` to try after ``share`` cost ``loss`` dB of PSNR
+    against the plain file (None: no lock fitted): the next smaller one where it cost more
+    than :data:`~.choice.MAX_PSNR_LOSS`, else the next larger one; None when that one was
+    ``tried`` or there is none."""
+    if loss is None:
+        return None
+    k = LOCK_SHARES.index(share) + (-1 if loss > MAX_PSNR_LOSS else 1)
+    if not 0 <= k < len(LOCK_SHARES) or LOCK_SHARES[k] in tried:
+        return None
+    return LOCK_SHARES[k]
 
 
 def _planes_ratio(
@@ -158,7 +180,7 @@ def _planes_ratio(
 
 def _locked(
     image: np.ndarray, ratio: float, transform: ColourTransform, planes: np.ndarray,
-    share: float, code_planes: PlaneCoder, channels: _Channels, clock: _Clock,
+    share: float, code_planes: PlaneCoder, channels: _Channels, clock: TrialClock,
     cancel: Callable[[], bool] | None,
 ) -> CompressResult | None:  # fmt: skip
     """The planes coded in ``1 - share`` of the bytes and the channels of ``image`` (samples

@@ -32,7 +32,7 @@ from ..stacking import is_time_lapse, stacked_axes
 from . import score as task_score
 from .lockedfile import _locked_file, _volume_voxel_size
 
-__all__ = ["guided_hybrid"]
+__all__ = ["TrialClock", "guided_hybrid"]
 
 
 def guided_hybrid(encoder: BlockEncoder, guidance: str) -> CompressResult:
@@ -61,7 +61,7 @@ def guided_hybrid(encoder: BlockEncoder, guidance: str) -> CompressResult:
     s, t_start = encoder.settings, encoder.t_start
     arr, budget = s.arr, s.budget
     source, choice, region, said = _choose(encoder, guidance)
-    clock = _Clock(budget, t_start)
+    clock = TrialClock(budget, t_start)
     bare = replace(choice, setting=None, lock_share=None, value_map=None, ranked=[])
     started = time.perf_counter()
     plain = encoder.encode(arr, clock.left(0.5 if choice.chosen else 1.0), bare)
@@ -209,7 +209,7 @@ def _variant(
 _TRIALS_AHEAD = 1.5
 
 
-class _Clock:
+class TrialClock:
     """The time budget of a guided coding: what is left, and whether another coding fits."""
 
     def __init__(self, budget: float | None, t_start: float) -> None:
