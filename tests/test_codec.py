@@ -1388,7 +1388,8 @@ def test_the_colour_transform_is_exact_on_its_own_and_only_where_it_serves(
     rgb = correlated_colour()
     for kwargs in ({"mode": "lossless"}, {"mode": "bounded", "max_error": 2},
                    {"ratio": 16, "mode": "lossy", "steps": 2},
-                   {"ratio": 16, "guidance": "segmentation", "steps": 2}):  # fmt: skip
+                   {"ratio": 16, "guidance": "segmentation", "steps": 2,
+                    "labels": (rgb[..., 1] > rgb[..., 1].mean()).astype(np.uint8)}):  # fmt: skip
         assert "colour_transform" not in api.compress(rgb, device="cpu", **kwargs).header
     wide = correlated_colour().astype(np.uint16) * 250  # (16 bits: planes in steps of 1)
     transform = ColourTransform.fit(np.moveaxis(wide, -1, 0))

@@ -162,3 +162,23 @@ def test_the_locks_share_moves_down_when_it_costs_too_much_psnr_and_up_when_not(
     assert step(0.1, 0.4, [0.2, 0.1]) is None  # (the larger one was tried)
     assert step(0.35, 0.9, [0.2, 0.35]) is None
     assert step(0.2, None, []) is None  # (no lock fitted)
+
+
+def test_a_colour_images_segmentation_score_averages_its_channels() -> None:
+    from napari_sciz.core.task.score import guidance_score, segment, segmentation_fidelity
+
+    rgb = _stains()
+    decoded = rgb.copy()
+    decoded[..., 0] = 40  # (the red channel's objects lost)
+    score = guidance_score("segmentation", rgb, decoded)
+    assert score is not None and score["channels"] == 3.0 and "scored_channel" not in score
+    per = [
+        segmentation_fidelity(segment(rgb[..., c]), segment(decoded[..., c])).f1 for c in range(3)
+    ]
+    assert per[0] == 0.0 and per[1] == per[2] == 1.0
+    assert score["object_f1"] == pytest.approx(np.mean(per))
+    assert guidance_score("perceptual", rgb, decoded)["scored_channel"] == 1.0
+    pytest.importorskip("qtpy")
+    from napari_sciz._widgets._results import task_text
+
+    assert task_text(score).endswith("objects; averaged over 3 channels)")

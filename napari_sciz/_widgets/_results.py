@@ -198,6 +198,8 @@ def task_text(task: dict[str, float] | None) -> str:
     where = " on " + " of ".join(places) if places else ""
     if "frames" in task:
         where = f", frame by frame over {int(task['frames'])} frames{where}"
+    if "channels" in task:
+        where = f"; averaged over {int(task['channels'])} channels{where}"
     if "object_f1" in task:
         return (
             f"object F1 {task['object_f1']:.3f}, Dice {task['dice']:.3f} "

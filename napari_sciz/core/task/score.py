@@ -300,6 +300,25 @@ def scored_region(shape: Sequence[int]) -> tuple[slice, ...]:
     return central_crop(shape, SCORE_CROP_VOXELS)
 
 
+def _channels_score(
+    original: np.ndarray, decoded: np.ndarray, voxel_size: Sequence[float] | None
+) -> dict[str, float]:
+    """Segmentation scores of a colour image's channels (samples first), each segmented on
+    its own: object F1 and Dice averaged over the channels (as segmentation guidance of a
+    colour image chooses its file, :mod:`.colourlock`), objects summed; ``"channels"``."""
+    scores = [
+        guidance_score("segmentation", original[c], decoded[c], voxel_size)
+        for c in range(original.shape[0])
+    ]
+    out = {
+        key: float(np.mean([sc[key] for sc in scores if sc is not None]))
+        for key in ("object_f1", "dice")
+    }
+    for key in ("objects", "found"):
+        out[key] = float(sum(sc[key] for sc in scores if sc is not None))
+    return {**out, "channels": float(original.shape[0])}
+
+
 def guidance_score(
     guidance: str,
     original: ArrayLike,
@@ -332,7 +351,8 @@ def guidance_score(
         image, whose flat index over the leading axes ``"scored_volume"`` gives
         (``"scored_channel"`` when the one leading axis is channels). A 2D time-lapse
         (``axes`` ``"TYX"``) is segmented frame by frame (:mod:`.frames`; ``"frames"``
-        says how many were scored).
+        says how many were scored). The channels of a colour image (samples last) are
+        segmented one by one and their scores averaged (``"channels"``).
     """
     from .. import colour
 
@@ -342,6 +362,8 @@ def guidance_score(
         a, b = colour.coded_first(a), colour.coded_first(b)
         axes = colour.moved(axes or colour.default_axes(a.ndim))
         voxel_size = colour.moved(voxel_size)
+        if guidance == "segmentation":
+            return _channels_score(a, b, None if voxel_size is None else voxel_size[1:])
     while a.ndim > 3 and a.shape[0] == 1:
         a, b, axes = a[0], b[0], None if axes is None else axes[1:]
     if guidance not in ("segmentation", "perceptual") or a.ndim < 2:
