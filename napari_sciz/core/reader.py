@@ -361,8 +361,9 @@ class SciZReader:
         (and write the file's outliers back into it)."""
         from . import validate  # (looked up when called: tests lower the cap)
 
-        view = None if self.colour is not None else self._locked_view  # (a colour lock's: of
-        if view is not None and view.fits(validate.memory_cap()):  # the samples, not planes)
+        # (a colour image's lock is of its samples, not of the planes coded here)
+        view = None if self.colour is not None else self._locked_view
+        if view is not None and view.fits(validate.memory_cap()):
             return self._patched(view.region(box), box)
         return self._planes_region(box)
 
