@@ -122,6 +122,51 @@ def test_the_projection_equals_the_whole_box_one_bit_for_bit(
     assert np.abs(got).max() > 1.0  # (it moved something)
 
 
+@pytest.mark.parametrize("sigmas", [(0.4, 1.0, 1.3), (0.0, 1.0, 1.0), (2.0, 0.7)])
+def test_the_compiled_dual_steps_equal_the_whole_box_projection(sigmas) -> None:
+    decoded, side, switch = _nuclei_box(len(sigmas))
+    where = project.constrained(switch)
+    sign = np.where(side, 1.0, -1.0)
+    got = project._solve(decoded, sign, where, 500.0, 10.0, sigmas)
+    expected = _reference_solve(decoded, sign, where, 500.0, 10.0, sigmas)
+    assert np.array_equal(got, expected)
+    assert np.abs(got).max() > 1.0
+
+
+def _reference_runs(lines: np.ndarray, axis: int, need: np.ndarray | int) -> np.ndarray:
+    """The runs of a pass in numpy, as first written (session 58)."""
+    rows = np.argwhere(lines)
+    if axis == 0 and len(rows):
+        rows = rows[np.lexsort((rows[:, 0], rows[:, 1]))]
+    if isinstance(need, int):
+        spans = np.zeros((len(rows), 2), np.int64) + (0, need)
+        return np.ascontiguousarray(np.column_stack([rows, spans]), np.int64)
+    wanted = need[rows[:, 0], rows[:, 1]]
+    edges = np.diff(np.pad(wanted, ((0, 0), (1, 1))).astype(np.int8), axis=1)
+    row_of, starts = np.nonzero(edges == 1)
+    stops = np.nonzero(edges == -1)[1]
+    new_row = np.r_[True, row_of[1:] != row_of[:-1]]
+    first = new_row | np.r_[True, starts[1:] - stops[:-1] >= gauss._GAP]
+    last = np.r_[first[1:], True]
+    runs = np.column_stack([rows[row_of[first]], starts[first], stops[last]])
+    return np.ascontiguousarray(runs, np.int64).reshape(-1, 4)
+
+
+@pytest.mark.parametrize("axis", [0, 1, 2])
+@pytest.mark.parametrize("share", [0.02, 0.3, 0.9])
+def test_the_runs_of_a_pass_are_the_numpy_ones(axis: int, share: float) -> None:
+    rng = np.random.default_rng(int(100 * share) + axis)
+    need = rng.random((5, 7, 40)) < share
+    rows = rng.random((5, 7)) < 0.5
+    # (a pass's rows always need a voxel: the numpy version fails on rows that need none)
+    for lines, wanted in ((need.any(axis=2), need), (rows, 40)):
+        got = gauss._runs(lines, axis, wanted)
+        assert got.dtype == np.int64 and got.shape[1] == 4
+        np.testing.assert_array_equal(got, _reference_runs(lines, axis, wanted))
+    nothing = np.zeros((5, 7), bool)
+    assert gauss._runs(nothing, axis, need & False).shape == (0, 4)
+
+
 def test_the_warm_up_compiles_the_kernels_real_calls_use() -> None:
     from napari_sciz.core.seglock import kernels
     from napari_sciz.core.seglock.geometry import contexts
@@ -136,6 +181,8 @@ def test_the_warm_up_compiles_the_kernels_real_calls_use() -> None:
         kernels.gather_at,
         kernels.scatter_at,
         kernels.distance_classes,
+        kernels.dual_steps,
+        kernels.row_runs,
     ):
         assert len(kernel.signatures) == 1
 

@@ -84,6 +84,30 @@ class AtConstraints:
         out.reshape(-1)[self.index] = values
         return out
 
+    def dual_steps(
+        self, base: np.ndarray, side: np.ndarray, margin: float, iterations: int
+    ) -> np.ndarray:
+        """The projection's dual variable after ``iterations`` steps
+        (:func:`.kernels.dual_steps`: :func:`.project._solve`'s loop, compiled, on one
+        thread; the same values)."""
+        from .kernels import dual_steps
+
+        count = len(self.passes)
+        longest = max((len(w) for _a, w, _r in self.passes), default=1)
+        weights = np.zeros((count, longest))
+        for p, (_axis, w, _runs) in enumerate(self.passes):
+            weights[p, : len(w)] = w
+        radii = np.array([(len(w) - 1) // 2 for _a, w, _r in self.passes], np.int64)
+        axes = np.array([a for a, _w, _r in self.passes], np.int64)
+        starts = np.cumsum([0] + [len(r) for _a, _w, r in self.passes]).astype(np.int64)
+        runs = np.concatenate([r for _a, _w, r in self.passes] or [np.zeros((0, 4), np.int64)])
+        buffers = np.zeros((max(count, 1), *self._field.shape))
+        return dual_steps(
+            np.ascontiguousarray(base, np.float64), np.ascontiguousarray(side, np.float64),
+            float(margin), int(iterations), self.index, self._field, buffers, axes, weights,
+            radii, np.ascontiguousarray(runs, np.int64), starts,
+        )  # fmt: skip
+
     def smooth(self, values: np.ndarray, threads: Any = None) -> np.ndarray:
         """The filtering of the field ``values`` (on ``where``, zero elsewhere), on ``where``.
 
@@ -111,22 +135,18 @@ def _runs(lines: np.ndarray, axis: int, need: np.ndarray | int) -> np.ndarray:
     the rows set in ``lines``, the voxels ``need`` names (an int: whole rows of that width),
     runs less than :data:`_GAP` apart joined; in the order a pass along ``axis`` reads
     best (along axis 0, all the rows of one ``y`` together: they read the same planes'
-    rows)."""
-    rows = np.argwhere(lines)
-    if axis == 0 and len(rows):
-        rows = rows[np.lexsort((rows[:, 0], rows[:, 1]))]
+    rows). Compiled (:func:`.kernels.row_runs`): a lock of many small boxes asks for
+    thousands."""
+    from .kernels import row_runs
+
+    rows = np.ascontiguousarray(lines, bool)
     if isinstance(need, int):
-        spans = np.zeros((len(rows), 2), np.int64) + (0, need)
-        return np.ascontiguousarray(np.column_stack([rows, spans]), np.int64)
-    wanted = need[rows[:, 0], rows[:, 1]]
-    edges = np.diff(np.pad(wanted, ((0, 0), (1, 1))).astype(np.int8), axis=1)
-    row_of, starts = np.nonzero(edges == 1)
-    stops = np.nonzero(edges == -1)[1]  # (row-major: the same rows, in the same order)
-    new_row = np.r_[True, row_of[1:] != row_of[:-1]]
-    first = new_row | np.r_[True, starts[1:] - stops[:-1] >= _GAP]
-    last = np.r_[first[1:], True]
-    runs = np.column_stack([rows[row_of[first]], starts[first], stops[last]])
-    return np.ascontiguousarray(runs, np.int64)
+        return row_runs(rows, axis == 0, _NO_NEED, int(need), _GAP)
+    return row_runs(rows, axis == 0, np.ascontiguousarray(need, bool), -1, _GAP)
+
+
+#: the ``need`` of whole rows (:func:`_runs`)
+_NO_NEED = np.zeros((1, 1, 1), bool)
 
 
 #: runs of a pass below which it is not split between threads
@@ -208,6 +228,7 @@ def warm_up() -> None:
     gaussian(field, (1.0, 1.0, 1.0))
     wide = AtConstraints(field == 0.0, (1.0, 1.0, 1.0))
     wide.smooth(wide.read(field))
+    wide.dual_steps(wide.read(field), wide.read(field) + 1.0, 0.5, 1)
     from .geometry import contexts
 
     contexts(field, 0.5)

@@ -54,6 +54,10 @@ def _solve(
     y = lam
     t = 1.0
     with pool(len(wide.index)) as threads:
+        if threads is None:  # (one thread: the same steps, compiled)
+            return gaussian(
+                sign * wide.spread(wide.dual_steps(base, side, margin, ITERATIONS)), sigmas
+            )
         for _ in range(ITERATIONS):
             smoothed = base + wide.smooth(side * y, threads)
             slack = margin - side * smoothed
