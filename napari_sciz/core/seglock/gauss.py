@@ -7,7 +7,8 @@ functions give the values of :func:`scipy.ndimage.gaussian_filter` (``truncate=4
 gives and every file written so far was written with scipy's, but with compiled passes
 (:mod:`.kernels`) split between threads, and, for a field that is zero away from a set of
 voxels and read only there (:class:`AtConstraints`), with each pass computed only where the
-later passes read it.
+later passes read it. A box's projection on one thread runs its dual steps in one compiled
+kernel (:meth:`AtConstraints.dual_steps`).
 """
 
 from __future__ import annotations
