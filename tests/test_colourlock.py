@@ -194,3 +194,16 @@ def test_a_colour_volume_is_locked_channel_by_channel_and_read_by_region() -> No
     reader = api.open_sciz(result.data)
     np.testing.assert_array_equal(reader[2:4, 10:50, 5:60, 1:], decoded[2:4, 10:50, 5:60, 1:])
     assert reader.decode(scale=0.5).shape == (3, 32, 32, 3)
+
+
+def test_channels_too_large_to_lock_are_coded_as_planes_with_a_note(monkeypatch) -> None:
+    from napari_sciz.core.task import score
+
+    monkeypatch.setattr(score, "SCORE_WHOLE_VOXELS", 1000)
+    rgb = _stains()
+    result = api.compress(rgb, 16, guidance="segmentation", steps=20, device="cpu")
+    assert "colour_transform" in result.header and "segmentation_lock" not in result.header
+    assert (
+        "pixels per channel is coded as decorrelated planes without locks" in (result.messages[-1])
+    )
+    np.testing.assert_array_equal(api.decompress(result.data), result.reconstruction)

@@ -52,6 +52,13 @@ _MIN_LOCK_BYTES = 64
 #: share of a locked coding's time kept for building the locks after its base
 _LOCK_TIME_SHARE = 0.15
 
+#: the note of an image whose channels are too large to lock
+_TOO_LARGE = (
+    "segmentation guidance: a colour image of more than "
+    f"{task_score.SCORE_WHOLE_VOXELS} pixels per channel is coded as decorrelated planes "
+    "without locks (a lock is built against a whole channel's segmentation)"
+)
+
 #: codes decorrelated planes at a ratio in a time (seconds, or None): the default hybrid
 #: coding of the planes, its reconstruction the decoded planes
 PlaneCoder = Callable[[np.ndarray, float, "float | None"], CompressResult]
@@ -128,8 +135,13 @@ def colour_segmentation(
     clock = TrialClock(budget, t_start)
     image = coded_first(arr)
     planes = transform.forward(image)
+    planes_ratio = _planes_ratio(ratio, image, transform, 0.0)
+    if image[0].size > task_score.SCORE_WHOLE_VOXELS:  # (a lock needs whole channels)
+        plain = code_planes(planes, planes_ratio, budget)
+        plain = restore_transformed(plain, transform, arr, ratio, guidance=GUIDANCE)
+        return replace(plain, messages=[*plain.messages, _TOO_LARGE])
     channels = _Channels.of(image, voxel_size)
-    plain_planes = code_planes(planes, _planes_ratio(ratio, image, transform, 0.0), clock.left(0.5))
+    plain_planes = code_planes(planes, planes_ratio, clock.left(0.5))
     plain = restore_transformed(plain_planes, transform, arr, ratio, guidance=GUIDANCE)
     assert plain.reconstruction is not None
     plain_key = channels.score(np.moveaxis(plain.reconstruction, -1, 0))
