@@ -50,6 +50,7 @@ __all__ = [
     "moved_labels",
     "restore_result",
     "restore_transformed",
+    "transformed_keys",
 ]
 
 #: header key of a file whose decoded array puts its first (coded) axis last
@@ -213,6 +214,28 @@ def decorrelation(
     return ColourTransform.fit(coded_first(arr))
 
 
+def transformed_keys(
+    header: dict[str, Any], transform: ColourTransform, ratio: float, guidance: str | None
+) -> dict[str, Any]:
+    """The header keys that make the ``header`` of a decorrelated planes' coding that of
+    the colour image: ``channels_last``, ``colour_transform``, the image's ``target_ratio``,
+    the model version the transform needs, and a task ``guidance``."""
+    from .colourtransform import HEADER_KEY as TRANSFORM_KEY
+    from .colourtransform import MODEL_VERSION
+
+    model = dict(header["model"])
+    model["version"] = max(int(model.get("version", 0)), MODEL_VERSION)
+    keys: dict[str, Any] = {
+        HEADER_KEY: True,
+        TRANSFORM_KEY: transform.to_header(),
+        "target_ratio": float(ratio),
+        "model": model,
+    }
+    if guidance in _GUIDED:
+        keys["guidance"] = guidance
+    return keys
+
+
 def restore_transformed(
     result: CompressResult,
     transform: ColourTransform,
@@ -231,19 +254,7 @@ def restore_transformed(
     ``guidance`` is recorded in the header; under perceptual guidance the result says how it
     was served.
     """
-    from .colourtransform import HEADER_KEY as TRANSFORM_KEY
-    from .colourtransform import MODEL_VERSION
-
-    model = dict(result.header["model"])
-    model["version"] = max(int(model.get("version", 0)), MODEL_VERSION)
-    keys = {
-        HEADER_KEY: True,
-        TRANSFORM_KEY: transform.to_header(),
-        "target_ratio": float(ratio),
-        "model": model,
-    }
-    if guidance in _GUIDED:
-        keys["guidance"] = guidance
+    keys = transformed_keys(result.header, transform, ratio, guidance)
     if guidance == "perceptual":
         result = replace(result, messages=[*result.messages, PERCEPTUAL_NOTE])
     coded = with_header_keys(result, keys)

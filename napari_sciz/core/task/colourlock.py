@@ -197,9 +197,7 @@ def _locked(
 ) -> CompressResult | None:  # fmt: skip
     """The planes coded in ``1 - share`` of the bytes and the channels of ``image`` (samples
     first) locked in the rest (None when no lock fits); its reconstruction samples last."""
-    from ..colour import HEADER_KEY
-    from ..colourtransform import HEADER_KEY as TRANSFORM_KEY
-    from ..colourtransform import MODEL_VERSION
+    from ..colour import transformed_keys
     from ..seglock.stacked import build_stacked_locks
 
     seconds = clock.left(1.0)
@@ -207,14 +205,9 @@ def _locked(
     base = code_planes(planes, _planes_ratio(ratio, image, transform, share), base_seconds)
     assert base.reconstruction is not None
     decoded = transform.inverse(base.reconstruction)
-    model = base.header["model"]
     header = {
         **base.header,
-        HEADER_KEY: True,
-        TRANSFORM_KEY: transform.to_header(),
-        "target_ratio": float(ratio),
-        "model": {**model, "version": max(int(model.get("version", 0)), MODEL_VERSION)},
-        "guidance": GUIDANCE,
+        **transformed_keys(base.header, transform, ratio, GUIDANCE),
         "task_lock_share": share,
         "segmentation_lock": {"version": LOCK_VERSION},
     }
