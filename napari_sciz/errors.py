@@ -30,7 +30,14 @@ class FormatError(SciZError):
 
 
 class RatioUnreachableError(SciZError, ValueError):
-    """The requested compression ratio cannot be met for this input."""
+    """The requested compression ratio cannot be met for this input.
+
+    ``need_bytes``: the fewest bytes the file needs, where the codec knows it (else None).
+    """
+
+    def __init__(self, message: str, need_bytes: int | None = None) -> None:
+        super().__init__(message)
+        self.need_bytes = need_bytes
 
 
 class CancelledError(SciZError):

@@ -1323,6 +1323,27 @@ def test_a_colour_file_keeps_to_its_ratio_with_its_header_key(ratio: int) -> Non
     assert api.open_sciz(result.data).shape == rgb.shape
 
 
+@pytest.mark.parametrize("guidance", ["none", "perceptual", "segmentation"])
+def test_a_colour_image_too_small_for_its_planes_is_coded_as_its_samples(guidance: str) -> None:
+    """Where the colour transform's header entry leaves the planes no room at the ratio, the
+    image is coded as its samples, at the ratio asked (until 2026-12-07 its planes were
+    coded at the ratio of the image's bytes: 8x came out 3.3x, with no word)."""
+    rgb = np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8)
+    result = api.compress(rgb, 8, steps=2, device="cpu", guidance=guidance)
+    assert "colour_transform" not in result.header and result.header["channels_last"]
+    assert 8 <= result.ratio <= 8 * 1.1 and len(result.data) <= rgb.nbytes / 8
+    assert any("too small to be coded as decorrelated planes" in m for m in result.messages)
+    assert np.array_equal(api.decompress(result.data), result.reconstruction)
+
+
+def test_a_ratio_no_coding_of_a_colour_image_reaches_is_said_in_the_images_terms() -> None:
+    """The error names the ratio asked and the image's own bytes, not the planes' (which
+    are 16-bit) nor the ratio the codec was asked for inside."""
+    rgb = np.random.default_rng(0).integers(0, 255, (2, 16, 16, 3), dtype=np.uint8)
+    with pytest.raises(RatioUnreachableError, match=r"ratio of 8x .* 1536-byte input"):
+        api.compress(rgb, 8, steps=2, device="cpu")
+
+
 def correlated_colour(h: int = 96, w: int = 80, samples: int = 3) -> np.ndarray:
     """An 8-bit colour image whose samples move together, as a stained section's do."""
     y, x = np.mgrid[0:h, 0:w]

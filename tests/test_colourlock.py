@@ -18,7 +18,7 @@ from napari_sciz.core.colourtransform import ColourTransform  # noqa: E402
 from napari_sciz.core.seglock.stacked import parse_stacked  # noqa: E402
 from napari_sciz.core.task import colourlock  # noqa: E402
 from napari_sciz.core.task.guided import TrialClock  # noqa: E402
-from napari_sciz.errors import FormatError  # noqa: E402
+from napari_sciz.errors import FormatError, RatioUnreachableError  # noqa: E402
 
 
 def _stains(seed: int = 0, size: int = 96, count: int = 10, noise: float = 18.0) -> np.ndarray:
@@ -151,6 +151,27 @@ def test_compress_keeps_the_locked_file_only_where_it_segments_better() -> None:
             assert "kept the locked" in note and result.psnr >= plain[1] - 1.0
         if ratio == 16:  # (measured: F1 0.98 plain, 1.0 locked, -0.5 dB; steps fix the coding)
             assert result.header.get("segmentation_lock") == {"version": 5}
+
+
+def test_a_lock_that_leaves_the_planes_no_room_is_not_coded() -> None:
+    """A small image whose planes reach the ratio but not in the bytes a lock leaves (the
+    codec says the ratio is unreachable): the plain planes are kept, with no error."""
+    rgb = _stains()
+    image = colour.coded_first(rgb)
+    transform = ColourTransform.fit(image)
+    assert transform is not None
+    asked: list[float] = []
+
+    def tight(planes: np.ndarray, ratio: float, seconds: float | None) -> object:
+        asked.append(ratio)
+        if len(asked) > 1 and ratio > asked[0]:
+            raise RatioUnreachableError("no room")
+        return _code_planes(planes, ratio, seconds)
+
+    result = colourlock.colour_segmentation(rgb, 16.0, transform, tight, budget=None)
+    assert len(asked) == 2 and "segmentation_lock" not in result.header
+    assert "kept the plain file" in result.messages[-1]
+    np.testing.assert_array_equal(api.decompress(result.data), result.reconstruction)
 
 
 def test_the_locks_share_moves_down_when_it_costs_too_much_psnr_and_up_when_not() -> None:

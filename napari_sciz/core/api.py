@@ -35,6 +35,7 @@ from .plan import (
     mask_mode,
     resolve_mode,
 )
+from .plan import unreachable as plan_unreachable
 from .reader import SciZReader, decompress, open_sciz
 from .result import CompressResult, ProgressInfo, cancel_predicate
 from .task.guided import guided_hybrid
@@ -180,31 +181,31 @@ def compress(
     if colour.is_channels_last(arr.shape, axes):
         # colour samples last: coded as a leading axis, decoded in the caller's layout
         given = check_axes(axes, arr.ndim) if axes else colour.default_axes(arr.ndim)
+        options = dict(
+            device=device, steps=steps, budget=budget, effort=effort, seed=seed,
+            axes=colour.moved(given), voxel_size=colour.moved(voxel_size),
+            units=colour.moved(units), name=name, block_voxels=block_voxels,
+            progress=progress, preview_interval=preview_interval, cancel=cancel,
+        )  # fmt: skip
         transform = colour.decorrelation(arr, ratio, mode, guidance, guidance_weights, labels)
         if transform is not None:  # (an RGB(A) image in hybrid mode: decorrelated planes)
-            options = dict(
-                device=device, steps=steps, budget=budget, effort=effort, seed=seed,
-                axes=colour.moved(given), voxel_size=colour.moved(voxel_size),
-                units=colour.moved(units), name=name, block_voxels=block_voxels,
-                progress=progress, preview=None if preview is None else
-                _preview_transformed(preview, transform), preview_interval=preview_interval,
-                cancel=cancel,
-            )  # fmt: skip
-            return _compress_planes(arr, ratio, transform, str(guidance).lower(), options)
-        return colour.restore_result(
-            _compress(
-                colour.coded_first(arr), colour.coded_ratio(ratio, arr.nbytes), device=device,
-                steps=steps, budget=budget,
-                effort=effort, seed=seed, axes=colour.moved(given),
-                voxel_size=colour.moved(voxel_size), units=colour.moved(units), name=name,
-                block_voxels=block_voxels, progress=progress,
-                preview=None if preview is None else _preview_last(preview),
-                preview_interval=preview_interval, cancel=cancel, guidance=guidance,
-                labels=colour.moved_labels(labels, arr.shape), guidance_weights=guidance_weights,
-                mode=mode, max_error=max_error,
-            ),
-            ratio,
+            planes_preview = None if preview is None else _preview_transformed(preview, transform)
+            try:
+                return _compress_planes(
+                    arr, ratio, transform, str(guidance).lower(),
+                    {**options, "preview": planes_preview},
+                )  # fmt: skip
+            except RatioUnreachableError:
+                pass  # (a tiny image: the transform's header entry takes the bytes)
+        samples = dict(
+            options, preview=None if preview is None else _preview_last(preview), mode=mode,
+            guidance=guidance, labels=colour.moved_labels(labels, arr.shape),
+            guidance_weights=guidance_weights, max_error=max_error,
         )  # fmt: skip
+        result = _compress_samples(arr, ratio, samples)
+        if transform is not None:
+            result.messages.append(colour.SAMPLES_NOTE.format(ratio=float(ratio)))
+        return result
     if effort is not None:
         effort_budget(effort, 0)  # an unknown preset is an error in every mode
     mask_note = None
@@ -240,6 +241,21 @@ def compress(
 
 #: :func:`compress` for its own use (callers may wrap the public name)
 _compress = compress
+
+
+def _compress_samples(arr: np.ndarray, ratio: Any, options: dict[str, Any]) -> CompressResult:
+    """:func:`compress` of a channels-last ``arr`` coded as its samples, channels first
+    (``options``: :func:`compress`'s keyword arguments for them); a ratio it cannot reach is
+    said in the image's terms (the header key it adds takes bytes too)."""
+    try:
+        coded = colour.coded_ratio(ratio, arr.nbytes)
+        result = _compress(colour.coded_first(arr), coded, **options)
+    except RatioUnreachableError as exc:
+        if exc.need_bytes is None:
+            raise
+        need = exc.need_bytes + colour.HEADER_KEY_BYTES
+        raise plan_unreachable(arr.nbytes, ratio, need) from None
+    return colour.restore_result(result, ratio)
 
 
 def _compress_planes(

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
+from ..errors import RatioUnreachableError
 from .result import CompressResult, with_header_keys
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -38,6 +39,7 @@ __all__ = [
     "HEADER_KEY",
     "HEADER_KEY_BYTES",
     "PERCEPTUAL_NOTE",
+    "SAMPLES_NOTE",
     "coded_first",
     "coded_ratio",
     "decorrelates",
@@ -138,6 +140,12 @@ PERCEPTUAL_NOTE = (
     "coded through them, colour images measured a lower MS-SSIM)"
 )
 
+#: note of a colour image too small for its decorrelated planes at the ratio asked
+SAMPLES_NOTE = (
+    "a colour image too small to be coded as decorrelated planes at {ratio:g}x (the colour "
+    "transform's header entry takes too many of its bytes): coded as its samples"
+)
+
 #: task guidance a file coded as decorrelated planes records in its header
 _GUIDED = ("perceptual", "segmentation")
 
@@ -156,7 +164,14 @@ def coded_ratio(
     """The ratio to code the channels-first array (or the ``coded_nbytes`` of its
     decorrelated planes, ``transform``) at, so that the file, with the header keys added
     afterwards (a task ``guidance`` recorded in place of ``none``), still meets ``ratio``
-    (None, or a ratio too high to leave room: as given)."""
+    (None, or a ratio too high to leave room: as given).
+
+    Raises
+    ------
+    RatioUnreachableError
+        With a ``transform``, where its header entry leaves the planes no room (the
+        caller may code the samples instead, :func:`compress`).
+    """
     if ratio is None:
         return None
     reserved = HEADER_KEY_BYTES
@@ -168,6 +183,12 @@ def coded_ratio(
     except (TypeError, ValueError, ZeroDivisionError):
         return ratio  # (the codec says what is wrong with it)
     if target <= reserved:
+        if transform is not None:
+            raise RatioUnreachableError(
+                f"a ratio of {float(ratio):g}x is not reachable for this {raw_nbytes}-byte "
+                "colour image coded as decorrelated planes: the colour transform's header "
+                f"entry alone takes about {reserved} bytes"
+            )
         return ratio
     return (coded_nbytes or raw_nbytes) / target
 

@@ -42,6 +42,7 @@ __all__ = [
     "probe_bits",
     "mask_mode",
     "resolve_mode",
+    "unreachable",
 ]
 
 FORMAT_MODE = "lossy"
@@ -400,7 +401,7 @@ def plan_lossy(
     total = payload_budget(raw, ratio, fixed, grid.n_blocks, exact=mode == "hybrid")
     smallest = MIN_HYBRID_BLOCK_BYTES if mode == "hybrid" else MIN_BLOCK_BYTES
     if total < grid.n_blocks * smallest:
-        raise _unreachable(raw, ratio, fixed + grid.n_blocks * smallest)
+        raise unreachable(raw, ratio, fixed + grid.n_blocks * smallest)
     shares = allocate_from_stats(stats, total, smallest)
     total_vox = sum(s.voxels for s in stats)
     fit_time = None if budget is None else max(float(budget) - spent, 0.05 * float(budget))
@@ -469,7 +470,7 @@ def _lossy_header(
     return header
 
 
-def _unreachable(raw: int, ratio: float, need: int) -> RatioUnreachableError:
+def unreachable(raw: int, ratio: float, need: int) -> RatioUnreachableError:
     """The error of a ratio whose file needs at least ``need`` bytes for ``raw`` bytes."""
     best = raw / need
     reachable = (
@@ -479,7 +480,8 @@ def _unreachable(raw: int, ratio: float, need: int) -> RatioUnreachableError:
     )
     return RatioUnreachableError(
         f"a ratio of {ratio:g}x is not reachable for this {raw}-byte input: the file "
-        f"needs at least {need} bytes; {reachable}"
+        f"needs at least {need} bytes; {reachable}",
+        need_bytes=need,
     )
 
 

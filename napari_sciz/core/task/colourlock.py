@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ...errors import RatioUnreachableError
 from ..bitstream import container
 from ..result import CompressResult
 from . import score as task_score
@@ -202,7 +203,10 @@ def _locked(
 
     seconds = clock.left(1.0)
     base_seconds = None if seconds is None else (1.0 - _LOCK_TIME_SHARE) * seconds
-    base = code_planes(planes, _planes_ratio(ratio, image, transform, share), base_seconds)
+    try:
+        base = code_planes(planes, _planes_ratio(ratio, image, transform, share), base_seconds)
+    except RatioUnreachableError:  # (a tiny image: its planes need the lock's bytes)
+        return None
     assert base.reconstruction is not None
     decoded = transform.inverse(base.reconstruction)
     header = {
