@@ -30,6 +30,25 @@ def test_pipeline_splits_touching_nuclei_and_scores_itself_perfectly() -> None:
     assert score.f1 == 1.0 and score.dice == 1.0 and score.count_error == 0
 
 
+@pytest.mark.parametrize("voxel_size", [None, (2.0, 1.0, 1.0), (0.29, 0.26, 0.26)])
+def test_an_originals_segmentation_and_seed_spacing_come_from_one_labelling(voxel_size) -> None:
+    """``segment_original`` gives the labels and spacing of ``seed_distance`` then
+    ``segment`` (its smoothing, threshold, components and unscaled distances shared), and
+    the spacing is the one of ``ndimage.maximum`` per component it replaced."""
+    from scipy import ndimage as ndi
+
+    vol = _nuclei(radius=6.0, seed=3)
+    spacing = taskscore.seed_distance(vol, voxel_size)
+    labels, got = taskscore.segment_original(vol, voxel_size)
+    assert got == spacing
+    np.testing.assert_array_equal(labels, taskscore.segment(vol, voxel_size, min_distance=spacing))
+    mask = taskscore._foreground(vol.astype(np.float64), voxel_size, 1.0)
+    components, n = ndi.label(mask)
+    inscribed = ndi.maximum(ndi.distance_transform_edt(mask), components, np.arange(1, n + 1))
+    sizes = np.bincount(components.ravel())[1:]
+    assert spacing == max(3, round(0.8 * float(np.average(inscribed, weights=sizes))))
+
+
 def test_object_f1_counts_one_to_one_matches_at_iou_half() -> None:
     ref = np.zeros((1, 10, 30), np.int32)
     ref[0, 2:8, 2:8] = 1

@@ -123,14 +123,12 @@ def measure_volume(
     """
     from ..core.task import score as taskscore
 
-    seeds = taskscore.seed_distance(volume)  # the original's, for both segmentations
-    ref_labels = taskscore.segment(volume, min_distance=seeds)
+    ref_labels, seeds = taskscore.segment_original(volume)  # (seeds: for both segmentations)
     by_frame = None
     if frames:
-        from ..core.task.frames import frame_seed_distances, segment_frames
+        from ..core.task.frames import segment_original_frames
 
-        spacings = frame_seed_distances(volume)
-        by_frame = (segment_frames(volume, min_distances=spacings), spacings)
+        by_frame = segment_original_frames(volume)
     curves: dict[str, list[dict[str, Any]]] = {}
     for guidance in guidances:
         points = []

@@ -194,16 +194,14 @@ class _Volumes:
 
     def lock(self, index: tuple[int, ...], size: int) -> Any:
         """Volume ``index``'s lock in at most ``size`` bytes (None: none fits or needed)."""
-        from ..task.score import seed_distance, segment
+        from ..task.score import segment_original
         from .select import build_lock
 
         if self.cancel is not None and self.cancel():
             raise CancelledError("compression cancelled; no output written")
         original = self.original[index]
         if index not in self.segmented:
-            spacing = seed_distance(original, self.voxel_size)
-            labels = segment(original, self.voxel_size, min_distance=spacing)
-            self.segmented[index] = labels, spacing
+            self.segmented[index] = segment_original(original, self.voxel_size)
         reference, spacing = self.segmented[index]
         return build_lock(
             original, self.decoded[index], size, self.sigmas, reference, spacing,

@@ -79,9 +79,9 @@ class _Channels:
         """Each channel of ``image`` segmented by the task's pipeline."""
         spacings, labels = [], []
         for channel in image:
-            spacing = task_score.seed_distance(channel, voxel_size)
+            segmented, spacing = task_score.segment_original(channel, voxel_size)
             spacings.append(spacing)
-            labels.append(task_score.segment(channel, voxel_size, min_distance=spacing))
+            labels.append(segmented)
         return cls(image, labels, spacings, voxel_size)
 
     def score(self, decoded: np.ndarray) -> tuple[float, float]:

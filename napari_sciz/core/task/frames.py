@@ -23,6 +23,7 @@ __all__ = [
     "frame_seed_distances",
     "frame_voxel_size",
     "segment_frames",
+    "segment_original_frames",
 ]
 
 
@@ -57,6 +58,19 @@ def frame_seed_distances(
     from .score import seed_distance
 
     return [seed_distance(frame, voxel_size) for frame in _frames(volume)]
+
+
+def segment_original_frames(
+    volume: np.ndarray, voxel_size: Sequence[float] | None = None
+) -> tuple[np.ndarray, list[int]]:
+    """:func:`segment_frames` of an original time-lapse and its :func:`frame_seed_distances`,
+    each frame's from one smoothing, threshold and labelling
+    (:func:`~.score.segment_original`)."""
+    from .score import segment_original
+
+    a = _frames(volume)
+    segmented = [segment_original(frame, voxel_size) for frame in a]
+    return frame_labels((s[0] for s in segmented), a.shape), [s[1] for s in segmented]
 
 
 def segment_frames(
@@ -106,8 +120,7 @@ def frame_fidelity(
     over the frames (a :class:`~.score.SegmentationScore`)."""
     from .score import segmentation_fidelity
 
-    spacings = frame_seed_distances(original, voxel_size)
+    reference, spacings = segment_original_frames(original, voxel_size)
     return segmentation_fidelity(
-        segment_frames(original, voxel_size, min_distances=spacings),
-        segment_frames(decoded, voxel_size, min_distances=spacings),
+        reference, segment_frames(decoded, voxel_size, min_distances=spacings)
     )

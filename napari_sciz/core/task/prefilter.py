@@ -164,11 +164,11 @@ def _reference(
     """The segmentation decodes are scored against, and the watershed seed spacing."""
     from scipy import ndimage as ndi
 
-    from .score import seed_distance, segment
+    from .score import seed_distance, segment_original
 
-    spacing = seed_distance(v, voxel_size)
     if labels is None:
-        return segment(v, voxel_size, min_distance=spacing), spacing
+        return segment_original(v, voxel_size)
+    spacing = seed_distance(v, voxel_size)
     lab = np.asarray(labels)
     return (ndi.label(lab > 0)[0] if lab.dtype == bool or lab.max() <= 1 else lab), spacing
 
@@ -182,12 +182,17 @@ def _frames_reference(
     a frame's objects are scored as its own)."""
     from scipy import ndimage as ndi
 
-    from .frames import frame_labels, frame_seed_distances, frame_voxel_size, segment_frames
+    from .frames import (
+        frame_labels,
+        frame_seed_distances,
+        frame_voxel_size,
+        segment_original_frames,
+    )
 
     frame = frame_voxel_size(voxel_size)
-    spacings = frame_seed_distances(v, frame)
     if labels is None:
-        return segment_frames(v, frame, min_distances=spacings), spacings
+        return segment_original_frames(v, frame)
+    spacings = frame_seed_distances(v, frame)
     lab = np.asarray(labels)
     if not (lab.dtype == bool or lab.max() <= 1):
         return frame_labels(iter(lab), lab.shape), spacings

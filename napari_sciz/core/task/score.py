@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -36,8 +37,10 @@ __all__ = [
     "guidance_score",
     "ms_ssim",
     "segment",
+    "segment_original",
     "seed_distance",
     "scored_region",
+    "scored_selection",
     "segmentation_fidelity",
     "task_scores",
 ]
@@ -85,18 +88,7 @@ def seed_distance(
     a fixed spacing of 3 voxels split nbsd's large nuclei into about four seeds each and made
     object F1 measure the seeding's instability (0.63 at 36.9 dB) more than the decode.
     """
-    from scipy import ndimage as ndi
-
-    a = _spatial(volume)
-    mask = _foreground(a, voxel_size, sigma)
-    if mask is None or not mask.any():
-        return 3
-    components, n = ndi.label(mask)
-    inscribed = np.asarray(
-        ndi.maximum(ndi.distance_transform_edt(mask), components, np.arange(1, n + 1))
-    )
-    sizes = np.bincount(components.ravel())[1:]
-    return max(3, int(round(0.8 * float(np.average(inscribed, weights=sizes)))))
+    return _Foreground.of(_spatial(volume), voxel_size, sigma).seed_distance()
 
 
 def segment(
@@ -125,38 +117,96 @@ def segment(
     numpy.ndarray
         int32 labels, 0 = background.
     """
-    from scipy import ndimage as ndi
-    from skimage.feature import peak_local_max
-    from skimage.segmentation import watershed
+    return _Foreground.of(_spatial(volume), voxel_size, sigma).segment(min_distance)
 
-    a = _spatial(volume)
-    mask = _foreground(a, voxel_size, sigma)
-    if mask is None:
-        return np.zeros(a.shape, np.int32)
-    components, n = ndi.label(mask)
-    if n == 0:
-        return np.zeros(a.shape, np.int32)
-    if min_distance is None:
-        min_distance = seed_distance(a, voxel_size, sigma=sigma)
-    sampling = None if voxel_size is None else [float(s) for s in voxel_size][-a.ndim :]
-    distance = ndi.distance_transform_edt(mask, sampling=sampling)
-    peaks = peak_local_max(
-        distance, min_distance=int(min_distance), labels=components, exclude_border=False
-    )
-    markers = np.zeros(a.shape, np.int32)
-    markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1, dtype=np.int32)
-    # components without a seed (thin shapes) keep one label each
-    seeded = np.zeros(n + 1, bool)
-    seeded[components[tuple(peaks.T)]] = True
-    lone = ~seeded[components] & mask
-    markers[lone] = (components[lone] + len(peaks)).astype(np.int32)
-    labels = watershed(-distance, markers, mask=mask)
-    # consecutive labels
-    used = np.unique(labels)
-    used = used[used > 0]
-    lut = np.zeros(int(labels.max()) + 1, np.int32)
-    lut[used] = np.arange(1, used.size + 1, dtype=np.int32)
-    return lut[labels]
+
+def segment_original(
+    volume: ArrayLike, voxel_size: Sequence[float] | None = None, *, sigma: float = 1.0
+) -> tuple[np.ndarray, int]:
+    """:func:`segment` of an original and its :func:`seed_distance`, the two from one
+    smoothing, threshold and labelling (and one distance transform without a voxel size):
+    the same labels and spacing as the two calls, in about half the time."""
+    fg = _Foreground.of(_spatial(volume), voxel_size, sigma)
+    spacing = fg.seed_distance()
+    return fg.segment(spacing), spacing
+
+
+class _Foreground:
+    """A volume's Otsu foreground of its smoothing, its components and distance transforms,
+    each computed once (:func:`seed_distance` and :func:`segment` of the same volume)."""
+
+    def __init__(self, shape: tuple[int, ...], mask: np.ndarray | None, voxel_size: Any) -> None:
+        self.shape, self.mask, self.voxel_size = shape, mask, voxel_size
+        self._components: tuple[np.ndarray, int] | None = None
+        self._distances: dict[bool, np.ndarray] = {}
+
+    @classmethod
+    def of(cls, a: np.ndarray, voxel_size: Sequence[float] | None, sigma: float) -> _Foreground:
+        return cls(a.shape, _foreground(a, voxel_size, sigma), voxel_size)
+
+    @property
+    def components(self) -> tuple[np.ndarray, int]:
+        from scipy import ndimage as ndi
+
+        if self._components is None:
+            self._components = ndi.label(self.mask)
+        return self._components
+
+    def distance(self, scaled: bool) -> np.ndarray:
+        """The foreground's Euclidean distance transform (``scaled``: in the voxel size's
+        units, where it is known)."""
+        from scipy import ndimage as ndi
+
+        sampling = None
+        if scaled and self.voxel_size is not None:
+            sampling = [float(s) for s in self.voxel_size][-len(self.shape) :]
+        key = sampling is not None
+        if key not in self._distances:
+            self._distances[key] = ndi.distance_transform_edt(self.mask, sampling=sampling)
+        return self._distances[key]
+
+    def seed_distance(self) -> int:
+        """:func:`seed_distance`."""
+        if self.mask is None or not self.mask.any():
+            return 3
+        components, n = self.components
+        # (the maximum per component, as ``ndimage.maximum`` gives it, 25 times faster)
+        inscribed = np.zeros(n + 1)
+        np.maximum.at(inscribed, components.reshape(-1), self.distance(False).reshape(-1))
+        sizes = np.bincount(components.ravel())[1:]
+        return max(3, int(round(0.8 * float(np.average(inscribed[1:], weights=sizes)))))
+
+    def segment(self, min_distance: int | None) -> np.ndarray:
+        """:func:`segment`."""
+        from skimage.feature import peak_local_max
+        from skimage.segmentation import watershed
+
+        if self.mask is None:
+            return np.zeros(self.shape, np.int32)
+        mask = self.mask
+        components, n = self.components
+        if n == 0:
+            return np.zeros(self.shape, np.int32)
+        if min_distance is None:
+            min_distance = self.seed_distance()
+        distance = self.distance(True)
+        peaks = peak_local_max(
+            distance, min_distance=int(min_distance), labels=components, exclude_border=False
+        )
+        markers = np.zeros(self.shape, np.int32)
+        markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1, dtype=np.int32)
+        # components without a seed (thin shapes) keep one label each
+        seeded = np.zeros(n + 1, bool)
+        seeded[components[tuple(peaks.T)]] = True
+        lone = ~seeded[components] & mask
+        markers[lone] = (components[lone] + len(peaks)).astype(np.int32)
+        labels = watershed(-distance, markers, mask=mask)
+        # consecutive labels
+        used = np.unique(labels)
+        used = used[used > 0]
+        lut = np.zeros(int(labels.max()) + 1, np.int32)
+        lut[used] = np.arange(1, used.size + 1, dtype=np.int32)
+        return lut[labels]
 
 
 @dataclass(frozen=True)
@@ -263,8 +313,7 @@ def task_scores(
         segmentation against the original's), ``ms_ssim``, ``gradient_similarity`` and, with
         ``ground_truth`` labels, ``ground_truth`` (``original`` and ``decoded`` scores).
     """
-    spacing = seed_distance(original, voxel_size)
-    ref = segment(original, voxel_size, min_distance=spacing)
+    ref, spacing = segment_original(original, voxel_size)
     dec = segment(decoded, voxel_size, min_distance=spacing)
     out: dict[str, object] = {
         "segmentation": segmentation_fidelity(ref, dec).to_dict(),
@@ -364,21 +413,12 @@ def guidance_score(
         voxel_size = colour.moved(voxel_size)
         if guidance == "segmentation":
             return _channels_score(a, b, None if voxel_size is None else voxel_size[1:])
-    while a.ndim > 3 and a.shape[0] == 1:
-        a, b, axes = a[0], b[0], None if axes is None else axes[1:]
-    if guidance not in ("segmentation", "perceptual") or a.ndim < 2:
+    if guidance not in ("segmentation", "perceptual"):
         return None
-    extra: dict[str, float] = {}
-    lead = stacked_axes(a.ndim, axes)
-    if lead:  # a stack: its middle volume or image (as guided hybrid coding scores it)
-        middle = tuple(n // 2 for n in a.shape[:lead])
-        key = "scored_channel" if lead == 1 and axes is not None and axes[:1] == "C" else ""
-        extra[key or "scored_volume"] = float(np.ravel_multi_index(middle, a.shape[:lead]))
-        a, b = a[middle], b[middle]
-    region = scored_region(a.shape)
-    if any(r != slice(None) for r in region):
-        a, b = a[region], b[region]
-        extra["scored_voxels"] = float(a.size)
+    index, axes, extra = scored_selection(a.shape, axes)
+    a, b = a[index], b[index]
+    if a.ndim < 2:
+        return None
     spacing = None if voxel_size is None else list(voxel_size)[-a.ndim :]
     if guidance == "segmentation" and is_time_lapse(a.ndim, axes):
         from .frames import frame_fidelity, frame_voxel_size
@@ -387,10 +427,46 @@ def guidance_score(
         found = {"objects": s.n_reference, "found": s.n_test, "frames": float(a.shape[0])}
         return {"object_f1": s.f1, "dice": s.dice, **found, **extra}
     if guidance == "segmentation":
-        seeds = seed_distance(a, spacing)
-        s = segmentation_fidelity(
-            segment(a, spacing, min_distance=seeds), segment(b, spacing, min_distance=seeds)
-        )
+        ref, seeds = segment_original(a, spacing)
+        s = segmentation_fidelity(ref, segment(b, spacing, min_distance=seeds))
         found = {"objects": s.n_reference, "found": s.n_test}
         return {"object_f1": s.f1, "dice": s.dice, **found, **extra}
     return {"ms_ssim": ms_ssim(a, b), "gradient_similarity": gradient_similarity(a, b), **extra}
+
+
+def scored_selection(
+    shape: Sequence[int], axes: str | None
+) -> tuple[tuple[int | slice, ...], str | None, dict[str, float]]:
+    """The part of an array of ``shape`` (channels first) a task is scored on.
+
+    Leading axes of length 1 of a 4D or deeper array are dropped; a stack of volumes
+    (:func:`stacked_axes`) gives its middle volume or image; a volume over
+    :data:`SCORE_WHOLE_VOXELS` its central box (:func:`scored_region`).
+
+    Returns
+    -------
+    tuple
+        The index of that part, its axes (None where unknown) and what the score says of
+        where it was measured (``"scored_volume"`` or ``"scored_channel"``,
+        ``"scored_voxels"``).
+    """
+    index: list[int | slice] = []
+    dims = list(shape)
+    while len(dims) > 3 and dims[0] == 1:
+        index.append(0)
+        dims, axes = dims[1:], None if axes is None else axes[1:]
+    extra: dict[str, float] = {}
+    lead = stacked_axes(len(dims), axes)
+    if lead:  # a stack: its middle volume or image (as guided hybrid coding scores it)
+        middle = tuple(n // 2 for n in dims[:lead])
+        key = "scored_channel" if lead == 1 and axes is not None and axes[:1] == "C" else ""
+        extra[key or "scored_volume"] = float(np.ravel_multi_index(middle, dims[:lead]))
+        index.extend(middle)
+        dims, axes = dims[lead:], None if axes is None else axes[lead:]
+    region = scored_region(dims)
+    index.extend(region)
+    if any(r != slice(None) for r in region):
+        extra["scored_voxels"] = float(
+            np.prod([len(range(*r.indices(n))) for r, n in zip(region, dims, strict=True)])
+        )
+    return tuple(index), axes, extra
