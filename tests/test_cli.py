@@ -88,7 +88,7 @@ def test_cli_imports_no_qt_napari_or_torch() -> None:
 def test_help_lists_commands(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "--help")
     assert code == 0
-    for command in ("compress", "decompress", "info", "bench", "demo"):
+    for command in ("compress", "decompress", "info", "score", "bench", "demo"):
         assert command in out
 
 

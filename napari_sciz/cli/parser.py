@@ -11,6 +11,7 @@ from .. import __version__
 from .compress import _cmd_compress
 from .decompress import _cmd_decompress
 from .info import _cmd_info
+from .score import _cmd_score
 from .text import PROG
 
 _DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -85,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     -------
     argparse.ArgumentParser
         The parser, with one sub-parser per command (``compress``, ``decompress``, ``info``,
-        ``bench``, ``demo``).
+        ``score``, ``bench``, ``demo``).
     """
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -101,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_compress(sub)
     _add_decompress(sub)
     _add_info(sub)
+    _add_score(sub)
     for name, text in _DELEGATES_HELP.items():
         sub.add_parser(name, help=text, add_help=False)
     return parser
@@ -326,3 +328,33 @@ def _add_info(sub: Any) -> None:
         help="print one JSON object on stdout (one line per file for several files)",
     )
     p.set_defaults(handler=_cmd_info)
+
+
+def _add_score(sub: Any) -> None:
+    """The ``score`` command's options."""
+    p = sub.add_parser(
+        "score",
+        help="score a .sciz file against its original (PSNR, SSIM, segmentation, MS-SSIM)",
+        description="Decode FILE.sciz and measure how it reproduces ORIGINAL: PSNR, SSIM and "
+        "the largest error; the segmentation a biologist runs (smoothing of 1 voxel, Otsu, "
+        "watershed) on both, object F1 at IoU 0.5, Dice and the count error; MS-SSIM and "
+        "gradient similarity (docs/guidance.md, 'Task scores'). A stack is scored on its "
+        "middle volume, a volume over 64 Mi voxels on its central box, as guided coding does.",
+    )
+    p.add_argument("original", metavar="ORIGINAL", help="the image the file was coded from")
+    p.add_argument("file", metavar="FILE.sciz", help="the compressed file")
+    p.add_argument(
+        "--series",
+        type=_series,
+        default=0,
+        metavar="N",
+        help="image series of a multi-series TIFF ORIGINAL (default 0)",
+    )
+    p.add_argument(
+        "--ground-truth",
+        metavar="LABELS.tif",
+        help="labels or mask of ORIGINAL's shape: the original's and the decode's "
+        "segmentations are each scored against it too",
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.set_defaults(handler=_cmd_score)
