@@ -205,3 +205,15 @@ def test_squared_error_sum_matches_numpy_across_chunks() -> None:
     assert metrics.squared_error_sum(a, b) == pytest.approx(direct, rel=1e-12)
     with pytest.raises(InvalidInputError):
         metrics.squared_error_sum(a, b[:1])
+
+
+def test_a_large_slice_is_measured_in_strips_with_the_same_ssim(monkeypatch) -> None:
+    """Above ``_SSIM_STRIPS_ABOVE`` pixels the map is computed in strips of rows (its
+    temporaries in cache): the same mean, to rounding, uneven last strip included."""
+    rng = np.random.default_rng(5)
+    a = (rng.random((203, 150)) * 4000).astype(np.uint16)
+    b = (a + rng.normal(0, 80, a.shape)).clip(0, 65535).astype(np.uint16)
+    whole = metrics.ssim(a, b)
+    monkeypatch.setattr(metrics, "_SSIM_STRIPS_ABOVE", 1000)
+    monkeypatch.setattr(metrics, "_SSIM_STRIP_ROWS", 32)
+    assert metrics.ssim(a, b) == pytest.approx(whole, rel=1e-13, abs=0)

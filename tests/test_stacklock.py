@@ -243,6 +243,7 @@ def test_the_locks_of_a_stack_are_planned_for_the_time_there_is() -> None:
     from napari_sciz.core.task.lockedfile import _lock_time
 
     assert _lock_time(1, 2.0, 100.0) == (1, 85.0)  # (a single volume: a share of the time)
+    assert _lock_time(1, 20.0, 100.0) == (1, 70.0)  # (... or what the proxy's lock took)
     assert _lock_time(5, 0.0, 100.0) == (5, 85.0)  # (no proxy time measured)
     assert _lock_time(3, 2.0, 100.0) == (3, 85.0)  # (9 s expected: the single share holds it)
     assert _lock_time(10, 2.0, 100.0) == (10, 70.0)

@@ -49,6 +49,22 @@ def test_an_originals_segmentation_and_seed_spacing_come_from_one_labelling(voxe
     assert spacing == max(3, round(0.8 * float(np.average(inscribed, weights=sizes))))
 
 
+@pytest.mark.parametrize(
+    "values",
+    [
+        np.array([[0, 3, 3], [7, 0, 1]], np.int32),
+        np.array([[5, 5], [2, 9]], np.uint8),
+        np.array([[-4, 0], [2, -4]], np.int16),  # (negative: sorted)
+        np.array([[0, 2**40], [7, 7]], np.int64),  # (sparse: sorted)
+        np.array([[0.5, 2.0], [0.5, -1.0]]),
+        np.zeros((3, 3), np.int32),
+    ],
+)
+def test_labels_are_ranked_as_numpy_unique_ranks_them(values: np.ndarray) -> None:
+    expected = np.unique(values, return_inverse=True)[1].reshape(-1)
+    np.testing.assert_array_equal(taskscore._ranks(values), expected)
+
+
 def test_object_f1_counts_one_to_one_matches_at_iou_half() -> None:
     ref = np.zeros((1, 10, 30), np.int32)
     ref[0, 2:8, 2:8] = 1

@@ -227,7 +227,8 @@ def choose_prefilter(
         The user's labels (segmentation: the reference, and the band around their boundaries).
     deadline : float, optional
         ``perf_counter`` time: no candidate starts that the previous one's duration says would
-        end after it (the plain volume is always measured).
+        end after it (the plain volume is always measured). Moved on by the time the
+        original's segmentation takes (the coded files are scored against it too).
     cancel : callable, optional
         Checked before every candidate (:class:`~napari_sciz.errors.CancelledError`).
     locks : bool
@@ -249,6 +250,8 @@ def choose_prefilter(
         choice.reference, choice.spacings = _frames_reference(v, voxel_size, labels)
     elif guidance == "segmentation":
         choice.reference, choice.spacing = _reference(v, voxel_size, labels)
+    if deadline is not None:  # (the reference scores the coded files too: not the proxy's)
+        deadline += time.perf_counter() - t0
     lockable = locks and labels is None and np.asarray(volume).dtype.kind in "uif"
     measured: list[_M] = []
     last = 0.0  # seconds the previous candidate took
