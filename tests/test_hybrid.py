@@ -1034,6 +1034,8 @@ def test_a_coding_past_its_budget_says_so() -> None:
     assert api.overrun_note(3.0, None) is None
     note = api.overrun_note(19.0, 10.0)
     assert note is not None and "19.0 s of a 10.0 s budget" in note
+    guided = api.overrun_note(19.0, 10.0, "segmentation")
+    assert guided is not None and guided.startswith("the segmentation-guided coding took 19.0 s")
 
 
 def _flat_regions() -> np.ndarray:

@@ -233,7 +233,7 @@ def compress(
         t_start,
     )
     result = run.with_outliers(settings)
-    over = overrun_note(result.encode_seconds, settings.budget)
+    over = overrun_note(result.encode_seconds, settings.budget, guided)
     if over:
         result.messages.append(over)
     return result
@@ -400,12 +400,18 @@ class _Run:
 _OVERRUN_SHARE = 0.1
 
 
-def overrun_note(seconds: float, budget: float | None) -> str | None:
+def overrun_note(seconds: float, budget: float | None, guided: str | None = None) -> str | None:
     """A note when a coding took noticeably longer than its time ``budget``: the budget was
     below what the stack needs at the fastest settings (every block's base encode) on this
-    machine."""
+    machine, or, under task ``guided``, what its measurements and codings need."""
     if budget is None or seconds <= budget * (1 + _OVERRUN_SHARE):
         return None
+    if guided:
+        return (
+            f"the {guided}-guided coding took {seconds:.1f} s of a {budget:.1f} s budget: its "
+            "measurements (candidates on a proxy, the task scored on each file) and at least "
+            "two codings took longer on this machine; a larger budget keeps to its time"
+        )
     return (
         f"the coding took {seconds:.1f} s of a {budget:.1f} s budget: that is less than this "
         "stack needs at the fastest settings on this machine (every block is coded at least "

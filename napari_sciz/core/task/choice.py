@@ -74,6 +74,9 @@ class TaskChoice:
         decode.
     seconds : float
         Time the choice took.
+    score_seconds : float
+        The longest a proxy decode took to score (a coded file's scoring takes about as
+        long: the guided coding keeps that time for each of the first two).
     reference : numpy.ndarray or None
         The reference segmentation (segmentation guidance).
     spacing : int
@@ -101,6 +104,7 @@ class TaskChoice:
     setting: float | None = None
     scores: dict[str, dict[str, float]] = field(default_factory=dict)
     seconds: float = 0.0
+    score_seconds: float = 0.0
     reference: np.ndarray | None = field(default=None, repr=False)
     spacing: int = 3
     spacings: list[int] | None = field(default=None, repr=False)

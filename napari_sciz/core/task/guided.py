@@ -61,7 +61,8 @@ def guided_hybrid(encoder: BlockEncoder, guidance: str) -> CompressResult:
     s, t_start = encoder.settings, encoder.t_start
     arr, budget = s.arr, s.budget
     source, choice, region, said = _choose(encoder, guidance)
-    clock = TrialClock(budget, t_start)
+    # (the plain file and the first guided one are scored after both are coded)
+    clock = TrialClock(budget, t_start, 2.0 * choice.score_seconds if choice.ranked else 0.0)
     bare = replace(choice, setting=None, lock_share=None, value_map=None, ranked=[])
     started = time.perf_counter()
     plain = encoder.encode(arr, clock.left(0.5 if choice.chosen else 1.0), bare)
@@ -83,6 +84,7 @@ def guided_hybrid(encoder: BlockEncoder, guidance: str) -> CompressResult:
             guided = encoder.encode(coded, clock.left(1.0), alt, alt.value_map)
         if guided is not None:
             trials.add(guided, cand.label, _what(alt))
+        clock.reserve = 0.0  # (scored: further trials' times include their scoring)
         clock.took(time.perf_counter() - started)
     kept = trials.kept()
     kept.messages[:0] = said
@@ -225,13 +227,16 @@ _TRIALS_AHEAD = 1.5
 class TrialClock:
     """The time budget of a guided coding: what is left, and whether another coding fits."""
 
-    def __init__(self, budget: float | None, t_start: float) -> None:
+    def __init__(self, budget: float | None, t_start: float, reserve: float = 0.0) -> None:
         self.budget, self.t_start = budget, t_start
         self.longest = 0.0
+        #: seconds kept for work after the codings (the first files' scoring)
+        self.reserve = reserve
 
     def _rest(self, budget: float) -> float:
-        """Seconds left of ``budget``, less a margin for the encoders' last steps."""
-        return 0.95 * budget - (time.perf_counter() - self.t_start)
+        """Seconds left of ``budget``, less a margin for the encoders' last steps and the
+        :attr:`reserve`."""
+        return 0.95 * budget - (time.perf_counter() - self.t_start) - self.reserve
 
     def left(self, share: float) -> float | None:
         """``share`` of the budget left (at least a twentieth of the budget)."""

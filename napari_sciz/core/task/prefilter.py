@@ -267,7 +267,9 @@ def choose_prefilter(
             if cand.kind != "none":
                 continue  # (no lock fits; a constant volume has nothing to map)
             break  # (no SPERR)
+        scoring = time.perf_counter()
         score = choice.score(v, trial.decoded, voxel_size)
+        choice.score_seconds = max(choice.score_seconds, time.perf_counter() - scoring)
         last = time.perf_counter() - started
         choice.scores[cand.label] = score
         lock = {"lock_bytes": trial.lock_bytes, "lock_seconds": trial.lock_seconds}
