@@ -55,10 +55,25 @@ def test_two_deaths_are_a_clear_error_and_hevc_is_skipped(monkeypatch) -> None:
         raise EOFError("the helper process ended")
 
     monkeypatch.setattr(helperproc._Helper, "call", dies)
-    with pytest.raises(x265proc.X265Crashed, match="crashed twice"):
+    with pytest.raises(x265proc.X265Crashed, match="crashed or hung twice"):
         x265proc.encode_frames(_frames(3), "gray12le", OPTIONS)
     block = _frames(4).astype(np.float64)
     assert encode_to_size(bases.HEVCBase(), block, 2000) is None  # the search skips HEVC
+
+
+def test_an_encode_that_hangs_ends_its_helper_and_is_a_clear_error(monkeypatch) -> None:
+    """x265 once spun for minutes in a flush (session 61); an encode past its time ends the
+    helper, is tried once more, and a second hang is the same clear error as two crashes."""
+    import time
+
+    monkeypatch.setattr(x265proc, "_JOB", "napari_sciz.core.helperproc:wait_job")
+    monkeypatch.setattr(x265proc, "encode_timeout", lambda voxels: 0.5)
+    started = time.perf_counter()
+    with pytest.raises(x265proc.X265Crashed, match="hung twice"):
+        x265proc.encode_frames(_frames(7), "gray12le", OPTIONS)
+    assert time.perf_counter() - started < 30.0
+    monkeypatch.undo()
+    assert x265proc.encode_timeout(4 * 2**20) == pytest.approx(150.0)  # (4 Mi voxels)
 
 
 def test_without_a_working_helper_x265_runs_here(monkeypatch) -> None:

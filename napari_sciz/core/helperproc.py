@@ -256,10 +256,11 @@ def call(
 
 
 def wait_job(head: dict[str, Any], body: bytes) -> bytes:
-    """A job that waits ``head["seconds"]`` and answers ``body`` (checks of the time limit)."""
+    """A job that waits ``head["seconds"]`` (default a minute: a job that hangs) and answers
+    ``body`` (checks of the time limit)."""
     import time
 
-    time.sleep(float(head["seconds"]))
+    time.sleep(float(head.get("seconds", 60.0)))
     return body
 
 

@@ -6,10 +6,13 @@ same frames give run-to-run different streams; the base pads them, see
 narrower ones; the test suite saw it crash in the middle of a long session, taking the whole
 process (napari, a CLI run, a Dask worker) with it. HEVC encodes therefore run in helper
 processes (:mod:`napari_sciz.core.helperproc`): the frames go down a pipe, the stream comes
-back. If a helper dies, the encode is tried once more in another; a second death is an
-:class:`X265Crashed` error, which the hybrid encoder's search takes as "no HEVC for this
-block". Where no helper can run x265 (a frozen application without a Python interpreter, a
-PyAV the helper cannot import), encodes run in this process as before.
+back. It has also hung: a helper spun for minutes in the flush of 8 frames of 66x66 (the
+test suite, session 61), and the caller waited with it. An encode that takes far longer
+than any x265 preset needs (:func:`encode_timeout`) ends its helper. If a helper dies or is
+ended, the encode is tried once more in another; a second death is an :class:`X265Crashed`
+error, which the hybrid encoder's search takes as "no HEVC for this block". Where no helper
+can run x265 (a frozen application without a Python interpreter, a PyAV the helper cannot
+import), encodes run in this process as before.
 
 The same PyAV (so the same x265) codes the frames in the helper: the streams are
 byte-identical to in-process encodes.
@@ -29,7 +32,19 @@ __all__ = ["X265Crashed", "encode_frames", "encode_frames_here", "frames_job"]
 
 
 class X265Crashed(SciZError):
-    """The x265 helper process died twice in a row on one encode."""
+    """The x265 helper process died (or hung) twice in a row on one encode."""
+
+
+#: seconds an encode may take before its helper is taken as hung: this much ...
+_TIMEOUT_SECONDS = 30.0
+#: ... plus this much per Mi voxels of frames (``placebo``, x265's slowest preset, codes 1 Mi
+#: voxels in about 3 s on a 2-core CPU: a tenth of this)
+_TIMEOUT_PER_MI_VOXELS = 30.0
+
+
+def encode_timeout(voxels: int) -> float:
+    """Seconds an encode of ``voxels`` voxels may take before its helper is ended."""
+    return _TIMEOUT_SECONDS + _TIMEOUT_PER_MI_VOXELS * voxels / 2**20
 
 
 def encode_frames_here(codes: np.ndarray, pix_fmt: str, options: dict[str, Any]) -> bytes:
@@ -85,8 +100,9 @@ _JOB = f"{__name__}:frames_job"
 def encode_frames(codes: np.ndarray, pix_fmt: str, options: dict[str, Any]) -> bytes:
     """Code the frames ``codes`` with libx265 in a helper process (:mod:`..helperproc`).
 
-    Parameters are those of :func:`encode_frames_here`. A helper that dies is replaced and
-    the encode tried once more; :class:`X265Crashed` if that one dies too. Where helpers cannot
+    Parameters are those of :func:`encode_frames_here`. A helper that dies, or runs past
+    :func:`encode_timeout`, is replaced and the encode tried once more; :class:`X265Crashed`
+    if that one dies too. Where helpers cannot
     run x265, the frames are coded in this process.
     """
     global _helpers_work
@@ -96,7 +112,9 @@ def encode_frames(codes: np.ndarray, pix_fmt: str, options: dict[str, Any]) -> b
         if not _helpers_work:
             return encode_frames_here(codes, pix_fmt, options)
         try:
-            return helperproc.call(_JOB, head, memoryview(codes).cast("B"))
+            return helperproc.call(
+                _JOB, head, memoryview(codes).cast("B"), timeout=encode_timeout(codes.size)
+            )
         except helperproc.HelperUnavailable:
             _helpers_work = False
             warnings.warn(
@@ -112,5 +130,5 @@ def encode_frames(codes: np.ndarray, pix_fmt: str, options: dict[str, Any]) -> b
     if not _helpers_work:
         return encode_frames_here(codes, pix_fmt, options)
     raise X265Crashed(
-        "the HEVC encoder (x265) crashed twice on this block; it is coded without HEVC"
+        "the HEVC encoder (x265) crashed or hung twice on this block; it is coded without HEVC"
     )
