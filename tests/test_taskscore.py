@@ -172,3 +172,18 @@ def test_a_stack_of_volumes_is_scored_on_its_middle_volume(guidance) -> None:
         {**{k: v for k, v in score.items() if k != "scored_volume"}, "scored_channel": 2.0}
     )
     assert "on channel 2 of the stack" in channels
+
+
+@pytest.mark.parametrize("shape", [(70, 90), (24, 70, 40)])
+def test_ms_ssim_of_a_large_scale_in_strips_of_rows_is_the_same(monkeypatch, shape) -> None:
+    """Above ``_STRIPS_ABOVE`` voxels a scale's SSIM maps are computed in strips of rows with
+    the window's reach around each (2D, and 3D where the depth is smoothed too): the same
+    MS-SSIM to rounding."""
+    from napari_sciz.core.task import perceptual
+
+    rng = np.random.default_rng(9)
+    a = rng.random(shape) * 1000.0
+    b = a + rng.normal(0, 60, shape)
+    whole = perceptual.ms_ssim(a, b)
+    monkeypatch.setattr(perceptual, "_STRIPS_ABOVE", 500)
+    assert perceptual.ms_ssim(a, b) == pytest.approx(whole, rel=1e-13, abs=0)
