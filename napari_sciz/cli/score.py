@@ -10,6 +10,7 @@ from typing import Any
 
 from ..errors import InvalidInputError
 from ..io import read_image
+from ..io.image import default_axes
 from .common import _codec
 from .text import _dumps, _fmt_shape, _human_bytes, _print_table
 
@@ -30,8 +31,11 @@ def _cmd_score(args: argparse.Namespace) -> int:
     with api.open_sciz(sciz) as reader:
         decoded = reader[...]
         file_bytes, ratio = reader.file_size, reader.ratio
-        voxel = getattr(reader, "voxel_size", None) or image.voxel_size
-        axes = getattr(reader, "axes", None) or image.axes
+        # (the original's own axes and calibration where it has them, else the file's)
+        voxel = image.voxel_size or getattr(reader, "voxel_size", None)
+        axes = image.axes
+        if axes == default_axes(len(image.data.shape)):
+            axes = getattr(reader, "axes", None) or axes
     report = decode_report(
         image.data, decoded, voxel_size=voxel, axes=axes, ground_truth=truth
     )  # fmt: skip
