@@ -159,12 +159,12 @@ def test_a_guided_time_lapse_is_segmented_frame_by_frame_end_to_end() -> None:
 
 
 def test_the_frames_locks_keep_the_time_the_proxy_says() -> None:
-    from napari_sciz.core.task.lockedfile import _frames_lock_time
+    from napari_sciz.core.task.lockedfile import _one_lock_time
 
-    assert _frames_lock_time(2.0, 100.0) == 85.0  # (3 s expected: the share holds it)
-    assert _frames_lock_time(20.0, 100.0) == 70.0
-    assert _frames_lock_time(80.0, 100.0) == 50.0  # (at most half the time)
-    assert _frames_lock_time(2.0, None) is None
+    assert _one_lock_time(2.0, 100.0) == 85.0  # (3 s expected: the share holds it)
+    assert _one_lock_time(20.0, 100.0) == 70.0
+    assert _one_lock_time(80.0, 100.0) == 50.0  # (at most half the time)
+    assert _one_lock_time(2.0, None) is None
 
 
 def _decoded(lapse: np.ndarray, step: int = 300) -> np.ndarray:

@@ -49,7 +49,7 @@ def _locked_file(
     total = arr.nbytes / s.ratio
     volumes, budget = _lock_time(math.prod(arr.shape[:lead]), choice.lock_seconds, seconds)
     if frames:
-        budget = _frames_lock_time(choice.lock_seconds, seconds)
+        budget = _one_lock_time(choice.lock_seconds, seconds)
     deadline = None if seconds is None else time.perf_counter() + seconds
     base_bytes = max(total - choice.lock_bytes * volumes, 0.5 * total)
     base_encoder = BlockEncoder(
@@ -102,23 +102,23 @@ def _lock_time(
     """How many of a stack's ``volumes`` the locks are planned for, and the base's time.
 
     A single volume's lock keeps what the proxy's took times :data:`_LOCK_TIME_MARGIN`, at
-    least :data:`_LOCK_TIME_SHARE` of the time and at most half (:func:`_frames_lock_time`;
+    least :data:`_LOCK_TIME_SHARE` of the time and at most half (:func:`_one_lock_time`;
     until session 61 that share alone: a 16 Mpx image's lock, 20 s, ran past the budget). A
-    stack's keeps what
-    its volumes' locks are expected to take (each :data:`_LOCK_TIME_MARGIN` times the
-    proxy's ``proxy_seconds``), at most half the time: the base is then sized for the locks
-    that time holds (the middle volume's at least), not for volumes that will get none.
+    stack's keeps what its volumes' locks are expected to take (each
+    :data:`_LOCK_TIME_MARGIN` times the proxy's ``proxy_seconds``), at most half the time:
+    the base is then sized for the locks that time holds (the middle volume's at least), not
+    for volumes that will get none.
     """
     if seconds is None:
         return volumes, None
     if volumes == 1 or proxy_seconds <= 0:
-        return volumes, _frames_lock_time(proxy_seconds, seconds)
+        return volumes, _one_lock_time(proxy_seconds, seconds)
     per = _LOCK_TIME_MARGIN * proxy_seconds
     locks = min(max(volumes * per, _LOCK_TIME_SHARE * seconds), 0.5 * seconds)
     return max(1, min(volumes, int(locks / per))), seconds - locks
 
 
-def _frames_lock_time(proxy_seconds: float, seconds: float | None) -> float | None:
+def _one_lock_time(proxy_seconds: float, seconds: float | None) -> float | None:
     """The base's time when a single volume, or a time-lapse's frames, are locked: the proxy
     locked it in ``proxy_seconds`` (the whole time-lapse), so the lock keeps that times
     :data:`_LOCK_TIME_MARGIN`, at least :data:`_LOCK_TIME_SHARE` and at most half of
