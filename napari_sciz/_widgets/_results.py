@@ -189,17 +189,11 @@ def result_info(
 
 def task_text(task: dict[str, float] | None) -> str:
     """One line for the task score row."""
+    from ..core.task.report import scored_where
+
     if not task:
         return "- (no guidance)"
-    places = ["the central crop"] if "scored_voxels" in task else []
-    for key in ("scored_channel", "scored_volume"):
-        if key in task:
-            places.append(f"{key[7:]} {int(task[key])} of the stack")
-    where = " on " + " of ".join(places) if places else ""
-    if "frames" in task:
-        where = f", frame by frame over {int(task['frames'])} frames{where}"
-    if "channels" in task:
-        where = f"; averaged over {int(task['channels'])} channels{where}"
+    where = scored_where(task)
     if "object_f1" in task:
         return (
             f"object F1 {task['object_f1']:.3f}, Dice {task['dice']:.3f} "

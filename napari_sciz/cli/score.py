@@ -87,16 +87,8 @@ def _rows(report: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def _where(score: dict[str, float]) -> str:
-    """Where a task score was measured, when not on the whole array."""
-    parts = []
-    if "channels" in score:
-        parts.append(f"averaged over {score['channels']:.0f} channels")
-    if "frames" in score:
-        parts.append(f"frame by frame over {score['frames']:.0f} frames")
-    if "scored_volume" in score:
-        parts.append(f"on volume {score['scored_volume']:.0f} of the stack")
-    if "scored_channel" in score:
-        parts.append(f"on channel {score['scored_channel']:.0f}")
-    if "scored_voxels" in score:
-        parts.append(f"on the central {score['scored_voxels']:.0f} voxels")
-    return f" ({'; '.join(parts)})" if parts else ""
+    """Where a task score was measured, in brackets, when not on the whole array."""
+    from ..core.task.report import scored_where
+
+    where = scored_where(score).lstrip(" ,;")
+    return f" ({where})" if where else ""

@@ -17,7 +17,7 @@ import numpy as np
 
 from ...errors import InvalidInputError
 
-__all__ = ["decode_report"]
+__all__ = ["decode_report", "scored_where"]
 
 
 def decode_report(
@@ -119,3 +119,19 @@ def _ground_truth(
             "decoded": segmentation_fidelity(gt, decoded).to_dict(),
         }
     }
+
+
+def scored_where(task: dict[str, float]) -> str:
+    """Where a task score (:func:`~.score.guidance_score`'s) was measured, as a phrase to
+    append to it (empty: the whole array): ``" on the central crop"``, ``", frame by frame
+    over N frames"``, ``"; averaged over N channels"``..."""
+    places = ["the central crop"] if "scored_voxels" in task else []
+    for key in ("scored_channel", "scored_volume"):
+        if key in task:
+            places.append(f"{key[7:]} {int(task[key])} of the stack")
+    where = " on " + " of ".join(places) if places else ""
+    if "frames" in task:
+        where = f", frame by frame over {int(task['frames'])} frames{where}"
+    if "channels" in task:
+        where = f"; averaged over {int(task['channels'])} channels{where}"
+    return where
