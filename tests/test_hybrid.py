@@ -822,23 +822,29 @@ def test_the_encoder_keeps_the_map_only_where_it_pays() -> None:
         np.testing.assert_array_equal(block.planes(z, z + 1), whole[z : z + 1])
 
 
-@pytest.mark.parametrize("version", [2, 3, 4, 5, 6])
-@pytest.mark.parametrize("name", ["sperr", "slabs", "hevc", "sperr2d"])
+@pytest.mark.parametrize(
+    ("name", "version"),
+    [
+        *((n, v) for v in (2, 3, 4, 5, 6) for n in ("sperr", "slabs", "hevc", "sperr2d")),
+        ("halved-hevc", 7),
+        ("halved-sperr", 7),
+    ],
+)
 def test_files_of_older_payload_versions_still_decode(name, version) -> None:
     """Hybrid files of earlier payload versions decode to the same values: version 2 (``SZH``
     head, SPERR streams as SPERR wrote them; written by commit 7624028), version 3 (compact
     head, packed SPERR streams whose SPECK bits are not arithmetic-coded; commit f4c75e6),
     version 4 (SPECK bits arithmetic-coded, no neural filter; commit 07cfe77), version 5
     (the first with a neural filter, int8 weights: the slabs file holds one; commit c12e50e)
-    and version 6 (the network's weights entropy-coded; ``tests/data/make_hybrid_payloads.py``
-    wrote these files)."""
+    version 6 (the network's weights entropy-coded; ``tests/data/make_hybrid_payloads.py``
+    wrote these files) and version 7 (HEVC and SPERR bases at half resolution)."""
     import hashlib
     import json
 
     here = Path(__file__).parent / "data"
     expected = json.loads((here / f"hybrid_v{version}_decoded.json").read_text())[name]
     data = (here / f"hybrid_v{version}_{name}.sciz").read_bytes()
-    if name == "hevc" and not bases.HEVCBase().available():
+    if "hevc" in name and not bases.HEVCBase().available():
         pytest.skip("PyAV with libx265/hevc is not installed")
     decoded = decompress(data)
     assert list(decoded.shape) == expected["shape"] and str(decoded.dtype) == expected["dtype"]

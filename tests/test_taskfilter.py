@@ -55,6 +55,7 @@ def test_choose_prefilter_keeps_the_best_measured_candidate(guidance, settings) 
         extra = {f"power {p:g}" for p in powers}
         extra.add(f"{taskfilter.SMOOTH_SIGMAS[0]:g} + power {powers[0]:g}")
         extra |= {"curve", f"{taskfilter.SMOOTH_SIGMAS[0]:g} + curve"}
+        extra |= {"half", "curve, half", f"{taskfilter.SMOOTH_SIGMAS[0]:g} + curve, half"}
         assert extra <= set(choice.scores)
     assert {"none", *(f"{w:g}" for w in settings)} <= set(choice.scores)
     assert set(choice.scores) <= {"none", *(f"{w:g}" for w in settings), *extra}
@@ -71,6 +72,8 @@ def test_choose_prefilter_keeps_the_best_measured_candidate(guidance, settings) 
         if isinstance(choice.value_map, PowerMap):
             mapped = f"power {choice.value_map.exponent:g}"
         key = mapped if choice.setting is None else f"{choice.setting:g} + {mapped}"
+    if choice.halved:
+        key = "half" if key == "none" else f"{key}, half"
     assert choice.key(choice.scores[key]) == max(choice.key(s) for s in within)
     if choice.setting is None and choice.value_map is None:
         assert out is vol

@@ -193,7 +193,7 @@ def _info_rows(info: dict[str, Any]) -> list[tuple[str, Any]]:
 
 def _layers_text(layers: dict[str, Any]) -> str:
     """``base 30.9 KiB (SPERR x2), loop filter 415 B, ...``: a hybrid file's layers."""
-    bases = ", ".join(f"{k.upper()} x{v}" for k, v in layers["bases"].items())
+    bases = ", ".join(f"{_base_name(k)} x{v}" for k, v in layers["bases"].items())
     text = (
         f"base {_human_bytes(layers['base_bytes'])} ({bases}), "
         f"loop filter {_human_bytes(layers['filter_bytes'])}, neural filter "
@@ -212,8 +212,23 @@ def _layers_text(layers: dict[str, Any]) -> str:
     return text
 
 
+def _base_name(name: str) -> str:
+    """``SPERR``, ``HEVC at half resolution``: a base codec's name in ``sciz info``."""
+    inner, _, halved = name.partition("/")
+    return inner.upper() + (" at half resolution" if halved else "")
+
+
 def _prefilter_text(mode: str, header: dict) -> str:
     """``segmentation (task band 3 noise s.d. ...)``: what hybrid task guidance coded."""
+    text = _what_prefilter(mode, header)
+    if header.get("task_halved") is not True:
+        return text
+    if text.endswith("the volume as it is)"):
+        return f"{mode} (the volume coded at half the in-plane resolution, interpolated back)"
+    return text[:-1] + "; at half the in-plane resolution, interpolated back)"
+
+
+def _what_prefilter(mode: str, header: dict) -> str:
     band, sigma = header.get("task_band"), header.get("task_smooth")
     if "segmentation_lock" in header:
         each = " of each volume" if header["segmentation_lock"].get("version") == 2 else ""

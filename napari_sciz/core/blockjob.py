@@ -148,6 +148,8 @@ def run_block_job(
             from .hybrid import fit_hybrid_block as fitter  # previews after every stage
 
             kwargs.update(on_preview=on_preview, field_reserve=job.field_reserve)
+            if job.halved_base:
+                kwargs["halved"] = True
         else:
             fitter = fit_block
             kwargs.update(on_preview=on_preview, preview_interval=preview_interval)

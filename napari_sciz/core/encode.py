@@ -183,6 +183,7 @@ class BlockEncoder:
         budget: float | None,
         choice: Any = None,
         value_map: ValueMap | None = None,
+        halved: bool = False,
     ) -> CompressResult:
         """Code ``source`` (the volume, or its task pre-filtered version) block by block.
 
@@ -197,6 +198,9 @@ class BlockEncoder:
         value_map : valuemap.PowerMap or valuemap.CurveMap, optional
             The map ``source`` went through (hybrid only; the choice's header names it): the
             decoded blocks are mapped back before they are compared with the volume.
+        halved : bool
+            Hybrid: code every block's base at half the in-plane resolution
+            (:mod:`napari_sciz.core.hybrid.halved`).
         """
         plan = self._plan(budget, choice)
         arr = self.settings.arr
@@ -213,7 +217,7 @@ class BlockEncoder:
         for planned in plan.jobs:
             box = self.grid.block_slices(planned.index)
             block = block_array(source[box], arr.dtype, self.grid.block_shape3(planned.index))
-            job = replace(rolling.budget(planned, block.size), device=device)
+            job = replace(rolling.budget(planned, block.size), device=device, halved_base=halved)
             report = self._report(planned.index, box, voxels_done, block.size, canvas)
             t_block = time.perf_counter()
             outcome = self._code_block(job, block, box, report)

@@ -311,6 +311,8 @@ class BlockJob:
     field_reserve : int
         Hybrid: bytes a fitted field leaves unused (the header grows when a field's steps, or
         a device fallback, are written into it; blocks without a field leave it as planned).
+    halved_base : bool
+        Hybrid: code the base at half the in-plane resolution (:mod:`.hybrid.halved`).
     """
 
     index: int
@@ -323,6 +325,7 @@ class BlockJob:
     guidance_weights: dict[str, float] | None = None
     mode: str = FORMAT_MODE
     field_reserve: int = 0
+    halved_base: bool = False
 
 
 @dataclass

@@ -2,22 +2,27 @@
 
 Run from the repository root after a payload version change::
 
-    python tests/data/make_hybrid_payloads.py
+    python tests/data/make_hybrid_payloads.py [CASE ...]
+
+(version 7: ``python tests/data/make_hybrid_payloads.py halved-hevc halved-sperr``.)
 
 Four files, one per base family (SPERR, SPERR in slabs with a neural filter, HEVC, a 2D
-SPERR image), and ``hybrid_v<N>_decoded.json`` with the shape, dtype and SHA-256 of each
-decoded array; ``tests/test_hybrid.py`` checks that every stored version keeps decoding to
-those values.
+SPERR image; from version 7 on, two more whose HEVC and SPERR bases are halved, the only
+payloads that version writes), and ``hybrid_v<N>_decoded.json`` with the shape, dtype and
+SHA-256 of each decoded array; ``tests/test_hybrid.py`` checks that every stored version
+keeps decoding to those values.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 
+from napari_sciz.core import hybrid
 from napari_sciz.core.api import compress, decompress
 from napari_sciz.core.hybrid import basechoice, bases, codec, netstage
 from napari_sciz.core.hybrid.payload import VERSION
@@ -40,10 +45,17 @@ def main() -> None:
         "slabs": (bases.SPERRSlabsBase(2), (24, 64, 72), True),
         "hevc": (bases.HEVCBase(), (24, 64, 72), False),
         "sperr2d": (bases.SPERRBase(), (64, 72), False),
+        "halved-hevc": (bases.HEVCBase(), (6, 160, 136), False),
+        "halved-sperr": (bases.SPERRBase(), (96, 90), False),
     }
-    digests = {}
-    for name, (base, shape, network) in cases.items():
+    record = here / f"hybrid_v{VERSION}_decoded.json"
+    digests = json.loads(record.read_text()) if record.exists() else {}
+    fit = hybrid.fit_hybrid_block
+    for name in sys.argv[1:] or list(cases):
+        base, shape, network = cases[name]
         basechoice.BASES = (base,)
+        halved = name.startswith("halved")
+        hybrid.fit_hybrid_block = (lambda *a, **k: fit(*a, halved=True, **k)) if halved else fit
         codec._refine_base = lambda best, *a, **k: best  # the forced base as it is
         if network:  # priced at nothing, the network is kept
             netstage._error_per_byte = lambda *a: 0.0
@@ -59,7 +71,7 @@ def main() -> None:
             "sha256": hashlib.sha256(np.ascontiguousarray(decoded).tobytes()).hexdigest(),
         }
         print(name, len(res.data), "bytes", codec.describe(_payload(res.data)))
-    (here / f"hybrid_v{VERSION}_decoded.json").write_text(json.dumps(digests, indent=1) + "\n")
+    record.write_text(json.dumps(digests, indent=1) + "\n")
 
 
 def _payload(data: bytes) -> bytes:

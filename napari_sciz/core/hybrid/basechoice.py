@@ -15,8 +15,9 @@ from collections.abc import Callable
 import numpy as np
 
 from ..bitstream.layout import _varint
-from .bases import BASES
+from .bases import BASES, BaseCodec
 from .candidate import _Candidate, _err, _filtered, _fitting, _near, _ranked
+from .halved import HalvedBase
 from .search import BaseLayer, encode_to_size
 from .tracker import BlockTracker
 
@@ -36,14 +37,23 @@ _REFINE_ENCODES = 12
 _REFINE_PER_FIRST = 3
 
 
+def halved_bases(shape3: tuple[int, int, int]) -> tuple[BaseCodec, ...]:
+    """The base codecs at half the in-plane resolution (:mod:`.halved`) for a block of
+    ``shape3``; the usual ones where its planes are too small to halve."""
+    usable = tuple(h for h in (HalvedBase(c) for c in BASES) if h.supports(shape3))
+    return usable or BASES
+
+
 def _choose_base(
     target: np.ndarray,
     nbytes: int,
     clock: BlockTracker,
     seed: int,
     exact: Callable[[np.ndarray], bool] | None,
+    halved: bool = False,
 ) -> tuple[BaseLayer | None, list[tuple[BaseLayer, float]]]:
-    """The base codec whose stream of ``nbytes``, once filtered, is the most accurate.
+    """The base codec whose stream of ``nbytes``, once filtered, is the most accurate
+    (``halved``: of the codecs at half the in-plane resolution, :func:`halved_bases`).
 
     With a budget, the codecs share the first :data:`_CHOICE_SHARE` of it: each one's search
     gets its part (:attr:`~.bases.BaseCodec.choice_weight`) of what is left when it starts (a
@@ -58,7 +68,8 @@ def _choose_base(
     tried: list[tuple[BaseLayer, float]] = []
     end = clock.before(_CHOICE_SHARE)
     whole: BaseLayer | None = None  # the smallest stream that reproduces the block
-    usable = [c for c in BASES if c.available() and c.supports(shape3)]  # type: ignore[arg-type]
+    codecs = halved_bases(shape3) if halved else BASES
+    usable = [c for c in codecs if c.available() and c.supports(shape3)]  # type: ignore[arg-type]
     for k, codec in enumerate(usable):
         deadline = None
         if end is not None:

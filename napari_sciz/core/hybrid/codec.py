@@ -305,6 +305,7 @@ def fit_hybrid_block(
     on_step: Callable[[Any], None] | None = None,
     on_preview: Callable[[np.ndarray], None] | None = None,
     field_reserve: int = 0,
+    halved: bool = False,
     **fit_kwargs: Any,
 ) -> HybridFit:
     """Code one block as base layer + loop filter (+ fitted residual field).
@@ -325,6 +326,10 @@ def fit_hybrid_block(
     field_reserve : int
         Bytes of the window a fitted field leaves unused (the header's growth when the fit
         writes its steps into it; :class:`~napari_sciz.core.plan.BlockJob`).
+    halved : bool
+        Code the base at half the in-plane resolution (:mod:`.halved`): every base codec
+        codes the block's 2x2 means, interpolated back before the filters. Blocks whose
+        planes are too small for it code their base as usual.
 
     Returns
     -------
@@ -343,7 +348,9 @@ def fit_hybrid_block(
 
     constant = target.size == 0 or float(target.min()) == float(target.max())
     exact = exact_for(target)
-    full, tried = (None, []) if constant else _choose_base(target, avail - 1, clock, seed, exact)
+    full, tried = (
+        (None, []) if constant else _choose_base(target, avail - 1, clock, seed, exact, halved)
+    )
     clock.check_cancel()
     if full is None:  # constant, or no classical codec fits: the field codes the block alone
         seconds = None if budget is None else max(clock.left(), 0.5)

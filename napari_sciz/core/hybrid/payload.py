@@ -1,12 +1,16 @@
 """The hybrid block payload: its layers packed and read back.
 
-Version 6 (written)::
+Version 6 (written unless the base is halved)::
 
     u8 version (6) | u8 base codec (low 4 bits: 0 none, 1 SPERR, 2 JPEG XL, 3 HEVC,
     4 SPERR slabs; bit 4: the block is one plane; bit 5: a neural filter follows)
     | varint base length | base stream | varint filter length | loop filter (may be empty)
     | varint network length | neural filter (:mod:`.nnfilter`; only with bit 5)
     | field payload (latent-grid block payload; absent when no field is fitted)
+
+Version 7 (written for a halved base) is the same layout with bit 6 of the codec byte set:
+the base codes the block's planes at half resolution (:mod:`.halved`). Older readers refuse
+it ("upgrade napari-sciz"), and read every other file this version writes.
 
 Version 5 is the same layout with the network's weights stored as int8 (:mod:`.nnfilter`
 reads both forms). Versions 3 and 4 have no network; version 4 differs from 3 only in how its
@@ -24,11 +28,16 @@ from typing import Any
 from ...errors import FormatError
 from ..bitstream.layout import _varint, read_varint
 from .bases import BaseCodec, base_by_id
+from .halved import HALVED_BIT, HalvedBase
 
 __all__ = ["Layers", "describe", "head_bytes", "layer_sizes", "pack", "parse"]
 
 _MAGIC = b"SZH"
-VERSION = 6
+VERSION = 7
+#: the version written for payloads whose base is not halved (read by readers of version 6)
+_PLAIN_VERSION = 6
+#: the first version with a halved base (:data:`~.halved.HALVED_BIT`)
+_HALVED_VERSION = 7
 #: the first version with a neural filter
 _NETWORK_VERSION = 5
 #: head of version 1 and 2 payloads: magic, version, base codec, flags, base length
@@ -58,9 +67,11 @@ def head_bytes(high: int) -> int:
 def pack(
     codec_ident: int, base: bytes, filt: bytes, network: bytes, field: bytes, flat: bool
 ) -> bytes:
-    """A version-6 payload of these layers."""
+    """A payload of these layers: version 6, or 7 when the base is halved (``codec_ident``
+    with :data:`~.halved.HALVED_BIT`)."""
     flags = (_FLAT_BIT if flat else 0) | (_NETWORK_BIT if network else 0)
-    head = bytes([VERSION, codec_ident | flags])
+    version = _HALVED_VERSION if codec_ident & HALVED_BIT else _PLAIN_VERSION
+    head = bytes([version, codec_ident | flags])
     net = _varint(len(network)) + network if network else b""
     return b"".join((head, _varint(len(base)), base, _varint(len(filt)), filt, net, field))
 
@@ -88,10 +99,12 @@ def _parse_head(payload: bytes) -> tuple[int, int, int, int, int]:
             )
         raise FormatError("not a hybrid block payload")
     known = _FLAT_BIT | 0x0F | (_NETWORK_BIT if version >= _NETWORK_VERSION else 0)
+    if version >= _HALVED_VERSION:
+        known |= HALVED_BIT
     if byte & ~known:
         raise FormatError("hybrid payload has unknown flags")
     base_len, start = read_varint(payload, 2)
-    return version, byte & 0x0F, byte & ~0x0F, start, base_len
+    return version, byte & (0x0F | HALVED_BIT), byte & ~(0x0F | HALVED_BIT), start, base_len
 
 
 def _section(payload: bytes, pos: int, what: str) -> tuple[bytes, int]:
@@ -112,7 +125,9 @@ def parse(payload: bytes, shape3: tuple[int, int, int]) -> Layers:
         that does not match the block's shape.
     """
     version, codec, flags, start, base_len = _parse_head(payload)
-    base_codec = base_by_id(codec, version)
+    base_codec = base_by_id(codec & 0x0F, version)
+    if codec & HALVED_BIT:
+        base_codec = HalvedBase(base_codec)
     if bool(flags & _FLAT_BIT) != (shape3[0] == 1):
         raise FormatError("hybrid payload does not match the block's shape")
     if start + base_len > len(payload):

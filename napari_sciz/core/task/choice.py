@@ -35,6 +35,9 @@ class Candidate:
         The lock's bytes on the proxy (``"lock"``).
     lock_seconds : float
         Seconds the lock took to build on the proxy (``"lock"``).
+    halved : bool
+        Whether the codec codes it at half the in-plane resolution
+        (:mod:`napari_sciz.core.hybrid.halved`; perceptual guidance).
     """
 
     kind: str
@@ -42,12 +45,21 @@ class Candidate:
     exponent: float | None = None
     lock_bytes: int = 0
     lock_seconds: float = 0.0
+    halved: bool = False
 
     @property
     def label(self) -> str:
         """Its name in :attr:`TaskChoice.scores` (``"3"``: a band or a sigma; ``"power
         0.5"``, ``"0.5 + power 0.5"``: a power map, after a smoothing; ``"curve"``, ``"0.5 +
-        curve"``: a sensitivity curve; ``"lock 0.2"``)."""
+        curve"``: a sensitivity curve; ``"lock 0.2"``; ``"half"``, ``"curve, half"``: coded
+        at half resolution)."""
+        name = self._name
+        if not self.halved:
+            return name
+        return "half" if name == "none" else f"{name}, half"
+
+    @property
+    def _name(self) -> str:
         if self.kind == "none":
             return "none"
         if self.kind == "lock":
@@ -94,6 +106,9 @@ class TaskChoice:
     value_map : PowerMap or CurveMap or None
         The intensity map the volume is coded through (perceptual guidance), when one was
         chosen (``setting`` is then the smoothing before it, or None).
+    halved : bool
+        Whether the codec codes the chosen candidate at half the in-plane resolution
+        (perceptual guidance; header ``task_halved``).
     ranked : list of Candidate
         Every candidate but the plain volume at most :data:`MAX_PSNR_LOSS` dB below it on the
         proxy, best first (the first is the choice when it scored better than the plain
@@ -112,12 +127,18 @@ class TaskChoice:
     lock_bytes: int = 0
     lock_seconds: float = 0.0
     value_map: ValueMap | None = None
+    halved: bool = False
     ranked: list[Candidate] = field(default_factory=list, repr=False)
 
     @property
     def chosen(self) -> bool:
         """Whether a candidate scored better than the plain volume on the proxy."""
-        return self.setting is not None or self.lock_share is not None or self.value_map is not None
+        return (
+            self.setting is not None
+            or self.lock_share is not None
+            or self.value_map is not None
+            or self.halved
+        )
 
     def score(
         self, original: np.ndarray, decoded: np.ndarray, voxel_size: Sequence[float] | None
@@ -170,6 +191,8 @@ class TaskChoice:
             out["task_lock_share"] = self.lock_share
         if self.value_map is not None:
             out["value_map"] = self.value_map.to_header()
+        if self.halved:
+            out["task_halved"] = True
         return out
 
     def describe(self) -> str:
@@ -185,6 +208,8 @@ class TaskChoice:
             if self.value_map is not None:
                 mapped = describe_map(self.value_map)
                 what = mapped if x is None else f"{what} and {mapped}"
+            if self.halved:
+                what += ", coded at half resolution"
             name, key = "MS-SSIM", "ms_ssim"
         parts = ", ".join(f"{k}: {name} {v[key]:.4f}" for k, v in self.scores.items())
         return (

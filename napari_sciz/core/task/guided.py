@@ -63,7 +63,7 @@ def guided_hybrid(encoder: BlockEncoder, guidance: str) -> CompressResult:
     source, choice, region, said = _choose(encoder, guidance)
     # (the plain file and the first guided one are scored after both are coded)
     clock = TrialClock(budget, t_start, 2.0 * choice.score_seconds if choice.ranked else 0.0)
-    bare = replace(choice, setting=None, lock_share=None, value_map=None, ranked=[])
+    bare = replace(choice, setting=None, lock_share=None, value_map=None, halved=False, ranked=[])
     started = time.perf_counter()
     plain = encoder.encode(arr, clock.left(0.5 if choice.chosen else 1.0), bare)
     voxel = _volume_voxel_size(s.voxel_size, stacked_axes(arr.ndim, s.axes))
@@ -81,7 +81,7 @@ def guided_hybrid(encoder: BlockEncoder, guidance: str) -> CompressResult:
         if alt.lock_share is not None:
             guided = _locked_file(encoder, alt, clock.left(1.0))
         else:
-            guided = encoder.encode(coded, clock.left(1.0), alt, alt.value_map)
+            guided = encoder.encode(coded, clock.left(1.0), alt, alt.value_map, alt.halved)
         if guided is not None:
             trials.add(guided, cand.label, _what(alt))
         clock.reserve = 0.0  # (scored: further trials' times include their scoring)
@@ -260,6 +260,8 @@ def _what(choice: Any) -> str:
     """How a guided file differs from the plain one, for the notes."""
     if choice.lock_share is not None:
         return "locked"
+    if choice.halved and choice.value_map is None and choice.setting is None:
+        return "half-resolution"
     return "pre-filtered" if choice.value_map is None else "value-mapped"
 
 

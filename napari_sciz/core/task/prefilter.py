@@ -86,6 +86,16 @@ def _proxy_decode(volume: np.ndarray, nbytes: int) -> np.ndarray | None:
     return sperr.decode(stream, block.shape).reshape(volume.shape)  # type: ignore[arg-type]
 
 
+def _halved_proxy_decode(volume: np.ndarray, nbytes: int) -> np.ndarray | None:
+    """``volume``'s planes halved, through SPERR at about ``nbytes`` bytes, interpolated back
+    (:mod:`napari_sciz.core.hybrid.halved`; None without SPERR)."""
+    from ..hybrid.halved import halve, unhalve
+
+    shape3 = (1, *volume.shape) if volume.ndim == 2 else volume.shape
+    decoded = _proxy_decode(halve(volume.reshape(shape3)), nbytes)
+    return None if decoded is None else unhalve(decoded, shape3).reshape(volume.shape)  # type: ignore[arg-type]
+
+
 def _candidates(guidance: str, lock: bool) -> list[Candidate]:
     """The candidates in the order they are measured: the plain volume first."""
     if guidance != "segmentation":
@@ -93,9 +103,12 @@ def _candidates(guidance: str, lock: bool) -> list[Candidate]:
             Candidate("none"),
             *(Candidate("smooth", x) for x in SMOOTH_SIGMAS),
             Candidate("curve"),  # (before the power maps: a deadline cuts the last ones)
+            Candidate("curve", halved=True),
             *(Candidate("power", None, p) for p in POWER_EXPONENTS),
             Candidate("power", SMOOTH_SIGMAS[0], POWER_EXPONENTS[0]),
             Candidate("curve", SMOOTH_SIGMAS[0]),
+            Candidate("none", halved=True),
+            Candidate("curve", SMOOTH_SIGMAS[0], halved=True),
         ]
     locks = [Candidate("lock", f) for f in LOCK_SHARES] if lock else []
     return [Candidate("none"), *locks, *(Candidate("band", x) for x in BAND_WIDTHS)]
@@ -287,7 +300,8 @@ def choose_prefilter(
         return volume, choice
     best, trial = within[0][1], within[0][2]
     _chose(choice, best, trial.value_map)
-    return (volume if best.kind == "lock" else trial.coded), choice
+    # (a lock, and the volume at half resolution, code the volume itself)
+    return (volume if best.kind in ("lock", "none") else trial.coded), choice
 
 
 def _gentlest_first(ranked: list[_M], plain: dict[str, float]) -> list[_M]:
@@ -319,7 +333,7 @@ def _chose(choice: TaskChoice, cand: Candidate, value_map: ValueMap | None) -> N
     else:
         choice.setting, choice.lock_share, choice.lock_bytes = cand.setting, None, 0
         choice.lock_seconds = 0.0
-    choice.value_map = value_map
+    choice.value_map, choice.halved = value_map, cand.halved
 
 
 def variant(
@@ -423,7 +437,7 @@ def _trial(
     coded, vmap = _coded(cand, v, choice.guidance, voxel_size, labels, maps)
     if cand.kind in ("power", "curve") and vmap is None:
         return _Trial(None, v)  # (a constant volume has nothing to map)
-    decoded = _proxy_decode(coded, nbytes)
+    decoded = (_halved_proxy_decode if cand.halved else _proxy_decode)(coded, nbytes)
     if vmap is not None and decoded is not None:
         decoded = vmap.inverse(decoded)
     return _Trial(decoded, coded, 0, vmap)

@@ -1,0 +1,115 @@
+"""Hybrid bases coded at half the in-plane resolution (:mod:`napari_sciz.core.hybrid.halved`)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_sciz import compress, decompress, open_sciz
+from napari_sciz.core.encode import BlockEncoder
+from napari_sciz.core.hybrid import basechoice, bases, payload
+from napari_sciz.core.hybrid import codec as hybrid_codec
+from napari_sciz.core.hybrid.halved import HalvedBase, halve, halved_shape, unhalve
+from napari_sciz.errors import FormatError
+
+pytest.importorskip("imagecodecs")
+
+
+def _image(shape: tuple[int, ...], seed: int = 3) -> np.ndarray:
+    """Smooth shading, a few bright blurred blobs and noise (uint16)."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    field = ndimage.gaussian_filter(rng.normal(size=shape), 4)
+    field = ndimage.gaussian_filter(field, (0, 2, 2)[-len(shape) :])
+    return np.clip(
+        1000
+        + 8000 * ndimage.gaussian_filter((field > 0.02) * 1.0, 2)
+        + 400 * field
+        + rng.normal(0, 30, shape),
+        0,
+        None,
+    ).astype(np.uint16)
+
+
+@pytest.mark.parametrize("shape3", [(2, 32, 36), (1, 33, 45), (3, 40, 41)])
+def test_halving_takes_2x2_means_and_interpolates_back(shape3) -> None:
+    rng = np.random.default_rng(0)
+    block = rng.normal(size=shape3)
+    half = halve(block)
+    assert half.shape == halved_shape(shape3)
+    np.testing.assert_allclose(half[:, 0, 0], block[:, :2, :2].mean(axis=(1, 2)))
+    # an odd side repeats its last row / column before halving
+    if shape3[1] % 2:
+        np.testing.assert_allclose(half[:, -1, 0], block[:, -1, :2].mean(axis=1))
+    full = unhalve(half, shape3)
+    assert full.shape == shape3 and full.dtype == np.float64
+    # a constant comes back as it was; a plane (a linear ramp) away from the edges, where
+    # the spline's mirrored ends no longer reach
+    const = np.full(shape3, 7.5)
+    np.testing.assert_allclose(unhalve(halve(const), shape3), const, atol=1e-9)
+    z, y, x = np.mgrid[: shape3[0], :64, :64].astype(np.float64)
+    ramp = 3.0 * y - 2.0 * x + z
+    back = unhalve(halve(ramp), ramp.shape)
+    np.testing.assert_allclose(back[:, 16:-16, 16:-16], ramp[:, 16:-16, 16:-16], atol=1e-3)
+
+
+def test_a_halved_base_codes_a_quarter_of_the_pixels_in_its_bytes() -> None:
+    sperr = bases.SPERRBase()
+    halved = HalvedBase(sperr)
+    block = _image((3, 64, 70)).astype(np.float64)
+    assert halved.ident == sperr.ident | 0x40 and halved.name == "sperr/2"
+    assert halved.supports(block.shape) and not halved.supports((3, 20, 70))
+    stream = halved.encode(block, 0.5)
+    assert len(stream) <= 0.5 * block.size / 4 / 8 + 64
+    whole = halved.decode(stream, block.shape)
+    assert whole.shape == block.shape
+    planes = halved.planes(stream, block.shape)
+    np.testing.assert_array_equal(planes.span(1, 2)[1], whole[1])
+    np.testing.assert_array_equal(planes.upto(3), whole)
+    # refined, proxy, filler and shrinker stay halved
+    for other in (halved.refined(), halved.filler(0.5)):
+        assert other is None or isinstance(other, HalvedBase)
+
+
+def test_payload_version_7_marks_a_halved_base_and_older_versions_refuse_the_bit() -> None:
+    codec = HalvedBase(bases.SPERRBase())
+    block = _image((1, 48, 48)).astype(np.float64)
+    stream = codec.encode(block, 1.0)
+    packed = payload.pack(codec.ident, stream, b"", b"", b"", flat=True)
+    assert packed[0] == 7
+    layers = payload.parse(packed, block.shape)
+    assert isinstance(layers.codec, HalvedBase) and layers.codec.inner.ident == 1
+    plain = payload.pack(1, stream, b"", b"", b"", flat=True)
+    assert plain[0] == 6  # (files without a halved base stay readable by older readers)
+    as_v6 = bytes([6]) + packed[1:]
+    with pytest.raises(FormatError, match="unknown flags"):
+        payload.parse(as_v6, block.shape)
+    with pytest.raises(FormatError, match="upgrade"):
+        payload.parse(bytes([8]) + packed[1:], block.shape)
+
+
+def test_a_file_coded_with_halved_bases_decodes_whole_and_by_region(monkeypatch) -> None:
+    vol = _image((6, 96, 80))
+    monkeypatch.setattr(BlockEncoder.encode, "__defaults__", (None, None, True))
+    result = compress(vol, ratio=48, mode="hybrid", budget=20, device="cpu")
+    decoded = decompress(result.data)
+    np.testing.assert_array_equal(decoded, result.reconstruction)
+    reader = open_sciz(result.data)
+    names = {
+        hybrid_codec.describe(reader._file.payload(i))["base"] for i in range(reader.grid.n_blocks)
+    }
+    assert names and all(n.endswith("/2") for n in names)
+    np.testing.assert_array_equal(reader[3], decoded[3])
+    np.testing.assert_array_equal(
+        decompress(result.data, roi="1:4,10:70,5:60"), decoded[1:4, 10:70, 5:60]
+    )
+    assert result.psnr > 30
+
+
+def test_blocks_too_small_to_halve_keep_the_usual_bases() -> None:
+    assert basechoice.halved_bases((4, 20, 200)) == bases.BASES
+    halved = basechoice.halved_bases((4, 200, 200))
+    assert all(isinstance(c, HalvedBase) for c in halved)
+    # HEVC halved needs frames of 64 pixels or more once halved
+    assert not any(c.name == "hevc/2" for c in basechoice.halved_bases((4, 100, 100)))
