@@ -113,3 +113,37 @@ def test_blocks_too_small_to_halve_keep_the_usual_bases() -> None:
     assert all(isinstance(c, HalvedBase) for c in halved)
     # HEVC halved needs frames of 64 pixels or more once halved
     assert not any(c.name == "hevc/2" for c in basechoice.halved_bases((4, 100, 100)))
+
+
+def test_perceptual_guidance_codes_a_half_resolution_candidate(monkeypatch) -> None:
+    from napari_sciz.core.task import prefilter
+    from napari_sciz.core.task.choice import Candidate
+
+    monkeypatch.setattr(
+        prefilter,
+        "_candidates",
+        lambda g, lock: [Candidate("none"), Candidate("none", halved=True)],
+    )
+    img = _image((192, 176))
+    result = compress(img, ratio=64, guidance="perceptual", budget=40, device="cpu")
+    text = " ".join(result.messages)
+    assert "half: MS-SSIM" in text and "half-resolution" in text
+    decoded = decompress(result.data)
+    np.testing.assert_array_equal(decoded, result.reconstruction)
+    reader = open_sciz(result.data)
+    base = hybrid_codec.describe(reader._file.payload(0))["base"]
+    assert base.endswith("/2") == bool(result.header.get("task_halved"))
+
+
+def test_info_names_a_halved_base_and_a_half_resolution_coding() -> None:
+    from napari_sciz.cli.info import _base_name, _prefilter_text
+
+    assert _base_name("hevc/2") == "HEVC at half resolution" and _base_name("sperr") == "SPERR"
+    assert "coded at half the in-plane resolution" in _prefilter_text(
+        "perceptual", {"task_halved": True}
+    )
+    curve = {"task_halved": True, "value_map": {"curve": [0] * 16}}
+    text = _prefilter_text("perceptual", curve)
+    assert "sensitivity curve" in text and text.endswith(
+        "at half the in-plane resolution, interpolated back)"
+    )

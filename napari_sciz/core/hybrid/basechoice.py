@@ -148,12 +148,17 @@ def _refine_base(
         # a winner that decodes only as a whole first (SPERR: its slabs are a few quick
         # encodes and decode plane by plane), then codecs that decode by plane (HEVC)
         codec = entry[0].codec
-        whole_winner = not best.base.codec.by_plane and type(codec) is type(best.base.codec)
+        whole_winner = not best.base.codec.by_plane and _kind(codec) == _kind(best.base.codec)
         return (not whole_winner, not codec.by_plane)
 
     for start, seconds in sorted(tried, key=order):
         best = _refine_codec(best, start, seconds, target, avail, end, seed, clock)
     return best
+
+
+def _kind(codec: BaseCodec) -> tuple[type, type]:
+    """A codec's class, and its inner codec's for a halved one (:class:`~.halved.HalvedBase`)."""
+    return type(codec), type(getattr(codec, "inner", None))
 
 
 def _refine_codec(

@@ -18,8 +18,11 @@ chosen per volume by measuring the task on trial decodes:
   an error is a lost structure, more of the codec's precision than the bright ones, where
   shot noise hides it (the decoder maps the values back); a sensitivity curve (alone or
   after the lightest smoothing) gives every intensity the precision MS-SSIM's weight of the
-  voxels of that intensity asks for, measured on the volume. Score: MS-SSIM, then gradient
-  similarity.
+  voxels of that intensity asks for, measured on the volume. The plain volume and the
+  curves are also candidates coded at half the in-plane resolution (the codec's base codes
+  the planes' 2x2 means in the same bytes, the decoder interpolates them back:
+  :mod:`napari_sciz.core.hybrid.halved`), which puts the bytes on the coarser scales MS-SSIM
+  weighs most. Score: MS-SSIM, then gradient similarity.
 
 Each candidate is coded with SPERR at the target size (the proxy: one encode), decoded and
 scored against the original; the best score among the candidates at most
