@@ -44,6 +44,8 @@ def test_measure_and_render_a_small_volume() -> None:
         ({"value_map": {"power": 0.35, "offset": 40.0}}, "power 0.35"),
         ({"task_smooth": 0.5, "value_map": {"curve": [0, -1]}}, "0.5 + curve"),
         ({"task_lock_share": 0.35}, "lock 0.35"),
+        ({"task_halved": True}, "half"),
+        ({"task_halved": True, "value_map": {"curve": [0, -1]}}, "curve, half"),
     ],
 )
 def test_the_coded_variant_is_named_as_the_proxy_names_it(header, coded) -> None:

@@ -95,9 +95,16 @@ def _point(
 def coded_variant(header: dict[str, Any]) -> str:
     """What a hybrid file under task guidance coded, as the proxy names its candidates:
     ``"none"`` (the plain volume), ``"3"`` (a band or a smoothing), ``"power 0.5"``,
-    ``"0.5 + curve"``, ``"lock 0.35"``."""
+    ``"0.5 + curve"``, ``"lock 0.35"``, ``"half"``, ``"curve, half"``."""
     if "task_lock_share" in header:
         return f"lock {float(header['task_lock_share']):g}"
+    name = _coded_name(header)
+    if header.get("task_halved") is not True:
+        return name
+    return "half" if name == "none" else f"{name}, half"
+
+
+def _coded_name(header: dict[str, Any]) -> str:
     setting = header.get("task_band", header.get("task_smooth"))
     vmap = header.get("value_map")
     if vmap is None:
