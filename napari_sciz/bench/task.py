@@ -98,10 +98,10 @@ def coded_variant(header: dict[str, Any]) -> str:
     ``"0.5 + curve"``, ``"lock 0.35"``, ``"half"``, ``"curve, half"``."""
     if "task_lock_share" in header:
         return f"lock {float(header['task_lock_share']):g}"
+    from ..core.task.choice import halved_label
+
     name = _coded_name(header)
-    if header.get("task_halved") is not True:
-        return name
-    return "half" if name == "none" else f"{name}, half"
+    return halved_label(name) if header.get("task_halved") is True else name
 
 
 def _coded_name(header: dict[str, Any]) -> str:

@@ -12,10 +12,16 @@ import numpy as np
 
 from .valuemap import CurveMap, ValueMap
 
-__all__ = ["MAX_PSNR_LOSS", "Candidate", "TaskChoice"]
+__all__ = ["MAX_PSNR_LOSS", "Candidate", "TaskChoice", "halved_label"]
 
 #: the most PSNR (dB, against the original) a band may cost against the plain volume
 MAX_PSNR_LOSS = 1.0
+
+
+def halved_label(name: str) -> str:
+    """The label of candidate ``name`` coded at half resolution (``"half"``, ``"curve,
+    half"``)."""
+    return "half" if name == "none" else f"{name}, half"
 
 
 @dataclass(frozen=True)
@@ -53,10 +59,7 @@ class Candidate:
         0.5"``, ``"0.5 + power 0.5"``: a power map, after a smoothing; ``"curve"``, ``"0.5 +
         curve"``: a sensitivity curve; ``"lock 0.2"``; ``"half"``, ``"curve, half"``: coded
         at half resolution)."""
-        name = self._name
-        if not self.halved:
-            return name
-        return "half" if name == "none" else f"{name}, half"
+        return halved_label(self._name) if self.halved else self._name
 
     @property
     def _name(self) -> str:
