@@ -212,7 +212,7 @@ class TaskChoice:
                 mapped = describe_map(self.value_map)
                 what = mapped if x is None else f"{what} and {mapped}"
             if self.halved:
-                what += ", coded at half resolution"
+                what += ", coded at half resolution,"
             name, key = "MS-SSIM", "ms_ssim"
         parts = ", ".join(f"{k}: {name} {v[key]:.4f}" for k, v in self.scores.items())
         return (
