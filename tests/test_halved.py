@@ -147,3 +147,23 @@ def test_info_names_a_halved_base_and_a_half_resolution_coding() -> None:
     assert "sensitivity curve" in text and text.endswith(
         "at half the in-plane resolution, interpolated back)"
     )
+
+
+def test_a_smoothing_that_cost_too_much_psnr_once_is_not_coded_again() -> None:
+    """Perceptual trials skip candidates smoothed at least as much as a coded file that fell
+    more than the allowed PSNR below the plain file (whatever map or halving came with it)."""
+    from napari_sciz.core.task.choice import Candidate, TaskChoice
+    from napari_sciz.core.task.guided import _Trials
+
+    trials = _Trials.__new__(_Trials)
+    trials.choice, trials.plain_score = TaskChoice("perceptual"), {"psnr": 28.2}
+    trials._smoothing = [(0.5, {"psnr": 25.5})]  # "0.5 + curve, half": 2.7 dB below
+    assert trials.too_harsh(Candidate("curve", 0.5))
+    assert trials.too_harsh(Candidate("smooth", 0.7))
+    assert not trials.too_harsh(Candidate("curve", None, halved=True))
+    assert not trials.too_harsh(Candidate("power", None, 0.35))
+    trials._smoothing = [(0.5, {"psnr": 27.5})]  # within the allowance: nothing skipped
+    assert not trials.too_harsh(Candidate("smooth", 0.7))
+    trials.choice = TaskChoice("segmentation")  # (a band's width is no smoothing)
+    trials._smoothing = [(3.0, {"psnr": 20.0})]
+    assert not trials.too_harsh(Candidate("band", 5.0))
