@@ -167,3 +167,20 @@ def test_a_smoothing_that_cost_too_much_psnr_once_is_not_coded_again() -> None:
     trials.choice = TaskChoice("segmentation")  # (a band's width is no smoothing)
     trials._smoothing = [(3.0, {"psnr": 20.0})]
     assert not trials.too_harsh(Candidate("band", 5.0))
+
+
+@pytest.mark.parametrize("inner", bases.BASES, ids=lambda c: c.name)
+def test_every_base_codec_halved_fits_its_bytes_and_round_trips(inner) -> None:
+    from napari_sciz.core.hybrid.search import encode_to_size
+
+    if not inner.available():
+        pytest.skip(f"{inner.name} is not installed")
+    block = _image((2, 160, 144)).astype(np.float64)
+    codec = HalvedBase(inner)
+    assert codec.supports(block.shape)
+    nbytes = 1500
+    layer = encode_to_size(codec, block, nbytes)
+    assert layer is not None and 0 < len(layer.stream) <= nbytes
+    decoded = codec.decode(layer.stream, block.shape)
+    np.testing.assert_array_equal(decoded, layer.values)
+    assert float(np.sqrt(np.mean((decoded - block) ** 2))) < float(block.std())
