@@ -184,3 +184,13 @@ def test_every_base_codec_halved_fits_its_bytes_and_round_trips(inner) -> None:
     decoded = codec.decode(layer.stream, block.shape)
     np.testing.assert_array_equal(decoded, layer.values)
     assert float(np.sqrt(np.mean((decoded - block) ** 2))) < float(block.std())
+
+
+def test_images_too_small_to_halve_have_no_half_resolution_candidates() -> None:
+    from napari_sciz.core.task import prefilter
+
+    img = _image((24, 40))
+    _out, choice = prefilter.choose_prefilter(img, img.nbytes // 16, "perceptual")
+    assert "none" in choice.scores and "curve" in choice.scores
+    assert not any(label.endswith("half") for label in choice.scores)
+    assert not choice.halved

@@ -280,8 +280,8 @@ def choose_prefilter(
             break  # (the next candidate would end after the deadline)
         trial = _trial(cand, np.asarray(volume), v, nbytes, choice, voxel_size, labels, maps)
         if trial.decoded is None:
-            if cand.kind != "none":
-                continue  # (no lock fits; a constant volume has nothing to map)
+            if cand.kind != "none" or cand.halved:
+                continue  # (no lock fits; nothing to map or to halve)
             break  # (no SPERR)
         scoring = time.perf_counter()
         score = choice.score(v, trial.decoded, voxel_size)
@@ -437,6 +437,10 @@ def _trial(
         if locked is None:
             return _Trial(None, v)
         return _Trial(locked[0], v, locked[1], lock_seconds=locked[2])
+    from ..hybrid.halved import MIN_SIDE
+
+    if cand.halved and min(v.shape[-2:]) < MIN_SIDE:
+        return _Trial(None, v)  # (planes too small for the codec to halve)
     coded, vmap = _coded(cand, v, choice.guidance, voxel_size, labels, maps)
     if cand.kind in ("power", "curve") and vmap is None:
         return _Trial(None, v)  # (a constant volume has nothing to map)
