@@ -147,9 +147,9 @@ def run_block_job(
         if job.mode == "hybrid":
             from .hybrid import fit_hybrid_block as fitter  # previews after every stage
 
-            kwargs.update(on_preview=on_preview, field_reserve=job.field_reserve)
-            if job.halved_base:
-                kwargs["halved"] = True
+            kwargs.update(
+                on_preview=on_preview, field_reserve=job.field_reserve, halved=job.halved_base
+            )
         else:
             fitter = fit_block
             kwargs.update(on_preview=on_preview, preview_interval=preview_interval)

@@ -69,8 +69,6 @@ class HalvedBase(BaseCodec):
         The codec of the halved block.
     """
 
-    by_plane = False
-
     def __init__(self, inner: BaseCodec) -> None:
         self.inner = inner
         self.ident = inner.ident | HALVED_BIT
@@ -82,12 +80,6 @@ class HalvedBase(BaseCodec):
 
     def __repr__(self) -> str:
         return f"HalvedBase({self.inner!r})"
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, HalvedBase) and other.inner == self.inner
-
-    def __hash__(self) -> int:
-        return hash(("halved", self.ident, self.inner.name))
 
     def available(self) -> bool:  # noqa: D102
         return self.inner.available()
