@@ -194,3 +194,65 @@ def test_images_too_small_to_halve_have_no_half_resolution_candidates() -> None:
     assert "none" in choice.scores and "curve" in choice.scores
     assert not any(label.endswith("half") for label in choice.scores)
     assert not choice.halved
+
+
+def _smooth_plane(sigma: float = 6.0) -> np.ndarray:
+    """A smooth 128x128 plane (one-plane block), integral values."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(1)
+    field = ndimage.gaussian_filter(rng.normal(size=(1, 128, 128)), sigma)
+    return np.clip(1000 + 3000 * field, 0, None).round()
+
+
+def test_the_default_base_choice_tries_halved_bases_at_low_rates(monkeypatch) -> None:
+    from napari_sciz.core.hybrid.search import exact_for
+    from napari_sciz.core.hybrid.tracker import BlockTracker
+
+    target = _smooth_plane()
+    searched: list[str] = []
+    real = basechoice.encode_to_size
+
+    def spy(codec, *args, **kwargs):
+        searched.append(codec.name)
+        return real(codec, *args, **kwargs)
+
+    monkeypatch.setattr(basechoice, "encode_to_size", spy)
+
+    def choose(bpv: float):
+        searched.clear()
+        clock = BlockTracker(None, target, None, None, None)
+        nbytes = int(bpv * target.size / 8)
+        return basechoice._choose_base(target, nbytes, clock, 0, exact_for(target))
+
+    # at 0.05 bits per voxel the smooth plane codes better from its 2x2 means: the halved
+    # stream wins, and replaces its codec's entry for the refinement
+    best, tried = choose(0.05)
+    assert isinstance(best.codec, HalvedBase)
+    assert any(name.endswith("/2") for name in searched)
+    assert best in [layer for layer, _ in tried]
+    assert not any(layer.codec.name == best.codec.inner.name for layer, _ in tried)
+    # above HALVED_MAX_BPV no halved stream is searched
+    best, tried = choose(4 * basechoice.HALVED_MAX_BPV)
+    assert not isinstance(best.codec, HalvedBase)
+    assert not any(name.endswith("/2") for name in searched)
+    # nor when the block coded halved already (perceptual guidance's candidates)
+    clock = BlockTracker(None, target, None, None, None)
+    best, _ = basechoice._choose_base(target, 102, clock, 0, None, halved=True)
+    assert isinstance(best.codec, HalvedBase) and not isinstance(best.codec.inner, HalvedBase)
+
+
+def test_a_default_file_with_a_halved_base_decodes_whole_and_by_region() -> None:
+    volume = np.repeat(_smooth_plane(), 3, axis=0).astype(np.uint16)
+    result = compress(volume, ratio=400, mode="hybrid", budget=20, device="cpu")
+    reader = open_sciz(result.data)
+    names = {
+        hybrid_codec.describe(reader._file.payload(i))["base"] for i in range(reader.grid.n_blocks)
+    }
+    assert names and all(n.endswith("/2") for n in names)  # (nothing asked for it)
+    decoded = decompress(result.data)
+    np.testing.assert_array_equal(decoded, result.reconstruction)
+    np.testing.assert_array_equal(reader[1], decoded[1])
+    np.testing.assert_array_equal(
+        decompress(result.data, roi="0:2,10:70,5:60"), decoded[0:2, 10:70, 5:60]
+    )
