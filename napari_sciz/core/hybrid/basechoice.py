@@ -150,14 +150,14 @@ def _halved_rivals(
     Tried only at :data:`HALVED_MAX_BPV` bits per voxel or fewer, on planes a halved codec
     supports: each codec ranked (``tried``, and its streams' ``ranks``), the best first, then
     each codec of ``failed`` (with the seconds it searched), which had no stream in the bytes
-    (pydicom's two 512x512 slices at 512x: HEVC has none, halved it
-    codes 2.5 dB better than SPERR; kept only when it is the best), while the search (given
-    :data:`_HALVED_SEARCH_SHARE` of the full-resolution search's time) and its filter's
-    design end before the refinement's share of the budget. ``tried`` and ``ranks`` keep
-    each codec's better stream, so the refinement searches the slower
-    settings of that one (a codec may lose at full resolution and win halved: on
-    stardist_img2d at 512x SPERR won the choice and HEVC, refined, the file; halved, HEVC
-    wins).
+    (pydicom's two 512x512 slices at 512x: HEVC has none, halved it codes 2.5 dB better than
+    SPERR; kept only when it is the best), while the search (given
+    :data:`_HALVED_SEARCH_SHARE` of the full-resolution search's time, all of it after a
+    search that found nothing) and its filter's design end before the refinement's share of
+    the budget. ``tried`` and ``ranks`` keep each codec's better stream, so the refinement
+    searches the slower settings of that one (a codec may lose at full resolution and win
+    halved: on stardist_img2d at 512x SPERR won the choice and HEVC, refined, the file;
+    halved, HEVC wins).
     """
     if 8.0 * nbytes / target.size > HALVED_MAX_BPV:
         return best
@@ -171,7 +171,8 @@ def _halved_rivals(
         codec = HalvedBase(inner)
         if not codec.supports(target.shape):  # type: ignore[arg-type]
             continue
-        allowed = seconds * _HALVED_SEARCH_SHARE
+        # (a search that found nothing may have ended after a few encodes: all its time)
+        allowed = seconds * (_HALVED_SEARCH_SHARE if at is not None else 1.0)
         now = time.perf_counter()
         if end is not None and now + allowed + _RANK_ENCODES * clock.encode_seconds > end:
             break
