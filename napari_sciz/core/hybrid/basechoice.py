@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -45,6 +46,16 @@ HALVED_MAX_BPV = 0.1
 #: share of a codec's full-resolution search time its halved search may take (a quarter of
 #: the voxels: its encodes take about a quarter of the time)
 _HALVED_SEARCH_SHARE = 0.5
+#: share of a time budget by which the loop filter's base searches stop refining (its stage
+#: follows the choice: :func:`.codec._with_filter`)
+_FILTER_SHARE = 0.85
+#: the loop filter's stage takes about this many times a filter design's time (a ranking's
+#: in the choice; spotiflow's telomere time-lapse, 2 Mi-voxel blocks: designs 1.2-1.6 s, the
+#: stage 4.2-5.6 s). A halved search starts only while it, its design and this many more
+#: end before :data:`_FILTER_SHARE` (ending by the refinement's share, that time-lapse at
+#: 256x with 30 s had no time left to re-code a base for its filter's room and kept the base
+#: coded for the slope: a file 9 % short, 280x)
+_FILTER_STAGE_DESIGNS = 4.0
 
 
 def halved_bases(shape3: tuple[int, int, int]) -> tuple[BaseCodec, ...]:
@@ -81,6 +92,7 @@ def _choose_base(
     alone = False  # the first base was not ranked: no time for another
     ranks: list[float] = []  # each ranked stream's filtered error, as tried's order
     failed: list[tuple[BaseCodec, float]] = []  # codecs with no stream in the bytes
+    design = 0.0  # seconds of the longest filter design that ranked a stream
     codecs = halved_bases(shape3) if halved else BASES
     usable = [c for c in codecs if c.available() and c.supports(shape3)]  # type: ignore[arg-type]
     for k, codec in enumerate(usable):
@@ -121,7 +133,9 @@ def _choose_base(
             clock.base_seconds = seconds
             clock.report(_CHOICE_SHARE, best[2], layer.values)
             break
+        designed = time.perf_counter()
         err = _filtered(layer, target, 4, seed, avail=nbytes).error
+        design = max(design, time.perf_counter() - designed)
         ranks.append(_ranked(err, codec))
         if best is None or _ranked(err, codec) < best[0]:
             best = (_ranked(err, codec), layer, err)
@@ -130,15 +144,27 @@ def _choose_base(
     if whole is not None:
         return whole, tried
     if best is not None and not (halved or alone):
-        best = _halved_rivals(best, tried, ranks, failed, target, nbytes, clock, seed)
+        measured = _Measured(tried, ranks, failed, design)
+        best = _halved_rivals(best, measured, target, nbytes, clock, seed)
     return (None if best is None else best[1]), tried
+
+
+@dataclass
+class _Measured:
+    """What :func:`_choose_base` measured: each stream with its search's seconds (``tried``),
+    its filtered error as ranked (``ranks``, in the same order), the codecs that had no
+    stream in the bytes with the seconds they searched (``failed``), and the longest filter
+    design's seconds (``design``)."""
+
+    tried: list[tuple[BaseLayer, float]]
+    ranks: list[float]
+    failed: list[tuple[BaseCodec, float]]
+    design: float
 
 
 def _halved_rivals(
     best: tuple[float, BaseLayer, float],
-    tried: list[tuple[BaseLayer, float]],
-    ranks: list[float],
-    failed: list[tuple[BaseCodec, float]],
+    rivals: _Measured,
     target: np.ndarray,
     nbytes: int,
     clock: BlockTracker,
@@ -148,33 +174,35 @@ def _halved_rivals(
     in-plane resolution (:class:`~.halved.HalvedBase`) when that ranks better.
 
     Tried only at :data:`HALVED_MAX_BPV` bits per voxel or fewer, on planes a halved codec
-    supports: each codec ranked (``tried``, and its streams' ``ranks``), the best first, then
-    each codec of ``failed`` (with the seconds it searched), which had no stream in the bytes
+    supports. From what the choice measured (``rivals``), each codec ranked is tried, the
+    best first, then each codec that had no stream in the bytes
     (pydicom's two 512x512 slices at 512x: HEVC has none, halved it codes 2.5 dB better than
     SPERR; kept only when it is the best), while the search (given
     :data:`_HALVED_SEARCH_SHARE` of the full-resolution search's time, all of it after a
-    search that found nothing) and its filter's design end before the refinement's share of
-    the budget. ``tried`` and ``ranks`` keep each codec's better stream, so the refinement
-    searches the slower settings of that one (a codec may lose at full resolution and win
-    halved: on stardist_img2d at 512x SPERR won the choice and HEVC, refined, the file;
-    halved, HEVC wins).
+    search that found nothing), its filter's design (as long as the choice's longest) and
+    the loop filter's stage after it (:data:`_FILTER_STAGE_DESIGNS`) end before
+    :data:`_FILTER_SHARE` of the budget. The choice's streams and ranks keep each codec's
+    better stream, so the refinement searches the slower settings of that one (a codec may
+    lose at full resolution and win halved: on stardist_img2d at 512x SPERR won the choice
+    and HEVC, refined, the file; halved, HEVC wins).
     """
     if 8.0 * nbytes / target.size > HALVED_MAX_BPV:
         return best
-    end = clock.before(_REFINE_SHARE)
+    tried, ranks, design = rivals.tried, rivals.ranks, rivals.design
+    end = clock.before(_FILTER_SHARE)
     order = sorted(range(len(ranks)), key=ranks.__getitem__)
-    rivals: list[tuple[float, int | None, BaseCodec, float]] = [
+    queue: list[tuple[float, int | None, BaseCodec, float]] = [
         (ranks[i], i, tried[i][0].codec, tried[i][1]) for i in order
     ]
-    rivals += [(np.inf, None, codec, seconds) for codec, seconds in failed]
-    for rank, at, inner, seconds in rivals:
+    queue += [(np.inf, None, codec, seconds) for codec, seconds in rivals.failed]
+    for rank, at, inner, seconds in queue:
         codec = HalvedBase(inner)
         if not codec.supports(target.shape):  # type: ignore[arg-type]
             continue
         # (a search that found nothing may have ended after a few encodes: all its time)
         allowed = seconds * (_HALVED_SEARCH_SHARE if at is not None else 1.0)
         now = time.perf_counter()
-        if end is not None and now + allowed + _RANK_ENCODES * clock.encode_seconds > end:
+        if end is not None and now + allowed + design * (1 + _FILTER_STAGE_DESIGNS) > end:
             break
         deadline = None if end is None else now + allowed
         half = encode_to_size(codec, target, nbytes, deadline=deadline, cancel=clock.cancel)

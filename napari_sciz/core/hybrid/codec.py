@@ -27,7 +27,7 @@ import numpy as np
 
 from ...errors import RatioUnreachableError
 from ..bitstream.layout import _varint
-from .basechoice import _CHOICE_SHARE, _REFINE_SHARE, _choose_base, _refine_base
+from .basechoice import _CHOICE_SHARE, _FILTER_SHARE, _REFINE_SHARE, _choose_base, _refine_base
 from .bases import NO_BASE
 from .candidate import (
     _MIN_FILTER_VOXELS,
@@ -68,8 +68,6 @@ _SLOPE_STEP = 0.1
 #: encodes' time on a 4 Mi-voxel block: a re-coded base and three filter designs); it starts
 #: only while that much of the budget is left
 _FILTER_ENCODES = 6.0
-#: share of a time budget by which the loop filter's base searches stop refining
-_FILTER_SHARE = 0.85
 #: a base and filter that leave more than this share of the bytes unused are topped up
 _TOP_UP_SHARE = 0.01
 #: a field is fitted on the residual only with at least this many seconds left
