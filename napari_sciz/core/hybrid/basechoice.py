@@ -4,7 +4,7 @@ Per block, :func:`_choose_base` codes the base with each available classical cod
 (:data:`~.bases.BASES`) at the block's bytes and ranks them by the error left once a loop
 filter is fitted on each; the time after the filter stage then goes to
 :func:`_refine_base`, which searches the slower settings of every codec tried near the
-parameter its first search found. At low rates the chosen codec is also tried at half the
+parameter its first search found. At low rates the codecs are also tried at half the
 in-plane resolution (:func:`_halved_rivals`). Used by :mod:`.codec`.
 """
 
@@ -37,7 +37,7 @@ _REFINE_ENCODES = 12
 #: ... or this many times the encodes of the codec's first search, when fewer (SPERR's rate
 #: mode lands in one or two: nbsd at 30 s never reached its slabs while 12 were asked for)
 _REFINE_PER_FIRST = 3
-#: bits per voxel at or below which the chosen base is also tried at half the in-plane
+#: bits per voxel at or below which the base codecs are also tried at half the in-plane
 #: resolution (:func:`_halved_rivals`). It won on squared error only at these rates (hybrid,
 #: 30 s: bbbc034 and stardist_img2d at 256x +0.07 / +0.04 dB and at 512x +0.24 / +0.18 dB,
 #: 0.05 / 0.03 dB behind at 128x; the 8-bit FIB-SEM crop at 128x-512x +0.02 to +0.11 dB;
@@ -164,7 +164,7 @@ class _Measured:
 
 def _halved_rivals(
     best: tuple[float, BaseLayer, float],
-    rivals: _Measured,
+    measured: _Measured,
     target: np.ndarray,
     nbytes: int,
     clock: BlockTracker,
@@ -174,7 +174,7 @@ def _halved_rivals(
     in-plane resolution (:class:`~.halved.HalvedBase`) when that ranks better.
 
     Tried only at :data:`HALVED_MAX_BPV` bits per voxel or fewer, on planes a halved codec
-    supports. From what the choice measured (``rivals``), each codec ranked is tried, the
+    supports. From what the choice ``measured``, each codec ranked is tried, the
     best first, then each codec that had no stream in the bytes
     (pydicom's two 512x512 slices at 512x: HEVC has none, halved it codes 2.5 dB better than
     SPERR; kept only when it is the best), while the search (given
@@ -188,13 +188,13 @@ def _halved_rivals(
     """
     if 8.0 * nbytes / target.size > HALVED_MAX_BPV:
         return best
-    tried, ranks, design = rivals.tried, rivals.ranks, rivals.design
+    tried, ranks, design = measured.tried, measured.ranks, measured.design
     end = clock.before(_FILTER_SHARE)
     order = sorted(range(len(ranks)), key=ranks.__getitem__)
     queue: list[tuple[float, int | None, BaseCodec, float]] = [
         (ranks[i], i, tried[i][0].codec, tried[i][1]) for i in order
     ]
-    queue += [(np.inf, None, codec, seconds) for codec, seconds in rivals.failed]
+    queue += [(np.inf, None, codec, seconds) for codec, seconds in measured.failed]
     for rank, at, inner, seconds in queue:
         codec = HalvedBase(inner)
         if not codec.supports(target.shape):  # type: ignore[arg-type]
