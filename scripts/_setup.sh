@@ -16,6 +16,8 @@
 #   SCIZ_TORCH_INDEX_URL    extra index for torch, e.g. https://download.pytorch.org/whl/cpu
 #                           (plain PyPI serves a multi-GB CUDA build of torch on Linux)
 #   SCIZ_SKIP_APT=1         never call apt-get
+#   PIP_NO_CACHE_DIR        pip keeps no copy of what it downloads (default 1: a fresh CI
+#                           machine's disk holds the environment, not a second torch)
 
 set -euo pipefail
 
@@ -26,6 +28,7 @@ PYTHON="${PYTHON:-python3}"
 SCIZ_VENV="${SCIZ_VENV:-$SCIZ_ROOT/.venv}"
 SCIZ_TORCH_SPEC="${SCIZ_TORCH_SPEC:-torch==2.13.0}"
 SCIZ_TORCH_INDEX_URL="${SCIZ_TORCH_INDEX_URL:-}"
+export PIP_NO_CACHE_DIR="${PIP_NO_CACHE_DIR:-1}"
 
 SCIZ_APT_PACKAGES=(
     xvfb libgl1-mesa-dri libglx-mesa0 libdbus-1-3 libxkbcommon-x11-0 libxcb-icccm4 libxcb-image0

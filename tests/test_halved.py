@@ -242,6 +242,31 @@ def test_the_default_base_choice_tries_halved_bases_at_low_rates(monkeypatch) ->
     assert isinstance(best.codec, HalvedBase) and not isinstance(best.codec.inner, HalvedBase)
 
 
+def test_a_filter_the_file_cannot_afford_does_not_rank_a_base() -> None:
+    from skimage import data
+
+    from napari_sciz.core.hybrid.candidate import _filtered, _rank_error
+    from napari_sciz.core.hybrid.search import exact_for
+    from napari_sciz.core.hybrid.tracker import BlockTracker
+
+    # a 100x100 cell on a 260x260 black frame at 256x (196 bytes): the loop filter that
+    # ranks each base takes 80-100 bytes, and takes the halved HEVC stream's error from 4.2
+    # to 1.2, below full-resolution HEVC's 1.5; the file cannot hold it, and codes the base
+    # alone (before the charge: 32.1 dB at half resolution against 37.6 dB in full)
+    target = np.pad(data.cell()[:100, :100], 80)[None].astype(np.float64)
+    clock = BlockTracker(None, target, None, None, None)
+    best, tried = basechoice._choose_base(target, 196, clock, 0, exact_for(target))
+    for layer, _ in tried:
+        cand = _filtered(layer, target, 4, 0, avail=196)
+        ranked = _rank_error(cand, target, 196)
+        assert cand.error <= ranked <= layer.error(target)
+        if cand.filt is not None:  # (charged for its bytes: nothing when they are few)
+            assert ranked > cand.error
+            assert _rank_error(cand, target, 10**7) == pytest.approx(cand.error, rel=1e-4)
+    if bases.HEVCBase().available():
+        assert best.codec.name == "hevc"
+
+
 def test_a_default_file_with_a_halved_base_decodes_whole_and_by_region() -> None:
     volume = np.repeat(_smooth_plane(), 3, axis=0).astype(np.uint16)
     result = compress(volume, ratio=400, mode="hybrid", budget=20, device="cpu")

@@ -141,7 +141,9 @@ def compress(
         :data:`napari_sciz.core.guidance.DEFAULT_WEIGHTS`).
 
     mode : {"auto", "lossy", "hybrid", "lossless", "bounded"}
-        ``"auto"`` (default): ``"hybrid"``, or ``"lossy"`` when ``guidance`` is asked for
+        ``"auto"`` (default): ``"hybrid"`` (under ``guidance`` it codes a task pre-filter
+        chosen by measurement), or ``"lossy"`` when ``guidance_weights`` are given, for a
+        distributed job under guidance, or without a base codec
         (:func:`~napari_sciz.core.plan.resolve_mode`); ``"lossy"``: the INR codec at
         ``ratio``; ``"hybrid"``: the best of SPERR, HEVC and
         JPEG XL as a base layer, a fitted loop filter and, when the budget allows, an INR fit

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..bitstream.layout import _varint
 from .bases import BASES, BaseCodec
-from .candidate import _Candidate, _err, _filtered, _fitting, _near, _ranked
+from .candidate import _Candidate, _err, _filtered, _fitting, _near, _rank_error, _ranked
 from .halved import HalvedBase
 from .search import BaseLayer, encode_to_size
 from .tracker import BlockTracker
@@ -46,6 +46,11 @@ HALVED_MAX_BPV = 0.1
 #: share of a codec's full-resolution search time its halved search may take (a quarter of
 #: the voxels: its encodes take about a quarter of the time)
 _HALVED_SEARCH_SHARE = 0.5
+#: times the seconds a codec's full-resolution search took without finding a stream that
+#: its halved search may take (pydicom's two 512x512 slices at 512x with 30 s: HEVC gave up
+#: after 0.26-0.40 s, and its halved search found the stream that wins by 2.4 dB only when
+#: it was given 0.40 s)
+_FAILED_SEARCH_TIMES = 2.0
 #: share of a time budget by which the loop filter's base searches stop refining (its stage
 #: follows the choice: :func:`.codec._with_filter`)
 _FILTER_SHARE = 0.85
@@ -134,7 +139,7 @@ def _choose_base(
             clock.report(_CHOICE_SHARE, best[2], layer.values)
             break
         designed = time.perf_counter()
-        err = _filtered(layer, target, 4, seed, avail=nbytes).error
+        err = _rank_error(_filtered(layer, target, 4, seed, avail=nbytes), target, nbytes)
         design = max(design, time.perf_counter() - designed)
         ranks.append(_ranked(err, codec))
         if best is None or _ranked(err, codec) < best[0]:
@@ -174,13 +179,13 @@ def _halved_rivals(
     in-plane resolution (:class:`~.halved.HalvedBase`) when that ranks better.
 
     Tried only at :data:`HALVED_MAX_BPV` bits per voxel or fewer, on planes a halved codec
-    supports. From what the choice ``measured``, each codec ranked is tried, the
-    best first, then each codec that had no stream in the bytes
-    (pydicom's two 512x512 slices at 512x: HEVC has none, halved it codes 2.5 dB better than
-    SPERR; kept only when it is the best), while the search (given
-    :data:`_HALVED_SEARCH_SHARE` of the full-resolution search's time, all of it after a
-    search that found nothing), its filter's design (as long as the choice's longest) and
-    the loop filter's stage after it (:data:`_FILTER_STAGE_DESIGNS`) end before
+    supports. From what the choice ``measured``, each codec ranked is tried, the best
+    first, then each codec that had no stream in the bytes (pydicom's two 512x512 slices at
+    512x: HEVC has none, halved it codes 2.5 dB better than SPERR; kept only when it is the
+    best), while the search (given :data:`_HALVED_SEARCH_SHARE` of the full-resolution
+    search's time, :data:`_FAILED_SEARCH_TIMES` times it after a search that found nothing),
+    its filter's design (as long as the choice's longest) and the loop filter's stage
+    after it (:data:`_FILTER_STAGE_DESIGNS`) end before
     :data:`_FILTER_SHARE` of the budget. The choice's streams and ranks keep each codec's
     better stream, so the refinement searches the slower settings of that one (a codec may
     lose at full resolution and win halved: on stardist_img2d at 512x SPERR won the choice
@@ -199,8 +204,8 @@ def _halved_rivals(
         codec = HalvedBase(inner)
         if not codec.supports(target.shape):  # type: ignore[arg-type]
             continue
-        # (a search that found nothing may have ended after a few encodes: all its time)
-        allowed = seconds * (_HALVED_SEARCH_SHARE if at is not None else 1.0)
+        # (a search that found nothing may have ended after a few encodes: twice its time)
+        allowed = seconds * (_HALVED_SEARCH_SHARE if at is not None else _FAILED_SEARCH_TIMES)
         now = time.perf_counter()
         if end is not None and now + allowed + design * (1 + _FILTER_STAGE_DESIGNS) > end:
             break
@@ -209,7 +214,7 @@ def _halved_rivals(
         if half is None:
             continue
         entry = (half, time.perf_counter() - now)
-        err = _filtered(half, target, 4, seed, avail=nbytes).error
+        err = _rank_error(_filtered(half, target, 4, seed, avail=nbytes), target, nbytes)
         if _ranked(err, codec) >= (best[0] if at is None else rank):
             continue  # (a codec with no stream at full resolution is kept only as the best)
         if at is None:
