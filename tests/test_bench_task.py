@@ -46,6 +46,7 @@ def test_measure_and_render_a_small_volume() -> None:
         ({"task_lock_share": 0.35}, "lock 0.35"),
         ({"task_halved": True}, "half"),
         ({"task_halved": True, "value_map": {"curve": [0, -1]}}, "curve, half"),
+        ({"value_map": {"slopes": "gf"}}, "curve"),
     ],
 )
 def test_the_coded_variant_is_named_as_the_proxy_names_it(header, coded) -> None:

@@ -66,7 +66,15 @@ def test_a_curve_keeps_the_range_and_inverts() -> None:
     assert (w[100] - w[0]) / (w[620] - w[520]) == pytest.approx(4.0, rel=1e-6)
     assert m.inverse(np.array([0.0, 5000.0])).tolist() == [100.0, 4095.0]
     assert parse_value_map(m.to_header(), (100.0, 4095.0)) == m
-    assert m.to_header() == {"curve": [0, -3, -8, -16, -8, 0]}
+    # one symbol per step after the first (0): a step 32 + i from the last is symbol i
+    assert m.to_header() == {"slopes": "dbYoo"}
+    # steps the symbols cannot hold keep the list
+    for steps in [(1, -3, -8), (0, -40, -8), (0, 40)]:
+        wide = CurveMap(steps, 100.0, 4095.0)
+        assert wide.to_header() == {"curve": list(steps)}
+        assert parse_value_map(wide.to_header(), (100.0, 4095.0)) == wide
+    # both forms of a curve are the same map
+    assert parse_value_map({"curve": [0, -3, -8, -16, -8, 0]}, (100.0, 4095.0)) == m
 
 
 def test_the_curve_follows_where_ms_ssim_weighs_errors() -> None:
@@ -79,6 +87,7 @@ def test_the_curve_follows_where_ms_ssim_weighs_errors() -> None:
     m = fit_curve(vol, float(vol.min()), float(vol.max()))
     assert len(m.steps) == CURVE_KNOTS and max(m.steps) == 0
     assert m.steps[0] == 0 and m.steps[-1] <= -8  # (a slope at least 2x lower)
+    assert set(m.to_header()) == {"slopes"} and len(m.to_header()["slopes"]) == CURVE_KNOTS - 1
     # a sample of the volume, over a wider range: its values are mapped as the sample says
     wide = fit_curve(vol, 0.0, 8191.0)
     assert wide.lo == 0.0 and wide.hi == 8191.0
@@ -94,6 +103,12 @@ def test_the_curve_follows_where_ms_ssim_weighs_errors() -> None:
         {"curve": [0, 200]},
         {"curve": "0,1"},
         {"curve": [0, 1], "power": 0.5},
+        {"slopes": ""},
+        {"slopes": "gg*"},
+        {"slopes": 5},
+        {"slopes": ["g"]},
+        {"slopes": "_" * 5},  # (steps 0, 31, ..., 155: past 128)
+        {"slopes": "g", "curve": [0, 0]},
     ],
 )
 def test_bad_curves_are_refused(entry) -> None:
@@ -191,10 +206,11 @@ def test_a_curve_mapped_file_decodes_to_its_reconstruction(curve_file, tmp_path,
     from napari_sciz.core.reader import SciZReader
 
     vol, result = curve_file
-    steps = result.header["value_map"]["curve"]
-    assert len(steps) == CURVE_KNOTS
+    slopes = result.header["value_map"]["slopes"]
+    assert len(slopes) == CURVE_KNOTS - 1
     assert any("kept the value-mapped file" in m for m in result.messages)
     reader = SciZReader(result.data)
+    steps = list(reader.value_map.steps)
     assert reader.value_map == CurveMap(tuple(steps), float(vol.min()), float(vol.max()))
     np.testing.assert_array_equal(reader.decode(), result.reconstruction)
     np.testing.assert_array_equal(reader[1:6, 7:40, 0:19], result.reconstruction[1:6, 7:40, 0:19])

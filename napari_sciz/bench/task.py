@@ -109,7 +109,8 @@ def _coded_name(header: dict[str, Any]) -> str:
     vmap = header.get("value_map")
     if vmap is None:
         return "none" if setting is None else f"{float(setting):g}"
-    mapped = "curve" if "curve" in vmap else f"power {float(vmap['power']):g}"
+    curve = "curve" in vmap or "slopes" in vmap
+    mapped = "curve" if curve else f"power {float(vmap['power']):g}"
     return mapped if setting is None else f"{float(setting):g} + {mapped}"
 
 

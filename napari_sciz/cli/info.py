@@ -228,6 +228,14 @@ def _prefilter_text(mode: str, header: dict) -> str:
     return text[:-1] + "; at half the in-plane resolution, interpolated back)"
 
 
+def _curve_pieces(vmap: dict) -> int | str:
+    """The pieces of a header's sensitivity curve (either form: docs/format.md)."""
+    if isinstance(vmap.get("curve"), list):
+        return len(vmap["curve"])
+    slopes = vmap.get("slopes")
+    return len(slopes) + 1 if isinstance(slopes, str) else "?"
+
+
 def _what_prefilter(mode: str, header: dict) -> str:
     band, sigma = header.get("task_band"), header.get("task_smooth")
     if "segmentation_lock" in header:
@@ -244,9 +252,8 @@ def _what_prefilter(mode: str, header: dict) -> str:
     if isinstance(vmap, dict):
         smoothing = f"pre-smoothed, sigma {float(sigma):g} voxel, then " if sigma else ""
         mapped = f"a power map of the intensities, exponent {vmap.get('power')}"
-        if "curve" in vmap:
-            pieces = len(vmap["curve"]) if isinstance(vmap["curve"], list) else "?"
-            mapped = f"a sensitivity curve of the intensities in {pieces} pieces"
+        if "curve" in vmap or "slopes" in vmap:
+            mapped = f"a sensitivity curve of the intensities in {_curve_pieces(vmap)} pieces"
         return f"{mode} ({smoothing}coded through {mapped}, inverted on decoding)"
     if isinstance(sigma, int | float):
         return f"{mode} (pre-smoothed, sigma {float(sigma):g} voxel)"
