@@ -293,7 +293,7 @@ def _spare_field(
     unused: x265 stops at CRF -6 with 12-bit frames, and on a smooth synthetic float32 CT
     (6x180x180) at 64x its 6.6 kB stream, in 12 kB, beats SPERR's in all of them (2.6 times
     less squared error); the file came out at 113.8x (66.06 dB). The field takes the rest:
-    64.4x, 68.15 dB with 30 s (docs/benchmarks.md, "Bytes a base cannot take").
+    64.3x, 68.15 dB with 30 s (docs/benchmarks.md, "Bytes a base cannot take").
     """
     from ..lossy.fit import fit_block
 
