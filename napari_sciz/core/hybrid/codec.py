@@ -272,6 +272,41 @@ def _with_field(
     return _Candidate(base, prior.filt, values, _mse(values, target), fit.payload), fit.steps
 
 
+def _field_stages(
+    best: _Candidate,
+    target: np.ndarray,
+    window: tuple[int, int],
+    budget: float | None,
+    seed: int,
+    clock: BlockTracker,
+    fields: dict[str, Any],
+) -> tuple[_Candidate, float, int]:
+    """``best``, or a field fitted on its residual when that is more accurate: with the
+    base re-coded in each of :data:`BASE_SHARES` of the bytes, or, keeping the base, in the
+    bytes it leaves (:func:`_spare_field`); the base's share of the bytes and the field's
+    training steps."""
+    share, steps_done = 1.0, 0
+    for base_share in BASE_SHARES:
+        # the field's fit gets what is left after re-coding the base and fitting its filter
+        seconds = None if budget is None else clock.left() - 1.5 * clock.base_seconds - 2.0
+        if best.error == 0.0 or (seconds is not None and seconds < _MIN_FIELD_SECONDS):
+            break
+        on_field = clock.field_steps(clock.fraction, 1.0)
+        cand, n = _with_field(
+            best, target, window, base_share, seconds, seed, clock, on_step=on_field, **fields
+        )
+        steps_done += n
+        if cand is not None and cand.error < best.error:
+            best, share = cand, base_share
+    if share == 1.0:
+        seconds = None if budget is None else clock.left() - 2.0
+        on_field = clock.field_steps(clock.fraction, 1.0)
+        cand, n = _spare_field(best, target, window, seconds, seed, on_step=on_field, **fields)
+        steps_done += n
+        best = best if cand is None else cand
+    return best, share, steps_done
+
+
 def _spare_share(best: _Candidate, high: int) -> float:
     """The share of a block's ``high`` bytes that ``best``'s base and filter leave unused."""
     return 1.0 - (head_bytes(high) + _layers_bytes(best.base, best.filter_bytes)) / high
@@ -415,27 +450,7 @@ def fit_hybrid_block(
     if trainer is not None:
         best = _with_network(best, trainer, target, avail, clock, seed, steps)
     clock.report(_FILTER_SHARE if budget is not None else 0.6, best.error, best.values)
-    share, steps_done = 1.0, 0
-    for base_share in BASE_SHARES:
-        # the field's fit gets what is left after re-coding the base and fitting its filter
-        seconds = None if budget is None else clock.left() - 1.5 * clock.base_seconds - 2.0
-        if best.error == 0.0 or (seconds is not None and seconds < _MIN_FIELD_SECONDS):
-            break
-        on_field = clock.field_steps(clock.fraction, 1.0)
-        cand, n = _with_field(
-            best, target, field_window, base_share, seconds, seed, clock, on_step=on_field, **fields
-        )
-        steps_done += n
-        if cand is not None and cand.error < best.error:
-            best, share = cand, base_share
-    if share == 1.0:
-        seconds = None if budget is None else clock.left() - 2.0
-        on_field = clock.field_steps(clock.fraction, 1.0)
-        cand, n = _spare_field(
-            best, target, field_window, seconds, seed, on_step=on_field, **fields
-        )
-        steps_done += n
-        best = best if cand is None else cand
+    best, share, steps_done = _field_stages(best, target, field_window, budget, seed, clock, fields)
     clock.report(1.0, best.error, best.values)
     payload = pack(
         best.base.codec.ident, best.base.stream, best.filter_bytes, best.network_bytes,
