@@ -337,7 +337,7 @@ def _spare_field(
     spare = high - used
     if best.network is not None or best.inr or best.error == 0.0:
         return None, 0
-    if spare < _MIN_INR_BYTES or _spare_share(best, high) <= _SPARE_FIELD_SHARE:
+    if spare < _MIN_INR_BYTES or spare <= _SPARE_FIELD_SHARE * high:
         return None, 0
     if seconds is not None and seconds < _MIN_FIELD_SECONDS:
         return None, 0
