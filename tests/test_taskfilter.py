@@ -203,6 +203,21 @@ def test_the_gentlest_of_tied_candidates_ranks_first() -> None:
     assert [m[1] for m in taskfilter._gentlest_first(flat, plain)] == ["a", "b"]
 
 
+def test_a_coded_file_keeps_a_margin_below_the_allowed_psnr_loss() -> None:
+    """The keep rule holds a coded guided file 0.9 dB within the plain file of its own run,
+    so that it stays within 1 dB of an unguided run's file (bia_membrane at 256x: 0.96 dB
+    below its own run's plain file, 1.04 dB below the unguided one)."""
+    from napari_sciz.core.task.choice import CODED_PSNR_LOSS, MAX_PSNR_LOSS, TaskChoice
+
+    assert CODED_PSNR_LOSS == pytest.approx(MAX_PSNR_LOSS - 0.1)
+    choice = TaskChoice("perceptual")
+    plain = {"ms_ssim": 0.9699, "gmsm": 0.846, "psnr": 25.62}
+    mapped = {"ms_ssim": 0.9783, "gmsm": 0.878}
+    assert not choice.better({**mapped, "psnr": 24.66}, plain)  # (0.96 dB below)
+    assert choice.better({**mapped, "psnr": 24.75}, plain)  # (0.87 dB below)
+    assert not choice.better({**plain, "ms_ssim": 0.9690, "psnr": 25.70}, plain)  # (worse)
+
+
 def test_a_variant_codes_what_its_candidate_says() -> None:
     vol = nuclei(2, (8, 40, 40))
     choice = taskfilter.TaskChoice("perceptual")

@@ -12,10 +12,17 @@ import numpy as np
 
 from .valuemap import CurveMap, ValueMap
 
-__all__ = ["MAX_PSNR_LOSS", "Candidate", "TaskChoice", "halved_label"]
+__all__ = ["CODED_PSNR_LOSS", "MAX_PSNR_LOSS", "Candidate", "TaskChoice", "halved_label"]
 
 #: the most PSNR (dB, against the original) a band may cost against the plain volume
 MAX_PSNR_LOSS = 1.0
+
+#: the most PSNR a *coded* guided file may cost against the plain file coded in its own run:
+#: :data:`MAX_PSNR_LOSS` less a margin for the spread between runs, so that the kept file is
+#: also within :data:`MAX_PSNR_LOSS` of the file an unguided run codes (which has all the
+#: time: 0.01-0.04 dB apart on the shared stacks; bia_membrane's 256x guided file was kept
+#: 0.96 dB below its own run's plain file and 1.04 dB below the unguided one)
+CODED_PSNR_LOSS = MAX_PSNR_LOSS - 0.1
 
 
 def halved_label(name: str) -> str:
@@ -179,9 +186,9 @@ class TaskChoice:
         return score["ms_ssim"], score["gmsm"]
 
     def better(self, candidate: dict[str, float], plain: dict[str, float]) -> bool:
-        """Whether ``candidate`` scores better than ``plain`` at a PSNR at most
-        :data:`MAX_PSNR_LOSS` dB below it."""
-        if candidate["psnr"] < plain["psnr"] - MAX_PSNR_LOSS:
+        """Whether coded file ``candidate`` scores better than the plain file ``plain`` at a
+        PSNR at most :data:`CODED_PSNR_LOSS` dB below it."""
+        if candidate["psnr"] < plain["psnr"] - CODED_PSNR_LOSS:
             return False
         return self.key(candidate) > self.key(plain)
 

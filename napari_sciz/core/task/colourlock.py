@@ -10,7 +10,7 @@ original channel's segmentation (:func:`~napari_sciz.core.seglock.stacked.build_
 header ``segmentation_lock`` version 5: the reader applies each channel's lock to the
 channel it decodes through the transform). The plain planes are coded too, in half the
 time, and the locked file is kept when its channels segment better (object F1, then Dice,
-averaged over the channels) at most :data:`~.choice.MAX_PSNR_LOSS` dB of the image's PSNR
+averaged over the channels) at most :data:`~.choice.CODED_PSNR_LOSS` dB of the image's PSNR
 below the plain file. The lock's share of the bytes starts at a fifth and, while the time
 left holds another coding, moves down where the lock cost more PSNR than allowed and up
 where it did not (:data:`LOCK_SHARES`).
@@ -29,7 +29,7 @@ from ...errors import RatioUnreachableError
 from ..bitstream import container
 from ..result import CompressResult
 from . import score as task_score
-from .choice import MAX_PSNR_LOSS
+from .choice import CODED_PSNR_LOSS
 from .guided import TrialClock
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -169,11 +169,11 @@ def colour_segmentation(
 def _next_share(share: float, loss: float | None, tried: Sequence[float]) -> float | None:
     """The share of :data:`LOCK_SHARES` to try after ``share`` cost ``loss`` dB of PSNR
     against the plain file (None: no lock fitted): the next smaller one where it cost more
-    than :data:`~.choice.MAX_PSNR_LOSS`, else the next larger one; None when that one was
+    than :data:`~.choice.CODED_PSNR_LOSS`, else the next larger one; None when that one was
     ``tried`` or there is none."""
     if loss is None:
         return None
-    k = LOCK_SHARES.index(share) + (-1 if loss > MAX_PSNR_LOSS else 1)
+    k = LOCK_SHARES.index(share) + (-1 if loss > CODED_PSNR_LOSS else 1)
     if not 0 <= k < len(LOCK_SHARES) or LOCK_SHARES[k] in tried:
         return None
     return LOCK_SHARES[k]
@@ -250,8 +250,8 @@ def _kept(
     seconds: float,
 ) -> CompressResult:
     """The locked file that segments best, where it segments better than the plain file at
-    most :data:`MAX_PSNR_LOSS` dB below it; else the plain file. With notes."""
-    allowed = [c for c in coded if c[2].psnr >= plain.psnr - MAX_PSNR_LOSS and c[1] > plain_key]
+    most :data:`CODED_PSNR_LOSS` dB below it; else the plain file. With notes."""
+    allowed = [c for c in coded if c[2].psnr >= plain.psnr - CODED_PSNR_LOSS and c[1] > plain_key]
     won = max(allowed, key=lambda c: c[1]) if allowed else None
     out = plain if won is None else won[2]
     tried = ", ".join(
