@@ -218,6 +218,30 @@ def test_a_coded_file_keeps_a_margin_below_the_allowed_psnr_loss() -> None:
     assert not choice.better({**plain, "ms_ssim": 0.9690, "psnr": 25.70}, plain)  # (worse)
 
 
+def test_the_note_says_why_a_higher_scoring_file_was_not_kept() -> None:
+    """A guided file that scored higher but cost more PSNR than allowed leaves the plain file
+    kept, and the note says so (bia_membrane at 256x: the curve, half file 0.96 dB below)."""
+    from napari_sciz.core.api import compress
+    from napari_sciz.core.task.choice import TaskChoice
+    from napari_sciz.core.task.guided import _Trials
+
+    img = np.random.default_rng(0).integers(0, 4000, (48, 48)).astype(np.uint16)
+    plain = compress(img, ratio=8, mode="hybrid", budget=5, device="cpu")
+    trials = _Trials.__new__(_Trials)
+    trials.choice, trials.plain, trials.region = TaskChoice("perceptual"), plain, (slice(None),)
+    trials.plain_score = {"ms_ssim": 0.9699, "gmsm": 0.846, "psnr": 25.62}
+    mapped = {"ms_ssim": 0.9783, "gmsm": 0.878, "psnr": 24.66}
+    trials.coded = [("curve, half", "value-mapped", mapped, plain)]
+    assert trials.kept() is plain
+    note = plain.messages[-1]
+    assert "kept the plain file" in note
+    assert "the value-mapped file scored higher but cost 0.96 dB of PSNR" in note
+    assert "more than the 0.9 dB allowed" in note
+    trials.coded = [("0.5", "pre-filtered", {**mapped, "ms_ssim": 0.9600}, plain)]
+    trials.kept()
+    assert "scored higher" not in plain.messages[-1]  # (it scored lower: nothing to explain)
+
+
 def test_a_variant_codes_what_its_candidate_says() -> None:
     vol = nuclei(2, (8, 40, 40))
     choice = taskfilter.TaskChoice("perceptual")

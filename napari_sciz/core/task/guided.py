@@ -261,6 +261,18 @@ class TrialClock:
         return self._rest(float(self.budget)) >= _TRIALS_AHEAD * self.longest
 
 
+def _why(what: str, higher: bool, score: dict[str, float], plain: dict[str, float]) -> str:
+    """Why the plain file was kept although the best guided file (``what``) scored
+    ``higher`` on the task: it cost more PSNR than the keep rule allows (empty otherwise)."""
+    if not higher:
+        return ""
+    loss = plain["psnr"] - score["psnr"]
+    return (
+        f"; the {what} file scored higher but cost {loss:.2f} dB of PSNR, more than the "
+        f"{CODED_PSNR_LOSS:g} dB allowed"
+    )
+
+
 def _what(choice: Any) -> str:
     """How a guided file differs from the plain one, for the notes."""
     if choice.lock_share is not None:
@@ -337,7 +349,8 @@ class _Trials:
         out.messages.append(
             f"{choice.guidance} guidance: kept the {what if won else 'plain'} file "
             f"({name} {choice.key(score)[0]:.4f} {what} / {choice.key(plain)[0]:.4f} plain, "
-            f"PSNR {score['psnr']:.2f} / {plain['psnr']:.2f} dB{self._where})"
+            f"PSNR {score['psnr']:.2f} / {plain['psnr']:.2f} dB{self._where}"
+            f"{'' if won else _why(what, choice.key(score) > choice.key(plain), score, plain)})"
         )
         if len(self.coded) > 1:
             out.messages.append(
