@@ -264,4 +264,11 @@ def _kept(
         f"channel locked; kept the {kept} file (object F1 averaged over the channels: plain "
         f"{plain_key[0]:.4f} ({plain.psnr:.2f} dB)" + (f", {tried}" if tried else "") + ")"
     )
+    higher = [c for c in coded if c[1] > plain_key]
+    if won is None and higher:  # (each segmented better and cost more PSNR than allowed)
+        loss = plain.psnr - max(c[2].psnr for c in higher)
+        note += (
+            f"; the locked file segmented better but cost {loss:.2f} dB of PSNR, more than "
+            f"the {CODED_PSNR_LOSS:g} dB allowed"
+        )
     return replace(out, messages=[*out.messages, note], encode_seconds=seconds)
