@@ -1,5 +1,6 @@
 """Lossy and hybrid compression on a Dask cluster: the workers read, fit and code their own
-blocks (lossless and bounded jobs: :mod:`.distexact`; the Dask plumbing: :mod:`.cluster`).
+blocks (the task a worker runs: :mod:`.distfit`; lossless and bounded jobs: :mod:`.distexact`;
+the Dask plumbing: :mod:`.cluster`).
 
 The client only plans and assembles. For an input file (TIFF/OME-TIFF, ``.npy``, Zarr/OME-Zarr)
 every task opens it lazily on its worker and reads just its block, so neither the client nor a
@@ -24,20 +25,17 @@ are reported at once, without retries.
 from __future__ import annotations
 
 import math
-import os
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
-from ..errors import InvalidInputError, RatioUnreachableError, SciZError
+from ..errors import InvalidInputError, RatioUnreachableError
 from . import colour
 from .bitstream import container
-from .blockjob import block_array
-from .blocks import DEFAULT_BLOCK_VOXELS, BlockGrid, finalize
+from .blocks import DEFAULT_BLOCK_VOXELS, BlockGrid
 from .cluster import (
     BlockReport,
     BlockSource,
@@ -48,21 +46,18 @@ from .cluster import (
     source_of,
     stats_task,
     summed_quality,
-    tune_worker_malloc,
-    user_error,
 )
 from .distcolour import (
     ColourPlanes,
     coded_colour,
     decorrelated,
-    image_pair,
     planes_request,
 )
 from .distcolour import metric_range as image_range
+from .distfit import FitResult, fit_task
 from .distoutliers import CleanedSource, ends_size, outliers_from_ends, with_outliers
 from .outliers import Outliers, coded_share
 from .plan import (
-    BlockJob,
     LossyPlan,
     check_effort,
     check_nonfinite,
@@ -76,93 +71,6 @@ from .result import CompressResult, cancel_predicate
 from .validate import check_axes, check_calibration, check_ratio, check_shape_dtype
 
 __all__ = ["BlockSource", "compress_distributed", "dask_client"]
-
-
-def _worker_device(device: str) -> str:
-    """Resolve the device on the worker; spread workers over the GPUs of their machine."""
-    from .device import resolve_device
-
-    dev = resolve_device(device)
-    if dev == "cuda":
-        import torch
-
-        count = torch.cuda.device_count()
-        if count > 1:
-            try:
-                from distributed import get_worker
-
-                name = get_worker().name
-                slot = int(name) if str(name).isdigit() else abs(hash(name))
-            except (ImportError, ValueError):
-                slot = os.getpid()
-            dev = f"cuda:{slot % count}"
-    return dev
-
-
-@dataclass
-class _FitResult:
-    index: int
-    payload: bytes
-    steps: int
-    device: str
-    sse: float
-    max_error: float
-    ssim_sum: float | None
-    ssim_slices: int
-    messages: list[str]
-
-
-def _fit_task(
-    source: BlockSource,
-    array: Any,
-    grid: BlockGrid,
-    job: BlockJob,
-    vrange: Sequence[float],
-    labels: BlockSource | None,
-    label_array: Any,
-    metric_range: Sequence[float],
-) -> _FitResult | BaseException:
-    from .blockjob import run_block_job
-    from .metrics import max_abs_error, squared_error_sum, ssim
-
-    tune_worker_malloc()
-    try:
-        sl = grid.block_slices(job.index)
-        if isinstance(source, CleanedSource):  # outliers coded apart: the rest is fitted
-            coded, original = source.read_pair(sl, array)
-        else:
-            coded = original = source.read(sl, array)
-        label_block = None if labels is None else labels.read(sl, label_array)
-    except (SciZError, OSError, ValueError) as exc:
-        return user_error(exc)
-    dtype = original.dtype
-    block = block_array(coded, dtype, grid.block_shape3(job.index))
-    outcome = run_block_job(replace(job, device=_worker_device(job.device)), block, label_block)
-    decoded = finalize(outcome.values.reshape(original.shape), dtype, vrange)
-    if isinstance(source, CleanedSource):
-        decoded = source.restore(decoded, original)
-    image = image_pair(source, sl, array, decoded)
-    if image is not None:  # (decorrelated colour planes: measured on the image's samples)
-        original, decoded = image
-    span = float(metric_range[1]) - float(metric_range[0])
-    peak = span if span > 0 else 1.0
-    # SSIM is a mean over whole 2D slices: measurable here when the block holds whole slices
-    whole_slices = grid.counts[1] == 1 and grid.counts[2] == 1
-    ssim_sum, n_slices = None, 0
-    if whole_slices:
-        n_slices = int(np.prod(original.shape[:-2], dtype=np.int64))
-        ssim_sum = ssim(original, decoded, data_range=peak) * n_slices
-    return _FitResult(
-        job.index,
-        outcome.payload,
-        outcome.steps,
-        outcome.device,
-        squared_error_sum(original, decoded) if original.size else 0.0,
-        max_abs_error(original, decoded) if original.size else 0.0,
-        ssim_sum,
-        n_slices,
-        outcome.messages,
-    )
 
 
 def compress_distributed(
@@ -248,54 +156,97 @@ def compress_distributed(
         With ``reconstruction=None`` (never gathered); PSNR and the largest error are exact,
         SSIM is exact when blocks span whole slices and NaN otherwise.
     """
+    options = {
+        "client": client, "scheduler": scheduler, "workers": workers,
+        "threads_per_worker": threads_per_worker, "memory_limit": memory_limit,
+        "device": device, "steps": steps, "budget": budget, "effort": effort, "seed": seed,
+        "axes": axes, "voxel_size": voxel_size, "units": units, "name": name,
+        "block_voxels": block_voxels, "guidance": guidance, "labels": labels,
+        "guidance_weights": guidance_weights, "retries": retries,
+        "connect_timeout": connect_timeout, "progress": progress, "cancel": cancel,
+    }  # fmt: skip
     coded, shape = coded_colour(source, axes)
     if coded is not None:
-        # colour samples last: coded as a leading axis, read back in the caller's layout
-        given = check_axes(axes, len(shape)) if axes else colour.default_axes(len(shape))
-        raw = math.prod(shape) * np.dtype(coded.dtype).itemsize
-        request = None
-        plain = guidance in (None, "none")  # (guidance of distributed jobs: the field's loss)
-        if plain and colour.decorrelates(
-            shape, coded.dtype, ratio, mode, guidance, guidance_weights, labels
-        ):
-            request = ColourPlanes(coded, float(ratio), raw)  # (an RGB(A) image in hybrid mode)
-        result = _compress_distributed(
-            request or coded, colour.coded_ratio(ratio, raw), client=client,
-            scheduler=scheduler, workers=workers, threads_per_worker=threads_per_worker,
-            memory_limit=memory_limit, device=device, steps=steps, budget=budget,
-            effort=effort, seed=seed, axes=colour.moved(given),
-            voxel_size=colour.moved(voxel_size), units=colour.moved(units), name=name,
-            block_voxels=block_voxels, guidance=guidance,
-            labels=colour.moved_labels(labels, shape), guidance_weights=guidance_weights,
-            mode="hybrid" if request else mode, max_error=max_error, retries=retries,
-            connect_timeout=connect_timeout, progress=progress, cancel=cancel,
-        )  # fmt: skip
-        if request is not None and request.transform is not None:
-            return colour.restore_transformed(
-                result, request.transform, None, float(ratio), raw_nbytes=raw
-            )
-        return colour.restore_result(result, ratio)
+        return _colour_job(coded, shape, ratio, mode, max_error, options)
     source, request = planes_request(source)
     mask_note = None
     if source_dtype(source).kind == "b":
         mode, mask_note = mask_mode(mode, ratio)
     if mode in EXACT_MODES:
-        from .distexact import compress_exact_distributed
-
-        result = compress_exact_distributed(
-            source, mode, max_error, client=client, scheduler=scheduler, workers=workers,
-            threads_per_worker=threads_per_worker, memory_limit=memory_limit, axes=axes,
-            voxel_size=voxel_size, units=units, name=name, block_voxels=block_voxels,
-            search=effort == "best", retries=retries, connect_timeout=connect_timeout,
-            progress=progress, cancel=cancel,
-        )  # fmt: skip
-        if mask_note:
-            result.messages.append(mask_note)
-        return result
+        return _exact_job(source, mode, max_error, mask_note, options)
     if max_error is not None:
         raise InvalidInputError("max_error is for mode='bounded' only")
     if ratio is None:
         raise InvalidInputError(f"mode={mode!r} needs a ratio (or mode='lossless')")
+    return _fitted_job(source, request, ratio, mode, **options)
+
+
+def _colour_job(
+    coded: Any, shape: tuple[int, ...], ratio: Any, mode: str, max_error: Any,
+    options: dict[str, Any],
+) -> Any:  # fmt: skip
+    """:func:`compress_distributed` of an image with its colour samples last (``coded``: the
+    source with them as a leading axis): coded so, and read back in the caller's layout; an
+    RGB(A) image in hybrid mode as decorrelated planes (:class:`.distcolour.ColourPlanes`)."""
+    o = options
+    axes, guidance, labels = o["axes"], o["guidance"], o["labels"]
+    given = check_axes(axes, len(shape)) if axes else colour.default_axes(len(shape))
+    raw = math.prod(shape) * np.dtype(coded.dtype).itemsize
+    request = None
+    plain = guidance in (None, "none")  # (guidance of distributed jobs: the field's loss)
+    if plain and colour.decorrelates(
+        shape, coded.dtype, ratio, mode, guidance, o["guidance_weights"], labels
+    ):
+        request = ColourPlanes(coded, float(ratio), raw)  # (an RGB(A) image in hybrid mode)
+    moved = {
+        "axes": colour.moved(given), "voxel_size": colour.moved(o["voxel_size"]),
+        "units": colour.moved(o["units"]), "labels": colour.moved_labels(labels, shape),
+    }  # fmt: skip
+    result = _compress_distributed(
+        request or coded,
+        colour.coded_ratio(ratio, raw),
+        **{**o, **moved},
+        mode="hybrid" if request else mode,
+        max_error=max_error,
+    )
+    if request is not None and request.transform is not None:
+        return colour.restore_transformed(
+            result, request.transform, None, float(ratio), raw_nbytes=raw
+        )
+    return colour.restore_result(result, ratio)
+
+
+def _exact_job(
+    source: Any, mode: str, max_error: Any, mask_note: str | None, options: dict[str, Any]
+) -> Any:
+    """:func:`compress_distributed` in lossless or bounded mode
+    (:func:`~napari_sciz.core.distexact.compress_exact_distributed`)."""
+    from .distexact import compress_exact_distributed
+
+    o = options
+    keep = (
+        "client", "scheduler", "workers", "threads_per_worker", "memory_limit", "axes",
+        "voxel_size", "units", "name", "block_voxels", "retries", "connect_timeout",
+        "progress", "cancel",
+    )  # fmt: skip
+    result = compress_exact_distributed(
+        source, mode, max_error, search=o["effort"] == "best", **{k: o[k] for k in keep}
+    )
+    if mask_note:
+        result.messages.append(mask_note)
+    return result
+
+
+def _fitted_job(
+    source: Any, request: Any, ratio: float, mode: str, *, client: Any, scheduler: Any,
+    workers: Any, threads_per_worker: int, memory_limit: Any, device: str,
+    steps: int | None, budget: float | None, effort: str | None, seed: int, axes: Any,
+    voxel_size: Any, units: Any, name: Any, block_voxels: int | None, guidance: str,
+    labels: Any, guidance_weights: Any, retries: int, connect_timeout: float,
+    progress: Any, cancel: Any,
+) -> Any:  # fmt: skip
+    """:func:`compress_distributed` in lossy or hybrid mode: the blocks' statistics, the
+    plan and the fits on the cluster, assembled into one file."""
     t_start = time.perf_counter()
     target, budget, steps, mode, guidance_mode, guidance_full = _checked_settings(
         ratio, budget, steps, effort, mode, guidance, guidance_weights, labels
@@ -338,9 +289,9 @@ def compress_distributed(
         metric_range = image_range(request, metric_range)
         report = BlockReport(progress, grid, n_workers, steps, t_start)
         report.started()
-        fits: list[_FitResult] = run.map(
+        fits: list[FitResult] = run.map(
             "fit",
-            _fit_task,
+            fit_task,
             [
                 (
                     coded_src,
@@ -483,7 +434,7 @@ def _checked_settings(
 
 
 def _gathered_result(
-    plan: Any, fits: list[_FitResult], t_start: float, metric_range: Sequence[float]
+    plan: Any, fits: list[FitResult], t_start: float, metric_range: Sequence[float]
 ) -> Any:
     """The file of the fitted blocks and its quality, summed from the blocks' measures."""
     header = plan.header
