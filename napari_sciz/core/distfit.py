@@ -68,6 +68,15 @@ def fit_task(
     label_array: Any,
     metric_range: Sequence[float],
 ) -> FitResult | BaseException:
+    """Read block ``job.index`` of ``source`` on this worker, fit and code it, and measure it
+    against the original (on the image's samples for decorrelated colour planes).
+
+    Returns
+    -------
+    FitResult or BaseException
+        The block's payload and measures, or the user error (unreadable block, NaN) to report
+        without retries (:func:`~napari_sciz.core.cluster.user_error`).
+    """
     from .blockjob import run_block_job
     from .metrics import max_abs_error, squared_error_sum, ssim
 
