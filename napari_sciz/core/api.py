@@ -130,9 +130,16 @@ def compress(
         Checked every step; when it returns True (is set) the job stops with
         :class:`~napari_sciz.errors.CancelledError` and nothing is written.
     guidance : str
-        Application guidance of the fit (:mod:`napari_sciz.core.guidance`): ``"none"`` (plain
-        MSE), ``"segmentation"`` (soft Dice of a threshold segmentation + boundary-band error)
-        or ``"perceptual"`` (SSIM + gradient loss). Decoding is unaffected.
+        Task guidance: ``"none"``, ``"segmentation"`` (the decoded volume should segment like
+        the original: object F1 of a Gaussian / Otsu / watershed pipeline) or
+        ``"perceptual"`` (MS-SSIM). In hybrid mode (the default) the volume is coded plain
+        and as candidates chosen by measurement (task bands, a segmentation lock, light
+        smoothing, power maps or a sensitivity curve of the intensities, a half-resolution
+        base; :mod:`napari_sciz.core.task.guided`), and the file that scores better on the
+        task at most 0.9 dB of PSNR below the plain one is kept, with notes in
+        ``messages``. In lossy mode the task's loss is added to the field's fit
+        (:mod:`napari_sciz.core.guidance`: soft Dice and a boundary band, or SSIM and
+        gradients). Any file decodes the same way.
     labels : array-like, optional
         Labels of the image (same shape as ``data``; ``> 0`` is foreground), the reference of
         segmentation guidance. Without labels an Otsu threshold of each block is used.
