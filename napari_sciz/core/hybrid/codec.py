@@ -307,9 +307,14 @@ def _field_stages(
     return best, share, steps_done
 
 
+def _used_bytes(best: _Candidate, high: int) -> int:
+    """The bytes of a block of ``high`` bytes that ``best``'s base and filter take."""
+    return head_bytes(high) + _layers_bytes(best.base, best.filter_bytes)
+
+
 def _spare_share(best: _Candidate, high: int) -> float:
     """The share of a block's ``high`` bytes that ``best``'s base and filter leave unused."""
-    return 1.0 - (head_bytes(high) + _layers_bytes(best.base, best.filter_bytes)) / high
+    return 1.0 - _used_bytes(best, high) / high
 
 
 def _spare_field(
@@ -333,7 +338,7 @@ def _spare_field(
     from ..lossy.fit import fit_block
 
     low, high = window
-    used = head_bytes(high) + _layers_bytes(best.base, best.filter_bytes)
+    used = _used_bytes(best, high)
     spare = high - used
     if best.network is not None or best.inr or best.error == 0.0:
         return None, 0
